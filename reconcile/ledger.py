@@ -1,0 +1,119 @@
+"""The one normalized observation schema every source writes.
+
+A ledger is a Parquet file of observations: one row per record a store holds (a Zendesk child event, a bus log
+line, a DLQ message, a Spark output row). Sources fill the columns they know and leave the rest null; they never
+decide verdicts. Records that cannot be parsed go to a rejects file with the reason, never nowhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HOPS = ("zendesk", "bus", "dlq", "sink")
+
+TS = pa.timestamp("ms", tz="UTC")
+
+SCHEMA = pa.schema(
+    [
+        ("hop", pa.string()),  # zendesk | bus | dlq | sink
+        ("source_id", pa.string()),  # id native to the store (API child event id, log event id, MessageId, ...)
+        ("eb_id", pa.string()),  # EventBridge event id (null on the zendesk hop)
+        ("zendesk_key", pa.string()),  # Zendesk event id where the record carries one (API child id, webhook id)
+        ("ticket_id", pa.int64()),
+        ("event_type", pa.string()),  # API: Create | Comment | Change:<field>; bus: the payload's type
+        ("family", pa.string()),  # api | legacy | webhook
+        ("event_time", TS),  # when Zendesk says the event happened
+        ("observed_at", TS),  # when this store recorded it
+        ("source_ref", pa.string()),  # object key / page and line / MessageId: where to look
+        ("audit_id", pa.int64()),  # zendesk: the audit (ticket update) the child event belongs to
+        ("sequence_id", pa.string()),  # legacy meta.sequence.id
+        ("replay_name", pa.string()),  # EventBridge replay-name, when the event came from a replay
+        # dlq
+        ("error_code", pa.string()),
+        ("error_message", pa.string()),
+        ("target_arn", pa.string()),
+        ("rule_arn", pa.string()),
+        ("retry_condition", pa.string()),
+        ("retry_attempts", pa.int32()),
+        # sink
+        ("sequence_number", pa.string()),
+        ("committed", pa.bool_()),  # false: the file is not in _spark_metadata's commit log
+    ]
+)
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("source_ref", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),  # the offending record, cut to RAW_LIMIT characters
+    ]
+)
+RAW_LIMIT = 4096
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Return `table` with exactly the ledger columns, in order, missing ones as nulls, types cast."""
+    n = table.num_rows
+    cols = []
+    for f in SCHEMA:
+        if f.name in table.column_names:
+            cols.append(table[f.name].cast(f.type))
+        else:
+            cols.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(cols, schema=SCHEMA)
+
+
+def empty() -> pa.Table:
+    return SCHEMA.empty_table()
+
+
+def rejects_table(source: str, refs: list[str], reasons: list[str], raws: list[str]) -> pa.Table:
+    return pa.table(
+        {
+            "source": [source] * len(refs),
+            "source_ref": refs,
+            "reason": reasons,
+            "raw": [r[:RAW_LIMIT] if r is not None else None for r in raws],
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+@dataclass
+class SourceResult:
+    """What one source read: its ledger, its rejects and whether the read was complete.
+
+    `complete=False` means some of the store could not be read; `problems` says what and what to check.
+    `fingerprints` lists every raw input read (key, size, etag/sha256, ...), for the manifest and auditors.
+    """
+
+    name: str
+    ledger: pa.Table
+    rejects: pa.Table = field(default_factory=lambda: REJECT_SCHEMA.empty_table())
+    complete: bool = True
+    problems: list[str] = field(default_factory=list)
+    fingerprints: list[dict] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # source-specific facts for the report (coverage, counts)
+
+    @property
+    def records(self) -> int:
+        return self.ledger.num_rows
+
+    @property
+    def rejected(self) -> int:
+        return self.rejects.num_rows
+
+
+def write_atomic(table: pa.Table, path: Path) -> Path:
+    """Write Parquet to a temp name and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
