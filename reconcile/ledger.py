@@ -56,6 +56,16 @@ REJECT_SCHEMA = pa.schema(
 )
 RAW_LIMIT = 4096
 
+# EventBridge metrics are counters, not observations of events: their own small schema (PIPELINE.md §5).
+METRIC_SCHEMA = pa.schema(
+    [
+        ("metric", pa.string()),  # Invocations, FailedInvocations, InvocationsSentToDlq, ...
+        ("timestamp", TS),  # start of the period
+        ("period_s", pa.int32()),
+        ("value", pa.float64()),  # Sum over the period
+    ]
+)
+
 
 def conform(table: pa.Table) -> pa.Table:
     """Return `table` with exactly the ledger columns, in order, missing ones as nulls, types cast."""
