@@ -32,6 +32,7 @@ SCHEMA = pa.schema(
         ("source_ref", pa.string()),  # object key / page and line / MessageId: where to look
         ("audit_id", pa.int64()),  # zendesk: the audit (ticket update) the child event belongs to
         ("sequence_id", pa.string()),  # legacy meta.sequence.id
+        ("sequence_position", pa.int32()),  # legacy meta.sequence.position (1-based within the ticket update)
         ("replay_name", pa.string()),  # EventBridge replay-name, when the event came from a replay
         # dlq
         ("error_code", pa.string()),
