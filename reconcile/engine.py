@@ -1,0 +1,139 @@
+"""DuckDB: binds the ledgers as views under fixed names, runs queries/*.sql in a declared order, returns results.
+
+Values reach SQL only as `$name` parameters; files are bound through the relational API, never formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from . import ledger
+from .errors import ConfigError, QueryError
+
+logger = logging.getLogger(__name__)
+
+QUERY_DIR = Path(__file__).resolve().parent.parent / "queries"
+
+# The order queries run in; each reads tables made by the ones before it.
+QUERIES = (
+    "source_events",
+    "bus_events",
+    "hop_a",
+    "verdicts",
+    "orphans",
+    "verdict_counts",
+    "funnel",
+    "match_stats",
+    "loss_by_hour",
+    "loss_by_type",
+    "dlq_causes",
+    "duplicates",
+    "latency",
+    "metrics_check",
+    "gaps",
+)
+
+# Small result tables handed to the summary and the report whole.
+RESULT_TABLES = ("verdict_counts", "funnel", "match_stats", "loss_by_hour", "loss_by_type", "dlq_causes",
+                 "duplicates", "latency", "metrics_check")
+
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def query_path(name: str) -> Path:
+    return QUERY_DIR / f"{name}.sql"
+
+
+def parameters_of(sql: str) -> set[str]:
+    return set(_PARAM.findall(_COMMENT.sub("", sql)))
+
+
+def load_kind_map(extra: str | None) -> pa.Table:
+    table = pacsv.read_csv(QUERY_DIR / "kind_map.csv")
+    if extra:
+        path = Path(extra)
+        if not path.exists():
+            raise ConfigError(f"kind_map file {path} does not exist. Give a CSV with columns api_kind,bus_type.")
+        more = pacsv.read_csv(path)
+        if set(more.column_names) != {"api_kind", "bus_type"}:
+            raise ConfigError(f"kind_map file {path} must have exactly the columns api_kind,bus_type.")
+        table = pa.concat_tables([table, more.select(["api_kind", "bus_type"]).cast(table.schema)])
+    return table
+
+
+@dataclass
+class Engine:
+    """One DuckDB connection holding a run's ledgers and the tables the queries make."""
+
+    con: duckdb.DuckDBPyConnection
+
+    @classmethod
+    def open(cls, *, memory_limit: str = "4GB", temp_directory: str | None = None,
+             threads: int | None = None) -> "Engine":
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        # SET does not take prepared parameters: these values come from our own config, validated here.
+        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit):
+            raise ConfigError(f"engine.memory_limit {memory_limit!r} is not a size like 4GB or 512MB.")
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        if temp_directory:
+            con.execute(f"SET temp_directory = '{_quote(temp_directory)}'")
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        con.execute("SET preserve_insertion_order = false")
+        return cls(con)
+
+    def bind_ledger(self, name: str, path: Path | None) -> None:
+        """Bind a ledger Parquet file (or an empty ledger when the source was not configured) as view `name`."""
+        if path is None:
+            self.con.register(name, ledger.empty())
+        else:
+            self.con.read_parquet(str(path)).create_view(name, replace=True)
+
+    def bind_table(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+
+    def run_query(self, name: str, params: dict[str, Any]) -> None:
+        sql = query_path(name).read_text()
+        used = parameters_of(sql)
+        missing = sorted(used - set(params))
+        if missing:
+            raise QueryError(f"queries/{name}.sql uses ${', $'.join(missing)} but the engine did not supply it.")
+        logger.debug("running queries/%s.sql with %s\n%s", name, sorted(used), sql)
+        try:
+            self.con.execute(sql, {k: params[k] for k in used})
+        except duckdb.Error as e:
+            raise QueryError(f"queries/{name}.sql failed: {e}") from e
+
+    def run_all(self, params: dict[str, Any]) -> None:
+        for name in QUERIES:
+            self.run_query(name, params)
+
+    def arrow(self, table: str) -> pa.Table:
+        return self.con.table(table).to_arrow_table()
+
+    def batches(self, table: str, order_by: str) -> pa.RecordBatchReader:
+        """Stream a (possibly large) result table in a total order, for exports."""
+        return self.con.table(table).order(order_by).to_arrow_reader(100_000)
+
+    def results(self) -> dict[str, list[dict[str, Any]]]:
+        return {name: self.arrow(name).to_pylist() for name in RESULT_TABLES}
+
+    def count(self, table: str) -> int:
+        return self.con.table(table).count("*").fetchone()[0]
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
