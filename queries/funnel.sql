@@ -14,4 +14,5 @@ SELECT 2, 'bus_to_sink',
        count(*) FILTER (WHERE verdict IN ('delivered', 'duplicated')),
        count(*) FILTER (WHERE verdict IN ('dead_lettered', 'lost_after_bus')),
        count(*) FILTER (WHERE verdict = 'pending' AND eb_id IS NOT NULL)
-FROM j;
+FROM j
+ORDER BY ord;
