@@ -1,0 +1,344 @@
+"""The `reconcile` command: parse flags, build the config, call the library, map errors to exit codes.
+
+Exit codes: 0 clean · 1 only pending events · 2 loss above a hop's threshold · 3 an input incomplete or
+unreadable · 4 configuration or runtime error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+import orjson
+
+from . import __version__
+from . import config as config_mod
+from .errors import ConfigError, ReconcileError
+from .window import parse_time
+
+logger = logging.getLogger("reconcile")
+
+EXIT_CODES = """\b
+Exit codes:
+  0  clean: every event delivered (or excluded)
+  1  only pending events (EventBridge may still deliver them)
+  2  loss above a hop's threshold
+  3  an input was incomplete or unreadable
+  4  configuration or runtime error"""
+
+
+def setup_logging(verbose: int, quiet: int) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class Main(click.Group):
+    """Turns domain errors into one `Error: ...` line and the documented exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ReconcileError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place an unexpected failure becomes exit 4
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.exception("unexpected failure")
+            click.echo(f"Error: unexpected {type(e).__name__}: {e} (run with -v -v for the traceback)", err=True)
+            sys.exit(4)
+
+
+@click.group(cls=Main, epilog=EXIT_CODES)
+@click.version_option(__version__, prog_name="reconcile")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv: SQL and tracebacks).")
+@click.option("-q", "--quiet", count=True, help="Less logging on stderr.")
+def main(verbose: int, quiet: int) -> None:
+    """Reconcile Zendesk → EventBridge → Kinesis → Spark → S3: find every event that went missing, and where.
+
+    \b
+    Example:
+      reconcile demo --out demo-out
+    """
+    setup_logging(verbose, quiet)
+
+
+def window_options(f):
+    f = click.option("--as-of", help="Judge as if now were this time (ISO-8601). Default: now.")(f)
+    f = click.option("--end", help="Window end (ISO-8601, exclusive).")(f)
+    f = click.option("--start", help="Window start (ISO-8601).")(f)
+    f = click.option("--date", "day", help="A UTC day YYYY-MM-DD (default: yesterday).")(f)
+    return f
+
+
+def resolve_window(cfg, day, start, end, as_of):
+    from .run import window_from
+    if day and (start or end):
+        raise ConfigError("Give either --date or --start/--end, not both.")
+    if start or end:
+        if not (start and end):
+            raise ConfigError("--start and --end go together. Give both, or --date for a whole UTC day.")
+        s, e = parse_time(start), parse_time(end)
+    else:
+        if day:
+            s = parse_time(day)
+        else:
+            today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+            s = today - timedelta(days=1)
+        e = s + timedelta(days=1)
+    return window_from(cfg, s, e, parse_time(as_of) if as_of else None)
+
+
+def parse_sets(items: tuple[str, ...]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set {item!r} is not section.key=value, e.g. --set sink.id_column=id")
+        try:
+            import tomllib
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except Exception:  # noqa: BLE001 - an unquoted string is the common case
+            parsed = value
+        out.setdefault(section, {})[name] = parsed
+    return out
+
+
+def merge(*dicts: dict[str, dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for d in dicts:
+        for sec, values in d.items():
+            out.setdefault(sec, {}).update({k: v for k, v in values.items() if v is not None})
+    return out
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@window_options
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default reconcile-out/<window>).")
+@click.option("--zendesk-url", help="Zendesk account URL (or ZENDESK_URL).")
+@click.option("--profile", help="AWS profile.")
+@click.option("--region", help="AWS region.")
+@click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL), e.g. a moto server.")
+@click.option("--audience", type=click.Choice(["daily", "incident", "audit"]), default="daily", show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
+def run(config_path, day, start, end, as_of, out, zendesk_url, profile, region, endpoint_url, audience, sets,
+        as_json, no_progress):
+    """Reconcile one window over the configured stores and write the gap report.
+
+    Secrets come from the environment only: ZENDESK_EMAIL + ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN), and the
+    AWS credential chain.
+
+    \b
+    Example:
+      reconcile run --config reconcile.toml --date 2026-11-23 --out out/
+    """
+    from .run import execute
+    overrides = merge({"zendesk": {"url": zendesk_url},
+                       "aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url}},
+                      parse_sets(sets))
+    cfg = config_mod.build(config_path, overrides)
+    window = resolve_window(cfg, day, start, end, as_of)
+    out_dir = Path(out) if out else Path("reconcile-out") / window.key
+    outcome = execute(cfg, window, out_dir, audience=audience, progress=not no_progress)
+    emit(outcome, as_json)
+    sys.exit(outcome.exit_code)
+
+
+def emit(outcome, as_json: bool) -> None:
+    s = outcome.summary
+    if as_json:
+        click.echo(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode())
+    else:
+        v = s["verdicts"]
+        click.echo(f"{s['status']}: {s['events']:,} events · delivered {v['delivered']:,} · duplicated "
+                   f"{v['duplicated']:,} · dead-lettered {v['dead_lettered']:,} · lost after bus "
+                   f"{v['lost_after_bus']:,} · lost before bus {v['lost_before_bus']:,} · pending {v['pending']:,}",
+                   err=True)
+        click.echo(str(outcome.report))
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default="demo-out", show_default=True)
+@click.option("--events", type=int, default=20_000, show_default=True, help="Zendesk events in the day.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--day", default="2026-11-23", show_default=True, help="The simulated UTC day.")
+@click.option("--audience", type=click.Choice(["daily", "incident", "audit"]), default="daily", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--no-progress", is_flag=True)
+def demo(out, events, seed, day, audience, as_json, no_progress):
+    """Simulate a pipeline day with faults at every hop, serve it like the real stores, reconcile it.
+
+    The Zendesk API is served over HTTP on loopback and the AWS stores by moto's server, so the demo runs the
+    same code paths as a production run. Prints the report path and how many injected faults were found.
+
+    \b
+    Example:
+      reconcile demo --out demo-out --events 20000 --seed 7
+    """
+    from .simulate.demo import run_demo
+    outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, audience=audience,
+                              progress=not no_progress)
+    for line in found:
+        click.echo(line, err=True)
+    emit(outcome, as_json)
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--events", type=int, default=20_000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--day", default="2026-11-23", show_default=True)
+def simulate(out, events, seed, day):
+    """Write a simulated pipeline day's stores (real formats) and its truth.json, without reconciling.
+
+    \b
+    Example:
+      reconcile simulate --out sim/ --events 100000
+    """
+    from .simulate.generate import SimParams, simulate as make
+    from .simulate.stores import write_stores
+    written = write_stores(make(SimParams(events=events, seed=seed, day=day)), Path(out))
+    click.echo(str(Path(out) / "stores"))
+    logger.info("wrote %s", {k: v for k, v in written.items() if not isinstance(v, (list, dict))})
+
+
+@main.group()
+def fetch():
+    """Read one store alone into a ledger Parquet file, to debug one store at a time.
+
+    \b
+    Example:
+      reconcile fetch sink --uri s3://spark-output/events --start 2026-11-23 --end 2026-11-24 --out sink.parquet
+    """
+
+
+def fetch_options(f):
+    f = click.option("--out", type=click.Path(dir_okay=False), required=True, help="Ledger Parquet to write.")(f)
+    f = click.option("--end", required=True, help="Window end (ISO-8601).")(f)
+    f = click.option("--start", required=True, help="Window start (ISO-8601).")(f)
+    f = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")(f)
+    f = click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")(f)
+    f = click.option("--region", help="AWS region.")(f)
+    f = click.option("--profile", help="AWS profile.")(f)
+    return f
+
+
+def do_fetch(name: str, config_path, start, end, out, overrides: dict) -> None:
+    from . import ledger
+    from .run import SOURCES, read_source, window_from
+    cfg = config_mod.build(config_path, overrides)
+    window = window_from(cfg, parse_time(start), parse_time(end))
+    spec = next(s for s in SOURCES if s.name == name)
+    out = Path(out)
+    result = read_source(spec, cfg, window, out.parent / (out.stem + "-evidence"), progress=True)
+    table = result.ledger if name == "metrics" else ledger.conform(result.ledger)
+    ledger.write_atomic(table, out)
+    if result.rejected:
+        ledger.write_atomic(result.rejects, out.with_name(out.stem + ".rejects.parquet"))
+    for p in result.problems:
+        click.echo(f"{name}: {p}", err=True)
+    click.echo(f"{name}: {result.records:,} records, {result.rejected:,} rejected, "
+               f"{'complete' if result.complete else 'INCOMPLETE'}", err=True)
+    click.echo(str(out))
+    sys.exit(0 if result.complete else 3)
+
+
+def aws_overrides(profile, region, endpoint_url) -> dict:
+    return {"aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url}}
+
+
+@fetch.command("zendesk")
+@fetch_options
+@click.option("--zendesk-url", help="Account URL (or ZENDESK_URL).")
+@click.option("--requests-per-minute", type=float, help="Request budget (10; 30 with High Volume).")
+def fetch_zendesk(config_path, start, end, out, profile, region, endpoint_url, zendesk_url, requests_per_minute):
+    """Pull the Incremental Ticket Event Export for a window.
+
+    \b
+    Example:
+      ZENDESK_EMAIL=me@acme.com ZENDESK_API_TOKEN=... reconcile fetch zendesk \\
+        --zendesk-url https://acme.zendesk.com --start 2026-11-23 --end 2026-11-24 --out zendesk.parquet
+    """
+    do_fetch("zendesk", config_path, start, end, out,
+             {"zendesk": {"url": zendesk_url, "requests_per_minute": requests_per_minute}})
+
+
+@fetch.command("bus-log")
+@fetch_options
+@click.option("--uri", help="s3://bucket/prefix or a folder of the log archive.")
+@click.option("--format", "fmt", type=click.Choice(["cwl-export", "firehose", "api"]))
+@click.option("--log-group", help="Log group, for --format api.")
+def fetch_bus_log(config_path, start, end, out, profile, region, endpoint_url, uri, fmt, log_group):
+    """Read the bus's CloudWatch Logs copy (S3 export, Firehose objects or the live API).
+
+    \b
+    Example:
+      reconcile fetch bus-log --uri s3://logs-archive/exports --format cwl-export \\
+        --start 2026-11-23 --end 2026-11-24 --out bus.parquet
+    """
+    do_fetch("bus_log", config_path, start, end, out,
+             merge(aws_overrides(profile, region, endpoint_url),
+                   {"bus_log": {"uri": uri, "format": fmt, "log_group": log_group}}))
+
+
+@fetch.command("sink")
+@fetch_options
+@click.option("--uri", help="s3://bucket/prefix or a folder of Spark's output.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "json"]))
+@click.option("--id-column", help="Column holding the EventBridge id (default partitionKey).")
+@click.option("--id-path", help="JSON path of the id inside `data`, e.g. $.id.")
+def fetch_sink(config_path, start, end, out, profile, region, endpoint_url, uri, fmt, id_column, id_path):
+    """Read Spark's Kinesis output (Parquet or JSON lines, hive-partitioned).
+
+    \b
+    Example:
+      reconcile fetch sink --uri s3://spark-output/events --start 2026-11-23 --end 2026-11-24 --out sink.parquet
+    """
+    do_fetch("sink", config_path, start, end, out,
+             merge(aws_overrides(profile, region, endpoint_url),
+                   {"sink": {"uri": uri, "format": fmt, "id_column": id_column, "id_path": id_path}}))
+
+
+@fetch.command("dlq")
+@fetch_options
+@click.option("--queue-url", help="The SQS dead-letter queue (read without deleting).")
+@click.option("--uri", help="An archive of DLQ messages (JSON lines) instead of the queue.")
+def fetch_dlq(config_path, start, end, out, profile, region, endpoint_url, queue_url, uri):
+    """Read the SQS dead-letter queue without consuming or deleting a message.
+
+    \b
+    Example:
+      reconcile fetch dlq --queue-url https://sqs.us-east-1.amazonaws.com/123456789012/zendesk-dlq \\
+        --start 2026-11-23 --end 2026-11-24 --out dlq.parquet
+    """
+    do_fetch("dlq", config_path, start, end, out,
+             merge(aws_overrides(profile, region, endpoint_url), {"dlq": {"queue_url": queue_url, "uri": uri}}))
+
+
+@fetch.command("metrics")
+@fetch_options
+@click.option("--rule", help="EventBridge rule name.")
+@click.option("--event-bus", help="Event bus name, for rules on a custom bus.")
+@click.option("--uri", help="A saved GetMetricData response instead of the API.")
+def fetch_metrics(config_path, start, end, out, profile, region, endpoint_url, rule, event_bus, uri):
+    """Read the rule's AWS/Events metrics (a sanity check, never a verdict).
+
+    \b
+    Example:
+      reconcile fetch metrics --rule zendesk-to-kinesis --start 2026-11-23 --end 2026-11-24 --out metrics.parquet
+    """
+    do_fetch("metrics", config_path, start, end, out,
+             merge(aws_overrides(profile, region, endpoint_url),
+                   {"metrics": {"rule": rule, "event_bus": event_bus, "uri": uri}}))

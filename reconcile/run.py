@@ -1,0 +1,220 @@
+"""The reconciliation job: read every configured store, judge every event, write the outputs.
+
+sources → evidence/<hop>.parquet → engine (queries/*.sql) → summary.json, gaps.csv, report.html → manifest.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import platform
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__, ledger, outputs, report, summary
+from .config import Config
+from .engine import QUERIES, Engine, load_kind_map, query_path
+from .errors import ReconcileError
+from .ledger import SourceResult
+from .window import Window, parse_duration
+
+logger = logging.getLogger(__name__)
+
+REJECTS_IN_REPORT = 20
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A store the job reads: the ledger view it fills and how to tell whether it is configured."""
+
+    name: str
+    hop: str
+    module: str
+    configured: Callable[[Config], bool]
+    hint: str
+
+
+SOURCES = (
+    SourceSpec("zendesk", "zendesk", "zendesk", lambda c: bool(c.zendesk.url), "set [zendesk] url or ZENDESK_URL"),
+    SourceSpec("bus_log", "bus", "buslog", lambda c: bool(c.bus_log.uri or c.bus_log.log_group),
+               "set [bus_log] uri (or log_group with format = api)"),
+    SourceSpec("sink", "sink", "sink", lambda c: bool(c.sink.uri), "set [sink] uri"),
+    SourceSpec("dlq", "dlq", "dlq", lambda c: bool(c.dlq.queue_url or c.dlq.uri), "set [dlq] queue_url or uri"),
+    SourceSpec("metrics", "metrics", "metrics", lambda c: bool(c.metrics.rule or c.metrics.uri),
+               "set [metrics] rule or uri"),
+)
+
+
+@dataclass
+class Outcome:
+    out_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return self.summary["exit_code"]
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / "report.html"
+
+
+def window_from(cfg: Config, start, end, as_of: datetime | None = None) -> Window:
+    w = cfg.window
+    return Window(start=start, end=end, as_of=as_of or datetime.now(timezone.utc),
+                  margin_before=parse_duration(w.margin_before), margin_after=parse_duration(w.margin_after),
+                  max_event_age=parse_duration(w.max_event_age), hop_a_grace=parse_duration(w.hop_a_grace))
+
+
+def read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, progress: bool) -> SourceResult:
+    """Read one store; a store that cannot be read at all becomes an incomplete input, never a crash."""
+    if not spec.configured(cfg):
+        complete = spec.name not in summary.REQUIRED
+        return SourceResult(spec.name, ledger.empty(), complete=complete,
+                            problems=[f"not configured: {spec.hint}"])
+    module = importlib.import_module(f"reconcile.sources.{spec.module}")
+    try:
+        if spec.name == "zendesk":
+            pages = Path(cfg.zendesk.pages_dir) if cfg.zendesk.pages_dir else evidence / "zendesk-pages"
+            return module.read(cfg.zendesk, window, pages, progress=progress)
+        section = getattr(cfg, spec.name)
+        return module.read(section, window, cfg.aws)
+    except ReconcileError as e:
+        if getattr(e, "exit_code", 4) != 3:
+            raise
+        logger.warning("%s could not be read: %s", spec.name, e)
+        return SourceResult(spec.name, ledger.empty(), complete=False, problems=[str(e)])
+
+
+def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True) -> dict[str, SourceResult]:
+    with ThreadPoolExecutor(max_workers=len(SOURCES)) as pool:
+        futures = {s.name: pool.submit(read_source, s, cfg, window, evidence, progress) for s in SOURCES}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str, Path]:
+    paths = {}
+    for spec in SOURCES:
+        r = results[spec.name]
+        table = r.ledger if spec.hop == "metrics" else ledger.conform(r.ledger)
+        if spec.hop == "metrics" and table.num_rows == 0:
+            table = ledger.METRIC_SCHEMA.empty_table()
+        paths[spec.hop] = ledger.write_atomic(table, evidence / f"{spec.hop}.parquet")
+        ledger.write_atomic(r.rejects, evidence / f"{spec.name}.rejects.parquet")
+    return paths
+
+
+def params(cfg: Config, window: Window) -> dict[str, Any]:
+    span = (window.end - window.start).total_seconds()
+    return dict(window_start=window.start, window_end=window.end, as_of=window.as_of, horizon=window.horizon,
+                hop_a_grace=window.hop_a_grace, tolerance_s=float(cfg.match.tolerance_seconds),
+                kinesis_target=cfg.dlq.kinesis_target,
+                # per minute for windows up to 6 h, per hour beyond
+                bucket_s=60 if span <= 6 * 3600 else 3600)
+
+
+def judge(cfg: Config, window: Window, ledgers: dict[str, Path]) -> Engine:
+    e = Engine.open(memory_limit=cfg.engine.memory_limit, temp_directory=cfg.engine.temp_directory,
+                    threads=cfg.engine.threads)
+    for hop in ("zendesk", "bus", "dlq", "sink", "metrics"):
+        e.bind_ledger(hop, ledgers.get(hop))
+    e.bind_table("kind_map", load_kind_map(cfg.match.kind_map))
+    e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(cfg.exclude.event_types), pa.string())}))
+    e.run_all(params(cfg, window))
+    return e
+
+
+def sample_rejects(evidence: Path) -> list[dict]:
+    rows: list[dict] = []
+    for spec in SOURCES:
+        path = evidence / f"{spec.name}.rejects.parquet"
+        if path.exists():
+            rows.extend(pq.read_table(path).slice(0, REJECTS_IN_REPORT).to_pylist())
+    return rows
+
+
+def sha256_text(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version(), "reconcile": __version__}
+    for pkg in ("duckdb", "pyarrow", "pandas", "boto3", "jinja2", "click", "orjson"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "daily",
+            progress: bool = True, generated_at: datetime | None = None) -> Outcome:
+    generated_at = generated_at or datetime.now(timezone.utc)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evidence = out_dir / "evidence"
+    logger.info("reading stores for %s", window.key)
+    results = read_all(cfg, window, evidence, progress)
+    ledgers = write_evidence(results, evidence)
+    return finish(cfg, window, out_dir, results, ledgers, audience=audience, generated_at=generated_at)
+
+
+def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
+           ledgers: dict[str, Path], *, audience: str, generated_at: datetime) -> Outcome:
+    engine = judge(cfg, window, ledgers)
+    try:
+        gaps = outputs.write_gaps_csv(engine.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")
+        s = summary.build(engine.results(), [summary.input_entry(results[x.name]) for x in SOURCES], cfg, window,
+                          orphans=engine.count("orphans"),
+                          unlogged=engine.con.execute(
+                              "SELECT count(*) FROM verdicts WHERE unlogged_at_bus").fetchone()[0],
+                          gaps=gaps, generated_at=generated_at)
+        gap_rows = engine.con.table("gaps").order(outputs.GAPS_ORDER).limit(report.GAP_ROWS).to_arrow_table()
+    finally:
+        engine.close()
+    gap_dicts = [dict(r, event_time=summary.iso(r["event_time"])) for r in gap_rows.to_pylist()]
+    outputs.write_json(out_dir / "summary.json", s)
+    ctx = report.ReportContext(summary=s, gaps=gap_dicts, rejects=sample_rejects(out_dir / "evidence"),
+                               config=cfg.to_dict(), audience=audience)
+    outputs.write_bytes(out_dir / "report.html", report.render(ctx).encode())
+    write_manifest(cfg, window, out_dir, results, generated_at)
+    return Outcome(out_dir, s)
+
+
+def write_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
+                   generated_at: datetime) -> Path:
+    files = [p for p in out_dir.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.endswith(".tmp")]
+    queries = [query_path(q) for q in QUERIES] + [query_path("kind_map").with_suffix(".csv")]
+    templates = sorted(report.TEMPLATE_DIR.glob("*.j2"))
+    manifest = {
+        "tool": {"name": "reconcile", "version": __version__, "argv": sys.argv[1:]},
+        "generated_at": summary.iso(generated_at),
+        "window": {"start": summary.iso(window.start), "end": summary.iso(window.end),
+                   "as_of": summary.iso(window.as_of)},
+        "config": cfg.to_dict(),
+        "inputs": [{"source": r.name, "complete": r.complete, "records": r.records, "rejected": r.rejected,
+                    "problems": r.problems, "fingerprints": r.fingerprints} for r in results.values()],
+        "queries": {p.name: sha256_text(p) for p in queries},
+        "templates": {p.name: sha256_text(p) for p in templates},
+        "versions": versions(),
+        "files": outputs.file_digests(out_dir, files),
+    }
+    return outputs.write_json(out_dir / "manifest.json", manifest)
+
+
+def reset_outputs(out_dir: Path) -> None:
+    """A re-run of a window replaces its outputs: remove what a previous run left (but keep saved API pages)."""
+    for name in ("report.html", "summary.json", "gaps.csv", "manifest.json"):
+        (out_dir / name).unlink(missing_ok=True)
+    evidence = out_dir / "evidence"
+    if evidence.exists():
+        for p in evidence.glob("*.parquet"):
+            p.unlink()
