@@ -1,7 +1,8 @@
 -- duplicates: duplicated events by cause (redelivery, replay, re-batched), with the extra sink copies they made
 -- and how many of those copies sit in files outside Spark's commit log.
 CREATE OR REPLACE TABLE duplicates AS
-SELECT cause, count(*) AS events, sum(sink_rows - 1) AS extra_copies, sum(uncommitted_rows) AS uncommitted_rows
+SELECT cause, count(*) AS events, sum(sink_rows - 1)::BIGINT AS extra_copies,
+       sum(uncommitted_rows)::BIGINT AS uncommitted_rows
 FROM verdicts
 WHERE verdict = 'duplicated'
 GROUP BY cause

@@ -128,8 +128,11 @@ class Engine:
     def results(self) -> dict[str, list[dict[str, Any]]]:
         return {name: self.arrow(name).to_pylist() for name in RESULT_TABLES}
 
-    def count(self, table: str) -> int:
-        return self.con.table(table).count("*").fetchone()[0]
+    def count(self, table: str, where: str | None = None) -> int:
+        rel = self.con.table(table)
+        if where:
+            rel = rel.filter(where)
+        return rel.aggregate("count(*)").fetchall()[0][0]
 
     def close(self) -> None:
         self.con.close()

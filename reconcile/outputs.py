@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 GAPS_ORDER = "event_time, verdict, source_id, eb_id"
+VERDICTS_ORDER = "event_time, source_id"
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -25,8 +28,16 @@ def write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
+def _default(value: Any) -> Any:
+    # DuckDB returns SUM() of integers as DECIMAL/HUGEINT; they are whole numbers here.
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC) + b"\n"
+    options = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC
+    return orjson.dumps(obj, default=_default, option=options) + b"\n"
 
 
 def write_json(path: Path, obj: Any) -> Path:
@@ -39,6 +50,18 @@ def write_gaps_csv(reader: pa.RecordBatchReader, path: Path) -> int:
     tmp = path.with_name(path.name + ".tmp")
     n = 0
     with pacsv.CSVWriter(tmp, reader.schema) as w:
+        for batch in reader:
+            w.write_batch(batch)
+            n += batch.num_rows
+    os.replace(tmp, path)
+    return n
+
+
+def write_parquet_stream(reader: pa.RecordBatchReader, path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with pq.ParquetWriter(tmp, reader.schema, compression="zstd") as w:
         for batch in reader:
             w.write_batch(batch)
             n += batch.num_rows

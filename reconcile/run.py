@@ -171,11 +171,11 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
            ledgers: dict[str, Path], *, audience: str, generated_at: datetime) -> Outcome:
     engine = judge(cfg, window, ledgers)
     try:
+        outputs.write_parquet_stream(engine.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(engine.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")
         s = summary.build(engine.results(), [summary.input_entry(results[x.name]) for x in SOURCES], cfg, window,
                           orphans=engine.count("orphans"),
-                          unlogged=engine.con.execute(
-                              "SELECT count(*) FROM verdicts WHERE unlogged_at_bus").fetchone()[0],
+                          unlogged=engine.count("verdicts", "unlogged_at_bus"),
                           gaps=gaps, generated_at=generated_at)
         gap_rows = engine.con.table("gaps").order(outputs.GAPS_ORDER).limit(report.GAP_ROWS).to_arrow_table()
     finally:
@@ -212,7 +212,7 @@ def write_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str
 
 def reset_outputs(out_dir: Path) -> None:
     """A re-run of a window replaces its outputs: remove what a previous run left (but keep saved API pages)."""
-    for name in ("report.html", "summary.json", "gaps.csv", "manifest.json"):
+    for name in ("report.html", "summary.json", "gaps.csv", "verdicts.parquet", "manifest.json"):
         (out_dir / name).unlink(missing_ok=True)
     evidence = out_dir / "evidence"
     if evidence.exists():

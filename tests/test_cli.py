@@ -1,0 +1,44 @@
+"""The CLI: every command documents itself with a runnable example; errors become one line and an exit code."""
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from reconcile.cli import main
+
+
+def commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield prefix + (name,), cmd
+        if isinstance(cmd, click.Group):
+            yield from commands(cmd, prefix + (name,))
+
+
+@pytest.mark.parametrize("path,cmd", list(commands(main)), ids=lambda x: " ".join(x) if isinstance(x, tuple) else "")
+def test_every_command_has_help_with_an_example(path, cmd):
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.output
+    assert f"reconcile {' '.join(path)}" in result.output
+
+
+def test_main_help_lists_exit_codes():
+    out = CliRunner().invoke(main, ["--help"]).output
+    for code in ("0  clean", "1  only pending", "2  loss", "3  an input", "4  configuration"):
+        assert code in out
+
+
+def test_config_error_is_one_line_and_exit_4(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sink]\nid_colum = 'x'\n")
+    result = CliRunner().invoke(main, ["run", "--config", str(bad), "--date", "2026-11-23"])
+    assert result.exit_code == 4
+    assert result.output.strip().splitlines() == [
+        "Error: Unknown key(s) in [sink]: id_colum. Known keys: uri, format, id_column, id_path."]
+
+
+def test_missing_stores_make_the_run_incomplete(tmp_path):
+    result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(tmp_path), "--no-progress"],
+                                env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
+    assert result.exit_code == 3, result.output
+    assert (tmp_path / "report.html").exists()

@@ -1,0 +1,89 @@
+"""The job's outputs from ledgers: summary.json, gaps.csv, report.html, manifest.json and the status/exit code."""
+
+import csv
+from datetime import timedelta
+
+import orjson
+import pyarrow as pa
+import pytest
+from bs4 import BeautifulSoup
+
+from reconcile import config, ledger
+from reconcile import run as job
+from reconcile.ledger import SourceResult
+
+import test_queries as day
+from ledgers import DAY, make
+
+
+def results(complete=True):
+    tables = {"zendesk": make("zendesk", day.ZENDESK), "bus_log": make("bus", day.BUS),
+              "sink": make("sink", day.SINK), "dlq": make("dlq", day.DLQ)}
+    out = {name: SourceResult(name, t, complete=complete or name != "sink",
+                              problems=[] if complete or name != "sink" else ["sink.parquet is truncated"])
+           for name, t in tables.items()}
+    out["metrics"] = SourceResult("metrics", ledger.METRIC_SCHEMA.empty_table())
+    out["dlq"].rejects = ledger.rejects_table("dlq", ["m9"], ["event has no id"], ['{"detail": {}}'])
+    return out
+
+
+def produce(tmp_path, complete=True, **thresholds):
+    cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"},
+                              "thresholds": thresholds})
+    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
+    res = results(complete)
+    ledgers = job.write_evidence(res, tmp_path / "evidence")
+    return job.finish(cfg, window, tmp_path, res, ledgers, audience="daily", generated_at=DAY + timedelta(hours=26))
+
+
+def test_summary_figures(tmp_path):
+    s = produce(tmp_path).summary
+    assert s == orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert s["verdicts"] == {"delivered": 5, "duplicated": 2, "dead_lettered": 1, "lost_after_bus": 1,
+                             "lost_before_bus": 2, "pending": 1, "excluded": 1}
+    assert (s["orphans"], s["unlogged_at_bus"], s["events"]) == (1, 1, 13)
+    assert s["hops"][0] | {} == {"name": "zendesk_to_bus", "in": 12, "out": 10, "lost": 2, "pending": 0,
+                                 "loss_rate": round(2 / 12, 8), "threshold": 0.0, "over_threshold": True}
+    assert (s["status"], s["exit_code"]) == ("loss", 2)
+    assert [i["source"] for i in s["inputs"]] == ["zendesk", "bus_log", "sink", "dlq", "metrics"]
+    assert s["inputs"][3]["rejected"] == 1
+
+
+def test_thresholds_turn_loss_into_pending(tmp_path):
+    s = produce(tmp_path, zendesk_to_bus=0.5, bus_to_sink=0.5).summary
+    assert (s["status"], s["exit_code"]) == ("pending", 1)
+
+
+def test_incomplete_input_beats_everything(tmp_path):
+    s = produce(tmp_path, complete=False, zendesk_to_bus=1, bus_to_sink=1).summary
+    assert (s["status"], s["exit_code"]) == ("incomplete", 3)
+
+
+def test_gaps_csv_lists_every_event_not_delivered_once(tmp_path):
+    produce(tmp_path)
+    rows = list(csv.DictReader((tmp_path / "gaps.csv").open()))
+    assert [(r["verdict"], r["source_id"] or r["eb_id"]) for r in rows] == [
+        ("lost_before_bus", "6"), ("duplicated", "2"), ("dead_lettered", "3"), ("lost_after_bus", "4"),
+        ("lost_before_bus", "8"), ("delivered", "12"), ("duplicated", "13"), ("orphan", "L"), ("pending", "5")]
+
+
+def test_report_shows_the_summary_figures(tmp_path):
+    s = produce(tmp_path).summary
+    soup = BeautifulSoup((tmp_path / "report.html").read_text(), "html.parser")
+    figures = {el["data-figure"]: el.get_text(strip=True) for el in soup.select("[data-figure]")}
+    assert figures["status"] == "loss"
+    for name, count in s["verdicts"].items():
+        assert figures[f"verdicts.{name}"] == f"{count:,}"
+    assert figures["hops.bus_to_sink.in"] == "10"
+    assert figures["inputs.dlq.rejected"] == "1"
+    assert len(soup.select("table.gaps tbody tr")) == 9
+
+
+def test_manifest_names_every_file_with_its_digest(tmp_path):
+    produce(tmp_path)
+    m = orjson.loads((tmp_path / "manifest.json").read_bytes())
+    paths = {f["path"] for f in m["files"]}
+    assert {"summary.json", "gaps.csv", "report.html", "evidence/zendesk.parquet", "evidence/sink.parquet",
+            "evidence/dlq.rejects.parquet"} <= paths
+    assert set(m["queries"]) >= {"verdicts.sql", "hop_a.sql", "kind_map.csv"}
+    assert m["versions"]["duckdb"]
