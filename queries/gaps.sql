@@ -2,7 +2,7 @@
 -- the bus log missed), one row each, in time order: the list behind gaps.csv and the report's gap table.
 CREATE OR REPLACE TABLE gaps AS
 SELECT event_time, verdict, cause, source_id, eb_id, ticket_id, kind, match_kind, log_copies, sink_rows,
-       error_code, retry_condition, unlogged_at_bus, epoch(age) / 3600.0 AS age_h
+       error_code, retry_condition, unlogged_at_bus, age_s / 3600.0 AS age_h
 FROM verdicts
 WHERE verdict NOT IN ('delivered', 'excluded') OR unlogged_at_bus
 UNION ALL

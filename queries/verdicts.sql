@@ -33,7 +33,7 @@ WITH linked AS (
            coalesce(l.dlq_kinesis, 0) AS dlq_kinesis,
            coalesce(l.dlq_other, 0) AS dlq_other,
            l.error_code, l.retry_condition, l.dlq_target, l.bus_at, l.sink_at, l.dlq_at,
-           $as_of - s.event_time AS age,
+           epoch($as_of) - epoch(s.event_time) AS age_s,
            CASE
                WHEN s.excluded THEN 'excluded'
                WHEN l.source_id IS NULL THEN
