@@ -1,0 +1,273 @@
+"""The Zendesk source against a local server that speaks the Incremental Ticket Event Export."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+
+import pyarrow.compute as pc
+import pytest
+
+from reconcile.config import ZendeskConfig
+from reconcile.errors import ConfigError, SourceError
+from reconcile.ledger import SCHEMA
+from reconcile.simulate import zendesk_server as zs
+from reconcile.sources import zendesk
+from reconcile.window import Window
+
+T0 = 1_763_942_400  # 2025-11-24T00:00:00Z
+NOW = datetime.fromtimestamp(T0 + 86400, timezone.utc)
+TOKEN = "s3cr3t-api-token-value"
+EMAIL = "admin@example.com"
+BASIC = "Basic " + base64.b64encode(f"{EMAIL}/token:{TOKEN}".encode()).decode()
+ENV = {"ZENDESK_EMAIL": EMAIL, "ZENDESK_API_TOKEN": TOKEN}
+
+
+def ts(sec: int) -> datetime:
+    return datetime.fromtimestamp(sec, timezone.utc)
+
+
+def window(start: int = T0, end: int = T0 + 3600, now: datetime = NOW) -> Window:
+    return Window(start=ts(start), end=ts(end), as_of=now)
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(zendesk, "BACKOFF_BASE", 0.02)
+
+
+@pytest.fixture
+def server():
+    handles = []
+
+    def make(data, **kw):
+        kw.setdefault("now", NOW)
+        kw.setdefault("per_page", 10)
+        h = zs.start(data, **kw)
+        handles.append(h)
+        return h
+
+    yield make
+    for h in handles:
+        h.stop()
+
+
+def read(h, tmp_path, win=None, *, env=ENV, pages="pages", now=NOW, **cfg):
+    cfg.setdefault("requests_per_minute", 6000)
+    cfg.setdefault("max_wait", "10s")
+    return zendesk.read(ZendeskConfig(url=h.url, **cfg), win or window(), tmp_path / pages, now=now,
+                        progress=False, environ=env)
+
+
+def child_ids(table, lo=None, hi=None) -> set[str]:
+    out = set()
+    for a in table.to_pylist():
+        if (lo is None or a["timestamp"] >= lo) and (hi is None or a["timestamp"] < hi):
+            out |= {str(c["id"]) for c in a["child_events"] if c["id"] is not None}
+    return out
+
+
+def ids(result) -> list[str]:
+    return result.ledger["source_id"].to_pylist()
+
+
+def test_exact_event_set_across_overlapping_pages(server, tmp_path):
+    data = zs.synthetic_audits(95, start=T0 + 5, per_second=3, children=3)  # 3 a second: every page overlaps
+    r = read(server(data), tmp_path)
+    assert r.complete and r.problems == []
+    assert sorted(ids(r)) == sorted(child_ids(data)) and len(ids(r)) == 95 * 3
+    assert r.details["pages"] > 9 and r.details["overlap_duplicates"] > 0
+    assert r.ledger.schema == SCHEMA
+    row = r.ledger.filter(pc.equal(r.ledger["source_id"], "602")).to_pylist()[0]
+    assert row["hop"] == "zendesk" and row["family"] == "api" and row["zendesk_key"] == "602"
+    assert row["audit_id"] == 6 and row["event_type"] == "Change:status" and row["ticket_id"] == 1005
+    assert row["event_time"] == row["observed_at"] == ts(T0 + 5 + 5 // 3)
+    assert row["source_ref"].startswith("page-00001.json.gz#audit=6")
+    assert [f["start_time"] for f in r.fingerprints][0] == T0
+    assert set(r.fingerprints[0]) >= {"request", "start_time", "end_time", "count", "sha256", "fetched_at"}
+
+
+def test_window_filtering_keeps_only_audits_created_in_window(server, tmp_path):
+    data = zs.synthetic_audits(120, start=T0, per_second=2)
+    r = read(server(data), tmp_path, window(T0 + 10, T0 + 40))
+    assert r.complete
+    assert sorted(ids(r)) == sorted(child_ids(data, T0 + 10, T0 + 40))
+    assert r.details["end_time"] >= T0 + 40
+    # it stops once end_time passes the window: far fewer pages than the 120 audits need
+    assert r.details["pages"] <= 8
+
+
+def test_429_storm_survived_honouring_retry_after(server, tmp_path):
+    data = zs.synthetic_audits(30, start=T0)
+    h = server(data, faults=zs.Faults(throttle=2, retry_after=1))
+    r = read(h, tmp_path)
+    assert r.complete and sorted(ids(r)) == sorted(child_ids(data))
+    assert r.details["rate_limited"] == 2 and r.details["waited_s"] >= 2
+    log = h.requests
+    for prev, nxt in zip(log, log[1:]):
+        if prev["status"] == 429:
+            assert nxt["time"] - prev["time"] >= 1.0
+
+
+def test_server_rate_limit_sends_rate_headers(server, tmp_path):
+    h = server(zs.synthetic_audits(30, start=T0), rate_limit_per_minute=2)
+    r = read(h, tmp_path, max_wait="1s")  # the 3rd request gets Retry-After ~60 s: more than max_wait
+    assert not r.complete and r.details["rate_limited"] == 1 and r.details["pages"] == 2
+    assert "429" in r.problems[0] and f"start_time={r.details['end_time']}" in r.problems[0]
+    assert [q["status"] for q in h.requests] == [200, 200, 429]
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{h.url}{zs.EXPORT_PATH}?start_time={T0}")
+    assert e.value.code == 429 and int(e.value.headers["Retry-After"]) > 1
+    assert e.value.headers["X-Rate-Limit"] == "2" and e.value.headers["X-Rate-Limit-Remaining"] == "0"
+
+
+def test_5xx_truncated_and_dropped_pages_are_retried(server, tmp_path):
+    data = zs.synthetic_audits(40, start=T0, per_second=2)
+    h = server(data, faults=zs.Faults(errors=2, truncate=2, drop=1))
+    r = read(h, tmp_path)
+    assert r.complete and sorted(ids(r)) == sorted(child_ids(data))
+    assert r.details["retries"] == 5 and r.details["requests"] == r.details["pages"] + 5
+    assert r.details["rate_limited"] == 0
+
+
+def test_never_recovering_5xx_returns_incomplete_within_max_wait(server, tmp_path):
+    h = server(zs.synthetic_audits(30, start=T0), faults=zs.Faults(errors=10**9, error_status=503))
+    t = time.monotonic()
+    r = read(h, tmp_path, max_wait="0.5s")
+    assert time.monotonic() - t < 3
+    assert not r.complete and r.records == 0 and r.details["waited_s"] <= 0.5
+    assert "kept answering 503" in r.problems[0] and f"start_time={T0}" in r.problems[0]
+
+
+def test_slow_answers_time_out_and_count_as_failures(server, tmp_path):
+    h = server(zs.synthetic_audits(5, start=T0), faults=zs.Faults(delay=0.5))
+    r = read(h, tmp_path, timeout="0.1s", max_wait="0.3s")
+    assert not r.complete and "timeouts" in r.problems[0]
+
+
+def test_same_second_repeat_steps_one_second_and_is_incomplete(server, tmp_path):
+    data = zs.same_second_audits(5, at=T0 + 100, per_page=10)  # 15 audits in second T0+100, pages of 10
+    h = server(data, per_page=10)
+    r = read(h, tmp_path)
+    assert not r.complete
+    assert r.details["same_second_steps"] == [T0 + 100]
+    assert any("may be missing" in p for p in r.problems)
+    assert len(h.requests) < 6  # no endless loop
+    got = set(ids(r))
+    assert child_ids(data, hi=T0 + 100) <= got and child_ids(data, lo=T0 + 101) <= got
+    assert 0 < len(got & child_ids(data, T0 + 100, T0 + 101)) < 15 * 2
+
+
+@pytest.mark.parametrize("env,header", [
+    (ENV, BASIC),
+    ({"ZENDESK_OAUTH_TOKEN": "oauth-tok"}, "Bearer oauth-tok"),
+])
+def test_authorization_header_is_exact(server, tmp_path, env, header):
+    h = server(zs.synthetic_audits(3, start=T0), auth=header)
+    r = read(h, tmp_path, env=env)
+    assert r.complete and r.records == 6
+    assert {q["headers"]["Authorization"] for q in h.requests} == {header}
+
+
+def test_refused_credentials_name_the_env_vars(server, tmp_path):
+    h = server(zs.synthetic_audits(3, start=T0), auth="Bearer other")
+    with pytest.raises(SourceError) as e:
+        read(h, tmp_path)
+    msg = str(e.value)
+    assert "401" in msg and "ZENDESK_EMAIL" in msg and "ZENDESK_OAUTH_TOKEN" in msg and "admin" in msg
+    assert TOKEN not in msg and BASIC not in msg
+
+
+def test_missing_url_or_credentials_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="ZENDESK_URL"):
+        zendesk.read(ZendeskConfig(), window(), tmp_path, now=NOW, progress=False, environ=ENV)
+    with pytest.raises(ConfigError, match="ZENDESK_API_TOKEN.*ZENDESK_OAUTH_TOKEN"):
+        zendesk.read(ZendeskConfig(url="https://acme.zendesk.com"), window(), tmp_path, now=NOW, progress=False,
+                     environ={"ZENDESK_EMAIL": EMAIL})
+    with pytest.raises(ConfigError, match="https"):
+        zendesk.read(ZendeskConfig(url="http://acme.zendesk.com"), window(), tmp_path, now=NOW, progress=False,
+                     environ=ENV)
+
+
+def test_secrets_never_reach_details_fingerprints_problems_logs_or_pages(server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    h = server(zs.synthetic_audits(20, start=T0), auth=BASIC, faults=zs.Faults(errors=1, throttle=1, retry_after=0))
+    r = read(h, tmp_path)
+    h.set_faults(errors=10**9)
+    r2 = read(h, tmp_path, window(T0 + 3600, T0 + 7200), pages="other", max_wait="0.2s")
+    assert r.complete and not r2.complete
+    saved = b"".join(p.read_bytes() for p in (tmp_path / "pages").iterdir())
+    for secret in (TOKEN, BASIC, BASIC.split()[1]):
+        for text in (repr(r.details), repr(r.fingerprints), repr(r.problems), repr(r2.problems), repr(r2.details),
+                     caplog.text):
+            assert secret not in text
+        assert secret.encode() not in saved
+
+
+def test_resume_replays_saved_pages_without_refetching(server, tmp_path):
+    data = zs.synthetic_audits(60, start=T0, per_second=2)
+    first = server(data, rate_limit_per_minute=3)
+    r1 = read(first, tmp_path, max_wait="1s")
+    assert not r1.complete and r1.details["pages"] == 3
+    saved_starts = {q["start_time"] for q in first.requests if q["status"] == 200}
+
+    second = server(data)
+    r2 = read(second, tmp_path)
+    assert r2.complete and r2.details["replayed_pages"] == 3
+    fetched = [q["start_time"] for q in second.requests]
+    assert fetched[0] == r1.details["end_time"] and not saved_starts & set(fetched)
+    assert sorted(ids(r2)) == sorted(child_ids(data))
+    assert len(r2.fingerprints) == r2.details["pages"] == 3 + len(fetched)
+
+    # a third run needs no request at all
+    third = server(data)
+    r3 = read(third, tmp_path)
+    assert third.requests == [] and sorted(ids(r3)) == sorted(ids(r2))
+
+
+def test_changed_saved_page_is_refetched(server, tmp_path):
+    data = zs.synthetic_audits(30, start=T0, per_second=2)
+    read(server(data), tmp_path)
+    (tmp_path / "pages" / "page-00002.json.gz").write_bytes(b"not the page")
+    h = server(data)
+    r = read(h, tmp_path)
+    assert r.details["replayed_pages"] == 1 and h.requests[0]["start_time"] == r.fingerprints[1]["start_time"]
+    assert sorted(ids(r)) == sorted(child_ids(data))
+
+
+def test_rejects_child_without_id_and_audit_without_created_at(server, tmp_path):
+    good = {"id": 1, "ticket_id": 5, "timestamp": T0 + 1,
+            "child_events": [{"id": 11, "event_type": "Create"}, {"event_type": "Comment"}]}
+    undated = {"id": 2, "ticket_id": 5, "timestamp": T0 + 2, "created_at": None,
+               "child_events": [{"id": 21, "event_type": "Comment"}]}
+    orphan = {"id": 3, "ticket_id": None, "timestamp": T0 + 3, "child_events": [{"id": 31, "event_type": "Create"}]}
+    r = read(server(zs.audits_table([good, undated, orphan])), tmp_path)
+    assert ids(r) == ["11"]
+    rej = r.rejects.to_pylist()
+    assert [x["reason"] for x in rej] == ["child event without id", "audit without created_at",
+                                         "audit without ticket_id"]
+    assert rej[0]["source"] == "zendesk" and rej[0]["source_ref"] == "page-00001.json.gz#audit=1"
+    assert '"Comment"' in rej[0]["raw"]
+
+
+def test_tail_of_the_last_minute_is_pending(server, tmp_path):
+    now = ts(T0 + 100)
+    data = zs.synthetic_audits(100, start=T0)
+    r = read(server(data, now=now), tmp_path, window(T0, T0 + 90), now=now)
+    assert r.details["tail_pending"] and not r.complete
+    assert any("one minute" in p for p in r.problems)
+    assert sorted(ids(r)) == sorted(child_ids(data, T0, T0 + 41))  # the server cut-off: now - 60 s
+
+
+def test_requests_are_paced_and_progress_goes_to_stderr(server, tmp_path, capsys):
+    h = server(zs.synthetic_audits(40, start=T0, per_second=2))
+    zendesk.read(ZendeskConfig(url=h.url, requests_per_minute=300), window(), tmp_path, now=NOW, progress=True,
+                 environ=ENV)
+    times = [q["time"] for q in h.requests]
+    assert len(times) >= 4 and times[-1] - times[0] >= 0.2 * (len(times) - 1) - 0.02
+    out = capsys.readouterr()
+    assert out.out == "" and "pages" in out.err
