@@ -28,6 +28,7 @@ QUERIES = (
     "bus_events",
     "hop_a",
     "verdicts",
+    "settlements",
     "orphans",
     "verdict_counts",
     "funnel",
@@ -103,16 +104,7 @@ class Engine:
         self.con.register(name, table)
 
     def run_query(self, name: str, params: dict[str, Any]) -> None:
-        sql = query_path(name).read_text()
-        used = parameters_of(sql)
-        missing = sorted(used - set(params))
-        if missing:
-            raise QueryError(f"queries/{name}.sql uses ${', $'.join(missing)} but the engine did not supply it.")
-        logger.debug("running queries/%s.sql with %s\n%s", name, sorted(used), sql)
-        try:
-            self.con.execute(sql, {k: params[k] for k in used})
-        except duckdb.Error as e:
-            raise QueryError(f"queries/{name}.sql failed: {e}") from e
+        execute_file(self.con, query_path(name), params)
 
     def run_all(self, params: dict[str, Any]) -> None:
         for name in QUERIES:
@@ -136,6 +128,29 @@ class Engine:
 
     def close(self) -> None:
         self.con.close()
+
+
+def statements(sql: str) -> list[str]:
+    """Split a query file into statements (our files keep ';' out of strings and comments)."""
+    return [part.strip() for part in _COMMENT.sub("", sql).split(";") if part.strip()]
+
+
+def execute_file(con: duckdb.DuckDBPyConnection, path: Path, params: dict[str, Any]):
+    """Run every statement of a query file, each with just the parameters it uses; returns the last result."""
+    name = f"{path.parent.name}/{path.name}"
+    sql = path.read_text()
+    missing = sorted(parameters_of(sql) - set(params))
+    if missing:
+        raise QueryError(f"{name} uses ${', $'.join(missing)} but the engine did not supply it.")
+    result = None
+    for stmt in statements(sql):
+        used = parameters_of(stmt)
+        logger.debug("running %s with %s\n%s", name, sorted(used), stmt)
+        try:
+            result = con.execute(stmt, {k: params[k] for k in used})
+        except duckdb.Error as e:
+            raise QueryError(f"{name} failed: {e}") from e
+    return result
 
 
 def _quote(text: str) -> str:

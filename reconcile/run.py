@@ -24,6 +24,7 @@ from .config import Config
 from .engine import QUERIES, Engine, load_kind_map, query_path
 from .errors import ReconcileError
 from .ledger import SourceResult
+from .state import CARRIED_SCHEMA, State
 from .window import Window, parse_duration
 
 logger = logging.getLogger(__name__)
@@ -121,13 +122,14 @@ def params(cfg: Config, window: Window) -> dict[str, Any]:
                 bucket_s=60 if span <= 6 * 3600 else 3600)
 
 
-def judge(cfg: Config, window: Window, ledgers: dict[str, Path]) -> Engine:
+def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None) -> Engine:
     e = Engine.open(memory_limit=cfg.engine.memory_limit, temp_directory=cfg.engine.temp_directory,
                     threads=cfg.engine.threads)
     for hop in ("zendesk", "bus", "dlq", "sink", "metrics"):
         e.bind_ledger(hop, ledgers.get(hop))
     e.bind_table("kind_map", load_kind_map(cfg.match.kind_map))
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(cfg.exclude.event_types), pa.string())}))
+    e.bind_table("carried", carried if carried is not None else CARRIED_SCHEMA.empty_table())
     e.run_all(params(cfg, window))
     return e
 
@@ -156,20 +158,34 @@ def versions() -> dict[str, str]:
     return out
 
 
-def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "daily",
-            progress: bool = True, generated_at: datetime | None = None) -> Outcome:
+def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "daily", progress: bool = True,
+            generated_at: datetime | None = None, state: str | Path | None = None) -> Outcome:
+    """Read, judge, write. With `state`, carry in earlier windows' pending events and record this run."""
     generated_at = generated_at or datetime.now(timezone.utc)
     out_dir.mkdir(parents=True, exist_ok=True)
+    reset_outputs(out_dir)
     evidence = out_dir / "evidence"
+    if state is None:
+        return _execute(cfg, window, out_dir, evidence, None, audience, progress, generated_at)
+    with State.open(state, cfg.aws) as st:
+        return _execute(cfg, window, out_dir, evidence, st, audience, progress, generated_at)
+
+
+def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progress, generated_at) -> Outcome:
+    carried = st.carried(window) if st else None
+    if carried is not None:
+        logger.info("re-checking %d pending events carried in from earlier windows", carried.num_rows)
     logger.info("reading stores for %s", window.key)
     results = read_all(cfg, window, evidence, progress)
     ledgers = write_evidence(results, evidence)
-    return finish(cfg, window, out_dir, results, ledgers, audience=audience, generated_at=generated_at)
+    return finish(cfg, window, out_dir, results, ledgers, audience=audience, generated_at=generated_at,
+                  carried=carried, state=st)
 
 
 def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
-           ledgers: dict[str, Path], *, audience: str, generated_at: datetime) -> Outcome:
-    engine = judge(cfg, window, ledgers)
+           ledgers: dict[str, Path], *, audience: str, generated_at: datetime, carried: pa.Table | None = None,
+           state: State | None = None) -> Outcome:
+    engine = judge(cfg, window, ledgers, carried)
     try:
         outputs.write_parquet_stream(engine.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(engine.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")
@@ -178,6 +194,12 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
                           unlogged=engine.count("verdicts", "unlogged_at_bus"),
                           gaps=gaps, generated_at=generated_at)
         gap_rows = engine.con.table("gaps").order(outputs.GAPS_ORDER).limit(report.GAP_ROWS).to_arrow_table()
+        settlements = engine.con.table("settlements").order("window_key, event_time, source_id").to_arrow_table()
+        s["carried"] = carried_summary(settlements)
+        if state is not None:
+            pending = engine.con.table("verdicts").filter("verdict = 'pending'").to_arrow_table()
+            state.record(window, s, out_dir, pending, settlements)
+            s["history"] = state.history()
     finally:
         engine.close()
     gap_dicts = [dict(r, event_time=summary.iso(r["event_time"])) for r in gap_rows.to_pylist()]
@@ -187,6 +209,16 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     outputs.write_bytes(out_dir / "report.html", report.render(ctx).encode())
     write_manifest(cfg, window, out_dir, results, generated_at)
     return Outcome(out_dir, s)
+
+
+def carried_summary(settlements: pa.Table) -> dict[str, Any]:
+    """What became of the pending events carried in from earlier windows."""
+    rows = settlements.to_pylist()
+    by: dict[str, int] = {}
+    for r in rows:
+        by[r["verdict"]] = by.get(r["verdict"], 0) + 1
+    shown = [dict(r, event_time=summary.iso(r["event_time"])) for r in rows[:report.GAP_ROWS]]
+    return {"events": len(rows), "by_verdict": dict(sorted(by.items())), "events_shown": shown}
 
 
 def write_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],

@@ -15,6 +15,7 @@ import pytest
 
 from reconcile import engine as eng
 from reconcile import ledger
+from reconcile.state import CARRIED_SCHEMA
 
 from ledgers import DAY, at, write
 
@@ -97,6 +98,7 @@ def day(tmp_path_factory):
         [dict(metric=m, timestamp=at(t), period_s=300, value=v) for m, t, v in METRICS], schema=ledger.METRIC_SCHEMA))
     e.bind_table("kind_map", eng.load_kind_map(None))
     e.bind_table("excluded_kinds", pa.table({"kind": ["Notification"]}))
+    e.bind_table("carried", CARRIED_SCHEMA.empty_table())
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                    kinesis_target=":kinesis:", bucket_s=3600))

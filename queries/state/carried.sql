@@ -1,0 +1,7 @@
+-- carried: the pending events of earlier windows that no run has settled yet, to be judged again by this run.
+SELECT p.window_key, p.source_id, p.zendesk_key, p.eb_id, p.ticket_id, p.kind, p.event_time, p.position
+FROM pending p
+JOIN runs r USING (window_key)
+WHERE r.window_start < $window_start
+  AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.window_key = p.window_key AND s.source_id = p.source_id)
+ORDER BY p.window_key, p.source_id;
