@@ -23,7 +23,7 @@ WITH linked AS (
     JOIN bus_events b USING (eb_id)
     GROUP BY l.source_id
 ), judged AS (
-    SELECT s.source_id, s.zendesk_key, s.ticket_id, s.kind, s.event_time, s.audit_id, s.source_ref,
+    SELECT s.source_id, s.zendesk_key, s.ticket_id, s.kind, s.event_time, s.audit_id, s.position, s.source_ref,
            coalesce(l.match_kind, 'unmatched') AS match_kind,
            l.eb_id, coalesce(l.eb_ids, 0) AS eb_ids,
            coalesce(l.log_copies, 0) AS log_copies,

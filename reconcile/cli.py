@@ -130,10 +130,12 @@ def merge(*dicts: dict[str, dict]) -> dict[str, dict]:
 @click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL), e.g. a moto server.")
 @click.option("--audience", type=click.Choice(["daily", "incident", "audit"]), default="daily", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key.")
+@click.option("--state", help="Run-state DuckDB file or s3:// URI (default: reconcile-state.duckdb beside --out).")
+@click.option("--no-state", is_flag=True, help="Do not carry pending events or record history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
 def run(config_path, day, start, end, as_of, out, zendesk_url, profile, region, endpoint_url, audience, sets,
-        as_json, no_progress):
+        state, no_state, as_json, no_progress):
     """Reconcile one window over the configured stores and write the gap report.
 
     Secrets come from the environment only: ZENDESK_EMAIL + ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN), and the
@@ -150,9 +152,15 @@ def run(config_path, day, start, end, as_of, out, zendesk_url, profile, region, 
     cfg = config_mod.build(config_path, overrides)
     window = resolve_window(cfg, day, start, end, as_of)
     out_dir = Path(out) if out else Path("reconcile-out") / window.key
-    outcome = execute(cfg, window, out_dir, audience=audience, progress=not no_progress)
+    state_path = None if no_state else (state or default_state(out_dir))
+    outcome = execute(cfg, window, out_dir, audience=audience, progress=not no_progress, state=state_path)
     emit(outcome, as_json)
     sys.exit(outcome.exit_code)
+
+
+def default_state(out_dir: Path) -> Path:
+    """Beside the outputs: the parent of a run's folder, so consecutive windows share it."""
+    return out_dir.resolve().parent / "reconcile-state.duckdb"
 
 
 def emit(outcome, as_json: bool) -> None:
@@ -342,3 +350,69 @@ def fetch_metrics(config_path, start, end, out, profile, region, endpoint_url, r
     do_fetch("metrics", config_path, start, end, out,
              merge(aws_overrides(profile, region, endpoint_url),
                    {"metrics": {"rule": rule, "event_bus": event_bus, "uri": uri}}))
+
+
+@main.command()
+@click.option("--state", default="reconcile-out/reconcile-state.duckdb", show_default=True,
+              help="Run-state file or s3:// URI.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def history(state, as_json):
+    """Loss per hop per window over past runs, with later settlements of pending events folded in.
+
+    \b
+    Example:
+      reconcile history --state demo-out/reconcile-state.duckdb
+    """
+    from .state import State
+    with State.open(state, write=False) as st:
+        rows = st.history()
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{'window':<34} {'status':<10} {'hop':<15} {'in':>10} {'out':>10} {'lost':>8} {'pending':>8} "
+               f"{'loss rate':>10}")
+    for r in rows:
+        rate = f"{r['lost'] / r['in'] * 100:.4f} %" if r["in"] else "–"
+        click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['hop']:<15} {r['in']:>10,} {r['out']:>10,} "
+                   f"{r['lost']:>8,} {r['pending']:>8,} {rate:>10}")
+
+
+@main.command()
+@click.argument("event_id")
+@click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="A run's output folder (repeatable). Default: every run the state file knows.")
+@click.option("--state", default="reconcile-out/reconcile-state.duckdb", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def trace(event_id, runs, state, as_json):
+    """Every observation of one event across hops: times, verdict and where each record lies.
+
+    EVENT_ID is an EventBridge id, a Zendesk event id or a ticket id.
+
+    \b
+    Example:
+      reconcile trace 4be2a1c0-0c1e-4d38-9d8e-2f3a1b7c9e10 --run demo-out/run
+    """
+    from .trace import trace as do_trace
+    if not runs:
+        from .state import State
+        with State.open(state, write=False) as st:
+            runs = tuple(st.run_dirs())
+    found = [t for t in (do_trace(event_id, Path(r)) for r in runs) if t.events or t.observations]
+    if as_json:
+        click.echo(orjson.dumps([t.__dict__ for t in found], option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC,
+                                default=str).decode())
+    else:
+        for t in found:
+            click.echo(f"run {t.run_dir}")
+            for e in t.events:
+                click.echo(f"  event {e['source_id']} (ticket {e['ticket_id']}, {e['kind']}, {e['event_time']:%Y-%m-%dT%H:%M:%S}Z)"
+                           f" eb_id {e['eb_id'] or '-'}: {e['verdict']} ({e['cause'] or 'ok'}), matched {e['match_kind']}")
+            for o in t.observations:
+                extra = " ".join(f"{k}={o[k]}" for k in ("error_code", "sequence_number", "committed", "replay_name")
+                                 if o[k] is not None)
+                click.echo(f"  {o['observed_at']:%Y-%m-%dT%H:%M:%S.%f}  {o['hop']:<7} {o['event_type'] or '':<40} "
+                           f"{o['source_ref']}  {extra}")
+    if not found:
+        click.echo(f"Error: {event_id} is not in any run searched ({len(runs)}). Check the id, or pass --run.",
+                   err=True)
+        sys.exit(4)

@@ -39,12 +39,20 @@ QUERIES = (
     "duplicates",
     "latency",
     "metrics_check",
+    "silent_losses",
+    "latency_histogram",
+    "pending_events",
+    "orphan_causes",
+    "unlogged_causes",
+    "dlq_errors",
     "gaps",
+    "trace_hints",
 )
 
 # Small result tables handed to the summary and the report whole.
 RESULT_TABLES = ("verdict_counts", "funnel", "match_stats", "loss_by_hour", "loss_by_type", "dlq_causes",
-                 "duplicates", "latency", "metrics_check")
+                 "duplicates", "latency", "metrics_check", "silent_losses", "latency_histogram", "pending_events",
+                 "orphan_causes", "unlogged_causes", "dlq_errors", "trace_hints")
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMMENT = re.compile(r"--[^\n]*")
@@ -146,8 +154,11 @@ def execute_file(con: duckdb.DuckDBPyConnection, path: Path, params: dict[str, A
     for stmt in statements(sql):
         used = parameters_of(stmt)
         logger.debug("running %s with %s\n%s", name, sorted(used), stmt)
+        values = {k: params[k] for k in used}
         try:
-            result = con.execute(stmt, {k: params[k] for k in used})
+            # A trailing query comes back as a relation, so callers can stream it as Arrow without a copy.
+            is_query = stmt.lstrip("(").upper().startswith(("SELECT", "WITH"))
+            result = con.sql(stmt, params=values) if is_query else con.execute(stmt, values)
         except duckdb.Error as e:
             raise QueryError(f"{name} failed: {e}") from e
     return result

@@ -103,7 +103,8 @@ class State:
 
     def carried(self, window: Window) -> pa.Table:
         """Open pending events of windows that start before this one."""
-        t = execute_file(self.con, _q("carried"), {"window_start": window.start}).to_arrow_table()
+        t = execute_file(self.con, _q("carried"), {"window_start": window.start, "window_key": window.key}
+                         ).to_arrow_table()
         return t.cast(CARRIED_SCHEMA)
 
     def record(self, window: Window, summary: dict[str, Any], out_dir: Path, pending: pa.Table,

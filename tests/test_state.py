@@ -1,0 +1,76 @@
+"""Pending events carried across daily runs, settled by later runs; idempotent re-runs; one run at a time."""
+
+from datetime import timedelta
+
+import pytest
+
+from reconcile import config, ledger
+from reconcile import run as job
+from reconcile.errors import StateError
+from reconcile.ledger import SourceResult
+from reconcile.state import State
+
+import test_queries as day
+from ledgers import DAY, make
+
+DAY2 = DAY + timedelta(days=1)
+
+
+def day_results(zendesk, bus, sink, dlq):
+    out = {"zendesk": SourceResult("zendesk", make("zendesk", zendesk)), "bus_log": SourceResult("bus_log", make("bus", bus)),
+           "sink": SourceResult("sink", make("sink", sink)), "dlq": SourceResult("dlq", make("dlq", dlq)),
+           "metrics": SourceResult("metrics", ledger.METRIC_SCHEMA.empty_table())}
+    return out
+
+
+def run_window(tmp_path, st, start, results, name):
+    cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"}})
+    window = job.window_from(cfg, start, start + timedelta(days=1), start + timedelta(hours=26))
+    out = tmp_path / name
+    ledgers = job.write_evidence(results, out / "evidence")
+    return job.finish(cfg, window, out, results, ledgers, audience="daily", generated_at=window.as_of,
+                      carried=st.carried(window), state=st).summary
+
+
+def day1(tmp_path, st):
+    return run_window(tmp_path, st, DAY, day_results(day.ZENDESK, day.BUS, day.SINK, day.DLQ), "day1")
+
+
+def day2(tmp_path, st):
+    # E (z5, pending on day 1) lands in the sink at 01:00 the next day; D (z4) was already judged lost.
+    late = dict(day.E, observed_at=DAY2 + timedelta(hours=1), sequence_number="99", committed=True)
+    z = day.z(20, 20, "Create", "2026-11-24T08:00:00Z", 2000)
+    n = day.legacy("N", 20, "Ticket Created", "2026-11-24T08:00:00.2Z", 1)
+    return run_window(tmp_path, st, DAY2, day_results([z], [dict(n, observed_at=n["event_time"])],
+                                                      [late, dict(n, observed_at="2026-11-24T08:00:02Z")], []),
+                      "day2")
+
+
+def history(st):
+    return [(r["window_key"][:8], r["hop"], r["in"], r["out"], r["lost"], r["pending"]) for r in st.history()]
+
+
+def test_day2_settles_day1_pending_and_rerun_changes_nothing(tmp_path):
+    with State.open(tmp_path / "state.duckdb") as st:
+        s1 = day1(tmp_path, st)
+        assert s1["verdicts"]["pending"] == 1
+        s2 = day2(tmp_path, st)
+        assert s2["carried"]["events"] == 1
+        settled = s2["carried"]["events_shown"][0]
+        assert (settled["source_id"], settled["verdict"], settled["lateness_s"]) == ("5", "delivered", 5400.0)
+        after_day2 = history(st)
+        assert ("20261123", "bus_to_sink", 10, 8, 2, 0) in after_day2
+        assert ("20261124", "bus_to_sink", 1, 1, 0, 0) in after_day2
+        day1(tmp_path, st)  # re-run day 1 after day 2
+        assert history(st) == after_day2
+        day2(tmp_path, st)  # and day 2 again: no double count
+        assert history(st) == after_day2
+
+
+def test_second_run_on_the_same_state_fails_fast(tmp_path):
+    with State.open(tmp_path / "state.duckdb"):
+        with pytest.raises(StateError, match="in use by another run"):
+            with State.open(tmp_path / "state.duckdb"):
+                pass
+    with State.open(tmp_path / "state.duckdb") as st:  # the lock went with the first run
+        assert st.history() == []
