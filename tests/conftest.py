@@ -1,0 +1,61 @@
+"""Shared fixtures: one moto server per test session (per xdist worker), reset before each test that uses it.
+
+    def test_x(aws_cfg):            # AwsConfig pointing at a clean moto server
+        s3 = make_client("s3", aws_cfg)
+
+Fake credentials and AWS_ENDPOINT_URL are set for the whole session, so nothing can reach real AWS.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from reconcile.config import AwsConfig
+from reconcile.simulate.aws_load import MotoServer, start_moto
+
+FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A moto server subprocess on 127.0.0.1 and a free port, with fake credentials in the environment."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in FAKE_ENV.items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_PROFILE", raising=False)
+        server = start_moto()
+        mp.setenv("AWS_ENDPOINT_URL", server.endpoint)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def moto(moto_server: MotoServer) -> MotoServer:
+    """The session's moto server, emptied before this test (POST /moto-api/reset)."""
+    moto_server.reset()
+    return moto_server
+
+
+@pytest.fixture
+def aws_cfg(moto: MotoServer) -> AwsConfig:
+    """AwsConfig for a clean moto server."""
+    return AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
+
+
+@pytest.fixture
+def no_real_aws(monkeypatch):
+    """Fake credentials for a test that builds clients without moto (guards against touching real AWS)."""
+    for k, v in FAKE_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    yield os.environ

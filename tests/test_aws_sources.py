@@ -1,0 +1,533 @@
+"""AWS sources (bus log, sink, DLQ, metrics) against moto's server over HTTP, and the same readers on local paths."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import botocore.exceptions
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from reconcile.aws import make_client, store_error
+from reconcile.config import AwsConfig, BusLogConfig, DlqConfig, MetricsConfig, SinkConfig
+from reconcile.errors import SourceError
+from reconcile.simulate.aws_load import load_stores, start_moto
+from reconcile.sources import buslog, dlq, events, metrics, sink
+from reconcile.window import Window
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+HOUR0 = NOW.replace(minute=0, second=0)
+WINDOW = Window(start=HOUR0 - timedelta(hours=1), end=HOUR0 + timedelta(hours=1), as_of=NOW)
+LOCAL = AwsConfig()
+
+
+def iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def legacy(eb_id: str, ticket: int = 35436, when: datetime = NOW, **top) -> str:
+    return json.dumps({"version": "0", "id": eb_id, "detail-type": "Support Ticket: Comment Created",
+                       "source": "aws.partner/zendesk.com/1/default", "time": iso(when), **top,
+                       "detail": {"ticket_event": {
+                           "meta": {"occurred_at": when.strftime("%Y-%m-%dT%H:%M:%S.123456789Z"),
+                                    "sequence": {"id": "SEQ1", "position": 2, "total": 2}},
+                           "type": "Comment Created", "ticket": {"id": ticket}}}})
+
+
+def webhook(eb_id: str, zid: str = "900", ticket: int = 7, when: datetime = NOW) -> str:
+    return json.dumps({"id": eb_id, "source": "zendesk.webhook", "detail-type": "ticket.created",
+                       "detail": {"type": "zen:event-type:ticket.created", "id": zid, "time": iso(when),
+                                  "subject": f"zen:ticket:{ticket}", "detail": {"id": str(ticket)}}})
+
+
+def reasons(result) -> list[str]:
+    return result.rejects["reason"].to_pylist()
+
+
+def s3_put(aws, bucket, files: dict[str, bytes]):
+    s3 = make_client("s3", aws)
+    s3.create_bucket(Bucket=bucket)
+    for k, v in files.items():
+        s3.put_object(Bucket=bucket, Key=k, Body=v)
+    return s3
+
+
+def write_local(root, files: dict[str, bytes]):
+    for k, v in files.items():
+        p = root / k
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(v)
+
+
+# ---------------------------------------------------------------- events.py
+
+
+def test_events_parse_both_families_and_rejects():
+    raw = pa.array([legacy("L1"), webhook("W1", "901", 8), "not json", json.dumps({"detail": {}}),
+                    json.dumps({"id": "X", "source": "aws.s3", "detail": {}}),
+                    json.dumps({"id": "T", "detail": {"type": "zen:event-type:a", "time": "soon"}})])
+    led, rej = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log")
+    rows = {r["eb_id"]: r for r in led.to_pylist()}
+    assert rows["L1"]["family"] == "legacy" and rows["L1"]["ticket_id"] == 35436
+    assert rows["L1"]["event_type"] == "Comment Created" and rows["L1"]["sequence_id"] == "SEQ1"
+    assert rows["L1"]["sequence_position"] == 2 and rows["L1"]["zendesk_key"] is None
+    assert rows["L1"]["event_time"] == NOW + timedelta(milliseconds=123)
+    assert rows["W1"]["family"] == "webhook" and rows["W1"]["zendesk_key"] == "901" and rows["W1"]["ticket_id"] == 8
+    assert rej["source_ref"].to_pylist() == ["r2", "r3", "r4", "r5"]
+    r = rej["reason"].to_pylist()
+    assert r[0] == "not JSON" and r[1] == "event has no id"
+    assert r[2].startswith("not a Zendesk event") and '"aws.s3"' in r[2]
+    assert r[3] == 'bad event time "soon" at detail.time'
+    assert rej["raw"][0].as_py() == "not json"
+
+
+# ---------------------------------------------------------------- bus log: CloudWatch export
+
+
+def test_bus_log_export_written_by_moto_create_export_task(aws_cfg):
+    s3 = s3_put(aws_cfg, "logs-archive", {"exports/aws-logs-write-test": b"Permission Check Successful"})
+    logs = make_client("logs", aws_cfg)
+    logs.create_log_group(logGroupName="/aws/events/zendesk")
+    logs.create_log_stream(logGroupName="/aws/events/zendesk", logStreamName="s1")
+    t0 = int(NOW.timestamp() * 1000)
+    msgs = [legacy("L1"), webhook("W1"), "not json at all", json.dumps({"detail": {"type": "zen:event-type:x"}})]
+    logs.put_log_events(logGroupName="/aws/events/zendesk", logStreamName="s1",
+                        logEvents=[{"timestamp": t0 + i, "message": m} for i, m in enumerate(msgs)])
+    logs.create_export_task(logGroupName="/aws/events/zendesk", fromTime=t0 - 1000, to=t0 + 1000,
+                            destination="logs-archive", destinationPrefix="exports")
+    res = buslog.read(BusLogConfig(uri="s3://logs-archive/exports"), WINDOW, aws_cfg)
+    assert res.name == "bus_log" and res.complete, res.problems
+    assert sorted(res.ledger["eb_id"].to_pylist()) == ["L1", "W1"]
+    assert set(res.ledger["hop"].to_pylist()) == {"bus"}
+    key = [o["Key"] for o in s3.list_objects_v2(Bucket="logs-archive")["Contents"] if o["Key"].endswith(".gz")][0]
+    assert res.ledger["source_id"].to_pylist() == [f"{key}:1", f"{key}:2"]
+    assert res.ledger["observed_at"][0].as_py().replace(microsecond=0) == NOW
+    assert reasons(res) == ["not JSON", "event has no id"]
+    assert res.rejects["source_ref"].to_pylist() == [f"{key}:3", f"{key}:4"]
+    assert res.details["objects"] == 1 and res.details["skipped_objects"] == 1
+    assert res.fingerprints[0]["key"] == f"s3://logs-archive/{key}" and res.fingerprints[0]["etag"]
+
+
+def export_gz(lines: list[str]) -> bytes:
+    return gzip.compress(("\n".join(lines) + "\n").encode())
+
+
+def test_bus_log_truncated_gzip_keeps_lines_before_damage(tmp_path):
+    good = export_gz([f"{iso(NOW)} {legacy('A1')}", f"{iso(NOW)} {legacy('A2')}"])
+    big = export_gz([f"{iso(NOW)} {legacy(f'B{i}')}" for i in range(2000)])
+    write_local(tmp_path, {"t1/s/000000.gz": good, "t1/s/000001.gz": big[: len(big) // 2]})
+    res = buslog.read(BusLogConfig(uri=str(tmp_path)), WINDOW, LOCAL)
+    assert not res.complete
+    assert "000001.gz" in res.problems[0] and "truncated" in res.problems[0]
+    ids = res.ledger["eb_id"].to_pylist()
+    assert ids[:2] == ["A1", "A2"] and 10 < len(ids) - 2 < 2000  # the lines before the damage are kept
+    assert ids[2:] == [f"B{i}" for i in range(len(ids) - 2)]
+    assert any("000001.gz" in r and "truncated" in r for r in reasons(res))
+
+
+def test_bus_log_lines_not_json_and_without_id_local(tmp_path):
+    write_local(tmp_path, {"x/s/000000.gz": export_gz(
+        [f"{iso(NOW)} {webhook('W1')}", f"{iso(NOW)} {{broken", "no timestamp here", f"{iso(NOW)} {{}}"])})
+    res = buslog.read(BusLogConfig(uri=str(tmp_path)), WINDOW, LOCAL)
+    assert res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
+    assert reasons(res) == ["not JSON", "not a CloudWatch export line (<ISO-8601 timestamp> <event json>)",
+                            "event has no id"]
+
+
+# ---------------------------------------------------------------- bus log: Firehose
+
+
+def firehose_object(records: list[dict]) -> bytes:
+    # Firehose concatenates records with no separator; CloudWatch gzips each one: a multi-member gzip.
+    return b"".join(gzip.compress(json.dumps(r, separators=(",", ":")).encode()) for r in records)
+
+
+def data_record(events_: list[tuple[str, int, str]]) -> dict:
+    return {"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/events/zendesk",
+            "logStream": "s1", "subscriptionFilters": ["to-firehose"],
+            "logEvents": [{"id": i, "timestamp": t, "message": m} for i, t, m in events_]}
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_bus_log_firehose_multi_member_with_control_message(where, request, tmp_path):
+    t0 = int(NOW.timestamp() * 1000)
+    control = {"messageType": "CONTROL_MESSAGE", "owner": "CloudwatchLogs", "logGroup": "", "logStream": "",
+               "subscriptionFilters": [], "logEvents": [{"id": "", "timestamp": t0, "message": "CWL CONTROL MESSAGE"}]}
+    obj = firehose_object([control, data_record([("e1", t0, legacy("L1")), ("e2", t0 + 5, webhook("W1"))]),
+                           data_record([("e3", t0 + 9, "}{not json")])])
+    # Two records in one gzip member too, back to back.
+    obj += gzip.compress(json.dumps(data_record([("e4", t0, webhook("W2"))])).encode()
+                         + json.dumps(data_record([("e5", t0, webhook("W3"))])).encode())
+    if where == "s3":
+        aws = request.getfixturevalue("aws_cfg")
+        s3_put(aws, "fh-bucket", {"2026/11/23/05/stream-1-2026-11-23-05-00-00-abc": obj})
+        uri = "s3://fh-bucket/2026"
+    else:
+        aws = LOCAL
+        write_local(tmp_path, {"2026/11/23/05/stream-1": obj})
+        uri = str(tmp_path)
+    res = buslog.read(BusLogConfig(uri=uri, format="firehose"), WINDOW, aws)
+    assert res.complete, res.problems
+    assert res.ledger["eb_id"].to_pylist() == ["L1", "W1", "W2", "W3"]
+    assert res.ledger["source_id"].to_pylist() == ["e1", "e2", "e4", "e5"]
+    assert res.ledger["observed_at"][1].as_py() == datetime.fromtimestamp((t0 + 5) / 1000, timezone.utc)
+    assert reasons(res) == ["not JSON"] and res.rejects["source_ref"][0].as_py().endswith("#e3")
+    assert res.details["records_control"] == 1 and res.details["records_data"] == 4
+
+
+# ---------------------------------------------------------------- bus log: live API
+
+
+def test_bus_log_filter_log_events(aws_cfg):
+    logs = make_client("logs", aws_cfg)
+    logs.create_log_group(logGroupName="g")
+    t0 = int(NOW.timestamp() * 1000)
+    for stream, msg in (("a", legacy("L1")), ("b", webhook("W1"))):
+        logs.create_log_stream(logGroupName="g", logStreamName=stream)
+        logs.put_log_events(logGroupName="g", logStreamName=stream, logEvents=[{"timestamp": t0, "message": msg}])
+    res = buslog.read(BusLogConfig(format="api", log_group="g"), WINDOW, aws_cfg)
+    assert res.complete and sorted(res.ledger["eb_id"].to_pylist()) == ["L1", "W1"]
+    assert all(r.startswith("g/") for r in res.ledger["source_ref"].to_pylist())
+    with pytest.raises(SourceError, match="does not exist"):
+        buslog.read(BusLogConfig(format="api", log_group="nope"), WINDOW, aws_cfg)
+
+
+# ---------------------------------------------------------------- missing stores, denied, empty window
+
+
+def test_missing_bucket_and_prefix(aws_cfg, tmp_path):
+    with pytest.raises(SourceError, match="does not exist.*--bus-log-uri"):
+        buslog.read(BusLogConfig(uri="s3://no-such-bucket/exports"), WINDOW, aws_cfg)
+    s3_put(aws_cfg, "logs-archive", {"other/x.gz": b""})
+    with pytest.raises(SourceError, match="does not exist.*--bus-log-uri"):
+        buslog.read(BusLogConfig(uri="s3://logs-archive/exports"), WINDOW, aws_cfg)
+    with pytest.raises(SourceError, match="does not exist.*--sink-uri"):
+        sink.read(SinkConfig(uri=str(tmp_path / "nope")), WINDOW, LOCAL)
+    with pytest.raises(SourceError, match="does not exist"):
+        dlq.read(DlqConfig(queue_url=aws_cfg.endpoint_url + "/123456789012/nope"), WINDOW, aws_cfg)
+
+
+def test_access_denied_from_moto_enforcing_iam(moto_server):  # moto_server: for the fake credentials
+    """moto enforces IAM when INITIAL_NO_AUTH_ACTION_COUNT is set: a user with no policy is denied for real."""
+    server = start_moto(env={"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    try:
+        admin = AwsConfig(endpoint_url=server.endpoint, region="us-east-1")
+        s3_put(admin, "locked-bucket", {"exports/a.gz": export_gz([])})  # 2 unauthenticated actions
+        iam = make_client("iam", admin)
+        iam.create_user(UserName="nobody")
+        key = iam.create_access_key(UserName="nobody")["AccessKey"]
+        creds = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        mp = pytest.MonkeyPatch()
+        for k, v in creds.items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_SESSION_TOKEN", raising=False)
+        mp.delenv("AWS_SECURITY_TOKEN", raising=False)
+        try:
+            # A config unlike admin's, so the cached session picks up the user's credentials.
+            denied = AwsConfig(endpoint_url=server.endpoint, region="us-east-2")
+            s3 = make_client("s3", denied)
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                s3.list_objects_v2(Bucket="locked-bucket")
+            err = store_error(e.value, "bus log archive", "--bus-log-uri")
+            assert e.value.response["Error"]["Code"] == "AccessDenied"
+            assert isinstance(err, SourceError) and "denied (AccessDenied)" in str(err)
+            with pytest.raises(SourceError, match="denied .*--bus-log-uri"):
+                buslog.read(BusLogConfig(uri="s3://locked-bucket/exports"), WINDOW, denied)
+        finally:
+            mp.undo()
+    finally:
+        server.stop()
+
+
+def test_empty_window_reads_nothing_and_is_complete(tmp_path, aws_cfg):
+    old = "dt=2020-01-01/hr=00/part-0.parquet"
+    write_local(tmp_path, {old: b"not even parquet"})
+    res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)
+    assert res.complete and res.records == 0 and res.details["partitions_skipped"] == 1
+    logs = make_client("logs", aws_cfg)
+    logs.create_log_group(logGroupName="g")
+    res = buslog.read(BusLogConfig(format="api", log_group="g"), WINDOW, aws_cfg)
+    assert res.complete and res.records == 0 and res.rejected == 0
+
+
+# ---------------------------------------------------------------- sink
+
+
+def spark_table(ids: list[str], payloads: list[str], id_col: str = "partitionKey") -> pa.Table:
+    t0 = NOW
+    return pa.table({
+        "data": pa.array([p.encode() for p in payloads], pa.binary()),
+        "streamName": ["zendesk"] * len(ids),
+        id_col: ids,
+        "sequenceNumber": [f"4959{i:04d}" for i in range(len(ids))],
+        "approximateArrivalTimestamp": pa.array([t0 + timedelta(seconds=i) for i in range(len(ids))],
+                                                pa.timestamp("us", tz="UTC")),
+    })
+
+
+def parquet_bytes(t: pa.Table) -> bytes:
+    sink_ = pa.BufferOutputStream()
+    pq.write_table(t, sink_)
+    return sink_.getvalue().to_pybytes()
+
+
+def part(dt: datetime) -> str:
+    return f"dt={dt:%Y-%m-%d}/hr={dt:%H}"
+
+
+def commit_log(*names: str) -> bytes:
+    return ("v1\n" + "\n".join(json.dumps({"path": f"s3://spark-output/events/{n}", "size": 1, "isDir": False,
+                                           "modificationTime": 1, "blockReplication": 1, "blockSize": 1,
+                                           "action": "add"}) for n in names)).encode()
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_sink_parquet_with_commit_log_flags_uncommitted(where, request, tmp_path):
+    p = part(NOW)
+    files = {
+        f"events/{p}/part-00000-a.c000.snappy.parquet": parquet_bytes(spark_table(["L1", "W1"],
+                                                                                  [legacy("L1"), webhook("W1")])),
+        f"events/{p}/part-00001-b.c000.snappy.parquet": parquet_bytes(spark_table(["L1"], [legacy("L1")])),
+        f"events/{part(NOW - timedelta(days=5))}/part-00000-old.c000.snappy.parquet": b"skipped: outside window",
+        "events/_spark_metadata/0": commit_log(f"{p}/part-00000-a.c000.snappy.parquet"),
+        f"events/{p}/_SUCCESS": b"",
+    }
+    if where == "s3":
+        aws = request.getfixturevalue("aws_cfg")
+        s3_put(aws, "spark-output", files)
+        uri = "s3://spark-output/events"
+    else:
+        aws = LOCAL
+        write_local(tmp_path, files)
+        uri = str(tmp_path / "events")
+    res = sink.read(SinkConfig(uri=uri), WINDOW, aws)
+    assert res.name == "sink" and res.complete, res.problems
+    rows = res.ledger.to_pylist()
+    assert [(r["eb_id"], r["committed"]) for r in rows] == [("L1", True), ("W1", True), ("L1", False)]
+    assert rows[0]["sequence_number"] == "49590000" and rows[1]["observed_at"] == NOW + timedelta(seconds=1)
+    assert rows[1]["zendesk_key"] == "900" and rows[0]["ticket_id"] == 35436 and rows[0]["hop"] == "sink"
+    assert rows[2]["source_ref"].endswith("part-00001-b.c000.snappy.parquet#0")
+    assert res.details["uncommitted_files"] == [f"{uri}/{p}/part-00001-b.c000.snappy.parquet"]
+    assert res.details["partitions_skipped"] == 1 and res.details["commit_log"] is True
+
+
+def test_sink_without_commit_log_leaves_committed_unknown(tmp_path):
+    write_local(tmp_path, {f"{part(NOW)}/part-0.parquet": parquet_bytes(spark_table(["W1"], [webhook("W1")]))})
+    res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)
+    assert res.ledger["committed"].to_pylist() == [None] and res.details["uncommitted_files"] == []
+
+
+def test_sink_id_via_json_path(tmp_path):
+    t = spark_table(["k1", "k2"], [webhook("W1"), json.dumps({"detail": {"type": "zen:event-type:x"}})])
+    write_local(tmp_path, {f"{part(NOW)}/part-0.parquet": parquet_bytes(t)})
+    res = sink.read(SinkConfig(uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
+    assert res.ledger["eb_id"].to_pylist() == ["W1"]
+    assert reasons(res) == ["no EventBridge id at $.id in data"]
+
+
+def test_sink_schema_drift_renamed_id_column(tmp_path):
+    write_local(tmp_path, {
+        f"{part(NOW)}/part-0.parquet": parquet_bytes(spark_table(["W1"], [webhook("W1")])),
+        f"{part(NOW)}/part-1.parquet": parquet_bytes(spark_table(["W2", "W3"], [webhook("W2"), webhook("W3")],
+                                                                 id_col="partition_key")),
+    })
+    res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)
+    assert not res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
+    assert res.rejected == 2 and all("'partitionKey' not found" in r and "--id-column" in r and "--id-path" in r
+                                     for r in reasons(res))
+    assert "part-1.parquet" in res.problems[0]
+    ok = sink.read(SinkConfig(uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
+    assert ok.complete and ok.ledger["eb_id"].to_pylist() == ["W1", "W2", "W3"]
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_sink_corrupt_parquet(where, request, tmp_path):
+    good = parquet_bytes(spark_table(["W1"], [webhook("W1")]))
+    files = {f"out/{part(NOW)}/part-0.parquet": good, f"out/{part(NOW)}/part-1.parquet": good[:40]}
+    if where == "s3":
+        aws = request.getfixturevalue("aws_cfg")
+        s3_put(aws, "spark-output", files)
+        uri = "s3://spark-output/out"
+    else:
+        aws = LOCAL
+        write_local(tmp_path, files)
+        uri = str(tmp_path / "out")
+    res = sink.read(SinkConfig(uri=uri), WINDOW, aws)
+    assert not res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
+    assert res.rejected == 1 and "part-1.parquet" in reasons(res)[0] and "part-1.parquet" in res.problems[0]
+
+
+def test_sink_json_lines_data_as_object_text_and_base64(tmp_path):
+    rows = [
+        {"data": json.loads(webhook("W1")), "partitionKey": "W1", "sequenceNumber": "1",
+         "approximateArrivalTimestamp": iso(NOW)},
+        {"data": legacy("L1"), "partitionKey": "L1", "sequenceNumber": "2", "approximateArrivalTimestamp": iso(NOW)},
+        {"data": base64.b64encode(webhook("W2").encode()).decode(), "partitionKey": "W2", "sequenceNumber": "3",
+         "approximateArrivalTimestamp": iso(NOW)},
+    ]
+    text = ("\n".join(json.dumps(r) for r in rows) + "\nnot json\n").encode()
+    write_local(tmp_path, {f"{part(NOW)}/part-0.json": text,
+                           "_spark_metadata/0": commit_log(f"{part(NOW)}/part-0.json")})
+    res = sink.read(SinkConfig(uri=str(tmp_path), format="json"), WINDOW, LOCAL)
+    assert res.ledger["eb_id"].to_pylist() == ["W1", "L1", "W2"]
+    assert res.ledger["committed"].to_pylist() == [True] * 3
+    assert res.ledger["observed_at"][0].as_py() == NOW
+    assert res.rejected == 1 and res.rejects["source_ref"][0].as_py().endswith("part-0.json#3")
+
+
+# ---------------------------------------------------------------- DLQ
+
+
+def dlq_attrs(target="arn:aws:kinesis:us-east-1:123456789012:stream/zendesk", code="THROTTLING") -> dict:
+    vals = {"RULE_ARN": "arn:aws:events:us-east-1:123456789012:rule/zendesk-to-kinesis", "TARGET_ARN": target,
+            "ERROR_CODE": code, "ERROR_MESSAGE": "Rate exceeded", "EXHAUSTED_RETRY_CONDITION": "MaximumRetryAttempts",
+            "RETRY_ATTEMPTS": "185"}
+    return {k: {"DataType": "String", "StringValue": v} for k, v in vals.items()}
+
+
+def queue_count(sqs, url) -> int:
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+def fill_queue(sqs, url, bodies):
+    for i in range(0, len(bodies), 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(j), "MessageBody": b, "MessageAttributes": dlq_attrs()} for j, b in enumerate(bodies[i:i + 10])])
+
+
+def test_dlq_live_queue_is_read_without_consuming(aws_cfg):
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [legacy(f"L{i}") for i in range(7)] + ["not json"])
+    visible = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    res = dlq.read(DlqConfig(queue_url=url), WINDOW, aws_cfg)
+    after = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert after["ApproximateNumberOfMessages"] == visible["ApproximateNumberOfMessages"] == "8"  # nothing deleted
+    assert res.name == "dlq" and res.complete, res.problems
+    assert res.details["read"] == 8 and res.details["approx_total"] == 8
+    assert res.details["coverage"] == "read 8 of ~8" and res.details["sampled"] is True
+    assert res.records == 7 and reasons(res) == ["not JSON"]
+    row = res.ledger.to_pylist()[0]
+    assert row["error_code"] == "THROTTLING" and row["retry_attempts"] == 185 and row["hop"] == "dlq"
+    assert row["retry_condition"] == "MaximumRetryAttempts" and ":kinesis:" in row["target_arn"]
+    assert row["rule_arn"].endswith("rule/zendesk-to-kinesis") and row["observed_at"] is not None
+    assert row["source_id"] == row["source_ref"] and row["ticket_id"] == 35436
+
+
+def test_dlq_larger_than_one_receive(aws_cfg):
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(f"W{i}", str(i)) for i in range(24)])
+    # Visibility timeout 0: moto hands back the same ten messages every time -> a sample, marked incomplete.
+    res = dlq.read(DlqConfig(queue_url=url), WINDOW, aws_cfg)
+    assert not res.complete and res.details["coverage"] == "read 10 of ~24" and "visibility_timeout" in res.problems[-1]
+    assert queue_count(sqs, url) == 24
+    # A visibility timeout lets received messages step aside: all 24 read, all still in the queue.
+    res = dlq.read(DlqConfig(queue_url=url, visibility_timeout=30), WINDOW, aws_cfg)
+    assert res.complete and res.records == 24 and queue_count(sqs, url) == 24
+
+
+def test_dlq_queue_with_redrive_policy_warns_and_partial_read_is_incomplete(aws_cfg):
+    sqs = make_client("sqs", aws_cfg)
+    target = sqs.create_queue(QueueName="dlq-of-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName="zendesk-dlq", Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "50"})})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=webhook("W1"), MessageAttributes=dlq_attrs())
+    sqs.send_message(QueueUrl=url, MessageBody=webhook("W2"), MessageAttributes=dlq_attrs())
+    hidden = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60)["Messages"]
+    res = dlq.read(DlqConfig(queue_url=url, empty_receives=2), WINDOW, aws_cfg)
+    assert str(res.details["redrive_policy"]["maxReceiveCount"]) == "50"
+    assert any("redrive policy" in p for p in res.problems)
+    assert not res.complete and res.details["read"] == 1 and res.details["approx_total"] == 2
+    assert res.ledger["eb_id"].to_pylist() != [hidden[0]["MessageId"]]
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_dlq_archive(where, request, tmp_path):
+    lines = [json.dumps({"MessageId": "m1", "Body": webhook("W1"), "MessageAttributes": dlq_attrs(code="NO_RESOURCE"),
+                         "Attributes": {"SentTimestamp": str(int(NOW.timestamp() * 1000))}}),
+             "{broken", json.dumps({"Body": webhook("W2")})]
+    body = ("\n".join(lines) + "\n").encode()
+    if where == "s3":
+        aws = request.getfixturevalue("aws_cfg")
+        s3_put(aws, "dlq-archive", {"messages.jsonl": body})
+        uri = "s3://dlq-archive/messages.jsonl"
+    else:
+        aws = LOCAL
+        write_local(tmp_path, {"messages.jsonl": body})
+        uri = str(tmp_path / "messages.jsonl")
+    res = dlq.read(DlqConfig(uri=uri), WINDOW, aws)
+    assert res.complete and res.details["sampled"] is False
+    assert res.ledger.select(["source_id", "eb_id", "error_code", "observed_at"]).to_pylist() == [
+        {"source_id": "m1", "eb_id": "W1", "error_code": "NO_RESOURCE", "observed_at": NOW}]
+    assert reasons(res) == ["DLQ message is not JSON", "DLQ message has no MessageId"]
+    assert res.rejects["source_ref"][0].as_py() == f"{uri}:2"
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_put_metric_data_read_back(aws_cfg, tmp_path):
+    cw = make_client("cloudwatch", aws_cfg)
+    t = HOUR0 - timedelta(minutes=30)
+    cw.put_metric_data(Namespace="AWS/Events", MetricData=[
+        {"MetricName": "Invocations", "Dimensions": [{"Name": "RuleName", "Value": "zendesk-to-kinesis"}],
+         "Timestamp": t, "Value": 10.0},
+        {"MetricName": "Invocations", "Dimensions": [{"Name": "RuleName", "Value": "zendesk-to-kinesis"}],
+         "Timestamp": t + timedelta(seconds=10), "Value": 5.0},
+        {"MetricName": "FailedInvocations", "Dimensions": [{"Name": "RuleName", "Value": "zendesk-to-kinesis"}],
+         "Timestamp": t, "Value": 1.0},
+        {"MetricName": "Invocations", "Dimensions": [{"Name": "RuleName", "Value": "other-rule"}],
+         "Timestamp": t, "Value": 99.0}])
+    res = metrics.read(MetricsConfig(rule="zendesk-to-kinesis"), WINDOW, aws_cfg)
+    assert res.name == "metrics" and res.complete and res.details["partial"] == []
+    assert res.ledger.schema.equals(__import__("reconcile.ledger", fromlist=["x"]).METRIC_SCHEMA)
+    assert res.details["totals"]["Invocations"] == 15.0 and res.details["totals"]["FailedInvocations"] == 1.0
+    saved = {"MetricDataResults": [
+        {"Id": "m0", "Label": "Invocations", "Timestamps": [iso(t)], "Values": [4.0], "StatusCode": "PartialData"}]}
+    (tmp_path / "m.json").write_text(json.dumps(saved))
+    res = metrics.read(MetricsConfig(uri=str(tmp_path / "m.json")), WINDOW, LOCAL)
+    assert res.complete and res.details["partial"] == ["Invocations"] and "PartialData" in res.problems[0]
+    assert res.ledger.to_pylist() == [{"metric": "Invocations", "timestamp": t, "period_s": 300, "value": 4.0}]
+
+
+# ---------------------------------------------------------------- the demo loader
+
+
+def test_load_stores_into_moto_and_read_back(aws_cfg, tmp_path):
+    st = tmp_path / "stores"
+    write_local(st, {
+        "logs-archive/exports/r1/s1/000000.gz": export_gz([f"{iso(NOW)} {legacy('L1')}"]),
+        "logs-archive/exports/aws-logs-write-test": b"Permission Check Successful",
+        f"spark-output/events/{part(NOW)}/part-0.parquet": parquet_bytes(spark_table(["L1"], [legacy("L1")])),
+        "dlq-archive/messages.jsonl": (json.dumps({"MessageId": "m1", "Body": webhook("W9"),
+                                                   "MessageAttributes": dlq_attrs(),
+                                                   "Attributes": {"SentTimestamp": "1"}}) + "\n").encode(),
+        "metrics/get-metric-data.json": json.dumps({"MetricDataResults": [
+            {"Id": "m0", "Label": "Invocations", "Timestamps": [iso(HOUR0)], "Values": [2.0],
+             "StatusCode": "Complete"}]}).encode(),
+    })
+    cfg = load_stores(st, aws_cfg)
+    assert buslog.read(BusLogConfig(uri=cfg["bus_log_uri"]), WINDOW, aws_cfg).ledger["eb_id"].to_pylist() == ["L1"]
+    assert sink.read(SinkConfig(uri=cfg["sink_uri"]), WINDOW, aws_cfg).ledger["eb_id"].to_pylist() == ["L1"]
+    live = dlq.read(DlqConfig(queue_url=cfg["queue_url"]), WINDOW, aws_cfg)
+    assert live.ledger["eb_id"].to_pylist() == ["W9"] and live.ledger["error_code"].to_pylist() == ["THROTTLING"]
+    assert dlq.read(DlqConfig(uri=cfg["dlq_uri"]), WINDOW, aws_cfg).records == 1
+    m = metrics.read(MetricsConfig(rule=cfg["rule"]), WINDOW, aws_cfg)
+    assert m.details["totals"] == {"Invocations": 2.0}
+
+
+def test_moto_reset_empties_the_server(moto, aws_cfg):
+    make_client("s3", aws_cfg).create_bucket(Bucket="to-forget")
+    moto.reset()
+    assert make_client("s3", aws_cfg).list_buckets()["Buckets"] == []
+    urllib.request.urlopen(moto.endpoint + "/moto-api/", timeout=5).read()
+    time.sleep(0)
