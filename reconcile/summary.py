@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from . import __version__
 from .config import Config
@@ -20,6 +24,16 @@ def iso(dt: datetime | None) -> str | None:
     return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def fingerprint_summary(fingerprints: list[dict]) -> dict[str, Any]:
+    """How many raw objects/pages a source read, their bytes where known, and one digest over all their fingerprints
+    (the full list is in manifest.json): two runs that read the same inputs show the same digest."""
+    canonical = orjson.dumps(sorted(fingerprints, key=lambda f: orjson.dumps(f, option=orjson.OPT_SORT_KEYS)),
+                             option=orjson.OPT_SORT_KEYS, default=str)
+    sizes = [f.get("size") for f in fingerprints if isinstance(f.get("size"), int)]
+    return {"objects": len(fingerprints), "bytes": sum(sizes) if sizes else None,
+            "digest": "sha256:" + hashlib.sha256(canonical).hexdigest() if fingerprints else None}
+
+
 def input_entry(result: SourceResult) -> dict[str, Any]:
     return {
         "source": result.name,
@@ -28,7 +42,36 @@ def input_entry(result: SourceResult) -> dict[str, Any]:
         "rejected": result.rejected,
         "problems": list(result.problems),
         "details": result.details,
+        "fingerprints": fingerprint_summary(result.fingerprints),
     }
+
+
+# Metrics are counted by period start, events by event time: edges differ slightly, so "agrees" allows 0.1 %.
+METRIC_TOLERANCE = 0.001
+
+
+def metric_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A metrics_check row with the difference (metric − per-event) and whether the two agree; None when either
+    side is missing (no datapoints, or no per-event counterpart)."""
+    row = {k: v for k, v in r.items() if k != "ord"}
+    m, e = row["metric_value"], row["per_event_value"]
+    if isinstance(e, Decimal):  # DuckDB sums of counts come back as DECIMAL
+        e = row["per_event_value"] = int(e) if e == e.to_integral_value() else float(e)
+    diff = None if m is None or e is None else m - e
+    row["difference"] = diff
+    row["agrees"] = None if diff is None else abs(diff) <= METRIC_TOLERANCE * max(abs(e), 1)
+    return row
+
+
+def bucket_seconds(window: Window) -> int:
+    """The timeline's bucket width; must match the `bucket_s` run.params gives loss_by_hour.sql (a test checks)."""
+    return 60 if (window.end - window.start).total_seconds() <= 6 * 3600 else 3600
+
+
+def _rows(rows: list[dict], times: tuple[str, ...] = (), floats: tuple[str, ...] = ()) -> list[dict]:
+    """Result rows as JSON-ready dicts: timestamps as ISO strings, floats rounded to the millisecond."""
+    return [{k: iso(v) if k in times else (None if v is None else round(v, 3)) if k in floats else v
+             for k, v in r.items()} for r in rows]
 
 
 def status_of(inputs: list[dict], hops: list[dict], pending: int) -> str:
@@ -70,9 +113,17 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         "dlq_causes": results["dlq_causes"],
         "latency": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
                     for r in results["latency"]],
-        "metrics_check": [{k: v for k, v in r.items() if k != "ord"} for r in results["metrics_check"]],
+        "metrics_check": [metric_row(r) for r in results["metrics_check"]],
         "loss_by_type": results["loss_by_type"],
         "timeline": [dict(r, bucket=iso(r["bucket"])) for r in results["loss_by_hour"]],
+        "timeline_bucket_s": bucket_seconds(window),
+        "silent_losses": _rows(results["silent_losses"], times=("hour",)),
+        "latency_histogram": _rows(results["latency_histogram"]),
+        "pending_events": _rows(results["pending_events"], times=("event_time",), floats=("age_s",)),
+        "orphan_causes": results["orphan_causes"],
+        "unlogged_causes": results["unlogged_causes"],
+        "dlq_errors": results["dlq_errors"],
+        "trace_hints": _rows(results["trace_hints"], times=("first_event_time",)),
         "gaps": {"count": gaps, "file": "gaps.csv"},
         "tool": {"name": "reconcile", "version": __version__},
         "generated_at": iso(generated_at),

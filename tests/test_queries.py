@@ -78,7 +78,7 @@ SINK = [
 ]
 DLQ = [
     obs(C, "14:00:00.2", source_id="m1", error_code="THROTTLING", retry_condition="MaximumEventAgeInSeconds",
-        target_arn=KIN, retry_attempts=40),
+        target_arn=KIN, retry_attempts=40, error_message="Rate exceeded."),
     obs(J, "18:00:00", source_id="m2", error_code="THROTTLING", retry_condition="MaximumEventAgeInSeconds",
         target_arn=LOGS, retry_attempts=40),
 ]
@@ -214,6 +214,51 @@ def test_gaps(day):
     assert rows == [("lost_before_bus", "6", None), ("duplicated", "2", "B"), ("dead_lettered", "3", "C"),
                     ("lost_after_bus", "4", "D"), ("lost_before_bus", "8", None), ("delivered", "12", "J"),
                     ("duplicated", "13", "K"), ("orphan", None, "L"), ("pending", "5", "E")]
+
+
+def test_silent_losses(day):
+    rows = table(day, "silent_losses", ["hour", "kind", "lost", "lost_before_bus", "lost_after_bus"], order=True)
+    assert [(r[0].hour,) + r[1:] for r in rows] == [
+        (9, "Create", 1, 1, 0), (13, "Comment", 1, 0, 1), (14, "Comment", 1, 1, 0)]
+
+
+def test_latency_histogram(day):
+    rows = table(day, "latency_histogram", ["hop", "ord", "events"], order=True)
+    assert len(rows) == 24  # 3 hops x 8 buckets, zeros included
+    counts = {(h, o): n for h, o, n in rows if n}
+    # bus: log times equal payload times, so the 0-0.1 s offsets of A, K and D (<100 ms) and the others' 0.2-0.6 s
+    assert counts == {("zendesk_to_bus", 1): 3, ("zendesk_to_bus", 2): 6, ("bus_to_sink", 3): 6,
+                      ("end_to_end", 3): 7}
+    assert sum(n for h, _, n in rows if h == "end_to_end") == 7  # = latency.events
+
+
+def test_pending_events(day):
+    assert table(day, "pending_events", ["source_id", "eb_id", "age_s", "at_bus", "cause"], order=True) == [
+        ("5", "E", 9000.0, True, "within retry horizon")]
+
+
+def test_orphan_causes(day):
+    assert table(day, "orphan_causes", ["event_type", "family", "events", "in_bus_log", "in_sink", "in_dlq",
+                                        "with_zendesk_id"]) == [("Ticket Created", "legacy", 1, 0, 1, 0, 0)]
+
+
+def test_unlogged_causes(day):
+    # z12 reached the sink; its log-group target dead-lettered it (m2), so the bus log has no copy
+    assert table(day, "unlogged_causes", ["verdict", "reason", "events"]) == [
+        ("delivered", "log target dead-lettered", 1)]
+
+
+def test_dlq_errors(day):
+    assert table(day, "dlq_errors", ["error_code", "target_arn", "error_message", "with_message", "messages"]) == [
+        ("THROTTLING", KIN, "Rate exceeded.", 1, 1), ("THROTTLING", LOGS, "(none)", 1, 1)]
+
+
+def test_trace_hints(day):
+    assert table(day, "trace_hints", ["verdict", "cause", "events", "trace_id"], order=True) == [
+        ("lost_before_bus", "not in any AWS store", 2, "6"), ("duplicated", "redelivery", 1, "2"),
+        ("dead_lettered", "THROTTLING", 1, "3"), ("lost_after_bus", "no sink row, no DLQ message", 1, "4"),
+        ("delivered", "not in the bus log", 1, "12"), ("duplicated", "re-batched", 1, "13"),
+        ("orphan", "no source event", 1, "L"), ("pending", "within retry horizon", 1, "5")]
 
 
 def test_every_query_file_is_run():

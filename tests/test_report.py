@@ -1,0 +1,266 @@
+"""The gap report: every figure equals summary.json, stable anchors, nothing from the network, hostile input inert,
+audiences order and trim the same sections, Chromium renders it, and a 10 M-event day stays small and fast."""
+
+import re
+import shutil
+import subprocess
+import time
+from datetime import timedelta
+
+import orjson
+import pyarrow as pa
+import pytest
+from bs4 import BeautifulSoup
+
+from reconcile import config, ledger, report, summary
+from reconcile import run as job
+from reconcile.ledger import SourceResult
+
+import test_queries as day
+from ledgers import DAY, at, make
+
+ANCHORS = ("status", "funnel", "timeline", "causes", "metrics", "latency", "duplicates", "pending", "coverage",
+           "gaps", "run")
+NAME_KEYS = ("name", "source", "hop", "metric")
+HOSTILE = "<script>alert(1)</script>\"'</td></tr>\u202egnp.exe\u200b\u200d&amp;"
+
+
+def resolve(obj, path: str):
+    """The summary.json value at a dotted path; list items by index or by their name/source/hop/metric."""
+    for part in path.split("."):
+        if isinstance(obj, list):
+            obj = obj[int(part)] if part.isdigit() else next(x for x in obj if part in [x.get(k) for k in NAME_KEYS])
+        else:
+            obj = obj[part]
+    return obj
+
+
+def figures(soup):
+    return [(el["data-figure"], el.get("data-format", "num"), el.get_text(strip=True))
+            for el in soup.select("[data-figure]")]
+
+
+def metrics_table():
+    return pa.Table.from_pylist([dict(metric=m, timestamp=at(t), period_s=300, value=v) for m, t, v in day.METRICS],
+                                schema=ledger.METRIC_SCHEMA)
+
+
+def produce(tmp_path, *, audience="daily", hostile=False, metrics=True):
+    """The tiny day of test_queries through the whole job (as test_outputs does), optionally with hostile text."""
+    zendesk, dlq = list(day.ZENDESK), list(day.DLQ)
+    if hostile:
+        zendesk.append(day.z(20, 20, "Change:" + HOSTILE, "08:00:00", 2000))
+        dlq.append(day.obs(day.D, "13:30:00", source_id="m3", error_code=HOSTILE, error_message=HOSTILE * 20,
+                           retry_condition=HOSTILE, target_arn=day.KIN + HOSTILE))
+    res = {"zendesk": SourceResult("zendesk", make("zendesk", zendesk), fingerprints=[
+               {"file": "page-00001.json.gz", "count": 14, "sha256": "ab" * 32, "size": 2048}],
+               details={"pages": 1, "end_time": 1795478400, "note": HOSTILE if hostile else "ok"}),
+           "bus_log": SourceResult("bus_log", make("bus", day.BUS)),
+           "sink": SourceResult("sink", make("sink", day.SINK), problems=[HOSTILE] if hostile else []),
+           "dlq": SourceResult("dlq", make("dlq", dlq), details={"coverage": "drained the queue: 3 empty receives"}),
+           "metrics": SourceResult("metrics", metrics_table() if metrics else ledger.METRIC_SCHEMA.empty_table())}
+    raw = "<script>alert(2)</script>" + "x" * 1_000_000 if hostile else '{"detail": {}}'
+    # built directly, not through rejects_table, so the report's own cut is what is tested
+    res["dlq"].rejects = pa.table({"source": ["dlq"], "source_ref": [HOSTILE if hostile else "m9"],
+                                   "reason": [HOSTILE if hostile else "event has no id"], "raw": [raw]},
+                                  schema=ledger.REJECT_SCHEMA)
+    cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"}})
+    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
+    ledgers = job.write_evidence(res, tmp_path / "evidence")
+    outcome = job.finish(cfg, window, tmp_path, res, ledgers, audience=audience,
+                         generated_at=DAY + timedelta(hours=26))
+    html = (tmp_path / "report.html").read_text()
+    return outcome.summary, html, BeautifulSoup(html, "html.parser")
+
+
+@pytest.fixture(scope="module", params=["daily", "incident", "audit"])
+def rendered(request, tmp_path_factory):
+    return produce(tmp_path_factory.mktemp(request.param), audience=request.param)
+
+
+def test_every_figure_equals_summary_json(rendered):
+    s, _, soup = rendered
+    stored = orjson.loads(orjson.dumps(s))  # what summary.json holds
+    shown = figures(soup)
+    assert len(shown) > 60
+    for path, fmt, text in shown:
+        assert text == report.FORMATS[fmt](resolve(stored, path)).strip(), path
+
+
+def test_headline_figures_are_marked(rendered):
+    _, _, soup = rendered
+    paths = {p for p, _, _ in figures(soup)}
+    assert {"status", "window.start", "hops.zendesk_to_bus.loss_rate", "hops.bus_to_sink.threshold", "events",
+            "gaps.count", "verdicts.pending", "tool.version"} <= paths
+
+
+def test_daily_view_shows_every_breakdown(tmp_path):
+    s, _, soup = produce(tmp_path)
+    paths = {p for p, _, _ in figures(soup)}
+    assert {"timeline.0.events", "latency.end_to_end.p99", "metrics_check.MatchedEvents.difference",
+            "dlq_causes.0.retry_condition", "dlq_errors.0.error_message", "silent_losses.2.kind",
+            "loss_by_type.0.lost_before_bus", "duplicates.1.extra_copies", "orphan_causes.0.in_sink",
+            "unlogged_causes.0.reason", "pending_events.0.age_s", "matching.ambiguous",
+            "inputs.dlq.rejected", "inputs.zendesk.fingerprints.digest", "inputs.zendesk.fingerprints.bytes"} <= paths
+    assert soup.select_one('[data-figure="pending_events.0.age_s"]').get_text() == "2.5 h"
+
+
+def test_every_anchor_exists(rendered):
+    _, _, soup = rendered
+    for anchor in ANCHORS:
+        assert len(soup.select(f"#{anchor}")) == 1, anchor
+
+
+def test_nothing_loads_from_the_network(rendered):
+    _, html, soup = rendered
+    assert not soup.find_all(["script", "iframe", "object", "embed", "img", "link", "base"])
+    for el in soup.find_all(True):
+        for name, value in el.attrs.items():
+            value = " ".join(value) if isinstance(value, list) else value
+            if name in ("src", "href", "xlink:href", "action", "srcset", "poster", "data"):
+                assert value.startswith("#"), (el.name, name, value)
+            assert not re.match(r"\s*(https?:|//|ftp:|javascript:)", value, re.I), (el.name, name, value)
+    styles = " ".join(t.get_text() for t in soup.find_all("style")) + " ".join(
+        el["style"] for el in soup.find_all(style=True))
+    assert "url(" not in styles and "@import" not in styles and "@font-face" not in styles
+    csp = soup.find("meta", attrs={"http-equiv": "Content-Security-Policy"})["content"]
+    assert "default-src 'none'" in csp
+
+
+def test_audiences_order_and_trim_the_same_sections(tmp_path):
+    for audience, first in (("daily", ["status", "funnel", "timeline"]), ("incident", ["status", "timeline", "gaps"]),
+                            ("audit", ["status", "coverage", "funnel"])):
+        _, _, soup = produce(tmp_path / audience, audience=audience)
+        order = [el["id"] for el in soup.select("main > [id]")]
+        assert sorted(order) == sorted(ANCHORS) and order[:3] == first
+        hints = [c.get_text() for c in soup.select("#gaps code") if c.get_text().startswith("reconcile trace")]
+        if audience == "incident":
+            assert hints[0] == "reconcile trace 6"  # the earliest gap: lost before the bus
+        else:
+            assert hints == []
+        trimmed = {el.find_parent(["section", "footer", "header"])["id"] for el in soup.select(".trimmed")}
+        assert trimmed == set(report.BRIEF[audience])
+
+
+def test_metrics_not_available(tmp_path):
+    _, _, soup = produce(tmp_path, metrics=False)
+    assert "Metrics not available" in soup.select_one("#metrics .empty").get_text()
+    assert not soup.select("#metrics table")
+
+
+def test_metric_disagreement_is_highlighted(rendered):
+    s, _, soup = rendered
+    rows = {r["metric"]: r for r in s["metrics_check"]}
+    assert rows["MatchedEvents"]["difference"] == 0 and rows["MatchedEvents"]["agrees"]
+    assert rows["Invocations"]["difference"] is None  # no datapoints: not available, not a disagreement
+    flagged = {tr.th.get_text() for tr in soup.select("#metrics tr.row-warn")}
+    assert flagged == {m for m, r in rows.items() if r["agrees"] is False}
+
+
+def test_hostile_input_renders_as_inert_text(tmp_path):
+    s, html, soup = produce(tmp_path, hostile=True)
+    assert not soup.find_all("script")
+    assert len(html) < 300_000  # the 1 MB record is cut
+    # the gap table keeps its shape: every row has as many cells as the header
+    table = soup.select_one("table.gaps")
+    width = len(table.thead.find_all("th"))
+    assert all(len(tr.find_all(["td", "th"])) == width for tr in table.tbody.find_all("tr"))
+    kind_cells = [td for td in table.find_all("td") if "alert(1)" in td.get_text()]
+    assert kind_cells, "the hostile kind is listed"
+    text = kind_cells[0].get_text()
+    assert "<script>alert(1)</script>\"'</td></tr>" in text  # shown literally, as text
+    assert "\u202e" not in text and "\u200b" not in text and "<U+202E>" in text and "<U+200B>" in text
+    assert "&amp;" in text  # the literal entity text, not an ampersand
+    # error message, problems, rejected record: all text, all cut
+    msg = soup.select_one('[data-figure="dlq_errors.0.error_message"]').get_text()
+    assert msg.startswith("<script>") and msg.endswith("characters)")
+    raw = soup.select_one("#coverage code.raw").get_text()
+    assert raw.startswith("<script>alert(2)</script>xxx") and len(raw) < report.TEXT_LIMIT + 40
+    problem = soup.select_one("#coverage table.inputs td.msg p").get_text()
+    assert problem.startswith("<script>alert(1)") and "<U+202E>" in problem
+    # and the figures still match summary.json, hostile strings included
+    stored = orjson.loads(orjson.dumps(s))
+    for path, fmt, shown in figures(soup):
+        assert shown == report.FORMATS[fmt](resolve(stored, path)).strip(), path
+
+
+def test_config_secrets_are_redacted():
+    ctx = report.ReportContext(summary={}, gaps=[], config={
+        "zendesk": {"url": "https://x.zendesk.com", "api_token": "tok-123", "password": "hunter2"},
+        "aws": {"secret_access_key": "AKIA...", "profile": None}, "sink": {"id_column": "partitionKey"}})
+    assert ctx.safe_config == {
+        "zendesk": {"url": "https://x.zendesk.com", "api_token": "[redacted]", "password": "[redacted]"},
+        "aws": {"secret_access_key": "[redacted]", "profile": None}, "sink": {"id_column": "partitionKey"}}
+    assert "tok-123" not in ctx.config_toml and "hunter2" not in ctx.config_toml
+
+
+def test_run_section_says_how_to_reproduce(tmp_path):
+    s, _, soup = produce(tmp_path)
+    cmd = soup.select_one("#run pre.cmd").get_text()
+    assert cmd == ("reconcile run --config reconcile.toml --start 2026-11-23T00:00:00.000Z "
+                   "--end 2026-11-24T00:00:00.000Z --as-of 2026-11-24T02:00:00.000Z --audience daily")
+    toml = soup.select_one("#run pre.config").get_text()
+    assert 'event_types = ["Notification"]' in toml and 'max_event_age = "2h"' in toml
+
+
+def test_timeline_bucket_matches_the_engine_parameter():
+    cfg = config.build(None, {})
+    for hours in (1, 6, 7, 24):
+        window = job.window_from(cfg, DAY, DAY + timedelta(hours=hours), DAY + timedelta(days=2))
+        assert summary.bucket_seconds(window) == job.params(cfg, window)["bucket_s"]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is not installed (apt-get install -y chromium); cannot render to PNG")
+def test_chromium_renders_the_report(tmp_path):
+    produce(tmp_path / "run")
+    png = tmp_path / "report.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1280,3000",
+                    (tmp_path / "run" / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def large_day(tiny: dict) -> tuple[dict, list[dict], list[dict]]:
+    """A summary shaped like a 10 M-event day at minute resolution: 1,440 buckets, 300 kinds, 1,000 gap rows."""
+    s = orjson.loads(orjson.dumps(tiny))
+    s["timeline_bucket_s"] = 60
+    s["timeline"] = []
+    for m in range(1440):
+        lost = 3 if m % 10 == 0 else 0
+        s["timeline"].append({"bucket": summary.iso(DAY + timedelta(minutes=m)), "events": 6944, "at_bus": 6944 - lost,
+                              "at_sink": 6940, "delivered": 6940, "duplicated": 1, "dead_lettered": 1,
+                              "lost_after_bus": 1, "lost_before_bus": lost, "pending": 0, "excluded": 1})
+    kinds = [f"Change:custom_field_{i}" for i in range(300)]
+    s["loss_by_type"] = [{"kind": k, "events": 33_000, "delivered": 32_990, "duplicated": 3, "dead_lettered": 2,
+                          "lost_after_bus": 2, "lost_before_bus": 3, "pending": 0, "excluded": 0} for k in kinds]
+    s["silent_losses"] = [{"hour": summary.iso(DAY + timedelta(hours=h)), "kind": k, "lost": 5,
+                           "lost_before_bus": 3, "lost_after_bus": 2} for h in range(24) for k in kinds[:40]]
+    s["pending_events"] = [dict(tiny["pending_events"][0], source_id=str(i)) for i in range(100)]
+    gaps = [{"event_time": summary.iso(DAY + timedelta(seconds=i * 80)), "verdict": "lost_before_bus",
+             "cause": "not in any AWS store", "source_id": str(10**12 + i), "eb_id": None, "ticket_id": 10**7 + i,
+             "kind": kinds[i % 300], "match_kind": "unmatched", "unlogged_at_bus": False} for i in range(report.GAP_ROWS)]
+    s["gaps"]["count"] = 41_000
+    rejects = [{"source": "sink", "source_ref": f"s3://b/part-{i}.parquet", "reason": "no id",
+                "raw": "y" * ledger.RAW_LIMIT} for i in range(100)]
+    return s, gaps, rejects
+
+
+@pytest.mark.parametrize("audience", ["daily", "incident", "audit"])
+def test_a_ten_million_event_day_renders_fast_and_small(tmp_path, audience):
+    tiny, _, _ = produce(tmp_path)
+    s, gaps, rejects = large_day(tiny)
+    ctx = report.ReportContext(summary=s, gaps=gaps, rejects=rejects, config={}, audience=audience)
+    t0 = time.perf_counter()
+    html = report.render(ctx)
+    elapsed = time.perf_counter() - t0
+    size = len(html.encode())
+    print(f"large day, {audience}: {size / 1e6:.2f} MB in {elapsed:.2f} s")
+    assert elapsed < 3 and size < 5_000_000
+    soup = BeautifulSoup(html, "html.parser")
+    assert len(soup.select("table.gaps tbody tr")) == (0 if audience in () else report.GAP_ROWS)
+    bars = soup.select_one("#timeline path.s-lost_before_bus")["d"]
+    assert bars.count("M") == 144  # every minute with a loss before the bus is drawn
