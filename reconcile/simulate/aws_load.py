@@ -8,6 +8,7 @@ with its message attributes, and the metrics file written back with PutMetricDat
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 import os
 import socket
 import subprocess
@@ -99,13 +100,15 @@ def load_stores(stores_dir: Path, aws: AwsConfig) -> dict:
     stores_dir = Path(stores_dir)
     s3 = make_client("s3", aws)
     out: dict = {}
+    uploads = []
     for bucket in BUCKETS:
         s3.create_bucket(Bucket=bucket)
         base = stores_dir / bucket
         if base.is_dir():
-            for p in sorted(base.rglob("*")):
-                if p.is_file():
-                    s3.upload_file(str(p), bucket, p.relative_to(base).as_posix())
+            uploads += [(p, bucket, p.relative_to(base).as_posix()) for p in sorted(base.rglob("*")) if p.is_file()]
+    # Spark writes many small files; upload them concurrently (boto3 clients are thread-safe).
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda u: s3.upload_file(str(u[0]), u[1], u[2]), uploads))
     out["bus_log_uri"] = "s3://logs-archive/exports"
     out["sink_uri"] = "s3://spark-output/events"
     out["dlq_uri"] = "s3://dlq-archive/messages.jsonl"

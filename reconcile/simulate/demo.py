@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -76,6 +75,17 @@ def compare_with_truth(run_dir: Path, sim_dir: Path) -> list[str]:
     return lines
 
 
+def reconcile_simulation(sim, sim_dir: Path, run_dir: Path, endpoint: str, *, audience: str = "daily",
+                         progress: bool = True, state: Path | None = None) -> Outcome:
+    """Load a simulation's stores into the moto server at `endpoint`, serve its Zendesk data, reconcile it."""
+    demo_environment()
+    stores = aws_load.load_stores(sim_dir / "stores", config.AwsConfig(endpoint_url=endpoint, region="us-east-1"))
+    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    with zendesk_server.serve(sim_dir, now=sim.window.as_of, rate_limit_per_minute=ZENDESK_BUDGET, auth=auth) as zd:
+        cfg = demo_config(stores, zd.url, endpoint, sim.params)
+        return execute(cfg, sim.window, run_dir, audience=audience, progress=progress, state=state)
+
+
 def run_demo(out: Path, *, events: int, seed: int, day: str, audience: str = "daily",
              progress: bool = True) -> tuple[Outcome, list[str]]:
     params = SimParams(events=events, seed=seed, day=day)
@@ -84,14 +94,10 @@ def run_demo(out: Path, *, events: int, seed: int, day: str, audience: str = "da
     sim = simulate(params)
     write_stores(sim, sim_dir)
     demo_environment()
-    with ExitStack() as stack:
-        moto = aws_load.start_moto()
-        stack.callback(moto.stop)
-        stores = aws_load.load_stores(sim_dir / "stores", config.AwsConfig(endpoint_url=moto.endpoint,
-                                                                           region="us-east-1"))
-        auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
-        zd = zendesk_server.serve(sim_dir, now=sim.window.as_of, rate_limit_per_minute=ZENDESK_BUDGET, auth=auth)
-        stack.callback(zd.stop)
-        cfg = demo_config(stores, zd.url, moto.endpoint, params)
-        outcome = execute(cfg, sim.window, out / "run", audience=audience, progress=progress)
+    moto = aws_load.start_moto()
+    try:
+        outcome = reconcile_simulation(sim, sim_dir, out / "run", moto.endpoint, audience=audience,
+                                       progress=progress, state=out / "reconcile-state.duckdb")
+    finally:
+        moto.stop()
     return outcome, compare_with_truth(out / "run", sim_dir)
