@@ -2,6 +2,7 @@
 -- (paired in time order), or not at all.
 CREATE OR REPLACE TABLE match_stats AS
 SELECT m.match_kind, count(v.match_kind) AS events
-FROM (VALUES ('exact'), ('composite'), ('ambiguous'), ('unmatched')) AS m(match_kind)
+FROM (VALUES (1, 'exact'), (2, 'composite'), (3, 'ambiguous'), (4, 'unmatched')) AS m(ord, match_kind)
 LEFT JOIN verdicts v ON v.match_kind = m.match_kind AND v.verdict <> 'excluded'
-GROUP BY m.match_kind;
+GROUP BY m.ord, m.match_kind
+ORDER BY m.ord;

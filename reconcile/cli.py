@@ -1,13 +1,14 @@
 """The `reconcile` command: parse flags, build the config, call the library, map errors to exit codes.
 
 Exit codes: 0 clean · 1 only pending events · 2 loss above a hop's threshold · 3 an input incomplete or
-unreadable · 4 configuration or runtime error.
+unreadable · 4 configuration or runtime error · 5 verify: a run does not match its evidence or its inputs changed.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import orjson
 
 from . import __version__
 from . import config as config_mod
-from .errors import ConfigError, ReconcileError
+from .errors import ConfigError, ReconcileError, SourceError, VerifyError
 from .window import parse_time
 
 logger = logging.getLogger("reconcile")
@@ -27,7 +28,8 @@ Exit codes:
   1  only pending events (EventBridge may still deliver them)
   2  loss above a hop's threshold
   3  an input was incomplete or unreadable
-  4  configuration or runtime error"""
+  4  configuration or runtime error
+  5  verify: the run does not match its evidence, or (--against-sources) an input changed or vanished"""
 
 
 def setup_logging(verbose: int, quiet: int) -> None:
@@ -123,7 +125,10 @@ def merge(*dicts: dict[str, dict]) -> dict[str, dict]:
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @window_options
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default reconcile-out/<window>).")
+@click.option("--out", help="Output folder (default reconcile-out/<window>), or s3://bucket/prefix to publish the run "
+              "there (files first, manifest.json last).")
+@click.option("--replace", is_flag=True, help="With --out s3://..., replace a run already published there.")
+@click.option("--bundle", type=click.Path(dir_okay=False), help="Also pack the run's evidence bundle into this .tar.gz.")
 @click.option("--zendesk-url", help="Zendesk account URL (or ZENDESK_URL).")
 @click.option("--profile", help="AWS profile.")
 @click.option("--region", help="AWS region.")
@@ -134,8 +139,8 @@ def merge(*dicts: dict[str, dict]) -> dict[str, dict]:
 @click.option("--no-state", is_flag=True, help="Do not carry pending events or record history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
-def run(config_path, day, start, end, as_of, out, zendesk_url, profile, region, endpoint_url, audience, sets,
-        state, no_state, as_json, no_progress):
+def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, profile, region, endpoint_url,
+        audience, sets, state, no_state, as_json, no_progress):
     """Reconcile one window over the configured stores and write the gap report.
 
     Secrets come from the environment only: ZENDESK_EMAIL + ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN), and the
@@ -144,26 +149,45 @@ def run(config_path, day, start, end, as_of, out, zendesk_url, profile, region, 
     \b
     Example:
       reconcile run --config reconcile.toml --date 2026-11-23 --out out/
+      reconcile run --config reconcile.toml --date 2026-11-23 --out s3://audit/runs/2026-11-23 --bundle run.tar.gz
     """
+    from . import publish
     from .run import execute
     overrides = merge({"zendesk": {"url": zendesk_url},
                        "aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url}},
                       parse_sets(sets))
     cfg = config_mod.build(config_path, overrides)
     window = resolve_window(cfg, day, start, end, as_of)
-    out_dir = Path(out) if out else Path("reconcile-out") / window.key
-    state_path = None if no_state else (state or default_state(out_dir))
-    outcome = execute(cfg, window, out_dir, audience=audience, progress=not no_progress, state=state_path)
-    emit(outcome, as_json)
+    target = out or str(Path("reconcile-out") / window.key)
+    state_path = None if no_state else (state or default_state(target))
+    if not publish.is_s3(target):
+        if replace:
+            raise ConfigError("--replace is for --out s3://...; a local --out folder is always replaced.")
+        outcome = execute(cfg, window, Path(target), audience=audience, progress=not no_progress, state=state_path)
+        if bundle:
+            publish.pack(outcome.out_dir, Path(bundle))
+        emit(outcome, as_json)
+        sys.exit(outcome.exit_code)
+    publish.ensure_free(target, cfg.aws, replace)  # fail before reading anything
+    with tempfile.TemporaryDirectory(prefix="reconcile-run-") as tmp:
+        outcome = execute(cfg, window, Path(tmp) / window.key, audience=audience, progress=not no_progress,
+                          state=state_path, location=target)
+        if bundle:
+            publish.pack(outcome.out_dir, Path(bundle))
+        report_uri = publish.publish(outcome.out_dir, target, cfg.aws, replace=replace)
+    emit(outcome, as_json, report_uri)
     sys.exit(outcome.exit_code)
 
 
-def default_state(out_dir: Path) -> Path:
-    """Beside the outputs: the parent of a run's folder, so consecutive windows share it."""
-    return out_dir.resolve().parent / "reconcile-state.duckdb"
+def default_state(out: str | Path) -> str | Path:
+    """Beside the outputs: the parent of a run's folder (or S3 prefix), so consecutive windows share it."""
+    if str(out).startswith("s3://"):
+        parent = str(out).rstrip("/").rsplit("/", 1)[0] if str(out).rstrip("/").count("/") > 2 else str(out)
+        return parent.rstrip("/") + "/reconcile-state.duckdb"
+    return Path(out).resolve().parent / "reconcile-state.duckdb"
 
 
-def emit(outcome, as_json: bool) -> None:
+def emit(outcome, as_json: bool, report: str | None = None) -> None:
     s = outcome.summary
     if as_json:
         click.echo(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode())
@@ -173,7 +197,7 @@ def emit(outcome, as_json: bool) -> None:
                    f"{v['duplicated']:,} · dead-lettered {v['dead_lettered']:,} · lost after bus "
                    f"{v['lost_after_bus']:,} · lost before bus {v['lost_before_bus']:,} · pending {v['pending']:,}",
                    err=True)
-        click.echo(str(outcome.report))
+        click.echo(report or str(outcome.report))
 
 
 @main.command()
@@ -416,3 +440,74 @@ def trace(event_id, runs, state, as_json):
         click.echo(f"Error: {event_id} is not in any run searched ({len(runs)}). Check the id, or pass --run.",
                    err=True)
         sys.exit(4)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR")
+@click.option("--against-sources", is_flag=True,
+              help="Also HEAD every S3 object the run read (not its data) and list those changed or vanished since.")
+@click.option("--profile", help="AWS profile (for --against-sources or an s3:// DIR).")
+@click.option("--region", help="AWS region.")
+@click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON on stdout.")
+def verify(run_dir, against_sources, profile, region, endpoint_url, as_json):
+    """Re-prove a run from its evidence alone: check every sha256 in its manifest, recompute every figure, re-render
+    the outputs and compare them byte for byte. No network unless --against-sources.
+
+    DIR is a run's output folder, a .tar.gz made by `run --bundle`, or an s3:// prefix made by `run --out s3://`.
+    Exits 0 when everything matches, 5 naming each file and figure that differs.
+
+    \b
+    Example:
+      reconcile verify demo-out/run
+      reconcile verify run.tar.gz --against-sources --profile audit
+    """
+    from . import publish
+    from .verify import check_sources, load_manifest, verify as do_verify
+    aws = config_mod.build(None, aws_overrides(profile, region, endpoint_url)).aws
+    with tempfile.TemporaryDirectory(prefix="reconcile-bundle-") as tmp:
+        if publish.is_s3(run_dir):
+            where = publish.download(run_dir, Path(tmp), aws)
+        elif Path(run_dir).is_file():
+            where = publish.unpack(Path(run_dir), Path(tmp))
+        elif Path(run_dir).is_dir():
+            where = Path(run_dir)
+        else:
+            raise ConfigError(f"{run_dir} is neither a run folder nor a bundle. Give the folder holding "
+                              f"manifest.json, a .tar.gz from --bundle or an s3:// prefix.")
+        result = do_verify(where)
+        sources = check_sources(load_manifest(where)[0], aws) if against_sources else None
+    if as_json:
+        click.echo(orjson.dumps({
+            "ok": result.ok and not (sources and sources.changes),
+            "differences": [{"file": d.file, "what": d.what} for d in result.differences],
+            "notes": result.notes,
+            "sources": None if sources is None else {
+                "checked": sources.checked, "not_objects": sources.not_objects,
+                "changes": [c.__dict__ for c in sources.changes]},
+        }, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for d in result.differences:
+            click.echo(f"DIFFERS {d}")
+        for n in result.notes:
+            click.echo(f"note: {n}", err=True)
+        if sources is not None:
+            for c in sources.changes:
+                click.echo(f"{c.status.upper()} {c}")
+            skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(sources.not_objects.items()))
+            counts = ", ".join(f"{sum(c.status == s for c in sources.changes):,} {s}"
+                               for s in ("changed", "vanished", "unchecked"))
+            click.echo(f"checked {sources.checked:,} source objects: {counts}"
+                       + (f"; inputs that are not objects (not re-checkable): {skipped}" if skipped else ""), err=True)
+        if result.ok:
+            click.echo(f"verified: {run_dir} matches its evidence byte for byte", err=True)
+    if not result.ok:
+        raise result.error(run_dir)
+    if sources is not None and sources.changes:
+        moved = [c for c in sources.changes if c.status != "unchecked"]
+        if not moved:
+            raise SourceError(f"{len(sources.changes):,} input(s) of {run_dir} could not be checked (listed above). "
+                              f"Check the credentials (--profile) and --endpoint-url.")
+        kinds = sorted({c.status for c in moved})
+        raise VerifyError(f"{len(moved):,} input(s) of {run_dir} {' or '.join(kinds)} since the run (listed above): "
+                          f"its figures no longer describe the live stores.")

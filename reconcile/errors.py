@@ -34,3 +34,9 @@ class ReportError(ReconcileError):
 
 class StateError(ReconcileError):
     """The run-state file is locked by another run or unreadable."""
+
+
+class VerifyError(ReconcileError):
+    """`reconcile verify`: a run does not match its evidence, or the inputs it read changed since."""
+
+    exit_code = 5

@@ -9,19 +9,21 @@ import hashlib
 import importlib
 import logging
 import platform
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, ledger, outputs, report, summary
-from .config import Config
-from .engine import QUERIES, Engine, load_kind_map, query_path
+from .config import Config, EngineConfig
+from .engine import QUERY_DIR, Engine, load_kind_map
 from .errors import ReconcileError
 from .ledger import SourceResult
 from .state import CARRIED_SCHEMA, State
@@ -30,6 +32,10 @@ from .window import Window, parse_duration
 logger = logging.getLogger(__name__)
 
 REJECTS_IN_REPORT = 20
+# What finish() renders from the evidence; `reconcile verify` re-renders these and compares them byte for byte.
+RENDERED = ("verdicts.parquet", "gaps.csv", "summary.json", "report.html")
+# Evidence a re-render needs besides the ledgers (docs: `reconcile verify`).
+CARRIED_FILE, HISTORY_FILE, KIND_MAP_FILE = "carried.parquet", "history.json", "kind_map.parquet"
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,10 @@ class Outcome:
 
 def window_from(cfg: Config, start, end, as_of: datetime | None = None) -> Window:
     w = cfg.window
-    return Window(start=start, end=end, as_of=as_of or datetime.now(timezone.utc),
+    as_of = as_of or datetime.now(timezone.utc)
+    # The manifest keeps times to the millisecond; a run judges at that instant so `verify` judges at the same one.
+    as_of = as_of.replace(microsecond=as_of.microsecond // 1000 * 1000)
+    return Window(start=start, end=end, as_of=as_of,
                   margin_before=parse_duration(w.margin_before), margin_after=parse_duration(w.margin_after),
                   max_event_age=parse_duration(w.max_event_age), hop_a_grace=parse_duration(w.hop_a_grace))
 
@@ -122,12 +131,13 @@ def params(cfg: Config, window: Window) -> dict[str, Any]:
                 bucket_s=60 if span <= 6 * 3600 else 3600)
 
 
-def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None) -> Engine:
-    e = Engine.open(memory_limit=cfg.engine.memory_limit, temp_directory=cfg.engine.temp_directory,
-                    threads=cfg.engine.threads)
+def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
+          kind_map: pa.Table | None = None, engine: EngineConfig | None = None) -> Engine:
+    engine = engine or cfg.engine
+    e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
     for hop in ("zendesk", "bus", "dlq", "sink", "metrics"):
         e.bind_ledger(hop, ledgers.get(hop))
-    e.bind_table("kind_map", load_kind_map(cfg.match.kind_map))
+    e.bind_table("kind_map", kind_map if kind_map is not None else load_kind_map(cfg.match.kind_map))
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(cfg.exclude.event_types), pa.string())}))
     e.bind_table("carried", carried if carried is not None else CARRIED_SCHEMA.empty_table())
     e.run_all(params(cfg, window))
@@ -159,19 +169,24 @@ def versions() -> dict[str, str]:
 
 
 def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "daily", progress: bool = True,
-            generated_at: datetime | None = None, state: str | Path | None = None) -> Outcome:
-    """Read, judge, write. With `state`, carry in earlier windows' pending events and record this run."""
+            generated_at: datetime | None = None, state: str | Path | None = None,
+            location: str | None = None) -> Outcome:
+    """Read, judge, write. With `state`, carry in earlier windows' pending events and record this run.
+
+    `location`: where the run will be published (s3://...), recorded in the state instead of `out_dir`.
+    """
     generated_at = generated_at or datetime.now(timezone.utc)
     out_dir.mkdir(parents=True, exist_ok=True)
     reset_outputs(out_dir)
     evidence = out_dir / "evidence"
     if state is None:
-        return _execute(cfg, window, out_dir, evidence, None, audience, progress, generated_at)
+        return _execute(cfg, window, out_dir, evidence, None, audience, progress, generated_at, location)
     with State.open(state, cfg.aws) as st:
-        return _execute(cfg, window, out_dir, evidence, st, audience, progress, generated_at)
+        return _execute(cfg, window, out_dir, evidence, st, audience, progress, generated_at, location)
 
 
-def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progress, generated_at) -> Outcome:
+def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progress, generated_at,
+             location=None) -> Outcome:
     carried = st.carried(window) if st else None
     if carried is not None:
         logger.info("re-checking %d pending events carried in from earlier windows", carried.num_rows)
@@ -179,36 +194,74 @@ def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progres
     results = read_all(cfg, window, evidence, progress)
     ledgers = write_evidence(results, evidence)
     return finish(cfg, window, out_dir, results, ledgers, audience=audience, generated_at=generated_at,
-                  carried=carried, state=st)
+                  carried=carried, state=st, location=location)
 
 
 def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
            ledgers: dict[str, Path], *, audience: str, generated_at: datetime, carried: pa.Table | None = None,
-           state: State | None = None) -> Outcome:
-    engine = judge(cfg, window, ledgers, carried)
+           state: State | None = None, location: str | None = None) -> Outcome:
+    """Save what a re-render needs beside the ledgers, render the outputs, record the run, write the manifest."""
+    evidence = out_dir / "evidence"
+    generated_at = generated_at.replace(microsecond=generated_at.microsecond // 1000 * 1000)
+    # The run renders from the same JSON-shaped facts `verify` reads back from the manifest, so both render alike.
+    results = {k: replace(r, details=jsonable(r.details), fingerprints=jsonable(r.fingerprints))
+               for k, r in results.items()}
+    carried = carried if carried is not None else CARRIED_SCHEMA.empty_table()
+    ledger.write_atomic(carried, evidence / CARRIED_FILE)
+    kind_map = load_kind_map(cfg.match.kind_map)
+    ledger.write_atomic(kind_map, evidence / KIND_MAP_FILE)
+
+    def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:
+        state.record(window, s, location or out_dir, pending, settlements)
+        history = jsonable(state.history())
+        outputs.write_json(evidence / HISTORY_FILE, history)
+        return history
+
+    s = render(cfg, window, out_dir, evidence, results, ledgers, audience=audience, generated_at=generated_at,
+               carried=carried, kind_map=kind_map, record=record if state is not None else None)
+    write_manifest(cfg, window, out_dir, results, generated_at, audience=audience)
+    return Outcome(out_dir, s)
+
+
+def render(cfg: Config, window: Window, out_dir: Path, evidence: Path, results: dict[str, SourceResult],
+           ledgers: dict[str, Path], *, audience: str, generated_at: datetime, carried: pa.Table | None = None,
+           kind_map: pa.Table | None = None, record: Callable | None = None, history: list | None = None,
+           engine: EngineConfig | None = None) -> dict[str, Any]:
+    """Judge the ledgers and write RENDERED into `out_dir`; returns the summary. Needs no state and no network:
+    `reconcile verify` calls it on a run's evidence alone, into a temp dir, and compares.
+
+    `record(summary, pending, settlements)` records the run in a state and returns the history to show;
+    `history` is a history saved by an earlier run (evidence/history.json).
+    """
+    e = judge(cfg, window, ledgers, carried, kind_map, engine)
     try:
-        outputs.write_parquet_stream(engine.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
-        gaps = outputs.write_gaps_csv(engine.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")
-        s = summary.build(engine.results(), [summary.input_entry(results[x.name]) for x in SOURCES], cfg, window,
-                          orphans=engine.count("orphans"),
-                          unlogged=engine.count("verdicts", "unlogged_at_bus"),
+        outputs.write_parquet_stream(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
+        gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")
+        s = summary.build(e.results(), [summary.input_entry(results[x.name]) for x in SOURCES], cfg, window,
+                          orphans=e.count("orphans"),
+                          unlogged=e.count("verdicts", "unlogged_at_bus"),
                           gaps=gaps, generated_at=generated_at)
-        gap_rows = engine.con.table("gaps").order(outputs.GAPS_ORDER).limit(report.GAP_ROWS).to_arrow_table()
-        settlements = engine.con.table("settlements").order("window_key, event_time, source_id").to_arrow_table()
+        gap_rows = e.con.table("gaps").order(outputs.GAPS_ORDER).limit(report.GAP_ROWS).to_arrow_table()
+        settlements = e.con.table("settlements").order("window_key, event_time, source_id").to_arrow_table()
         s["carried"] = carried_summary(settlements)
-        if state is not None:
-            pending = engine.con.table("verdicts").filter("verdict = 'pending'").to_arrow_table()
-            state.record(window, s, out_dir, pending, settlements)
-            s["history"] = state.history()
+        if record is not None:
+            pending = e.con.table("verdicts").filter("verdict = 'pending'").order(outputs.VERDICTS_ORDER)
+            history = record(s, pending.to_arrow_table(), settlements)
+        if history is not None:
+            s["history"] = history
     finally:
-        engine.close()
+        e.close()
     gap_dicts = [dict(r, event_time=summary.iso(r["event_time"])) for r in gap_rows.to_pylist()]
     outputs.write_json(out_dir / "summary.json", s)
-    ctx = report.ReportContext(summary=s, gaps=gap_dicts, rejects=sample_rejects(out_dir / "evidence"),
+    ctx = report.ReportContext(summary=s, gaps=gap_dicts, rejects=sample_rejects(evidence),
                                config=cfg.to_dict(), audience=audience)
     outputs.write_bytes(out_dir / "report.html", report.render(ctx).encode())
-    write_manifest(cfg, window, out_dir, results, generated_at)
-    return Outcome(out_dir, s)
+    return s
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples as lists, times as ISO text, keys sorted)."""
+    return orjson.loads(outputs.dumps(value))
 
 
 def carried_summary(settlements: pa.Table) -> dict[str, Any]:
@@ -221,32 +274,58 @@ def carried_summary(settlements: pa.Table) -> dict[str, Any]:
     return {"events": len(rows), "by_verdict": dict(sorted(by.items())), "events_shown": shown}
 
 
+SECRET_KEY = re.compile(r"token|secret|password|passwd|credential", re.I)
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """Config holds no secrets (they come from the environment), but a future field might: never write one."""
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if key and SECRET_KEY.search(key) and value not in (None, ""):
+        return "[redacted]"
+    return value
+
+
+def digests(root: Path, pattern: str) -> dict[str, str]:
+    """sha256 of every file under `root` matching `pattern`, subfolders included, by path relative to root."""
+    return {p.relative_to(root).as_posix(): sha256_text(p) for p in sorted(root.rglob(pattern)) if p.is_file()}
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest without its own `manifest_sha256` field: a flipped byte anywhere in it shows."""
+    return hashlib.sha256(outputs.dumps({k: v for k, v in manifest.items() if k != "manifest_sha256"})).hexdigest()
+
+
 def write_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
-                   generated_at: datetime) -> Path:
+                   generated_at: datetime, audience: str = "daily") -> Path:
     files = [p for p in out_dir.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.endswith(".tmp")]
-    queries = [query_path(q) for q in QUERIES] + [query_path("kind_map").with_suffix(".csv")]
-    templates = sorted(report.TEMPLATE_DIR.glob("*.j2"))
     manifest = {
         "tool": {"name": "reconcile", "version": __version__, "argv": sys.argv[1:]},
         "generated_at": summary.iso(generated_at),
         "window": {"start": summary.iso(window.start), "end": summary.iso(window.end),
-                   "as_of": summary.iso(window.as_of)},
-        "config": cfg.to_dict(),
+                   "as_of": summary.iso(window.as_of),
+                   **{f"{k}_s": getattr(window, k).total_seconds()
+                      for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")}},
+        "audience": audience,
+        "config": redact(cfg.to_dict()),
         "inputs": [{"source": r.name, "complete": r.complete, "records": r.records, "rejected": r.rejected,
-                    "problems": r.problems, "fingerprints": r.fingerprints} for r in results.values()],
-        "queries": {p.name: sha256_text(p) for p in queries},
-        "templates": {p.name: sha256_text(p) for p in templates},
+                    "problems": r.problems, "fingerprints": r.fingerprints, "details": r.details}
+                   for r in results.values()],
+        "queries": digests(QUERY_DIR, "*.sql") | digests(QUERY_DIR, "*.csv"),
+        "templates": digests(report.TEMPLATE_DIR, "*.j2"),
         "versions": versions(),
         "files": outputs.file_digests(out_dir, files),
     }
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     return outputs.write_json(out_dir / "manifest.json", manifest)
 
 
 def reset_outputs(out_dir: Path) -> None:
     """A re-run of a window replaces its outputs: remove what a previous run left (but keep saved API pages)."""
-    for name in ("report.html", "summary.json", "gaps.csv", "verdicts.parquet", "manifest.json"):
+    for name in (*RENDERED, "manifest.json"):
         (out_dir / name).unlink(missing_ok=True)
     evidence = out_dir / "evidence"
     if evidence.exists():
         for p in evidence.glob("*.parquet"):
             p.unlink()
+        (evidence / HISTORY_FILE).unlink(missing_ok=True)

@@ -20,4 +20,4 @@ SELECT r.window_key, r.window_start, r.window_end, r.status, r.events, h.hop, h.
 FROM runs r
 JOIN run_hops h USING (window_key)
 LEFT JOIN settled st USING (window_key)
-ORDER BY r.window_start, h.hop DESC;
+ORDER BY r.window_start, r.window_key, h.hop DESC;

@@ -1,0 +1,304 @@
+"""Auditor evidence: every run is a bundle `reconcile verify` re-proves offline, byte for byte; publishing to S3."""
+
+import shutil
+from datetime import timedelta
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from reconcile import config, ledger, publish
+from reconcile import run as job
+from reconcile.aws import make_client
+from reconcile.cli import main
+from reconcile.errors import ReportError, VerifyError
+from reconcile.state import State
+from reconcile.verify import Difference, check_sources, load_manifest, rerender, verify
+
+import test_outputs
+import test_state
+from ledgers import DAY
+
+
+def produce(out, fingerprints=None):
+    """test_outputs.produce, with fingerprints of raw inputs attached to the sources' reads."""
+    cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"}})
+    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
+    res = test_outputs.results()
+    for name, fps in (fingerprints or {}).items():
+        res[name].fingerprints = fps
+    res["sink"].details = {"files": 3, "coverage": "read 3 files"}
+    ledgers = job.write_evidence(res, out / "evidence")
+    return job.finish(cfg, window, out, res, ledgers, audience="audit", generated_at=DAY + timedelta(hours=26))
+
+
+def named(v):
+    return [str(d) for d in v.differences]
+
+
+def flip(path, at=None):
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if at is None else at
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_fresh_run_verifies(tmp_path):
+    produce(tmp_path)
+    v = verify(tmp_path)
+    assert v.ok, named(v)
+    assert v.notes == []
+    result = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "matches its evidence" in result.output
+
+
+def test_the_manifest_holds_what_verify_needs(tmp_path):
+    produce(tmp_path, {"sink": [{"uri": "s3://spark/part-0.parquet", "size": 10, "etag": "abc"}]})
+    m, _ = load_manifest(tmp_path)
+    assert set(m) >= {"tool", "generated_at", "window", "audience", "config", "inputs", "queries", "templates",
+                      "versions", "files", "manifest_sha256"}
+    assert m["window"]["as_of"] == "2026-11-24T02:00:00.000Z" and m["window"]["max_event_age_s"] == 7200
+    sink = next(i for i in m["inputs"] if i["source"] == "sink")
+    assert sink["details"] == {"coverage": "read 3 files", "files": 3}
+    assert sink["fingerprints"] == [{"etag": "abc", "size": 10, "uri": "s3://spark/part-0.parquet"}]
+    assert "state/history.sql" in m["queries"] and "verdict_counts.sql" in m["queries"]
+    assert "report.html.j2" in m["templates"]
+    paths = {f["path"] for f in m["files"]}
+    assert {"evidence/carried.parquet", "evidence/kind_map.parquet", *job.RENDERED} <= paths
+
+
+def test_secrets_are_redacted_from_the_manifest():
+    assert job.redact({"zendesk": {"url": "https://acme", "api_token": "t0k", "password": None},
+                       "x": {"client_secret": "s"}}) == {
+        "zendesk": {"url": "https://acme", "api_token": "[redacted]", "password": None},
+        "x": {"client_secret": "[redacted]"}}
+
+
+def test_two_renders_of_the_same_evidence_are_byte_identical(tmp_path):
+    produce(tmp_path / "a")
+    m, _ = load_manifest(tmp_path / "a")
+    for n in ("b", "c"):
+        (tmp_path / n).mkdir()
+        rerender(tmp_path / "a", m, tmp_path / n)
+    for name in job.RENDERED:
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes() \
+            == (tmp_path / "a" / name).read_bytes(), name
+
+
+def test_a_tampered_ledger_is_caught_and_named(tmp_path):
+    produce(tmp_path)
+    sink = tmp_path / "evidence" / "sink.parquet"
+    ledger.write_atomic(pq.read_table(sink).slice(1), sink)  # one sink row quietly removed
+    v = verify(tmp_path)
+    found = named(v)
+    assert any(s.startswith("evidence/sink.parquet: sha256 differs") for s in found), found
+    # the re-render from the tampered ledger no longer gives the published figures, and says which
+    assert "summary.json: inputs.sink.records is 11, the evidence gives 10" in found, found
+    assert "summary.json: hops.bus_to_sink.lost is 2, the evidence gives 3" in found
+    assert "verdicts.parquet: column verdict differs in 1 row(s), first row 3: 'delivered', the evidence gives " \
+        "'lost_after_bus'" in found
+    assert "report.html" in v.files and "verdicts.parquet" in v.files
+
+
+def test_a_tampered_report_figure_is_caught_and_named(tmp_path):
+    s = produce(tmp_path).summary
+    html = (tmp_path / "report.html").read_text()
+    shown = f'data-figure="verdicts.delivered">{s["verdicts"]["delivered"]}<'
+    assert shown in html
+    (tmp_path / "report.html").write_text(html.replace(shown, shown.replace(">5<", ">4<"), 1))
+    found = named(verify(tmp_path))
+    assert any(f.startswith("report.html: figure verdicts.delivered shows '4") and "the evidence gives '5" in f
+               for f in found), found
+    assert any(f.startswith("report.html: sha256 differs") for f in found)
+
+
+def test_a_tampered_summary_number_is_caught_and_named(tmp_path):
+    produce(tmp_path)
+    s = orjson.loads((tmp_path / "summary.json").read_bytes())
+    s["hops"][1]["lost"] += 1
+    (tmp_path / "summary.json").write_bytes(orjson.dumps(s, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+                                            + b"\n")
+    found = named(verify(tmp_path))
+    assert "summary.json: hops.bus_to_sink.lost is 3, the evidence gives 2" in found, found
+    result = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    assert result.exit_code == 5
+    assert "DIFFERS summary.json: hops.bus_to_sink.lost is 3, the evidence gives 2" in result.output
+    assert "Error: " in result.output and "summary.json" in result.output.splitlines()[-1]
+
+
+def test_a_single_flipped_byte_in_any_file_is_caught(tmp_path):
+    produce(tmp_path / "clean")
+    m, _ = load_manifest(tmp_path / "clean")
+    for rel in [f["path"] for f in m["files"]] + ["manifest.json"]:
+        run_dir = tmp_path / rel.replace("/", "_")
+        shutil.copytree(tmp_path / "clean", run_dir)
+        flip(run_dir / rel)
+        try:
+            v = verify(run_dir)
+        except VerifyError as e:  # a manifest that no longer parses is refused outright
+            assert rel == "manifest.json" and "manifest.json" in str(e)
+            continue
+        assert rel in v.files, (rel, named(v))
+
+
+def test_a_flipped_figure_in_the_manifest_is_caught(tmp_path):
+    produce(tmp_path)
+    text = (tmp_path / "manifest.json").read_text()
+    (tmp_path / "manifest.json").write_text(text.replace('"records": 11', '"records": 12', 1))
+    assert Difference("manifest.json", "manifest_sha256 does not match its content: edited since the run") \
+        in verify(tmp_path).differences
+
+
+def test_a_run_with_state_verifies_without_the_state(tmp_path):
+    with State.open(tmp_path / "state.duckdb") as st:
+        test_state.day1(tmp_path, st)
+        test_state.day2(tmp_path, st)
+    (tmp_path / "state.duckdb").unlink()
+    day2 = tmp_path / "day2"
+    assert orjson.loads((day2 / "evidence" / "history.json").read_bytes())
+    assert pq_rows(day2 / "evidence" / "carried.parquet") == 1
+    assert verify(day2).ok, named(verify(day2))
+    assert verify(tmp_path / "day1").ok
+
+
+def pq_rows(path):
+    return pq.read_metadata(path).num_rows
+
+
+# ------------------------------------------------------------------------------------------------ live sources
+
+def put(s3, key, body):
+    s3.put_object(Bucket="logs", Key=key, Body=body)
+    h = s3.head_object(Bucket="logs", Key=key)
+    return {"uri": f"s3://logs/{key}", "size": h["ContentLength"], "etag": h["ETag"].strip('"'),
+            "last_modified": h["LastModified"].isoformat(), "version_id": h.get("VersionId")}
+
+
+def test_against_sources_flags_changed_and_vanished_objects(tmp_path, aws_cfg):
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="logs")
+    a, b = put(s3, "exports/a/000000.gz", b"aaaa"), put(s3, "exports/b/000000.gz", b"bbbb")
+    c = put(s3, "exports/c/000000.gz", b"cccc")
+    # the shape the bus-log and sink sources write today: location as `key`, pyarrow's `mtime`
+    c = {"key": c["uri"], "size": c["size"], "etag": c["etag"], "mtime": c["last_modified"]}
+    produce(tmp_path, {"bus_log": [a, b], "sink": [c], "zendesk": [{"file": "page-1.json", "sha256": "00"}]})
+    assert check_sources(load_manifest(tmp_path)[0], aws_cfg).changes == []
+
+    s3.put_object(Bucket="logs", Key="exports/a/000000.gz", Body=b"aaaa-rewritten")
+    s3.delete_object(Bucket="logs", Key="exports/b/000000.gz")
+    check = check_sources(load_manifest(tmp_path)[0], aws_cfg)
+    assert check.checked == 3 and check.not_objects == {"zendesk": 1}
+    assert [(c.uri, c.status) for c in check.changes] == [("s3://logs/exports/a/000000.gz", "changed"),
+                                                           ("s3://logs/exports/b/000000.gz", "vanished")]
+    assert "size 4 -> 14" in check.changes[0].what and "ETag" in check.changes[0].what
+
+    result = CliRunner().invoke(main, ["verify", str(tmp_path), "--against-sources",
+                                       "--endpoint-url", aws_cfg.endpoint_url])
+    assert result.exit_code == 5, result.output
+    assert "CHANGED bus_log s3://logs/exports/a/000000.gz" in result.output
+    assert "VANISHED bus_log s3://logs/exports/b/000000.gz" in result.output
+
+
+# ------------------------------------------------------------------------------------------------ publishing
+
+def keys(s3, bucket="audit"):
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+class FailingUploads:
+    """An S3 client whose upload of one key fails midway, recording the order of writes."""
+
+    def __init__(self, client, fail_on):
+        self.client, self.fail_on, self.writes = client, fail_on, []
+
+    def upload_file(self, path, bucket, key, **kw):
+        if key.endswith(self.fail_on):
+            raise OSError("connection reset by peer")
+        self.writes.append(key)
+        return self.client.upload_file(path, bucket, key, **kw)
+
+    def put_object(self, **kw):
+        self.writes.append(kw["Key"])
+        return self.client.put_object(**kw)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_publish_uploads_every_file_then_the_manifest(tmp_path, aws_cfg, monkeypatch):
+    produce(tmp_path / "run")
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="audit")
+    spy = FailingUploads(s3, fail_on="(nothing)")
+    monkeypatch.setattr(publish, "make_client", lambda *a, **k: spy)
+    assert publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg) == "s3://audit/runs/day1/report.html"
+    assert spy.writes[-1] == "runs/day1/manifest.json" and len(spy.writes) == len(keys(s3))
+    # a published run verifies from S3
+    result = CliRunner().invoke(main, ["verify", "s3://audit/runs/day1", "--endpoint-url", aws_cfg.endpoint_url])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_interrupted_publish_leaves_no_manifest(tmp_path, aws_cfg, monkeypatch):
+    produce(tmp_path / "run")
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="audit")
+    monkeypatch.setattr(publish, "make_client", lambda *a, **k: FailingUploads(s3, fail_on="report.html"))
+    with pytest.raises(ReportError, match="stopped at runs/day1/report.html.*No manifest.json was written"):
+        publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
+    assert keys(s3) and "runs/day1/manifest.json" not in keys(s3)
+    # no manifest, no run: publishing again needs no --replace
+    monkeypatch.setattr(publish, "make_client", lambda *a, **k: s3)
+    publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
+    assert "runs/day1/manifest.json" in keys(s3)
+
+
+def test_a_published_run_is_replaced_only_with_replace(tmp_path, aws_cfg):
+    produce(tmp_path / "run")
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="audit")
+    publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
+    s3.put_object(Bucket="audit", Key="runs/day1/evidence/stale.parquet", Body=b"old run's file")
+    before = s3.get_object(Bucket="audit", Key="runs/day1/manifest.json")["Body"].read()
+    with pytest.raises(ReportError, match="already published at s3://audit/runs/day1.*Use --replace"):
+        publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
+    with pytest.raises(ReportError, match="Use --replace"):
+        publish.ensure_free("s3://audit/runs/day1", aws_cfg, replace=False)
+    assert s3.get_object(Bucket="audit", Key="runs/day1/manifest.json")["Body"].read() == before
+
+    shutil.rmtree(tmp_path / "run")
+    produce(tmp_path / "run")  # the same window again
+    publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg, replace=True)
+    assert "runs/day1/evidence/stale.parquet" not in keys(s3)
+    assert s3.get_object(Bucket="audit", Key="runs/day1/manifest.json")["Body"].read() == \
+        (tmp_path / "run" / "manifest.json").read_bytes()
+    # another prefix is another run
+    publish.publish(tmp_path / "run", "s3://audit/runs/day1-again", aws_cfg)
+
+
+def test_a_bundle_archive_verifies_and_packs_reproducibly(tmp_path):
+    produce(tmp_path / "run")
+    a = publish.pack(tmp_path / "run", tmp_path / "a.tar.gz")
+    b = publish.pack(tmp_path / "run", tmp_path / "b.tar.gz")
+    assert a.read_bytes() == b.read_bytes()
+    assert CliRunner().invoke(main, ["verify", str(a)]).exit_code == 0
+    flip(a, at=len(a.read_bytes()) // 2)
+    result = CliRunner().invoke(main, ["verify", str(a)])
+    assert result.exit_code == 5 and "Error:" in result.output
+
+
+def test_run_publishes_to_s3_and_packs_a_bundle(tmp_path, aws_cfg):
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="audit")
+    args = ["run", "--date", "2026-11-23", "--out", "s3://audit/runs/2026-11-23", "--no-state", "--no-progress",
+            "--endpoint-url", aws_cfg.endpoint_url]
+    result = CliRunner().invoke(main, [*args, "--bundle", str(tmp_path / "run.tar.gz")])
+    assert result.exit_code == 3, result.output  # no store configured: incomplete, but a finished run
+    assert "s3://audit/runs/2026-11-23/report.html" in result.output
+    assert "runs/2026-11-23/manifest.json" in keys(s3)
+    assert CliRunner().invoke(main, ["verify", str(tmp_path / "run.tar.gz")]).exit_code == 0
+
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 4 and "already published at s3://audit/runs/2026-11-23" in again.output
+    assert CliRunner().invoke(main, [*args, "--replace"]).exit_code == 3
