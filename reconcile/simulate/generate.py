@@ -64,6 +64,10 @@ class SimParams:
     day: str = "2026-11-23"  # the window is [day 00:00, day+1 00:00) UTC
     webhook_share: float = 0.5  # share of audits whose bus events are webhook-family (rest: legacy connector)
     as_of_after_end: timedelta = timedelta(hours=2)
+    # Multi-day demos: look at the stores later than the run they were simulated for (same events and fates,
+    # more of them landed), and keep ids of consecutive days apart.
+    view_after_end: timedelta | None = None
+    id_offset: int = 0
     max_event_age: timedelta = timedelta(hours=2)  # the rule's MaximumEventAgeInSeconds
     margin_before: timedelta = timedelta(hours=1)
     hop_a_grace: timedelta = timedelta(minutes=5)
@@ -129,7 +133,8 @@ class SimParams:
 
     @property
     def as_of(self) -> datetime:
-        return self.end + self.as_of_after_end
+        """When the stores are looked at (the run's as_of)."""
+        return self.end + (self.view_after_end if self.view_after_end is not None else self.as_of_after_end)
 
     @property
     def window(self) -> Window:
@@ -320,7 +325,7 @@ def _audits(p: SimParams, rng, start_s: int, end_s: int) -> dict:
     rank[order] = np.arange(n)
     orig, echo = rank[orig], rank[echo]
 
-    audit_id = 9_000_000_000 + np.cumsum(rng.integers(1, 8, n))
+    audit_id = 9_000_000_000 + p.id_offset + np.cumsum(rng.integers(1, 8, n))
     n_tickets = max(2, n // 3)
     tix = rng.integers(0, n_tickets, n)
     tix[echo] = tix[orig]
@@ -349,7 +354,7 @@ def _audits(p: SimParams, rng, start_s: int, end_s: int) -> dict:
     c_audit = np.repeat(np.arange(n), nk)
     c_kind = kind[present]
     m = len(c_kind)
-    c_id = 40_000_000_000 + np.cumsum(rng.integers(1, 4, m))
+    c_id = 40_000_000_000 + p.id_offset + np.cumsum(rng.integers(1, 4, m))
     # Change values: index into a small vocabulary (assignee: a user id)
     c_value, c_prev = _change_values(rng, c_kind)
     return dict(
@@ -409,6 +414,7 @@ def simulate(params: SimParams | None = None) -> Simulation:
     window = p.window
     start_s, end_s = int(window.start.timestamp()), int(window.end.timestamp())
     end_ms, as_of_ms, age_ms = end_s * 1000, int(window.as_of.timestamp() * 1000), _ms(p.max_event_age)
+    in_flight_ms = end_ms + _ms(p.as_of_after_end)  # in-flight events land after this, whenever we look
 
     a = _audits(p, rng, start_s, end_s)
     ca = a["c_audit"]
@@ -485,7 +491,7 @@ def simulate(params: SimParams | None = None) -> Simulation:
     lat = 50 + rng.exponential(700, nb).astype(np.int64)
     lat = np.where(b_out == LATE, rng.integers(60_000, max(age_ms, 60_001) + 1, nb), lat)
     lat = np.where(b_straddle & (b_out == OK), end_ms - bus_ms + rng.integers(1_000, 90_001, nb), lat)
-    lat = np.where(b_out == IN_FLIGHT, as_of_ms - bus_ms + rng.integers(60_000, 2 * HOUR_MS, nb), lat)
+    lat = np.where(b_out == IN_FLIGHT, in_flight_ms - bus_ms + rng.integers(60_000, 2 * HOUR_MS, nb), lat)
     arrival = bus_ms + lat
     first = np.flatnonzero((b_out == OK) | (b_out == LATE) | (b_out == IN_FLIGHT))
     redo = np.flatnonzero(bf["redelivery"])
