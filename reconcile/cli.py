@@ -204,11 +204,13 @@ def emit(outcome, as_json: bool, report: str | None = None) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default="demo-out", show_default=True)
 @click.option("--events", type=int, default=20_000, show_default=True, help="Zendesk events in the day.")
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--day", default="2026-11-23", show_default=True, help="The simulated UTC day.")
+@click.option("--day", default="2026-11-23", show_default=True, help="The (first) simulated UTC day.")
+@click.option("--days", type=click.IntRange(1, 14), default=1, show_default=True,
+              help="Consecutive days, each run daily with the state carried over.")
 @click.option("--audience", type=click.Choice(["daily", "incident", "audit"]), default="daily", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--no-progress", is_flag=True)
-def demo(out, events, seed, day, audience, as_json, no_progress):
+def demo(out, events, seed, day, days, audience, as_json, no_progress):
     """Simulate a pipeline day with faults at every hop, serve it like the real stores, reconcile it.
 
     The Zendesk API is served over HTTP on loopback and the AWS stores by moto's server, so the demo runs the
@@ -219,7 +221,7 @@ def demo(out, events, seed, day, audience, as_json, no_progress):
       reconcile demo --out demo-out --events 20000 --seed 7
     """
     from .simulate.demo import run_demo
-    outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, audience=audience,
+    outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, days=days, audience=audience,
                               progress=not no_progress)
     for line in found:
         click.echo(line, err=True)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from .. import config
 from ..run import Outcome, execute
 from ..summary import VERDICTS
+from ..window import parse_time
 from . import aws_load, zendesk_server
 from .generate import SimParams, simulate
 from .stores import write_stores
@@ -26,6 +28,10 @@ logger = logging.getLogger(__name__)
 DEMO_EMAIL = "demo@example.com"
 DEMO_TOKEN = "demo-token-not-a-secret"
 ZENDESK_BUDGET = 600  # requests/minute the simulated account allows
+DAY_ID_OFFSET = 100_000_000  # keeps audit and event ids of consecutive simulated days apart
+# Consecutive days are each other's margins (no synthetic margin events), and more events are still in flight
+# at each day's end so that the next day's run has pending events to settle.
+MULTI_DAY = {"margin_events": False, "in_flight": 0.03}
 
 
 def demo_environment() -> None:
@@ -86,18 +92,66 @@ def reconcile_simulation(sim, sim_dir: Path, run_dir: Path, endpoint: str, *, au
         return execute(cfg, sim.window, run_dir, audience=audience, progress=progress, state=state)
 
 
-def run_demo(out: Path, *, events: int, seed: int, day: str, audience: str = "daily",
+def run_demo(out: Path, *, events: int, seed: int, day: str, days: int = 1, audience: str = "daily",
              progress: bool = True) -> tuple[Outcome, list[str]]:
-    params = SimParams(events=events, seed=seed, day=day)
-    sim_dir = out / "simulation"
-    logger.info("simulating %s events on %s (seed %s)", f"{events:,}", day, seed)
-    sim = simulate(params)
-    write_stores(sim, sim_dir)
+    """Simulate `days` consecutive days and run the daily job for each, the state carried over.
+
+    Day k's run sees every simulated day's stores as they stand at day k's as_of, so events in flight at one day's
+    end land in the next day's stores and that run settles them. Returns the last run and the truth-check lines.
+    """
     demo_environment()
+    first = parse_time(day)
+    state = out / "reconcile-state.duckdb"
+    lines: list[str] = []
     moto = aws_load.start_moto()
     try:
-        outcome = reconcile_simulation(sim, sim_dir, out / "run", moto.endpoint, audience=audience,
-                                       progress=progress, state=out / "reconcile-state.duckdb")
+        for k in range(days):
+            sims = []
+            for j in range(k + 1):
+                params = SimParams(events=events, seed=seed + j, day=(first + timedelta(days=j)).strftime("%Y-%m-%d"),
+                                   id_offset=j * DAY_ID_OFFSET, **(MULTI_DAY if days > 1 else {}),
+                                   view_after_end=timedelta(days=k - j) + SimParams.as_of_after_end)
+                sim_dir = out / "simulation" / (f"{params.day}" if j == k else f"{params.day}-seen-{k + 1}")
+                logger.info("simulating %s events on %s (seed %s)", f"{events:,}", params.day, params.seed)
+                sim = simulate(params)
+                write_stores(sim, sim_dir)
+                sims.append((sim, sim_dir))
+            moto.reset()
+            run_dir = out / ("run" if days == 1 else f"run-{sims[k][0].params.day}")
+            outcome = reconcile_days(sims, run_dir, moto.endpoint, audience=audience, progress=progress,
+                                     state=state)
+            lines += [f"{sims[k][0].params.day}: {outcome.summary['status']}"]
+            lines += ["  " + line for line in compare_with_truth(run_dir, sims[k][1])]
+            lines += ["  " + line for line in compare_settlements(outcome, sims[:k])]
     finally:
         moto.stop()
-    return outcome, compare_with_truth(out / "run", sim_dir)
+    return outcome, lines
+
+
+def reconcile_days(sims: list, run_dir: Path, endpoint: str, *, audience: str, progress: bool,
+                   state: Path | None) -> Outcome:
+    """Like reconcile_simulation, for the last of several simulated days whose stores are all loaded."""
+    aws = config.AwsConfig(endpoint_url=endpoint, region="us-east-1")
+    stores = {}
+    for _, sim_dir in sims:
+        stores = aws_load.load_stores(sim_dir / "stores", aws)
+    audits = pa.concat_tables([zendesk_server.load(sim_dir) for _, sim_dir in sims])
+    audits = audits.sort_by([("timestamp", "ascending"), ("id", "ascending")])
+    sim = sims[-1][0]
+    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    with zendesk_server.start(audits, now=sim.window.as_of, rate_limit_per_minute=ZENDESK_BUDGET, auth=auth) as zd:
+        cfg = demo_config(stores, zd.url, endpoint, sim.params)
+        return execute(cfg, sim.window, run_dir, audience=audience, progress=progress, state=state)
+
+
+def compare_settlements(outcome: Outcome, earlier: list) -> list[str]:
+    """Pending events of earlier days that this run settled: does each settlement equal that day's truth now?"""
+    settled = outcome.summary.get("carried", {}).get("events_shown", [])
+    if not earlier:
+        return []
+    truth = {}
+    for sim, _ in earlier:
+        t = sim.truth.select(["source_id", "verdict"]).to_pylist()
+        truth.update({r["source_id"]: r["verdict"] for r in t})
+    agree = sum(1 for r in settled if truth.get(r["source_id"]) == r["verdict"])
+    return [f"carried in {len(settled):,} pending events from earlier days: {agree:,} settled as the truth says"]
