@@ -40,3 +40,13 @@ def test_every_verdict_equals_truth(mix, moto, tmp_path):
     assert {i["source"]: i["rejected"] > 0 for i in s["inputs"]} | {"zendesk": True, "metrics": True} == {
         "zendesk": True, "bus_log": True, "sink": True, "dlq": True, "metrics": True}
     assert (s["status"], outcome.exit_code) == ("loss", 2)
+
+
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """The demo points this process at its local servers through the environment; undo that after each test."""
+    import os
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

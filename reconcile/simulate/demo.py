@@ -131,6 +131,7 @@ def run_demo(out: Path, *, events: int, seed: int, day: str, days: int = 1, audi
 def reconcile_days(sims: list, run_dir: Path, endpoint: str, *, audience: str, progress: bool,
                    state: Path | None) -> Outcome:
     """Like reconcile_simulation, for the last of several simulated days whose stores are all loaded."""
+    demo_environment()
     aws = config.AwsConfig(endpoint_url=endpoint, region="us-east-1")
     stores = {}
     for _, sim_dir in sims:

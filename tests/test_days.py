@@ -1,0 +1,105 @@
+"""Daily runs over consecutive simulated days (moto + the Zendesk server): pending events carried and settled per
+the truth, re-runs that change nothing, and `trace` of a dead-lettered, a silently lost and a duplicated event."""
+
+from datetime import timedelta
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from reconcile.cli import main
+from reconcile.simulate.demo import DAY_ID_OFFSET, MULTI_DAY, reconcile_days
+from reconcile.simulate.generate import SimParams, simulate
+from reconcile.simulate.stores import write_stores
+from reconcile.state import State
+
+FAST = dict(events=3000, batch_seconds=900, files_per_batch=1)
+
+
+def day_sim(tmp, j, k, **kw):
+    """Day j of the simulation as the stores stand at day k's run."""
+    p = SimParams(seed=40 + j, day=f"2026-11-{23 + j}", id_offset=j * DAY_ID_OFFSET,
+                  view_after_end=timedelta(days=k - j) + SimParams.as_of_after_end,
+                  **{**MULTI_DAY, "in_flight": 0.08, **FAST, **kw})
+    sim = simulate(p)
+    write_stores(sim, tmp / f"day{j}-seen{k}")
+    return sim, tmp / f"day{j}-seen{k}"
+
+
+def run_day(moto, tmp, k, state):
+    moto.reset()
+    sims = [day_sim(tmp, j, k) for j in range(k + 1)]
+    return sims, reconcile_days(sims, tmp / f"run{k}", moto.endpoint, audience="daily", progress=False,
+                                state=state)
+
+
+def history(state):
+    with State.open(state, write=False) as st:
+        return [(r["window_key"], r["hop"], r["in"], r["out"], r["lost"], r["pending"]) for r in st.history()]
+
+
+def truth_of(sim):
+    return dict(zip(sim.truth["source_id"].to_pylist(), sim.truth["verdict"].to_pylist()))
+
+
+def test_pending_settled_next_day_and_reruns_change_nothing(moto, tmp_path):
+    state = tmp_path / "state.duckdb"
+    (s1, _), = run_day(moto, tmp_path, 0, state)[0]
+    run1 = pq.read_table(tmp_path / "run0" / "verdicts.parquet").to_pylist()
+    pending1 = {r["source_id"] for r in run1 if r["verdict"] == "pending"}
+    assert pending1, "the simulation must leave events in flight at day 1's end"
+
+    sims, out2 = run_day(moto, tmp_path, 1, state)
+    carried = out2.summary["carried"]
+    assert carried["events"] == len(pending1)
+    day1_now = truth_of(sims[0][0])  # day 1's truth as its stores stand at day 2's run
+    settled = {r["source_id"]: r["verdict"] for r in carried["events_shown"]}
+    assert set(settled) == pending1
+    assert settled == {i: day1_now[i] for i in pending1}
+    assert {"delivered", "lost_after_bus"} & set(settled.values())
+    assert truth_of(sims[1][0]) == {r["source_id"]: r["verdict"] for r in
+                                    pq.read_table(tmp_path / "run1" / "verdicts.parquet").to_pylist()}
+
+    after = history(state)
+    run_day(moto, tmp_path, 0, state)  # re-run day 1 after day 2
+    assert history(state) == after
+    run_day(moto, tmp_path, 1, state)  # and day 2 again
+    assert history(state) == after
+
+
+def test_concurrent_run_on_the_same_state_fails_fast(moto, tmp_path):
+    state = tmp_path / "state.duckdb"
+    with State.open(state):
+        result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(tmp_path / "x"),
+                                           "--state", str(state), "--no-progress"])
+    assert result.exit_code == 4
+    assert "in use by another run" in result.output
+
+
+@pytest.mark.parametrize("verdict,hops", [("dead_lettered", {"zendesk", "bus", "dlq"}),
+                                          ("lost_after_bus", {"zendesk", "bus"}),
+                                          ("duplicated", {"zendesk", "bus", "sink"})])
+def test_trace_shows_the_full_path(verdict, hops, moto, tmp_path):
+    run_day(moto, tmp_path, 0, None)
+    rows = pq.read_table(tmp_path / "run0" / "verdicts.parquet").to_pylist()
+    event = next(r for r in rows if r["verdict"] == verdict and r["log_copies"] > 0)
+    result = CliRunner().invoke(main, ["trace", event["eb_id"], "--run", str(tmp_path / "run0"), "--json"])
+    assert result.exit_code == 0, result.output
+    (found,) = orjson.loads(result.stdout)
+    assert [e["verdict"] for e in found["events"]] == [verdict]
+    assert {o["hop"] for o in found["observations"]} == hops
+    if verdict == "duplicated":
+        assert sum(o["hop"] == "sink" for o in found["observations"]) >= 2
+    by_source_id = CliRunner().invoke(main, ["trace", event["source_id"], "--run", str(tmp_path / "run0"), "--json"])
+    assert orjson.loads(by_source_id.stdout)[0]["events"] == found["events"]
+
+
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """The demo points this process at its local servers through the environment; undo that after each test."""
+    import os
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
