@@ -1,5 +1,5 @@
 -- history: loss per hop per window over past runs, with the window's pending events settled by later runs
--- folded in (a settled loss adds to its hop's loss; any settlement leaves the pending count).
+-- folded in (a settled loss adds to its hop's loss; any settlement leaves the pending count), and the loss rate.
 WITH settled AS (
     SELECT s.window_key,
            count(*) FILTER (WHERE s.verdict = 'lost_before_bus') AS lost_a,
@@ -11,6 +11,8 @@ WITH settled AS (
     JOIN pending p USING (window_key, source_id)
     GROUP BY s.window_key
 )
+SELECT *, CASE WHEN "in" > 0 THEN lost / "in" ELSE 0.0 END AS loss_rate
+FROM (
 SELECT r.window_key, r.window_start, r.window_end, r.status, r.events, h.hop, h."in",
        h."out" + CASE WHEN h.hop = 'bus_to_sink' THEN coalesce(st.delivered_b, 0) ELSE 0 END AS "out",
        h.lost + CASE WHEN h.hop = 'zendesk_to_bus' THEN coalesce(st.lost_a, 0) ELSE coalesce(st.lost_b, 0) END
@@ -20,4 +22,5 @@ SELECT r.window_key, r.window_start, r.window_end, r.status, r.events, h.hop, h.
 FROM runs r
 JOIN run_hops h USING (window_key)
 LEFT JOIN settled st USING (window_key)
-ORDER BY r.window_start, r.window_key, h.hop DESC;
+)
+ORDER BY window_start, window_key, hop DESC;
