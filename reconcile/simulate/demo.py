@@ -62,22 +62,28 @@ def demo_config(stores: dict, zendesk_url: str, endpoint: str, params: SimParams
 
 
 def compare_with_truth(run_dir: Path, sim_dir: Path) -> list[str]:
-    """Per event, does the verdict equal the simulator's truth? Returns lines for stderr."""
+    """Per event, does the verdict equal the simulator's truth? And per injected fault, how many were found?"""
     import duckdb
+    import orjson
     con = duckdb.connect()
     con.read_parquet(str(run_dir / "verdicts.parquet")).create_view("found")
     con.read_parquet(str(sim_dir / "truth.parquet")).create_view("truth")
-    rows = con.execute("""
-        SELECT t.verdict AS truth, count(*) AS events, count(*) FILTER (WHERE f.verdict = t.verdict) AS found
-        FROM truth t LEFT JOIN found f USING (source_id) GROUP BY t.verdict""").fetchall()
-    by = {r[0]: (r[1], r[2]) for r in rows}
-    total = sum(v[0] for v in by.values())
-    agree = sum(v[1] for v in by.values())
-    lines = [f"truth check: {agree:,} of {total:,} events got the verdict the simulator recorded"]
-    for v in VERDICTS:
-        if v in by and v != "delivered":
-            lines.append(f"  {v:<16} found {by[v][1]:>7,} of {by[v][0]:>7,} injected")
+    total, agree = con.execute("""
+        SELECT count(*), count(*) FILTER (WHERE f.verdict = t.verdict)
+        FROM truth t LEFT JOIN found f USING (source_id)""").fetchone()
+    faults = con.execute("""
+        SELECT fault, count(*), count(*) FILTER (WHERE f.verdict = t.verdict)
+        FROM (SELECT *, unnest(faults) AS fault FROM truth) t LEFT JOIN found f USING (source_id)
+        GROUP BY fault ORDER BY fault""").fetchall()
     con.close()
+    truth = orjson.loads((sim_dir / "truth.json").read_bytes())
+    summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    lines = [f"truth check: {agree:,} of {total:,} events got the verdict the simulator recorded"]
+    found_faults = sum(r[2] for r in faults)
+    lines.append(f"injected faults found: {found_faults:,} of {sum(r[1] for r in faults):,}")
+    lines += [f"  {name:<20} {ok:>7,} of {n:>7,}" for name, n, ok in faults]
+    for key in ("orphans", "unlogged_at_bus"):
+        lines.append(f"  {key:<20} {summary[key]:>7,} of {truth[key]:>7,}")
     return lines
 
 
