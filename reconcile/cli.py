@@ -513,3 +513,34 @@ def verify(run_dir, against_sources, profile, region, endpoint_url, as_json):
         kinds = sorted({c.status for c in moved})
         raise VerifyError(f"{len(moved):,} input(s) of {run_dir} {' or '.join(kinds)} since the run (listed above): "
                           f"its figures no longer describe the live stores.")
+
+
+@main.command("export-logs")
+@click.option("--log-group", required=True, help="The log group the EventBridge rule writes to.")
+@click.option("--bucket", required=True, help="Destination bucket (its policy must allow logs.amazonaws.com).")
+@click.option("--prefix", default="exports", show_default=True, help="Destination prefix.")
+@window_options
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--profile", help="AWS profile.")
+@click.option("--region", help="AWS region.")
+@click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")
+@click.option("--wait", default="1h", show_default=True, help="How long to wait for the task.")
+def export_logs(log_group, bucket, prefix, day, start, end, as_of, config_path, profile, region, endpoint_url, wait):
+    """Export the bus log copy for a window (with its read margins) to S3 and wait for the task.
+
+    Prints the S3 URI to give `run` as [bus_log] uri (format cwl-export). Exits 3 if the task has not finished
+    within --wait.
+
+    \b
+    Example:
+      reconcile export-logs --log-group /aws/events/zendesk --bucket logs-archive --prefix exports/2026-11-23 \
+        --date 2026-11-23
+    """
+    from .logexport import export_window
+    from .window import parse_duration
+    cfg = config_mod.build(config_path, aws_overrides(profile, region, endpoint_url))
+    window = resolve_window(cfg, day, start, end, as_of)
+    task = export_window(log_group, bucket, prefix, window, cfg.aws, wait=parse_duration(wait).total_seconds())
+    click.echo(f"export task {task.task_id}: {task.status}", err=True)
+    click.echo(task.uri)
+    sys.exit(0 if task.status == "COMPLETED" else 3)
