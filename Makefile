@@ -14,8 +14,10 @@ $(BIN)/reconcile: pyproject.toml
 
 setup: $(BIN)/reconcile
 
+# The demo day has losses by design: exit 2 (loss) or 1 (pending) is the expected answer, not a failure.
 demo: setup
-	$(BIN)/reconcile demo --out $(OUT)
+	@$(BIN)/reconcile demo --out $(OUT); rc=$$?; \
+	if [ $$rc -le 2 ]; then echo "demo finished (exit code $$rc: see the report above)"; else exit $$rc; fi
 
 test: setup
 	$(BIN)/pytest -q -n 2
