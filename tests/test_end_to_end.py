@@ -50,3 +50,21 @@ def restore_environment():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+def test_an_unreadable_object_makes_the_run_incomplete(moto, tmp_path):
+    """A truncated export object: its readable lines are kept, the rest is a counted reject, and no verdict of
+    'no loss' can rest on the run (exit 3), with the object named in the report."""
+    sim = simulate(SimParams(events=2000, batch_seconds=900, files_per_batch=1, seed=21))
+    write_stores(sim, tmp_path / "sim")
+    obj = sorted((tmp_path / "sim" / "stores" / "logs-archive").rglob("*.gz"))[0]
+    obj.write_bytes(obj.read_bytes()[: obj.stat().st_size // 2])
+    outcome = reconcile_simulation(sim, tmp_path / "sim", tmp_path / "run", moto.endpoint, progress=False)
+    assert (outcome.summary["status"], outcome.exit_code) == ("incomplete", 3)
+    bus = next(i for i in outcome.summary["inputs"] if i["source"] == "bus_log")
+    assert not bus["complete"] and bus["rejected"] >= 1
+    assert any(obj.name in p for p in bus["problems"])
+    from bs4 import BeautifulSoup
+    soup = BeautifulSoup((tmp_path / "run" / "report.html").read_text(), "html.parser")
+    alerts = [li.get_text(" ", strip=True) for li in soup.select("#status ul.alerts li")]
+    assert any(a.startswith("bus_log incomplete") and obj.name in a for a in alerts), alerts
