@@ -59,3 +59,12 @@ def no_real_aws(monkeypatch):
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     yield os.environ
+
+
+@pytest.fixture
+def restore_environment():
+    """The demo code points this process at its local servers through os.environ; undo that after the test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

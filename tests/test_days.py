@@ -14,6 +14,8 @@ from reconcile.simulate.generate import SimParams, simulate
 from reconcile.simulate.stores import write_stores
 from reconcile.state import State
 
+pytestmark = pytest.mark.usefixtures("restore_environment")  # the demo code sets env vars
+
 FAST = dict(events=3000, batch_seconds=900, files_per_batch=1)
 
 
@@ -93,13 +95,3 @@ def test_trace_shows_the_full_path(verdict, hops, moto, tmp_path):
         assert sum(o["hop"] == "sink" for o in found["observations"]) >= 2
     by_source_id = CliRunner().invoke(main, ["trace", event["source_id"], "--run", str(tmp_path / "run0"), "--json"])
     assert orjson.loads(by_source_id.stdout)[0]["events"] == found["events"]
-
-
-@pytest.fixture(autouse=True)
-def restore_environment():
-    """The demo points this process at its local servers through the environment; undo that after each test."""
-    import os
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)

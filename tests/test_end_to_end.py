@@ -11,6 +11,8 @@ from reconcile.simulate.demo import reconcile_simulation
 from reconcile.simulate.generate import SimParams, simulate
 from reconcile.simulate.stores import write_stores
 
+pytestmark = pytest.mark.usefixtures("restore_environment")  # the demo code sets env vars
+
 MIXES = {
     "default": dict(seed=11),
     "heavy-faults": dict(seed=12, loss_before_bus=0.02, spike_dlq=0.1, spike_drop=0.05, redelivery=0.02,
@@ -41,15 +43,6 @@ def test_every_verdict_equals_truth(mix, moto, tmp_path):
         "zendesk": True, "bus_log": True, "sink": True, "dlq": True, "metrics": True}
     assert (s["status"], outcome.exit_code) == ("loss", 2)
 
-
-@pytest.fixture(autouse=True)
-def restore_environment():
-    """The demo points this process at its local servers through the environment; undo that after each test."""
-    import os
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def test_an_unreadable_object_makes_the_run_incomplete(moto, tmp_path):
