@@ -90,12 +90,7 @@ def compare_with_truth(run_dir: Path, sim_dir: Path) -> list[str]:
 def reconcile_simulation(sim, sim_dir: Path, run_dir: Path, endpoint: str, *, audience: str = "daily",
                          progress: bool = True, state: Path | None = None) -> Outcome:
     """Load a simulation's stores into the moto server at `endpoint`, serve its Zendesk data, reconcile it."""
-    demo_environment()
-    stores = aws_load.load_stores(sim_dir / "stores", config.AwsConfig(endpoint_url=endpoint, region="us-east-1"))
-    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
-    with zendesk_server.serve(sim_dir, now=sim.window.as_of, rate_limit_per_minute=ZENDESK_BUDGET, auth=auth) as zd:
-        cfg = demo_config(stores, zd.url, endpoint, sim.params)
-        return execute(cfg, sim.window, run_dir, audience=audience, progress=progress, state=state)
+    return reconcile_days([(sim, sim_dir)], run_dir, endpoint, audience=audience, progress=progress, state=state)
 
 
 def run_demo(out: Path, *, events: int, seed: int, day: str, days: int = 1, audience: str = "daily",
