@@ -60,6 +60,10 @@ SOURCES = (
 )
 
 
+# Sources that take `out=` and stream their ledger into the evidence file (bounded memory on big days).
+STREAMED = ("bus_log", "sink", "dlq")
+
+
 @dataclass
 class Outcome:
     out_dir: Path
@@ -97,6 +101,9 @@ def read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, p
             # "now" for the API's one-minute cut-off is the time the run judges as of (default: the real now)
             return module.read(cfg.zendesk, window, pages, now=window.as_of, progress=progress)
         section = getattr(cfg, spec.name)
+        if spec.name in STREAMED:
+            # Written straight into the evidence file as it is read: a day's ledger is never held in memory whole.
+            return module.read(section, window, cfg.aws, out=evidence / f"{spec.hop}.parquet")
         return module.read(section, window, cfg.aws)
     except ReconcileError as e:
         if getattr(e, "exit_code", 4) != 3:
@@ -115,10 +122,14 @@ def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str
     paths = {}
     for spec in SOURCES:
         r = results[spec.name]
-        table = r.ledger if spec.hop == "metrics" else ledger.conform(r.ledger)
-        if spec.hop == "metrics" and table.num_rows == 0:
-            table = ledger.METRIC_SCHEMA.empty_table()
-        paths[spec.hop] = ledger.write_atomic(table, evidence / f"{spec.hop}.parquet")
+        path = evidence / f"{spec.hop}.parquet"
+        if r.ledger.num_columns == 0 and path.exists():  # streamed there by the source (STREAMED)
+            paths[spec.hop] = path
+        else:
+            table = r.ledger if spec.hop == "metrics" else ledger.conform(r.ledger)
+            if spec.hop == "metrics" and table.num_rows == 0:
+                table = ledger.METRIC_SCHEMA.empty_table()
+            paths[spec.hop] = ledger.write_atomic(table, path)
         ledger.write_atomic(r.rejects, evidence / f"{spec.name}.rejects.parquet")
     return paths
 

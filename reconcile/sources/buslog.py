@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import botocore.exceptions
 import numpy as np
@@ -39,22 +40,29 @@ FORMATS = ("cwl-export", "firehose", "api")
 class _Piece:
     """What one object yielded."""
 
-    ledger: pa.Table
+    ledger: pa.Table | None  # None once handed to the LedgerOut
     rejects: pa.Table
     fingerprint: dict
     problem: str | None = None
     counts: dict = field(default_factory=dict)
 
 
-def read(cfg: BusLogConfig, window: Window, aws: AwsConfig) -> SourceResult:
+def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = None) -> SourceResult:
     """Read the bus log copy into a SourceResult named "bus_log" (hop "bus").
 
     Missing or denied stores raise SourceError; damaged objects and throttled API reads give complete=False.
+    With `out`, the ledger is streamed into that Parquet file object by object (events.LedgerOut) instead of being
+    held in memory.
     """
     if cfg.format not in FORMATS:
         raise ConfigError(f"Unknown bus_log.format {cfg.format!r}. Use one of: {', '.join(FORMATS)}.")
     if cfg.format == "api":
-        return _read_api(cfg, window, aws)
+        result = _read_api(cfg, window, aws)
+        if out is not None:
+            sink = events.LedgerOut(out)
+            sink.add(result.ledger)
+            result.ledger = sink.result()
+        return result
     if not cfg.uri:
         raise ConfigError("bus_log.uri is not set. Pass --bus-log-uri s3://bucket/prefix (or a local folder).")
     fs, root, files = list_files(cfg.uri, aws, f"bus log archive {cfg.uri}", "--bus-log-uri")
@@ -62,9 +70,18 @@ def read(cfg: BusLogConfig, window: Window, aws: AwsConfig) -> SourceResult:
     files = [f for f in files if not _skip(f, cfg.format)]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     reader = _read_export if cfg.format == "cwl-export" else _read_firehose
-    with ThreadPoolExecutor(WORKERS) as pool:
-        pieces = list(pool.map(lambda f: _read_object(fs, f, scheme, reader), files))
-    result = _combine(pieces)
+    sink = events.LedgerOut(out)
+    pieces = []
+    try:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for p in events.ordered_map(pool, lambda f: _read_object(fs, f, scheme, reader), files, 2 * WORKERS):
+                sink.add(p.ledger)  # in object order, so the ledger's row order does not depend on thread timing
+                p.ledger = None
+                pieces.append(p)
+        result = _combine(pieces, sink.result(), sink.rows)
+    except BaseException:
+        sink.abort()
+        raise
     result.details.update(format=cfg.format, uri=cfg.uri, objects=len(files), skipped_objects=len(skipped))
     if not files:
         result.problems.append(f"No log objects under {cfg.uri} (format {cfg.format}). Check --bus-log-uri and that "
@@ -79,8 +96,7 @@ def _skip(info: pafs.FileInfo, fmt: str) -> bool:
     return fmt == "cwl-export" and not base.endswith(".gz")
 
 
-def _combine(pieces: list[_Piece]) -> SourceResult:
-    led = pa.concat_tables([p.ledger for p in pieces]) if pieces else ledger.empty()
+def _combine(pieces: list[_Piece], led: pa.Table, records: int) -> SourceResult:
     rej = pa.concat_tables([p.rejects for p in pieces]) if pieces else ledger.REJECT_SCHEMA.empty_table()
     problems = [p.problem for p in pieces if p.problem]
     counts: dict[str, int] = {}
@@ -90,7 +106,7 @@ def _combine(pieces: list[_Piece]) -> SourceResult:
     return SourceResult(
         name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
         fingerprints=[p.fingerprint for p in pieces],
-        details=dict(counts, records=led.num_rows, rejected=rej.num_rows, damaged_objects=len(problems)),
+        details=dict(counts, records=records, rejected=rej.num_rows, damaged_objects=len(problems)),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import botocore.exceptions
 import orjson
@@ -50,12 +51,19 @@ FROM m
 """
 
 
-def read(cfg: DlqConfig, window: Window, aws: AwsConfig) -> SourceResult:
-    """Read the DLQ (live queue_url, or archive uri) into a SourceResult named "dlq" (hop "dlq")."""
-    if cfg.uri:
-        return _read_archive(cfg, aws)
-    if cfg.queue_url:
-        return _read_queue(cfg, aws)
+def read(cfg: DlqConfig, window: Window, aws: AwsConfig, out: Path | None = None) -> SourceResult:
+    """Read the DLQ (live queue_url, or archive uri) into a SourceResult named "dlq" (hop "dlq").
+
+    With `out`, the ledger is written to that Parquet file and the result holds only its row count
+    (events.LedgerOut); a DLQ is small, so it is read whole either way.
+    """
+    if cfg.uri or cfg.queue_url:
+        result = _read_archive(cfg, aws) if cfg.uri else _read_queue(cfg, aws)
+        if out is not None:
+            sink = events.LedgerOut(out)
+            sink.add(result.ledger)
+            result.ledger = sink.result()
+        return result
     raise ConfigError("Neither dlq.queue_url nor dlq.uri is set. Pass --dlq-url https://sqs.../queue or --dlq-uri "
                       "s3://bucket/messages.jsonl.")
 

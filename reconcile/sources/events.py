@@ -5,17 +5,22 @@ Two payload families (PIPELINE.md §1): `detail.ticket_event` -> legacy connecto
 list of paths parses each document once), never a Python loop per record: a day can hold ten million events.
 
 Also here: the two raw-text helpers every event source needs before parsing (gzip with damage kept, bytes -> one
-string per line), so that bus log, sink and DLQ archives read text the same way.
+string per line), so that bus log, sink and DLQ archives read text the same way; and the two that keep a big day in
+bounded memory (ordered_map: a thread pool with bounded look-ahead; LedgerOut: a ledger streamed to Parquet).
 """
 
 from __future__ import annotations
 
+import os
 import zlib
+from collections import deque
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from .. import ledger
 
@@ -97,6 +102,7 @@ SELECT
     CASE family WHEN 'legacy' THEN x[6] END AS sequence_id,
     CASE family WHEN 'legacy' THEN try_cast(x[7] AS INTEGER) END AS sequence_position,
     x[2] AS replay_name,
+    $hop AS hop,
     * EXCLUDE (source_ref, raw, raw_fallback, raw_missing, pre_reason, x, family, time_text, event_time,
                eb_override, observed_at, reason)
 FROM r
@@ -179,9 +185,12 @@ def parse(
         con.register("events_in", pa.table(cols))
         con.execute(_view(raw.type, cols["observed_at"].type, timestamp_prefix))
         paths, id_at = (PATHS + [id_path], len(PATHS) + 1) if id_path else (PATHS, 1)
-        out = con.sql(_SQL, params={"paths": paths, "no_id": no_id_reason, "id_at": id_at}).to_arrow_table()
+        out = con.sql(_SQL, params={"paths": paths, "no_id": no_id_reason, "id_at": id_at, "hop": hop}).to_arrow_table()
     finally:
         con.close()
+    if out["reason"].null_count == out.num_rows:
+        # The usual case: nothing rejected. Filtering would copy every column of every row (most of parse's time).
+        return ledger.conform(out.drop_columns(["reason", "raw"])), ledger.REJECT_SCHEMA.empty_table()
     bad = pc.is_valid(out["reason"])
     rej = out.filter(bad)
     rejects = pa.table(
@@ -194,7 +203,6 @@ def parse(
         schema=ledger.REJECT_SCHEMA,
     )
     good = out.filter(pc.invert(bad)).drop_columns(["reason", "raw"])
-    good = good.append_column("hop", pa.array([hop] * good.num_rows, pa.string()))
     return ledger.conform(good), rejects
 
 
@@ -249,3 +257,64 @@ def lines(text: bytes) -> pa.ChunkedArray:
             parts.pop()
         return pa.chunked_array([pa.array(parts, pa.string())])
     return table["line"]
+
+
+def ordered_map(pool, fn, items, ahead: int):
+    """`pool.map(fn, items)` with at most `ahead` items in flight: results come back in order, and a slow consumer
+    (or a slow object) never lets finished results pile up in memory the way pool.map's eager submission does."""
+    items = iter(items)
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        result = pending.popleft().result()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            break
+        yield result
+
+
+class LedgerOut:
+    """Where a source's ledger goes: kept in memory (path None, the default), or streamed piece by piece into a
+    Parquet file at `path` (temp name, renamed on close), so a day of ten million records is never held at once.
+
+    `result()` is then the ledger to put in the SourceResult: the whole table in memory, or -- when streamed -- a
+    table of no columns whose num_rows is the file's (the rows themselves are in the file, which the engine reads).
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path is not None else None
+        self.pieces: list[pa.Table] = []
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp = self.path.with_name(self.path.name + ".tmp") if self.path is not None else None
+
+    def add(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        if self.path is None:
+            self.pieces.append(table)
+            return
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self._tmp, ledger.SCHEMA, compression="zstd")
+        if table.num_rows:
+            self._writer.write_table(ledger.conform(table), row_group_size=256_000)
+
+    def result(self) -> pa.Table:
+        if self.path is None:
+            return pa.concat_tables(self.pieces) if self.pieces else ledger.empty()
+        if self._writer is None:
+            ledger.write_atomic(ledger.empty(), self.path)
+        else:
+            self._writer.close()
+            self._writer = None
+            os.replace(self._tmp, self.path)
+        return pq.read_table(self.path, columns=[])
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._tmp.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from urllib.parse import unquote
 
 import duckdb
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 NAME, HOP = "sink", "sink"
 WORKERS = 4
-PARSE_BATCH = 500_000  # rows per events.parse call: few queries, bounded memory
+GROUP_BYTES = 16 << 20  # stored bytes of files parsed together: few queries, bounded memory
 METADATA = "_spark_metadata"
 FORMATS = {"parquet": (".parquet",), "json": (".json", ".jsonl", ".json.gz", ".jsonl.gz")}
 _PART = re.compile(r"^(dt|hr)=(.+)$")
@@ -49,11 +50,12 @@ class _File:
     committed: bool | None
 
 
-def read(cfg: SinkConfig, window: Window, aws: AwsConfig) -> SourceResult:
+def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = None) -> SourceResult:
     """Read Spark's output into a SourceResult named "sink" (hop "sink").
 
     Missing or denied stores raise SourceError; a corrupt file or a file without the id column (schema drift)
-    rejects that file's rows with the reason and makes the result incomplete.
+    rejects that file's rows with the reason and makes the result incomplete. With `out`, the ledger is streamed
+    into that Parquet file group by group (events.LedgerOut) instead of being held in memory.
     """
     if not cfg.uri:
         raise ConfigError("sink.uri is not set. Pass --sink-uri s3://bucket/prefix (or a local folder).")
@@ -85,25 +87,39 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig) -> SourceResult:
         data.append(_File(f, scheme + f.path, committed))
 
     reader = _read_parquet if cfg.format == "parquet" else _read_json
-    with ThreadPoolExecutor(WORKERS) as pool:
-        pieces = list(pool.map(lambda f: _read_file(fs, f, cfg, reader), data))
 
-    # Files are small (one per micro-batch and writer): parse their rows in batches, not one DuckDB query per file.
-    leds, rejs, batch = [], [p[1] for p in pieces], []
-    for rows in [p[0] for p in pieces if p[0] is not None] + [None]:
-        if rows is not None:
-            batch.append(rows)
-        if batch and (rows is None or sum(t.num_rows for t in batch) >= PARSE_BATCH):
-            led_, rej_ = _parse(pa.concat_tables(batch, promote_options="permissive"), cfg)
-            leds.append(led_)
+    def read_group(group: list[_File]):
+        """Read a group of files and parse their rows in one events.parse call (files are small: one per
+        micro-batch and writer, and one DuckDB query per file would cost more than the parsing)."""
+        pieces = [_read_file(fs, f, cfg, reader) for f in group]
+        rows = [p[0] for p in pieces if p[0] is not None]
+        rejs = [p[1] for p in pieces]
+        led_ = None
+        if rows:
+            led_, rej_ = _parse(pa.concat_tables(rows, promote_options="permissive"), cfg)
             rejs.append(rej_)
-            batch = []
-    led = pa.concat_tables(leds) if leds else ledger.empty()
+        return led_, rejs, [p[2] for p in pieces if p[2]], [p[3] for p in pieces]
+
+    out_ledger = events.LedgerOut(out)
+    rejs, problems, fingerprints = [], [], []
+    try:
+        # Groups are parsed in the pool (both cores), at most 2 x WORKERS groups in flight (bounded memory),
+        # and their ledgers written in file order.
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for led_, rej_, prob_, fp_ in events.ordered_map(pool, read_group, _groups(data), 2 * WORKERS):
+                if led_ is not None:
+                    out_ledger.add(led_)
+                rejs += rej_
+                problems += prob_
+                fingerprints += fp_
+        led = out_ledger.result()
+    except BaseException:
+        out_ledger.abort()
+        raise
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
-    problems = [p[2] for p in pieces if p[2]]
     uncommitted = [f.where for f in data if f.committed is False]
     details = {
-        "format": cfg.format, "uri": cfg.uri, "files": len(data), "records": led.num_rows, "rejected": rej.num_rows,
+        "format": cfg.format, "uri": cfg.uri, "files": len(data), "records": out_ledger.rows, "rejected": rej.num_rows,
         "partitions_skipped": len(skipped_partitions), "files_skipped": skipped_files,
         "commit_log": committed_names is not None, "uncommitted_files": uncommitted,
         "id": f"path {cfg.id_path}" if cfg.id_path else f"column {cfg.id_column}",
@@ -115,8 +131,21 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig) -> SourceResult:
         details["note"] = problems_note
     return SourceResult(
         name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
-        fingerprints=[p[3] for p in pieces], details=details,
+        fingerprints=fingerprints, details=details,
     )
+
+
+def _groups(files: list[_File]) -> list[list[_File]]:
+    """Consecutive files in groups of about GROUP_BYTES stored bytes."""
+    groups: list[list[_File]] = []
+    size = GROUP_BYTES
+    for f in files:
+        if size >= GROUP_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(f)
+        size += f.info.size or 0
+    return groups
 
 
 def _check_path(path: str) -> None:
