@@ -139,8 +139,9 @@ def merge(*dicts: dict[str, dict]) -> dict[str, dict]:
 @click.option("--no-state", is_flag=True, help="Do not carry pending events or record history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
+@click.option("--dry-run", is_flag=True, help="Print what would be read and written; touch nothing.")
 def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, profile, region, endpoint_url,
-        audience, sets, state, no_state, as_json, no_progress):
+        audience, sets, state, no_state, as_json, no_progress, dry_run):
     """Reconcile one window over the configured stores and write the gap report.
 
     Secrets come from the environment only: ZENDESK_EMAIL + ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN), and the
@@ -160,6 +161,9 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     window = resolve_window(cfg, day, start, end, as_of)
     target = out or str(Path("reconcile-out") / window.key)
     state_path = None if no_state else (state or default_state(target))
+    if dry_run:
+        click.echo(dry_run_plan(cfg, window, target, state_path))
+        return
     if not publish.is_s3(target):
         if replace:
             raise ConfigError("--replace is for --out s3://...; a local --out folder is always replaced.")
@@ -177,6 +181,31 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
         report_uri = publish.publish(outcome.out_dir, target, cfg.aws, replace=replace)
     emit(outcome, as_json, report_uri)
     sys.exit(outcome.exit_code)
+
+
+def dry_run_plan(cfg, window, target: str, state_path) -> str:
+    """What a run would read (each store and the time range) and write, without touching anything."""
+    from .run import SOURCES
+    where = {
+        "zendesk": lambda c: f"{c.zendesk.url}/api/v2/incremental/ticket_events.json "
+                             f"({c.zendesk.requests_per_minute:g} requests/min)",
+        "bus_log": lambda c: f"{c.bus_log.uri or c.bus_log.log_group} ({c.bus_log.format})",
+        "sink": lambda c: f"{c.sink.uri} ({c.sink.format}, id from "
+                          f"{c.sink.id_path or 'column ' + c.sink.id_column})",
+        "dlq": lambda c: (f"{c.dlq.queue_url} (received, never deleted; visibility {c.dlq.visibility_timeout}s)"
+                          if c.dlq.queue_url else f"{c.dlq.uri} (archive)"),
+        "metrics": lambda c: (f"AWS/Events rule {c.metrics.rule}" if c.metrics.rule else f"{c.metrics.uri}"),
+    }
+    iso = "%Y-%m-%dT%H:%M:%SZ"
+    lines = [f"window     {window.start:{iso}} → {window.end:{iso}} (Zendesk events by event time)",
+             f"read       downstream stores over {window.read_start:{iso}} → {window.read_end:{iso}}",
+             f"as of      {window.as_of:{iso}}: missing events younger than {window.horizon} are pending"]
+    for spec in SOURCES:
+        what = where[spec.name](cfg) if spec.configured(cfg) else f"NOT CONFIGURED ({spec.hint})"
+        lines.append(f"{spec.name:<10} {what}")
+    lines += [f"write      {target}/ (report.html, summary.json, gaps.csv, verdicts.parquet, evidence/, manifest.json)",
+              f"state      {state_path or 'none (--no-state)'}"]
+    return "\n".join(lines)
 
 
 def default_state(out: str | Path) -> str | Path:

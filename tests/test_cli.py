@@ -42,3 +42,16 @@ def test_missing_stores_make_the_run_incomplete(tmp_path):
                                 env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
     assert result.exit_code == 3, result.output
     assert (tmp_path / "report.html").exists()
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(out), "--dry-run",
+                                       "--set", "sink.uri=s3://spark-output/events"],
+                                env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert lines["sink"] == "s3://spark-output/events (parquet, id from column partitionKey)"
+    assert lines["zendesk"].startswith("NOT CONFIGURED")
+    assert lines["read"] == "downstream stores over 2026-11-22T23:00:00Z → 2026-11-25T00:00:00Z"
+    assert list(tmp_path.iterdir()) == []
