@@ -286,8 +286,11 @@ def _reconcile(mode: str, sim: Path, events: int, out: Path, engine: dict) -> di
         meter.stages["engine"] = {"wall_s": round(jw, 3), "cpu_s": round(jc, 3),
                                   "cores_used": round(jc / jw, 2), "rss_peak_mb": both["rss_peak_mb"],
                                   "rss_start_mb": both["rss_start_mb"], "note": "peak RSS of engine + outputs"}
-        meter.stages["outputs"] = {"wall_s": round(both["wall_s"] - jw, 3), "cpu_s": round(both["cpu_s"] - jc, 3),
-                                   "rss_peak_mb": both["rss_peak_mb"], "note": "peak RSS of engine + outputs"}
+        ow, oc = both["wall_s"] - jw, both["cpu_s"] - jc
+        meter.stages["outputs"] = {"wall_s": round(ow, 3), "cpu_s": round(oc, 3),
+                                   "cores_used": round(oc / ow, 2) if ow > 0 else None,
+                                   "rss_peak_mb": both["rss_peak_mb"], "rss_start_mb": both["rss_start_mb"],
+                                   "note": "peak RSS of engine + outputs"}
         record = {"stages": meter.stages}
     else:
         from concurrent.futures import ThreadPoolExecutor
@@ -392,6 +395,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
     ap.add_argument("--pandas-events", type=int, help="size the pandas reference runs at (default min(N, 1M))")
     ap.add_argument("--pandas-runs", type=int, default=1)
+    ap.add_argument("--pandas-reuse", type=Path, help="simulation folder for the pandas size (default "
+                    "bench-out/sim-<M>); made if missing")
     ap.add_argument("--no-pandas", action="store_true")
     ap.add_argument("--memory-limit", default=None, help="[engine] memory_limit (default: the config's 4GB)")
     ap.add_argument("--temp-directory", default=None, help="[engine] temp_directory: where DuckDB spills")
@@ -436,7 +441,7 @@ def main() -> None:
     # (a) the pandas script a user would otherwise write
     if not a.no_pandas:
         m = a.pandas_events or min(n, DEFAULT_EVENTS)
-        psim = sim if m == n else (a.out / f"sim-{m}")
+        psim = sim if m == n else (a.pandas_reuse or a.out / f"sim-{m}")
         if m != n:
             ensure_simulation(m, psim)
         pruns = []
@@ -502,9 +507,13 @@ def _print(r: dict) -> None:
         print(f"pandas script: {p['wall_s']} s at {p['events']:,} events (reconcile {p['reconcile_wall_s_same_size']} s:"
               f" {p['speedup_same_size']}x); at {r['events']:,}: {p['speedup_at_n']}x"
               f"{' (pandas scaled linearly)' if p['extrapolated_to_n'] else ''}")
+    if "pandas" in r and r["pandas"]["extrapolated_to_n"]:
+        print(f"  (pandas peak RSS {r['pandas']['rss_peak_mb']:,.0f} MiB at {r['pandas']['events']:,} events: at "
+              f"{r['events']:,} it would need ~{r['pandas']['rss_peak_mb'] * r['events'] / r['pandas']['events'] / 1024:,.0f} GiB)")
     print(f"truth check: {r['truth_check']['agree']:,} of {r['truth_check']['events']:,} verdicts as simulated")
     for k, v in r["targets"].items():
-        print(f"target {k}: {v['value']} (target {v['target']}) {'met' if v['met'] else 'MISSED'}")
+        scaled = f", {v['scaled_to_10M']} s scaled linearly to 10 M" if "scaled_to_10M" in v and r["events"] != 10**7 else ""
+        print(f"target {k}: {v['value']} (target {v['target']}{scaled}) {'met' if v['met'] else 'MISSED'}")
 
 
 def _hidden() -> bool:
