@@ -1,8 +1,9 @@
 -- hop_a: links each source event to the EventBridge id(s) that carried it. Exact on the Zendesk event id where the
 -- bus payload carries one (webhook family; a redelivered webhook links several ids); otherwise the composite key:
 -- ticket, kind (kind_map), time within $tolerance_s seconds and, for legacy events, sequence position. A composite
--- candidate that is not one-to-one is paired in time order within its (ticket, kind) group and counted as
--- 'ambiguous'; pairing is one-to-one, so an ambiguous group can never hide a loss.
+-- candidate that is not one-to-one is counted as 'ambiguous' and paired with its mutually nearest candidate in time
+-- (at whole seconds), the rest in time order within its (ticket, kind) group; pairing is one-to-one, so an
+-- ambiguous group can never hide a loss.
 CREATE OR REPLACE TABLE hop_a AS
 WITH exact AS (
     SELECT s.source_id, b.eb_id, 'exact' AS match_kind
@@ -31,11 +32,25 @@ WITH exact AS (
 ), unique_pairs AS (
     SELECT source_id, eb_id, 'composite' AS match_kind FROM counted WHERE n_s = 1 AND n_b = 1
 ), amb AS (
-    SELECT * FROM counted WHERE n_s > 1 OR n_b > 1
+    -- Distance at the API's resolution: audit times are whole seconds, bus times carry the fraction after it.
+    SELECT *, abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) AS d
+    FROM counted WHERE n_s > 1 OR n_b > 1
+), nearest AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY source_id ORDER BY d, b_pos, eb_id) AS rank_for_s,
+           row_number() OVER (PARTITION BY eb_id ORDER BY d, try_cast(source_id AS BIGINT), source_id) AS rank_for_b,
+           count(*) OVER (PARTITION BY source_id, d) AS ties_s,
+           count(*) OVER (PARTITION BY eb_id, d) AS ties_b
+    FROM amb
+), mutual AS (
+    -- each is the other's one nearest candidate: paired on time, whatever else in the group was lost
+    SELECT source_id, eb_id FROM nearest WHERE rank_for_s = 1 AND rank_for_b = 1 AND ties_s = 1 AND ties_b = 1
 ), amb_s AS (
     SELECT DISTINCT source_id, ticket_id, kind, s_time FROM amb
+    WHERE source_id NOT IN (SELECT source_id FROM mutual)
 ), amb_b AS (
     SELECT DISTINCT eb_id, ticket_id, kind, b_time, b_pos FROM amb
+    WHERE eb_id NOT IN (SELECT eb_id FROM mutual)
 ), ranked_s AS (
     SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
                                  ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
@@ -43,7 +58,9 @@ WITH exact AS (
 ), ranked_b AS (
     SELECT *, row_number() OVER (PARTITION BY ticket_id, kind ORDER BY b_time, b_pos, eb_id) AS r FROM amb_b
 ), ambiguous_pairs AS (
-    SELECT s.source_id, b.eb_id, 'ambiguous' AS match_kind
+    SELECT source_id, eb_id, 'ambiguous' AS match_kind FROM mutual
+    UNION ALL
+    SELECT s.source_id, b.eb_id, 'ambiguous'
     FROM ranked_s s
     JOIN ranked_b b USING (ticket_id, kind, r)
     JOIN amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id

@@ -86,22 +86,26 @@ METRICS = [("MatchedEvents", "10:00:00", 11.0), ("InvocationsSentToDlq", "12:00:
            ("InvocationsSentToDlq", "14:00:00", 1.0), ("ThrottledRules", "12:00:00", 5.0)]
 
 
-@pytest.fixture(scope="module")
-def day(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ledgers")
+def judge(tmp, zendesk, bus, sink, dlq, metrics=()):
     e = eng.Engine.open()
-    e.bind_ledger("zendesk", write(tmp, "zendesk", ZENDESK))
-    e.bind_ledger("bus", write(tmp, "bus", BUS))
-    e.bind_ledger("sink", write(tmp, "sink", SINK))
-    e.bind_ledger("dlq", write(tmp, "dlq", DLQ))
+    e.bind_ledger("zendesk", write(tmp, "zendesk", zendesk))
+    e.bind_ledger("bus", write(tmp, "bus", bus))
+    e.bind_ledger("sink", write(tmp, "sink", sink))
+    e.bind_ledger("dlq", write(tmp, "dlq", dlq))
     e.bind_table("metrics", pa.Table.from_pylist(
-        [dict(metric=m, timestamp=at(t), period_s=300, value=v) for m, t, v in METRICS], schema=ledger.METRIC_SCHEMA))
+        [dict(metric=m, timestamp=at(t), period_s=300, value=v) for m, t, v in metrics], schema=ledger.METRIC_SCHEMA))
     e.bind_table("kind_map", eng.load_kind_map(None))
     e.bind_table("excluded_kinds", pa.table({"kind": ["Notification"]}))
     e.bind_table("carried", CARRIED_SCHEMA.empty_table())
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                    kinesis_target=":kinesis:", bucket_s=3600))
+    return e
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    e = judge(tmp_path_factory.mktemp("ledgers"), ZENDESK, BUS, SINK, DLQ, METRICS)
     yield e
     e.close()
 
@@ -276,3 +280,23 @@ def test_missing_parameter_is_a_query_error(day):
     from reconcile.errors import QueryError
     with pytest.raises(QueryError, match=r"\$window_start"):
         day.run_query("orphans", {})
+
+
+def test_hop_a_pairs_rapid_repeat_updates_by_nearest_time(tmp_path):
+    """Two updates of one ticket and kind seconds apart, one of them lost: the survivor pairs with the update whose
+    second it carries (bus times are the audit's second plus a fraction), not with the first in time order."""
+    zendesk = [z(31, 30, "Comment", "19:00:00", 3100), z(32, 30, "Comment", "19:00:02", 3200),
+               z(33, 31, "Comment", "20:00:00", 3300), z(34, 31, "Comment", "20:00:01", 3400)]
+    p = legacy("P", 30, "Comment Created", "19:00:02.7", 1)  # 31 was lost, 32 arrived
+    q = legacy("Q", 31, "Comment Created", "20:00:00.95", 1)  # 33 arrived (closer to 34 in raw time), 34 lost
+    bus = [obs(e, e["event_time"]) for e in (p, q)]
+    sink = [obs(p, "19:00:04", sequence_number="1", committed=True),
+            obs(q, "20:00:03", sequence_number="2", committed=True)]
+    e = judge(tmp_path, zendesk, bus, sink, [])
+    try:
+        assert table(e, "hop_a", ["source_id", "eb_id", "match_kind"]) == [("32", "P", "ambiguous"),
+                                                                           ("33", "Q", "ambiguous")]
+        assert dict(table(e, "verdicts", ["source_id", "verdict"])) == {
+            "31": "lost_before_bus", "32": "delivered", "33": "delivered", "34": "lost_before_bus"}
+    finally:
+        e.close()
