@@ -146,13 +146,37 @@ class State:
 
 @contextmanager
 def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[Path]:
-    from .aws import filesystem
+    """Download the state, yield a local copy, upload it back; writers hold a lock object beside it.
+
+    The lock is created with a conditional put (If-None-Match: *), so of two runs starting together only one gets it.
+    """
+    from botocore.exceptions import ClientError
+
+    from .aws import filesystem, make_client
     fs, key = filesystem(uri, aws)
-    with tempfile.TemporaryDirectory(prefix="reconcile-state-") as tmp:
-        local = Path(tmp) / "state.duckdb"
-        info = fs.get_file_info(key)
-        if info.type == pafs.FileType.File:
-            pafs.copy_files(key, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-        yield local
-        if write:
-            pafs.copy_files(str(local), key, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    bucket, _, obj = key.partition("/")
+    s3 = make_client("s3", aws) if write else None
+    if s3 is not None:
+        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
+        try:
+            s3.put_object(Bucket=bucket, Key=obj + ".lock", Body=holder, IfNoneMatch="*")
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "PreconditionFailed":
+                raise
+            raise StateError(f"State {uri} is in use by another run (lock {uri}.lock exists). Wait for it to "
+                             f"finish; if that run is dead, delete {uri}.lock and re-run.") from e
+    try:
+        with tempfile.TemporaryDirectory(prefix="reconcile-state-") as tmp:
+            local = Path(tmp) / "state.duckdb"
+            info = fs.get_file_info(key)
+            if info.type == pafs.FileType.File:
+                pafs.copy_files(key, str(local), source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            yield local
+            if write:
+                pafs.copy_files(str(local), key, source_filesystem=pafs.LocalFileSystem(),
+                                destination_filesystem=fs)
+    finally:
+        if s3 is not None:
+            s3.delete_object(Bucket=bucket, Key=obj + ".lock")

@@ -74,3 +74,19 @@ def test_second_run_on_the_same_state_fails_fast(tmp_path):
                 pass
     with State.open(tmp_path / "state.duckdb") as st:  # the lock went with the first run
         assert st.history() == []
+
+
+def test_state_on_s3_round_trips_and_is_locked(tmp_path, aws_cfg):
+    """An s3:// state is downloaded before and uploaded after the run; a lock object keeps a second run out."""
+    from reconcile.aws import make_client
+    make_client("s3", aws_cfg).create_bucket(Bucket="reconcile-state")
+    uri = "s3://reconcile-state/prod/reconcile-state.duckdb"
+    with State.open(uri, aws_cfg) as st:
+        day1(tmp_path, st)
+        with pytest.raises(StateError, match="in use by another run"):
+            with State.open(uri, aws_cfg):
+                pass
+    with State.open(uri, aws_cfg, write=False) as st:
+        assert {r["window_key"][:8] for r in st.history()} == {"20261123"}
+    keys = [o["Key"] for o in make_client("s3", aws_cfg).list_objects_v2(Bucket="reconcile-state")["Contents"]]
+    assert keys == ["prod/reconcile-state.duckdb"]  # the lock went with the run
