@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,9 @@ class Engine:
         if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit):
             raise ConfigError(f"engine.memory_limit {memory_limit!r} is not a size like 4GB or 512MB.")
         con.execute(f"SET memory_limit = '{memory_limit}'")
-        if temp_directory:
-            con.execute(f"SET temp_directory = '{_quote(temp_directory)}'")
+        # DuckDB spills to `.tmp` in the working directory by default; a cron job's cwd is no place for that.
+        spill = temp_directory or str(Path(tempfile.gettempdir()) / "reconcile-spill")
+        con.execute(f"SET temp_directory = '{_quote(spill)}'")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = false")
