@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,3 +166,20 @@ def build(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] |
                 raise ConfigError(f"[{f.name}] must be a table of keys.")
             kwargs[f.name] = _section(f.default_factory().__class__, f.name, data[f.name])
     return Config(**kwargs)
+
+
+SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|auth", re.I)
+# Keys that match SECRET_KEY but name no secret (an id column, a kind map file).
+NOT_SECRET = frozenset({"id_column", "kind_map"})
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """`value` (a config dict) with any secret-looking key's value replaced before it is written or rendered.
+
+    Config holds no secrets (they come from the environment at the moment of use), but a future field might.
+    """
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if key and key not in NOT_SECRET and SECRET_KEY.search(key) and value not in (None, "", [], {}):
+        return "[redacted]"
+    return value

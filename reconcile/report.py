@@ -8,7 +8,6 @@ scales, and the text safety filter that keeps hostile input inert and short.
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from .config import redact
 from .errors import ReportError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "reports"
@@ -45,9 +45,6 @@ HOP_LABELS = {"zendesk_to_bus": "Zendesk → bus", "bus_to_sink": "bus → sink"
 TITLES = {"status": "Status", "funnel": "Funnel", "timeline": "Timeline", "causes": "Causes",
           "metrics": "Metrics cross-check", "latency": "Latency", "duplicates": "Duplicates & orphans",
           "pending": "Pending", "coverage": "Coverage", "gaps": "Gaps", "run": "Run"}
-SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|auth", re.I)
-# Keys that match SECRET_KEY but name no secret (an id column, a kind map file).
-NOT_SECRET = frozenset({"id_column", "kind_map"})
 
 
 def _num(value: Any) -> str:
@@ -173,15 +170,6 @@ def timeline_view(summary: dict[str, Any]) -> dict[str, Any]:
              for i in range(0, len(slots), max(1, math.ceil(len(slots) / 12)))]
     return {"slots": slots, "stacks": stacks, "volume_max": nice_max(volume), "loss_max": nice_max(losses), "rows": shown,
             "hidden": len(timeline) - len(shown), "ticks": ticks}
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """The config with any secret-looking key's value replaced: Config holds no secrets, but a future field might."""
-    if isinstance(value, dict):
-        return {k: redact(v, k) for k, v in value.items()}
-    if key and key not in NOT_SECRET and SECRET_KEY.search(key) and value not in (None, "", [], {}):
-        return "[redacted]"
-    return value
 
 
 def _toml_value(v: Any) -> str:

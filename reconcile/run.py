@@ -9,7 +9,6 @@ import hashlib
 import importlib
 import logging
 import platform
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, ledger, outputs, report, summary
-from .config import Config, EngineConfig
+from .config import Config, EngineConfig, redact
 from .engine import QUERY_DIR, Engine, load_kind_map
 from .errors import ReconcileError
 from .ledger import SourceResult
@@ -284,18 +283,6 @@ def carried_summary(settlements: pa.Table) -> dict[str, Any]:
         by[r["verdict"]] = by.get(r["verdict"], 0) + 1
     shown = [dict(r, event_time=summary.iso(r["event_time"])) for r in rows[:report.GAP_ROWS]]
     return {"events": len(rows), "by_verdict": dict(sorted(by.items())), "events_shown": shown}
-
-
-SECRET_KEY = re.compile(r"token|secret|password|passwd|credential", re.I)
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """Config holds no secrets (they come from the environment), but a future field might: never write one."""
-    if isinstance(value, dict):
-        return {k: redact(v, k) for k, v in value.items()}
-    if key and SECRET_KEY.search(key) and value not in (None, ""):
-        return "[redacted]"
-    return value
 
 
 def digests(root: Path, pattern: str) -> dict[str, str]:

@@ -4,8 +4,6 @@ import csv
 from datetime import timedelta
 
 import orjson
-import pyarrow as pa
-import pytest
 from bs4 import BeautifulSoup
 
 from reconcile import config, ledger

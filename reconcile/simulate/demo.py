@@ -16,7 +16,6 @@ import pyarrow as pa
 
 from .. import config
 from ..run import Outcome, execute
-from ..summary import VERDICTS
 from ..window import parse_time
 from . import aws_load, zendesk_server
 from .generate import SimParams, simulate
