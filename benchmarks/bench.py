@@ -479,6 +479,11 @@ def _targets(r: dict) -> dict:
     for v in t.values():
         better_low = v["target"] in (60, 4)
         v["met"] = v["value"] <= v["target"] if better_low else v["value"] >= v["target"]
+    if r["events"] < 10_000_000:
+        # The wall-time and memory targets are for a 10 M-event day: a smaller run cannot meet them, only hint.
+        t["end_to_end_wall_s"]["met"] = None
+        t["peak_rss_gib"]["met"] = None
+        t["note"] = "end_to_end_wall_s and peak_rss_gib targets are for 10 M events; run BENCH_EVENTS=10000000"
     return t
 
 
@@ -511,8 +516,12 @@ def _print(r: dict) -> None:
               f"{r['events']:,} it would need ~{r['pandas']['rss_peak_mb'] * r['events'] / r['pandas']['events'] / 1024:,.0f} GiB)")
     print(f"truth check: {r['truth_check']['agree']:,} of {r['truth_check']['events']:,} verdicts as simulated")
     for k, v in r["targets"].items():
+        if k == "note":
+            print(f"note: {v}")
+            continue
         scaled = f", {v['scaled_to_10M']} s scaled linearly to 10 M" if "scaled_to_10M" in v and r["events"] != 10**7 else ""
-        print(f"target {k}: {v['value']} (target {v['target']}{scaled}) {'met' if v['met'] else 'MISSED'}")
+        verdict = "not judged below 10 M events" if v["met"] is None else ("met" if v["met"] else "MISSED")
+        print(f"target {k}: {v['value']} (target {v['target']}{scaled}) {verdict}")
 
 
 def _hidden() -> bool:
