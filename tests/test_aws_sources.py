@@ -65,6 +65,16 @@ def write_local(root, files: dict[str, bytes]):
         p.write_bytes(v)
 
 
+def place(where, request, tmp_path, bucket: str, files: dict[str, bytes], path: str):
+    """Put `files` in moto's S3 bucket or in a local folder; return (uri of `path` there, AwsConfig)."""
+    if where == "s3":
+        aws = request.getfixturevalue("aws_cfg")
+        s3_put(aws, bucket, files)
+        return f"s3://{bucket}/{path}", aws
+    write_local(tmp_path, files)
+    return str(tmp_path / path), LOCAL
+
+
 # ---------------------------------------------------------------- events.py
 
 
@@ -164,14 +174,8 @@ def test_bus_log_firehose_multi_member_with_control_message(where, request, tmp_
     # Two records in one gzip member too, back to back.
     obj += gzip.compress(json.dumps(data_record([("e4", t0, webhook("W2"))])).encode()
                          + json.dumps(data_record([("e5", t0, webhook("W3"))])).encode())
-    if where == "s3":
-        aws = request.getfixturevalue("aws_cfg")
-        s3_put(aws, "fh-bucket", {"2026/11/23/05/stream-1-2026-11-23-05-00-00-abc": obj})
-        uri = "s3://fh-bucket/2026"
-    else:
-        aws = LOCAL
-        write_local(tmp_path, {"2026/11/23/05/stream-1": obj})
-        uri = str(tmp_path)
+    uri, aws = place(where, request, tmp_path, "fh-bucket", {"2026/11/23/05/stream-1-2026-11-23-05-00-00-abc": obj},
+                     "2026")
     res = buslog.read(BusLogConfig(uri=uri, format="firehose"), WINDOW, aws)
     assert res.complete, res.problems
     assert res.ledger["eb_id"].to_pylist() == ["L1", "W1", "W2", "W3"]
@@ -298,14 +302,7 @@ def test_sink_parquet_with_commit_log_flags_uncommitted(where, request, tmp_path
         "events/_spark_metadata/0": commit_log(f"{p}/part-00000-a.c000.snappy.parquet"),
         f"events/{p}/_SUCCESS": b"",
     }
-    if where == "s3":
-        aws = request.getfixturevalue("aws_cfg")
-        s3_put(aws, "spark-output", files)
-        uri = "s3://spark-output/events"
-    else:
-        aws = LOCAL
-        write_local(tmp_path, files)
-        uri = str(tmp_path / "events")
+    uri, aws = place(where, request, tmp_path, "spark-output", files, "events")
     res = sink.read(SinkConfig(uri=uri), WINDOW, aws)
     assert res.name == "sink" and res.complete, res.problems
     rows = res.ledger.to_pylist()
@@ -350,14 +347,7 @@ def test_sink_schema_drift_renamed_id_column(tmp_path):
 def test_sink_corrupt_parquet(where, request, tmp_path):
     good = parquet_bytes(spark_table(["W1"], [webhook("W1")]))
     files = {f"out/{part(NOW)}/part-0.parquet": good, f"out/{part(NOW)}/part-1.parquet": good[:40]}
-    if where == "s3":
-        aws = request.getfixturevalue("aws_cfg")
-        s3_put(aws, "spark-output", files)
-        uri = "s3://spark-output/out"
-    else:
-        aws = LOCAL
-        write_local(tmp_path, files)
-        uri = str(tmp_path / "out")
+    uri, aws = place(where, request, tmp_path, "spark-output", files, "out")
     res = sink.read(SinkConfig(uri=uri), WINDOW, aws)
     assert not res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
     assert res.rejected == 1 and "part-1.parquet" in reasons(res)[0] and "part-1.parquet" in res.problems[0]
@@ -456,14 +446,7 @@ def test_dlq_archive(where, request, tmp_path):
                          "Attributes": {"SentTimestamp": str(int(NOW.timestamp() * 1000))}}),
              "{broken", json.dumps({"Body": webhook("W2")})]
     body = ("\n".join(lines) + "\n").encode()
-    if where == "s3":
-        aws = request.getfixturevalue("aws_cfg")
-        s3_put(aws, "dlq-archive", {"messages.jsonl": body})
-        uri = "s3://dlq-archive/messages.jsonl"
-    else:
-        aws = LOCAL
-        write_local(tmp_path, {"messages.jsonl": body})
-        uri = str(tmp_path / "messages.jsonl")
+    uri, aws = place(where, request, tmp_path, "dlq-archive", {"messages.jsonl": body}, "messages.jsonl")
     res = dlq.read(DlqConfig(uri=uri), WINDOW, aws)
     assert res.complete and res.details["sampled"] is False
     assert res.ledger.select(["source_id", "eb_id", "error_code", "observed_at"]).to_pylist() == [
