@@ -10,8 +10,7 @@ import duckdb
 
 from .engine import QUERY_DIR, execute_file
 from .errors import ConfigError
-
-HOPS = ("zendesk", "bus", "dlq", "sink")
+from .ledger import HOPS
 
 
 @dataclass

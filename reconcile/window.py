@@ -72,8 +72,3 @@ class Window:
     def key(self) -> str:
         """A name for this window, used to key outputs so that a re-run replaces."""
         return f"{self.start:%Y%m%dT%H%M%SZ}-{self.end:%Y%m%dT%H%M%SZ}"
-
-    @classmethod
-    def for_day(cls, day: str, **kw) -> "Window":
-        start = parse_time(day)
-        return cls(start=start, end=start + timedelta(days=1), **kw)
