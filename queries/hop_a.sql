@@ -26,15 +26,19 @@ WITH exact AS (
       ON b.ticket_id = s.ticket_id AND b.api_kind = s.kind
      AND abs(epoch(b.event_time) - epoch(s.event_time)) <= $tolerance_s
      AND (b.sequence_position IS NULL OR s.position IS NULL OR b.sequence_position = s.position)
-), counted AS (
-    SELECT *, count(*) OVER (PARTITION BY source_id) AS n_s, count(*) OVER (PARTITION BY eb_id) AS n_b
-    FROM cand
+), multi_s AS (
+    -- candidates that are not one-to-one are few: find them with two narrow counts instead of windows over all
+    SELECT source_id FROM cand GROUP BY source_id HAVING count(*) > 1
+), multi_b AS (
+    SELECT eb_id FROM cand GROUP BY eb_id HAVING count(*) > 1
 ), unique_pairs AS (
-    SELECT source_id, eb_id, 'composite' AS match_kind FROM counted WHERE n_s = 1 AND n_b = 1
+    SELECT source_id, eb_id, 'composite' AS match_kind FROM cand
+    WHERE source_id NOT IN (SELECT source_id FROM multi_s) AND eb_id NOT IN (SELECT eb_id FROM multi_b)
 ), amb AS (
     -- Distance at the API's resolution: audit times are whole seconds, bus times carry the fraction after it.
     SELECT *, abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) AS d
-    FROM counted WHERE n_s > 1 OR n_b > 1
+    FROM cand
+    WHERE source_id IN (SELECT source_id FROM multi_s) OR eb_id IN (SELECT eb_id FROM multi_b)
 ), nearest AS (
     SELECT *,
            row_number() OVER (PARTITION BY source_id ORDER BY d, b_pos, eb_id) AS rank_for_s,

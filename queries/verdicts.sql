@@ -1,7 +1,17 @@
 -- verdicts: one verdict per source event (docs/design.md), from what its linked EventBridge id(s) left in each
--- store, with the cause, the hop latencies and whether the bus log missed it.
+-- store, with the cause, the hop latencies and whether the bus log missed it. An event linked to one id (nearly all)
+-- takes that id's row as it is; only events linked to several ids are summed over them.
 CREATE OR REPLACE TABLE verdicts AS
-WITH linked AS (
+WITH multi AS (
+    SELECT source_id FROM hop_a GROUP BY source_id HAVING count(*) > 1
+), linked AS (
+    SELECT l.source_id, 1 AS eb_ids, l.eb_id, l.match_kind, b.log_copies, b.sink_rows, b.sink_sequences,
+           b.uncommitted_rows, b.replayed, b.dlq_kinesis, b.dlq_other, b.error_code, b.retry_condition,
+           b.dlq_target, b.bus_at, b.sink_at, b.dlq_at
+    FROM hop_a l
+    JOIN bus_events b USING (eb_id)
+    WHERE l.source_id NOT IN (SELECT source_id FROM multi)
+    UNION ALL
     SELECT l.source_id,
            count(*) AS eb_ids,
            min(l.eb_id) AS eb_id,
@@ -21,6 +31,7 @@ WITH linked AS (
            min(b.dlq_at) AS dlq_at
     FROM hop_a l
     JOIN bus_events b USING (eb_id)
+    WHERE l.source_id IN (SELECT source_id FROM multi)
     GROUP BY l.source_id
 ), judged AS (
     SELECT s.source_id, s.zendesk_key, s.ticket_id, s.kind, s.event_time, s.audit_id, s.position, s.source_ref,

@@ -300,3 +300,29 @@ def test_hop_a_pairs_rapid_repeat_updates_by_nearest_time(tmp_path):
             "31": "lost_before_bus", "32": "delivered", "33": "delivered", "34": "lost_before_bus"}
     finally:
         e.close()
+
+
+def test_records_read_twice_take_the_aggregating_path(tmp_path):
+    """Most keys occur once in a store and skip aggregation (source_events, bus_events, verdicts); the rare ones
+    seen twice must still come out as one row: an API event on two overlapping pages, a bus event logged twice,
+    a sink row written under three sequence numbers, a webhook delivered under two EventBridge ids."""
+    zendesk = [z(41, 40, "Create", "19:00:00", 4100), z(41, 40, "Create", "19:00:00", 4100),
+               z(42, 41, "Create", "19:30:00", 4200)]
+    x = webhook("X", "41", 40, "created", "19:00:00")
+    y = webhook("Y", "42", 41, "created", "19:30:00")
+    y2 = webhook("Y2", "42", 41, "created", "19:30:00")
+    bus = [obs(x, "19:00:01"), obs(x, "19:00:00.5"), obs(y, "19:30:01"), obs(y2, "19:30:02")]
+    sink = [obs(x, "19:00:04", sequence_number=s, committed=True) for s in ("1", "2", "2")]
+    sink += [obs(y, "19:30:04", sequence_number="3", committed=True)]
+    e = judge(tmp_path, zendesk, bus, sink, [])
+    try:
+        assert table(e, "source_events", ["source_id", "kind"]) == [("41", "Create"), ("42", "Create")]
+        rows = {r["eb_id"]: r for r in e.arrow("bus_events").to_pylist()}
+        assert sorted(rows) == ["X", "Y", "Y2"]
+        assert (rows["X"]["log_copies"], rows["X"]["bus_at"], rows["X"]["sink_rows"], rows["X"]["sink_sequences"]
+                ) == (2, at("19:00:00.5"), 3, 2)
+        assert (rows["Y2"]["log_copies"], rows["Y2"]["sink_rows"], rows["Y2"]["sink_sequences"]) == (1, 0, 0)
+        assert table(e, "verdicts", ["source_id", "verdict", "eb_ids", "eb_id", "log_copies", "sink_rows"]) == [
+            ("41", "duplicated", 1, "X", 2, 3), ("42", "delivered", 2, "Y", 2, 1)]
+    finally:
+        e.close()
