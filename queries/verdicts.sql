@@ -1,6 +1,6 @@
 -- verdicts: one verdict per source event (docs/design.md), from what its linked EventBridge id(s) left in each
 -- store, with the cause, the hop latencies and whether the bus log missed it. An event linked to one id (nearly all)
--- takes that id's row as it is; only events linked to several ids are summed over them.
+-- takes that id's row as it is; only events linked to several ids are summed over them (counts stay BIGINT).
 CREATE OR REPLACE TABLE verdicts AS
 WITH multi AS (
     SELECT source_id FROM hop_a GROUP BY source_id HAVING count(*) > 1
@@ -16,13 +16,13 @@ WITH multi AS (
            count(*) AS eb_ids,
            min(l.eb_id) AS eb_id,
            any_value(l.match_kind) AS match_kind,
-           sum(b.log_copies) AS log_copies,
-           sum(b.sink_rows) AS sink_rows,
-           sum(b.sink_sequences) AS sink_sequences,
-           sum(b.uncommitted_rows) AS uncommitted_rows,
+           sum(b.log_copies)::BIGINT AS log_copies,
+           sum(b.sink_rows)::BIGINT AS sink_rows,
+           sum(b.sink_sequences)::BIGINT AS sink_sequences,
+           sum(b.uncommitted_rows)::BIGINT AS uncommitted_rows,
            bool_or(b.replayed) AS replayed,
-           sum(b.dlq_kinesis) AS dlq_kinesis,
-           sum(b.dlq_other) AS dlq_other,
+           sum(b.dlq_kinesis)::BIGINT AS dlq_kinesis,
+           sum(b.dlq_other)::BIGINT AS dlq_other,
            min(b.error_code) AS error_code,
            min(b.retry_condition) AS retry_condition,
            min(b.dlq_target) AS dlq_target,
