@@ -151,10 +151,10 @@ def _refs(key: str, n: int) -> pa.Array:
 
 
 def _read_export(text: bytes, key: str) -> tuple[pa.Table, pa.Table, dict]:
-    lines = events.lines(text)
-    refs = _refs(key, len(lines))
-    led, rej = events.parse(lines, refs, hop=HOP, source=NAME, extra={"source_id": refs}, timestamp_prefix=True)
-    return led, rej, {"lines": len(lines)}
+    line, stamp, event = events.export_lines(text)
+    refs = _refs(key, len(line))
+    led, rej = events.parse(event, refs, hop=HOP, source=NAME, extra={"source_id": refs}, export_line=(stamp, line))
+    return led, rej, {"lines": len(line)}
 
 
 # Firehose records are CloudWatch Logs JSON objects written back to back. Every record starts with
