@@ -47,6 +47,11 @@ SCHEMA = pa.schema(
     ]
 )
 
+# Columns with few distinct values: dictionary-encoded in Parquet. Ids and times are not (dictionaries of millions
+# of distinct values cost time and are dropped by the writer anyway).
+FEW_VALUES = ["hop", "event_type", "family", "replay_name", "error_code", "error_message", "target_arn", "rule_arn",
+              "retry_condition"]
+
 REJECT_SCHEMA = pa.schema(
     [
         ("source", pa.string()),

@@ -59,8 +59,7 @@ PATHS = [
 # source_ref and the caller's extra columns.
 _SQL = """
 WITH x AS (
-    -- json_valid first: try() around the extraction costs more than parsing each document twice
-    SELECT *, CASE WHEN json_valid(raw) THEN json_extract_string(raw, $paths) END AS x FROM events
+    SELECT *, try(json_extract_string(raw, $paths)) AS x FROM events
 ), f AS (
     SELECT *,
            CASE WHEN x[3] IS NOT NULL OR x[4] IS NOT NULL OR x[5] IS NOT NULL THEN 'legacy'
@@ -166,6 +165,11 @@ def parse(
     and the raw text (hex for bytes that are not UTF-8).
     """
     n = len(raw)
+    if str(raw.type) in _BIN:
+        try:
+            raw = raw.cast(pa.large_string() if str(raw.type) == "large_binary" else pa.string())  # no copy
+        except pa.ArrowInvalid:
+            pass  # some bytes are not UTF-8: DuckDB decodes row by row, rejecting those rows
     extra = dict(extra or {})
     observed = extra.pop("observed_at", None)
     cols: dict[str, pa.Array | pa.ChunkedArray] = {
@@ -371,7 +375,8 @@ class LedgerOut:
             return
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self._tmp, ledger.SCHEMA, compression="zstd")
+            self._writer = pq.ParquetWriter(self._tmp, ledger.SCHEMA, compression="zstd",
+                                            use_dictionary=ledger.FEW_VALUES)
         if table.num_rows:
             self._writer.write_table(ledger.conform(table), row_group_size=256_000)
 
