@@ -92,7 +92,7 @@ class ExcludeConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    memory_limit: str = "4GB"
+    memory_limit: str = "3GB"
     temp_directory: str | None = None  # where DuckDB spills past memory_limit (default: $TMPDIR/reconcile-spill)
     threads: int | None = None
 

