@@ -26,7 +26,7 @@ from ..config import AwsConfig, BusLogConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
 from ..window import Window
-from . import events
+from . import events, rawtext
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader) 
     fp = {"key": where, "size": info.size, "mtime": info.mtime.isoformat() if info.mtime else None}
     if meta.get("ETag"):
         fp["etag"] = meta["ETag"].decode().strip('"')
-    text, damage = events.gunzip(data)
+    text, damage = rawtext.gunzip(data)
     tail = b""
     if damage:
         cut = text.rfind(b"\n") + 1
@@ -151,7 +151,7 @@ def _refs(key: str, n: int) -> pa.Array:
 
 
 def _read_export(text: bytes, key: str) -> tuple[pa.Table, pa.Table, dict]:
-    line, stamp, event = events.export_lines(text)
+    line, stamp, event = rawtext.export_lines(text)
     refs = _refs(key, len(line))
     led, rej = events.parse(event, refs, hop=HOP, source=NAME, extra={"source_id": refs}, export_line=(stamp, line))
     return led, rej, {"lines": len(line)}
@@ -184,7 +184,7 @@ FROM (SELECT unnest(evs) AS ev FROM parsed WHERE evs IS NOT NULL)
 
 def _read_firehose(text: bytes, key: str) -> tuple[pa.Table, pa.Table, dict]:
     text = text.replace(b"}" + _RECORD_START, b"}\n" + _RECORD_START)
-    lines = events.lines(text)
+    lines = rawtext.lines(text)
     records = pa.table({"rec": pa.array(np.arange(1, len(lines) + 1, dtype=np.int64)), "line": lines})
     con = events.connect()
     try:

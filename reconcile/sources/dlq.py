@@ -23,7 +23,7 @@ from ..config import AwsConfig, DlqConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
 from ..window import Window
-from . import events
+from . import events, rawtext
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +106,12 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
         if meta.get("ETag"):
             fp["etag"] = meta["ETag"].decode().strip('"')
         fps.append(fp)
-        text, damage = events.gunzip(data)
+        text, damage = rawtext.gunzip(data)
         if damage:
             text = text[: text.rfind(b"\n") + 1]
             problems.append(f"{where}: {damage}; kept the messages before it. Check the archive object.")
             rejs.append(ledger.rejects_table(NAME, [where], [f"{damage} in {where}"], [None]))
-        lines = events.lines(text)
+        lines = rawtext.lines(text)
         refs = pc.binary_join_element_wise(
             pa.scalar(where), pa.array(range(1, len(lines) + 1), pa.int64()).cast(pa.string()), ":")
         led, rej = _to_ledger(lines, refs)

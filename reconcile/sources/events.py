@@ -4,9 +4,7 @@ Two payload families (PIPELINE.md §1): `detail.ticket_event` -> legacy connecto
 `zen:event-type:` -> webhook family. Parsing is one DuckDB query over an Arrow table (json_extract_string with a
 list of paths parses each document once), never a Python loop per record: a day can hold ten million events.
 
-Also here: the two raw-text helpers every event source needs before parsing (gzip with damage kept, bytes -> one
-string per line), so that bus log, sink and DLQ archives read text the same way; and the two that keep a big day in
-bounded memory (ordered_map: a thread pool with bounded look-ahead; LedgerOut: a ledger streamed to Parquet).
+Also here: the two helpers that keep a big day in bounded memory (ordered_map: a thread pool with bounded look-ahead; LedgerOut: a ledger streamed to Parquet).
 """
 
 from __future__ import annotations
@@ -16,11 +14,9 @@ from collections import deque
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from isal import isal_zlib  # zlib's API and format, inflating about 1.4x faster (Intel ISA-L)
 
 from .. import ledger
 
@@ -124,9 +120,9 @@ def _view(raw_type: pa.DataType, observed_type: pa.DataType, export_lines: bool)
         raise TypeError(f"event JSON must be string or binary, not {raw_type}")
     obs_is_text = str(observed_type) in _TEXT
     if export_lines:
-        # CloudWatch export lines `<ISO-8601 timestamp> <event json>`, split at the first space by export_lines():
+        # CloudWatch export lines `<ISO-8601 timestamp> <event json>`, split at the first space by rawtext.export_lines():
         # raw is the event part, stamp the timestamp part (both null when the line has no space), line the whole.
-        return f"""CREATE TEMP VIEW events AS
+        return """CREATE TEMP VIEW events AS
             SELECT * EXCLUDE (raw, stamp, line, observed_at, ts), raw, line AS raw_fallback,
                    line IS NULL AS raw_missing, date_trunc('millisecond', ts) AS observed_at,
                    CASE WHEN line IS NOT NULL AND ts IS NULL
@@ -159,7 +155,7 @@ def parse(
 
     `extra` columns pass through to the ledger by name (source_id, observed_at, error_code, ...); an `observed_at`
     given as text is read as ISO-8601 and a record whose text does not parse is rejected. With
-    `export_line` = (stamp, line) from export_lines(), `raw` is the event part of CloudWatch export lines and the
+    `export_line` = (stamp, line) from rawtext.export_lines(), `raw` is the event part of CloudWatch export lines and the
     timestamp part becomes observed_at. `eb_id`, when given, is the EventBridge id (a sink's partitionKey) instead of
     the event's own `id`; a null one is rejected with `no_id_reason`. Rejects carry `source`, the ref, the reason
     and the raw text (hex for bytes that are not UTF-8).
@@ -205,135 +201,6 @@ def parse(
     )
     good = out.filter(pc.invert(bad)).drop_columns(["reason", "raw"])
     return ledger.conform(good), rejects
-
-
-def gunzip(data: bytes | pa.Buffer) -> tuple[bytes, str | None]:
-    """Decompress gzip (any number of members). Returns (text, None) or, for a truncated or corrupt stream,
-    (everything decompressed before the damage, what went wrong). Plain (non-gzip) data is returned as is."""
-    data = memoryview(data)
-    if bytes(data[:2]) != b"\x1f\x8b":
-        return bytes(data), None
-    out: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        d = isal_zlib.decompressobj(wbits=31)
-        try:
-            # Inflating releases the GIL, so objects decompress in parallel threads.
-            out.append(d.decompress(data[pos:]))
-        except isal_zlib.error as e:
-            return b"".join(out), f"corrupt gzip data ({e})"
-        if not d.eof:
-            out.append(d.flush())
-            return b"".join(out), "truncated gzip stream (the object ends mid-member)"
-        rest = d.unused_data
-        pos = len(data) - len(rest)
-        if not rest.strip(b"\x00"):  # some writers pad the last member
-            break
-    return b"".join(out), None
-
-
-def lines(text: bytes | memoryview, *, buffer_limit: int = 2**31 - 1) -> pa.ChunkedArray:
-    """Split text into one string per line (line i of the file is element i - 1; `\\n` or `\\r\\n` ends a line).
-
-    The strings are views into `text` itself (Arrow string_view): finding the newlines is one vectorised pass and
-    nothing is copied, which matters at gigabytes a day. Views address their buffer with int32 offsets, so text
-    longer than `buffer_limit` is cut at a newline into chunks. Text that is not UTF-8 falls back to a plain split
-    with the undecodable bytes replaced, so line numbers stay true and the bad line is rejected downstream with its
-    reason rather than taking the whole object with it.
-    """
-    return _split(memoryview(text), buffer_limit, at_space=False)[0]
-
-
-def export_lines(text: bytes | memoryview, *, buffer_limit: int = 2**31 - 1) -> list[pa.ChunkedArray]:
-    """Lines as lines() does, each also cut at its first space: [line, before the space, after it] (the last two
-    null for a line with no space). CloudWatch export lines are `<ISO-8601 timestamp> <event json>`; cutting them
-    here, as views, spares the parser a copy of every event."""
-    return _split(memoryview(text), buffer_limit, at_space=True)
-
-
-_STAMP = len("2026-11-23T10:00:00.000Z")  # CloudWatch's export timestamp
-_STAMP_WIDTH = 40  # no ISO-8601 timestamp is longer
-
-
-def _cut_at_space(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[tuple]:
-    """Spans before and after each line's first space. Nearly every line has it right after a 24-character
-    timestamp; the others are searched in their first _STAMP_WIDTH bytes (a line with no space there is no export
-    line either way, and is rejected as one)."""
-    first = starts + _STAMP
-    has = first < ends
-    has[has] = buf[first[has]] == 32
-    odd = np.flatnonzero(~has)
-    if len(odd):
-        head = np.concatenate([buf, np.zeros(_STAMP_WIDTH, np.uint8)])[starts[odd, None] + np.arange(_STAMP_WIDTH)]
-        at = np.argmax(head == 32, axis=1)
-        found = (head[np.arange(len(odd)), at] == 32) & (starts[odd] + at < ends[odd])
-        has[odd], first[odd] = found, starts[odd] + at
-    first = np.where(has, first, ends)
-    return [(starts, first, has), (np.minimum(first + 1, ends), ends, has)]
-
-
-def _split(text: memoryview, limit: int, at_space: bool) -> list[pa.ChunkedArray]:
-    buf = np.frombuffer(text, np.uint8)
-    if len(buf) > limit:
-        newlines = np.flatnonzero(buf[:limit] == 10)
-        cut = int(newlines[-1]) + 1 if len(newlines) else limit  # a 2 GiB line is cut (and rejected)
-        head, tail = _split(text[:cut], limit, at_space), _split(text[cut:], limit, at_space)
-        return [pa.chunked_array(h.chunks + t.chunks, pa.string_view()) for h, t in zip(head, tail)]
-    # newline positions, a megabyte at a time (in cache: twice as fast as one pass over the whole buffer)
-    nl = np.concatenate([np.flatnonzero(buf[a:a + (1 << 20)] == 10) + a for a in range(0, len(buf), 1 << 20)]
-                        or [np.empty(0, np.int64)])
-    starts = np.concatenate(([0], nl + 1))
-    ends = np.append(nl, len(buf))
-    if starts[-1] == len(buf):  # a final newline ends the last line; it does not start an empty one
-        starts, ends = starts[:-1], ends[:-1]
-    if len(buf):
-        ends -= (ends > starts) & (buf[ends - 1] == 13)
-    spans = [(starts, ends, None)]
-    if at_space:
-        spans += _cut_at_space(buf, starts, ends)
-    utf8 = _is_utf8(text)
-    return [pa.chunked_array([_strings(text, buf, a, b, valid, utf8)], pa.string_view()) for a, b, valid in spans]
-
-
-def _is_utf8(text: memoryview) -> bool:
-    """Whether all of `text` is UTF-8 (one check; pieces of it cut at ASCII bytes are then UTF-8 too)."""
-    whole = pa.Array.from_buffers(pa.binary(), 1, [None, pa.py_buffer(np.array([0, len(text)], np.int32)),
-                                                   pa.py_buffer(text)])
-    try:
-        whole.cast(pa.string())
-        return True
-    except pa.ArrowInvalid:
-        return False
-
-
-def _strings(text: memoryview, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, valid: np.ndarray | None,
-             utf8: bool) -> pa.Array:
-    """text[starts[i]:ends[i]] as a string_view array (null where `valid` is False), without copying when the
-    text is UTF-8; otherwise each piece decoded with undecodable bytes replaced."""
-    if not utf8:
-        ok = [True] * len(starts) if valid is None else valid.tolist()
-        parts = [bytes(text[a:b]).decode("utf-8", "replace") if v else None
-                 for a, b, v in zip(starts.tolist(), ends.tolist(), ok)]
-        return pa.array(parts, pa.string_view())
-    views = _views(buf, starts, (ends - starts).astype(np.int32))
-    mask = None if valid is None else pa.array(valid, pa.bool_()).buffers()[1]
-    return pa.Array.from_buffers(pa.string_view(), len(starts), [mask, pa.py_buffer(views), pa.py_buffer(text)])
-
-
-def _views(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Arrow's 16-byte view per string: its length, then its bytes inline when it has at most 12, else a 4-byte
-    prefix, buffer 0 and the offset into that buffer."""
-    views = np.zeros((len(starts), 4), np.int32)
-    views[:, 0] = lens
-    raw = views.view(np.uint8)
-    long_ = np.flatnonzero(lens > 12)
-    raw[long_, 4:8] = buf[starts[long_, None] + np.arange(4)]
-    views[long_, 3] = starts[long_]
-    short = np.flatnonzero((lens > 0) & (lens <= 12))
-    if len(short):
-        inside = np.arange(12) < lens[short, None]
-        raw[short, 4:16] = np.where(inside, buf[np.where(inside, starts[short, None] + np.arange(12), 0)], 0)
-    return views
 
 
 def ordered_map(pool, fn, items, ahead: int):

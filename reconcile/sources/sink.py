@@ -31,7 +31,7 @@ from ..config import AwsConfig, SinkConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
 from ..window import Window
-from . import events
+from . import events, rawtext
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _commit_log(fs: pafs.FileSystem, meta: list[pafs.FileInfo], scheme: str) -> 
                               f"the _spark_metadata folder from what is read.") from e
     if not texts:
         return set()
-    lines = events.lines(b"\n".join(t.rstrip(b"\n") for t in texts) + b"\n")
+    lines = rawtext.lines(b"\n".join(t.rstrip(b"\n") for t in texts) + b"\n")
     con = events.connect()
     try:
         con.register("log", pa.table({"line": lines}))
@@ -308,10 +308,10 @@ FROM v
 
 
 def _read_json(fh, f: _File, cfg: SinkConfig):
-    text, damage = events.gunzip(fh.read())
+    text, damage = rawtext.gunzip(fh.read())
     if damage:
         raise ValueError(damage)
-    lines = events.lines(text)
+    lines = rawtext.lines(text)
     con = events.connect()
     try:
         con.register("rows", pa.table({"line": lines}))
