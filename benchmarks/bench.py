@@ -385,7 +385,8 @@ def _run_set(sim: Path, events: int, runs: int, out: Path, engine: dict, modes=(
     for i in range(runs):
         for mode in modes:
             print(f"  run {i + 1}/{runs}: {mode} ({events:,} events) ...", file=sys.stderr)
-            res[mode].append(_child(["_reconcile", mode, str(sim), str(events), str(out / f"run-{mode}-{events}"), eng]))
+            folder = out / f"run-{mode}-{events}"
+            res[mode].append(_child(["_reconcile", mode, str(sim), str(events), str(folder), eng]))
     return res
 
 
