@@ -1,0 +1,30 @@
+"""The benchmark scripts run end to end on a small day and write the figures issue 7 asks for (timings are not
+asserted: a benchmark measures, a test only checks that it measures)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_and_scale_engine_on_a_small_day(tmp_path):
+    out = tmp_path / "bench"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--events", "5000", "--runs", "1",
+                    "--no-pandas", "--out", str(out), "--reuse", str(tmp_path / "sim")], check=True,
+                   capture_output=True, text=True)
+    report = json.loads((out / "bench-5000.json").read_text())
+    assert report["machine"]["cores"] >= 1
+    stages = report["median"]["stages"]
+    for name in ("zendesk", "bus_log", "sink", "dlq", "engine", "outputs"):
+        assert {"wall_s", "cpu_s", "rss_peak_mb"} <= set(stages[name]), name
+    assert report["bus_archive"]["gzip_dc_wall_s"] > 0 and report["bus_archive"]["ratio_vs_gzip_dc"] > 0
+    assert report["truth_check"]["agree"] == report["truth_check"]["events"] == 5000
+
+    run_dir = out / "run-end_to_end-5000"
+    scaled = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale_engine.py"), str(run_dir), "--times",
+                             "3", "--work", str(tmp_path / "scale")], check=True, capture_output=True, text=True)
+    result = json.loads(scaled.stdout.splitlines()[0])
+    assert result["verdicts_match"] is True
+    assert result["rows"]["zendesk"] == 3 * 5000
