@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,9 +166,23 @@ def execute_file(con: duckdb.DuckDBPyConnection, path: Path, params: dict[str, A
             # A trailing query comes back as a relation, so callers can stream it as Arrow without a copy.
             is_query = stmt.lstrip("(").upper().startswith(("SELECT", "WITH"))
             result = con.sql(stmt, params=values) if is_query else con.execute(stmt, values)
+        except duckdb.OutOfMemoryException as e:
+            raise QueryError(f"{name} ran out of room: {_room(con)} ({e})") from e
         except duckdb.Error as e:
             raise QueryError(f"{name} failed: {e}") from e
     return result
+
+
+def _room(con: duckdb.DuckDBPyConnection) -> str:
+    """What to try when DuckDB can neither keep nor spill what a query needs."""
+    limit, spill = con.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
+    try:
+        free = f"{shutil.disk_usage(spill).free / 2**30:.1f} GiB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"DuckDB keeps up to [engine] memory_limit ({limit}) in memory and spills the rest to [engine] "
+            f"temp_directory ({spill}, {free}). Point temp_directory at a larger disk, raise memory_limit, or "
+            f"judge a shorter window (--start/--end)")
 
 
 def _quote(text: str) -> str:

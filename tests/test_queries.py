@@ -326,3 +326,16 @@ def test_records_read_twice_take_the_aggregating_path(tmp_path):
             ("41", "duplicated", 1, "X", 2, 3), ("42", "delivered", 2, "Y", 2, 1)]
     finally:
         e.close()
+
+
+def test_a_query_out_of_memory_and_spill_says_what_to_try(tmp_path):
+    from reconcile.errors import QueryError
+    e = eng.Engine.open(memory_limit="30MB", temp_directory=str(tmp_path / "spill"))
+    try:
+        e.con.execute("SET max_temp_directory_size = '1MB'")
+        sql = tmp_path / "big.sql"
+        sql.write_text("CREATE TABLE big AS SELECT range AS r, md5(range::VARCHAR) AS s FROM range(3000000) ORDER BY s")
+        with pytest.raises(QueryError, match=r"temp_directory \(.*spill.*GiB free\).*larger disk"):
+            eng.execute_file(e.con, sql, {})
+    finally:
+        e.close()
