@@ -144,15 +144,9 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader) 
     return _Piece(led, rej, fp, problem, counts)
 
 
-def _refs(key: str, n: int) -> pa.Array:
-    """`<key>:<line>` for lines 1..n, built in Arrow."""
-    nums = pa.array(np.arange(1, n + 1, dtype=np.int64)).cast(pa.string())
-    return pc.binary_join_element_wise(pa.scalar(key), nums, ":")
-
-
 def _read_export(text: bytes, key: str) -> tuple[pa.Table, pa.Table, dict]:
     line, stamp, event = rawtext.export_lines(text)
-    refs = _refs(key, len(line))
+    refs = rawtext.refs(key, len(line))
     led, rej = events.parse(event, refs, hop=HOP, source=NAME, extra={"source_id": refs}, export_line=(stamp, line))
     return led, rej, {"lines": len(line)}
 

@@ -112,8 +112,7 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
             problems.append(f"{where}: {damage}; kept the messages before it. Check the archive object.")
             rejs.append(ledger.rejects_table(NAME, [where], [f"{damage} in {where}"], [None]))
         lines = rawtext.lines(text)
-        refs = pc.binary_join_element_wise(
-            pa.scalar(where), pa.array(range(1, len(lines) + 1), pa.int64()).cast(pa.string()), ":")
+        refs = rawtext.refs(where, len(lines))
         led, rej = _to_ledger(lines, refs)
         leds.append(led)
         rejs.append(rej)

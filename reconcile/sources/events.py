@@ -4,7 +4,8 @@ Two payload families (PIPELINE.md §1): `detail.ticket_event` -> legacy connecto
 `zen:event-type:` -> webhook family. Parsing is one DuckDB query over an Arrow table (json_extract_string with a
 list of paths parses each document once), never a Python loop per record: a day can hold ten million events.
 
-Also here: the two helpers that keep a big day in bounded memory (ordered_map: a thread pool with bounded look-ahead; LedgerOut: a ledger streamed to Parquet).
+Also here: the two helpers that keep a big day in bounded memory (ordered_map: a thread pool with bounded
+look-ahead; LedgerOut: a ledger streamed to Parquet).
 """
 
 from __future__ import annotations
@@ -120,8 +121,9 @@ def _view(raw_type: pa.DataType, observed_type: pa.DataType, export_lines: bool)
         raise TypeError(f"event JSON must be string or binary, not {raw_type}")
     obs_is_text = str(observed_type) in _TEXT
     if export_lines:
-        # CloudWatch export lines `<ISO-8601 timestamp> <event json>`, split at the first space by rawtext.export_lines():
-        # raw is the event part, stamp the timestamp part (both null when the line has no space), line the whole.
+        # CloudWatch export lines `<ISO-8601 timestamp> <event json>`, split at the first space by
+        # rawtext.export_lines(): raw is the event part, stamp the timestamp part (both null when the line has no
+        # space), line the whole.
         return """CREATE TEMP VIEW events AS
             SELECT * EXCLUDE (raw, stamp, line, observed_at, ts), raw, line AS raw_fallback,
                    line IS NULL AS raw_missing, date_trunc('millisecond', ts) AS observed_at,
@@ -155,9 +157,9 @@ def parse(
 
     `extra` columns pass through to the ledger by name (source_id, observed_at, error_code, ...); an `observed_at`
     given as text is read as ISO-8601 and a record whose text does not parse is rejected. With
-    `export_line` = (stamp, line) from rawtext.export_lines(), `raw` is the event part of CloudWatch export lines and the
-    timestamp part becomes observed_at. `eb_id`, when given, is the EventBridge id (a sink's partitionKey) instead of
-    the event's own `id`; a null one is rejected with `no_id_reason`. Rejects carry `source`, the ref, the reason
+    `export_line` = (stamp, line) from rawtext.export_lines(), `raw` is the event part of CloudWatch export lines
+    and the timestamp part becomes observed_at. `eb_id`, when given, is the EventBridge id (a sink's partitionKey)
+    instead of the event's own `id`; a null one is rejected with `no_id_reason`. Rejects carry `source`, the ref, the reason
     and the raw text (hex for bytes that are not UTF-8).
     """
     n = len(raw)

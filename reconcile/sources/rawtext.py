@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from isal import isal_zlib  # zlib's API and format, inflating about 1.4x faster (Intel ISA-L)
 
 
@@ -138,3 +139,9 @@ def _views(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
         inside = np.arange(12) < lens[short, None]
         raw[short, 4:16] = np.where(inside, buf[np.where(inside, starts[short, None] + np.arange(12), 0)], 0)
     return views
+
+
+def refs(key: str, n: int, sep: str = ":", first: int = 1) -> pa.Array:
+    """`<key><sep><number>` for records first .. first + n - 1 of an object (where to look), built in Arrow."""
+    nums = pa.array(np.arange(first, first + n, dtype=np.int64)).cast(pa.string())
+    return pc.binary_join_element_wise(pa.scalar(key), nums, sep)

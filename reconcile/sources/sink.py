@@ -19,7 +19,6 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -225,8 +224,7 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
                 f"{f.where} is not readable {cfg.format} ({e}). Check the file (a failed write?) and whether "
                 f"--sink-format is right; its rows are missing from the sink.", fp)
     n = cols["n"]
-    refs = pc.binary_join_element_wise(pa.scalar(f.where), pa.array(np.arange(n, dtype=np.int64)).cast(pa.string()),
-                                       "#")
+    refs = rawtext.refs(f.where, n, "#", first=0)
     if drift:
         rej = pa.table({"source": pa.array([NAME] * n, pa.string()), "source_ref": refs,
                         "reason": pa.array([drift] * n, pa.string()), "raw": _as_text(cols.get("data"), n)},
