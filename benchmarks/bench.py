@@ -48,13 +48,18 @@ STAGES = ("zendesk", "bus_log", "sink", "dlq", "metrics", "evidence", "engine", 
 # --- measuring --------------------------------------------------------------------------------------------------------
 
 
-def _status(field: str) -> int:
-    """A VmXXX line of /proc/self/status, in bytes."""
-    with open("/proc/self/status") as f:
+def _proc_kb(path: str, field: str) -> int:
+    """A `<field>: <n> kB` line of a /proc file, in bytes (0 when absent)."""
+    with open(path) as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _status(field: str) -> int:
+    """A VmXXX line of /proc/self/status, in bytes."""
+    return _proc_kb("/proc/self/status", field)
 
 
 def _reset_peak() -> bool:
@@ -120,18 +125,10 @@ def machine() -> dict:
     import pyarrow as pa
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
-    mem = _meminfo("MemTotal")
+    mem = _proc_kb("/proc/meminfo", "MemTotal")
     return {"cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)), "ram_gib": round(mem / 2**30, 1),
             "cpu_model": cpu, "python": platform.python_version(), "duckdb": duckdb.__version__,
             "pyarrow": pa.__version__, "platform": platform.platform(), "loadavg_1_5_15": list(os.getloadavg())}
-
-
-def _meminfo(field: str) -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 # --- the simulated day ------------------------------------------------------------------------------------------------
