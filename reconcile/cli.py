@@ -7,6 +7,7 @@ unreadable · 4 configuration or runtime error · 5 verify: a run does not match
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -300,14 +301,14 @@ def fetch_options(f):
 
 def do_fetch(name: str, config_path, start, end, out, overrides: dict) -> None:
     from . import ledger
-    from .run import SOURCES, read_source, window_from
+    from .run import SOURCES, read_source, window_from, write_ledger
     cfg = config_mod.build(config_path, overrides)
     window = window_from(cfg, parse_time(start), parse_time(end))
     spec = next(s for s in SOURCES if s.name == name)
     out = Path(out)
-    result = read_source(spec, cfg, window, out.parent / (out.stem + "-evidence"), progress=True)
-    table = result.ledger if name == "metrics" else ledger.conform(result.ledger)
-    ledger.write_atomic(table, out)
+    evidence = out.parent / (out.stem + "-evidence")
+    result = read_source(spec, cfg, window, evidence, progress=True)
+    os.replace(write_ledger(spec, result, evidence), out)  # a streamed ledger is in evidence/ already
     if result.rejected:
         ledger.write_atomic(result.rejects, out.with_name(out.stem + ".rejects.parquet"))
     for p in result.problems:

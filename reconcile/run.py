@@ -121,16 +121,20 @@ def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str
     paths = {}
     for spec in SOURCES:
         r = results[spec.name]
-        path = evidence / f"{spec.hop}.parquet"
-        if r.ledger.num_columns == 0 and path.exists():  # streamed there by the source (STREAMED)
-            paths[spec.hop] = path
-        else:
-            table = r.ledger if spec.hop == "metrics" else ledger.conform(r.ledger)
-            if spec.hop == "metrics" and table.num_rows == 0:
-                table = ledger.METRIC_SCHEMA.empty_table()
-            paths[spec.hop] = ledger.write_atomic(table, path)
+        paths[spec.hop] = write_ledger(spec, r, evidence)
         ledger.write_atomic(r.rejects, evidence / f"{spec.name}.rejects.parquet")
     return paths
+
+
+def write_ledger(spec: SourceSpec, r: SourceResult, evidence: Path) -> Path:
+    """evidence/<hop>.parquet: the ledger the source streamed there (STREAMED), or the one it kept in memory."""
+    path = evidence / f"{spec.hop}.parquet"
+    if r.ledger.num_columns == 0 and path.exists():
+        return path
+    table = r.ledger if spec.hop == "metrics" else ledger.conform(r.ledger)
+    if spec.hop == "metrics" and table.num_rows == 0:
+        table = ledger.METRIC_SCHEMA.empty_table()
+    return ledger.write_atomic(table, path)
 
 
 def params(cfg: Config, window: Window) -> dict[str, Any]:
