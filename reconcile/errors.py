@@ -20,10 +20,6 @@ class SourceError(ReconcileError):
     exit_code = 3
 
 
-class IncompleteInput(SourceError):
-    """A store was only partly read; no verdict of 'no loss' may rest on it."""
-
-
 class QueryError(ReconcileError):
     """A query in queries/ failed or was called without a parameter it uses."""
 

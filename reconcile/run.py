@@ -168,10 +168,6 @@ def sample_rejects(evidence: Path) -> list[dict]:
     return rows
 
 
-def sha256_text(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
     out = {"python": platform.python_version(), "reconcile": __version__}
@@ -292,7 +288,7 @@ def carried_summary(settlements: pa.Table) -> dict[str, Any]:
 
 def digests(root: Path, pattern: str) -> dict[str, str]:
     """sha256 of every file under `root` matching `pattern`, subfolders included, by path relative to root."""
-    return {p.relative_to(root).as_posix(): sha256_text(p) for p in sorted(root.rglob(pattern)) if p.is_file()}
+    return {p.relative_to(root).as_posix(): outputs.sha256_file(p) for p in sorted(root.rglob(pattern)) if p.is_file()}
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import os
 import tempfile
 from collections import Counter
@@ -34,8 +33,6 @@ from .engine import QUERY_DIR
 from .errors import QueryError, VerifyError
 from .ledger import SourceResult
 from .window import Window, parse_time
-
-logger = logging.getLogger(__name__)
 
 DETAILS_PER_FILE = 20  # differences named per file before "... and N more"
 
@@ -171,7 +168,7 @@ def evidence_inputs(evidence: Path, manifest: dict[str, Any]) -> dict[str, Sourc
         if i is None:
             raise VerifyError(f"manifest.json has no input entry for {spec.name}: it cannot be re-rendered.")
         out[spec.name] = SourceResult(
-            spec.name, pq.read_table(evidence / f"{spec.hop}.parquet"),
+            spec.name, pq.read_table(evidence / f"{spec.hop}.parquet", columns=[]),  # render needs only the count
             rejects=pq.read_table(evidence / f"{spec.name}.rejects.parquet"), complete=i["complete"],
             problems=list(i["problems"]), fingerprints=i["fingerprints"], details=i.get("details", {}))
     return out

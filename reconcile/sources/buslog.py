@@ -9,7 +9,6 @@ release the GIL) and parsed in bulk, never a line at a time in Python.
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,6 @@ from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
 from ..window import Window
 from . import events, rawtext
-
-logger = logging.getLogger(__name__)
 
 NAME, HOP = "bus_log", "bus"
 WRITE_TEST = "aws-logs-write-test"  # CloudWatch's permission probe at the export root

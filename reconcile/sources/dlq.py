@@ -9,7 +9,6 @@ changes visibility, and reports the read as a sample with its coverage against A
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import botocore.exceptions
@@ -25,10 +24,7 @@ from ..ledger import SourceResult
 from ..window import Window
 from . import events, rawtext
 
-logger = logging.getLogger(__name__)
-
 NAME, HOP = "dlq", "dlq"
-ATTRS = ("RULE_ARN", "TARGET_ARN", "ERROR_CODE", "ERROR_MESSAGE", "EXHAUSTED_RETRY_CONDITION", "RETRY_ATTEMPTS")
 
 # One message a line in the ReceiveMessage shape. Attribute values are {"DataType", "StringValue"}.
 _SQL = """
@@ -149,6 +145,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
     seen: dict[str, dict] = {}
     fruitless = receives = 0
     max_receive_count = 0
+    throttled = False
     try:
         while len(seen) < approx and fruitless < cfg.empty_receives:
             msgs = sqs.receive_message(
@@ -171,12 +168,13 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
             raise (store_error(e, f"DLQ {url}", "--dlq-url and the IAM policy (sqs:ReceiveMessage)")
                    or SourceError(f"ReceiveMessage on {url} failed ({code}): {e}")) from e
         problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
+        throttled = True
 
     read_n = len(seen)
     if redrive and max_receive_count and max_receive_count + 1 >= int(redrive.get("maxReceiveCount", 10 ** 9)):
         problems.append(f"Some messages in {url} have been received {max_receive_count} times: one more receive may "
                         f"trigger the redrive policy.")
-    incomplete = read_n < approx or any("throttled" in p for p in problems)
+    incomplete = read_n < approx or throttled
     if read_n < approx:
         problems.append(
             f"Read {read_n:,} of ~{approx:,} messages in {url}: a sample (with visibility timeout "

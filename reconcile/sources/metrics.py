@@ -7,7 +7,6 @@ reported in `details["partial"]` and `problems`, not as an incomplete source.
 from __future__ import annotations
 
 import json
-import logging
 from datetime import datetime
 
 import botocore.exceptions
@@ -20,8 +19,6 @@ from ..config import AwsConfig, MetricsConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
 from ..window import Window
-
-logger = logging.getLogger(__name__)
 
 NAME = "metrics"
 NAMESPACE = "AWS/Events"

@@ -9,7 +9,6 @@ failed or retried batches that plain readers see too.
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +30,6 @@ from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
 from ..window import Window
 from . import events, rawtext
-
-logger = logging.getLogger(__name__)
 
 NAME, HOP = "sink", "sink"
 WORKERS = 4
