@@ -138,12 +138,10 @@ def write_ledger(spec: SourceSpec, r: SourceResult, evidence: Path) -> Path:
 
 
 def params(cfg: Config, window: Window) -> dict[str, Any]:
-    span = (window.end - window.start).total_seconds()
     return dict(window_start=window.start, window_end=window.end, as_of=window.as_of, horizon=window.horizon,
                 hop_a_grace=window.hop_a_grace, tolerance_s=float(cfg.match.tolerance_seconds),
                 kinesis_target=cfg.dlq.kinesis_target,
-                # per minute for windows up to 6 h, per hour beyond
-                bucket_s=60 if span <= 6 * 3600 else 3600)
+                bucket_s=summary.bucket_seconds(window))
 
 
 def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,

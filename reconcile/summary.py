@@ -64,7 +64,7 @@ def metric_row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def bucket_seconds(window: Window) -> int:
-    """The timeline's bucket width; must match the `bucket_s` run.params gives loss_by_hour.sql (a test checks)."""
+    """The timeline's bucket width (run.params gives it to loss_by_hour.sql): per minute up to 6 h, per hour beyond."""
     return 60 if (window.end - window.start).total_seconds() <= 6 * 3600 else 3600
 
 
