@@ -19,7 +19,7 @@ WITH exact AS (
       AND b.event_time >= $window_start - to_seconds($tolerance_s)
       AND b.event_time < $window_end + to_seconds($tolerance_s)
 ), cand AS (
-    SELECT s.source_id, b.eb_id, s.ticket_id, s.kind, s.event_time AS s_time, s.source_id AS s_order,
+    SELECT s.source_id, b.eb_id, s.ticket_id, s.kind, s.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos
     FROM rest_s s
     JOIN rest_b b

@@ -33,30 +33,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .generate import AUDIT_SCHEMA
+
 EXPORT_PATH = "/api/v2/incremental/ticket_events.json"
 TAIL_SECONDS = 60  # "events from the last minute are never returned"
-
-CHILD_TYPE = pa.struct(
-    [
-        ("id", pa.int64()),
-        ("event_type", pa.string()),
-        ("field_name", pa.string()),
-        ("value", pa.string()),
-        ("previous_value", pa.string()),
-    ]
-)
-AUDIT_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("ticket_id", pa.int64()),
-        ("timestamp", pa.int64()),
-        ("created_at", pa.string()),
-        ("updater_id", pa.int64()),
-        ("via", pa.string()),
-        ("event_type", pa.string()),
-        ("child_events", pa.list_(CHILD_TYPE)),
-    ]
-)
 
 
 @dataclass
