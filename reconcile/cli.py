@@ -300,14 +300,15 @@ def fetch_options(f):
 
 
 def do_fetch(name: str, config_path, start, end, out, overrides: dict) -> None:
-    from . import ledger
+    from . import completeness, ledger
     from .run import SOURCES, read_source, window_from, write_ledger
     cfg = config_mod.build(config_path, overrides)
     window = window_from(cfg, parse_time(start), parse_time(end))
     spec = next(s for s in SOURCES if s.name == name)
     out = Path(out)
     evidence = out.parent / (out.stem + "-evidence")
-    result = read_source(spec, cfg, window, evidence, progress=True)
+    # Alone, a store cannot be compared with the others: only the per-source parts of the rule apply.
+    result = completeness.decide(read_source(spec, cfg, window, evidence, progress=True), others_have_records=False)
     os.replace(write_ledger(spec, result, evidence), out)  # a streamed ledger is in evidence/ already
     if result.rejected:
         ledger.write_atomic(result.rejects, out.with_name(out.stem + ".rejects.parquet"))

@@ -17,12 +17,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from . import ledger
+from . import ledger, resources
 from .errors import ConfigError, QueryError
 
 logger = logging.getLogger(__name__)
 
-QUERY_DIR = Path(__file__).resolve().parent.parent / "queries"
+QUERY_DIR = resources.QUERY_DIR
 
 # The order queries run in; each reads tables made by the ones before it.
 QUERIES = (

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 HOPS = ("zendesk", "bus", "dlq", "sink")
@@ -58,8 +59,11 @@ REJECT_SCHEMA = pa.schema(
         ("source_ref", pa.string()),
         ("reason", pa.string()),
         ("raw", pa.string()),  # the offending record, cut to RAW_LIMIT characters
+        ("kind", pa.string()),  # a kind from queries/reject_kinds.csv: whether it can hide an event (completeness.py)
     ]
 )
+# A reject whose kind is not given is taken as one that may hide an event: the safe side (reconcile/completeness.py).
+DEFAULT_REJECT_KIND = "unparseable"
 RAW_LIMIT = 4096
 
 # EventBridge metrics are counters, not observations of events: their own small schema (PIPELINE.md §5).
@@ -89,13 +93,18 @@ def empty() -> pa.Table:
     return SCHEMA.empty_table()
 
 
-def rejects_table(source: str, refs: list[str], reasons: list[str], raws: list[str]) -> pa.Table:
+def rejects_table(source: str, refs, reasons, raws, kind: str = DEFAULT_REJECT_KIND) -> pa.Table:
+    """Rejected records (lists or Arrow arrays of equal length), `raw` cut to RAW_LIMIT characters. `kind` says
+    whether such a reject can hide an event (queries/reject_kinds.csv; completeness.py applies it)."""
+    n = len(refs)
+    raws = raws if isinstance(raws, (pa.Array, pa.ChunkedArray)) else pa.array(raws, pa.string())
     return pa.table(
         {
-            "source": [source] * len(refs),
+            "source": pa.array([source] * n, pa.string()),
             "source_ref": refs,
             "reason": reasons,
-            "raw": [r[:RAW_LIMIT] if r is not None else None for r in raws],
+            "raw": pc.utf8_slice_codeunits(raws.cast(pa.string()), 0, RAW_LIMIT),
+            "kind": pa.array([kind] * n, pa.string()),
         },
         schema=REJECT_SCHEMA,
     )

@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, ledger, outputs, report, summary
+from . import __version__, completeness, ledger, outputs, report, summary
 from .config import Config, EngineConfig, redact
 from .engine import QUERY_DIR, Engine, load_kind_map
 from .errors import ReconcileError
@@ -90,7 +90,7 @@ def window_from(cfg: Config, start, end, as_of: datetime | None = None) -> Windo
 def read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, progress: bool) -> SourceResult:
     """Read one store; a store that cannot be read at all becomes an incomplete input, never a crash."""
     if not spec.configured(cfg):
-        complete = spec.name not in summary.REQUIRED
+        complete = spec.name not in completeness.REQUIRED
         return SourceResult(spec.name, ledger.empty(), complete=complete,
                             problems=[f"not configured: {spec.hint}"])
     module = importlib.import_module(f"reconcile.sources.{spec.module}")
@@ -114,7 +114,7 @@ def read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, p
 def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True) -> dict[str, SourceResult]:
     with ThreadPoolExecutor(max_workers=len(SOURCES)) as pool:
         futures = {s.name: pool.submit(read_source, s, cfg, window, evidence, progress) for s in SOURCES}
-        return {name: f.result() for name, f in futures.items()}
+        return completeness.decide_all({name: f.result() for name, f in futures.items()})
 
 
 def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str, Path]:

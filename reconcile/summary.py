@@ -10,14 +10,13 @@ from typing import Any
 import orjson
 
 from . import __version__
+from .completeness import REQUIRED
 from .config import Config
 from .ledger import SourceResult
 from .window import Window
 
 VERDICTS = ("delivered", "duplicated", "dead_lettered", "lost_after_bus", "lost_before_bus", "pending", "excluded")
 EXIT = {"clean": 0, "pending": 1, "loss": 2, "incomplete": 3}
-# Sources a verdict rests on; metrics are a sanity check only, so a missing metrics read never makes a run incomplete.
-REQUIRED = ("zendesk", "bus_log", "sink", "dlq")
 
 
 def iso(dt: datetime | None) -> str | None:

@@ -62,7 +62,8 @@ def produce(tmp_path, *, audience="daily", hostile=False, metrics=True):
     raw = "<script>alert(2)</script>" + "x" * 1_000_000 if hostile else '{"detail": {}}'
     # built directly, not through rejects_table, so the report's own cut is what is tested
     res["dlq"].rejects = pa.table({"source": ["dlq"], "source_ref": [HOSTILE if hostile else "m9"],
-                                   "reason": [HOSTILE if hostile else "event has no id"], "raw": [raw]},
+                                   "reason": [HOSTILE if hostile else "event has no id"], "raw": [raw],
+                                   "kind": ["unparseable"]},
                                   schema=ledger.REJECT_SCHEMA)
     cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"}})
     window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))

@@ -73,9 +73,7 @@ def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArr
         con.close()
     bad = pc.is_valid(t["reason"])
     b = t.filter(bad)
-    rej0 = pa.table({"source": pa.array([NAME] * b.num_rows, pa.string()), "source_ref": b["ref"],
-                     "reason": b["reason"], "raw": pc.utf8_slice_codeunits(b["line"], 0, ledger.RAW_LIMIT)},
-                    schema=ledger.REJECT_SCHEMA)
+    rej0 = ledger.rejects_table(NAME, b["ref"], b["reason"], b["line"])
     g = t.filter(pc.invert(bad))
     extra = {c: g[c] for c in ("error_code", "error_message", "target_arn", "rule_arn", "retry_condition",
                                "retry_attempts")}

@@ -192,15 +192,7 @@ def parse(
         return ledger.conform(out.drop_columns(["reason", "raw"])), ledger.REJECT_SCHEMA.empty_table()
     bad = pc.is_valid(out["reason"])
     rej = out.filter(bad)
-    rejects = pa.table(
-        {
-            "source": pa.array([source] * rej.num_rows, pa.string()),
-            "source_ref": rej["source_ref"],
-            "reason": rej["reason"],
-            "raw": pc.utf8_slice_codeunits(rej["raw"], 0, ledger.RAW_LIMIT),
-        },
-        schema=ledger.REJECT_SCHEMA,
-    )
+    rejects = ledger.rejects_table(source, rej["source_ref"], rej["reason"], rej["raw"])
     good = out.filter(pc.invert(bad)).drop_columns(["reason", "raw"])
     return ledger.conform(good), rejects
 

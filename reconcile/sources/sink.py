@@ -223,9 +223,7 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
     n = cols["n"]
     refs = rawtext.refs(f.where, n, "#", first=0)
     if drift:
-        rej = pa.table({"source": pa.array([NAME] * n, pa.string()), "source_ref": refs,
-                        "reason": pa.array([drift] * n, pa.string()), "raw": _as_text(cols.get("data"), n)},
-                       schema=ledger.REJECT_SCHEMA)
+        rej = ledger.rejects_table(NAME, refs, pa.array([drift] * n, pa.string()), _as_text(cols.get("data"), n))
         return None, rej, f"{f.where}: {drift}", fp
     rows = pa.table({"data": cols["data"], "eb_id": cols.get("id", pa.nulls(n, pa.string())), "source_ref": refs,
                      "sequence_number": cols["seq"], "observed_at": cols["arrival"],
