@@ -1,7 +1,8 @@
 """The `reconcile` command: parse flags, build the config, call the library, map errors to exit codes.
 
 Exit codes: 0 clean · 1 only pending events · 2 loss above a hop's threshold · 3 an input incomplete or
-unreadable · 4 configuration or runtime error · 5 verify: a run does not match its evidence or its inputs changed.
+unreadable · 4 configuration, usage or runtime error · 5 verify: a run does not match its evidence or its inputs
+changed · 130 / 143 stopped by SIGINT / SIGTERM (128 + the signal number).
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ import logging
 import os
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
 import orjson
 
-from . import __version__
+from . import __version__, interrupt
 from . import config as config_mod
-from .errors import ConfigError, ReconcileError, SourceError, VerifyError
+from .console import tolerate_closed_stdout
+from .errors import ConfigError, Interrupted, ReconcileError, SourceError, VerifyError
 from .window import parse_time
 
 logger = logging.getLogger("reconcile")
@@ -29,8 +33,9 @@ Exit codes:
   1  only pending events (EventBridge may still deliver them)
   2  loss above a hop's threshold
   3  an input was incomplete or unreadable
-  4  configuration or runtime error
-  5  verify: the run does not match its evidence, or (--against-sources) an input changed or vanished"""
+  4  configuration, usage or runtime error
+  5  verify: the run does not match its evidence, or (--against-sources) an input changed or vanished
+  130  stopped by SIGINT (Ctrl-C) · 143  stopped by SIGTERM: no partial output, state lock released"""
 
 
 def setup_logging(verbose: int, quiet: int) -> None:
@@ -41,18 +46,64 @@ def setup_logging(verbose: int, quiet: int) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+USAGE_ERROR = 4  # click's own code, 2, is our "loss" code
+
+
+@contextmanager
+def usage_exit_code():
+    try:
+        yield
+    except click.UsageError as e:
+        e.exit_code = USAGE_ERROR
+        raise
+
+
+def stopped(signum: int):
+    """After SIGINT/SIGTERM has unwound the command: say so and exit 128 + signum, without waiting past the grace
+    period for a read that ignores the signal (reconcile/interrupt.py)."""
+    import signal
+    click.echo(f"Stopped by {signal.Signals(signum).name} before the command finished: reads cancelled, partial "
+               "outputs removed, state lock released. Re-run it.", err=True)
+    code = 128 + signum
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    for t in others:
+        t.join(interrupt.remaining())
+    if any(t.is_alive() for t in others):  # the interpreter would join them at exit, however long they take
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 class Main(click.Group):
-    """Turns domain errors into one `Error: ...` line and the documented exit code."""
+    """Turns domain errors into one `Error: ...` line and the documented exit code; a signal into 130/143; a usage
+    error into 4; a closed stdout into nothing."""
+
+    def main(self, *args, **kwargs):
+        with tolerate_closed_stdout(), interrupt.handlers():
+            try:
+                return super().main(*args, **kwargs)
+            except Interrupted as e:
+                stopped(e.signum)
+
+    def make_context(self, *args, **kwargs):
+        with usage_exit_code():
+            return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with usage_exit_code():
+                return super().invoke(ctx)
         except ReconcileError as e:
+            if interrupt.received():  # whatever a cut-short step raised on its way out
+                stopped(interrupt.received())
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - the one place an unexpected failure becomes exit 4
+            if interrupt.received():
+                stopped(interrupt.received())
             if logger.isEnabledFor(logging.DEBUG):
                 logger.exception("unexpected failure")
             click.echo(f"Error: unexpected {type(e).__name__}: {e} (run with -v -v for the traceback)", err=True)

@@ -9,15 +9,15 @@ import logging
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from . import ledger, resources
+from . import interrupt, ledger, resources
 from .errors import ConfigError, QueryError
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ class Engine:
     """One DuckDB connection holding a run's ledgers and the tables the queries make."""
 
     con: duckdb.DuckDBPyConnection
+    # A signal interrupts the running query (SIGTERM must not wait for a minute-long join to end).
+    unwatch: Callable[[], object] = field(default=lambda: None, repr=False)
 
     @classmethod
     def open(cls, *, memory_limit: str = "3GB", temp_directory: str | None = None,
@@ -106,7 +108,7 @@ class Engine:
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = false")
-        return cls(con)
+        return cls(con, interrupt.on_stop(con.interrupt))
 
     def bind_ledger(self, name: str, path: Path | None) -> None:
         """Bind a ledger Parquet file (or an empty ledger when the source was not configured) as view `name`."""
@@ -142,6 +144,7 @@ class Engine:
         return rel.aggregate("count(*)").fetchall()[0][0]
 
     def close(self) -> None:
+        self.unwatch()
         self.con.close()
 
 

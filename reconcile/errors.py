@@ -3,6 +3,8 @@
 Messages say what to try next; they never contain secrets.
 """
 
+import signal
+
 
 class ReconcileError(Exception):
     """Base class. `exit_code` is what the CLI exits with."""
@@ -36,3 +38,16 @@ class VerifyError(ReconcileError):
     """`reconcile verify`: a run does not match its evidence, or the inputs it read changed since."""
 
     exit_code = 5
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT asked the run to stop (reconcile/interrupt.py); the CLI exits 128 + the signal number.
+
+    A BaseException, like KeyboardInterrupt: no `except Exception` that handles a bad record or object may swallow
+    it, so it unwinds through every `finally` (DLQ messages released, state lock let go, partial outputs removed).
+    """
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")

@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, completeness, ledger, outputs, report, summary
+from . import __version__, completeness, interrupt, ledger, outputs, report, summary
 from .config import Config, EngineConfig, redact
 from .engine import QUERY_DIR, Engine, load_kind_map
 from .errors import ReconcileError
@@ -112,9 +112,15 @@ def read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, p
 
 
 def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True) -> dict[str, SourceResult]:
-    with ThreadPoolExecutor(max_workers=len(SOURCES)) as pool:
-        futures = {s.name: pool.submit(read_source, s, cfg, window, evidence, progress) for s in SOURCES}
-        return completeness.decide_all({name: f.result() for name, f in futures.items()})
+    """Read every store at once. After SIGTERM/SIGINT the reads see interrupt.STOP and stop; they get
+    interrupt.GRACE_S to release what they hold (DLQ messages) before Interrupted goes on up."""
+    pool = ThreadPoolExecutor(max_workers=len(SOURCES))
+    futures = {s.name: pool.submit(read_source, s, cfg, window, evidence, progress) for s in SOURCES}
+    try:
+        results = {name: f.result() for name, f in futures.items()}
+    finally:
+        interrupt.shutdown(pool, futures.values())
+    return completeness.decide_all(results)
 
 
 def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str, Path]:
@@ -188,10 +194,14 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
     out_dir.mkdir(parents=True, exist_ok=True)
     reset_outputs(out_dir)
     evidence = out_dir / "evidence"
-    if state is None:
-        return _execute(cfg, window, out_dir, evidence, None, audience, progress, generated_at, location)
-    with State.open(state, cfg.aws) as st:
-        return _execute(cfg, window, out_dir, evidence, st, audience, progress, generated_at, location)
+    try:
+        if state is None:
+            return _execute(cfg, window, out_dir, evidence, None, audience, progress, generated_at, location)
+        with State.open(state, cfg.aws) as st:
+            return _execute(cfg, window, out_dir, evidence, st, audience, progress, generated_at, location)
+    except BaseException:
+        discard_unfinished(out_dir)
+        raise
 
 
 def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progress, generated_at,
@@ -229,7 +239,13 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
 
     s = render(cfg, window, out_dir, evidence, results, ledgers, audience=audience, generated_at=generated_at,
                carried=carried, kind_map=kind_map, record=record if state is not None else None)
-    write_manifest(cfg, window, out_dir, results, generated_at, audience=audience)
+    manifest = build_manifest(cfg, window, out_dir, results, generated_at, audience=audience)
+    # The run's two commit points, together or not at all: the state records the run, the manifest marks the
+    # folder complete. A signal before them leaves neither (execute removes the rest); during them, waits.
+    with interrupt.deferred():
+        if state is not None:
+            state.commit()
+        outputs.write_json(out_dir / "manifest.json", manifest)
     return Outcome(out_dir, s)
 
 
@@ -294,8 +310,8 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(outputs.dumps({k: v for k, v in manifest.items() if k != "manifest_sha256"})).hexdigest()
 
 
-def write_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
-                   generated_at: datetime, audience: str = "daily") -> Path:
+def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
+                   generated_at: datetime, audience: str = "daily") -> dict[str, Any]:
     files = [p for p in out_dir.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.endswith(".tmp")]
     manifest = {
         "tool": {"name": "reconcile", "version": __version__, "argv": sys.argv[1:]},
@@ -315,7 +331,7 @@ def write_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str
         "files": outputs.file_digests(out_dir, files),
     }
     manifest["manifest_sha256"] = manifest_digest(manifest)
-    return outputs.write_json(out_dir / "manifest.json", manifest)
+    return manifest
 
 
 def reset_outputs(out_dir: Path) -> None:
@@ -327,3 +343,15 @@ def reset_outputs(out_dir: Path) -> None:
         for p in evidence.glob("*.parquet"):
             p.unlink()
         (evidence / HISTORY_FILE).unlink(missing_ok=True)
+
+
+def discard_unfinished(out_dir: Path) -> None:
+    """A run that did not finish (a signal, an error) leaves nothing that looks like a result: no report, summary,
+    exports or half-written file. Its evidence stays, for a look at what was read (without a manifest, `verify`
+    refuses the folder). A manifest here means the run committed before the signal: it is kept whole."""
+    if (out_dir / "manifest.json").exists():
+        return
+    for name in RENDERED:
+        (out_dir / name).unlink(missing_ok=True)
+    for p in out_dir.rglob("*.tmp"):
+        p.unlink(missing_ok=True)

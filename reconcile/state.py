@@ -1,18 +1,24 @@
 """The run-state file: run history and the pending events that later runs settle (a DuckDB file).
 
 A run holds a lock beside the file for its whole length, so a second run on the same state fails fast instead of
-corrupting it. An `s3://` location is downloaded before the run and uploaded after it.
+corrupting it, and a run that dies (SIGKILL, an OOM kill) never leaves a lock in the next one's way: an flock beside
+a local file, a refreshed lock object beside an `s3://` one (downloaded before the run and uploaded after it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import socket
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,6 +30,8 @@ from .config import AwsConfig
 from .engine import QUERY_DIR, execute_file
 from .errors import StateError
 from .window import Window
+
+logger = logging.getLogger(__name__)
 
 STATE_QUERIES = QUERY_DIR / "state"
 CARRIED_SCHEMA = pa.schema([
@@ -37,27 +45,52 @@ def _q(name: str) -> Path:
     return STATE_QUERIES / f"{name}.sql"
 
 
+def _holder() -> dict[str, Any]:
+    """Who holds a lock: enough for a person to find the run, and for `_s3_lock` to tell whether it is alive."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_ns": _pid_namespace(),
+            "started": _start_ticks(os.getpid()),
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if not holder.get("pid"):
+        return "another process (`reconcile history` or `trace` reading it, or a run just starting)"
+    return f"another run (pid {holder['pid']} on {holder.get('host', '?')} since {holder.get('since', '?')})"
+
+
 @contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def _lock(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold `<state>.lock` while the block runs: a writer alone, readers together.
+
+    An flock: the kernel lets it go when the process ends however it ends (SIGKILL, an OOM kill), so a dead run
+    never blocks the next one, and nobody has to delete the file. The file itself stays; a writer keeps its
+    pid, host and start time in it, so a run that finds it held can name the holder.
+    """
     lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
         try:
-            holder = json.loads(lock.read_text())
-        except (OSError, ValueError):
-            holder = {}
-        raise StateError(
-            f"State file {path} is in use by another run (pid {holder.get('pid', '?')} on "
-            f"{holder.get('host', '?')} since {holder.get('since', '?')}). Wait for it to finish; if that run is "
-            f"dead, remove {lock} and re-run.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                       "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}, f)
-        yield
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                holder = {}
+            raise StateError(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish (a second "
+                             f"run on the same state would corrupt it), or pass another --state.") from None
+        except OSError as e:
+            raise StateError(f"Cannot lock {lock}: {e.strerror} (the file system does not support flock). Keep the "
+                             f"state on a local disk, or in s3://.") from None
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+        try:
+            yield
+        finally:
+            if not shared:
+                os.ftruncate(fd, 0)  # the next run that finds the file held must not name this run
     finally:
-        lock.unlink(missing_ok=True)
+        os.close(fd)  # releases the flock
 
 
 @dataclass
@@ -80,7 +113,7 @@ class State:
         if not write:
             if not path.exists():
                 raise StateError(f"No state file at {path}. Run `reconcile run` (or `demo`) first, or pass --state.")
-            with _lock(path):
+            with _lock(path, shared=True):
                 con = duckdb.connect(str(path), read_only=True)
                 try:
                     yield cls(con, path)
@@ -109,7 +142,11 @@ class State:
 
     def record(self, window: Window, summary: dict[str, Any], out_dir: Path, pending: pa.Table,
                settlements: pa.Table) -> None:
-        """Replace this window's run, its hop figures, its pending events and the settlements it made."""
+        """Replace this window's run, its hop figures, its pending events and the settlements it made.
+
+        Uncommitted until `commit()` (after the run's outputs are written): a run stopped before that, by a signal
+        or an error, leaves the state as it was (closing the connection rolls the change back).
+        """
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -126,8 +163,7 @@ class State:
             con.register("new_settlements", settlements)
             con.execute("INSERT OR REPLACE INTO settlements SELECT window_key, source_id, ?, verdict, eb_id, "
                         "lateness_s FROM new_settlements WHERE verdict <> 'pending'", [window.key])
-            con.execute("COMMIT")
-        except Exception:
+        except BaseException:
             con.execute("ROLLBACK")
             raise
         finally:
@@ -136,6 +172,10 @@ class State:
                     con.unregister(name)
                 except duckdb.Error:
                     pass
+
+    def commit(self) -> None:
+        """Make the run `record` wrote part of the state."""
+        self.con.execute("COMMIT")
 
     def history(self) -> list[dict[str, Any]]:
         return execute_file(self.con, _q("history"), {}).to_arrow_table().to_pylist()
@@ -146,27 +186,12 @@ class State:
 
 @contextmanager
 def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[Path]:
-    """Download the state, yield a local copy, upload it back; writers hold a lock object beside it.
-
-    The lock is created with a conditional put (If-None-Match: *), so of two runs starting together only one gets it.
-    """
-    from botocore.exceptions import ClientError
-
+    """Download the state, yield a local copy, upload it back; writers hold a lock object beside it (`_s3_lock`)."""
     from .aws import filesystem, make_client
     fs, key = filesystem(uri, aws)
     bucket, _, obj = key.partition("/")
-    s3 = make_client("s3", aws) if write else None
-    if s3 is not None:
-        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
-        try:
-            s3.put_object(Bucket=bucket, Key=obj + ".lock", Body=holder, IfNoneMatch="*")
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") != "PreconditionFailed":
-                raise
-            raise StateError(f"State {uri} is in use by another run (lock {uri}.lock exists). Wait for it to "
-                             f"finish; if that run is dead, delete {uri}.lock and re-run.") from e
-    try:
+    with contextlib.ExitStack() as stack:
+        lock = stack.enter_context(_s3_lock(make_client("s3", aws), bucket, obj + ".lock", uri)) if write else None
         with tempfile.TemporaryDirectory(prefix="reconcile-state-") as tmp:
             local = Path(tmp) / "state.duckdb"
             info = fs.get_file_info(key)
@@ -174,9 +199,153 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[Path]:
                 pafs.copy_files(key, str(local), source_filesystem=fs,
                                 destination_filesystem=pafs.LocalFileSystem())
             yield local
-            if write:
+            if lock is not None:
+                lock.ensure_held()
                 pafs.copy_files(str(local), key, source_filesystem=pafs.LocalFileSystem(),
                                 destination_filesystem=fs)
+
+
+# --- the lock object beside an s3:// state (flock cannot reach it) ---------------------------------------------------
+
+LOCK_REFRESH_S = 60.0  # a run rewrites its lock object this often ...
+LOCK_STALE_S = 600.0  # ... so one not rewritten for this long belongs to a run that is gone
+_TAKEN = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process `pid` started (Linux /proc), so a pid reused by another process is not taken for the holder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime (proc(5)); fields after `(comm)` start at 3
+
+
+def _alive(holder: dict[str, Any]) -> bool | None:
+    """Whether the process holding a lock still runs; None when it ran elsewhere (another host or pid namespace)."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or holder.get("host") != socket.gethostname() or \
+            holder.get("pid_ns") != _pid_namespace():
+        return None
+    if holder.get("started") is not None and _pid_namespace() is not None:
+        return _start_ticks(pid) == holder["started"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _code(e: Exception) -> str:
+    return getattr(e, "response", {}).get("Error", {}).get("Code", "")
+
+
+class _S3Lock:
+    """The lock object `<state>.lock`, created with a conditional put (If-None-Match: *) so that of two runs
+    starting together only one gets it, and rewritten every LOCK_REFRESH_S (If-Match: our ETag) while the run lives.
+
+    A run killed with SIGKILL cannot delete it. The next run takes it over (If-Match: the dead run's ETag, so of two
+    runs doing that only one wins) when its holder ran on this host and is gone (pid and start time), or when it
+    has not been rewritten for LOCK_STALE_S (S3's own clock: the object's Last-Modified against the response Date).
+    """
+
+    def __init__(self, s3, bucket: str, key: str, uri: str):
+        self.s3, self.bucket, self.key, self.uri = s3, bucket, key, uri
+        self.body = json.dumps(_holder()).encode()
+        self.etag = self._take()
+        self.lost = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, name="reconcile-state-lock", daemon=True)
+        self._thread.start()
+
+    def _put(self, **cond) -> str:
+        return self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self.body, **cond)["ETag"]
+
+    def _take(self) -> str:
+        from botocore.exceptions import ClientError
+        for _ in range(3):
+            try:
+                return self._put(IfNoneMatch="*")
+            except ClientError as e:
+                if _code(e) not in _TAKEN:
+                    raise
+            try:
+                got = self.s3.get_object(Bucket=self.bucket, Key=self.key)
+            except ClientError as e:
+                if _code(e) == "NoSuchKey":
+                    continue  # released meanwhile
+                raise
+            try:
+                other = json.loads(got["Body"].read() or b"{}")
+            except ValueError:
+                other = {}
+            now = parsedate_to_datetime(got["ResponseMetadata"]["HTTPHeaders"]["date"])
+            age = (now - got["LastModified"]).total_seconds()
+            alive = _alive(other)
+            if alive is False or (alive is None and age > LOCK_STALE_S):
+                logger.warning("taking over the lock %s of a run that is gone (%s, lock last written %.0f s ago)",
+                               self.key, _describe(other), age)
+                try:
+                    return self._put(IfMatch=got["ETag"])
+                except ClientError as e:
+                    if _code(e) not in _TAKEN:
+                        raise
+                    continue  # another run took it over first
+            raise StateError(
+                f"State {self.uri} is in use by {_describe(other)} (its lock {self.uri}.lock was written {age:.0f} s "
+                f"ago). Wait for it to finish; a lock its run stops rewriting is taken over after "
+                f"{LOCK_STALE_S / 60:.0f} minutes (at once on the same host).")
+        raise StateError(f"Other runs keep taking the lock {self.uri}.lock. Wait for them to finish, then re-run.")
+
+    def _refresh(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+        while not self._done.wait(LOCK_REFRESH_S):
+            try:
+                self.etag = self._put(IfMatch=self.etag)
+            except ClientError as e:
+                if _code(e) in _TAKEN:
+                    self.lost = True
+                    logger.error("the lock %s was taken over by another run; this run will not upload the state",
+                                 self.key)
+                    return
+                logger.warning("could not rewrite the lock %s (%s); trying again in %.0f s", self.key, e,
+                               LOCK_REFRESH_S)
+            except BotoCoreError as e:
+                logger.warning("could not rewrite the lock %s (%s); trying again in %.0f s", self.key, e,
+                               LOCK_REFRESH_S)
+
+    def ensure_held(self) -> None:
+        if self.lost:
+            raise StateError(f"This run lost the lock {self.uri}.lock to another run (it was not rewritten for "
+                             f"{LOCK_STALE_S / 60:.0f} minutes: was the process paused?). The state was not "
+                             f"uploaded; re-run the window.")
+
+    def release(self) -> None:
+        from botocore.exceptions import ClientError
+        self._done.set()
+        self._thread.join()
+        if self.lost:
+            return
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
+        except ClientError as e:
+            if _code(e) not in _TAKEN:
+                raise
+
+
+@contextmanager
+def _s3_lock(s3, bucket: str, key: str, uri: str) -> Iterator[_S3Lock]:
+    lock = _S3Lock(s3, bucket, key, uri)
+    try:
+        yield lock
     finally:
-        if s3 is not None:
-            s3.delete_object(Bucket=bucket, Key=obj + ".lock")
+        lock.release()

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from .. import ledger
+from .. import interrupt, ledger
 from ..aws import THROTTLE_CODES, error_code, list_files, make_client, store_error
 from ..config import AwsConfig, BusLogConfig
 from ..errors import ConfigError, SourceError
@@ -216,6 +216,7 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig) -> SourceResult
     try:
         for page in client.get_paginator("filter_log_events").paginate(
                 logGroupName=cfg.log_group, startTime=start_ms, endTime=end_ms):
+            interrupt.check()
             pages.append(pa.Table.from_pylist(page.get("events", []), schema=_LOG_EVENT))
     except botocore.exceptions.ClientError as e:
         code = error_code(e)

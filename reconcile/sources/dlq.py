@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import ledger
+from .. import interrupt, ledger
 from ..aws import THROTTLE_CODES, error_code, list_files, make_client, store_error
 from ..config import AwsConfig, DlqConfig
 from ..errors import ConfigError, SourceError
@@ -146,6 +146,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
     throttled = False
     try:
         while len(seen) < approx and fruitless < cfg.empty_receives:
+            interrupt.check()  # after SIGTERM/SIGINT: receive no more
             msgs = sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=cfg.visibility_timeout, WaitTimeSeconds=0,
                 MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import ledger
+from .. import interrupt, ledger
 
 # One in-memory database for the process; each call takes its own cursor (a connection of its own, usable from
 # its thread), which costs ~0.2 ms where a fresh duckdb.connect() costs ~20 ms -- per file, that adds up.
@@ -202,16 +202,21 @@ def ordered_map(pool, fn, items, ahead: int):
     (or a slow object) never lets finished results pile up in memory the way pool.map's eager submission does."""
     items = iter(items)
     pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= ahead:
-            break
-    while pending:
-        result = pending.popleft().result()
+    try:
         for item in items:
             pending.append(pool.submit(fn, item))
-            break
-        yield result
+            if len(pending) >= ahead:
+                break
+        while pending:
+            interrupt.check()  # after SIGTERM/SIGINT: no new object is started
+            result = pending.popleft().result()
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                break
+            yield result
+    finally:
+        for f in pending:  # stopped early (a signal, an error): objects not started yet never will be
+            f.cancel()
 
 
 class LedgerOut:

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import orjson
 import pyarrow as pa
 
+from .. import interrupt
 from ..config import ZendeskConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import TS, SourceResult, conform, rejects_table
@@ -135,7 +136,7 @@ class _Client:
         """
         now = time.monotonic()
         if self._next_slot > now:
-            time.sleep(self._next_slot - now)
+            interrupt.sleep(self._next_slot - now)
             now = time.monotonic()
         slot = self._next_slot or now
         self._next_slot = max(slot, now - min(0.02, self._interval / 10)) + self._interval
@@ -145,7 +146,7 @@ class _Client:
             raise _GaveUp(what)
         self.stats.waited_s += seconds
         self.on_wait()
-        time.sleep(seconds)
+        interrupt.sleep(seconds)
         self._next_slot = 0.0  # the pause already spaced the next request
 
     def _backoff(self, attempt: int) -> float:

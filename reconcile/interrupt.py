@@ -1,0 +1,161 @@
+"""Stopping cleanly on SIGTERM (what Airflow, ECS and Kubernetes send) and SIGINT (Ctrl-C).
+
+The first signal sets STOP, which reads in worker threads poll (`check`, `sleep`); it interrupts the DuckDB query the
+main thread may be blocked in (`on_stop`: a watcher thread learns of the signal through `signal.set_wakeup_fd` even
+while the main thread runs C code); and it raises `Interrupted` in the main thread, which unwinds through every
+`finally`: reads stop and release what they hold (DLQ messages), partial outputs are removed, the state lock is let
+go. The CLI then exits 128 + the signal number: 130 for SIGINT, 143 for SIGTERM (README, "Exit codes").
+
+A second signal does not interrupt that clean-up (it would skip the releases); only SIGKILL stops at once, and the
+state lock (an flock) goes with the process even then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
+
+from .errors import Interrupted
+
+logger = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How long reads get to stop and release what they hold after a signal: inside the 30 s that Kubernetes
+# (terminationGracePeriodSeconds) and ECS (stopTimeout) allow before they send SIGKILL.
+GRACE_S = 20.0
+
+STOP = threading.Event()
+_lock = threading.Lock()
+_signum: int | None = None
+_at = 0.0  # time.monotonic() of the first signal
+_raised = False
+_deferred = 0
+_callbacks: dict[object, Callable[[], object]] = {}
+
+
+def received() -> int | None:
+    """The signal that asked this process to stop, if one did."""
+    return _signum
+
+
+def remaining() -> float:
+    """Seconds left of the grace period that began with the signal."""
+    return max(0.0, _at + GRACE_S - time.monotonic())
+
+
+def check() -> None:
+    """Raise Interrupted if a signal asked the process to stop (call it between units of work)."""
+    if STOP.is_set():
+        raise Interrupted(_signum or signal.SIGTERM)
+
+
+def sleep(seconds: float) -> None:
+    """time.sleep that a signal cuts short (with Interrupted)."""
+    if seconds > 0:
+        STOP.wait(seconds)
+    check()
+
+
+def on_stop(fn: Callable[[], object]) -> Callable[[], None]:
+    """Call `fn` (from another thread) when a signal arrives, e.g. a DuckDB connection's `interrupt`, which stops
+    the query the main thread is blocked in. Returns the function that cancels this."""
+    key = object()
+    with _lock:
+        _callbacks[key] = fn
+    return lambda: _callbacks.pop(key, None)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A few steps that happen together or not at all (the run's commit): a signal during them takes effect after."""
+    global _deferred, _raised
+    _deferred += 1
+    try:
+        yield
+    finally:
+        _deferred -= 1
+    if STOP.is_set() and not _raised and not _deferred:
+        _raised = True
+        raise Interrupted(_signum or signal.SIGTERM)
+
+
+def shutdown(pool: ThreadPoolExecutor, futures: Iterable[Future]) -> None:
+    """Shut a pool down: wait for its work, or after a signal give it GRACE_S to stop and release what it holds."""
+    if not STOP.is_set():
+        pool.shutdown(wait=True)
+        return
+    pool.shutdown(wait=False, cancel_futures=True)
+    _, running = wait(list(futures), timeout=remaining())
+    if running:
+        logger.warning("%d read(s) did not stop within %.0f s of the signal; exiting without them", len(running),
+                       GRACE_S)
+
+
+def _note(signum: int) -> None:
+    global _signum, _at
+    with _lock:
+        if _signum is None:
+            _signum, _at = signum, time.monotonic()
+        callbacks = list(_callbacks.values())
+    STOP.set()
+    for fn in callbacks:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - a connection already closed has nothing to interrupt
+            pass
+
+
+def _handle(signum: int, frame) -> None:
+    global _raised
+    _note(signum)
+    if _raised:
+        logger.warning("%s again: still stopping (releasing the lock and what the reads hold); SIGKILL stops at "
+                       "once", signal.Signals(signum).name)
+        return
+    if _deferred:
+        return
+    _raised = True
+    raise Interrupted(signum)
+
+
+def _watch(fd: int) -> None:
+    try:
+        while data := os.read(fd, 64):
+            for signum in data:
+                if signum in SIGNALS:
+                    _note(signum)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def handlers() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted in the main thread while the block runs (a signal the parent set to
+    be ignored, like SIGINT for a background job, stays ignored)."""
+    global _signum, _raised
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    STOP.clear()
+    _signum, _raised = None, False
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    threading.Thread(target=_watch, args=(r,), name="reconcile-signals", daemon=True).start()
+    try:
+        for s in SIGNALS:
+            if previous[s] != signal.SIG_IGN:
+                signal.signal(s, _handle)
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        signal.set_wakeup_fd(old_fd)
+        os.close(w)  # the watcher reads EOF and ends
