@@ -1,0 +1,246 @@
+"""Safe under a scheduler, shown with real processes: `reconcile run` is started as a subprocess over a small
+simulated day (stores in moto, Zendesk served over HTTP), then stopped the way Airflow, ECS, Kubernetes or a person
+stop it. SIGTERM/SIGINT: exit 143/130, nothing that looks like a result, the state untouched and unlocked. SIGKILL:
+the next run proceeds. A second run on the same state fails fast naming the first. Usage errors exit 4; a closed
+stdout ends quietly.
+
+Timing: every wait polls for a condition with a generous deadline; nothing asserts how long something took.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from reconcile.cli import main
+from reconcile.simulate import aws_load, zendesk_server
+from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN
+from reconcile.simulate.generate import SimParams, simulate
+from reconcile.simulate.stores import write_stores
+
+RECONCILE = str(Path(sys.executable).with_name("reconcile"))
+FAST = dict(events=2000, batch_seconds=900, files_per_batch=1)
+SLOW_RPM = 20  # Zendesk pages 3 s apart: a run stays in its reads for a minute (it is stopped long before)
+PER_PAGE = 25
+DEADLINE = 120.0  # generous: the machine may be loaded
+
+
+class Day:
+    """A simulated day served like the real stores, and how to run `reconcile` on it in a subprocess."""
+
+    def __init__(self, tmp: Path, aws_cfg):
+        self.tmp = tmp
+        sim = simulate(SimParams(seed=11, **FAST))
+        write_stores(sim, tmp / "sim")
+        stores = aws_load.load_stores(tmp / "sim" / "stores", aws_cfg)
+        auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+        self.zendesk = zendesk_server.start(zendesk_server.load(tmp / "sim"), now=sim.window.as_of,
+                                            per_page=PER_PAGE, auth=auth)
+        self.as_of = sim.window.as_of.isoformat()
+        self.state = tmp / "reconcile-state.duckdb"
+        self.config = tmp / "reconcile.toml"
+        p = sim.params
+        self.config.write_text(toml({
+            "zendesk": {"url": self.zendesk.url, "requests_per_minute": SLOW_RPM, "max_wait": "2m"},
+            "bus_log": {"uri": stores["bus_log_uri"], "format": "cwl-export"},
+            "sink": {"uri": stores["sink_uri"], "format": "parquet"},
+            "dlq": {"queue_url": stores["queue_url"], "visibility_timeout": 30},
+            "metrics": {"rule": stores["rule"]},
+            "window": {"max_event_age": f"{p.max_event_age.total_seconds():.0f}s",
+                       "margin_before": f"{p.margin_before.total_seconds():.0f}s",
+                       "hop_a_grace": f"{p.hop_a_grace.total_seconds():.0f}s"},
+            "exclude": {"event_types": list(p.excluded_kinds)},
+        }))
+        self.env = {**os.environ, "ZENDESK_EMAIL": DEMO_EMAIL, "ZENDESK_API_TOKEN": DEMO_TOKEN,
+                    "AWS_ENDPOINT_URL": aws_cfg.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
+        self.env.pop("ZENDESK_OAUTH_TOKEN", None)
+
+    def args(self, out: str, *extra: str) -> list[str]:
+        return [RECONCILE, "run", "--config", str(self.config), "--date", "2026-11-23", "--as-of", self.as_of,
+                "--out", str(self.tmp / out), "--state", str(self.state), "--no-progress", *extra]
+
+    def start(self, out: str, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen(self.args(out, *extra), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def run(self, out: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.args(out, *extra), env=self.env, capture_output=True, timeout=600)
+
+    def run_fast(self, out: str) -> subprocess.CompletedProcess:
+        return self.run(out, "--set", "zendesk.requests_per_minute=100000")
+
+    def reading(self, proc: subprocess.Popen) -> None:
+        """Wait until `proc` is reading: it has fetched a Zendesk page, and holds the state lock."""
+        until(lambda: len(self.zendesk.requests) >= 1 and lock_held(self.state), proc)
+
+    def stop(self):
+        self.zendesk.stop()
+
+
+def toml(doc: dict) -> str:
+    # JSON strings, numbers and lists of strings are valid TOML values
+    return "".join(f"[{sec}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()) + "\n"
+                   for sec, values in doc.items())
+
+
+def until(condition, proc: subprocess.Popen | None = None, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run ended (exit {proc.returncode}) before the condition held:\n{err.decode()}")
+        if time.monotonic() > end:
+            pytest.fail(f"condition not met within {deadline:.0f} s")
+        time.sleep(0.1)
+
+
+def lock_held(state: Path) -> bool:
+    lock = state.with_name(state.name + ".lock")
+    if not lock.exists():
+        return False
+    with open(lock, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the run did not end after the signal")
+    return proc.returncode, err.decode()
+
+
+def state_windows(state: Path) -> list:
+    if not state.exists():
+        return []
+    con = duckdb.connect(str(state), read_only=True)
+    try:
+        return con.execute("SELECT window_key FROM runs").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def day(moto, aws_cfg, tmp_path):
+    d = Day(tmp_path, aws_cfg)
+    yield d
+    d.stop()
+
+
+def assert_proceeds(day: Day, out: str) -> None:
+    """The next run on the same state is not blocked: it judges the day and writes a complete run folder."""
+    done = day.run_fast(out)
+    assert done.returncode in (0, 1, 2, 3), done.stderr.decode()
+    assert "in use" not in done.stderr.decode()
+    assert (day.tmp / out / "manifest.json").exists()
+    assert len(state_windows(day.state)) == 1
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_reading_stops_cleanly_with_its_own_exit_code(day, sig, code):
+    proc = day.start("run")
+    day.reading(proc)
+    proc.send_signal(sig)
+    rc, err = finish(proc)
+    assert rc == code, err
+    assert f"Stopped by {sig.name}" in err
+    assert "Traceback" not in err
+    out = day.tmp / "run"
+    left = {p.name for p in out.iterdir()}
+    assert not left & {"report.html", "summary.json", "gaps.csv", "verdicts.parquet", "manifest.json"}
+    assert not list(out.rglob("*.tmp"))
+    assert not lock_held(day.state)
+    assert state_windows(day.state) == []  # nothing recorded for a run that did not finish
+    # The Zendesk reads stopped: no page was asked for after the signal had been handled.
+    asked = len(day.zendesk.requests)
+    time.sleep(2 * 60 / SLOW_RPM)
+    assert len(day.zendesk.requests) == asked
+    assert_proceeds(day, "rerun")
+
+
+def test_sigkill_leaves_no_lock_in_the_next_runs_way(day):
+    proc = day.start("run")
+    day.reading(proc)
+    proc.kill()  # SIGKILL: an OOM kill, a scheduler's timeout; no clean-up runs
+    proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == -signal.SIGKILL
+    assert day.state.with_name(day.state.name + ".lock").exists()  # the file stays ...
+    assert not lock_held(day.state)  # ... but its lock died with the process
+    assert_proceeds(day, "rerun")
+
+
+def test_a_second_run_on_the_same_state_fails_fast_naming_the_first(day):
+    first = day.start("first")
+    try:
+        day.reading(first)
+        second = day.run("second")
+        err = second.stderr.decode()
+        assert second.returncode == 4, err
+        assert f"in use by another run (pid {first.pid} on " in err
+        assert first.poll() is None  # the first run was not disturbed
+    finally:
+        first.terminate()
+        rc, err = finish(first)
+    assert rc == 143, err
+    assert not (day.tmp / "second" / "manifest.json").exists()
+
+
+def test_closed_stdout_ends_quietly_with_the_commands_own_exit_code(day):
+    done = day.run_fast("run")
+    assert (day.tmp / "run" / "manifest.json").exists(), done.stderr.decode()
+    ticket = str(pq.read_table(day.tmp / "run" / "verdicts.parquet", columns=["ticket_id"])["ticket_id"][0])
+    trace = [RECONCILE, "trace", ticket, "--run", str(day.tmp / "run")]
+
+    # `reconcile trace … | head -1` in a shell
+    piped = subprocess.run(["bash", "-c", 'set -o pipefail; "$@" | head -1', "sh", *trace], env=day.env,
+                           capture_output=True, timeout=DEADLINE)
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert len(piped.stdout.decode().splitlines()) == 1
+    assert piped.stderr == b""
+
+    # the reader gone before the first write: every write fails with EPIPE
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        gone = subprocess.run(trace, env=day.env, stdout=w, stderr=subprocess.PIPE, timeout=DEADLINE)
+        # a run's exit code still says what it found, though nobody reads its stdout
+        run_again = subprocess.run(day.args("run2", "--set", "zendesk.requests_per_minute=100000"), env=day.env,
+                                   stdout=w, stderr=subprocess.PIPE, timeout=600)
+    finally:
+        os.close(w)
+    assert (gone.returncode, gone.stderr) == (0, b"")
+    assert run_again.returncode == done.returncode, run_again.stderr.decode()
+    assert b"Traceback" not in run_again.stderr and b"BrokenPipe" not in run_again.stderr
+
+
+@pytest.mark.parametrize("argv", [["run", "--bogus"], ["no-such-command"], ["run", "--audience", "everyone"],
+                                  ["trace"], ["--bogus"]], ids=" ".join)
+def test_usage_errors_exit_4_not_the_loss_code(argv):
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 4, result.output
+    assert "Usage:" in result.output
+
+
+def test_usage_error_exits_4_from_the_installed_command():
+    done = subprocess.run([RECONCILE, "run", "--date"], capture_output=True, timeout=DEADLINE)
+    assert done.returncode == 4
+    assert b"Error: Option '--date' requires an argument." in done.stderr
+    assert subprocess.run([RECONCILE, "--help"], capture_output=True, timeout=DEADLINE).returncode == 0
