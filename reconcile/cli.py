@@ -62,8 +62,8 @@ def stopped(signum: int):
     """After SIGINT/SIGTERM has unwound the command: say so and exit 128 + signum, without waiting past the grace
     period for a read that ignores the signal (reconcile/interrupt.py)."""
     import signal
-    click.echo(f"Stopped by {signal.Signals(signum).name} before the command finished: reads cancelled, partial "
-               "outputs removed, state lock released. Re-run it.", err=True)
+    click.echo(f"Stopped by {signal.Signals(signum).name}: reads cancelled, unfinished outputs removed, state lock "
+               "released. Re-run it.", err=True)
     code = 128 + signum
     others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
     for t in others:

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -244,3 +245,122 @@ def test_usage_error_exits_4_from_the_installed_command():
     assert done.returncode == 4
     assert b"Error: Option '--date' requires an argument." in done.stderr
     assert subprocess.run([RECONCILE, "--help"], capture_output=True, timeout=DEADLINE).returncode == 0
+
+
+# --- the lock beside an s3:// state ---------------------------------------------------------------------------------
+
+HOLD = """
+import sys, time
+from reconcile.config import AwsConfig
+from reconcile.state import State
+with State.open(sys.argv[1], AwsConfig(endpoint_url=sys.argv[2], region="us-east-1")):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+URI = "s3://reconcile-state/prod/reconcile-state.duckdb"
+
+
+@pytest.fixture
+def s3_state(aws_cfg):
+    from reconcile.aws import make_client
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="reconcile-state")
+    return s3
+
+
+def hold_s3_state(aws_cfg) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, URI, aws_cfg.endpoint_url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"locked\n", proc.stderr.read().decode()
+    return proc
+
+
+def lock_body(s3) -> dict:
+    return json.loads(s3.get_object(Bucket="reconcile-state", Key="prod/reconcile-state.duckdb.lock")["Body"].read())
+
+
+def test_s3_state_lock_of_a_live_run_blocks_and_of_a_killed_run_is_taken_over(s3_state, aws_cfg):
+    from reconcile.errors import StateError
+    from reconcile.state import State
+    holder = hold_s3_state(aws_cfg)
+    try:
+        with pytest.raises(StateError, match=rf"in use by another run \(pid {holder.pid} on "):
+            with State.open(URI, aws_cfg):
+                pass
+    finally:
+        holder.kill()
+        holder.communicate(timeout=DEADLINE)
+    assert lock_body(s3_state)["pid"] == holder.pid  # SIGKILL: the lock object stays behind
+    with State.open(URI, aws_cfg) as st:  # its holder ran on this host and is gone: taken over at once
+        assert lock_body(s3_state)["pid"] == os.getpid()
+        assert st.history() == []
+    keys = [o["Key"] for o in s3_state.list_objects_v2(Bucket="reconcile-state")["Contents"]]
+    assert keys == ["prod/reconcile-state.duckdb"]
+
+
+def test_s3_state_lock_of_another_host_is_taken_over_only_once_it_is_stale(s3_state, aws_cfg, monkeypatch):
+    from reconcile import state
+    from reconcile.errors import StateError
+    other = {"pid": 4242, "host": "worker-7", "pid_ns": "pid:[1]", "started": 1, "since": "2026-11-24T02:00:00+00:00"}
+    s3_state.put_object(Bucket="reconcile-state", Key="prod/reconcile-state.duckdb.lock",
+                        Body=json.dumps(other).encode())
+    with pytest.raises(StateError, match=r"in use by another run \(pid 4242 on worker-7 since 2026-11-24"):
+        with state.State.open(URI, aws_cfg):
+            pass
+    monkeypatch.setattr(state, "LOCK_STALE_S", 1.0)  # instead of waiting ten minutes
+    time.sleep(2.5)
+    with state.State.open(URI, aws_cfg):
+        assert lock_body(s3_state)["pid"] == os.getpid()
+
+
+def test_s3_state_lock_is_rewritten_while_the_run_lives_and_a_lost_lock_uploads_nothing(s3_state, aws_cfg,
+                                                                                       monkeypatch):
+    from reconcile import state
+    from reconcile.errors import StateError
+    monkeypatch.setattr(state, "LOCK_REFRESH_S", 0.3)
+    key = "prod/reconcile-state.duckdb.lock"
+    with state.State.open(URI, aws_cfg):
+        first = s3_state.head_object(Bucket="reconcile-state", Key=key)["LastModified"]
+        until(lambda: s3_state.head_object(Bucket="reconcile-state", Key=key)["LastModified"] > first)
+    assert "Contents" not in s3_state.list_objects_v2(Bucket="reconcile-state", Prefix=key)
+
+    with pytest.raises(StateError, match="lost the lock"):
+        with state.State.open(URI, aws_cfg) as st:
+            st.con.execute("CREATE TABLE marker AS SELECT 1 AS x")
+            # another run takes the lock over (as after ten minutes without a rewrite)
+            s3_state.put_object(Bucket="reconcile-state", Key=key, Body=b'{"pid": 1, "host": "elsewhere"}')
+            until(lambda: not any(t.name == "reconcile-state-lock" and t.is_alive()
+                                  for t in threading.enumerate()))
+    assert lock_body(s3_state)["host"] == "elsewhere"  # the other run's lock is left alone
+    with state.State.open(URI, aws_cfg, write=False) as st:  # and the state was not overwritten
+        assert not st.con.execute("SELECT * FROM duckdb_tables() WHERE table_name = 'marker'").fetchall()
+
+
+ENGINE = """
+import sys
+from reconcile import interrupt
+from reconcile.engine import Engine
+try:
+    with interrupt.handlers():
+        e = Engine.open(memory_limit="256MB")
+        try:
+            print("judging", flush=True)
+            e.con.execute("SELECT count(*) FROM range(1000000000000) t(x) WHERE x % 7 = 3").fetchall()  # hours
+        finally:
+            e.close()
+except BaseException as ex:  # DuckDB's InterruptException, or Interrupted from the handler: whichever is first
+    print(type(ex).__name__, flush=True)
+    sys.exit(128 + interrupt.received())
+"""
+
+
+def test_sigterm_stops_a_duckdb_query_the_main_thread_is_blocked_in():
+    """The Python signal handler runs only between bytecodes: a query would hold a SIGTERM for hours, until the
+    scheduler's SIGKILL. The engine's connection is interrupted from the signal watcher thread instead."""
+    proc = subprocess.Popen([sys.executable, "-c", ENGINE], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"judging\n", proc.stderr.read().decode()
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=DEADLINE)  # without the interrupt: hours, and a TimeoutExpired here
+    assert proc.returncode == 143, err.decode()
+    assert out.decode().strip() in ("InterruptException", "Interrupted")
