@@ -91,7 +91,11 @@ def shutdown(pool: ThreadPoolExecutor, futures: Iterable[Future]) -> None:
         pool.shutdown(wait=True)
         return
     pool.shutdown(wait=False, cancel_futures=True)
-    _, running = wait(list(futures), timeout=remaining())
+    running = [f for f in futures if not f.done()]
+    if running:
+        logger.info("stopping: waiting up to %.0f s for %d read(s) to stop and release what they hold",
+                    remaining(), len(running))
+    _, running = wait(running, timeout=remaining())
     if running:
         logger.warning("%d read(s) did not stop within %.0f s of the signal; exiting without them", len(running),
                        GRACE_S)
