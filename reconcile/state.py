@@ -46,10 +46,18 @@ def _q(name: str) -> Path:
 
 
 def _holder() -> dict[str, Any]:
-    """Who holds a lock: enough for a person to find the run, and for `_s3_lock` to tell whether it is alive."""
+    """Who holds a lock: enough for a person to find the run, and for `_S3Lock` to tell whether it is alive."""
     return {"pid": os.getpid(), "host": socket.gethostname(), "pid_ns": _pid_namespace(),
             "started": _start_ticks(os.getpid()),
             "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _parse_holder(data: bytes) -> dict[str, Any]:
+    try:
+        holder = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def _describe(holder: dict[str, Any]) -> str:
@@ -67,15 +75,22 @@ def _lock(path: Path, *, shared: bool = False) -> Iterator[None]:
     pid, host and start time in it, so a run that finds it held can name the holder.
     """
     lock = path.with_name(path.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except PermissionError:
+        if not shared:
+            raise StateError(f"Cannot write {lock} (permission denied): a run needs to write beside its state "
+                             f"file. Run as its owner, or pass another --state.") from None
+        try:  # reading a state someone else owns: a shared lock needs no write access
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # no run has ever locked it; DuckDB's own file lock keeps a writer out meanwhile
+            yield
+            return
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except ValueError:
-                holder = {}
+            holder = _parse_holder(os.pread(fd, 4096, 0))
             raise StateError(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish (a second "
                              f"run on the same state would corrupt it), or pass another --state.") from None
         except OSError as e:
@@ -234,9 +249,10 @@ def _alive(holder: dict[str, Any]) -> bool | None:
     if not isinstance(pid, int) or holder.get("host") != socket.gethostname() or \
             holder.get("pid_ns") != _pid_namespace():
         return None
-    if holder.get("started") is not None and _pid_namespace() is not None:
-        return _start_ticks(pid) == holder["started"]
-    try:
+    ticks = _start_ticks(pid)
+    if ticks is not None and holder.get("started") is not None:
+        return ticks == holder["started"]  # another start time: the pid was reused
+    try:  # no /proc entry (gone, or hidden by hidepid), or no /proc at all
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
@@ -284,10 +300,7 @@ class _S3Lock:
                 if _code(e) == "NoSuchKey":
                     continue  # released meanwhile
                 raise
-            try:
-                other = json.loads(got["Body"].read() or b"{}")
-            except ValueError:
-                other = {}
+            other = _parse_holder(got["Body"].read())
             now = parsedate_to_datetime(got["ResponseMetadata"]["HTTPHeaders"]["date"])
             age = (now - got["LastModified"]).total_seconds()
             alive = _alive(other)
