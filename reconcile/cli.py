@@ -35,7 +35,8 @@ Exit codes:
   3  an input was incomplete or unreadable
   4  configuration, usage or runtime error
   5  verify: the run does not match its evidence, or (--against-sources) an input changed or vanished
-  130  stopped by SIGINT (Ctrl-C) · 143  stopped by SIGTERM: no partial output, state lock released"""
+  130  stopped by SIGINT (Ctrl-C): nothing partial left, state untouched, lock released
+  143  stopped by SIGTERM (a scheduler's stop): the same"""
 
 
 def setup_logging(verbose: int, quiet: int) -> None:

@@ -237,6 +237,12 @@ def test_usage_errors_exit_4_not_the_loss_code(argv):
     assert "Usage:" in result.output
 
 
+def test_help_lists_the_signal_exit_codes():
+    out = CliRunner().invoke(main, ["--help"]).output
+    assert "130  stopped by SIGINT" in out and "143  stopped by SIGTERM" in out
+    assert "4  configuration, usage or runtime error" in out
+
+
 def test_usage_error_exits_4_from_the_installed_command():
     done = subprocess.run([RECONCILE, "run", "--date"], capture_output=True, timeout=DEADLINE)
     assert done.returncode == 4
