@@ -174,6 +174,20 @@ def test_a_signal_while_reading_stops_cleanly_with_its_own_exit_code(day, sig, c
     assert_proceeds(day, "rerun")
 
 
+def test_a_read_that_ignores_the_signal_does_not_keep_the_process_alive(day):
+    """A Zendesk answer that never comes (the server holds every request for 10 minutes, the client waits as
+    long): after the grace period the process exits anyway, with the signal's code, before the scheduler's SIGKILL."""
+    day.zendesk.set_faults(delay=600)
+    proc = day.start("run", "--set", "zendesk.timeout=10m")
+    day.reading(proc)
+    proc.send_signal(signal.SIGTERM)
+    rc, err = finish(proc)
+    assert rc == 143, err
+    assert "1 read(s) did not stop within 20 s of the signal; exiting without them" in err
+    assert not (day.tmp / "run" / "manifest.json").exists() and not (day.tmp / "run" / "report.html").exists()
+    assert not lock_held(day.state)
+
+
 def test_sigkill_leaves_no_lock_in_the_next_runs_way(day):
     proc = day.start("run")
     day.reading(proc)
