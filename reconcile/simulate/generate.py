@@ -546,12 +546,12 @@ def simulate(params: SimParams | None = None) -> Simulation:
     bf["midnight_straddler"] = np.bincount(s_bus[s_vis & (s_arr >= end_ms)], minlength=nb) > 0
     for name in ("rebatch", "midnight_straddler"):
         f[name][child[child >= 0]] = bf[name][child >= 0]
-    seen_now = _seen(nb, sink["bus_idx"].to_numpy(), sink["copy"].to_numpy() == 0, sink["replay"].to_numpy(),
-                     l_bus[l_vis], dlq_vis)
-    copy_all = np.concatenate([np.zeros(len(s_bus), bool), np.ones(int((~sink["committed"].to_numpy()).sum()), bool)])
-    s_bus_all = np.concatenate([s_bus, sink["bus_idx"].to_numpy()[~sink["committed"].to_numpy()]])
-    seen_ever = _seen(nb, s_bus_all, ~copy_all, np.concatenate([s_replay, np.zeros(len(copy_all) - len(s_bus), bool)]),
-                      l_bus, dlq_all)
+    # Readers honour Spark's commit log (sink.honour_commit_log, the default): a re-batched copy outside the log is
+    # a leftover that neither delivers nor duplicates an event.
+    committed = sink["committed"].to_numpy()
+    seen_now = _seen(nb, sink["bus_idx"].to_numpy()[committed], np.ones(int(committed.sum()), bool),
+                     sink["replay"].to_numpy()[committed], l_bus[l_vis], dlq_vis)
+    seen_ever = _seen(nb, s_bus, np.ones(len(s_bus), bool), s_replay, l_bus, dlq_all)
     truth, summary = _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms)
     orphan_seen = (child < 0) & (bus["created_s"].to_numpy() >= start_s) & (bus["created_s"].to_numpy() < end_s) \
         & ((seen_now["sink"] > 0) | (seen_now["log"] > 0))
