@@ -202,6 +202,9 @@ def _write_logs(sim: Simulation, stores: Path) -> dict:
     return {"root": str(root), "objects": objects, "lines": lines, "streams": sim.params.log_streams}
 
 
+COMPACT_INTERVAL = 10  # spark.sql.streaming.fileSink.log.compactInterval's default
+
+
 def _write_sink(sim: Simulation, stores: Path) -> dict:
     """Spark's Parquet output by arrival hour, one file per (micro-batch, task), and the _spark_metadata log."""
     root = stores / "spark-output" / "events"
@@ -238,10 +241,19 @@ def _write_sink(sim: Simulation, stores: Path) -> dict:
                 "action": "add"})
         else:
             uncommitted.append(str(path))
+    # As Spark's file sink writes its log (PIPELINE.md §6): a file per batch id, consecutive, and every
+    # COMPACT_INTERVAL batches an `N.compact` holding all entries so far instead. The stream ran before the simulated
+    # days: the compact just before the first simulated batch stands for that history (its files are out of range).
     meta = []
-    for batch, entries in sorted(commits.items()):
-        body = "v1\n" + "\n".join(orjson.dumps(e).decode() for e in entries)
-        path = root / "_spark_metadata" / str(batch)
+    first = min(commits, default=0)
+    so_far: list[dict] = []
+    for batch in range(first - first % COMPACT_INTERVAL - 1 if first >= COMPACT_INTERVAL else 0,
+                       max(commits, default=-1) + 1):
+        so_far += commits.get(batch, [])
+        compact = (batch + 1) % COMPACT_INTERVAL == 0
+        entries = so_far if compact else commits.get(batch, [])
+        body = "".join(["v1"] + ["\n" + orjson.dumps(e).decode() for e in entries])
+        path = root / "_spark_metadata" / (f"{batch}.compact" if compact else str(batch))
         _atomic_bytes(path, body.encode())
         meta.append(str(path))
     return {"root": str(root), "files": files, "rows": sink.num_rows, "uncommitted_files": uncommitted,

@@ -257,7 +257,7 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
     refs = rawtext.refs(f.where, n, "#", first=0)
     if drift:
         rej = ledger.rejects_table(NAME, refs, pa.array([drift] * n, pa.string()), _as_text(cols.get("data"), n))
-        return None, rej, f"{f.where}: {drift}", fp
+        return None, rej, f"{drift}. Its {n:,} row(s) were rejected (evidence/sink.rejects.parquet).", fp
     rows = pa.table({"data": cols["data"], "eb_id": cols.get("id", pa.nulls(n, pa.string())), "source_ref": refs,
                      "sequence_number": cols["seq"], "observed_at": cols["arrival"],
                      "committed": pa.array([f.committed] * n, pa.bool_())})
