@@ -577,11 +577,17 @@ def simulate(params: SimParams | None = None) -> Simulation:
     return Simulation(p, window, _audits_table(a), bus, sink, log, dlq, metrics, truth, summary, names)
 
 
+STREAM_ORIGIN_S = 1_577_836_800  # 2020-01-01T00:00Z: the simulated Spark stream's batch 0
+
+
 def _sink_files(p, rng, s_bus, s_arr, s_seq, s_replay, child, in_win, start_s, bus) -> pa.Table:
     """Assign visible Kinesis records to Spark micro-batch files; write `rebatch_batches` batches twice."""
     origin_ms = (start_s - 2 * 3600) * 1000
     batch = (s_arr - origin_ms) // (p.batch_seconds * 1000)
-    batch_offset = int(rng.integers(1000, 9000))
+    rng.integers(1000, 9000)  # once a random batch offset: still drawn, so every seed keeps its random streams
+    # Batch ids count from one fixed origin: consecutive simulated days continue one Spark stream (aws_load merges
+    # their commit logs).
+    batch_offset = (origin_ms // 1000 - STREAM_ORIGIN_S) // p.batch_seconds
     part = s_bus % p.files_per_batch
     in_window_child = (child[s_bus] >= 0) & in_win[np.maximum(child[s_bus], 0)]
     cand = np.unique(batch[in_window_child])
