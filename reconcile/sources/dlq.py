@@ -45,9 +45,9 @@ WITH m AS (
 SELECT ref, line,
        CASE WHEN x IS NULL THEN 'DLQ message is not JSON'
             WHEN x[1] IS NULL THEN 'DLQ message has no MessageId'
-            WHEN x[5] IS NULL THEN 'DLQ message has no TARGET_ARN attribute: which target failed is unknown (EventBridge '
-                || 'sets it on every message; was the message written by something else, or archived without its '
-                || 'MessageAttributes?)' END AS reason,
+            WHEN x[5] IS NULL THEN 'DLQ message has no TARGET_ARN attribute: which target failed is unknown '
+                || '(EventBridge sets it on every message; was the message written by something else, or archived '
+                || 'without its MessageAttributes?)' END AS reason,
        x[1] AS message_id, x[2] AS body, x[3] AS error_code, x[4] AS error_message, x[5] AS target_arn,
        x[6] AS rule_arn, x[7] AS retry_condition, try_cast(x[8] AS INTEGER) AS retry_attempts,
        try_cast(x[9] AS BIGINT) AS sent_ms
@@ -200,7 +200,8 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
         problems.append(
             f"Stopped reading {url}: a message has been received {max_receive_count} times and the queue's "
             f"maxReceiveCount is {max_receives}; another receive could make SQS move it to "
-            f"{redrive.get('deadLetterTargetArn')}. Redrive or archive the messages, then read the archive (--dlq-uri).")
+            f"{redrive.get('deadLetterTargetArn')}. Redrive or archive the messages, then read the archive "
+            f"(--dlq-uri).")
     incomplete = read_n < max(approx, approx_after) or throttled or near_redrive
     if read_n < approx:
         problems.append(

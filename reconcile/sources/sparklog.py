@@ -21,6 +21,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -167,8 +168,9 @@ def _parse(log: CommitLog, chosen: list[pafs.FileInfo], texts: list[bytes], sche
                                 f"it commits is unknown. Check the file (a partial write?).")
             if n == 0:
                 continue
-        parts.append(pa.table({"file_no": pa.array([i] * n, pa.int64()),
-                               "line_no": pa.array(range(1, n + 1), pa.int64()), "line": lines.cast(pa.string())}))
+        parts.append(pa.table({"file_no": pa.array(np.full(n, i, np.int64)),
+                               "line_no": pa.array(np.arange(1, n + 1, dtype=np.int64)),
+                               "line": lines.cast(pa.string())}))
     if not parts:
         return
     con = events.connect()
