@@ -213,6 +213,9 @@ def test_a_commit_log_spark_cannot_read_makes_the_sink_incomplete(tmp_path, dama
     damage(root / "_spark_metadata")
     res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
     assert not res.complete and any(said in p for p in res.problems), res.problems
+    # for readers that ignore the log it only flags copies: said, and every file is read
+    ignored = sink.read(SinkConfig(uri=str(root), honour_commit_log=False), DAY, LOCAL)
+    assert ignored.complete and any(said in p for p in ignored.problems) and len(ignored.ledger) == len(SPARK_IDS)
 
 
 def test_uri_below_the_commit_log_warns_and_uses_the_log(tmp_path):

@@ -161,7 +161,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         details["note"] = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check --sink-uri and "
                            f"--sink-format.")
     return SourceResult(
-        name=NAME, ledger=led, rejects=rej, complete=not problems and not log_problems,
+        # A log Spark cannot read leaves the committed set unknown: that matters only when it decides what is read.
+        name=NAME, ledger=led, rejects=rej, complete=not problems and not (log_problems and cfg.honour_commit_log),
         problems=log_problems + problems + notes, fingerprints=fingerprints, details=details,
     )
 
