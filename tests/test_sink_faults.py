@@ -181,6 +181,7 @@ def test_real_spark_output_reads_latest_compact_plus_later_batches(fmt):
     assert res.ledger["committed"].to_pylist() == [True] * len(SPARK_IDS)
     d = res.details
     assert d["latest_batch"] == 4 and d["compact"].endswith("_spark_metadata/2.compact") and d["log_files_read"] == 3
+    assert {fp["key"].rsplit("/", 1)[1] for fp in res.fingerprints} >= {"2.compact", "3", "4"}  # inputs, too
     assert d["leftover_files"] == 0  # the JSON sink's `minute=00%3A30` folders are `%253A` in the log: decoded
     # arrival times of the New York session are read as instants (00:30Z is 19:30 the day before in New York)
     assert min(res.ledger["observed_at"].to_pylist()) == datetime(2026, 11, 23, 0, 30, tzinfo=timezone.utc)

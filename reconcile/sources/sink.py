@@ -138,6 +138,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         raise
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
     log_problems = log.problems if log else []
+    fingerprints += log.fingerprints if log else []
     details = {
         "format": cfg.format, "uri": cfg.uri, "files": len(data), "records": out_ledger.rows, "rejected": rej.num_rows,
         "partitions_skipped": len(skipped_partitions), "files_skipped": skipped_files,

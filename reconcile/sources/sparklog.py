@@ -44,6 +44,7 @@ class CommitLog:
     compact: str | None = None  # the compact file read, if any
     entries: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # decoded paths listed as added
     problems: list[str] = field(default_factory=list)  # the log cannot be trusted: Spark's readers fail on it
+    fingerprints: list[dict] = field(default_factory=list)  # the log files read: inputs of the run like data files
 
     def lists(self, rels: list[str]) -> list[bool]:
         """For each data file path relative to `root`: does the log list it? Entry URIs are matched on their last
@@ -150,6 +151,8 @@ def read(fs: pafs.FileSystem, out_root: str, meta: list[pafs.FileInfo], scheme: 
             raise SourceError(f"Cannot read Spark's commit log file {scheme + f.path}: {e}. Check the object and "
                               f"the permissions on {log.folder}.") from e
     log.read = [scheme + f.path for f in chosen]
+    log.fingerprints = [{"key": scheme + f.path, "size": f.size, "mtime": f.mtime.isoformat() if f.mtime else None}
+                        for f in chosen]
     _parse(log, chosen, texts, scheme)
     return log
 
