@@ -245,7 +245,9 @@ def dry_run_plan(cfg, window, target: str, state_path) -> str:
         "bus_log": lambda c: f"{c.bus_log.uri or c.bus_log.log_group} ({c.bus_log.format})",
         "sink": lambda c: f"{c.sink.uri} ({c.sink.format}, id from "
                           f"{c.sink.id_path or 'column ' + c.sink.id_column})",
-        "dlq": lambda c: (f"{c.dlq.queue_url} (received, never deleted; visibility {c.dlq.visibility_timeout}s)"
+        "dlq": lambda c: (f"{c.dlq.queue_url} (received, released after the read, never deleted; visibility "
+                          f"{'sized to the queue' if c.dlq.visibility_timeout is None else c.dlq.visibility_timeout}"
+                          f"{'' if c.dlq.visibility_timeout is None else 's'})"
                           if c.dlq.queue_url else f"{c.dlq.uri} (archive)"),
         "metrics": lambda c: (f"AWS/Events rule {c.metrics.rule}" if c.metrics.rule else f"{c.metrics.uri}"),
     }

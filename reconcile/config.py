@@ -48,20 +48,29 @@ class BusLogConfig:
     log_group: str | None = None  # for format = api
 
 
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
 @dataclass(frozen=True)
 class SinkConfig:
     uri: str | None = None
     format: str = "parquet"  # parquet | json
     id_column: str = "partitionKey"
     id_path: str | None = None  # JSON path inside `data`, e.g. $.id; wins over id_column when set
+    id_pattern: str = UUID_PATTERN  # the shape of an EventBridge id; "" accepts any non-null string
+    honour_commit_log: bool = True  # files not in _spark_metadata are leftovers, not read (as Spark's readers do)
+    partition_time_zone: str = "UTC"  # the Spark job's spark.sql.session.timeZone, which dt=/hr= values are in
 
 
 @dataclass(frozen=True)
 class DlqConfig:
     queue_url: str | None = None
     uri: str | None = None  # an archive of DLQ messages (JSON lines) instead of the live queue
-    visibility_timeout: int = 0
+    # Seconds received messages stay hidden while the rest are read (all are released when the read ends); unset:
+    # sized to the queue (dlq.visibility_for). 0 reads a sample: the queue hands back the same ten messages.
+    visibility_timeout: int | None = None
     empty_receives: int = 3
+    accept_redrive_risk: bool = False  # read a queue that has its own redrive policy (receives count toward it)
     kinesis_target: str = ":kinesis:"  # TARGET_ARN containing this marks a Kinesis-target failure
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..aws import make_client
 from ..config import AwsConfig
+from .stores import spark_log, spark_log_entries
 
 BUCKETS = ("logs-archive", "spark-output", "dlq-archive")
 QUEUE = "zendesk-dlq"
@@ -106,9 +107,16 @@ def load_stores(stores_dir: Path, aws: AwsConfig) -> dict:
         base = stores_dir / bucket
         if base.is_dir():
             uploads += [(p, bucket, p.relative_to(base).as_posix()) for p in sorted(base.rglob("*")) if p.is_file()]
+    # Days loaded one after the other continue one Spark stream: their commit logs are merged, not overwritten.
+    log = [u for u in uploads if u[1] == "spark-output" and u[2].startswith(SPARK_LOG)]
+    uploads = [u for u in uploads if u not in log]
     # Spark writes many small files; upload them concurrently (boto3 clients are thread-safe).
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda u: s3.upload_file(str(u[0]), u[1], u[2]), uploads))
+        if log:
+            merged = _merged_spark_log(s3, {u[0].name: u[0].read_bytes() for u in log})
+            list(pool.map(lambda kv: s3.put_object(Bucket="spark-output", Key=SPARK_LOG + kv[0], Body=kv[1]),
+                          merged.items()))
     out["bus_log_uri"] = "s3://logs-archive/exports"
     out["sink_uri"] = "s3://spark-output/events"
     out["dlq_uri"] = "s3://dlq-archive/messages.jsonl"
@@ -152,6 +160,20 @@ def load_stores(stores_dir: Path, aws: AwsConfig) -> dict:
         points = len(data)
     out["metric_points"] = points
     return out
+
+
+SPARK_LOG = "events/_spark_metadata/"
+
+
+def _merged_spark_log(s3, local: dict[str, bytes]) -> dict[str, bytes]:
+    """The log already in the bucket (an earlier day's) and `local`, as one log of one stream."""
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="spark-output", Prefix=SPARK_LOG)
+            for o in page.get("Contents", [])]
+    earlier = {k.rsplit("/", 1)[1]: s3.get_object(Bucket="spark-output", Key=k)["Body"].read() for k in keys}
+    entries = spark_log_entries(earlier)
+    for batch, lines in spark_log_entries(local).items():
+        entries[batch] = list(dict.fromkeys(entries.get(batch, []) + lines))
+    return spark_log({b: lines for b, lines in entries.items() if lines})
 
 
 def _send(sqs, url: str, batch: list[dict]) -> int:

@@ -49,9 +49,7 @@ def demo_config(stores: dict, zendesk_url: str, endpoint: str, params: SimParams
         "zendesk": {"url": zendesk_url, "requests_per_minute": ZENDESK_BUDGET, "max_wait": "2m"},
         "bus_log": {"uri": stores["bus_log_uri"], "format": "cwl-export"},
         "sink": {"uri": stores["sink_uri"], "format": "parquet"},
-        # moto hands the same 10 messages back on every receive at visibility 0; a short visibility timeout lets
-        # the demo read the whole (demo-owned) queue. Nothing is deleted either way.
-        "dlq": {"queue_url": stores["queue_url"], "visibility_timeout": 30},
+        "dlq": {"queue_url": stores["queue_url"]},  # read whole and released: visibility sized to the queue
         "metrics": {"rule": stores["rule"]},
         "window": {"max_event_age": f"{params.max_event_age.total_seconds():.0f}s",
                    "margin_before": f"{params.margin_before.total_seconds():.0f}s",

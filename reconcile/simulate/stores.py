@@ -202,6 +202,38 @@ def _write_logs(sim: Simulation, stores: Path) -> dict:
     return {"root": str(root), "objects": objects, "lines": lines, "streams": sim.params.log_streams}
 
 
+COMPACT_INTERVAL = 10  # spark.sql.streaming.fileSink.log.compactInterval's default
+
+
+def spark_log(entries: dict[int, list[str]]) -> dict[str, bytes]:
+    """Spark's file-sink commit log (PIPELINE.md §6) for the entry lines each batch id committed: one file per batch
+    id, consecutive, and every COMPACT_INTERVAL batches an `N.compact` holding all entries so far instead. The stream
+    ran before the simulated days: the compact just before the first batch stands for that history (files out of
+    range, so it lists none)."""
+    first = min(entries, default=0)
+    so_far: list[str] = []
+    out = {}
+    for batch in range(first - first % COMPACT_INTERVAL - 1 if first >= COMPACT_INTERVAL else 0,
+                       max(entries, default=-1) + 1):
+        so_far += entries.get(batch, [])
+        compact = (batch + 1) % COMPACT_INTERVAL == 0
+        body = "".join(["v1"] + ["\n" + e for e in (so_far if compact else entries.get(batch, []))])
+        out[f"{batch}.compact" if compact else str(batch)] = body.encode()
+    return out
+
+
+def spark_log_entries(files: dict[str, bytes]) -> dict[int, list[str]]:
+    """The entry lines each batch committed, from a log spark_log wrote (file name -> content): a compact's own batch
+    gets the entries no earlier file listed."""
+    out: dict[int, list[str]] = {}
+    seen: set[str] = set()
+    for name in sorted(files, key=lambda n: int(n.split(".")[0])):
+        lines = [line for line in files[name].decode().split("\n")[1:] if line]
+        out[int(name.split(".")[0])] = [x for x in lines if x not in seen] if name.endswith(".compact") else lines
+        seen.update(lines)
+    return out
+
+
 def _write_sink(sim: Simulation, stores: Path) -> dict:
     """Spark's Parquet output by arrival hour, one file per (micro-batch, task), and the _spark_metadata log."""
     root = stores / "spark-output" / "events"
@@ -239,10 +271,10 @@ def _write_sink(sim: Simulation, stores: Path) -> dict:
         else:
             uncommitted.append(str(path))
     meta = []
-    for batch, entries in sorted(commits.items()):
-        body = "v1\n" + "\n".join(orjson.dumps(e).decode() for e in entries)
-        path = root / "_spark_metadata" / str(batch)
-        _atomic_bytes(path, body.encode())
+    lines = {b: [orjson.dumps(e).decode() for e in entries] for b, entries in commits.items()}
+    for name, body in spark_log(lines).items():
+        path = root / "_spark_metadata" / name
+        _atomic_bytes(path, body)
         meta.append(str(path))
     return {"root": str(root), "files": files, "rows": sink.num_rows, "uncommitted_files": uncommitted,
             "metadata": meta}

@@ -1,14 +1,18 @@
 """What the bus gave up on: the SQS dead-letter queue (PIPELINE.md §4), as the `dlq` ledger.
 
-Either the live queue, sampled without consuming it, or an archive of its messages (JSON lines in the
-ReceiveMessage shape, docs/design.md). Receiving is not read-only: it hides a message for the visibility timeout
-and raises its receive count, so this module uses a visibility timeout of 0 by default, NEVER deletes and never
-changes visibility, and reports the read as a sample with its coverage against ApproximateNumberOfMessages.
+Either the live queue or an archive of its messages (JSON lines in the ReceiveMessage shape, docs/design.md).
+Receiving is not read-only: it hides a message for the visibility timeout and raises its receive count. So this
+module receives with a visibility timeout sized to the read (received messages step aside while the rest are read),
+releases every received message (visibility back to 0) when the read ends, fails or is interrupted, NEVER deletes,
+refuses a queue with its own redrive policy unless told to accept the risk, and proves coverage against
+ApproximateNumberOfMessages(+NotVisible) before and after. A message without TARGET_ARN is rejected: which target
+failed is unknown, and calling it a log-target failure could hide a Kinesis loss.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import botocore.exceptions
@@ -25,6 +29,7 @@ from ..window import Window
 from . import events, rawtext
 
 NAME, HOP = "dlq", "dlq"
+logger = logging.getLogger(__name__)
 
 # One message a line in the ReceiveMessage shape. Attribute values are {"DataType", "StringValue"}.
 _SQL = """
@@ -39,7 +44,10 @@ WITH m AS (
 )
 SELECT ref, line,
        CASE WHEN x IS NULL THEN 'DLQ message is not JSON'
-            WHEN x[1] IS NULL THEN 'DLQ message has no MessageId' END AS reason,
+            WHEN x[1] IS NULL THEN 'DLQ message has no MessageId'
+            WHEN x[5] IS NULL THEN 'DLQ message has no TARGET_ARN attribute: which target failed is unknown '
+                || '(EventBridge sets it on every message; was the message written by something else, or archived '
+                || 'without its MessageAttributes?)' END AS reason,
        x[1] AS message_id, x[2] AS body, x[3] AS error_code, x[4] AS error_message, x[5] AS target_arn,
        x[6] AS rule_arn, x[7] AS retry_condition, try_cast(x[8] AS INTEGER) AS retry_attempts,
        try_cast(x[9] AS BIGINT) AS sent_ms
@@ -119,10 +127,111 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
                                  "coverage": f"read {led.num_rows + rej.num_rows:,} archived messages"})
 
 
+# SQS limits (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html).
+MAX_VISIBILITY = 43200  # 12 hours
+BATCH = 10  # messages per ReceiveMessage / entries per ChangeMessageVisibilityBatch
+
+
+def visibility_for(approx: int) -> int:
+    """Seconds a received message stays hidden: a minute, plus a second per receive the queue needs (a receive takes
+    tens of milliseconds, so this outlasts the read many times over). Every message is released when the read ends,
+    so the timeout only matters if the process is killed outright: then they reappear after this long."""
+    return min(MAX_VISIBILITY, 60 + -(-approx // BATCH))
+
+
 def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
     url = cfg.queue_url
     sqs = make_client("sqs", aws)
+    before = _counts(sqs, url)
+    approx = before["visible"] + before["not_visible"]
+    redrive = before["redrive"]
+    max_receives = int(redrive.get("maxReceiveCount", 0)) if redrive else 0
+    if redrive and not cfg.accept_redrive_risk:
+        raise SourceError(
+            f"{url} has its own redrive policy (maxReceiveCount {max_receives}, to "
+            f"{redrive.get('deadLetterTargetArn')}): every receive raises a message's ApproximateReceiveCount, and at "
+            f"maxReceiveCount SQS moves it away, so reading the queue can destroy the evidence. Nothing was received. "
+            f"Read an archive of the queue (--dlq-uri), remove the queue's redrive policy, or set [dlq] "
+            f"accept_redrive_risk = true (the read then stops before any message is within one receive of "
+            f"maxReceiveCount).")
+    timeout = visibility_for(approx) if cfg.visibility_timeout is None else cfg.visibility_timeout
     problems: list[str] = []
+    seen: dict[str, dict] = {}
+    handles: dict[str, str] = {}  # MessageId -> the latest receipt handle (only that one can change visibility)
+    fruitless = receives = 0
+    max_receive_count = 0
+    throttled = near_redrive = False
+    try:
+        try:
+            while len(seen) < approx and fruitless < cfg.empty_receives and not near_redrive:
+                interrupt.check()  # after SIGTERM/SIGINT: receive no more (the finally below releases what we hold)
+                msgs = sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=BATCH, VisibilityTimeout=timeout, WaitTimeSeconds=0,
+                    MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
+                ).get("Messages", [])
+                receives += 1
+                handles.update((m["MessageId"], m["ReceiptHandle"]) for m in msgs)
+                new = {m["MessageId"]: m for m in msgs if m["MessageId"] not in seen}
+                # A receive that brings nothing new counts as empty: with a visibility timeout of 0 the same
+                # messages come back, and we must stop rather than spin.
+                fruitless = 0 if new else fruitless + 1
+                seen.update(new)
+                for m in msgs:
+                    max_receive_count = max(max_receive_count, int(m.get("Attributes", {}).get(
+                        "ApproximateReceiveCount", 0)))
+                near_redrive = bool(max_receives) and max_receive_count + 1 >= max_receives
+        except botocore.exceptions.ClientError as e:
+            code = error_code(e)
+            if code not in THROTTLE_CODES:
+                raise (store_error(e, f"DLQ {url}", "--dlq-url and the IAM policy (sqs:ReceiveMessage)")
+                       or SourceError(f"ReceiveMessage on {url} failed ({code}): {e}")) from e
+            problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
+            throttled = True
+    finally:
+        # Also on an error, Ctrl-C or SIGTERM (SystemExit): nothing we received stays hidden from its owners.
+        # NEVER DeleteMessage: the DLQ is evidence, and other people's to handle.
+        unreleased = _release(sqs, url, list(handles.values())) if timeout else 0
+    if unreleased:
+        problems.append(f"{unreleased:,} received message(s) in {url} could not be made visible again: they reappear "
+                        f"by themselves after the visibility timeout ({timeout}s).")
+    after = _counts(sqs, url)
+    approx_after = after["visible"] + after["not_visible"]
+    read_n = len(seen)
+    if near_redrive:
+        problems.append(
+            f"Stopped reading {url}: a message has been received {max_receive_count} times and the queue's "
+            f"maxReceiveCount is {max_receives}; another receive could make SQS move it to "
+            f"{redrive.get('deadLetterTargetArn')}. Redrive or archive the messages, then read the archive "
+            f"(--dlq-uri).")
+    incomplete = read_n < max(approx, approx_after) or throttled or near_redrive
+    if read_n < approx:
+        problems.append(
+            f"Read {read_n:,} of ~{approx:,} messages in {url}: "
+            + (f"with visibility timeout {timeout}s the queue keeps handing back the same messages; remove "
+               f"dlq.visibility_timeout so received messages step aside while the rest are read."
+               if timeout == 0 else "other consumers hold some (ApproximateNumberOfMessagesNotVisible "
+               f"{before['not_visible']:,} before the read). Re-run when they are done, or read an archive "
+               f"(--dlq-uri)."))
+    elif approx_after > read_n:
+        problems.append(f"{url} held ~{approx_after:,} messages after the read and {read_n:,} were read: messages "
+                        f"arrived during the read. Re-run to read them.")
+    # The queue hands messages over as dicts ten at a time; serialising them is noise next to the API calls.
+    lines = pa.array([orjson.dumps(m).decode() for m in seen.values()], pa.string())
+    led, rej = _to_ledger(lines, pa.array(list(seen), pa.string()))
+    return SourceResult(
+        name=NAME, ledger=led, rejects=rej, complete=not incomplete, problems=problems,
+        fingerprints=[{"queue_url": url, "approx_visible": before["visible"],
+                       "approx_not_visible": before["not_visible"], "read": read_n}],
+        details={"mode": "queue", "queue_url": url, "read": read_n, "approx_total": approx,
+                 "approx_visible": before["visible"], "approx_not_visible": before["not_visible"],
+                 "approx_total_after": approx_after, "coverage": f"read {read_n:,} of ~{approx:,}",
+                 "sampled": read_n < approx, "receives": receives, "visibility_timeout": timeout,
+                 "released": len(handles) - unreleased if timeout else 0, "redrive_policy": redrive,
+                 "max_receive_count_seen": max_receive_count, "rejected": rej.num_rows},
+    )
+
+
+def _counts(sqs, url: str) -> dict:
     try:
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     except botocore.exceptions.ClientError as e:
@@ -130,65 +239,20 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
                or SourceError(f"GetQueueAttributes on {url} failed ({error_code(e)}): {e}")) from e
     except botocore.exceptions.EndpointConnectionError as e:
         raise SourceError(f"Cannot reach SQS ({e}). Check --dlq-url, --region and AWS_ENDPOINT_URL.") from e
-    visible = int(attrs.get("ApproximateNumberOfMessages", 0))
-    in_flight = int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
-    approx = visible + in_flight
-    redrive = json.loads(attrs["RedrivePolicy"]) if attrs.get("RedrivePolicy") else None
-    if redrive:
-        problems.append(
-            f"{url} has a redrive policy (maxReceiveCount {redrive.get('maxReceiveCount')}, to "
-            f"{redrive.get('deadLetterTargetArn')}): every receive raises a message's ApproximateReceiveCount, so "
-            f"reading it can move messages away. Prefer an archive (--dlq-uri) or remove the policy before reading.")
+    return {"visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
+            "not_visible": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            "redrive": json.loads(attrs["RedrivePolicy"]) if attrs.get("RedrivePolicy") else None}
 
-    seen: dict[str, dict] = {}
-    fruitless = receives = 0
-    max_receive_count = 0
-    throttled = False
-    try:
-        while len(seen) < approx and fruitless < cfg.empty_receives:
-            interrupt.check()  # after SIGTERM/SIGINT: receive no more
-            msgs = sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=cfg.visibility_timeout, WaitTimeSeconds=0,
-                MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
-            ).get("Messages", [])
-            receives += 1
-            new = {m["MessageId"]: m for m in msgs if m["MessageId"] not in seen}
-            # A receive that brings nothing new counts as empty: with a visibility timeout of 0 the same
-            # messages come back, and we must stop rather than spin.
-            fruitless = 0 if new else fruitless + 1
-            seen.update(new)
-            for m in new.values():
-                count = int(m.get("Attributes", {}).get("ApproximateReceiveCount", 0))
-                max_receive_count = max(max_receive_count, count)
-            # NEVER DeleteMessage / ChangeMessageVisibility: the DLQ is evidence, and other people's to handle.
-    except botocore.exceptions.ClientError as e:
-        code = error_code(e)
-        if code not in THROTTLE_CODES:
-            raise (store_error(e, f"DLQ {url}", "--dlq-url and the IAM policy (sqs:ReceiveMessage)")
-                   or SourceError(f"ReceiveMessage on {url} failed ({code}): {e}")) from e
-        problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
-        throttled = True
 
-    read_n = len(seen)
-    if redrive and max_receive_count and max_receive_count + 1 >= int(redrive.get("maxReceiveCount", 10 ** 9)):
-        problems.append(f"Some messages in {url} have been received {max_receive_count} times: one more receive may "
-                        f"trigger the redrive policy.")
-    incomplete = read_n < approx or throttled
-    if read_n < approx:
-        problems.append(
-            f"Read {read_n:,} of ~{approx:,} messages in {url}: a sample (with visibility timeout "
-            f"{cfg.visibility_timeout}s the queue keeps handing back the same messages; other readers or in-flight "
-            f"messages hide some). Read an archive with --dlq-uri, or raise dlq.visibility_timeout so received "
-            f"messages step aside while the rest are read (they are hidden from other consumers for that long).")
-    # The queue hands messages over as dicts ten at a time; serialising them is noise next to the API calls.
-    lines = pa.array([orjson.dumps(m).decode() for m in seen.values()], pa.string())
-    led, rej = _to_ledger(lines, pa.array(list(seen), pa.string()))
-    return SourceResult(
-        name=NAME, ledger=led, rejects=rej, complete=not incomplete, problems=problems,
-        fingerprints=[{"queue_url": url, "approx_visible": visible, "approx_not_visible": in_flight,
-                       "read": read_n}],
-        details={"mode": "queue", "queue_url": url, "read": read_n, "approx_total": approx,
-                 "approx_visible": visible, "approx_not_visible": in_flight,
-                 "coverage": f"read {read_n:,} of ~{approx:,}", "sampled": True, "receives": receives,
-                 "visibility_timeout": cfg.visibility_timeout, "redrive_policy": redrive, "rejected": rej.num_rows},
-    )
+def _release(sqs, url: str, handles: list[str]) -> int:
+    """Make every received message visible again (ChangeMessageVisibilityBatch to 0); how many could not be."""
+    failed = 0
+    for i in range(0, len(handles), BATCH):
+        entries = [{"Id": str(j), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                   for j, h in enumerate(handles[i:i + BATCH])]
+        try:
+            failed += len(sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries).get("Failed", []))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            logger.warning("Could not release %d DLQ message(s) in %s: %s", len(entries), url, e)
+            failed += len(entries)
+    return failed

@@ -3,12 +3,14 @@
 Parquet or JSON lines under a prefix with hive partitions `dt=YYYY-MM-DD/hr=HH`. The EventBridge id comes from a
 column (`partitionKey` by default: EventBridge's Kinesis target uses the event id as partition key) or a JSON path
 inside `data`; `data` itself is parsed by events.py for the Zendesk fields. When Spark's file-sink commit log
-(`_spark_metadata/`) exists, rows of files it does not list are marked `committed = false`: those are files of
-failed or retried batches that plain readers see too.
+(`_spark_metadata/`, read by sparklog.py) exists, files it does not list are leftovers of failed or retried batches
+that plain readers see too: by default they are named but not read, the way Spark reads its output; with
+`honour_commit_log = false` their rows are read and marked `committed = false`.
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import pyarrow as pa
@@ -26,15 +29,18 @@ import pyarrow.parquet as pq
 from .. import ledger
 from ..aws import list_files, store_error
 from ..config import AwsConfig, SinkConfig
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError
 from ..ledger import SourceResult
 from ..window import Window
-from . import events, rawtext
+from . import events, rawtext, sparklog
+
+logger = logging.getLogger(__name__)
 
 NAME, HOP = "sink", "sink"
 WORKERS = 4
 GROUP_BYTES = 16 << 20  # stored bytes of files parsed together: few queries, bounded memory
-METADATA = "_spark_metadata"
+PRUNE_MARGIN = timedelta(days=1)  # partitions read beyond the read range: covers any session time zone set wrong
+LEFTOVERS_SHOWN = 20
 FORMATS = {"parquet": (".parquet",), "json": (".json", ".jsonl", ".json.gz", ".jsonl.gz")}
 _PART = re.compile(r"^(dt|hr)=(.+)$")
 
@@ -49,9 +55,11 @@ class _File:
 def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = None) -> SourceResult:
     """Read Spark's output into a SourceResult named "sink" (hop "sink").
 
-    Missing or denied stores raise SourceError; a corrupt file or a file without the id column (schema drift)
-    rejects that file's rows with the reason and makes the result incomplete. With `out`, the ledger is streamed
-    into that Parquet file group by group (events.LedgerOut) instead of being held in memory.
+    Missing or denied stores raise SourceError; a corrupt file, or a file whose schema drifted (a column missing or of
+    another type), rejects that file's rows with the file and the column named and makes the result incomplete. With
+    a commit log, files it does not list are crash leftovers: named in the details and, with
+    `honour_commit_log` (the default), not read, as Spark's readers do not read them. With `out`, the ledger is
+    streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory.
     """
     if not cfg.uri:
         raise ConfigError("sink.uri is not set. Pass --sink-uri s3://bucket/prefix (or a local folder).")
@@ -59,28 +67,43 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         raise ConfigError(f"Unknown sink.format {cfg.format!r}. Use one of: {', '.join(FORMATS)}.")
     if cfg.id_path:
         _check_path(cfg.id_path)
+    zone = _zone(cfg.partition_time_zone)
+    id_shape = _id_pattern(cfg.id_pattern)
     fs, root, files = list_files(cfg.uri, aws, f"Spark output {cfg.uri}", "--sink-uri")
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
-    rel = {f.path: posixpath.relpath(f.path, root) if f.path != root else f.base_name for f in files}
+    found = sparklog.find(fs, root, files)
+    log = sparklog.read(fs, found[0], found[1], scheme) if found else None
+    notes = []
+    if found and found[0] != root:
+        notes.append(f"--sink-uri {cfg.uri} is below Spark's output folder {scheme + found[0]}: read its commit log "
+                     f"{log.folder} from there. Pass --sink-uri {scheme + found[0]} to read the whole output.")
+        logger.warning("%s", notes[-1])
 
-    meta = [f for f in files if rel[f.path].split("/")[0] == METADATA]
-    committed_names = _commit_log(fs, meta, scheme) if meta else None
-
-    lo, hi = window.read_start - timedelta(hours=1), window.read_end
-    data: list[_File] = []
+    # Partition values come from the Spark job's session time zone; read a day more on each side so that a zone set
+    # wrong (or a job that partitions by another clock) can never prune an in-window row away.
+    lo, hi = window.read_start - timedelta(hours=1) - PRUNE_MARGIN, window.read_end + PRUNE_MARGIN
+    listed: list[pafs.FileInfo] = []
     skipped_partitions: set[str] = set()
     skipped_files = 0
     for f in files:
-        parts = rel[f.path].split("/")
+        parts = (posixpath.relpath(f.path, root) if f.path != root else f.base_name).split("/")
         if any(p.startswith(("_", ".")) for p in parts) or not f.base_name.endswith(FORMATS[cfg.format]):
             continue
-        span = _partition_span(parts[:-1])
+        span = _partition_span(parts[:-1], zone)
         if span is not None and (span[1] <= lo or span[0] > hi):
             skipped_partitions.add("/".join(parts[:-1]))
             skipped_files += 1
             continue
-        committed = None if committed_names is None else f.base_name in committed_names
-        data.append(_File(f, scheme + f.path, committed))
+        listed.append(f)
+    in_log = log.lists([posixpath.relpath(f.path, log.root) for f in listed]) if log else [None] * len(listed)
+    data: list[_File] = []
+    leftovers: list[str] = []
+    for f, flag in zip(listed, in_log):
+        # A 0-byte file outside the log is a crashed task's leftover and holds no rows, whoever reads it.
+        if flag is False and (cfg.honour_commit_log or not f.size):
+            leftovers.append(scheme + f.path)
+        else:
+            data.append(_File(f, scheme + f.path, flag))
 
     reader = _read_parquet if cfg.format == "parquet" else _read_json
 
@@ -92,8 +115,9 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         rejs = [p[1] for p in pieces]
         led_ = None
         if rows:
-            led_, rej_ = _parse(pa.concat_tables(rows, promote_options="permissive"), cfg)
-            rejs.append(rej_)
+            led_, rej_ = _parse(pa.concat_tables(rows), cfg)
+            led_, shape_rej = _check_ids(led_, id_shape, cfg)
+            rejs += [rej_, shape_rej]
         return led_, rejs, [p[2] for p in pieces if p[2]], [p[3] for p in pieces]
 
     out_ledger = events.LedgerOut(out)
@@ -113,22 +137,70 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         out_ledger.abort()
         raise
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
-    uncommitted = [f.where for f in data if f.committed is False]
+    log_problems = log.problems if log else []
+    fingerprints += log.fingerprints if log else []
     details = {
         "format": cfg.format, "uri": cfg.uri, "files": len(data), "records": out_ledger.rows, "rejected": rej.num_rows,
         "partitions_skipped": len(skipped_partitions), "files_skipped": skipped_files,
-        "commit_log": committed_names is not None, "uncommitted_files": uncommitted,
+        "partition_time_zone": cfg.partition_time_zone,
+        "commit_log": log is not None, "honour_commit_log": cfg.honour_commit_log,
+        "uncommitted_files": [f.where for f in data if f.committed is False],
+        "leftover_files": len(leftovers), "leftover_names": leftovers[:LEFTOVERS_SHOWN],
         "id": f"path {cfg.id_path}" if cfg.id_path else f"column {cfg.id_column}",
         "bad_files": len(problems),
     }
+    if log:
+        details |= {"commit_log_folder": log.folder, "latest_batch": log.latest_batch, "compact": log.compact,
+                    "log_files_read": len(log.read)}
+    if leftovers:
+        details["leftovers"] = (
+            f"{len(leftovers):,} file(s) not in Spark's commit log: leftovers of failed or retried batches (or entries "
+            f"the sink's retention expired), which Spark's readers ignore; "
+            + ("not read ([sink] honour_commit_log = true)." if cfg.honour_commit_log else
+               "0-byte ones hold no rows; the others were read as uncommitted."))
     if not data:
-        problems_note = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check --sink-uri and "
-                         f"--sink-format.")
-        details["note"] = problems_note
+        details["note"] = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check --sink-uri and "
+                           f"--sink-format.")
     return SourceResult(
-        name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
-        fingerprints=fingerprints, details=details,
+        # A log Spark cannot read leaves the committed set unknown: that matters only when it decides what is read.
+        name=NAME, ledger=led, rejects=rej, complete=not problems and not (log_problems and cfg.honour_commit_log),
+        problems=log_problems + problems + notes, fingerprints=fingerprints, details=details,
     )
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ConfigError(f"sink.partition_time_zone {name!r} is not a time zone ({e}). Use an IANA name such as "
+                          f"UTC or America/New_York: the Spark job's spark.sql.session.timeZone.") from e
+
+
+def _id_pattern(pattern: str) -> re.Pattern | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"sink.id_pattern {pattern!r} is not a regular expression ({e}). Use \"\" to accept any "
+                          f"id, or a pattern like ^[0-9a-f-]{{36}}$.") from e
+
+
+def _check_ids(led: pa.Table, shape: re.Pattern | None, cfg: SinkConfig) -> tuple[pa.Table, pa.Table]:
+    """Rows whose EventBridge id is not of the expected shape (a UUID unless sink.id_pattern says otherwise) become
+    rejects: an id "0".."5" is a drifted column (a partition key of another kind), not an event id."""
+    if shape is None or led.num_rows == 0:
+        return led, ledger.REJECT_SCHEMA.empty_table()
+    ok = pc.fill_null(pc.match_substring_regex(led["eb_id"], shape.pattern), False)
+    if pc.all(ok).as_py():
+        return led, ledger.REJECT_SCHEMA.empty_table()
+    bad = led.filter(pc.invert(ok))
+    where = f"path {cfg.id_path} of data" if cfg.id_path else f"column {cfg.id_column!r}"
+    reasons = pc.binary_join_element_wise(
+        "EventBridge id ", pc.fill_null(bad["eb_id"], ""),
+        f" in {where} is not of the expected shape (sink.id_pattern {shape.pattern}): the column may hold "
+        f"something else now. Check the Spark job's schema, or set [sink] id_pattern for ids of another form", "")
+    return led.filter(ok), ledger.rejects_table(NAME, bad["source_ref"], reasons, bad["eb_id"])
 
 
 def _groups(files: list[_File]) -> list[list[_File]]:
@@ -151,57 +223,20 @@ def _check_path(path: str) -> None:
         raise ConfigError(f"sink.id_path {path!r} is not a JSON path ({e}). Use a path like $.id or $.detail.id.")
 
 
-def _partition_span(dirs: list[str]) -> tuple[datetime, datetime] | None:
-    """[start, end) of a `dt=/hr=` partition, or None when the path carries no readable dt."""
+def _partition_span(dirs: list[str], zone: ZoneInfo) -> tuple[datetime, datetime] | None:
+    """[start, end) in UTC of a `dt=/hr=` partition written in `zone`, or None when the path carries no readable dt.
+    Values are unescaped (Spark writes `:` in a partition value as `%3A`)."""
     vals = dict(m.groups() for m in map(_PART.match, dirs) if m)
     try:
-        day = datetime.strptime(unquote(vals["dt"])[:10], "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        day = datetime.strptime(unquote(vals["dt"])[:10], "%Y-%m-%d").replace(tzinfo=zone)
     except (KeyError, ValueError):
         return None
-    if "hr" in vals and vals["hr"].isdigit():
-        start = day + timedelta(hours=int(vals["hr"]))
-        return start, start + timedelta(hours=1)
-    return day, day + timedelta(days=1)
-
-
-_COMMIT_SQL = """
-SELECT json_extract_string(line, '$.path') AS path, coalesce(json_extract_string(line, '$.action'), 'add') AS action
-FROM log WHERE line <> 'v1' AND json_valid(line) AND line <> ''
-"""
-
-
-def _commit_log(fs: pafs.FileSystem, meta: list[pafs.FileInfo], scheme: str) -> set[str]:
-    """Basenames of the files Spark's commit log lists as added (and not later deleted).
-
-    Log files are named by batch (`0`, `1`, ..., `9.compact`); each holds a `v1` line then one JSON line per file.
-    """
-    logs = [f for f in meta if re.fullmatch(r"\d+(\.compact)?", f.base_name)]
-    logs.sort(key=lambda f: int(f.base_name.split(".")[0]))
-    texts = []
-    for f in logs:
-        try:
-            with fs.open_input_stream(f.path, compression=None) as s:
-                texts.append(s.read())
-        except OSError as e:
-            raise SourceError(f"Cannot read Spark's commit log {scheme + f.path}: {e}. Check the object, or remove "
-                              f"the _spark_metadata folder from what is read.") from e
-    if not texts:
-        return set()
-    lines = rawtext.lines(b"\n".join(t.rstrip(b"\n") for t in texts) + b"\n")
-    con = events.connect()
-    try:
-        con.register("log", pa.table({"line": lines}))
-        entries = con.sql(_COMMIT_SQL).to_arrow_table().to_pylist()  # one entry per data file, not per row
-    finally:
-        con.close()
-    added: set[str] = set()
-    for e in entries:  # in batch order, so a later delete wins
-        name = posixpath.basename(unquote(e["path"] or ""))
-        if e["action"] == "delete":
-            added.discard(name)
-        else:
-            added.add(name)
-    return added
+    hour = unquote(vals.get("hr", ""))
+    if hour.isdigit():
+        start = day + timedelta(hours=int(hour))
+        # An hour is an hour in UTC too (a DST fold only shifts it, and the prune margin covers that).
+        return start.astimezone(timezone.utc), (start + timedelta(hours=1)).astimezone(timezone.utc)
+    return day.astimezone(timezone.utc), (day + timedelta(days=1)).astimezone(timezone.utc)
 
 
 def _read_file(fs, f: _File, cfg: SinkConfig, reader):
@@ -212,7 +247,7 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
             if meta.get("ETag"):
                 fp["etag"] = meta["ETag"].decode().strip('"')
             cols, drift = reader(fh, f, cfg)
-    except (pa.ArrowInvalid, OSError, ValueError) as e:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, ValueError) as e:
         err = store_error(e, f"Spark output file {f.where}", "--sink-uri") if isinstance(e, OSError) else None
         if err is not None and "denied" in str(err):
             raise err from e
@@ -224,7 +259,7 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
     refs = rawtext.refs(f.where, n, "#", first=0)
     if drift:
         rej = ledger.rejects_table(NAME, refs, pa.array([drift] * n, pa.string()), _as_text(cols.get("data"), n))
-        return None, rej, f"{f.where}: {drift}", fp
+        return None, rej, f"{drift}. Its {n:,} row(s) were rejected (evidence/sink.rejects.parquet).", fp
     rows = pa.table({"data": cols["data"], "eb_id": cols.get("id", pa.nulls(n, pa.string())), "source_ref": refs,
                      "sequence_number": cols["seq"], "observed_at": cols["arrival"],
                      "committed": pa.array([f.committed] * n, pa.bool_())})
@@ -255,30 +290,59 @@ def _drift(cfg: SinkConfig, where: str, columns: list[str]) -> str:
             f"Pass --id-column NAME for the column holding the EventBridge id, or --id-path $.id to read it from data")
 
 
+_TEXT = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_string, pa.types.is_large_string)
+
+
+def _is(t: pa.DataType, *checks) -> bool:
+    return any(c(t) for c in checks)
+
+
+def _drifted(where: str, column: str, t: pa.DataType, expected: str, hint: str) -> str:
+    return f"column {column!r} is {t} in {where}, expected {expected}; the schema changed. {hint}"
+
+
 def _read_parquet(fh, f: _File, cfg: SinkConfig):
+    """The file's columns in fixed types (data binary, id and sequence number text, arrival a UTC timestamp), or a
+    drift naming the file and the column: files are parsed in groups, so one file's types must not reach the others."""
     pf = pq.ParquetFile(fh)
-    names = pf.schema_arrow.names
+    schema = pf.schema_arrow
+    names = schema.names
     n = pf.metadata.num_rows
+    if "data" not in names:
+        return {"n": n, "data": None}, (f"column 'data' not found in {f.where} (columns: {', '.join(names)}); the "
+                                        f"schema changed. Check the Spark job's output schema")
+    types = {c: schema.field(c).type for c in names}
     want = [c for c in ("data", cfg.id_column, "sequenceNumber", "approximateArrivalTimestamp") if c in names]
     t = pf.read(columns=list(dict.fromkeys(want)), use_threads=False)
-    cols = {"n": n, "data": t["data"] if "data" in names else None}
-    if "data" not in names:
-        return cols, (f"column 'data' not found in {f.where} (columns: {', '.join(names)}); the schema changed. "
-                      f"Check the Spark job's output schema")
+    cols = {"n": n, "data": t["data"]}
+    if not _is(types["data"], *_TEXT):
+        return cols, _drifted(f.where, "data", types["data"], "binary or string (the Kinesis record)",
+                              "Check the Spark job's output schema")
+    cols["data"] = t["data"].cast(pa.binary())
     if not cfg.id_path:
         if cfg.id_column not in names:
             return cols, _drift(cfg, f.where, names)
+        if not _is(types[cfg.id_column], pa.types.is_string, pa.types.is_large_string):
+            return cols, _drifted(f.where, cfg.id_column, types[cfg.id_column], "string (the EventBridge id)",
+                                  "Pass --id-column NAME for the column holding the EventBridge id, or --id-path "
+                                  "$.id to read it from data")
         cols["id"] = t[cfg.id_column].cast(pa.string())
-    cols["seq"] = t["sequenceNumber"].cast(pa.string()) if "sequenceNumber" in names else pa.nulls(n, pa.string())
+    cols["seq"] = pa.nulls(n, pa.string())
+    if "sequenceNumber" in names:
+        if not _is(types["sequenceNumber"], *_TEXT, pa.types.is_integer, pa.types.is_decimal):
+            return cols, _drifted(f.where, "sequenceNumber", types["sequenceNumber"], "string",
+                                  "Check the Spark job's output schema")
+        cols["seq"] = t["sequenceNumber"].cast(pa.string())
+    cols["arrival"] = pa.nulls(n, ledger.TS)
     if "approximateArrivalTimestamp" in names:
-        arr = t["approximateArrivalTimestamp"]
-        if pa.types.is_timestamp(arr.type):
-            arr = arr.cast(pa.timestamp("ms", tz="UTC"), safe=False)
-        elif not pa.types.is_string(arr.type):
-            arr = arr.cast(pa.string())
-        cols["arrival"] = arr
-    else:
-        cols["arrival"] = pa.nulls(n, ledger.TS)
+        arr, kind = t["approximateArrivalTimestamp"], types["approximateArrivalTimestamp"]
+        try:
+            if not _is(kind, pa.types.is_timestamp, pa.types.is_string, pa.types.is_large_string):
+                raise pa.ArrowInvalid(kind)
+            cols["arrival"] = arr.cast(ledger.TS, safe=False) if pa.types.is_timestamp(kind) else arr.cast(ledger.TS)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return cols, _drifted(f.where, "approximateArrivalTimestamp", kind, "a timestamp (or ISO-8601 text)",
+                                  "Check the Spark job's output schema")
     return cols, None
 
 

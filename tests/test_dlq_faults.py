@@ -1,0 +1,143 @@
+"""DLQ faults (issue 12): a live queue is read completely by default, every received message is released (also when
+the read is interrupted), nothing is ever deleted or moved, a queue with its own redrive policy is refused unless the
+risk is accepted, and a message without attributes is a reject, never a silent log-target failure. Over moto's SQS.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import faultrun
+from reconcile import completeness
+from reconcile.aws import make_client, session
+from reconcile.config import DlqConfig
+from reconcile.errors import SourceError
+from reconcile.sources import dlq
+from test_aws_sources import WINDOW, fill_queue, queue_count, webhook
+
+pytestmark = pytest.mark.usefixtures("restore_environment")  # the demo code sets env vars
+
+UUIDS = [f"5ea00000-0000-4000-8000-{i:012d}" for i in range(40)]
+
+
+def receive_all_again(sqs, url, expect: int) -> dict[str, int]:
+    """Receive every message of the queue (as a consumer would): MessageId -> ApproximateReceiveCount."""
+    seen: dict[str, int] = {}
+    for _ in range(3 * expect):
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30,
+                                     MessageSystemAttributeNames=["All"]).get("Messages", []):
+            seen[m["MessageId"]] = int(m["Attributes"]["ApproximateReceiveCount"])
+        if len(seen) >= expect:
+            break
+    return seen
+
+
+def redrive_queue(sqs, max_receives: int) -> tuple[str, str]:
+    target = sqs.create_queue(QueueName="dlq-of-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName="zendesk-dlq", Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receives)})})["QueueUrl"]
+    return url, target
+
+
+def test_a_queue_of_more_than_ten_is_read_completely_and_released(aws_cfg):
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:35])])
+    res = dlq.read(DlqConfig(queue_url=url), WINDOW, aws_cfg)
+    assert res.complete and res.records == 35 and res.problems == []
+    d = res.details
+    assert d["coverage"] == "read 35 of ~35" and d["approx_total_after"] == 35 and d["sampled"] is False
+    assert d["released"] == 35 and d["visibility_timeout"] == dlq.visibility_for(35) > 0
+    # every message is visible again at once, received exactly once by the read: a consumer gets all 35 now
+    again = receive_all_again(sqs, url, 35)
+    assert len(again) == 35 and set(again.values()) == {2}
+    assert queue_count(sqs, url) == 35
+
+
+def test_an_interrupted_read_releases_what_it_received(aws_cfg):
+    """Ctrl-C (or SIGTERM turned into SystemExit) in the middle of the read: the messages received so far are made
+    visible again before the exception goes on. The interruption is injected into the AWS SDK's call chain."""
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:25])])
+    calls = []
+
+    def interrupt(**_):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    events = session(aws_cfg).events
+    events.register("before-call.sqs.ReceiveMessage", interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dlq.read(DlqConfig(queue_url=url), WINDOW, aws_cfg)
+    finally:
+        events.unregister("before-call.sqs.ReceiveMessage", interrupt)
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (a["ApproximateNumberOfMessages"], a["ApproximateNumberOfMessagesNotVisible"]) == ("25", "0")
+    assert len(receive_all_again(sqs, url, 25)) == 25
+
+
+def test_a_queue_with_a_redrive_policy_is_refused_and_untouched(aws_cfg):
+    sqs = make_client("sqs", aws_cfg)
+    url, target = redrive_queue(sqs, 3)
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:12])])
+    for _ in range(4):
+        with pytest.raises(SourceError, match=r"redrive policy \(maxReceiveCount 3.*accept_redrive_risk = true"):
+            dlq.read(DlqConfig(queue_url=url), WINDOW, aws_cfg)
+    assert queue_count(sqs, url) == 12 and queue_count(sqs, target) == 0
+    assert set(receive_all_again(sqs, url, 12).values()) == {1}  # never received by the refused reads
+
+
+def test_with_the_risk_accepted_repeated_reads_never_move_a_message(aws_cfg):
+    sqs = make_client("sqs", aws_cfg)
+    url, target = redrive_queue(sqs, 4)
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:15])])
+    cfg = DlqConfig(queue_url=url, accept_redrive_risk=True)
+    results = [dlq.read(cfg, WINDOW, aws_cfg) for _ in range(3)]
+    assert [r.complete for r in results] == [True, True, False]
+    assert [r.details["max_receive_count_seen"] for r in results] == [1, 2, 3]
+    assert any("Stopped reading" in p and "maxReceiveCount is 4" in p for p in results[2].problems)
+    assert queue_count(sqs, url) == 15 and queue_count(sqs, target) == 0
+    # the third read stopped at its first receive: the rest of the queue was not pushed closer to the limit
+    assert results[2].details["receives"] == 1
+
+
+def test_a_message_without_attributes_is_a_reject_not_a_log_target_failure(aws_cfg):
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(UUIDS[0], "1")])
+    sqs.send_message(QueueUrl=url, MessageBody=webhook(UUIDS[1], "2"))  # no MessageAttributes at all
+    res = dlq.read(DlqConfig(queue_url=url), WINDOW, aws_cfg)
+    assert res.ledger["eb_id"].to_pylist() == [UUIDS[0]] and res.rejected == 1
+    assert res.rejects["reason"][0].as_py().startswith("DLQ message has no TARGET_ARN attribute")
+    decided = completeness.decide(res, others_have_records=True)
+    assert not decided.complete and any("may be in-window events" in p for p in decided.problems)
+
+
+def test_a_whole_run_refuses_a_redrive_queue_and_says_so(moto, tmp_path):
+    def add_redrive(stores, aws):
+        sqs = make_client("sqs", aws)
+        target = sqs.create_queue(QueueName="dlq-of-dlq")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sqs.set_queue_attributes(QueueUrl=stores["queue_url"], Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "2"})})
+
+    res = faultrun.run(moto, tmp_path, after_load=add_redrive, spike_dlq=0.2)
+    d = res.input("dlq")
+    assert (res.outcome.summary["status"], res.outcome.exit_code) == ("incomplete", 3)
+    assert not d["complete"] and any("redrive policy" in p for p in d["problems"])
+    assert "accept_redrive_risk" in res.report_text
+    # dead-lettered events are not read, so none of them may be called lost without the run saying incomplete
+    assert all(t == "dead_lettered" for _, t in res.changed.values())
+
+
+def test_a_whole_run_reads_a_spike_of_dead_letters_completely(moto, tmp_path):
+    res = faultrun.run(moto, tmp_path, spike_dlq=0.2)
+    d = res.input("dlq")
+    assert d["complete"] and d["records"] > 10 and d["details"]["sampled"] is False
+    assert res.changed == {} and res.outcome.exit_code == 2

@@ -1,0 +1,257 @@
+"""Spark-sink faults (issue 12): schema drift, Spark's commit log, crash leftovers, partition time zones.
+
+Whole runs over moto and the Zendesk-compatible server (tests/faultrun.py) assert the exit code, the status, that the
+summary and the report name the problem, and that no verdict changed silently; the commit-log cases read real Spark
+output (tests/fixtures/spark, written by PySpark's file sink: make_fixture.py there says how).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import faultrun
+from reconcile.config import AwsConfig, SinkConfig
+from reconcile.errors import ConfigError
+from reconcile.sources import sink
+from reconcile.window import Window
+
+pytestmark = pytest.mark.usefixtures("restore_environment")  # the demo code sets env vars
+
+SPARK = Path(__file__).parent / "fixtures" / "spark"
+SPARK_IDS = json.loads((SPARK / "ids.json").read_text())
+DAY = Window(start=datetime(2026, 11, 23, tzinfo=timezone.utc), end=datetime(2026, 11, 24, tzinfo=timezone.utc),
+             as_of=datetime(2026, 11, 25, tzinfo=timezone.utc))
+LOCAL = AwsConfig()
+
+
+def ids_in(path: Path) -> set[str]:
+    return set(pq.read_table(path, columns=["partitionKey"])["partitionKey"].to_pylist())
+
+
+def events_of(res: faultrun.FaultRun, eb_ids: set[str]) -> set[str]:
+    t = res.truth_table
+    return set(t.filter(pc.is_in(t["eb_id"], pa.array(sorted(eb_ids), pa.string())))["source_id"].to_pylist())
+
+
+# ------------------------------------------------------------------------------------------- whole runs over servers
+
+
+def test_uncommitted_copies_neither_deliver_nor_duplicate(moto, tmp_path):
+    """The simulator writes a micro-batch twice, the copy outside _spark_metadata (a retried batch). Spark's readers
+    see one copy: so do we by default, naming the leftover files without reading them."""
+    res = faultrun.run(moto, tmp_path, rebatch_batches=2)
+    sink_in = res.input("sink")
+    assert res.changed == {}
+    assert (res.outcome.summary["status"], res.outcome.exit_code) == ("loss", 2)
+    assert sink_in["complete"] and sink_in["details"]["leftover_files"] >= 2
+    assert sink_in["details"]["honour_commit_log"] is True and sink_in["details"]["uncommitted_files"] == []
+    assert all(n in res.report_text for n in sink_in["details"]["leftover_names"])
+    assert "not in Spark's commit log" in res.report_text
+
+
+def test_readers_that_ignore_the_commit_log_see_re_batched_duplicates(moto, tmp_path):
+    res = faultrun.run(moto, tmp_path, rebatch_batches=2, sink={"honour_commit_log": False})
+    sink_in = res.input("sink")
+    assert sink_in["complete"] and sink_in["details"]["uncommitted_files"]
+    rebatched = {r["source_id"] for r in res.truth_table.select(["source_id", "faults"]).to_pylist()
+                 if "rebatch" in (r["faults"] or [])}
+    assert rebatched and res.changed and set(res.changed) <= rebatched
+    assert {v for v, _ in res.changed.values()} == {"duplicated"}
+    assert res.outcome.exit_code == 2
+
+
+def test_a_zero_byte_leftover_of_a_crashed_task_is_named_not_a_problem(moto, tmp_path):
+    def crash(stores):
+        first = faultrun.sink_files(stores)[len(faultrun.sink_files(stores)) // 2]
+        (first.parent / "part-00007-7f1c0de0-0000-4000-8000-crashed00000.c000.snappy.parquet").write_bytes(b"")
+
+    res = faultrun.run(moto, tmp_path, mutate=crash)
+    sink_in = res.input("sink")
+    assert res.changed == {} and res.outcome.exit_code == 2 and sink_in["complete"], sink_in["problems"]
+    assert any("crashed00000" in n for n in sink_in["details"]["leftover_names"])
+    assert "crashed00000" in res.report_text
+
+
+def drift(column: str, make):
+    """A mutation replacing one committed file's `column` with make(table) (same rows, other type)."""
+    hit = {}
+
+    def mutate(stores):
+        f = faultrun.committed_files(stores)[3]
+        t = pq.read_table(f)
+        hit["file"], hit["ids"] = f, ids_in(f)
+        i = t.schema.get_field_index(column)
+        pq.write_table(t.set_column(i, column, make(t)), f)
+
+    return mutate, hit
+
+
+@pytest.mark.parametrize("column, make", [
+    ("data", lambda t: pa.array(range(t.num_rows), pa.int64())),
+    ("partitionKey", lambda t: pa.array([i % 6 for i in range(t.num_rows)], pa.int64())),
+    ("approximateArrivalTimestamp", lambda t: pa.array(["yesterday"] * t.num_rows)),
+    ("approximateArrivalTimestamp", lambda t: pa.array(range(t.num_rows), pa.int64())),
+], ids=["data-int64", "partitionKey-int64", "arrival-text", "arrival-int64"])
+def test_schema_drift_is_a_reject_naming_file_and_column_never_a_crash(moto, tmp_path, column, make):
+    mutate, hit = drift(column, make)
+    res = faultrun.run(moto, tmp_path, mutate=mutate)
+    sink_in = res.input("sink")
+    assert (res.outcome.summary["status"], res.outcome.exit_code) == ("incomplete", 3)
+    assert not sink_in["complete"] and sink_in["rejected"] >= len(hit["ids"])
+    named = [p for p in sink_in["problems"] if hit["file"].name in p and repr(column) in p]
+    assert named, sink_in["problems"]
+    assert hit["file"].name in res.report_text
+    # only the events of the rejected file may differ from the truth, and the run says it is incomplete
+    assert set(res.changed) <= events_of(res, hit["ids"])
+
+
+def test_arrival_as_iso_text_is_read(moto, tmp_path):
+    mutate, hit = drift("approximateArrivalTimestamp", lambda t: pc.strftime(
+        t["approximateArrivalTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
+    res = faultrun.run(moto, tmp_path, mutate=mutate)
+    assert res.changed == {} and res.input("sink")["complete"] and res.outcome.exit_code == 2
+
+
+def test_a_garbage_line_in_the_commit_log_is_a_problem_not_skipped(moto, tmp_path):
+    hit = {}
+
+    def garble(stores):
+        logs = (stores / "spark-output" / "events" / "_spark_metadata").iterdir()
+        log = max(logs, key=lambda f: int(f.name.split(".")[0]))  # the latest batch: one Spark's readers read
+        log.write_text(log.read_text() + "\n{half an entry\n")
+        hit["log"] = log
+
+    res = faultrun.run(moto, tmp_path, mutate=garble)
+    sink_in = res.input("sink")
+    assert (res.outcome.summary["status"], res.outcome.exit_code) == ("incomplete", 3)
+    assert any(f"_spark_metadata/{hit['log'].name}" in p and "not commit entries" in p for p in sink_in["problems"])
+    assert "not commit entries" in res.report_text
+    assert res.changed == {}  # the entries that could be read still say which files are committed
+
+
+def test_partitions_in_another_time_zone_lose_no_in_window_row(moto, tmp_path):
+    """The Spark job's session time zone is America/New_York: dt=/hr= are local hours. With the zone configured, and
+    with the zone left at UTC (wrong), every in-window row is still read."""
+    ny = ZoneInfo("America/New_York")
+
+    def to_new_york(stores):
+        root = stores / "spark-output" / "events"
+        moved = {}
+        for f in faultrun.sink_files(stores):
+            rel = f.relative_to(root)
+            dt, hr = rel.parts[0][3:], rel.parts[1][3:]
+            local = datetime.strptime(f"{dt} {hr}", "%Y-%m-%d %H").replace(tzinfo=timezone.utc).astimezone(ny)
+            new = Path(f"dt={local:%Y-%m-%d}") / f"hr={local:%H}" / rel.name
+            (root / new).parent.mkdir(parents=True, exist_ok=True)
+            f.rename(root / new)
+            moved[str(rel)] = str(new)
+        for log in (root / "_spark_metadata").iterdir():
+            text = log.read_text()
+            for old, new in moved.items():
+                text = text.replace(f"/events/{old}", f"/events/{new}")
+            log.write_text(text)
+
+    res = faultrun.run(moto, tmp_path, mutate=to_new_york)
+    assert res.changed == {} and res.outcome.exit_code == 2 and res.input("sink")["complete"]
+    res = faultrun.run(moto, tmp_path / "zoned", mutate=to_new_york, sink={"partition_time_zone": "America/New_York"})
+    assert res.changed == {} and res.outcome.exit_code == 2
+
+
+# ------------------------------------------------------------------------------ real Spark output (PySpark fixture)
+
+
+def spark_copy(tmp_path: Path, fmt: str) -> Path:
+    return Path(shutil.copytree(SPARK / fmt, tmp_path / fmt))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "json"])
+def test_real_spark_output_reads_latest_compact_plus_later_batches(fmt):
+    res = sink.read(SinkConfig(uri=str(SPARK / fmt), format=fmt), DAY, LOCAL)
+    assert res.complete, res.problems
+    assert sorted(res.ledger["eb_id"].to_pylist()) == sorted(SPARK_IDS)
+    assert res.ledger["committed"].to_pylist() == [True] * len(SPARK_IDS)
+    d = res.details
+    assert d["latest_batch"] == 4 and d["compact"].endswith("_spark_metadata/2.compact") and d["log_files_read"] == 3
+    assert {fp["key"].rsplit("/", 1)[1] for fp in res.fingerprints} >= {"2.compact", "3", "4"}  # inputs, too
+    assert d["leftover_files"] == 0  # the JSON sink's `minute=00%3A30` folders are `%253A` in the log: decoded
+    # arrival times of the New York session are read as instants (00:30Z is 19:30 the day before in New York)
+    assert min(res.ledger["observed_at"].to_pylist()) == datetime(2026, 11, 23, 0, 30, tzinfo=timezone.utc)
+
+
+def test_an_entry_only_in_a_lingering_old_batch_file_is_not_committed(tmp_path):
+    """With the sink's `retention` option Spark drops expired entries when it compacts; the old batch files linger
+    until cleanup. Spark reads only the latest compact and later batches, so such a file is not committed."""
+    root = spark_copy(tmp_path, "parquet")
+    src = next(root.glob("dt=2026-11-23/hr=05/*.parquet"))
+    expired = src.with_name("part-00000-0e0e0e0e-0000-4000-8000-expired00000.c000.snappy.parquet")
+    shutil.copy(src, expired)
+    batch0 = root / "_spark_metadata" / "0"
+    entry = json.loads(batch0.read_text().splitlines()[1])
+    entry["path"] = entry["path"].rsplit("/", 1)[0].replace("dt=2026-11-22/hr=19", "dt=2026-11-23/hr=05") \
+        + "/" + expired.name
+    batch0.write_text(batch0.read_text() + "\n" + json.dumps(entry))
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    assert res.complete and res.details["leftover_files"] == 1 and "expired00000" in res.details["leftover_names"][0]
+    assert sorted(res.ledger["eb_id"].to_pylist()) == sorted(SPARK_IDS)  # no duplicate from the expired copy
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda m: (m / "3").unlink(), "lacks batch file(s) 3"),
+    (lambda m: (m / "4").write_text("v2\n" + (m / "4").read_text().split("\n", 1)[1]), "is version v2"),
+    (lambda m: (m / "4").write_text("{}\n"), "does not start with the version line"),
+], ids=["missing-batch", "newer-version", "no-version"])
+def test_a_commit_log_spark_cannot_read_makes_the_sink_incomplete(tmp_path, damage, said):
+    root = spark_copy(tmp_path, "parquet")
+    damage(root / "_spark_metadata")
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    assert not res.complete and any(said in p for p in res.problems), res.problems
+    # for readers that ignore the log it only flags copies: said, and every file is read
+    ignored = sink.read(SinkConfig(uri=str(root), honour_commit_log=False), DAY, LOCAL)
+    assert ignored.complete and any(said in p for p in ignored.problems) and len(ignored.ledger) == len(SPARK_IDS)
+
+
+def test_uri_below_the_commit_log_warns_and_uses_the_log(tmp_path):
+    root = spark_copy(tmp_path, "parquet")
+    (root / "dt=2026-11-23" / "hr=10" / "part-00001-0f0f0f0f-0000-4000-8000-leftover0000.c000.snappy.parquet") \
+        .write_bytes(b"")
+    res = sink.read(SinkConfig(uri=str(root / "dt=2026-11-23")), DAY, LOCAL)
+    assert res.complete and res.details["commit_log"] and res.details["leftover_files"] == 1
+    assert any("is below Spark's output folder" in p and str(root) in p for p in res.problems)
+    assert len(res.ledger) == 12  # the four batches written on the 23rd in New York
+
+
+def test_zero_byte_leftover_is_skipped_even_when_the_log_is_ignored(tmp_path):
+    root = spark_copy(tmp_path, "parquet")
+    (root / "dt=2026-11-23" / "hr=10" / "part-00001-0f0f0f0f-0000-4000-8000-leftover0000.c000.snappy.parquet") \
+        .write_bytes(b"")
+    res = sink.read(SinkConfig(uri=str(root), honour_commit_log=False), DAY, LOCAL)
+    assert res.complete and res.details["leftover_files"] == 1 and len(res.ledger) == 15
+
+
+def test_a_wrong_time_zone_or_id_pattern_is_a_config_error():
+    with pytest.raises(ConfigError, match="partition_time_zone 'Mars/Olympus'"):
+        sink.read(SinkConfig(uri=str(SPARK / "parquet"), partition_time_zone="Mars/Olympus"), DAY, LOCAL)
+    with pytest.raises(ConfigError, match="id_pattern"):
+        sink.read(SinkConfig(uri=str(SPARK / "parquet"), id_pattern="(["), DAY, LOCAL)
+
+
+def test_ids_of_another_shape_are_rejected_by_row(tmp_path):
+    t = pq.read_table(next((SPARK / "parquet").glob("dt=2026-11-23/hr=05/*.parquet")))
+    t = t.set_column(t.schema.get_field_index("partitionKey"), "partitionKey",
+                     pa.array(["3"] + t["partitionKey"].to_pylist()[1:]))
+    (tmp_path / "dt=2026-11-23" / "hr=05").mkdir(parents=True)
+    pq.write_table(t, tmp_path / "dt=2026-11-23" / "hr=05" / "part-0.parquet")
+    res = sink.read(SinkConfig(uri=str(tmp_path)), DAY, LOCAL)
+    assert len(res.ledger) == t.num_rows - 1 and res.rejected == 1
+    assert "EventBridge id 3 in column 'partitionKey' is not of the expected shape" in res.rejects["reason"][0].as_py()
+    assert len(sink.read(SinkConfig(uri=str(tmp_path), id_pattern=""), DAY, LOCAL).ledger) == t.num_rows
+
