@@ -1,0 +1,577 @@
+"""The `reconcile` command: parse flags, build the config, call the library, map errors to exit codes.
+
+Exit codes: 0 clean · 1 only pending events · 2 loss above a hop's threshold · 3 an input incomplete or
+unreadable · 4 configuration or runtime error · 5 verify: a run does not match its evidence or its inputs changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+import orjson
+
+from . import __version__
+from . import config as config_mod
+from .errors import ConfigError, ReconcileError, SourceError, VerifyError
+from .window import parse_time
+
+logger = logging.getLogger("reconcile")
+
+EXIT_CODES = """\b
+Exit codes:
+  0  clean: every event delivered (or excluded)
+  1  only pending events (EventBridge may still deliver them)
+  2  loss above a hop's threshold
+  3  an input was incomplete or unreadable
+  4  configuration or runtime error
+  5  verify: the run does not match its evidence, or (--against-sources) an input changed or vanished"""
+
+
+def setup_logging(verbose: int, quiet: int) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class Main(click.Group):
+    """Turns domain errors into one `Error: ...` line and the documented exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ReconcileError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place an unexpected failure becomes exit 4
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.exception("unexpected failure")
+            click.echo(f"Error: unexpected {type(e).__name__}: {e} (run with -v -v for the traceback)", err=True)
+            sys.exit(4)
+
+
+@click.group(cls=Main, epilog=EXIT_CODES)
+@click.version_option(__version__, prog_name="reconcile")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv: SQL and tracebacks).")
+@click.option("-q", "--quiet", count=True, help="Less logging on stderr.")
+def main(verbose: int, quiet: int) -> None:
+    """Reconcile Zendesk → EventBridge → Kinesis → Spark → S3: find every event that went missing, and where.
+
+    \b
+    Example:
+      reconcile demo --out demo-out
+    """
+    setup_logging(verbose, quiet)
+
+
+def window_options(f):
+    f = click.option("--as-of", help="Judge as if now were this time (ISO-8601). Default: now.")(f)
+    f = click.option("--end", help="Window end (ISO-8601, exclusive).")(f)
+    f = click.option("--start", help="Window start (ISO-8601).")(f)
+    f = click.option("--date", "day", help="A UTC day YYYY-MM-DD (default: yesterday).")(f)
+    return f
+
+
+def resolve_window(cfg, day, start, end, as_of):
+    from .run import window_from
+    if day and (start or end):
+        raise ConfigError("Give either --date or --start/--end, not both.")
+    if start or end:
+        if not (start and end):
+            raise ConfigError("--start and --end go together. Give both, or --date for a whole UTC day.")
+        s, e = parse_time(start), parse_time(end)
+    else:
+        if day:
+            s = parse_time(day)
+        else:
+            today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+            s = today - timedelta(days=1)
+        e = s + timedelta(days=1)
+    return window_from(cfg, s, e, parse_time(as_of) if as_of else None)
+
+
+def parse_sets(items: tuple[str, ...]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set {item!r} is not section.key=value, e.g. --set sink.id_column=id")
+        try:
+            import tomllib
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except Exception:  # noqa: BLE001 - an unquoted string is the common case
+            parsed = value
+        out.setdefault(section, {})[name] = parsed
+    return out
+
+
+def merge(*dicts: dict[str, dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for d in dicts:
+        for sec, values in d.items():
+            out.setdefault(sec, {}).update({k: v for k, v in values.items() if v is not None})
+    return out
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@window_options
+@click.option("--out", help="Output folder (default reconcile-out/<window>), or s3://bucket/prefix to publish the run "
+              "there (files first, manifest.json last).")
+@click.option("--replace", is_flag=True, help="With --out s3://..., replace a run already published there.")
+@click.option("--bundle", type=click.Path(dir_okay=False), help="Also pack the run's evidence bundle into this .tar.gz.")
+@click.option("--zendesk-url", help="Zendesk account URL (or ZENDESK_URL).")
+@click.option("--profile", help="AWS profile.")
+@click.option("--region", help="AWS region.")
+@click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL), e.g. a moto server.")
+@click.option("--audience", type=click.Choice(["daily", "incident", "audit"]), default="daily", show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key.")
+@click.option("--state", help="Run-state DuckDB file or s3:// URI (default: reconcile-state.duckdb beside --out).")
+@click.option("--no-state", is_flag=True, help="Do not carry pending events or record history.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
+@click.option("--dry-run", is_flag=True, help="Print what would be read and written; touch nothing.")
+def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, profile, region, endpoint_url,
+        audience, sets, state, no_state, as_json, no_progress, dry_run):
+    """Reconcile one window over the configured stores and write the gap report.
+
+    Secrets come from the environment only: ZENDESK_EMAIL + ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN), and the
+    AWS credential chain.
+
+    \b
+    Example:
+      reconcile run --config reconcile.toml --date 2026-11-23 --out out/
+      reconcile run --config reconcile.toml --date 2026-11-23 --out s3://audit/runs/2026-11-23 --bundle run.tar.gz
+    """
+    from . import publish
+    from .run import execute
+    overrides = merge({"zendesk": {"url": zendesk_url},
+                       "aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url}},
+                      parse_sets(sets))
+    cfg = config_mod.build(config_path, overrides)
+    window = resolve_window(cfg, day, start, end, as_of)
+    target = out or str(Path("reconcile-out") / window.key)
+    state_path = None if no_state else (state or default_state(target))
+    if dry_run:
+        click.echo(dry_run_plan(cfg, window, target, state_path))
+        return
+    if not publish.is_s3(target):
+        if replace:
+            raise ConfigError("--replace is for --out s3://...; a local --out folder is always replaced.")
+        outcome = execute(cfg, window, Path(target), audience=audience, progress=not no_progress, state=state_path)
+        if bundle:
+            publish.pack(outcome.out_dir, Path(bundle))
+        emit(outcome, as_json)
+        sys.exit(outcome.exit_code)
+    publish.ensure_free(target, cfg.aws, replace)  # fail before reading anything
+    with tempfile.TemporaryDirectory(prefix="reconcile-run-") as tmp:
+        outcome = execute(cfg, window, Path(tmp) / window.key, audience=audience, progress=not no_progress,
+                          state=state_path, location=target)
+        if bundle:
+            publish.pack(outcome.out_dir, Path(bundle))
+        report_uri = publish.publish(outcome.out_dir, target, cfg.aws, replace=replace)
+    emit(outcome, as_json, report_uri)
+    sys.exit(outcome.exit_code)
+
+
+def dry_run_plan(cfg, window, target: str, state_path) -> str:
+    """What a run would read (each store and the time range) and write, without touching anything."""
+    from .run import SOURCES
+    where = {
+        "zendesk": lambda c: f"{c.zendesk.url}/api/v2/incremental/ticket_events.json "
+                             f"({c.zendesk.requests_per_minute:g} requests/min)",
+        "bus_log": lambda c: f"{c.bus_log.uri or c.bus_log.log_group} ({c.bus_log.format})",
+        "sink": lambda c: f"{c.sink.uri} ({c.sink.format}, id from "
+                          f"{c.sink.id_path or 'column ' + c.sink.id_column})",
+        "dlq": lambda c: (f"{c.dlq.queue_url} (received, never deleted; visibility {c.dlq.visibility_timeout}s)"
+                          if c.dlq.queue_url else f"{c.dlq.uri} (archive)"),
+        "metrics": lambda c: (f"AWS/Events rule {c.metrics.rule}" if c.metrics.rule else f"{c.metrics.uri}"),
+    }
+    iso = "%Y-%m-%dT%H:%M:%SZ"
+    lines = [f"window     {window.start:{iso}} → {window.end:{iso}} (Zendesk events by event time)",
+             f"read       downstream stores over {window.read_start:{iso}} → {window.read_end:{iso}}",
+             f"as of      {window.as_of:{iso}}: missing events younger than {window.horizon} are pending"]
+    for spec in SOURCES:
+        what = where[spec.name](cfg) if spec.configured(cfg) else f"NOT CONFIGURED ({spec.hint})"
+        lines.append(f"{spec.name:<10} {what}")
+    lines += [f"write      {target}/ (report.html, summary.json, gaps.csv, verdicts.parquet, evidence/, manifest.json)",
+              f"state      {state_path or 'none (--no-state)'}"]
+    return "\n".join(lines)
+
+
+def default_state(out: str | Path) -> str | Path:
+    """Beside the outputs: the parent of a run's folder (or S3 prefix), so consecutive windows share it."""
+    if str(out).startswith("s3://"):
+        parent = str(out).rstrip("/").rsplit("/", 1)[0] if str(out).rstrip("/").count("/") > 2 else str(out)
+        return parent.rstrip("/") + "/reconcile-state.duckdb"
+    return Path(out).resolve().parent / "reconcile-state.duckdb"
+
+
+def emit(outcome, as_json: bool, report: str | None = None) -> None:
+    s = outcome.summary
+    if as_json:
+        click.echo(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode())
+    else:
+        v = s["verdicts"]
+        click.echo(f"{s['status']}: {s['events']:,} events · delivered {v['delivered']:,} · duplicated "
+                   f"{v['duplicated']:,} · dead-lettered {v['dead_lettered']:,} · lost after bus "
+                   f"{v['lost_after_bus']:,} · lost before bus {v['lost_before_bus']:,} · pending {v['pending']:,}",
+                   err=True)
+        click.echo(report or str(outcome.report))
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default="demo-out", show_default=True)
+@click.option("--events", type=int, default=20_000, show_default=True, help="Zendesk events in the day.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--day", default="2026-11-23", show_default=True, help="The (first) simulated UTC day.")
+@click.option("--days", type=click.IntRange(1, 14), default=1, show_default=True,
+              help="Consecutive days, each run daily with the state carried over.")
+@click.option("--audience", type=click.Choice(["daily", "incident", "audit"]), default="daily", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--no-progress", is_flag=True)
+def demo(out, events, seed, day, days, audience, as_json, no_progress):
+    """Simulate a pipeline day with faults at every hop, serve it like the real stores, reconcile it.
+
+    The Zendesk API is served over HTTP on loopback and the AWS stores by moto's server, so the demo runs the
+    same code paths as a production run. Prints the report path and how many injected faults were found.
+
+    \b
+    Example:
+      reconcile demo --out demo-out --events 20000 --seed 7
+    """
+    from .simulate.demo import run_demo
+    outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, days=days, audience=audience,
+                              progress=not no_progress)
+    for line in found:
+        click.echo(line, err=True)
+    emit(outcome, as_json)
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--events", type=int, default=20_000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--day", default="2026-11-23", show_default=True)
+def simulate(out, events, seed, day):
+    """Write a simulated pipeline day's stores (real formats) and its truth.json, without reconciling.
+
+    \b
+    Example:
+      reconcile simulate --out sim/ --events 100000
+    """
+    from .simulate.generate import SimParams, simulate as make
+    from .simulate.stores import write_stores
+    written = write_stores(make(SimParams(events=events, seed=seed, day=day)), Path(out))
+    click.echo(str(Path(out) / "stores"))
+    logger.info("wrote %s", {k: v for k, v in written.items() if not isinstance(v, (list, dict))})
+
+
+@main.group()
+def fetch():
+    """Read one store alone into a ledger Parquet file, to debug one store at a time.
+
+    \b
+    Example:
+      reconcile fetch sink --uri s3://spark-output/events --start 2026-11-23 --end 2026-11-24 --out sink.parquet
+    """
+
+
+def fetch_options(f):
+    f = click.option("--out", type=click.Path(dir_okay=False), required=True, help="Ledger Parquet to write.")(f)
+    f = click.option("--end", required=True, help="Window end (ISO-8601).")(f)
+    f = click.option("--start", required=True, help="Window start (ISO-8601).")(f)
+    f = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")(f)
+    f = click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")(f)
+    f = click.option("--region", help="AWS region.")(f)
+    f = click.option("--profile", help="AWS profile.")(f)
+    return f
+
+
+def do_fetch(name: str, config_path, start, end, out, overrides: dict) -> None:
+    from . import completeness, ledger
+    from .run import SOURCES, read_source, window_from, write_ledger
+    cfg = config_mod.build(config_path, overrides)
+    window = window_from(cfg, parse_time(start), parse_time(end))
+    spec = next(s for s in SOURCES if s.name == name)
+    out = Path(out)
+    evidence = out.parent / (out.stem + "-evidence")
+    # Alone, a store cannot be compared with the others: only the per-source parts of the rule apply.
+    result = completeness.decide(read_source(spec, cfg, window, evidence, progress=True), others_have_records=False)
+    os.replace(write_ledger(spec, result, evidence), out)  # a streamed ledger is in evidence/ already
+    if result.rejected:
+        ledger.write_atomic(result.rejects, out.with_name(out.stem + ".rejects.parquet"))
+    for p in result.problems:
+        click.echo(f"{name}: {p}", err=True)
+    click.echo(f"{name}: {result.records:,} records, {result.rejected:,} rejected, "
+               f"{'complete' if result.complete else 'INCOMPLETE'}", err=True)
+    click.echo(str(out))
+    sys.exit(0 if result.complete else 3)
+
+
+def aws_overrides(profile, region, endpoint_url) -> dict:
+    return {"aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url}}
+
+
+@fetch.command("zendesk")
+@fetch_options
+@click.option("--zendesk-url", help="Account URL (or ZENDESK_URL).")
+@click.option("--requests-per-minute", type=float, help="Request budget (10; 30 with High Volume).")
+def fetch_zendesk(config_path, start, end, out, profile, region, endpoint_url, zendesk_url, requests_per_minute):
+    """Pull the Incremental Ticket Event Export for a window.
+
+    \b
+    Example:
+      ZENDESK_EMAIL=me@acme.com ZENDESK_API_TOKEN=... reconcile fetch zendesk \\
+        --zendesk-url https://acme.zendesk.com --start 2026-11-23 --end 2026-11-24 --out zendesk.parquet
+    """
+    do_fetch("zendesk", config_path, start, end, out,
+             {"zendesk": {"url": zendesk_url, "requests_per_minute": requests_per_minute}})
+
+
+@fetch.command("bus-log")
+@fetch_options
+@click.option("--uri", help="s3://bucket/prefix or a folder of the log archive.")
+@click.option("--format", "fmt", type=click.Choice(["cwl-export", "firehose", "api"]))
+@click.option("--log-group", help="Log group, for --format api.")
+def fetch_bus_log(config_path, start, end, out, profile, region, endpoint_url, uri, fmt, log_group):
+    """Read the bus's CloudWatch Logs copy (S3 export, Firehose objects or the live API).
+
+    \b
+    Example:
+      reconcile fetch bus-log --uri s3://logs-archive/exports --format cwl-export \\
+        --start 2026-11-23 --end 2026-11-24 --out bus.parquet
+    """
+    do_fetch("bus_log", config_path, start, end, out,
+             merge(aws_overrides(profile, region, endpoint_url),
+                   {"bus_log": {"uri": uri, "format": fmt, "log_group": log_group}}))
+
+
+@fetch.command("sink")
+@fetch_options
+@click.option("--uri", help="s3://bucket/prefix or a folder of Spark's output.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "json"]))
+@click.option("--id-column", help="Column holding the EventBridge id (default partitionKey).")
+@click.option("--id-path", help="JSON path of the id inside `data`, e.g. $.id.")
+def fetch_sink(config_path, start, end, out, profile, region, endpoint_url, uri, fmt, id_column, id_path):
+    """Read Spark's Kinesis output (Parquet or JSON lines, hive-partitioned).
+
+    \b
+    Example:
+      reconcile fetch sink --uri s3://spark-output/events --start 2026-11-23 --end 2026-11-24 --out sink.parquet
+    """
+    do_fetch("sink", config_path, start, end, out,
+             merge(aws_overrides(profile, region, endpoint_url),
+                   {"sink": {"uri": uri, "format": fmt, "id_column": id_column, "id_path": id_path}}))
+
+
+@fetch.command("dlq")
+@fetch_options
+@click.option("--queue-url", help="The SQS dead-letter queue (read without deleting).")
+@click.option("--uri", help="An archive of DLQ messages (JSON lines) instead of the queue.")
+def fetch_dlq(config_path, start, end, out, profile, region, endpoint_url, queue_url, uri):
+    """Read the SQS dead-letter queue without consuming or deleting a message.
+
+    \b
+    Example:
+      reconcile fetch dlq --queue-url https://sqs.us-east-1.amazonaws.com/123456789012/zendesk-dlq \\
+        --start 2026-11-23 --end 2026-11-24 --out dlq.parquet
+    """
+    do_fetch("dlq", config_path, start, end, out,
+             merge(aws_overrides(profile, region, endpoint_url), {"dlq": {"queue_url": queue_url, "uri": uri}}))
+
+
+@fetch.command("metrics")
+@fetch_options
+@click.option("--rule", help="EventBridge rule name.")
+@click.option("--event-bus", help="Event bus name, for rules on a custom bus.")
+@click.option("--uri", help="A saved GetMetricData response instead of the API.")
+def fetch_metrics(config_path, start, end, out, profile, region, endpoint_url, rule, event_bus, uri):
+    """Read the rule's AWS/Events metrics (a sanity check, never a verdict).
+
+    \b
+    Example:
+      reconcile fetch metrics --rule zendesk-to-kinesis --start 2026-11-23 --end 2026-11-24 --out metrics.parquet
+    """
+    do_fetch("metrics", config_path, start, end, out,
+             merge(aws_overrides(profile, region, endpoint_url),
+                   {"metrics": {"rule": rule, "event_bus": event_bus, "uri": uri}}))
+
+
+@main.command()
+@click.option("--state", default="reconcile-out/reconcile-state.duckdb", show_default=True,
+              help="Run-state file or s3:// URI.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def history(state, as_json):
+    """Loss per hop per window over past runs, with later settlements of pending events folded in.
+
+    \b
+    Example:
+      reconcile history --state demo-out/reconcile-state.duckdb
+    """
+    from .state import State
+    with State.open(state, write=False) as st:
+        rows = st.history()
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{'window':<34} {'status':<10} {'hop':<15} {'in':>10} {'out':>10} {'lost':>8} {'pending':>8} "
+               f"{'loss rate':>10}")
+    for r in rows:
+        rate = f"{r['lost'] / r['in'] * 100:.4f} %" if r["in"] else "–"
+        click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['hop']:<15} {r['in']:>10,} {r['out']:>10,} "
+                   f"{r['lost']:>8,} {r['pending']:>8,} {rate:>10}")
+
+
+@main.command()
+@click.argument("event_id")
+@click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="A run's output folder (repeatable). Default: every run the state file knows.")
+@click.option("--state", default="reconcile-out/reconcile-state.duckdb", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def trace(event_id, runs, state, as_json):
+    """Every observation of one event across hops: times, verdict and where each record lies.
+
+    EVENT_ID is an EventBridge id, a Zendesk event id or a ticket id.
+
+    \b
+    Example:
+      reconcile trace 4be2a1c0-0c1e-4d38-9d8e-2f3a1b7c9e10 --run demo-out/run
+    """
+    from .trace import trace as do_trace
+    if not runs:
+        from .state import State
+        with State.open(state, write=False) as st:
+            runs = tuple(st.run_dirs())
+    found = [t for t in (do_trace(event_id, Path(r)) for r in runs) if t.events or t.observations]
+    if as_json:
+        click.echo(orjson.dumps([t.__dict__ for t in found], option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC,
+                                default=str).decode())
+    else:
+        for t in found:
+            click.echo(f"run {t.run_dir}")
+            for e in t.events:
+                click.echo(f"  event {e['source_id']} (ticket {e['ticket_id']}, {e['kind']}, {e['event_time']:%Y-%m-%dT%H:%M:%S}Z)"
+                           f" eb_id {e['eb_id'] or '-'}: {e['verdict']} ({e['cause'] or 'ok'}), matched {e['match_kind']}")
+            for o in t.observations:
+                extra = " ".join(f"{k}={o[k]}" for k in ("error_code", "sequence_number", "committed", "replay_name")
+                                 if o[k] is not None)
+                click.echo(f"  {o['observed_at']:%Y-%m-%dT%H:%M:%S.%f}  {o['hop']:<7} {o['event_type'] or '':<40} "
+                           f"{o['source_ref']}  {extra}")
+    if not found:
+        click.echo(f"Error: {event_id} is not in any run searched ({len(runs)}). Check the id, or pass --run.",
+                   err=True)
+        sys.exit(4)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR")
+@click.option("--against-sources", is_flag=True,
+              help="Also HEAD every S3 object the run read (not its data) and list those changed or vanished since.")
+@click.option("--profile", help="AWS profile (for --against-sources or an s3:// DIR).")
+@click.option("--region", help="AWS region.")
+@click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON on stdout.")
+def verify(run_dir, against_sources, profile, region, endpoint_url, as_json):
+    """Re-prove a run from its evidence alone: check every sha256 in its manifest, recompute every figure, re-render
+    the outputs and compare them byte for byte. No network unless --against-sources.
+
+    DIR is a run's output folder, a .tar.gz made by `run --bundle`, or an s3:// prefix made by `run --out s3://`.
+    Exits 0 when everything matches, 5 naming each file and figure that differs.
+
+    \b
+    Example:
+      reconcile verify demo-out/run
+      reconcile verify run.tar.gz --against-sources --profile audit
+    """
+    from . import publish
+    from .verify import check_sources, load_manifest, verify as do_verify
+    aws = config_mod.build(None, aws_overrides(profile, region, endpoint_url)).aws
+    with tempfile.TemporaryDirectory(prefix="reconcile-bundle-") as tmp:
+        if publish.is_s3(run_dir):
+            where = publish.download(run_dir, Path(tmp), aws)
+        elif Path(run_dir).is_file():
+            where = publish.unpack(Path(run_dir), Path(tmp))
+        elif Path(run_dir).is_dir():
+            where = Path(run_dir)
+        else:
+            raise ConfigError(f"{run_dir} is neither a run folder nor a bundle. Give the folder holding "
+                              f"manifest.json, a .tar.gz from --bundle or an s3:// prefix.")
+        result = do_verify(where)
+        sources = check_sources(load_manifest(where)[0], aws) if against_sources else None
+    if as_json:
+        click.echo(orjson.dumps({
+            "ok": result.ok and not (sources and sources.changes),
+            "differences": [{"file": d.file, "what": d.what} for d in result.differences],
+            "notes": result.notes,
+            "sources": None if sources is None else {
+                "checked": sources.checked, "not_objects": sources.not_objects,
+                "changes": [c.__dict__ for c in sources.changes]},
+        }, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for d in result.differences:
+            click.echo(f"DIFFERS {d}")
+        for n in result.notes:
+            click.echo(f"note: {n}", err=True)
+        if sources is not None:
+            for c in sources.changes:
+                click.echo(f"{c.status.upper()} {c}")
+            skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(sources.not_objects.items()))
+            counts = ", ".join(f"{sum(c.status == s for c in sources.changes):,} {s}"
+                               for s in ("changed", "vanished", "unchecked"))
+            click.echo(f"checked {sources.checked:,} source objects: {counts}"
+                       + (f"; inputs that are not objects (not re-checkable): {skipped}" if skipped else ""), err=True)
+        if result.ok:
+            click.echo(f"verified: {run_dir} matches its evidence byte for byte", err=True)
+    if not result.ok:
+        raise result.error(run_dir)
+    if sources is not None and sources.changes:
+        moved = [c for c in sources.changes if c.status != "unchecked"]
+        if not moved:
+            raise SourceError(f"{len(sources.changes):,} input(s) of {run_dir} could not be checked (listed above). "
+                              f"Check the credentials (--profile) and --endpoint-url.")
+        kinds = sorted({c.status for c in moved})
+        raise VerifyError(f"{len(moved):,} input(s) of {run_dir} {' or '.join(kinds)} since the run (listed above): "
+                          f"its figures no longer describe the live stores.")
+
+
+@main.command("export-logs")
+@click.option("--log-group", required=True, help="The log group the EventBridge rule writes to.")
+@click.option("--bucket", required=True, help="Destination bucket (its policy must allow logs.amazonaws.com).")
+@click.option("--prefix", default="exports", show_default=True, help="Destination prefix.")
+@window_options
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--profile", help="AWS profile.")
+@click.option("--region", help="AWS region.")
+@click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")
+@click.option("--wait", default="1h", show_default=True, help="How long to wait for the task.")
+def export_logs(log_group, bucket, prefix, day, start, end, as_of, config_path, profile, region, endpoint_url, wait):
+    """Export the bus log copy for a window (with its read margins) to S3 and wait for the task.
+
+    Prints the S3 URI to give `run` as [bus_log] uri (format cwl-export). Exits 3 if the task has not finished
+    within --wait.
+
+    \b
+    Example:
+      reconcile export-logs --log-group /aws/events/zendesk --bucket logs-archive --prefix exports/2026-11-23 \
+        --date 2026-11-23
+    """
+    from .logexport import export_window
+    from .window import parse_duration
+    cfg = config_mod.build(config_path, aws_overrides(profile, region, endpoint_url))
+    window = resolve_window(cfg, day, start, end, as_of)
+    task = export_window(log_group, bucket, prefix, window, cfg.aws, wait=parse_duration(wait).total_seconds())
+    click.echo(f"export task {task.task_id}: {task.status}", err=True)
+    click.echo(task.uri)
+    sys.exit(0 if task.status == "COMPLETED" else 3)

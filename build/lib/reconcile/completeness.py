@@ -1,0 +1,72 @@
+"""The one completeness rule: when may a verdict rest on what a source read?
+
+A required store is complete only when
+  1. the source read every object, page, file or message it listed for the read range (`SourceResult.complete`,
+     set by the source: a unit it could not read, a read cut short, a throttled or sampled listing all clear it), and
+  2. every record it met became a ledger row or was rejected for a reason that provably cannot hide an in-window event
+     (a reject `kind` whose `hides_events` is false in queries/reject_kinds.csv), and
+  3. it is not empty while another required store holds records for the window (an empty export prefix, an empty
+     sink listing: "nothing there" is not proof of "nothing happened").
+Anything else makes the input incomplete: the run exits 3 and the report names the source, the count and what to do.
+Sources report facts; only this module decides completeness, and `run` and `fetch` both call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from . import resources
+from .ledger import DEFAULT_REJECT_KIND, SourceResult
+
+# Sources a verdict rests on; metrics are a sanity check only, so a metrics read never makes a run incomplete.
+REQUIRED = ("zendesk", "bus_log", "sink", "dlq")
+
+
+@cache
+def reject_kinds() -> dict[str, bool]:
+    """kind -> whether a reject of that kind may hide an in-window event (queries/reject_kinds.csv)."""
+    t = pacsv.read_csv(resources.query_file("reject_kinds.csv"))
+    return dict(zip(t["kind"].to_pylist(), t["hides_events"].to_pylist()))
+
+
+def hiding_rejects(rejects: pa.Table) -> int:
+    """How many rejects may hide an event: those whose kind says so, and any of a kind we do not know."""
+    if rejects.num_rows == 0:
+        return 0
+    kinds = reject_kinds()
+    harmless = [k for k, hides in kinds.items() if not hides]
+    kind = rejects["kind"] if "kind" in rejects.column_names else pa.nulls(rejects.num_rows, pa.string())
+    kind = pc.fill_null(kind, DEFAULT_REJECT_KIND)
+    return rejects.num_rows - pc.sum(pc.is_in(kind, pa.array(harmless, pa.string()))).as_py() if harmless \
+        else rejects.num_rows
+
+
+def decide(result: SourceResult, others_have_records: bool) -> SourceResult:
+    """`result` with `complete` and `problems` as the rule above says (metrics: never incomplete)."""
+    if result.name not in REQUIRED:
+        return replace(result, complete=True)
+    problems = list(result.problems)
+    complete = result.complete
+    hiding = hiding_rejects(result.rejects)
+    if hiding:
+        complete = False
+        problems.append(f"{hiding:,} record(s) could not be read and may be in-window events (see evidence/"
+                        f"{result.name}.rejects.parquet and the report's rejected records); fix or remove them at "
+                        f"the source and re-run.")
+    if complete and result.records == 0 and others_have_records:
+        complete = False
+        problems.append(f"{result.name} has no records for the read range while other stores do: an empty read is "
+                        f"not proof that nothing happened. Check the source's location in the config and its "
+                        f"permissions.")
+    return replace(result, complete=complete, problems=problems)
+
+
+def decide_all(results: dict[str, SourceResult]) -> dict[str, SourceResult]:
+    """Apply `decide` to every source of one run (the emptiness check compares the required stores)."""
+    with_records = {n for n, r in results.items() if n in REQUIRED and r.records > 0}
+    return {n: decide(r, bool(with_records - {n})) for n, r in results.items()}

@@ -1,0 +1,144 @@
+"""The one normalized observation schema every source writes.
+
+A ledger is a Parquet file of observations: one row per record a store holds (a Zendesk child event, a bus log
+line, a DLQ message, a Spark output row). Sources fill the columns they know and leave the rest null; they never
+decide verdicts. Records that cannot be parsed go to a rejects file with the reason, never nowhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+HOPS = ("zendesk", "bus", "dlq", "sink")
+
+TS = pa.timestamp("ms", tz="UTC")
+
+SCHEMA = pa.schema(
+    [
+        ("hop", pa.string()),  # zendesk | bus | dlq | sink
+        ("source_id", pa.string()),  # id native to the store (API child event id, log event id, MessageId, ...)
+        ("eb_id", pa.string()),  # EventBridge event id (null on the zendesk hop)
+        ("zendesk_key", pa.string()),  # Zendesk event id where the record carries one (API child id, webhook id)
+        ("ticket_id", pa.int64()),
+        ("event_type", pa.string()),  # API: Create | Comment | Change:<field>; bus: the payload's type
+        ("family", pa.string()),  # api | legacy | webhook
+        ("event_time", TS),  # when Zendesk says the event happened
+        ("observed_at", TS),  # when this store recorded it
+        ("source_ref", pa.string()),  # object key / page and line / MessageId: where to look
+        ("audit_id", pa.int64()),  # zendesk: the audit (ticket update) the child event belongs to
+        ("sequence_id", pa.string()),  # legacy meta.sequence.id
+        ("sequence_position", pa.int32()),  # legacy meta.sequence.position (1-based within the ticket update)
+        ("replay_name", pa.string()),  # EventBridge replay-name, when the event came from a replay
+        # dlq
+        ("error_code", pa.string()),
+        ("error_message", pa.string()),
+        ("target_arn", pa.string()),
+        ("rule_arn", pa.string()),
+        ("retry_condition", pa.string()),
+        ("retry_attempts", pa.int32()),
+        # sink
+        ("sequence_number", pa.string()),
+        ("committed", pa.bool_()),  # false: the file is not in _spark_metadata's commit log
+    ]
+)
+
+# Columns with few distinct values: dictionary-encoded in Parquet. Ids and times are not (dictionaries of millions
+# of distinct values cost time and are dropped by the writer anyway).
+FEW_VALUES = ["hop", "event_type", "family", "replay_name", "error_code", "error_message", "target_arn", "rule_arn",
+              "retry_condition"]
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("source_ref", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),  # the offending record, cut to RAW_LIMIT characters
+        ("kind", pa.string()),  # a kind from queries/reject_kinds.csv: whether it can hide an event (completeness.py)
+    ]
+)
+# A reject whose kind is not given is taken as one that may hide an event: the safe side (reconcile/completeness.py).
+DEFAULT_REJECT_KIND = "unparseable"
+RAW_LIMIT = 4096
+
+# EventBridge metrics are counters, not observations of events: their own small schema (PIPELINE.md §5).
+METRIC_SCHEMA = pa.schema(
+    [
+        ("metric", pa.string()),  # Invocations, FailedInvocations, InvocationsSentToDlq, ...
+        ("timestamp", TS),  # start of the period
+        ("period_s", pa.int32()),
+        ("value", pa.float64()),  # Sum over the period
+    ]
+)
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Return `table` with exactly the ledger columns, in order, missing ones as nulls, types cast."""
+    n = table.num_rows
+    cols = []
+    for f in SCHEMA:
+        if f.name in table.column_names:
+            cols.append(table[f.name].cast(f.type))
+        else:
+            cols.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(cols, schema=SCHEMA)
+
+
+def empty() -> pa.Table:
+    return SCHEMA.empty_table()
+
+
+def rejects_table(source: str, refs, reasons, raws, kind: str = DEFAULT_REJECT_KIND) -> pa.Table:
+    """Rejected records (lists or Arrow arrays of equal length), `raw` cut to RAW_LIMIT characters. `kind` says
+    whether such a reject can hide an event (queries/reject_kinds.csv; completeness.py applies it)."""
+    n = len(refs)
+    raws = raws if isinstance(raws, (pa.Array, pa.ChunkedArray)) else pa.array(raws, pa.string())
+    return pa.table(
+        {
+            "source": pa.array([source] * n, pa.string()),
+            "source_ref": refs,
+            "reason": reasons,
+            "raw": pc.utf8_slice_codeunits(raws.cast(pa.string()), 0, RAW_LIMIT),
+            "kind": pa.array([kind] * n, pa.string()),
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+@dataclass
+class SourceResult:
+    """What one source read: its ledger, its rejects and whether the read was complete.
+
+    `complete=False` means some of the store could not be read; `problems` says what and what to check.
+    `fingerprints` lists every raw input read (key, size, etag/sha256, ...), for the manifest and auditors.
+    """
+
+    name: str
+    ledger: pa.Table
+    rejects: pa.Table = field(default_factory=lambda: REJECT_SCHEMA.empty_table())
+    complete: bool = True
+    problems: list[str] = field(default_factory=list)
+    fingerprints: list[dict] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # source-specific facts for the report (coverage, counts)
+
+    @property
+    def records(self) -> int:
+        return self.ledger.num_rows
+
+    @property
+    def rejected(self) -> int:
+        return self.rejects.num_rows
+
+
+def write_atomic(table: pa.Table, path: Path) -> Path:
+    """Write Parquet to a temp name and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path

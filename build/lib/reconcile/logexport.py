@@ -1,0 +1,68 @@
+"""`reconcile export-logs`: ask CloudWatch Logs to export the bus log copy for a window to S3, and wait for it.
+
+CreateExportTask runs one export per account at a time and data can take up to 12 h to become exportable
+(PIPELINE.md §3), so this only starts and watches the task; the bus-log source then lists the prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from .aws import make_client
+from .config import AwsConfig
+from .errors import SourceError
+from .window import Window
+
+logger = logging.getLogger(__name__)
+
+DONE = {"COMPLETED"}
+FAILED = {"CANCELLED", "FAILED"}
+
+
+@dataclass(frozen=True)
+class ExportTask:
+    task_id: str
+    status: str
+    destination: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.destination}"
+
+
+def export_window(log_group: str, bucket: str, prefix: str, window: Window, aws: AwsConfig, *,
+                  wait: float = 3600, poll: float = 10) -> ExportTask:
+    """Start a CreateExportTask over [read_start, read_end) and poll until it ends (or `wait` seconds pass)."""
+    logs = make_client("logs", aws)
+    try:
+        task_id = logs.create_export_task(
+            taskName=f"reconcile-{window.key}", logGroupName=log_group,
+            fromTime=int(window.read_start.timestamp() * 1000), to=int(window.read_end.timestamp() * 1000),
+            destination=bucket, destinationPrefix=prefix)["taskId"]
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code == "LimitExceededException":
+            raise SourceError("Another CloudWatch Logs export is running in this account (one at a time). "
+                              "Wait for it to finish, then re-run export-logs.") from e
+        if code == "ResourceNotFoundException":
+            raise SourceError(f"Log group {log_group} was not found. Check --log-group and --region.") from e
+        raise SourceError(f"CreateExportTask failed ({code}): {e}. Check the bucket policy allows "
+                          "logs.amazonaws.com to write to it.") from e
+    deadline = time.monotonic() + wait
+    destination = f"{bucket}/{prefix}".rstrip("/")
+    while True:
+        tasks = logs.describe_export_tasks(taskId=task_id).get("exportTasks", [])
+        status = tasks[0].get("status", {}).get("code", "PENDING") if tasks else "PENDING"
+        logger.info("export task %s: %s", task_id, status)
+        if status in DONE:
+            return ExportTask(task_id, status, destination)
+        if status in FAILED:
+            raise SourceError(f"Export task {task_id} ended {status}: "
+                              f"{tasks[0].get('status', {}).get('message', 'no message')}.")
+        if time.monotonic() >= deadline:
+            return ExportTask(task_id, status, destination)
+        time.sleep(poll)

@@ -1,0 +1,179 @@
+"""A run's evidence bundle leaves the machine: packed into one archive (`--bundle`), or published to S3 (`--out s3://`).
+
+Publishing uploads every file first and manifest.json last: a run without its manifest is not a run, so a reader
+never sees a half-written one. A prefix that already holds a run (its manifest.json exists) is never overwritten
+unless `replace` is given; then its manifest goes first, so during the replacement the prefix holds no run at all.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import mimetypes
+import tarfile
+import zlib
+from pathlib import Path
+
+import botocore.exceptions
+import orjson
+
+from .aws import error_code, make_client
+from .config import AwsConfig
+from .errors import ReportError, VerifyError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def is_s3(uri: str | Path | None) -> bool:
+    return isinstance(uri, str) and uri.startswith("s3://")
+
+
+def split(uri: str) -> tuple[str, str]:
+    """s3://bucket/a/b/ -> ("bucket", "a/b/") (the prefix empty or ending in /)."""
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ReportError(f"{uri!r} names no bucket. Give --out s3://bucket/prefix.")
+    prefix = prefix.strip("/")
+    return bucket, prefix + "/" if prefix else ""
+
+
+def _s3_failure(e: Exception, what: str) -> ReportError:
+    code = error_code(e) or type(e).__name__
+    return ReportError(f"Could not {what} ({code}: {e}). Check the bucket, the credentials (--profile) and that the "
+                       f"IAM policy allows s3:PutObject, s3:GetObject, s3:ListBucket and s3:DeleteObject there.")
+
+
+def published(client, bucket: str, prefix: str) -> bool:
+    """Whether a run lives at the prefix: its manifest.json exists."""
+    try:
+        client.head_object(Bucket=bucket, Key=prefix + MANIFEST)
+        return True
+    except botocore.exceptions.ClientError as e:
+        if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise _s3_failure(e, f"check s3://{bucket}/{prefix}{MANIFEST}") from e
+
+
+def ensure_free(uri: str, aws: AwsConfig, replace: bool) -> None:
+    """Fail before any work when `uri` already holds a run and `replace` is not given."""
+    bucket, prefix = split(uri)
+    if not replace and published(make_client("s3", aws), bucket, prefix):
+        raise ReportError(f"A run is already published at {uri} (its {MANIFEST} exists). Use --replace to replace "
+                          f"it, or choose another --out prefix.")
+
+
+def bundle_files(run_dir: Path) -> list[str]:
+    """The files of a finished run, as the manifest lists them (manifest.json itself not included)."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise ReportError(f"{run_dir} has no {MANIFEST}: the run did not finish, so there is nothing to publish.")
+    return [f["path"] for f in orjson.loads(path.read_bytes())["files"]]
+
+
+def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -> str:
+    """Upload a finished run to s3://bucket/prefix: every file, then manifest.json. Returns the report's URI."""
+    bucket, prefix = split(uri)
+    files = bundle_files(run_dir)
+    client = make_client("s3", aws)
+    if published(client, bucket, prefix):
+        if not replace:
+            raise ReportError(f"A run is already published at {uri} (its {MANIFEST} exists). Use --replace to "
+                              f"replace it, or choose another --out prefix.")
+        _delete(client, bucket, [prefix + MANIFEST])  # from here on, readers see no run at the prefix
+    if replace:
+        keep = {prefix + f for f in files}
+        _delete(client, bucket, [k for k in _keys(client, bucket, prefix) if k not in keep])
+    for rel in files:
+        _upload(client, run_dir / rel, bucket, prefix + rel, uri)
+    extra = {} if replace else {"IfNoneMatch": "*"}  # a concurrent publisher's manifest wins; ours fails
+    try:
+        client.put_object(Bucket=bucket, Key=prefix + MANIFEST, Body=(run_dir / MANIFEST).read_bytes(),
+                          ContentType="application/json", **extra)
+    except botocore.exceptions.ClientError as e:
+        if error_code(e) in ("PreconditionFailed", "ConditionalRequestConflict"):
+            raise ReportError(f"Another run was published at {uri} while this one uploaded. Use --replace to "
+                              f"replace it, or choose another --out prefix.") from e
+        raise _s3_failure(e, f"write s3://{bucket}/{prefix}{MANIFEST}") from e
+    logger.info("published %d files and %s to %s", len(files), MANIFEST, uri)
+    return f"s3://{bucket}/{prefix}report.html"
+
+
+def _upload(client, path: Path, bucket: str, key: str, uri: str) -> None:
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    try:
+        client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": kind})
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
+        code = error_code(e) or type(e).__name__
+        raise ReportError(f"Publishing to {uri} stopped at {key} ({code}: {e}). No {MANIFEST} was written, so "
+                          f"readers see no run there; run again to publish it.") from e
+
+
+def _keys(client, bucket: str, prefix: str) -> list[str]:
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+    except botocore.exceptions.ClientError as e:
+        raise _s3_failure(e, f"list s3://{bucket}/{prefix}") from e
+
+
+def _delete(client, bucket: str, keys: list[str]) -> None:
+    for i in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
+        try:
+            r = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
+                                                             "Quiet": True})
+        except botocore.exceptions.ClientError as e:
+            raise _s3_failure(e, f"delete the run at s3://{bucket}/{keys[i].rsplit('/', 1)[0]}") from e
+        if r.get("Errors"):
+            err = r["Errors"][0]
+            raise ReportError(f"Could not delete s3://{bucket}/{err['Key']} ({err.get('Code')}): "
+                              f"{err.get('Message')}. Check s3:DeleteObject on the bucket.")
+
+
+def download(uri: str, dest: Path, aws: AwsConfig) -> Path:
+    """Fetch a published run (for `reconcile verify s3://...`) into dest; only a run with its manifest."""
+    bucket, prefix = split(uri)
+    client = make_client("s3", aws)
+    if not published(client, bucket, prefix):
+        raise VerifyError(f"No run is published at {uri} (no {MANIFEST}). Check the prefix.")
+    for key in _keys(client, bucket, prefix):
+        path = dest / key[len(prefix):]
+        if not path.resolve().is_relative_to(dest.resolve()):
+            raise VerifyError(f"s3://{bucket}/{key} would land outside {dest}; refusing to download it.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            client.download_file(bucket, key, str(path))
+        except botocore.exceptions.ClientError as e:
+            raise _s3_failure(e, f"download s3://{bucket}/{key}") from e
+    return dest
+
+
+def pack(run_dir: Path, archive: Path) -> Path:
+    """One .tar.gz of a finished run under a folder named like it; the same run packs to the same bytes."""
+    files = [*bundle_files(run_dir), MANIFEST]
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(archive.name + ".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in sorted(files):
+            info = tarfile.TarInfo(f"{run_dir.name}/{rel}")
+            info.size = (run_dir / rel).stat().st_size
+            info.mode = 0o644
+            with open(run_dir / rel, "rb") as f:
+                tar.addfile(info, f)
+    tmp.replace(archive)
+    return archive
+
+
+def unpack(archive: Path, dest: Path) -> Path:
+    """Extract a bundle (safely: no links, no paths outside dest) and return the run folder inside it."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise VerifyError(f"{archive} is not a readable bundle ({e}). Give a run folder or a .tar.gz from --bundle.")
+    found = sorted(p.parent for p in dest.rglob(MANIFEST))
+    if not found:
+        raise VerifyError(f"{archive} holds no {MANIFEST}: it is not a run's bundle.")
+    return found[0]

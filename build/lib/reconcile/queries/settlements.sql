@@ -1,0 +1,47 @@
+-- settlements: pending events carried in from earlier windows (table `carried`), judged again against this run's
+-- stores: delivered late (with lateness), duplicated, dead-lettered, lost, or still pending. Events still missing
+-- the bus are re-matched by Zendesk event id, else by ticket, kind, time and sequence position.
+CREATE OR REPLACE TABLE settlements AS
+WITH exact AS (
+    SELECT c.window_key, c.source_id, b.eb_id
+    FROM carried c
+    JOIN bus_events b ON b.zendesk_key = c.zendesk_key AND b.family = 'webhook'
+    WHERE c.eb_id IS NULL
+), composite AS (
+    SELECT c.window_key, c.source_id,
+           arg_min(b.eb_id, abs(epoch(b.event_time) - epoch(c.event_time))) AS eb_id
+    FROM carried c
+    JOIN kind_map k ON k.api_kind = c.kind
+    JOIN bus_events b
+      ON b.event_type = k.bus_type AND b.ticket_id = c.ticket_id
+     AND abs(epoch(b.event_time) - epoch(c.event_time)) <= $tolerance_s
+     AND (b.sequence_position IS NULL OR c.position IS NULL OR b.sequence_position = c.position)
+    WHERE c.eb_id IS NULL
+      AND (c.window_key, c.source_id) NOT IN (SELECT (window_key, source_id) FROM exact)
+    GROUP BY c.window_key, c.source_id
+), links AS (
+    SELECT window_key, source_id, eb_id FROM carried WHERE eb_id IS NOT NULL
+    UNION ALL SELECT * FROM exact
+    UNION ALL SELECT * FROM composite
+), found AS (
+    SELECT l.window_key, l.source_id, min(l.eb_id) AS eb_id,
+           coalesce(sum(b.sink_rows), 0) AS sink_rows,
+           coalesce(sum(b.dlq_kinesis), 0) AS dlq_kinesis,
+           min(b.sink_at) AS sink_at
+    FROM links l
+    LEFT JOIN bus_events b USING (eb_id)
+    GROUP BY l.window_key, l.source_id
+)
+SELECT c.window_key, c.source_id, c.kind, c.ticket_id, c.event_time, f.eb_id,
+       CASE
+           WHEN f.sink_rows > 1 THEN 'duplicated'
+           WHEN f.sink_rows = 1 THEN 'delivered'
+           WHEN f.dlq_kinesis > 0 THEN 'dead_lettered'
+           WHEN f.eb_id IS NULL THEN
+               CASE WHEN $as_of - c.event_time < $hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
+           WHEN $as_of - c.event_time < $horizon THEN 'pending'
+           ELSE 'lost_after_bus'
+       END AS verdict,
+       epoch(f.sink_at) - epoch(c.event_time) AS lateness_s
+FROM carried c
+LEFT JOIN found f USING (window_key, source_id);

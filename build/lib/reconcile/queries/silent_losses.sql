@@ -1,0 +1,12 @@
+-- silent_losses: losses no store reported (lost before the bus, lost after the bus with no DLQ message), per hour
+-- of Zendesk event time and event kind: when and what went missing without a trace.
+CREATE OR REPLACE TABLE silent_losses AS
+SELECT time_bucket(INTERVAL 1 HOUR, event_time, $window_start) AS hour,
+       kind,
+       count(*) AS lost,
+       count(*) FILTER (WHERE verdict = 'lost_before_bus') AS lost_before_bus,
+       count(*) FILTER (WHERE verdict = 'lost_after_bus') AS lost_after_bus
+FROM verdicts
+WHERE verdict IN ('lost_before_bus', 'lost_after_bus')
+GROUP BY ALL
+ORDER BY hour, lost DESC, kind;

@@ -1,0 +1,14 @@
+-- trace observations: every record any store holds of the named events, across hops, in time order.
+WITH named AS (
+    SELECT source_id, eb_id, ticket_id FROM verdicts
+    WHERE source_id = $id OR eb_id = $id OR zendesk_key = $id OR CAST(ticket_id AS VARCHAR) = $id
+), obs AS (
+    SELECT * FROM zendesk UNION ALL SELECT * FROM bus UNION ALL SELECT * FROM dlq UNION ALL SELECT * FROM sink
+)
+SELECT o.hop, o.observed_at, o.event_time, o.source_id, o.eb_id, o.ticket_id, o.event_type, o.source_ref,
+       o.error_code, o.target_arn, o.retry_condition, o.sequence_number, o.committed, o.replay_name
+FROM obs o
+WHERE (o.hop = 'zendesk' AND o.source_id IN (SELECT source_id FROM named))
+   OR o.eb_id IN (SELECT eb_id FROM named WHERE eb_id IS NOT NULL)
+   OR o.eb_id = $id
+ORDER BY o.observed_at, o.hop, o.source_ref;

@@ -1,0 +1,79 @@
+-- verdicts: one verdict per source event (docs/design.md), from what its linked EventBridge id(s) left in each
+-- store, with the cause, the hop latencies and whether the bus log missed it. An event linked to one id (nearly all)
+-- takes that id's row as it is; only events linked to several ids are summed over them (counts stay BIGINT).
+CREATE OR REPLACE TABLE verdicts AS
+WITH multi AS (
+    SELECT source_id FROM hop_a GROUP BY source_id HAVING count(*) > 1
+), linked AS (
+    SELECT l.source_id, 1 AS eb_ids, l.eb_id, l.match_kind, b.log_copies, b.sink_rows, b.sink_sequences,
+           b.uncommitted_rows, b.replayed, b.dlq_kinesis, b.dlq_other, b.error_code, b.retry_condition,
+           b.dlq_target, b.bus_at, b.sink_at, b.dlq_at
+    FROM hop_a l
+    JOIN bus_events b USING (eb_id)
+    WHERE l.source_id NOT IN (SELECT source_id FROM multi)
+    UNION ALL
+    SELECT l.source_id,
+           count(*) AS eb_ids,
+           min(l.eb_id) AS eb_id,
+           any_value(l.match_kind) AS match_kind,
+           sum(b.log_copies)::BIGINT AS log_copies,
+           sum(b.sink_rows)::BIGINT AS sink_rows,
+           sum(b.sink_sequences)::BIGINT AS sink_sequences,
+           sum(b.uncommitted_rows)::BIGINT AS uncommitted_rows,
+           bool_or(b.replayed) AS replayed,
+           sum(b.dlq_kinesis)::BIGINT AS dlq_kinesis,
+           sum(b.dlq_other)::BIGINT AS dlq_other,
+           min(b.error_code) AS error_code,
+           min(b.retry_condition) AS retry_condition,
+           min(b.dlq_target) AS dlq_target,
+           min(b.bus_at) AS bus_at,
+           min(b.sink_at) AS sink_at,
+           min(b.dlq_at) AS dlq_at
+    FROM hop_a l
+    JOIN bus_events b USING (eb_id)
+    WHERE l.source_id IN (SELECT source_id FROM multi)
+    GROUP BY l.source_id
+), judged AS (
+    SELECT s.source_id, s.zendesk_key, s.ticket_id, s.kind, s.event_time, s.audit_id, s.position, s.source_ref,
+           coalesce(l.match_kind, 'unmatched') AS match_kind,
+           l.eb_id, coalesce(l.eb_ids, 0) AS eb_ids,
+           coalesce(l.log_copies, 0) AS log_copies,
+           coalesce(l.sink_rows, 0) AS sink_rows,
+           coalesce(l.sink_sequences, 0) AS sink_sequences,
+           coalesce(l.uncommitted_rows, 0) AS uncommitted_rows,
+           coalesce(l.dlq_kinesis, 0) AS dlq_kinesis,
+           coalesce(l.dlq_other, 0) AS dlq_other,
+           l.error_code, l.retry_condition, l.dlq_target, l.bus_at, l.sink_at, l.dlq_at,
+           epoch($as_of) - epoch(s.event_time) AS age_s,
+           CASE
+               WHEN s.excluded THEN 'excluded'
+               WHEN l.source_id IS NULL THEN
+                   CASE WHEN $as_of - s.event_time < $hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
+               WHEN l.sink_rows > 1 THEN 'duplicated'
+               WHEN l.sink_rows = 1 THEN 'delivered'
+               WHEN l.dlq_kinesis > 0 THEN 'dead_lettered'
+               WHEN $as_of - s.event_time < $horizon THEN 'pending'
+               ELSE 'lost_after_bus'
+           END AS verdict,
+           CASE
+               WHEN l.eb_ids > 1 THEN 'redelivery'
+               WHEN l.replayed THEN 'replay'
+               WHEN l.sink_sequences > 1 THEN 'redelivery'
+               ELSE 're-batched'
+           END AS duplicate_cause
+    FROM source_events s
+    LEFT JOIN linked l USING (source_id)
+)
+SELECT * EXCLUDE (duplicate_cause),
+       CASE verdict
+           WHEN 'duplicated' THEN duplicate_cause
+           WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
+           WHEN 'lost_after_bus' THEN 'no sink row, no DLQ message'
+           WHEN 'lost_before_bus' THEN 'not in any AWS store'
+           WHEN 'pending' THEN CASE WHEN eb_id IS NULL THEN 'not yet on the bus' ELSE 'within retry horizon' END
+       END AS cause,
+       verdict IN ('delivered', 'duplicated', 'dead_lettered') AND log_copies = 0 AS unlogged_at_bus,
+       epoch(bus_at) - epoch(event_time) AS bus_latency_s,
+       epoch(sink_at) - epoch(bus_at) AS sink_latency_s,
+       epoch(sink_at) - epoch(event_time) AS end_to_end_s
+FROM judged;

@@ -1,0 +1,257 @@
+"""The one Jinja2 environment and the context each report template receives.
+
+Templates format numbers and dates; every figure they show is computed before (engine, summary) and handed in.
+The helpers here only shape what is drawn: section order per audience, which timeline rows a table lists, chart
+scales, and the text safety filter that keeps hostile input inert and short.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from . import resources
+from .config import redact
+from .errors import ReportError
+
+TEMPLATE_DIR = resources.TEMPLATE_DIR
+GAP_ROWS = 1000
+TEXT_LIMIT = 300  # characters of any free text (error messages, rejected records) shown in a cell
+TIMELINE_ROWS_ALL = 48  # up to this many buckets the table lists every one; beyond, only buckets with gaps,
+TIMELINE_TABLE_ROWS = 120  # at most this many (those with the most gaps, in time order); the chart shows all
+BREAKDOWN_ROWS = 100  # rows of a long breakdown table (silent losses, kinds); summary.json has them all
+
+# Section order per audience; sections in BRIEF are trimmed to their headline (the anchor always exists, so links
+# from post-mortems keep working whatever the audience).
+SECTIONS = {
+    "daily": ("status", "funnel", "timeline", "causes", "gaps", "pending", "duplicates", "latency", "metrics",
+              "coverage", "run"),
+    "incident": ("status", "timeline", "gaps", "causes", "pending", "funnel", "duplicates", "latency", "metrics",
+                 "coverage", "run"),
+    "audit": ("status", "coverage", "funnel", "metrics", "gaps", "causes", "duplicates", "pending", "timeline",
+              "latency", "run"),
+}
+BRIEF = {
+    "daily": frozenset(),
+    "incident": frozenset({"coverage", "metrics"}),
+    "audit": frozenset({"timeline", "latency"}),
+}
+HOP_LABELS = {"zendesk_to_bus": "Zendesk → bus", "bus_to_sink": "bus → sink", "end_to_end": "end to end"}
+TITLES = {"status": "Status", "funnel": "Funnel", "timeline": "Timeline", "causes": "Causes",
+          "metrics": "Metrics cross-check", "latency": "Latency", "duplicates": "Duplicates & orphans",
+          "pending": "Pending", "coverage": "Coverage", "gaps": "Gaps", "run": "Run"}
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+def _pct(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{value * 100:.{digits}f} %"
+
+
+def _secs(value: Any) -> str:
+    if value is None:
+        return "–"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def _short_secs(value: Any) -> str:
+    """An axis tick: 0, 0.1s, 5s, 2m, 1h."""
+    if not value:
+        return "0"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if value >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}s"
+
+
+def _ts(value: Any) -> str:
+    """'2026-11-23T10:00:00.000Z' -> '2026-11-23 10:00:00Z' (UTC, to the second)."""
+    if value is None:
+        return "–"
+    text = str(value)
+    return text[:10] + " " + text[11:19] + "Z" if len(text) >= 19 and text[10] == "T" else text
+
+
+def _text(value: Any, limit: int = TEXT_LIMIT) -> str:
+    """Free text from the outside world as inert, visible text: control and format characters (bidi overrides,
+    zero-width spaces, ...) shown as <U+XXXX> instead of acting, and cut to `limit` characters. Escaping itself is
+    autoescape's job; this keeps a string from reordering or hiding what the reader sees."""
+    if value is None:
+        return ""
+    text = str(value)
+    cut = len(text) > limit
+    text = text[:limit]
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if ch in "\n\t":
+            out.append(" ")
+        elif cat in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
+            out.append(f"<U+{ord(ch):04X}>")
+        else:
+            out.append(ch)
+    return "".join(out) + (f" … ({len(str(value)):,} characters)" if cut else "")
+
+
+FORMATS = {"num": _num, "pct": _pct, "secs": _secs, "ts": _ts, "text": _text, "raw": lambda v: str(v)}
+
+
+def _fmt(value: Any, kind: str) -> str:
+    return FORMATS[kind](value)
+
+
+def nice_max(value: float) -> float:
+    """The smallest 1/2/5 × 10^k at or above `value` (at least 1): a chart's axis top."""
+    if not value or value <= 1:
+        return 1
+    exp = 10 ** math.floor(math.log10(value))
+    for m in (1, 2, 5, 10):
+        if m * exp >= value:
+            return m * exp
+    return 10 * exp
+
+
+LOSS_SERIES = ("lost_before_bus", "lost_after_bus", "dead_lettered", "duplicated", "pending")
+
+
+def _parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def timeline_view(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the timeline chart and table need to draw: one slot per bucket of the window (a bucket with no events
+    has no row and is drawn at zero), the scales, and which rows (with their summary index) the table lists."""
+    timeline = summary["timeline"]
+    bucket_s = summary["timeline_bucket_s"]
+    start = _parse_iso(summary["window"]["start"])
+    span = (_parse_iso(summary["window"]["end"]) - start).total_seconds()
+    slots: list[dict | None] = [None] * max(1, math.ceil(span / bucket_s))
+    for r in timeline:
+        i = int((_parse_iso(r["bucket"]) - start).total_seconds() // bucket_s)
+        if 0 <= i < len(slots):
+            slots[i] = r
+    volume = max((max(r["events"], r["at_bus"], r["at_sink"]) for r in timeline), default=0)
+    losses = max((sum(r[k] for k in LOSS_SERIES) for r in timeline), default=0)
+    indexed = list(enumerate(timeline))
+    if len(timeline) > TIMELINE_ROWS_ALL:
+        shown = [(i, r) for i, r in indexed if any(r[k] for k in LOSS_SERIES)]
+        if len(shown) > TIMELINE_TABLE_ROWS:
+            # choosing rows to list, not a figure shown: the buckets with the most gaps, back in time order
+            worst = sorted(shown, key=lambda ir: -sum(ir[1][k] for k in LOSS_SERIES))[:TIMELINE_TABLE_ROWS]
+            shown = sorted(worst, key=lambda ir: ir[0])
+    else:
+        shown = indexed
+    # stacked bars: per series, (slot, count below, count) for each bucket where it is not zero
+    stacks: dict[str, list[tuple[int, int, int]]] = {k: [] for k in LOSS_SERIES}
+    for i, r in enumerate(slots):
+        below = 0
+        for k in LOSS_SERIES if r else ():
+            if r[k]:
+                stacks[k].append((i, below, r[k]))
+                below += r[k]
+    ticks = [(i, (start + timedelta(seconds=i * bucket_s)).strftime("%H:%M"))
+             for i in range(0, len(slots), max(1, math.ceil(len(slots) / 12)))]
+    return {"slots": slots, "stacks": stacks, "volume_max": nice_max(volume), "loss_max": nice_max(losses), "rows": shown,
+            "hidden": len(timeline) - len(shown), "ticks": ticks}
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_toml(config: dict[str, Any]) -> str:
+    """The effective config as a TOML file `reconcile run --config` reads back (unset keys left out)."""
+    lines = []
+    for section, values in config.items():
+        if not isinstance(values, dict):
+            continue
+        items = [(k, v) for k, v in values.items() if v is not None]
+        if items:
+            lines.append(f"[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in items)
+            lines.append("")
+    return "\n".join(lines)
+
+
+def reproduce_command(summary: dict[str, Any], audience: str) -> str:
+    w = summary["window"]
+    return (f"reconcile run --config reconcile.toml --start {w['start']} --end {w['end']} --as-of {w['as_of']} "
+            f"--audience {audience}")
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(num=_num, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs)
+    env.globals.update(nice_max=nice_max, BREAKDOWN_ROWS=BREAKDOWN_ROWS, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS)
+    return env
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What report.html.j2 receives.
+
+    summary: the summary.json object (window, status, verdicts, hops, inputs, breakdowns).
+    gaps: the first GAP_ROWS rows of gaps.csv as dicts (event_time, verdict, cause, source_id, eb_id, ...).
+    rejects: per source, the first rejected records (source, source_ref, reason, raw).
+    config: the effective configuration; shown redacted (see `redact`).
+    audience: daily | incident | audit — orders and trims sections (SECTIONS, BRIEF).
+    """
+
+    summary: dict[str, Any]
+    gaps: list[dict[str, Any]]
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    audience: str = "daily"
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        return SECTIONS[self.audience]
+
+    def brief(self, section: str) -> bool:
+        return section in BRIEF[self.audience]
+
+    @property
+    def timeline(self) -> dict[str, Any]:
+        return timeline_view(self.summary)
+
+    @property
+    def safe_config(self) -> dict[str, Any]:
+        return redact(self.config)
+
+    @property
+    def config_toml(self) -> str:
+        return config_toml(self.safe_config)
+
+    @property
+    def command(self) -> str:
+        return reproduce_command(self.summary, self.audience)
+
+
+def render(ctx: ReportContext) -> str:
+    if ctx.audience not in SECTIONS:
+        raise ReportError(f"audience {ctx.audience!r} is not one of {', '.join(SECTIONS)}.")
+    return environment().get_template("report.html.j2").render(ctx=ctx, s=ctx.summary, tl=ctx.timeline)

@@ -1,0 +1,245 @@
+"""What the bus received: the CloudWatch Logs copy of every event (PIPELINE.md §3), as the `bus` ledger.
+
+Three ways in: a CloudWatch S3 export (`cwl-export`: gzip text, `<ISO ts> <event json>` a line), a Firehose
+delivery of a subscription filter (`firehose`: concatenated CloudWatch JSON records in multi-member gzip), or the
+live log group (`api`: FilterLogEvents, for short windows). Archives are listed through `reconcile.aws`, so a
+local folder and an S3 prefix take the same path; objects are read in threads (pyarrow, zlib and DuckDB all
+release the GIL) and parsed in bulk, never a line at a time in Python.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import botocore.exceptions
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from .. import ledger
+from ..aws import THROTTLE_CODES, error_code, list_files, make_client, store_error
+from ..config import AwsConfig, BusLogConfig
+from ..errors import ConfigError, SourceError
+from ..ledger import SourceResult
+from ..window import Window
+from . import events, rawtext
+
+NAME, HOP = "bus_log", "bus"
+WRITE_TEST = "aws-logs-write-test"  # CloudWatch's permission probe at the export root
+WORKERS = 4  # objects in flight: S3 latency hides behind the parsing of others (2 cores)
+FORMATS = ("cwl-export", "firehose", "api")
+
+
+@dataclass
+class _Piece:
+    """What one object yielded."""
+
+    ledger: pa.Table | None  # None once handed to the LedgerOut
+    rejects: pa.Table
+    fingerprint: dict
+    problem: str | None = None
+    counts: dict = field(default_factory=dict)
+
+
+def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = None) -> SourceResult:
+    """Read the bus log copy into a SourceResult named "bus_log" (hop "bus").
+
+    Missing or denied stores raise SourceError; damaged objects and throttled API reads give complete=False.
+    With `out`, the ledger is streamed into that Parquet file object by object (events.LedgerOut) instead of being
+    held in memory.
+    """
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"Unknown bus_log.format {cfg.format!r}. Use one of: {', '.join(FORMATS)}.")
+    if cfg.format == "api":
+        result = _read_api(cfg, window, aws)
+        if out is not None:
+            sink = events.LedgerOut(out)
+            sink.add(result.ledger)
+            result.ledger = sink.result()
+        return result
+    if not cfg.uri:
+        raise ConfigError("bus_log.uri is not set. Pass --bus-log-uri s3://bucket/prefix (or a local folder).")
+    fs, root, files = list_files(cfg.uri, aws, f"bus log archive {cfg.uri}", "--bus-log-uri")
+    skipped = [f for f in files if _skip(f, cfg.format)]
+    files = [f for f in files if not _skip(f, cfg.format)]
+    scheme = "s3://" if cfg.uri.startswith("s3://") else ""
+    reader = _read_export if cfg.format == "cwl-export" else _read_firehose
+    sink = events.LedgerOut(out)
+    pieces = []
+    try:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for p in events.ordered_map(pool, lambda f: _read_object(fs, f, scheme, reader), files, 2 * WORKERS):
+                sink.add(p.ledger)  # in object order, so the ledger's row order does not depend on thread timing
+                p.ledger = None
+                pieces.append(p)
+        result = _combine(pieces, sink.result(), sink.rows)
+    except BaseException:
+        sink.abort()
+        raise
+    result.details.update(format=cfg.format, uri=cfg.uri, objects=len(files), skipped_objects=len(skipped))
+    if not files:
+        result.problems.append(f"No log objects under {cfg.uri} (format {cfg.format}). Check --bus-log-uri and that "
+                               f"the export or Firehose delivery covers the window.")
+    return result
+
+
+def _skip(info: pafs.FileInfo, fmt: str) -> bool:
+    base = info.base_name
+    if base == WRITE_TEST or base.startswith((".", "_")):
+        return True
+    return fmt == "cwl-export" and not base.endswith(".gz")
+
+
+def _combine(pieces: list[_Piece], led: pa.Table, records: int) -> SourceResult:
+    rej = pa.concat_tables([p.rejects for p in pieces]) if pieces else ledger.REJECT_SCHEMA.empty_table()
+    problems = [p.problem for p in pieces if p.problem]
+    counts: dict[str, int] = {}
+    for p in pieces:
+        for k, v in p.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    return SourceResult(
+        name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
+        fingerprints=[p.fingerprint for p in pieces],
+        details=dict(counts, records=records, rejected=rej.num_rows, damaged_objects=len(problems)),
+    )
+
+
+def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader) -> _Piece:
+    path = info.path
+    key = path.split("/", 1)[1] if scheme else path  # S3: the object key inside the bucket
+    where = scheme + path
+    try:
+        with fs.open_input_stream(path, compression=None) as f:
+            data = f.read()
+            meta = f.metadata() or {}
+    except OSError as e:
+        err = store_error(e, f"bus log object {where}", "--bus-log-uri")
+        if err is not None:
+            raise err from e
+        raise SourceError(f"Could not read bus log object {where}: {e}. Check the object and retry.") from e
+    fp = {"key": where, "size": info.size, "mtime": info.mtime.isoformat() if info.mtime else None}
+    if meta.get("ETag"):
+        fp["etag"] = meta["ETag"].decode().strip('"')
+    text, damage = rawtext.gunzip(data)
+    tail = b""
+    if damage:
+        cut = text.rfind(b"\n") + 1
+        text, tail = text[:cut], text[cut:]
+    led, rej, counts = reader(text, key)
+    problem = None
+    if damage:
+        kept = led.num_rows + rej.num_rows
+        rej = pa.concat_tables([rej, ledger.rejects_table(
+            NAME, [f"{key}:end"], [f"{damage} in {where}: kept the {kept:,} records before the damage"],
+            [tail.decode("utf-8", "replace")])])
+        problem = (f"{where}: {damage}; kept the {kept:,} records read before it. Check the object (copy or "
+                   f"export it again): events after the damage are missing.")
+    counts["bytes"] = len(data)
+    return _Piece(led, rej, fp, problem, counts)
+
+
+def _read_export(text: bytes, key: str) -> tuple[pa.Table, pa.Table, dict]:
+    line, stamp, event = rawtext.export_lines(text)
+    refs = rawtext.refs(key, len(line))
+    led, rej = events.parse(event, refs, hop=HOP, source=NAME, extra={"source_id": refs}, export_line=(stamp, line))
+    return led, rej, {"lines": len(line)}
+
+
+# Firehose records are CloudWatch Logs JSON objects written back to back. Every record starts with
+# `{"messageType":"`, a sequence that cannot occur inside a JSON string (its quotes would be escaped), so a newline
+# put before it splits the records safely (PIPELINE.md §3).
+_RECORD_START = b'{"messageType":'
+
+_FIREHOSE_SQL = """
+WITH r AS (
+    SELECT rec, line, try(json_extract_string(line, ['$.messageType', '$.logGroup', '$.logStream'])) AS h
+    FROM records
+)
+SELECT rec, line, h[1] AS message_type,
+       CASE WHEN h IS NULL THEN 'Firehose record is not JSON'
+            WHEN h[1] IS NULL THEN 'Firehose record has no messageType' END AS reason,
+       CASE WHEN h[1] = 'DATA_MESSAGE' THEN try(json_extract(line, '$.logEvents[*]')) END AS evs
+FROM r
+"""
+
+_FIREHOSE_EVENTS_SQL = """
+SELECT json_extract_string(ev, '$.id') AS id,
+       try_cast(json_extract_string(ev, '$.timestamp') AS BIGINT) AS ts,
+       json_extract_string(ev, '$.message') AS message
+FROM (SELECT unnest(evs) AS ev FROM parsed WHERE evs IS NOT NULL)
+"""
+
+
+def _read_firehose(text: bytes, key: str) -> tuple[pa.Table, pa.Table, dict]:
+    text = text.replace(b"}" + _RECORD_START, b"}\n" + _RECORD_START)
+    lines = rawtext.lines(text)
+    records = pa.table({"rec": pa.array(np.arange(1, len(lines) + 1, dtype=np.int64)), "line": lines})
+    con = events.connect()
+    try:
+        con.register("records", records)
+        parsed = con.sql(_FIREHOSE_SQL).to_arrow_table()
+        con.register("parsed", parsed)
+        evs = con.sql(_FIREHOSE_EVENTS_SQL).to_arrow_table()
+    finally:
+        con.close()
+    bad = parsed.filter(pc.is_valid(parsed["reason"]))
+    rec_rejects = ledger.rejects_table(
+        NAME, pc.binary_join_element_wise(pa.scalar(key), bad["rec"].cast(pa.string()), "#record ").to_pylist(),
+        bad["reason"].to_pylist(), bad["line"].to_pylist())
+    ids = evs["id"]
+    refs = pc.binary_join_element_wise(pa.scalar(key), pc.fill_null(ids, "?"), "#")
+    observed = pc.cast(evs["ts"], pa.timestamp("ms", tz="UTC"))
+    led, rej = events.parse(evs["message"], refs, hop=HOP, source=NAME,
+                            extra={"source_id": ids, "observed_at": observed})
+    mt = parsed["message_type"]
+    counts = {"records_data": pc.sum(pc.equal(mt, "DATA_MESSAGE")).as_py() or 0,
+              "records_control": pc.sum(pc.equal(mt, "CONTROL_MESSAGE")).as_py() or 0,
+              "log_events": evs.num_rows}
+    return led, pa.concat_tables([rec_rejects, rej]), counts
+
+
+_LOG_EVENT = pa.schema([("logStreamName", pa.string()), ("timestamp", pa.int64()), ("message", pa.string()),
+                        ("eventId", pa.string())])
+
+
+def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig) -> SourceResult:
+    if not cfg.log_group:
+        raise ConfigError("bus_log.format = api needs bus_log.log_group (--log-group NAME).")
+    start_ms = int(window.read_start.timestamp() * 1000)
+    end_ms = int(window.read_end.timestamp() * 1000) - 1  # FilterLogEvents' endTime is inclusive
+    client = make_client("logs", aws)
+    pages: list[pa.Table] = []
+    problems: list[str] = []
+    try:
+        for page in client.get_paginator("filter_log_events").paginate(
+                logGroupName=cfg.log_group, startTime=start_ms, endTime=end_ms):
+            pages.append(pa.Table.from_pylist(page.get("events", []), schema=_LOG_EVENT))
+    except botocore.exceptions.ClientError as e:
+        code = error_code(e)
+        if code in THROTTLE_CODES:
+            # botocore's standard retry mode already backed off; what is read so far is kept.
+            problems.append(f"FilterLogEvents on {cfg.log_group} was throttled ({code}) after retries; read "
+                            f"{sum(p.num_rows for p in pages):,} events. Re-run later or read an S3 export "
+                            f"(--bus-log-format cwl-export).")
+        else:
+            err = store_error(e, f"log group {cfg.log_group}", "--log-group and --region")
+            raise (err or SourceError(f"FilterLogEvents on {cfg.log_group} failed ({code}): {e}")) from e
+    except botocore.exceptions.EndpointConnectionError as e:
+        raise SourceError(f"Cannot reach CloudWatch Logs ({e}). Check --region and AWS_ENDPOINT_URL.") from e
+    table = pa.concat_tables(pages) if pages else _LOG_EVENT.empty_table()
+    refs = pc.binary_join_element_wise(pa.scalar(cfg.log_group), pc.fill_null(table["logStreamName"], "?"), "/")
+    refs = pc.binary_join_element_wise(refs, pc.fill_null(table["eventId"], "?"), "#")
+    led, rej = events.parse(table["message"], refs, hop=HOP, source=NAME,
+                            extra={"source_id": table["eventId"],
+                                   "observed_at": pc.cast(table["timestamp"], pa.timestamp("ms", tz="UTC"))})
+    return SourceResult(
+        name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
+        fingerprints=[{"log_group": cfg.log_group, "start_ms": start_ms, "end_ms": end_ms, "pages": len(pages),
+                       "events": table.num_rows}],
+        details={"format": "api", "log_group": cfg.log_group, "pages": len(pages), "log_events": table.num_rows,
+                 "records": led.num_rows, "rejected": rej.num_rows},
+    )
+

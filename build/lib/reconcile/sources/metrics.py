@@ -1,0 +1,107 @@
+"""EventBridge's own counters (namespace AWS/Events, PIPELINE.md §5), as a METRIC_SCHEMA table.
+
+A sanity check only: AWS calls these best-effort, so they never decide a verdict. Missing or partial data is
+reported in `details["partial"]` and `problems`, not as an incomplete source.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import botocore.exceptions
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import ledger
+from ..aws import THROTTLE_CODES, error_code, filesystem, make_client, store_error
+from ..config import AwsConfig, MetricsConfig
+from ..errors import ConfigError, SourceError
+from ..ledger import SourceResult
+from ..window import Window
+
+NAME = "metrics"
+NAMESPACE = "AWS/Events"
+METRICS = ("Invocations", "FailedInvocations", "InvocationsSentToDlq", "InvocationsFailedToBeSentToDlq",
+           "ThrottledRules", "MatchedEvents")
+
+
+def read(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> SourceResult:
+    """GetMetricData (Sum per cfg.period) over [window.start, window.end), or a saved response (cfg.uri)."""
+    if cfg.uri:
+        pages, fps = _load(cfg.uri, aws), [{"key": cfg.uri}]
+        problems: list[str] = []
+    else:
+        pages, problems = _fetch(cfg, window, aws)
+        fps = [{"namespace": NAMESPACE, "rule": cfg.rule, "event_bus": cfg.event_bus, "period": cfg.period,
+                "start": window.start.isoformat(), "end": window.end.isoformat(), "pages": len(pages)}]
+    results = [r for p in pages for r in p.get("MetricDataResults", [])]
+    tables, partial = [], []
+    for r in results:  # one entry per metric and page: a handful, not one per data point
+        name = r.get("Label") or r.get("Id")
+        ts = pa.array([_ts(t) for t in r.get("Timestamps", [])], pa.timestamp("ms", tz="UTC"))
+        vals = pa.array(r.get("Values", []), pa.float64())
+        if r.get("StatusCode", "Complete") != "Complete":
+            partial.append(name)
+        tables.append(pa.table({"metric": pa.array([name] * len(ts), pa.string()), "timestamp": ts,
+                                "period_s": pa.array([cfg.period] * len(ts), pa.int32()), "value": vals},
+                               schema=ledger.METRIC_SCHEMA))
+    table = pa.concat_tables(tables) if tables else ledger.METRIC_SCHEMA.empty_table()
+    table = table.sort_by([("metric", "ascending"), ("timestamp", "ascending")])
+    if partial:
+        problems.append(f"GetMetricData returned partial data for {', '.join(sorted(set(partial)))} (StatusCode "
+                        f"PartialData): metric totals are a lower bound. They are a sanity check only.")
+    totals = {}
+    for m in sorted(set(table["metric"].to_pylist())):
+        totals[m] = pc.sum(table.filter(pc.equal(table["metric"], m))["value"]).as_py()
+    return SourceResult(name=NAME, ledger=table, complete=True, problems=problems, fingerprints=fps,
+                        details={"mode": "file" if cfg.uri else "api", "rule": cfg.rule, "event_bus": cfg.event_bus,
+                                 "period": cfg.period, "partial": sorted(set(partial)), "totals": totals,
+                                 "points": table.num_rows})
+
+
+def _ts(value) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _load(uri: str, aws: AwsConfig) -> list[dict]:
+    fs, path = filesystem(uri, aws)
+    try:
+        with fs.open_input_stream(path) as f:
+            doc = json.loads(f.read())
+    except OSError as e:
+        raise (store_error(e, f"saved metrics {uri}", "--metrics-uri")
+               or SourceError(f"Cannot read saved metrics {uri}: {e}.")) from e
+    except ValueError as e:
+        raise SourceError(f"{uri} is not a GetMetricData response in JSON ({e}). Save one with "
+                          f"`aws cloudwatch get-metric-data ... > file.json`.") from e
+    return doc if isinstance(doc, list) else [doc]
+
+
+def _fetch(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> tuple[list[dict], list[str]]:
+    if not cfg.rule:
+        raise ConfigError("metrics.rule is not set. Pass --rule NAME (the EventBridge rule feeding Kinesis) or a "
+                          "saved response with --metrics-uri.")
+    dims = [{"Name": "RuleName", "Value": cfg.rule}]
+    if cfg.event_bus:
+        dims.insert(0, {"Name": "EventBusName", "Value": cfg.event_bus})
+    queries = [{"Id": f"m{i}", "Label": m, "ReturnData": True,
+                "MetricStat": {"Metric": {"Namespace": NAMESPACE, "MetricName": m, "Dimensions": dims},
+                               "Period": cfg.period, "Stat": "Sum"}} for i, m in enumerate(METRICS)]
+    cw = make_client("cloudwatch", aws)
+    pages: list[dict] = []
+    problems: list[str] = []
+    try:
+        for page in cw.get_paginator("get_metric_data").paginate(
+                MetricDataQueries=queries, StartTime=window.start, EndTime=window.end, ScanBy="TimestampAscending"):
+            pages.append(page)
+    except botocore.exceptions.ClientError as e:
+        code = error_code(e)
+        if code not in THROTTLE_CODES:
+            raise (store_error(e, "CloudWatch metrics", "--region and cloudwatch:GetMetricData")
+                   or SourceError(f"GetMetricData failed ({code}): {e}")) from e
+        problems.append(f"GetMetricData was throttled ({code}) after retries; metrics are partial.")
+        pages.append({"MetricDataResults": [{"Label": m, "StatusCode": "PartialData"} for m in METRICS]})
+    return pages, problems

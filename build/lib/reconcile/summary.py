@@ -1,0 +1,129 @@
+"""From engine results and what each source read to the run's verdict: status, exit code and summary.json."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from . import __version__
+from .completeness import REQUIRED
+from .config import Config
+from .ledger import SourceResult
+from .window import Window
+
+VERDICTS = ("delivered", "duplicated", "dead_lettered", "lost_after_bus", "lost_before_bus", "pending", "excluded")
+EXIT = {"clean": 0, "pending": 1, "loss": 2, "incomplete": 3}
+
+
+def iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def fingerprint_summary(fingerprints: list[dict]) -> dict[str, Any]:
+    """How many raw objects/pages a source read, their bytes where known, and one digest over all their fingerprints
+    (the full list is in manifest.json): two runs that read the same inputs show the same digest."""
+    canonical = orjson.dumps(sorted(fingerprints, key=lambda f: orjson.dumps(f, option=orjson.OPT_SORT_KEYS)),
+                             option=orjson.OPT_SORT_KEYS, default=str)
+    sizes = [f.get("size") for f in fingerprints if isinstance(f.get("size"), int)]
+    return {"objects": len(fingerprints), "bytes": sum(sizes) if sizes else None,
+            "digest": "sha256:" + hashlib.sha256(canonical).hexdigest() if fingerprints else None}
+
+
+def input_entry(result: SourceResult) -> dict[str, Any]:
+    return {
+        "source": result.name,
+        "complete": bool(result.complete),
+        "records": result.records,
+        "rejected": result.rejected,
+        "problems": list(result.problems),
+        "details": result.details,
+        "fingerprints": fingerprint_summary(result.fingerprints),
+    }
+
+
+# Metrics are counted by period start, events by event time: edges differ slightly, so "agrees" allows 0.1 %.
+METRIC_TOLERANCE = 0.001
+
+
+def metric_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A metrics_check row with the difference (metric − per-event) and whether the two agree; None when either
+    side is missing (no datapoints, or no per-event counterpart)."""
+    row = {k: v for k, v in r.items() if k != "ord"}
+    m, e = row["metric_value"], row["per_event_value"]
+    if isinstance(e, Decimal):  # DuckDB sums of counts come back as DECIMAL
+        e = row["per_event_value"] = int(e) if e == e.to_integral_value() else float(e)
+    diff = None if m is None or e is None else m - e
+    row["difference"] = diff
+    row["agrees"] = None if diff is None else abs(diff) <= METRIC_TOLERANCE * max(abs(e), 1)
+    return row
+
+
+def bucket_seconds(window: Window) -> int:
+    """The timeline's bucket width (run.params gives it to loss_by_hour.sql): per minute up to 6 h, per hour beyond."""
+    return 60 if (window.end - window.start).total_seconds() <= 6 * 3600 else 3600
+
+
+def _rows(rows: list[dict], times: tuple[str, ...] = (), floats: tuple[str, ...] = ()) -> list[dict]:
+    """Result rows as JSON-ready dicts: timestamps as ISO strings, floats rounded to the millisecond."""
+    return [{k: iso(v) if k in times else (None if v is None else round(v, 3)) if k in floats else v
+             for k, v in r.items()} for r in rows]
+
+
+def status_of(inputs: list[dict], hops: list[dict], pending: int) -> str:
+    if any(not i["complete"] for i in inputs if i["source"] in REQUIRED):
+        return "incomplete"
+    if any(h["over_threshold"] for h in hops):
+        return "loss"
+    if pending:
+        return "pending"
+    return "clean"
+
+
+def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, window: Window, *,
+          orphans: int, unlogged: int, gaps: int, generated_at: datetime) -> dict[str, Any]:
+    verdicts = {v: 0 for v in VERDICTS}
+    verdicts.update({r["verdict"]: r["events"] for r in results["verdict_counts"]})
+    thresholds = {"zendesk_to_bus": cfg.thresholds.zendesk_to_bus, "bus_to_sink": cfg.thresholds.bus_to_sink}
+    hops = []
+    for r in results["funnel"]:
+        rate = r["lost"] / r["in"] if r["in"] else 0.0
+        hops.append({"name": r["name"], "in": r["in"], "out": r["out"], "lost": r["lost"], "pending": r["pending"],
+                     "loss_rate": round(rate, 8), "threshold": thresholds[r["name"]],
+                     "over_threshold": r["lost"] > 0 and rate > thresholds[r["name"]]})
+    status = status_of(inputs, hops, verdicts["pending"])
+    return {
+        "window": {"start": iso(window.start), "end": iso(window.end), "read_start": iso(window.read_start),
+                   "read_end": iso(window.read_end), "as_of": iso(window.as_of),
+                   "horizon_h": window.horizon.total_seconds() / 3600},
+        "status": status,
+        "exit_code": EXIT[status],
+        "events": sum(verdicts.values()),
+        "verdicts": verdicts,
+        "orphans": orphans,
+        "unlogged_at_bus": unlogged,
+        "hops": hops,
+        "matching": {r["match_kind"]: r["events"] for r in results["match_stats"]},
+        "inputs": inputs,
+        "duplicates": results["duplicates"],
+        "dlq_causes": results["dlq_causes"],
+        "latency": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+                    for r in results["latency"]],
+        "metrics_check": [metric_row(r) for r in results["metrics_check"]],
+        "loss_by_type": results["loss_by_type"],
+        "timeline": [dict(r, bucket=iso(r["bucket"])) for r in results["loss_by_hour"]],
+        "timeline_bucket_s": bucket_seconds(window),
+        "silent_losses": _rows(results["silent_losses"], times=("hour",)),
+        "latency_histogram": _rows(results["latency_histogram"]),
+        "pending_events": _rows(results["pending_events"], times=("event_time",), floats=("age_s",)),
+        "orphan_causes": results["orphan_causes"],
+        "unlogged_causes": results["unlogged_causes"],
+        "dlq_errors": results["dlq_errors"],
+        "trace_hints": _rows(results["trace_hints"], times=("first_event_time",)),
+        "gaps": {"count": gaps, "file": "gaps.csv"},
+        "tool": {"name": "reconcile", "version": __version__},
+        "generated_at": iso(generated_at),
+    }

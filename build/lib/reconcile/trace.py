@@ -1,0 +1,40 @@
+"""`reconcile trace ID`: every observation of an event across hops, with its verdict and where the record lies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from . import resources
+from .engine import execute_file
+from .errors import ConfigError
+from .ledger import HOPS
+
+
+@dataclass
+class Trace:
+    run_dir: str
+    events: list[dict[str, Any]]
+    observations: list[dict[str, Any]]
+
+
+def trace(event_id: str, run_dir: Path) -> Trace:
+    """Look `event_id` up in one run's outputs (verdicts.parquet and evidence/)."""
+    verdicts = run_dir / "verdicts.parquet"
+    if not verdicts.exists():
+        raise ConfigError(f"{run_dir} holds no verdicts.parquet. Point --run at a folder `reconcile run` wrote.")
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.read_parquet(str(verdicts)).create_view("verdicts")
+        for hop in HOPS:
+            con.read_parquet(str(run_dir / "evidence" / f"{hop}.parquet")).create_view(hop)
+        params = {"id": event_id}
+        events = execute_file(con, resources.query_file("trace/events.sql"), params).to_arrow_table().to_pylist()
+        obs = execute_file(con, resources.query_file("trace/observations.sql"), params).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    return Trace(str(run_dir), events, obs)

@@ -1,0 +1,74 @@
+"""The time window of a run: which Zendesk events are judged, which slices of downstream stores are read."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from .errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | int | float) -> timedelta:
+    """'90s', '15m', '1h', '1.5d' or a number of seconds -> timedelta."""
+    if isinstance(text, (int, float)):
+        return timedelta(seconds=text)
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ConfigError(f"Cannot read duration {text!r}. Use a number with a unit, like 90s, 15m, 1h or 1d.")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def parse_time(text: str | datetime) -> datetime:
+    """ISO-8601 (a date alone means its midnight) -> aware UTC datetime."""
+    if isinstance(text, datetime):
+        dt = text
+    else:
+        try:
+            dt = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"Cannot read time {text!r}. Use ISO-8601, like 2026-11-23 or 2026-11-23T05:00:00Z.")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Window:
+    """[start, end) selects Zendesk events by event time; downstream stores are read over [read_start, read_end).
+
+    An event missing downstream is `pending`, not lost, while `as_of - event_time < horizon`
+    (the rule's maximum event age plus the margin after it, PIPELINE.md §7).
+    """
+
+    start: datetime
+    end: datetime
+    as_of: datetime
+    margin_before: timedelta = timedelta(hours=1)
+    margin_after: timedelta = timedelta(hours=24)
+    max_event_age: timedelta = timedelta(hours=24)
+    hop_a_grace: timedelta = timedelta(minutes=5)
+
+    def __post_init__(self):
+        if self.end <= self.start:
+            raise ConfigError(f"The window ends ({self.end:%Y-%m-%dT%H:%M:%SZ}) before it starts. Check --start/--end.")
+
+    @property
+    def read_start(self) -> datetime:
+        return self.start - self.margin_before
+
+    @property
+    def read_end(self) -> datetime:
+        return self.end + self.margin_after
+
+    @property
+    def horizon(self) -> timedelta:
+        return self.max_event_age + self.margin_before
+
+    @property
+    def key(self) -> str:
+        """A name for this window, used to key outputs so that a re-run replaces."""
+        return f"{self.start:%Y%m%dT%H%M%SZ}-{self.end:%Y%m%dT%H%M%SZ}"
