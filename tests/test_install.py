@@ -44,10 +44,17 @@ def sh(*args, cwd: Path, env: dict | None = None, ok=(0,)) -> subprocess.Complet
 
 
 def build_wheel(dest: Path) -> Path:
+    """From a copy of what a clone holds (setuptools writes build/ beside the sources: not into the checkout)."""
+    src = dest / "src"
+    src.mkdir()
+    for item in ("pyproject.toml", "README.md", "reconcile", "queries", "reports"):
+        copy = shutil.copytree if (REPO / item).is_dir() else shutil.copy2
+        copy(REPO / item, src / item, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                          if (REPO / item).is_dir() else {}))
     if uv():
-        sh(uv(), "build", "--wheel", "--out-dir", dest, REPO, cwd=dest)
+        sh(uv(), "build", "--wheel", "--out-dir", dest, src, cwd=dest)
     else:
-        sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", dest, REPO, cwd=dest)
+        sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", dest, src, cwd=dest)
     (wheel,) = dest.glob("reconcile-*.whl")
     return wheel
 

@@ -1,3 +1,0 @@
-"""reconcile: event-loss reconciliation."""
-
-__version__ = "0.1.0"

@@ -1,1 +1,0 @@
-"""Jinja2 templates, installed with the package as reconcile.reports (loaded through reconcile/resources.py)."""
