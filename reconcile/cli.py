@@ -162,8 +162,15 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     window = resolve_window(cfg, day, start, end, as_of)
     target = out or str(Path("reconcile-out") / window.key)
     state_path = None if no_state else (state or default_state(target))
+    from .check import failure, reach_all, require_a_store
+    require_a_store(cfg)
     if dry_run:
         click.echo(dry_run_plan(cfg, window, target, state_path))
+        reached = reach_all(cfg)  # the same one cheap call per store as `reconcile check`
+        for r in reached:
+            click.echo(f"reach      {r}")
+        if failure(reached):
+            raise failure(reached)
         return
     if not publish.is_s3(target):
         if replace:
@@ -228,6 +235,40 @@ def emit(outcome, as_json: bool, report: str | None = None) -> None:
                    f"{v['lost_after_bus']:,} · lost before bus {v['lost_before_bus']:,} · pending {v['pending']:,}",
                    err=True)
         click.echo(report or str(outcome.report))
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--zendesk-url", help="Zendesk account URL (or ZENDESK_URL).")
+@click.option("--profile", help="AWS profile.")
+@click.option("--region", help="AWS region.")
+@click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL), e.g. a moto server.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key.")
+@click.option("--json", "as_json", is_flag=True, help="Print each store's answer as JSON on stdout.")
+def check(config_path, zendesk_url, profile, region, endpoint_url, sets, as_json):
+    """Check the config's values and reach every configured store with one cheap call, reading nothing.
+
+    One S3 object listed per bucket store, SQS GetQueueAttributes, one Zendesk export request, one GetMetricData.
+    Exits 0 when every store answered, 3 naming each that did not, 4 for a config mistake (each bad key, its value
+    and what is expected).
+
+    \b
+    Example:
+      reconcile check --config reconcile.toml
+    """
+    from .check import failure, reach_all, require_a_store
+    cfg = config_mod.build(config_path, merge({"zendesk": {"url": zendesk_url}},
+                                              aws_overrides(profile, region, endpoint_url), parse_sets(sets)))
+    require_a_store(cfg)
+    reached = reach_all(cfg)
+    if as_json:
+        click.echo(orjson.dumps([r.__dict__ for r in reached], option=orjson.OPT_INDENT_2).decode())
+    else:
+        for r in reached:
+            click.echo(str(r))
+    if failure(reached):
+        raise failure(reached)
+    click.echo(f"config valid; {len(reached)} store(s) answered", err=True)
 
 
 @main.command()

@@ -184,6 +184,8 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
 
     `location`: where the run will be published (s3://...), recorded in the state instead of `out_dir`.
     """
+    from .check import require_a_store
+    require_a_store(cfg)  # before anything is written: no store configured is a config error, not an empty report
     generated_at = generated_at or datetime.now(timezone.utc)
     out_dir.mkdir(parents=True, exist_ok=True)
     reset_outputs(out_dir)

@@ -4,6 +4,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from reconcile.aws import make_client
 from reconcile.cli import main
 
 
@@ -37,21 +38,29 @@ def test_config_error_is_one_line_and_exit_4(tmp_path):
         "Error: Unknown key(s) in [sink]: id_colum. Known keys: uri, format, id_column, id_path."]
 
 
-def test_missing_stores_make_the_run_incomplete(tmp_path):
-    result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(tmp_path), "--no-progress"],
+def test_missing_required_stores_make_the_run_incomplete(tmp_path):
+    sink = tmp_path / "sink"
+    sink.mkdir()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(out), "--no-progress",
+                                       "--set", f"sink.uri={sink}"],
                                 env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
     assert result.exit_code == 3, result.output
-    assert (tmp_path / "report.html").exists()
+    assert (out / "report.html").exists()
 
 
-def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, aws_cfg):
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="spark-output")
+    s3.put_object(Bucket="spark-output", Key="events/dt=2026-11-23/part-0.parquet", Body=b"x")
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(out), "--dry-run",
                                        "--set", "sink.uri=s3://spark-output/events"],
-                                env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
+                                env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": aws_cfg.endpoint_url})
     assert result.exit_code == 0, result.output
     lines = dict(line.split(None, 1) for line in result.stdout.splitlines())
     assert lines["sink"] == "s3://spark-output/events (parquet, id from column partitionKey)"
     assert lines["zendesk"].startswith("NOT CONFIGURED")
     assert lines["read"] == "downstream stores over 2026-11-22T23:00:00Z → 2026-11-25T00:00:00Z"
+    assert lines["reach"].split()[:2] == ["ok", "sink"]
     assert list(tmp_path.iterdir()) == []
