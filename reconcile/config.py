@@ -97,6 +97,16 @@ class EngineConfig:
     threads: int | None = None
 
 
+# Every command's run state (pending events carried over, history, where each run lies) unless [state] uri,
+# RECONCILE_STATE or --state says otherwise: one place, whatever --out is, so run, demo, history and trace agree.
+DEFAULT_STATE = "reconcile-out/reconcile-state.duckdb"
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    uri: str = DEFAULT_STATE  # a local DuckDB file or s3://bucket/key (also RECONCILE_STATE)
+
+
 @dataclass(frozen=True)
 class Config:
     aws: AwsConfig = field(default_factory=AwsConfig)
@@ -110,13 +120,14 @@ class Config:
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     exclude: ExcludeConfig = field(default_factory=ExcludeConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 ENV = {("zendesk", "url"): "ZENDESK_URL", ("aws", "endpoint_url"): "AWS_ENDPOINT_URL",
-       ("aws", "profile"): "AWS_PROFILE", ("aws", "region"): "AWS_DEFAULT_REGION"}
+       ("aws", "profile"): "AWS_PROFILE", ("aws", "region"): "AWS_DEFAULT_REGION", ("state", "uri"): "RECONCILE_STATE"}
 
 
 def _section(cls, name: str, values: dict[str, Any]):

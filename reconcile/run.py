@@ -224,7 +224,7 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     ledger.write_atomic(kind_map, evidence / KIND_MAP_FILE)
 
     def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:
-        state.record(window, s, location or out_dir, pending, settlements)
+        state.record(window, s, location or out_dir.resolve(), pending, settlements)  # found from any folder
         history = jsonable(state.history())
         outputs.write_json(evidence / HISTORY_FILE, history)
         return history

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import duckdb
 
 from . import resources
+from .config import AwsConfig
 from .engine import execute_file
 from .errors import ConfigError
 from .ledger import HOPS
@@ -38,3 +40,16 @@ def trace(event_id: str, run_dir: Path) -> Trace:
     finally:
         con.close()
     return Trace(str(run_dir), events, obs)
+
+
+def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig) -> Iterator[Trace]:
+    """`trace` over run locations as the state records them: local folders or s3:// prefixes (published runs are
+    downloaded to a temporary folder first; only runs with their manifest)."""
+    from . import publish
+    for where in runs:
+        if not publish.is_s3(where):
+            yield trace(event_id, Path(where))
+            continue
+        with tempfile.TemporaryDirectory(prefix="reconcile-trace-") as tmp:
+            found = trace(event_id, publish.download(str(where), Path(tmp), aws))
+        yield Trace(str(where), found.events, found.observations)
