@@ -60,8 +60,8 @@ def read(cfg: DlqConfig, window: Window, aws: AwsConfig, out: Path | None = None
             sink.add(result.ledger)
             result.ledger = sink.result()
         return result
-    raise ConfigError("Neither dlq.queue_url nor dlq.uri is set. Pass --dlq-url https://sqs.../queue or --dlq-uri "
-                      "s3://bucket/messages.jsonl.")
+    raise ConfigError("Neither [dlq] queue_url nor [dlq] uri is set. Set queue_url = https://sqs.../queue or "
+                      "uri = s3://bucket/messages.jsonl (or --set dlq.queue_url=...).")
 
 
 def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArray) -> tuple[pa.Table, pa.Table]:
@@ -84,7 +84,7 @@ def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArr
 
 
 def _read_archive(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
-    fs, root, files = list_files(cfg.uri, aws, f"DLQ archive {cfg.uri}", "--dlq-uri")
+    fs, root, files = list_files(cfg.uri, aws, f"DLQ archive {cfg.uri}", "[dlq] uri")
     files = [f for f in files if not f.base_name.startswith((".", "_"))]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     leds, rejs, fps, problems = [], [], [], []
@@ -94,7 +94,7 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
             with fs.open_input_stream(f.path, compression=None) as s:
                 data, meta = s.read(), s.metadata() or {}
         except OSError as e:
-            raise (store_error(e, f"DLQ archive object {where}", "--dlq-uri")
+            raise (store_error(e, f"DLQ archive object {where}", "[dlq] uri")
                    or SourceError(f"Cannot read DLQ archive object {where}: {e}.")) from e
         fp = {"key": where, "size": f.size, "mtime": f.mtime.isoformat() if f.mtime else None}
         if meta.get("ETag"):
@@ -126,10 +126,10 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
     try:
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     except botocore.exceptions.ClientError as e:
-        raise (store_error(e, f"DLQ {url}", "--dlq-url and --region")
+        raise (store_error(e, f"DLQ {url}", "[dlq] queue_url and the region ([aws] region, --region)")
                or SourceError(f"GetQueueAttributes on {url} failed ({error_code(e)}): {e}")) from e
     except botocore.exceptions.EndpointConnectionError as e:
-        raise SourceError(f"Cannot reach SQS ({e}). Check --dlq-url, --region and AWS_ENDPOINT_URL.") from e
+        raise SourceError(f"Cannot reach SQS ({e}). Check [dlq] queue_url, the region (--region) and AWS_ENDPOINT_URL.") from e
     visible = int(attrs.get("ApproximateNumberOfMessages", 0))
     in_flight = int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
     approx = visible + in_flight
@@ -138,7 +138,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
         problems.append(
             f"{url} has a redrive policy (maxReceiveCount {redrive.get('maxReceiveCount')}, to "
             f"{redrive.get('deadLetterTargetArn')}): every receive raises a message's ApproximateReceiveCount, so "
-            f"reading it can move messages away. Prefer an archive (--dlq-uri) or remove the policy before reading.")
+            f"reading it can move messages away. Prefer an archive ([dlq] uri) or remove the policy before reading.")
 
     seen: dict[str, dict] = {}
     fruitless = receives = 0
@@ -163,7 +163,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
     except botocore.exceptions.ClientError as e:
         code = error_code(e)
         if code not in THROTTLE_CODES:
-            raise (store_error(e, f"DLQ {url}", "--dlq-url and the IAM policy (sqs:ReceiveMessage)")
+            raise (store_error(e, f"DLQ {url}", "[dlq] queue_url and the IAM policy (sqs:ReceiveMessage)")
                    or SourceError(f"ReceiveMessage on {url} failed ({code}): {e}")) from e
         problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
         throttled = True
@@ -177,7 +177,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
         problems.append(
             f"Read {read_n:,} of ~{approx:,} messages in {url}: a sample (with visibility timeout "
             f"{cfg.visibility_timeout}s the queue keeps handing back the same messages; other readers or in-flight "
-            f"messages hide some). Read an archive with --dlq-uri, or raise dlq.visibility_timeout so received "
+            f"messages hide some). Read an archive with [dlq] uri, or raise dlq.visibility_timeout so received "
             f"messages step aside while the rest are read (they are hidden from other consumers for that long).")
     # The queue hands messages over as dicts ten at a time; serialising them is noise next to the API calls.
     lines = pa.array([orjson.dumps(m).decode() for m in seen.values()], pa.string())

@@ -54,12 +54,12 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     into that Parquet file group by group (events.LedgerOut) instead of being held in memory.
     """
     if not cfg.uri:
-        raise ConfigError("sink.uri is not set. Pass --sink-uri s3://bucket/prefix (or a local folder).")
+        raise ConfigError("[sink] uri is not set. Set it in the config or with --set sink.uri=s3://bucket/prefix (or a local folder).")
     if cfg.format not in FORMATS:
         raise ConfigError(f"Unknown sink.format {cfg.format!r}. Use one of: {', '.join(FORMATS)}.")
     if cfg.id_path:
         _check_path(cfg.id_path)
-    fs, root, files = list_files(cfg.uri, aws, f"Spark output {cfg.uri}", "--sink-uri")
+    fs, root, files = list_files(cfg.uri, aws, f"Spark output {cfg.uri}", "[sink] uri")
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     rel = {f.path: posixpath.relpath(f.path, root) if f.path != root else f.base_name for f in files}
 
@@ -122,8 +122,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         "bad_files": len(problems),
     }
     if not data:
-        problems_note = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check --sink-uri and "
-                         f"--sink-format.")
+        problems_note = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check [sink] uri and "
+                         f"[sink] format.")
         details["note"] = problems_note
     return SourceResult(
         name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
@@ -213,13 +213,13 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
                 fp["etag"] = meta["ETag"].decode().strip('"')
             cols, drift = reader(fh, f, cfg)
     except (pa.ArrowInvalid, OSError, ValueError) as e:
-        err = store_error(e, f"Spark output file {f.where}", "--sink-uri") if isinstance(e, OSError) else None
+        err = store_error(e, f"Spark output file {f.where}", "[sink] uri") if isinstance(e, OSError) else None
         if err is not None and "denied" in str(err):
             raise err from e
         reason = f"cannot read {cfg.format} file {f.where}: {e}"
         return (None, ledger.rejects_table(NAME, [f.where], [reason], [None]),
                 f"{f.where} is not readable {cfg.format} ({e}). Check the file (a failed write?) and whether "
-                f"--sink-format is right; its rows are missing from the sink.", fp)
+                f"[sink] format is right; its rows are missing from the sink.", fp)
     n = cols["n"]
     refs = rawtext.refs(f.where, n, "#", first=0)
     if drift:
@@ -252,7 +252,8 @@ def _as_text(arr, n: int) -> pa.Array:
 
 def _drift(cfg: SinkConfig, where: str, columns: list[str]) -> str:
     return (f"column {cfg.id_column!r} not found in {where} (columns: {', '.join(columns)}); the schema changed. "
-            f"Pass --id-column NAME for the column holding the EventBridge id, or --id-path $.id to read it from data")
+            f"Set [sink] id_column to the column holding the EventBridge id, or [sink] id_path = '$.id' to read it "
+            f"from data")
 
 
 def _read_parquet(fh, f: _File, cfg: SinkConfig):
