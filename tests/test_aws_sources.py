@@ -336,8 +336,8 @@ def test_sink_schema_drift_renamed_id_column(tmp_path):
     })
     res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)
     assert not res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
-    assert res.rejected == 2 and all("'partitionKey' not found" in r and "[sink] id_column" in r and "[sink] id_path" in r
-                                     for r in reasons(res))
+    assert res.rejected == 2 and all("'partitionKey' not found" in r and "[sink] id_column" in r
+                                     and "[sink] id_path" in r for r in reasons(res))
     assert "part-1.parquet" in res.problems[0]
     ok = sink.read(SinkConfig(uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
     assert ok.complete and ok.ledger["eb_id"].to_pylist() == ["W1", "W2", "W3"]
