@@ -238,7 +238,9 @@ STATE_HELP = (f"Run-state file or s3:// URI (default: [state] uri in --config, R
 def emit(outcome, as_json: bool, report: str | None = None) -> None:
     s = outcome.summary
     if as_json:
-        click.echo(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode())
+        # Where to look first for a scheduler: the report (local path or s3:// URI), then every figure of the summary.
+        click.echo(orjson.dumps({"report": report or str(outcome.report.resolve()), **s},
+                                option=orjson.OPT_INDENT_2).decode())
     else:
         v = s["verdicts"]
         click.echo(f"{s['status']}: {s['events']:,} events · delivered {v['delivered']:,} · duplicated "

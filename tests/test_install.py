@@ -95,6 +95,9 @@ def test_wheel_installed_outside_the_checkout_runs_demo_and_verify(tmp_path):
               cwd=work, env=env, ok=(0, 1, 2, 3))
     summary = orjson.loads(demo.stdout)
     assert summary["events"] > 0 and (work / "demo-out" / "run" / "report.html").is_file()
+    assert summary["report"] == str((work / "demo-out" / "run" / "report.html").resolve())
+    assert (work / "reconcile-out" / "reconcile-state.duckdb").is_file()  # the one default state location
+    assert "20261123" in sh(newest / "reconcile", "history", cwd=work, env=env).stdout
     for v, bin_dir in venvs.items():
         checked = sh(bin_dir / "reconcile", "verify", "demo-out/run", cwd=work, env=env)
         assert "missing from this tool" not in checked.stdout + checked.stderr
