@@ -15,6 +15,8 @@ from .engine import execute_file
 from .errors import ConfigError
 from .ledger import HOPS
 
+TRACE_QUERIES = resources.query_file("trace")
+
 
 @dataclass
 class Trace:
@@ -35,8 +37,8 @@ def trace(event_id: str, run_dir: Path) -> Trace:
         for hop in HOPS:
             con.read_parquet(str(run_dir / "evidence" / f"{hop}.parquet")).create_view(hop)
         params = {"id": event_id}
-        events = execute_file(con, resources.query_file("trace/events.sql"), params).to_arrow_table().to_pylist()
-        obs = execute_file(con, resources.query_file("trace/observations.sql"), params).to_arrow_table().to_pylist()
+        events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()
+        obs = execute_file(con, TRACE_QUERIES / "observations.sql", params).to_arrow_table().to_pylist()
     finally:
         con.close()
     return Trace(str(run_dir), events, obs)
