@@ -7,7 +7,6 @@ Nothing is received, downloaded or changed.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,8 +16,6 @@ import botocore.exceptions
 from .aws import error_code, make_client, store_error
 from .config import Config
 from .errors import ConfigError, ReconcileError, SourceError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

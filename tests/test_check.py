@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import time
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -107,6 +108,10 @@ def test_check_reaches_every_store_with_one_cheap_call_and_reads_nothing(stores,
     assert "first object exports/2026-11-23/000000.gz" in lines[1]
     assert "about 1 messages" in lines[3]
     assert len(zendesk.requests) == 1 and zendesk.requests[0]["status"] == 200
+    as_json = CliRunner().invoke(main, ["check", "--json", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)],
+                                 env=ZENDESK_ENV)
+    assert [(r["store"], r["ok"]) for r in orjson.loads(as_json.stdout)] == [
+        (s, True) for s in ("zendesk", "bus_log", "sink", "dlq", "metrics")]
     attrs = make_client("sqs", aws_cfg).get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
     assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("1", "0")
 
@@ -133,3 +138,12 @@ def test_check_and_dry_run_name_each_store_that_does_not_answer(stores, aws_cfg,
     assert dry.exit_code == 3, dry.output
     assert "reach      FAILED sink" in dry.stdout and "write      " in dry.stdout
     assert not out.exists()
+
+
+def test_check_finds_the_log_group_of_format_api(aws_cfg):
+    make_client("logs", aws_cfg).create_log_group(logGroupName="/aws/events/zendesk")
+    for group, code, word in (("/aws/events/zendesk", 0, "ok"), ("/aws/events/zendesk-typo", 3, "FAILED")):
+        result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, "--set",
+                                           "bus_log.format=api", "--set", f"bus_log.log_group={group}"])
+        assert result.exit_code == code, result.output
+        assert result.stdout.split()[:2] == [word, "bus_log"]
