@@ -253,9 +253,7 @@ def emit(outcome, as_json: bool, report: str | None = None) -> None:
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--zendesk-url", help="Zendesk account URL (or ZENDESK_URL).")
-@click.option("--profile", help="AWS profile.")
-@click.option("--region", help="AWS region.")
-@click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL), e.g. a moto server.")
+@aws_options
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key.")
 @click.option("--json", "as_json", is_flag=True, help="Print each store's answer as JSON on stdout.")
 def check(config_path, zendesk_url, profile, region, endpoint_url, sets, as_json):

@@ -217,7 +217,7 @@ def _problem(section: str, key: str, annotation: str, value: Any) -> str | None:
     base = annotation.replace(" | None", "")
     if value is None:
         return None if "None" in annotation else "a value"
-    kinds, expected = _TYPES[base]
+    kinds, expected = _TYPES.get(base, (object, base))  # a type not listed here is not checked
     ok = isinstance(value, kinds) and not isinstance(value, bool)
     if base == "tuple[str, ...]":
         ok = ok and all(isinstance(v, str) for v in value)
@@ -227,10 +227,10 @@ def _problem(section: str, key: str, annotation: str, value: Any) -> str | None:
         if isinstance(value, bool):
             return DURATION
         try:
-            parse_duration(value)
+            negative = parse_duration(value).total_seconds() < 0
         except ConfigError:
             return DURATION
-        return None
+        return DURATION if negative else None
     if not ok:
         return what or expected
     if rule is not None and not rule(value):
