@@ -188,7 +188,8 @@ def merge(*dicts: dict[str, dict]) -> dict[str, dict]:
 @click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL), e.g. a moto server.")
 @click.option("--audience", type=click.Choice(["daily", "incident", "audit"]), default="daily", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key.")
-@click.option("--state", help="Run-state DuckDB file or s3:// URI (default: reconcile-state.duckdb beside --out).")
+@click.option("--state", help=f"Run-state DuckDB file or s3:// URI (default: [state] uri, RECONCILE_STATE, or "
+              f"{config_mod.DEFAULT_STATE}; the same for every command).")
 @click.option("--no-state", is_flag=True, help="Do not carry pending events or record history.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
@@ -208,14 +209,22 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     from . import publish
     from .run import execute
     overrides = merge({"zendesk": {"url": zendesk_url},
-                       "aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url}},
+                       "aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url},
+                       "state": {"uri": state}},
                       parse_sets(sets))
     cfg = config_mod.build(config_path, overrides)
     window = resolve_window(cfg, day, start, end, as_of)
     target = out or str(Path("reconcile-out") / window.key)
-    state_path = None if no_state else (state or default_state(target))
+    state_path = None if no_state else cfg.state.uri
+    from .check import failure, reach_all, require_a_store
+    require_a_store(cfg)
     if dry_run:
         click.echo(dry_run_plan(cfg, window, target, state_path))
+        reached = reach_all(cfg)  # the same one cheap call per store as `reconcile check`
+        for r in reached:
+            click.echo(f"reach      {r}")
+        if failure(reached):
+            raise failure(reached)
         return
     if not publish.is_s3(target):
         if replace:
@@ -263,18 +272,29 @@ def dry_run_plan(cfg, window, target: str, state_path) -> str:
     return "\n".join(lines)
 
 
-def default_state(out: str | Path) -> str | Path:
-    """Beside the outputs: the parent of a run's folder (or S3 prefix), so consecutive windows share it."""
-    if str(out).startswith("s3://"):
-        parent = str(out).rstrip("/").rsplit("/", 1)[0] if str(out).rstrip("/").count("/") > 2 else str(out)
-        return parent.rstrip("/") + "/reconcile-state.duckdb"
-    return Path(out).resolve().parent / "reconcile-state.duckdb"
+def state_config(config_path, state, profile, region, endpoint_url) -> config_mod.Config:
+    """The config of a command that reads the run state: where it is ([state] uri, RECONCILE_STATE, --state) and
+    the AWS options to reach it when it is on S3."""
+    return config_mod.build(config_path, merge(aws_overrides(profile, region, endpoint_url), {"state": {"uri": state}}))
+
+
+def aws_options(f):
+    f = click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")(f)
+    f = click.option("--region", help="AWS region.")(f)
+    f = click.option("--profile", help="AWS profile.")(f)
+    return f
+
+
+STATE_HELP = (f"Run-state file or s3:// URI (default: [state] uri in --config, RECONCILE_STATE, or "
+              f"{config_mod.DEFAULT_STATE}).")
 
 
 def emit(outcome, as_json: bool, report: str | None = None) -> None:
     s = outcome.summary
     if as_json:
-        click.echo(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode())
+        # Where to look first for a scheduler: the report (local path or s3:// URI), then every figure of the summary.
+        click.echo(orjson.dumps({"report": report or str(outcome.report.resolve()), **s},
+                                option=orjson.OPT_INDENT_2).decode())
     else:
         v = s["verdicts"]
         click.echo(f"{s['status']}: {s['events']:,} events · delivered {v['delivered']:,} · duplicated "
@@ -282,6 +302,38 @@ def emit(outcome, as_json: bool, report: str | None = None) -> None:
                    f"{v['lost_after_bus']:,} · lost before bus {v['lost_before_bus']:,} · pending {v['pending']:,}",
                    err=True)
         click.echo(report or str(outcome.report))
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--zendesk-url", help="Zendesk account URL (or ZENDESK_URL).")
+@aws_options
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key.")
+@click.option("--json", "as_json", is_flag=True, help="Print each store's answer as JSON on stdout.")
+def check(config_path, zendesk_url, profile, region, endpoint_url, sets, as_json):
+    """Check the config's values and reach every configured store with one cheap call, reading nothing.
+
+    One S3 object listed per bucket store, SQS GetQueueAttributes, one Zendesk export request, one GetMetricData.
+    Exits 0 when every store answered, 3 naming each that did not, 4 for a config mistake (each bad key, its value
+    and what is expected).
+
+    \b
+    Example:
+      reconcile check --config reconcile.toml
+    """
+    from .check import failure, reach_all, require_a_store
+    cfg = config_mod.build(config_path, merge({"zendesk": {"url": zendesk_url}},
+                                              aws_overrides(profile, region, endpoint_url), parse_sets(sets)))
+    require_a_store(cfg)
+    reached = reach_all(cfg)
+    if as_json:
+        click.echo(orjson.dumps([r.__dict__ for r in reached], option=orjson.OPT_INDENT_2).decode())
+    else:
+        for r in reached:
+            click.echo(str(r))
+    if failure(reached):
+        raise failure(reached)
+    click.echo(f"config valid; {len(reached)} store(s) answered", err=True)
 
 
 @main.command()
@@ -294,7 +346,9 @@ def emit(outcome, as_json: bool, report: str | None = None) -> None:
 @click.option("--audience", type=click.Choice(["daily", "incident", "audit"]), default="daily", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--no-progress", is_flag=True)
-def demo(out, events, seed, day, days, audience, as_json, no_progress):
+@click.option("--state", help=STATE_HELP + " The demo's simulated runs are recorded there like real ones, so "
+              "`reconcile trace` and `history` find them.")
+def demo(out, events, seed, day, days, audience, as_json, no_progress, state):
     """Simulate a pipeline day with faults at every hop, serve it like the real stores, reconcile it.
 
     The Zendesk API is served over HTTP on loopback and the AWS stores by moto's server, so the demo runs the
@@ -305,8 +359,10 @@ def demo(out, events, seed, day, days, audience, as_json, no_progress):
       reconcile demo --out demo-out --events 20000 --seed 7
     """
     from .simulate.demo import run_demo
+    state_uri = config_mod.build(None, {"state": {"uri": state}},  # the demo's stores are its own: only the state
+                                 environ={"RECONCILE_STATE": os.environ.get("RECONCILE_STATE", "")}).state.uri
     outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, days=days, audience=audience,
-                              progress=not no_progress)
+                              progress=not no_progress, state=state_uri)
     for line in found:
         click.echo(line, err=True)
     emit(outcome, as_json)
@@ -464,18 +520,21 @@ def fetch_metrics(config_path, start, end, out, profile, region, endpoint_url, r
 
 
 @main.command()
-@click.option("--state", default="reconcile-out/reconcile-state.duckdb", show_default=True,
-              help="Run-state file or s3:// URI.")
+@click.option("--state", help=STATE_HELP)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file ([state] uri).")
+@aws_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def history(state, as_json):
+def history(state, config_path, profile, region, endpoint_url, as_json):
     """Loss per hop per window over past runs, with later settlements of pending events folded in.
 
     \b
     Example:
-      reconcile history --state demo-out/reconcile-state.duckdb
+      reconcile history
+      reconcile history --state s3://audit/reconcile-state.duckdb --profile audit
     """
     from .state import State
-    with State.open(state, write=False) as st:
+    cfg = state_config(config_path, state, profile, region, endpoint_url)
+    with State.open(cfg.state.uri, cfg.aws, write=False) as st:
         rows = st.history()
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
@@ -490,11 +549,13 @@ def history(state, as_json):
 
 @main.command()
 @click.argument("event_id")
-@click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
-              help="A run's output folder (repeatable). Default: every run the state file knows.")
-@click.option("--state", default="reconcile-out/reconcile-state.duckdb", show_default=True)
+@click.option("--run", "runs", multiple=True,
+              help="A run's output folder or s3:// prefix (repeatable). Default: every run the state knows.")
+@click.option("--state", help=STATE_HELP)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file ([state] uri).")
+@aws_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def trace(event_id, runs, state, as_json):
+def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_json):
     """Every observation of one event across hops: times, verdict and where each record lies.
 
     EVENT_ID is an EventBridge id, a Zendesk event id or a ticket id.
@@ -503,12 +564,13 @@ def trace(event_id, runs, state, as_json):
     Example:
       reconcile trace 4be2a1c0-0c1e-4d38-9d8e-2f3a1b7c9e10 --run demo-out/run
     """
-    from .trace import trace as do_trace
+    from .trace import trace_runs
+    cfg = state_config(config_path, state, profile, region, endpoint_url)
     if not runs:
         from .state import State
-        with State.open(state, write=False) as st:
+        with State.open(cfg.state.uri, cfg.aws, write=False) as st:
             runs = tuple(st.run_dirs())
-    found = [t for t in (do_trace(event_id, Path(r)) for r in runs) if t.events or t.observations]
+    found = [t for t in trace_runs(event_id, runs, cfg.aws) if t.events or t.observations]
     if as_json:
         click.echo(orjson.dumps([t.__dict__ for t in found], option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC,
                                 default=str).decode())

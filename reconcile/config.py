@@ -106,6 +106,16 @@ class EngineConfig:
     threads: int | None = None
 
 
+# Every command's run state (pending events carried over, history, where each run lies) unless [state] uri,
+# RECONCILE_STATE or --state says otherwise: one place, whatever --out is, so run, demo, history and trace agree.
+DEFAULT_STATE = "reconcile-out/reconcile-state.duckdb"
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    uri: str = DEFAULT_STATE  # a local DuckDB file or s3://bucket/key (also RECONCILE_STATE)
+
+
 @dataclass(frozen=True)
 class Config:
     aws: AwsConfig = field(default_factory=AwsConfig)
@@ -119,13 +129,14 @@ class Config:
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     exclude: ExcludeConfig = field(default_factory=ExcludeConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 ENV = {("zendesk", "url"): "ZENDESK_URL", ("aws", "endpoint_url"): "AWS_ENDPOINT_URL",
-       ("aws", "profile"): "AWS_PROFILE", ("aws", "region"): "AWS_DEFAULT_REGION"}
+       ("aws", "profile"): "AWS_PROFILE", ("aws", "region"): "AWS_DEFAULT_REGION", ("state", "uri"): "RECONCILE_STATE"}
 
 
 def _section(cls, name: str, values: dict[str, Any]):
@@ -174,7 +185,91 @@ def build(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] |
             if not isinstance(data[f.name], dict):
                 raise ConfigError(f"[{f.name}] must be a table of keys.")
             kwargs[f.name] = _section(f.default_factory().__class__, f.name, data[f.name])
-    return Config(**kwargs)
+    cfg = Config(**kwargs)
+    validate(cfg)
+    return cfg
+
+
+# --- typed validation: every value checked when the config is built, before anything is read ----------------------
+
+_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.I)
+DURATION = "a duration with a unit, like 90s, 15m, 1h or 1d"
+# (section, key) -> (check of a value already of the right type, what is expected). Types come from the dataclasses.
+RULES: dict[tuple[str, str], tuple[Any, str]] = {
+    **{("window", k): ("duration", DURATION)
+       for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")},
+    ("zendesk", "max_wait"): ("duration", DURATION),
+    ("zendesk", "timeout"): ("duration", DURATION),
+    ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),
+    ("zendesk", "requests_per_minute"): (lambda v: v > 0, "a positive number of requests per minute "
+                                                          "(10; 30 with the High Volume add-on)"),
+    ("aws", "endpoint_url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like http://localhost:5000"),
+    ("bus_log", "format"): (lambda v: v in ("cwl-export", "firehose", "api"), "one of cwl-export, firehose, api"),
+    ("sink", "format"): (lambda v: v in ("parquet", "json"), "one of parquet, json"),
+    ("sink", "id_path"): (lambda v: v.startswith("$"), "a JSON path inside `data`, like $.id"),
+    ("dlq", "visibility_timeout"): (lambda v: 0 <= v <= 43200, "seconds from 0 to 43200 (SQS's limit)"),
+    ("dlq", "empty_receives"): (lambda v: v >= 1, "a whole number of empty receives, 1 or more"),
+    ("metrics", "period"): (lambda v: v in (1, 5, 10, 30) or (v > 0 and v % 60 == 0),
+                            "seconds CloudWatch accepts: 1, 5, 10, 30 or a multiple of 60"),
+    ("match", "tolerance_seconds"): (lambda v: v >= 0, "seconds, 0 or more"),
+    ("thresholds", "zendesk_to_bus"): (lambda v: 0 <= v <= 1, "a loss rate from 0 to 1 (0.0001 is 0.01 %)"),
+    ("thresholds", "bus_to_sink"): (lambda v: 0 <= v <= 1, "a loss rate from 0 to 1 (0.0001 is 0.01 %)"),
+    ("engine", "memory_limit"): (lambda v: _SIZE.match(v), "a size DuckDB accepts, like 512MB, 3GB or 2GiB"),
+    ("engine", "threads"): (lambda v: v >= 1, "a whole number of threads, 1 or more"),
+}
+_TYPES = {"str": (str, "text (a quoted string)"), "float": ((int, float), "a number"),
+          "int": (int, "a whole number"), "tuple[str, ...]": (tuple, "a list of strings")}
+
+
+def _problem(section: str, key: str, annotation: str, value: Any) -> str | None:
+    """What is wrong with one value, or None. `annotation` is the dataclass field's type as written."""
+    base = annotation.replace(" | None", "")
+    if value is None:
+        return None if "None" in annotation else "a value"
+    kinds, expected = _TYPES.get(base, (object, base))  # a type not listed here is not checked
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    if base == "tuple[str, ...]":
+        ok = ok and all(isinstance(v, str) for v in value)
+    rule, what = RULES.get((section, key), (None, None))
+    if rule == "duration":
+        from .window import parse_duration
+        if isinstance(value, bool):
+            return DURATION
+        try:
+            negative = parse_duration(value).total_seconds() < 0
+        except ConfigError:
+            return DURATION
+        return DURATION if negative else None
+    if not ok:
+        return what or expected
+    if rule is not None and not rule(value):
+        return what
+    return None
+
+
+def validate(cfg: Config) -> None:
+    """Every key's value against its type and rule; one ConfigError naming each bad key, its value, what is expected."""
+    problems = []
+    for sec in dataclasses.fields(cfg):
+        section = getattr(cfg, sec.name)
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            wrong = _problem(sec.name, f.name, f.type, value)
+            if wrong:
+                shown = list(value) if isinstance(value, tuple) else value
+                problems.append(f"[{sec.name}] {f.name} = {_toml(shown)} is not valid: expected {wrong}.")
+    if cfg.bus_log.format == "api" and cfg.bus_log.uri and not cfg.bus_log.log_group:
+        problems.append("[bus_log] format = \"api\" reads a log group: set [bus_log] log_group (uri is for "
+                        "cwl-export or firehose objects).")
+    if problems:
+        raise ConfigError("\n".join(problems) + "\nFix the config file, or override a key with "
+                          "--set section.key=value.")
+
+
+def _toml(value: Any) -> str:
+    """A value as it would be written in the TOML file (strings quoted), so the message shows what was given."""
+    import json
+    return json.dumps(value, default=str)
 
 
 SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|auth", re.I)

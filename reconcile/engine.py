@@ -61,7 +61,7 @@ _COMMENT = re.compile(r"--[^\n]*")
 
 
 def query_path(name: str) -> Path:
-    return QUERY_DIR / f"{name}.sql"
+    return resources.query_file(f"{name}.sql")
 
 
 def parameters_of(sql: str) -> set[str]:
@@ -69,7 +69,7 @@ def parameters_of(sql: str) -> set[str]:
 
 
 def load_kind_map(extra: str | None) -> pa.Table:
-    table = pacsv.read_csv(QUERY_DIR / "kind_map.csv")
+    table = pacsv.read_csv(resources.query_file("kind_map.csv"))
     if extra:
         path = Path(extra)
         if not path.exists():

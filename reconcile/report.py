@@ -11,15 +11,15 @@ import math
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from . import resources
 from .config import redact
 from .errors import ReportError
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "reports"
+TEMPLATE_DIR = resources.TEMPLATE_DIR
 GAP_ROWS = 1000
 TEXT_LIMIT = 300  # characters of any free text (error messages, rejected records) shown in a cell
 TIMELINE_ROWS_ALL = 48  # up to this many buckets the table lists every one; beyond, only buckets with gaps,

@@ -20,9 +20,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, completeness, interrupt, ledger, outputs, report, summary
+from . import __version__, completeness, interrupt, ledger, outputs, report, resources, summary
 from .config import Config, EngineConfig, redact
-from .engine import QUERY_DIR, Engine, load_kind_map
+from .engine import Engine, load_kind_map
 from .errors import ReconcileError
 from .ledger import SourceResult
 from .state import CARRIED_SCHEMA, State
@@ -190,6 +190,8 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
 
     `location`: where the run will be published (s3://...), recorded in the state instead of `out_dir`.
     """
+    from .check import require_a_store
+    require_a_store(cfg)  # before anything is written: no store configured is a config error, not an empty report
     generated_at = generated_at or datetime.now(timezone.utc)
     out_dir.mkdir(parents=True, exist_ok=True)
     reset_outputs(out_dir)
@@ -232,7 +234,7 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     ledger.write_atomic(kind_map, evidence / KIND_MAP_FILE)
 
     def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:
-        state.record(window, s, location or out_dir, pending, settlements)
+        state.record(window, s, location or out_dir.resolve(), pending, settlements)  # found from any folder
         history = jsonable(state.history())
         outputs.write_json(evidence / HISTORY_FILE, history)
         return history
@@ -305,6 +307,16 @@ def digests(root: Path, pattern: str) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): outputs.sha256_file(p) for p in sorted(root.rglob(pattern)) if p.is_file()}
 
 
+def code_digests() -> dict[str, dict[str, str]]:
+    """The tool's own SQL and templates as the manifest records them (resources.CODE says which files)."""
+    out: dict[str, dict[str, str]] = {}
+    for kind, root, patterns in resources.CODE:
+        out[kind] = {}
+        for pattern in patterns:
+            out[kind] |= digests(root, pattern)
+    return out
+
+
 def manifest_digest(manifest: dict[str, Any]) -> str:
     """sha256 of the manifest without its own `manifest_sha256` field: a flipped byte anywhere in it shows."""
     return hashlib.sha256(outputs.dumps({k: v for k, v in manifest.items() if k != "manifest_sha256"})).hexdigest()
@@ -325,8 +337,7 @@ def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str
         "inputs": [{"source": r.name, "complete": r.complete, "records": r.records, "rejected": r.rejected,
                     "problems": r.problems, "fingerprints": r.fingerprints, "details": r.details}
                    for r in results.values()],
-        "queries": digests(QUERY_DIR, "*.sql") | digests(QUERY_DIR, "*.csv"),
-        "templates": digests(report.TEMPLATE_DIR, "*.j2"),
+        **code_digests(),
         "versions": versions(),
         "files": outputs.file_digests(out_dir, files),
     }

@@ -26,14 +26,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from . import resources
 from .config import AwsConfig
-from .engine import QUERY_DIR, execute_file
+from .engine import execute_file
 from .errors import StateError
 from .window import Window
 
 logger = logging.getLogger(__name__)
 
-STATE_QUERIES = QUERY_DIR / "state"
+STATE_QUERIES = resources.query_file("state")
 CARRIED_SCHEMA = pa.schema([
     ("window_key", pa.string()), ("source_id", pa.string()), ("zendesk_key", pa.string()), ("eb_id", pa.string()),
     ("ticket_id", pa.int64()), ("kind", pa.string()), ("event_time", pa.timestamp("ms", tz="UTC")),

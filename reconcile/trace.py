@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import duckdb
 
-from .engine import QUERY_DIR, execute_file
+from . import resources
+from .config import AwsConfig
+from .engine import execute_file
 from .errors import ConfigError
 from .ledger import HOPS
+
+TRACE_QUERIES = resources.query_file("trace")
 
 
 @dataclass
@@ -32,8 +37,21 @@ def trace(event_id: str, run_dir: Path) -> Trace:
         for hop in HOPS:
             con.read_parquet(str(run_dir / "evidence" / f"{hop}.parquet")).create_view(hop)
         params = {"id": event_id}
-        events = execute_file(con, QUERY_DIR / "trace" / "events.sql", params).to_arrow_table().to_pylist()
-        obs = execute_file(con, QUERY_DIR / "trace" / "observations.sql", params).to_arrow_table().to_pylist()
+        events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()
+        obs = execute_file(con, TRACE_QUERIES / "observations.sql", params).to_arrow_table().to_pylist()
     finally:
         con.close()
     return Trace(str(run_dir), events, obs)
+
+
+def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig) -> Iterator[Trace]:
+    """`trace` over run locations as the state records them: local folders or s3:// prefixes (published runs are
+    downloaded to a temporary folder first; only runs with their manifest)."""
+    from . import publish
+    for where in runs:
+        if not publish.is_s3(where):
+            yield trace(event_id, Path(where))
+            continue
+        with tempfile.TemporaryDirectory(prefix="reconcile-trace-") as tmp:
+            found = trace(event_id, publish.download(str(where), Path(tmp), aws))
+        yield Trace(str(where), found.events, found.observations)

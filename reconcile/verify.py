@@ -27,9 +27,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, config, outputs, report, run
+from . import __version__, config, outputs, resources, run
 from .config import AwsConfig, EngineConfig
-from .engine import QUERY_DIR
 from .errors import QueryError, VerifyError
 from .ledger import SourceResult
 from .window import Window, parse_time
@@ -128,11 +127,9 @@ def check_files(run_dir: Path, manifest: dict[str, Any]) -> tuple[list[Differenc
 def check_code(manifest: dict[str, Any]) -> tuple[list[Difference], list[str]]:
     """The SQL and templates this tool would render with must be the ones the run used."""
     diffs, notes = [], []
-    for kind, root, patterns in (("queries", QUERY_DIR, ("*.sql", "*.csv")),
-                                 ("templates", report.TEMPLATE_DIR, ("*.j2",))):
-        now: dict[str, str] = {}
-        for pattern in patterns:
-            now |= run.digests(root, pattern)
+    tool = run.code_digests()
+    for kind, root, _ in resources.CODE:
+        now = tool[kind]
         for name, digest in sorted(manifest.get(kind, {}).items()):
             if now.get(name) != digest:
                 what = "missing from this tool" if name not in now else "differs from the one the run used"

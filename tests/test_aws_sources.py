@@ -207,12 +207,12 @@ def test_bus_log_filter_log_events(aws_cfg):
 
 
 def test_missing_bucket_and_prefix(aws_cfg, tmp_path):
-    with pytest.raises(SourceError, match="does not exist.*--bus-log-uri"):
+    with pytest.raises(SourceError, match=r"does not exist.*\[bus_log\] uri"):
         buslog.read(BusLogConfig(uri="s3://no-such-bucket/exports"), WINDOW, aws_cfg)
     s3_put(aws_cfg, "logs-archive", {"other/x.gz": b""})
-    with pytest.raises(SourceError, match="does not exist.*--bus-log-uri"):
+    with pytest.raises(SourceError, match=r"does not exist.*\[bus_log\] uri"):
         buslog.read(BusLogConfig(uri="s3://logs-archive/exports"), WINDOW, aws_cfg)
-    with pytest.raises(SourceError, match="does not exist.*--sink-uri"):
+    with pytest.raises(SourceError, match=r"does not exist.*\[sink\] uri"):
         sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path / "nope")), WINDOW, LOCAL)
     with pytest.raises(SourceError, match="does not exist"):
         dlq.read(DlqConfig(queue_url=aws_cfg.endpoint_url + "/123456789012/nope"), WINDOW, aws_cfg)
@@ -239,10 +239,10 @@ def test_access_denied_from_moto_enforcing_iam(moto_server):  # moto_server: for
             s3 = make_client("s3", denied)
             with pytest.raises(botocore.exceptions.ClientError) as e:
                 s3.list_objects_v2(Bucket="locked-bucket")
-            err = store_error(e.value, "bus log archive", "--bus-log-uri")
+            err = store_error(e.value, "bus log archive", "[bus_log] uri")
             assert e.value.response["Error"]["Code"] == "AccessDenied"
             assert isinstance(err, SourceError) and "denied (AccessDenied)" in str(err)
-            with pytest.raises(SourceError, match="denied .*--bus-log-uri"):
+            with pytest.raises(SourceError, match=r"denied .*\[bus_log\] uri"):
                 buslog.read(BusLogConfig(uri="s3://locked-bucket/exports"), WINDOW, denied)
         finally:
             mp.undo()
@@ -337,8 +337,8 @@ def test_sink_schema_drift_renamed_id_column(tmp_path):
     })
     res = sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path)), WINDOW, LOCAL)
     assert not res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
-    assert res.rejected == 2 and all("'partitionKey' not found" in r and "--id-column" in r and "--id-path" in r
-                                     for r in reasons(res))
+    assert res.rejected == 2 and all("'partitionKey' not found" in r and "[sink] id_column" in r
+                                     and "[sink] id_path" in r for r in reasons(res))
     assert "part-1.parquet" in res.problems[0]
     ok = sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
     assert ok.complete and ok.ledger["eb_id"].to_pylist() == ["W1", "W2", "W3"]

@@ -72,9 +72,11 @@ def test_pending_settled_next_day_and_reruns_change_nothing(moto, tmp_path):
 
 def test_concurrent_run_on_the_same_state_fails_fast(moto, tmp_path):
     state = tmp_path / "state.duckdb"
+    (tmp_path / "sink").mkdir()
     with State.open(state):
         result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(tmp_path / "x"),
-                                           "--state", str(state), "--no-progress"])
+                                           "--state", str(state), "--no-progress",
+                                           "--set", f'sink.uri="{tmp_path / "sink"}"'])
     assert result.exit_code == 4
     assert "in use by another run" in result.output
 

@@ -291,10 +291,11 @@ def test_a_bundle_archive_verifies_and_packs_reproducibly(tmp_path):
 def test_run_publishes_to_s3_and_packs_a_bundle(tmp_path, aws_cfg):
     s3 = make_client("s3", aws_cfg)
     s3.create_bucket(Bucket="audit")
+    (tmp_path / "sink").mkdir()
     args = ["run", "--date", "2026-11-23", "--out", "s3://audit/runs/2026-11-23", "--no-state", "--no-progress",
-            "--endpoint-url", aws_cfg.endpoint_url]
+            "--endpoint-url", aws_cfg.endpoint_url, "--set", f'sink.uri="{tmp_path / "sink"}"']
     result = CliRunner().invoke(main, [*args, "--bundle", str(tmp_path / "run.tar.gz")])
-    assert result.exit_code == 3, result.output  # no store configured: incomplete, but a finished run
+    assert result.exit_code == 3, result.output  # an empty sink alone: incomplete, but a finished run
     assert "s3://audit/runs/2026-11-23/report.html" in result.output
     assert "runs/2026-11-23/manifest.json" in keys(s3)
     assert CliRunner().invoke(main, ["verify", str(tmp_path / "run.tar.gz")]).exit_code == 0

@@ -91,15 +91,16 @@ def reconcile_simulation(sim, sim_dir: Path, run_dir: Path, endpoint: str, *, au
 
 
 def run_demo(out: Path, *, events: int, seed: int, day: str, days: int = 1, audience: str = "daily",
-             progress: bool = True) -> tuple[Outcome, list[str]]:
+             progress: bool = True, state: str | Path | None = None) -> tuple[Outcome, list[str]]:
     """Simulate `days` consecutive days and run the daily job for each, the state carried over.
 
     Day k's run sees every simulated day's stores as they stand at day k's as_of, so events in flight at one day's
     end land in the next day's stores and that run settles them. Returns the last run and the truth-check lines.
+    `state`: the run state the days share (the CLI passes the shared one; default: one inside `out`).
     """
     demo_environment()
     first = parse_time(day)
-    state = out / "reconcile-state.duckdb"
+    state = state or out / "reconcile-state.duckdb"
     lines: list[str] = []
     moto = aws_load.start_moto()
     try:

@@ -61,8 +61,8 @@ def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = N
             result.ledger = sink.result()
         return result
     if not cfg.uri:
-        raise ConfigError("bus_log.uri is not set. Pass --bus-log-uri s3://bucket/prefix (or a local folder).")
-    fs, root, files = list_files(cfg.uri, aws, f"bus log archive {cfg.uri}", "--bus-log-uri")
+        raise ConfigError("[bus_log] uri is not set. Set it in the config or with --set bus_log.uri=s3://bucket/prefix (or a local folder).")
+    fs, root, files = list_files(cfg.uri, aws, f"bus log archive {cfg.uri}", "[bus_log] uri")
     skipped = [f for f in files if _skip(f, cfg.format)]
     files = [f for f in files if not _skip(f, cfg.format)]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
@@ -81,7 +81,7 @@ def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = N
         raise
     result.details.update(format=cfg.format, uri=cfg.uri, objects=len(files), skipped_objects=len(skipped))
     if not files:
-        result.problems.append(f"No log objects under {cfg.uri} (format {cfg.format}). Check --bus-log-uri and that "
+        result.problems.append(f"No log objects under {cfg.uri} (format {cfg.format}). Check [bus_log] uri and that "
                                f"the export or Firehose delivery covers the window.")
     return result
 
@@ -116,7 +116,7 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader) 
             data = f.read()
             meta = f.metadata() or {}
     except OSError as e:
-        err = store_error(e, f"bus log object {where}", "--bus-log-uri")
+        err = store_error(e, f"bus log object {where}", "[bus_log] uri")
         if err is not None:
             raise err from e
         raise SourceError(f"Could not read bus log object {where}: {e}. Check the object and retry.") from e
@@ -207,7 +207,7 @@ _LOG_EVENT = pa.schema([("logStreamName", pa.string()), ("timestamp", pa.int64()
 
 def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig) -> SourceResult:
     if not cfg.log_group:
-        raise ConfigError("bus_log.format = api needs bus_log.log_group (--log-group NAME).")
+        raise ConfigError("[bus_log] format = \"api\" needs [bus_log] log_group (--set bus_log.log_group=NAME).")
     start_ms = int(window.read_start.timestamp() * 1000)
     end_ms = int(window.read_end.timestamp() * 1000) - 1  # FilterLogEvents' endTime is inclusive
     client = make_client("logs", aws)
@@ -224,9 +224,10 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig) -> SourceResult
             # botocore's standard retry mode already backed off; what is read so far is kept.
             problems.append(f"FilterLogEvents on {cfg.log_group} was throttled ({code}) after retries; read "
                             f"{sum(p.num_rows for p in pages):,} events. Re-run later or read an S3 export "
-                            f"(--bus-log-format cwl-export).")
+                            f"([bus_log] format = \"cwl-export\").")
         else:
-            err = store_error(e, f"log group {cfg.log_group}", "--log-group and --region")
+            err = store_error(e, f"log group {cfg.log_group}",
+                              "[bus_log] log_group and the region ([aws] region, --region)")
             raise (err or SourceError(f"FilterLogEvents on {cfg.log_group} failed ({code}): {e}")) from e
     except botocore.exceptions.EndpointConnectionError as e:
         raise SourceError(f"Cannot reach CloudWatch Logs ({e}). Check --region and AWS_ENDPOINT_URL.") from e

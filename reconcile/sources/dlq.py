@@ -68,8 +68,8 @@ def read(cfg: DlqConfig, window: Window, aws: AwsConfig, out: Path | None = None
             sink.add(result.ledger)
             result.ledger = sink.result()
         return result
-    raise ConfigError("Neither dlq.queue_url nor dlq.uri is set. Pass --dlq-url https://sqs.../queue or --dlq-uri "
-                      "s3://bucket/messages.jsonl.")
+    raise ConfigError("Neither [dlq] queue_url nor [dlq] uri is set. Set queue_url = https://sqs.../queue or "
+                      "uri = s3://bucket/messages.jsonl (or --set dlq.queue_url=...).")
 
 
 def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArray) -> tuple[pa.Table, pa.Table]:
@@ -92,7 +92,7 @@ def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArr
 
 
 def _read_archive(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
-    fs, root, files = list_files(cfg.uri, aws, f"DLQ archive {cfg.uri}", "--dlq-uri")
+    fs, root, files = list_files(cfg.uri, aws, f"DLQ archive {cfg.uri}", "[dlq] uri")
     files = [f for f in files if not f.base_name.startswith((".", "_"))]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     leds, rejs, fps, problems = [], [], [], []
@@ -102,7 +102,7 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
             with fs.open_input_stream(f.path, compression=None) as s:
                 data, meta = s.read(), s.metadata() or {}
         except OSError as e:
-            raise (store_error(e, f"DLQ archive object {where}", "--dlq-uri")
+            raise (store_error(e, f"DLQ archive object {where}", "[dlq] uri")
                    or SourceError(f"Cannot read DLQ archive object {where}: {e}.")) from e
         fp = {"key": where, "size": f.size, "mtime": f.mtime.isoformat() if f.mtime else None}
         if meta.get("ETag"):
@@ -151,7 +151,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
             f"{url} has its own redrive policy (maxReceiveCount {max_receives}, to "
             f"{redrive.get('deadLetterTargetArn')}): every receive raises a message's ApproximateReceiveCount, and at "
             f"maxReceiveCount SQS moves it away, so reading the queue can destroy the evidence. Nothing was received. "
-            f"Read an archive of the queue (--dlq-uri), remove the queue's redrive policy, or set [dlq] "
+            f"Read an archive of the queue ([dlq] uri), remove the queue's redrive policy, or set [dlq] "
             f"accept_redrive_risk = true (the read then stops before any message is within one receive of "
             f"maxReceiveCount).")
     timeout = visibility_for(approx) if cfg.visibility_timeout is None else cfg.visibility_timeout
@@ -183,7 +183,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
         except botocore.exceptions.ClientError as e:
             code = error_code(e)
             if code not in THROTTLE_CODES:
-                raise (store_error(e, f"DLQ {url}", "--dlq-url and the IAM policy (sqs:ReceiveMessage)")
+                raise (store_error(e, f"DLQ {url}", "[dlq] queue_url and the IAM policy (sqs:ReceiveMessage)")
                        or SourceError(f"ReceiveMessage on {url} failed ({code}): {e}")) from e
             problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
             throttled = True
@@ -202,7 +202,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
             f"Stopped reading {url}: a message has been received {max_receive_count} times and the queue's "
             f"maxReceiveCount is {max_receives}; another receive could make SQS move it to "
             f"{redrive.get('deadLetterTargetArn')}. Redrive or archive the messages, then read the archive "
-            f"(--dlq-uri).")
+            f"([dlq] uri).")
     incomplete = read_n < max(approx, approx_after) or throttled or near_redrive
     if read_n < approx:
         problems.append(
@@ -211,7 +211,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
                f"dlq.visibility_timeout so received messages step aside while the rest are read."
                if timeout == 0 else "other consumers hold some (ApproximateNumberOfMessagesNotVisible "
                f"{before['not_visible']:,} before the read). Re-run when they are done, or read an archive "
-               f"(--dlq-uri)."))
+               f"([dlq] uri)."))
     elif approx_after > read_n:
         problems.append(f"{url} held ~{approx_after:,} messages after the read and {read_n:,} were read: messages "
                         f"arrived during the read. Re-run to read them.")
@@ -235,10 +235,10 @@ def _counts(sqs, url: str) -> dict:
     try:
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     except botocore.exceptions.ClientError as e:
-        raise (store_error(e, f"DLQ {url}", "--dlq-url and --region")
+        raise (store_error(e, f"DLQ {url}", "[dlq] queue_url and the region ([aws] region, --region)")
                or SourceError(f"GetQueueAttributes on {url} failed ({error_code(e)}): {e}")) from e
     except botocore.exceptions.EndpointConnectionError as e:
-        raise SourceError(f"Cannot reach SQS ({e}). Check --dlq-url, --region and AWS_ENDPOINT_URL.") from e
+        raise SourceError(f"Cannot reach SQS ({e}). Check [dlq] queue_url, the region (--region) and AWS_ENDPOINT_URL.") from e
     return {"visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
             "not_visible": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
             "redrive": json.loads(attrs["RedrivePolicy"]) if attrs.get("RedrivePolicy") else None}

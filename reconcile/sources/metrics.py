@@ -72,7 +72,7 @@ def _load(uri: str, aws: AwsConfig) -> list[dict]:
         with fs.open_input_stream(path) as f:
             doc = json.loads(f.read())
     except OSError as e:
-        raise (store_error(e, f"saved metrics {uri}", "--metrics-uri")
+        raise (store_error(e, f"saved metrics {uri}", "[metrics] uri")
                or SourceError(f"Cannot read saved metrics {uri}: {e}.")) from e
     except ValueError as e:
         raise SourceError(f"{uri} is not a GetMetricData response in JSON ({e}). Save one with "
@@ -82,8 +82,8 @@ def _load(uri: str, aws: AwsConfig) -> list[dict]:
 
 def _fetch(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> tuple[list[dict], list[str]]:
     if not cfg.rule:
-        raise ConfigError("metrics.rule is not set. Pass --rule NAME (the EventBridge rule feeding Kinesis) or a "
-                          "saved response with --metrics-uri.")
+        raise ConfigError("[metrics] rule is not set. Set it to the EventBridge rule feeding Kinesis (--set "
+                          "metrics.rule=NAME), or [metrics] uri to a saved GetMetricData response.")
     dims = [{"Name": "RuleName", "Value": cfg.rule}]
     if cfg.event_bus:
         dims.insert(0, {"Name": "EventBusName", "Value": cfg.event_bus})
@@ -100,7 +100,7 @@ def _fetch(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> tuple[list[dic
     except botocore.exceptions.ClientError as e:
         code = error_code(e)
         if code not in THROTTLE_CODES:
-            raise (store_error(e, "CloudWatch metrics", "--region and cloudwatch:GetMetricData")
+            raise (store_error(e, "CloudWatch metrics", "the region ([aws] region, --region) and cloudwatch:GetMetricData")
                    or SourceError(f"GetMetricData failed ({code}): {e}")) from e
         problems.append(f"GetMetricData was throttled ({code}) after retries; metrics are partial.")
         pages.append({"MetricDataResults": [{"Label": m, "StatusCode": "PartialData"} for m in METRICS]})

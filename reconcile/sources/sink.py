@@ -62,21 +62,21 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory.
     """
     if not cfg.uri:
-        raise ConfigError("sink.uri is not set. Pass --sink-uri s3://bucket/prefix (or a local folder).")
+        raise ConfigError("[sink] uri is not set. Set it in the config or with --set sink.uri=s3://bucket/prefix (or a local folder).")
     if cfg.format not in FORMATS:
         raise ConfigError(f"Unknown sink.format {cfg.format!r}. Use one of: {', '.join(FORMATS)}.")
     if cfg.id_path:
         _check_path(cfg.id_path)
     zone = _zone(cfg.partition_time_zone)
     id_shape = _id_pattern(cfg.id_pattern)
-    fs, root, files = list_files(cfg.uri, aws, f"Spark output {cfg.uri}", "--sink-uri")
+    fs, root, files = list_files(cfg.uri, aws, f"Spark output {cfg.uri}", "[sink] uri")
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     found = sparklog.find(fs, root, files)
     log = sparklog.read(fs, found[0], found[1], scheme) if found else None
     notes = []
     if found and found[0] != root:
-        notes.append(f"--sink-uri {cfg.uri} is below Spark's output folder {scheme + found[0]}: read its commit log "
-                     f"{log.folder} from there. Pass --sink-uri {scheme + found[0]} to read the whole output.")
+        notes.append(f"[sink] uri {cfg.uri} is below Spark's output folder {scheme + found[0]}: read its commit log "
+                     f"{log.folder} from there. Set [sink] uri = {scheme + found[0]} to read the whole output.")
         logger.warning("%s", notes[-1])
 
     # Partition values come from the Spark job's session time zone; read a day more on each side so that a zone set
@@ -159,8 +159,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
             + ("not read ([sink] honour_commit_log = true)." if cfg.honour_commit_log else
                "0-byte ones hold no rows; the others were read as uncommitted."))
     if not data:
-        details["note"] = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check --sink-uri and "
-                           f"--sink-format.")
+        details["note"] = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check [sink] uri and "
+                           f"[sink] format.")
     return SourceResult(
         # A log Spark cannot read leaves the committed set unknown: that matters only when it decides what is read.
         name=NAME, ledger=led, rejects=rej, complete=not problems and not (log_problems and cfg.honour_commit_log),
@@ -248,13 +248,13 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
                 fp["etag"] = meta["ETag"].decode().strip('"')
             cols, drift = reader(fh, f, cfg)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, ValueError) as e:
-        err = store_error(e, f"Spark output file {f.where}", "--sink-uri") if isinstance(e, OSError) else None
+        err = store_error(e, f"Spark output file {f.where}", "[sink] uri") if isinstance(e, OSError) else None
         if err is not None and "denied" in str(err):
             raise err from e
         reason = f"cannot read {cfg.format} file {f.where}: {e}"
         return (None, ledger.rejects_table(NAME, [f.where], [reason], [None]),
                 f"{f.where} is not readable {cfg.format} ({e}). Check the file (a failed write?) and whether "
-                f"--sink-format is right; its rows are missing from the sink.", fp)
+                f"[sink] format is right; its rows are missing from the sink.", fp)
     n = cols["n"]
     refs = rawtext.refs(f.where, n, "#", first=0)
     if drift:
@@ -287,7 +287,8 @@ def _as_text(arr, n: int) -> pa.Array:
 
 def _drift(cfg: SinkConfig, where: str, columns: list[str]) -> str:
     return (f"column {cfg.id_column!r} not found in {where} (columns: {', '.join(columns)}); the schema changed. "
-            f"Pass --id-column NAME for the column holding the EventBridge id, or --id-path $.id to read it from data")
+            f"Set [sink] id_column to the column holding the EventBridge id, or [sink] id_path = '$.id' to read it "
+            f"from data")
 
 
 _TEXT = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_string, pa.types.is_large_string)

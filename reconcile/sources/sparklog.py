@@ -32,7 +32,7 @@ from . import events, rawtext
 FOLDER = "_spark_metadata"
 VERSION = 1  # FileStreamSinkLog.VERSION: a newer log is one this reader does not know
 _BATCH = re.compile(r"^(\d+)(\.compact)?$")
-_PARENTS = 4  # how far above --sink-uri to look for the commit log (dt=/hr= and a few more levels)
+_PARENTS = 4  # how far above [sink] uri to look for the commit log (dt=/hr= and a few more levels)
 
 
 @dataclass

@@ -552,3 +552,22 @@ def _fmt(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g}m"
     return f"{seconds:g}s"
+
+
+def probe(cfg: ZendeskConfig, *, now: datetime | None = None, environ=None) -> str:
+    """One export request (the last few minutes) to prove the URL and credentials work: what it answered.
+
+    For `reconcile check`: no retries and no waiting; a refusal or an unreadable answer is a SourceError.
+    """
+    environ = os.environ if environ is None else environ
+    base = _base_url(cfg)
+    auth, scheme = _auth_header(environ)
+    now = now or datetime.now(timezone.utc)
+    start = math.floor((now - 5 * TAIL).timestamp())  # the API wants start_time older than one minute
+    client = _Client(base, auth, cfg.requests_per_minute, parse_duration(cfg.timeout).total_seconds(), max_wait=0)
+    try:
+        _, doc = client.get(f"{EXPORT_PATH}?start_time={start}")
+    except _GaveUp as e:
+        raise SourceError(f"Zendesk at {base} did not answer one export request ({e}). Check ZENDESK_URL and "
+                          f"the network, or retry later if it was rate limited.") from None
+    return f"{base}{EXPORT_PATH} answered ({len(doc['ticket_events'])} events in the last 5 minutes, {scheme} auth)"

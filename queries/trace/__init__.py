@@ -1,0 +1,1 @@
+"""SQL and vocabularies, installed with the package as reconcile.queries.trace (loaded through reconcile/resources.py)."""

@@ -1,0 +1,131 @@
+"""`reconcile check` (and `run --dry-run`): before anything is read, every configured store answers one cheap call.
+
+The config's values were already checked when it was built (config.validate). Here each store is reached once:
+one S3 object listed, SQS GetQueueAttributes, one Zendesk export request, one GetMetricData, one DescribeLogGroups.
+Nothing is received, downloaded or changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import botocore.exceptions
+
+from .aws import error_code, make_client, store_error
+from .config import Config
+from .errors import ConfigError, ReconcileError, SourceError
+
+
+@dataclass(frozen=True)
+class Reached:
+    store: str
+    ok: bool
+    detail: str  # what answered, or what is wrong and what to check
+
+    def __str__(self) -> str:
+        return f"{'ok' if self.ok else 'FAILED':<7}{self.store:<10} {self.detail}"
+
+
+def require_a_store(cfg: Config) -> None:
+    """A run with no store configured has nothing to reconcile: a config error, not an empty report."""
+    from .run import SOURCES
+    if not any(spec.configured(cfg) for spec in SOURCES):
+        raise ConfigError("No store is configured, so there is nothing to reconcile. Give a config file (--config) "
+                          "or keys: " + "; ".join(spec.hint for spec in SOURCES) + ".")
+
+
+def reach_all(cfg: Config) -> list[Reached]:
+    """One line per configured store: whether it answered its one cheap call."""
+    from .run import SOURCES
+    out = []
+    for spec in SOURCES:
+        if not spec.configured(cfg):
+            continue
+        try:
+            detail = PROBES[spec.name](cfg)
+            out.append(Reached(spec.name, True, detail))
+        except (ReconcileError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
+            out.append(Reached(spec.name, False, _explain(e, spec.name)))
+    return out
+
+
+def _explain(e: BaseException, store: str) -> str:
+    if isinstance(e, ReconcileError):
+        return str(e)
+    err = store_error(e, store.replace("_", " "), f"the [{store}] keys")
+    if err is not None:
+        return str(err)
+    code = error_code(e)
+    return f"{code or type(e).__name__}: {e}. Check the [{store}] keys, the credentials (--profile) and --endpoint-url."
+
+
+def list_one(uri: str, cfg: Config) -> str:
+    """One object under an s3:// prefix (ListObjectsV2, MaxKeys=1), or a local path that exists."""
+    if not uri.startswith("s3://"):
+        if not Path(uri).exists():
+            raise SourceError(f"{uri} does not exist. Check the path, or give an s3://bucket/prefix.")
+        return f"{uri} exists"
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    page = make_client("s3", cfg.aws).list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    first = page.get("Contents", [])
+    if not first:
+        raise SourceError(f"{uri} holds no object. Check the prefix (and that the store has written there).")
+    return f"{uri} lists (first object {first[0]['Key']})"
+
+
+def _zendesk(cfg: Config) -> str:
+    from .sources import zendesk
+    return zendesk.probe(cfg.zendesk)
+
+
+def _bus_log(cfg: Config) -> str:
+    if cfg.bus_log.format != "api":
+        return list_one(cfg.bus_log.uri, cfg)
+    groups = make_client("logs", cfg.aws).describe_log_groups(logGroupNamePrefix=cfg.bus_log.log_group, limit=1)
+    names = [g["logGroupName"] for g in groups.get("logGroups", [])]
+    if cfg.bus_log.log_group not in names:
+        raise SourceError(f"Log group {cfg.bus_log.log_group} does not exist. Check [bus_log] log_group and the "
+                          f"region.")
+    return f"log group {cfg.bus_log.log_group} exists"
+
+
+def _sink(cfg: Config) -> str:
+    return list_one(cfg.sink.uri, cfg)
+
+
+def _dlq(cfg: Config) -> str:
+    if not cfg.dlq.queue_url:
+        return list_one(cfg.dlq.uri, cfg)
+    attrs = make_client("sqs", cfg.aws).get_queue_attributes(
+        QueueUrl=cfg.dlq.queue_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    return f"{cfg.dlq.queue_url} answers (about {int(attrs['ApproximateNumberOfMessages']):,} messages)"
+
+
+def _metrics(cfg: Config) -> str:
+    if not cfg.metrics.rule:
+        return list_one(cfg.metrics.uri, cfg)
+    from .sources.metrics import NAMESPACE
+    dims = [{"Name": "RuleName", "Value": cfg.metrics.rule}]
+    if cfg.metrics.event_bus:
+        dims.insert(0, {"Name": "EventBusName", "Value": cfg.metrics.event_bus})
+    end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    make_client("cloudwatch", cfg.aws).get_metric_data(
+        MetricDataQueries=[{"Id": "m0", "ReturnData": True, "MetricStat": {
+            "Metric": {"Namespace": NAMESPACE, "MetricName": "Invocations", "Dimensions": dims},
+            "Period": 3600, "Stat": "Sum"}}],
+        StartTime=end - timedelta(hours=1), EndTime=end, MaxDatapoints=1)
+    return f"GetMetricData answers for rule {cfg.metrics.rule}"
+
+
+PROBES = {"zendesk": _zendesk, "bus_log": _bus_log, "sink": _sink, "dlq": _dlq, "metrics": _metrics}
+
+
+def failure(reached: list[Reached]) -> SourceError | None:
+    """The error (exit 3) naming the stores that did not answer, or None when all did."""
+    failed = [r.store for r in reached if not r.ok]
+    if not failed:
+        return None
+    return SourceError(f"{len(failed)} of {len(reached)} configured store(s) did not answer: {', '.join(failed)} "
+                       f"(each is listed above with what to check). Nothing was read.")

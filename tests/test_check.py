@@ -1,0 +1,149 @@
+"""Config mistakes are caught when the config is built, before any store is read; `reconcile check` (and
+`run --dry-run`) reaches every configured store with one cheap call, against moto and the Zendesk-compatible server."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from reconcile import config
+from reconcile.aws import make_client
+from reconcile.cli import main
+from reconcile.errors import ConfigError
+from reconcile.simulate import zendesk_server as zs
+
+EMAIL, TOKEN = "admin@example.com", "check-token"
+ZENDESK_ENV = {"ZENDESK_EMAIL": EMAIL, "ZENDESK_API_TOKEN": TOKEN}
+BASIC = "Basic " + base64.b64encode(f"{EMAIL}/token:{TOKEN}".encode()).decode()
+
+
+@pytest.mark.parametrize("toml,named", [
+    ('[zendesk]\nrequests_per_minute = "fast"\n',
+     '[zendesk] requests_per_minute = "fast" is not valid: expected a positive number of requests per minute'),
+    ('[thresholds]\nbus_to_sink = "0.01%"\n',
+     '[thresholds] bus_to_sink = "0.01%" is not valid: expected a loss rate from 0 to 1'),
+    ('[sink]\nformat = "parqet"\n', '[sink] format = "parqet" is not valid: expected one of parquet, json'),
+    ('[window]\nmax_event_age = "1 day"\n',
+     '[window] max_event_age = "1 day" is not valid: expected a duration with a unit, like 90s'),
+    ('[engine]\nmemory_limit = "lots"\n', '[engine] memory_limit = "lots" is not valid: expected a size DuckDB'),
+    ('[dlq]\nempty_receives = 0\n', "[dlq] empty_receives = 0 is not valid: expected a whole number"),
+])
+@pytest.mark.parametrize("command", [["check"], ["run", "--dry-run", "--date", "2026-11-23"],
+                                     ["run", "--date", "2026-11-23", "--no-state"]])
+def test_each_config_mistake_names_key_value_and_expectation_before_reading(tmp_path, toml, named, command):
+    cfg = tmp_path / "reconcile.toml"
+    cfg.write_text(toml + '[sink]\nuri = "s3://never-read/events"\n' if "[sink]" not in toml
+                   else toml.replace("[sink]\n", '[sink]\nuri = "s3://never-read/events"\n'))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [*command, "--config", str(cfg), *(["--out", str(out)] if "run" in command
+                                                                          else [])],
+                                env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "ZENDESK_URL": ""})
+    assert result.exit_code == 4, result.output
+    assert named in result.stderr
+    assert "Fix the config file, or override a key with --set section.key=value." in result.stderr
+    assert not out.exists()
+
+
+def test_every_bad_key_is_named_at_once():
+    with pytest.raises(ConfigError) as e:
+        config.build(None, {"zendesk": {"requests_per_minute": "fast", "timeout": "soon"},
+                            "thresholds": {"zendesk_to_bus": 2}}, environ={})
+    lines = str(e.value).splitlines()
+    assert [line.split(" = ")[0] for line in lines[:-1]] == [
+        "[zendesk] requests_per_minute", "[zendesk] timeout", "[thresholds] zendesk_to_bus"]
+
+
+def test_defaults_and_the_demo_config_are_valid():
+    config.validate(config.Config())
+    built = config.build(None, {"engine": {"memory_limit": "512MiB", "threads": 2}, "metrics": {"period": 60},
+                                "exclude": {"event_types": ["Notification"]}}, environ={})
+    assert built.engine.threads == 2
+
+
+def test_no_store_configured_is_a_config_error_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    for command in (["run", "--date", "2026-11-23", "--out", str(out), "--state", str(tmp_path / "s.duckdb")],
+                    ["check"]):
+        result = CliRunner().invoke(main, command, env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
+        assert result.exit_code == 4, result.output
+        assert "No store is configured" in result.stderr and "[sink] uri" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def stores(aws_cfg):
+    """Every store of a pipeline, each holding something, on moto and the Zendesk-compatible server."""
+    s3 = make_client("s3", aws_cfg)
+    for bucket in ("logs-archive", "spark-output"):
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket="logs-archive", Key="exports/2026-11-23/000000.gz", Body=b"x")
+    s3.put_object(Bucket="spark-output", Key="events/dt=2026-11-23/part-0.parquet", Body=b"x")
+    sqs = make_client("sqs", aws_cfg)
+    queue = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    sqs.send_message(QueueUrl=queue, MessageBody="{}")
+    now = time.time()
+    h = zs.start(zs.synthetic_audits(5, start=int(now) - 200), now=now, auth=BASIC)
+    yield {"zendesk": {"url": h.url}, "bus_log": {"uri": "s3://logs-archive/exports"},
+           "sink": {"uri": "s3://spark-output/events"}, "dlq": {"queue_url": queue},
+           "metrics": {"rule": "zendesk-to-kinesis"}}, h, queue
+    h.stop()
+
+
+def sets(keys: dict) -> list[str]:
+    return [a for sec, kv in keys.items() for k, v in kv.items() for a in ("--set", f'{sec}.{k}="{v}"')]
+
+
+def test_check_reaches_every_store_with_one_cheap_call_and_reads_nothing(stores, aws_cfg):
+    keys, zendesk, queue = stores
+    result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)],
+                                env=ZENDESK_ENV)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["ok", s] for s in ("zendesk", "bus_log", "sink", "dlq",
+                                                                        "metrics")]
+    assert "first object exports/2026-11-23/000000.gz" in lines[1]
+    assert "about 1 messages" in lines[3]
+    assert len(zendesk.requests) == 1 and zendesk.requests[0]["status"] == 200
+    as_json = CliRunner().invoke(main, ["check", "--json", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)],
+                                 env=ZENDESK_ENV)
+    assert [(r["store"], r["ok"]) for r in orjson.loads(as_json.stdout)] == [
+        (s, True) for s in ("zendesk", "bus_log", "sink", "dlq", "metrics")]
+    attrs = make_client("sqs", aws_cfg).get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("1", "0")
+
+
+def test_check_and_dry_run_name_each_store_that_does_not_answer(stores, aws_cfg, tmp_path):
+    keys, zendesk, _ = stores
+    keys["sink"]["uri"] = "s3://no-such-bucket/events"
+    keys["dlq"]["queue_url"] = keys["dlq"]["queue_url"].replace("zendesk-dlq", "no-such-queue")
+    keys["bus_log"]["uri"] = "s3://logs-archive/nothing-here"
+    env = {"ZENDESK_EMAIL": EMAIL, "ZENDESK_API_TOKEN": "wrong"}
+    result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=env)
+    assert result.exit_code == 3, result.output
+    status = {line.split()[1]: line for line in result.stdout.splitlines()}
+    assert status["zendesk"].startswith("FAILED") and "refused the credentials (HTTP 401)" in status["zendesk"]
+    assert status["sink"].startswith("FAILED") and "does not exist" in status["sink"]
+    assert status["bus_log"].startswith("FAILED") and "holds no object" in status["bus_log"]
+    assert status["dlq"].startswith("FAILED") and "does not exist" in status["dlq"]
+    assert status["metrics"].startswith("ok")
+    assert "4 of 5 configured store(s) did not answer: zendesk, bus_log, sink, dlq" in result.stderr
+
+    out = tmp_path / "out"
+    dry = CliRunner().invoke(main, ["run", "--dry-run", "--date", "2026-11-23", "--out", str(out),
+                                    "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=env)
+    assert dry.exit_code == 3, dry.output
+    assert "reach      FAILED sink" in dry.stdout and "write      " in dry.stdout
+    assert not out.exists()
+
+
+def test_check_finds_the_log_group_of_format_api(aws_cfg):
+    make_client("logs", aws_cfg).create_log_group(logGroupName="/aws/events/zendesk")
+    for group, code, word in (("/aws/events/zendesk", 0, "ok"), ("/aws/events/zendesk-typo", 3, "FAILED")):
+        result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, "--set",
+                                           "bus_log.format=api", "--set", f"bus_log.log_group={group}"])
+        assert result.exit_code == code, result.output
+        assert result.stdout.split()[:2] == [word, "bus_log"]

@@ -1,0 +1,102 @@
+"""One run-state location for every command: --state, else [state] uri / RECONCILE_STATE, else the same default,
+whatever --out is; history and trace reach a state and runs on S3 with the AWS options (or AWS_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from reconcile.aws import make_client
+from reconcile.cli import main
+from reconcile.config import DEFAULT_STATE
+from reconcile.simulate.generate import SimParams, simulate
+from reconcile.simulate.stores import write_stores
+
+DAY = "2026-11-23"
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> Path:
+    """A small simulated day's stores as local folders (no Zendesk: the run is incomplete, the state still kept)."""
+    out = tmp_path_factory.mktemp("sim")
+    write_stores(simulate(SimParams(events=60, seed=3, day=DAY)), out)
+    return out / "stores"
+
+
+def run_args(stores: Path, out: str, *extra: str) -> list[str]:
+    return ["run", "--date", DAY, "--out", out, "--no-progress", *extra,
+            "--set", f'sink.uri="{stores}/spark-output/events"',
+            "--set", f'bus_log.uri="{stores}/logs-archive/exports"',
+            "--set", f'dlq.uri="{stores}/dlq-archive/messages.jsonl"']
+
+
+def invoke(args, env=None):
+    return CliRunner().invoke(main, args, env={"ZENDESK_URL": "", "RECONCILE_STATE": None, **(env or {})})
+
+
+def a_sink_id(run_dir: Path) -> str:
+    return pq.read_table(run_dir / "evidence" / "sink.parquet", columns=["eb_id"]).column(0)[0].as_py()
+
+
+def test_run_history_and_trace_share_the_default_state_whatever_out_is(stores, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(run_args(stores, "out/2026-11-23"))
+    assert result.exit_code in (0, 1, 2, 3), result.output
+    assert (tmp_path / DEFAULT_STATE).is_file() and not (tmp_path / "out" / "reconcile-state.duckdb").exists()
+
+    history = invoke(["history", "--json"])
+    assert history.exit_code == 0, history.output
+    assert {r["window_key"][:8] for r in orjson.loads(history.stdout)} == {"20261123"}
+
+    eb_id = a_sink_id(tmp_path / "out" / "2026-11-23")
+    monkeypatch.chdir(tmp_path / "out")  # the state records where the run lies absolutely: found from anywhere
+    traced = invoke(["trace", eb_id, "--json", "--state", str(tmp_path / DEFAULT_STATE)])
+    assert traced.exit_code == 0, traced.output
+    (found,) = orjson.loads(traced.stdout)
+    assert found["run_dir"] == str(tmp_path / "out" / "2026-11-23")
+    assert [o["eb_id"] for o in found["observations"] if o["hop"] == "sink"][0] == eb_id
+
+
+def test_env_and_config_key_move_the_state_for_every_command(stores, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    by_env = tmp_path / "env" / "state.duckdb"
+    assert invoke(run_args(stores, "a"), {"RECONCILE_STATE": str(by_env)}).exit_code in (0, 1, 2, 3)
+    assert by_env.is_file() and not (tmp_path / DEFAULT_STATE).exists()
+    assert invoke(["history"], {"RECONCILE_STATE": str(by_env)}).exit_code == 0
+
+    by_key = tmp_path / "key" / "state.duckdb"
+    cfg = tmp_path / "reconcile.toml"
+    cfg.write_text(f'[state]\nuri = "{by_key}"\n')
+    assert invoke(run_args(stores, "b", "--config", str(cfg))).exit_code in (0, 1, 2, 3)
+    assert by_key.is_file()
+    assert invoke(["trace", a_sink_id(tmp_path / "b"), "--config", str(cfg)]).exit_code == 0
+    missing = invoke(["history"])
+    assert missing.exit_code == 4 and f"No state file at {DEFAULT_STATE}" in missing.stderr
+
+
+def test_history_and_trace_reach_state_and_runs_on_s3(stores, tmp_path, aws_cfg, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_client("s3", aws_cfg).create_bucket(Bucket="audit")
+    state = "s3://audit/reconcile-state.duckdb"
+    published = invoke(run_args(stores, "s3://audit/runs/2026-11-23", "--state", state, "--endpoint-url",
+                                aws_cfg.endpoint_url))
+    assert published.exit_code in (0, 1, 2, 3), published.output
+
+    # AWS_ENDPOINT_URL (set for the session by conftest) alone, then the flag with the variable pointing nowhere
+    assert invoke(["history", "--state", state]).exit_code == 0
+    flagged = invoke(["history", "--state", state, "--endpoint-url", aws_cfg.endpoint_url, "--json"],
+                     {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert flagged.exit_code == 0, flagged.output
+    assert orjson.loads(flagged.stdout)[0]["window_key"].startswith("20261123")
+
+    local = tmp_path / "copy"
+    make_client("s3", aws_cfg).download_file("audit", "runs/2026-11-23/evidence/sink.parquet", str(local))
+    eb_id = pq.read_table(local, columns=["eb_id"]).column(0)[0].as_py()
+    traced = invoke(["trace", eb_id, "--state", state, "--json"])  # the state names the run's s3:// prefix
+    assert traced.exit_code == 0, traced.output
+    (found,) = orjson.loads(traced.stdout)
+    assert found["run_dir"] == "s3://audit/runs/2026-11-23" and found["observations"]
