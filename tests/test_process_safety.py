@@ -13,6 +13,7 @@ import base64
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,7 +184,7 @@ def test_a_read_that_ignores_the_signal_does_not_keep_the_process_alive(day):
     proc.send_signal(signal.SIGTERM)
     rc, err = finish(proc)
     assert rc == 143, err
-    assert "1 read(s) did not stop within 20 s of the signal; exiting without them" in err
+    assert re.search(r"\d read\(s\) did not stop within 20 s of the signal; exiting without them", err), err
     assert not (day.tmp / "run" / "manifest.json").exists() and not (day.tmp / "run" / "report.html").exists()
     assert not lock_held(day.state)
 
@@ -380,4 +381,6 @@ def test_sigterm_stops_a_duckdb_query_the_main_thread_is_blocked_in():
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=DEADLINE)  # without the interrupt: hours, and a TimeoutExpired here
     assert proc.returncode == 143, err.decode()
-    assert out.decode().strip() in ("InterruptException", "Interrupted")
+    # DuckDB's InterruptException (the watcher), our Interrupted (the handler), or DuckDB's RuntimeError "Query
+    # interrupted" (DuckDB ran the handler itself): whichever came first, the query stopped and the signal is known.
+    assert out.decode().strip() in ("InterruptException", "Interrupted", "RuntimeError")
