@@ -218,7 +218,8 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("engine", "threads"): (lambda v: v >= 1, "a whole number of threads, 1 or more"),
 }
 _TYPES = {"str": (str, "text (a quoted string)"), "float": ((int, float), "a number"),
-          "int": (int, "a whole number"), "tuple[str, ...]": (tuple, "a list of strings")}
+          "int": (int, "a whole number"), "tuple[str, ...]": (tuple, "a list of strings"),
+          "bool": (bool, "true or false")}
 
 
 def _problem(section: str, key: str, annotation: str, value: Any) -> str | None:
@@ -227,7 +228,7 @@ def _problem(section: str, key: str, annotation: str, value: Any) -> str | None:
     if value is None:
         return None if "None" in annotation else "a value"
     kinds, expected = _TYPES.get(base, (object, base))  # a type not listed here is not checked
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    ok = isinstance(value, kinds) and (base == "bool" or not isinstance(value, bool))
     if base == "tuple[str, ...]":
         ok = ok and all(isinstance(v, str) for v in value)
     rule, what = RULES.get((section, key), (None, None))
