@@ -31,7 +31,6 @@ import pytest
 from bs4 import BeautifulSoup
 
 from reconcile import config
-from reconcile.errors import ConfigError
 from reconcile.run import execute
 from reconcile.simulate import aws_load, zendesk_server
 from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, ZENDESK_BUDGET, demo_config, demo_environment
@@ -307,8 +306,8 @@ def test_non_utf8_id_is_a_reject_never_an_id_with_a_replacement_character(days, 
 
 
 def test_saved_pages_of_another_account_are_never_replayed(days, tmp_path):
-    """Pages saved for one Zendesk URL, offered to a run against another: a ConfigError (exit 4) naming both, and
-    the folder left as it was."""
+    """Pages saved for one Zendesk URL, offered to a run against another account: never replayed (none of the first
+    account's events is credited to the second), set aside unchanged, and the window fetched from the second."""
     sim, folder = days["default"]
     demo_environment()
     pages = tmp_path / "pages"
@@ -316,13 +315,16 @@ def test_saved_pages_of_another_account_are_never_replayed(days, tmp_path):
     from reconcile.sources import zendesk
     with zendesk_server.start(audits, now=sim.window.as_of, auth=AUTH) as first:
         cfg = config.ZendeskConfig(url=first.url, requests_per_minute=600)
-        r = zendesk.read(cfg, sim.window, pages, now=sim.window.as_of, progress=False)
-        assert r.complete and r.records
+        r1 = zendesk.read(cfg, sim.window, pages, now=sim.window.as_of, progress=False)
+        assert r1.complete and r1.records
     before = {p.name: p.read_bytes() for p in pages.iterdir()}
-    with zendesk_server.start(audits, now=sim.window.as_of, auth=AUTH) as other:
-        with pytest.raises(ConfigError) as e:
-            zendesk.read(replace(cfg, url=other.url), sim.window, pages, now=sim.window.as_of, progress=False)
-        assert other.requests == []
-    assert first.url in str(e.value) and other.url in str(e.value) and "pages_dir" in str(e.value)
-    assert e.value.exit_code == 4
-    assert {p.name: p.read_bytes() for p in pages.iterdir()} == before
+    other_audits = audits.slice(0, audits.num_rows // 2)  # another account: other events
+    with zendesk_server.start(other_audits, now=sim.window.as_of, auth=AUTH) as other:
+        r2 = zendesk.read(replace(cfg, url=other.url), sim.window, pages, now=sim.window.as_of, progress=False)
+        assert other.requests and other.requests[0]["start_time"] == int(sim.window.start.timestamp())
+    assert r2.complete and r2.details["replayed_pages"] == 0
+    expected = {str(c["id"]) for a in other_audits.to_pylist() for c in a["child_events"]
+                if sim.window.start.timestamp() <= a["timestamp"] < sim.window.end.timestamp()}
+    assert set(r2.ledger["source_id"].to_pylist()) == expected < set(r1.ledger["source_id"].to_pylist())
+    aside = Path(r2.details["pages_set_aside"])
+    assert aside.parent == pages and {p.name: p.read_bytes() for p in aside.iterdir()} == before

@@ -17,8 +17,9 @@ Choices worth knowing (see also the `read` docstring):
   the socket down when it passes, so a body trickled a byte at a time still ends. Worst case for a read of P pages:
   P x (60/requests_per_minute + timeout) + max_wait + timeout (README, "How long a run can take").
 - Saved pages are bound to the account URL and the export query that produced them (each index entry's `url`):
-  pages saved for another Zendesk URL are never replayed; the read stops with a ConfigError saying which pages dir
-  to use instead (nothing in the folder is deleted).
+  pages saved for another Zendesk URL (or query) are never replayed. They are set aside, unchanged, in a
+  `set-aside-<n>` folder inside the pages dir (a warning and `details["pages_set_aside"]` say where), and the
+  window is fetched again from the URL configured now.
 """
 
 from __future__ import annotations
@@ -344,24 +345,31 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _saved_pages(pages_dir: Path, start_time: int, base: str) -> list[dict]:
-    """Index entries of pages that can be replayed: files present with their sha256, chained from start_time.
+def _saved_pages(pages_dir: Path, start_time: int, base: str) -> tuple[list[dict], Path | None]:
+    """Index entries of pages that can be replayed: files present with their sha256, chained from start_time; and
+    where pages of another account URL or query were set aside (None when none were).
 
     Reading stops at the first torn line, missing/changed file or break in the chain; the index is rewritten to the
     good prefix so new pages append after it. Pages of a run that began later than `start_time` are discarded.
-    Pages saved for another account URL or query raise a ConfigError (they are never replayed, nor deleted).
     """
     index = pages_dir / "index.jsonl"
     if not index.exists():
-        return []
-    good: list[dict] = []
-    expected = None
+        return [], None
+    entries = []
     for line in index.read_bytes().splitlines():
         try:
-            e = orjson.loads(line)
-            _check_binding(e, base, pages_dir)
+            entries.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            break
+    foreign = next((e for e in entries if _bound_elsewhere(e, base)), None)
+    if foreign is not None:
+        return [], _set_aside(pages_dir, foreign)
+    good: list[dict] = []
+    expected = None
+    for e in entries:
+        try:
             data = (pages_dir / e["file"]).read_bytes()
-        except (orjson.JSONDecodeError, KeyError, TypeError, OSError):
+        except (KeyError, TypeError, OSError):
             break
         if hashlib.sha256(data).hexdigest() != e.get("sha256"):
             break
@@ -375,20 +383,32 @@ def _saved_pages(pages_dir: Path, start_time: int, base: str) -> list[dict]:
         for p in pages_dir.glob("page-*.json.gz"):
             p.unlink()
     _write_atomic(index, b"".join(orjson.dumps(e) + b"\n" for e in good))
-    return good
+    return good, None
 
 
-def _check_binding(entry: dict, base: str, pages_dir: Path) -> None:
-    """A saved page belongs to the account URL and export query that fetched it, and to no other."""
-    url, request = entry.get("url"), entry.get("request")
+def _bound_elsewhere(entry, base: str) -> bool:
+    """Whether a saved page was fetched from another account URL or by another query than the export's."""
+    if not isinstance(entry, dict):
+        return False  # a torn index line: the chain stops there (_saved_pages)
+    request = entry.get("request")
     if not isinstance(request, str) or not request.startswith(EXPORT_PATH + "?start_time="):
-        raise ConfigError(f"The pages dir {pages_dir} holds a page of another query ({str(request)[:80]!r}), not "
-                          f"Zendesk's incremental ticket event export. Use an empty [zendesk] pages_dir.")
-    if url != base + request:
-        saved_base = str(url)[: len(str(url)) - len(request)] if str(url).endswith(request) else str(url)[:80]
-        raise ConfigError(f"The pages dir {pages_dir} holds pages saved for {saved_base}, not {base}: they are "
-                          f"never replayed for another account. Use another [zendesk] pages_dir (or a fresh run "
-                          f"folder) for {base}; nothing in {pages_dir} was changed.")
+        return True
+    return entry.get("url") != base + request
+
+
+def _set_aside(pages_dir: Path, entry: dict) -> Path:
+    """Move the index and every page into a new `set-aside-<n>` folder of `pages_dir`, unchanged."""
+    n = 1
+    while (pages_dir / f"set-aside-{n}").exists():
+        n += 1
+    aside = pages_dir / f"set-aside-{n}"
+    aside.mkdir()
+    for p in [pages_dir / "index.jsonl", *pages_dir.glob("page-*.json.gz")]:
+        if p.exists():
+            os.replace(p, aside / p.name)
+    logger.warning("Saved Zendesk pages in %s were fetched from %s, not this account's URL: never replayed; moved "
+                   "to %s and fetched again.", pages_dir, str(entry.get("url"))[:200], aside)
+    return aside
 
 
 # --- normalisation --------------------------------------------------------------------------------------------------
@@ -578,7 +598,7 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
     steps: list[int] = []
     complete = True
 
-    saved = _saved_pages(pages_dir, start_time, base)
+    saved, set_aside = _saved_pages(pages_dir, start_time, base)
     cursor, page_no, done, replayed = start_time, 0, False, len(saved)
     index = open(pages_dir / "index.jsonl", "ab")
     bar = _Progress(progress, client.stats)
@@ -670,6 +690,7 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
         "waited_s": round(s.waited_s, 3), "rate_limited": s.rate_limited, "same_second_steps": steps,
         "tail_pending": tail_pending, "end_time": cursor, "start_time": start_time, "audits": len(led.audits),
         "overlap_duplicates": led.overlap, "outside_window": led.outside, "auth": scheme,
+        "pages_set_aside": str(set_aside) if set_aside else None,
     }
     return SourceResult(name=NAME, ledger=ledger, rejects=rejects, complete=complete, problems=problems,
                         fingerprints=fingerprints, details=details)
