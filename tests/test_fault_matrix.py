@@ -45,7 +45,7 @@ DAYS = {
     "garbage": SimParams(seed=32, garbage_records=True, **SMALL),  # and a cut-off JSON / a line without "id"
 }
 AUTH = "Basic " + __import__("base64").b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
-QUICK = {"zendesk": {"max_wait": "3s", "timeout": "1s"}}  # a misbehaving Zendesk gives up within seconds
+QUICK = {"zendesk": {"max_wait": "2s", "timeout": "1s"}}  # a misbehaving Zendesk gives up within seconds
 
 
 # --- faults on disk ---------------------------------------------------------------------------------------------------

@@ -279,3 +279,27 @@ def test_requests_are_paced_and_progress_goes_to_stderr(server, tmp_path, capsys
     assert len(times) >= 4 and times[-1] - times[0] >= 0.2 * (len(times) - 1) - 0.02
     out = capsys.readouterr()
     assert out.out == "" and "pages" in out.err
+
+
+@pytest.mark.parametrize("retry_after", [0, None])
+def test_429_with_retry_after_zero_or_absent_never_spins(server, tmp_path, retry_after):
+    h = server(zs.synthetic_audits(5, start=T0), faults=zs.Faults(throttle=10**9, retry_after=retry_after))
+    t = time.monotonic()
+    r = read(h, tmp_path, max_wait="2.5s")
+    assert time.monotonic() - t < 6
+    # each 429 waits at least RETRY_FLOOR (1 s): 2.5 s of budget allows 2 waits, so 3 requests, not thousands
+    assert len(h.requests) == 3 and r.details["rate_limited"] == 3
+    assert not r.complete and "429" in r.problems[0]
+    times = [q["time"] for q in h.requests]
+    assert all(b - a >= zendesk.RETRY_FLOOR - 0.05 for a, b in zip(times, times[1:]))
+
+
+def test_a_trickled_body_times_out_as_a_whole_and_counts_toward_max_wait(server, tmp_path):
+    """One byte every 0.5 s: every socket read returns in time, but the request as a whole may take `timeout`."""
+    h = server(zs.synthetic_audits(5, start=T0), faults=zs.Faults(trickle=10**9, trickle_interval=0.5))
+    t = time.monotonic()
+    r = read(h, tmp_path, timeout="1s", max_wait="1.5s")
+    elapsed = time.monotonic() - t
+    assert elapsed < 6 and not r.complete and "timeouts" in r.problems[0]
+    # the failed requests' own time is waiting too: two 1 s timeouts pass a 1.5 s budget
+    assert len(h.requests) == 2 and r.details["waited_s"] >= 1.5
