@@ -16,6 +16,7 @@ may return config overrides.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import random
 import shutil
@@ -24,18 +25,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from datetime import datetime, timezone
+
 import orjson
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from bs4 import BeautifulSoup
 
-from reconcile import config
+from reconcile import completeness, config
+from reconcile.aws import make_client
+from reconcile.config import BusLogConfig
 from reconcile.run import execute
 from reconcile.simulate import aws_load, zendesk_server
 from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, ZENDESK_BUDGET, demo_config, demo_environment
 from reconcile.simulate.generate import SimParams, simulate
-from reconcile.simulate.stores import FOREIGN_SOURCE, write_stores
+from reconcile.simulate.stores import FOREIGN_SOURCE, FOREIGN_TEXT, write_stores
+from reconcile.sources import buslog, zendesk
+from reconcile.window import Window
 
 pytestmark = pytest.mark.usefixtures("restore_environment")  # demo_environment sets env vars
 
@@ -44,7 +51,7 @@ DAYS = {
     "default": SimParams(seed=31, **SMALL),  # another producer's events planted in the log, sink and DLQ
     "garbage": SimParams(seed=32, garbage_records=True, **SMALL),  # and a cut-off JSON / a line without "id"
 }
-AUTH = "Basic " + __import__("base64").b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+AUTH = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
 QUICK = {"zendesk": {"max_wait": "2s", "timeout": "1s"}}  # a misbehaving Zendesk gives up within seconds
 
 
@@ -312,7 +319,6 @@ def test_saved_pages_of_another_account_are_never_replayed(days, tmp_path):
     demo_environment()
     pages = tmp_path / "pages"
     audits = zendesk_server.load(folder)
-    from reconcile.sources import zendesk
     with zendesk_server.start(audits, now=sim.window.as_of, auth=AUTH) as first:
         cfg = config.ZendeskConfig(url=first.url, requests_per_minute=600)
         r1 = zendesk.read(cfg, sim.window, pages, now=sim.window.as_of, progress=False)
@@ -328,3 +334,27 @@ def test_saved_pages_of_another_account_are_never_replayed(days, tmp_path):
     assert set(r2.ledger["source_id"].to_pylist()) == expected < set(r1.ledger["source_id"].to_pylist())
     aside = Path(r2.details["pages_set_aside"])
     assert aside.parent == pages and {p.name: p.read_bytes() for p in aside.iterdir()} == before
+
+
+@pytest.mark.parametrize("name,body,names", [
+    ("2026/11/23/10/delivery-1.gz", b"", "empty object (0 bytes)"),
+    ("2026/11/23/10/delivery-1.gz", b"\x00" + random.Random(3).randbytes(2047), "not gzip data"),
+    ("2026/11/23/10/delivery-1", b"", "empty object (0 bytes)"),
+    ("2026/11/23/10/delivery-1", random.Random(4).randbytes(2048), UNREADABLE),  # plain text allowed: no record
+], ids=["gz-zero-bytes", "gz-not-gzip", "plain-zero-bytes", "plain-random-bytes"])
+def test_firehose_objects_that_cannot_be_read_make_the_bus_log_incomplete(moto, name, body, names):
+    """The same faults in a Firehose delivery (format firehose) over moto's S3, next to a good object."""
+    aws = config.AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
+    s3 = make_client("s3", aws)
+    s3.create_bucket(Bucket="firehose")
+    good = orjson.dumps({"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "g", "logStream": "s",
+                         "subscriptionFilters": [], "logEvents": [{"id": "1", "timestamp": 0,
+                                                                   "message": FOREIGN_TEXT}]})
+    s3.put_object(Bucket="firehose", Key="2026/11/23/10/delivery-0.gz", Body=gzip.compress(good))
+    s3.put_object(Bucket="firehose", Key=name, Body=body)
+    w = Window(start=datetime(2026, 11, 23, tzinfo=timezone.utc), end=datetime(2026, 11, 24, tzinfo=timezone.utc),
+               as_of=datetime(2026, 11, 24, 2, tzinfo=timezone.utc))
+    r = completeness.decide(buslog.read(BusLogConfig(uri="s3://firehose/2026", format="firehose"), w, aws),
+                            others_have_records=True)
+    assert not r.complete and any(names in p for p in r.problems), r.problems
+    assert r.details["objects"] == 2
