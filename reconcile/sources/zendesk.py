@@ -29,6 +29,7 @@ import gzip
 import hashlib
 import http.client
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -45,8 +46,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
-
-import json
 
 import orjson
 import pyarrow as pa
@@ -431,6 +430,7 @@ class _Ledger:
 
     def add_page(self, file: str, audits: list) -> None:
         c = self.cols
+        dirty = not _is_utf8(audits)  # one check a page; then audit by audit only on a page that needs it
         for a in audits:
             aid = a.get("id") if isinstance(a, dict) else None
             ref = f"{file}#audit={aid}"
@@ -440,7 +440,7 @@ class _Ledger:
                     continue
                 self.audits.add(aid)
             ms, reason = _created_ms(a)
-            if not _is_utf8(a):
+            if dirty and not _is_utf8(a):
                 reason = "audit holds bytes that are not UTF-8"
             if reason is None and not isinstance(a.get("ticket_id"), int):
                 reason = ("audit without ticket_id" if a.get("ticket_id") is None
