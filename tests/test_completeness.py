@@ -302,3 +302,53 @@ def test_removing_a_record_never_yields_a_false_clean(clean_day, tmp_path):
     got = pq.read_table(tmp_path / "run-audit" / "verdicts.parquet", columns=["source_id", "verdict"])
     found = dict(zip(got["source_id"].to_pylist(), got["verdict"].to_pylist()))
     assert found.items() <= truth.items() and len(found) < len(truth)
+
+
+# --- what the parsers report ------------------------------------------------------------------------------------------
+
+UUID = "5e0f1c2a-3b4c-4d5e-8f60-7182930a4b5c"
+
+
+def _event(eb_id: str | None, source: str, detail: dict) -> str:
+    doc = {"version": "0", "id": eb_id, "source": source, "detail-type": "x", "detail": detail}
+    return orjson.dumps({k: v for k, v in doc.items() if v is not None}).decode()
+
+
+WEBHOOK = {"type": "zen:event-type:ticket.created", "id": "9", "time": "2026-11-23T10:00:00Z",
+           "subject": "zen:ticket:5", "detail": {"id": "5"}}
+
+
+def test_parse_tags_each_reject_with_whether_it_can_hide_an_event():
+    from reconcile.sources import events
+    raw = pa.array([
+        _event(UUID, "zendesk.webhook", WEBHOOK),  # fine
+        _event("not-a-uuid", "zendesk.webhook", WEBHOOK),  # a Zendesk event we cannot key: hides
+        _event(UUID, "aws.events", {}),  # another producer's event: harmless
+        _event(UUID, "zendesk.webhook", {"payload": {}}),  # Zendesk's, of an unknown shape: hides
+        _event(UUID, None, {}),  # no source: nothing proves it is not Zendesk's: hides
+        _event(None, "aws.events", {}),  # no id: no EventBridge event at all: hides
+    ])
+    led, rej = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log",
+                            match=config.MatchConfig())
+    assert led["eb_id"].to_pylist() == [UUID]
+    got = dict(zip(rej["source_ref"].to_pylist(), zip(rej["kind"].to_pylist(), rej["reason"].to_pylist())))
+    assert {k: v[0] for k, v in got.items()} == {"r1": "unparseable", "r2": "not_zendesk", "r3": "unparseable",
+                                                 "r4": "unparseable", "r5": "unparseable"}
+    assert "eb_id_pattern" in got["r1"][1] and '"aws.events"' in got["r2"][1]
+    assert got["r3"][1].startswith("unknown event shape")
+    # a team whose Lambda sets another source says so, and then that source is Zendesk's
+    _, rej = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log",
+                          match=config.MatchConfig(zendesk_source_pattern="^(zendesk|aws)"))
+    assert "not_zendesk" not in rej["kind"].to_pylist()
+    # ids of another shape, when configured
+    led, _ = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log",
+                          match=config.MatchConfig(eb_id_pattern=""))
+    assert sorted(led["eb_id"].to_pylist()) == sorted([UUID, "not-a-uuid"])
+
+
+def test_a_pattern_that_does_not_compile_is_a_config_error_naming_the_key():
+    from reconcile.errors import ConfigError
+    from reconcile.sources import events
+    with pytest.raises(ConfigError, match=r"\[match\] eb_id_pattern"):
+        events.parse(pa.array([_event(UUID, "zendesk.webhook", WEBHOOK)]), pa.array(["r0"]), hop="bus",
+                     source="bus_log", match=config.MatchConfig(eb_id_pattern="(["))
