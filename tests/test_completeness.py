@@ -352,3 +352,20 @@ def test_a_pattern_that_does_not_compile_is_a_config_error_naming_the_key():
     with pytest.raises(ConfigError, match=r"\[match\] eb_id_pattern"):
         events.parse(pa.array([_event(UUID, "zendesk.webhook", WEBHOOK)]), pa.array(["r0"]), hop="bus",
                      source="bus_log", match=config.MatchConfig(eb_id_pattern="(["))
+
+
+def test_a_saved_metrics_response_with_unreadable_points_is_a_problem_never_an_abort(tmp_path):
+    from reconcile.sources import metrics
+    doc = [{"MetricDataResults": [
+        {"Label": "Invocations", "StatusCode": "Complete", "Timestamps": ["2026-11-23T10:00:00Z", "soon", None,
+                                                                          "2026-11-23T10:10:00"],
+         "Values": [4.0, 2.0, 1.0, "NaN"]},
+        {"Label": "MatchedEvents", "Timestamps": "not a list", "Values": []},
+        "not a result"]}, "not a page"]
+    path = tmp_path / "metrics.json"
+    path.write_bytes(orjson.dumps(doc))
+    r = metrics.read(config.MetricsConfig(uri=str(path)), None, config.AwsConfig())  # a saved response: no window
+    assert r.complete and r.ledger["value"].to_pylist() == [4.0]
+    text = " ".join(r.problems)
+    assert "unreadable timestamp or value" in text and "'soon'" in text and "not a list" in text
+    assert "2 part(s)" in text
