@@ -374,7 +374,10 @@ def demo(out, events, seed, day, days, audience, as_json, no_progress, state):
 @click.option("--events", type=int, default=20_000, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--day", default="2026-11-23", show_default=True)
-def simulate(out, events, seed, day):
+@click.option("--garbage-records", is_flag=True,
+              help="Also plant records nothing can read (a cut-off JSON, a log line without id): a run is then "
+                   "incomplete (exit 3).")
+def simulate(out, events, seed, day, garbage_records):
     """Write a simulated pipeline day's stores (real formats) and its truth.json, without reconciling.
 
     \b
@@ -383,7 +386,8 @@ def simulate(out, events, seed, day):
     """
     from .simulate.generate import SimParams, simulate as make
     from .simulate.stores import write_stores
-    written = write_stores(make(SimParams(events=events, seed=seed, day=day)), Path(out))
+    params = SimParams(events=events, seed=seed, day=day, garbage_records=garbage_records)
+    written = write_stores(make(params), Path(out))
     click.echo(str(Path(out) / "stores"))
     logger.info("wrote %s", {k: v for k, v in written.items() if not isinstance(v, (list, dict))})
 

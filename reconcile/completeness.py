@@ -6,7 +6,9 @@ A required store is complete only when
   2. every record it met became a ledger row or was rejected for a reason that provably cannot hide an in-window event
      (a reject `kind` whose `hides_events` is false in queries/reject_kinds.csv), and
   3. it is not empty while another required store holds records for the window (an empty export prefix, an empty
-     sink listing: "nothing there" is not proof of "nothing happened").
+     sink listing: "nothing there" is not proof of "nothing happened"). The DLQ is exempt (MAY_BE_EMPTY): an empty
+     dead-letter queue is the healthy state, and its read proves coverage by itself (the queue's attributes, or
+     the archive objects it listed and read).
 Anything else makes the input incomplete: the run exits 3 and the report names the source, the count and what to do.
 Sources report facts; only this module decides completeness, and `run` and `fetch` both call it.
 """
@@ -25,6 +27,8 @@ from .ledger import DEFAULT_REJECT_KIND, SourceResult
 
 # Sources a verdict rests on; metrics are a sanity check only, so a metrics read never makes a run incomplete.
 REQUIRED = ("zendesk", "bus_log", "sink", "dlq")
+# Required stores for which "no records" is the normal state of a good day (rule 3 does not apply).
+MAY_BE_EMPTY = ("dlq",)
 
 
 @cache
@@ -34,16 +38,19 @@ def reject_kinds() -> dict[str, bool]:
     return dict(zip(t["kind"].to_pylist(), t["hides_events"].to_pylist()))
 
 
-def hiding_rejects(rejects: pa.Table) -> int:
-    """How many rejects may hide an event: those whose kind says so, and any of a kind we do not know."""
-    if rejects.num_rows == 0:
-        return 0
-    kinds = reject_kinds()
-    harmless = [k for k, hides in kinds.items() if not hides]
+def hiding_mask(rejects: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """Per reject, whether it may hide an event: its kind says so, or it is of a kind we do not know."""
+    harmless = [k for k, hides in reject_kinds().items() if not hides]
     kind = rejects["kind"] if "kind" in rejects.column_names else pa.nulls(rejects.num_rows, pa.string())
     kind = pc.fill_null(kind, DEFAULT_REJECT_KIND)
-    return rejects.num_rows - pc.sum(pc.is_in(kind, pa.array(harmless, pa.string()))).as_py() if harmless \
-        else rejects.num_rows
+    return pc.invert(pc.is_in(kind, pa.array(harmless, pa.string())))
+
+
+def hiding_rejects(rejects: pa.Table) -> int:
+    """How many rejects may hide an event (hiding_mask)."""
+    if rejects.num_rows == 0:
+        return 0
+    return pc.sum(hiding_mask(rejects)).as_py() or 0
 
 
 def decide(result: SourceResult, others_have_records: bool) -> SourceResult:
@@ -55,10 +62,11 @@ def decide(result: SourceResult, others_have_records: bool) -> SourceResult:
     hiding = hiding_rejects(result.rejects)
     if hiding:
         complete = False
-        problems.append(f"{hiding:,} record(s) could not be read and may be in-window events (see evidence/"
-                        f"{result.name}.rejects.parquet and the report's rejected records); fix or remove them at "
-                        f"the source and re-run.")
-    if complete and result.records == 0 and others_have_records:
+        first = result.rejects.filter(hiding_mask(result.rejects)).slice(0, 1).to_pylist()[0]
+        problems.append(f"{hiding:,} record(s) could not be read and may be in-window events (first: "
+                        f"{first['source_ref']}: {first['reason']}; all in evidence/{result.name}.rejects.parquet "
+                        f"and the report's rejected records); fix or remove them at the source and re-run.")
+    if complete and result.records == 0 and others_have_records and result.name not in MAY_BE_EMPTY:
         complete = False
         problems.append(f"{result.name} has no records for the read range while other stores do: an empty read is "
                         f"not proof that nothing happened. Check the source's location in the config and its "

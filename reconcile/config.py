@@ -86,6 +86,13 @@ class MetricsConfig:
 class MatchConfig:
     tolerance_seconds: float = 10
     kind_map: str | None = None  # a CSV (api_kind,bus_type) that extends queries/kind_map.csv
+    # The shape every EventBridge id must have (RE2, whole id); a record whose id does not match is a reject that
+    # makes its store incomplete. "" accepts any non-empty id.
+    eb_id_pattern: str = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    # EventBridge `source` values (RE2, searched) that Zendesk events arrive with: the connector's
+    # aws.partner/zendesk.com/..., and the webhook Lambda's own (PIPELINE.md §1: unverified, so set it when yours
+    # does not say "zendesk"). A well-formed event whose source does not match is another producer's: a harmless reject.
+    zendesk_source_pattern: str = "(?i)zendesk"
 
 
 @dataclass(frozen=True)

@@ -93,18 +93,21 @@ def empty() -> pa.Table:
     return SCHEMA.empty_table()
 
 
-def rejects_table(source: str, refs, reasons, raws, kind: str = DEFAULT_REJECT_KIND) -> pa.Table:
-    """Rejected records (lists or Arrow arrays of equal length), `raw` cut to RAW_LIMIT characters. `kind` says
-    whether such a reject can hide an event (queries/reject_kinds.csv; completeness.py applies it)."""
+def rejects_table(source: str, refs, reasons, raws, kind=DEFAULT_REJECT_KIND) -> pa.Table:
+    """Rejected records (lists or Arrow arrays of equal length), `raw` cut to RAW_LIMIT characters. `kind` (one for
+    all, or one per record) says whether such a reject can hide an event (queries/reject_kinds.csv; completeness.py
+    applies it)."""
     n = len(refs)
     raws = raws if isinstance(raws, (pa.Array, pa.ChunkedArray)) else pa.array(raws, pa.string())
+    if isinstance(kind, str):
+        kind = pa.array([kind] * n, pa.string())
     return pa.table(
         {
             "source": pa.array([source] * n, pa.string()),
             "source_ref": refs,
             "reason": reasons,
             "raw": pc.utf8_slice_codeunits(raws.cast(pa.string()), 0, RAW_LIMIT),
-            "kind": pa.array([kind] * n, pa.string()),
+            "kind": kind,
         },
         schema=REJECT_SCHEMA,
     )

@@ -102,7 +102,8 @@ def read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, p
         section = getattr(cfg, spec.name)
         if spec.name in STREAMED:
             # Written straight into the evidence file as it is read: a day's ledger is never held in memory whole.
-            return module.read(section, window, cfg.aws, out=evidence / f"{spec.hop}.parquet")
+            # `match`: the shape of EventBridge ids and Zendesk's `source` values, one rule for every AWS store.
+            return module.read(section, window, cfg.aws, out=evidence / f"{spec.hop}.parquet", match=cfg.match)
         return module.read(section, window, cfg.aws)
     except ReconcileError as e:
         if getattr(e, "exit_code", 4) != 3:

@@ -23,7 +23,7 @@ def test_lines(text, expected):
 
 def test_bytes_that_are_not_utf8_keep_their_line_number():
     out = rawtext.lines(b'{"ok": 1}\n\xff\xfe broken\n{"ok": 2}\n').to_pylist()
-    assert out == ['{"ok": 1}', "\ufffd\ufffd broken", '{"ok": 2}']
+    assert out == ['{"ok": 1}', "\x01\\xff\x01\\xfe broken", '{"ok": 2}']  # escaped, never U+FFFD
 
 
 def test_text_longer_than_one_buffer_is_cut_at_a_newline():
@@ -43,7 +43,7 @@ def test_export_lines_cut_at_the_first_space():
 
 def test_export_lines_of_text_that_is_not_utf8():
     line, stamp, event = (c.to_pylist() for c in rawtext.export_lines(b"2026-11-23T10:00:00Z {\xff}\n"))
-    assert (line, stamp, event) == (["2026-11-23T10:00:00Z {\ufffd}"], ["2026-11-23T10:00:00Z"], ["{\ufffd}"])
+    assert (line, stamp, event) == (["2026-11-23T10:00:00Z {\x01\\xff}"], ["2026-11-23T10:00:00Z"], ["{\x01\\xff}"])
 
 
 def test_export_lines_with_other_timestamp_widths():

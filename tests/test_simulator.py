@@ -16,7 +16,7 @@ import pytest
 
 from reconcile.errors import ConfigError
 from reconcile.simulate.generate import FAULTS, VERDICTS, SimParams, simulate
-from reconcile.simulate.stores import KINESIS_ARN, LOGS_ARN, RULE_ARN, write_stores
+from reconcile.simulate.stores import FOREIGN_SOURCE, KINESIS_ARN, LOGS_ARN, RULE_ARN, write_stores
 
 N = 3000
 START = datetime(2026, 11, 23, tzinfo=timezone.utc)
@@ -32,7 +32,7 @@ def iso(text: str) -> datetime:
 @pytest.fixture(scope="module")
 def day(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
-    params = SimParams(events=N, log_object_lines=500)
+    params = SimParams(events=N, log_object_lines=500, garbage_records=True)  # both kinds of non-Zendesk record
     written = write_stores(simulate(params), out)
     return out, written, json.loads((out / "truth.json").read_text())
 
@@ -114,7 +114,7 @@ def test_bus_log_is_a_cloudwatch_export(day, log_lines):
     streams = {obj.parent for obj, _ in log_lines}
     assert len(streams) == 4
     assert all(re.fullmatch(r"[0-9a-f]{8}", s.parent.name) for s in streams)
-    bad = 0
+    bad = foreign = 0
     ids = set()
     for obj, lines in log_lines:
         assert re.fullmatch(r"\d{6}\.gz", obj.name) and 0 < len(lines) <= 500
@@ -127,11 +127,13 @@ def test_bus_log_is_a_cloudwatch_export(day, log_lines):
             if event is None or "id" not in event:
                 bad += 1
                 continue
+            foreign += event["source"] == FOREIGN_SOURCE
             ids.add(event["id"])
             assert iso(ts) <= AS_OF
         assert stamps == sorted(stamps)
     assert any(len(lines) == 500 for _, lines in log_lines)  # objects are cut at log_object_lines
-    assert bad == truth["bad_records"]["bus_log"] == 2
+    assert bad == truth["garbage_records"]["bus_log"] == 2
+    assert foreign == truth["bad_records"]["bus_log"] == 2
     assert sum(len(lines) for _, lines in log_lines) == written["logs"]["lines"]
 
 
@@ -140,7 +142,7 @@ def test_both_payload_families_are_on_the_bus(log_lines):
     for _, lines in log_lines:
         for line in lines:
             e = parse_or_none(line.partition(" ")[2])
-            if not e or "id" not in e:
+            if not e or "id" not in e or e["source"] == FOREIGN_SOURCE:
                 continue
             if "ticket_event" in e["detail"]:
                 te = e["detail"]["ticket_event"]
@@ -184,7 +186,7 @@ def test_sink_parquet_files_and_commit_log(day, sink_rows):
     for rel in files:
         m = PART.match(rel)
         assert m, rel
-    bad = 0
+    bad = foreign = 0
     committed_seqs = Counter()
     for r in sink_rows:
         m = PART.match(r["file"])
@@ -197,9 +199,10 @@ def test_sink_parquet_files_and_commit_log(day, sink_rows):
             bad += 1
             continue
         assert event["id"] == r["partitionKey"]
+        foreign += event["source"] == FOREIGN_SOURCE
         if r["file"] in listed:
             committed_seqs[r["sequenceNumber"]] += 1
-    assert bad == truth["bad_records"]["sink"] == 1
+    assert bad == truth["garbage_records"]["sink"] == 1 and foreign == truth["bad_records"]["sink"] == 1
     assert max(committed_seqs.values()) == 1  # one sequence number per Kinesis record
     # the re-batched copies repeat committed rows exactly (same sequence numbers)
     copies = [r for r in sink_rows if r["file"] in unlisted]
@@ -209,7 +212,7 @@ def test_sink_parquet_files_and_commit_log(day, sink_rows):
 def test_dlq_archive_messages(day, dlq_messages):
     _, written, truth = day
     assert len(dlq_messages) == written["dlq"]["messages"]
-    targets, codes, bad = Counter(), Counter(), 0
+    targets, codes, bad, foreign = Counter(), Counter(), 0, 0
     for m in dlq_messages:
         assert set(m) == {"MessageId", "ReceiptHandle", "MD5OfBody", "Body", "Attributes", "MessageAttributes"}
         assert hashlib.md5(m["Body"].encode()).hexdigest() == m["MD5OfBody"]
@@ -225,9 +228,10 @@ def test_dlq_archive_messages(day, dlq_messages):
         codes[a["ERROR_CODE"]["StringValue"]] += 1
         body = parse_or_none(m["Body"])
         bad += body is None
+        foreign += body is not None and body["source"] == FOREIGN_SOURCE
     assert set(targets) == {KINESIS_ARN, LOGS_ARN}
     assert codes["THROTTLING"] > 0 and set(codes) & {"NO_PERMISSIONS", "TIMEOUT", "CONNECTION_FAILURE"}
-    assert bad == truth["bad_records"]["dlq"] == 1
+    assert bad == truth["garbage_records"]["dlq"] == 1 and foreign == truth["bad_records"]["dlq"] == 1
 
 
 def test_metrics_are_a_get_metric_data_response(day):
@@ -341,7 +345,7 @@ def test_orphans_and_margin_events_have_no_truth_entry(day, sink_rows):
     times = {}
     for r in sink_rows:
         e = parse_or_none(r["data"].decode())
-        if r["partitionKey"] in strangers and e:
+        if r["partitionKey"] in strangers and e and e["source"] != FOREIGN_SOURCE:
             te = e["detail"].get("ticket_event")
             times[r["partitionKey"]] = iso(te["meta"]["occurred_at"][:26] + "Z" if te else e["detail"]["time"])
     in_window = [k for k, t in times.items() if START <= t < END]

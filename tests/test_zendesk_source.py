@@ -56,6 +56,12 @@ def server():
         h.stop()
 
 
+def same_url(server, old, data, **kw):
+    """A new server at `old`'s URL (saved pages are bound to the account URL that produced them)."""
+    old.stop()
+    return server(data, port=int(old.url.rsplit(":", 1)[1]), **kw)
+
+
 def read(h, tmp_path, win=None, *, env=ENV, pages="pages", now=NOW, **cfg):
     cfg.setdefault("requests_per_minute", 6000)
     cfg.setdefault("max_wait", "10s")
@@ -139,7 +145,8 @@ def test_never_recovering_5xx_returns_incomplete_within_max_wait(server, tmp_pat
     t = time.monotonic()
     r = read(h, tmp_path, max_wait="0.5s")
     assert time.monotonic() - t < 3
-    assert not r.complete and r.records == 0 and r.details["waited_s"] <= 0.5
+    # waited_s counts the failed requests' own time too: at most max_wait plus the last request's
+    assert not r.complete and r.records == 0 and r.details["waited_s"] <= 0.5 + 0.2
     assert "kept answering 503" in r.problems[0] and f"start_time={T0}" in r.problems[0]
 
 
@@ -215,7 +222,7 @@ def test_resume_replays_saved_pages_without_refetching(server, tmp_path):
     assert not r1.complete and r1.details["pages"] == 3
     saved_starts = {q["start_time"] for q in first.requests if q["status"] == 200}
 
-    second = server(data)
+    second = same_url(server, first, data)
     r2 = read(second, tmp_path)
     assert r2.complete and r2.details["replayed_pages"] == 3
     fetched = [q["start_time"] for q in second.requests]
@@ -224,16 +231,17 @@ def test_resume_replays_saved_pages_without_refetching(server, tmp_path):
     assert len(r2.fingerprints) == r2.details["pages"] == 3 + len(fetched)
 
     # a third run needs no request at all
-    third = server(data)
+    third = same_url(server, second, data)
     r3 = read(third, tmp_path)
     assert third.requests == [] and sorted(ids(r3)) == sorted(ids(r2))
 
 
 def test_changed_saved_page_is_refetched(server, tmp_path):
     data = zs.synthetic_audits(30, start=T0, per_second=2)
-    read(server(data), tmp_path)
+    first = server(data)
+    read(first, tmp_path)
     (tmp_path / "pages" / "page-00002.json.gz").write_bytes(b"not the page")
-    h = server(data)
+    h = same_url(server, first, data)
     r = read(h, tmp_path)
     assert r.details["replayed_pages"] == 1 and h.requests[0]["start_time"] == r.fingerprints[1]["start_time"]
     assert sorted(ids(r)) == sorted(child_ids(data))
@@ -271,3 +279,27 @@ def test_requests_are_paced_and_progress_goes_to_stderr(server, tmp_path, capsys
     assert len(times) >= 4 and times[-1] - times[0] >= 0.2 * (len(times) - 1) - 0.02
     out = capsys.readouterr()
     assert out.out == "" and "pages" in out.err
+
+
+@pytest.mark.parametrize("retry_after", [0, None])
+def test_429_with_retry_after_zero_or_absent_never_spins(server, tmp_path, retry_after):
+    h = server(zs.synthetic_audits(5, start=T0), faults=zs.Faults(throttle=10**9, retry_after=retry_after))
+    t = time.monotonic()
+    r = read(h, tmp_path, max_wait="2.5s")
+    assert time.monotonic() - t < 6
+    # each 429 waits at least RETRY_FLOOR (1 s): 2.5 s of budget allows 2 waits, so 3 requests, not thousands
+    assert len(h.requests) == 3 and r.details["rate_limited"] == 3
+    assert not r.complete and "429" in r.problems[0]
+    times = [q["time"] for q in h.requests]
+    assert all(b - a >= zendesk.RETRY_FLOOR - 0.05 for a, b in zip(times, times[1:]))
+
+
+def test_a_trickled_body_times_out_as_a_whole_and_counts_toward_max_wait(server, tmp_path):
+    """One byte every 0.5 s: every socket read returns in time, but the request as a whole may take `timeout`."""
+    h = server(zs.synthetic_audits(5, start=T0), faults=zs.Faults(trickle=10**9, trickle_interval=0.5))
+    t = time.monotonic()
+    r = read(h, tmp_path, timeout="1s", max_wait="1.5s")
+    elapsed = time.monotonic() - t
+    assert elapsed < 6 and not r.complete and "timeouts" in r.problems[0]
+    # the failed requests' own time is waiting too: two 1 s timeouts pass a 1.5 s budget
+    assert len(h.requests) == 2 and r.details["waited_s"] >= 1.5

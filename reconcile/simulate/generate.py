@@ -51,6 +51,8 @@ ERROR_CODES = ("CONNECTION_FAILURE", "NO_PERMISSIONS", "THROTTLING", "TIMEOUT") 
 # truth `cause`: design.md's cause for duplicated / dead-lettered events, else the first injected fault
 CAUSES = ERROR_CODES + ("replay", "redelivery", "re-batched") + FAULTS
 HOUR_MS = 3_600_000
+# Codes of records that are no Zendesk event (SimParams.bad_records / garbage_records; stores.event_json's texts)
+MALFORMED, NO_ID, FOREIGN = 1, 2, 3
 METRIC_PERIOD_S = 300
 
 
@@ -92,7 +94,12 @@ class SimParams:
     orphans: float = 0.0005  # of events: extra bus/sink records whose ticket Zendesk never emitted
     not_mapped: float = 0.01  # of non-Create child events: Notification (API only)
     echo_updates: float = 0.003  # of audits: followed 1-5 s later by an update of the same ticket and first kind
-    bad_records: bool = True  # one malformed record in the log, sink and DLQ; one log line without "id"
+    # Records that are no Zendesk event. bad_records: well-formed events of another producer (source aws.events),
+    # two in the log and one each in the sink and DLQ: rejected as `not_zendesk`, which cannot hide an event.
+    # garbage_records: a cut-off JSON document in the log, sink and DLQ and a log line without "id": rejected as
+    # `unparseable`, which may hide an event, so the run is incomplete (exit 3).
+    bad_records: bool = True
+    garbage_records: bool = False
     truth_json: bool = True  # also write truth.json's per-event map (big runs: truth.parquet only)
     metric_noise: float = 0.001
     max_retry_attempts: int = 185  # the rule's MaximumRetryAttempts (RETRY_ATTEMPTS when that condition ends it)
@@ -565,10 +572,13 @@ def simulate(params: SimParams | None = None) -> Simulation:
                     "stream": rng.integers(0, p.log_streams, int(l_vis.sum())).astype(np.int16),
                     "bad": np.zeros(int(l_vis.sum()), dtype=np.int8)})
     dlq = dlq_vis.append_column("message_id", uuids(rng, dlq_vis.num_rows))
-    bad = {}
+    bad, garbage = {}, {}
     if p.bad_records:
-        log, sink, dlq, bad = _bad_records(rng, log, sink, dlq, start_s, p)
+        log, sink, dlq, bad = _bad_records(rng, log, sink, dlq, start_s, (FOREIGN, FOREIGN), FOREIGN)
+    if p.garbage_records:
+        log, sink, dlq, garbage = _bad_records(rng, log, sink, dlq, start_s, (MALFORMED, NO_ID), MALFORMED)
     summary["bad_records"] = bad
+    summary["garbage_records"] = garbage
     log = log.sort_by([("stream", "ascending"), ("ts_ms", "ascending")])
     dlq = dlq.sort_by("sent_ms")
     metrics = _metrics(p, rng, window, bus_ms, bf, b_out, rep, replay_at, dlq_all, as_of_ms)
@@ -691,17 +701,20 @@ def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms):
     return truth, summary
 
 
-def _bad_records(rng, log, sink, dlq, start_s, p):
-    """Records that are not Zendesk events (PIPELINE.md: sources must reject them, never drop them silently)."""
+def _bad_records(rng, log, sink, dlq, start_s, log_codes: tuple[int, int], code: int):
+    """Records that are not Zendesk events (PIPELINE.md: sources must reject them, never drop them silently): two
+    log lines of `log_codes`, one sink row and one DLQ message of `code` (stores.event_json writes each code's
+    text). Their `bus_idx` is -code: no bus event."""
     t = (start_s + 6 * 3600) * 1000 + int(rng.integers(0, HOUR_MS))
     log = pa.concat_tables([log, pa.table({
-        "bus_idx": np.array([-1, -1]), "ts_ms": np.array([t, t + 1234]), "replay": np.array([False, False]),
-        "stream": np.array([0, 0], np.int16), "bad": np.array([1, 2], np.int8)})])
+        "bus_idx": -np.array(log_codes, np.int64), "ts_ms": np.array([t, t + 1234]),
+        "replay": np.array([False, False]), "stream": np.array([0, 0], np.int16),
+        "bad": np.array(log_codes, np.int8)})])
     row = sink.slice(0, 1).to_pydict()
-    row.update(bus_idx=[-1], replay=[False], seq=[int(sink["seq"].to_numpy().max()) + 1])
+    row.update(bus_idx=[-code], replay=[False], seq=[int(sink["seq"].to_numpy().max()) + 1])
     sink = pa.concat_tables([sink, pa.table(row, schema=sink.schema)])
     dlq = pa.concat_tables([dlq, pa.table({
-        "bus_idx": [-1], "sent_ms": [t], "target": pa.array([KINESIS], pa.int8()), "error_code": ["THROTTLING"],
+        "bus_idx": [-code], "sent_ms": [t], "target": pa.array([KINESIS], pa.int8()), "error_code": ["THROTTLING"],
         "error_message": [THROTTLING_MESSAGE], "condition": ["MaximumEventAgeInSeconds"],
         "attempts": pa.array([3], pa.int32()), "message_id": uuids(rng, 1)}, schema=dlq.schema)])
     return log, sink, dlq, {"bus_log": 2, "sink": 1, "dlq": 1}

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .generate import (ASSIGNEE, COMMENT, KINESIS, LEGACY, LEGACY_TYPES, STATUS, WEBHOOK, WEBHOOK_TYPES, Simulation,
-                       iso_times)
+from .generate import (ASSIGNEE, COMMENT, FOREIGN, KINESIS, LEGACY, LEGACY_TYPES, MALFORMED, NO_ID, STATUS, WEBHOOK,
+                       WEBHOOK_TYPES, Simulation, iso_times)
 
 ACCOUNT = "123456789012"
 RULE_ARN = f"arn:aws:events:us-east-1:{ACCOUNT}:rule/zendesk-to-kinesis"
@@ -32,11 +32,18 @@ STREAM_NAME = "zendesk-events"
 SEQ_PREFIX = "49" + "6543210987654321098765"  # Kinesis sequence numbers: 56 digits, increasing per shard
 BLOCK_SIZE = 33_554_432
 GZIP_LEVEL = 1  # the biggest store: level 1 is several times faster than the default, ~20% larger
-# Records that are not Zendesk events (SimParams.bad_records): a cut-off JSON document and one without "id".
-MALFORMED = '{"version":"0","id":"5e0f1c2a-3b4c-4d5e-8f60-7182930a4b5c","detail-type":"Support Ticket: Comm'
-NO_ID = ('{"version":"0","detail-type":"Support Ticket: Comment Created","source":"aws.partner/zendesk.com/9242270/'
-         'default","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-east-1","resources":[],'
-         '"detail":{}}')
+# Records that are not Zendesk events (generate.MALFORMED, NO_ID, FOREIGN): a cut-off JSON document, one without
+# "id" (SimParams.garbage_records), and a well-formed event of another producer (SimParams.bad_records).
+MALFORMED_TEXT = '{"version":"0","id":"5e0f1c2a-3b4c-4d5e-8f60-7182930a4b5c","detail-type":"Support Ticket: Comm'
+NO_ID_TEXT = ('{"version":"0","detail-type":"Support Ticket: Comment Created","source":"aws.partner/zendesk.com/'
+              '9242270/default","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-east-1",'
+              '"resources":[],"detail":{}}')
+FOREIGN_ID = "8c1f2e4a-6b3d-4f5e-9a70-1b2c3d4e5f60"
+FOREIGN_SOURCE = "aws.events"
+FOREIGN_TEXT = ('{"version":"0","id":"' + FOREIGN_ID + '","detail-type":"Scheduled Event","source":"' + FOREIGN_SOURCE
+                + '","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-east-1","resources":['
+                '"arn:aws:events:us-east-1:123456789012:rule/nightly-export"],"detail":{}}')
+BAD_TEXT = {MALFORMED: MALFORMED_TEXT, NO_ID: NO_ID_TEXT, FOREIGN: FOREIGN_TEXT}
 
 
 def write_stores(sim: Simulation, out_dir: Path) -> dict:
@@ -122,7 +129,7 @@ def _scatter(n: int, parts: list[tuple[np.ndarray, pa.Array]]) -> pa.Array:
 def event_json(sim: Simulation, bus_idx: np.ndarray, replay: np.ndarray | None = None,
                bad: np.ndarray | None = None) -> pa.Array:
     """The EventBridge event JSON for rows `bus_idx` of `sim.bus` (replay rows get a top-level "replay-name";
-    `bad` 1 = malformed text, 2 = JSON without "id")."""
+    `bad`: 0 = the event, else a code of BAD_TEXT: generate.MALFORMED, NO_ID, FOREIGN)."""
     bus_idx = np.asarray(bus_idx)
     n = len(bus_idx)
     bad = np.zeros(n, dtype=np.int8) if bad is None else np.asarray(bad)
@@ -133,7 +140,7 @@ def event_json(sim: Simulation, bus_idx: np.ndarray, replay: np.ndarray | None =
         pos = np.flatnonzero(fam == family)
         if len(pos):
             parts.append((pos, build(sim.bus.take(pa.array(bus_idx[pos])), sim)))
-    for code, text in ((1, MALFORMED), (2, NO_ID)):
+    for code, text in BAD_TEXT.items():
         pos = np.flatnonzero(bad == code)
         parts.append((pos, pa.array([text] * len(pos), pa.string())))
     js = _scatter(n, parts)
@@ -249,9 +256,10 @@ def _write_sink(sim: Simulation, stores: Path) -> dict:
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         t = sink.slice(lo, hi - lo)
         bus_idx = t["bus_idx"].to_numpy()
-        bad = (bus_idx < 0).astype(np.int8)
+        bad = _bad_codes(bus_idx)
         data = event_json(sim, np.maximum(bus_idx, 0), t["replay"].to_numpy(), bad)
-        key_col = pc.if_else(pa.array(bad == 0), pc.take(eb, pa.array(np.maximum(bus_idx, 0))), bad_key)
+        key_col = pc.if_else(pa.array(bad == 0), pc.take(eb, pa.array(np.maximum(bus_idx, 0))),
+                             pc.if_else(pa.array(bad == FOREIGN), FOREIGN_ID, bad_key))
         table = pa.table({
             "data": data.cast(pa.binary()),
             "streamName": pa.repeat(pa.scalar(STREAM_NAME), t.num_rows),
@@ -280,11 +288,16 @@ def _write_sink(sim: Simulation, stores: Path) -> dict:
             "metadata": meta}
 
 
+def _bad_codes(bus_idx: np.ndarray) -> np.ndarray:
+    """A sink row's or DLQ message's BAD_TEXT code: its bus_idx is -code when it is no bus event."""
+    return np.where(bus_idx < 0, -bus_idx, 0).astype(np.int8)
+
+
 def _write_dlq(sim: Simulation, stores: Path) -> dict:
     """An S3 archive of the DLQ: one SQS ReceiveMessage message a line (PIPELINE.md §4)."""
     dlq = sim.dlq
     bus_idx = dlq["bus_idx"].to_numpy()
-    bad = (bus_idx < 0).astype(np.int8)
+    bad = _bad_codes(bus_idx)
     bodies = event_json(sim, np.maximum(bus_idx, 0), None, bad).to_pylist() if dlq.num_rows else []
     cols = {k: dlq[k].to_pylist() for k in ("message_id", "sent_ms", "target", "error_code", "error_message",
                                              "condition", "attempts")}

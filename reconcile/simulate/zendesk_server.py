@@ -4,7 +4,8 @@ It serves `stores/zendesk/ticket_events.parquet` (one row per audit) as
 `GET /api/v2/incremental/ticket_events.json?start_time=<unix s>` pages, with the API's awkward parts kept on purpose:
 pages overlap on the second of their last audit, the last minute is never returned, more than `per_page` audits in
 one second make the same page repeat forever, and an over-budget client gets 429 + Retry-After. Faults (5xx bursts,
-slow or truncated responses, dropped connections, forced 429s) can be switched at runtime for tests and the demo.
+slow, trickled or truncated responses, dropped connections, forced 429s with any Retry-After or none, malformed
+audits) can be switched at runtime for tests and the demo.
 
     handle = start(table_or_path, now=datetime.now(timezone.utc), rate_limit_per_minute=10)
     ... handle.url, handle.requests, handle.set_faults(errors=3) ...
@@ -47,10 +48,15 @@ class Faults:
     errors: int = 0  # answer `error_status` to the next N export requests
     error_status: int = 503
     throttle: int = 0  # answer 429 with Retry-After: `retry_after` to the next N requests
-    retry_after: int = 1
+    retry_after: int | None = 1  # None: a 429 without a Retry-After header
     truncate: int = 0  # cut the next N JSON bodies in half (valid HTTP, invalid JSON)
     drop: int = 0  # close the next N connections without answering
     delay: float = 0.0  # seconds to wait before every answer
+    trickle: int = 0  # send the next N bodies one byte every `trickle_interval` seconds (headers at once)
+    trickle_interval: float = 2.0
+    # audit id -> the bytes served in its place on every page (a malformed audit: no created_at, a child without
+    # id, ticket_id "abc", bytes that are not UTF-8, ...)
+    corrupt: dict = field(default_factory=dict)
 
 
 # --- data helpers (tests, benchmark, demo) --------------------------------------------------------------------------
@@ -122,6 +128,7 @@ class _State:
     def __init__(self, table: pa.Table, now, per_page: int, rate_limit: float | None, faults: Faults, auth):
         rows = table.sort_by("timestamp").to_pylist()
         self.ts = [r["timestamp"] for r in rows]
+        self.ids = [r["id"] for r in rows]
         # Pre-serialise each audit once; absent child fields are left out, as the API does.
         self.blobs = [orjson.dumps(_api_audit(r)) for r in rows]
         self.now = now
@@ -172,6 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
             st.requests.append(entry)
             status, headers, body = self._answer(u.path, entry)
             delay = st.faults.delay
+            trickle = st.faults.trickle_interval if status == 200 and st.take("trickle") else 0
         entry["status"] = status
         if delay:
             time.sleep(delay)
@@ -185,6 +193,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if trickle:
+            self.wfile.flush()
+            for i in range(len(body)):  # a byte at a time: every socket read returns well within any timeout
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(trickle)
+            return
         self.wfile.write(body)
 
     def _answer(self, path: str, entry: dict) -> tuple[int, dict, bytes]:
@@ -195,7 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
         t = time.time()
         headers = {}
         if st.take("throttle"):
-            return 429, {"Retry-After": str(st.faults.retry_after)}, b'{"error":"APIRateLimitExceeded"}'
+            ra = st.faults.retry_after
+            return 429, ({} if ra is None else {"Retry-After": str(ra)}), b'{"error":"APIRateLimitExceeded"}'
         if st.rate_limit:
             while st.recent and st.recent[0] <= t - 60:
                 st.recent.popleft()
@@ -226,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
         hi = bisect.bisect_right(st.ts, cutoff)
         stop = min(lo + st.per_page, hi)
         blobs = st.blobs[lo:stop] if lo < stop else []
+        if st.faults.corrupt:
+            blobs = [st.faults.corrupt.get(i, b) for i, b in zip(st.ids[lo:stop], blobs)]
         end_of_stream = lo + st.per_page >= hi
         end_time = st.ts[stop - 1] if blobs else start_time
         host = self.headers.get("Host") or "%s:%s" % self.server.server_address[:2]

@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 
 from .. import interrupt, ledger
 from ..aws import THROTTLE_CODES, error_code, list_files, make_client, store_error
-from ..config import AwsConfig, BusLogConfig
+from ..config import AwsConfig, BusLogConfig, MatchConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
 from ..window import Window
@@ -44,17 +44,19 @@ class _Piece:
     counts: dict = field(default_factory=dict)
 
 
-def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = None) -> SourceResult:
+def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = None,
+         match: MatchConfig | None = None) -> SourceResult:
     """Read the bus log copy into a SourceResult named "bus_log" (hop "bus").
 
-    Missing or denied stores raise SourceError; damaged objects and throttled API reads give complete=False.
-    With `out`, the ledger is streamed into that Parquet file object by object (events.LedgerOut) instead of being
-    held in memory.
+    Missing or denied stores raise SourceError. complete=False (with a problem naming the object) for every listed
+    object that could not be read whole: empty, not gzip, cut short or corrupt; for an archive with no log object at
+    all; and for throttled API reads. With `out`, the ledger is streamed into that Parquet file object by object
+    (events.LedgerOut) instead of being held in memory. `match`: events.parse's id and source rules.
     """
     if cfg.format not in FORMATS:
         raise ConfigError(f"Unknown bus_log.format {cfg.format!r}. Use one of: {', '.join(FORMATS)}.")
     if cfg.format == "api":
-        result = _read_api(cfg, window, aws)
+        result = _read_api(cfg, window, aws, match)
         if out is not None:
             sink = events.LedgerOut(out)
             sink.add(result.ledger)
@@ -66,12 +68,16 @@ def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = N
     skipped = [f for f in files if _skip(f, cfg.format)]
     files = [f for f in files if not _skip(f, cfg.format)]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
-    reader = _read_export if cfg.format == "cwl-export" else _read_firehose
+    read_text = _read_export if cfg.format == "cwl-export" else _read_firehose
+
+    def reader(text: bytes, key: str):
+        return read_text(text, key, match)
     sink = events.LedgerOut(out)
     pieces = []
     try:
         with ThreadPoolExecutor(WORKERS) as pool:
-            for p in events.ordered_map(pool, lambda f: _read_object(fs, f, scheme, reader), files, 2 * WORKERS):
+            for p in events.ordered_map(pool, lambda f: _read_object(fs, f, scheme, reader, cfg.format), files,
+                                        2 * WORKERS):
                 sink.add(p.ledger)  # in object order, so the ledger's row order does not depend on thread timing
                 p.ledger = None
                 pieces.append(p)
@@ -81,6 +87,8 @@ def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = N
         raise
     result.details.update(format=cfg.format, uri=cfg.uri, objects=len(files), skipped_objects=len(skipped))
     if not files:
+        # Nothing listed is no proof that nothing happened: the export may not have run, or runs elsewhere.
+        result.complete = False
         result.problems.append(f"No log objects under {cfg.uri} (format {cfg.format}). Check [bus_log] uri and that "
                                f"the export or Firehose delivery covers the window.")
     return result
@@ -107,7 +115,7 @@ def _combine(pieces: list[_Piece], led: pa.Table, records: int) -> SourceResult:
     )
 
 
-def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader) -> _Piece:
+def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, fmt: str) -> _Piece:
     path = info.path
     key = path.split("/", 1)[1] if scheme else path  # S3: the object key inside the bucket
     where = scheme + path
@@ -123,6 +131,14 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader) 
     fp = {"key": where, "size": info.size, "mtime": info.mtime.isoformat() if info.mtime else None}
     if meta.get("ETag"):
         fp["etag"] = meta["ETag"].decode().strip('"')
+    unreadable = _not_an_archive(data, info.base_name, fmt)
+    if unreadable:
+        # Nothing in it can be read: one reject for the whole object, which may have held any number of events.
+        rej = ledger.rejects_table(NAME, [key], [f"{where}: {unreadable}"], [bytes(data[:64]).hex()],
+                                   kind="unreadable_unit")
+        problem = (f"{where}: {unreadable}; none of its events could be read. Check the object (export or copy it "
+                   f"again).")
+        return _Piece(ledger.empty(), rej, fp, problem, {"bytes": len(data), "unreadable_objects": 1})
     text, damage = rawtext.gunzip(data)
     tail = b""
     if damage:
@@ -134,17 +150,28 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader) 
         kept = led.num_rows + rej.num_rows
         rej = pa.concat_tables([rej, ledger.rejects_table(
             NAME, [f"{key}:end"], [f"{damage} in {where}: kept the {kept:,} records before the damage"],
-            [tail.decode("utf-8", "replace")])])
+            [tail.decode("utf-8", "backslashreplace")], kind="unreadable_unit")])
         problem = (f"{where}: {damage}; kept the {kept:,} records read before it. Check the object (copy or "
                    f"export it again): events after the damage are missing.")
     counts["bytes"] = len(data)
     return _Piece(led, rej, fp, problem, counts)
 
 
-def _read_export(text: bytes, key: str) -> tuple[pa.Table, pa.Table, dict]:
+def _not_an_archive(data: bytes, name: str, fmt: str) -> str | None:
+    """Why an object cannot be a log archive object at all, or None. CloudWatch exports are always gzip (and so is
+    a Firehose object named .gz); an empty object holds nothing an export or delivery ever writes."""
+    if len(data) == 0:
+        return "empty object (0 bytes)"
+    if (fmt == "cwl-export" or name.endswith(".gz")) and bytes(data[:2]) != b"\x1f\x8b":
+        return "not gzip data (a CloudWatch export or Firehose .gz object always is)"
+    return None
+
+
+def _read_export(text: bytes, key: str, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table, dict]:
     line, stamp, event = rawtext.export_lines(text)
     refs = rawtext.refs(key, len(line))
-    led, rej = events.parse(event, refs, hop=HOP, source=NAME, extra={"source_id": refs}, export_line=(stamp, line))
+    led, rej = events.parse(event, refs, hop=HOP, source=NAME, extra={"source_id": refs}, export_line=(stamp, line),
+                            match=match)
     return led, rej, {"lines": len(line)}
 
 
@@ -173,7 +200,7 @@ FROM (SELECT unnest(evs) AS ev FROM parsed WHERE evs IS NOT NULL)
 """
 
 
-def _read_firehose(text: bytes, key: str) -> tuple[pa.Table, pa.Table, dict]:
+def _read_firehose(text: bytes, key: str, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table, dict]:
     text = text.replace(b"}" + _RECORD_START, b"}\n" + _RECORD_START)
     lines = rawtext.lines(text)
     records = pa.table({"rec": pa.array(np.arange(1, len(lines) + 1, dtype=np.int64)), "line": lines})
@@ -193,7 +220,7 @@ def _read_firehose(text: bytes, key: str) -> tuple[pa.Table, pa.Table, dict]:
     refs = pc.binary_join_element_wise(pa.scalar(key), pc.fill_null(ids, "?"), "#")
     observed = pc.cast(evs["ts"], pa.timestamp("ms", tz="UTC"))
     led, rej = events.parse(evs["message"], refs, hop=HOP, source=NAME,
-                            extra={"source_id": ids, "observed_at": observed})
+                            extra={"source_id": ids, "observed_at": observed}, match=match)
     mt = parsed["message_type"]
     counts = {"records_data": pc.sum(pc.equal(mt, "DATA_MESSAGE")).as_py() or 0,
               "records_control": pc.sum(pc.equal(mt, "CONTROL_MESSAGE")).as_py() or 0,
@@ -205,7 +232,7 @@ _LOG_EVENT = pa.schema([("logStreamName", pa.string()), ("timestamp", pa.int64()
                         ("eventId", pa.string())])
 
 
-def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig) -> SourceResult:
+def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchConfig | None = None) -> SourceResult:
     if not cfg.log_group:
         raise ConfigError("[bus_log] format = \"api\" needs [bus_log] log_group (--set bus_log.log_group=NAME).")
     start_ms = int(window.read_start.timestamp() * 1000)
@@ -236,7 +263,8 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig) -> SourceResult
     refs = pc.binary_join_element_wise(refs, pc.fill_null(table["eventId"], "?"), "#")
     led, rej = events.parse(table["message"], refs, hop=HOP, source=NAME,
                             extra={"source_id": table["eventId"],
-                                   "observed_at": pc.cast(table["timestamp"], pa.timestamp("ms", tz="UTC"))})
+                                   "observed_at": pc.cast(table["timestamp"], pa.timestamp("ms", tz="UTC"))},
+                            match=match)
     return SourceResult(
         name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
         fingerprints=[{"log_group": cfg.log_group, "start_ms": start_ms, "end_ms": end_ms, "pages": len(pages),

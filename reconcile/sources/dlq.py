@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from .. import interrupt, ledger
 from ..aws import THROTTLE_CODES, error_code, list_files, make_client, store_error
-from ..config import AwsConfig, DlqConfig
+from ..config import AwsConfig, DlqConfig, MatchConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
 from ..window import Window
@@ -55,14 +55,15 @@ FROM m
 """
 
 
-def read(cfg: DlqConfig, window: Window, aws: AwsConfig, out: Path | None = None) -> SourceResult:
+def read(cfg: DlqConfig, window: Window, aws: AwsConfig, out: Path | None = None,
+         match: MatchConfig | None = None) -> SourceResult:
     """Read the DLQ (live queue_url, or archive uri) into a SourceResult named "dlq" (hop "dlq").
 
     With `out`, the ledger is written to that Parquet file and the result holds only its row count
-    (events.LedgerOut); a DLQ is small, so it is read whole either way.
+    (events.LedgerOut); a DLQ is small, so it is read whole either way. `match`: events.parse's id and source rules.
     """
     if cfg.uri or cfg.queue_url:
-        result = _read_archive(cfg, aws) if cfg.uri else _read_queue(cfg, aws)
+        result = _read_archive(cfg, aws, match) if cfg.uri else _read_queue(cfg, aws, match)
         if out is not None:
             sink = events.LedgerOut(out)
             sink.add(result.ledger)
@@ -72,7 +73,8 @@ def read(cfg: DlqConfig, window: Window, aws: AwsConfig, out: Path | None = None
                       "uri = s3://bucket/messages.jsonl (or --set dlq.queue_url=...).")
 
 
-def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArray) -> tuple[pa.Table, pa.Table]:
+def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArray,
+               match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table]:
     con = events.connect()
     try:
         con.register("messages", pa.table({"ref": refs, "line": lines}))
@@ -87,11 +89,11 @@ def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArr
                                "retry_attempts")}
     extra["source_id"] = g["message_id"]
     extra["observed_at"] = pc.cast(g["sent_ms"], pa.timestamp("ms", tz="UTC"))
-    led, rej = events.parse(g["body"], g["ref"], hop=HOP, source=NAME, extra=extra)
+    led, rej = events.parse(g["body"], g["ref"], hop=HOP, source=NAME, extra=extra, match=match)
     return led, pa.concat_tables([rej0, rej])
 
 
-def _read_archive(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
+def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None) -> SourceResult:
     fs, root, files = list_files(cfg.uri, aws, f"DLQ archive {cfg.uri}", "[dlq] uri")
     files = [f for f in files if not f.base_name.startswith((".", "_"))]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
@@ -115,7 +117,7 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
             rejs.append(ledger.rejects_table(NAME, [where], [f"{damage} in {where}"], [None]))
         lines = rawtext.lines(text)
         refs = rawtext.refs(where, len(lines))
-        led, rej = _to_ledger(lines, refs)
+        led, rej = _to_ledger(lines, refs, match)
         leds.append(led)
         rejs.append(rej)
     led = pa.concat_tables(leds) if leds else ledger.empty()
@@ -139,7 +141,7 @@ def visibility_for(approx: int) -> int:
     return min(MAX_VISIBILITY, 60 + -(-approx // BATCH))
 
 
-def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
+def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None) -> SourceResult:
     url = cfg.queue_url
     sqs = make_client("sqs", aws)
     before = _counts(sqs, url)
@@ -217,7 +219,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig) -> SourceResult:
                         f"arrived during the read. Re-run to read them.")
     # The queue hands messages over as dicts ten at a time; serialising them is noise next to the API calls.
     lines = pa.array([orjson.dumps(m).decode() for m in seen.values()], pa.string())
-    led, rej = _to_ledger(lines, pa.array(list(seen), pa.string()))
+    led, rej = _to_ledger(lines, pa.array(list(seen), pa.string()), match)
     return SourceResult(
         name=NAME, ledger=led, rejects=rej, complete=not incomplete, problems=problems,
         fingerprints=[{"queue_url": url, "approx_visible": before["visible"],

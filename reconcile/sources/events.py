@@ -20,6 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import interrupt, ledger
+from ..config import MatchConfig
+from ..errors import ConfigError
 
 # One in-memory database for the process; each call takes its own cursor (a connection of its own, usable from
 # its thread), which costs ~0.2 ms where a fresh duckdb.connect() costs ~20 ms -- per file, that adds up.
@@ -64,7 +66,13 @@ WITH x AS (
            CASE WHEN x[3] IS NOT NULL OR x[4] IS NOT NULL OR x[5] IS NOT NULL THEN x[5] ELSE x[12] END AS time_text
     FROM x
 ), t AS (
-    SELECT *, date_trunc('millisecond', try_cast(time_text AS TIMESTAMPTZ)) AS event_time FROM f
+    SELECT *, date_trunc('millisecond', try_cast(time_text AS TIMESTAMPTZ)) AS event_time,
+           -- another producer's well-formed event: JSON with an id and a `source` that is not Zendesk's, carrying
+           -- neither Zendesk payload (queries/reject_kinds.csv `not_zendesk`: it cannot hide a Zendesk event)
+           coalesce(NOT raw_missing AND pre_reason IS NULL AND x IS NOT NULL AND family IS NULL
+                    AND coalesce(eb_override, x[$id_at]) IS NOT NULL
+                    AND NOT regexp_matches(x[13], $zendesk_source), false) AS foreign_event
+    FROM f
 ), r AS (
     SELECT *, CASE
         WHEN raw_missing THEN 'no event JSON (empty record)'
@@ -72,10 +80,15 @@ WITH x AS (
         WHEN raw IS NULL THEN 'not UTF-8 text'
         WHEN x IS NULL THEN 'not JSON'
         WHEN coalesce(eb_override, x[$id_at]) IS NULL THEN $no_id
-        WHEN family IS NULL THEN 'not a Zendesk event: no detail.ticket_event and detail.type '
+        WHEN foreign_event THEN 'not a Zendesk event: source "' || x[13] || '" (not matched by [match] '
+             || 'zendesk_source_pattern), detail-type ' || coalesce('"' || x[14] || '"', 'missing')
+        WHEN family IS NULL THEN 'unknown event shape: no detail.ticket_event and detail.type '
              || coalesce('"' || x[8] || '"', 'missing') || ' does not start with zen:event-type: (source '
              || coalesce('"' || x[13] || '"', 'missing') || ', detail-type ' || coalesce('"' || x[14] || '"', 'missing')
              || ')'
+        WHEN $id_pattern <> '' AND NOT regexp_full_match(coalesce(eb_override, x[$id_at]), $id_pattern)
+             THEN 'EventBridge id "' || left(coalesce(eb_override, x[$id_at]), 80) || '" does not have the expected '
+             || 'shape ([match] eb_id_pattern)'
         WHEN event_time IS NULL THEN 'bad event time ' || coalesce('"' || time_text || '"', 'missing') || ' at '
              || CASE family WHEN 'legacy' THEN 'detail.ticket_event.meta.occurred_at' ELSE 'detail.time' END
     END AS reason
@@ -84,6 +97,7 @@ WITH x AS (
 SELECT
     source_ref,
     reason,
+    CASE WHEN foreign_event THEN 'not_zendesk' WHEN reason IS NOT NULL THEN 'unparseable' END AS kind,
     CASE WHEN reason IS NOT NULL THEN coalesce(raw_fallback, raw) END AS raw,
     coalesce(eb_override, x[$id_at]) AS eb_id,
     CASE family WHEN 'webhook' THEN x[9] END AS zendesk_key,
@@ -101,7 +115,7 @@ SELECT
     x[2] AS replay_name,
     $hop AS hop,
     * EXCLUDE (source_ref, raw, raw_fallback, raw_missing, pre_reason, x, family, time_text, event_time,
-               eb_override, observed_at, reason)
+               eb_override, observed_at, reason, foreign_event)
 FROM r
 """
 
@@ -152,6 +166,7 @@ def parse(
     no_id_reason: str = "event has no id",
     export_line: tuple[pa.ChunkedArray, pa.ChunkedArray] | None = None,
     id_path: str | None = None,
+    match: MatchConfig | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Parse event JSON (string or binary) into (ledger rows conformed to ledger.SCHEMA, REJECT_SCHEMA rows).
 
@@ -159,8 +174,11 @@ def parse(
     given as text is read as ISO-8601 and a record whose text does not parse is rejected. With
     `export_line` = (stamp, line) from rawtext.export_lines(), `raw` is the event part of CloudWatch export lines
     and the timestamp part becomes observed_at. `eb_id`, when given, is the EventBridge id (a sink's partitionKey)
-    instead of the event's own `id`; a null one is rejected with `no_id_reason`. Rejects carry `source`, the ref, the reason
-    and the raw text (hex for bytes that are not UTF-8).
+    instead of the event's own `id`; a null one is rejected with `no_id_reason`. Rejects carry `source`, the ref, the reason,
+    the raw text (hex for bytes that are not UTF-8) and a kind (queries/reject_kinds.csv): `not_zendesk` for another
+    producer's well-formed event (`match.zendesk_source_pattern`), `unparseable` for everything else.
+    `match.eb_id_pattern` is the shape every EventBridge id must have; without `match` (a direct call, not a run)
+    ids are not checked for shape.
     """
     n = len(raw)
     if str(raw.type) in _BIN:
@@ -184,17 +202,31 @@ def parse(
         con.register("events_in", pa.table(cols))
         con.execute(_view(raw.type, cols["observed_at"].type, export_line is not None))
         paths, id_at = (PATHS + [id_path], len(PATHS) + 1) if id_path else (PATHS, 1)
-        out = con.sql(_SQL, params={"paths": paths, "no_id": no_id_reason, "id_at": id_at, "hop": hop}).to_arrow_table()
+        rules = match or MatchConfig(eb_id_pattern="")
+        _check_patterns(con, rules.eb_id_pattern, rules.zendesk_source_pattern)
+        out = con.sql(_SQL, params={"paths": paths, "no_id": no_id_reason, "id_at": id_at, "hop": hop,
+                                    "id_pattern": rules.eb_id_pattern,
+                                    "zendesk_source": rules.zendesk_source_pattern}).to_arrow_table()
     finally:
         con.close()
     if out["reason"].null_count == out.num_rows:
         # The usual case: nothing rejected. Filtering would copy every column of every row (most of parse's time).
-        return ledger.conform(out.drop_columns(["reason", "raw"])), ledger.REJECT_SCHEMA.empty_table()
+        return ledger.conform(out.drop_columns(["reason", "raw", "kind"])), ledger.REJECT_SCHEMA.empty_table()
     bad = pc.is_valid(out["reason"])
     rej = out.filter(bad)
-    rejects = ledger.rejects_table(source, rej["source_ref"], rej["reason"], rej["raw"])
-    good = out.filter(pc.invert(bad)).drop_columns(["reason", "raw"])
+    rejects = ledger.rejects_table(source, rej["source_ref"], rej["reason"], rej["raw"], kind=rej["kind"])
+    good = out.filter(pc.invert(bad)).drop_columns(["reason", "raw", "kind"])
     return ledger.conform(good), rejects
+
+
+def _check_patterns(con, id_pattern: str, source_pattern: str) -> None:
+    """A pattern DuckDB (RE2) cannot compile is a config error naming the key, not a failed query."""
+    for key, pattern in (("eb_id_pattern", id_pattern), ("zendesk_source_pattern", source_pattern)):
+        try:
+            con.execute("SELECT regexp_matches('', $p)", {"p": pattern}).fetchall()
+        except duckdb.InvalidInputException as e:
+            raise ConfigError(f"[match] {key} = {pattern!r} is not a valid RE2 regular expression ({e}). "
+                              f"Fix it in the config.") from None
 
 
 def ordered_map(pool, fn, items, ahead: int):

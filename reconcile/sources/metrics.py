@@ -7,7 +7,8 @@ reported in `details["partial"]` and `problems`, not as an incomplete source.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import math
+from datetime import datetime, timezone
 
 import botocore.exceptions
 import pyarrow as pa
@@ -35,12 +36,14 @@ def read(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> SourceResult:
         pages, problems = _fetch(cfg, window, aws)
         fps = [{"namespace": NAMESPACE, "rule": cfg.rule, "event_bus": cfg.event_bus, "period": cfg.period,
                 "start": window.start.isoformat(), "end": window.end.isoformat(), "pages": len(pages)}]
-    results = [r for p in pages for r in p.get("MetricDataResults", [])]
+    results, problems = _results(pages, problems)
     tables, partial = [], []
     for r in results:  # one entry per metric and page: a handful, not one per data point
-        name = r.get("Label") or r.get("Id")
-        ts = pa.array([_ts(t) for t in r.get("Timestamps", [])], pa.timestamp("ms", tz="UTC"))
-        vals = pa.array(r.get("Values", []), pa.float64())
+        name = str(r.get("Label") or r.get("Id"))
+        ts, vals, problem = _points(r)
+        if problem:
+            problems.append(f"metric {name}: {problem}; those points are left out. Metrics are a sanity check "
+                            f"only: the verdicts do not depend on them.")
         if r.get("StatusCode", "Complete") != "Complete":
             partial.append(name)
         tables.append(pa.table({"metric": pa.array([name] * len(ts), pa.string()), "timestamp": ts,
@@ -60,10 +63,62 @@ def read(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> SourceResult:
                                  "points": table.num_rows})
 
 
-def _ts(value) -> datetime:
+def _results(pages: list, problems: list[str]) -> tuple[list[dict], list[str]]:
+    """The MetricDataResults entries of every page; anything else in a saved response is a problem, not a crash."""
+    results, odd = [], 0
+    for p in pages:
+        entries = p.get("MetricDataResults") if isinstance(p, dict) else None
+        if not isinstance(entries, list):
+            odd += 1
+            continue
+        odd += sum(not isinstance(r, dict) for r in entries)
+        results += [r for r in entries if isinstance(r, dict)]
+    if odd:
+        problems = problems + [f"{odd:,} part(s) of the metrics response are not GetMetricData results and were left "
+                               f"out. Metrics are a sanity check only: the verdicts do not depend on them."]
+    return results, problems
+
+
+def _points(r: dict) -> tuple[pa.Array, pa.Array, str | None]:
+    """(timestamps, values, problem) of one result: a point whose timestamp or value does not read is left out."""
+    stamps, values = r.get("Timestamps") or [], r.get("Values") or []
+    if not isinstance(stamps, list) or not isinstance(values, list):
+        return pa.array([], ledger.TS), pa.array([], pa.float64()), "Timestamps or Values is not a list"
+    ts, vals, bad = [], [], []
+    for t, v in zip(stamps, values):  # a day is 288 points a metric: a loop is fine
+        when, value = _ts(t), _value(v)
+        if when is None or value is None:
+            bad.append(f"{str(t)[:40]!r} = {str(v)[:20]!r}")
+            continue
+        ts.append(when)
+        vals.append(value)
+    problems = []
+    if bad:
+        problems.append(f"{len(bad):,} point(s) with an unreadable timestamp or value (first: {bad[0]})")
+    if len(stamps) != len(values):
+        problems.append(f"{len(stamps):,} timestamps but {len(values):,} values")
+    return pa.array(ts, ledger.TS), pa.array(vals, pa.float64()), "; ".join(problems) or None
+
+
+def _ts(value) -> datetime | None:
     if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        when = value
+    else:
+        try:
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _value(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
 
 
 def _load(uri: str, aws: AwsConfig) -> list[dict]:

@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from .. import ledger
 from ..aws import list_files, store_error
-from ..config import AwsConfig, SinkConfig
-from ..errors import ConfigError
+from ..config import AwsConfig, MatchConfig, SinkConfig
+from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
 from ..window import Window
 from . import events, rawtext, sparklog
@@ -52,14 +52,16 @@ class _File:
     committed: bool | None
 
 
-def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = None) -> SourceResult:
+def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = None,
+         match: MatchConfig | None = None) -> SourceResult:
     """Read Spark's output into a SourceResult named "sink" (hop "sink").
 
     Missing or denied stores raise SourceError; a corrupt file, or a file whose schema drifted (a column missing or of
     another type), rejects that file's rows with the file and the column named and makes the result incomplete. With
     a commit log, files it does not list are crash leftovers: named in the details and, with
     `honour_commit_log` (the default), not read, as Spark's readers do not read them. With `out`, the ledger is
-    streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory.
+    streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory. `match`: events.parse's
+    id and source rules.
     """
     if not cfg.uri:
         raise ConfigError("[sink] uri is not set. Set it in the config or with --set sink.uri=s3://bucket/prefix (or a local folder).")
@@ -115,7 +117,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         rejs = [p[1] for p in pieces]
         led_ = None
         if rows:
-            led_, rej_ = _parse(pa.concat_tables(rows), cfg)
+            led_, rej_ = _parse(pa.concat_tables(rows, promote_options="permissive"), cfg, match)
             led_, shape_rej = _check_ids(led_, id_shape, cfg)
             rejs += [rej_, shape_rej]
         return led_, rejs, [p[2] for p in pieces if p[2]], [p[3] for p in pieces]
@@ -266,13 +268,13 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
     return rows, ledger.REJECT_SCHEMA.empty_table(), None, fp
 
 
-def _parse(rows: pa.Table, cfg: SinkConfig) -> tuple[pa.Table, pa.Table]:
+def _parse(rows: pa.Table, cfg: SinkConfig, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table]:
     extra = {"source_id": rows["source_ref"], "sequence_number": rows["sequence_number"],
              "observed_at": rows["observed_at"], "committed": rows["committed"]}
     return events.parse(rows["data"], rows["source_ref"], hop=HOP, source=NAME, extra=extra,
                         eb_id=None if cfg.id_path else rows["eb_id"], id_path=cfg.id_path,
                         no_id_reason=(f"no EventBridge id at {cfg.id_path} in data" if cfg.id_path else
-                                      f"no EventBridge id in column {cfg.id_column}"))
+                                      f"no EventBridge id in column {cfg.id_column}"), match=match)
 
 
 def _as_text(arr, n: int) -> pa.Array:

@@ -10,7 +10,16 @@ Choices worth knowing (see also the `read` docstring):
   `details["tail_pending"]` is True: events in that tail may exist and cannot be listed yet, so no list is complete.
 - More than a page of audits in one second makes the API repeat the same page forever. We step one second, record
   the second in `details["same_second_steps"]` and mark the source incomplete (events of that second may be missing).
-- Waiting on 429s and retries is bounded by `max_wait`; past it the read stops, incomplete, and says how to resume.
+- Waiting on 429s and retries is bounded by `max_wait`, and so is the time failed requests took (a timeout spends
+  `timeout`); past it the read stops, incomplete, and says how to resume. A 429 waits at least RETRY_FLOOR even when
+  Retry-After says 0 or is absent, so a server cannot make us spin.
+- `timeout` is a deadline for the whole request (connect, headers and body), not per socket read: a watchdog shuts
+  the socket down when it passes, so a body trickled a byte at a time still ends. Worst case for a read of P pages:
+  P x (60/requests_per_minute + timeout) + max_wait + timeout (README, "How long a run can take").
+- Saved pages are bound to the account URL and the export query that produced them (each index entry's `url`):
+  pages saved for another Zendesk URL (or query) are never replayed. They are set aside, unchanged, in a
+  `set-aside-<n>` folder inside the pages dir (a warning and `details["pages_set_aside"]` say where), and the
+  window is fetched again from the URL configured now.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import gzip
 import hashlib
 import http.client
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -27,6 +37,7 @@ import random
 import socket
 import ssl
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,6 +63,7 @@ EXPORT_PATH = "/api/v2/incremental/ticket_events.json"
 TAIL = timedelta(seconds=60)  # "events from the last minute are never returned"
 BACKOFF_BASE = 1.0  # seconds; doubled per consecutive failure, capped, with jitter
 BACKOFF_CAP = 60.0
+RETRY_FLOOR = 1.0  # seconds: the least a 429 waits, whatever Retry-After says (0, absent, garbage)
 ENV_HELP = "Set ZENDESK_EMAIL and ZENDESK_API_TOKEN (API token auth) or ZENDESK_OAUTH_TOKEN (OAuth)"
 _LOOPBACK = {"localhost"}
 
@@ -110,6 +122,70 @@ class _Stats:
     first_request: float | None = None
 
 
+class _Deadline:
+    """A whole-request deadline: when it passes, the request's socket is shut down, which ends any read blocked on
+    it (a server trickling its body a byte at a time defeats a per-read timeout, not this)."""
+
+    def __init__(self):
+        self.expired = False
+        self._sock = None
+        self._lock = threading.Lock()
+
+    def watch(self, sock) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                self._shut()
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: nothing left to stop
+
+
+def _watched(conn_class, deadline: _Deadline):
+    """An http.client connection class whose socket (the raw one, before any TLS or proxy tunnel) `deadline` watches."""
+
+    def make(*args, **kwargs):
+        conn = conn_class(*args, **kwargs)
+        create = conn._create_connection
+
+        def create_watched(*a, **kw):
+            sock = create(*a, **kw)
+            deadline.watch(sock)
+            return sock
+
+        conn._create_connection = create_watched
+        return conn
+
+    return make
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_watched(http.client.HTTPSConnection, self.deadline), req, context=self._context)
+
+
 @dataclass
 class _Client:
     base: str
@@ -125,8 +201,7 @@ class _Client:
     def __post_init__(self):
         # Loopback (the simulator) never goes through an HTTP(S)_PROXY from the environment.
         host = urlsplit(self.base).hostname or ""
-        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(host) else []
-        self._opener = urllib.request.build_opener(*handlers)
+        self._handlers = [urllib.request.ProxyHandler({})] if _is_loopback(host) else []
         self._interval = 60.0 / self.rpm if self.rpm and self.rpm > 0 else 0.0
 
     def _pace(self) -> None:
@@ -141,7 +216,9 @@ class _Client:
         slot = self._next_slot or now
         self._next_slot = max(slot, now - min(0.02, self._interval / 10)) + self._interval
 
-    def _wait(self, seconds: float, what: str) -> None:
+    def _wait(self, seconds: float, what: str, spent: float) -> None:
+        """Sleep `seconds` before a retry; `spent` (the failed request's own time, up to `timeout`) counts too."""
+        self.stats.waited_s += spent
         if self.stats.waited_s + seconds > self.max_wait:
             raise _GaveUp(what)
         self.stats.waited_s += seconds
@@ -159,33 +236,63 @@ class _Client:
         while True:
             self._pace()
             self.stats.requests += 1
+            sent = time.monotonic()
             if self.stats.first_request is None:
-                self.stats.first_request = time.monotonic()
+                self.stats.first_request = sent
             what, retry_after = self._try(path_query)
             if isinstance(what, tuple):
                 return what
+            spent = time.monotonic() - sent
             attempt += 1
             self.stats.retries += 1
-            if retry_after is not None:
+            if what.startswith("429"):
                 self.stats.rate_limited += 1
-                logger.info("Zendesk answered 429; waiting %.0f s (Retry-After)", retry_after)
-                self._wait(retry_after, what)
+                # Retry-After 0, absent or unreadable: never less than the floor or the pacing interval (no spin).
+                delay = max(retry_after if retry_after is not None else self._backoff(attempt), RETRY_FLOOR,
+                            self._interval)
+                logger.info("Zendesk answered 429; waiting %.1f s (Retry-After %s)", delay, retry_after)
+                self._wait(delay, what, spent)
             else:
                 delay = self._backoff(attempt)
                 logger.info("Zendesk request failed (%s); retry %d in %.1f s", what, attempt, delay)
-                self._wait(delay, what)
+                self._wait(delay, what, spent)
 
     def _try(self, path_query: str) -> tuple[tuple[bytes, dict] | str, float | None]:
         """One request: ((body, doc), None) on success, else (what went wrong, Retry-After or None)."""
         req = urllib.request.Request(self.base + path_query, headers={
             "Authorization": self.auth, "Accept": "application/json", "User-Agent": "reconcile"})
+        deadline = _Deadline()
+        opener = urllib.request.build_opener(*self._handlers, _HTTPHandler(deadline), _HTTPSHandler(deadline))
+        watchdog = threading.Timer(self.timeout, deadline.expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
+            with opener.open(req, timeout=self.timeout) as resp:
                 body = resp.read()
         except urllib.error.HTTPError as e:
             self._answered = True
+            if deadline.expired:
+                return "timeouts", None
             return self._http_error(e, path_query)
-        except urllib.error.URLError as e:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
+            return self._failure(e, deadline)
+        finally:
+            watchdog.cancel()
+        self._answered = True
+        doc = _load_page(body)
+        if doc is None:
+            return ("timeouts" if deadline.expired else "truncated or invalid JSON"), None
+        if not (isinstance(doc, dict) and isinstance(doc.get("ticket_events"), list)
+                and isinstance(doc.get("end_time"), int)):
+            raise SourceError(f"{self.base}{EXPORT_PATH} did not answer like Zendesk's incremental export "
+                              "(no ticket_events/end_time). Check ZENDESK_URL.")
+        return (body, doc), None
+
+    def _failure(self, e: Exception, deadline: _Deadline) -> tuple[str, None]:
+        """What a request that got no answer counts as; raises for what no retry can fix."""
+        if deadline.expired:
+            return "timeouts", None
+        if isinstance(e, urllib.error.URLError):
             reason = e.reason
             if isinstance(reason, socket.gaierror):
                 raise SourceError(f"Cannot resolve the Zendesk host of {self.base}. Check ZENDESK_URL.") from None
@@ -194,21 +301,10 @@ class _Client:
             if isinstance(reason, ConnectionRefusedError) and not self._answered:
                 raise SourceError(f"Nothing answers at {self.base} (connection refused). Check ZENDESK_URL.") from None
             return ("timeouts" if isinstance(reason, TimeoutError) else "connection errors"), None
-        except TimeoutError:
+        if isinstance(e, TimeoutError):
             return "timeouts", None
-        except (ConnectionError, http.client.HTTPException, OSError):
-            # resets, RemoteDisconnected, IncompleteRead (a body cut short of its Content-Length)
-            return "connection errors", None
-        self._answered = True
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return "truncated or invalid JSON", None
-        if not (isinstance(doc, dict) and isinstance(doc.get("ticket_events"), list)
-                and isinstance(doc.get("end_time"), int)):
-            raise SourceError(f"{self.base}{EXPORT_PATH} did not answer like Zendesk's incremental export "
-                              "(no ticket_events/end_time). Check ZENDESK_URL.")
-        return (body, doc), None
+        # resets, RemoteDisconnected, IncompleteRead (a body cut short of its Content-Length)
+        return "connection errors", None
 
     def _http_error(self, e: urllib.error.HTTPError, path_query: str):
         code = e.code
@@ -220,11 +316,24 @@ class _Client:
             try:
                 ra = float(e.headers.get("Retry-After", ""))
             except ValueError:
-                ra = self._backoff(self.stats.retries + 1)
-            return "429 (rate limited)", max(ra, 0.0)
+                ra = None  # absent, or an HTTP date: the caller backs off (never less than RETRY_FLOOR)
+            return "429 (rate limited)", ra if ra is not None and math.isfinite(ra) and ra >= 0 else None
         if code >= 500:
             return str(code), None
         raise SourceError(f"Zendesk answered HTTP {code} for {path_query.split('?')[0]}. Check ZENDESK_URL.") from None
+
+
+def _load_page(body: bytes):
+    """A page's JSON, or None when it is no JSON (cut short: worth a retry). Bytes that are not UTF-8 do not sink the
+    page: they are read as lone surrogates, and the audit holding them is rejected (_Ledger.add_page)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return None
 
 
 # --- pages on disk --------------------------------------------------------------------------------------------------
@@ -236,22 +345,31 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _saved_pages(pages_dir: Path, start_time: int) -> list[dict]:
-    """Index entries of pages that can be replayed: files present with their sha256, chained from start_time.
+def _saved_pages(pages_dir: Path, start_time: int, base: str) -> tuple[list[dict], Path | None]:
+    """Index entries of pages that can be replayed: files present with their sha256, chained from start_time; and
+    where pages of another account URL or query were set aside (None when none were).
 
     Reading stops at the first torn line, missing/changed file or break in the chain; the index is rewritten to the
     good prefix so new pages append after it. Pages of a run that began later than `start_time` are discarded.
     """
     index = pages_dir / "index.jsonl"
     if not index.exists():
-        return []
-    good: list[dict] = []
-    expected = None
+        return [], None
+    entries = []
     for line in index.read_bytes().splitlines():
         try:
-            e = orjson.loads(line)
+            entries.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            break
+    foreign = next((e for e in entries if _bound_elsewhere(e, base)), None)
+    if foreign is not None:
+        return [], _set_aside(pages_dir, foreign)
+    good: list[dict] = []
+    expected = None
+    for e in entries:
+        try:
             data = (pages_dir / e["file"]).read_bytes()
-        except (orjson.JSONDecodeError, KeyError, TypeError, OSError):
+        except (KeyError, TypeError, OSError):
             break
         if hashlib.sha256(data).hexdigest() != e.get("sha256"):
             break
@@ -265,7 +383,32 @@ def _saved_pages(pages_dir: Path, start_time: int) -> list[dict]:
         for p in pages_dir.glob("page-*.json.gz"):
             p.unlink()
     _write_atomic(index, b"".join(orjson.dumps(e) + b"\n" for e in good))
-    return good
+    return good, None
+
+
+def _bound_elsewhere(entry, base: str) -> bool:
+    """Whether a saved page was fetched from another account URL or by another query than the export's."""
+    if not isinstance(entry, dict):
+        return False  # a torn index line: the chain stops there (_saved_pages)
+    request = entry.get("request")
+    if not isinstance(request, str) or not request.startswith(EXPORT_PATH + "?start_time="):
+        return True
+    return entry.get("url") != base + request
+
+
+def _set_aside(pages_dir: Path, entry: dict) -> Path:
+    """Move the index and every page into a new `set-aside-<n>` folder of `pages_dir`, unchanged."""
+    n = 1
+    while (pages_dir / f"set-aside-{n}").exists():
+        n += 1
+    aside = pages_dir / f"set-aside-{n}"
+    aside.mkdir()
+    for p in [pages_dir / "index.jsonl", *pages_dir.glob("page-*.json.gz")]:
+        if p.exists():
+            os.replace(p, aside / p.name)
+    logger.warning("Saved Zendesk pages in %s were fetched from %s, not this account's URL: never replayed; moved "
+                   "to %s and fetched again.", pages_dir, str(entry.get("url"))[:200], aside)
+    return aside
 
 
 # --- normalisation --------------------------------------------------------------------------------------------------
@@ -288,6 +431,7 @@ class _Ledger:
 
     def add_page(self, file: str, audits: list) -> None:
         c = self.cols
+        dirty = not _is_utf8(audits)  # one check a page; then audit by audit only on a page that needs it
         for a in audits:
             aid = a.get("id") if isinstance(a, dict) else None
             ref = f"{file}#audit={aid}"
@@ -297,8 +441,11 @@ class _Ledger:
                     continue
                 self.audits.add(aid)
             ms, reason = _created_ms(a)
+            if dirty and not _is_utf8(a):
+                reason = "audit holds bytes that are not UTF-8"
             if reason is None and not isinstance(a.get("ticket_id"), int):
-                reason = "audit without ticket_id"
+                reason = ("audit without ticket_id" if a.get("ticket_id") is None
+                          else f"ticket_id {str(a.get('ticket_id'))[:40]!r} is not a number")
             if reason is None and not isinstance(aid, int):
                 reason = "audit without id"
             if reason:
@@ -326,7 +473,7 @@ class _Ledger:
                 c["source_ref"].append(ref)
 
     def _reject(self, ref: str, reason: str, raw) -> None:
-        text = orjson.dumps(raw).decode()
+        text = orjson.dumps(raw).decode() if _is_utf8(raw) else json.dumps(raw)  # \udcNN shows a byte that is not
         if reason == "audit without id":  # nothing to dedupe it on across overlapping pages but its content
             if text in self.seen_raw:
                 return
@@ -352,6 +499,15 @@ class _Ledger:
             "audit_id": pa.array(c["audit_id"], pa.int64()),
         })
         return conform(ledger), rejects_table(NAME, *self.rejects)
+
+
+def _is_utf8(value) -> bool:
+    """Whether a page's JSON value holds no byte that was not UTF-8 (read as a lone surrogate by _load_page)."""
+    try:
+        orjson.dumps(value)
+        return True
+    except orjson.JSONEncodeError:
+        return False
 
 
 def _created_ms(audit) -> tuple[int | None, str | None]:
@@ -443,7 +599,7 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
     steps: list[int] = []
     complete = True
 
-    saved = _saved_pages(pages_dir, start_time)
+    saved, set_aside = _saved_pages(pages_dir, start_time, base)
     cursor, page_no, done, replayed = start_time, 0, False, len(saved)
     index = open(pages_dir / "index.jsonl", "ab")
     bar = _Progress(progress, client.stats)
@@ -465,7 +621,7 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
         with bar:
             for entry in saved:
                 page_no = entry["page"]
-                doc = orjson.loads(gzip.decompress((pages_dir / entry["file"]).read_bytes()))
+                doc = _load_page(gzip.decompress((pages_dir / entry["file"]).read_bytes()))
                 cursor = take(entry, doc)
                 if entry.get("same_second"):
                     step(entry["start_time"])
@@ -535,6 +691,7 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
         "waited_s": round(s.waited_s, 3), "rate_limited": s.rate_limited, "same_second_steps": steps,
         "tail_pending": tail_pending, "end_time": cursor, "start_time": start_time, "audits": len(led.audits),
         "overlap_duplicates": led.overlap, "outside_window": led.outside, "auth": scheme,
+        "pages_set_aside": str(set_aside) if set_aside else None,
     }
     return SourceResult(name=NAME, ledger=ledger, rejects=rejects, complete=complete, problems=problems,
                         fingerprints=fingerprints, details=details)
