@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..emission import verdicts
 from ..errors import ConfigError
 from ..window import Window, parse_time
 
@@ -33,7 +34,7 @@ LEGACY, WEBHOOK = 0, 1
 # Kinesis outcome of one bus event.
 OK, LATE, DLQ, DROP, IN_FLIGHT = range(5)
 KINESIS, LOGS = 0, 1  # DLQ target
-VERDICTS = ("delivered", "duplicated", "dead_lettered", "lost_after_bus", "lost_before_bus", "pending", "excluded")
+VERDICTS = verdicts()
 # Order matters: the first fault an event carries is its `cause` unless the verdict has its own (design.md).
 FAULTS = ("loss_before_bus", "spike_drop", "drop", "spike_dlq", "dlq", "in_flight", "spike_late", "redelivery",
           "replay", "rebatch", "log_target_failure", "log_target_dlq", "midnight_straddler", "not_mapped")
