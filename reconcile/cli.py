@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import orjson
 
-from . import __version__
+from . import __version__, emission
 from . import config as config_mod
 from .errors import ConfigError, ReconcileError, SourceError, VerifyError
 from .window import parse_time
@@ -223,10 +223,9 @@ def emit(outcome, as_json: bool, report: str | None = None) -> None:
         click.echo(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode())
     else:
         v = s["verdicts"]
-        click.echo(f"{s['status']}: {s['events']:,} events · delivered {v['delivered']:,} · duplicated "
-                   f"{v['duplicated']:,} · dead-lettered {v['dead_lettered']:,} · lost after bus "
-                   f"{v['lost_after_bus']:,} · lost before bus {v['lost_before_bus']:,} · pending {v['pending']:,}",
-                   err=True)
+        shown = [f"{r['label']} {v.get(r['verdict'], 0):,}" for r in emission.verdict_rows()
+                 if r["verdict"] != "excluded" and (r["in_funnel"] or v.get(r["verdict"]))]
+        click.echo(f"{s['status']}: {s['events']:,} expected bus events · " + " · ".join(shown), err=True)
         click.echo(report or str(outcome.report))
 
 
