@@ -41,7 +41,7 @@ WITH multi AS (
 ), judged AS (
     SELECT s.source_id, s.zendesk_key, s.ticket_id, s.kind, s.event_time, s.audit_id, s.position, s.source_ref,
            s.expected_id, s.model_kind, s.emission, q.sequence_id, q.total AS sequence_total,
-           q.position AS sequence_position,
+           q.position AS sequence_position, q.complete AS sequence_complete,
            coalesce(l.match_kind, 'unmatched') AS match_kind,
            l.eb_id, l.bus_type, coalesce(l.eb_ids, 0) AS eb_ids,
            coalesce(l.log_copies, 0) AS log_copies,

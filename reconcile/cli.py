@@ -434,6 +434,40 @@ def history(state, as_json):
 
 
 @main.command()
+@click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="A run's output folder (repeatable, newest first). Default: the state file's newest runs.")
+@click.option("--state", default="reconcile-out/reconcile-state.duckdb", show_default=True)
+@click.option("--last", type=click.IntRange(min=1), default=30, show_default=True,
+              help="How many of the state's newest runs to read.")
+@click.option("--write", "write_to", type=click.Path(dir_okay=False),
+              help="Also write the suggested lines as a CSV for [match] emission_model.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def calibrate(runs, state, last, write_to, as_json):
+    """How the emission model fared over the last runs, and the lines to add to it.
+
+    Per API kind and field: how often its expected bus events reached the bus and as which types; per bus type:
+    how often it matched and how often it was an orphan; custom field ids seen; suggested [match] emission_model
+    lines (kinds tied to bus types by their sequence position, kinds absent from complete sequences).
+
+    \b
+    Example:
+      reconcile calibrate --run demo-out/run --write extra-model.csv
+    """
+    from .calibrate import calibrate as do_calibrate, render_text
+    if not runs:
+        from .state import State
+        with State.open(state, write=False) as st:
+            runs = tuple(st.run_dirs()[:last])
+    c = do_calibrate([Path(r) for r in runs])
+    if write_to:
+        Path(write_to).write_text(c.model_csv())
+    if as_json:
+        click.echo(orjson.dumps(c.__dict__, option=orjson.OPT_INDENT_2, default=str).decode())
+    else:
+        click.echo(render_text(c))
+
+
+@main.command()
 @click.argument("event_id")
 @click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="A run's output folder (repeatable). Default: every run the state file knows.")
