@@ -1,5 +1,6 @@
 -- bus_events: one row per EventBridge id seen in any AWS store (bus log, DLQ, sink), with the Zendesk fields its
--- payload carries (connector sequence included) and what each store holds of it: log copies, sink rows and sequences, DLQ messages by target.
+-- payload carries (connector sequence included) and what each store holds of it: log copies, sink rows and
+-- sequences, DLQ messages by target.
 -- Each store is summed up on its own, then the three are joined on eb_id. The payload fields come from the bus log
 -- copy where there is one, else the sink row, else the DLQ message. At ten million ids, carrying long strings
 -- through an aggregation costs more than everything else here, so ids a store holds once (nearly all) skip it:

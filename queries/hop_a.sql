@@ -79,7 +79,8 @@ WITH exact AS (
                                  ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
     FROM amb_s
 ), ranked_b AS (
-    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id) AS r
+    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
+                                 ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id) AS r
     FROM amb_b
 ), ambiguous_pairs AS (
     SELECT source_id, eb_id, 'ambiguous' AS match_kind FROM mutual

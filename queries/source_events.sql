@@ -35,19 +35,24 @@ WITH in_range AS (
     GROUP BY source_id
 ), cardinality AS (
     SELECT api_kind, any_value(cardinality) AS emission FROM emission_model GROUP BY api_kind
+), kinds AS (
+    -- the model is applied once per distinct kind (a few dozen), not once per event
+    SELECT k.kind, model_kind(k.kind) AS model_kind, coalesce(c.emission, 'unknown') AS emission
+    FROM (SELECT DISTINCT kind FROM dedup) k
+    LEFT JOIN cardinality c ON c.api_kind = model_kind(k.kind)
 ), modeled AS (
-    SELECT d.*, m.model_kind, coalesce(c.emission, 'unknown') AS emission,
-           try_cast(d.source_id AS BIGINT) AS id_num
+    SELECT d.*, k.model_kind, k.emission, try_cast(d.source_id AS BIGINT) AS id_num
     FROM dedup d
-    CROSS JOIN LATERAL (SELECT model_kind(d.kind) AS model_kind) m
-    LEFT JOIN cardinality c ON c.api_kind = m.model_kind
+    JOIN kinds k ON k.kind IS NOT DISTINCT FROM d.kind
+), folded AS (
+    -- the child standing for a folded bus event: the first (by id) of its audit's children of that kind
+    SELECT audit_id, model_kind, coalesce(arg_min(source_id, id_num), min(source_id)) AS first_id
+    FROM modeled WHERE emission = 'audit' AND audit_id IS NOT NULL
+    GROUP BY audit_id, model_kind
 ), units AS (
-    SELECT *,
-           CASE WHEN emission = 'audit' AND audit_id IS NOT NULL
-                THEN first_value(source_id) OVER (PARTITION BY audit_id, model_kind, emission = 'audit'
-                                                  ORDER BY id_num, source_id)
-                ELSE source_id END AS expected_id
-    FROM modeled
+    SELECT m.*, coalesce(f.first_id, m.source_id) AS expected_id
+    FROM modeled m
+    LEFT JOIN folded f ON m.emission = 'audit' AND f.audit_id = m.audit_id AND f.model_kind = m.model_kind
 ), ranked AS (
     -- positions are ranked over the bus events an audit is expected (or may be) to make, in child id order
     SELECT *,

@@ -9,7 +9,8 @@ CREATE OR REPLACE TABLE verdicts AS
 WITH multi AS (
     SELECT source_id FROM hop_a GROUP BY source_id HAVING count(*) > 1
 ), linked AS (
-    SELECT l.source_id, 1 AS eb_ids, l.eb_id, l.match_kind, b.event_type AS bus_type, b.log_copies, b.sink_rows, b.sink_sequences,
+    SELECT l.source_id, 1 AS eb_ids, l.eb_id, l.match_kind, b.event_type AS bus_type, b.log_copies, b.sink_rows,
+           b.sink_sequences,
            b.uncommitted_rows, b.replayed, b.dlq_kinesis, b.dlq_other, b.error_code, b.retry_condition,
            b.dlq_target, b.bus_at, b.sink_at, b.dlq_at
     FROM hop_a l

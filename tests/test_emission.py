@@ -46,7 +46,8 @@ RESENT = [z(401, 80, "Comment", "11:00:00", 8000)]
 EDGE = [z(501, 90, "Comment", "2026-11-22T23:59:59Z", 9000)]
 
 BUS_EVENTS = [
-    seq("N1", 50, "Ticket Created", "08:00:00.2", 1, 2, "S50"), seq("N2", 50, "Comment Created", "08:00:00.3", 2, 2, "S50"),
+    seq("N1", 50, "Ticket Created", "08:00:00.2", 1, 2, "S50"),
+    seq("N2", 50, "Comment Created", "08:00:00.3", 2, 2, "S50"),
     webhook("W1", "112", 51, "created", "08:10:00"),
     seq("R1", 60, "Comment Created", "09:00:00.1", 1, 3, "S60"), seq("R2", 60, "SLA Policy Changed", "09:00:00.1", 2, 3,
                                                                       "S60"),

@@ -23,7 +23,8 @@ ENV = {"ZENDESK_EMAIL": "admin@example.com", "ZENDESK_API_TOKEN": "example-token
 
 # PIPELINE.md §1, verbatim (https://developer.zendesk.com/api-reference/amazon-eventbridge/tickets/)
 ASSIGNMENT = {
-    "version": "0", "id": "ecd26460-0ca3-433b-b908-d891a0aa6fb4", "detail-type": "Support Ticket: Agent Assignment Changed",
+    "version": "0", "id": "ecd26460-0ca3-433b-b908-d891a0aa6fb4",
+    "detail-type": "Support Ticket: Agent Assignment Changed",
     "source": "aws.partner/zendesk.com/9242270/default", "account": "123456789012", "time": "2019-05-25T01:23:48Z",
     "region": "us-east-1", "resources": ["Support Ticket"],
     "detail": {"ticket_event": {
