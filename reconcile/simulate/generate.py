@@ -52,7 +52,7 @@ KINESIS, LOGS = 0, 1  # DLQ target
 VERDICTS = verdicts()
 # Order matters: the first fault an event carries is its `cause` unless the verdict has its own (design.md).
 FAULTS = ("loss_before_bus", "spike_drop", "drop", "spike_dlq", "dlq", "in_flight", "spike_late", "redelivery",
-          "replay", "rebatch", "log_target_failure", "log_target_dlq", "midnight_straddler", "not_mapped",
+          "replay", "resent", "rebatch", "log_target_failure", "log_target_dlq", "midnight_straddler", "not_mapped",
           "kind_not_in_model", "kind_never_emitted")
 
 VALUES = {STATUS: ("new", "open", "pending", "hold", "solved"), TAGS: ("billing", "vip", "refund", "followup", "spam"),
@@ -104,6 +104,7 @@ class SimParams:
     rebatch_batches: int = 1  # Spark micro-batches written twice (second copy not in _spark_metadata)
     replay: float = 0.0005  # of delivered events: replayed (extra sink row with replay-name)
     replay_name: str = "zendesk-replay-1"
+    resent: float = 0.001  # of delivered legacy events: sent again by the connector under a second EventBridge id
     log_target_failure: float = 0.002  # of delivered events: missing from the log copy (half: DLQ for the log target)
     in_flight: float = 0.003  # of events in the window's last 2 h: reach Kinesis after as_of
     straddlers: float = 0.0005  # of events: pushed into the last 90 s of the window (at least 3), land after midnight
@@ -129,7 +130,7 @@ class SimParams:
     def __post_init__(self):
         rates = ("webhook_share", "loss_before_bus", "spike_late", "spike_dlq", "spike_drop", "dlq_rate", "drop_rate",
                  "redelivery", "replay", "log_target_failure", "in_flight", "straddlers", "orphans", "not_mapped",
-                 "echo_updates", "custom_fields", "unknown_kind", "silent_kind")
+                 "echo_updates", "custom_fields", "unknown_kind", "silent_kind", "resent")
         for name in rates:
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"Simulator rate {name}={getattr(self, name)} is not between 0 and 1.")
@@ -500,6 +501,9 @@ def simulate(params: SimParams | None = None) -> Simulation:
     f["log_target_failure"] = _pick(rng, landed & ~f["redelivery"] & ~f["replay"], p.log_target_failure, in_win,
                                     base=landed)
     f["log_target_dlq"] = _pick(rng, f["log_target_failure"], 0.5, in_win)
+    # the connector sends one event twice under two EventBridge ids (same sequence id and position)
+    f["resent"] = _pick(rng, landed & ~f["redelivery"] & ~f["replay"] & ~f["log_target_failure"] & (kind != UNKNOWN)
+                        & (a["family"][ca] == LEGACY), p.resent, in_win, base=landed)
 
     # --- the bus: one EventBridge event per on-bus child, plus orphans -------------------------------------------
     ci = np.flatnonzero(on_bus)
@@ -535,6 +539,22 @@ def simulate(params: SimParams | None = None) -> Simulation:
     bf = {k: np.concatenate([v[ci], np.zeros(n_orph, dtype=bool)]) for k, v in f.items()}
     b_out = np.concatenate([outcome[ci], np.full(n_orph, OK, dtype=np.int8)])
     b_straddle = np.concatenate([a["straddle"][ca[ci]], np.zeros(n_orph, dtype=bool)])
+    # resent events: a second bus row (new EventBridge id, a little later), otherwise the same event
+    again = np.flatnonzero(bf["resent"])
+    copy_of = again
+    if len(again):
+        extra = bus.take(pa.array(again))
+        extra = extra.set_column(extra.schema.get_field_index("eb_id"), "eb_id", uuids(rng, len(again)))
+        extra = extra.set_column(extra.schema.get_field_index("bus_ms"), "bus_ms",
+                                 pa.array(bus_ms[again] + rng.integers(1_000, 60_000, len(again))))
+        bus = pa.concat_tables([bus, extra])
+        bus_ms = bus["bus_ms"].to_numpy()
+        child = np.concatenate([child, child[again]])
+        bf = {k: np.concatenate([v, v[again] if k == "resent" else np.zeros(len(again), bool)]) for k, v in bf.items()}
+        b_out = np.concatenate([b_out, np.full(len(again), OK, dtype=np.int8)])
+        b_straddle = np.concatenate([b_straddle, np.zeros(len(again), dtype=bool)])
+        nb = bus.num_rows
+    copies = np.arange(nb - len(again), nb)
 
     # --- Kinesis records: first delivery, redeliveries, replays ----------------------------------------------------
     lat = 50 + rng.exponential(700, nb).astype(np.int64)
@@ -594,13 +614,17 @@ def simulate(params: SimParams | None = None) -> Simulation:
     bf["rebatch"] = b_rebatch
     bf["midnight_straddler"] = np.bincount(s_bus[s_vis & (s_arr >= end_ms)], minlength=nb) > 0
     for name in ("rebatch", "midnight_straddler"):
-        f[name][child[child >= 0]] = bf[name][child >= 0]
+        np.logical_or.at(f[name], child[child >= 0], bf[name][child >= 0])
     seen_now = _seen(nb, sink["bus_idx"].to_numpy(), sink["copy"].to_numpy() == 0, sink["replay"].to_numpy(),
                      l_bus[l_vis], dlq_vis)
     copy_all = np.concatenate([np.zeros(len(s_bus), bool), np.ones(int((~sink["committed"].to_numpy()).sum()), bool)])
     s_bus_all = np.concatenate([s_bus, sink["bus_idx"].to_numpy()[~sink["committed"].to_numpy()]])
     seen_ever = _seen(nb, s_bus_all, ~copy_all, np.concatenate([s_replay, np.zeros(len(copy_all) - len(s_bus), bool)]),
                       l_bus, dlq_all)
+    # a resent event is judged over both of its EventBridge ids (the engine links both)
+    for seen in (seen_now, seen_ever):
+        for k in ("sink", "seqs", "replays", "log", "dlq_k", "dlq_l"):
+            np.add.at(seen[k], copy_of, seen[k][copies])
     # a new ticket's folded Create children share the fate of the one carrying their Ticket Created
     first = np.concatenate([[0], np.cumsum(a["nk"])[:-1]])
     carrier_of = np.where(kind == CREATE, first[ca], np.arange(n_child))
@@ -718,7 +742,8 @@ def _unverified(a, bus_of, seen, family) -> np.ndarray:
 def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, carrier_of):
     idx = np.flatnonzero(in_win)
     bus_of = np.full(len(in_win), -1, dtype=np.int64)
-    bus_of[child[child >= 0]] = np.flatnonzero(child >= 0)
+    first = np.flatnonzero(child >= 0)[::-1]  # reversed: a resent event's first id wins the assignment
+    bus_of[child[first]] = first
     bus_of = bus_of[carrier_of]
     bidx = bus_of[idx]
     excluded = np.isin(a["c_kind"][idx], [KINDS.index(k) for k in p.excluded_kinds if k in KINDS])
