@@ -22,7 +22,7 @@ import pandas as pd
 
 TOLERANCE_S = 10
 EXCLUDED = {"Notification"}
-KIND_MAP = Path(__file__).resolve().parents[1] / "queries" / "kind_map.csv"
+KIND_MAP = Path(__file__).resolve().parents[1] / "queries" / "emission_model.csv"
 
 
 def reconcile(stores: Path) -> dict:
@@ -66,7 +66,7 @@ def reconcile(stores: Path) -> dict:
     # hop A: exact on the Zendesk event id (webhook), composite key otherwise (legacy)
     aws = pd.concat([bus, sink, dlq[bus.columns]]).drop_duplicates("eb_id")
     aws["event_time"] = pd.to_datetime(aws["event_time"], utc=True, format="ISO8601")
-    kinds = pd.read_csv(KIND_MAP)
+    kinds = pd.read_csv(KIND_MAP).dropna(subset=["bus_type"])[["api_kind", "bus_type"]]
     webhook = aws[aws["family"] == "webhook"]
     exact = zd.merge(webhook[["zendesk_key", "eb_id"]].assign(source_id=lambda d: pd.to_numeric(d["zendesk_key"])),
                      on="source_id")[["source_id", "eb_id"]]

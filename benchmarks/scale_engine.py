@@ -36,6 +36,7 @@ _SHIFT = {
     "ticket_id": "ticket_id + k * 10000000000000",
     "audit_id": "audit_id + k * 10000000000000",
     "sequence_number": "sequence_number || '~' || k",
+    "sequence_id": "sequence_id || '~' || k",  # a connector sequence is one ticket update: one per copy
 }
 
 

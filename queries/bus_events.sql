@@ -1,5 +1,6 @@
 -- bus_events: one row per EventBridge id seen in any AWS store (bus log, DLQ, sink), with the Zendesk fields its
--- payload carries and what each store holds of it: log copies, sink rows and sequences, DLQ messages by target.
+-- payload carries (connector sequence included) and what each store holds of it: log copies, sink rows and
+-- sequences, DLQ messages by target.
 -- Each store is summed up on its own, then the three are joined on eb_id. The payload fields come from the bus log
 -- copy where there is one, else the sink row, else the DLQ message. At ten million ids, carrying long strings
 -- through an aggregation costs more than everything else here, so ids a store holds once (nearly all) skip it:
@@ -8,14 +9,15 @@ CREATE OR REPLACE TABLE bus_events AS
 WITH repeated_in_log AS (
     SELECT eb_id FROM bus WHERE eb_id IS NOT NULL GROUP BY eb_id HAVING count(*) > 1
 ), log AS (
-    SELECT eb_id, zendesk_key, ticket_id, event_type, family, event_time, sequence_position,
-           1 AS log_copies, observed_at AS bus_at
+    SELECT eb_id, zendesk_key, ticket_id, event_type, family, event_time, sequence_id, sequence_position,
+           sequence_total, 1 AS log_copies, observed_at AS bus_at
     FROM bus WHERE eb_id IS NOT NULL AND eb_id NOT IN (SELECT eb_id FROM repeated_in_log)
     UNION ALL
     SELECT eb_id,
            any_value(zendesk_key) AS zendesk_key, any_value(ticket_id) AS ticket_id,
            any_value(event_type) AS event_type, any_value(family) AS family, min(event_time) AS event_time,
-           any_value(sequence_position) AS sequence_position,
+           any_value(sequence_id) AS sequence_id, any_value(sequence_position) AS sequence_position,
+           any_value(sequence_total) AS sequence_total,
            count(*) AS log_copies, min(observed_at) AS bus_at
     FROM bus WHERE eb_id IN (SELECT eb_id FROM repeated_in_log)
     GROUP BY eb_id
@@ -33,7 +35,8 @@ WITH repeated_in_log AS (
     SELECT eb_id,
            any_value(zendesk_key) AS zendesk_key, any_value(ticket_id) AS ticket_id,
            any_value(event_type) AS event_type, any_value(family) AS family, min(event_time) AS event_time,
-           any_value(sequence_position) AS sequence_position,
+           any_value(sequence_id) AS sequence_id, any_value(sequence_position) AS sequence_position,
+           any_value(sequence_total) AS sequence_total,
            count(*) FILTER (WHERE kinesis) AS dlq_kinesis,
            count(*) FILTER (WHERE NOT kinesis) AS dlq_other,
            arg_min(error_code, observed_at) FILTER (WHERE kinesis) AS error_code,
@@ -46,7 +49,8 @@ WITH repeated_in_log AS (
     SELECT eb_id,
            any_value(zendesk_key) AS zendesk_key, any_value(ticket_id) AS ticket_id,
            any_value(event_type) AS event_type, any_value(family) AS family, min(event_time) AS event_time,
-           any_value(sequence_position) AS sequence_position
+           any_value(sequence_id) AS sequence_id, any_value(sequence_position) AS sequence_position,
+           any_value(sequence_total) AS sequence_total
     FROM sink WHERE eb_id IS NOT NULL AND eb_id NOT IN (SELECT eb_id FROM log)
     GROUP BY eb_id
 )
@@ -56,7 +60,9 @@ SELECT eb_id,
        coalesce(l.event_type, u.event_type, d.event_type) AS event_type,
        coalesce(l.family, u.family, d.family) AS family,
        coalesce(l.event_time, u.event_time, d.event_time) AS event_time,
+       coalesce(l.sequence_id, u.sequence_id, d.sequence_id) AS sequence_id,
        coalesce(l.sequence_position, u.sequence_position, d.sequence_position) AS sequence_position,
+       coalesce(l.sequence_total, u.sequence_total, d.sequence_total) AS sequence_total,
        coalesce(l.log_copies, 0) AS log_copies, l.bus_at,
        coalesce(s.sink_rows, 0) AS sink_rows,
        coalesce(r.sink_sequences, s.sequences_if_one, 0) AS sink_sequences,

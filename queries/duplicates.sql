@@ -4,6 +4,6 @@ CREATE OR REPLACE TABLE duplicates AS
 SELECT cause, count(*) AS events, sum(sink_rows - 1)::BIGINT AS extra_copies,
        sum(uncommitted_rows)::BIGINT AS uncommitted_rows
 FROM verdicts
-WHERE verdict = 'duplicated'
+WHERE verdict = 'duplicated' AND source_id = expected_id
 GROUP BY cause
 ORDER BY events DESC, cause;

@@ -1,4 +1,4 @@
--- loss_by_hour: per hour (or $bucket_s-second bucket) of Zendesk event time, events and their verdicts, plus how many
+-- loss_by_hour: per hour (or $bucket_s-second bucket) of Zendesk event time, expected bus events and their verdicts, plus how many
 -- reached the bus log and the sink: the timeline that shows a spike and what it cost.
 CREATE OR REPLACE TABLE loss_by_hour AS
 SELECT time_bucket(to_seconds($bucket_s), event_time, $window_start) AS bucket,
@@ -11,7 +11,10 @@ SELECT time_bucket(to_seconds($bucket_s), event_time, $window_start) AS bucket,
        count(*) FILTER (WHERE verdict = 'lost_after_bus') AS lost_after_bus,
        count(*) FILTER (WHERE verdict = 'lost_before_bus') AS lost_before_bus,
        count(*) FILTER (WHERE verdict = 'pending') AS pending,
+       count(*) FILTER (WHERE verdict = 'unverified') AS unverified,
+       count(*) FILTER (WHERE verdict = 'not_emitted') AS not_emitted,
        count(*) FILTER (WHERE verdict = 'excluded') AS excluded
 FROM verdicts
+WHERE source_id = expected_id
 GROUP BY bucket
 ORDER BY bucket;

@@ -1,6 +1,7 @@
 -- settlements: pending events carried in from earlier windows (table `carried`), judged again against this run's
 -- stores: delivered late (with lateness), duplicated, dead-lettered, lost, or still pending. Events still missing
--- the bus are re-matched by Zendesk event id, else by ticket, kind, time and sequence position.
+-- the bus are re-matched by Zendesk event id, else by ticket, model kind (emission_model), time and sequence position
+-- (at most the carried position: kinds the model does not know may or may not have taken one before it).
 CREATE OR REPLACE TABLE settlements AS
 WITH exact AS (
     SELECT c.window_key, c.source_id, b.eb_id
@@ -11,11 +12,11 @@ WITH exact AS (
     SELECT c.window_key, c.source_id,
            arg_min(b.eb_id, abs(epoch(b.event_time) - epoch(c.event_time))) AS eb_id
     FROM carried c
-    JOIN kind_map k ON k.api_kind = c.kind
+    JOIN emission_model k ON k.api_kind = model_kind(c.kind)
     JOIN bus_events b
       ON b.event_type = k.bus_type AND b.ticket_id = c.ticket_id
      AND abs(epoch(b.event_time) - epoch(c.event_time)) <= $tolerance_s
-     AND (b.sequence_position IS NULL OR c.position IS NULL OR b.sequence_position = c.position)
+     AND (b.sequence_position IS NULL OR c.position IS NULL OR b.sequence_position <= c.position)
     WHERE c.eb_id IS NULL
       AND (c.window_key, c.source_id) NOT IN (SELECT (window_key, source_id) FROM exact)
     GROUP BY c.window_key, c.source_id

@@ -7,6 +7,6 @@ SELECT time_bucket(INTERVAL 1 HOUR, event_time, $window_start) AS hour,
        count(*) FILTER (WHERE verdict = 'lost_before_bus') AS lost_before_bus,
        count(*) FILTER (WHERE verdict = 'lost_after_bus') AS lost_after_bus
 FROM verdicts
-WHERE verdict IN ('lost_before_bus', 'lost_after_bus')
+WHERE verdict IN ('lost_before_bus', 'lost_after_bus') AND source_id = expected_id
 GROUP BY ALL
 ORDER BY hour, lost DESC, kind;

@@ -1,15 +1,26 @@
--- source_events: one row per Zendesk child event inside the window (from the zendesk ledger), with its kind,
--- its position among the bus-bound events of its ticket update (to pair with legacy meta.sequence.position)
--- and whether the user excluded its kind.
+-- source_events: one row per Zendesk child event from the zendesk ledger, with what the emission model
+-- (table emission_model, docs/design.md) expects of it on the bus: its model kind, its emission (child: one bus
+-- event; audit: one bus event for all such children of its audit; none: never on the bus; unknown: the model does
+-- not list the kind), the expected bus event it belongs to (expected_id: the child standing for that bus event) and
+-- that event's possible sequence positions (pos_low..pos_high: the rank among its audit's expected bus events, with
+-- and without the unknown kinds, which may or may not take a position). "In window" is decided by the Zendesk event
+-- time; events up to $tolerance_s outside it are kept (in_window false) so the bus events they caused are matched
+-- to them rather than counted as orphans, but they are not judged.
+CREATE OR REPLACE MACRO model_kind(k) AS
+    CASE WHEN k IN (SELECT api_kind FROM emission_model) THEN k
+         WHEN regexp_full_match(k, 'Change:[0-9]+') THEN 'Change:<custom field id>'
+         ELSE k END;
+
 CREATE OR REPLACE TABLE source_events AS
-WITH in_window AS (
-    SELECT * FROM zendesk WHERE event_time >= $window_start AND event_time < $window_end
+WITH in_range AS (
+    SELECT * FROM zendesk
+    WHERE event_time >= $window_start - to_seconds($tolerance_s) AND event_time < $window_end + to_seconds($tolerance_s)
 ), repeated AS (
     -- an event read twice (overlapping pages): rare, so only these rows pay for the aggregation
-    SELECT source_id FROM in_window WHERE source_id IS NOT NULL GROUP BY source_id HAVING count(*) > 1
+    SELECT source_id FROM in_range WHERE source_id IS NOT NULL GROUP BY source_id HAVING count(*) > 1
 ), dedup AS (
     SELECT source_id, zendesk_key, ticket_id, event_type AS kind, event_time, audit_id, source_ref
-    FROM in_window
+    FROM in_range
     WHERE source_id IS NOT NULL AND source_id NOT IN (SELECT source_id FROM repeated)
     UNION ALL
     SELECT source_id,
@@ -19,16 +30,43 @@ WITH in_window AS (
            min(event_time) AS event_time,
            any_value(audit_id) AS audit_id,
            min(source_ref) AS source_ref
-    FROM in_window
+    FROM in_range
     WHERE source_id IS NULL OR source_id IN (SELECT source_id FROM repeated)
     GROUP BY source_id
-), mapped AS (
-    SELECT d.*, d.kind IN (SELECT api_kind FROM kind_map) AS bus_bound FROM dedup d
+), cardinality AS (
+    SELECT api_kind, any_value(cardinality) AS emission FROM emission_model GROUP BY api_kind
+), kinds AS (
+    -- the model is applied once per distinct kind (a few dozen), not once per event
+    SELECT k.kind, model_kind(k.kind) AS model_kind, coalesce(c.emission, 'unknown') AS emission
+    FROM (SELECT DISTINCT kind FROM dedup) k
+    LEFT JOIN cardinality c ON c.api_kind = model_kind(k.kind)
+), modeled AS (
+    SELECT d.*, k.model_kind, k.emission, try_cast(d.source_id AS BIGINT) AS id_num
+    FROM dedup d
+    JOIN kinds k ON k.kind IS NOT DISTINCT FROM d.kind
+), folded AS (
+    -- the child standing for a folded bus event: the first (by id) of its audit's children of that kind
+    SELECT audit_id, model_kind, coalesce(arg_min(source_id, id_num), min(source_id)) AS first_id
+    FROM modeled WHERE emission = 'audit' AND audit_id IS NOT NULL
+    GROUP BY audit_id, model_kind
+), units AS (
+    SELECT m.*, coalesce(f.first_id, m.source_id) AS expected_id
+    FROM modeled m
+    LEFT JOIN folded f ON m.emission = 'audit' AND f.audit_id = m.audit_id AND f.model_kind = m.model_kind
+), ranked AS (
+    -- positions are ranked over the bus events an audit is expected (or may be) to make, in child id order
+    SELECT *,
+           CASE WHEN source_id = expected_id AND emission IN ('child', 'audit', 'unknown') THEN
+               count(*) FILTER (WHERE source_id = expected_id AND emission IN ('child', 'audit'))
+                   OVER (PARTITION BY audit_id ORDER BY id_num, source_id ROWS UNBOUNDED PRECEDING) END AS pos_low,
+           CASE WHEN source_id = expected_id AND emission IN ('child', 'audit', 'unknown') THEN
+               count(*) FILTER (WHERE source_id = expected_id AND emission IN ('child', 'audit', 'unknown'))
+                   OVER (PARTITION BY audit_id ORDER BY id_num, source_id ROWS UNBOUNDED PRECEDING) END AS pos_high
+    FROM units
 )
-SELECT source_id, zendesk_key, ticket_id, kind, event_time, audit_id, source_ref,
-       CASE WHEN bus_bound
-            THEN row_number() OVER (PARTITION BY audit_id, bus_bound
-                                    ORDER BY try_cast(source_id AS BIGINT), source_id)
-       END AS position,
+SELECT source_id, zendesk_key, ticket_id, kind, model_kind, emission, expected_id, event_time, audit_id, source_ref,
+       CASE WHEN audit_id IS NOT NULL THEN pos_low END AS pos_low,
+       CASE WHEN audit_id IS NOT NULL THEN pos_high END AS position,
+       event_time >= $window_start AND event_time < $window_end AS in_window,
        kind IN (SELECT kind FROM excluded_kinds) AS excluded
-FROM mapped;
+FROM ranked;

@@ -1,11 +1,16 @@
--- verdicts: one verdict per source event (docs/design.md), from what its linked EventBridge id(s) left in each
--- store, with the cause, the hop latencies and whether the bus log missed it. An event linked to one id (nearly all)
--- takes that id's row as it is; only events linked to several ids are summed over them (counts stay BIGINT).
+-- verdicts: one row per Zendesk child event in the window (docs/design.md), judged by the expected bus event it
+-- belongs to (expected_id: children the emission model folds share one) from what its linked EventBridge id(s) left
+-- in each store, with the cause, the hop latencies and whether the bus log missed it. A child the model does not
+-- know is 'unverified' unless its update's connector sequence pairs it with a position (seq_units); a kind the model
+-- says never reaches the bus, or an expected event left out of a complete sequence, is 'not_emitted'. Neither is a
+-- loss. An event linked to one id (nearly all) takes that id's row as it is; only events linked to several ids are
+-- summed over them (counts stay BIGINT).
 CREATE OR REPLACE TABLE verdicts AS
 WITH multi AS (
     SELECT source_id FROM hop_a GROUP BY source_id HAVING count(*) > 1
 ), linked AS (
-    SELECT l.source_id, 1 AS eb_ids, l.eb_id, l.match_kind, b.log_copies, b.sink_rows, b.sink_sequences,
+    SELECT l.source_id, 1 AS eb_ids, l.eb_id, l.match_kind, b.event_type AS bus_type, b.log_copies, b.sink_rows,
+           b.sink_sequences,
            b.uncommitted_rows, b.replayed, b.dlq_kinesis, b.dlq_other, b.error_code, b.retry_condition,
            b.dlq_target, b.bus_at, b.sink_at, b.dlq_at
     FROM hop_a l
@@ -16,6 +21,7 @@ WITH multi AS (
            count(*) AS eb_ids,
            min(l.eb_id) AS eb_id,
            any_value(l.match_kind) AS match_kind,
+           min(b.event_type) AS bus_type,
            sum(b.log_copies)::BIGINT AS log_copies,
            sum(b.sink_rows)::BIGINT AS sink_rows,
            sum(b.sink_sequences)::BIGINT AS sink_sequences,
@@ -35,8 +41,10 @@ WITH multi AS (
     GROUP BY l.source_id
 ), judged AS (
     SELECT s.source_id, s.zendesk_key, s.ticket_id, s.kind, s.event_time, s.audit_id, s.position, s.source_ref,
+           s.expected_id, s.model_kind, s.emission, q.sequence_id, q.total AS sequence_total,
+           q.position AS sequence_position, q.complete AS sequence_complete,
            coalesce(l.match_kind, 'unmatched') AS match_kind,
-           l.eb_id, coalesce(l.eb_ids, 0) AS eb_ids,
+           l.eb_id, l.bus_type, coalesce(l.eb_ids, 0) AS eb_ids,
            coalesce(l.log_copies, 0) AS log_copies,
            coalesce(l.sink_rows, 0) AS sink_rows,
            coalesce(l.sink_sequences, 0) AS sink_sequences,
@@ -47,6 +55,9 @@ WITH multi AS (
            epoch($as_of) - epoch(s.event_time) AS age_s,
            CASE
                WHEN s.excluded THEN 'excluded'
+               WHEN l.source_id IS NULL AND s.emission = 'none' THEN 'not_emitted'
+               WHEN l.source_id IS NULL AND q.position IS NULL AND s.emission = 'unknown' THEN 'unverified'
+               WHEN l.source_id IS NULL AND q.position IS NULL AND q.complete THEN 'not_emitted'
                WHEN l.source_id IS NULL THEN
                    CASE WHEN $as_of - s.event_time < $hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
                WHEN l.sink_rows > 1 THEN 'duplicated'
@@ -62,14 +73,24 @@ WITH multi AS (
                ELSE 're-batched'
            END AS duplicate_cause
     FROM source_events s
-    LEFT JOIN linked l USING (source_id)
+    LEFT JOIN linked l ON l.source_id = s.expected_id
+    LEFT JOIN seq_units q ON q.source_id = s.expected_id
+    WHERE s.in_window
 )
 SELECT * EXCLUDE (duplicate_cause),
        CASE verdict
            WHEN 'duplicated' THEN duplicate_cause
            WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
            WHEN 'lost_after_bus' THEN 'no sink row, no DLQ message'
-           WHEN 'lost_before_bus' THEN 'not in any AWS store'
+           WHEN 'lost_before_bus' THEN CASE WHEN sequence_position IS NOT NULL
+               THEN 'sequence ' || sequence_id || ' had ' || sequence_total || ' events, position '
+                    || sequence_position || ' never reached any store'
+               ELSE 'not in any AWS store' END
+           WHEN 'unverified' THEN 'kind ' || model_kind || ' is not in the emission model: add a line to '
+                                  || '[match] emission_model (reconcile calibrate suggests one)'
+           WHEN 'not_emitted' THEN CASE WHEN emission = 'none' THEN 'the emission model says ' || model_kind
+                                             || ' never reaches the bus'
+               ELSE 'sequence ' || sequence_id || ' (' || sequence_total || ' events) is complete without it' END
            WHEN 'pending' THEN CASE WHEN eb_id IS NULL THEN 'not yet on the bus' ELSE 'within retry horizon' END
        END AS cause,
        verdict IN ('delivered', 'duplicated', 'dead_lettered') AND log_copies = 0 AS unlogged_at_bus,

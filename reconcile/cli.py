@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import orjson
 
-from . import __version__, interrupt
+from . import __version__, emission, interrupt
 from . import config as config_mod
 from .console import tolerate_closed_stdout
 from .errors import ConfigError, Interrupted, ReconcileError, SourceError, VerifyError
@@ -297,10 +297,9 @@ def emit(outcome, as_json: bool, report: str | None = None) -> None:
                                 option=orjson.OPT_INDENT_2).decode())
     else:
         v = s["verdicts"]
-        click.echo(f"{s['status']}: {s['events']:,} events · delivered {v['delivered']:,} · duplicated "
-                   f"{v['duplicated']:,} · dead-lettered {v['dead_lettered']:,} · lost after bus "
-                   f"{v['lost_after_bus']:,} · lost before bus {v['lost_before_bus']:,} · pending {v['pending']:,}",
-                   err=True)
+        shown = [f"{r['label']} {v.get(r['verdict'], 0):,}" for r in emission.verdict_rows()
+                 if r["verdict"] != "excluded" and (r["in_funnel"] or v.get(r["verdict"]))]
+        click.echo(f"{s['status']}: {s['events']:,} expected bus events · " + " · ".join(shown), err=True)
         click.echo(report or str(outcome.report))
 
 
@@ -549,6 +548,40 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
         rate = f"{r['lost'] / r['in'] * 100:.4f} %" if r["in"] else "–"
         click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['hop']:<15} {r['in']:>10,} {r['out']:>10,} "
                    f"{r['lost']:>8,} {r['pending']:>8,} {rate:>10}")
+
+
+@main.command()
+@click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="A run's output folder (repeatable, newest first). Default: the state file's newest runs.")
+@click.option("--state", default="reconcile-out/reconcile-state.duckdb", show_default=True)
+@click.option("--last", type=click.IntRange(min=1), default=30, show_default=True,
+              help="How many of the state's newest runs to read.")
+@click.option("--write", "write_to", type=click.Path(dir_okay=False),
+              help="Also write the suggested lines as a CSV for [match] emission_model.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def calibrate(runs, state, last, write_to, as_json):
+    """How the emission model fared over the last runs, and the lines to add to it.
+
+    Per API kind and field: how often its expected bus events reached the bus and as which types; per bus type:
+    how often it matched and how often it was an orphan; custom field ids seen; suggested [match] emission_model
+    lines (kinds tied to bus types by their sequence position, kinds absent from complete sequences).
+
+    \b
+    Example:
+      reconcile calibrate --run demo-out/run --write extra-model.csv
+    """
+    from .calibrate import calibrate as do_calibrate, render_text
+    if not runs:
+        from .state import State
+        with State.open(state, write=False) as st:
+            runs = tuple(st.run_dirs()[:last])
+    c = do_calibrate([Path(r) for r in runs])
+    if write_to:
+        Path(write_to).write_text(c.model_csv())
+    if as_json:
+        click.echo(orjson.dumps(c.__dict__, option=orjson.OPT_INDENT_2, default=str).decode())
+    else:
+        click.echo(render_text(c))
 
 
 @main.command()

@@ -85,7 +85,8 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class MatchConfig:
     tolerance_seconds: float = 10
-    kind_map: str | None = None  # a CSV (api_kind,bus_type) that extends queries/kind_map.csv
+    kind_map: str | None = None  # older form: a CSV (api_kind,bus_type), one bus event per child
+    emission_model: str | None = None  # a CSV (api_kind,family,bus_type,cardinality) over queries/emission_model.csv
     # The shape every EventBridge id must have (RE2, whole id); a record whose id does not match is a reject that
     # makes its store incomplete. "" accepts any non-empty id.
     eb_id_pattern: str = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -282,7 +283,7 @@ def _toml(value: Any) -> str:
 
 SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|auth", re.I)
 # Keys that match SECRET_KEY but name no secret (an id column, a kind map file).
-NOT_SECRET = frozenset({"id_column", "kind_map"})
+NOT_SECRET = frozenset({"id_column", "kind_map", "emission_model"})
 
 
 def redact(value: Any, key: str = "") -> Any:

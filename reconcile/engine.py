@@ -15,9 +15,8 @@ from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
-from . import interrupt, ledger, resources
+from . import emission, interrupt, ledger, resources
 from .errors import ConfigError, QueryError
 
 logger = logging.getLogger(__name__)
@@ -29,6 +28,7 @@ QUERIES = (
     "source_events",
     "bus_events",
     "hop_a",
+    "sequences",
     "verdicts",
     "settlements",
     "orphans",
@@ -68,19 +68,6 @@ def parameters_of(sql: str) -> set[str]:
     return set(_PARAM.findall(_COMMENT.sub("", sql)))
 
 
-def load_kind_map(extra: str | None) -> pa.Table:
-    table = pacsv.read_csv(resources.query_file("kind_map.csv"))
-    if extra:
-        path = Path(extra)
-        if not path.exists():
-            raise ConfigError(f"kind_map file {path} does not exist. Give a CSV with columns api_kind,bus_type.")
-        more = pacsv.read_csv(path)
-        if set(more.column_names) != {"api_kind", "bus_type"}:
-            raise ConfigError(f"kind_map file {path} must have exactly the columns api_kind,bus_type.")
-        table = pa.concat_tables([table, more.select(["api_kind", "bus_type"]).cast(table.schema)])
-    return table
-
-
 @dataclass
 class Engine:
     """One DuckDB connection holding a run's ledgers and the tables the queries make."""
@@ -108,6 +95,7 @@ class Engine:
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = false")
+        con.register("verdict_vocab", emission.verdict_table())
         return cls(con, interrupt.on_stop(con.interrupt))
 
     def bind_ledger(self, name: str, path: Path | None) -> None:

@@ -32,8 +32,9 @@ SCHEMA = pa.schema(
         ("observed_at", TS),  # when this store recorded it
         ("source_ref", pa.string()),  # object key / page and line / MessageId: where to look
         ("audit_id", pa.int64()),  # zendesk: the audit (ticket update) the child event belongs to
-        ("sequence_id", pa.string()),  # legacy meta.sequence.id
-        ("sequence_position", pa.int32()),  # legacy meta.sequence.position (1-based within the ticket update)
+        ("sequence_id", pa.string()),  # meta.sequence.id (legacy detail.ticket_event.meta, webhook detail.event.meta)
+        ("sequence_position", pa.int32()),  # meta.sequence.position (1-based within the ticket update)
+    ("sequence_total", pa.int32()),  # meta.sequence.total: how many events the connector emitted for the update
         ("replay_name", pa.string()),  # EventBridge replay-name, when the event came from a replay
         # dlq
         ("error_code", pa.string()),

@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from . import resources
+from . import emission, resources
 from .config import redact
 from .errors import ReportError
 
@@ -206,7 +206,8 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(num=_num, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs)
-    env.globals.update(nice_max=nice_max, BREAKDOWN_ROWS=BREAKDOWN_ROWS, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS)
+    env.globals.update(nice_max=nice_max, BREAKDOWN_ROWS=BREAKDOWN_ROWS, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS,
+                       VERDICTS=emission.verdict_rows(), VERDICT_NAMES=emission.verdicts())
     return env
 
 

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from . import __version__, completeness, interrupt, ledger, outputs, report, resources, summary
 from .config import Config, EngineConfig, redact
-from .engine import Engine, load_kind_map
+from .engine import Engine
+from .emission import from_evidence, load_model
 from .errors import ReconcileError
 from .ledger import SourceResult
 from .state import CARRIED_SCHEMA, State
@@ -151,13 +152,18 @@ def params(cfg: Config, window: Window) -> dict[str, Any]:
                 bucket_s=summary.bucket_seconds(window))
 
 
+def model_of(cfg: Config) -> pa.Table:
+    """The emission model this run judges by: the shipped one, extended by [match] emission_model / kind_map."""
+    return load_model(cfg.match.emission_model, cfg.match.kind_map)
+
+
 def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
           kind_map: pa.Table | None = None, engine: EngineConfig | None = None) -> Engine:
     engine = engine or cfg.engine
     e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
     for hop in ("zendesk", "bus", "dlq", "sink", "metrics"):
         e.bind_ledger(hop, ledgers.get(hop))
-    e.bind_table("kind_map", kind_map if kind_map is not None else load_kind_map(cfg.match.kind_map))
+    e.bind_table("emission_model", from_evidence(kind_map) if kind_map is not None else model_of(cfg))
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(cfg.exclude.event_types), pa.string())}))
     e.bind_table("carried", carried if carried is not None else CARRIED_SCHEMA.empty_table())
     e.run_all(params(cfg, window))
@@ -231,7 +237,7 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
                for k, r in results.items()}
     carried = carried if carried is not None else CARRIED_SCHEMA.empty_table()
     ledger.write_atomic(carried, evidence / CARRIED_FILE)
-    kind_map = load_kind_map(cfg.match.kind_map)
+    kind_map = model_of(cfg)
     ledger.write_atomic(kind_map, evidence / KIND_MAP_FILE)
 
     def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:

@@ -9,13 +9,13 @@ from typing import Any
 
 import orjson
 
-from . import __version__
+from . import __version__, emission
 from .completeness import REQUIRED
 from .config import Config
 from .ledger import SourceResult
 from .window import Window
 
-VERDICTS = ("delivered", "duplicated", "dead_lettered", "lost_after_bus", "lost_before_bus", "pending", "excluded")
+VERDICTS = emission.verdicts()
 EXIT = {"clean": 0, "pending": 1, "loss": 2, "incomplete": 3}
 
 

@@ -19,6 +19,8 @@ MIXES = {
                          log_target_failure=0.02, replay=0.01, orphans=0.005, rebatch_batches=3),
     "all-legacy": dict(seed=13, webhook_share=0.0, echo_updates=0.02),
     "all-webhook": dict(seed=14, webhook_share=1.0),
+    # a connector emitting kinds the shipped emission model lacks, often: no false loss, no false orphan
+    "other-kinds": dict(seed=15, unknown_kind=0.08, silent_kind=0.05, custom_fields=0.15),
 }
 
 
@@ -37,6 +39,7 @@ def test_every_verdict_equals_truth(mix, moto, tmp_path):
     found = verdicts_by_id(tmp_path / "run" / "verdicts.parquet")
     assert found == expected
     s = outcome.summary
+    assert s["orphans"] == sim.summary["orphans"]
     assert all(i["complete"] for i in s["inputs"] if i["source"] != "metrics"), s["inputs"]
     # the simulator plants a malformed record in the log, the sink and the DLQ: counted, not dropped
     assert {i["source"]: i["rejected"] > 0 for i in s["inputs"]} | {"zendesk": True, "metrics": True} == {
@@ -61,3 +64,30 @@ def test_an_unreadable_object_makes_the_run_incomplete(moto, tmp_path):
     soup = BeautifulSoup((tmp_path / "run" / "report.html").read_text(), "html.parser")
     alerts = [li.get_text(" ", strip=True) for li in soup.select("#status ul.alerts li")]
     assert any(a.startswith("bus_log incomplete") and obj.name in a for a in alerts), alerts
+
+
+def test_a_day_with_kinds_the_model_lacks_calibrates(moto, tmp_path):
+    """The connector emits Change:custom_status_id ("Custom Status Changed", not in the shipped model) and never
+    emits Change:satisfaction_score (not in the model either): no false loss, and `reconcile calibrate` proposes the
+    missing lines from the run's own evidence."""
+    from click.testing import CliRunner
+    from reconcile.cli import main
+    sim = simulate(SimParams(events=3000, batch_seconds=900, files_per_batch=1, **MIXES["other-kinds"]))
+    write_stores(sim, tmp_path / "sim")
+    reconcile_simulation(sim, tmp_path / "sim", tmp_path / "run", moto.endpoint, progress=False)
+    t = pq.read_table(tmp_path / "run" / "verdicts.parquet", columns=["kind", "verdict", "cause"]).to_pylist()
+    odd = [r for r in t if r["kind"] in ("Change:custom_status_id", "Change:satisfaction_score")]
+    assert odd and {r["verdict"] for r in odd if r["kind"] == "Change:satisfaction_score"} == {"unverified"}
+    # a loss among kinds the model lacks only where the update's sequence proves the event was emitted
+    assert all(r["cause"].startswith("sequence ") for r in odd if r["verdict"] == "lost_before_bus")
+    out = CliRunner().invoke(main, ["calibrate", "--run", str(tmp_path / "run"), "--write", str(tmp_path / "m.csv")])
+    assert out.exit_code == 0, out.output
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert lines == ["api_kind,family,bus_type,cardinality",
+                     "Change:custom_status_id,legacy,Custom Status Changed,child",
+                     "Change:custom_status_id,webhook,zen:event-type:ticket.custom_status_changed,child",
+                     "Change:satisfaction_score,,,none"]
+    assert "Custom field ids seen: " in out.output and "360012345601" in out.output
+    # the suggested lines are a valid [match] emission_model file
+    from reconcile.emission import load_model
+    assert "Custom Status Changed" in load_model(str(tmp_path / "m.csv"))["bus_type"].to_pylist()

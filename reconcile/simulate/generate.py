@@ -6,8 +6,10 @@ message); what a store holds is then "every record with a time <= as_of", and th
 rules applied to exactly that. `stores.write_stores` turns a `Simulation` into the real file formats.
 
 Shapes and names follow /work/shared/reference/PIPELINE.md. Ids are made so that the engine's keys line up with the
-real ones: the API child event id is the webhook `detail.id`; legacy `meta.sequence.position` is the rank of the
-child among its audit's bus-bound children ordered by id (what `queries/source_events.sql` computes).
+real ones: the API child event id is the webhook `detail.id`; `meta.sequence.position` is the rank of the child's bus
+event among its audit's bus events in child id order, and `total` counts them all -- also the events of kinds the
+shipped emission model lacks (queries/sequences.sql pairs those by position). A new ticket's Create children share
+one Ticket Created (carried by the first); the truth follows docs/design.md, including 'unverified'.
 """
 
 from __future__ import annotations
@@ -19,27 +21,43 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..emission import verdicts
 from ..errors import ConfigError
 from ..window import Window, parse_time
 
-# Child event kinds, as the engine names them (`queries/kind_map.csv`); Notification never goes to the bus.
-KINDS = ("Create", "Comment", "Change:status", "Change:tags", "Change:priority", "Change:assignee_id", "Notification")
-CREATE, COMMENT, STATUS, TAGS, PRIORITY, ASSIGNEE, NOTIFICATION = range(7)
+# Child event kinds. Notification never goes to the bus; a custom field change carries the field's numeric id as
+# field_name; Change:custom_status_id is a kind the connector emits ("Custom Status Changed") that the shipped
+# emission model (queries/emission_model.csv) lacks; Change:satisfaction_score is one the model lacks and the
+# connector never emits. A new ticket's audit has one Create child per property set (CREATE_FIELDS), all carried by
+# one Ticket Created (PIPELINE.md §2).
+KINDS = ("Create", "Comment", "Change:status", "Change:tags", "Change:priority", "Change:assignee_id", "Notification",
+         "Change:<custom field id>", "Change:custom_status_id", "Change:satisfaction_score")
+CREATE, COMMENT, STATUS, TAGS, PRIORITY, ASSIGNEE, NOTIFICATION, CUSTOM, UNKNOWN, SILENT = range(10)
+CHANGES = (STATUS, TAGS, PRIORITY, ASSIGNEE, CUSTOM, UNKNOWN, SILENT)
+API_TYPES = ("Create", "Comment", "Change", "Change", "Change", "Change", "Notification", "Change", "Change", "Change")
+FIELDS = (None, None, "status", "tags", "priority", "assignee_id", None, None, "custom_status_id",
+          "satisfaction_score")
+CREATE_FIELDS = ("status", "priority", "subject", "requester_id", "tags")
 LEGACY_TYPES = ("Ticket Created", "Comment Created", "Status Changed", "Tags Changed", "Priority Changed",
-                "Agent Assignment Changed", "")
+                "Agent Assignment Changed", "", "Custom Field Changed", "Custom Status Changed", "")
 WEBHOOK_TYPES = ("created", "comment_added", "status_changed", "tags_changed", "priority_changed",
-                 "agent_assignment_changed", "")
+                 "agent_assignment_changed", "", "custom_field_changed", "custom_status_changed", "")
+# The account's custom ticket fields: numeric ids and their types (legacy type "Custom Field Changed - <type>").
+CUSTOM_FIELDS = (360012345601, 360012345602, 360012345603, 360012345604, 360012345605)
+CUSTOM_TYPES = ("Checkbox", "Date", "Tagger", "Text", "Integer")
 LEGACY, WEBHOOK = 0, 1
 # Kinesis outcome of one bus event.
 OK, LATE, DLQ, DROP, IN_FLIGHT = range(5)
 KINESIS, LOGS = 0, 1  # DLQ target
-VERDICTS = ("delivered", "duplicated", "dead_lettered", "lost_after_bus", "lost_before_bus", "pending", "excluded")
+VERDICTS = verdicts()
 # Order matters: the first fault an event carries is its `cause` unless the verdict has its own (design.md).
 FAULTS = ("loss_before_bus", "spike_drop", "drop", "spike_dlq", "dlq", "in_flight", "spike_late", "redelivery",
-          "replay", "rebatch", "log_target_failure", "log_target_dlq", "midnight_straddler", "not_mapped")
+          "replay", "resent", "rebatch", "log_target_failure", "log_target_dlq", "midnight_straddler", "not_mapped",
+          "kind_not_in_model", "kind_never_emitted")
 
 VALUES = {STATUS: ("new", "open", "pending", "hold", "solved"), TAGS: ("billing", "vip", "refund", "followup", "spam"),
-          PRIORITY: ("low", "normal", "high", "urgent")}
+          PRIORITY: ("low", "normal", "high", "urgent"), CUSTOM: ("true", "false", "2026-12-01", "gold", "42"),
+          UNKNOWN: ("1500001", "1500002", "1500003"), SILENT: ("good", "bad", "offered")}
 # (ERROR_CODE, ERROR_MESSAGE, EXHAUSTED_RETRY_CONDITION) for Kinesis failures outside the spike.
 OTHER_ERRORS = (
     ("NO_PERMISSIONS", "User is not authorized to perform: kinesis:PutRecord", "MaximumRetryAttempts"),
@@ -88,11 +106,15 @@ class SimParams:
     rebatch_batches: int = 1  # Spark micro-batches written twice (second copy not in _spark_metadata)
     replay: float = 0.0005  # of delivered events: replayed (extra sink row with replay-name)
     replay_name: str = "zendesk-replay-1"
+    resent: float = 0.001  # of delivered legacy events: sent again by the connector under a second EventBridge id
     log_target_failure: float = 0.002  # of delivered events: missing from the log copy (half: DLQ for the log target)
     in_flight: float = 0.003  # of events in the window's last 2 h: reach Kinesis after as_of
     straddlers: float = 0.0005  # of events: pushed into the last 90 s of the window (at least 3), land after midnight
     orphans: float = 0.0005  # of events: extra bus/sink records whose ticket Zendesk never emitted
     not_mapped: float = 0.01  # of non-Create child events: Notification (API only)
+    custom_fields: float = 0.05  # of non-Create child events: a custom field change (numeric field_name)
+    unknown_kind: float = 0.01  # ... Change:custom_status_id: emitted by the connector, not in the emission model
+    silent_kind: float = 0.01  # ... Change:satisfaction_score: not in the model, never emitted
     echo_updates: float = 0.003  # of audits: followed 1-5 s later by an update of the same ticket and first kind
     # Records that are no Zendesk event. bad_records: well-formed events of another producer (source aws.events),
     # two in the log and one each in the sink and DLQ: rejected as `not_zendesk`, which cannot hide an event.
@@ -115,7 +137,7 @@ class SimParams:
     def __post_init__(self):
         rates = ("webhook_share", "loss_before_bus", "spike_late", "spike_dlq", "spike_drop", "dlq_rate", "drop_rate",
                  "redelivery", "replay", "log_target_failure", "in_flight", "straddlers", "orphans", "not_mapped",
-                 "echo_updates")
+                 "echo_updates", "custom_fields", "unknown_kind", "silent_kind", "resent")
         for name in rates:
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"Simulator rate {name}={getattr(self, name)} is not between 0 and 1.")
@@ -287,12 +309,16 @@ def _hour_weights(p: SimParams) -> tuple[np.ndarray, np.ndarray]:
     return base / w.sum(), w / w.sum()
 
 
+SLOTS = 4  # children per audit: 1..SLOTS
+SLOT_P = [0.40, 0.30, 0.18, 0.12]
+
+
 def _children_counts(rng, events: int) -> np.ndarray:
-    """Children per audit (1-3) adding up to exactly `events`."""
+    """Children per audit (1-SLOTS) adding up to exactly `events`."""
     counts = np.empty(0, dtype=np.int64)
     while counts.sum() < events:
-        counts = np.concatenate([counts, rng.choice([1, 2, 3], size=int(events / 1.75 * 1.05) + 16,
-                                                    p=[0.45, 0.35, 0.20])])
+        counts = np.concatenate([counts, rng.choice(np.arange(1, SLOTS + 1), size=int(events / 2.0 * 1.05) + 16,
+                                                    p=SLOT_P)])
     cs = np.cumsum(counts)
     i = int(np.searchsorted(cs, events))
     counts = counts[: i + 1]
@@ -320,7 +346,7 @@ def _audits(p: SimParams, rng, start_s: int, end_s: int) -> dict:
         for hour_start, share in ((start_s - 3600, base[23]), (end_s, base[0])):
             m = max(2, int(round(share * ratio)))
             parts_t.append(hour_start + rng.integers(0, 3600, m))
-            parts_k.append(rng.choice([1, 2, 3], size=m, p=[0.45, 0.35, 0.20]))
+            parts_k.append(rng.choice(np.arange(1, SLOTS + 1), size=m, p=SLOT_P))
     t = np.concatenate(parts_t)
     nk = np.concatenate(parts_k)
     straddle = np.zeros(len(t), dtype=bool)
@@ -341,22 +367,33 @@ def _audits(p: SimParams, rng, start_s: int, end_s: int) -> dict:
     is_new[first[tix[first] < int(0.4 * n_tickets)]] = True  # 40% of tickets are created today
 
     # children laid out as (audit, slot) with slot < nk
-    probs = np.array([0, 0.35, 0.25, 0.15, 0.10, 0.15, 0.0])
-    probs[1:6] *= 1 - p.not_mapped
-    probs[NOTIFICATION] = p.not_mapped
-    kind = rng.choice(7, size=(n, 3), p=probs / probs.sum())
-    kind[is_new, 0] = CREATE
-    kind[orig, 0] = np.where(np.isin(kind[orig, 0], [CREATE, NOTIFICATION]), COMMENT, kind[orig, 0])
+    probs = np.zeros(len(KINDS))
+    probs[[COMMENT, STATUS, TAGS, PRIORITY, ASSIGNEE]] = (0.35, 0.25, 0.15, 0.10, 0.15)
+    rare = {NOTIFICATION: p.not_mapped, CUSTOM: p.custom_fields, UNKNOWN: p.unknown_kind, SILENT: p.silent_kind}
+    probs *= 1 - sum(rare.values())
+    for k, rate in rare.items():
+        probs[k] = rate
+    kind = rng.choice(len(KINDS), size=(n, SLOTS), p=probs / probs.sum())
+    # a new ticket's audit: one Create child per property set first (2-4 of them, as many as it has children)
+    is_new[orig] = is_new[echo] = False
+    n_create = np.where(is_new, np.minimum(nk, rng.integers(2, 5, n)), 0)
+    kind[np.arange(SLOTS)[None, :] < n_create[:, None]] = CREATE
+    first_kinds = [CREATE, NOTIFICATION, UNKNOWN, SILENT]
+    kind[orig, 0] = np.where(np.isin(kind[orig, 0], first_kinds), COMMENT, kind[orig, 0])
     kind[echo, 0] = kind[orig, 0]
-    is_change = (kind >= STATUS) & (kind <= ASSIGNEE)
-    # one audit changes a field at most once (two Comments in one update are fine: ambiguous composite groups)
-    kind[:, 1] = np.where(is_change[:, 1] & (kind[:, 1] == kind[:, 0]), COMMENT, kind[:, 1])
-    dup2 = (kind[:, 2] == kind[:, 0]) | (kind[:, 2] == kind[:, 1])
-    kind[:, 2] = np.where(is_change[:, 2] & dup2, COMMENT, kind[:, 2])
-    present = np.arange(3)[None, :] < nk[:, None]
-    bound = present & (kind != NOTIFICATION)
-    position = np.cumsum(bound, axis=1)
-    total = bound.sum(axis=1)
+    kind[echo, 1:] = np.where(kind[echo, 1:] == CREATE, COMMENT, kind[echo, 1:])
+    # one audit changes a field at most once (two Comments in one update are fine: ambiguous composite groups), and
+    # has at most one child of a kind the model lacks
+    is_change = np.isin(kind, CHANGES)
+    odd = np.isin(kind, [UNKNOWN, SILENT])
+    for j in range(1, SLOTS):
+        dup = (is_change[:, j] & (kind[:, :j] == kind[:, j:j + 1]).any(axis=1)) | (odd[:, j] & odd[:, :j].any(axis=1))
+        kind[:, j] = np.where(dup, COMMENT, kind[:, j])
+    present = np.arange(SLOTS)[None, :] < nk[:, None]
+    # bus events: one per emitted child, one for all the Create children (carried by the first)
+    carrier = present & ~np.isin(kind, [NOTIFICATION, SILENT]) & ~((kind == CREATE) & (np.arange(SLOTS)[None, :] > 0))
+    position = np.cumsum(carrier, axis=1)
+    total = carrier.sum(axis=1)
 
     c_audit = np.repeat(np.arange(n), nk)
     c_kind = kind[present]
@@ -364,6 +401,8 @@ def _audits(p: SimParams, rng, start_s: int, end_s: int) -> dict:
     c_id = 40_000_000_000 + p.id_offset + np.cumsum(rng.integers(1, 4, m))
     # Change values: index into a small vocabulary (assignee: a user id)
     c_value, c_prev = _change_values(rng, c_kind)
+    slot = np.broadcast_to(np.arange(SLOTS)[None, :], (n, SLOTS))[present]
+    c_field = rng.integers(0, len(CUSTOM_FIELDS), m)  # which custom field (CUSTOM children)
     return dict(
         t=t, nk=nk, straddle=straddle, audit_id=audit_id, ticket_id=1_000_000 + tix,
         updater_id=360_000_000_000 + rng.integers(0, 5000, n),
@@ -371,13 +410,14 @@ def _audits(p: SimParams, rng, start_s: int, end_s: int) -> dict:
         family=np.where(rng.random(n) < p.webhook_share, WEBHOOK, LEGACY).astype(np.int8),
         seq_hex=hex_strings(rng, n, 32, upper=True),
         c_audit=c_audit, c_kind=c_kind, c_id=c_id, c_value=c_value, c_prev=c_prev,
-        c_pos=np.where(bound, position, 0)[present], c_tot=total[c_audit], echo_pairs=k,
+        c_pos=np.where(carrier, position, 0)[present], c_tot=total[c_audit], echo_pairs=k,
+        c_slot=slot, c_field=c_field, c_carrier=carrier[present],
     )
 
 
 def _change_values(rng, kind: np.ndarray) -> tuple[pa.Array, pa.Array]:
     m = len(kind)
-    vocab, offset, size = [], np.zeros(7, dtype=np.int64), np.ones(7, dtype=np.int64)
+    vocab, offset, size = [], np.zeros(len(KINDS), dtype=np.int64), np.ones(len(KINDS), dtype=np.int64)
     for k, words in VALUES.items():
         offset[k], size[k] = len(vocab), len(words)
         vocab.extend(words)
@@ -390,20 +430,27 @@ def _change_values(rng, kind: np.ndarray) -> tuple[pa.Array, pa.Array]:
     people = pc.cast(pa.array(361_000_000_000 + who), pa.string())
     people_prev = pc.cast(pa.array(361_000_000_000 + (who + rng.integers(1, 900, m)) % 900), pa.string())
     is_assignee = pa.array(kind == ASSIGNEE)
-    is_change = pa.array((kind >= STATUS) & (kind <= ASSIGNEE))
+    is_change = pa.array(np.isin(kind, CHANGES))
     null = pa.scalar(None, pa.string())
     value = pc.if_else(is_change, pc.if_else(is_assignee, people, value), null)
     prev = pc.if_else(is_change, pc.if_else(is_assignee, people_prev, prev), null)
     return value, prev
 
 
+CREATE_VALUES = ("new", "normal", "Printer on fire", "361000000001", "vip")  # per CREATE_FIELDS
+
+
 def _audits_table(a: dict) -> pa.Table:
     n = len(a["t"])
-    kinds = pa.array(["Create", "Comment", "Change", "Change", "Change", "Change", "Notification"])
-    fields = pa.array([None, None, "status", "tags", "priority", "assignee_id", None], pa.string())
     kind = pa.array(a["c_kind"])
+    is_create, is_custom = pa.array(a["c_kind"] == CREATE), pa.array(a["c_kind"] == CUSTOM)
+    slot = pa.array(np.minimum(a["c_slot"], len(CREATE_FIELDS) - 1))
+    custom_id = pc.take(pc.cast(pa.array(CUSTOM_FIELDS), pa.string()), pa.array(a["c_field"]))
+    field_name = pc.if_else(is_create, pc.take(pa.array(CREATE_FIELDS), slot),
+                            pc.if_else(is_custom, custom_id, pc.take(pa.array(FIELDS, pa.string()), kind)))
+    value = pc.if_else(is_create, pc.take(pa.array(CREATE_VALUES), slot), a["c_value"])
     children = pa.StructArray.from_arrays(
-        [pa.array(a["c_id"]), pc.take(kinds, kind), pc.take(fields, kind), a["c_value"], a["c_prev"]],
+        [pa.array(a["c_id"]), pc.take(pa.array(API_TYPES), kind), field_name, value, a["c_prev"]],
         fields=list(CHILD_TYPE))
     offsets = pa.array(np.concatenate([[0], np.cumsum(a["nk"])]).astype(np.int32))
     ts = pa.array(a["t"])
@@ -431,10 +478,12 @@ def simulate(params: SimParams | None = None) -> Simulation:
     n_child = len(kind)
 
     # --- fates at the source and the bus -------------------------------------------------------------------------
-    bound = kind != NOTIFICATION
+    bound = a["c_carrier"]  # children that make a bus event (a new ticket's first Create carries the others)
     eligible = bound & ~a["straddle"][ca]
     f = {name: np.zeros(n_child, dtype=bool) for name in FAULTS}
-    f["not_mapped"] = ~bound
+    f["not_mapped"] = kind == NOTIFICATION
+    f["kind_not_in_model"] = kind == UNKNOWN
+    f["kind_never_emitted"] = kind == SILENT
     f["loss_before_bus"] = _pick(rng, eligible, p.loss_before_bus, in_win)
     on_bus = bound & ~f["loss_before_bus"]
     free = eligible & on_bus
@@ -459,6 +508,9 @@ def simulate(params: SimParams | None = None) -> Simulation:
     f["log_target_failure"] = _pick(rng, landed & ~f["redelivery"] & ~f["replay"], p.log_target_failure, in_win,
                                     base=landed)
     f["log_target_dlq"] = _pick(rng, f["log_target_failure"], 0.5, in_win)
+    # the connector sends one event twice under two EventBridge ids (same sequence id and position)
+    f["resent"] = _pick(rng, landed & ~f["redelivery"] & ~f["replay"] & ~f["log_target_failure"] & (kind != UNKNOWN)
+                        & (a["family"][ca] == LEGACY), p.resent, in_win, base=landed)
 
     # --- the bus: one EventBridge event per on-bus child, plus orphans -------------------------------------------
     ci = np.flatnonzero(on_bus)
@@ -480,6 +532,7 @@ def simulate(params: SimParams | None = None) -> Simulation:
         "ticket_id": np.concatenate([a["ticket_id"][ca[ci]], 990_000_000 + np.arange(n_orph)]),
         "actor_id": np.concatenate([a["updater_id"][ca[ci]], 360_000_000_000 + rng.integers(0, 5000, n_orph)]),
         "zendesk_id": np.concatenate([a["c_id"][ci], 99_000_000_000 + np.arange(n_orph)]),
+        "field": np.concatenate([a["c_field"][ci], np.zeros(n_orph, dtype=np.int64)]),
         "created_s": bus_created,
         "occurred_ns": bus_created * 1_000_000_000 + rng.integers(0, 200_000_000, nb),
         "bus_ms": bus_ms,
@@ -493,6 +546,22 @@ def simulate(params: SimParams | None = None) -> Simulation:
     bf = {k: np.concatenate([v[ci], np.zeros(n_orph, dtype=bool)]) for k, v in f.items()}
     b_out = np.concatenate([outcome[ci], np.full(n_orph, OK, dtype=np.int8)])
     b_straddle = np.concatenate([a["straddle"][ca[ci]], np.zeros(n_orph, dtype=bool)])
+    # resent events: a second bus row (new EventBridge id, a little later), otherwise the same event
+    again = np.flatnonzero(bf["resent"])
+    copy_of = again
+    if len(again):
+        extra = bus.take(pa.array(again))
+        extra = extra.set_column(extra.schema.get_field_index("eb_id"), "eb_id", uuids(rng, len(again)))
+        extra = extra.set_column(extra.schema.get_field_index("bus_ms"), "bus_ms",
+                                 pa.array(bus_ms[again] + rng.integers(1_000, 60_000, len(again))))
+        bus = pa.concat_tables([bus, extra])
+        bus_ms = bus["bus_ms"].to_numpy()
+        child = np.concatenate([child, child[again]])
+        bf = {k: np.concatenate([v, v[again] if k == "resent" else np.zeros(len(again), bool)]) for k, v in bf.items()}
+        b_out = np.concatenate([b_out, np.full(len(again), OK, dtype=np.int8)])
+        b_straddle = np.concatenate([b_straddle, np.zeros(len(again), dtype=bool)])
+        nb = bus.num_rows
+    copies = np.arange(nb - len(again), nb)
 
     # --- Kinesis records: first delivery, redeliveries, replays ----------------------------------------------------
     lat = 50 + rng.exponential(700, nb).astype(np.int64)
@@ -552,16 +621,26 @@ def simulate(params: SimParams | None = None) -> Simulation:
     bf["rebatch"] = b_rebatch
     bf["midnight_straddler"] = np.bincount(s_bus[s_vis & (s_arr >= end_ms)], minlength=nb) > 0
     for name in ("rebatch", "midnight_straddler"):
-        f[name][child[child >= 0]] = bf[name][child >= 0]
+        np.logical_or.at(f[name], child[child >= 0], bf[name][child >= 0])
     # Readers honour Spark's commit log (sink.honour_commit_log, the default): a re-batched copy outside the log is
     # a leftover that neither delivers nor duplicates an event.
     committed = sink["committed"].to_numpy()
     seen_now = _seen(nb, sink["bus_idx"].to_numpy()[committed], np.ones(int(committed.sum()), bool),
                      sink["replay"].to_numpy()[committed], l_bus[l_vis], dlq_vis)
     seen_ever = _seen(nb, s_bus, np.ones(len(s_bus), bool), s_replay, l_bus, dlq_all)
-    truth, summary = _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms)
-    orphan_seen = (child < 0) & (bus["created_s"].to_numpy() >= start_s) & (bus["created_s"].to_numpy() < end_s) \
-        & ((seen_now["sink"] > 0) | (seen_now["log"] > 0))
+    # a resent event is judged over both of its EventBridge ids (the engine links both)
+    for seen in (seen_now, seen_ever):
+        for k in ("sink", "seqs", "replays", "log", "dlq_k", "dlq_l"):
+            np.add.at(seen[k], copy_of, seen[k][copies])
+    # a new ticket's folded Create children share the fate of the one carrying their Ticket Created
+    first = np.concatenate([[0], np.cumsum(a["nk"])[:-1]])
+    carrier_of = np.where(kind == CREATE, first[ca], np.arange(n_child))
+    for name in FAULTS:
+        f[name] = f[name][carrier_of]
+    truth, summary, unlinked = _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms,
+                                      carrier_of)
+    orphan_seen = ((child < 0) | unlinked) & (bus["created_s"].to_numpy() >= start_s) \
+        & (bus["created_s"].to_numpy() < end_s) & ((seen_now["sink"] > 0) | (seen_now["log"] > 0))
     summary["orphans"] = int(orphan_seen.sum())
     summary["injected"]["orphans"] = n_orph
     summary["injected"]["echo_updates"] = int(a["echo_pairs"])
@@ -661,16 +740,41 @@ def _judge(excluded, bidx, seen, age_ms, horizon_ms, grace_ms):
     return verdict, cause, get["log"]
 
 
-def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms):
+def _unverified(a, bus_of, seen, family) -> np.ndarray:
+    """Per child: judged 'unverified' (docs/design.md): a kind the emission model lacks that the engine cannot tie to
+    the bus. Satisfaction score changes never reach it; a custom status change does, and is tied to its bus event by
+    the webhook's Zendesk id when that event was seen, or by its update's connector sequence when another event of the
+    update was seen (queries/sequences.sql) -- else the engine cannot tell it from a kind never emitted."""
+    kind, ca = a["c_kind"], a["c_audit"]
+    on = bus_of >= 0
+    b = np.maximum(bus_of, 0)
+    seen_any = on & ((seen["sink"] + seen["log"] + seen["dlq_k"] + seen["dlq_l"])[b] > 0)
+    known = a["c_carrier"] & (kind != UNKNOWN)
+    aligned = np.bincount(ca[known & seen_any], minlength=len(a["t"])) > 0
+    tied = aligned[ca] | (seen_any & (family[ca] == WEBHOOK))
+    return (kind == SILENT) | ((kind == UNKNOWN) & ~tied)
+
+
+def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, carrier_of):
     idx = np.flatnonzero(in_win)
     bus_of = np.full(len(in_win), -1, dtype=np.int64)
-    bus_of[child[child >= 0]] = np.flatnonzero(child >= 0)
+    first = np.flatnonzero(child >= 0)[::-1]  # reversed: a resent event's first id wins the assignment
+    bus_of[child[first]] = first
+    bus_of = bus_of[carrier_of]
     bidx = bus_of[idx]
     excluded = np.isin(a["c_kind"][idx], [KINDS.index(k) for k in p.excluded_kinds if k in KINDS])
     age = as_of_ms - a["t"][a["c_audit"][idx]] * 1000
     horizon, grace = _ms(p.max_event_age + p.margin_before), _ms(p.hop_a_grace)
     verdict, cause, logs = _judge(excluded, bidx, seen_now, age, horizon, grace)
     fate, _, _ = _judge(excluded, bidx, seen_ever, np.full(len(idx), 2**62), horizon, grace)
+    V = {v: i for i, v in enumerate(VERDICTS)}
+    unverified_now = _unverified(a, bus_of, seen_now, a["family"])
+    verdict = np.where(unverified_now[idx] & ~excluded, V["unverified"], verdict).astype(np.int8)
+    cause = np.where(unverified_now[idx] & ~excluded, -1, cause)
+    fate = np.where(_unverified(a, bus_of, seen_ever, a["family"])[idx] & ~excluded, V["unverified"], fate)
+    # bus events of unverified children are records the engine cannot tie to Zendesk: orphans
+    unlinked = np.zeros(len(child), dtype=bool)
+    unlinked[bus_of[unverified_now & (bus_of >= 0)]] = True
 
     flags = np.stack([f[name][idx] for name in FAULTS], axis=1)
     rows, cols = np.nonzero(flags)
@@ -698,7 +802,7 @@ def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms):
         "unlogged_at_bus": int((np.isin(verdict, [0, 1, 2]) & (logs == 0)).sum()),  # delivered, duplicated, DLQ
         "injected": dict(zip(FAULTS, flags.sum(axis=0).tolist())),
     }
-    return truth, summary
+    return truth, summary, unlinked
 
 
 def _bad_records(rng, log, sink, dlq, start_s, log_codes: tuple[int, int], code: int):

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .generate import (ASSIGNEE, COMMENT, FOREIGN, KINESIS, LEGACY, LEGACY_TYPES, MALFORMED, NO_ID, STATUS, WEBHOOK,
-                       WEBHOOK_TYPES, Simulation, iso_times)
+from .generate import (CHANGES, COMMENT, CUSTOM, CUSTOM_FIELDS, CUSTOM_TYPES, FOREIGN, KINESIS, LEGACY, LEGACY_TYPES,
+                       MALFORMED, NO_ID, WEBHOOK, WEBHOOK_TYPES, Simulation, iso_times)
 
 ACCOUNT = "123456789012"
 RULE_ARN = f"arn:aws:events:us-east-1:{ACCOUNT}:rule/zendesk-to-kinesis"
@@ -75,9 +75,32 @@ def _join(*pieces) -> pa.Array:
 
 def _extras(r: pa.Table, comment: str, change_open: str, change_mid: str, change_close: str) -> pa.Array:
     kind = r["kind"].combine_chunks().to_numpy()
-    change = (kind >= STATUS) & (kind <= ASSIGNEE)
+    change = np.isin(kind, CHANGES)
     ch = _join(change_open, pc.fill_null(r["previous"], ""), change_mid, pc.fill_null(r["value"], ""), change_close)
+    # a custom field change names its field (PIPELINE.md §2; ZIS ticket events: custom_field {id, title, field_type})
+    field = pa.array(r["field"].combine_chunks().to_numpy())
+    custom = _join('"custom_field":{"id":', pc.take(pc.cast(pa.array(CUSTOM_FIELDS), pa.string()), field),
+                   ',"title":"Field ', pc.cast(field, pa.string()), '","field_type":"',
+                   pc.take(pa.array([t.lower() for t in CUSTOM_TYPES]), field), '"}')
+    ch = pc.if_else(pa.array(kind == CUSTOM), _custom_change(custom, change_open, ch), ch)
     return pc.if_else(pa.array(change), ch, pc.if_else(pa.array(kind == COMMENT), comment, ""))
+
+
+def _custom_change(custom: pa.Array, change_open: str, ch: pa.Array) -> pa.Array:
+    """The change text with the custom_field object put before "previous" (legacy: trailing comma; webhook: leading)."""
+    if change_open.startswith(","):
+        return _join(",", custom, ch)
+    return _join(custom, ",", ch)
+
+
+def _legacy_type(r: pa.Table) -> pa.Array:
+    """The legacy connector's type: a custom field change is "Custom Field Changed" (with custom_field.field_type)
+    for some fields and a typed variant ("Custom Field Changed - Date", ...) for others, as the ZIS list names both."""
+    kind = r["kind"].combine_chunks()
+    field = r["field"].combine_chunks().to_numpy()
+    typed = pc.take(pa.array([f"Custom Field Changed - {t}" for t in CUSTOM_TYPES]), pa.array(field))
+    variant = pa.array((kind.to_numpy() == CUSTOM) & (field % 2 == 1))
+    return pc.if_else(variant, typed, pc.take(pa.array(LEGACY_TYPES), kind))
 
 
 def _common(r: pa.Table) -> dict:
@@ -91,7 +114,7 @@ def _common(r: pa.Table) -> dict:
 
 def _legacy_json(r: pa.Table, sim: Simulation) -> pa.Array:
     c = _common(r)
-    typ = pc.take(pa.array(LEGACY_TYPES), r["kind"])
+    typ = _legacy_type(r)
     occurred = iso_times(r["occurred_ns"].to_numpy(), "ns")
     extra = _extras(r, '"comment":{"is_public":true},', '"previous":"', '","current":"', '",')
     return _join(

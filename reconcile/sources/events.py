@@ -51,6 +51,10 @@ PATHS = [
     "$.detail.time",  # 12
     "$.source",  # 13  for reject reasons
     '$."detail-type"',  # 14
+    "$.detail.ticket_event.meta.sequence.total",  # 15  legacy
+    "$.detail.event.meta.sequence.id",  # 16  webhook
+    "$.detail.event.meta.sequence.position",  # 17
+    "$.detail.event.meta.sequence.total",  # 18
 ]
 
 # The view `events` (built by _view) has: raw (VARCHAR event JSON or NULL), raw_fallback (what a reject shows),
@@ -110,8 +114,9 @@ SELECT
     family,
     event_time,
     observed_at,
-    CASE family WHEN 'legacy' THEN x[6] END AS sequence_id,
-    CASE family WHEN 'legacy' THEN try_cast(x[7] AS INTEGER) END AS sequence_position,
+    CASE family WHEN 'legacy' THEN x[6] ELSE x[16] END AS sequence_id,
+    try_cast(CASE family WHEN 'legacy' THEN x[7] ELSE x[17] END AS INTEGER) AS sequence_position,
+    try_cast(CASE family WHEN 'legacy' THEN x[15] ELSE x[18] END AS INTEGER) AS sequence_total,
     x[2] AS replay_name,
     $hop AS hop,
     * EXCLUDE (source_ref, raw, raw_fallback, raw_missing, pre_reason, x, family, time_text, event_time,

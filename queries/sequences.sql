@@ -1,0 +1,82 @@
+-- sequences: connector sequences as evidence (docs/design.md, "The sequence rule"). The events one ticket update
+-- made share meta.sequence.id, numbered 1..total. For each audit with an expected (or unknown-kind) bus event that
+-- hop_a left unlinked, the audit is aligned with the sequence most of its linked events carry; the linked events cut
+-- the audit's children and the sequence's positions into segments (positions follow the children's order), and in
+-- a segment with as many unlinked children as unlinked positions they pair in order. seq_units has one row per such
+-- child: the paired position and the EventBridge id seen there (none: that position never reached any store), or
+-- no position, with `complete` true when every position of the sequence is linked (the update's events are all
+-- accounted for without it). Pairs with an id are added to hop_a as 'sequence' links.
+CREATE OR REPLACE TABLE seq_units AS
+WITH open_units AS (
+    SELECT source_id, audit_id FROM source_events
+    WHERE source_id = expected_id AND emission IN ('child', 'audit', 'unknown') AND audit_id IS NOT NULL
+      AND source_id NOT IN (SELECT source_id FROM hop_a)
+), linked AS (
+    SELECT s.audit_id, s.source_id, b.sequence_id, b.sequence_position
+    FROM hop_a h
+    JOIN source_events s ON s.source_id = h.source_id
+    JOIN bus_events b ON b.eb_id = h.eb_id
+    WHERE s.audit_id IN (SELECT audit_id FROM open_units) AND b.sequence_id IS NOT NULL
+), align AS (
+    SELECT audit_id, arg_max(sequence_id, n) AS sequence_id
+    FROM (SELECT audit_id, sequence_id, count(*) AS n FROM linked GROUP BY audit_id, sequence_id)
+    GROUP BY audit_id
+), at_position AS (
+    SELECT sequence_id, sequence_position, min(eb_id) AS eb_id, max(sequence_total) AS total
+    FROM bus_events
+    WHERE sequence_id IN (SELECT sequence_id FROM align) AND sequence_position IS NOT NULL
+    GROUP BY sequence_id, sequence_position
+), seqs AS (
+    SELECT a.audit_id, a.sequence_id, max(p.total) AS total
+    FROM align a JOIN at_position p USING (sequence_id)
+    GROUP BY a.audit_id, a.sequence_id
+), taken AS (
+    SELECT DISTINCT l.audit_id, l.source_id, l.sequence_position
+    FROM linked l JOIN align a USING (audit_id, sequence_id)
+), positions AS (
+    SELECT q.audit_id, q.sequence_id, q.total, q.position, t.audit_id IS NOT NULL AS is_taken
+    FROM (SELECT *, unnest(range(1, total + 1)) AS position FROM seqs WHERE total BETWEEN 1 AND 10000) q
+    LEFT JOIN (SELECT DISTINCT audit_id, sequence_position FROM taken) t
+           ON t.audit_id = q.audit_id AND t.sequence_position = q.position
+), units AS (
+    SELECT s.audit_id, s.source_id, try_cast(s.source_id AS BIGINT) AS id_num,
+           s.source_id IN (SELECT source_id FROM taken) AS is_taken
+    FROM source_events s
+    WHERE s.audit_id IN (SELECT audit_id FROM seqs)
+      AND s.source_id = s.expected_id AND s.emission IN ('child', 'audit', 'unknown')
+      AND (s.source_id IN (SELECT source_id FROM taken) OR s.source_id IN (SELECT source_id FROM open_units))
+), unit_seg AS (
+    SELECT audit_id, source_id, id_num,
+           count(*) FILTER (WHERE is_taken) OVER (PARTITION BY audit_id ORDER BY id_num, source_id
+                                                  ROWS UNBOUNDED PRECEDING) AS seg,
+           is_taken
+    FROM units
+), pos_seg AS (
+    SELECT audit_id, sequence_id, total, position,
+           count(*) FILTER (WHERE is_taken) OVER (PARTITION BY audit_id ORDER BY position
+                                                  ROWS UNBOUNDED PRECEDING) AS seg,
+           is_taken
+    FROM positions
+), u AS (
+    SELECT *, row_number() OVER (PARTITION BY audit_id, seg ORDER BY id_num, source_id) AS r,
+           count(*) OVER (PARTITION BY audit_id, seg) AS n
+    FROM (SELECT * FROM unit_seg WHERE NOT is_taken)
+), p AS (
+    SELECT *, row_number() OVER (PARTITION BY audit_id, seg ORDER BY position) AS r,
+           count(*) OVER (PARTITION BY audit_id, seg) AS n
+    FROM (SELECT * FROM pos_seg WHERE NOT is_taken)
+), free AS (
+    SELECT audit_id, count(*) AS free_positions FROM p GROUP BY audit_id
+)
+SELECT u.source_id, s.sequence_id, s.total,
+       p.position, CASE WHEN p.position IS NOT NULL THEN ap.eb_id END AS eb_id,
+       coalesce(f.free_positions, 0) = 0 AS complete
+FROM u
+JOIN seqs s USING (audit_id)
+LEFT JOIN p ON p.audit_id = u.audit_id AND p.seg = u.seg AND p.r = u.r AND p.n = u.n
+LEFT JOIN at_position ap ON ap.sequence_id = s.sequence_id AND ap.sequence_position = p.position
+LEFT JOIN free f ON f.audit_id = u.audit_id;
+
+INSERT INTO hop_a
+SELECT source_id, eb_id, 'sequence' FROM seq_units
+WHERE eb_id IS NOT NULL AND eb_id NOT IN (SELECT eb_id FROM hop_a);

@@ -1,0 +1,106 @@
+"""The emission model and the verdict vocabulary: two small tables SQL, Python and templates all read.
+
+queries/emission_model.csv says, for each Zendesk API child kind (`Create`, `Comment`, `Change:<field_name>`,
+`Change:<custom field id>` for any numeric field id), which bus type each family carries it as and how many bus events
+it makes: `child` (one per child), `audit` (all such children of one audit -> one bus event: a new ticket's `Create`
+children -> one `Ticket Created`) or `none` (never on the bus). A kind the model does not list is *unverified*: never
+counted as a loss (PIPELINE.md §2: which API children become which connector events is not documented).
+
+queries/verdicts.csv is the verdict vocabulary: name, order, the hop whose loss it is (if any), whether the hop
+funnel counts it, colour, label and meaning.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .errors import ConfigError
+from .resources import QUERY_DIR
+
+MODEL_FILE = QUERY_DIR / "emission_model.csv"
+VERDICTS_FILE = QUERY_DIR / "verdicts.csv"
+CUSTOM_FIELD = "Change:<custom field id>"  # the model's row for any numeric field_name (queries/source_events.sql)
+CARDINALITIES = ("child", "audit", "none")
+SCHEMA = pa.schema([("api_kind", pa.string()), ("family", pa.string()), ("bus_type", pa.string()),
+                    ("cardinality", pa.string())])
+_STRINGS = pacsv.ConvertOptions(column_types={f.name: pa.string() for f in SCHEMA}, strings_can_be_null=True)
+
+
+def _read(path: Path, key: str) -> pa.Table:
+    if not path.exists():
+        raise ConfigError(f"{key} file {path} does not exist. Give a CSV with columns api_kind,family,bus_type,"
+                          f"cardinality (see queries/emission_model.csv).")
+    try:
+        t = pacsv.read_csv(path, convert_options=_STRINGS)
+    except pa.ArrowInvalid as e:
+        raise ConfigError(f"{key} file {path} is not a CSV: {e}") from e
+    cols = set(t.column_names)
+    if cols == {"api_kind", "bus_type"}:  # the older [match] kind_map shape: one bus event per child
+        fam = pc.if_else(pc.starts_with(t["bus_type"], "zen:event-type:"), "webhook", "legacy")
+        t = t.append_column("family", fam).append_column("cardinality", pa.repeat(pa.scalar("child"), t.num_rows))
+    elif cols != set(SCHEMA.names):
+        raise ConfigError(f"{key} file {path} must have the columns api_kind,family,bus_type,cardinality "
+                          f"(or api_kind,bus_type for a kind map); it has {','.join(t.column_names)}.")
+    t = t.select(SCHEMA.names).cast(SCHEMA)
+    bad = sorted(set(t["cardinality"].to_pylist()) - set(CARDINALITIES))
+    if bad:
+        raise ConfigError(f"{key} file {path}: cardinality {bad[0]!r} is not one of {', '.join(CARDINALITIES)}.")
+    return t
+
+
+def load_model(extra: str | None = None, kind_map: str | None = None) -> pa.Table:
+    """The shipped model, with the rows of `[match] emission_model` / `[match] kind_map` files replacing the shipped
+    rows of the kinds they name (so a file can also say a kind is `none`)."""
+    table = _read(MODEL_FILE, "emission_model")
+    for key, path in (("match.kind_map", kind_map), ("match.emission_model", extra)):
+        if path:
+            more = _read(Path(path), key)
+            named = pa.array(sorted(set(more["api_kind"].to_pylist())), pa.string())
+            table = pa.concat_tables([table.filter(pc.invert(pc.is_in(table["api_kind"], named))), more])
+    check(table)
+    return table
+
+
+def check(table: pa.Table) -> None:
+    """One cardinality per kind, and one kind per bus type: else matching would be ambiguous by construction."""
+    rows = table.to_pylist()
+    card: dict[str, str] = {}
+    kind_of: dict[str, str] = {}
+    for r in rows:
+        if card.setdefault(r["api_kind"], r["cardinality"]) != r["cardinality"]:
+            raise ConfigError(f"emission model: kind {r['api_kind']} has two cardinalities "
+                              f"({card[r['api_kind']]}, {r['cardinality']}). Give it one.")
+        if r["bus_type"] and kind_of.setdefault(r["bus_type"], r["api_kind"]) != r["api_kind"]:
+            raise ConfigError(f"emission model: bus type {r['bus_type']!r} is given to {kind_of[r['bus_type']]} and "
+                              f"{r['api_kind']}. A bus type stands for one API kind.")
+
+
+def from_evidence(table: pa.Table) -> pa.Table:
+    """A model saved with a run (evidence/kind_map.parquet): older runs saved an api_kind,bus_type kind map."""
+    if set(table.column_names) >= set(SCHEMA.names):
+        return table.select(SCHEMA.names).cast(SCHEMA)
+    fam = pc.if_else(pc.starts_with(table["bus_type"], "zen:event-type:"), "webhook", "legacy")
+    return pa.table({"api_kind": table["api_kind"], "family": fam, "bus_type": table["bus_type"],
+                     "cardinality": pa.repeat(pa.scalar("child"), table.num_rows)}, schema=SCHEMA)
+
+
+@lru_cache(maxsize=1)
+def verdict_table() -> pa.Table:
+    return pacsv.read_csv(VERDICTS_FILE, convert_options=pacsv.ConvertOptions(
+        column_types={"verdict": pa.string(), "ord": pa.int32(), "loss_hop": pa.string(), "in_funnel": pa.bool_(),
+                      "color": pa.string(), "label": pa.string(), "meaning": pa.string()},
+        strings_can_be_null=True)).sort_by("ord")
+
+
+def verdicts() -> tuple[str, ...]:
+    """Verdict names in report order."""
+    return tuple(verdict_table()["verdict"].to_pylist())
+
+
+def verdict_rows() -> list[dict]:
+    return verdict_table().to_pylist()

@@ -1,0 +1,172 @@
+"""Hop A on real Zendesk shapes, exact rows: the emission model (folded Create children, custom fields, unknown kinds,
+kinds never on the bus), connector sequences as evidence, one connector event under two EventBridge ids, the window
+edge. Same tiny-day harness as test_queries.py (window 2026-11-23, as of +26 h, tolerance 10 s, grace 5 min)."""
+
+import pytest
+
+from reconcile.emission import load_model, verdicts as verdict_names
+from reconcile.errors import ConfigError
+
+from test_queries import judge, legacy, obs, table, webhook, z
+
+
+def seq(eb, ticket, typ, t, pos, total, sid):
+    return legacy(eb, ticket, typ, t, pos, sequence_id=sid, sequence_total=total)
+
+
+def landed(events, n=100):
+    """Each event in the bus log and once in the sink, committed."""
+    bus = [obs(e, e["event_time"]) for e in events]
+    sink = [obs(e, e["event_time"], sequence_number=str(n + i), committed=True) for i, e in enumerate(events)]
+    return bus, sink
+
+
+# A new ticket: five Create children (one per property set) and a Comment; the connector sends Ticket Created (1/2)
+# and Comment Created (2/2). A webhook new ticket whose event id is that of its second Create child.
+NEW = [z(101, 50, "Create", "08:00:00", 5000), z(102, 50, "Create", "08:00:00", 5000),
+       z(103, 50, "Create", "08:00:00", 5000), z(104, 50, "Create", "08:00:00", 5000),
+       z(105, 50, "Create", "08:00:00", 5000), z(106, 50, "Comment", "08:00:00", 5000),
+       z(111, 51, "Create", "08:10:00", 5100), z(112, 51, "Create", "08:10:00", 5100)]
+# [Comment, Change:sla_policy (a kind the model lacks), Change:status] -> positions 1, 2, 3: Status Changed at 3
+# still matches; position 2 (SLA Policy Changed) pairs with the unknown child. In the second update position 2 never
+# reached any store: that child is lost, with the sequence as evidence.
+SHIFT = [z(201, 60, "Comment", "09:00:00", 6000), z(202, 60, "Change:sla_policy", "09:00:00", 6000),
+         z(203, 60, "Change:status", "09:00:00", 6000),
+         z(211, 61, "Comment", "09:10:00", 6100), z(212, 61, "Change:sla_policy", "09:10:00", 6100),
+         z(213, 61, "Change:status", "09:10:00", 6100)]
+# A custom field (numeric field_name) -> a typed Custom Field Changed; an unknown kind in an update whose sequence is
+# complete without it (unverified); a known kind left out of a complete sequence (not emitted); a Notification.
+MISC = [z(301, 70, "Change:360012345678", "10:00:00", 7000),
+        z(311, 71, "Comment", "10:10:00", 7100), z(312, 71, "Change:satisfaction_score", "10:10:00", 7100),
+        z(321, 72, "Comment", "10:20:00", 7200), z(322, 72, "Change:priority", "10:20:00", 7200),
+        z(331, 73, "Notification", "10:30:00", 7300)]
+# One legacy event sent twice under two EventBridge ids (same sequence id and position), both landed.
+RESENT = [z(401, 80, "Comment", "11:00:00", 8000)]
+# Window edge: an audit a second before the window whose bus occurred_at falls inside it.
+EDGE = [z(501, 90, "Comment", "2026-11-22T23:59:59Z", 9000)]
+
+BUS_EVENTS = [
+    seq("N1", 50, "Ticket Created", "08:00:00.2", 1, 2, "S50"),
+    seq("N2", 50, "Comment Created", "08:00:00.3", 2, 2, "S50"),
+    webhook("W1", "112", 51, "created", "08:10:00"),
+    seq("R1", 60, "Comment Created", "09:00:00.1", 1, 3, "S60"), seq("R2", 60, "SLA Policy Changed", "09:00:00.1", 2, 3,
+                                                                      "S60"),
+    seq("R3", 60, "Status Changed", "09:00:00.2", 3, 3, "S60"),
+    seq("T1", 61, "Comment Created", "09:10:00.1", 1, 3, "S61"), seq("T3", 61, "Status Changed", "09:10:00.2", 3, 3,
+                                                                      "S61"),
+    seq("C1", 70, "Custom Field Changed - Checkbox", "10:00:00.1", 1, 1, "S70"),
+    seq("U1", 71, "Comment Created", "10:10:00.1", 1, 1, "S71"),
+    seq("P1", 72, "Comment Created", "10:20:00.1", 1, 1, "S72"),
+    seq("D1", 80, "Comment Created", "11:00:00.1", 1, 1, "S80"), seq("D2", 80, "Comment Created", "11:00:00.1", 1, 1,
+                                                                      "S80"),
+    seq("E1", 90, "Comment Created", "2026-11-23T00:00:00.3Z", 1, 1, "S90"),
+]
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    bus, sink = landed(BUS_EVENTS)
+    e = judge(tmp_path_factory.mktemp("emission"), NEW + SHIFT + MISC + RESENT + EDGE, bus, sink, [])
+    yield e
+    e.close()
+
+
+def test_verdicts_follow_the_emission_model_and_the_sequences(day):
+    got = {r[0]: r[1:] for r in table(day, "verdicts", ["source_id", "verdict", "eb_id", "expected_id", "match_kind"])}
+    create = ("delivered", "N1", "101", "composite")
+    assert got == {
+        "101": create, "102": create, "103": create, "104": create, "105": create,
+        "106": ("delivered", "N2", "106", "composite"),
+        "111": ("delivered", "W1", "111", "exact"), "112": ("delivered", "W1", "111", "exact"),
+        "201": ("delivered", "R1", "201", "composite"), "202": ("delivered", "R2", "202", "sequence"),
+        "203": ("delivered", "R3", "203", "composite"),
+        "211": ("delivered", "T1", "211", "composite"), "212": ("lost_before_bus", None, "212", "unmatched"),
+        "213": ("delivered", "T3", "213", "composite"),
+        "301": ("delivered", "C1", "301", "composite"),
+        "311": ("delivered", "U1", "311", "composite"), "312": ("unverified", None, "312", "unmatched"),
+        "321": ("delivered", "P1", "321", "composite"), "322": ("not_emitted", None, "322", "unmatched"),
+        "331": ("excluded", None, "331", "unmatched"),
+        "401": ("duplicated", "D1", "401", "composite"),
+    }
+    causes = dict(table(day, "verdicts", ["source_id", "cause"]))
+    assert causes["212"] == "sequence S61 had 3 events, position 2 never reached any store"
+    assert causes["401"] == "redelivery"
+    assert causes["312"].startswith("kind Change:satisfaction_score is not in the emission model")
+    assert causes["322"] == "sequence S72 (1 events) is complete without it"
+
+
+def test_the_bus_events_of_edge_and_folded_events_are_no_orphans(day):
+    assert table(day, "orphans", ["eb_id"]) == []
+    assert [r for r in table(day, "gaps", ["verdict", "source_id", "eb_id"]) if r[0] == "orphan"] == []
+
+
+def test_counts_are_of_expected_bus_events(day):
+    counts = {r[0]: r[1:] for r in table(day, "verdict_counts", ["verdict", "events", "children"])}
+    assert counts["delivered"] == (11, 16)  # the two new tickets' 7 Create children are 2 expected events
+    assert (counts["unverified"], counts["not_emitted"], counts["lost_before_bus"]) == ((1, 1), (1, 1), (1, 1))
+    assert table(day, "funnel", ["name", "in", "out", "lost", "pending"], order=True) == [
+        ("zendesk_to_bus", 13, 12, 1, 0), ("bus_to_sink", 12, 12, 0, 0)]
+    assert dict(table(day, "match_stats", ["match_kind", "events"]))["sequence"] == 1
+
+
+def test_a_notification_is_not_emitted_when_not_excluded(tmp_path):
+    import pyarrow as pa
+    from reconcile import engine as eng
+    from ledgers import DAY, write
+    from datetime import timedelta
+    e = eng.Engine.open()
+    try:
+        e.bind_ledger("zendesk", write(tmp_path, "zendesk", [z(1, 1, "Notification", "10:00:00", 1)]))
+        for hop in ("bus", "sink", "dlq", "metrics"):
+            e.bind_ledger(hop, None)
+        from reconcile import ledger
+        e.bind_table("metrics", ledger.METRIC_SCHEMA.empty_table())
+        e.bind_table("emission_model", load_model())
+        e.bind_table("excluded_kinds", pa.table({"kind": pa.array([], pa.string())}))
+        from reconcile.state import CARRIED_SCHEMA
+        e.bind_table("carried", CARRIED_SCHEMA.empty_table())
+        e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
+                       horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
+                       kinesis_target=":kinesis:", bucket_s=3600))
+        assert table(e, "verdicts", ["source_id", "verdict", "cause"]) == [
+            ("1", "not_emitted", "the emission model says Notification never reaches the bus")]
+    finally:
+        e.close()
+
+
+def test_the_shipped_model_names_the_documented_types():
+    m = load_model()
+    types = set(m["bus_type"].to_pylist())
+    for t in ("Ticket Created", "Brand Changed", "Form Changed", "Organization Changed", "Requester Changed",
+              "Submitter Changed", "Followers Changed", "Email CCs Changed", "Problem Link Changed",
+              "External ID Changed", "Task Due At Changed", "Ticket Type Changed", "Comment Made Private",
+              "Comment Redacted", "Marked as Spam", "Custom Field Changed - Credit Card",
+              "zen:event-type:ticket.custom_field_changed"):
+        assert t in types, t
+    create = [r for r in m.to_pylist() if r["api_kind"] == "Create"]
+    assert {r["cardinality"] for r in create} == {"audit"}
+
+
+def test_a_model_file_extends_and_overrides(tmp_path):
+    f = tmp_path / "model.csv"
+    f.write_text("api_kind,family,bus_type,cardinality\nChange:satisfaction_score,legacy,Satisfaction Changed,child\n"
+                 "Change:priority,,,none\n")
+    m = load_model(str(f)).to_pylist()
+    assert {"api_kind": "Change:satisfaction_score", "family": "legacy", "bus_type": "Satisfaction Changed",
+            "cardinality": "child"} in m
+    assert [r["cardinality"] for r in m if r["api_kind"] == "Change:priority"] == ["none"]
+    old = tmp_path / "kinds.csv"
+    old.write_text("api_kind,bus_type\nChange:x,X Changed\n")
+    assert {"api_kind": "Change:x", "family": "legacy", "bus_type": "X Changed", "cardinality": "child"} in \
+        load_model(kind_map=str(old)).to_pylist()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("api_kind,family,bus_type,cardinality\nComment,legacy,Status Changed,child\n")
+    with pytest.raises(ConfigError, match="Status Changed"):
+        load_model(str(bad))
+
+
+def test_the_verdict_vocabulary_is_one_table():
+    from reconcile import summary
+    from reconcile.simulate import generate
+    assert summary.VERDICTS == generate.VERDICTS == verdict_names()
+    assert {"unverified", "not_emitted"} <= set(verdict_names())
