@@ -9,7 +9,7 @@ CREATE OR REPLACE TABLE verdicts AS
 WITH multi AS (
     SELECT source_id FROM hop_a GROUP BY source_id HAVING count(*) > 1
 ), linked AS (
-    SELECT l.source_id, 1 AS eb_ids, l.eb_id, l.match_kind, b.event_type AS bus_type, b.log_copies, b.sink_rows,
+    SELECT l.source_id, 1 AS eb_ids, l.eb_id, NULL::VARCHAR[] AS other_eb_ids, l.match_kind, b.event_type AS bus_type, b.log_copies, b.sink_rows,
            b.sink_sequences,
            b.uncommitted_rows, b.replayed, b.dlq_kinesis, b.dlq_other, b.error_code, b.retry_condition,
            b.dlq_target, b.bus_at, b.sink_at, b.dlq_at
@@ -20,6 +20,7 @@ WITH multi AS (
     SELECT l.source_id,
            count(*) AS eb_ids,
            min(l.eb_id) AS eb_id,
+           list(l.eb_id ORDER BY l.eb_id)[2:] AS other_eb_ids,  -- the ids besides eb_id: `trace` follows them all
            any_value(l.match_kind) AS match_kind,
            min(b.event_type) AS bus_type,
            sum(b.log_copies)::BIGINT AS log_copies,
@@ -44,7 +45,7 @@ WITH multi AS (
            s.expected_id, s.model_kind, s.emission, q.sequence_id, q.total AS sequence_total,
            q.position AS sequence_position, q.complete AS sequence_complete,
            coalesce(l.match_kind, 'unmatched') AS match_kind,
-           l.eb_id, l.bus_type, coalesce(l.eb_ids, 0) AS eb_ids,
+           l.eb_id, l.other_eb_ids, l.bus_type, coalesce(l.eb_ids, 0) AS eb_ids,
            coalesce(l.log_copies, 0) AS log_copies,
            coalesce(l.sink_rows, 0) AS sink_rows,
            coalesce(l.sink_sequences, 0) AS sink_sequences,

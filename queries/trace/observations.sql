@@ -1,7 +1,12 @@
 -- trace observations: every record any store holds of the named events, across hops, in time order.
-WITH named AS (
-    SELECT source_id, eb_id, ticket_id FROM verdicts
-    WHERE source_id = $id OR eb_id = $id OR zendesk_key = $id OR CAST(ticket_id AS VARCHAR) = $id
+WITH named_events AS (
+    SELECT source_id, eb_id, other_eb_ids FROM verdicts
+    WHERE source_id = $id OR eb_id = $id OR list_contains(other_eb_ids, $id) OR zendesk_key = $id
+       OR CAST(ticket_id AS VARCHAR) = $id
+), named AS (
+    SELECT source_id, eb_id FROM named_events
+    UNION ALL
+    SELECT source_id, unnest(other_eb_ids) FROM named_events WHERE other_eb_ids IS NOT NULL
 ), obs AS (
     SELECT * FROM zendesk UNION ALL SELECT * FROM bus UNION ALL SELECT * FROM dlq UNION ALL SELECT * FROM sink
 )
