@@ -48,16 +48,12 @@ class BusLogConfig:
     log_group: str | None = None  # for format = api
 
 
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-
-
 @dataclass(frozen=True)
 class SinkConfig:
     uri: str | None = None
     format: str = "parquet"  # parquet | json
     id_column: str = "partitionKey"
     id_path: str | None = None  # JSON path inside `data`, e.g. $.id; wins over id_column when set
-    id_pattern: str = UUID_PATTERN  # the shape of an EventBridge id; "" accepts any non-null string
     honour_commit_log: bool = True  # files not in _spark_metadata are leftovers, not read (as Spark's readers do)
     partition_time_zone: str = "UTC"  # the Spark job's spark.sql.session.timeZone, which dt=/hr= values are in
 
@@ -89,7 +85,8 @@ class MatchConfig:
     emission_model: str | None = None  # a CSV (api_kind,family,bus_type,cardinality) over queries/emission_model.csv
     # The shape every EventBridge id must have (RE2, whole id); a record whose id does not match is a reject that
     # makes its store incomplete. "" accepts any non-empty id.
-    eb_id_pattern: str = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    # Every AWS store's ids (bus log, sink column or path, DLQ body) are checked against this one pattern.
+    eb_id_pattern: str = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     # EventBridge `source` values (RE2, searched) that Zendesk events arrive with: the connector's
     # aws.partner/zendesk.com/..., and the webhook Lambda's own (PIPELINE.md §1: unverified, so set it when yours
     # does not say "zendesk"). A well-formed event whose source does not match is another producer's: a harmless reject.

@@ -25,7 +25,6 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 HOUR0 = NOW.replace(minute=0, second=0)
 WINDOW = Window(start=HOUR0 - timedelta(hours=1), end=HOUR0 + timedelta(hours=1), as_of=NOW)
 LOCAL = AwsConfig()
-ANY_ID = ""  # sink.id_pattern accepting the short ids these tests use (the default wants EventBridge's UUIDs)
 
 
 def iso(dt: datetime) -> str:
@@ -213,7 +212,7 @@ def test_missing_bucket_and_prefix(aws_cfg, tmp_path):
     with pytest.raises(SourceError, match=r"does not exist.*\[bus_log\] uri"):
         buslog.read(BusLogConfig(uri="s3://logs-archive/exports"), WINDOW, aws_cfg)
     with pytest.raises(SourceError, match=r"does not exist.*\[sink\] uri"):
-        sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path / "nope")), WINDOW, LOCAL)
+        sink.read(SinkConfig(uri=str(tmp_path / "nope")), WINDOW, LOCAL)
     with pytest.raises(SourceError, match="does not exist"):
         dlq.read(DlqConfig(queue_url=aws_cfg.endpoint_url + "/123456789012/nope"), WINDOW, aws_cfg)
 
@@ -253,7 +252,7 @@ def test_access_denied_from_moto_enforcing_iam(moto_server):  # moto_server: for
 def test_empty_window_reads_nothing_and_is_complete(tmp_path, aws_cfg):
     old = "dt=2020-01-01/hr=00/part-0.parquet"
     write_local(tmp_path, {old: b"not even parquet"})
-    res = sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path)), WINDOW, LOCAL)
+    res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)
     assert res.complete and res.records == 0 and res.details["partitions_skipped"] == 1
     logs = make_client("logs", aws_cfg)
     logs.create_log_group(logGroupName="g")
@@ -304,7 +303,7 @@ def test_sink_parquet_with_commit_log_flags_uncommitted_when_not_honoured(where,
         f"events/{p}/_SUCCESS": b"",
     }
     uri, aws = place(where, request, tmp_path, "spark-output", files, "events")
-    res = sink.read(SinkConfig(id_pattern=ANY_ID, uri=uri, honour_commit_log=False), WINDOW, aws)
+    res = sink.read(SinkConfig(uri=uri, honour_commit_log=False), WINDOW, aws)
     assert res.name == "sink" and res.complete, res.problems
     rows = res.ledger.to_pylist()
     assert [(r["eb_id"], r["committed"]) for r in rows] == [("L1", True), ("W1", True), ("L1", False)]
@@ -317,14 +316,14 @@ def test_sink_parquet_with_commit_log_flags_uncommitted_when_not_honoured(where,
 
 def test_sink_without_commit_log_leaves_committed_unknown(tmp_path):
     write_local(tmp_path, {f"{part(NOW)}/part-0.parquet": parquet_bytes(spark_table(["W1"], [webhook("W1")]))})
-    res = sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path)), WINDOW, LOCAL)
+    res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)
     assert res.ledger["committed"].to_pylist() == [None] and res.details["uncommitted_files"] == []
 
 
 def test_sink_id_via_json_path(tmp_path):
     t = spark_table(["k1", "k2"], [webhook("W1"), json.dumps({"detail": {"type": "zen:event-type:x"}})])
     write_local(tmp_path, {f"{part(NOW)}/part-0.parquet": parquet_bytes(t)})
-    res = sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
+    res = sink.read(SinkConfig(uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
     assert res.ledger["eb_id"].to_pylist() == ["W1"]
     assert reasons(res) == ["no EventBridge id at $.id in data"]
 
@@ -335,12 +334,12 @@ def test_sink_schema_drift_renamed_id_column(tmp_path):
         f"{part(NOW)}/part-1.parquet": parquet_bytes(spark_table(["W2", "W3"], [webhook("W2"), webhook("W3")],
                                                                  id_col="partition_key")),
     })
-    res = sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path)), WINDOW, LOCAL)
+    res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)
     assert not res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
     assert res.rejected == 2 and all("'partitionKey' not found" in r and "[sink] id_column" in r
                                      and "[sink] id_path" in r for r in reasons(res))
     assert "part-1.parquet" in res.problems[0]
-    ok = sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
+    ok = sink.read(SinkConfig(uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
     assert ok.complete and ok.ledger["eb_id"].to_pylist() == ["W1", "W2", "W3"]
 
 
@@ -349,7 +348,7 @@ def test_sink_corrupt_parquet(where, request, tmp_path):
     good = parquet_bytes(spark_table(["W1"], [webhook("W1")]))
     files = {f"out/{part(NOW)}/part-0.parquet": good, f"out/{part(NOW)}/part-1.parquet": good[:40]}
     uri, aws = place(where, request, tmp_path, "spark-output", files, "out")
-    res = sink.read(SinkConfig(id_pattern=ANY_ID, uri=uri), WINDOW, aws)
+    res = sink.read(SinkConfig(uri=uri), WINDOW, aws)
     assert not res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
     assert res.rejected == 1 and "part-1.parquet" in reasons(res)[0] and "part-1.parquet" in res.problems[0]
 
@@ -365,7 +364,7 @@ def test_sink_json_lines_data_as_object_text_and_base64(tmp_path):
     text = ("\n".join(json.dumps(r) for r in rows) + "\nnot json\n").encode()
     write_local(tmp_path, {f"{part(NOW)}/part-0.json": text,
                            "_spark_metadata/0": commit_log(f"{part(NOW)}/part-0.json")})
-    res = sink.read(SinkConfig(id_pattern=ANY_ID, uri=str(tmp_path), format="json"), WINDOW, LOCAL)
+    res = sink.read(SinkConfig(uri=str(tmp_path), format="json"), WINDOW, LOCAL)
     assert res.ledger["eb_id"].to_pylist() == ["W1", "L1", "W2"]
     assert res.ledger["committed"].to_pylist() == [True] * 3
     assert res.ledger["observed_at"][0].as_py() == NOW
@@ -503,7 +502,7 @@ def test_load_stores_into_moto_and_read_back(aws_cfg, tmp_path):
     })
     cfg = load_stores(st, aws_cfg)
     assert buslog.read(BusLogConfig(uri=cfg["bus_log_uri"]), WINDOW, aws_cfg).ledger["eb_id"].to_pylist() == ["L1"]
-    assert sink.read(SinkConfig(id_pattern=ANY_ID, uri=cfg["sink_uri"]), WINDOW, aws_cfg).ledger["eb_id"].to_pylist() == ["L1"]
+    assert sink.read(SinkConfig(uri=cfg["sink_uri"]), WINDOW, aws_cfg).ledger["eb_id"].to_pylist() == ["L1"]
     live = dlq.read(DlqConfig(queue_url=cfg["queue_url"]), WINDOW, aws_cfg)
     assert live.ledger["eb_id"].to_pylist() == ["W9"] and live.ledger["error_code"].to_pylist() == ["THROTTLING"]
     assert dlq.read(DlqConfig(uri=cfg["dlq_uri"]), WINDOW, aws_cfg).records == 1

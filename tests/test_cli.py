@@ -35,7 +35,7 @@ def test_config_error_is_one_line_and_exit_4(tmp_path):
     result = CliRunner().invoke(main, ["run", "--config", str(bad), "--date", "2026-11-23"])
     assert result.exit_code == 4
     assert result.output.strip().splitlines() == [
-        "Error: Unknown key(s) in [sink]: id_colum. Known keys: uri, format, id_column, id_path, id_pattern, "
+        "Error: Unknown key(s) in [sink]: id_colum. Known keys: uri, format, id_column, id_path, "
         "honour_commit_log, partition_time_zone."]
 
 

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import faultrun
-from reconcile.config import AwsConfig, SinkConfig
+from reconcile import completeness
+from reconcile.config import AwsConfig, MatchConfig, SinkConfig
 from reconcile.errors import ConfigError
 from reconcile.sources import sink
 from reconcile.window import Window
@@ -240,8 +241,8 @@ def test_zero_byte_leftover_is_skipped_even_when_the_log_is_ignored(tmp_path):
 def test_a_wrong_time_zone_or_id_pattern_is_a_config_error():
     with pytest.raises(ConfigError, match="partition_time_zone 'Mars/Olympus'"):
         sink.read(SinkConfig(uri=str(SPARK / "parquet"), partition_time_zone="Mars/Olympus"), DAY, LOCAL)
-    with pytest.raises(ConfigError, match="id_pattern"):
-        sink.read(SinkConfig(uri=str(SPARK / "parquet"), id_pattern="(["), DAY, LOCAL)
+    with pytest.raises(ConfigError, match="eb_id_pattern"):
+        sink.read(SinkConfig(uri=str(SPARK / "parquet")), DAY, LOCAL, match=MatchConfig(eb_id_pattern="(["))
 
 
 def test_ids_of_another_shape_are_rejected_by_row(tmp_path):
@@ -250,8 +251,10 @@ def test_ids_of_another_shape_are_rejected_by_row(tmp_path):
                      pa.array(["3"] + t["partitionKey"].to_pylist()[1:]))
     (tmp_path / "dt=2026-11-23" / "hr=05").mkdir(parents=True)
     pq.write_table(t, tmp_path / "dt=2026-11-23" / "hr=05" / "part-0.parquet")
-    res = sink.read(SinkConfig(uri=str(tmp_path)), DAY, LOCAL)
-    assert len(res.ledger) == t.num_rows - 1 and res.rejected == 1
-    assert "EventBridge id 3 in column 'partitionKey' is not of the expected shape" in res.rejects["reason"][0].as_py()
-    assert len(sink.read(SinkConfig(uri=str(tmp_path), id_pattern=""), DAY, LOCAL).ledger) == t.num_rows
+    # one rule for every AWS store's ids: [match] eb_id_pattern (a UUID by default), as a run passes it
+    res = sink.read(SinkConfig(uri=str(tmp_path)), DAY, LOCAL, match=MatchConfig())
+    assert len(res.ledger) == t.num_rows - 1 and res.rejected == 1 and not completeness.decide(res, True).complete
+    assert 'EventBridge id "3" does not have the expected shape' in res.rejects["reason"][0].as_py()
+    assert len(sink.read(SinkConfig(uri=str(tmp_path)), DAY, LOCAL, match=MatchConfig(eb_id_pattern="")).ledger) \
+        == t.num_rows
 

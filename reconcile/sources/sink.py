@@ -70,7 +70,6 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     if cfg.id_path:
         _check_path(cfg.id_path)
     zone = _zone(cfg.partition_time_zone)
-    id_shape = _id_pattern(cfg.id_pattern)
     fs, root, files = list_files(cfg.uri, aws, f"Spark output {cfg.uri}", "[sink] uri")
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     found = sparklog.find(fs, root, files)
@@ -118,8 +117,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         led_ = None
         if rows:
             led_, rej_ = _parse(pa.concat_tables(rows, promote_options="permissive"), cfg, match)
-            led_, shape_rej = _check_ids(led_, id_shape, cfg)
-            rejs += [rej_, shape_rej]
+            rejs.append(rej_)
         return led_, rejs, [p[2] for p in pieces if p[2]], [p[3] for p in pieces]
 
     out_ledger = events.LedgerOut(out)
@@ -176,33 +174,6 @@ def _zone(name: str) -> ZoneInfo:
     except (ZoneInfoNotFoundError, ValueError) as e:
         raise ConfigError(f"sink.partition_time_zone {name!r} is not a time zone ({e}). Use an IANA name such as "
                           f"UTC or America/New_York: the Spark job's spark.sql.session.timeZone.") from e
-
-
-def _id_pattern(pattern: str) -> re.Pattern | None:
-    if not pattern:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise ConfigError(f"sink.id_pattern {pattern!r} is not a regular expression ({e}). Use \"\" to accept any "
-                          f"id, or a pattern like ^[0-9a-f-]{{36}}$.") from e
-
-
-def _check_ids(led: pa.Table, shape: re.Pattern | None, cfg: SinkConfig) -> tuple[pa.Table, pa.Table]:
-    """Rows whose EventBridge id is not of the expected shape (a UUID unless sink.id_pattern says otherwise) become
-    rejects: an id "0".."5" is a drifted column (a partition key of another kind), not an event id."""
-    if shape is None or led.num_rows == 0:
-        return led, ledger.REJECT_SCHEMA.empty_table()
-    ok = pc.fill_null(pc.match_substring_regex(led["eb_id"], shape.pattern), False)
-    if pc.all(ok).as_py():
-        return led, ledger.REJECT_SCHEMA.empty_table()
-    bad = led.filter(pc.invert(ok))
-    where = f"path {cfg.id_path} of data" if cfg.id_path else f"column {cfg.id_column!r}"
-    reasons = pc.binary_join_element_wise(
-        "EventBridge id ", pc.fill_null(bad["eb_id"], ""),
-        f" in {where} is not of the expected shape (sink.id_pattern {shape.pattern}): the column may hold "
-        f"something else now. Check the Spark job's schema, or set [sink] id_pattern for ids of another form", "")
-    return led.filter(ok), ledger.rejects_table(NAME, bad["source_ref"], reasons, bad["eb_id"])
 
 
 def _groups(files: list[_File]) -> list[list[_File]]:
