@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from .. import ledger
 from ..aws import list_files, store_error
 from ..config import AwsConfig, MatchConfig, SinkConfig
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError
 from ..ledger import SourceResult
 from ..window import Window
 from . import events, rawtext, sparklog
