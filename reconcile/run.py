@@ -12,7 +12,7 @@ import platform
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -99,7 +99,8 @@ def read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, p
         if spec.name == "zendesk":
             pages = Path(cfg.zendesk.pages_dir) if cfg.zendesk.pages_dir else evidence / "zendesk-pages"
             # "now" for the API's one-minute cut-off is the time the run judges as of (default: the real now)
-            return module.read(cfg.zendesk, window, pages, now=window.as_of, progress=progress)
+            return module.read(cfg.zendesk, window, pages, now=window.as_of, progress=progress,
+                               edge=timedelta(seconds=cfg.match.tolerance_seconds))
         section = getattr(cfg, spec.name)
         if spec.name in STREAMED:
             # Written straight into the evidence file as it is read: a day's ledger is never held in memory whole.

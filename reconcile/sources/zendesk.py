@@ -574,8 +574,11 @@ class _Progress:
 
 
 def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime | None = None, progress: bool = True,
-         environ=None) -> SourceResult:
-    """Every child event Zendesk's export holds for audits created in [window.start, window.end).
+         environ=None, edge: timedelta = timedelta(0)) -> SourceResult:
+    """Every child event Zendesk's export holds for audits created in [window.start - edge, window.end + edge).
+
+    `edge` is hop A's time tolerance: an audit just outside the window can explain a bus event inside it, which is
+    then neither an orphan nor a gap (docs/design.md, "in window"). Completeness is about the window itself.
 
     Credentials come from the environment only (ZENDESK_EMAIL + ZENDESK_API_TOKEN, or ZENDESK_OAUTH_TOKEN); a
     missing URL or credentials is a ConfigError, refused credentials (401/403) a SourceError. Everything else the API
@@ -589,11 +592,12 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
     pages_dir = Path(pages_dir)
     pages_dir.mkdir(parents=True, exist_ok=True)
 
-    start_time = math.floor(window.start.timestamp())
-    stop_at = math.ceil(window.end.timestamp())  # end_time >= this: every audit before window.end was listed
+    lo, hi = window.start - edge, window.end + edge
+    start_time = math.floor(lo.timestamp())
+    stop_at = math.ceil(hi.timestamp())  # end_time >= this: every audit before hi was listed
     max_wait = parse_duration(cfg.max_wait).total_seconds()
     client = _Client(base, auth, cfg.requests_per_minute, parse_duration(cfg.timeout).total_seconds(), max_wait)
-    led = _Ledger(int(window.start.timestamp() * 1000), int(window.end.timestamp() * 1000))
+    led = _Ledger(int(lo.timestamp() * 1000), int(hi.timestamp() * 1000))
     fingerprints: list[dict] = []
     problems: list[str] = []
     steps: list[int] = []
