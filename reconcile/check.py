@@ -36,6 +36,19 @@ def require_a_store(cfg: Config) -> None:
                           "or keys: " + "; ".join(spec.hint for spec in SOURCES) + ".")
 
 
+def require_usable(cfg: Config) -> None:
+    """What config.validate cannot know from the values alone, checked before anything is read or written: a store
+    is configured, the emission model files load, the id and source patterns compile in DuckDB, the sink's
+    partition time zone exists. Each failure is a ConfigError naming the key (the sources check the same again)."""
+    from .emission import load_model
+    from .sources import events, sink
+    require_a_store(cfg)
+    load_model(cfg.match.emission_model, cfg.match.kind_map)
+    events.check_patterns(cfg.match)
+    if cfg.sink.uri:
+        sink.zone(cfg.sink.partition_time_zone)
+
+
 def reach_all(cfg: Config) -> list[Reached]:
     """One line per configured store: whether it answered its one cheap call."""
     from .run import SOURCES
@@ -99,7 +112,12 @@ def _dlq(cfg: Config) -> str:
     if not cfg.dlq.queue_url:
         return list_one(cfg.dlq.uri, cfg)
     attrs = make_client("sqs", cfg.aws).get_queue_attributes(
-        QueueUrl=cfg.dlq.queue_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+        QueueUrl=cfg.dlq.queue_url, AttributeNames=["ApproximateNumberOfMessages", "RedrivePolicy"])["Attributes"]
+    if attrs.get("RedrivePolicy") and not cfg.dlq.accept_redrive_risk:
+        # the run refuses such a queue (sources/dlq.py): say so now, before anything is read
+        raise ConfigError(f"{cfg.dlq.queue_url} has its own redrive policy: reading it can move messages away, so "
+                          f"`run` refuses it. Read an archive ([dlq] uri), remove the policy, or set [dlq] "
+                          f"accept_redrive_risk = true.")
     return f"{cfg.dlq.queue_url} answers (about {int(attrs['ApproximateNumberOfMessages']):,} messages)"
 
 

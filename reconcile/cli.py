@@ -216,8 +216,8 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     window = resolve_window(cfg, day, start, end, as_of)
     target = out or str(Path("reconcile-out") / window.key)
     state_path = None if no_state else cfg.state.uri
-    from .check import failure, reach_all, require_a_store
-    require_a_store(cfg)
+    from .check import failure, reach_all, require_usable
+    require_usable(cfg)
     if dry_run:
         click.echo(dry_run_plan(cfg, window, target, state_path))
         reached = reach_all(cfg)  # the same one cheap call per store as `reconcile check`
@@ -320,10 +320,10 @@ def check(config_path, zendesk_url, profile, region, endpoint_url, sets, as_json
     Example:
       reconcile check --config reconcile.toml
     """
-    from .check import failure, reach_all, require_a_store
+    from .check import failure, reach_all, require_usable
     cfg = config_mod.build(config_path, merge({"zendesk": {"url": zendesk_url}},
                                               aws_overrides(profile, region, endpoint_url), parse_sets(sets)))
-    require_a_store(cfg)
+    require_usable(cfg)
     reached = reach_all(cfg)
     if as_json:
         click.echo(orjson.dumps([r.__dict__ for r in reached], option=orjson.OPT_INDENT_2).decode())
@@ -551,15 +551,17 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
 
 
 @main.command()
-@click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
-              help="A run's output folder (repeatable, newest first). Default: the state file's newest runs.")
-@click.option("--state", default="reconcile-out/reconcile-state.duckdb", show_default=True)
+@click.option("--run", "runs", multiple=True,
+              help="A run's output folder or s3:// prefix (repeatable, newest first). Default: the state's newest runs.")
+@click.option("--state", help=STATE_HELP)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file ([state] uri).")
+@aws_options
 @click.option("--last", type=click.IntRange(min=1), default=30, show_default=True,
               help="How many of the state's newest runs to read.")
 @click.option("--write", "write_to", type=click.Path(dir_okay=False),
               help="Also write the suggested lines as a CSV for [match] emission_model.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def calibrate(runs, state, last, write_to, as_json):
+def calibrate(runs, state, config_path, profile, region, endpoint_url, last, write_to, as_json):
     """How the emission model fared over the last runs, and the lines to add to it.
 
     Per API kind and field: how often its expected bus events reached the bus and as which types; per bus type:
@@ -570,12 +572,19 @@ def calibrate(runs, state, last, write_to, as_json):
     Example:
       reconcile calibrate --run demo-out/run --write extra-model.csv
     """
+    import tempfile
+    from . import publish
     from .calibrate import calibrate as do_calibrate, render_text
+    cfg = state_config(config_path, state, profile, region, endpoint_url)
     if not runs:
         from .state import State
-        with State.open(state, write=False) as st:
+        with State.open(cfg.state.uri, cfg.aws, write=False) as st:
             runs = tuple(st.run_dirs()[:last])
-    c = do_calibrate([Path(r) for r in runs])
+    with tempfile.TemporaryDirectory(prefix="reconcile-calibrate-") as tmp:
+        # published runs (s3://) are read from a local copy, as `trace` does
+        local = [publish.download(r, Path(tmp) / str(i), cfg.aws) if publish.is_s3(r) else Path(r)
+                 for i, r in enumerate(runs)]
+        c = do_calibrate(local)
     if write_to:
         Path(write_to).write_text(c.model_csv())
     if as_json:

@@ -198,8 +198,8 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
 
     `location`: where the run will be published (s3://...), recorded in the state instead of `out_dir`.
     """
-    from .check import require_a_store
-    require_a_store(cfg)  # before anything is written: no store configured is a config error, not an empty report
+    from .check import require_usable
+    require_usable(cfg)  # before anything is written: a config mistake is a config error, not an empty report
     generated_at = generated_at or datetime.now(timezone.utc)
     out_dir.mkdir(parents=True, exist_ok=True)
     reset_outputs(out_dir)
@@ -281,7 +281,10 @@ def render(cfg: Config, window: Window, out_dir: Path, evidence: Path, results: 
         settlements = e.con.table("settlements").order("window_key, event_time, source_id").to_arrow_table()
         s["carried"] = carried_summary(settlements)
         if record is not None:
-            pending = e.con.table("verdicts").filter("verdict = 'pending'").order(outputs.VERDICTS_ORDER)
+            # One row per expected bus event (its carrier child), the unit run_hops counts: folded children settle
+            # with their carrier, so history never adds per-child settlements to per-event figures.
+            pending = e.con.table("verdicts").filter("verdict = 'pending' AND source_id = expected_id") \
+                .order(outputs.VERDICTS_ORDER)
             history = record(s, pending.to_arrow_table(), settlements)
         if history is not None:
             s["history"] = history

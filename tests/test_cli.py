@@ -92,3 +92,21 @@ def test_every_flag_a_message_names_exists():
     assert named, "no flag named anywhere: the scan is broken"
     unknown = {flag: where for flag, where in named.items() if flag not in options}
     assert unknown == {}
+
+
+@pytest.mark.parametrize("key,value,named", [
+    ("match.eb_id_pattern", '"(["', "[match] eb_id_pattern"),
+    ("sink.partition_time_zone", '"Mars/Olympus"', "partition_time_zone 'Mars/Olympus'"),
+    ("match.emission_model", '"/no/such/model.csv"', "does not exist"),
+])
+def test_mistakes_the_values_alone_cannot_show_fail_before_anything_is_read(tmp_path, key, value, named):
+    """A pattern, a time zone or a model file that only fails when used is a config error before any store is read
+    (reconcile.check.require_usable): `run` writes nothing and exits 4."""
+    (tmp_path / "sink").mkdir()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(out), "--no-progress",
+                                       "--state", str(tmp_path / "state.duckdb"),
+                                       "--set", f'sink.uri="{tmp_path / "sink"}"', "--set", f"{key}={value}"])
+    assert result.exit_code == 4, result.output
+    assert named in result.output
+    assert not (out / "report.html").exists() and not (out / "evidence").exists()

@@ -120,6 +120,10 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = No
         led, rej = _to_ledger(lines, refs, match)
         leds.append(led)
         rejs.append(rej)
+    if not files:
+        # An empty queue is proven empty by its attributes; an archive with no message file proves nothing.
+        problems.append(f"No DLQ archive file under {cfg.uri}: nothing shows the queue was empty. Have the archiver "
+                        f"write an empty file for a day without messages, or read the queue ([dlq] queue_url).")
     led = pa.concat_tables(leds) if leds else ledger.empty()
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
     return SourceResult(name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,

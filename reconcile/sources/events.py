@@ -208,7 +208,7 @@ def parse(
         con.execute(_view(raw.type, cols["observed_at"].type, export_line is not None))
         paths, id_at = (PATHS + [id_path], len(PATHS) + 1) if id_path else (PATHS, 1)
         rules = match or MatchConfig(eb_id_pattern="")
-        _check_patterns(con, rules.eb_id_pattern, rules.zendesk_source_pattern)
+        check_patterns(rules, con)
         out = con.sql(_SQL, params={"paths": paths, "no_id": no_id_reason, "id_at": id_at, "hop": hop,
                                     "id_pattern": rules.eb_id_pattern,
                                     "zendesk_source": rules.zendesk_source_pattern}).to_arrow_table()
@@ -224,14 +224,20 @@ def parse(
     return ledger.conform(good), rejects
 
 
-def _check_patterns(con, id_pattern: str, source_pattern: str) -> None:
+def check_patterns(match: MatchConfig, con=None) -> None:
     """A pattern DuckDB (RE2) cannot compile is a config error naming the key, not a failed query."""
-    for key, pattern in (("eb_id_pattern", id_pattern), ("zendesk_source_pattern", source_pattern)):
-        try:
-            con.execute("SELECT regexp_matches('', $p)", {"p": pattern}).fetchall()
-        except duckdb.InvalidInputException as e:
-            raise ConfigError(f"[match] {key} = {pattern!r} is not a valid RE2 regular expression ({e}). "
-                              f"Fix it in the config.") from None
+    cur = con or connect()
+    try:
+        for key in ("eb_id_pattern", "zendesk_source_pattern"):
+            pattern = getattr(match, key)
+            try:
+                cur.execute("SELECT regexp_matches('', $p)", {"p": pattern}).fetchall()
+            except duckdb.InvalidInputException as e:
+                raise ConfigError(f"[match] {key} = {pattern!r} is not a valid RE2 regular expression ({e}). "
+                                  f"Fix it in the config.") from None
+    finally:
+        if con is None:
+            cur.close()
 
 
 def ordered_map(pool, fn, items, ahead: int):

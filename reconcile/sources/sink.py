@@ -69,7 +69,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         raise ConfigError(f"Unknown sink.format {cfg.format!r}. Use one of: {', '.join(FORMATS)}.")
     if cfg.id_path:
         _check_path(cfg.id_path)
-    zone = _zone(cfg.partition_time_zone)
+    tz = zone(cfg.partition_time_zone)
     fs, root, files = list_files(cfg.uri, aws, f"Spark output {cfg.uri}", "[sink] uri")
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     found = sparklog.find(fs, root, files)
@@ -90,7 +90,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         parts = (posixpath.relpath(f.path, root) if f.path != root else f.base_name).split("/")
         if any(p.startswith(("_", ".")) for p in parts) or not f.base_name.endswith(FORMATS[cfg.format]):
             continue
-        span = _partition_span(parts[:-1], zone)
+        span = _partition_span(parts[:-1], tz)
         if span is not None and (span[1] <= lo or span[0] > hi):
             skipped_partitions.add("/".join(parts[:-1]))
             skipped_files += 1
@@ -168,7 +168,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     )
 
 
-def _zone(name: str) -> ZoneInfo:
+def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as e:
@@ -298,8 +298,8 @@ def _read_parquet(fh, f: _File, cfg: SinkConfig):
             return cols, _drift(cfg, f.where, names)
         if not _is(types[cfg.id_column], pa.types.is_string, pa.types.is_large_string):
             return cols, _drifted(f.where, cfg.id_column, types[cfg.id_column], "string (the EventBridge id)",
-                                  "Pass --id-column NAME for the column holding the EventBridge id, or --id-path "
-                                  "$.id to read it from data")
+                                  "Set [sink] id_column to the column holding the EventBridge id, or [sink] "
+                                  "id_path = '$.id' to read it from data")
         cols["id"] = t[cfg.id_column].cast(pa.string())
     cols["seq"] = pa.nulls(n, pa.string())
     if "sequenceNumber" in names:
