@@ -73,8 +73,13 @@ def on_stop(fn: Callable[[], object]) -> Callable[[], None]:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """A few steps that happen together or not at all (the run's commit): a signal during them takes effect after."""
+    """A few steps that happen together or not at all (the run's commit, a DLQ receive and the record of what it
+    holds): a signal during them takes effect after. Only the main thread is ever interrupted mid-step (Python runs
+    signal handlers there); a worker thread polls STOP instead, so for it this is a no-op."""
     global _deferred, _raised
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _deferred += 1
     try:
         yield

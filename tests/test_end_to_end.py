@@ -21,6 +21,8 @@ MIXES = {
     "all-webhook": dict(seed=14, webhook_share=1.0),
     # a connector emitting kinds the shipped emission model lacks, often: no false loss, no false orphan
     "other-kinds": dict(seed=15, unknown_kind=0.08, silent_kind=0.05, custom_fields=0.15),
+    # nothing excluded: Notification children are judged, and the emission model says they never reach the bus
+    "nothing-excluded": dict(seed=16, excluded_kinds=(), not_mapped=0.05),
 }
 
 

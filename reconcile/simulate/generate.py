@@ -772,6 +772,12 @@ def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, c
     verdict = np.where(unverified_now[idx] & ~excluded, V["unverified"], verdict).astype(np.int8)
     cause = np.where(unverified_now[idx] & ~excluded, -1, cause)
     fate = np.where(_unverified(a, bus_of, seen_ever, a["family"])[idx] & ~excluded, V["unverified"], fate)
+    # a kind the emission model says never reaches the bus (Notification: cardinality none) is not_emitted, unless
+    # the user excluded it (docs/design.md, verdict 2)
+    silent = (a["c_kind"][idx] == NOTIFICATION) & ~excluded
+    verdict = np.where(silent, V["not_emitted"], verdict).astype(np.int8)
+    cause = np.where(silent, -1, cause)
+    fate = np.where(silent, V["not_emitted"], fate)
     # bus events of unverified children are records the engine cannot tie to Zendesk: orphans
     unlinked = np.zeros(len(child), dtype=bool)
     unlinked[bus_of[unverified_now & (bus_of >= 0)]] = True

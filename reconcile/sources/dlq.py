@@ -171,12 +171,14 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
         try:
             while len(seen) < approx and fruitless < cfg.empty_receives and not near_redrive:
                 interrupt.check()  # after SIGTERM/SIGINT: receive no more (the finally below releases what we hold)
-                msgs = sqs.receive_message(
-                    QueueUrl=url, MaxNumberOfMessages=BATCH, VisibilityTimeout=timeout, WaitTimeSeconds=0,
-                    MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
-                ).get("Messages", [])
-                receives += 1
-                handles.update((m["MessageId"], m["ReceiptHandle"]) for m in msgs)
+                # a signal between the receive and the record of its handles would leave messages hidden
+                with interrupt.deferred():
+                    msgs = sqs.receive_message(
+                        QueueUrl=url, MaxNumberOfMessages=BATCH, VisibilityTimeout=timeout, WaitTimeSeconds=0,
+                        MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
+                    ).get("Messages", [])
+                    receives += 1
+                    handles.update((m["MessageId"], m["ReceiptHandle"]) for m in msgs)
                 new = {m["MessageId"]: m for m in msgs if m["MessageId"] not in seen}
                 # A receive that brings nothing new counts as empty: with a visibility timeout of 0 the same
                 # messages come back, and we must stop rather than spin.
@@ -196,7 +198,8 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
     finally:
         # Also on an error, Ctrl-C or SIGTERM (SystemExit): nothing we received stays hidden from its owners.
         # NEVER DeleteMessage: the DLQ is evidence, and other people's to handle.
-        unreleased = _release(sqs, url, list(handles.values())) if timeout else 0
+        with interrupt.deferred():
+            unreleased = _release(sqs, url, list(handles.values())) if timeout else 0
     if unreleased:
         problems.append(f"{unreleased:,} received message(s) in {url} could not be made visible again: they reappear "
                         f"by themselves after the visibility timeout ({timeout}s).")
