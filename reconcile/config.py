@@ -213,6 +213,9 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("sink", "format"): (lambda v: v in ("parquet", "json"), "one of parquet, json"),
     ("sink", "id_path"): (lambda v: v.startswith("$"), "a JSON path inside `data`, like $.id"),
     ("dlq", "visibility_timeout"): (lambda v: 0 <= v <= 43200, "seconds from 0 to 43200 (SQS's limit)"),
+    ("dlq", "kinesis_target"): (lambda v: v.strip() != "", "text that only the Kinesis target's TARGET_ARN contains "
+                                                         "(\":kinesis:\"); empty would call every DLQ message a "
+                                                         "Kinesis failure"),
     ("dlq", "empty_receives"): (lambda v: v >= 1, "a whole number of empty receives, 1 or more"),
     ("metrics", "period"): (lambda v: v in (1, 5, 10, 30) or (v > 0 and v % 60 == 0),
                             "seconds CloudWatch accepts: 1, 5, 10, 30 or a multiple of 60"),

@@ -31,6 +31,7 @@ BASIC = "Basic " + base64.b64encode(f"{EMAIL}/token:{TOKEN}".encode()).decode()
      '[window] max_event_age = "1 day" is not valid: expected a duration with a unit, like 90s'),
     ('[engine]\nmemory_limit = "lots"\n', '[engine] memory_limit = "lots" is not valid: expected a size DuckDB'),
     ('[dlq]\nempty_receives = 0\n', "[dlq] empty_receives = 0 is not valid: expected a whole number"),
+    ('[dlq]\nkinesis_target = ""\n', '[dlq] kinesis_target = "" is not valid: expected text that only the Kinesis'),
 ])
 @pytest.mark.parametrize("command", [["check"], ["run", "--dry-run", "--date", "2026-11-23"],
                                      ["run", "--date", "2026-11-23", "--no-state"]])
