@@ -338,7 +338,8 @@ class ReportContext:
     """What report.html.j2 receives.
 
     summary: the summary.json object (window, status, verdicts, hops, inputs, breakdowns).
-    gaps: the first GAP_ROWS rows of gaps.csv as dicts (event_time, verdict, cause, source_id, eb_id, ...).
+    gaps: rows of gaps.csv as dicts (event_time, verdict, cause, source_id, eb_id, ...): the first GAP_GROUP_ROWS of
+        each gap group (gap_sample), grouped by the report (gap_groups) with summary.json gaps.groups as the counts.
     rejects: per source, the first rejected records (source, source_ref, reason, raw).
     config: the effective configuration; shown redacted (see `redact`).
     audience: daily | incident | audit — orders and trims sections (SECTIONS, BRIEF).
