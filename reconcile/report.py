@@ -10,10 +10,14 @@ from __future__ import annotations
 import math
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from functools import cached_property
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import emission, resources
 from .config import redact
@@ -21,6 +25,7 @@ from .errors import ReportError
 
 TEMPLATE_DIR = resources.TEMPLATE_DIR
 GAP_ROWS = 1000
+GAP_GROUP_ROWS = 200  # rows listed per gap group (verdict); gaps.csv has them all
 TEXT_LIMIT = 300  # characters of any free text (error messages, rejected records) shown in a cell
 TIMELINE_ROWS_ALL = 48  # up to this many buckets the table lists every one; beyond, only buckets with gaps,
 TIMELINE_TABLE_ROWS = 120  # at most this many (those with the most gaps, in time order); the chart shows all
@@ -117,6 +122,22 @@ def _fmt(value: Any, kind: str) -> str:
     return FORMATS[kind](value)
 
 
+def axis(peak: float, ticks: int = 5) -> tuple[float, list[float]]:
+    """An axis that fits `peak`: the smallest top that is a whole number of 1/2/2.5/5 × 10^k steps, at most `ticks`
+    steps, and the tick values from 0 to that top (integers stay integers)."""
+    if not peak or peak <= 0:
+        return 1, [0, 1]
+    raw = peak / ticks
+    exp = 10 ** math.floor(math.log10(raw))
+    step = next(m * exp for m in (1, 2, 2.5, 5, 10) if m * exp >= raw)
+    if peak >= 1 and step < 1:
+        step = 1
+    n = math.ceil(peak / step - 1e-9)
+    values = [round(step * i, 10) for i in range(n + 1)]
+    values = [int(v) if float(v).is_integer() else v for v in values]
+    return values[-1], values
+
+
 def nice_max(value: float) -> float:
     """The smallest 1/2/5 × 10^k at or above `value` (at least 1): a chart's axis top."""
     if not value or value <= 1:
@@ -147,8 +168,8 @@ def timeline_view(summary: dict[str, Any]) -> dict[str, Any]:
         i = int((_parse_iso(r["bucket"]) - start).total_seconds() // bucket_s)
         if 0 <= i < len(slots):
             slots[i] = r
-    volume = max((max(r["events"], r["at_bus"], r["at_sink"]) for r in timeline), default=0)
-    losses = max((sum(r[k] for k in LOSS_SERIES) for r in timeline), default=0)
+    volume_top, volume_ticks = axis(max((r["events"] for r in timeline), default=0), 4)
+    loss_top, loss_ticks = axis(max((sum(r[k] for k in LOSS_SERIES) for r in timeline), default=0))
     indexed = list(enumerate(timeline))
     if len(timeline) > TIMELINE_ROWS_ALL:
         shown = [(i, r) for i, r in indexed if any(r[k] for k in LOSS_SERIES)]
@@ -168,8 +189,103 @@ def timeline_view(summary: dict[str, Any]) -> dict[str, Any]:
                 below += r[k]
     ticks = [(i, (start + timedelta(seconds=i * bucket_s)).strftime("%H:%M"))
              for i in range(0, len(slots), max(1, math.ceil(len(slots) / 12)))]
-    return {"slots": slots, "stacks": stacks, "volume_max": nice_max(volume), "loss_max": nice_max(losses), "rows": shown,
-            "hidden": len(timeline) - len(shown), "ticks": ticks}
+    return {"slots": slots, "stacks": stacks, "volume_max": volume_top, "volume_ticks": volume_ticks,
+            "loss_max": loss_top, "loss_ticks": loss_ticks, "rows": shown, "hidden": len(timeline) - len(shown),
+            "ticks": ticks}
+
+
+# --- the gap table: one group per verdict, losses first ---------------------------------------------------------
+
+UNLOGGED, ORPHAN = "unlogged", "orphan"
+
+
+def gap_groups() -> list[dict[str, Any]]:
+    """The gap table's groups in reading order, from queries/verdicts.csv: the losses (verdicts with a loss hop, the
+    earliest hop first: lost before the bus, lost after it, dead-lettered), then pending, then what is not a loss
+    (duplicated, unverified, ...), then delivered-but-unlogged events and orphans. `open`: shown expanded."""
+    rows = emission.verdict_rows()
+    losses = sorted((v for v in rows if v["loss_hop"]), key=lambda v: -v["ord"])
+    rest = sorted((v for v in rows if not v["loss_hop"] and v["verdict"] != "delivered"),
+                  key=lambda v: (v["verdict"] != "pending", v["ord"]))
+    groups = [{"key": v["verdict"], "label": v["label"], "meaning": v["meaning"], "loss_hop": v["loss_hop"],
+               "open": bool(v["loss_hop"])} for v in losses + rest]
+    groups.append({"key": UNLOGGED, "label": "delivered, not in the bus log", "loss_hop": None, "open": False,
+                   "meaning": "in the sink exactly once but with no bus-log record: an observability gap, not a loss"})
+    groups.append({"key": ORPHAN, "label": "orphans", "loss_hop": None, "open": False,
+                   "meaning": "downstream records no Zendesk event links to: not a loss"})
+    return groups
+
+
+def _group_key(verdict: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(verdict, "delivered"), UNLOGGED, verdict)
+
+
+def gap_sample(reader: pa.RecordBatchReader, per_group: int = GAP_GROUP_ROWS) -> tuple[list[dict], dict[str, int]]:
+    """From the gaps table in time order: the first `per_group` rows of each gap group (event_time as ISO text) and
+    how many rows each group has. Streams batch by batch; nothing but the kept rows is held."""
+    from .summary import iso  # summary imports nothing of the report; imported here to keep the module light
+
+    kept: dict[str, list[dict]] = {}
+    counts: dict[str, int] = {}
+    for batch in reader:
+        keys = _group_key(batch.column("verdict"))
+        for vc in pc.value_counts(keys).to_pylist():
+            key = vc["values"]
+            counts[key] = counts.get(key, 0) + vc["counts"]
+            room = per_group - len(kept.setdefault(key, []))
+            if room > 0:
+                rows = batch.filter(pc.equal(keys, key)).slice(0, room).to_pylist()
+                kept[key].extend(dict(r, event_time=iso(r["event_time"])) for r in rows)
+    order = [g["key"] for g in gap_groups()]
+    ranked = sorted(kept, key=lambda k: order.index(k) if k in order else len(order))
+    return [r for k in ranked for r in kept[k]], {k: counts[k] for k in ranked}
+
+
+# --- coverage details for people ----------------------------------------------------------------------------------
+
+QUIET_WHEN_FALSE = frozenset({"sampled", "tail_pending", "partial"})  # worth a line only when they hold
+
+
+def detail_rows(details: dict[str, Any]) -> list[dict[str, Any]]:
+    """A source's details as rows a person reads: epoch seconds (`*_time`) as UTC times, `*_s` as durations, booleans
+    as yes/no, lists as lists, dicts as key/value rows; unset or empty values and flags that only matter when set are
+    left out."""
+    out = []
+    for key, value in (details or {}).items():
+        if value is None or value == [] or value == {} or (key in QUIET_WHEN_FALSE and not value):
+            continue
+        label = key.replace("_", " ")
+        if isinstance(value, bool):
+            out.append({"key": label, "kind": "word", "value": "yes" if value else "no"})
+        elif isinstance(value, (int, float)) and key.endswith("_time") and value > 10**8:
+            out.append({"key": label, "kind": "ts",
+                        "value": datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        elif isinstance(value, (int, float)) and key.endswith("_s"):
+            out.append({"key": label[:-2], "kind": "secs", "value": value})
+        elif isinstance(value, (int, float)):
+            out.append({"key": label, "kind": "num", "value": value})
+        elif isinstance(value, (list, tuple)):
+            out.append({"key": label, "kind": "list", "value": [_plain(v) for v in value]})
+        elif isinstance(value, dict):
+            out.append({"key": label, "kind": "dict", "value": [(str(k), _plain(v)) for k, v in value.items()]})
+        else:
+            out.append({"key": label, "kind": "text", "value": value})
+    return out
+
+
+def _plain(value: Any) -> str:
+    """One list item or dict value as words: numbers with separators, booleans as yes/no, nested values as text."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return _num(value)
+    if value is None:
+        return "–"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+    return str(value)
 
 
 def _toml_value(v: Any) -> str:
@@ -202,11 +318,17 @@ def reproduce_command(summary: dict[str, Any], audience: str) -> str:
             f"--audience {audience}")
 
 
+def verify_commands() -> list[str]:
+    """How an auditor re-proves a run from its folder (or its .tar.gz bundle, or its s3:// prefix)."""
+    return ["reconcile verify RUN_FOLDER", "reconcile verify RUN_FOLDER --against-sources"]
+
+
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(num=_num, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs)
-    env.globals.update(nice_max=nice_max, BREAKDOWN_ROWS=BREAKDOWN_ROWS, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS,
+    env.filters.update(num=_num, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs,
+                       details=detail_rows)
+    env.globals.update(nice_max=nice_max, axis=axis, BREAKDOWN_ROWS=BREAKDOWN_ROWS, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS,
                        VERDICTS=emission.verdict_rows(), VERDICT_NAMES=emission.verdicts())
     return env
 
@@ -216,7 +338,8 @@ class ReportContext:
     """What report.html.j2 receives.
 
     summary: the summary.json object (window, status, verdicts, hops, inputs, breakdowns).
-    gaps: the first GAP_ROWS rows of gaps.csv as dicts (event_time, verdict, cause, source_id, eb_id, ...).
+    gaps: rows of gaps.csv as dicts (event_time, verdict, cause, source_id, eb_id, ...): the first GAP_GROUP_ROWS of
+        each gap group (gap_sample), grouped by the report (gap_groups) with summary.json gaps.groups as the counts.
     rejects: per source, the first rejected records (source, source_ref, reason, raw).
     config: the effective configuration; shown redacted (see `redact`).
     audience: daily | incident | audit — orders and trims sections (SECTIONS, BRIEF).
@@ -227,6 +350,38 @@ class ReportContext:
     rejects: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     audience: str = "daily"
+
+    @cached_property
+    def gap_groups(self) -> list[dict[str, Any]]:
+        """The gap table's groups in reading order (gap_groups), each with its listed rows and how many it has
+        (summary.json gaps.groups; the listed rows when a summary predates it). Empty groups left out."""
+        counts = self.summary.get("gaps", {}).get("groups")
+        by: dict[str, list[dict]] = {}
+        for r in self.gaps:
+            by.setdefault(UNLOGGED if r["verdict"] == "delivered" else r["verdict"], []).append(r)
+        out = []
+        for g in gap_groups():
+            rows = by.get(g["key"], [])
+            count = counts.get(g["key"], 0) if counts is not None else len(rows)
+            if count or rows:
+                out.append(dict(g, rows=rows, count=count))
+        return out
+
+    @cached_property
+    def start(self) -> dict[str, Any]:
+        """'Where to start': per hop its losses and the trace hints (first event per verdict and cause) of its loss
+        verdicts; the other hints; the inputs only partly read; the inputs with rejected records."""
+        s = self.summary
+        hop_of = {v["verdict"]: v["loss_hop"] for v in emission.verdict_rows()}
+        loss_order = [g["key"] for g in gap_groups()]
+        hints = [dict(h, index=i) for i, h in enumerate(s.get("trace_hints", []))]
+        hints.sort(key=lambda h: (loss_order.index(h["verdict"]) if h["verdict"] in loss_order else len(loss_order)))
+        hops = [dict(h, hints=[x for x in hints if hop_of.get(x["verdict"]) == h["name"]]) for h in s.get("hops", [])]
+        return {"hops": hops, "lost": sum(h["lost"] for h in hops),
+                "other_hints": [x for x in hints if not hop_of.get(x["verdict"])],
+                "incomplete": [i for i in s.get("inputs", []) if not i["complete"]],
+                "rejected": [i for i in s.get("inputs", []) if i["rejected"]],
+                "verify": verify_commands()}
 
     @property
     def sections(self) -> tuple[str, ...]:

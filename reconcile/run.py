@@ -277,7 +277,8 @@ def render(cfg: Config, window: Window, out_dir: Path, evidence: Path, results: 
                           orphans=e.count("orphans"),
                           unlogged=e.count("verdicts", "unlogged_at_bus"),
                           gaps=gaps, generated_at=generated_at)
-        gap_rows = e.con.table("gaps").order(outputs.GAPS_ORDER).limit(report.GAP_ROWS).to_arrow_table()
+        # the report lists the first rows of each verdict group, losses first (all are in gaps.csv)
+        gap_dicts, s["gaps"]["groups"] = report.gap_sample(e.batches("gaps", outputs.GAPS_ORDER))
         settlements = e.con.table("settlements").order("window_key, event_time, source_id").to_arrow_table()
         s["carried"] = carried_summary(settlements)
         if record is not None:
@@ -290,7 +291,6 @@ def render(cfg: Config, window: Window, out_dir: Path, evidence: Path, results: 
             s["history"] = history
     finally:
         e.close()
-    gap_dicts = [dict(r, event_time=summary.iso(r["event_time"])) for r in gap_rows.to_pylist()]
     outputs.write_json(out_dir / "summary.json", s)
     ctx = report.ReportContext(summary=s, gaps=gap_dicts, rejects=sample_rejects(evidence),
                                config=cfg.to_dict(), audience=audience)

@@ -133,11 +133,11 @@ def test_audiences_order_and_trim_the_same_sections(tmp_path):
         _, _, soup = produce(tmp_path / audience, audience=audience)
         order = [el["id"] for el in soup.select("main > [id]")]
         assert sorted(order) == sorted(ANCHORS) and order[:3] == first
-        hints = [c.get_text() for c in soup.select("#gaps code") if c.get_text().startswith("reconcile trace")]
-        if audience == "incident":
-            assert hints[0] == "reconcile trace 6"  # the earliest gap: lost before the bus
-        else:
-            assert hints == []
+        # every view says where to start, inside the status header: the first loss to trace leads
+        hints = [c.get_text() for c in soup.select("#status #start code") if c.get_text().startswith("reconcile trace")]
+        assert hints[0] == "reconcile trace 6"  # the earliest gap: lost before the bus
+        # the incident view adds one event to trace for every other kind of gap
+        assert bool(soup.select("#start #trace")) == (audience == "incident")
         trimmed = {el.find_parent(["section", "footer", "header"])["id"] for el in soup.select(".trimmed")}
         assert trimmed == set(report.BRIEF[audience])
 
@@ -162,10 +162,11 @@ def test_hostile_input_renders_as_inert_text(tmp_path):
     assert not soup.find_all("script")
     assert len(html) < 300_000  # the 1 MB record is cut
     # the gap table keeps its shape: every row has as many cells as the header
-    table = soup.select_one("table.gaps")
-    width = len(table.thead.find_all("th"))
-    assert all(len(tr.find_all(["td", "th"])) == width for tr in table.tbody.find_all("tr"))
-    kind_cells = [td for td in table.find_all("td") if "alert(1)" in td.get_text()]
+    tables = soup.select("table.gaps")
+    for table in tables:
+        width = len(table.thead.find_all("th"))
+        assert all(len(tr.find_all(["td", "th"])) == width for tr in table.tbody.find_all("tr"))
+    kind_cells = [td for table in tables for td in table.find_all("td") if "alert(1)" in td.get_text()]
     assert kind_cells, "the hostile kind is listed"
     text = kind_cells[0].get_text()
     assert "<script>alert(1)</script>\"'</td></tr>" in text  # shown literally, as text
