@@ -206,7 +206,7 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
       reconcile run --config reconcile.toml --date 2026-11-23 --out out/
       reconcile run --config reconcile.toml --date 2026-11-23 --out s3://audit/runs/2026-11-23 --bundle run.tar.gz
     """
-    from . import publish
+    from . import alert, publish
     from .run import execute
     overrides = merge({"zendesk": {"url": zendesk_url},
                        "aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url},
@@ -220,6 +220,8 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     require_usable(cfg)
     if dry_run:
         click.echo(dry_run_plan(cfg, window, target, state_path))
+        for line in alert.plan(cfg) or ["nothing ([alert] cloudwatch_namespace and sns_topic_arn are unset)"]:
+            click.echo(f"alert      {line}")
         reached = reach_all(cfg)  # the same one cheap call per store as `reconcile check`
         for r in reached:
             click.echo(f"reach      {r}")
@@ -232,7 +234,8 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
         outcome = execute(cfg, window, Path(target), audience=audience, progress=not no_progress, state=state_path)
         if bundle:
             publish.pack(outcome.out_dir, Path(bundle))
-        emit(outcome, as_json)
+        # After the manifest: an alert describes a finished run; its failure never changes the exit code.
+        emit(outcome, as_json, alert=alert.send(cfg, outcome.summary, str(outcome.report.resolve())))
         sys.exit(outcome.exit_code)
     publish.ensure_free(target, cfg.aws, replace)  # fail before reading anything
     with tempfile.TemporaryDirectory(prefix="reconcile-run-") as tmp:
@@ -241,7 +244,8 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
         if bundle:
             publish.pack(outcome.out_dir, Path(bundle))
         report_uri = publish.publish(outcome.out_dir, target, cfg.aws, replace=replace)
-    emit(outcome, as_json, report_uri)
+    # After the manifest (and the upload): an alert describes a finished run; its failure never changes the exit code.
+    emit(outcome, as_json, report_uri, alert.send(cfg, outcome.summary, report_uri))
     sys.exit(outcome.exit_code)
 
 
@@ -289,11 +293,13 @@ STATE_HELP = (f"Run-state file or s3:// URI (default: [state] uri in --config, R
               f"{config_mod.DEFAULT_STATE}).")
 
 
-def emit(outcome, as_json: bool, report: str | None = None) -> None:
+def emit(outcome, as_json: bool, report: str | None = None, alert: dict | None = None) -> None:
     s = outcome.summary
     if as_json:
-        # Where to look first for a scheduler: the report (local path or s3:// URI), then every figure of the summary.
-        click.echo(orjson.dumps({"report": report or str(outcome.report.resolve()), **s},
+        # Where to look first for a scheduler: the report (local path or s3:// URI), then every figure of the summary,
+        # then what became of the alert (docs/operations.md).
+        click.echo(orjson.dumps({"report": report or str(outcome.report.resolve()), **s,
+                                 "alert": alert or {"cloudwatch": {"status": "off"}, "sns": {"status": "off"}}},
                                 option=orjson.OPT_INDENT_2).decode())
     else:
         v = s["verdicts"]
