@@ -39,12 +39,28 @@ Exit codes:
   143  stopped by SIGTERM (a scheduler's stop): the same"""
 
 
-def setup_logging(verbose: int, quiet: int) -> None:
+def setup_logging(verbose: int, quiet: int, log_format: str = "text") -> None:
+    from .logformat import formatter
     level = logging.INFO - 10 * verbose + 10 * quiet
-    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def json_logs(ctx: click.Context | None = None) -> bool:
+    ctx = ctx or click.get_current_context(silent=True)
+    return ctx is not None and ctx.find_root().params.get("log_format") == "json"
+
+
+def say(line: str, level: int = logging.INFO, ctx: click.Context | None = None, **fields) -> None:
+    """A line for the person at the terminal on stderr; with --log-format json, a log record like every other line
+    there (with `fields`), so a log shipper reads stderr whole."""
+    if json_logs(ctx):
+        logger.log(level, line, extra=fields)
+    else:
+        click.echo(line, err=True)
 
 
 USAGE_ERROR = 4  # click's own code, 2, is our "loss" code
@@ -98,7 +114,7 @@ class Main(click.Group):
         except ReconcileError as e:
             if interrupt.received():  # whatever a cut-short step raised on its way out
                 stopped(interrupt.received())
-            click.echo(f"Error: {e}", err=True)
+            say(f"Error: {e}", logging.ERROR, ctx, exit_code=e.exit_code)
             sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
@@ -107,7 +123,8 @@ class Main(click.Group):
                 stopped(interrupt.received())
             if logger.isEnabledFor(logging.DEBUG):
                 logger.exception("unexpected failure")
-            click.echo(f"Error: unexpected {type(e).__name__}: {e} (run with -v -v for the traceback)", err=True)
+            say(f"Error: unexpected {type(e).__name__}: {e} (run with -v -v for the traceback)", logging.ERROR,
+                ctx, exit_code=4)
             sys.exit(4)
 
 
@@ -115,14 +132,17 @@ class Main(click.Group):
 @click.version_option(__version__, prog_name="reconcile")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv: SQL and tracebacks).")
 @click.option("-q", "--quiet", count=True, help="Less logging on stderr.")
-def main(verbose: int, quiet: int) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per line on stderr (time, level, logger, message and fields).")
+def main(verbose: int, quiet: int, log_format: str) -> None:
     """Reconcile Zendesk → EventBridge → Kinesis → Spark → S3: find every event that went missing, and where.
 
     \b
     Example:
       reconcile demo --out demo-out
+      reconcile --log-format json run --config reconcile.toml --json
     """
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, log_format)
 
 
 def window_options(f):
@@ -305,7 +325,8 @@ def emit(outcome, as_json: bool, report: str | None = None, alert: dict | None =
         v = s["verdicts"]
         shown = [f"{r['label']} {v.get(r['verdict'], 0):,}" for r in emission.verdict_rows()
                  if r["verdict"] != "excluded" and (r["in_funnel"] or v.get(r["verdict"]))]
-        click.echo(f"{s['status']}: {s['events']:,} expected bus events · " + " · ".join(shown), err=True)
+        say(f"{s['status']}: {s['events']:,} expected bus events · " + " · ".join(shown),
+            status=s["status"], exit_code=s["exit_code"], events=s["events"], verdicts=v)
         click.echo(report or str(outcome.report))
 
 
