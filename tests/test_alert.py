@@ -166,3 +166,79 @@ def test_json_gives_a_scheduler_every_figure(tmp_path, aws_cfg):
     assert {i["source"]: i["complete"] for i in out["inputs"]}["zendesk"] is False
     assert all({"records", "rejected", "problems"} <= set(i) for i in out["inputs"])
     assert out["alert"] == {"cloudwatch": {"status": "off"}, "sns": {"status": "off"}}
+
+
+@pytest.mark.usefixtures("restore_environment")  # the simulator's helpers set env vars
+def test_the_daily_run_recipe_end_to_end_on_moto(tmp_path, moto):
+    """A simulated day with losses in moto's stores and the Zendesk API over HTTP; `reconcile run --config` as the
+    recipes run it: exit 2, the metrics say so, and the SNS summary reaches the subscribed queue."""
+    import base64
+
+    from reconcile.config import AwsConfig
+    from reconcile.simulate import aws_load, zendesk_server
+    from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, ZENDESK_BUDGET
+    from reconcile.simulate.generate import SimParams, simulate
+    from reconcile.simulate.stores import write_stores
+
+    aws = AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
+    sim = simulate(SimParams(events=1500, batch_seconds=900, files_per_batch=1, seed=31))
+    write_stores(sim, tmp_path / "sim")
+    stores = aws_load.load_stores(tmp_path / "sim" / "stores", aws)
+    arn, url = subscribed_queue(aws)
+    p = sim.params
+    (tmp_path / "reconcile.toml").write_text(f'''
+[zendesk]
+requests_per_minute = {ZENDESK_BUDGET}
+max_wait = "2m"
+[bus_log]
+uri = "{stores['bus_log_uri']}"
+[sink]
+uri = "{stores['sink_uri']}"
+[dlq]
+queue_url = "{stores['queue_url']}"
+[metrics]
+rule = "{stores['rule']}"
+[window]
+max_event_age = "{p.max_event_age.total_seconds():.0f}s"
+margin_before = "{p.margin_before.total_seconds():.0f}s"
+hop_a_grace = "{p.hop_a_grace.total_seconds():.0f}s"
+[exclude]
+event_types = {list(p.excluded_kinds)!r}
+[alert]
+cloudwatch_namespace = "Reconcile"
+sns_topic_arn = "{arn}"
+'''.replace("'", '"'))
+    audits = zendesk_server.load(tmp_path / "sim")
+    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    with zendesk_server.start(audits, now=sim.window.as_of, rate_limit_per_minute=ZENDESK_BUDGET, auth=auth) as zd:
+        result = CliRunner().invoke(main, [
+            "run", "--config", str(tmp_path / "reconcile.toml"), "--zendesk-url", zd.url, "--date", p.day,
+            "--as-of", sim.window.as_of.isoformat(), "--out", str(tmp_path / "out"), "--no-state", "--no-progress",
+            "--json"], env={"ZENDESK_EMAIL": DEMO_EMAIL, "ZENDESK_API_TOKEN": DEMO_TOKEN,
+                           "AWS_ENDPOINT_URL": moto.endpoint})
+    assert result.exit_code == 2, result.output
+    out = orjson.loads(result.stdout)
+    assert out["status"] == "loss" and all(i["complete"] for i in out["inputs"] if i["source"] != "metrics")
+    assert out["alert"]["cloudwatch"]["status"] == "sent" and out["alert"]["sns"]["status"] == "sent"
+
+    cw = make_client("cloudwatch", aws)
+    dims = [{"Name": "Rule", "Value": stores["rule"]}]
+    got = cw.get_metric_data(MetricDataQueries=[
+        {"Id": f"m{i}", "MetricStat": {"Metric": {"Namespace": "Reconcile", "MetricName": name, "Dimensions": d},
+                                       "Period": 60, "Stat": "Maximum"}}
+        for i, (name, d) in enumerate([("Status", dims), ("LostEvents", dims),
+                                       ("LossRate", dims + [{"Name": "Hop", "Value": "bus_to_sink"}])])],
+        StartTime=datetime.now(timezone.utc) - timedelta(minutes=10),
+        EndTime=datetime.now(timezone.utc) + timedelta(minutes=1))["MetricDataResults"]
+    values = {r["Id"]: r["Values"] for r in got}
+    lost = sum(h["lost"] for h in out["hops"])
+    bus_to_sink = next(h for h in out["hops"] if h["name"] == "bus_to_sink")
+    assert values == {"m0": [2.0], "m1": [float(lost)], "m2": [bus_to_sink["loss_rate"]]}
+    assert lost > 0
+
+    (msg,) = make_client("sqs", aws).receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"]
+    envelope = orjson.loads(msg["Body"])
+    assert envelope["Subject"] == f"reconcile {p.day}: loss (exit 2)"
+    body = envelope["Message"]
+    assert "OVER THRESHOLD" in body and f"Report: {out['report']}" in body and DEMO_TOKEN not in body
+    assert "reconcile trace " in body  # top problems name an id to trace
