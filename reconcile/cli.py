@@ -251,7 +251,8 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     if not publish.is_s3(target):
         if replace:
             raise ConfigError("--replace is for --out s3://...; a local --out folder is always replaced.")
-        outcome = execute(cfg, window, Path(target), audience=audience, progress=not no_progress, state=state_path)
+        outcome = execute(cfg, window, Path(target), audience=audience, progress=not (no_progress or json_logs()),
+                          state=state_path)
         if bundle:
             publish.pack(outcome.out_dir, Path(bundle))
         # After the manifest: an alert describes a finished run; its failure never changes the exit code.
@@ -259,8 +260,8 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
         sys.exit(outcome.exit_code)
     publish.ensure_free(target, cfg.aws, replace)  # fail before reading anything
     with tempfile.TemporaryDirectory(prefix="reconcile-run-") as tmp:
-        outcome = execute(cfg, window, Path(tmp) / window.key, audience=audience, progress=not no_progress,
-                          state=state_path, location=target)
+        outcome = execute(cfg, window, Path(tmp) / window.key, audience=audience,
+                          progress=not (no_progress or json_logs()), state=state_path, location=target)
         if bundle:
             publish.pack(outcome.out_dir, Path(bundle))
         report_uri = publish.publish(outcome.out_dir, target, cfg.aws, replace=replace)
@@ -388,7 +389,7 @@ def demo(out, events, seed, day, days, audience, as_json, no_progress, state):
     state_uri = config_mod.build(None, {"state": {"uri": state}},  # the demo's stores are its own: only the state
                                  environ={"RECONCILE_STATE": os.environ.get("RECONCILE_STATE", "")}).state.uri
     outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, days=days, audience=audience,
-                              progress=not no_progress, state=state_uri)
+                              progress=not (no_progress or json_logs()), state=state_uri)
     for line in found:
         click.echo(line, err=True)
     emit(outcome, as_json)

@@ -17,7 +17,7 @@ def test_json_logs_one_object_per_line_with_per_source_counts_and_timings(tmp_pa
     sink.mkdir()
     env = {**os.environ, "ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""}
     p = subprocess.run([sys.executable, "-m", "reconcile", "--log-format", "json", "run", "--date", "2026-11-23",
-                        "--out", str(tmp_path / "out"), "--no-progress", "--no-state", "--set", f"sink.uri={sink}"],
+                        "--out", str(tmp_path / "out"), "--no-state", "--set", f"sink.uri={sink}"],  # no progress bars
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert p.returncode == 3, p.stderr
     lines = p.stderr.splitlines()
