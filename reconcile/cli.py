@@ -39,12 +39,28 @@ Exit codes:
   143  stopped by SIGTERM (a scheduler's stop): the same"""
 
 
-def setup_logging(verbose: int, quiet: int) -> None:
+def setup_logging(verbose: int, quiet: int, log_format: str = "text") -> None:
+    from .logformat import formatter
     level = logging.INFO - 10 * verbose + 10 * quiet
-    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def json_logs(ctx: click.Context | None = None) -> bool:
+    ctx = ctx or click.get_current_context(silent=True)
+    return ctx is not None and ctx.find_root().params.get("log_format") == "json"
+
+
+def say(line: str, level: int = logging.INFO, ctx: click.Context | None = None, **fields) -> None:
+    """A line for the person at the terminal on stderr; with --log-format json, a log record like every other line
+    there (with `fields`), so a log shipper reads stderr whole."""
+    if json_logs(ctx):
+        logger.log(level, line, extra=fields)
+    else:
+        click.echo(line, err=True)
 
 
 USAGE_ERROR = 4  # click's own code, 2, is our "loss" code
@@ -98,7 +114,7 @@ class Main(click.Group):
         except ReconcileError as e:
             if interrupt.received():  # whatever a cut-short step raised on its way out
                 stopped(interrupt.received())
-            click.echo(f"Error: {e}", err=True)
+            say(f"Error: {e}", logging.ERROR, ctx, exit_code=e.exit_code)
             sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
@@ -107,7 +123,8 @@ class Main(click.Group):
                 stopped(interrupt.received())
             if logger.isEnabledFor(logging.DEBUG):
                 logger.exception("unexpected failure")
-            click.echo(f"Error: unexpected {type(e).__name__}: {e} (run with -v -v for the traceback)", err=True)
+            say(f"Error: unexpected {type(e).__name__}: {e} (run with -v -v for the traceback)", logging.ERROR,
+                ctx, exit_code=4)
             sys.exit(4)
 
 
@@ -115,14 +132,17 @@ class Main(click.Group):
 @click.version_option(__version__, prog_name="reconcile")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv: SQL and tracebacks).")
 @click.option("-q", "--quiet", count=True, help="Less logging on stderr.")
-def main(verbose: int, quiet: int) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per line on stderr (time, level, logger, message and fields).")
+def main(verbose: int, quiet: int, log_format: str) -> None:
     """Reconcile Zendesk → EventBridge → Kinesis → Spark → S3: find every event that went missing, and where.
 
     \b
     Example:
       reconcile demo --out demo-out
+      reconcile --log-format json run --config reconcile.toml --json
     """
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, log_format)
 
 
 def window_options(f):
@@ -206,7 +226,7 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
       reconcile run --config reconcile.toml --date 2026-11-23 --out out/
       reconcile run --config reconcile.toml --date 2026-11-23 --out s3://audit/runs/2026-11-23 --bundle run.tar.gz
     """
-    from . import publish
+    from . import alert, publish
     from .run import execute
     overrides = merge({"zendesk": {"url": zendesk_url},
                        "aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url},
@@ -220,6 +240,8 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     require_usable(cfg)
     if dry_run:
         click.echo(dry_run_plan(cfg, window, target, state_path))
+        for line in alert.plan(cfg) or ["nothing ([alert] cloudwatch_namespace and sns_topic_arn are unset)"]:
+            click.echo(f"alert      {line}")
         reached = reach_all(cfg)  # the same one cheap call per store as `reconcile check`
         for r in reached:
             click.echo(f"reach      {r}")
@@ -229,19 +251,22 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     if not publish.is_s3(target):
         if replace:
             raise ConfigError("--replace is for --out s3://...; a local --out folder is always replaced.")
-        outcome = execute(cfg, window, Path(target), audience=audience, progress=not no_progress, state=state_path)
+        outcome = execute(cfg, window, Path(target), audience=audience, progress=not (no_progress or json_logs()),
+                          state=state_path)
         if bundle:
             publish.pack(outcome.out_dir, Path(bundle))
-        emit(outcome, as_json)
+        # After the manifest: an alert describes a finished run; its failure never changes the exit code.
+        emit(outcome, as_json, alert=alert.send(cfg, outcome.summary, str(outcome.report.resolve())))
         sys.exit(outcome.exit_code)
     publish.ensure_free(target, cfg.aws, replace)  # fail before reading anything
     with tempfile.TemporaryDirectory(prefix="reconcile-run-") as tmp:
-        outcome = execute(cfg, window, Path(tmp) / window.key, audience=audience, progress=not no_progress,
-                          state=state_path, location=target)
+        outcome = execute(cfg, window, Path(tmp) / window.key, audience=audience,
+                          progress=not (no_progress or json_logs()), state=state_path, location=target)
         if bundle:
             publish.pack(outcome.out_dir, Path(bundle))
         report_uri = publish.publish(outcome.out_dir, target, cfg.aws, replace=replace)
-    emit(outcome, as_json, report_uri)
+    # After the manifest (and the upload): an alert describes a finished run; its failure never changes the exit code.
+    emit(outcome, as_json, report_uri, alert.send(cfg, outcome.summary, report_uri))
     sys.exit(outcome.exit_code)
 
 
@@ -289,17 +314,20 @@ STATE_HELP = (f"Run-state file or s3:// URI (default: [state] uri in --config, R
               f"{config_mod.DEFAULT_STATE}).")
 
 
-def emit(outcome, as_json: bool, report: str | None = None) -> None:
+def emit(outcome, as_json: bool, report: str | None = None, alert: dict | None = None) -> None:
     s = outcome.summary
     if as_json:
-        # Where to look first for a scheduler: the report (local path or s3:// URI), then every figure of the summary.
-        click.echo(orjson.dumps({"report": report or str(outcome.report.resolve()), **s},
+        # Where to look first for a scheduler: the report (local path or s3:// URI), then every figure of the summary,
+        # then what became of the alert (docs/operations.md).
+        click.echo(orjson.dumps({"report": report or str(outcome.report.resolve()), **s,
+                                 "alert": alert or {"cloudwatch": {"status": "off"}, "sns": {"status": "off"}}},
                                 option=orjson.OPT_INDENT_2).decode())
     else:
         v = s["verdicts"]
         shown = [f"{r['label']} {v.get(r['verdict'], 0):,}" for r in emission.verdict_rows()
                  if r["verdict"] != "excluded" and (r["in_funnel"] or v.get(r["verdict"]))]
-        click.echo(f"{s['status']}: {s['events']:,} expected bus events · " + " · ".join(shown), err=True)
+        say(f"{s['status']}: {s['events']:,} expected bus events · " + " · ".join(shown),
+            status=s["status"], exit_code=s["exit_code"], events=s["events"], verdicts=v)
         click.echo(report or str(outcome.report))
 
 
@@ -361,7 +389,7 @@ def demo(out, events, seed, day, days, audience, as_json, no_progress, state):
     state_uri = config_mod.build(None, {"state": {"uri": state}},  # the demo's stores are its own: only the state
                                  environ={"RECONCILE_STATE": os.environ.get("RECONCILE_STATE", "")}).state.uri
     outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, days=days, audience=audience,
-                              progress=not no_progress, state=state_uri)
+                              progress=not (no_progress or json_logs()), state=state_uri)
     for line in found:
         click.echo(line, err=True)
     emit(outcome, as_json)

@@ -122,6 +122,16 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class AlertConfig:
+    """Opt-in: nothing is written to the user's AWS account unless a key here is set (docs/operations.md lists the
+    IAM actions each needs). Published after the run's outputs and manifest are written."""
+
+    cloudwatch_namespace: str | None = None  # PutMetricData into this custom namespace (never AWS/...)
+    sns_topic_arn: str | None = None  # Publish a summary to this topic
+    rule: str | None = None  # the Rule dimension's value; default [metrics] rule
+
+
+@dataclass(frozen=True)
 class Config:
     aws: AwsConfig = field(default_factory=AwsConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
@@ -135,6 +145,7 @@ class Config:
     exclude: ExcludeConfig = field(default_factory=ExcludeConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    alert: AlertConfig = field(default_factory=AlertConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,6 +235,12 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("thresholds", "bus_to_sink"): (lambda v: 0 <= v <= 1, "a loss rate from 0 to 1 (0.0001 is 0.01 %)"),
     ("engine", "memory_limit"): (lambda v: _SIZE.match(v), "a size DuckDB accepts, like 512MB, 3GB or 2GiB"),
     ("engine", "threads"): (lambda v: v >= 1, "a whole number of threads, 1 or more"),
+    ("alert", "cloudwatch_namespace"): (lambda v: re.fullmatch(r"[A-Za-z0-9.\-_/#:]{1,255}", v)
+                                        and not v.startswith("AWS/"),
+                                        "a custom CloudWatch namespace like \"Reconcile\" (not AWS/...)"),
+    ("alert", "sns_topic_arn"): (lambda v: re.fullmatch(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+", v),
+                                 "an SNS topic ARN like arn:aws:sns:eu-west-1:123456789012:reconcile"),
+    ("alert", "rule"): (lambda v: re.fullmatch(r"[A-Za-z0-9._-]{1,64}", v), "an EventBridge rule name"),
 }
 _TYPES = {"str": (str, "text (a quoted string)"), "float": ((int, float), "a number"),
           "int": (int, "a whole number"), "tuple[str, ...]": (tuple, "a list of strings"),
@@ -270,6 +287,9 @@ def validate(cfg: Config) -> None:
     if cfg.bus_log.format == "api" and cfg.bus_log.uri and not cfg.bus_log.log_group:
         problems.append("[bus_log] format = \"api\" reads a log group: set [bus_log] log_group (uri is for "
                         "cwl-export or firehose objects).")
+    if cfg.alert.cloudwatch_namespace and not (cfg.alert.rule or cfg.metrics.rule):
+        problems.append("[alert] cloudwatch_namespace publishes metrics with the rule as a dimension: set [metrics] "
+                        "rule, or [alert] rule to name it.")
     if problems:
         raise ConfigError("\n".join(problems) + "\nFix the config file, or override a key with "
                           "--set section.key=value.")

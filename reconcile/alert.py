@@ -1,0 +1,161 @@
+"""Opt-in alerting after a finished run: CloudWatch custom metrics a team alarms on, and an SNS summary.
+
+Sent once the run's outputs and manifest are written (and published, with --out s3://), so an alert never describes
+an unfinished run; built from the run's summary alone, which holds no secret. Nothing is sent unless [alert]
+cloudwatch_namespace or sns_topic_arn is set; docs/operations.md lists the IAM actions each needs.
+
+A failure to send never changes the run's verdict or exit code: it is logged on stderr and returned, and the CLI
+prints it as the `alert` entry of `--json`. The run folder is not touched: its manifest sealed it before the alert
+was sent (and `reconcile verify` flags any file the manifest does not list).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import botocore.exceptions
+
+from .aws import error_code, make_client
+from .config import Config
+
+logger = logging.getLogger(__name__)
+
+# The metrics, as (name, unit, what): one datum each, with the Rule dimension; the per-hop ones also with Hop.
+METRICS = (
+    ("Status", "None", "the exit code as a number: 0 clean, 1 pending, 2 loss, 3 incomplete"),
+    ("Events", "Count", "Zendesk events judged in the window"),
+    ("LostEvents", "Count", "events lost, over every hop (and per hop with the Hop dimension)"),
+    ("LossRate", "None", "per hop (Hop dimension): lost / in, 0 to 1"),
+    ("PendingEvents", "Count", "events still pending (EventBridge may deliver them)"),
+    ("IncompleteInputs", "Count", "stores read only partly or not at all"),
+)
+BATCH = 20  # PutMetricData's datum limit in older regions and emulators; 1,000 where newer
+TOP_PROBLEMS = 8
+SUBJECT_MAX = 100  # SNS's limit on Subject
+
+
+def rule_of(cfg: Config) -> str:
+    return cfg.alert.rule or cfg.metrics.rule or ""
+
+
+def plan(cfg: Config) -> list[str]:
+    """What a run would publish (for --dry-run), one line per target; [] when alerting is off."""
+    lines = []
+    a = cfg.alert
+    if a.cloudwatch_namespace:
+        names = ", ".join(name for name, _, _ in METRICS)
+        lines.append(f"CloudWatch PutMetricData namespace {a.cloudwatch_namespace}, dimension Rule={rule_of(cfg)} "
+                     f"(+ Hop per hop): {names}")
+    if a.sns_topic_arn:
+        lines.append(f"SNS Publish to {a.sns_topic_arn}: status, exit code, per-hop loss, report location, "
+                     f"top problems")
+    return lines
+
+
+def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[str, Any]]:
+    """PutMetricData's MetricData for a run's summary."""
+    base = [{"Name": "Rule", "Value": rule}]
+    incomplete = sum(1 for i in summary["inputs"] if not i["complete"])
+
+    def datum(name, value, unit, dims=()):
+        return {"MetricName": name, "Dimensions": base + list(dims), "Timestamp": at, "Value": float(value),
+                "Unit": unit}
+
+    data = [datum("Status", summary["exit_code"], "None"),
+            datum("Events", summary["events"], "Count"),
+            datum("LostEvents", sum(h["lost"] for h in summary["hops"]), "Count"),
+            datum("PendingEvents", summary["verdicts"].get("pending", 0), "Count"),
+            datum("IncompleteInputs", incomplete, "Count")]
+    for h in summary["hops"]:
+        hop = [{"Name": "Hop", "Value": h["name"]}]
+        data += [datum("LostEvents", h["lost"], "Count", hop), datum("LossRate", h["loss_rate"], "None", hop)]
+    return data
+
+
+def problems(summary: dict[str, Any]) -> list[str]:
+    """The first things to look at, most serious first: unread inputs, hops over threshold, then gap kinds."""
+    out = []
+    for i in summary["inputs"]:
+        if not i["complete"]:
+            first = i["problems"][0] if i["problems"] else "incomplete"
+            out.append(f"input {i['source']} incomplete: {first}")
+    for h in summary["hops"]:
+        if h["over_threshold"]:
+            out.append(f"hop {h['name']}: {h['lost']:,} lost of {h['in']:,} ({h['loss_rate']:.4%}, threshold "
+                       f"{h['threshold']:.4%})")
+    hints = sorted(summary.get("trace_hints", []), key=lambda r: -r["events"])
+    for r in hints:
+        cause = f" ({r['cause']})" if r.get("cause") else ""
+        out.append(f"{r['events']:,} {r['verdict']}{cause}: first {r['trace_id']} — reconcile trace {r['trace_id']}")
+    return out[:TOP_PROBLEMS]
+
+
+def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
+    """(subject, body) of the SNS summary."""
+    w = summary["window"]
+    subject = f"reconcile {w['start'][:10]}: {summary['status']} (exit {summary['exit_code']})"[:SUBJECT_MAX]
+    lines = [f"Status: {summary['status']} (exit code {summary['exit_code']})",
+             f"Window: {w['start']} → {w['end']} (as of {w['as_of']})",
+             f"Events: {summary['events']:,}, pending {summary['verdicts'].get('pending', 0):,}",
+             "Loss per hop:"]
+    lines += [f"  {h['name']}: {h['lost']:,} lost of {h['in']:,} = {h['loss_rate']:.4%}"
+              f"{' OVER THRESHOLD' if h['over_threshold'] else ''}" for h in summary["hops"]]
+    incomplete = [i["source"] for i in summary["inputs"] if not i["complete"]]
+    lines.append(f"Inputs incomplete: {', '.join(incomplete) if incomplete else 'none'}")
+    lines.append(f"Report: {report}")
+    top = problems(summary)
+    if top:
+        lines += ["Top problems:", *(f"  - {p}" for p in top)]
+    return subject, "\n".join(lines) + "\n"
+
+
+def _failure(what: str, e: Exception, needs: str, key: str) -> str:
+    code = error_code(e) or type(e).__name__
+    return (f"{what} failed ({code}: {e}). Check the credentials (--profile), [alert] {key}, and that the IAM "
+            f"policy allows {needs}. The run's verdict and exit code are unchanged.")
+
+
+def put_metrics(cfg: Config, summary: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
+    ns = cfg.alert.cloudwatch_namespace
+    data = metric_data(summary, rule_of(cfg), at or datetime.now(timezone.utc))
+    try:
+        cw = make_client("cloudwatch", cfg.aws)
+        for i in range(0, len(data), BATCH):
+            cw.put_metric_data(Namespace=ns, MetricData=data[i:i + BATCH])
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        error = _failure(f"CloudWatch PutMetricData to namespace {ns}", e,
+                         f"cloudwatch:PutMetricData with cloudwatch:namespace = {ns}", "cloudwatch_namespace")
+        logger.error("alert: %s", error)
+        return {"status": "failed", "namespace": ns, "error": error}
+    logger.info("alert: %d metric data published to CloudWatch namespace %s", len(data), ns)
+    return {"status": "sent", "namespace": ns, "rule": rule_of(cfg), "metric_data": len(data)}
+
+
+def publish_summary(cfg: Config, summary: dict[str, Any], report: str) -> dict[str, Any]:
+    arn = cfg.alert.sns_topic_arn
+    subject, body = message(summary, report)
+    attributes = {"status": {"DataType": "String", "StringValue": summary["status"]},
+                  "exit_code": {"DataType": "Number", "StringValue": str(summary["exit_code"])}}
+    try:
+        r = make_client("sns", cfg.aws).publish(TopicArn=arn, Subject=subject, Message=body,
+                                                MessageAttributes=attributes)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        error = _failure(f"SNS Publish to {arn}", e, f"sns:Publish on {arn}", "sns_topic_arn")
+        logger.error("alert: %s", error)
+        return {"status": "failed", "topic_arn": arn, "error": error}
+    logger.info("alert: summary published to %s", arn)
+    return {"status": "sent", "topic_arn": arn, "message_id": r["MessageId"]}
+
+
+def send(cfg: Config, summary: dict[str, Any], report: str) -> dict[str, Any]:
+    """Publish a finished run's alert to each configured target. Never raises for a target that fails: returns
+    {"cloudwatch": {...}, "sns": {...}}, each with status "off", "sent" or "failed" (and the error)."""
+    a = cfg.alert
+    return {"cloudwatch": put_metrics(cfg, summary) if a.cloudwatch_namespace else {"status": "off"},
+            "sns": publish_summary(cfg, summary, report) if a.sns_topic_arn else {"status": "off"}}
+
+
+def failed(outcome: dict[str, Any]) -> bool:
+    return any(t.get("status") == "failed" for t in outcome.values())

@@ -1,0 +1,244 @@
+"""Alerting after the daily run, against moto's server: CloudWatch metrics land in the custom namespace with the rule
+as a dimension, the SNS summary reaches a subscribed SQS queue, and a failure to publish is reported on stderr and in
+`--json` without changing the exit code. Also what `--json` gives a scheduler."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from reconcile import alert
+from reconcile.aws import make_client
+from reconcile.cli import main
+from reconcile.config import build
+from reconcile.errors import ConfigError
+
+SECRET = "zd-token-never-shown-7f3a"
+
+
+def run_args(tmp_path, *sets: str) -> list[str]:
+    """A run that needs no store but a local sink folder: Zendesk unconfigured makes it incomplete (exit 3)."""
+    sink = tmp_path / "sink"
+    sink.mkdir(exist_ok=True)
+    args = ["run", "--date", "2026-11-23", "--out", str(tmp_path / "out"), "--no-progress", "--no-state", "--json",
+            "--set", f"sink.uri={sink}"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+def cli_env(aws_cfg) -> dict[str, str]:
+    return {"ZENDESK_URL": "", "ZENDESK_API_TOKEN": SECRET, "AWS_ENDPOINT_URL": aws_cfg.endpoint_url}
+
+
+def subscribed_queue(aws_cfg, topic_name: str = "reconcile-alerts") -> tuple[str, str]:
+    """(topic ARN, queue URL) with the queue subscribed to the topic."""
+    sns, sqs = make_client("sns", aws_cfg), make_client("sqs", aws_cfg)
+    arn = sns.create_topic(Name=topic_name)["TopicArn"]
+    url = sqs.create_queue(QueueName="alerts-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
+    return arn, url
+
+
+def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_cfg):
+    before = datetime.now(timezone.utc) - timedelta(minutes=1)
+    result = CliRunner().invoke(main, run_args(tmp_path, 'alert.cloudwatch_namespace="Reconcile"',
+                                               'alert.rule="zendesk-to-kinesis"'), env=cli_env(aws_cfg))
+    assert result.exit_code == 3, result.output
+    out = orjson.loads(result.stdout)
+    assert out["alert"]["cloudwatch"] == {"status": "sent", "namespace": "Reconcile", "rule": "zendesk-to-kinesis",
+                                          "metric_data": 9}
+    assert out["alert"]["sns"] == {"status": "off"}
+
+    cw = make_client("cloudwatch", aws_cfg)
+    listed = cw.list_metrics(Namespace="Reconcile")["Metrics"]
+    found = {(m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"]))) for m in listed}
+    rule = ("Rule", "zendesk-to-kinesis")
+    assert found == {("Status", (rule,)), ("Events", (rule,)), ("LostEvents", (rule,)), ("PendingEvents", (rule,)),
+                     ("IncompleteInputs", (rule,)),
+                     *((name, (("Hop", hop), rule)) for name in ("LostEvents", "LossRate")
+                       for hop in ("bus_to_sink", "zendesk_to_bus"))}
+
+    def value(name, *dims):
+        r = cw.get_metric_data(
+            MetricDataQueries=[{"Id": "m", "MetricStat": {"Metric": {
+                "Namespace": "Reconcile", "MetricName": name,
+                "Dimensions": [{"Name": "Rule", "Value": "zendesk-to-kinesis"}, *dims]},
+                "Period": 60, "Stat": "Maximum"}}],
+            StartTime=before, EndTime=datetime.now(timezone.utc) + timedelta(minutes=1))
+        return r["MetricDataResults"][0]["Values"]
+
+    assert value("Status") == [3.0]  # the exit code: incomplete
+    incomplete = sum(1 for i in out["inputs"] if not i["complete"])
+    assert incomplete >= 1 and value("IncompleteInputs") == [float(incomplete)]
+    assert value("LossRate", {"Name": "Hop", "Value": "zendesk_to_bus"}) == [0.0]
+
+
+def test_the_sns_summary_reaches_a_subscribed_queue(tmp_path, aws_cfg):
+    arn, url = subscribed_queue(aws_cfg)
+    result = CliRunner().invoke(main, run_args(tmp_path, f'alert.sns_topic_arn="{arn}"'), env=cli_env(aws_cfg))
+    assert result.exit_code == 3, result.output
+    out = orjson.loads(result.stdout)
+    assert out["alert"]["sns"]["status"] == "sent" and out["alert"]["cloudwatch"] == {"status": "off"}
+
+    msgs = make_client("sqs", aws_cfg).receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                       WaitTimeSeconds=1)["Messages"]
+    assert len(msgs) == 1
+    envelope = orjson.loads(msgs[0]["Body"])  # SNS's JSON envelope (raw delivery off)
+    assert envelope["TopicArn"] == arn and envelope["MessageId"] == out["alert"]["sns"]["message_id"]
+    assert envelope["Subject"] == "reconcile 2026-11-23: incomplete (exit 3)"
+    assert envelope["MessageAttributes"]["exit_code"]["Value"] == "3"
+    body = envelope["Message"].splitlines()
+    assert body[0] == "Status: incomplete (exit code 3)"
+    assert f"Report: {out['report']}" in body
+    assert any(line.startswith("  zendesk_to_bus: 0 lost of 0 = 0.0000%") for line in body)
+    assert any(line.startswith("  - input zendesk incomplete: not configured") for line in body), body
+    assert SECRET not in envelope["Message"]
+
+
+def test_a_failure_to_publish_is_reported_and_the_exit_code_is_unchanged(tmp_path, aws_cfg):
+    """A topic that does not exist: the metrics still go, the failure is one stderr line naming the IAM action and
+    the config key, `--json` says "failed", and the exit code is the run's own (3)."""
+    missing = "arn:aws:sns:us-east-1:123456789012:no-such-topic"
+    env = {**os.environ, **cli_env(aws_cfg)}
+    p = subprocess.run([sys.executable, "-m", "reconcile", *run_args(tmp_path, 'alert.cloudwatch_namespace="Rec"',
+                                                                     'alert.rule="r1"',
+                                                                     f'alert.sns_topic_arn="{missing}"')],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert p.returncode == 3, p.stderr
+    out = orjson.loads(p.stdout)
+    assert out["exit_code"] == 3 and out["status"] == "incomplete"
+    assert out["alert"]["cloudwatch"]["status"] == "sent"
+    sns = out["alert"]["sns"]
+    assert sns["status"] == "failed" and missing in sns["error"] and "sns:Publish" in sns["error"]
+    errors = [line for line in p.stderr.splitlines() if "alert: SNS Publish" in line]
+    assert len(errors) == 1 and "ERROR" in errors[0] and "[alert] sns_topic_arn" in errors[0]
+    assert "exit code are unchanged" in errors[0]
+    assert (tmp_path / "out" / "manifest.json").exists()  # the run finished before the alert
+
+
+def test_dry_run_says_what_it_would_publish_and_publishes_nothing(tmp_path, aws_cfg):
+    arn = "arn:aws:sns:us-east-1:123456789012:reconcile-alerts"
+    result = CliRunner().invoke(main, [*run_args(tmp_path, 'alert.cloudwatch_namespace="Reconcile"',
+                                                 'metrics.rule="zendesk-to-kinesis"', f'alert.sns_topic_arn="{arn}"'),
+                                       "--dry-run"], env=cli_env(aws_cfg))
+    lines = [line for line in result.stdout.splitlines() if line.startswith("alert ")]
+    assert lines[0].split(None, 1)[1].startswith(
+        "CloudWatch PutMetricData namespace Reconcile, dimension Rule=zendesk-to-kinesis (+ Hop per hop): Status,")
+    assert lines[1].split(None, 1)[1].startswith(f"SNS Publish to {arn}:")
+    assert make_client("cloudwatch", aws_cfg).list_metrics(Namespace="Reconcile")["Metrics"] == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_alerting_is_off_by_default_and_dry_run_says_so(tmp_path, aws_cfg):
+    result = CliRunner().invoke(main, [*run_args(tmp_path), "--dry-run"], env=cli_env(aws_cfg))
+    assert "alert      nothing ([alert] cloudwatch_namespace and sns_topic_arn are unset)" in result.stdout
+    assert alert.plan(build(None, {})) == []
+
+
+@pytest.mark.parametrize("values,named", [
+    ({"cloudwatch_namespace": "AWS/Events", "rule": "r"}, "[alert] cloudwatch_namespace"),
+    ({"cloudwatch_namespace": "Reconcile"}, "set [metrics] rule, or [alert] rule"),
+    ({"sns_topic_arn": "reconcile-alerts"}, "[alert] sns_topic_arn"),
+])
+def test_alert_config_mistakes_are_named(values, named):
+    with pytest.raises(ConfigError) as e:
+        build(None, {"alert": values}, environ={})
+    assert named in str(e.value)
+
+
+def test_json_gives_a_scheduler_every_figure(tmp_path, aws_cfg):
+    result = CliRunner().invoke(main, run_args(tmp_path), env=cli_env(aws_cfg))
+    out = orjson.loads(result.stdout)
+    assert list(out)[0] == "report" and out["report"] == str((tmp_path / "out" / "report.html").resolve())
+    assert (out["status"], out["exit_code"], result.exit_code) == ("incomplete", 3, 3)
+    assert {h["name"] for h in out["hops"]} == {"zendesk_to_bus", "bus_to_sink"}
+    assert all({"in", "out", "lost", "pending", "loss_rate", "threshold", "over_threshold"} <= set(h)
+               for h in out["hops"])
+    assert {"events", "verdicts", "orphans", "generated_at", "window"} <= set(out)
+    assert {i["source"]: i["complete"] for i in out["inputs"]}["zendesk"] is False
+    assert all({"records", "rejected", "problems"} <= set(i) for i in out["inputs"])
+    assert out["alert"] == {"cloudwatch": {"status": "off"}, "sns": {"status": "off"}}
+
+
+@pytest.mark.usefixtures("restore_environment")  # the simulator's helpers set env vars
+def test_the_daily_run_recipe_end_to_end_on_moto(tmp_path, moto):
+    """A simulated day with losses in moto's stores and the Zendesk API over HTTP; `reconcile run --config` as the
+    recipes run it: exit 2, the metrics say so, and the SNS summary reaches the subscribed queue."""
+    import base64
+
+    from reconcile.config import AwsConfig
+    from reconcile.simulate import aws_load, zendesk_server
+    from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, ZENDESK_BUDGET
+    from reconcile.simulate.generate import SimParams, simulate
+    from reconcile.simulate.stores import write_stores
+
+    aws = AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
+    sim = simulate(SimParams(events=1500, batch_seconds=900, files_per_batch=1, seed=31))
+    write_stores(sim, tmp_path / "sim")
+    stores = aws_load.load_stores(tmp_path / "sim" / "stores", aws)
+    arn, url = subscribed_queue(aws)
+    p = sim.params
+    (tmp_path / "reconcile.toml").write_text(f'''
+[zendesk]
+requests_per_minute = {ZENDESK_BUDGET}
+max_wait = "2m"
+[bus_log]
+uri = "{stores['bus_log_uri']}"
+[sink]
+uri = "{stores['sink_uri']}"
+[dlq]
+queue_url = "{stores['queue_url']}"
+[metrics]
+rule = "{stores['rule']}"
+[window]
+max_event_age = "{p.max_event_age.total_seconds():.0f}s"
+margin_before = "{p.margin_before.total_seconds():.0f}s"
+hop_a_grace = "{p.hop_a_grace.total_seconds():.0f}s"
+[exclude]
+event_types = {list(p.excluded_kinds)!r}
+[alert]
+cloudwatch_namespace = "Reconcile"
+sns_topic_arn = "{arn}"
+'''.replace("'", '"'))
+    audits = zendesk_server.load(tmp_path / "sim")
+    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    with zendesk_server.start(audits, now=sim.window.as_of, rate_limit_per_minute=ZENDESK_BUDGET, auth=auth) as zd:
+        result = CliRunner().invoke(main, [
+            "run", "--config", str(tmp_path / "reconcile.toml"), "--zendesk-url", zd.url, "--date", p.day,
+            "--as-of", sim.window.as_of.isoformat(), "--out", str(tmp_path / "out"), "--no-state", "--no-progress",
+            "--json"], env={"ZENDESK_EMAIL": DEMO_EMAIL, "ZENDESK_API_TOKEN": DEMO_TOKEN,
+                           "AWS_ENDPOINT_URL": moto.endpoint})
+    assert result.exit_code == 2, result.output
+    out = orjson.loads(result.stdout)
+    assert out["status"] == "loss" and all(i["complete"] for i in out["inputs"] if i["source"] != "metrics")
+    assert out["alert"]["cloudwatch"]["status"] == "sent" and out["alert"]["sns"]["status"] == "sent"
+
+    cw = make_client("cloudwatch", aws)
+    dims = [{"Name": "Rule", "Value": stores["rule"]}]
+    got = cw.get_metric_data(MetricDataQueries=[
+        {"Id": f"m{i}", "MetricStat": {"Metric": {"Namespace": "Reconcile", "MetricName": name, "Dimensions": d},
+                                       "Period": 60, "Stat": "Maximum"}}
+        for i, (name, d) in enumerate([("Status", dims), ("LostEvents", dims),
+                                       ("LossRate", dims + [{"Name": "Hop", "Value": "bus_to_sink"}])])],
+        StartTime=datetime.now(timezone.utc) - timedelta(minutes=10),
+        EndTime=datetime.now(timezone.utc) + timedelta(minutes=1))["MetricDataResults"]
+    values = {r["Id"]: r["Values"] for r in got}
+    lost = sum(h["lost"] for h in out["hops"])
+    bus_to_sink = next(h for h in out["hops"] if h["name"] == "bus_to_sink")
+    assert values == {"m0": [2.0], "m1": [float(lost)], "m2": [bus_to_sink["loss_rate"]]}
+    assert lost > 0
+
+    (msg,) = make_client("sqs", aws).receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"]
+    envelope = orjson.loads(msg["Body"])
+    assert envelope["Subject"] == f"reconcile {p.day}: loss (exit 2)"
+    body = envelope["Message"]
+    assert "OVER THRESHOLD" in body and f"Report: {out['report']}" in body and DEMO_TOKEN not in body
+    assert "reconcile trace " in body  # top problems name an id to trace
