@@ -24,12 +24,14 @@ DEMO_EVENTS = 400
 
 
 def interpreters() -> dict[str, str]:
-    """Supported version -> an interpreter for it, from PATH (python3.12, …) and this one."""
+    """Supported version -> an interpreter for it, from PATH (python3.12, …), pyenv's installs (whose PATH shims
+    answer only for the selected version) and this one."""
     found = {f"{sys.version_info.major}.{sys.version_info.minor}": sys.executable}
     for v in SUPPORTED:
-        exe = shutil.which(f"python{v}")
-        if v not in found and exe and subprocess.run([exe, "-c", "pass"], capture_output=True).returncode == 0:
-            found[v] = exe
+        pyenv = sorted(Path.home().glob(f".pyenv/versions/{v}.*/bin/python{v}"))
+        for exe in [shutil.which(f"python{v}"), *map(str, pyenv)]:
+            if v not in found and exe and subprocess.run([exe, "-c", "pass"], capture_output=True).returncode == 0:
+                found[v] = exe
     return found
 
 
