@@ -31,5 +31,5 @@ CODE = (("queries", QUERY_DIR, ("*.sql", "*.csv")), ("templates", TEMPLATE_DIR, 
 
 
 def query_file(name: str) -> Path:
-    """A file in queries/, e.g. `kind_map.csv` or `state/schema.sql`."""
+    """A file in queries/, e.g. `emission_model.csv` or `state/schema.sql`."""
     return QUERY_DIR / name
