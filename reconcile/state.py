@@ -35,6 +35,12 @@ from .window import Window
 logger = logging.getLogger(__name__)
 
 STATE_QUERIES = resources.query_file("state")
+JOURNAL_COLUMNS = ("plan_digest", "window_key", "source_id", "eb_id", "route", "target", "status", "attempts",
+                   "shard_id", "sequence_number", "replay_name", "sent_at", "error")
+RECOVERIES_SCHEMA = pa.schema([
+    ("eb_id", pa.string()), ("route", pa.string()), ("target", pa.string()), ("replay_name", pa.string()),
+    ("plan_digest", pa.string()), ("sent_at", pa.timestamp("us", tz="UTC")),
+])
 CARRIED_SCHEMA = pa.schema([
     ("window_key", pa.string()), ("source_id", pa.string()), ("zendesk_key", pa.string()), ("eb_id", pa.string()),
     ("ticket_id", pa.int64()), ("kind", pa.string()), ("event_time", pa.timestamp("ms", tz="UTC")),
@@ -192,6 +198,27 @@ class State:
     def commit(self) -> None:
         """Make the run `record` wrote part of the state."""
         self.con.execute("COMMIT")
+
+    def journal(self, plan_digest: str) -> pa.Table:
+        """The recovery journal's rows for one plan (every status), in eb_id order."""
+        cols = ", ".join(JOURNAL_COLUMNS)
+        return self.con.sql(f"SELECT {cols} FROM recovery_journal WHERE plan_digest = $plan ORDER BY eb_id",
+                            params={"plan": plan_digest}).to_arrow_table()
+
+    def write_journal(self, rows: pa.Table) -> None:
+        """Insert or replace journal rows (columns JOURNAL_COLUMNS, any order) and make them durable at once:
+        a recovery interrupted after this call never sends these events again."""
+        self.con.register("journal_rows", rows)
+        try:
+            cols = ", ".join(JOURNAL_COLUMNS)
+            self.con.execute(f"INSERT OR REPLACE INTO recovery_journal ({cols}) SELECT {cols} FROM journal_rows")
+            self.con.execute("CHECKPOINT")
+        finally:
+            self.con.unregister("journal_rows")
+
+    def recoveries(self) -> pa.Table:
+        """What was sent per EventBridge id (queries/state/recoveries.sql), for the engine's `recoveries` view."""
+        return execute_file(self.con, _q("recoveries"), {}).to_arrow_table().cast(RECOVERIES_SCHEMA)
 
     def history(self) -> list[dict[str, Any]]:
         return execute_file(self.con, _q("history"), {}).to_arrow_table().to_pylist()
