@@ -30,10 +30,10 @@ class Reached:
 
 def require_a_store(cfg: Config) -> None:
     """A run with no store configured has nothing to reconcile: a config error, not an empty report."""
-    from .run import SOURCES
-    if not any(spec.configured(cfg) for spec in SOURCES):
+    from .sources import REGISTRY
+    if not any(spec.configured(cfg) for spec in REGISTRY):
         raise ConfigError("No store is configured, so there is nothing to reconcile. Give a config file (--config) "
-                          "or keys: " + "; ".join(spec.hint for spec in SOURCES) + ".")
+                          "or keys: " + "; ".join(spec.hint for spec in REGISTRY) + ".")
 
 
 def require_usable(cfg: Config) -> None:
@@ -51,13 +51,13 @@ def require_usable(cfg: Config) -> None:
 
 def reach_all(cfg: Config) -> list[Reached]:
     """One line per configured store: whether it answered its one cheap call."""
-    from .run import SOURCES
+    from .sources import REGISTRY
     out = []
-    for spec in SOURCES:
+    for spec in REGISTRY:
         if not spec.configured(cfg):
             continue
         try:
-            detail = PROBES[spec.name](cfg)
+            detail = spec.probe(cfg)
             out.append(Reached(spec.name, True, detail))
         except (ReconcileError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
             out.append(Reached(spec.name, False, _explain(e, spec.name)))
@@ -88,12 +88,14 @@ def list_one(uri: str, cfg: Config) -> str:
     return f"{uri} lists (first object {first[0]['Key']})"
 
 
-def _zendesk(cfg: Config) -> str:
+# Each store's one cheap call, named by its line in sources.REGISTRY (`probe`).
+
+def probe_zendesk(cfg: Config) -> str:
     from .sources import zendesk
     return zendesk.probe(cfg.zendesk)
 
 
-def _bus_log(cfg: Config) -> str:
+def probe_bus_log(cfg: Config) -> str:
     if cfg.bus_log.format != "api":
         return list_one(cfg.bus_log.uri, cfg)
     groups = make_client("logs", cfg.aws).describe_log_groups(logGroupNamePrefix=cfg.bus_log.log_group, limit=1)
@@ -104,11 +106,11 @@ def _bus_log(cfg: Config) -> str:
     return f"log group {cfg.bus_log.log_group} exists"
 
 
-def _sink(cfg: Config) -> str:
+def probe_sink(cfg: Config) -> str:
     return list_one(cfg.sink.uri, cfg)
 
 
-def _dlq(cfg: Config) -> str:
+def probe_dlq(cfg: Config) -> str:
     if not cfg.dlq.queue_url:
         return list_one(cfg.dlq.uri, cfg)
     attrs = make_client("sqs", cfg.aws).get_queue_attributes(
@@ -121,7 +123,7 @@ def _dlq(cfg: Config) -> str:
     return f"{cfg.dlq.queue_url} answers (about {int(attrs['ApproximateNumberOfMessages']):,} messages)"
 
 
-def _metrics(cfg: Config) -> str:
+def probe_metrics(cfg: Config) -> str:
     if not cfg.metrics.rule:
         return list_one(cfg.metrics.uri, cfg)
     from .sources.metrics import NAMESPACE
@@ -135,9 +137,6 @@ def _metrics(cfg: Config) -> str:
             "Period": 3600, "Stat": "Sum"}}],
         StartTime=end - timedelta(hours=1), EndTime=end, MaxDatapoints=1)
     return f"GetMetricData answers for rule {cfg.metrics.rule}"
-
-
-PROBES = {"zendesk": _zendesk, "bus_log": _bus_log, "sink": _sink, "dlq": _dlq, "metrics": _metrics}
 
 
 def failure(reached: list[Reached]) -> SourceError | None:

@@ -272,25 +272,13 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
 
 def dry_run_plan(cfg, window, target: str, state_path) -> str:
     """What a run would read (each store and the time range) and write, without touching anything."""
-    from .run import SOURCES
-    where = {
-        "zendesk": lambda c: f"{c.zendesk.url}/api/v2/incremental/ticket_events.json "
-                             f"({c.zendesk.requests_per_minute:g} requests/min)",
-        "bus_log": lambda c: f"{c.bus_log.uri or c.bus_log.log_group} ({c.bus_log.format})",
-        "sink": lambda c: f"{c.sink.uri} ({c.sink.format}, id from "
-                          f"{c.sink.id_path or 'column ' + c.sink.id_column})",
-        "dlq": lambda c: (f"{c.dlq.queue_url} (received, released after the read, never deleted; visibility "
-                          f"{'sized to the queue' if c.dlq.visibility_timeout is None else c.dlq.visibility_timeout}"
-                          f"{'' if c.dlq.visibility_timeout is None else 's'})"
-                          if c.dlq.queue_url else f"{c.dlq.uri} (archive)"),
-        "metrics": lambda c: (f"AWS/Events rule {c.metrics.rule}" if c.metrics.rule else f"{c.metrics.uri}"),
-    }
+    from .sources import REGISTRY
     iso = "%Y-%m-%dT%H:%M:%SZ"
     lines = [f"window     {window.start:{iso}} → {window.end:{iso}} (Zendesk events by event time)",
              f"read       downstream stores over {window.read_start:{iso}} → {window.read_end:{iso}}",
              f"as of      {window.as_of:{iso}}: missing events younger than {window.horizon} are pending"]
-    for spec in SOURCES:
-        what = where[spec.name](cfg) if spec.configured(cfg) else f"NOT CONFIGURED ({spec.hint})"
+    for spec in REGISTRY:
+        what = spec.describe(cfg) if spec.configured(cfg) else f"NOT CONFIGURED ({spec.hint})"
         lines.append(f"{spec.name:<10} {what}")
     lines += [f"write      {target}/ (report.html, summary.json, gaps.csv, verdicts.parquet, evidence/, manifest.json)",
               f"state      {state_path or 'none (--no-state)'}"]
@@ -442,15 +430,15 @@ def fetch_options(f):
 
 def do_fetch(name: str, config_path, start, end, out, overrides: dict) -> None:
     from . import completeness, ledger
-    from .run import SOURCES, read_source, window_from, write_ledger
+    from .run import window_from
+    from .sources import source
     cfg = config_mod.build(config_path, overrides)
     window = window_from(cfg, parse_time(start), parse_time(end))
-    spec = next(s for s in SOURCES if s.name == name)
     out = Path(out)
     evidence = out.parent / (out.stem + "-evidence")
     # Alone, a store cannot be compared with the others: only the per-source parts of the rule apply.
-    result = completeness.decide(read_source(spec, cfg, window, evidence, progress=True), others_have_records=False)
-    os.replace(write_ledger(spec, result, evidence), out)  # a streamed ledger is in evidence/ already
+    result = completeness.decide(source(name).read(cfg, window, evidence, progress=True), others_have_records=False)
+    os.replace(result.path, out)
     if result.rejected:
         ledger.write_atomic(result.rejects, out.with_name(out.stem + ".rejects.parquet"))
     for p in result.problems:

@@ -6,7 +6,7 @@ A required store is complete only when
   2. every record it met became a ledger row or was rejected for a reason that provably cannot hide an in-window event
      (a reject `kind` whose `hides_events` is false in queries/reject_kinds.csv), and
   3. it is not empty while another required store holds records for the window (an empty export prefix, an empty
-     sink listing: "nothing there" is not proof of "nothing happened"). The DLQ is exempt (MAY_BE_EMPTY): an empty
+     sink listing: "nothing there" is not proof of "nothing happened"). The DLQ is exempt (may_be_empty): an empty
      dead-letter queue is the healthy state, and its read proves coverage by itself (the queue's attributes, or
      the archive objects it listed and read).
 Anything else makes the input incomplete: the run exits 3 and the report names the source, the count and what to do.
@@ -24,11 +24,13 @@ import pyarrow.csv as pacsv
 
 from . import resources
 from .ledger import DEFAULT_REJECT_KIND, SourceResult
+from .sources import REGISTRY
 
-# Sources a verdict rests on; metrics are a sanity check only, so a metrics read never makes a run incomplete.
-REQUIRED = ("zendesk", "bus_log", "sink", "dlq")
+# Sources a verdict rests on (`required` in the registry); metrics are a sanity check only, so a metrics read never
+# makes a run incomplete.
+REQUIRED = tuple(s.name for s in REGISTRY if s.required)
 # Required stores for which "no records" is the normal state of a good day (rule 3 does not apply).
-MAY_BE_EMPTY = ("dlq",)
+MAY_BE_EMPTY = tuple(s.name for s in REGISTRY if s.may_be_empty)
 
 
 @cache

@@ -15,8 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-HOPS = ("zendesk", "bus", "dlq", "sink")
-
 TS = pa.timestamp("ms", tz="UTC")
 
 SCHEMA = pa.schema(
@@ -120,19 +118,24 @@ class SourceResult:
 
     `complete=False` means some of the store could not be read; `problems` says what and what to check.
     `fingerprints` lists every raw input read (key, size, etag/sha256, ...), for the manifest and auditors.
+
+    `ledger` is the rows in memory, as a store's module returns them. Once the ledger is on disk (sources.Source.read
+    writes it to evidence/<hop>.parquet), `ledger` is None, `path` names the file and `rows` is its row count.
     """
 
     name: str
-    ledger: pa.Table
+    ledger: pa.Table | None
     rejects: pa.Table = field(default_factory=lambda: REJECT_SCHEMA.empty_table())
     complete: bool = True
     problems: list[str] = field(default_factory=list)
     fingerprints: list[dict] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # source-specific facts for the report (coverage, counts)
+    path: Path | None = None  # where the ledger lies on disk, once written
+    rows: int | None = None  # the row count of the ledger at `path`
 
     @property
     def records(self) -> int:
-        return self.ledger.num_rows
+        return self.rows if self.ledger is None else self.ledger.num_rows
 
     @property
     def rejected(self) -> int:

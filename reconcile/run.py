@@ -6,14 +6,12 @@ sources → evidence/<hop>.parquet → engine (queries/*.sql) → summary.json, 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import platform
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,8 +23,8 @@ from . import __version__, completeness, interrupt, ledger, outputs, report, res
 from .config import Config, EngineConfig, redact
 from .engine import Engine
 from .emission import from_evidence, load_model
-from .errors import ReconcileError
 from .ledger import SourceResult
+from .sources import REGISTRY, hops
 from .state import CARRIED_SCHEMA, State
 from .window import Window, parse_duration
 
@@ -37,32 +35,6 @@ REJECTS_IN_REPORT = 20
 RENDERED = ("verdicts.parquet", "gaps.csv", "summary.json", "report.html")
 # Evidence a re-render needs besides the ledgers (docs: `reconcile verify`).
 CARRIED_FILE, HISTORY_FILE, KIND_MAP_FILE = "carried.parquet", "history.json", "kind_map.parquet"
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """A store the job reads: the ledger view it fills and how to tell whether it is configured."""
-
-    name: str
-    hop: str
-    module: str
-    configured: Callable[[Config], bool]
-    hint: str
-
-
-SOURCES = (
-    SourceSpec("zendesk", "zendesk", "zendesk", lambda c: bool(c.zendesk.url), "set [zendesk] url or ZENDESK_URL"),
-    SourceSpec("bus_log", "bus", "buslog", lambda c: bool(c.bus_log.uri or c.bus_log.log_group),
-               "set [bus_log] uri (or log_group with format = api)"),
-    SourceSpec("sink", "sink", "sink", lambda c: bool(c.sink.uri), "set [sink] uri"),
-    SourceSpec("dlq", "dlq", "dlq", lambda c: bool(c.dlq.queue_url or c.dlq.uri), "set [dlq] queue_url or uri"),
-    SourceSpec("metrics", "metrics", "metrics", lambda c: bool(c.metrics.rule or c.metrics.uri),
-               "set [metrics] rule or uri"),
-)
-
-
-# Sources that take `out=` and stream their ledger into the evidence file (bounded memory on big days).
-STREAMED = ("bus_log", "sink", "dlq")
 
 
 @dataclass
@@ -89,49 +61,11 @@ def window_from(cfg: Config, start, end, as_of: datetime | None = None) -> Windo
                   max_event_age=parse_duration(w.max_event_age), hop_a_grace=parse_duration(w.hop_a_grace))
 
 
-def read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, progress: bool) -> SourceResult:
-    """Read one store and log, when it finishes, its counts and time (fields for `--log-format json`)."""
-    t0 = time.monotonic()
-    r = _read_source(spec, cfg, window, evidence, progress)
-    seconds = round(time.monotonic() - t0, 3)
-    logger.info("%s finished: %d records, %d rejected, %s, %.1f s", spec.name, r.records, r.rejected,
-                "read whole" if r.complete else "read in part", seconds,
-                extra={"source": spec.name, "records": r.records, "rejected": r.rejected, "complete": r.complete,
-                       "seconds": seconds})
-    return r
-
-
-def _read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, progress: bool) -> SourceResult:
-    """Read one store; a store that cannot be read at all becomes an incomplete input, never a crash."""
-    if not spec.configured(cfg):
-        complete = spec.name not in completeness.REQUIRED
-        return SourceResult(spec.name, ledger.empty(), complete=complete,
-                            problems=[f"not configured: {spec.hint}"])
-    module = importlib.import_module(f"reconcile.sources.{spec.module}")
-    try:
-        if spec.name == "zendesk":
-            pages = Path(cfg.zendesk.pages_dir) if cfg.zendesk.pages_dir else evidence / "zendesk-pages"
-            # "now" for the API's one-minute cut-off is the time the run judges as of (default: the real now)
-            return module.read(cfg.zendesk, window, pages, now=window.as_of, progress=progress,
-                               edge=timedelta(seconds=cfg.match.tolerance_seconds))
-        section = getattr(cfg, spec.name)
-        if spec.name in STREAMED:
-            # Written straight into the evidence file as it is read: a day's ledger is never held in memory whole.
-            # `match`: the shape of EventBridge ids and Zendesk's `source` values, one rule for every AWS store.
-            return module.read(section, window, cfg.aws, out=evidence / f"{spec.hop}.parquet", match=cfg.match)
-        return module.read(section, window, cfg.aws)
-    except ReconcileError as e:
-        if getattr(e, "exit_code", 4) != 3:
-            raise
-        logger.warning("%s could not be read: %s", spec.name, e)
-        return SourceResult(spec.name, ledger.empty(), complete=False, problems=[str(e)])
-
-
 def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True) -> dict[str, SourceResult]:
     """Read every store at once. After SIGTERM/SIGINT the reads see interrupt.STOP and stop; they get
     interrupt.GRACE_S to release what they hold (DLQ messages) before Interrupted goes on up."""
-    pool = ThreadPoolExecutor(max_workers=len(SOURCES))
-    futures = {s.name: pool.submit(read_source, s, cfg, window, evidence, progress) for s in SOURCES}
+    pool = ThreadPoolExecutor(max_workers=len(REGISTRY))
+    futures = {s.name: pool.submit(s.read, cfg, window, evidence, progress) for s in REGISTRY}
     try:
         results = {name: f.result() for name, f in futures.items()}
     finally:
@@ -145,23 +79,14 @@ def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True)
 
 
 def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str, Path]:
+    """Each store's ledger (Source.read has written it already; a result built in memory is written here) and its
+    rejects in evidence/; returns the ledgers by hop."""
     paths = {}
-    for spec in SOURCES:
+    for spec in REGISTRY:
         r = results[spec.name]
-        paths[spec.hop] = write_ledger(spec, r, evidence)
-        ledger.write_atomic(r.rejects, evidence / f"{spec.name}.rejects.parquet")
+        paths[spec.hop] = spec.keep(r, evidence).path
+        ledger.write_atomic(r.rejects, evidence / spec.rejects_file)
     return paths
-
-
-def write_ledger(spec: SourceSpec, r: SourceResult, evidence: Path) -> Path:
-    """evidence/<hop>.parquet: the ledger the source streamed there (STREAMED), or the one it kept in memory."""
-    path = evidence / f"{spec.hop}.parquet"
-    if r.ledger.num_columns == 0 and path.exists():
-        return path
-    table = r.ledger if spec.hop == "metrics" else ledger.conform(r.ledger)
-    if spec.hop == "metrics" and table.num_rows == 0:
-        table = ledger.METRIC_SCHEMA.empty_table()
-    return ledger.write_atomic(table, path)
 
 
 def params(cfg: Config, window: Window) -> dict[str, Any]:
@@ -180,7 +105,7 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
           kind_map: pa.Table | None = None, engine: EngineConfig | None = None) -> Engine:
     engine = engine or cfg.engine
     e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
-    for hop in ("zendesk", "bus", "dlq", "sink", "metrics"):
+    for hop in hops():
         e.bind_ledger(hop, ledgers.get(hop))
     e.bind_table("emission_model", from_evidence(kind_map) if kind_map is not None else model_of(cfg))
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(cfg.exclude.event_types), pa.string())}))
@@ -191,8 +116,8 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
 
 def sample_rejects(evidence: Path) -> list[dict]:
     rows: list[dict] = []
-    for spec in SOURCES:
-        path = evidence / f"{spec.name}.rejects.parquet"
+    for spec in REGISTRY:
+        path = evidence / spec.rejects_file
         if path.exists():
             rows.extend(pq.read_table(path).slice(0, REJECTS_IN_REPORT).to_pylist())
     return rows
@@ -291,7 +216,7 @@ def render(cfg: Config, window: Window, out_dir: Path, evidence: Path, results: 
     try:
         outputs.write_parquet_stream(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")
-        s = summary.build(e.results(), [summary.input_entry(results[x.name]) for x in SOURCES], cfg, window,
+        s = summary.build(e.results(), [summary.input_entry(results[x.name]) for x in REGISTRY], cfg, window,
                           orphans=e.count("orphans"),
                           unlogged=e.count("verdicts", "unlogged_at_bus"),
                           gaps=gaps, generated_at=generated_at)

@@ -13,7 +13,7 @@ from . import resources
 from .config import AwsConfig
 from .engine import execute_file
 from .errors import ConfigError
-from .ledger import HOPS
+from .sources import observation_hops
 
 TRACE_QUERIES = resources.query_file("trace")
 
@@ -34,7 +34,7 @@ def trace(event_id: str, run_dir: Path) -> Trace:
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.read_parquet(str(verdicts)).create_view("verdicts")
-        for hop in HOPS:
+        for hop in observation_hops():
             con.read_parquet(str(run_dir / "evidence" / f"{hop}.parquet")).create_view(hop)
         params = {"id": event_id}
         events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()

@@ -31,6 +31,7 @@ from . import __version__, config, outputs, resources, run
 from .config import AwsConfig, EngineConfig
 from .errors import QueryError, VerifyError
 from .ledger import SourceResult
+from .sources import REGISTRY
 from .window import Window, parse_time
 
 DETAILS_PER_FILE = 20  # differences named per file before "... and N more"
@@ -160,13 +161,14 @@ def evidence_inputs(evidence: Path, manifest: dict[str, Any]) -> dict[str, Sourc
     """What each source read, rebuilt from the evidence ledgers and the manifest's record of the read."""
     entries = {i["source"]: i for i in manifest.get("inputs", [])}
     out = {}
-    for spec in run.SOURCES:
+    for spec in REGISTRY:
         i = entries.get(spec.name)
         if i is None:
             raise VerifyError(f"manifest.json has no input entry for {spec.name}: it cannot be re-rendered.")
+        path = evidence / spec.ledger_file  # render needs only its row count
         out[spec.name] = SourceResult(
-            spec.name, pq.read_table(evidence / f"{spec.hop}.parquet", columns=[]),  # render needs only the count
-            rejects=pq.read_table(evidence / f"{spec.name}.rejects.parquet"), complete=i["complete"],
+            spec.name, None, path=path, rows=pq.read_metadata(path).num_rows,
+            rejects=pq.read_table(evidence / spec.rejects_file), complete=i["complete"],
             problems=list(i["problems"]), fingerprints=i["fingerprints"], details=i.get("details", {}))
     return out
 
@@ -177,7 +179,7 @@ def rerender(run_dir: Path, manifest: dict[str, Any], into: Path) -> None:
     cfg = config.build(None, manifest["config"], environ={})
     window = window_of(manifest, cfg)
     results = evidence_inputs(evidence, manifest)
-    ledgers = {spec.hop: evidence / f"{spec.hop}.parquet" for spec in run.SOURCES}
+    ledgers = {spec.hop: evidence / spec.ledger_file for spec in REGISTRY}
     carried = evidence / run.CARRIED_FILE
     kind_map = evidence / run.KIND_MAP_FILE
     history = evidence / run.HISTORY_FILE
@@ -389,8 +391,8 @@ def verify(run_dir: Path) -> Verification:
     if manifest.get("tool", {}).get("version") not in (None, __version__):
         v.notes.append(f"reconcile {__version__} here, the run was made by {manifest['tool']['version']}")
     evidence = run_dir / "evidence"
-    missing = [f"evidence/{n}" for spec in run.SOURCES
-               for n in (f"{spec.hop}.parquet", f"{spec.name}.rejects.parquet") if not (evidence / n).is_file()]
+    missing = [f"evidence/{n}" for spec in REGISTRY
+               for n in (spec.ledger_file, spec.rejects_file) if not (evidence / n).is_file()]
     if missing:
         v.differences.append(Difference("evidence", f"cannot re-render without {', '.join(missing)}"))
         return v

@@ -9,7 +9,7 @@ import sys
 
 import orjson
 
-from reconcile.run import SOURCES
+from reconcile.sources import REGISTRY
 
 
 def test_json_logs_one_object_per_line_with_per_source_counts_and_timings(tmp_path):
@@ -25,7 +25,7 @@ def test_json_logs_one_object_per_line_with_per_source_counts_and_timings(tmp_pa
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert all(r["time"].endswith("Z") and r["level"] in ("DEBUG", "INFO", "WARNING", "ERROR") for r in records)
     finished = {r["source"]: r for r in records if r["message"].split(" ", 2)[1:2] == ["finished:"]}
-    assert set(finished) == {s.name for s in SOURCES}
+    assert set(finished) == {s.name for s in REGISTRY}
     for name, r in finished.items():
         assert r["level"] == "INFO" and r["logger"] == "reconcile.run"
         assert isinstance(r["records"], int) and isinstance(r["rejected"], int) and isinstance(r["complete"], bool)

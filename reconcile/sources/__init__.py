@@ -1,0 +1,218 @@
+"""The stores the job reads: the one `Source` contract and the one registry, REGISTRY.
+
+Everything that needs to know the stores reads REGISTRY: the run (read every store, write evidence/<hop>.parquet),
+completeness.py (required / may be empty), summary.py (status), the engine's views (`hop`), `trace`, `verify`,
+`check` (one cheap call each), `run --dry-run` (describe) and `fetch <store>`.
+
+Adding a store: write its module here (a `read` returning a SourceResult), add one `Source(...)` line to REGISTRY,
+and the queries/*.sql that use its view (`hop`). See docs/design.md, "How do I add a store?".
+
+The read contract (`Source.read`): whatever a store's module does (keep its ledger in memory, or stream it into the
+Parquet file it is given with events.LedgerOut), the result comes back with its ledger on disk at `path`
+(evidence/<hop>.parquet), `records` its row count, and `complete`/`problems` saying what the read proved about its
+coverage. completeness.decide_all then applies the one completeness rule across stores.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import pyarrow as pa
+
+from .. import ledger
+from ..errors import ReconcileError
+from ..ledger import SourceResult
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..window import Window
+
+# A store's "finished" and "could not be read" lines are the run's log lines: they keep the logger name a log
+# shipper filters on (`reconcile.run`, as before the registry moved here).
+logger = logging.getLogger("reconcile.run")
+
+# How a store's module is called: (its config, the window, the run's evidence folder, the ledger file to stream
+# into, progress bars?) -> SourceResult. A module keeping its ledger in memory ignores the ledger file.
+Reader = Callable[["Config", "Window", Path, Path, bool], SourceResult]
+
+
+def later(target: str) -> Callable:
+    """`module:function` under reconcile/, imported when first called (a store's libraries load only when used)."""
+    module, _, name = target.partition(":")
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(f"reconcile.{module}"), name)(*args, **kwargs)
+    return call
+
+
+@dataclass(frozen=True)
+class Source:
+    """One store the job reads.
+
+    name: the config section and the input's name in summary.json / manifest.json (`bus_log`).
+    hop: the ledger's view name in queries/*.sql and its evidence file, evidence/<hop>.parquet (`bus`).
+    required: a verdict rests on it, so an incomplete read makes the run incomplete (exit 3); metrics are not.
+    may_be_empty: "no records" is the normal state of a good day (the DLQ): completeness rule 3 does not apply.
+    schema: its ledger's schema (ledger.SCHEMA for observations of events; ledger.METRIC_SCHEMA for counters).
+    configured / hint: whether the config names it, and the config keys to set when it does not.
+    describe: one line for `run --dry-run`: what would be read.
+    reader: how its module is called (Reader); probe: `reconcile check`'s one cheap call, returning what answered.
+    """
+
+    name: str
+    hop: str
+    required: bool
+    may_be_empty: bool
+    schema: pa.Schema
+    configured: Callable[[Config], bool]
+    hint: str
+    describe: Callable[[Config], str]
+    reader: Reader
+    probe: Callable[[Config], str]
+
+    @property
+    def command(self) -> str:
+        """Its `reconcile fetch` command (`bus-log`)."""
+        return self.name.replace("_", "-")
+
+    @property
+    def observations(self) -> bool:
+        """Whether its ledger holds observations of events (the hops a trace follows), not counters."""
+        return self.schema.equals(ledger.SCHEMA)
+
+    @property
+    def ledger_file(self) -> str:
+        return f"{self.hop}.parquet"
+
+    @property
+    def rejects_file(self) -> str:
+        return f"{self.name}.rejects.parquet"
+
+    def read(self, cfg: Config, window: Window, evidence: Path, progress: bool = True) -> SourceResult:
+        """Read the store; its ledger ends at evidence/<hop>.parquet (`path` of the result). A store that is not
+        configured, or cannot be read at all (a SourceError, exit 3), is an incomplete input, never a crash. Logs,
+        when it finishes, its counts and time (fields for `--log-format json`)."""
+        t0 = time.monotonic()
+        out = evidence / self.ledger_file
+        r = self.keep(self._read(cfg, window, evidence, out, progress), evidence)
+        seconds = round(time.monotonic() - t0, 3)
+        logger.info("%s finished: %d records, %d rejected, %s, %.1f s", self.name, r.records, r.rejected,
+                    "read whole" if r.complete else "read in part", seconds,
+                    extra={"source": self.name, "records": r.records, "rejected": r.rejected,
+                           "complete": r.complete, "seconds": seconds})
+        return r
+
+    def _read(self, cfg: Config, window: Window, evidence: Path, out: Path, progress: bool) -> SourceResult:
+        if not self.configured(cfg):
+            return SourceResult(self.name, ledger.empty(), complete=not self.required,
+                                problems=[f"not configured: {self.hint}"])
+        try:
+            return self.reader(cfg, window, evidence, out, progress)
+        except ReconcileError as e:
+            if getattr(e, "exit_code", 4) != 3:
+                raise
+            logger.warning("%s could not be read: %s", self.name, e)
+            return SourceResult(self.name, ledger.empty(), complete=False, problems=[str(e)])
+
+    def keep(self, r: SourceResult, evidence: Path) -> SourceResult:
+        """The result with its ledger on disk at evidence/<hop>.parquet. A module that streamed its ledger there
+        returns a table of no columns whose num_rows is the file's (events.LedgerOut.result()); one that kept it in
+        memory has it written here, conformed to the schema. A result already on disk is returned as it is."""
+        out = evidence / self.ledger_file
+        if r.ledger is None and r.path == out:
+            return r
+        if r.ledger is not None and r.ledger.num_columns == 0 and out.exists():
+            return replace(r, ledger=None, path=out, rows=r.ledger.num_rows)
+        table = r.ledger if r.ledger is not None else self.schema.empty_table()
+        if self.observations:
+            table = ledger.conform(table)
+        elif table.num_rows == 0:
+            table = self.schema.empty_table()
+        ledger.write_atomic(table, out)
+        return replace(r, ledger=None, path=out, rows=table.num_rows)
+
+
+# ------------------------------------------------------------------------------------------------------- readers
+
+def _zendesk(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool) -> SourceResult:
+    from . import zendesk
+    pages = Path(cfg.zendesk.pages_dir) if cfg.zendesk.pages_dir else evidence / "zendesk-pages"
+    # "now" for the API's one-minute cut-off is the time the run judges as of (default: the real now)
+    return zendesk.read(cfg.zendesk, window, pages, now=window.as_of, progress=progress,
+                        edge=timedelta(seconds=cfg.match.tolerance_seconds))
+
+
+def _streamed(name: str) -> Reader:
+    """A store whose module streams its ledger into `out` (bounded memory on big days). `match`: the shape of
+    EventBridge ids and Zendesk's `source` values, one rule for every AWS store."""
+    def read(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool) -> SourceResult:
+        module = importlib.import_module(f"reconcile.sources.{name.replace('_', '')}")
+        return module.read(getattr(cfg, name), window, cfg.aws, out=out, match=cfg.match)
+    return read
+
+
+def _metrics(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool) -> SourceResult:
+    from . import metrics
+    return metrics.read(cfg.metrics, window, cfg.aws)
+
+
+# ------------------------------------------------------------------------------------------------------ describe
+
+def _describe_dlq(c: Config) -> str:
+    if not c.dlq.queue_url:
+        return f"{c.dlq.uri} (archive)"
+    visibility = "sized to the queue" if c.dlq.visibility_timeout is None else f"{c.dlq.visibility_timeout}s"
+    return f"{c.dlq.queue_url} (received, released after the read, never deleted; visibility {visibility})"
+
+
+REGISTRY: tuple[Source, ...] = (
+    Source("zendesk", "zendesk", required=True, may_be_empty=False, schema=ledger.SCHEMA,
+           configured=lambda c: bool(c.zendesk.url), hint="set [zendesk] url or ZENDESK_URL",
+           describe=lambda c: f"{c.zendesk.url}/api/v2/incremental/ticket_events.json "
+                              f"({c.zendesk.requests_per_minute:g} requests/min)",
+           reader=_zendesk, probe=later("check:probe_zendesk")),
+    Source("bus_log", "bus", required=True, may_be_empty=False, schema=ledger.SCHEMA,
+           configured=lambda c: bool(c.bus_log.uri or c.bus_log.log_group),
+           hint="set [bus_log] uri (or log_group with format = api)",
+           describe=lambda c: f"{c.bus_log.uri or c.bus_log.log_group} ({c.bus_log.format})",
+           reader=_streamed("bus_log"), probe=later("check:probe_bus_log")),
+    Source("sink", "sink", required=True, may_be_empty=False, schema=ledger.SCHEMA,
+           configured=lambda c: bool(c.sink.uri), hint="set [sink] uri",
+           describe=lambda c: f"{c.sink.uri} ({c.sink.format}, id from "
+                              f"{c.sink.id_path or 'column ' + c.sink.id_column})",
+           reader=_streamed("sink"), probe=later("check:probe_sink")),
+    Source("dlq", "dlq", required=True, may_be_empty=True, schema=ledger.SCHEMA,
+           configured=lambda c: bool(c.dlq.queue_url or c.dlq.uri), hint="set [dlq] queue_url or uri",
+           describe=_describe_dlq, reader=_streamed("dlq"), probe=later("check:probe_dlq")),
+    Source("metrics", "metrics", required=False, may_be_empty=True, schema=ledger.METRIC_SCHEMA,
+           configured=lambda c: bool(c.metrics.rule or c.metrics.uri), hint="set [metrics] rule or uri",
+           describe=lambda c: f"AWS/Events rule {c.metrics.rule}" if c.metrics.rule else f"{c.metrics.uri}",
+           reader=_metrics, probe=later("check:probe_metrics")),
+)
+
+BY_NAME = {s.name: s for s in REGISTRY}
+
+
+def source(name: str) -> Source:
+    return BY_NAME[name]
+
+
+def required() -> tuple[str, ...]:
+    """The stores a verdict rests on."""
+    return tuple(s.name for s in REGISTRY if s.required)
+
+
+def hops() -> tuple[str, ...]:
+    """Every ledger view the queries read, in registry order."""
+    return tuple(s.hop for s in REGISTRY)
+
+
+def observation_hops() -> tuple[str, ...]:
+    """The ledgers that hold observations of events (what `trace` follows)."""
+    return tuple(s.hop for s in REGISTRY if s.observations)
