@@ -243,12 +243,13 @@ def _reconcile(mode: str, sim: Path, events: int, out: Path, engine: dict) -> di
     import pyarrow as pa
 
     from reconcile import run
+    from reconcile.runfolder import RunFolder
     from reconcile.sources import buslog, dlq, metrics, sink
     stores = sim / "stores"
     cfg = bench_config(stores, events, engine)
     window = bench_window(cfg, events)
     out.mkdir(parents=True, exist_ok=True)
-    run.reset_outputs(out)
+    RunFolder(out).reset()
     evidence = out / "evidence"
     evidence.mkdir(parents=True, exist_ok=True)
     readers = {

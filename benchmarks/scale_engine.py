@@ -68,6 +68,8 @@ def judge(run_dir: Path, work: Path, memory_limit: str) -> dict:
     from reconcile import run
     from reconcile.config import EngineConfig
     from reconcile.ledger import SourceResult
+    from reconcile.runfolder import Rendering
+    from reconcile.sources import hops
     import pyarrow as pa
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -77,13 +79,15 @@ def judge(run_dir: Path, work: Path, memory_limit: str) -> dict:
     window = bench.bench_window(cfg, events)
     out = work / "out"
     (out / "evidence").mkdir(parents=True, exist_ok=True)
-    ledgers = {hop: work / f"{hop}.parquet" for hop in ("zendesk", "bus", "dlq", "sink", "metrics")}
+    ledgers = {hop: work / f"{hop}.parquet" for hop in hops()}
     results = {i["source"]: SourceResult(name=i["source"], ledger=pa.table({}), details={}) for i in manifest["inputs"]}
     bench._reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
-    s = run.render(cfg, window, out, out / "evidence", results, ledgers, audience="daily",
-                   generated_at=datetime.fromisoformat(manifest["generated_at"].replace("Z", "+00:00")),
-                   engine=EngineConfig(memory_limit=memory_limit, temp_directory=str(work / "spill")))
+    job = Rendering(cfg=cfg, window=window, evidence=out / "evidence", results=results, ledgers=ledgers,
+                    audience="daily",
+                    generated_at=datetime.fromisoformat(manifest["generated_at"].replace("Z", "+00:00")),
+                    engine=EngineConfig(memory_limit=memory_limit, temp_directory=str(work / "spill")))
+    s = run.render(job, out)
     return {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
             "rss_peak_gib": round(bench._status("VmHWM") / 2**30, 2), "verdicts": s["verdicts"],
             "verdicts_parquet_bytes": (out / "verdicts.parquet").stat().st_size}

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from . import emission
 from .engine import QUERY_DIR, execute_file
 from .errors import ConfigError
+from .runfolder import RunFolder
 
 QUERIES = ("kinds", "bus_types", "suggest")
 
@@ -53,15 +54,15 @@ def calibrate(run_dirs: list[Path]) -> Calibration:
                           "file that knows some runs.")
     verdicts = []
     for d in run_dirs:
-        v = Path(d) / "verdicts.parquet"
+        v = RunFolder(Path(d)).verdicts
         if not v.exists():
             raise ConfigError(f"{d} holds no verdicts.parquet. Point --run at a folder `reconcile run` wrote.")
         if "expected_id" not in pq.read_schema(v).names:
             raise ConfigError(f"{v} was written before the emission model (no expected_id column). Run that window "
                               f"again, or leave the folder out.")
         verdicts.append(str(v))
-    gaps = [str(Path(d) / "gaps.csv") for d in run_dirs if (Path(d) / "gaps.csv").exists()]
-    saved = Path(run_dirs[0]) / "evidence" / "kind_map.parquet"
+    gaps = [str(RunFolder(Path(d)).gaps) for d in run_dirs if RunFolder(Path(d)).gaps.exists()]
+    saved = RunFolder(Path(run_dirs[0])).kind_map
     model = emission.from_evidence(pq.read_table(saved)) if saved.exists() else emission.load_model()
     con = duckdb.connect()
     try:

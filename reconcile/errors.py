@@ -34,8 +34,19 @@ class StateError(ReconcileError):
     """The run-state file is locked by another run or unreadable."""
 
 
+class NotARun(ReconcileError):
+    """A path given as a run is not one: no manifest.json (the run did not finish), not a bundle, nothing published
+    at the prefix. A usage mistake (exit 4), not a difference in evidence."""
+
+
+class Unverifiable(ReconcileError):
+    """`reconcile verify` cannot judge an intact run: its manifest is of a format this version does not read. Not
+    a difference in the evidence (exit 4, not 5): verify it with the version that made it."""
+
+
 class VerifyError(ReconcileError):
-    """`reconcile verify`: a run does not match its evidence, or the inputs it read changed since."""
+    """`reconcile verify`: a run does not match its evidence, or the inputs it read changed since (never: the path
+    is not a run at all, which is NotARun)."""
 
     exit_code = 5
 

@@ -7,13 +7,14 @@ decide verdicts. Records that cannot be parsed go to a rejects file with the rea
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from .atomic import replacing
 
 TS = pa.timestamp("ms", tz="UTC")
 
@@ -144,8 +145,6 @@ class SourceResult:
 
 def write_atomic(table: pa.Table, path: Path) -> Path:
     """Write Parquet to a temp name and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return path

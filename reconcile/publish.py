@@ -15,15 +15,14 @@ import zlib
 from pathlib import Path
 
 import botocore.exceptions
-import orjson
 
+from .atomic import replacing
 from .aws import error_code, make_client
 from .config import AwsConfig
-from .errors import ReportError, VerifyError
+from .errors import NotARun, ReportError, VerifyError
+from .runfolder import MANIFEST, listed_files
 
 logger = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
 
 
 def is_s3(uri: str | Path | None) -> bool:
@@ -66,10 +65,7 @@ def ensure_free(uri: str, aws: AwsConfig, replace: bool) -> None:
 
 def bundle_files(run_dir: Path) -> list[str]:
     """The files of a finished run, as the manifest lists them (manifest.json itself not included)."""
-    path = run_dir / MANIFEST
-    if not path.is_file():
-        raise ReportError(f"{run_dir} has no {MANIFEST}: the run did not finish, so there is nothing to publish.")
-    return [f["path"] for f in orjson.loads(path.read_bytes())["files"]]
+    return listed_files(run_dir, "so there is nothing to publish")
 
 
 def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -> str:
@@ -136,7 +132,7 @@ def download(uri: str, dest: Path, aws: AwsConfig) -> Path:
     bucket, prefix = split(uri)
     client = make_client("s3", aws)
     if not published(client, bucket, prefix):
-        raise VerifyError(f"No run is published at {uri} (no {MANIFEST}). Check the prefix.")
+        raise NotARun(f"No run is published at {uri} (no {MANIFEST}). Check the prefix.")
     for key in _keys(client, bucket, prefix):
         path = dest / key[len(prefix):]
         if not path.resolve().is_relative_to(dest.resolve()):
@@ -152,9 +148,8 @@ def download(uri: str, dest: Path, aws: AwsConfig) -> Path:
 def pack(run_dir: Path, archive: Path) -> Path:
     """One .tar.gz of a finished run under a folder named like it; the same run packs to the same bytes."""
     files = [*bundle_files(run_dir), MANIFEST]
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    tmp = archive.with_name(archive.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
+    with replacing(archive) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in sorted(files):
             info = tarfile.TarInfo(f"{run_dir.name}/{rel}")
@@ -162,18 +157,22 @@ def pack(run_dir: Path, archive: Path) -> Path:
             info.mode = 0o644
             with open(run_dir / rel, "rb") as f:
                 tar.addfile(info, f)
-    tmp.replace(archive)
     return archive
 
 
 def unpack(archive: Path, dest: Path) -> Path:
     """Extract a bundle (safely: no links, no paths outside dest) and return the run folder inside it."""
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(dest, filter="data")
+        tar = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise VerifyError(f"{archive} is not a readable bundle ({e}). Give a run folder or a .tar.gz from --bundle.")
+        raise NotARun(f"{archive} is not a readable bundle ({e}). Give a run folder or a .tar.gz from --bundle.")
+    try:
+        with tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # it opened as a bundle: damaged since packed
+        raise VerifyError(f"{archive} is not a readable bundle ({e}): it was damaged since it was packed. Give a "
+                          f"run folder or a .tar.gz from --bundle.")
     found = sorted(p.parent for p in dest.rglob(MANIFEST))
     if not found:
-        raise VerifyError(f"{archive} holds no {MANIFEST}: it is not a run's bundle.")
+        raise NotARun(f"{archive} holds no {MANIFEST}: it is not a run's bundle.")
     return found[0]

@@ -5,10 +5,7 @@ sources → evidence/<hop>.parquet → engine (queries/*.sql) → summary.json, 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import platform
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -19,11 +16,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, completeness, interrupt, ledger, outputs, report, resources, summary
-from .config import Config, EngineConfig, redact
+from . import completeness, interrupt, ledger, outputs, report, runfolder, summary
+from .config import Config, EngineConfig
 from .engine import Engine
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
+from .runfolder import Rendering, RunFolder
 from .sources import REGISTRY, hops
 from .state import CARRIED_SCHEMA, State
 from .window import Window, parse_duration
@@ -31,10 +29,6 @@ from .window import Window, parse_duration
 logger = logging.getLogger(__name__)
 
 REJECTS_IN_REPORT = 20
-# What finish() renders from the evidence; `reconcile verify` re-renders these and compares them byte for byte.
-RENDERED = ("verdicts.parquet", "gaps.csv", "summary.json", "report.html")
-# Evidence a re-render needs besides the ledgers (docs: `reconcile verify`).
-CARRIED_FILE, HISTORY_FILE, KIND_MAP_FILE = "carried.parquet", "history.json", "kind_map.parquet"
 
 
 @dataclass
@@ -123,17 +117,6 @@ def sample_rejects(evidence: Path) -> list[dict]:
     return rows
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-    out = {"python": platform.python_version(), "reconcile": __version__}
-    for pkg in ("duckdb", "pyarrow", "pandas", "boto3", "jinja2", "click", "orjson"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "daily", progress: bool = True,
             generated_at: datetime | None = None, state: str | Path | None = None,
             location: str | None = None) -> Outcome:
@@ -145,15 +128,16 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
     require_usable(cfg)  # before anything is written: a config mistake is a config error, not an empty report
     generated_at = generated_at or datetime.now(timezone.utc)
     out_dir.mkdir(parents=True, exist_ok=True)
-    reset_outputs(out_dir)
-    evidence = out_dir / "evidence"
+    folder = RunFolder(out_dir)
+    folder.reset()
+    evidence = folder.evidence
     try:
         if state is None:
             return _execute(cfg, window, out_dir, evidence, None, audience, progress, generated_at, location)
         with State.open(state, cfg.aws) as st:
             return _execute(cfg, window, out_dir, evidence, st, audience, progress, generated_at, location)
     except BaseException:
-        discard_unfinished(out_dir)
+        folder.discard_unfinished()
         raise
 
 
@@ -174,52 +158,52 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
            ledgers: dict[str, Path], *, audience: str, generated_at: datetime, carried: pa.Table | None = None,
            state: State | None = None, location: str | None = None) -> Outcome:
     """Save what a re-render needs beside the ledgers, render the outputs, record the run, write the manifest."""
-    evidence = out_dir / "evidence"
+    folder = RunFolder(out_dir)
     generated_at = generated_at.replace(microsecond=generated_at.microsecond // 1000 * 1000)
     # The run renders from the same JSON-shaped facts `verify` reads back from the manifest, so both render alike.
     results = {k: replace(r, details=jsonable(r.details), fingerprints=jsonable(r.fingerprints))
                for k, r in results.items()}
     carried = carried if carried is not None else CARRIED_SCHEMA.empty_table()
-    ledger.write_atomic(carried, evidence / CARRIED_FILE)
+    ledger.write_atomic(carried, folder.carried)
     kind_map = model_of(cfg)
-    ledger.write_atomic(kind_map, evidence / KIND_MAP_FILE)
+    ledger.write_atomic(kind_map, folder.kind_map)
 
     def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:
         state.record(window, s, location or out_dir.resolve(), pending, settlements)  # found from any folder
         history = jsonable(state.history())
-        outputs.write_json(evidence / HISTORY_FILE, history)
+        outputs.write_json(folder.history, history)
         return history
 
-    s = render(cfg, window, out_dir, evidence, results, ledgers, audience=audience, generated_at=generated_at,
-               carried=carried, kind_map=kind_map, record=record if state is not None else None)
-    manifest = build_manifest(cfg, window, out_dir, results, generated_at, audience=audience)
+    job = Rendering(cfg=cfg, window=window, evidence=folder.evidence, results=results, ledgers=ledgers,
+                    audience=audience, generated_at=generated_at, carried=carried, kind_map=kind_map)
+    s = render(job, out_dir, record=record if state is not None else None)
+    manifest = runfolder.build_manifest(cfg, window, out_dir, results, generated_at, audience=audience)
     # The run's two commit points, together or not at all: the state records the run, the manifest marks the
     # folder complete. A signal before them leaves neither (execute removes the rest); during them, waits.
     with interrupt.deferred():
         if state is not None:
             state.commit()
-        outputs.write_json(out_dir / "manifest.json", manifest)
+        runfolder.write_manifest(out_dir, manifest)
     return Outcome(out_dir, s)
 
 
-def render(cfg: Config, window: Window, out_dir: Path, evidence: Path, results: dict[str, SourceResult],
-           ledgers: dict[str, Path], *, audience: str, generated_at: datetime, carried: pa.Table | None = None,
-           kind_map: pa.Table | None = None, record: Callable | None = None, history: list | None = None,
-           engine: EngineConfig | None = None) -> dict[str, Any]:
-    """Judge the ledgers and write RENDERED into `out_dir`; returns the summary. Needs no state and no network:
-    `reconcile verify` calls it on a run's evidence alone, into a temp dir, and compares.
+def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dict[str, Any]:
+    """Judge the ledgers and write runfolder.RENDERED into `out_dir`; returns the summary. Needs no state and no
+    network: `reconcile verify` calls it on a run's evidence alone (runfolder.rendering_from), into a temp dir, and
+    compares.
 
-    `record(summary, pending, settlements)` records the run in a state and returns the history to show;
-    `history` is a history saved by an earlier run (evidence/history.json).
+    `record(summary, pending, settlements)` records the run in a state and returns the history to show (instead of
+    `job.history`, a history saved by an earlier run: evidence/history.json).
     """
-    e = judge(cfg, window, ledgers, carried, kind_map, engine)
+    cfg, window, results, history = job.cfg, job.window, job.results, job.history
+    e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine)
     try:
         outputs.write_parquet_stream(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")
         s = summary.build(e.results(), [summary.input_entry(results[x.name]) for x in REGISTRY], cfg, window,
                           orphans=e.count("orphans"),
                           unlogged=e.count("verdicts", "unlogged_at_bus"),
-                          gaps=gaps, generated_at=generated_at)
+                          gaps=gaps, generated_at=job.generated_at)
         # the report lists the first rows of each verdict group, losses first (all are in gaps.csv)
         gap_dicts, s["gaps"]["groups"] = report.gap_sample(e.batches("gaps", outputs.GAPS_ORDER))
         settlements = e.con.table("settlements").order("window_key, event_time, source_id").to_arrow_table()
@@ -235,8 +219,8 @@ def render(cfg: Config, window: Window, out_dir: Path, evidence: Path, results: 
     finally:
         e.close()
     outputs.write_json(out_dir / "summary.json", s)
-    ctx = report.ReportContext(summary=s, gaps=gap_dicts, rejects=sample_rejects(evidence),
-                               config=cfg.to_dict(), audience=audience)
+    ctx = report.ReportContext(summary=s, gaps=gap_dicts, rejects=sample_rejects(job.evidence),
+                               config=cfg.to_dict(), audience=job.audience)
     outputs.write_bytes(out_dir / "report.html", report.render(ctx).encode())
     return s
 
@@ -254,69 +238,3 @@ def carried_summary(settlements: pa.Table) -> dict[str, Any]:
         by[r["verdict"]] = by.get(r["verdict"], 0) + 1
     shown = [dict(r, event_time=summary.iso(r["event_time"])) for r in rows[:report.GAP_ROWS]]
     return {"events": len(rows), "by_verdict": dict(sorted(by.items())), "events_shown": shown}
-
-
-def digests(root: Path, pattern: str) -> dict[str, str]:
-    """sha256 of every file under `root` matching `pattern`, subfolders included, by path relative to root."""
-    return {p.relative_to(root).as_posix(): outputs.sha256_file(p) for p in sorted(root.rglob(pattern)) if p.is_file()}
-
-
-def code_digests() -> dict[str, dict[str, str]]:
-    """The tool's own SQL and templates as the manifest records them (resources.CODE says which files)."""
-    out: dict[str, dict[str, str]] = {}
-    for kind, root, patterns in resources.CODE:
-        out[kind] = {}
-        for pattern in patterns:
-            out[kind] |= digests(root, pattern)
-    return out
-
-
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest without its own `manifest_sha256` field: a flipped byte anywhere in it shows."""
-    return hashlib.sha256(outputs.dumps({k: v for k, v in manifest.items() if k != "manifest_sha256"})).hexdigest()
-
-
-def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
-                   generated_at: datetime, audience: str = "daily") -> dict[str, Any]:
-    files = [p for p in out_dir.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.endswith(".tmp")]
-    manifest = {
-        "tool": {"name": "reconcile", "version": __version__, "argv": sys.argv[1:]},
-        "generated_at": summary.iso(generated_at),
-        "window": {"start": summary.iso(window.start), "end": summary.iso(window.end),
-                   "as_of": summary.iso(window.as_of),
-                   **{f"{k}_s": getattr(window, k).total_seconds()
-                      for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")}},
-        "audience": audience,
-        "config": redact(cfg.to_dict()),
-        "inputs": [{"source": r.name, "complete": r.complete, "records": r.records, "rejected": r.rejected,
-                    "problems": r.problems, "fingerprints": r.fingerprints, "details": r.details}
-                   for r in results.values()],
-        **code_digests(),
-        "versions": versions(),
-        "files": outputs.file_digests(out_dir, files),
-    }
-    manifest["manifest_sha256"] = manifest_digest(manifest)
-    return manifest
-
-
-def reset_outputs(out_dir: Path) -> None:
-    """A re-run of a window replaces its outputs: remove what a previous run left (but keep saved API pages)."""
-    for name in (*RENDERED, "manifest.json"):
-        (out_dir / name).unlink(missing_ok=True)
-    evidence = out_dir / "evidence"
-    if evidence.exists():
-        for p in evidence.glob("*.parquet"):
-            p.unlink()
-        (evidence / HISTORY_FILE).unlink(missing_ok=True)
-
-
-def discard_unfinished(out_dir: Path) -> None:
-    """A run that did not finish (a signal, an error) leaves nothing that looks like a result: no report, summary,
-    exports or half-written file. Its evidence stays, for a look at what was read (without a manifest, `verify`
-    refuses the folder). A manifest here means the run committed before the signal: it is kept whole."""
-    if (out_dir / "manifest.json").exists():
-        return
-    for name in RENDERED:
-        (out_dir / name).unlink(missing_ok=True)
-    for p in out_dir.rglob("*.tmp"):
-        p.unlink(missing_ok=True)

@@ -13,7 +13,8 @@ from . import resources
 from .config import AwsConfig
 from .engine import execute_file
 from .errors import ConfigError
-from .sources import observation_hops
+from .runfolder import RunFolder
+from .sources import REGISTRY
 
 TRACE_QUERIES = resources.query_file("trace")
 
@@ -27,15 +28,17 @@ class Trace:
 
 def trace(event_id: str, run_dir: Path) -> Trace:
     """Look `event_id` up in one run's outputs (verdicts.parquet and evidence/)."""
-    verdicts = run_dir / "verdicts.parquet"
+    folder = RunFolder(run_dir)
+    verdicts = folder.verdicts
     if not verdicts.exists():
         raise ConfigError(f"{run_dir} holds no verdicts.parquet. Point --run at a folder `reconcile run` wrote.")
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.read_parquet(str(verdicts)).create_view("verdicts")
-        for hop in observation_hops():
-            con.read_parquet(str(run_dir / "evidence" / f"{hop}.parquet")).create_view(hop)
+        for spec in REGISTRY:
+            if spec.observations:
+                con.read_parquet(str(folder.ledger(spec))).create_view(spec.hop)
         params = {"id": event_id}
         events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()
         obs = execute_file(con, TRACE_QUERIES / "observations.sql", params).to_arrow_table().to_pylist()

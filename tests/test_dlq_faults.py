@@ -15,7 +15,7 @@ from reconcile.aws import make_client, session
 from reconcile.config import DlqConfig
 from reconcile.errors import SourceError
 from reconcile.sources import dlq
-from test_aws_sources import WINDOW, fill_queue, queue_count, webhook
+from busevents import WINDOW, fill_queue, queue_count, webhook
 
 pytestmark = pytest.mark.usefixtures("restore_environment")  # the demo code sets env vars
 

@@ -7,7 +7,7 @@ import pytest
 from reconcile.emission import load_model, verdicts as verdict_names
 from reconcile.errors import ConfigError
 
-from test_queries import judge, legacy, obs, table, webhook, z
+from tinyday import judge, legacy, obs, table, webhook, z
 
 
 def seq(eb, ticket, typ, t, pos, total, sid):

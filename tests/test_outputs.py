@@ -1,37 +1,12 @@
 """The job's outputs from ledgers: summary.json, gaps.csv, report.html, manifest.json and the status/exit code."""
 
 import csv
-from datetime import timedelta
 
 import orjson
 from bs4 import BeautifulSoup
 
-from reconcile import config, ledger
-from reconcile import run as job
-from reconcile.ledger import SourceResult
 
-import test_queries as day
-from ledgers import DAY, make
-
-
-def results(complete=True):
-    tables = {"zendesk": make("zendesk", day.ZENDESK), "bus_log": make("bus", day.BUS),
-              "sink": make("sink", day.SINK), "dlq": make("dlq", day.DLQ)}
-    out = {name: SourceResult(name, t, complete=complete or name != "sink",
-                              problems=[] if complete or name != "sink" else ["sink.parquet is truncated"])
-           for name, t in tables.items()}
-    out["metrics"] = SourceResult("metrics", ledger.METRIC_SCHEMA.empty_table())
-    out["dlq"].rejects = ledger.rejects_table("dlq", ["m9"], ["event has no id"], ['{"detail": {}}'])
-    return out
-
-
-def produce(tmp_path, complete=True, **thresholds):
-    cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"},
-                              "thresholds": thresholds})
-    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
-    res = results(complete)
-    ledgers = job.write_evidence(res, tmp_path / "evidence")
-    return job.finish(cfg, window, tmp_path, res, ledgers, audience="daily", generated_at=DAY + timedelta(hours=26))
+from tinyday import produce
 
 
 def test_summary_figures(tmp_path):

@@ -8,113 +8,19 @@ position 2 delivered · z10/z11 two comments 5 s apart on one ticket (ambiguous 
 z12 delivered but not in the bus log · z13 a Spark batch written twice (re-batched) · L an orphan · M outside the window.
 """
 
-from datetime import timedelta
 
-import pyarrow as pa
 import pytest
 
 from reconcile import engine as eng
-from reconcile import ledger
-from reconcile.emission import load_model
-from reconcile.state import CARRIED_SCHEMA
 
-from ledgers import DAY, at, write
-
-KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
-LOGS = "arn:aws:logs:us-east-1:1:log-group:/aws/events/zendesk"
-
-
-def z(i, ticket, kind, t, audit):
-    return dict(source_id=str(i), zendesk_key=str(i), ticket_id=ticket, event_type=kind, family="api",
-                event_time=t, observed_at=t, audit_id=audit, source_ref=f"page-00001.json.gz#audit={audit}")
-
-
-def legacy(eb, ticket, typ, t, pos, **kw):
-    return dict(eb_id=eb, ticket_id=ticket, event_type=typ, family="legacy", event_time=t, sequence_position=pos,
-                **kw)
-
-
-def webhook(eb, zkey, ticket, typ, t, **kw):
-    return dict(eb_id=eb, zendesk_key=zkey, ticket_id=ticket, event_type="zen:event-type:ticket." + typ,
-                family="webhook", event_time=t, **kw)
-
-
-ZENDESK = [
-    z(1, 1, "Create", "10:00:00", 100), z(2, 2, "Comment", "11:00:00", 200),
-    z(3, 3, "Change:status", "12:00:00", 300), z(4, 4, "Comment", "13:00:00", 400),
-    z(5, 5, "Comment", "23:30:00", 500), z(6, 6, "Create", "09:00:00", 600),
-    z(7, 7, "Notification", "09:00:00", 700), z(8, 8, "Comment", "14:00:00", 800),
-    z(9, 8, "Comment", "14:00:00", 800), z(10, 9, "Comment", "15:00:00", 900),
-    z(11, 9, "Comment", "15:00:05", 901), z(12, 10, "Create", "16:00:00", 1000),
-    z(13, 11, "Comment", "17:00:00", 1100),
-    z(14, 12, "Create", "2026-11-24T00:00:00Z", 1200),  # outside the window
-]
-
-A = webhook("A", "1", 1, "created", "10:00:00")
-B = legacy("B", 2, "Comment Created", "11:00:00.3", 1)
-C = legacy("C", 3, "Status Changed", "12:00:00.2", 1)
-D = legacy("D", 4, "Comment Created", "13:00:00.1", 1)
-E = legacy("E", 5, "Comment Created", "23:30:00.4", 1)
-G = legacy("G", 8, "Comment Created", "14:00:00.6", 2)
-H = legacy("H", 9, "Comment Created", "15:00:00.5", 1)
-I = legacy("I", 9, "Comment Created", "15:00:05.2", 1)
-J = webhook("J", "12", 10, "created", "16:00:00")
-K = legacy("K", 11, "Comment Created", "17:00:00.1", 1)
-L = legacy("L", 99, "Ticket Created", "18:00:00.1", 1)
-M = legacy("M", 98, "Ticket Created", "2026-11-22T23:30:00Z", 1)
-
-
-def obs(ev, t, **kw):
-    return dict(ev, observed_at=t, **kw)
-
-
-BUS = [obs(e, e["event_time"], source_id=f"log:{e['eb_id']}") for e in (A, B, C, D, E, G, H, I, K)]
-SINK = [
-    obs(A, "10:00:02", sequence_number="1", committed=True), obs(B, "11:00:02", sequence_number="2", committed=True),
-    obs(B, "11:00:09", sequence_number="3", committed=True), obs(G, "14:00:03", sequence_number="4", committed=True),
-    obs(H, "15:00:03", sequence_number="5", committed=True), obs(I, "15:00:08", sequence_number="6", committed=True),
-    obs(J, "16:00:04", sequence_number="7", committed=True), obs(K, "17:00:02", sequence_number="8", committed=True),
-    obs(K, "17:00:02", sequence_number="8", committed=False), obs(L, "18:00:03", sequence_number="9", committed=True),
-    obs(M, "2026-11-23T00:00:30Z", sequence_number="10", committed=True),
-]
-DLQ = [
-    obs(C, "14:00:00.2", source_id="m1", error_code="THROTTLING", retry_condition="MaximumEventAgeInSeconds",
-        target_arn=KIN, retry_attempts=40, error_message="Rate exceeded."),
-    obs(J, "18:00:00", source_id="m2", error_code="THROTTLING", retry_condition="MaximumEventAgeInSeconds",
-        target_arn=LOGS, retry_attempts=40),
-]
-METRICS = [("MatchedEvents", "10:00:00", 11.0), ("InvocationsSentToDlq", "12:00:00", 1.0),
-           ("InvocationsSentToDlq", "14:00:00", 1.0), ("ThrottledRules", "12:00:00", 5.0)]
-
-
-def judge(tmp, zendesk, bus, sink, dlq, metrics=()):
-    e = eng.Engine.open()
-    e.bind_ledger("zendesk", write(tmp, "zendesk", zendesk))
-    e.bind_ledger("bus", write(tmp, "bus", bus))
-    e.bind_ledger("sink", write(tmp, "sink", sink))
-    e.bind_ledger("dlq", write(tmp, "dlq", dlq))
-    e.bind_table("metrics", pa.Table.from_pylist(
-        [dict(metric=m, timestamp=at(t), period_s=300, value=v) for m, t, v in metrics], schema=ledger.METRIC_SCHEMA))
-    e.bind_table("emission_model", load_model())
-    e.bind_table("excluded_kinds", pa.table({"kind": ["Notification"]}))
-    e.bind_table("carried", CARRIED_SCHEMA.empty_table())
-    e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
-                   horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-                   kinesis_target=":kinesis:", bucket_s=3600))
-    return e
-
+from tinyday import BUS, DLQ, KIN, LOGS, METRICS, SINK, ZENDESK, judge, legacy, obs, table, webhook, z
+from ledgers import at
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory):
     e = judge(tmp_path_factory.mktemp("ledgers"), ZENDESK, BUS, SINK, DLQ, METRICS)
     yield e
     e.close()
-
-
-def table(e, name, cols, order=None):
-    rows = e.arrow(name).to_pylist()
-    out = [tuple(r[c] for c in cols) for r in rows]
-    return sorted(out, key=lambda r: tuple(str(x) for x in r)) if order is None else out
 
 
 def test_source_events(day):

@@ -7,21 +7,18 @@ import subprocess
 from datetime import timedelta
 
 import orjson
-import pyarrow as pa
 import pytest
 from bs4 import BeautifulSoup
 
 from reconcile import config, ledger, report, summary
 from reconcile import run as job
-from reconcile.ledger import SourceResult
 
-import test_queries as day
-from ledgers import DAY, at, make
+from tinyday import produce_report as produce
+from ledgers import DAY
 
 ANCHORS = ("status", "funnel", "timeline", "causes", "metrics", "latency", "duplicates", "pending", "coverage",
            "gaps", "run")
 NAME_KEYS = ("name", "source", "hop", "metric")
-HOSTILE = "<script>alert(1)</script>\"'</td></tr>\u202egnp.exe\u200b\u200d&amp;"
 
 
 def resolve(obj, path: str):
@@ -39,41 +36,6 @@ def figures(soup):
             for el in soup.select("[data-figure]")]
 
 
-def metrics_table():
-    return pa.Table.from_pylist([dict(metric=m, timestamp=at(t), period_s=300, value=v) for m, t, v in day.METRICS],
-                                schema=ledger.METRIC_SCHEMA)
-
-
-def produce(tmp_path, *, audience="daily", hostile=False, metrics=True):
-    """The tiny day of test_queries through the whole job (as test_outputs does), optionally with hostile text."""
-    zendesk, dlq = list(day.ZENDESK), list(day.DLQ)
-    if hostile:
-        zendesk.append(day.z(20, 20, "Change:" + HOSTILE, "08:00:00", 2000))
-        dlq.append(day.obs(day.D, "13:30:00", source_id="m3", error_code=HOSTILE, error_message=HOSTILE * 20,
-                           retry_condition=HOSTILE, target_arn=day.KIN + HOSTILE))
-    res = {"zendesk": SourceResult("zendesk", make("zendesk", zendesk), fingerprints=[
-               {"file": "page-00001.json.gz", "count": 14, "sha256": "ab" * 32, "size": 2048}],
-               details={"pages": 1, "end_time": 1795478400, "note": HOSTILE if hostile else "ok"}),
-           "bus_log": SourceResult("bus_log", make("bus", day.BUS)),
-           "sink": SourceResult("sink", make("sink", day.SINK), problems=[HOSTILE] if hostile else []),
-           "dlq": SourceResult("dlq", make("dlq", dlq), details={"coverage": "drained the queue: 3 empty receives"}),
-           "metrics": SourceResult("metrics", metrics_table() if metrics else ledger.METRIC_SCHEMA.empty_table())}
-    raw = "<script>alert(2)</script>" + "x" * 1_000_000 if hostile else '{"detail": {}}'
-    # built directly, not through rejects_table, so the report's own cut is what is tested
-    res["dlq"].rejects = pa.table({"source": ["dlq"], "source_ref": [HOSTILE if hostile else "m9"],
-                                   "reason": [HOSTILE if hostile else "event has no id"], "raw": [raw],
-                                   "kind": ["unparseable"]},
-                                  schema=ledger.REJECT_SCHEMA)
-    cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"}})
-    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
-    ledgers = job.write_evidence(res, tmp_path / "evidence")
-    outcome = job.finish(cfg, window, tmp_path, res, ledgers, audience=audience,
-                         generated_at=DAY + timedelta(hours=26))
-    html = (tmp_path / "report.html").read_text()
-    return outcome.summary, html, BeautifulSoup(html, "html.parser")
-
-
-@pytest.fixture(scope="module", params=["daily", "incident", "audit"])
 def rendered(request, tmp_path_factory):
     return produce(tmp_path_factory.mktemp(request.param), audience=request.param)
 

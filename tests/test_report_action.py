@@ -16,7 +16,7 @@ from bs4 import BeautifulSoup
 
 from reconcile import emission, report
 
-from test_report import produce
+from tinyday import produce_report as produce
 
 LOSSES = [v["verdict"] for v in emission.verdict_rows() if v["loss_hop"]]
 CHROMIUM = shutil.which("chromium")

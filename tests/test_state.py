@@ -1,50 +1,12 @@
 """Pending events carried across daily runs, settled by later runs; idempotent re-runs; one run at a time."""
 
-from datetime import timedelta
 
 import pytest
 
-from reconcile import config, ledger
-from reconcile import run as job
 from reconcile.errors import StateError
-from reconcile.ledger import SourceResult
 from reconcile.state import State
 
-import test_queries as day
-from ledgers import DAY, make
-
-DAY2 = DAY + timedelta(days=1)
-
-
-def day_results(zendesk, bus, sink, dlq):
-    out = {"zendesk": SourceResult("zendesk", make("zendesk", zendesk)), "bus_log": SourceResult("bus_log", make("bus", bus)),
-           "sink": SourceResult("sink", make("sink", sink)), "dlq": SourceResult("dlq", make("dlq", dlq)),
-           "metrics": SourceResult("metrics", ledger.METRIC_SCHEMA.empty_table())}
-    return out
-
-
-def run_window(tmp_path, st, start, results, name):
-    cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"}})
-    window = job.window_from(cfg, start, start + timedelta(days=1), start + timedelta(hours=26))
-    out = tmp_path / name
-    ledgers = job.write_evidence(results, out / "evidence")
-    return job.finish(cfg, window, out, results, ledgers, audience="daily", generated_at=window.as_of,
-                      carried=st.carried(window), state=st).summary
-
-
-def day1(tmp_path, st):
-    return run_window(tmp_path, st, DAY, day_results(day.ZENDESK, day.BUS, day.SINK, day.DLQ), "day1")
-
-
-def day2(tmp_path, st):
-    # E (z5, pending on day 1) lands in the sink at 01:00 the next day; D (z4) was already judged lost.
-    late = dict(day.E, observed_at=DAY2 + timedelta(hours=1), sequence_number="99", committed=True)
-    z = day.z(20, 20, "Create", "2026-11-24T08:00:00Z", 2000)
-    n = day.legacy("N", 20, "Ticket Created", "2026-11-24T08:00:00.2Z", 1)
-    return run_window(tmp_path, st, DAY2, day_results([z], [dict(n, observed_at=n["event_time"])],
-                                                      [late, dict(n, observed_at="2026-11-24T08:00:02Z")], []),
-                      "day2")
-
+from tinyday import day1, day2
 
 def history(st):
     return [(r["window_key"][:8], r["hop"], r["in"], r["out"], r["lost"], r["pending"]) for r in st.history()]

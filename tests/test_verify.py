@@ -8,24 +8,25 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from reconcile import config, ledger, publish
+from reconcile import config, ledger, publish, runfolder
 from reconcile import run as job
 from reconcile.aws import make_client
 from reconcile.cli import main
-from reconcile.errors import ReportError, VerifyError
+from reconcile.errors import NotARun, ReportError, VerifyError
 from reconcile.state import State
-from reconcile.verify import Difference, check_sources, load_manifest, rerender, verify
+from reconcile.runfolder import load_manifest
+from reconcile.verify import Difference, rerender, verify
+from reconcile.verify_sources import check_sources
 
-import test_outputs
-import test_state
+import tinyday
 from ledgers import DAY
 
 
 def produce(out, fingerprints=None):
-    """test_outputs.produce, with fingerprints of raw inputs attached to the sources' reads."""
+    """tinyday.produce, with fingerprints of raw inputs attached to the sources' reads."""
     cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"}})
     window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
-    res = test_outputs.results()
+    res = tinyday.results()
     for name, fps in (fingerprints or {}).items():
         res[name].fingerprints = fps
     res["sink"].details = {"files": 3, "coverage": "read 3 files"}
@@ -66,11 +67,11 @@ def test_the_manifest_holds_what_verify_needs(tmp_path):
     assert "state/history.sql" in m["queries"] and "verdict_counts.sql" in m["queries"]
     assert "report.html.j2" in m["templates"]
     paths = {f["path"] for f in m["files"]}
-    assert {"evidence/carried.parquet", "evidence/kind_map.parquet", *job.RENDERED} <= paths
+    assert {"evidence/carried.parquet", "evidence/kind_map.parquet", *runfolder.RENDERED} <= paths
 
 
 def test_secrets_are_redacted_from_the_manifest():
-    assert job.redact({"zendesk": {"url": "https://acme", "api_token": "t0k", "password": None},
+    assert config.redact({"zendesk": {"url": "https://acme", "api_token": "t0k", "password": None},
                        "x": {"client_secret": "s"}}) == {
         "zendesk": {"url": "https://acme", "api_token": "[redacted]", "password": None},
         "x": {"client_secret": "[redacted]"}}
@@ -82,7 +83,7 @@ def test_two_renders_of_the_same_evidence_are_byte_identical(tmp_path):
     for n in ("b", "c"):
         (tmp_path / n).mkdir()
         rerender(tmp_path / "a", m, tmp_path / n)
-    for name in job.RENDERED:
+    for name in runfolder.RENDERED:
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes() \
             == (tmp_path / "a" / name).read_bytes(), name
 
@@ -128,6 +129,30 @@ def test_a_tampered_summary_number_is_caught_and_named(tmp_path):
     assert "Error: " in result.output and "summary.json" in result.output.splitlines()[-1]
 
 
+def test_a_folder_that_is_not_a_run_is_a_usage_error_not_a_difference(tmp_path):
+    """No manifest.json: not a finished run. Exit 4 (give the right folder), never 5 ("the evidence differs")."""
+    (tmp_path / "evidence").mkdir()
+    with pytest.raises(NotARun, match="has no manifest.json"):
+        verify(tmp_path)
+    result = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    assert result.exit_code == 4 and "not a finished run" in result.output
+    (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / "junk.tar.gz")])
+    assert result.exit_code == 4 and "not a readable bundle" in result.output
+
+
+def test_an_intact_manifest_of_another_format_is_unverifiable_not_tampered(tmp_path):
+    """A key the intact manifest lacks (another version's format) is exit 4 naming the key, not a difference."""
+    produce(tmp_path)
+    m, _ = load_manifest(tmp_path)
+    del m["generated_at"]
+    m["manifest_sha256"] = runfolder.manifest_digest(m)
+    runfolder.write_manifest(tmp_path, m)
+    result = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    assert result.exit_code == 4, result.output
+    assert "has no 'generated_at'" in result.output and "DIFFERS" not in result.output
+
+
 def test_a_single_flipped_byte_in_any_file_is_caught(tmp_path):
     produce(tmp_path / "clean")
     m, _ = load_manifest(tmp_path / "clean")
@@ -153,8 +178,8 @@ def test_a_flipped_figure_in_the_manifest_is_caught(tmp_path):
 
 def test_a_run_with_state_verifies_without_the_state(tmp_path):
     with State.open(tmp_path / "state.duckdb") as st:
-        test_state.day1(tmp_path, st)
-        test_state.day2(tmp_path, st)
+        tinyday.day1(tmp_path, st)
+        tinyday.day2(tmp_path, st)
     (tmp_path / "state.duckdb").unlink()
     day2 = tmp_path / "day2"
     assert orjson.loads((day2 / "evidence" / "history.json").read_bytes())

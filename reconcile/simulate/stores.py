@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .. import atomic
 from .generate import (CHANGES, COMMENT, CUSTOM, CUSTOM_FIELDS, CUSTOM_TYPES, FOREIGN, KINESIS, LEGACY, LEGACY_TYPES,
                        MALFORMED, NO_ID, WEBHOOK, WEBHOOK_TYPES, Simulation, iso_times)
 
@@ -176,20 +176,15 @@ def event_json(sim: Simulation, bus_idx: np.ndarray, replay: np.ndarray | None =
 # --- writers ---------------------------------------------------------------------------------------------------------
 
 
+# Temp names are dot-files: the stores' readers (Spark's, ours) skip them while they are written.
+
 def _atomic_bytes(path: Path, data) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-    return path.stat().st_size
+    return atomic.write_bytes(path, data, hidden=True).stat().st_size
 
 
 def _atomic_parquet(table: pa.Table, path: Path, compression: str) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp")
-    pq.write_table(table, tmp, compression=compression)
-    os.replace(tmp, path)
+    with atomic.replacing(path, hidden=True) as tmp:
+        pq.write_table(table, tmp, compression=compression)
     return path.stat().st_size
 
 

@@ -203,16 +203,7 @@ def source(name: str) -> Source:
     return BY_NAME[name]
 
 
-def required() -> tuple[str, ...]:
-    """The stores a verdict rests on."""
-    return tuple(s.name for s in REGISTRY if s.required)
-
-
 def hops() -> tuple[str, ...]:
     """Every ledger view the queries read, in registry order."""
     return tuple(s.hop for s in REGISTRY)
 
-
-def observation_hops() -> tuple[str, ...]:
-    """The ledgers that hold observations of events (what `trace` follows)."""
-    return tuple(s.hop for s in REGISTRY if s.observations)

@@ -1,0 +1,103 @@
+"""What the commands share: config merging (TOML file, environment, flags and `--set`), the window and AWS options,
+the run-state option, and the one way to say a line on stderr (`say`)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import click
+
+from . import config as config_mod
+from .errors import ConfigError
+from .window import parse_time
+
+logger = logging.getLogger("reconcile")
+
+
+def json_logs(ctx: click.Context | None = None) -> bool:
+    ctx = ctx or click.get_current_context(silent=True)
+    return ctx is not None and ctx.find_root().params.get("log_format") == "json"
+
+
+def say(line: str, level: int = logging.INFO, ctx: click.Context | None = None, **fields) -> None:
+    """A line for the person at the terminal on stderr; with --log-format json, a log record like every other line
+    there (with `fields`), so a log shipper reads stderr whole."""
+    if json_logs(ctx):
+        logger.log(level, line, extra=fields)
+    else:
+        click.echo(line, err=True)
+
+
+
+def window_options(f):
+    f = click.option("--as-of", help="Judge as if now were this time (ISO-8601). Default: now.")(f)
+    f = click.option("--end", help="Window end (ISO-8601, exclusive).")(f)
+    f = click.option("--start", help="Window start (ISO-8601).")(f)
+    f = click.option("--date", "day", help="A UTC day YYYY-MM-DD (default: yesterday).")(f)
+    return f
+
+
+def resolve_window(cfg, day, start, end, as_of):
+    from .run import window_from
+    if day and (start or end):
+        raise ConfigError("Give either --date or --start/--end, not both.")
+    if start or end:
+        if not (start and end):
+            raise ConfigError("--start and --end go together. Give both, or --date for a whole UTC day.")
+        s, e = parse_time(start), parse_time(end)
+    else:
+        if day:
+            s = parse_time(day)
+        else:
+            today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+            s = today - timedelta(days=1)
+        e = s + timedelta(days=1)
+    return window_from(cfg, s, e, parse_time(as_of) if as_of else None)
+
+
+def parse_sets(items: tuple[str, ...]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set {item!r} is not section.key=value, e.g. --set sink.id_column=id")
+        try:
+            import tomllib
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except Exception:  # noqa: BLE001 - an unquoted string is the common case
+            parsed = value
+        out.setdefault(section, {})[name] = parsed
+    return out
+
+
+def merge(*dicts: dict[str, dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for d in dicts:
+        for sec, values in d.items():
+            out.setdefault(sec, {}).update({k: v for k, v in values.items() if v is not None})
+    return out
+
+
+
+def state_config(config_path, state, profile, region, endpoint_url) -> config_mod.Config:
+    """The config of a command that reads the run state: where it is ([state] uri, RECONCILE_STATE, --state) and
+    the AWS options to reach it when it is on S3."""
+    return config_mod.build(config_path, merge(aws_overrides(profile, region, endpoint_url), {"state": {"uri": state}}))
+
+
+def aws_options(f):
+    f = click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")(f)
+    f = click.option("--region", help="AWS region.")(f)
+    f = click.option("--profile", help="AWS profile.")(f)
+    return f
+
+
+STATE_HELP = (f"Run-state file or s3:// URI (default: [state] uri in --config, RECONCILE_STATE, or "
+              f"{config_mod.DEFAULT_STATE}).")
+
+
+def aws_overrides(profile, region, endpoint_url) -> dict:
+    return {"aws": {"profile": profile, "region": region, "endpoint_url": endpoint_url}}
+

@@ -1,0 +1,203 @@
+"""The commands that read finished runs: history, calibrate, trace, verify."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import orjson
+
+from . import config as config_mod
+from .cli_options import STATE_HELP, aws_options, aws_overrides, state_config
+from .errors import ConfigError, SourceError, VerifyError
+
+
+@click.command()
+@click.option("--state", help=STATE_HELP)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file ([state] uri).")
+@aws_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def history(state, config_path, profile, region, endpoint_url, as_json):
+    """Loss per hop per window over past runs, with later settlements of pending events folded in.
+
+    \b
+    Example:
+      reconcile history
+      reconcile history --state s3://audit/reconcile-state.duckdb --profile audit
+    """
+    from .state import State
+    cfg = state_config(config_path, state, profile, region, endpoint_url)
+    with State.open(cfg.state.uri, cfg.aws, write=False) as st:
+        rows = st.history()
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{'window':<34} {'status':<10} {'hop':<15} {'in':>10} {'out':>10} {'lost':>8} {'pending':>8} "
+               f"{'loss rate':>10}")
+    for r in rows:
+        rate = f"{r['lost'] / r['in'] * 100:.4f} %" if r["in"] else "–"
+        click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['hop']:<15} {r['in']:>10,} {r['out']:>10,} "
+                   f"{r['lost']:>8,} {r['pending']:>8,} {rate:>10}")
+
+
+@click.command()
+@click.option("--run", "runs", multiple=True,
+              help="A run's output folder or s3:// prefix (repeatable, newest first). Default: the state's newest runs.")
+@click.option("--state", help=STATE_HELP)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file ([state] uri).")
+@aws_options
+@click.option("--last", type=click.IntRange(min=1), default=30, show_default=True,
+              help="How many of the state's newest runs to read.")
+@click.option("--write", "write_to", type=click.Path(dir_okay=False),
+              help="Also write the suggested lines as a CSV for [match] emission_model.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def calibrate(runs, state, config_path, profile, region, endpoint_url, last, write_to, as_json):
+    """How the emission model fared over the last runs, and the lines to add to it.
+
+    Per API kind and field: how often its expected bus events reached the bus and as which types; per bus type:
+    how often it matched and how often it was an orphan; custom field ids seen; suggested [match] emission_model
+    lines (kinds tied to bus types by their sequence position, kinds absent from complete sequences).
+
+    \b
+    Example:
+      reconcile calibrate --run demo-out/run --write extra-model.csv
+    """
+    import tempfile
+    from . import publish
+    from .calibrate import calibrate as do_calibrate, render_text
+    cfg = state_config(config_path, state, profile, region, endpoint_url)
+    if not runs:
+        from .state import State
+        with State.open(cfg.state.uri, cfg.aws, write=False) as st:
+            runs = tuple(st.run_dirs()[:last])
+    with tempfile.TemporaryDirectory(prefix="reconcile-calibrate-") as tmp:
+        # published runs (s3://) are read from a local copy, as `trace` does
+        local = [publish.download(r, Path(tmp) / str(i), cfg.aws) if publish.is_s3(r) else Path(r)
+                 for i, r in enumerate(runs)]
+        c = do_calibrate(local)
+    if write_to:
+        Path(write_to).write_text(c.model_csv())
+    if as_json:
+        click.echo(orjson.dumps(c.__dict__, option=orjson.OPT_INDENT_2, default=str).decode())
+    else:
+        click.echo(render_text(c))
+
+
+@click.command()
+@click.argument("event_id")
+@click.option("--run", "runs", multiple=True,
+              help="A run's output folder or s3:// prefix (repeatable). Default: every run the state knows.")
+@click.option("--state", help=STATE_HELP)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file ([state] uri).")
+@aws_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_json):
+    """Every observation of one event across hops: times, verdict and where each record lies.
+
+    EVENT_ID is an EventBridge id, a Zendesk event id or a ticket id.
+
+    \b
+    Example:
+      reconcile trace 4be2a1c0-0c1e-4d38-9d8e-2f3a1b7c9e10 --run demo-out/run
+    """
+    from .trace import trace_runs
+    cfg = state_config(config_path, state, profile, region, endpoint_url)
+    if not runs:
+        from .state import State
+        with State.open(cfg.state.uri, cfg.aws, write=False) as st:
+            runs = tuple(st.run_dirs())
+    found = [t for t in trace_runs(event_id, runs, cfg.aws) if t.events or t.observations]
+    if as_json:
+        click.echo(orjson.dumps([t.__dict__ for t in found], option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC,
+                                default=str).decode())
+    else:
+        for t in found:
+            click.echo(f"run {t.run_dir}")
+            for e in t.events:
+                click.echo(f"  event {e['source_id']} (ticket {e['ticket_id']}, {e['kind']}, {e['event_time']:%Y-%m-%dT%H:%M:%S}Z)"
+                           f" eb_id {e['eb_id'] or '-'}: {e['verdict']} ({e['cause'] or 'ok'}), matched {e['match_kind']}")
+            for o in t.observations:
+                extra = " ".join(f"{k}={o[k]}" for k in ("error_code", "sequence_number", "committed", "replay_name")
+                                 if o[k] is not None)
+                click.echo(f"  {o['observed_at']:%Y-%m-%dT%H:%M:%S.%f}  {o['hop']:<7} {o['event_type'] or '':<40} "
+                           f"{o['source_ref']}  {extra}")
+    if not found:
+        click.echo(f"Error: {event_id} is not in any run searched ({len(runs)}). Check the id, or pass --run.",
+                   err=True)
+        sys.exit(4)
+
+
+@click.command()
+@click.argument("run_dir", metavar="DIR")
+@click.option("--against-sources", is_flag=True,
+              help="Also HEAD every S3 object the run read (not its data) and list those changed or vanished since.")
+@click.option("--profile", help="AWS profile (for --against-sources or an s3:// DIR).")
+@click.option("--region", help="AWS region.")
+@click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON on stdout.")
+def verify(run_dir, against_sources, profile, region, endpoint_url, as_json):
+    """Re-prove a run from its evidence alone: check every sha256 in its manifest, recompute every figure, re-render
+    the outputs and compare them byte for byte. No network unless --against-sources.
+
+    DIR is a run's output folder, a .tar.gz made by `run --bundle`, or an s3:// prefix made by `run --out s3://`.
+    Exits 0 when everything matches, 5 naming each file and figure that differs.
+
+    \b
+    Example:
+      reconcile verify demo-out/run
+      reconcile verify run.tar.gz --against-sources --profile audit
+    """
+    from . import publish
+    from .runfolder import load_manifest
+    from .verify import verify as do_verify
+    from .verify_sources import check_sources
+    aws = config_mod.build(None, aws_overrides(profile, region, endpoint_url)).aws
+    with tempfile.TemporaryDirectory(prefix="reconcile-bundle-") as tmp:
+        if publish.is_s3(run_dir):
+            where = publish.download(run_dir, Path(tmp), aws)
+        elif Path(run_dir).is_file():
+            where = publish.unpack(Path(run_dir), Path(tmp))
+        elif Path(run_dir).is_dir():
+            where = Path(run_dir)
+        else:
+            raise ConfigError(f"{run_dir} is neither a run folder nor a bundle. Give the folder holding "
+                              f"manifest.json, a .tar.gz from --bundle or an s3:// prefix.")
+        result = do_verify(where)
+        sources = check_sources(load_manifest(where)[0], aws) if against_sources else None
+    if as_json:
+        click.echo(orjson.dumps({
+            "ok": result.ok and not (sources and sources.changes),
+            "differences": [{"file": d.file, "what": d.what} for d in result.differences],
+            "notes": result.notes,
+            "sources": None if sources is None else {
+                "checked": sources.checked, "not_objects": sources.not_objects,
+                "changes": [c.__dict__ for c in sources.changes]},
+        }, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for d in result.differences:
+            click.echo(f"DIFFERS {d}")
+        for n in result.notes:
+            click.echo(f"note: {n}", err=True)
+        if sources is not None:
+            for c in sources.changes:
+                click.echo(f"{c.status.upper()} {c}")
+            skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(sources.not_objects.items()))
+            counts = ", ".join(f"{sum(c.status == s for c in sources.changes):,} {s}"
+                               for s in ("changed", "vanished", "unchecked"))
+            click.echo(f"checked {sources.checked:,} source objects: {counts}"
+                       + (f"; inputs that are not objects (not re-checkable): {skipped}" if skipped else ""), err=True)
+        if result.ok:
+            click.echo(f"verified: {run_dir} matches its evidence byte for byte", err=True)
+    if not result.ok:
+        raise result.error(run_dir)
+    if sources is not None and sources.changes:
+        moved = [c for c in sources.changes if c.status != "unchecked"]
+        if not moved:
+            raise SourceError(f"{len(sources.changes):,} input(s) of {run_dir} could not be checked (listed above). "
+                              f"Check the credentials (--profile) and --endpoint-url.")
+        kinds = sorted({c.status for c in moved})
+        raise VerifyError(f"{len(moved):,} input(s) of {run_dir} {' or '.join(kinds)} since the run (listed above): "
+                          f"its figures no longer describe the live stores.")
+

@@ -1,0 +1,265 @@
+"""The run folder: the one owner of its layout, its manifest and the evidence a re-render reads.
+
+    <run>/report.html, summary.json, gaps.csv, verdicts.parquet    RENDERED: what a run renders from its evidence
+    <run>/evidence/<hop>.parquet, <source>.rejects.parquet         each store's ledger and rejects (sources.REGISTRY)
+    <run>/evidence/carried.parquet, kind_map.parquet, history.json what a re-render needs besides the ledgers
+    <run>/evidence/zendesk-pages/                                  the Zendesk API pages saved as read
+    <run>/manifest.json                                            written last: the folder is a finished run
+
+`run` writes a folder, `verify` re-proves one, `publish` packs or uploads one, `trace` and `calibrate` read one; each
+goes through this module for the paths and the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__, outputs, resources
+from .summary import iso
+from .config import Config, EngineConfig, redact
+from .errors import NotARun, VerifyError
+from .ledger import SourceResult
+from .sources import REGISTRY, Source
+from .window import Window, parse_time
+
+MANIFEST = "manifest.json"
+EVIDENCE = "evidence"
+# What a run renders from the evidence; `reconcile verify` re-renders these and compares them byte for byte.
+RENDERED = ("verdicts.parquet", "gaps.csv", "summary.json", "report.html")
+# Evidence a re-render needs besides the ledgers (docs: `reconcile verify`).
+CARRIED_FILE, HISTORY_FILE, KIND_MAP_FILE = "carried.parquet", "history.json", "kind_map.parquet"
+ZENDESK_PAGES = "zendesk-pages"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder."""
+
+    root: Path
+
+    @property
+    def evidence(self) -> Path:
+        return self.root / EVIDENCE
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def verdicts(self) -> Path:
+        return self.root / "verdicts.parquet"
+
+    @property
+    def gaps(self) -> Path:
+        return self.root / "gaps.csv"
+
+    def ledger(self, source: Source) -> Path:
+        return self.evidence / source.ledger_file
+
+    def rejects(self, source: Source) -> Path:
+        return self.evidence / source.rejects_file
+
+    def ledgers(self) -> dict[str, Path]:
+        """Every store's ledger, by hop (the engine's view names)."""
+        return {s.hop: self.ledger(s) for s in REGISTRY}
+
+    @property
+    def carried(self) -> Path:
+        return self.evidence / CARRIED_FILE
+
+    @property
+    def history(self) -> Path:
+        return self.evidence / HISTORY_FILE
+
+    @property
+    def kind_map(self) -> Path:
+        return self.evidence / KIND_MAP_FILE
+
+    def reset(self) -> None:
+        """A re-run of a window replaces its outputs: remove what a previous run left (but keep saved API pages)."""
+        for name in (*RENDERED, MANIFEST):
+            (self.root / name).unlink(missing_ok=True)
+        if self.evidence.exists():
+            for p in self.evidence.glob("*.parquet"):
+                p.unlink()
+            self.history.unlink(missing_ok=True)
+
+    def discard_unfinished(self) -> None:
+        """A run that did not finish (a signal, an error) leaves nothing that looks like a result: no report,
+        summary, exports or half-written file. Its evidence stays, for a look at what was read (without a manifest,
+        `verify` refuses the folder). A manifest here means the run committed before the signal: it is kept whole."""
+        if self.manifest.exists():
+            return
+        for name in RENDERED:
+            (self.root / name).unlink(missing_ok=True)
+        for p in self.root.rglob("*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------------- manifest
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version(), "reconcile": __version__}
+    for pkg in ("duckdb", "pyarrow", "pandas", "boto3", "jinja2", "click", "orjson"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def digests(root: Path, pattern: str) -> dict[str, str]:
+    """sha256 of every file under `root` matching `pattern`, subfolders included, by path relative to root."""
+    return {p.relative_to(root).as_posix(): outputs.sha256_file(p) for p in sorted(root.rglob(pattern)) if p.is_file()}
+
+
+def code_digests() -> dict[str, dict[str, str]]:
+    """The tool's own SQL and templates as the manifest records them (resources.CODE says which files)."""
+    out: dict[str, dict[str, str]] = {}
+    for kind, root, patterns in resources.CODE:
+        out[kind] = {}
+        for pattern in patterns:
+            out[kind] |= digests(root, pattern)
+    return out
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest without its own `manifest_sha256` field: a flipped byte anywhere in it shows."""
+    return hashlib.sha256(outputs.dumps({k: v for k, v in manifest.items() if k != "manifest_sha256"})).hexdigest()
+
+
+def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
+                   generated_at: datetime, audience: str = "daily") -> dict[str, Any]:
+    files = [p for p in out_dir.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")]
+    manifest = {
+        "tool": {"name": "reconcile", "version": __version__, "argv": sys.argv[1:]},
+        "generated_at": iso(generated_at),
+        "window": {"start": iso(window.start), "end": iso(window.end), "as_of": iso(window.as_of),
+                   **{f"{k}_s": getattr(window, k).total_seconds()
+                      for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")}},
+        "audience": audience,
+        "config": redact(cfg.to_dict()),
+        "inputs": [{"source": r.name, "complete": r.complete, "records": r.records, "rejected": r.rejected,
+                    "problems": r.problems, "fingerprints": r.fingerprints, "details": r.details}
+                   for r in results.values()],
+        **code_digests(),
+        "versions": versions(),
+        "files": outputs.file_digests(out_dir, files),
+    }
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    return manifest
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
+    """The run's commit point: with its manifest, the folder is a finished run."""
+    return outputs.write_json(RunFolder(run_dir).manifest, manifest)
+
+
+def load_manifest(run_dir: Path) -> tuple[dict[str, Any], bytes]:
+    """The manifest and its bytes. No manifest: not a finished run (NotARun, exit 4); a manifest that does not read
+    as one: damaged since the run (VerifyError, exit 5)."""
+    path = RunFolder(Path(run_dir)).manifest
+    if not path.is_file():
+        raise NotARun(f"{run_dir} has no {MANIFEST}, so it is not a finished run. Give the run's output "
+                      f"folder (the one holding {MANIFEST} and {EVIDENCE}/).")
+    raw = path.read_bytes()
+    try:
+        manifest = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise VerifyError(f"{path} is not valid JSON ({e}): it was damaged or edited since the run.") from e
+    if not isinstance(manifest, dict) or "files" not in manifest or "window" not in manifest:
+        raise VerifyError(f"{path} is not a reconcile manifest (no files or window).")
+    return manifest, raw
+
+
+def listed_files(run_dir: Path, what: str) -> list[str]:
+    """The files of a finished run, as its manifest lists them (the manifest itself not included). `what` finishes
+    the sentence saying the run did not finish (`so there is nothing to publish`)."""
+    path = RunFolder(Path(run_dir)).manifest
+    if not path.is_file():
+        raise NotARun(f"{run_dir} has no {MANIFEST}: the run did not finish, {what}.")
+    return [f["path"] for f in orjson.loads(path.read_bytes())["files"]]
+
+
+# ---------------------------------------------------------------------------------------------------------- evidence
+
+@dataclass(frozen=True)
+class Rendering:
+    """Everything `run.render` judges and renders from: what a run has in hand when it finishes, and what `verify`
+    rebuilds from a run folder's evidence and manifest alone (`from_folder`).
+
+    results: what each store read (counts, rejects, problems, fingerprints, details); ledgers: their files by hop.
+    carried: pending events carried in from earlier windows; kind_map: the emission model the run judged by (None:
+    the config's); history: the history an earlier run showed (None: none, or `record` gives it).
+    """
+
+    cfg: Config
+    window: Window
+    evidence: Path
+    results: dict[str, SourceResult]
+    ledgers: dict[str, Path]
+    audience: str
+    generated_at: datetime
+    carried: pa.Table | None = None
+    kind_map: pa.Table | None = None
+    history: list | None = None
+    engine: EngineConfig | None = None
+
+
+def window_of(manifest: dict[str, Any], cfg: Config) -> Window:
+    w = manifest["window"]
+    start, end, as_of = (parse_time(w[k]) for k in ("start", "end", "as_of"))
+    if "hop_a_grace_s" not in w:  # a manifest from before the window's durations were recorded
+        from .run import window_from
+        return window_from(cfg, start, end, as_of)
+    return Window(start=start, end=end, as_of=as_of,
+                  **{k: timedelta(seconds=w[f"{k}_s"])
+                     for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")})
+
+
+def evidence_inputs(folder: RunFolder, manifest: dict[str, Any]) -> dict[str, SourceResult]:
+    """What each source read, rebuilt from the evidence ledgers and the manifest's record of the read."""
+    entries = {i["source"]: i for i in manifest.get("inputs", [])}
+    out = {}
+    for spec in REGISTRY:
+        i = entries.get(spec.name)
+        if i is None:
+            raise VerifyError(f"{MANIFEST} has no input entry for {spec.name}: it cannot be re-rendered.")
+        path = folder.ledger(spec)  # a render needs only its row count
+        out[spec.name] = SourceResult(
+            spec.name, None, path=path, rows=pq.read_metadata(path).num_rows,
+            rejects=pq.read_table(folder.rejects(spec)), complete=i["complete"],
+            problems=list(i["problems"]), fingerprints=i["fingerprints"], details=i.get("details", {}))
+    return out
+
+
+def missing_evidence(folder: RunFolder) -> list[str]:
+    """The evidence files a re-render cannot do without that the folder lacks."""
+    return [f"{EVIDENCE}/{p.name}" for spec in REGISTRY for p in (folder.ledger(spec), folder.rejects(spec))
+            if not p.is_file()]
+
+
+def rendering_from(folder: RunFolder, manifest: dict[str, Any]) -> Rendering:
+    """A run's Rendering from its folder and manifest alone (no state, no network)."""
+    from . import config
+    cfg = config.build(None, manifest["config"], environ={})
+    # The engine's temp directory was the run machine's; memory and threads stay as the run had them.
+    engine = EngineConfig(memory_limit=cfg.engine.memory_limit, threads=cfg.engine.threads)
+    return Rendering(
+        cfg=cfg, window=window_of(manifest, cfg), evidence=folder.evidence,
+        results=evidence_inputs(folder, manifest), ledgers=folder.ledgers(),
+        audience=manifest.get("audience", "daily"), generated_at=parse_time(manifest["generated_at"]),
+        carried=pq.read_table(folder.carried) if folder.carried.exists() else None,
+        kind_map=pq.read_table(folder.kind_map) if folder.kind_map.exists() else None,
+        history=orjson.loads(folder.history.read_bytes()) if folder.history.exists() else None, engine=engine)
