@@ -130,7 +130,6 @@ def main(verbose: int, quiet: int, log_format: str) -> None:
     setup_logging(verbose, quiet, log_format)
 
 
-
 # The commands, each in the module of its kind; a new command is one line here.
 from . import cli_fetch, cli_run, cli_runs  # noqa: E402 - they import the shared options, not this group
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import orjson
 
+from . import atomic
 from . import config as config_mod
 from .cli_options import STATE_HELP, aws_options, aws_overrides, state_config
 from .errors import ConfigError, SourceError, VerifyError
@@ -78,7 +79,7 @@ def calibrate(runs, state, config_path, profile, region, endpoint_url, last, wri
                  for i, r in enumerate(runs)]
         c = do_calibrate(local)
     if write_to:
-        Path(write_to).write_text(c.model_csv())
+        atomic.write_bytes(Path(write_to), c.model_csv().encode())
     if as_json:
         click.echo(orjson.dumps(c.__dict__, option=orjson.OPT_INDENT_2, default=str).decode())
     else:

@@ -13,8 +13,8 @@ from bs4 import BeautifulSoup
 from reconcile import config, ledger, report, summary
 from reconcile import run as job
 
-from tinyday import produce_report as produce
 from ledgers import DAY
+from tinyday import produce_report as produce
 
 ANCHORS = ("status", "funnel", "timeline", "causes", "metrics", "latency", "duplicates", "pending", "coverage",
            "gaps", "run")
@@ -36,6 +36,7 @@ def figures(soup):
             for el in soup.select("[data-figure]")]
 
 
+@pytest.fixture(scope="module", params=["daily", "incident", "audit"])
 def rendered(request, tmp_path_factory):
     return produce(tmp_path_factory.mktemp(request.param), audience=request.param)
 

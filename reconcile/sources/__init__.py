@@ -148,12 +148,13 @@ def _zendesk(cfg: Config, window: Window, evidence: Path, out: Path, progress: b
                         edge=timedelta(seconds=cfg.match.tolerance_seconds))
 
 
-def _streamed(name: str) -> Reader:
-    """A store whose module streams its ledger into `out` (bounded memory on big days). `match`: the shape of
-    EventBridge ids and Zendesk's `source` values, one rule for every AWS store."""
+def streamed(module: str, section: str) -> Reader:
+    """A store whose module (reconcile/sources/<module>.py) streams its ledger into `out` (bounded memory on big
+    days), configured by [<section>]. `match`: the shape of EventBridge ids and Zendesk's `source` values, one rule
+    for every AWS store."""
     def read(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool) -> SourceResult:
-        module = importlib.import_module(f"reconcile.sources.{name.replace('_', '')}")
-        return module.read(getattr(cfg, name), window, cfg.aws, out=out, match=cfg.match)
+        reader = importlib.import_module(f"reconcile.sources.{module}")
+        return reader.read(getattr(cfg, section), window, cfg.aws, out=out, match=cfg.match)
     return read
 
 
@@ -181,15 +182,15 @@ REGISTRY: tuple[Source, ...] = (
            configured=lambda c: bool(c.bus_log.uri or c.bus_log.log_group),
            hint="set [bus_log] uri (or log_group with format = api)",
            describe=lambda c: f"{c.bus_log.uri or c.bus_log.log_group} ({c.bus_log.format})",
-           reader=_streamed("bus_log"), probe=later("check:probe_bus_log")),
+           reader=streamed("buslog", "bus_log"), probe=later("check:probe_bus_log")),
     Source("sink", "sink", required=True, may_be_empty=False, schema=ledger.SCHEMA,
            configured=lambda c: bool(c.sink.uri), hint="set [sink] uri",
            describe=lambda c: f"{c.sink.uri} ({c.sink.format}, id from "
                               f"{c.sink.id_path or 'column ' + c.sink.id_column})",
-           reader=_streamed("sink"), probe=later("check:probe_sink")),
+           reader=streamed("sink", "sink"), probe=later("check:probe_sink")),
     Source("dlq", "dlq", required=True, may_be_empty=True, schema=ledger.SCHEMA,
            configured=lambda c: bool(c.dlq.queue_url or c.dlq.uri), hint="set [dlq] queue_url or uri",
-           describe=_describe_dlq, reader=_streamed("dlq"), probe=later("check:probe_dlq")),
+           describe=_describe_dlq, reader=streamed("dlq", "dlq"), probe=later("check:probe_dlq")),
     Source("metrics", "metrics", required=False, may_be_empty=True, schema=ledger.METRIC_SCHEMA,
            configured=lambda c: bool(c.metrics.rule or c.metrics.uri), hint="set [metrics] rule or uri",
            describe=lambda c: f"AWS/Events rule {c.metrics.rule}" if c.metrics.rule else f"{c.metrics.uri}",
