@@ -25,6 +25,7 @@ QUERY_DIR = resources.QUERY_DIR
 
 # The order queries run in; each reads tables made by the ones before it.
 QUERIES = (
+    "rules",
     "source_events",
     "bus_events",
     "hop_a",
