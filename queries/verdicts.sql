@@ -1,6 +1,7 @@
 -- verdicts: one row per Zendesk child event in the window (docs/design.md), judged by the expected bus event it
 -- belongs to (expected_id: children the emission model folds share one) from what its linked EventBridge id(s) left
--- in each store, with the cause, the hop latencies and whether the bus log missed it. A child the model does not
+-- in each store, with the cause, the hop latencies and whether the bus log missed it (unlogged_at_bus: the sink or
+-- the DLQ holds it, `past_bus` in queries/verdicts.csv, but the bus log does not). A child the model does not
 -- know is 'unverified' unless its update's connector sequence pairs it with a position (seq_units); a kind the model
 -- says never reaches the bus, or an expected event left out of a complete sequence, is 'not_emitted'. Neither is a
 -- loss. The facts per event come from bus_facts, the verdict from verdict_of and the cause from cause_of
@@ -35,7 +36,7 @@ SELECT * EXCLUDE (replayed),
        cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
                 sequence_id := sequence_id, sequence_total := sequence_total,
                 sequence_position := sequence_position) AS cause,
-       verdict IN ('delivered', 'duplicated', 'dead_lettered') AND log_copies = 0 AS unlogged_at_bus,
+       verdict IN (SELECT verdict FROM verdict_vocab WHERE past_bus) AND log_copies = 0 AS unlogged_at_bus,
        epoch(bus_at) - epoch(event_time) AS bus_latency_s,
        epoch(sink_at) - epoch(bus_at) AS sink_latency_s,
        epoch(sink_at) - epoch(event_time) AS end_to_end_s
