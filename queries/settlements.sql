@@ -3,10 +3,15 @@
 -- duplicated, dead-lettered, lost, or still pending, with the cause. Events still missing the bus are re-matched
 -- with hop A's candidate tests (exact on the Zendesk event id, else composite with the carried position as the
 -- highest possible one: kinds the model does not know may or may not have taken one before it), paired one-to-one
--- among the carried events. Facts are summed per source_id (a Zendesk event id belongs to one window).
+-- among the carried events, never with an id already linked to another event (by an earlier run or by this run's
+-- hop A). Facts are summed per source_id (a Zendesk event id belongs to one window).
 CREATE OR REPLACE TABLE settlements AS
 WITH open AS (
     SELECT * FROM carried WHERE eb_id IS NULL
+), taken AS (
+    -- ids already linked to an event: by an earlier run to a carried event, or by this run's hop A
+    SELECT source_id, eb_id FROM carried WHERE eb_id IS NOT NULL
+    UNION ALL SELECT source_id, eb_id FROM hop_a
 ), exact AS (
     SELECT DISTINCT c.source_id, b.eb_id, 'exact' AS match_kind
     FROM open c
@@ -21,6 +26,7 @@ WITH open AS (
      AND composite_candidate(c.ticket_id, model_kind(c.kind), c.event_time, NULL, c.position,
                              b.ticket_id, k.api_kind, b.event_time, b.sequence_position, $tolerance_s)
     WHERE c.source_id NOT IN (SELECT source_id FROM exact)
+      AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
 ), links AS (
     SELECT DISTINCT source_id, eb_id, 'carried' AS match_kind FROM carried WHERE eb_id IS NOT NULL
     UNION ALL SELECT * FROM exact
