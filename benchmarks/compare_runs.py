@@ -6,7 +6,8 @@ folder at the same relative path under NEW is compared:
   gaps.csv          byte-identical;
   summary.json      equal after dropping the keys that name the moment or the place of the run (NOISE_KEYS);
   report.html       identical after masking the generation time, digests, the run's own paths, the demo servers'
-                    loopback ports and SQS message ids.
+                    loopback ports and SQS message ids; the inline <style> block is compared on its own and its
+                    differing lines are listed (a CSS change does not shift the body's line numbers).
 Exit 0 when every folder is the same, 1 otherwise; prints one line per file.
 
 Example (the baseline from the base commit, the new outputs from the branch):
@@ -18,6 +19,7 @@ Example (the baseline from the base commit, the new outputs from the branch):
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import sys
@@ -84,6 +86,15 @@ def compare_verdicts(base: Path, new: Path) -> tuple[bool, str]:
                   f"(all columns but {', '.join(WALL_CLOCK_COLUMNS)})")
 
 
+STYLE_LINES_SHOWN = 40
+
+
+def _split_style(html: str) -> tuple[str, str]:
+    """The report's inline stylesheet, and the rest: a CSS change is shown as its own diff, not as shifted lines."""
+    m = re.search(r"<style>.*?</style>", html, re.S)
+    return (m.group(0), html[:m.start()] + html[m.end():]) if m else ("", html)
+
+
 def compare_folder(base: Path, new: Path) -> bool:
     ok = True
     same, text = compare_verdicts(base / "verdicts.parquet", new / "verdicts.parquet")
@@ -97,11 +108,17 @@ def compare_folder(base: Path, new: Path) -> bool:
                        _strip(json.loads((new / "summary.json").read_text())))
     print(f"{'same' if not diffs else 'DIFF'}  {new / 'summary.json'}" + "".join(f"\n      {d}" for d in diffs[:20]))
     ok &= not diffs
-    ra, rb = (_mask((f / "report.html").read_text()).splitlines() for f in (base, new))
+    (sa, ba), (sb, bb) = (_split_style(_mask((f / "report.html").read_text())) for f in (base, new))
+    ra, rb = ba.splitlines(), bb.splitlines()
     bad = [i for i, (x, y) in enumerate(zip(ra, rb)) if x != y]
     same = len(ra) == len(rb) and not bad
-    print(f"{'same' if same else 'DIFF'}  {new / 'report.html'}: {len(ra):,} / {len(rb):,} lines"
+    print(f"{'same' if same else 'DIFF'}  {new / 'report.html'} outside <style>: {len(ra):,} / {len(rb):,} lines"
           + "".join(f"\n      line {i + 1}: {ra[i][:100]!r} != {rb[i][:100]!r}" for i in bad[:5]))
+    style = [d for d in difflib.unified_diff(sa.splitlines(), sb.splitlines(), lineterm="", n=0)
+             if d[:1] in "+-" and d[:3] not in ("+++", "---")]
+    print(f"{'same' if not style else 'DIFF'}  {new / 'report.html'} <style>: {len(style)} lines differ"
+          + "".join(f"\n      {d[:110]}" for d in style[:STYLE_LINES_SHOWN]))
+    ok &= not style
     return ok and same
 
 

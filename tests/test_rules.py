@@ -133,3 +133,30 @@ def test_carried_events_are_judged_like_the_window_s_own(tmp_path, this_window, 
     # one-to-one: the survivor P pairs with 10 (whose second it carries); 9 cannot claim it too
     assert (settled["9"]["verdict"], settled["10"]["eb_id"]) == ("lost_before_bus", "P")
     assert settled["8"]["lateness_s"] == pytest.approx((at("15:00:08") - at("15:00:05")).total_seconds())
+
+
+def test_vocabularies_agree():
+    """A verdict's loss hop is a funnel hop of queries/hops.csv, and each funnel hop has its [thresholds] key."""
+    from dataclasses import fields
+
+    from reconcile import emission
+    from reconcile.config import ThresholdConfig
+    funnel = [h["hop"] for h in emission.hop_rows() if h["in_funnel"]]
+    assert {v["loss_hop"] for v in emission.verdict_rows() if v["loss_hop"]} == set(funnel)
+    assert [f.name for f in fields(ThresholdConfig)] == funnel
+    assert set(emission.chart_verdicts()) <= {v["verdict"] for v in emission.verdict_rows() if v["in_gaps"]}
+
+
+def test_every_verdict_is_counted_in_every_breakdown(tmp_path):
+    """The per-verdict breakdowns pivot over the vocabulary: a new verdict is a column there without editing them."""
+    from reconcile import emission
+    names = list(emission.verdicts())
+    e = run(tmp_path, CARRIED_SCHEMA.empty_table())
+    try:
+        assert e.arrow("loss_by_type").column_names == ["kind", "events", *names]
+        assert e.arrow("loss_by_hour").column_names == ["bucket", "events", "at_bus", "at_sink", *names]
+        assert [r["verdict"] for r in e.arrow("verdict_counts").to_pylist()] == names
+        assert sorted(r["name"] for r in e.arrow("funnel").to_pylist()) == sorted(
+            h["hop"] for h in emission.hop_rows() if h["in_funnel"])
+    finally:
+        e.close()
