@@ -1,20 +1,29 @@
--- loss_by_hour: per hour (or $bucket_s-second bucket) of Zendesk event time, expected bus events and their verdicts, plus how many
+-- loss_by_hour: per hour (or $bucket_s-second bucket) of Zendesk event time, expected bus events and their verdicts
+-- (one column per verdict of the vocabulary, table verdict_vocab, in its order, zero when absent), plus how many
 -- reached the bus log and the sink: the timeline that shows a spike and what it cost.
-CREATE OR REPLACE TABLE loss_by_hour AS
-SELECT time_bucket(to_seconds($bucket_s), event_time, $window_start) AS bucket,
+-- Two steps: a PIVOT whose columns come from a query cannot take parameters, so the bucketing (which needs
+-- $window_start) first counts into a small table of buckets x verdicts, dropped at the end.
+CREATE OR REPLACE TABLE loss_by_hour_counts AS
+SELECT time_bucket(to_seconds($bucket_s), event_time, $window_start) AS bucket, verdict,
        count(*) AS events,
        count(*) FILTER (WHERE log_copies > 0) AS at_bus,
-       count(*) FILTER (WHERE sink_rows > 0) AS at_sink,
-       count(*) FILTER (WHERE verdict = 'delivered') AS delivered,
-       count(*) FILTER (WHERE verdict = 'duplicated') AS duplicated,
-       count(*) FILTER (WHERE verdict = 'dead_lettered') AS dead_lettered,
-       count(*) FILTER (WHERE verdict = 'lost_after_bus') AS lost_after_bus,
-       count(*) FILTER (WHERE verdict = 'lost_before_bus') AS lost_before_bus,
-       count(*) FILTER (WHERE verdict = 'pending') AS pending,
-       count(*) FILTER (WHERE verdict = 'unverified') AS unverified,
-       count(*) FILTER (WHERE verdict = 'not_emitted') AS not_emitted,
-       count(*) FILTER (WHERE verdict = 'excluded') AS excluded
+       count(*) FILTER (WHERE sink_rows > 0) AS at_sink
 FROM verdicts
 WHERE source_id = expected_id
-GROUP BY bucket
+GROUP BY ALL;
+
+CREATE OR REPLACE TABLE loss_by_hour AS
+WITH n AS (
+    SELECT bucket, sum(events)::BIGINT AS events, sum(at_bus)::BIGINT AS at_bus, sum(at_sink)::BIGINT AS at_sink
+    FROM loss_by_hour_counts
+    GROUP BY bucket
+), p AS (
+    PIVOT (SELECT bucket, verdict, events FROM loss_by_hour_counts)
+    ON verdict IN (SELECT verdict FROM verdict_vocab ORDER BY ord) USING sum(events)::BIGINT GROUP BY bucket
+)
+SELECT n.bucket, n.events, n.at_bus, n.at_sink, coalesce(COLUMNS(p.* EXCLUDE (bucket)), 0)
+FROM n
+JOIN p USING (bucket)
 ORDER BY bucket;
+
+DROP TABLE loss_by_hour_counts;

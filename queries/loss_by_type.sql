@@ -1,17 +1,14 @@
--- loss_by_type: per Zendesk event kind, expected bus events (a folded audit counts once) and their verdicts.
+-- loss_by_type: per Zendesk event kind, expected bus events (a folded audit counts once) and their verdicts: one
+-- column per verdict of the vocabulary (table verdict_vocab, queries/verdicts.csv), in its order, zero when absent.
 CREATE OR REPLACE TABLE loss_by_type AS
-SELECT kind,
-       count(*) AS events,
-       count(*) FILTER (WHERE verdict = 'delivered') AS delivered,
-       count(*) FILTER (WHERE verdict = 'duplicated') AS duplicated,
-       count(*) FILTER (WHERE verdict = 'dead_lettered') AS dead_lettered,
-       count(*) FILTER (WHERE verdict = 'lost_after_bus') AS lost_after_bus,
-       count(*) FILTER (WHERE verdict = 'lost_before_bus') AS lost_before_bus,
-       count(*) FILTER (WHERE verdict = 'pending') AS pending,
-       count(*) FILTER (WHERE verdict = 'unverified') AS unverified,
-       count(*) FILTER (WHERE verdict = 'not_emitted') AS not_emitted,
-       count(*) FILTER (WHERE verdict = 'excluded') AS excluded
-FROM verdicts
-WHERE source_id = expected_id
-GROUP BY kind
+WITH e AS (
+    SELECT kind, verdict FROM verdicts WHERE source_id = expected_id
+), n AS (
+    SELECT kind, count(*) AS events FROM e GROUP BY kind
+), p AS (
+    PIVOT e ON verdict IN (SELECT verdict FROM verdict_vocab ORDER BY ord) USING count(*) GROUP BY kind
+)
+SELECT n.kind, n.events, p.* EXCLUDE (kind)
+FROM n
+JOIN p ON p.kind IS NOT DISTINCT FROM n.kind
 ORDER BY events DESC, kind;

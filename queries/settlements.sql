@@ -1,48 +1,48 @@
 -- settlements: pending events carried in from earlier windows (table `carried`), judged again against this run's
--- stores: delivered late (with lateness), duplicated, dead-lettered, lost, or still pending. Events still missing
--- the bus are re-matched by Zendesk event id, else by ticket, model kind (emission_model), time and sequence position
--- (at most the carried position: kinds the model does not know may or may not have taken one before it).
+-- stores by the rules this window's events are judged by (queries/rules.sql): delivered late (with lateness),
+-- duplicated, dead-lettered, lost, or still pending, with the cause. Events still missing the bus are re-matched
+-- with hop A's candidate tests (exact on the Zendesk event id, else composite with the carried position as the
+-- highest possible one: kinds the model does not know may or may not have taken one before it), paired one-to-one
+-- among the carried events, never with an id already linked to another event (by an earlier run or by this run's
+-- hop A). Facts are summed per source_id (a Zendesk event id belongs to one window).
 CREATE OR REPLACE TABLE settlements AS
-WITH exact AS (
-    SELECT c.window_key, c.source_id, b.eb_id
-    FROM carried c
-    JOIN bus_events b ON b.zendesk_key = c.zendesk_key AND b.family = 'webhook'
-    WHERE c.eb_id IS NULL
-), composite AS (
-    SELECT c.window_key, c.source_id,
-           arg_min(b.eb_id, abs(epoch(b.event_time) - epoch(c.event_time))) AS eb_id
-    FROM carried c
+WITH open AS (
+    SELECT * FROM carried WHERE eb_id IS NULL
+), taken AS (
+    -- ids already linked to an event: by an earlier run to a carried event, or by this run's hop A
+    SELECT source_id, eb_id FROM carried WHERE eb_id IS NOT NULL
+    UNION ALL SELECT source_id, eb_id FROM hop_a
+), exact AS (
+    SELECT DISTINCT c.source_id, b.eb_id, 'exact' AS match_kind
+    FROM open c
+    JOIN bus_events b ON exact_candidate(b.family, b.zendesk_key, c.zendesk_key)
+), cand AS (
+    SELECT DISTINCT c.source_id, b.eb_id, c.ticket_id, model_kind(c.kind) AS kind, c.event_time AS s_time,
+           b.event_time AS b_time, b.sequence_position AS b_pos
+    FROM open c
     JOIN emission_model k ON k.api_kind = model_kind(c.kind)
     JOIN bus_events b
-      ON b.event_type = k.bus_type AND b.ticket_id = c.ticket_id
-     AND abs(epoch(b.event_time) - epoch(c.event_time)) <= $tolerance_s
-     AND (b.sequence_position IS NULL OR c.position IS NULL OR b.sequence_position <= c.position)
-    WHERE c.eb_id IS NULL
-      AND (c.window_key, c.source_id) NOT IN (SELECT (window_key, source_id) FROM exact)
-    GROUP BY c.window_key, c.source_id
+      ON b.event_type = k.bus_type
+     AND composite_candidate(c.ticket_id, model_kind(c.kind), c.event_time, NULL, c.position,
+                             b.ticket_id, k.api_kind, b.event_time, b.sequence_position, $tolerance_s)
+    WHERE c.source_id NOT IN (SELECT source_id FROM exact)
+      AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
 ), links AS (
-    SELECT window_key, source_id, eb_id FROM carried WHERE eb_id IS NOT NULL
+    SELECT DISTINCT source_id, eb_id, 'carried' AS match_kind FROM carried WHERE eb_id IS NOT NULL
     UNION ALL SELECT * FROM exact
-    UNION ALL SELECT * FROM composite
-), found AS (
-    SELECT l.window_key, l.source_id, min(l.eb_id) AS eb_id,
-           coalesce(sum(b.sink_rows), 0) AS sink_rows,
-           coalesce(sum(b.dlq_kinesis), 0) AS dlq_kinesis,
-           min(b.sink_at) AS sink_at
-    FROM links l
-    LEFT JOIN bus_events b USING (eb_id)
-    GROUP BY l.window_key, l.source_id
+    UNION ALL SELECT * FROM pair_candidates('cand')
+), facts AS (
+    SELECT * FROM bus_facts('links')
+), judged AS (
+    SELECT c.window_key, c.source_id, c.kind, c.ticket_id, c.event_time,
+           coalesce(f.eb_id, c.eb_id) AS eb_id,
+           verdict_of(f.source_id IS NOT NULL OR c.eb_id IS NOT NULL, coalesce(f.sink_rows, 0),
+                      coalesce(f.dlq_kinesis, 0), $as_of - c.event_time, $hop_a_grace, $horizon) AS verdict,
+           epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
+           f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind
+    FROM carried c
+    LEFT JOIN facts f USING (source_id)
 )
-SELECT c.window_key, c.source_id, c.kind, c.ticket_id, c.event_time, f.eb_id,
-       CASE
-           WHEN f.sink_rows > 1 THEN 'duplicated'
-           WHEN f.sink_rows = 1 THEN 'delivered'
-           WHEN f.dlq_kinesis > 0 THEN 'dead_lettered'
-           WHEN f.eb_id IS NULL THEN
-               CASE WHEN $as_of - c.event_time < $hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
-           WHEN $as_of - c.event_time < $horizon THEN 'pending'
-           ELSE 'lost_after_bus'
-       END AS verdict,
-       epoch(f.sink_at) - epoch(c.event_time) AS lateness_s
-FROM carried c
-LEFT JOIN found f USING (window_key, source_id);
+SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, verdict, lateness_s,
+       cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind) AS cause
+FROM judged;

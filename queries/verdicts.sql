@@ -1,45 +1,14 @@
 -- verdicts: one row per Zendesk child event in the window (docs/design.md), judged by the expected bus event it
 -- belongs to (expected_id: children the emission model folds share one) from what its linked EventBridge id(s) left
--- in each store, with the cause, the hop latencies and whether the bus log missed it. A child the model does not
+-- in each store, with the cause, the hop latencies and whether the bus log missed it (unlogged_at_bus: the sink or
+-- the DLQ holds it, `past_bus` in queries/verdicts.csv, but the bus log does not). A child the model does not
 -- know is 'unverified' unless its update's connector sequence pairs it with a position (seq_units); a kind the model
 -- says never reaches the bus, or an expected event left out of a complete sequence, is 'not_emitted'. Neither is a
--- loss. An event linked to one id (nearly all) takes that id's row as it is; only events linked to several ids are
--- summed over them (counts stay BIGINT).
+-- loss. The facts per event come from bus_facts, the verdict from verdict_of and the cause from cause_of
+-- (queries/rules.sql: the rules settlements.sql judges carried events by).
 CREATE OR REPLACE TABLE verdicts AS
-WITH multi AS (
-    SELECT source_id FROM hop_a GROUP BY source_id HAVING count(*) > 1
-), linked AS (
-    SELECT l.source_id, 1 AS eb_ids, l.eb_id, NULL::VARCHAR[] AS other_eb_ids, l.match_kind, b.event_type AS bus_type, b.log_copies, b.sink_rows,
-           b.sink_sequences,
-           b.uncommitted_rows, b.replayed, b.dlq_kinesis, b.dlq_other, b.error_code, b.retry_condition,
-           b.dlq_target, b.bus_at, b.sink_at, b.dlq_at
-    FROM hop_a l
-    JOIN bus_events b USING (eb_id)
-    WHERE l.source_id NOT IN (SELECT source_id FROM multi)
-    UNION ALL
-    SELECT l.source_id,
-           count(*) AS eb_ids,
-           min(l.eb_id) AS eb_id,
-           list(l.eb_id ORDER BY l.eb_id)[2:] AS other_eb_ids,  -- the ids besides eb_id: `trace` follows them all
-           any_value(l.match_kind) AS match_kind,
-           min(b.event_type) AS bus_type,
-           sum(b.log_copies)::BIGINT AS log_copies,
-           sum(b.sink_rows)::BIGINT AS sink_rows,
-           sum(b.sink_sequences)::BIGINT AS sink_sequences,
-           sum(b.uncommitted_rows)::BIGINT AS uncommitted_rows,
-           bool_or(b.replayed) AS replayed,
-           sum(b.dlq_kinesis)::BIGINT AS dlq_kinesis,
-           sum(b.dlq_other)::BIGINT AS dlq_other,
-           min(b.error_code) AS error_code,
-           min(b.retry_condition) AS retry_condition,
-           min(b.dlq_target) AS dlq_target,
-           min(b.bus_at) AS bus_at,
-           min(b.sink_at) AS sink_at,
-           min(b.dlq_at) AS dlq_at
-    FROM hop_a l
-    JOIN bus_events b USING (eb_id)
-    WHERE l.source_id IN (SELECT source_id FROM multi)
-    GROUP BY l.source_id
+WITH linked AS (
+    SELECT * FROM bus_facts('hop_a')
 ), judged AS (
     SELECT s.source_id, s.zendesk_key, s.ticket_id, s.kind, s.event_time, s.audit_id, s.position, s.source_ref,
            s.expected_id, s.model_kind, s.emission, q.sequence_id, q.total AS sequence_total,
@@ -54,47 +23,20 @@ WITH multi AS (
            coalesce(l.dlq_other, 0) AS dlq_other,
            l.error_code, l.retry_condition, l.dlq_target, l.bus_at, l.sink_at, l.dlq_at,
            epoch($as_of) - epoch(s.event_time) AS age_s,
-           CASE
-               WHEN s.excluded THEN 'excluded'
-               WHEN l.source_id IS NULL AND s.emission = 'none' THEN 'not_emitted'
-               WHEN l.source_id IS NULL AND q.position IS NULL AND s.emission = 'unknown' THEN 'unverified'
-               WHEN l.source_id IS NULL AND q.position IS NULL AND q.complete THEN 'not_emitted'
-               WHEN l.source_id IS NULL THEN
-                   CASE WHEN $as_of - s.event_time < $hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
-               WHEN l.sink_rows > 1 THEN 'duplicated'
-               WHEN l.sink_rows = 1 THEN 'delivered'
-               WHEN l.dlq_kinesis > 0 THEN 'dead_lettered'
-               WHEN $as_of - s.event_time < $horizon THEN 'pending'
-               ELSE 'lost_after_bus'
-           END AS verdict,
-           CASE
-               WHEN l.eb_ids > 1 THEN 'redelivery'
-               WHEN l.replayed THEN 'replay'
-               WHEN l.sink_sequences > 1 THEN 'redelivery'
-               ELSE 're-batched'
-           END AS duplicate_cause
+           verdict_of(l.source_id IS NOT NULL, l.sink_rows, l.dlq_kinesis, $as_of - s.event_time, $hop_a_grace,
+                      $horizon, excluded := s.excluded, emission := s.emission, sequence_position := q.position,
+                      sequence_complete := q.complete) AS verdict,
+           l.replayed
     FROM source_events s
     LEFT JOIN linked l ON l.source_id = s.expected_id
     LEFT JOIN seq_units q ON q.source_id = s.expected_id
     WHERE s.in_window
 )
-SELECT * EXCLUDE (duplicate_cause),
-       CASE verdict
-           WHEN 'duplicated' THEN duplicate_cause
-           WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
-           WHEN 'lost_after_bus' THEN 'no sink row, no DLQ message'
-           WHEN 'lost_before_bus' THEN CASE WHEN sequence_position IS NOT NULL
-               THEN 'sequence ' || sequence_id || ' had ' || sequence_total || ' events, position '
-                    || sequence_position || ' never reached any store'
-               ELSE 'not in any AWS store' END
-           WHEN 'unverified' THEN 'kind ' || model_kind || ' is not in the emission model: add a line to '
-                                  || '[match] emission_model (reconcile calibrate suggests one)'
-           WHEN 'not_emitted' THEN CASE WHEN emission = 'none' THEN 'the emission model says ' || model_kind
-                                             || ' never reaches the bus'
-               ELSE 'sequence ' || sequence_id || ' (' || sequence_total || ' events) is complete without it' END
-           WHEN 'pending' THEN CASE WHEN eb_id IS NULL THEN 'not yet on the bus' ELSE 'within retry horizon' END
-       END AS cause,
-       verdict IN ('delivered', 'duplicated', 'dead_lettered') AND log_copies = 0 AS unlogged_at_bus,
+SELECT * EXCLUDE (replayed),
+       cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
+                sequence_id := sequence_id, sequence_total := sequence_total,
+                sequence_position := sequence_position) AS cause,
+       verdict IN (SELECT verdict FROM verdict_vocab WHERE past_bus) AND log_copies = 0 AS unlogged_at_bus,
        epoch(bus_at) - epoch(event_time) AS bus_latency_s,
        epoch(sink_at) - epoch(bus_at) AS sink_latency_s,
        epoch(sink_at) - epoch(event_time) AS end_to_end_s

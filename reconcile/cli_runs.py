@@ -38,7 +38,7 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
     click.echo(f"{'window':<34} {'status':<10} {'hop':<15} {'in':>10} {'out':>10} {'lost':>8} {'pending':>8} "
                f"{'loss rate':>10}")
     for r in rows:
-        rate = f"{r['lost'] / r['in'] * 100:.4f} %" if r["in"] else "–"
+        rate = f"{r['loss_rate'] * 100:.4f} %" if r["in"] else "–"
         click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['hop']:<15} {r['in']:>10,} {r['out']:>10,} "
                    f"{r['lost']:>8,} {r['pending']:>8,} {rate:>10}")
 

@@ -7,7 +7,10 @@ children -> one `Ticket Created`) or `none` (never on the bus). A kind the model
 counted as a loss (PIPELINE.md §2: which API children become which connector events is not documented).
 
 queries/verdicts.csv is the verdict vocabulary: name, order, the hop whose loss it is (if any), whether the hop
-funnel counts it, colour, label and meaning.
+funnel counts it, whether the sink holds it (reached_sink) or the sink or the Kinesis DLQ (past_bus), whether no
+store reported the loss (silent), whether gaps.csv lists it (in_gaps), its place in the report's timeline stack
+(chart), colour, label and meaning. queries/hops.csv is the hop vocabulary: name, order, whether the funnel counts
+it, label and meaning. Both are bound in SQL as verdict_vocab and hop_vocab (engine.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .resources import QUERY_DIR
 
 MODEL_FILE = QUERY_DIR / "emission_model.csv"
 VERDICTS_FILE = QUERY_DIR / "verdicts.csv"
+HOPS_FILE = QUERY_DIR / "hops.csv"
 CUSTOM_FIELD = "Change:<custom field id>"  # the model's row for any numeric field_name (queries/source_events.sql)
 CARDINALITIES = ("child", "audit", "none")
 SCHEMA = pa.schema([("api_kind", pa.string()), ("family", pa.string()), ("bus_type", pa.string()),
@@ -89,12 +93,46 @@ def from_evidence(table: pa.Table) -> pa.Table:
                      "cardinality": pa.repeat(pa.scalar("child"), table.num_rows)}, schema=SCHEMA)
 
 
+# The vocabulary files' columns that are not text.
+_INTS = ("ord", "chart")
+_BOOLS = ("in_funnel", "reached_sink", "past_bus", "silent", "in_gaps")
+
+
+def _vocab(path: Path) -> pa.Table:
+    header = path.read_text().split("\n", 1)[0].split(",")
+    types = {c: pa.int32() if c in _INTS else pa.bool_() if c in _BOOLS else pa.string() for c in header}
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+                          ).sort_by("ord")
+
+
 @lru_cache(maxsize=1)
 def verdict_table() -> pa.Table:
-    return pacsv.read_csv(VERDICTS_FILE, convert_options=pacsv.ConvertOptions(
-        column_types={"verdict": pa.string(), "ord": pa.int32(), "loss_hop": pa.string(), "in_funnel": pa.bool_(),
-                      "color": pa.string(), "label": pa.string(), "meaning": pa.string()},
-        strings_can_be_null=True)).sort_by("ord")
+    return _vocab(VERDICTS_FILE)
+
+
+@lru_cache(maxsize=1)
+def hop_table() -> pa.Table:
+    return _vocab(HOPS_FILE)
+
+
+def hop_rows() -> list[dict]:
+    """The hops (queries/hops.csv) in report order: name, whether the funnel counts it, label, meaning."""
+    return hop_table().to_pylist()
+
+
+def hop_labels() -> dict[str, str]:
+    return {h["hop"]: h["label"] for h in hop_rows()}
+
+
+def chart_verdicts() -> tuple[str, ...]:
+    """The verdicts the report's timeline stacks, bottom first (the `chart` column of queries/verdicts.csv)."""
+    rows = [v for v in verdict_rows() if v["chart"] is not None]
+    return tuple(v["verdict"] for v in sorted(rows, key=lambda v: v["chart"]))
+
+
+def loss_rate(lost: int, entered: int) -> float:
+    """A hop's loss rate: lost / in, 0 when nothing entered it (summary.json, history, the CLI)."""
+    return lost / entered if entered else 0.0
 
 
 def verdicts() -> tuple[str, ...]:

@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 
 QUERY_DIR = resources.QUERY_DIR
 
-# The order queries run in; each reads tables made by the ones before it.
+# The order queries run in; each reads tables made by the ones before it. `rules` makes no table: it defines the
+# macros (verdict cascade, hop-A candidate tests, ...) the others call, so it runs first.
 QUERIES = (
+    "rules",
     "source_events",
     "bus_events",
     "hop_a",
@@ -96,6 +98,7 @@ class Engine:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = false")
         con.register("verdict_vocab", emission.verdict_table())
+        con.register("hop_vocab", emission.hop_table())
         return cls(con, interrupt.on_stop(con.interrupt))
 
     def bind_ledger(self, name: str, path: Path | None) -> None:

@@ -46,7 +46,7 @@ BRIEF = {
     "incident": frozenset({"coverage", "metrics"}),
     "audit": frozenset({"timeline", "latency"}),
 }
-HOP_LABELS = {"zendesk_to_bus": "Zendesk → bus", "bus_to_sink": "bus → sink", "end_to_end": "end to end"}
+HOP_LABELS = emission.hop_labels()  # queries/hops.csv
 TITLES = {"status": "Status", "funnel": "Funnel", "timeline": "Timeline", "causes": "Causes",
           "metrics": "Metrics cross-check", "latency": "Latency", "duplicates": "Duplicates & orphans",
           "pending": "Pending", "coverage": "Coverage", "gaps": "Gaps", "run": "Run"}
@@ -149,7 +149,7 @@ def nice_max(value: float) -> float:
     return 10 * exp
 
 
-LOSS_SERIES = ("lost_before_bus", "lost_after_bus", "dead_lettered", "duplicated", "pending")
+LOSS_SERIES = emission.chart_verdicts()  # the timeline stack, bottom first: `chart` in queries/verdicts.csv
 
 
 def _parse_iso(text: str) -> datetime:
@@ -329,6 +329,7 @@ def environment() -> Environment:
     env.filters.update(num=_num, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs,
                        details=detail_rows)
     env.globals.update(nice_max=nice_max, axis=axis, BREAKDOWN_ROWS=BREAKDOWN_ROWS, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS,
+                       HOPS=emission.hop_rows(),
                        VERDICTS=emission.verdict_rows(), VERDICT_NAMES=emission.verdicts())
     return env
 

@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from . import resources
+from . import emission, resources
 from .config import AwsConfig
 from .engine import execute_file
 from .errors import StateError
@@ -221,7 +221,12 @@ class State:
         return execute_file(self.con, _q("recoveries"), {}).to_arrow_table().cast(RECOVERIES_SCHEMA)
 
     def history(self) -> list[dict[str, Any]]:
-        return execute_file(self.con, _q("history"), {}).to_arrow_table().to_pylist()
+        self.con.register("verdict_vocab", emission.verdict_table())
+        try:
+            rows = execute_file(self.con, _q("history"), {}).to_arrow_table().to_pylist()
+        finally:
+            self.con.unregister("verdict_vocab")
+        return [dict(r, loss_rate=emission.loss_rate(r["lost"], r["in"])) for r in rows]
 
     def run_dirs(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT out_dir FROM runs ORDER BY window_start DESC").fetchall()]

@@ -87,13 +87,13 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
           orphans: int, unlogged: int, gaps: int, generated_at: datetime) -> dict[str, Any]:
     verdicts = {v: 0 for v in VERDICTS}
     verdicts.update({r["verdict"]: r["events"] for r in results["verdict_counts"]})
-    thresholds = {"zendesk_to_bus": cfg.thresholds.zendesk_to_bus, "bus_to_sink": cfg.thresholds.bus_to_sink}
     hops = []
     for r in results["funnel"]:
-        rate = r["lost"] / r["in"] if r["in"] else 0.0
+        rate = emission.loss_rate(r["lost"], r["in"])
+        threshold = getattr(cfg.thresholds, r["name"])  # [thresholds] has one key per hop of queries/hops.csv
         hops.append({"name": r["name"], "in": r["in"], "out": r["out"], "lost": r["lost"], "pending": r["pending"],
-                     "loss_rate": round(rate, 8), "threshold": thresholds[r["name"]],
-                     "over_threshold": r["lost"] > 0 and rate > thresholds[r["name"]]})
+                     "loss_rate": round(rate, 8), "threshold": threshold,
+                     "over_threshold": r["lost"] > 0 and rate > threshold})
     status = status_of(inputs, hops, verdicts["pending"])
     return {
         "window": {"start": iso(window.start), "end": iso(window.end), "read_start": iso(window.read_start),

@@ -1,17 +1,20 @@
 -- history: loss per hop per window over past runs, with the window's pending events settled by later runs
--- folded in (a settled loss adds to its hop's loss; any settlement leaves the pending count), and the loss rate.
+-- folded in (a settled loss adds to the loss of the hop queries/verdicts.csv names for its verdict; one the sink
+-- holds adds to bus_to_sink's out; any settlement leaves the pending count). The loss rate is added by
+-- State.history (emission.loss_rate, the one definition).
 WITH settled AS (
     SELECT s.window_key,
-           count(*) FILTER (WHERE s.verdict = 'lost_before_bus') AS lost_a,
-           count(*) FILTER (WHERE s.verdict IN ('dead_lettered', 'lost_after_bus')) AS lost_b,
-           count(*) FILTER (WHERE s.verdict IN ('delivered', 'duplicated')) AS delivered_b,
+           count(*) FILTER (WHERE v.loss_hop = 'zendesk_to_bus') AS lost_a,
+           count(*) FILTER (WHERE v.loss_hop = 'bus_to_sink') AS lost_b,
+           count(*) FILTER (WHERE v.reached_sink) AS delivered_b,
            count(*) FILTER (WHERE p.eb_id IS NULL) AS settled_a,
            count(*) AS settled
     FROM settlements s
     JOIN pending p USING (window_key, source_id)
+    LEFT JOIN verdict_vocab v USING (verdict)
     GROUP BY s.window_key
 )
-SELECT *, CASE WHEN "in" > 0 THEN lost / "in" ELSE 0.0 END AS loss_rate
+SELECT *
 FROM (
 SELECT r.window_key, r.window_start, r.window_end, r.status, r.events, h.hop, h."in",
        h."out" + CASE WHEN h.hop = 'bus_to_sink' THEN coalesce(st.delivered_b, 0) ELSE 0 END AS "out",

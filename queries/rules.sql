@@ -1,0 +1,163 @@
+-- rules: the judging rules, each stated once as a DuckDB macro (docs/design.md, "Where each rule lives"). This
+-- window's events (hop_a.sql, verdicts.sql) and the pending events carried in from earlier windows
+-- (settlements.sql) are matched, summed up and judged by these same macros. Runs first; makes no table.
+-- Adding a verdict: a row in queries/verdicts.csv and its line in verdict_of (a new fact it needs: a parameter with
+-- a default, so callers that cannot know it need not change).
+
+-- hop A, exact: a webhook-family bus event carries the Zendesk event id.
+CREATE OR REPLACE MACRO exact_candidate(b_family, b_key, s_key) AS
+    b_family = 'webhook' AND b_key = s_key;
+
+-- hop A, composite: same ticket and model kind, time within tolerance_s seconds, and a sequence position within the
+-- expected event's possible positions pos_low..pos_high (no lower bound when pos_low is NULL: a carried event keeps
+-- only its highest possible position).
+CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, pos_low, pos_high,
+                                            b_ticket, b_kind, b_time, b_pos, tolerance_s) AS
+    b_ticket = s_ticket AND b_kind = s_kind
+    AND abs(epoch(b_time) - epoch(s_time)) <= tolerance_s
+    AND (b_pos IS NULL OR pos_high IS NULL OR b_pos BETWEEN coalesce(pos_low, b_pos) AND pos_high);
+
+-- hop A, pairing: composite candidates (table `cand`: source_id, eb_id, ticket_id, kind, s_time, b_time, b_pos) made
+-- one-to-one. A candidate that is the only one on both sides is 'composite'. The others are 'ambiguous': paired with
+-- their mutually nearest candidate in time (at whole seconds), the rest in time order within their (ticket, kind)
+-- group; pairing is one-to-one, so an ambiguous group can never hide a loss.
+CREATE OR REPLACE MACRO pair_candidates(cand) AS TABLE
+WITH c AS (
+    SELECT * FROM query_table(cand)
+), multi_s AS (
+    -- candidates that are not one-to-one are few: find them with two narrow counts instead of windows over all
+    SELECT source_id FROM c GROUP BY source_id HAVING count(*) > 1
+), multi_b AS (
+    SELECT eb_id FROM c GROUP BY eb_id HAVING count(*) > 1
+), unique_pairs AS (
+    SELECT source_id, eb_id, 'composite' AS match_kind FROM c
+    WHERE source_id NOT IN (SELECT source_id FROM multi_s) AND eb_id NOT IN (SELECT eb_id FROM multi_b)
+), amb AS (
+    -- Distance at the API's resolution: audit times are whole seconds, bus times carry the fraction after it.
+    SELECT *, abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) AS d
+    FROM c
+    WHERE source_id IN (SELECT source_id FROM multi_s) OR eb_id IN (SELECT eb_id FROM multi_b)
+), nearest AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY source_id ORDER BY d, b_pos, eb_id) AS rank_for_s,
+           row_number() OVER (PARTITION BY eb_id ORDER BY d, try_cast(source_id AS BIGINT), source_id) AS rank_for_b,
+           count(*) OVER (PARTITION BY source_id, d) AS ties_s,
+           count(*) OVER (PARTITION BY eb_id, d) AS ties_b
+    FROM amb
+), mutual AS (
+    -- each is the other's one nearest candidate: paired on time, whatever else in the group was lost
+    SELECT source_id, eb_id FROM nearest WHERE rank_for_s = 1 AND rank_for_b = 1 AND ties_s = 1 AND ties_b = 1
+), amb_s AS (
+    SELECT DISTINCT source_id, ticket_id, kind, s_time FROM amb
+    WHERE source_id NOT IN (SELECT source_id FROM mutual)
+), amb_b AS (
+    SELECT DISTINCT eb_id, ticket_id, kind, b_time, b_pos FROM amb
+    WHERE eb_id NOT IN (SELECT eb_id FROM mutual)
+), ranked_s AS (
+    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
+                                 ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
+    FROM amb_s
+), ranked_b AS (
+    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
+                                 ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id) AS r
+    FROM amb_b
+)
+SELECT * FROM unique_pairs
+UNION ALL
+SELECT source_id, eb_id, 'ambiguous' AS match_kind FROM mutual
+UNION ALL
+SELECT s.source_id, b.eb_id, 'ambiguous'
+FROM ranked_s s
+JOIN ranked_b b USING (ticket_id, kind, r)
+JOIN amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id;
+
+-- what the stores hold of an expected event, from its links (table `links`: source_id, eb_id, match_kind) to
+-- bus_events: one row per linked source_id. An event linked to one id (nearly all) takes that id's row as it is;
+-- only events linked to several ids are summed over them (counts stay BIGINT).
+CREATE OR REPLACE MACRO bus_facts(links) AS TABLE
+WITH l AS (
+    SELECT * FROM query_table(links)
+), multi AS (
+    SELECT source_id FROM l GROUP BY source_id HAVING count(*) > 1
+)
+SELECT l.source_id, 1 AS eb_ids, l.eb_id, NULL::VARCHAR[] AS other_eb_ids, l.match_kind, b.event_type AS bus_type,
+       b.log_copies, b.sink_rows, b.sink_sequences,
+       b.uncommitted_rows, b.replayed, b.dlq_kinesis, b.dlq_other, b.error_code, b.retry_condition,
+       b.dlq_target, b.bus_at, b.sink_at, b.dlq_at
+FROM l
+JOIN bus_events b USING (eb_id)
+WHERE l.source_id NOT IN (SELECT source_id FROM multi)
+UNION ALL
+SELECT l.source_id,
+       count(*) AS eb_ids,
+       min(l.eb_id) AS eb_id,
+       list(l.eb_id ORDER BY l.eb_id)[2:] AS other_eb_ids,  -- the ids besides eb_id: `trace` follows them all
+       any_value(l.match_kind) AS match_kind,
+       min(b.event_type) AS bus_type,
+       sum(b.log_copies)::BIGINT AS log_copies,
+       sum(b.sink_rows)::BIGINT AS sink_rows,
+       sum(b.sink_sequences)::BIGINT AS sink_sequences,
+       sum(b.uncommitted_rows)::BIGINT AS uncommitted_rows,
+       bool_or(b.replayed) AS replayed,
+       sum(b.dlq_kinesis)::BIGINT AS dlq_kinesis,
+       sum(b.dlq_other)::BIGINT AS dlq_other,
+       min(b.error_code) AS error_code,
+       min(b.retry_condition) AS retry_condition,
+       min(b.dlq_target) AS dlq_target,
+       min(b.bus_at) AS bus_at,
+       min(b.sink_at) AS sink_at,
+       min(b.dlq_at) AS dlq_at
+FROM l
+JOIN bus_events b USING (eb_id)
+WHERE l.source_id IN (SELECT source_id FROM multi)
+GROUP BY l.source_id;
+
+-- the verdict cascade, in priority order (docs/design.md, "Verdicts"). `linked`: some store holds an id linked to
+-- the event; `age`: as_of - event time. Carried events pass no emission or sequence facts (they were judged pending
+-- with them once already).
+CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_grace, horizon,
+                                   excluded := false, emission := NULL, sequence_position := NULL,
+                                   sequence_complete := NULL) AS
+    CASE
+        WHEN excluded THEN 'excluded'
+        WHEN NOT linked AND emission = 'none' THEN 'not_emitted'
+        WHEN NOT linked AND sequence_position IS NULL AND emission = 'unknown' THEN 'unverified'
+        WHEN NOT linked AND sequence_position IS NULL AND sequence_complete THEN 'not_emitted'
+        WHEN NOT linked THEN CASE WHEN age < hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
+        WHEN sink_rows > 1 THEN 'duplicated'
+        WHEN sink_rows = 1 THEN 'delivered'
+        WHEN dlq_kinesis > 0 THEN 'dead_lettered'
+        WHEN age < horizon THEN 'pending'
+        ELSE 'lost_after_bus'
+    END;
+
+-- why an event is duplicated: several EventBridge ids carried it (a redelivered webhook or connector event), else a
+-- copy was replayed from an archive, else the sink holds distinct Kinesis sequence numbers (redelivery), else one
+-- record was written more than once (a re-batched Spark file).
+CREATE OR REPLACE MACRO duplicate_cause(eb_ids, replayed, sink_sequences) AS
+    CASE
+        WHEN eb_ids > 1 THEN 'redelivery'
+        WHEN replayed THEN 'replay'
+        WHEN sink_sequences > 1 THEN 'redelivery'
+        ELSE 're-batched'
+    END;
+
+-- the cause shown with a verdict: the evidence behind it, in words.
+CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
+                                 emission := NULL, sequence_id := NULL, sequence_total := NULL,
+                                 sequence_position := NULL) AS
+    CASE verdict
+        WHEN 'duplicated' THEN duplicate_cause(eb_ids, replayed, sink_sequences)
+        WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
+        WHEN 'lost_after_bus' THEN 'no sink row, no DLQ message'
+        WHEN 'lost_before_bus' THEN CASE WHEN sequence_position IS NOT NULL
+            THEN 'sequence ' || sequence_id || ' had ' || sequence_total || ' events, position '
+                 || sequence_position || ' never reached any store'
+            ELSE 'not in any AWS store' END
+        WHEN 'unverified' THEN 'kind ' || model_kind || ' is not in the emission model: add a line to '
+                               || '[match] emission_model (reconcile calibrate suggests one)'
+        WHEN 'not_emitted' THEN CASE WHEN emission = 'none' THEN 'the emission model says ' || model_kind
+                                          || ' never reaches the bus'
+            ELSE 'sequence ' || sequence_id || ' (' || sequence_total || ' events) is complete without it' END
+        WHEN 'pending' THEN CASE WHEN eb_id IS NULL THEN 'not yet on the bus' ELSE 'within retry horizon' END
+    END;
