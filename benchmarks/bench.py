@@ -15,10 +15,14 @@
    The Zendesk ledger is fed by a vectorised conversion of the simulator's stores/zendesk/ticket_events.parquet
    (DuckDB unnest), not over HTTP: the export API's rate limit (10 requests/min) would dominate any figure, and is
    excluded from the target. benchmarks/bench_zendesk.py measures the HTTP source on its own.
-3. References on the same files: (a) benchmarks/reference_pandas.py, the plain pandas script (at --pandas-events,
+3. The engine (+ outputs) alone at K partitions ([engine] partitions, --partitions 1,auto,8), on the end-to-end
+   run's ledgers, each setting in a fresh process, interleaved (benchmarks/scale_engine.py measure): wall, CPU, peak
+   RSS, DuckDB spill peak and partition scratch peak (temp folder sampled every 0.1 s), and whether the verdicts and
+   summary are identical to the first setting's.
+4. References on the same files: (a) benchmarks/reference_pandas.py, the plain pandas script (at --pandas-events,
    default min(N, 1 M), scaled linearly to N when smaller, as the JSON says), and (b) `gzip -dc` over the bus log
    archive objects, one stream: the physical floor of reading that archive.
-4. Prints a table and writes bench-out/bench-<N>.json (medians over --runs, and every run).
+5. Prints a table and writes bench-out/bench-<N>.json (medians over --runs, and every run).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 DEFAULT_EVENTS = 1_000_000
 SIM_MARKER = "bench-sim.json"
@@ -402,6 +407,8 @@ def main() -> None:
     ap.add_argument("--memory-limit", default=None, help="[engine] memory_limit (default: the config's 3GB)")
     ap.add_argument("--temp-directory", default=None, help="[engine] temp_directory: where DuckDB spills")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--partitions", default="1,auto,8",
+                    help="[engine] partitions settings the engine is measured at on the end-to-end run's ledgers")
     a = ap.parse_args()
 
     n = a.events
@@ -423,6 +430,12 @@ def main() -> None:
                                                                    "read_all_wall_s", "engine_wall_s")},
     }
     report["truth_check"] = runs["end_to_end"][-1]["truth"]
+
+    # the engine (+ outputs) alone at K partitions, each setting in a fresh process, A/B interleaved
+    import scale_engine
+    report["engine_partitions"] = scale_engine.measure(
+        a.out / f"run-end_to_end-{n}", a.out / "engine-partitions", 1, a.memory_limit or "3GB",
+        a.partitions.split(","), a.runs)
 
     # (b) the physical floor of the bus archive
     print("  reference: gzip -dc over the bus log archive ...", file=sys.stderr)
@@ -504,6 +517,14 @@ def _print(r: dict) -> None:
     e = r["median"]["end_to_end"]
     print(f"{'end to end':<10} {e['wall_s']:>8.2f} {e['cpu_s']:>8.2f} {e['cores_used']:>6.2f} {e['rss_peak_mb']:>13,.0f}"
           f"   (sources concurrently {e['read_all_wall_s']} s, engine {e['engine_wall_s']} s)")
+    k = r["engine_partitions"]
+    print(f"\nengine + outputs at K partitions (memory_limit {k['memory_limit']}; median of {k['runs']} runs):")
+    print(f"{'partitions':<10} {'K':>4} {'wall s':>8} {'cpu s':>8} {'peak RSS GiB':>13} {'spill MiB':>10} "
+          f"{'scratch MiB':>12} {'same results':>13}")
+    for p, m in k["median"].items():
+        same = m["same_as_" + k["settings"][0]]["identical"]
+        print(f"{p:<10} {m['partitions_used']:>4} {m['wall_s']:>8.1f} {m['cpu_s']:>8.1f} {m['rss_peak_gib']:>13.2f} "
+              f"{m['spill_peak_bytes'] / 2**20:>10,.0f} {m['scratch_peak_bytes'] / 2**20:>12,.0f} {str(same):>13}")
     b = r["bus_archive"]
     print(f"\nbus archive: {b['uncompressed_bytes'] / 2**20:,.0f} MiB of text in {b['objects']} objects; gzip -dc "
           f"{b['gzip_dc_wall_s']} s ({b['gzip_dc_mb_s']} MiB/s), reconcile {b['reconcile_parse_wall_s']} s "

@@ -109,6 +109,9 @@ class EngineConfig:
     memory_limit: str = "3GB"
     temp_directory: str | None = None  # where DuckDB spills past memory_limit (default: $TMPDIR/reconcile-spill)
     threads: int | None = None
+    # Judge the day in this many ticket-id partitions, one after another (bounded memory, no spill): "auto" picks
+    # from the ledgers' size and memory_limit (1, today's single pass, for days that fit); a number forces it.
+    partitions: int | str = "auto"
 
 
 # Every command's run state (pending events carried over, history, where each run lies) unless [state] uri,
@@ -235,6 +238,9 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("thresholds", "bus_to_sink"): (lambda v: 0 <= v <= 1, "a loss rate from 0 to 1 (0.0001 is 0.01 %)"),
     ("engine", "memory_limit"): (lambda v: _SIZE.match(v), "a size DuckDB accepts, like 512MB, 3GB or 2GiB"),
     ("engine", "threads"): (lambda v: v >= 1, "a whole number of threads, 1 or more"),
+    ("engine", "partitions"): (lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool)
+                                                         and 1 <= v <= 4096),
+                               "\"auto\" or a whole number of partitions from 1 to 4096"),
     ("alert", "cloudwatch_namespace"): (lambda v: re.fullmatch(r"[A-Za-z0-9.\-_/#:]{1,255}", v)
                                         and not v.startswith("AWS/"),
                                         "a custom CloudWatch namespace like \"Reconcile\" (not AWS/...)"),

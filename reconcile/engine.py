@@ -53,6 +53,12 @@ QUERIES = (
     "trace_hints",
 )
 
+# Partitioned judging (reconcile/partition.py) runs these once per partition, each on its partition's rows only; every
+# other query runs once, over the union. bus_events sums up each EventBridge id's records, so it is partitioned by
+# that id; the queries after it link and judge Zendesk events ticket by ticket, so they are partitioned by ticket id.
+BY_EB_ID = ("bus_events",)
+BY_TICKET = ("source_events", "hop_a", "sequences", "verdicts")
+
 # Small result tables handed to the summary and the report whole.
 RESULT_TABLES = ("verdict_counts", "funnel", "match_stats", "loss_by_hour", "loss_by_type", "dlq_causes",
                  "duplicates", "latency", "metrics_check", "silent_losses", "latency_histogram", "pending_events",
@@ -77,6 +83,9 @@ class Engine:
     con: duckdb.DuckDBPyConnection
     # A signal interrupts the running query (SIGTERM must not wait for a minute-long join to end).
     unwatch: Callable[[], object] = field(default=lambda: None, repr=False)
+    # Folders of partitioned judging's files (the union views read them): removed when the engine closes.
+    scratch: list[Path] = field(default_factory=list)
+    partitions: int = 1  # how many partitions the day was judged in (reconcile/partition.py)
 
     @classmethod
     def open(cls, *, memory_limit: str = "3GB", temp_directory: str | None = None,
@@ -134,9 +143,15 @@ class Engine:
             rel = rel.filter(where)
         return rel.aggregate("count(*)").fetchall()[0][0]
 
+    def spill_bytes(self) -> int:
+        """What DuckDB has spilled to [engine] temp_directory right now."""
+        return self.con.sql("SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()").fetchall()[0][0]
+
     def close(self) -> None:
         self.unwatch()
         self.con.close()
+        for folder in self.scratch:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def statements(sql: str) -> list[str]:

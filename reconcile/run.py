@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import completeness, interrupt, ledger, outputs, report, runfolder, summary
+from . import completeness, interrupt, ledger, outputs, partition, report, runfolder, summary
 from .config import Config, EngineConfig
 from .engine import Engine
 from .emission import from_evidence, load_model
@@ -104,7 +104,15 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
     e.bind_table("emission_model", from_evidence(kind_map) if kind_map is not None else model_of(cfg))
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(cfg.exclude.event_types), pa.string())}))
     e.bind_table("carried", carried if carried is not None else CARRIED_SCHEMA.empty_table())
-    e.run_all(params(cfg, window))
+    k = partition.count(engine.partitions, ledgers, engine.memory_limit)
+    try:
+        if k == 1:
+            e.run_all(params(cfg, window))
+        else:
+            partition.run_all(e, ledgers, params(cfg, window), k)
+    except BaseException:
+        e.close()
+        raise
     return e
 
 

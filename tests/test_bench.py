@@ -21,10 +21,19 @@ def test_bench_and_scale_engine_on_a_small_day(tmp_path):
         assert {"wall_s", "cpu_s", "rss_peak_mb"} <= set(stages[name]), name
     assert report["bus_archive"]["gzip_dc_wall_s"] > 0 and report["bus_archive"]["ratio_vs_gzip_dc"] > 0
     assert report["truth_check"]["agree"] == report["truth_check"]["events"] == 5000
+    k = report["engine_partitions"]["median"]
+    assert [k[p]["partitions_used"] for p in ("1", "auto", "8")] == [1, 1, 8]
+    for m in k.values():
+        assert m["same_as_1"]["identical"] is True and m["verdicts_match"] is True
+        assert {"wall_s", "cpu_s", "rss_peak_gib", "spill_peak_bytes", "scratch_peak_bytes"} <= set(m)
+    assert k["8"]["scratch_peak_bytes"] > 0 and k["1"]["scratch_peak_bytes"] == 0
 
     run_dir = out / "run-end_to_end-5000"
     scaled = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale_engine.py"), str(run_dir), "--times",
-                             "3", "--work", str(tmp_path / "scale")], check=True, capture_output=True, text=True)
+                             "3", "--partitions", "1,4", "--work", str(tmp_path / "scale")], check=True,
+                            capture_output=True, text=True)
     result = json.loads(scaled.stdout.splitlines()[0])
     assert result["verdicts_match"] is True
     assert result["rows"]["zendesk"] == 3 * 5000
+    assert result["identical"] == {"1": True, "4": True}
+    assert result["median"]["4"]["partitions_used"] == 4

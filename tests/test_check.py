@@ -30,6 +30,9 @@ BASIC = "Basic " + base64.b64encode(f"{EMAIL}/token:{TOKEN}".encode()).decode()
     ('[window]\nmax_event_age = "1 day"\n',
      '[window] max_event_age = "1 day" is not valid: expected a duration with a unit, like 90s'),
     ('[engine]\nmemory_limit = "lots"\n', '[engine] memory_limit = "lots" is not valid: expected a size DuckDB'),
+    ('[engine]\npartitions = "many"\n',
+     '[engine] partitions = "many" is not valid: expected "auto" or a whole number of partitions'),
+    ('[engine]\npartitions = 0\n', '[engine] partitions = 0 is not valid: expected "auto" or a whole number'),
     ('[dlq]\nempty_receives = 0\n', "[dlq] empty_receives = 0 is not valid: expected a whole number"),
     ('[dlq]\nkinesis_target = ""\n', '[dlq] kinesis_target = "" is not valid: expected text that only the Kinesis'),
 ])

@@ -177,9 +177,9 @@ def test_every_query_file_is_run():
     """Engine queries are listed in engine.QUERIES; state and trace queries are named by the module that runs them."""
     assert {p.stem for p in eng.QUERY_DIR.glob("*.sql")} == set(eng.QUERIES)
     from pathlib import Path
-    import reconcile.calibrate, reconcile.state, reconcile.trace
+    import reconcile.calibrate, reconcile.partition, reconcile.state, reconcile.trace
     for folder, module in (("state", reconcile.state), ("trace", reconcile.trace),
-                           ("calibrate", reconcile.calibrate)):
+                           ("calibrate", reconcile.calibrate), ("partition", reconcile.partition)):
         source = Path(module.__file__).read_text()
         for p in (eng.QUERY_DIR / folder).glob("*.sql"):
             assert f'"{p.stem}' in source, f"queries/{folder}/{p.name} is run by nobody"

@@ -1,0 +1,1 @@
+"""SQL and vocabularies, installed with the package as reconcile.queries.partition (loaded through reconcile/resources.py)."""

@@ -1,0 +1,174 @@
+"""Partitioned judging (reconcile/partition.py) gives exactly what the single pass gives: every table the engine makes,
+compared row for row (EXCEPT ALL both ways), on a simulated day and on hand-built days where the stores disagree on
+an EventBridge id's ticket or name none."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from reconcile import engine as eng
+from reconcile import ledger, partition, run
+from reconcile.config import EngineConfig, build
+from reconcile.state import CARRIED_SCHEMA
+from reconcile.window import Window
+
+from ledgers import DAY, at, write
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ("source_events", "bus_events", "hop_a", "seq_units", "verdicts", "settlements", "orphans", "gaps",
+          *eng.RESULT_TABLES)
+
+
+def judged(cfg, window, ledgers, carried, k, tmp):
+    e = run.judge(cfg, window, ledgers, carried,
+                  engine=EngineConfig(memory_limit="1GB", temp_directory=str(tmp / f"spill-{k}"), partitions=k))
+    try:
+        assert e.partitions == k
+        return {t: e.arrow(t) for t in TABLES}
+    finally:
+        e.close()
+
+
+def differences(a: dict[str, pa.Table], b: dict[str, pa.Table]) -> dict[str, tuple[int, int]]:
+    """Per table, rows only in a and rows only in b (multisets): empty when the runs agree."""
+    con = duckdb.connect()
+    out = {}
+    for t in TABLES:
+        con.register("a", a[t])
+        con.register("b", b[t])
+        only_a = con.sql("SELECT count(*) FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b)").fetchall()[0][0]
+        only_b = con.sql("SELECT count(*) FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a)").fetchall()[0][0]
+        if only_a or only_b or a[t].num_rows != b[t].num_rows:
+            out[t] = (only_a, only_b)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sim_day(tmp_path_factory):
+    """A simulated day (every fault kind the simulator makes) read from its stores as `reconcile run` reads them."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+    from reconcile.simulate.generate import simulate
+    from reconcile.simulate.stores import write_stores
+    from reconcile.sources import buslog, dlq, sink
+    tmp = tmp_path_factory.mktemp("sim")
+    events = 6000
+    write_stores(simulate(bench.sim_params(events)), tmp)
+    cfg = bench.bench_config(tmp / "stores", events, {})
+    window = bench.bench_window(cfg, events)
+    ev = tmp / "evidence"
+    ev.mkdir()
+    results = {"zendesk": bench.read_zendesk_file(tmp / "stores", window, ev / "zendesk.parquet"),
+               "bus_log": buslog.read(cfg.bus_log, window, cfg.aws, out=ev / "bus.parquet"),
+               "sink": sink.read(cfg.sink, window, cfg.aws, out=ev / "sink.parquet"),
+               "dlq": dlq.read(cfg.dlq, window, cfg.aws, out=ev / "dlq.parquet")}
+    from reconcile.sources import metrics
+    results["metrics"] = metrics.read(cfg.metrics, window, cfg.aws)
+    ledgers = run.write_evidence(results, ev)
+    return cfg, window, ledgers, tmp
+
+
+def carried_from(verdicts: pa.Table, n: int) -> pa.Table:
+    """`n` of the day's events as if carried in pending from an earlier window (half with their id known)."""
+    rows = verdicts.slice(0, n).to_pylist()
+    return pa.Table.from_pylist(
+        [{"window_key": "earlier", "source_id": r["source_id"], "zendesk_key": r["zendesk_key"],
+          "eb_id": r["eb_id"] if i % 2 else None, "ticket_id": r["ticket_id"], "kind": r["kind"],
+          "event_time": r["event_time"], "position": r["position"]} for i, r in enumerate(rows)],
+        schema=CARRIED_SCHEMA)
+
+
+def test_a_simulated_day_judged_in_4_and_8_partitions_is_the_single_pass(sim_day, tmp_path):
+    cfg, window, ledgers, _ = sim_day
+    single = judged(cfg, window, ledgers, None, 1, tmp_path)
+    carried = carried_from(single["verdicts"], 300)
+    single = judged(cfg, window, ledgers, carried, 1, tmp_path)
+    assert single["verdicts"].num_rows > 5000 and single["orphans"].num_rows > 0
+    assert single["settlements"].num_rows == 300
+    verdicts = set(single["verdicts"]["verdict"].to_pylist())
+    assert {"delivered", "lost_before_bus", "lost_after_bus", "dead_lettered", "duplicated"} <= verdicts
+    for k in (4, 8):
+        assert differences(single, judged(cfg, window, ledgers, carried, k, tmp_path)) == {}, k
+
+
+def test_scratch_files_are_removed_when_the_engine_closes(sim_day, tmp_path):
+    cfg, window, ledgers, _ = sim_day
+    e = run.judge(cfg, window, ledgers, engine=EngineConfig(temp_directory=str(tmp_path / "spill"), partitions=3))
+    assert e.partitions == 3 and any(p.name.startswith("partitions-") for p in (tmp_path / "spill").iterdir())
+    e.close()
+    assert not any(p.name.startswith("partitions-") for p in (tmp_path / "spill").iterdir())
+
+
+WEBHOOK = "zen:event-type:ticket.comment_added"
+
+
+def hand_day(tmp: Path) -> dict[str, Path]:
+    """Ids whose stores disagree: the sink row or the DLQ message names no ticket or another one, the bus log copy
+    names none, no store names one, a DLQ-only id, orphans with and without a ticket; and plenty of tickets."""
+    z, bus, sink, dlq = [], [], [], []
+    for t in range(1, 41):  # ordinary delivered events on 40 tickets, spread over every partition
+        z.append(dict(source_id=str(1000 + t), zendesk_key=str(1000 + t), ticket_id=t, event_type="Create",
+                      family="api", event_time="10:00:00", audit_id=5000 + t))
+        e = dict(eb_id=f"eb-{t}", ticket_id=t, event_type="Ticket Created", family="legacy",
+                 event_time="10:00:00.2", sequence_id=f"s{t}", sequence_position=1, sequence_total=1)
+        bus.append(dict(e, observed_at="10:00:01"))
+        # every other sink row names no ticket (a payload not parsed): the bus log's ticket decides
+        sink.append(dict(e, ticket_id=t if t % 2 else None, observed_at="10:01:00", sequence_number=f"n{t}"))
+    # the bus log names ticket 7, the DLQ message ticket 8: judged with ticket 7 (the bus log's copy wins)
+    bus.append(dict(eb_id="eb-x", ticket_id=7, event_type="Ticket Created", family="legacy",
+                    event_time="11:00:00.1", observed_at="11:00:01"))
+    dlq.append(dict(eb_id="eb-x", ticket_id=8, event_type="Ticket Created", family="legacy",
+                    event_time="11:00:00.1", observed_at="11:05:00", target_arn="arn:aws:kinesis:x",
+                    error_code="ThrottlingException"))
+    z.append(dict(source_id="2001", zendesk_key="2001", ticket_id=7, event_type="Create", family="api",
+                  event_time="11:00:00", audit_id=6001))
+    # a webhook whose copies name no ticket: linked by Zendesk event id, whatever partition its ticket is in
+    z.append(dict(source_id="3001", zendesk_key="w-3001", ticket_id=23, event_type="Comment", family="webhook",
+                  event_time="12:00:00", audit_id=6002))
+    bus.append(dict(eb_id="eb-w", zendesk_key="w-3001", event_type=WEBHOOK, family="webhook",
+                    event_time="12:00:00.3", observed_at="12:00:01"))
+    sink.append(dict(eb_id="eb-w", zendesk_key="w-3001", event_type=WEBHOOK, family="webhook",
+                     event_time="12:00:00.3", observed_at="12:01:00", sequence_number="n-w"))
+    # only the sink has it, with the ticket (bus log copy missing): the sink's ticket decides
+    z.append(dict(source_id="4001", zendesk_key="4001", ticket_id=31, event_type="Create", family="api",
+                  event_time="13:00:00", audit_id=6003))
+    sink.append(dict(eb_id="eb-s", ticket_id=31, event_type="Ticket Created", family="legacy",
+                     event_time="13:00:00.2", observed_at="13:01:00", sequence_number="n-s"))
+    # orphans: one with a ticket no Zendesk event has, one naming no ticket at all
+    bus.append(dict(eb_id="eb-o1", ticket_id=999, event_type="Ticket Created", family="legacy",
+                    event_time="14:00:00", observed_at="14:00:01"))
+    bus.append(dict(eb_id="eb-o2", event_type="Ticket Created", family="legacy", event_time="14:00:00",
+                    observed_at="14:00:01"))
+    return {"zendesk": write(tmp, "zendesk", z), "bus": write(tmp, "bus", bus), "sink": write(tmp, "sink", sink),
+            "dlq": write(tmp, "dlq", dlq),
+            "metrics": ledger.write_atomic(ledger.METRIC_SCHEMA.empty_table(), tmp / "metrics.parquet")}
+
+
+def test_ids_whose_stores_disagree_on_the_ticket_are_judged_as_in_one_pass(tmp_path):
+    cfg = build(None, {}, environ={})
+    window = Window(DAY, DAY + timedelta(days=1), DAY + timedelta(days=3))
+    ledgers = hand_day(tmp_path)
+    single = judged(cfg, window, ledgers, None, 1, tmp_path)
+    verdicts = {r["source_id"]: (r["verdict"], r["eb_id"]) for r in single["verdicts"].to_pylist()}
+    assert verdicts["2001"] == ("dead_lettered", "eb-x")
+    assert verdicts["3001"] == ("delivered", "eb-w")
+    assert verdicts["4001"] == ("delivered", "eb-s")
+    assert all(verdicts[str(1000 + t)] == ("delivered", f"eb-{t}") for t in range(1, 41))
+    assert sorted(single["orphans"]["eb_id"].to_pylist()) == ["eb-o1", "eb-o2"]
+    for k in (2, 4, 8, 16):
+        assert differences(single, judged(cfg, window, ledgers, None, k, tmp_path)) == {}, k
+
+
+def test_auto_picks_one_partition_for_a_day_that_fits_and_more_as_it_grows(tmp_path):
+    ledgers = hand_day(tmp_path)
+    assert partition.count("auto", ledgers, "3GB") == 1
+    assert partition.count(6, ledgers, "3GB") == 6
+    # 43 Zendesk events with room for 10 a partition: 5 needed, rounded up to a power of two
+    assert partition.count("auto", ledgers, f"{10 * partition.BYTES_PER_EVENT // 1000}KB") == 8
+    assert partition.size_bytes("2GiB") == 2 * 2**30 and partition.size_bytes("3GB") == 3 * 10**9
