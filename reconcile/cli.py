@@ -765,3 +765,7 @@ def export_logs(log_group, bucket, prefix, day, start, end, as_of, config_path, 
     click.echo(f"export task {task.task_id}: {task.status}", err=True)
     click.echo(task.uri)
     sys.exit(0 if task.status == "COMPLETED" else 3)
+
+
+from .collect_command import collect  # noqa: E402 - `reconcile collect zendesk` (its own module)
+main.add_command(collect)

@@ -113,7 +113,7 @@ def _read_source(spec: SourceSpec, cfg: Config, window: Window, evidence: Path, 
             pages = Path(cfg.zendesk.pages_dir) if cfg.zendesk.pages_dir else evidence / "zendesk-pages"
             # "now" for the API's one-minute cut-off is the time the run judges as of (default: the real now)
             return module.read(cfg.zendesk, window, pages, now=window.as_of, progress=progress,
-                               edge=timedelta(seconds=cfg.match.tolerance_seconds))
+                               edge=timedelta(seconds=cfg.match.tolerance_seconds), aws=cfg.aws)
         section = getattr(cfg, spec.name)
         if spec.name in STREAMED:
             # Written straight into the evidence file as it is read: a day's ledger is never held in memory whole.

@@ -62,7 +62,7 @@ class PageCache:
     def read(self, name: str) -> bytes | None:
         """A file's bytes, or None when it is not there."""
         try:
-            with self.fs.open_input_stream(self._path(name)) as f:
+            with self.fs.open_input_stream(self._path(name), compression=None) as f:
                 return f.read()
         except FileNotFoundError:
             return None
@@ -78,7 +78,7 @@ class PageCache:
             write_atomic(Path(self._path(name)), data)
             return
         try:
-            with self.fs.open_output_stream(self._path(name)) as f:
+            with self.fs.open_output_stream(self._path(name), compression=None) as f:
                 f.write(data)
         except OSError as e:
             raise aws_mod.store_error(e, f"Zendesk page cache {self.uri}", "[zendesk] cache") or SourceError(
