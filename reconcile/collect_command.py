@@ -19,7 +19,12 @@ from .window import parse_duration, parse_time
 
 @click.group()
 def collect() -> None:
-    """Collect a store's records through the day, so the nightly run only fetches the tail."""
+    """Collect a store's records through the day, so the nightly run only fetches the tail.
+
+    \b
+    Example:
+      reconcile collect zendesk --cache ./zendesk-pages --follow
+    """
 
 
 @collect.command("zendesk")
@@ -43,7 +48,7 @@ def collect_zendesk(config_path, cache, zendesk_url, rate_share, start, follow, 
     Credentials come from ZENDESK_EMAIL + ZENDESK_API_TOKEN or ZENDESK_OAUTH_TOKEN; they are never logged.
 
     \b
-    Example (crontab, every 5 minutes; half the 10/min budget, the rest left to other integrations):
+    Example: (crontab, every 5 minutes; half the 10/min budget, the rest left to other integrations)
       */5 * * * * ZENDESK_EMAIL=me@acme.com ZENDESK_API_TOKEN=... reconcile collect zendesk \\
         --zendesk-url https://acme.zendesk.com --cache s3://reconcile/zendesk-pages --rate-share 0.5
 

@@ -318,3 +318,19 @@ def test_a_collector_the_api_wears_out_says_so_and_the_next_resumes(server, tmp_
     h.set_faults(errors=0)
     again = run_collect(h, cache, clock)
     assert again.complete and again.pages > 10
+
+
+def test_follow_collects_a_cycle_every_interval_until_sigterm(server, tmp_path):
+    h = server(spread(hours=1), per_page=20)
+    cache = tmp_path / "cache"
+    p = cli(cache, h, "--follow", "--interval", "1s", "--json", "--config", config_file(tmp_path, 6000))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(1 for q in h.requests if q["status"] == 200) < 11:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    cycles = [json.loads(line) for line in out.splitlines()]
+    assert len(cycles) >= 2 and all(c["complete"] for c in cycles)
+    assert cycles[0]["new_pages"] == cycles[0]["pages"] > 3 and cycles[-1]["new_pages"] == 0
+    assert cycles[-1]["behind_s"] is not None and cycles[-1]["behind_s"] < 120
