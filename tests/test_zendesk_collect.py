@@ -334,3 +334,47 @@ def test_follow_collects_a_cycle_every_interval_until_sigterm(server, tmp_path):
     assert len(cycles) >= 2 and all(c["complete"] for c in cycles)
     assert cycles[0]["new_pages"] == cycles[0]["pages"] > 3 and cycles[-1]["new_pages"] == 0
     assert cycles[-1]["behind_s"] is not None and cycles[-1]["behind_s"] < 120
+
+
+def test_the_whole_job_gives_the_same_verdicts_with_the_cache(moto, tmp_path):
+    """A simulated day over moto and the Zendesk server: collected through the day, then judged with and without the
+    cache — the same verdicts and exit code; with the cache, fewer export requests."""
+    from dataclasses import replace
+
+    import pyarrow.parquet as pq
+
+    from reconcile.run import execute
+    from reconcile.simulate import aws_load
+    from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, ZENDESK_BUDGET, demo_config, demo_environment
+    from reconcile.simulate.generate import SimParams, simulate
+    from reconcile.simulate.stores import write_stores
+
+    sim = simulate(SimParams(events=600, seed=31, batch_seconds=900, files_per_batch=1, bad_records=False))
+    write_stores(sim, tmp_path / "sim")
+    demo_environment()
+    aws = AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
+    stores = aws_load.load_stores(tmp_path / "sim" / "stores", aws)
+    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    w = sim.window
+    clock = Clock((w.start + (w.end - w.start) * 0.75).timestamp())  # three quarters through the day
+    cache = tmp_path / "cache"
+    with zs.start(zs.load(tmp_path / "sim"), now=clock, per_page=50, rate_limit_per_minute=ZENDESK_BUDGET,
+                  auth=auth) as zd:
+        cfg = demo_config(stores, zd.url, moto.endpoint, sim.params)
+        got = collect(replace(cfg.zendesk, cache=str(cache)), aws, start=w.start - timedelta(hours=1), clock=clock,
+                      environ={"ZENDESK_EMAIL": DEMO_EMAIL, "ZENDESK_API_TOKEN": DEMO_TOKEN})
+        assert got.complete and got.pages > 3
+        clock.sec = w.as_of.timestamp()
+        n0 = len(zd.requests)
+        with_cache = execute(replace(cfg, zendesk=replace(cfg.zendesk, cache=str(cache))), w, tmp_path / "a",
+                             progress=False)
+        n1 = len(zd.requests)
+        without = execute(cfg, w, tmp_path / "b", progress=False)
+        n2 = len(zd.requests)
+    assert with_cache.exit_code == without.exit_code
+    verdicts = [sorted(pq.read_table(d / "verdicts.parquet", columns=["source_id", "verdict"]).to_pylist(),
+                       key=lambda r: r["source_id"]) for d in (tmp_path / "a", tmp_path / "b")]
+    assert verdicts[0] == verdicts[1] and len(verdicts[0]) > 100
+    zin = next(i for i in with_cache.summary["inputs"] if i["source"] == "zendesk")
+    assert zin["complete"]
+    assert 0 < n1 - n0 < n2 - n1  # only the tail was fetched
