@@ -378,3 +378,23 @@ def test_the_whole_job_gives_the_same_verdicts_with_the_cache(moto, tmp_path):
     zin = next(i for i in with_cache.summary["inputs"] if i["source"] == "zendesk")
     assert zin["complete"]
     assert 0 < n1 - n0 < n2 - n1  # only the tail was fetched
+
+
+@pytest.mark.parametrize("values,named", [
+    ({"rate_share": 0}, "[zendesk] rate_share = 0 is not valid"),
+    ({"rate_share": 1.5}, "[zendesk] rate_share = 1.5 is not valid"),
+    ({"cache": "https://acme.zendesk.com"}, "[zendesk] cache"),
+    ({"cache": "/srv/pages", "pages_dir": "/srv/pages/"}, "cache and pages_dir are the same folder"),
+])
+def test_collector_keys_are_validated(values, named):
+    from reconcile import config
+    with pytest.raises(ConfigError) as e:
+        config.build(None, {"zendesk": values}, environ={})
+    assert named in str(e.value)
+
+
+def test_collect_without_a_cache_is_a_configuration_error(server, tmp_path):
+    h = server(spread(hours=1))
+    p = subprocess.run([sys.executable, "-m", "reconcile", "collect", "zendesk", "--zendesk-url", h.url],
+                       capture_output=True, text=True, env={**os.environ, **ENV}, timeout=60)
+    assert p.returncode == 4 and "Set [zendesk] cache" in p.stderr and h.requests == []
