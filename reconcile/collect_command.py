@@ -1,4 +1,4 @@
-"""`reconcile collect zendesk`: the command (flags → config → sources/zendesk/collect.py → one line or JSON a cycle).
+"""`reconcile collect zendesk`: flags → config → sources/zendesk/collect.py → one line (or JSON) a cycle.
 
 Exit codes: 0 the cache is up to the export's end · 3 the API wore the collector out (max_wait): the next one
 resumes · 4 configuration error (no cache, another account's cache) · 75 another collector holds the cache's lock:

@@ -78,8 +78,9 @@ class Collected:
         else:
             where = (f"cached up to {iso(self.listed_until)}, {fmt(round(self.behind_s))} behind now (the export "
                      f"never lists the last minute)")
+        trouble = "" if self.complete else " — INCOMPLETE: " + "; ".join(self.problems)
         return (f"zendesk: {where}; {self.pages} pages ({self.new_pages} new), {self.requests} requests at "
-                f"{self.requests_per_minute:g}/min{'' if self.complete else ' — INCOMPLETE: ' + '; '.join(self.problems)}")
+                f"{self.requests_per_minute:g}/min{trouble}")
 
 
 def collect(cfg: ZendeskConfig, aws: AwsConfig, *, start: datetime | None = None,
