@@ -1,6 +1,6 @@
 """Zendesk source: what the source emitted, from the Incremental Ticket Event Export (PIPELINE.md §2).
 
-    client.py   the account URL, credentials, and one paced, retried, deadline-bounded export request at a time
+    api.py      the account URL, credentials, and one paced, retried, deadline-bounded export request at a time
     export.py   the page walk: `read` replays saved pages, fetches the rest, and returns the ledger (+ `probe`)
     pages.py    the saved-page cache on disk: index.jsonl + gzipped pages, bound to the account URL and query
     audits.py   audits → ledger rows, deduped across overlapping pages; malformed ones → rejects
@@ -9,7 +9,7 @@
 """
 
 from .audits import NAME
-from .client import EXPORT_PATH, RETRY_FLOOR, TAIL
+from .api import EXPORT_PATH, RETRY_FLOOR, TAIL
 from .export import probe, read
 
 __all__ = ["EXPORT_PATH", "NAME", "RETRY_FLOOR", "TAIL", "probe", "read"]

@@ -30,7 +30,7 @@ from ...config import AwsConfig, ZendeskConfig
 from ...errors import ConfigError
 from ...window import parse_duration
 from .cache import PageCache, last_request, lag, note_request
-from .client import Client, GaveUp, auth_header, base_url, load_page
+from .api import Client, GaveUp, auth_header, base_url, load_page
 from .export import effective_rpm, fetch_page, fmt, iso, repeats
 from .pages import bound_elsewhere, chain
 

@@ -13,7 +13,7 @@ Choices worth knowing (see also the `read` docstring):
 - More than a page of audits in one second makes the API repeat the same page forever. We step one second, record
   the second in `details["same_second_steps"]` and mark the source incomplete (events of that second may be missing).
 - Waiting on 429s and retries is bounded by `max_wait`, and so is the time failed requests took (a timeout spends
-  `timeout`); past it the read stops, incomplete, and says how to resume (client.py). Worst case for a read of P
+  `timeout`); past it the read stops, incomplete, and says how to resume (api.py). Worst case for a read of P
   pages: P x (60/requests_per_minute + timeout) + max_wait + timeout (README, "How long a run can take").
 - Saved pages are bound to the account URL and the export query that produced them (each index entry's `url`):
   pages saved for another Zendesk URL (or query) are never replayed. They are set aside, unchanged, in a
@@ -40,7 +40,7 @@ from ...errors import SourceError
 from ...ledger import SourceResult
 from ...window import Window, parse_duration
 from .audits import NAME, AuditLedger
-from .client import EXPORT_PATH, TAIL, Client, GaveUp, Stats, auth_header, base_url, load_page
+from .api import EXPORT_PATH, TAIL, Client, GaveUp, Stats, auth_header, base_url, load_page
 from .pages import INDEX, covers, saved_pages, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Progress:
 def fetch_page(client: Client, base: str, cursor: int, page_no: int, as_of: datetime) -> tuple[dict, bytes, dict]:
     """The export page at start_time=`cursor`: (its index entry, the gzipped body to save, the parsed page).
 
-    Raises GaveUp when waiting on the API would pass max_wait (client.py). `as_of` is the "now" of the read: an
+    Raises GaveUp when waiting on the API would pass max_wait (api.py). `as_of` is the "now" of the read: an
     end-of-stream page lists every audit older than as_of − 60 s.
     """
     request = f"{EXPORT_PATH}?start_time={cursor}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from .client import EXPORT_PATH, TAIL
+from .api import EXPORT_PATH, TAIL
 
 logger = logging.getLogger(__name__)
 
