@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -76,10 +75,14 @@ def day_of_audits(events: int, children: int, seed: int = 7) -> pa.Table:
 
 
 class SimClock:
-    """Simulated time: `start` at creation, running `speed` times the real clock (set_speed changes the rate)."""
+    """Simulated time: `start` when set, running `speed` times the real clock (the server and the client share it)."""
 
     def __init__(self, start: float, speed: float):
+        self.set(start, speed)
+
+    def set(self, start: float, speed: float) -> "SimClock":
         self.base, self.real0, self.speed = start, time.monotonic(), speed
+        return self
 
     def sec(self) -> float:
         return self.base + (time.monotonic() - self.real0) * self.speed
@@ -88,24 +91,39 @@ class SimClock:
         return ts(self.sec())
 
 
+class Account:
+    """One simulated Zendesk account (one server, one URL: cached pages are bound to it) whose clock and enforced
+    budget each step sets."""
+
+    def __init__(self, data: pa.Table, per_page: int):
+        self.clock = SimClock(T0, 0)
+        self.h = zs.start(data, now=self.clock, per_page=per_page, rate_limit_per_minute=10)
+
+    def at(self, start: float, speed: float, rpm: float) -> SimClock:
+        self.h._state.rate_limit = rpm  # the budget the server enforces, per real minute
+        self.h._state.recent.clear()
+        n = len(self.h.requests)
+        self.first = n
+        return self.clock.set(start, speed)
+
+    def log(self) -> list[dict]:
+        return self.h.requests[self.first:]
+
+
 def cfg(url: str, rpm: float, cache: str | None = None) -> ZendeskConfig:
     return ZendeskConfig(url=url, requests_per_minute=rpm, max_wait="10m", cache=cache)
 
 
-def fetch_whole_day(data: pa.Table, a, budget: float) -> tuple[dict, object]:
+def fetch_whole_day(acct: Account, a, budget: float) -> tuple[dict, object]:
     """Step 1: the run alone, the day fetched at `budget` requests a simulated minute."""
     speed = a.real_rpm / budget  # the same real request rate whatever the budget: the machine keeps up
-    clock = SimClock(T0 + DAY + 2 * 3600, speed)  # the nightly run at 02:00
-    h = zs.start(data, now=clock, per_page=a.per_page, rate_limit_per_minute=a.real_rpm, port=a.port)
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            t = time.monotonic()
-            r = zendesk.read(cfg(h.url, a.real_rpm), Window(ts(T0), ts(T0 + DAY), clock()), Path(d) / "pages",
-                             now=clock(), progress=a.progress, environ=ENV)
-            wall = time.monotonic() - t
-        log = h.requests
-    finally:
-        h.stop()
+    clock = acct.at(T0 + DAY + 2 * 3600, speed, a.real_rpm)  # the nightly run at 02:00
+    with tempfile.TemporaryDirectory() as d:
+        t = time.monotonic()
+        r = zendesk.read(cfg(acct.h.url, a.real_rpm), Window(ts(T0), ts(T0 + DAY), clock()), Path(d) / "pages",
+                         now=clock(), progress=a.progress, environ=ENV)
+        wall = time.monotonic() - t
+    log = acct.log()
     sim_hours = wall * speed / 3600
     span = (log[-1]["time"] - log[0]["time"]) * speed / 3600 if len(log) > 1 else float("nan")
     return {"budget": budget, "pages": r.details["pages"], "requests": r.details["requests"],
@@ -113,46 +131,37 @@ def fetch_whole_day(data: pa.Table, a, budget: float) -> tuple[dict, object]:
             "pages_per_sim_hour": (len(log) - 1) / span if span else float("nan"), "complete": r.complete}, r
 
 
-def collect_through_day(data: pa.Table, a, budget: float, cache: str) -> dict:
+def collect_through_day(acct: Account, a, budget: float, cache: str) -> dict:
     """Step 2: cron every `a.cron` simulated minutes from 00:00 to day end + 5 min, while the audits arrive."""
-    clock = SimClock(T0, a.day_speed)
-    h = zs.start(data, now=clock, per_page=a.per_page, rate_limit_per_minute=budget * a.day_speed,
-                 port=a.port)
-    cycles, worst, pages, requests, cpu = 0, 0.0, 0, 0, 0.0
-    try:
-        while clock.sec() < T0 + DAY + 300:
-            next_at = clock.sec() + a.cron * 60
-            c0 = time.process_time()
-            r = collect(cfg(h.url, budget * a.day_speed, cache), AwsConfig(), start=ts(T0 - 3600), clock=clock,
-                        environ=ENV)
-            cpu += time.process_time() - c0
-            cycles += 1
-            requests += r.requests
-            pages = r.pages
-            if r.behind_s is not None and clock.sec() > T0 + 600:
-                worst = max(worst, r.behind_s)
-            pause = (next_at - clock.sec()) / a.day_speed
-            if pause > 0:
-                time.sleep(pause)
-        rl = sum(1 for q in h.requests if q["status"] == 429)
-    finally:
-        h.stop()
+    clock = acct.at(T0, a.day_speed, budget * a.day_speed)
+    cycles, worst, pages, requests, cpu, r = 0, 0.0, 0, 0, 0.0, None
+    while clock.sec() < T0 + DAY + 300:
+        next_at = clock.sec() + a.cron * 60
+        c0 = time.process_time()
+        r = collect(cfg(acct.h.url, budget * a.day_speed, cache), AwsConfig(), start=ts(T0 - 3600), clock=clock,
+                    environ=ENV)
+        cpu += time.process_time() - c0
+        cycles += 1
+        requests += r.requests
+        pages = r.pages
+        if r.behind_s is not None and clock.sec() > T0 + 600:
+            worst = max(worst, r.behind_s)
+        pause = (next_at - clock.sec()) / a.day_speed
+        if pause > 0:
+            time.sleep(pause)
+    rl = sum(1 for q in acct.log() if q["status"] == 429)
     return {"cycles": cycles, "pages": pages, "requests": requests, "worst_behind_s": worst, "rate_limited": rl,
-            "collector_cpu_s": cpu, "final_behind_s": r.behind_s}
+            "collector_cpu_s": cpu, "final_behind_s": r.behind_s if r else None}
 
 
-def nightly_with_cache(data: pa.Table, a, budget: float, cache: str) -> tuple[dict, object]:
+def nightly_with_cache(acct: Account, a, budget: float, cache: str) -> tuple[dict, object]:
     """Step 3: the nightly run at 02:00 with the cache, in real time at the real budget."""
-    now = ts(T0 + DAY + 2 * 3600)
-    h = zs.start(data, now=now, per_page=a.per_page, rate_limit_per_minute=budget, port=a.port)
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            t, c0 = time.monotonic(), time.process_time()
-            r = zendesk.read(cfg(h.url, budget, cache), Window(ts(T0), ts(T0 + DAY), now), Path(d) / "pages",
-                             now=now, progress=a.progress, environ=ENV, aws=AwsConfig())
-            wall, cpu = time.monotonic() - t, time.process_time() - c0
-    finally:
-        h.stop()
+    clock = acct.at(T0 + DAY + 2 * 3600, 1, budget)
+    with tempfile.TemporaryDirectory() as d:
+        t, c0 = time.monotonic(), time.process_time()
+        r = zendesk.read(cfg(acct.h.url, budget, cache), Window(ts(T0), ts(T0 + DAY), clock()), Path(d) / "pages",
+                         now=clock(), progress=a.progress, environ=ENV, aws=AwsConfig())
+        wall, cpu = time.monotonic() - t, time.process_time() - c0
     return {"wall_s": wall, "cpu_s": cpu, "replayed": r.details["replayed_pages"], "requests": r.details["requests"],
             "events": r.records, "complete": r.complete}, r
 
@@ -160,35 +169,31 @@ def nightly_with_cache(data: pa.Table, a, budget: float, cache: str) -> tuple[di
 def day(a) -> None:
     t = time.monotonic()
     data = day_of_audits(a.events, a.children)
+    acct = Account(data, a.per_page)
     print(f"setup: {a.events:,} child events in {data.num_rows:,} audits through one day, {a.per_page} audits a "
           f"page, {time.monotonic() - t:.1f}s", file=sys.stderr)
     fetched = {}
     for budget in a.budget:
-        s, fetched[budget] = fetch_whole_day(data, a, budget)
+        s, fetched[budget] = fetch_whole_day(acct, a, budget)
         print(f"without collector, {budget:g} req/min: {s['pages']} pages, {s['pages_per_sim_hour']:.0f} pages per "
               f"simulated hour, Zendesk stage {s['sim_hours'] * 60:.0f} simulated minutes "
               f"({s['requests']} requests, {s['rate_limited']} × 429, complete {s['complete']})")
     budget = a.budget[0]
     with tempfile.TemporaryDirectory() as cache:
         t = time.monotonic()
-        c = collect_through_day(data, a, budget, cache)
+        c = collect_through_day(acct, a, budget, cache)
         print(f"collector through the day at {budget:g} req/min, cron every {a.cron:g} simulated min: {c['cycles']} "
               f"cycles, {c['pages']} pages cached with {c['requests']} requests ({c['rate_limited']} × 429), at most "
               f"{c['worst_behind_s'] / 60:.1f} simulated min behind real time (60 s is the export's cut-off); "
               f"{c['collector_cpu_s']:.1f} CPU-s in all ({time.monotonic() - t:.0f}s real)")
-        n, r = nightly_with_cache(data, a, budget, cache)
+        n, r = nightly_with_cache(acct, a, budget, cache)
     same = sorted(r.ledger["source_id"].to_pylist()) == sorted(fetched[budget].ledger["source_id"].to_pylist())
     print(f"nightly run with the cache ({budget:g} req/min, real time): Zendesk stage {n['wall_s']:.1f}s wall, "
           f"{n['cpu_s']:.1f} CPU-s, {n['replayed']} pages replayed, {n['requests']} requests, {n['events']:,} events, "
           f"complete {n['complete']}, same events as the run without cache: {same}")
+    acct.h.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process (server, client and data): {peak:.0f} MiB", file=sys.stderr)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pacing(a) -> None:
@@ -241,7 +246,6 @@ def main() -> None:
     ap.add_argument("--per-page", type=int, default=None, help="audits a page (1000, as Zendesk; 100 for --pacing)")
     ap.add_argument("--progress", action="store_true")
     a = ap.parse_args()
-    a.port = free_port()  # every step serves the same account URL (cached pages are bound to it)
     if a.pacing:
         a.per_page = a.per_page or 100
         pacing(a)

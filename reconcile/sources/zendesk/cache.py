@@ -194,18 +194,21 @@ def seed(uri: str, aws: AwsConfig, pages_dir: Path, base: str, start_time: int, 
         wanted.append(e)
         if covers(e, stop_at):
             break
+    copied: list[dict] = []
     with ThreadPoolExecutor(READERS if cache.s3 else 1) as pool:
         blobs = pool.map(lambda e: cache.read(e["file"]) if isinstance(e.get("file"), str) else None, wanted)
-        copied = []
-        for e, data in zip(wanted, blobs):
-            if data is None or hashlib.sha256(data).hexdigest() != e.get("sha256"):
-                logger.warning("Zendesk page cache %s: %s is missing or changed; fetching from its start_time %s",
-                               uri, e.get("file"), e["start_time"])
-                break
-            n = len(copied) + 1
-            page = {**e, "page": n, "file": f"page-{n:05d}.json.gz"}
-            write_atomic(pages_dir / page["file"], data)
-            copied.append(page)
+        try:
+            for e, data in zip(wanted, blobs):
+                if data is None or hashlib.sha256(data).hexdigest() != e.get("sha256"):
+                    logger.warning("Zendesk page cache %s: %s is missing or changed; fetching from its start_time "
+                                   "%s", uri, e.get("file"), e["start_time"])
+                    break
+                n = len(copied) + 1
+                page = {**e, "page": n, "file": f"page-{n:05d}.json.gz"}
+                write_atomic(pages_dir / page["file"], data)
+                copied.append(page)
+        except ReconcileError as err:  # the cache stopped answering: what was copied stands, the rest is fetched
+            logger.warning("Zendesk page cache %s could not be read further (%s); fetching the rest", uri, err)
     write_atomic(index, b"".join(orjson.dumps(e) + b"\n" for e in copied))
     if copied:
         out.update(used=True, pages=len(copied), listed_until=listed_until(copied[-1]))
