@@ -39,6 +39,10 @@ class ZendeskConfig:
     max_wait: str = "30m"  # total time spent waiting on limits/errors before the source is marked incomplete
     timeout: str = "30s"
     pages_dir: str | None = None  # where raw pages are kept (default: the run's evidence/zendesk-pages)
+    # The page cache `reconcile collect zendesk` keeps through the day (a folder or s3://bucket/prefix): a run
+    # replays the pages it holds for the window (bound to this url) and fetches only the rest. Never written by runs.
+    cache: str | None = None
+    rate_share: float = 1.0  # the share of requests_per_minute this process may use (others share the budget)
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,10 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),
     ("zendesk", "requests_per_minute"): (lambda v: v > 0, "a positive number of requests per minute "
                                                           "(10; 30 with the High Volume add-on)"),
+    ("zendesk", "rate_share"): (lambda v: 0 < v <= 1, "a share of requests_per_minute above 0 and at most 1 "
+                                                      "(0.5: half the budget, the rest left to other integrations)"),
+    ("zendesk", "cache"): (lambda v: v.strip() != "" and not v.startswith(("http://", "https://")),
+                           "a local folder or an s3://bucket/prefix"),
     ("aws", "endpoint_url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like http://localhost:5000"),
     ("bus_log", "format"): (lambda v: v in ("cwl-export", "firehose", "api"), "one of cwl-export, firehose, api"),
     ("sink", "format"): (lambda v: v in ("parquet", "json"), "one of parquet, json"),
@@ -296,6 +304,11 @@ def validate(cfg: Config) -> None:
     if cfg.alert.cloudwatch_namespace and not (cfg.alert.rule or cfg.metrics.rule):
         problems.append("[alert] cloudwatch_namespace publishes metrics with the rule as a dimension: set [metrics] "
                         "rule, or [alert] rule to name it.")
+    z = cfg.zendesk
+    if z.cache and z.pages_dir and not z.cache.startswith("s3://") and \
+            Path(z.cache).expanduser().resolve() == Path(z.pages_dir).expanduser().resolve():
+        problems.append("[zendesk] cache and pages_dir are the same folder: the cache is the collector's and runs "
+                        "only read it. Leave pages_dir unset (the run's evidence/zendesk-pages) or point it elsewhere.")
     if problems:
         raise ConfigError("\n".join(problems) + "\nFix the config file, or override a key with "
                           "--set section.key=value.")

@@ -17,6 +17,7 @@ from reconcile.errors import ConfigError, SourceError
 from reconcile.ledger import SCHEMA
 from reconcile.simulate import zendesk_server as zs
 from reconcile.sources import zendesk
+from reconcile.sources.zendesk import api as zendesk_api
 from reconcile.window import Window
 
 T0 = 1_763_942_400  # 2025-11-24T00:00:00Z
@@ -37,7 +38,7 @@ def window(start: int = T0, end: int = T0 + 3600, now: datetime = NOW) -> Window
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(zendesk, "BACKOFF_BASE", 0.02)
+    monkeypatch.setattr(zendesk_api, "BACKOFF_BASE", 0.02)
 
 
 @pytest.fixture

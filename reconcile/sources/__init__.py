@@ -145,7 +145,7 @@ def _zendesk(cfg: Config, window: Window, evidence: Path, out: Path, progress: b
     pages = Path(cfg.zendesk.pages_dir) if cfg.zendesk.pages_dir else evidence / "zendesk-pages"
     # "now" for the API's one-minute cut-off is the time the run judges as of (default: the real now)
     return zendesk.read(cfg.zendesk, window, pages, now=window.as_of, progress=progress,
-                        edge=timedelta(seconds=cfg.match.tolerance_seconds))
+                        edge=timedelta(seconds=cfg.match.tolerance_seconds), aws=cfg.aws)
 
 
 def streamed(module: str, section: str) -> Reader:

@@ -1,0 +1,318 @@
+"""Zendesk's HTTP side: the account URL and credentials, and one export request at a time, paced, retried and bounded.
+
+`Client.get` spaces requests 60/requests_per_minute apart, waits out 429s (at least RETRY_FLOOR, whatever
+Retry-After says) and retries 5xx, timeouts, resets and cut-short bodies with jittered backoff, until `max_wait` of
+waiting (plus the failed requests' own time) is spent; then it raises GaveUp. `timeout` is a deadline for the whole
+request (connect, headers and body): a watchdog shuts the socket down when it passes, so a body trickled a byte at a
+time still ends. Refused credentials and answers no retry can fix are a SourceError.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import ipaddress
+import json
+import logging
+import math
+import random
+import socket
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Callable
+from urllib.parse import urlsplit
+
+import orjson
+
+from ... import interrupt
+from ...config import ZendeskConfig
+from ...errors import ConfigError, SourceError
+
+logger = logging.getLogger(__name__)
+
+EXPORT_PATH = "/api/v2/incremental/ticket_events.json"
+TAIL = timedelta(seconds=60)  # "events from the last minute are never returned"
+BACKOFF_BASE = 1.0  # seconds; doubled per consecutive failure, capped, with jitter
+BACKOFF_CAP = 60.0
+RETRY_FLOOR = 1.0  # seconds: the least a 429 waits, whatever Retry-After says (0, absent, garbage)
+ENV_HELP = "Set ZENDESK_EMAIL and ZENDESK_API_TOKEN (API token auth) or ZENDESK_OAUTH_TOKEN (OAuth)"
+_LOOPBACK = {"localhost"}
+
+
+class GaveUp(Exception):
+    """Waiting on limits/errors would pass max_wait. Carries what the API kept answering."""
+
+
+# --- configuration and auth -----------------------------------------------------------------------------------------
+
+
+def base_url(cfg: ZendeskConfig) -> str:
+    if not cfg.url:
+        raise ConfigError("No Zendesk URL. Set ZENDESK_URL (like https://acme.zendesk.com) or [zendesk] url.")
+    u = urlsplit(cfg.url.strip())
+    if u.scheme not in ("https", "http") or not u.hostname:
+        raise ConfigError(f"Zendesk URL {cfg.url!r} is not an http(s) URL. Use one like https://acme.zendesk.com.")
+    if u.username or u.password:
+        raise ConfigError(f"The Zendesk URL must not carry credentials. {ENV_HELP} instead.")
+    if u.scheme == "http" and not is_loopback(u.hostname):
+        raise ConfigError(f"Refusing to send Zendesk credentials over plain http to {u.hostname}. Use https://.")
+    return f"{u.scheme}://{u.netloc}{u.path.rstrip('/')}"
+
+
+def is_loopback(host: str) -> bool:
+    if host in _LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_header(environ) -> tuple[str, str]:
+    """(Authorization header value, scheme name). The value is a secret: never log or store it."""
+    oauth = environ.get("ZENDESK_OAUTH_TOKEN")
+    if oauth:
+        return f"Bearer {oauth}", "bearer"
+    email, token = environ.get("ZENDESK_EMAIL"), environ.get("ZENDESK_API_TOKEN")
+    if email and token:
+        raw = f"{email}/token:{token}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii"), "basic"
+    missing = [v for v, val in (("ZENDESK_EMAIL", email), ("ZENDESK_API_TOKEN", token)) if not val]
+    raise ConfigError(f"No Zendesk credentials ({' and '.join(missing)} not set). {ENV_HELP}.")
+
+
+# --- HTTP: pacing, retries, bounded waiting -------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    waited_s: float = 0.0
+    first_request: float | None = None
+
+
+class _Deadline:
+    """A whole-request deadline: when it passes, the request's socket is shut down, which ends any read blocked on
+    it (a server trickling its body a byte at a time defeats a per-read timeout, not this)."""
+
+    def __init__(self):
+        self.expired = False
+        self._sock = None
+        self._lock = threading.Lock()
+
+    def watch(self, sock) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                self._shut()
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: nothing left to stop
+
+
+def _watched(conn_class, deadline: _Deadline):
+    """An http.client connection class whose socket (the raw one, before any TLS or proxy tunnel) `deadline` watches."""
+
+    def make(*args, **kwargs):
+        conn = conn_class(*args, **kwargs)
+        create = conn._create_connection
+
+        def create_watched(*a, **kw):
+            sock = create(*a, **kw)
+            deadline.watch(sock)
+            return sock
+
+        conn._create_connection = create_watched
+        return conn
+
+    return make
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_watched(http.client.HTTPSConnection, self.deadline), req, context=self._context)
+
+
+@dataclass
+class Client:
+    base: str
+    auth: str = field(repr=False)
+    rpm: float
+    timeout: float
+    max_wait: float
+    on_wait: Callable[[], None] = lambda: None
+    stats: Stats = field(default_factory=Stats)
+    _next_slot: float = 0.0
+    _answered: bool = False
+
+    def __post_init__(self):
+        # Loopback (the simulator) never goes through an HTTP(S)_PROXY from the environment.
+        host = urlsplit(self.base).hostname or ""
+        self._handlers = [urllib.request.ProxyHandler({})] if is_loopback(host) else []
+        self._interval = 60.0 / self.rpm if self.rpm and self.rpm > 0 else 0.0
+
+    def defer_until(self, wall: float) -> None:
+        """Send no request before unix time `wall` (where another process's last request leaves off)."""
+        wait = wall - time.time()
+        if wait > 0:
+            self._next_slot = max(self._next_slot, time.monotonic() + min(wait, self._interval))
+
+    def _pace(self) -> None:
+        """Space requests 60/rpm apart on a fixed schedule, so sleep overshoot does not accumulate.
+
+        A request sent late (slow answers) restarts the schedule from its own send time, so no burst follows it.
+        """
+        now = time.monotonic()
+        if self._next_slot > now:
+            interrupt.sleep(self._next_slot - now)
+            now = time.monotonic()
+        slot = self._next_slot or now
+        self._next_slot = max(slot, now - min(0.02, self._interval / 10)) + self._interval
+
+    def _wait(self, seconds: float, what: str, spent: float) -> None:
+        """Sleep `seconds` before a retry; `spent` (the failed request's own time, up to `timeout`) counts too."""
+        self.stats.waited_s += spent
+        if self.stats.waited_s + seconds > self.max_wait:
+            raise GaveUp(what)
+        self.stats.waited_s += seconds
+        self.on_wait()
+        interrupt.sleep(seconds)
+        self._next_slot = 0.0  # the pause already spaced the next request
+
+    def _backoff(self, attempt: int) -> float:
+        d = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+        return d / 2 + random.uniform(0, d / 2)
+
+    def get(self, path_query: str) -> tuple[bytes, dict]:
+        """The body and parsed JSON of one export page, after pacing and any retries."""
+        attempt = 0
+        while True:
+            self._pace()
+            self.stats.requests += 1
+            sent = time.monotonic()
+            if self.stats.first_request is None:
+                self.stats.first_request = sent
+            what, retry_after = self._try(path_query)
+            if isinstance(what, tuple):
+                return what
+            spent = time.monotonic() - sent
+            attempt += 1
+            self.stats.retries += 1
+            if what.startswith("429"):
+                self.stats.rate_limited += 1
+                # Retry-After 0, absent or unreadable: never less than the floor or the pacing interval (no spin).
+                delay = max(retry_after if retry_after is not None else self._backoff(attempt), RETRY_FLOOR,
+                            self._interval)
+                logger.info("Zendesk answered 429; waiting %.1f s (Retry-After %s)", delay, retry_after)
+                self._wait(delay, what, spent)
+            else:
+                delay = self._backoff(attempt)
+                logger.info("Zendesk request failed (%s); retry %d in %.1f s", what, attempt, delay)
+                self._wait(delay, what, spent)
+
+    def _try(self, path_query: str) -> tuple[tuple[bytes, dict] | str, float | None]:
+        """One request: ((body, doc), None) on success, else (what went wrong, Retry-After or None)."""
+        req = urllib.request.Request(self.base + path_query, headers={
+            "Authorization": self.auth, "Accept": "application/json", "User-Agent": "reconcile"})
+        deadline = _Deadline()
+        opener = urllib.request.build_opener(*self._handlers, _HTTPHandler(deadline), _HTTPSHandler(deadline))
+        watchdog = threading.Timer(self.timeout, deadline.expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            with opener.open(req, timeout=self.timeout) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as e:
+            self._answered = True
+            if deadline.expired:
+                return "timeouts", None
+            return self._http_error(e, path_query)
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
+            return self._failure(e, deadline)
+        finally:
+            watchdog.cancel()
+        self._answered = True
+        doc = load_page(body)
+        if doc is None:
+            return ("timeouts" if deadline.expired else "truncated or invalid JSON"), None
+        if not (isinstance(doc, dict) and isinstance(doc.get("ticket_events"), list)
+                and isinstance(doc.get("end_time"), int)):
+            raise SourceError(f"{self.base}{EXPORT_PATH} did not answer like Zendesk's incremental export "
+                              "(no ticket_events/end_time). Check ZENDESK_URL.")
+        return (body, doc), None
+
+    def _failure(self, e: Exception, deadline: _Deadline) -> tuple[str, None]:
+        """What a request that got no answer counts as; raises for what no retry can fix."""
+        if deadline.expired:
+            return "timeouts", None
+        if isinstance(e, urllib.error.URLError):
+            reason = e.reason
+            if isinstance(reason, socket.gaierror):
+                raise SourceError(f"Cannot resolve the Zendesk host of {self.base}. Check ZENDESK_URL.") from None
+            if isinstance(reason, ssl.SSLError):
+                raise SourceError(f"TLS to {self.base} failed ({reason}). Check ZENDESK_URL.") from None
+            if isinstance(reason, ConnectionRefusedError) and not self._answered:
+                raise SourceError(f"Nothing answers at {self.base} (connection refused). Check ZENDESK_URL.") from None
+            return ("timeouts" if isinstance(reason, TimeoutError) else "connection errors"), None
+        if isinstance(e, TimeoutError):
+            return "timeouts", None
+        # resets, RemoteDisconnected, IncompleteRead (a body cut short of its Content-Length)
+        return "connection errors", None
+
+    def _http_error(self, e: urllib.error.HTTPError, path_query: str):
+        code = e.code
+        if code in (401, 403):
+            raise SourceError(
+                f"Zendesk refused the credentials (HTTP {code}). {ENV_HELP}; the incremental export needs a Zendesk "
+                "admin's credentials (and API token access enabled for token auth).") from None
+        if code == 429:
+            try:
+                ra = float(e.headers.get("Retry-After", ""))
+            except ValueError:
+                ra = None  # absent, or an HTTP date: the caller backs off (never less than RETRY_FLOOR)
+            return "429 (rate limited)", ra if ra is not None and math.isfinite(ra) and ra >= 0 else None
+        if code >= 500:
+            return str(code), None
+        raise SourceError(f"Zendesk answered HTTP {code} for {path_query.split('?')[0]}. Check ZENDESK_URL.") from None
+
+
+def load_page(body: bytes):
+    """A page's JSON, or None when it is no JSON (cut short: worth a retry). Bytes that are not UTF-8 do not sink the
+    page: they are read as lone surrogates, and the audit holding them is rejected (AuditLedger.add_page)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return None

@@ -1,0 +1,293 @@
+"""The export walk: `read` replays the pages saved for the read range, then fetches the rest, page by page.
+
+`read` walks `GET {url}/api/v2/incremental/ticket_events.json?start_time=<unix s>` from the window start, following
+`end_time` (pages overlap on their last second: audits and child events are deduped on id), and writes one ledger
+row per child event whose audit was created in the window. Every raw page is kept gzipped in `pages_dir` with an
+`index.jsonl` (pages.py); a re-run with the same `pages_dir` replays those pages and resumes from the last saved
+`end_time`. With `[zendesk] cache` set, the pages a collector saved through the day (collect.py) seed an empty
+`pages_dir` first (cache.py), so only the tail is fetched.
+
+Choices worth knowing (see also the `read` docstring):
+- The export never returns the last minute. If the window ends after now − 60 s, the source is incomplete and
+  `details["tail_pending"]` is True: events in that tail may exist and cannot be listed yet, so no list is complete.
+- More than a page of audits in one second makes the API repeat the same page forever. We step one second, record
+  the second in `details["same_second_steps"]` and mark the source incomplete (events of that second may be missing).
+- Waiting on 429s and retries is bounded by `max_wait`, and so is the time failed requests took (a timeout spends
+  `timeout`); past it the read stops, incomplete, and says how to resume (api.py). Worst case for a read of P
+  pages: P x (60/requests_per_minute + timeout) + max_wait + timeout (README, "How long a run can take").
+- Saved pages are bound to the account URL and the export query that produced them (each index entry's `url`):
+  pages saved for another Zendesk URL (or query) are never replayed. They are set aside, unchanged, in a
+  `set-aside-<n>` folder inside the pages dir (a warning and `details["pages_set_aside"]` say where), and the
+  window is fetched again from the URL configured now.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import math
+import os
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+
+from ...config import AwsConfig, ZendeskConfig
+from ...errors import SourceError
+from ...ledger import SourceResult
+from ...window import Window, parse_duration
+from .audits import NAME, AuditLedger
+from .api import EXPORT_PATH, TAIL, Client, GaveUp, Stats, auth_header, base_url, load_page
+from .pages import INDEX, covers, saved_pages, write_atomic
+
+logger = logging.getLogger(__name__)
+
+
+class Progress:
+    """Pages, events, request rate and time waited, on stderr; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, stats: Stats):
+        self.stats = stats
+        self.bar = None
+        self.pages = self.events = 0
+        self.cursor: int | None = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(SpinnerColumn(), TextColumn("zendesk {task.fields[info]}"), TimeElapsedColumn(),
+                                console=Console(file=sys.stderr))
+            self.task = self.bar.add_task("zendesk", total=None, info="")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.update()
+            self.bar.stop()
+
+    def page(self, pages: int, events: int, cursor: int) -> None:
+        self.pages, self.events, self.cursor = pages, events, cursor
+        self.update()
+
+    def update(self) -> None:
+        if not self.bar:
+            return
+        s = self.stats
+        elapsed = time.monotonic() - s.first_request if s.first_request else 0
+        rate = f"{s.requests / elapsed * 60:.0f}" if elapsed > 1 else "-"
+        at = iso(self.cursor) if self.cursor else "-"
+        self.bar.update(self.task, info=(
+            f"pages {self.pages} · events {self.events:,} · {rate} req/min · "
+            f"waited {s.waited_s:.0f}s ({s.rate_limited}×429) · at {at}"))
+
+
+# --- one page -------------------------------------------------------------------------------------------------------
+
+
+def fetch_page(client: Client, base: str, cursor: int, page_no: int, as_of: datetime) -> tuple[dict, bytes, dict]:
+    """The export page at start_time=`cursor`: (its index entry, the gzipped body to save, the parsed page).
+
+    Raises GaveUp when waiting on the API would pass max_wait (api.py). `as_of` is the "now" of the read: an
+    end-of-stream page lists every audit older than as_of − 60 s.
+    """
+    request = f"{EXPORT_PATH}?start_time={cursor}"
+    fetched_at = datetime.now(timezone.utc)
+    body, doc = client.get(request)
+    end_time, eos, count = doc["end_time"], bool(doc.get("end_of_stream")), len(doc["ticket_events"])
+    same_second = end_time <= cursor and not eos and count > 0
+    gz = gzip.compress(body, mtime=0)
+    entry = {"page": page_no, "file": f"page-{page_no:05d}.json.gz", "url": base + request,
+             "request": request, "start_time": cursor, "end_time": end_time, "count": count,
+             "end_of_stream": eos, "same_second": same_second,
+             "next_start_time": end_time + 1 if same_second else end_time, "as_of": as_of.timestamp(),
+             "fetched_at": fetched_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+             "sha256": hashlib.sha256(gz).hexdigest()}
+    return entry, gz, doc
+
+
+def repeats(entry: dict, cursor: int) -> bool:
+    """An empty page that would repeat: nothing more to list from `cursor`."""
+    return entry["count"] == 0 and entry["end_time"] <= cursor
+
+
+# --- the walk -------------------------------------------------------------------------------------------------------
+
+
+class _Walk:
+    """Pages replayed and fetched for one read: the cursor, the ledger they fill, the seconds stepped over."""
+
+    def __init__(self, led: AuditLedger, pages_dir: Path, base: str, client: Client, now: datetime, bar: Progress):
+        self.led, self.pages_dir, self.base, self.client, self.now, self.bar = led, pages_dir, base, client, now, bar
+        self.cursor = 0
+        self.page_no = 0
+        self.fingerprints: list[dict] = []
+        self.steps: list[int] = []
+
+    def take(self, entry: dict, doc: dict) -> None:
+        """Ledger rows from one page; the cursor moves to the next start_time (stepping a repeating second)."""
+        self.led.add_page(entry["file"], doc["ticket_events"])
+        self.fingerprints.append({k: entry[k] for k in ("file", "request", "start_time", "end_time", "count",
+                                                        "sha256", "fetched_at")})
+        self.page_no = entry["page"]
+        self.cursor = entry["next_start_time"]
+        self.bar.page(self.page_no, len(self.led.children), self.cursor)
+
+    def step(self, second: int) -> None:
+        """Record a repeating second that was stepped over, when it overlaps the window (else nothing was lost)."""
+        if (second + 1) * 1000 > self.led.start_ms and second * 1000 < self.led.end_ms:
+            self.steps.append(second)
+
+    def replay(self, saved: list[dict], stop_at: int) -> bool:
+        """Take the saved pages in order; True once one proves the read range listed (no request needed)."""
+        for entry in saved:
+            doc = load_page(gzip.decompress((self.pages_dir / entry["file"]).read_bytes()))
+            self.take(entry, doc)
+            if entry.get("same_second"):
+                self.step(entry["start_time"])
+            # An end-of-stream page listed everything older than its run's now − 60 s: if that covers the
+            # window, nothing newer can belong to it and no request is needed.
+            if covers(entry, stop_at):
+                return True
+        return False
+
+    def fetch(self, stop_at: int, max_wait: float) -> str | None:
+        """Fetch, save and take pages from the cursor until the range is listed; a problem if the API wore us out."""
+        with open(self.pages_dir / INDEX, "ab") as index:
+            while True:
+                cursor = self.cursor
+                try:
+                    entry, gz, doc = fetch_page(self.client, self.base, cursor, self.page_no + 1, self.now)
+                except GaveUp as e:
+                    return (f"Zendesk API kept answering {e} (waited {self.client.stats.waited_s:.0f}s; max_wait "
+                            f"{fmt(max_wait)} would be passed); re-run with the same pages dir ({self.pages_dir}) to "
+                            f"resume from start_time={cursor} ({iso(cursor)}).")
+                write_atomic(self.pages_dir / entry["file"], gz)
+                index.write(orjson.dumps(entry) + b"\n")
+                index.flush()
+                if entry["same_second"]:
+                    logger.warning("Zendesk export repeats the page of second %d; stepping to %d", cursor,
+                                   entry["next_start_time"])
+                    self.step(cursor)
+                self.take(entry, doc)
+                if entry["end_of_stream"] or repeats(entry, cursor) or entry["end_time"] >= stop_at:
+                    return None
+
+
+# --- the source -----------------------------------------------------------------------------------------------------
+
+
+def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime | None = None, progress: bool = True,
+         environ=None, edge: timedelta = timedelta(0), aws: AwsConfig | None = None) -> SourceResult:
+    """Every child event Zendesk's export holds for audits created in [window.start - edge, window.end + edge).
+
+    `edge` is hop A's time tolerance: an audit just outside the window can explain a bus event inside it, which is
+    then neither an orphan nor a gap (docs/design.md, "in window"). Completeness is about the window itself.
+
+    Credentials come from the environment only (ZENDESK_EMAIL + ZENDESK_API_TOKEN, or ZENDESK_OAUTH_TOKEN); a
+    missing URL or credentials is a ConfigError, refused credentials (401/403) a SourceError. Everything else the API
+    does wrong (429, 5xx, timeouts, resets, bad JSON) is retried until `cfg.max_wait` of waiting is spent; then the
+    result comes back with complete=False and a problem saying how to resume — this never raises for it.
+
+    `aws` reaches an `s3://` `[zendesk] cache` (the collector's pages, never written here).
+    """
+    from .cache import seed
+    environ = os.environ if environ is None else environ
+    base = base_url(cfg)
+    auth, scheme = auth_header(environ)
+    now = now or datetime.now(timezone.utc)
+    pages_dir = Path(pages_dir)
+    pages_dir.mkdir(parents=True, exist_ok=True)
+
+    lo, hi = window.start - edge, window.end + edge
+    start_time = math.floor(lo.timestamp())
+    stop_at = math.ceil(hi.timestamp())  # end_time >= this: every audit before hi was listed
+    max_wait = parse_duration(cfg.max_wait).total_seconds()
+    client = Client(base, auth, effective_rpm(cfg), parse_duration(cfg.timeout).total_seconds(), max_wait)
+    led = AuditLedger(int(lo.timestamp() * 1000), int(hi.timestamp() * 1000))
+    problems: list[str] = []
+
+    cached = seed(cfg.cache, aws or AwsConfig(), pages_dir, base, start_time, stop_at) if cfg.cache else None
+    saved, set_aside = saved_pages(pages_dir, start_time, base)
+    bar = Progress(progress, client.stats)
+    client.on_wait = bar.update
+    walk = _Walk(led, pages_dir, base, client, now, bar)
+    walk.cursor = start_time
+    with bar:
+        if not walk.replay(saved, stop_at):
+            gave_up = walk.fetch(stop_at, max_wait)
+            if gave_up:
+                problems.append(gave_up)
+
+    tail_pending = window.end > now - TAIL
+    if tail_pending:
+        # Events after now − 60 s can exist (or still arrive) and the export will not list them yet: the list is
+        # partial whenever the window reaches into that tail, so it is never complete (see the module docstring).
+        problems.append(
+            f"The window ends at {iso(window.end)} but Zendesk's export only lists events older than one minute "
+            f"(before {iso(now - TAIL)}); events in the window's last part may be missing. Re-run after "
+            f"{iso(window.end + TAIL)}.")
+    steps = walk.steps
+    if steps:
+        problems.append(
+            f"More than a page of audits shares second(s) {', '.join(iso(s) for s in steps)}: Zendesk's export "
+            "repeats that page forever, so the read stepped one second past each; events in those seconds beyond "
+            "the first page may be missing.")
+
+    ledger, rejects = led.tables()
+    s = client.stats
+    details = {
+        "pages": walk.page_no, "replayed_pages": len(saved), "requests": s.requests, "retries": s.retries,
+        "waited_s": round(s.waited_s, 3), "rate_limited": s.rate_limited, "same_second_steps": steps,
+        "tail_pending": tail_pending, "end_time": walk.cursor, "start_time": start_time, "audits": len(led.audits),
+        "overlap_duplicates": led.overlap, "outside_window": led.outside, "auth": scheme,
+        "pages_set_aside": str(set_aside) if set_aside else None,
+    }
+    if cached is not None:
+        details["cache"] = cached
+    return SourceResult(name=NAME, ledger=ledger, rejects=rejects, complete=not problems, problems=problems,
+                        fingerprints=walk.fingerprints, details=details)
+
+
+def effective_rpm(cfg: ZendeskConfig) -> float:
+    """This process's share of the account's export budget: requests_per_minute x rate_share."""
+    return cfg.requests_per_minute * cfg.rate_share
+
+
+def iso(t: datetime | int | float) -> str:
+    if not isinstance(t, datetime):
+        t = datetime.fromtimestamp(t, timezone.utc)
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fmt(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+def probe(cfg: ZendeskConfig, *, now: datetime | None = None, environ=None) -> str:
+    """One export request (the last few minutes) to prove the URL and credentials work: what it answered.
+
+    For `reconcile check`: no retries and no waiting; a refusal or an unreadable answer is a SourceError.
+    """
+    environ = os.environ if environ is None else environ
+    base = base_url(cfg)
+    auth, scheme = auth_header(environ)
+    now = now or datetime.now(timezone.utc)
+    start = math.floor((now - 5 * TAIL).timestamp())  # the API wants start_time older than one minute
+    client = Client(base, auth, cfg.requests_per_minute, parse_duration(cfg.timeout).total_seconds(), max_wait=0)
+    try:
+        _, doc = client.get(f"{EXPORT_PATH}?start_time={start}")
+    except GaveUp as e:
+        raise SourceError(f"Zendesk at {base} did not answer one export request ({e}). Check ZENDESK_URL and "
+                          f"the network, or retry later if it was rate limited.") from None
+    return f"{base}{EXPORT_PATH} answered ({len(doc['ticket_events'])} events in the last 5 minutes, {scheme} auth)"

@@ -1,0 +1,121 @@
+"""The saved-page cache: raw export pages kept gzipped beside an `index.jsonl`, bound to the account URL and query.
+
+Each index line describes one page (`page`, `file`, `url`, `request`, `start_time`, `end_time`, `count`,
+`end_of_stream`, `same_second`, `next_start_time`, `as_of`, `fetched_at`, `sha256` of the gzipped file). A chain of
+lines whose `start_time` follows the previous `next_start_time` can be replayed instead of fetched: a file missing or
+changed, a torn line or a break ends the chain. Pages fetched from another account URL (or by another query) are never
+replayed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import orjson
+
+from .api import EXPORT_PATH, TAIL
+
+logger = logging.getLogger(__name__)
+
+INDEX = "index.jsonl"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def saved_pages(pages_dir: Path, start_time: int, base: str) -> tuple[list[dict], Path | None]:
+    """Index entries of pages that can be replayed: files present with their sha256, chained from start_time; and
+    where pages of another account URL or query were set aside (None when none were).
+
+    Reading stops at the first torn line, missing/changed file or break in the chain; the index is rewritten to the
+    good prefix so new pages append after it. Pages of a run that began later than `start_time` are discarded.
+    """
+    index = pages_dir / INDEX
+    if not index.exists():
+        return [], None
+    entries = []
+    for line in index.read_bytes().splitlines():
+        try:
+            entries.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            break
+    foreign = next((e for e in entries if bound_elsewhere(e, base)), None)
+    if foreign is not None:
+        return [], set_aside(pages_dir, foreign)
+    good: list[dict] = []
+    expected = None
+    for e in entries:
+        try:
+            data = (pages_dir / e["file"]).read_bytes()
+        except (KeyError, TypeError, OSError):
+            break
+        if hashlib.sha256(data).hexdigest() != e.get("sha256"):
+            break
+        if expected is None and e["start_time"] > start_time:
+            break
+        if expected is not None and e["start_time"] != expected:
+            break
+        good.append(e)
+        expected = e["next_start_time"]
+    if not good and index.exists():
+        for p in pages_dir.glob("page-*.json.gz"):
+            p.unlink()
+    write_atomic(index, b"".join(orjson.dumps(e) + b"\n" for e in good))
+    return good, None
+
+
+def bound_elsewhere(entry, base: str) -> bool:
+    """Whether a saved page was fetched from another account URL or by another query than the export's."""
+    if not isinstance(entry, dict):
+        return False  # a torn index line: the chain stops there (saved_pages)
+    request = entry.get("request")
+    if not isinstance(request, str) or not request.startswith(EXPORT_PATH + "?start_time="):
+        return True
+    return entry.get("url") != base + request
+
+
+def set_aside(pages_dir: Path, entry: dict) -> Path:
+    """Move the index and every page into a new `set-aside-<n>` folder of `pages_dir`, unchanged."""
+    n = 1
+    while (pages_dir / f"set-aside-{n}").exists():
+        n += 1
+    aside = pages_dir / f"set-aside-{n}"
+    aside.mkdir()
+    for p in [pages_dir / INDEX, *pages_dir.glob("page-*.json.gz")]:
+        if p.exists():
+            os.replace(p, aside / p.name)
+    logger.warning("Saved Zendesk pages in %s were fetched from %s, not this account's URL: never replayed; moved "
+                   "to %s and fetched again.", pages_dir, str(entry.get("url"))[:200], aside)
+    return aside
+
+
+def chain(entries: list) -> list[dict]:
+    """The entries up to the first that is not an object or does not start where the previous one ended."""
+    out: list[dict] = []
+    expected = None
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("start_time"), int) or \
+                (expected is not None and e["start_time"] != expected):
+            break
+        out.append(e)
+        expected = e.get("next_start_time")
+    return out
+
+
+def listed_until(entry: dict) -> float:
+    """Unix time before which a chain ending with `entry` lists every audit: an end-of-stream page listed all older
+    than its read's now − 60 s; any other page, all before its end_time (its last second may go on)."""
+    if entry.get("end_of_stream"):
+        return max(float(entry["end_time"]), entry.get("as_of", 0) - TAIL.total_seconds())
+    return float(entry["end_time"])
+
+
+def covers(entry: dict, stop_at: int) -> bool:
+    """Whether a chain ending with `entry` lists every audit before `stop_at` (no request needed past it)."""
+    return entry["end_time"] >= stop_at or (bool(entry.get("end_of_stream")) and listed_until(entry) >= stop_at)

@@ -1,0 +1,400 @@
+"""`reconcile collect zendesk`: the page cache kept through the day, against the Zendesk-compatible HTTP server."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from reconcile.aws import make_client
+from reconcile.config import AwsConfig, ZendeskConfig
+from reconcile.errors import ConfigError
+from reconcile.simulate import zendesk_server as zs
+from reconcile.sources import zendesk
+from reconcile.sources.zendesk.cache import BUSY_EXIT, CacheBusy, PageCache
+from reconcile.sources.zendesk.collect import collect
+from reconcile.window import Window
+
+T0 = 1_763_942_400  # 2025-11-24T00:00:00Z
+TOKEN = "s3cr3t-collector-token"
+EMAIL = "admin@example.com"
+ENV = {"ZENDESK_EMAIL": EMAIL, "ZENDESK_API_TOKEN": TOKEN}
+BASIC = "Basic " + base64.b64encode(f"{EMAIL}/token:{TOKEN}".encode()).decode()
+
+
+def ts(sec: float) -> datetime:
+    return datetime.fromtimestamp(sec, timezone.utc)
+
+
+class Clock:
+    """The server's and the collector's "now", moved on by the test (a simulated day)."""
+
+    def __init__(self, sec: float):
+        self.sec = sec
+
+    def __call__(self) -> datetime:
+        return ts(self.sec)
+
+
+@pytest.fixture
+def server():
+    handles = []
+
+    def make(data, **kw):
+        kw.setdefault("per_page", 20)
+        kw.setdefault("auth", BASIC)
+        h = zs.start(data, **kw)
+        handles.append(h)
+        return h
+
+    yield make
+    for h in handles:
+        h.stop()
+
+
+def spread(hours: int = 6, per_hour: int = 120) -> pa.Table:
+    step = 3600 // per_hour
+    audits = []
+    for i in range(hours * per_hour):
+        aid = i + 1
+        audits.append({"id": aid, "ticket_id": 1000 + i % 97, "timestamp": T0 + 7 + i * step, "updater_id": 7,
+                       "child_events": [{"id": aid * 100 + k, "event_type": "Comment"} for k in range(3)]})
+    return zs.audits_table(audits)
+
+
+def zcfg(h, cache, **kw) -> ZendeskConfig:
+    kw.setdefault("requests_per_minute", 6000)
+    kw.setdefault("max_wait", "10s")
+    return ZendeskConfig(url=h.url, cache=str(cache) if cache else None, **kw)
+
+
+def run_collect(h, cache, clock, **kw):
+    start = kw.pop("start", ts(T0))
+    aws = kw.pop("aws", AwsConfig())
+    return collect(zcfg(h, cache, **kw), aws, start=start, clock=clock, environ=ENV)
+
+
+def read(h, pages, start, end, now, cache=None, aws=None, **kw):
+    return zendesk.read(zcfg(h, cache, **kw), Window(start=ts(start), end=ts(end), as_of=ts(now)), pages,
+                        now=ts(now), progress=False, environ=ENV, aws=aws)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def sorted_ledger(r) -> list[dict]:
+    return sorted(r.ledger.to_pylist(), key=lambda row: int(row["source_id"]))
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    """Ledger rows without source_ref (it names the page file, numbered per pages dir)."""
+    return [{k: v for k, v in row.items() if k != "source_ref"} for row in rows]
+
+
+def cached_ids(cache: Path) -> set[int]:
+    out = set()
+    for line in (cache / "index.jsonl").read_bytes().splitlines():
+        doc = json.loads(gzip.decompress((cache / json.loads(line)["file"]).read_bytes()))
+        out |= {c["id"] for a in doc["ticket_events"] for c in a["child_events"]}
+    return out
+
+
+def test_collecting_twice_is_idempotent_and_reports_how_far_behind(server, tmp_path):
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock)
+    cache = tmp_path / "cache"
+    first = run_collect(h, cache, clock)
+    assert first.complete and first.new_pages == first.pages > 10
+    assert first.listed_until == clock.sec - 60 and first.behind_s == 60  # the export's cut-off, no more
+    files = snapshot(cache)
+    second = run_collect(h, cache, clock)
+    assert second.complete and second.new_pages == 0 and second.requests == 1 and second.pages == first.pages
+    after = snapshot(cache)
+    assert {k: v for k, v in after.items() if k not in ("index.jsonl", "collector.json")} == \
+        {k: v for k, v in files.items() if k not in ("index.jsonl", "collector.json")}
+    # every audit the export lists before now − 60 s is cached, once per page chain
+    expected = {a["id"] * 100 + k for a in spread().to_pylist() if a["timestamp"] <= clock.sec - 60 for k in range(3)}
+    assert cached_ids(cache) == expected
+    clock.sec += 1800  # half an hour later: only the new pages
+    third = run_collect(h, cache, clock)
+    assert third.new_pages >= 1 and third.requests <= third.new_pages + 1
+    assert third.to_dict()["behind_s"] == 60 and third.to_dict()["listed_until"] == "2025-11-24T03:29:00Z"
+
+
+def test_a_run_after_collection_fetches_only_the_tail_and_reads_the_same(server, tmp_path):
+    clock = Clock(T0 + 3 * 3600)
+    data = spread()
+    h = server(data, now=clock)
+    cache = tmp_path / "cache"
+    run_collect(h, cache, clock)
+    clock.sec = T0 + 6 * 3600  # the nightly run, three hours later; the window is the first four hours
+    before = snapshot(cache)
+    n0 = len(h.requests)
+    cached = read(h, tmp_path / "run-cached", T0, T0 + 4 * 3600, clock.sec, cache=cache)
+    tail_requests = len(h.requests) - n0
+    n1 = len(h.requests)
+    fresh = read(h, tmp_path / "run-fresh", T0, T0 + 4 * 3600, clock.sec)
+    all_requests = len(h.requests) - n1
+    assert cached.complete and fresh.complete
+    assert comparable(sorted_ledger(cached)) == comparable(sorted_ledger(fresh))
+    assert cached.rejects.num_rows == fresh.rejects.num_rows == 0
+    assert cached.details["cache"]["used"] and cached.details["cache"]["pages"] >= 15
+    assert cached.details["replayed_pages"] == cached.details["cache"]["pages"]
+    # only the hour after the collector stopped was fetched: about a quarter of the window's pages
+    assert cached.details["requests"] == tail_requests <= all_requests // 3 + 2
+    assert snapshot(cache) == before  # a run never writes the cache
+    # the run's evidence holds every page it used, each with its sha256, so it stands alone
+    pages = tmp_path / "run-cached"
+    for line in (pages / "index.jsonl").read_bytes().splitlines():
+        e = json.loads(line)
+        assert hashlib.sha256((pages / e["file"]).read_bytes()).hexdigest() == e["sha256"]
+
+
+def test_a_cache_that_covers_the_window_needs_no_request(server, tmp_path):
+    clock = Clock(T0 + 5 * 3600)
+    h = server(spread(), now=clock)
+    run_collect(h, tmp_path / "cache", clock)
+    n0 = len(h.requests)
+    r = read(h, tmp_path / "run", T0, T0 + 4 * 3600, clock.sec + 3600, cache=tmp_path / "cache")
+    assert r.complete and r.details["requests"] == 0 and len(h.requests) == n0
+    assert len(r.ledger) == 4 * 120 * 3
+
+
+def test_a_gap_in_the_cache_is_fetched(server, tmp_path):
+    clock = Clock(T0 + 5 * 3600)
+    data = spread()
+    h = server(data, now=clock)
+    cache = tmp_path / "cache"
+    run_collect(h, cache, clock)
+    entries = [json.loads(x) for x in (cache / "index.jsonl").read_bytes().splitlines()]
+    (cache / entries[5]["file"]).write_bytes(b"not the page it was")  # a page changed or lost in the cache
+    r = read(h, tmp_path / "run", T0, T0 + 4 * 3600, clock.sec, cache=cache)
+    fresh = read(h, tmp_path / "fresh", T0, T0 + 4 * 3600, clock.sec)
+    assert r.complete and r.details["cache"]["pages"] == 5 and r.details["requests"] > 0
+    assert comparable(sorted_ledger(r)) == comparable(sorted_ledger(fresh))
+
+
+def test_a_cache_bound_to_another_account_is_never_used(server, tmp_path):
+    clock = Clock(T0 + 5 * 3600)
+    other = server(spread(), now=clock)
+    cache = tmp_path / "cache"
+    run_collect(other, cache, clock)
+    before = snapshot(cache)
+    # this account's data differs: the other account's pages would give a wrong ledger
+    mine = server(zs.synthetic_audits(200, start=T0 + 100, per_second=1, children=2, first_id=5000), now=clock)
+    r = read(mine, tmp_path / "run", T0, T0 + 4 * 3600, clock.sec, cache=cache)
+    assert r.complete and r.details["cache"]["used"] is False and "another account" in r.details["cache"]["why"]
+    assert r.details["replayed_pages"] == 0
+    assert {int(i) for i in r.ledger["source_id"].to_pylist()} == {(5000 + i) * 100 + k for i in range(200)
+                                                                   for k in range(2)}
+    assert snapshot(cache) == before
+    with pytest.raises(ConfigError, match="another account"):
+        run_collect(mine, cache, clock)
+    assert snapshot(cache) == before
+
+
+def test_the_rate_share_is_respected_by_server_count(server, tmp_path):
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock, rate_limit_per_minute=600)
+    # 600/min account budget, a quarter of it: 150/min, a request every 0.4 s
+    r = run_collect(h, tmp_path / "cache", clock, requests_per_minute=600, rate_share=0.25)
+    log = h.requests
+    assert r.complete and r.rate_limited == 0 and len(log) == r.requests > 10
+    gaps = [b["time"] - a["time"] for a, b in zip(log, log[1:])]
+    assert min(gaps) >= 0.4 - 0.03
+    span = log[-1]["time"] - log[0]["time"]
+    assert (len(log) - 1) / span * 60 <= 150 * 1.05
+    # the next collector (cron, right after) keeps the pacing from the previous one's last request
+    clock.sec += 600
+    run_collect(h, tmp_path / "cache", clock, requests_per_minute=600, rate_share=0.25)
+    assert h.requests[len(log)]["time"] - log[-1]["time"] >= 0.4 - 0.03
+
+
+def cli(cache, h, *extra, env_extra=None) -> subprocess.Popen:
+    env = {**os.environ, **ENV, **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "reconcile", "-v", "collect", "zendesk", "--zendesk-url", h.url,
+                             "--cache", str(cache), "--start", ts(T0).isoformat(), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def config_file(tmp_path, rpm: float) -> str:
+    p = tmp_path / "collect.toml"
+    p.write_text(f"[zendesk]\nrequests_per_minute = {rpm}\nmax_wait = \"10s\"\n")
+    return str(p)
+
+
+def test_two_collectors_racing_one_wins_the_other_exits_cleanly(server, tmp_path):
+    h = server(spread(), per_page=20)  # the real clock: all six hours are long listed
+    cache = tmp_path / "cache"
+    conf = config_file(tmp_path, 600)  # ~37 pages at 0.1 s: the winner holds the lock ~4 s
+    procs = [cli(cache, h, "--config", conf, "--json") for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, BUSY_EXIT], outs
+    loser = outs[[p.returncode for p in procs].index(BUSY_EXIT)]
+    winner = outs[[p.returncode for p in procs].index(0)]
+    assert "being collected by another collector (pid" in loser[1] and json.loads(loser[0])["busy"] is True
+    done = json.loads(winner[0])
+    assert done["complete"] and done["new_pages"] == done["pages"] and done["behind_s"] < 600
+    # each page fetched once: the loser sent no request
+    starts = [q["start_time"] for q in h.requests]
+    assert len(starts) == len(set(starts)) == done["requests"]
+    for text in (*outs[0], *outs[1], *(p.read_bytes().decode("latin-1") for p in cache.iterdir() if p.is_file())):
+        assert TOKEN not in text and BASIC.split()[1] not in text
+
+
+def test_a_held_lock_makes_the_collector_exit_75(server, tmp_path):
+    h = server(spread(), per_page=20)
+    cache = tmp_path / "cache"
+    with PageCache(str(cache), AwsConfig()).lock():
+        p = cli(cache, h)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == BUSY_EXIT and "being collected by another collector" in err
+    assert h.requests == [] and not (cache / "index.jsonl").exists()
+
+
+def test_an_interrupted_collector_resumes(server, tmp_path):
+    h = server(spread(), per_page=20)
+    cache = tmp_path / "cache"
+    p = cli(cache, h, "--config", config_file(tmp_path, 300))  # a page every 0.2 s
+    deadline = time.monotonic() + 60
+    while len(h.requests) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)  # no clean-up at all
+    p.communicate(timeout=30)
+    entries = [json.loads(x) for x in (cache / "index.jsonl").read_bytes().splitlines()]
+    assert 5 <= len(entries) < 30
+    n0 = len(h.requests)
+    r = collect(zcfg(h, cache), AwsConfig(), start=ts(T0), environ=ENV)
+    assert r.complete and r.pages == len(entries) + r.new_pages
+    resumed = h.requests[n0]["start_time"]
+    assert resumed == entries[-1]["next_start_time"] > T0  # where the killed one left off, not from the start
+    everything = {a["id"] * 100 + k for a in spread().to_pylist() for k in range(3)}
+    assert cached_ids(cache) == everything
+
+
+def test_the_collector_keeps_an_s3_cache_and_a_run_reads_it(server, tmp_path, aws_cfg):
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="pages")
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock)
+    uri = "s3://pages/zendesk/acme"
+    first = run_collect(h, uri, clock, aws=aws_cfg)
+    assert first.complete and first.pages > 10
+    again = run_collect(h, uri, clock, aws=aws_cfg)
+    assert again.new_pages == 0 and again.requests == 1
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="pages")["Contents"]}
+    assert "zendesk/acme/index.jsonl" in keys and "zendesk/acme/collect.lock" not in keys  # released
+    clock.sec = T0 + 6 * 3600
+    r = read(h, tmp_path / "run", T0, T0 + 4 * 3600, clock.sec, cache=uri, aws=aws_cfg)
+    fresh = read(h, tmp_path / "fresh", T0, T0 + 4 * 3600, clock.sec)
+    assert r.complete and r.details["cache"]["used"] and r.details["requests"] < fresh.details["requests"]
+    assert comparable(sorted_ledger(r)) == comparable(sorted_ledger(fresh))
+    # one collector holds the S3 lock (a conditional put): another exits busy without writing
+    with PageCache(uri, aws_cfg).lock():
+        with pytest.raises(CacheBusy, match="being collected by another collector"):
+            run_collect(h, uri, clock, aws=aws_cfg)
+
+
+def test_a_collector_the_api_wears_out_says_so_and_the_next_resumes(server, tmp_path):
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock)
+    cache = tmp_path / "cache"
+    h.set_faults(errors=10**9)
+    r = run_collect(h, cache, clock, max_wait="1s")
+    assert not r.complete and "resumes from start_time" in r.problems[0] and r.pages == 0
+    h.set_faults(errors=0)
+    again = run_collect(h, cache, clock)
+    assert again.complete and again.pages > 10
+
+
+def test_follow_collects_a_cycle_every_interval_until_sigterm(server, tmp_path):
+    h = server(spread(hours=1), per_page=20)
+    cache = tmp_path / "cache"
+    p = cli(cache, h, "--follow", "--interval", "1s", "--json", "--config", config_file(tmp_path, 6000))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(1 for q in h.requests if q["status"] == 200) < 11:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    cycles = [json.loads(line) for line in out.splitlines()]
+    assert len(cycles) >= 2 and all(c["complete"] for c in cycles)
+    assert cycles[0]["new_pages"] == cycles[0]["pages"] > 3 and cycles[-1]["new_pages"] == 0
+    assert cycles[-1]["behind_s"] is not None and cycles[-1]["behind_s"] < 120
+
+
+def test_the_whole_job_gives_the_same_verdicts_with_the_cache(moto, tmp_path):
+    """A simulated day over moto and the Zendesk server: collected through the day, then judged with and without the
+    cache — the same verdicts and exit code; with the cache, fewer export requests."""
+    from dataclasses import replace
+
+    import pyarrow.parquet as pq
+
+    from reconcile.run import execute
+    from reconcile.simulate import aws_load
+    from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, ZENDESK_BUDGET, demo_config, demo_environment
+    from reconcile.simulate.generate import SimParams, simulate
+    from reconcile.simulate.stores import write_stores
+
+    sim = simulate(SimParams(events=600, seed=31, batch_seconds=900, files_per_batch=1, bad_records=False))
+    write_stores(sim, tmp_path / "sim")
+    demo_environment()
+    aws = AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
+    stores = aws_load.load_stores(tmp_path / "sim" / "stores", aws)
+    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    w = sim.window
+    clock = Clock((w.start + (w.end - w.start) * 0.75).timestamp())  # three quarters through the day
+    cache = tmp_path / "cache"
+    with zs.start(zs.load(tmp_path / "sim"), now=clock, per_page=50, rate_limit_per_minute=ZENDESK_BUDGET,
+                  auth=auth) as zd:
+        cfg = demo_config(stores, zd.url, moto.endpoint, sim.params)
+        got = collect(replace(cfg.zendesk, cache=str(cache)), aws, start=w.start - timedelta(hours=1), clock=clock,
+                      environ={"ZENDESK_EMAIL": DEMO_EMAIL, "ZENDESK_API_TOKEN": DEMO_TOKEN})
+        assert got.complete and got.pages > 3
+        clock.sec = w.as_of.timestamp()
+        n0 = len(zd.requests)
+        with_cache = execute(replace(cfg, zendesk=replace(cfg.zendesk, cache=str(cache))), w, tmp_path / "a",
+                             progress=False)
+        n1 = len(zd.requests)
+        without = execute(cfg, w, tmp_path / "b", progress=False)
+        n2 = len(zd.requests)
+    assert with_cache.exit_code == without.exit_code
+    verdicts = [sorted(pq.read_table(d / "verdicts.parquet", columns=["source_id", "verdict"]).to_pylist(),
+                       key=lambda r: r["source_id"]) for d in (tmp_path / "a", tmp_path / "b")]
+    assert verdicts[0] == verdicts[1] and len(verdicts[0]) > 100
+    zin = next(i for i in with_cache.summary["inputs"] if i["source"] == "zendesk")
+    assert zin["complete"]
+    assert 0 < n1 - n0 < n2 - n1  # only the tail was fetched
+
+
+@pytest.mark.parametrize("values,named", [
+    ({"rate_share": 0}, "[zendesk] rate_share = 0 is not valid"),
+    ({"rate_share": 1.5}, "[zendesk] rate_share = 1.5 is not valid"),
+    ({"cache": "https://acme.zendesk.com"}, "[zendesk] cache"),
+    ({"cache": "/srv/pages", "pages_dir": "/srv/pages/"}, "cache and pages_dir are the same folder"),
+])
+def test_collector_keys_are_validated(values, named):
+    from reconcile import config
+    with pytest.raises(ConfigError) as e:
+        config.build(None, {"zendesk": values}, environ={})
+    assert named in str(e.value)
+
+
+def test_collect_without_a_cache_is_a_configuration_error(server, tmp_path):
+    h = server(spread(hours=1))
+    p = subprocess.run([sys.executable, "-m", "reconcile", "collect", "zendesk", "--zendesk-url", h.url],
+                       capture_output=True, text=True, env={**os.environ, **ENV}, timeout=60)
+    assert p.returncode == 4 and "Set [zendesk] cache" in p.stderr and h.requests == []
