@@ -40,13 +40,14 @@ def stream_records(stream: str, aws: AwsConfig) -> list[dict]:
 
 
 def run_batch(stream: str, bucket: str, prefix: str, aws: AwsConfig, arrival: datetime,
-              already: set[str] | None = None) -> int:
-    """One micro-batch: the stream's records not in `already` (sequence numbers) into one committed part file.
+              already: set[tuple[str, str]] | None = None) -> int:
+    """One micro-batch: the stream's records not in `already` ((shard id, sequence number): a checkpoint) into one
+    committed part file.
 
     `arrival`: the clock the files are stamped and partitioned with (the demo's simulated now: moto's own arrival
     stamps are the real time, days after the simulated day). Returns how many records were written.
     """
-    records = [r for r in stream_records(stream, aws) if r["SequenceNumber"] not in (already or set())]
+    records = [r for r in stream_records(stream, aws) if (r["ShardId"], r["SequenceNumber"]) not in (already or set())]
     if not records:
         return 0
     arrival_ms = int(arrival.timestamp() * 1000)
