@@ -29,6 +29,23 @@ def recover_config(config_path, run_dir: Path, sets, profile, region, endpoint_u
     return config_mod.build(None, merge(used, overrides))
 
 
+def journal_counts(cfg: config_mod.Config, digest: str) -> str:
+    """What the journal holds for a plan so far, read-only (a state that does not exist yet holds nothing)."""
+    import duckdb
+
+    from .errors import StateError
+    from .state import State
+    try:
+        with State.open(cfg.state.uri, cfg.aws, write=False) as st:
+            rows = st.journal(digest).to_pylist()
+    except (StateError, duckdb.CatalogException):  # no state yet, or one no apply has written to
+        return "nothing applied yet"
+    by: dict[str, int] = {}
+    for r in rows:
+        by[r["status"]] = by.get(r["status"], 0) + 1
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(by.items())) or "nothing applied yet"
+
+
 @click.command("recover")
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False, exists=True))
 @click.option("--apply", "plan_path", type=click.Path(exists=True),
@@ -89,7 +106,8 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
         c = plan["counts"]
         click.echo(f"plan {sha} for window {plan['run']['window_key']}: {c['reput']:,} re-put to "
                    f"{plan['target']['stream']}, {c['replay']:,} in {c['replay_windows']:,} replay(s) from "
-                   f"{plan['target']['archive_arn']}; journal in {cfg.state.uri}. Nothing sent (--dry-run).")
+                   f"{plan['target']['archive_arn']}; journal in {cfg.state.uri}: {journal_counts(cfg, sha)}. "
+                   f"Nothing sent (--dry-run).")
         return
     outcome = apply_mod.apply(plan_file, cfg, cfg.state.uri, digest=digest, limit=limit,
                               resend_in_doubt=resend_in_doubt, progress=not (no_progress or json_logs()))

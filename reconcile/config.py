@@ -328,7 +328,7 @@ def _toml(value: Any) -> str:
 
 SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|auth", re.I)
 # Keys that match SECRET_KEY but name no secret (an id column, a kind map file).
-NOT_SECRET = frozenset({"id_column", "kind_map", "emission_model"})
+NOT_SECRET = frozenset({"id_column", "kind_map", "emission_model", "partition_key_path"})
 
 
 def redact(value: Any, key: str = "") -> Any:
