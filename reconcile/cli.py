@@ -131,7 +131,7 @@ def main(verbose: int, quiet: int, log_format: str) -> None:
 
 
 # The commands, each in the module of its kind; a new command is one line here.
-from . import cli_fetch, cli_run, cli_runs, collect_command  # noqa: E402 - they import the shared options, not this group
+from . import cli_fetch, cli_recover, cli_run, cli_runs, collect_command  # noqa: E402 - they import the shared options, not this group
 
 main.add_command(cli_run.run)
 main.add_command(cli_run.check)
@@ -144,3 +144,4 @@ main.add_command(cli_runs.calibrate)
 main.add_command(cli_runs.trace)
 main.add_command(cli_runs.verify)
 main.add_command(collect_command.collect)
+main.add_command(cli_recover.recover)

@@ -173,7 +173,10 @@ def check(config_path, zendesk_url, profile, region, endpoint_url, sets, as_json
 @click.option("--no-progress", is_flag=True)
 @click.option("--state", help=STATE_HELP + " The demo's simulated runs are recorded there like real ones, so "
               "`reconcile trace` and `history` find them.")
-def demo(out, events, seed, day, days, audience, as_json, no_progress, state):
+@click.option("--recover", "with_recovery", is_flag=True,
+              help="Then recover the day's lost events: plan, apply into moto's Kinesis, move the stream into the "
+                   "sink (a stand-in Spark job), and judge the window again.")
+def demo(out, events, seed, day, days, audience, as_json, no_progress, state, with_recovery):
     """Simulate a pipeline day with faults at every hop, serve it like the real stores, reconcile it.
 
     The Zendesk API is served over HTTP on loopback and the AWS stores by moto's server, so the demo runs the
@@ -186,8 +189,15 @@ def demo(out, events, seed, day, days, audience, as_json, no_progress, state):
     from .simulate.demo import run_demo
     state_uri = config_mod.build(None, {"state": {"uri": state}},  # the demo's stores are its own: only the state
                                  environ={"RECONCILE_STATE": os.environ.get("RECONCILE_STATE", "")}).state.uri
-    outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, days=days, audience=audience,
-                              progress=not (no_progress or json_logs()), state=state_uri)
+    if with_recovery:
+        if days != 1:
+            raise click.UsageError("--recover runs one day: drop --days.")
+        from .simulate.recover_demo import run_recover_demo
+        outcome, found = run_recover_demo(Path(out), events=events, seed=seed, day=day, audience=audience,
+                                          progress=not (no_progress or json_logs()), state=state_uri)
+    else:
+        outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, days=days, audience=audience,
+                                  progress=not (no_progress or json_logs()), state=state_uri)
     for line in found:
         click.echo(line, err=True)
     emit(outcome, as_json)

@@ -139,6 +139,18 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
+class RecoverConfig:
+    """`reconcile recover`: where lost events go back to (the rule's own target, as the rule would send them)."""
+
+    stream: str | None = None  # the rule's Kinesis stream: its ARN or name (PutRecords)
+    partition_key_path: str | None = None  # the rule's KinesisParameters.PartitionKeyPath; unset: the EventBridge id
+    archive_arn: str | None = None  # the bus's archive, for events with no exact payload left (StartReplay)
+    rule_arn: str | None = None  # the rule a replay is filtered to (Destination.FilterArns)
+    records_per_second: float = 500  # rate cap of the re-put (a shard takes 1,000 records/s)
+    max_attempts: int = 5  # per record, for ProvisionedThroughputExceeded and other per-record failures
+
+
+@dataclass(frozen=True)
 class Config:
     aws: AwsConfig = field(default_factory=AwsConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
@@ -153,6 +165,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
+    recover: RecoverConfig = field(default_factory=RecoverConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -255,6 +268,18 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("alert", "sns_topic_arn"): (lambda v: re.fullmatch(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+", v),
                                  "an SNS topic ARN like arn:aws:sns:eu-west-1:123456789012:reconcile"),
     ("alert", "rule"): (lambda v: re.fullmatch(r"[A-Za-z0-9._-]{1,64}", v), "an EventBridge rule name"),
+    ("recover", "stream"): (lambda v: re.fullmatch(r"(arn:aws[a-z-]*:kinesis:[a-z0-9-]+:\d{12}:stream/)?"
+                                                   r"[A-Za-z0-9_.-]{1,128}", v),
+                            "a Kinesis stream name or ARN like arn:aws:kinesis:eu-west-1:123456789012:stream/events"),
+    ("recover", "partition_key_path"): (lambda v: re.fullmatch(r"\$(\.[A-Za-z0-9_-]+)+", v),
+                                        "a JSON path into the event like $.detail.ticket_event.ticket.id (the "
+                                        "rule's KinesisParameters.PartitionKeyPath)"),
+    ("recover", "archive_arn"): (lambda v: re.fullmatch(r"arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:archive/.+", v),
+                                 "an EventBridge archive ARN like arn:aws:events:eu-west-1:123456789012:archive/zd"),
+    ("recover", "rule_arn"): (lambda v: re.fullmatch(r"arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:rule/.+", v),
+                              "an EventBridge rule ARN like arn:aws:events:eu-west-1:123456789012:rule/zd-to-kinesis"),
+    ("recover", "records_per_second"): (lambda v: v > 0, "a positive number of records per second"),
+    ("recover", "max_attempts"): (lambda v: v >= 1, "a whole number of attempts, 1 or more"),
 }
 _TYPES = {"str": (str, "text (a quoted string)"), "float": ((int, float), "a number"),
           "int": (int, "a whole number"), "tuple[str, ...]": (tuple, "a list of strings"),
@@ -322,7 +347,7 @@ def _toml(value: Any) -> str:
 
 SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|auth", re.I)
 # Keys that match SECRET_KEY but name no secret (an id column, a kind map file).
-NOT_SECRET = frozenset({"id_column", "kind_map", "emission_model"})
+NOT_SECRET = frozenset({"id_column", "kind_map", "emission_model", "partition_key_path"})
 
 
 def redact(value: Any, key: str = "") -> Any:

@@ -145,7 +145,16 @@ def visibility_for(approx: int) -> int:
     return min(MAX_VISIBILITY, 60 + -(-approx // BATCH))
 
 
-def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None) -> SourceResult:
+def messages(cfg: DlqConfig, aws: AwsConfig) -> tuple[dict[str, dict], list[str]]:
+    """Every message of the live queue by MessageId (body and attributes), read as `read` reads it: received,
+    released, never deleted. Returns them and the read's problems (a partial read names what it missed)."""
+    seen: dict[str, dict] = {}
+    result = _read_queue(cfg, aws, None, keep=seen)
+    return seen, result.problems
+
+
+def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None,
+                keep: dict[str, dict] | None = None) -> SourceResult:
     url = cfg.queue_url
     sqs = make_client("sqs", aws)
     before = _counts(sqs, url)
@@ -224,6 +233,8 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
     elif approx_after > read_n:
         problems.append(f"{url} held ~{approx_after:,} messages after the read and {read_n:,} were read: messages "
                         f"arrived during the read. Re-run to read them.")
+    if keep is not None:
+        keep.update(seen)
     # The queue hands messages over as dicts ten at a time; serialising them is noise next to the API calls.
     lines = pa.array([orjson.dumps(m).decode() for m in seen.values()], pa.string())
     led, rej = _to_ledger(lines, pa.array(list(seen), pa.string()), match)

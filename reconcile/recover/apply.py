@@ -1,0 +1,304 @@
+"""`reconcile recover --apply PLAN`: execute a reviewed plan once, resumable, never sending an event twice.
+
+Every event's attempt is in the recovery journal (the run state, table recovery_journal): `sending` is written and
+made durable before a call, `sent` (with the shard and sequence number, or the replay's name) after it. A signal
+(Ctrl-C, SIGTERM) waits for the call in flight and its journal rows (interrupt.deferred), so after one nothing is left
+in doubt; after a SIGKILL or a crash mid-call an event stays `sending`: the next apply looks for it in the sink, and
+sends it again only with `--resend-in-doubt` (it may be in the stream already).
+
+Before sending, the sink is read again: an event that landed late is skipped as `landed_already`. Events another
+plan already sent are skipped too. Calls made: kinesis:PutRecords, events:StartReplay (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import botocore.exceptions
+import pyarrow as pa
+
+from .. import interrupt
+from ..aws import THROTTLE_CODES, error_code, make_client
+from ..config import AwsConfig, Config, MatchConfig, SinkConfig
+from ..engine import execute_file
+from ..errors import SourceError
+from ..sources import events, sink as sink_source
+from ..state import JOURNAL_COLUMNS, State
+from ..window import Window, parse_time
+from . import plan as plan_mod
+
+logger = logging.getLogger(__name__)
+
+MAX_RECORDS = 500  # PutRecords: records a call
+MAX_CALL_BYTES = 5 * 1024 * 1024  # PutRecords: bytes a call (data and partition keys)
+BACKOFF_S = 0.2  # first wait before retrying failed records; doubles per attempt ...
+BACKOFF_MAX_S = 10.0  # ... up to this
+DONE = ("sent", "landed_already")
+
+
+@dataclass
+class Outcome:
+    digest: str
+    planned: int = 0
+    sent: int = 0
+    landed_already: int = 0
+    failed: int = 0
+    in_doubt: int = 0
+    sent_by_other_plan: int = 0
+    replays: list[str] = field(default_factory=list)
+    unrecoverable: int = 0
+    stopped_at_limit: bool = False
+    remaining: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _row(plan: dict, digest: str, e: dict, status: str, **kw) -> dict:
+    target = plan["target"]["stream"] if e["route"] == "reput" else plan["target"]["archive_arn"]
+    row = {"plan_digest": digest, "window_key": e["window_key"], "source_id": e["source_id"], "eb_id": e["eb_id"],
+           "route": e["route"], "target": target, "status": status, "attempts": 0, "shard_id": None,
+           "sequence_number": None, "replay_name": None, "sent_at": None, "error": None}
+    row.update(kw)
+    return row
+
+
+def _journal_table(rows: list[dict]) -> pa.Table:
+    return pa.table({c: pa.array([r[c] for r in rows], pa.int32() if c == "attempts" else
+                                 pa.timestamp("us", tz="UTC") if c == "sent_at" else pa.string())
+                     for c in JOURNAL_COLUMNS})
+
+
+def landed(plan: dict, eb_ids: list[str], aws: AwsConfig, now: datetime) -> set[str]:
+    """Which of `eb_ids` the sink holds now (a fresh read with the plan's sink config, up to now)."""
+    if not eb_ids:
+        return set()
+    w = plan["run"]["window"]
+    start, end = parse_time(w["start"]), parse_time(w["end"])
+    # Read up to now: a late or recovered event lands after the run's own read window.
+    window = Window(start=start, end=end, as_of=max(now, end), margin_before=timedelta(seconds=w["margin_before_s"]),
+                    margin_after=max(timedelta(seconds=w["margin_after_s"]), now - end + timedelta(hours=1)),
+                    max_event_age=timedelta(seconds=w["max_event_age_s"]),
+                    hop_a_grace=timedelta(seconds=w["hop_a_grace_s"]))
+    sink_cfg = SinkConfig(**plan["recheck"]["sink"])
+    match = MatchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan["recheck"]["match"].items()})
+    result = sink_source.read(sink_cfg, window, aws, match=match)
+    if not result.complete:
+        raise SourceError("The sink could not be read whole, so events that landed late cannot be told from lost "
+                          "ones: " + "; ".join(result.problems) + " Fix the sink read (see `reconcile check`), then "
+                          "apply again: nothing was sent.")
+    con = events.connect()
+    try:
+        con.register("sink", result.ledger)
+        con.register("planned", pa.table({"eb_id": pa.array(eb_ids, pa.string())}))
+        found = execute_file(con, plan_mod.QUERIES / "landed.sql", {}).fetchall()
+    finally:
+        con.close()
+    return {r[0] for r in found}
+
+
+def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None = None, limit: int | None = None,
+          resend_in_doubt: bool = False, progress: bool = True, now: Callable[[], datetime] | None = None
+          ) -> Outcome:
+    """Send what the plan says and the journal has not sent; returns what happened this time and overall."""
+    plan, actual = plan_mod.load(plan_path, digest)
+    plan_mod.require_target(plan)
+    clock = now or (lambda: datetime.now(timezone.utc))
+    out = Outcome(actual, planned=sum(e["route"] in ("reput", "replay") for e in plan["events"]),
+                  unrecoverable=sum(e["route"] == "none" for e in plan["events"]))
+    todo = [e for e in plan["events"] if e["route"] in ("reput", "replay")]
+    with State.open(state, cfg.aws) as st:
+        journal = {r["eb_id"]: r for r in st.journal(actual).to_pylist()}
+        elsewhere = {r["eb_id"] for r in st.recoveries().to_pylist() if r["plan_digest"] != actual}
+        out.sent_by_other_plan = sum(e["eb_id"] in elsewhere for e in todo)
+        todo = [e for e in todo if e["eb_id"] not in elsewhere and journal.get(e["eb_id"], {}).get("status") not in DONE]
+        doubt = [e for e in todo if journal.get(e["eb_id"], {}).get("status") == "sending"]
+        if todo:
+            there = landed(plan, [e["eb_id"] for e in todo], cfg.aws, clock())
+            if there:
+                logger.info("%d planned event(s) are in the sink now (landed late): not sent", len(there))
+                st.write_journal(_journal_table([_row(plan, actual, e, "landed_already",
+                                                      attempts=journal.get(e["eb_id"], {}).get("attempts") or 0)
+                                                 for e in todo if e["eb_id"] in there]))
+            todo = [e for e in todo if e["eb_id"] not in there]
+            if doubt and not resend_in_doubt:
+                held = {e["eb_id"] for e in doubt if e["eb_id"] not in there}
+                if held:
+                    logger.warning("%d event(s) were being sent when an earlier apply died and are not in the sink: "
+                                   "they may be in the stream already. Not sent; pass --resend-in-doubt to send "
+                                   "them anyway (downstream may then see them twice).", len(held))
+                todo = [e for e in todo if e["eb_id"] not in held]
+        if limit is not None and len(todo) > limit:
+            out.stopped_at_limit, out.remaining = True, len(todo) - limit
+            todo = todo[:limit]
+        reput = [e for e in todo if e["route"] == "reput"]
+        replay = [e for e in todo if e["route"] == "replay"]
+        with _Bar(progress, len(todo)) as bar:
+            if reput:
+                _put(plan, actual, reput, journal, cfg, st, bar)
+            if replay:
+                _replay(plan, actual, replay, cfg, st, bar)
+        final = st.journal(actual).to_pylist()
+    for r in final:
+        if r["status"] == "sending":
+            out.in_doubt += 1
+        elif r["status"] in ("sent", "landed_already", "failed"):
+            setattr(out, r["status"], getattr(out, r["status"]) + 1)
+    out.replays = sorted({r["replay_name"] for r in final if r["replay_name"]})
+    return out
+
+
+class _Bar:
+    """A progress bar on stderr (rich), or nothing."""
+
+    def __init__(self, on: bool, total: int):
+        self.on, self.total, self._p = on and total > 0, total, None
+
+    def __enter__(self):
+        if self.on:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            self._p = Progress(TextColumn("recover"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                               console=Console(stderr=True), transient=True)
+            self._p.start()
+            self._task = self._p.add_task("recover", total=self.total)
+        return self
+
+    def advance(self, n: int) -> None:
+        if self._p is not None:
+            self._p.advance(self._task, n)
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.stop()
+
+
+def _batches(entries: list[dict], size: int) -> list[list[dict]]:
+    """Consecutive batches within PutRecords' limits (records and bytes a call) and `size` records."""
+    out, cur, cur_bytes = [], [], 0
+    for e in entries:
+        n = len(e["data"].encode()) + len(e["partition_key"].encode())
+        if cur and (len(cur) >= size or cur_bytes + n > MAX_CALL_BYTES):
+            out.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(e)
+        cur_bytes += n
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _stream_arg(stream: str) -> dict[str, str]:
+    return {"StreamARN": stream} if stream.startswith("arn:") else {"StreamName": stream}
+
+
+def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Config, st: State, bar: _Bar) -> None:
+    kinesis = make_client("kinesis", cfg.aws)
+    rate = cfg.recover.records_per_second
+    size = max(1, min(MAX_RECORDS, int(rate)))
+    stream = _stream_arg(plan["target"]["stream"])
+    next_at = time.monotonic()
+    for batch in _batches(entries, size):
+        interrupt.sleep(next_at - time.monotonic())  # the rate cap; a signal cuts the wait short
+        attempts = {e["eb_id"]: journal.get(e["eb_id"], {}).get("attempts") or 0 for e in batch}
+        pending = list(batch)
+        while pending:
+            # The journal row before the call and the one after it, with the call, happen together: a signal
+            # waits for them, so an interrupted apply leaves no event in doubt.
+            with interrupt.deferred():
+                st.write_journal(_journal_table([_row(plan, digest, e, "sending", attempts=attempts[e["eb_id"]] + 1)
+                                                 for e in pending]))
+                for e in pending:
+                    attempts[e["eb_id"]] += 1
+                try:
+                    retry, rows = _call(kinesis, stream, plan, digest, pending, attempts, cfg.recover.max_attempts)
+                except _Refused as e:
+                    st.write_journal(_journal_table(e.rows))  # refused whole: not sent, not in doubt
+                    raise
+                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+                    # no answer (timeout, connection lost): the records may or may not be in the stream
+                    raise SourceError(f"PutRecords to {plan['target']['stream']} got no answer ({e}): its "
+                                      f"{len(pending)} record(s) stay `sending` in the journal. Apply again: they "
+                                      f"are looked for in the sink first, and sent again only with "
+                                      f"--resend-in-doubt.") from e
+                st.write_journal(_journal_table(rows))
+            bar.advance(len(pending) - len(retry))
+            next_at = time.monotonic() + len(pending) / rate
+            if retry:
+                wait = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (max(attempts[e["eb_id"]] for e in retry) - 1))
+                logger.info("%d record(s) not accepted (throughput): retrying in %.1f s", len(retry), wait)
+                interrupt.sleep(max(wait, next_at - time.monotonic()))
+            pending = retry
+
+
+def _call(kinesis, stream: dict, plan: dict, digest: str, pending: list[dict], attempts: dict, max_attempts: int
+          ) -> tuple[list[dict], list[dict]]:
+    """One PutRecords call: (records to retry, journal rows for the rest)."""
+    records = [{"Data": e["data"].encode(), "PartitionKey": e["partition_key"]} for e in pending]
+    try:
+        resp = kinesis.put_records(Records=records, **stream)
+    except botocore.exceptions.ClientError as e:
+        code = error_code(e)
+        if code in THROTTLE_CODES or code in ("ProvisionedThroughputExceededException", "KMSThrottlingException"):
+            resp = {"Records": [{"ErrorCode": code, "ErrorMessage": str(e)}] * len(pending)}
+        else:  # refused whole (no stream, denied): nothing of it was written
+            rows = [_row(plan, digest, x, "failed", attempts=attempts[x["eb_id"]], error=f"{code}: {e}")
+                    for x in pending]
+            raise _Refused(rows, f"PutRecords to {plan['target']['stream']} was refused ({code}): {e}. Check "
+                                 f"[recover] stream and that the IAM policy allows kinesis:PutRecords on it "
+                                 f"(docs/operations.md), then apply again.") from e
+    now = datetime.now(timezone.utc)
+    retry, rows = [], []
+    for e, r in zip(pending, resp["Records"]):
+        n = attempts[e["eb_id"]]
+        if "ErrorCode" not in r:
+            rows.append(_row(plan, digest, e, "sent", attempts=n, shard_id=r["ShardId"],
+                             sequence_number=r["SequenceNumber"], sent_at=now))
+        elif n < max_attempts:
+            retry.append(e)
+        else:
+            rows.append(_row(plan, digest, e, "failed", attempts=n,
+                             error=f"{r['ErrorCode']}: {r.get('ErrorMessage', '')}"))
+    return retry, rows
+
+
+class _Refused(SourceError):
+    def __init__(self, rows: list[dict], message: str):
+        super().__init__(message)
+        self.rows = rows
+
+
+def _replay(plan: dict, digest: str, entries: list[dict], cfg: Config, st: State, bar: _Bar) -> None:
+    """One StartReplay per window holding a planned event; named after the plan, so starting it twice is a no-op."""
+    client = make_client("events", cfg.aws)
+    t = plan["target"]
+    by_window: dict[int, list[dict]] = {}
+    for e in entries:
+        by_window.setdefault(e["replay_window"], []).append(e)
+    for i, group in sorted(by_window.items()):
+        interrupt.check()
+        w = plan["replay_windows"][i]
+        name = f"reconcile-{digest[:16]}-{i:04d}"
+        with interrupt.deferred():
+            st.write_journal(_journal_table([_row(plan, digest, e, "sending", attempts=1) for e in group]))
+            try:
+                client.start_replay(ReplayName=name, EventSourceArn=t["archive_arn"],
+                                    EventStartTime=parse_time(w["start"]), EventEndTime=parse_time(w["end"]),
+                                    Destination={"Arn": t["event_bus_arn"], "FilterArns": [t["rule_arn"]]})
+            except botocore.exceptions.ClientError as e:
+                if error_code(e) != "ResourceAlreadyExistsException":  # started by an apply that died after the call
+                    st.write_journal(_journal_table([_row(plan, digest, x, "failed", attempts=1,
+                                                          error=f"{error_code(e)}: {e}") for x in group]))
+                    raise SourceError(f"StartReplay {name} from {t['archive_arn']} was refused ({error_code(e)}): "
+                                      f"{e}. Check [recover] archive_arn and rule_arn and that the IAM policy allows "
+                                      f"events:StartReplay (docs/operations.md), then apply again.") from e
+            now = datetime.now(timezone.utc)
+            st.write_journal(_journal_table([_row(plan, digest, x, "sent", attempts=1, replay_name=name, sent_at=now)
+                                             for x in group]))
+        bar.advance(len(group))
+

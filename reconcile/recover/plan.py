@@ -1,0 +1,288 @@
+"""`reconcile recover RUN_DIR`: the recovery plan for a run's lost events, written for a person to review.
+
+Per event, the most exact route the evidence allows:
+- `reput`: the whole original event is in the bus log copy or the DLQ body: PutRecords it to the rule's stream with
+  the same data and the partition key the rule would use;
+- `replay`: no exact payload, but the bus has an archive: the fewest 1-minute StartReplay windows filtered to the
+  rule, with how many already delivered events they would send again;
+- `none`: neither, and why.
+Events lost before the bus are listed apart with what Zendesk holds for them: there is no bus event to re-send.
+
+The plan is plan.json (what `--apply` executes, byte for byte: its sha256 is the plan's digest, kept in plan.sha256)
+and plan.csv (one row per event, for review). Making it reads the run folder and the stores, and writes nothing
+else: no AWS write permission is needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import logging
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from .. import outputs, resources
+from ..config import Config
+from ..engine import execute_file
+from ..errors import ConfigError, ReconcileError
+from ..sources import events
+from . import payload
+
+logger = logging.getLogger(__name__)
+
+QUERIES = resources.query_file("recover")
+PLAN_KIND = "reconcile-recovery-plan"
+PLAN_VERSION = 1
+MAX_RECORD = 1024 * 1024  # Kinesis: 1 MiB a record, data and partition key together
+MAX_KEY = 256  # Kinesis: partition keys are 1 to 256 characters
+REPLAY_SLACK_S = 10  # an event's `time` is set before its log copy is written: its minute may be the one before
+CSV_COLUMNS = ("route", "eb_id", "verdict", "source_id", "ticket_id", "kind", "event_time", "from", "where",
+               "partition_key", "bytes", "replay_window", "reason")
+
+
+class PlanError(ReconcileError):
+    """A plan that cannot be made, or one that is not the plan that was reviewed."""
+
+    exit_code = 4
+
+
+def _q(name: str) -> Path:
+    return QUERIES / f"{name}.sql"
+
+
+def run_window(run_dir: Path) -> dict[str, Any]:
+    manifest = run_dir / "manifest.json"
+    if not manifest.exists():
+        raise PlanError(f"{run_dir} has no manifest.json: it is not a finished run. Pass the folder a `reconcile run` "
+                        f"wrote (or re-run the window).")
+    m = orjson.loads(manifest.read_bytes())
+    return {"dir": str(run_dir.resolve()), "window": m["window"], "manifest_sha256": m.get("manifest_sha256"),
+            "config": m.get("config", {})}
+
+
+def window_key(window: dict[str, Any]) -> str:
+    from ..window import Window, parse_time
+    return Window(start=parse_time(window["start"]), end=parse_time(window["end"]),
+                  as_of=parse_time(window["as_of"])).key
+
+
+def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, Any]:
+    """The plan for the run in `run_dir` (a dict, as plan.json holds it)."""
+    run = run_window(run_dir)
+    con = events.connect()
+    try:
+        con.read_parquet(str(run_dir / "verdicts.parquet")).create_view("verdicts")
+        for hop in ("bus", "dlq", "sink"):
+            con.read_parquet(str(run_dir / "evidence" / f"{hop}.parquet")).create_view(hop)
+        cands = execute_file(con, _q("candidates"), {"kinesis_target": cfg.dlq.kinesis_target}).to_arrow_table()
+        before = execute_file(con, _q("before_bus"), {}).to_arrow_table().to_pylist()
+        rows = cands.to_pylist()
+        routed = _route(rows, cfg)
+        replay_rows = [r for r in routed if r["route"] == "replay"]
+        windows = []
+        if replay_rows:
+            con.register("replay_events", pa.table({"eb_id": [r["eb_id"] for r in replay_rows],
+                                                    "logged_at": [r["logged_at"] for r in replay_rows]}))
+            windows = execute_file(con, _q("replay_windows"), {"slack_s": REPLAY_SLACK_S}).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    for i, w in enumerate(windows):
+        for r in replay_rows:
+            if r["eb_id"] in w["eb_ids"]:
+                r["replay_window"] = i
+    key = window_key(run["window"])
+    reput = [r for r in routed if r["route"] == "reput"]
+    plan = {
+        "kind": PLAN_KIND, "version": PLAN_VERSION,
+        "created_at": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+        "run": {"dir": run["dir"], "window_key": key, "window": run["window"],
+                "manifest_sha256": run["manifest_sha256"]},
+        "target": {"stream": cfg.recover.stream, "partition_key_path": cfg.recover.partition_key_path,
+                   "archive_arn": cfg.recover.archive_arn, "rule_arn": cfg.recover.rule_arn,
+                   "event_bus_arn": bus_of(cfg.recover.rule_arn)},
+        # apply re-checks these stores before sending: an event that landed late is not sent again
+        "recheck": {"sink": asdict(cfg.sink), "match": asdict(cfg.match)},
+        "counts": {"reput": len(reput), "replay": len(replay_rows), "replay_windows": len(windows),
+                   "unrecoverable": sum(r["route"] == "none" for r in routed), "lost_before_bus": len(before),
+                   "replay_duplicates": sum(w["already_delivered"] for w in windows)},
+        "events": [_event_entry(r, key) for r in routed],
+        "replay_windows": [{"start": _iso(w["start_at"]), "end": _iso(w["end_at"]), "eb_ids": w["eb_ids"],
+                            "other_events": w["others"], "already_delivered": w["already_delivered"]}
+                           for w in windows],
+        "lost_before_bus": _before_bus(run_dir, before),
+    }
+    if reput and not cfg.recover.stream:
+        logger.warning("%d event(s) can be re-put but [recover] stream is not set: the plan cannot be applied until "
+                       "it names the rule's Kinesis stream (re-plan with --set recover.stream=NAME_OR_ARN)", len(reput))
+    return plan
+
+
+def bus_of(rule_arn: str | None) -> str | None:
+    """The event bus a rule belongs to, from its ARN (arn:...:rule/[bus/]name; no bus part: the default bus)."""
+    if not rule_arn:
+        return None
+    head, _, path = rule_arn.partition(":rule/")
+    bus = path.split("/")[0] if "/" in path else "default"
+    return f"{head}:event-bus/{bus}"
+
+
+def _route(rows: list[dict], cfg: Config) -> list[dict]:
+    """Each candidate with its route: reput (data and partition key), replay, or none (and why)."""
+    bus = payload.from_bus_log(cfg, {r["eb_id"]: r["bus_ref"] for r in rows if r["bus_ref"]})
+    dlq = payload.from_dlq(cfg, {r["eb_id"]: r["dlq_ref"] for r in rows if r["dlq_ref"]})
+    can_replay = bool(cfg.recover.archive_arn and cfg.recover.rule_arn)
+    out = []
+    for r in rows:
+        eb_id = r["eb_id"]
+        # The DLQ body is what the Kinesis target itself was given: first for a dead-lettered event.
+        order = [("dlq", dlq), ("bus_log", bus)] if r["verdict"] == "dead_lettered" else [("bus_log", bus), ("dlq", dlq)]
+        problems = []
+        chosen = None
+        for name, found in order:
+            p = found.get(eb_id)
+            if p is None:
+                problems.append(f"no {'DLQ message' if name == 'dlq' else 'bus log copy'}")
+            elif p.data is None:
+                problems.append(p.problem)
+            else:
+                chosen = (name, p.data)
+                break
+        r = dict(r, route="none", origin=None, data=None, partition_key=None, reason=None, replay_window=None)
+        if chosen:
+            key, why = payload.partition_key(chosen[1], eb_id, cfg.recover.partition_key_path)
+            size = len(chosen[1].encode()) + len((key or "").encode())
+            if why:
+                problems.append(why)
+            elif len(key) > MAX_KEY:
+                problems.append(f"partition key longer than Kinesis's {MAX_KEY} characters")
+            elif size > MAX_RECORD:
+                problems.append(f"{size:,} bytes: over Kinesis's 1 MiB record limit")
+            else:
+                r.update(route="reput", origin=chosen[0], data=chosen[1], partition_key=key,
+                         where=r["dlq_ref"] if chosen[0] == "dlq" else r["bus_ref"])
+                out.append(r)
+                continue
+        if can_replay and r["logged_at"] is not None:
+            r.update(route="replay", reason="no exact payload (" + "; ".join(problems) + "): replay from the archive")
+        else:
+            hint = ("no time on the bus to replay by" if can_replay else
+                    "no archive to replay from ([recover] archive_arn and rule_arn not set)")
+            r.update(reason="; ".join(problems + [hint]))
+        out.append(r)
+    return out
+
+
+def _iso(t) -> str | None:
+    return None if t is None else t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event_entry(r: dict, key: str) -> dict:
+    return {"eb_id": r["eb_id"], "route": r["route"], "verdict": r["verdict"], "window_key": key,
+            "source_id": r["source_id"], "children": r["children"], "ticket_id": r["ticket_id"], "kind": r["kind"],
+            "event_time": _iso(r["event_time"]), "logged_at": _iso(r["logged_at"]),
+            "from": r["origin"], "where": r.get("where"), "partition_key": r["partition_key"], "data": r["data"],
+            "bytes": len(r["data"].encode()) if r["data"] else None, "replay_window": r["replay_window"],
+            "reason": r["reason"]}
+
+
+# What a team can do about an event that never reached the bus: the bus has nothing to replay or re-put.
+BEFORE_BUS_ROUTE = ("publish a corrective event from the Zendesk record (the connector does not re-emit), or touch "
+                    "the ticket so Zendesk emits a fresh event; reconcile never publishes to the bus itself")
+
+
+def _before_bus(run_dir: Path, rows: list[dict]) -> list[dict]:
+    """What the run's saved Zendesk pages hold for each event lost before the bus (ticket, kind, values)."""
+    pages: dict[str, dict] = {}
+    out = []
+    for r in rows:
+        page, _, audit = (r["source_ref"] or "").partition("#audit=")
+        child = None
+        path = run_dir / "evidence" / "zendesk-pages" / page
+        if page and path.is_file():
+            if page not in pages:
+                raw = path.read_bytes()
+                doc = orjson.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+                pages[page] = {str(a.get("id")): a for a in doc.get("ticket_events", [])}
+            audit_doc = pages[page].get(audit) or {}
+            child = next((c for c in audit_doc.get("child_events", []) if str(c.get("id")) == r["source_id"]), None)
+        values = {k: child[k] for k in ("field_name", "value", "previous_value", "public") if child and k in child}
+        out.append({"source_id": r["source_id"], "zendesk_key": r["zendesk_key"], "ticket_id": r["ticket_id"],
+                    "kind": r["kind"], "event_time": _iso(r["event_time"]), "audit_id": r["audit_id"],
+                    "source_ref": r["source_ref"], "values": values, "route": BEFORE_BUS_ROUTE})
+    return out
+
+
+def dumps(plan: dict) -> bytes:
+    return orjson.dumps(plan, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def write(plan: dict, out_dir: Path) -> tuple[Path, str]:
+    """plan.json, plan.sha256 and plan.csv in `out_dir` (atomic); returns plan.json's path and digest."""
+    data = dumps(plan)
+    digest = hashlib.sha256(data).hexdigest()
+    path = outputs.write_bytes(out_dir / "plan.json", data)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for e in plan["events"]:
+        w.writerow([e["route"], e["eb_id"], e["verdict"], e["source_id"], e["ticket_id"], e["kind"],
+                    e["event_time"], e["from"] or "", e["where"] or "", e["partition_key"] or "", e["bytes"] or "",
+                    "" if e["replay_window"] is None else _window_text(plan, e["replay_window"]), e["reason"] or ""])
+    for b in plan["lost_before_bus"]:
+        w.writerow(["lost_before_bus", "", "lost_before_bus", b["source_id"], b["ticket_id"], b["kind"],
+                    b["event_time"], "zendesk", b["source_ref"], "", "", "",
+                    orjson.dumps(b["values"]).decode() + "; " + b["route"]])
+    outputs.write_bytes(out_dir / "plan.csv", buf.getvalue().encode())
+    outputs.write_bytes(out_dir / "plan.sha256", f"{digest}  plan.json\n".encode())
+    return path, digest
+
+
+def _window_text(plan: dict, i: int) -> str:
+    w = plan["replay_windows"][i]
+    return f"{w['start']} → {w['end']}"
+
+
+def load(path: Path, digest: str | None = None) -> tuple[dict, str]:
+    """A plan and its digest, refused when it is not the plan that was made (plan.sha256) or reviewed (`digest`)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "plan.json"
+    if not path.is_file():
+        raise PlanError(f"No plan at {path}. Make one with `reconcile recover RUN_DIR`.")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    recorded = path.with_name("plan.sha256")
+    if not recorded.is_file():
+        raise PlanError(f"{recorded} is missing: nothing shows {path} is the plan `reconcile recover` wrote. "
+                        f"Make the plan again.")
+    made = recorded.read_text().split()[0] if recorded.read_text().split() else ""
+    if actual != made:
+        raise PlanError(f"{path} was changed after it was made (sha256 {actual[:12]}…, made as {made[:12]}…). "
+                        f"Apply only a plan as `reconcile recover` wrote it: make it again and review that.")
+    if digest and not actual.startswith(digest.lower()):
+        raise PlanError(f"{path} has digest {actual[:12]}…, not the reviewed {digest[:12]}…: this is not the plan "
+                        f"that was reviewed. Review this one and pass its digest.")
+    try:
+        plan = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise PlanError(f"{path} is not JSON ({e}). Make the plan again.") from e
+    if plan.get("kind") != PLAN_KIND or plan.get("version") != PLAN_VERSION:
+        raise PlanError(f"{path} is not a reconcile recovery plan (version {PLAN_VERSION}). Make the plan again.")
+    return plan, actual
+
+
+def require_target(plan: dict) -> None:
+    t = plan["target"]
+    if plan["counts"]["reput"] and not t["stream"]:
+        raise ConfigError("The plan re-puts events but names no stream: set [recover] stream (the rule's Kinesis "
+                          "stream name or ARN) and make the plan again.")
+    if plan["counts"]["replay"] and not (t["archive_arn"] and t["rule_arn"]):
+        raise ConfigError("The plan replays events but names no archive and rule: set [recover] archive_arn and "
+                          "rule_arn and make the plan again.")

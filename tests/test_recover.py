@@ -1,0 +1,311 @@
+"""Recovery end to end over moto's server: a simulated day with every loss kind is planned, applied into Kinesis
+(stopped at a limit, interrupted by SIGINT, resumed), and no event reaches the stream twice; replay windows are
+started on the bus's archive; the stream, moved into the sink, makes the re-run find the events."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pytest
+
+from reconcile import config
+from reconcile.aws import make_client
+from reconcile.errors import ReconcileError
+from reconcile.recover import apply as apply_mod
+from reconcile.recover import payload
+from reconcile.recover import plan as plan_mod
+from reconcile.run import execute
+from reconcile.simulate import aws_load, spark_standin, zendesk_server
+from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, demo_config, demo_environment
+from reconcile.simulate.generate import SimParams, simulate
+from reconcile.simulate.recover_demo import recovery_targets
+from reconcile.simulate.stores import STREAM_NAME, write_stores
+from reconcile.sources import events
+from reconcile.state import State
+
+TRANSFORMED = 2  # lost-after-bus events whose log copy is an input transformer's output: replay, not re-put
+
+
+def transform_log_lines(stores: Path, eb_ids: set[str]) -> int:
+    """Rewrite the bus log copies of `eb_ids` as a log target behind an input transformer receives them: the
+    detail and id, without the envelope."""
+    n = 0
+    for path in (stores / "logs-archive").rglob("*.gz"):
+        lines = gzip.decompress(path.read_bytes()).split(b"\n")
+        changed = False
+        for i, line in enumerate(lines):
+            stamp, _, message = line.partition(b" ")
+            try:
+                doc = json.loads(message)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("id") in eb_ids:
+                lines[i] = stamp + b" " + json.dumps({"id": doc["id"], "detail": doc["detail"]}).encode()
+                changed, n = True, n + 1
+        if changed:
+            path.write_bytes(gzip.compress(b"\n".join(lines)))
+    return n
+
+
+def stream_ids(aws) -> list[str]:
+    """The EventBridge id of every record in the stream (read back from the data), one entry per record."""
+    return [orjson.loads(r["Data"])["id"] for r in spark_standin.stream_records(STREAM_NAME, aws)]
+
+
+def journal(state: Path, digest: str) -> list[dict]:
+    with State.open(state, write=False) as st:
+        return st.journal(digest).to_pylist()
+
+
+@pytest.fixture
+def day(moto, tmp_path, restore_environment):
+    """A simulated day loaded into moto with the rule's stream and the bus's archive, judged once."""
+    demo_environment()
+    os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
+    params = SimParams(events=2000, seed=7, batch_seconds=900, files_per_batch=1)
+    sim = simulate(params)
+    sim_dir = tmp_path / "sim"
+    write_stores(sim, sim_dir)
+    truth = sim.truth.to_pylist()
+    lost = sorted({r["eb_id"] for r in truth if r["verdict"] == "lost_after_bus" and r["eb_id"]})
+    assert len(lost) > TRANSFORMED and any(r["verdict"] == "dead_lettered" for r in truth)
+    assert any(r["verdict"] == "lost_before_bus" for r in truth)
+    transformed = set(lost[:TRANSFORMED])
+    assert transform_log_lines(sim_dir / "stores", transformed) >= TRANSFORMED
+    aws = config.AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
+    stores = aws_load.load_stores(sim_dir / "stores", aws)
+    targets = recovery_targets(aws)
+    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    server = zendesk_server.start(zendesk_server.load(sim_dir), now=sim.window.as_of, auth=auth)
+    zd = server.__enter__()
+    try:
+        cfg = demo_config(stores, zd.url, moto.endpoint, params)
+        cfg = dataclasses.replace(cfg, recover=config.RecoverConfig(**targets))
+        state = tmp_path / "state.duckdb"
+        run_dir = tmp_path / "run"
+        execute(cfg, sim.window, run_dir, progress=False, state=state)
+        yield dataclasses.make_dataclass("Day", ["sim", "cfg", "aws", "run_dir", "state", "transformed", "zd"])(
+            sim, cfg, aws, run_dir, state, transformed, zd)
+    finally:
+        server.__exit__(None, None, None)
+
+
+def test_a_day_is_planned_applied_interrupted_resumed_and_lands_once(day, tmp_path):
+    sim, cfg, aws = day.sim, day.cfg, day.aws
+    verdicts = duckdb.sql(f"SELECT eb_id, verdict, source_id FROM '{day.run_dir}/verdicts.parquet'").fetchall()
+    lost_ids = {e for e, v, _ in verdicts if v in ("lost_after_bus", "dead_lettered")}
+    before_bus = {s for _, v, s in verdicts if v == "lost_before_bus"}
+
+    # --- plan: every lost event routed; transformed log copies detected and replayed; lost-before-bus listed
+    plan = plan_mod.build(day.run_dir, cfg)
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    routes = {e["eb_id"]: e for e in plan["events"]}
+    assert set(routes) == lost_ids
+    for eb_id in day.transformed:
+        assert routes[eb_id]["route"] == "replay"
+        assert "input transformer" in routes[eb_id]["reason"]
+    reput = {k for k, e in routes.items() if e["route"] == "reput"}
+    assert reput == lost_ids - day.transformed
+    for k in reput:
+        e = routes[k]
+        assert orjson.loads(e["data"])["id"] == k and e["partition_key"] == k
+        assert e["from"] == ("dlq" if e["verdict"] == "dead_lettered" else "bus_log")
+    covered = set().union(*(w["eb_ids"] for w in plan["replay_windows"]))
+    assert covered == day.transformed
+    for w in plan["replay_windows"]:
+        start, end = (datetime.fromisoformat(w[k].replace("Z", "+00:00")) for k in ("start", "end"))
+        assert start.second == 0 and end.second == 0 and end > start
+        assert w["already_delivered"] <= w["other_events"]
+    assert {b["source_id"] for b in plan["lost_before_bus"]} == before_bus
+    assert all(b["ticket_id"] and b["kind"] and "route" in b for b in plan["lost_before_bus"])
+    assert any(b["values"] for b in plan["lost_before_bus"])  # read back from the run's saved Zendesk pages
+    csv_rows = (day.run_dir / "recovery" / "plan.csv").read_text().splitlines()
+    assert len(csv_rows) == 1 + len(routes) + len(before_bus)
+    # planning wrote nothing to AWS: the stream is empty
+    assert stream_ids(aws) == []
+
+    # --- an edited plan, or another digest than the reviewed one, is refused
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for name in ("plan.json", "plan.sha256"):
+        (edited / name).write_bytes((day.run_dir / "recovery" / name).read_bytes())
+    (edited / "plan.json").write_bytes((edited / "plan.json").read_bytes().replace(b'"reput"', b'"replay"', 1))
+    with pytest.raises(plan_mod.PlanError, match="changed after it was made"):
+        apply_mod.apply(edited / "plan.json", cfg, day.state)
+    with pytest.raises(plan_mod.PlanError, match="not the plan that was reviewed"):
+        apply_mod.apply(path, cfg, day.state, digest="0" * 12)
+
+    # --- one planned event lands late by itself (before the apply): it must be skipped, not sent again
+    late = sorted(reput)[0]
+    kinesis = make_client("kinesis", aws)
+    kinesis.put_record(StreamName=STREAM_NAME, Data=routes[late]["data"].encode(), PartitionKey=late)
+    arrival = sim.window.as_of + timedelta(minutes=10)
+    assert spark_standin.run_batch(STREAM_NAME, "spark-output", "events", aws, arrival) == 1
+    moved = {(r["ShardId"], r["SequenceNumber"]) for r in spark_standin.stream_records(STREAM_NAME, aws)}
+
+    # --- a first apply stopped by --limit
+    first = apply_mod.apply(path, cfg, day.state, digest=digest[:12], limit=3, progress=False)
+    assert first.stopped_at_limit and first.sent == 3 and first.landed_already == 1
+
+    # --- a rate-capped apply in another process, stopped by SIGINT mid-way
+    env = {**os.environ, "RECONCILE_STATE": str(day.state)}
+    proc = subprocess.Popen([sys.executable, "-m", "reconcile", "recover", "--apply", str(path), "--digest", digest,
+                             "--set", "recover.records_per_second=2", "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(stream_ids(aws)) < 1 + 3 + 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    rows = journal(day.state, digest)
+    assert not [r for r in rows if r["status"] == "sending"]  # a signal leaves nothing in doubt
+    sent_before = sum(r["status"] == "sent" for r in rows)
+    assert 3 < sent_before < len(reput) - 1 + len(day.transformed)
+
+    # --- resumed: everything left is sent, nothing twice
+    done = apply_mod.apply(path, cfg, day.state, digest=digest, progress=False)
+    assert done.sent == len(reput) - 1 + len(day.transformed) and done.landed_already == 1 and done.failed == 0
+    assert done.in_doubt == 0 and len(done.replays) == len(plan["replay_windows"])
+    ids = stream_ids(aws)
+    assert sorted(ids) == sorted(reput)  # each re-put event exactly once (the late one: its own single copy)
+    rows = {r["eb_id"]: r for r in journal(day.state, digest)}
+    assert rows[late]["status"] == "landed_already" and rows[late]["sequence_number"] is None
+    for k in reput - {late}:
+        assert rows[k]["status"] == "sent" and rows[k]["shard_id"] and rows[k]["sequence_number"]
+        assert rows[k]["route"] == "reput" and rows[k]["target"] == STREAM_NAME
+    for k in day.transformed:
+        assert rows[k]["status"] == "sent" and rows[k]["route"] == "replay" and rows[k]["replay_name"]
+    replays = make_client("events", aws).list_replays()["Replays"]
+    assert {r["ReplayName"] for r in replays} == set(done.replays)
+    # the data re-put is the original event, byte for byte
+    data = {orjson.loads(r["Data"])["id"]: bytes(r["Data"]).decode() for r in
+            spark_standin.stream_records(STREAM_NAME, aws)}
+    assert all(data[k] == routes[k]["data"] for k in reput)
+
+    # --- applying again sends nothing
+    again = apply_mod.apply(path, cfg, day.state, digest=digest, progress=False)
+    assert again.sent == done.sent and len(stream_ids(aws)) == len(reput)
+
+    # --- the stand-in Spark job moves the stream into the sink; the re-run finds every re-put event
+    assert spark_standin.run_batch(STREAM_NAME, "spark-output", "events", aws, arrival + timedelta(minutes=5),
+                                   already=moved) == len(reput) - 1
+    rerun = tmp_path / "rerun"
+    execute(cfg, dataclasses.replace(sim.window, as_of=sim.window.as_of + timedelta(hours=1)), rerun,
+            progress=False, state=day.state)
+    after = dict(duckdb.sql(f"SELECT eb_id, min(verdict) FROM '{rerun}/verdicts.parquet' GROUP BY eb_id").fetchall())
+    assert all(after[k] in ("delivered", "recovered") for k in reput)
+    # moto's replay delivers nothing to Kinesis: still missing (pending once a sent recovery waits to land)
+    assert all(after[k] in ("lost_after_bus", "pending") for k in day.transformed)
+
+
+def test_recover_without_apply_writes_a_plan_through_the_cli(day, tmp_path):
+    """The command alone, with the run's own config from its manifest: plan files, a digest, no AWS write."""
+    from click.testing import CliRunner
+
+    from reconcile.cli import main
+    out = tmp_path / "plan"
+    r = CliRunner().invoke(main, ["recover", str(day.run_dir), "--out", str(out), "--json",
+                                  "--set", f"recover.stream={STREAM_NAME}"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    # the run's own [recover] keys came from its manifest: the archive is there to replay from
+    assert Path(doc["plan"]) == out / "plan.json" and doc["reput"] > 0 and doc["replay"] == TRANSFORMED
+    assert (out / "plan.sha256").read_text().split()[0] == doc["digest"]
+    # without an archive, a transformed log copy leaves nothing to recover from: said why, never re-put
+    bare = dataclasses.replace(day.cfg, recover=config.RecoverConfig(stream=STREAM_NAME))
+    plan = plan_mod.build(day.run_dir, bare)
+    assert plan["counts"]["unrecoverable"] == TRANSFORMED and plan["counts"]["replay"] == 0
+    assert all("input transformer" in e["reason"] and "[recover] archive_arn" in e["reason"]
+               for e in plan["events"] if e["route"] == "none")
+    assert stream_ids(day.aws) == []
+    dry = CliRunner().invoke(main, ["recover", "--apply", str(out / "plan.json"), "--dry-run"])
+    assert dry.exit_code == 0 and "Nothing sent" in dry.output
+
+
+def test_whole_event_tells_an_input_transformers_output():
+    event = {"version": "0", "id": "e1", "detail-type": "x", "source": "aws.partner/zendesk.com/1/default",
+             "account": "1", "time": "2026-11-23T00:00:00Z", "region": "us-east-1", "resources": [], "detail": {}}
+    assert payload.whole_event(json.dumps(event), "e1", "here").data == json.dumps(event)
+    cut = payload.whole_event(json.dumps({"id": "e1", "detail": {}}), "e1", "here")
+    assert cut.data is None and "input transformer" in cut.problem and "detail-type" in cut.problem
+    assert payload.whole_event(json.dumps(event), "e2", "here").data is None
+    assert payload.partition_key(json.dumps({"detail": {"t": {"id": 35436}}}), "e1", "$.detail.t.id") == ("35436", None)
+    assert payload.partition_key(json.dumps(event), "e1", None) == ("e1", None)
+    assert payload.partition_key(json.dumps(event), "e1", "$.detail.nope")[0] is None
+
+
+def test_replay_windows_are_the_fewest_whole_minutes_with_the_duplicates_they_resend():
+    t = lambda s: datetime.fromisoformat(f"2026-11-23T{s}+00:00")  # noqa: E731
+    con = events.connect()
+    con.register("replay_events", pa.table({"eb_id": ["a", "b", "c"], "logged_at": [t("10:00:30"), t("10:01:50"),
+                                                                                      t("10:07:05")]}))
+    con.register("bus", pa.table({"eb_id": ["a", "b", "c", "d", "e", "f"],
+                                  "observed_at": [t("10:00:30"), t("10:01:50"), t("10:07:05"), t("10:01:00"),
+                                                  t("10:06:59"), t("10:09:00")]}))
+    con.register("sink", pa.table({"eb_id": ["d"]}))
+    from reconcile.engine import execute_file
+    rows = execute_file(con, plan_mod.QUERIES / "replay_windows.sql", {"slack_s": 10}).fetchall()
+    # a at :30 and b at :50 share one window 10:00-10:02; c at 10:07:05 is within the slack of 10:06
+    assert [(r[0].strftime("%H:%M"), r[1].strftime("%H:%M"), r[2], r[3], r[4]) for r in rows] == [
+        ("10:00", "10:02", ["a", "b"], 1, 1), ("10:06", "10:08", ["c"], 1, 0)]
+
+
+def test_a_record_over_the_limits_is_split_into_calls():
+    entries = [{"data": "x" * (2 * 1024 * 1024), "partition_key": str(i)} for i in range(5)]
+    assert [len(b) for b in apply_mod._batches(entries, 500)] == [2, 2, 1]  # 5 MiB a call
+    small = [{"data": "x", "partition_key": str(i)} for i in range(1201)]
+    assert [len(b) for b in apply_mod._batches(small, 500)] == [500, 500, 201]
+    assert [len(b) for b in apply_mod._batches(small[:5], 2)] == [2, 2, 1]  # the rate cap's batch size
+
+
+def test_records_kinesis_did_not_take_are_retried_then_failed(no_real_aws):
+    """PutRecords answers per record (FailedRecordCount, ErrorCode): the ones refused for throughput are retried,
+    until max_attempts, then journaled `failed` with the error; the vendor's documented response, stubbed."""
+    from botocore.stub import Stubber
+    kinesis = make_client("kinesis", config.AwsConfig(region="us-east-1"))
+    plan = {"target": {"stream": STREAM_NAME, "archive_arn": None}}
+    pending = [{"eb_id": f"e{i}", "route": "reput", "window_key": "w", "source_id": str(i), "data": "{}",
+                "partition_key": f"e{i}"} for i in range(3)]
+    answer = {"FailedRecordCount": 2, "Records": [
+        {"ShardId": "shardId-000000000000", "SequenceNumber": "49590338271490256608559692538361571095921575989136588898"},
+        {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"},
+        {"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service failure."}]}
+    with Stubber(kinesis) as stub:
+        stub.add_response("put_records", answer)
+        stub.add_response("put_records", answer)
+        retry, rows = apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending,
+                                      {"e0": 1, "e1": 1, "e2": 1}, max_attempts=2)
+        assert [e["eb_id"] for e in retry] == ["e1", "e2"]
+        assert [(r["eb_id"], r["status"], r["sequence_number"] is not None) for r in rows] == [("e0", "sent", True)]
+        retry, rows = apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending,
+                                      {"e0": 2, "e1": 2, "e2": 2}, max_attempts=2)
+        assert retry == [] and [r["status"] for r in rows] == ["sent", "failed", "failed"]
+        assert rows[1]["error"].startswith("ProvisionedThroughputExceededException")
+
+
+def test_demo_recover_closes_the_loop(tmp_path, restore_environment):
+    from reconcile.simulate.recover_demo import run_recover_demo
+    outcome, lines = run_recover_demo(tmp_path / "demo", events=1500, seed=7, day="2026-11-23", progress=False)
+    text = "\n".join(lines)
+    plan = json.loads((tmp_path / "demo" / "run" / "recovery" / "plan.json").read_text())
+    n = plan["counts"]["reput"]
+    assert n > 0 and plan["counts"]["unrecoverable"] == 0
+    assert f"planned {n:,} → sent {n:,}" in text and f"landed {n:,}" in text
+    after = duckdb.sql(f"SELECT eb_id, min(verdict) FROM '{tmp_path}/demo/run-recovered/verdicts.parquet' "
+                       "GROUP BY eb_id").fetchall()
+    verdict = dict(after)
+    assert all(verdict[e["eb_id"]] in ("delivered", "recovered") for e in plan["events"])
