@@ -18,7 +18,7 @@ FROM j
 UNION ALL
 SELECT 2, 'bus_to_sink',
        count(*) FILTER (WHERE eb_id IS NOT NULL),
-       count(*) FILTER (WHERE verdict IN ('delivered', 'duplicated')),
+       count(*) FILTER (WHERE verdict IN ('delivered', 'duplicated', 'recovered')),  -- recovered: landed too
        count(*) FILTER (WHERE loss_hop = 'bus_to_sink'),
        count(*) FILTER (WHERE verdict = 'pending' AND eb_id IS NOT NULL)
 FROM j

@@ -13,7 +13,8 @@ SELECT time_bucket(to_seconds($bucket_s), event_time, $window_start) AS bucket,
        count(*) FILTER (WHERE verdict = 'pending') AS pending,
        count(*) FILTER (WHERE verdict = 'unverified') AS unverified,
        count(*) FILTER (WHERE verdict = 'not_emitted') AS not_emitted,
-       count(*) FILTER (WHERE verdict = 'excluded') AS excluded
+       count(*) FILTER (WHERE verdict = 'excluded') AS excluded,
+       count(*) FILTER (WHERE verdict = 'recovered') AS recovered  -- recovery (issue 16)
 FROM verdicts
 WHERE source_id = expected_id
 GROUP BY bucket

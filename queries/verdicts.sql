@@ -5,6 +5,10 @@
 -- says never reaches the bus, or an expected event left out of a complete sequence, is 'not_emitted'. Neither is a
 -- loss. An event linked to one id (nearly all) takes that id's row as it is; only events linked to several ids are
 -- summed over them (counts stay BIGINT).
+-- Recovery (issue 16; table `recoveries`, from the state's recovery journal): an event whose first sink arrival is
+-- at or after the send of a recovery of any of its ids is 'recovered' (recovery_lag_s: arrival - send); one that
+-- landed before any recovery keeps the verdict it has on its own; one sent but not landed is 'pending' until the
+-- horizon counted from the send, then lost again (the cause says the recovery did not land).
 CREATE OR REPLACE TABLE verdicts AS
 WITH multi AS (
     SELECT source_id FROM hop_a GROUP BY source_id HAVING count(*) > 1
@@ -40,6 +44,11 @@ WITH multi AS (
     JOIN bus_events b USING (eb_id)
     WHERE l.source_id IN (SELECT source_id FROM multi)
     GROUP BY l.source_id
+), rec AS (  -- recovery: the first send of a recovery of any id linked to the event
+    SELECT l.source_id, min(r.sent_at) AS sent_at, arg_min(r.route, r.sent_at) AS route,
+           arg_min(r.replay_name, r.sent_at) AS replay_name
+    FROM hop_a l JOIN recoveries r USING (eb_id)
+    GROUP BY l.source_id
 ), judged AS (
     SELECT s.source_id, s.zendesk_key, s.ticket_id, s.kind, s.event_time, s.audit_id, s.position, s.source_ref,
            s.expected_id, s.model_kind, s.emission, q.sequence_id, q.total AS sequence_total,
@@ -53,6 +62,8 @@ WITH multi AS (
            coalesce(l.dlq_kinesis, 0) AS dlq_kinesis,
            coalesce(l.dlq_other, 0) AS dlq_other,
            l.error_code, l.retry_condition, l.dlq_target, l.bus_at, l.sink_at, l.dlq_at,
+           r.route AS recovery_route, r.sent_at AS recovery_sent_at,
+           CASE r.route WHEN 'replay' THEN 'replay ' || r.replay_name ELSE 're-put' END AS recovery_how,
            epoch($as_of) - epoch(s.event_time) AS age_s,
            CASE
                WHEN s.excluded THEN 'excluded'
@@ -61,8 +72,12 @@ WITH multi AS (
                WHEN l.source_id IS NULL AND q.position IS NULL AND q.complete THEN 'not_emitted'
                WHEN l.source_id IS NULL THEN
                    CASE WHEN $as_of - s.event_time < $hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
+               -- recovery: landed at/after the send (an unknown arrival time counts: the send found it absent)
+               WHEN l.sink_rows > 0 AND r.sent_at IS NOT NULL AND (l.sink_at IS NULL OR l.sink_at >= r.sent_at)
+                   THEN 'recovered'
                WHEN l.sink_rows > 1 THEN 'duplicated'
                WHEN l.sink_rows = 1 THEN 'delivered'
+               WHEN l.sink_rows = 0 AND $as_of - r.sent_at < $horizon THEN 'pending'  -- recovery sent, not landed
                WHEN l.dlq_kinesis > 0 THEN 'dead_lettered'
                WHEN $as_of - s.event_time < $horizon THEN 'pending'
                ELSE 'lost_after_bus'
@@ -76,9 +91,12 @@ WITH multi AS (
     FROM source_events s
     LEFT JOIN linked l ON l.source_id = s.expected_id
     LEFT JOIN seq_units q ON q.source_id = s.expected_id
+    LEFT JOIN rec r ON r.source_id = s.expected_id
     WHERE s.in_window
 )
-SELECT * EXCLUDE (duplicate_cause),
+SELECT * EXCLUDE (duplicate_cause, recovery_how),
+       CASE WHEN recovery_sent_at IS NOT NULL AND verdict IN ('recovered', 'pending')  -- recovery (issue 16)
+            THEN recovery_how || CASE verdict WHEN 'recovered' THEN ' landed' ELSE ' sent, not landed yet' END ELSE
        CASE verdict
            WHEN 'duplicated' THEN duplicate_cause
            WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
@@ -93,9 +111,11 @@ SELECT * EXCLUDE (duplicate_cause),
                                              || ' never reaches the bus'
                ELSE 'sequence ' || sequence_id || ' (' || sequence_total || ' events) is complete without it' END
            WHEN 'pending' THEN CASE WHEN eb_id IS NULL THEN 'not yet on the bus' ELSE 'within retry horizon' END
-       END AS cause,
-       verdict IN ('delivered', 'duplicated', 'dead_lettered') AND log_copies = 0 AS unlogged_at_bus,
+       END || CASE WHEN recovery_sent_at IS NOT NULL AND verdict IN ('dead_lettered', 'lost_after_bus')
+                   THEN ', and the ' || recovery_how || ' sent did not land within the horizon' ELSE '' END END AS cause,
+       verdict IN ('delivered', 'duplicated', 'dead_lettered', 'recovered') AND log_copies = 0 AS unlogged_at_bus,
        epoch(bus_at) - epoch(event_time) AS bus_latency_s,
        epoch(sink_at) - epoch(bus_at) AS sink_latency_s,
-       epoch(sink_at) - epoch(event_time) AS end_to_end_s
+       epoch(sink_at) - epoch(event_time) AS end_to_end_s,
+       CASE WHEN verdict = 'recovered' THEN epoch(sink_at) - epoch(recovery_sent_at) END AS recovery_lag_s
 FROM judged;

@@ -27,10 +27,12 @@ QUERY_DIR = resources.QUERY_DIR
 QUERIES = (
     "source_events",
     "bus_events",
+    "replay_copies",  # recovery (issue 16): a replay's copies under new ids folded into the events they re-sent
     "hop_a",
     "sequences",
     "verdicts",
     "settlements",
+    "recovery_funnel",  # recovery (issue 16)
     "orphans",
     "verdict_counts",
     "funnel",
@@ -54,7 +56,7 @@ QUERIES = (
 # Small result tables handed to the summary and the report whole.
 RESULT_TABLES = ("verdict_counts", "funnel", "match_stats", "loss_by_hour", "loss_by_type", "dlq_causes",
                  "duplicates", "latency", "metrics_check", "silent_losses", "latency_histogram", "pending_events",
-                 "orphan_causes", "unlogged_causes", "dlq_errors", "trace_hints")
+                 "orphan_causes", "unlogged_causes", "dlq_errors", "trace_hints", "recovery_funnel")
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMMENT = re.compile(r"--[^\n]*")
@@ -96,6 +98,9 @@ class Engine:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = false")
         con.register("verdict_vocab", emission.verdict_table())
+        from . import recovered  # here: recovered imports state, which imports this module
+        for name, table in recovered.empty().items():  # no recovery known until the caller binds the journal's
+            con.register(name, table)
         return cls(con, interrupt.on_stop(con.interrupt))
 
     def bind_ledger(self, name: str, path: Path | None) -> None:

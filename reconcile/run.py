@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, completeness, interrupt, ledger, outputs, report, resources, summary
+from . import __version__, completeness, interrupt, ledger, outputs, recovered, report, resources, summary
 from .config import Config, EngineConfig, redact
 from .engine import Engine
 from .emission import from_evidence, load_model
@@ -177,7 +177,8 @@ def model_of(cfg: Config) -> pa.Table:
 
 
 def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
-          kind_map: pa.Table | None = None, engine: EngineConfig | None = None) -> Engine:
+          kind_map: pa.Table | None = None, engine: EngineConfig | None = None,
+          recovery: dict[str, pa.Table] | None = None) -> Engine:
     engine = engine or cfg.engine
     e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
     for hop in ("zendesk", "bus", "dlq", "sink", "metrics"):
@@ -185,6 +186,8 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
     e.bind_table("emission_model", from_evidence(kind_map) if kind_map is not None else model_of(cfg))
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(cfg.exclude.event_types), pa.string())}))
     e.bind_table("carried", carried if carried is not None else CARRIED_SCHEMA.empty_table())
+    for name, table in (recovery or {}).items():  # recoveries, recovery_journal (reconcile/recovered.py)
+        e.bind_table(name, table)
     e.run_all(params(cfg, window))
     return e
 
@@ -258,6 +261,7 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     ledger.write_atomic(carried, evidence / CARRIED_FILE)
     kind_map = model_of(cfg)
     ledger.write_atomic(kind_map, evidence / KIND_MAP_FILE)
+    recovered.write_evidence(recovered.from_state(state) if state is not None else recovered.empty(), evidence)
 
     def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:
         state.record(window, s, location or out_dir.resolve(), pending, settlements)  # found from any folder
@@ -287,7 +291,7 @@ def render(cfg: Config, window: Window, out_dir: Path, evidence: Path, results: 
     `record(summary, pending, settlements)` records the run in a state and returns the history to show;
     `history` is a history saved by an earlier run (evidence/history.json).
     """
-    e = judge(cfg, window, ledgers, carried, kind_map, engine)
+    e = judge(cfg, window, ledgers, carried, kind_map, engine, recovered.read_evidence(evidence))
     try:
         outputs.write_parquet_stream(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")

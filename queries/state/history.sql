@@ -4,7 +4,7 @@ WITH settled AS (
     SELECT s.window_key,
            count(*) FILTER (WHERE s.verdict = 'lost_before_bus') AS lost_a,
            count(*) FILTER (WHERE s.verdict IN ('dead_lettered', 'lost_after_bus')) AS lost_b,
-           count(*) FILTER (WHERE s.verdict IN ('delivered', 'duplicated')) AS delivered_b,
+           count(*) FILTER (WHERE s.verdict IN ('delivered', 'duplicated', 'recovered')) AS delivered_b,
            count(*) FILTER (WHERE p.eb_id IS NULL) AS settled_a,
            count(*) AS settled
     FROM settlements s
