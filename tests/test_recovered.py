@@ -157,3 +157,28 @@ def test_a_replay_copy_of_an_unnamed_replay_is_left_to_matching(tmp_path):
               [reput(copy, "2026-11-24T00:01:00Z", "51")])
     assert e.count("replay_copies") == 0
     assert verdict_of(e, "4")["verdict"] != "recovered"
+
+
+# --- through the job and the state file: settlements, evidence, verify ------------------------------------------------
+
+def test_a_carried_event_settles_as_recovered_and_the_run_verifies(tmp_path):
+    """E (z5) is pending after day 1; a re-put sent at 00:30 lands at 01:00 the next day: day 2 settles it
+    `recovered` with the lag, saves what it judged by in its evidence, and `verify` re-proves the run."""
+    import test_state
+    from reconcile.verify import verify
+    with State.open(tmp_path / "state.duckdb") as st:
+        s1 = test_state.day1(tmp_path, st)
+        assert "recovery" not in s1  # nothing when no recovery exists
+        st.write_journal(journal(dict(eb_id="E", source_id="5", sent_at="2026-11-24T00:30:00Z")))
+        s2 = test_state.day2(tmp_path, st)
+        settled = s2["carried"]["events_shown"][0]
+        assert (settled["source_id"], settled["verdict"], settled["recovery_lag_s"]) == ("5", "recovered", 1800.0)
+        assert s2["recovery"]["planned"] == 1 and s2["recovery"]["landed"] == 1
+        history = {(r["window_key"][:8], r["hop"]): r for r in st.history()}
+        assert history[("20261123", "bus_to_sink")]["pending"] == 0  # settled, not a loss
+        assert history[("20261123", "bus_to_sink")]["lost"] == 2
+    evidence = tmp_path / "day2" / "evidence"
+    assert recovered.read_evidence(evidence)["recoveries"]["eb_id"].to_pylist() == ["E"]
+    assert recovered.read_evidence(evidence)["recovery_journal"].num_rows == 1
+    v = verify(tmp_path / "day2")
+    assert v.ok, [str(d) for d in v.differences]
