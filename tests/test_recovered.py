@@ -6,13 +6,15 @@ interface: State.write_journal), and re-put records land in the sink as a re-put
 EventBridge id as partition key, a later arrival. Over moto and the state file: test_recovery_end_to_end.py.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pyarrow as pa
-import pytest
+from bs4 import BeautifulSoup
+from click.testing import CliRunner
 
 from reconcile import engine as eng
 from reconcile import ledger, recovered
+from reconcile.cli import main
 from reconcile.emission import load_model
 from reconcile.state import CARRIED_SCHEMA, JOURNAL_COLUMNS, State
 
@@ -182,3 +184,11 @@ def test_a_carried_event_settles_as_recovered_and_the_run_verifies(tmp_path):
     assert recovered.read_evidence(evidence)["recovery_journal"].num_rows == 1
     v = verify(tmp_path / "day2")
     assert v.ok, [str(d) for d in v.differences]
+    html = BeautifulSoup((tmp_path / "day2" / "report.html").read_text(), "html.parser")
+    shown = {el["data-figure"]: el.get_text(strip=True) for el in html.select("[data-figure^='recovery.']")}
+    assert (shown["recovery.planned"], shown["recovery.landed"], shown["recovery.lag_max_s"]) == ("1", "1", "30.0 min")
+    assert not BeautifulSoup((tmp_path / "day1" / "report.html").read_text(), "html.parser").select("#recovery")
+
+    out = CliRunner().invoke(main, ["trace", "E", "--run", str(tmp_path / "day2")])
+    assert out.exit_code == 0, out.output
+    assert "recovery reput sent (sent 2026-11-24T00:30:00Z, attempts 1) of E" in out.output
