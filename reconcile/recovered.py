@@ -12,14 +12,18 @@ settlements.sql (`recovered`, and pending until the horizon counted from the sen
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import ledger
+from . import ledger, outputs
 
 RECOVERIES_FILE, JOURNAL_FILE = "recoveries.parquet", "recovery_journal.parquet"
+PLANS_DIR = "recovery-plans"  # evidence/recovery-plans/<digest>.json: the reviewed plans the journal's rows ran
+PLAN_FILE = Path("recovery") / "plan.json"  # where `reconcile recover` writes a plan in a run folder
 
 # The columns of the state's recovery_journal table (queries/state/schema.sql), in its types.
 JOURNAL_SCHEMA = pa.schema([
@@ -40,15 +44,36 @@ def empty() -> dict[str, pa.Table]:
     return {"recoveries": _recoveries_schema().empty_table(), "recovery_journal": JOURNAL_SCHEMA.empty_table()}
 
 
-def from_state(state) -> dict[str, pa.Table]:
-    """What the state's journal holds: `recoveries` (State.recoveries) and every journal row of every plan."""
-    return {"recoveries": state.recoveries(), "recovery_journal": state.journal_rows().cast(JOURNAL_SCHEMA)}
+def from_state(state) -> tuple[dict[str, pa.Table], dict[str, bytes]]:
+    """What the state's journal holds: `recoveries` (State.recoveries), every journal row of every plan, and the
+    plans themselves where found (`plans`)."""
+    journal = state.journal_rows().cast(JOURNAL_SCHEMA)
+    tables = {"recoveries": state.recoveries(), "recovery_journal": journal}
+    return tables, plans(state.run_dirs(), set(journal["plan_digest"].to_pylist()))
 
 
-def write_evidence(tables: dict[str, pa.Table], evidence: Path) -> None:
-    """Save what the run judged by, beside the ledgers (the manifest then digests both files)."""
+def plans(run_dirs: list[str], digests: set[str]) -> dict[str, bytes]:
+    """The plans (by digest) the journal names, found as <run folder>/recovery/plan.json in the local run folders the
+    state knows: a plan's digest is the sha256 of its bytes, so a plan found is the plan applied. Plans elsewhere
+    (another folder, s3://) are not searched: the journal rows name their digest."""
+    found: dict[str, bytes] = {}
+    for d in run_dirs:
+        path = Path(d) / PLAN_FILE
+        if digests - set(found) and "://" not in d and path.is_file():
+            data = path.read_bytes()
+            if (digest := hashlib.sha256(data).hexdigest()) in digests:
+                found[digest] = data
+    return found
+
+
+def write_evidence(tables: dict[str, pa.Table], evidence: Path, plan_files: dict[str, bytes] | None = None) -> None:
+    """Save what the run judged by, beside the ledgers (the manifest then digests these files: a plan's sha256 there
+    is its digest)."""
     ledger.write_atomic(tables["recoveries"], evidence / RECOVERIES_FILE)
     ledger.write_atomic(tables["recovery_journal"], evidence / JOURNAL_FILE)
+    shutil.rmtree(evidence / PLANS_DIR, ignore_errors=True)  # a re-run keeps only the plans it used
+    for digest, data in sorted((plan_files or {}).items()):
+        outputs.write_bytes(evidence / PLANS_DIR / f"{digest}.json", data)
 
 
 def read_evidence(evidence: Path) -> dict[str, pa.Table]:

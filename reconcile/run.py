@@ -261,7 +261,9 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     ledger.write_atomic(carried, evidence / CARRIED_FILE)
     kind_map = model_of(cfg)
     ledger.write_atomic(kind_map, evidence / KIND_MAP_FILE)
-    recovered.write_evidence(recovered.from_state(state) if state is not None else recovered.empty(), evidence)
+    # recovery (issue 16): the journal and plans the run judges by, saved so `verify` re-renders alike
+    journal, plans = recovered.from_state(state) if state is not None else (recovered.empty(), {})
+    recovered.write_evidence(journal, evidence, plans)
 
     def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:
         state.record(window, s, location or out_dir.resolve(), pending, settlements)  # found from any folder
