@@ -115,7 +115,8 @@ SELECT * EXCLUDE (duplicate_cause, recovery_how),
                    THEN ', and the ' || recovery_how || ' sent did not land within the horizon' ELSE '' END END AS cause,
        verdict IN ('delivered', 'duplicated', 'dead_lettered', 'recovered') AND log_copies = 0 AS unlogged_at_bus,
        epoch(bus_at) - epoch(event_time) AS bus_latency_s,
-       epoch(sink_at) - epoch(bus_at) AS sink_latency_s,
-       epoch(sink_at) - epoch(event_time) AS end_to_end_s,
+       -- a recovered event's arrival is its recovery's, not the pipeline's: no latency (recovery_lag_s instead)
+       CASE WHEN verdict <> 'recovered' THEN epoch(sink_at) - epoch(bus_at) END AS sink_latency_s,
+       CASE WHEN verdict <> 'recovered' THEN epoch(sink_at) - epoch(event_time) END AS end_to_end_s,
        CASE WHEN verdict = 'recovered' THEN epoch(sink_at) - epoch(recovery_sent_at) END AS recovery_lag_s
 FROM judged;

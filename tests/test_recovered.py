@@ -84,6 +84,7 @@ def test_a_reput_that_landed_is_recovered_with_its_lag(tmp_path):
     assert (v["verdict"], v["cause"], v["recovery_route"], v["recovery_lag_s"]) == \
         ("recovered", "re-put landed", "reput", 5.0)
     assert v["recovery_sent_at"] == at("2026-11-24T00:00:00Z")
+    assert (v["sink_latency_s"], v["end_to_end_s"]) == (None, None)  # the recovery's delay is no pipeline latency
     counts = dict(e.con.execute("SELECT verdict, events FROM verdict_counts").fetchall())
     assert (counts["recovered"], counts["lost_after_bus"]) == (1, 0)
     hop = e.con.execute("SELECT \"out\", lost FROM funnel WHERE name = 'bus_to_sink'").fetchall()[0]
