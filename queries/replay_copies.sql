@@ -5,10 +5,10 @@
 -- PIPELINE.md: whether a replay keeps the id is not documented (moto gives a new one); when it keeps it, the id join
 -- does this and no copy is found here. A copy is an id seen only in the sink and only under a replay-name the journal
 -- names (every sink row of it; no bus-log copy, no DLQ message: the plan filters a replay to the Kinesis rule), under
--- an id the journal does not name; its original has the same Zendesk facts: ticket, bus type, Zendesk event id and connector
--- position, event time within $tolerance_s (the hop-A composite test). An original the journal sent under that
--- replay is preferred; only a copy with exactly one preferred original is paired (never a guess: an unpaired copy is
--- judged as before, by hop_a).
+-- an id the journal does not name; its original has the same Zendesk facts: ticket, bus type, Zendesk event id
+-- and connector position, event time within $tolerance_s (the hop-A composite test). An original the journal sent
+-- under that replay is preferred; only a copy with exactly one preferred original is paired (never a guess: an
+-- unpaired copy is judged as before, by hop_a).
 CREATE OR REPLACE TABLE replay_copies AS
 WITH copy AS (
     SELECT eb_id, any_value(replay_name) AS replay_name, count(*) AS sink_rows, min(observed_at) AS sink_at,

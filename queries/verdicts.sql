@@ -112,7 +112,8 @@ SELECT * EXCLUDE (duplicate_cause, recovery_how),
                ELSE 'sequence ' || sequence_id || ' (' || sequence_total || ' events) is complete without it' END
            WHEN 'pending' THEN CASE WHEN eb_id IS NULL THEN 'not yet on the bus' ELSE 'within retry horizon' END
        END || CASE WHEN recovery_sent_at IS NOT NULL AND verdict IN ('dead_lettered', 'lost_after_bus')
-                   THEN ', and the ' || recovery_how || ' sent did not land within the horizon' ELSE '' END END AS cause,
+                   THEN ', and the ' || recovery_how || ' sent did not land within the horizon' ELSE '' END
+       END AS cause,
        verdict IN ('delivered', 'duplicated', 'dead_lettered', 'recovered') AND log_copies = 0 AS unlogged_at_bus,
        epoch(bus_at) - epoch(event_time) AS bus_latency_s,
        -- a recovered event's arrival is its recovery's, not the pipeline's: no latency (recovery_lag_s instead)

@@ -139,7 +139,8 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
         assert copy_id not in gaps  # the replay copy is the recovery of c, not an orphan
         v = verify(tmp_path / "run2")
         assert v.ok, [str(x) for x in v.differences]
-        files = {f["path"]: f["sha256"] for f in orjson.loads((tmp_path / "run2" / "manifest.json").read_bytes())["files"]}
+        manifest = orjson.loads((tmp_path / "run2" / "manifest.json").read_bytes())
+        files = {f["path"]: f["sha256"] for f in manifest["files"]}
         assert files[f"evidence/recovery-plans/{digest}.json"] == digest  # the plan applied, found and kept
         assert "evidence/recovery_journal.parquet" in files and "evidence/recoveries.parquet" in files
 
