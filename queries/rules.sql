@@ -72,7 +72,8 @@ JOIN ranked_b b USING (ticket_id, kind, r)
 JOIN amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id;
 
 -- what the stores hold of an expected event, from its links (table `links`: source_id, eb_id, match_kind) to
--- bus_events: one row per linked source_id. An event linked to one id (nearly all) takes that id's row as it is;
+-- bus_events, and what `reconcile recover` sent for it (table `recoveries`, from the recovery journal): one row per
+-- linked source_id. An event linked to one id (nearly all) takes that id's row as it is;
 -- only events linked to several ids are summed over them (counts stay BIGINT).
 CREATE OR REPLACE MACRO bus_facts(links) AS TABLE
 WITH l AS (
@@ -83,9 +84,11 @@ WITH l AS (
 SELECT l.source_id, 1 AS eb_ids, l.eb_id, NULL::VARCHAR[] AS other_eb_ids, l.match_kind, b.event_type AS bus_type,
        b.log_copies, b.sink_rows, b.sink_sequences,
        b.uncommitted_rows, b.replayed, b.dlq_kinesis, b.dlq_other, b.error_code, b.retry_condition,
-       b.dlq_target, b.bus_at, b.sink_at, b.dlq_at
+       b.dlq_target, b.bus_at, b.sink_at, b.dlq_at,
+       r.sent_at AS recovery_sent_at, r.route AS recovery_route, r.replay_name AS recovery_replay
 FROM l
 JOIN bus_events b USING (eb_id)
+LEFT JOIN recoveries r USING (eb_id)
 WHERE l.source_id NOT IN (SELECT source_id FROM multi)
 UNION ALL
 SELECT l.source_id,
@@ -106,30 +109,45 @@ SELECT l.source_id,
        min(b.dlq_target) AS dlq_target,
        min(b.bus_at) AS bus_at,
        min(b.sink_at) AS sink_at,
-       min(b.dlq_at) AS dlq_at
+       min(b.dlq_at) AS dlq_at,
+       min(r.sent_at) AS recovery_sent_at,  -- the first send of a recovery of any of its ids
+       arg_min(r.route, r.sent_at) AS recovery_route,
+       arg_min(r.replay_name, r.sent_at) AS recovery_replay
 FROM l
 JOIN bus_events b USING (eb_id)
+LEFT JOIN recoveries r USING (eb_id)
 WHERE l.source_id IN (SELECT source_id FROM multi)
 GROUP BY l.source_id;
 
 -- the verdict cascade, in priority order (docs/design.md, "Verdicts"). `linked`: some store holds an id linked to
 -- the event; `age`: as_of - event time. Carried events pass no emission or sequence facts (they were judged pending
 -- with them once already).
+-- Recovery (issue 16): an event whose first sink arrival is at or after the send of a recovery (`since_recovery`:
+-- as_of - the send; `landed_after_recovery`) is 'recovered'; one that landed before any recovery keeps the verdict it
+-- has on its own; one sent but not landed is 'pending' until the horizon counted from the send, then lost again.
 CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_grace, horizon,
                                    excluded := false, emission := NULL, sequence_position := NULL,
-                                   sequence_complete := NULL) AS
+                                   sequence_complete := NULL, since_recovery := NULL,
+                                   landed_after_recovery := false) AS
     CASE
         WHEN excluded THEN 'excluded'
         WHEN NOT linked AND emission = 'none' THEN 'not_emitted'
         WHEN NOT linked AND sequence_position IS NULL AND emission = 'unknown' THEN 'unverified'
         WHEN NOT linked AND sequence_position IS NULL AND sequence_complete THEN 'not_emitted'
         WHEN NOT linked THEN CASE WHEN age < hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
+        WHEN sink_rows > 0 AND landed_after_recovery THEN 'recovered'
         WHEN sink_rows > 1 THEN 'duplicated'
         WHEN sink_rows = 1 THEN 'delivered'
+        WHEN since_recovery < horizon THEN 'pending'  -- a recovery sent, not landed yet
         WHEN dlq_kinesis > 0 THEN 'dead_lettered'
         WHEN age < horizon THEN 'pending'
         ELSE 'lost_after_bus'
     END;
+
+-- did the sink's first copy of an event arrive at or after a recovery's send? (an unknown arrival time counts: the
+-- send found it absent)
+CREATE OR REPLACE MACRO landed_after(recovery_sent_at, sink_at) AS
+    coalesce(recovery_sent_at IS NOT NULL AND (sink_at IS NULL OR sink_at >= recovery_sent_at), false);
 
 -- why an event is duplicated: several EventBridge ids carried it (a redelivered webhook or connector event), else a
 -- copy was replayed from an archive, else the sink holds distinct Kinesis sequence numbers (redelivery), else one
@@ -143,10 +161,13 @@ CREATE OR REPLACE MACRO duplicate_cause(eb_ids, replayed, sink_sequences) AS
     END;
 
 -- the cause shown with a verdict: the evidence behind it, in words.
+-- `recovery_how`: how a recovery re-sent it ('re-put' or 'replay <name>'), when one did.
 CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
                                  emission := NULL, sequence_id := NULL, sequence_total := NULL,
-                                 sequence_position := NULL) AS
-    CASE verdict
+                                 sequence_position := NULL, recovery_how := NULL) AS
+    CASE WHEN recovery_how IS NOT NULL AND verdict = 'recovered' THEN recovery_how || ' landed'
+         WHEN recovery_how IS NOT NULL AND verdict = 'pending' THEN recovery_how || ' sent, not landed yet'
+    ELSE CASE verdict
         WHEN 'duplicated' THEN duplicate_cause(eb_ids, replayed, sink_sequences)
         WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
         WHEN 'lost_after_bus' THEN 'no sink row, no DLQ message'
@@ -160,4 +181,10 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
                                           || ' never reaches the bus'
             ELSE 'sequence ' || sequence_id || ' (' || sequence_total || ' events) is complete without it' END
         WHEN 'pending' THEN CASE WHEN eb_id IS NULL THEN 'not yet on the bus' ELSE 'within retry horizon' END
+    END || CASE WHEN recovery_how IS NOT NULL AND verdict IN ('dead_lettered', 'lost_after_bus')
+                THEN ', and the ' || recovery_how || ' sent did not land within the horizon' ELSE '' END
     END;
+
+-- how a recovery re-sent an event, in words (cause_of's recovery_how)
+CREATE OR REPLACE MACRO recovery_how(route, replay_name) AS
+    CASE WHEN route IS NULL THEN NULL WHEN route = 'replay' THEN 'replay ' || replay_name ELSE 're-put' END;

@@ -4,7 +4,8 @@
 -- with hop A's candidate tests (exact on the Zendesk event id, else composite with the carried position as the
 -- highest possible one: kinds the model does not know may or may not have taken one before it), paired one-to-one
 -- among the carried events, never with an id already linked to another event (by an earlier run or by this run's
--- hop A). Facts are summed per source_id (a Zendesk event id belongs to one window).
+-- hop A). Facts are summed per source_id (a Zendesk event id belongs to one window). A carried event can settle as
+-- `recovered` (recovery_lag_s) like this window's events.
 CREATE OR REPLACE TABLE settlements AS
 WITH open AS (
     SELECT * FROM carried WHERE eb_id IS NULL
@@ -37,12 +38,17 @@ WITH open AS (
     SELECT c.window_key, c.source_id, c.kind, c.ticket_id, c.event_time,
            coalesce(f.eb_id, c.eb_id) AS eb_id,
            verdict_of(f.source_id IS NOT NULL OR c.eb_id IS NOT NULL, coalesce(f.sink_rows, 0),
-                      coalesce(f.dlq_kinesis, 0), $as_of - c.event_time, $hop_a_grace, $horizon) AS verdict,
+                      coalesce(f.dlq_kinesis, 0), $as_of - c.event_time, $hop_a_grace, $horizon,
+                      since_recovery := $as_of - f.recovery_sent_at,
+                      landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS verdict,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
-           f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind
+           f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind,
+           f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how
     FROM carried c
     LEFT JOIN facts f USING (source_id)
 )
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, verdict, lateness_s,
-       cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind) AS cause
+       cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
+                recovery_how := recovery_how) AS cause,
+       CASE WHEN verdict = 'recovered' THEN epoch(sink_at) - epoch(recovery_sent_at) END AS recovery_lag_s
 FROM judged;

@@ -5,7 +5,8 @@
 -- know is 'unverified' unless its update's connector sequence pairs it with a position (seq_units); a kind the model
 -- says never reaches the bus, or an expected event left out of a complete sequence, is 'not_emitted'. Neither is a
 -- loss. The facts per event come from bus_facts, the verdict from verdict_of and the cause from cause_of
--- (queries/rules.sql: the rules settlements.sql judges carried events by).
+-- (queries/rules.sql: the rules settlements.sql judges carried events by), recoveries included: `recovered` with
+-- recovery_lag_s (sink arrival - the send); a recovered event's latencies are its recovery's, so none are given.
 CREATE OR REPLACE TABLE verdicts AS
 WITH linked AS (
     SELECT * FROM bus_facts('hop_a')
@@ -22,22 +23,25 @@ WITH linked AS (
            coalesce(l.dlq_kinesis, 0) AS dlq_kinesis,
            coalesce(l.dlq_other, 0) AS dlq_other,
            l.error_code, l.retry_condition, l.dlq_target, l.bus_at, l.sink_at, l.dlq_at,
+           l.recovery_route, l.recovery_sent_at,
            epoch($as_of) - epoch(s.event_time) AS age_s,
            verdict_of(l.source_id IS NOT NULL, l.sink_rows, l.dlq_kinesis, $as_of - s.event_time, $hop_a_grace,
                       $horizon, excluded := s.excluded, emission := s.emission, sequence_position := q.position,
-                      sequence_complete := q.complete) AS verdict,
-           l.replayed
+                      sequence_complete := q.complete, since_recovery := $as_of - l.recovery_sent_at,
+                      landed_after_recovery := landed_after(l.recovery_sent_at, l.sink_at)) AS verdict,
+           l.replayed, recovery_how(l.recovery_route, l.recovery_replay) AS recovery_how
     FROM source_events s
     LEFT JOIN linked l ON l.source_id = s.expected_id
     LEFT JOIN seq_units q ON q.source_id = s.expected_id
     WHERE s.in_window
 )
-SELECT * EXCLUDE (replayed),
+SELECT * EXCLUDE (replayed, recovery_how),
        cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
                 sequence_id := sequence_id, sequence_total := sequence_total,
-                sequence_position := sequence_position) AS cause,
+                sequence_position := sequence_position, recovery_how := recovery_how) AS cause,
        verdict IN (SELECT verdict FROM verdict_vocab WHERE past_bus) AND log_copies = 0 AS unlogged_at_bus,
        epoch(bus_at) - epoch(event_time) AS bus_latency_s,
-       epoch(sink_at) - epoch(bus_at) AS sink_latency_s,
-       epoch(sink_at) - epoch(event_time) AS end_to_end_s
+       CASE WHEN verdict <> 'recovered' THEN epoch(sink_at) - epoch(bus_at) END AS sink_latency_s,
+       CASE WHEN verdict <> 'recovered' THEN epoch(sink_at) - epoch(event_time) END AS end_to_end_s,
+       CASE WHEN verdict = 'recovered' THEN epoch(sink_at) - epoch(recovery_sent_at) END AS recovery_lag_s
 FROM judged;

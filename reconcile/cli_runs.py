@@ -124,6 +124,11 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
                                  if o[k] is not None)
                 click.echo(f"  {o['observed_at']:%Y-%m-%dT%H:%M:%S.%f}  {o['hop']:<7} {o['event_type'] or '':<40} "
                            f"{o['source_ref']}  {extra}")
+            for a in t.attempts:  # recovery attempts (reconcile recover's journal, as the run saw it)
+                sent = f"{a['sent_at']:%Y-%m-%dT%H:%M:%S}Z" if a["sent_at"] else "-"
+                click.echo(f"  recovery {a['route']} {a['status']} (sent {sent}, attempts {a['attempts']}) of "
+                           f"{a['eb_id']} to {a['target'] or '-'}, plan {a['plan_digest'][:12]}"
+                           + "".join(f" {k}={a[k]}" for k in ("sequence_number", "replay_name", "error") if a[k]))
     if not found:
         click.echo(f"Error: {event_id} is not in any run searched ({len(runs)}). Check the id, or pass --run.",
                    err=True)

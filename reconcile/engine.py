@@ -29,10 +29,12 @@ QUERIES = (
     "rules",
     "source_events",
     "bus_events",
+    "replay_copies",  # recovery (issue 16): a replay's copies under new ids folded into the events they re-sent
     "hop_a",
     "sequences",
     "verdicts",
     "settlements",
+    "recovery_funnel",  # recovery (issue 16)
     "orphans",
     "verdict_counts",
     "funnel",
@@ -62,7 +64,7 @@ BY_TICKET = ("source_events", "hop_a", "sequences", "verdicts")
 # Small result tables handed to the summary and the report whole.
 RESULT_TABLES = ("verdict_counts", "funnel", "match_stats", "loss_by_hour", "loss_by_type", "dlq_causes",
                  "duplicates", "latency", "metrics_check", "silent_losses", "latency_histogram", "pending_events",
-                 "orphan_causes", "unlogged_causes", "dlq_errors", "trace_hints")
+                 "orphan_causes", "unlogged_causes", "dlq_errors", "trace_hints", "recovery_funnel")
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMMENT = re.compile(r"--[^\n]*")
@@ -108,6 +110,9 @@ class Engine:
         con.execute("SET preserve_insertion_order = false")
         con.register("verdict_vocab", emission.verdict_table())
         con.register("hop_vocab", emission.hop_table())
+        from . import recovered  # here: recovered imports state, which imports this module
+        for name, table in recovered.empty().items():  # no recovery known until the caller binds the journal's
+            con.register(name, table)
         return cls(con, interrupt.on_stop(con.interrupt))
 
     def bind_ledger(self, name: str, path: Path | None) -> None:

@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import completeness, interrupt, ledger, outputs, partition, report, runfolder, summary
+from . import completeness, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
 from .config import Config, EngineConfig
 from .engine import Engine
 from .emission import from_evidence, load_model
@@ -96,7 +96,8 @@ def model_of(cfg: Config) -> pa.Table:
 
 
 def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
-          kind_map: pa.Table | None = None, engine: EngineConfig | None = None) -> Engine:
+          kind_map: pa.Table | None = None, engine: EngineConfig | None = None,
+          recovery: dict[str, pa.Table] | None = None) -> Engine:
     engine = engine or cfg.engine
     e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
     for hop in hops():
@@ -104,6 +105,8 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
     e.bind_table("emission_model", from_evidence(kind_map) if kind_map is not None else model_of(cfg))
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(cfg.exclude.event_types), pa.string())}))
     e.bind_table("carried", carried if carried is not None else CARRIED_SCHEMA.empty_table())
+    for name, table in (recovery or {}).items():  # recoveries, recovery_journal (reconcile/recovered.py)
+        e.bind_table(name, table)
     k = partition.count(engine.partitions, ledgers, engine.memory_limit)
     try:
         if k == 1:
@@ -175,6 +178,9 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     ledger.write_atomic(carried, folder.carried)
     kind_map = model_of(cfg)
     ledger.write_atomic(kind_map, folder.kind_map)
+    # recovery (issue 16): the journal and plans the run judges by, saved so `verify` re-renders alike
+    journal, plans = recovered.from_state(state) if state is not None else (recovered.empty(), {})
+    recovered.write_evidence(journal, folder.evidence, plans)
 
     def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:
         state.record(window, s, location or out_dir.resolve(), pending, settlements)  # found from any folder
@@ -204,7 +210,7 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
     `job.history`, a history saved by an earlier run: evidence/history.json).
     """
     cfg, window, results, history = job.cfg, job.window, job.results, job.history
-    e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine)
+    e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine, recovered.read_evidence(job.evidence))
     try:
         outputs.write_parquet_stream(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")

@@ -216,6 +216,10 @@ class State:
         finally:
             self.con.unregister("journal_rows")
 
+    def journal_rows(self) -> pa.Table:
+        """Every row of the recovery journal (every plan, every status): a run's evidence (reconcile/recovered.py)."""
+        return execute_file(self.con, _q("journal"), {}).to_arrow_table()
+
     def recoveries(self) -> pa.Table:
         """What was sent per EventBridge id (queries/state/recoveries.sql), for the engine's `recoveries` view."""
         return execute_file(self.con, _q("recoveries"), {}).to_arrow_table().cast(RECOVERIES_SCHEMA)

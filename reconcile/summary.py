@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from . import __version__, emission
+from . import __version__, emission, recovered
 from .completeness import REQUIRED
 from .config import Config
 from .ledger import SourceResult
@@ -124,6 +124,8 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         "dlq_errors": results["dlq_errors"],
         "trace_hints": _rows(results["trace_hints"], times=("first_event_time",)),
         "gaps": {"count": gaps, "file": "gaps.csv"},
+        # recovery (issue 16): the recovery funnel, only when a recovery touches the run
+        **({"recovery": r} if (r := recovered.funnel(results["recovery_funnel"][0])) else {}),
         "tool": {"name": "reconcile", "version": __version__},
         "generated_at": iso(generated_at),
     }

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import duckdb
 
-from . import resources
+from . import recovered, resources
 from .config import AwsConfig
 from .engine import execute_file
 from .errors import ConfigError
@@ -24,6 +24,7 @@ class Trace:
     run_dir: str
     events: list[dict[str, Any]]
     observations: list[dict[str, Any]]
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # recovery journal rows (reconcile recover)
 
 
 def trace(event_id: str, run_dir: Path) -> Trace:
@@ -42,9 +43,13 @@ def trace(event_id: str, run_dir: Path) -> Trace:
         params = {"id": event_id}
         events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()
         obs = execute_file(con, TRACE_QUERIES / "observations.sql", params).to_arrow_table().to_pylist()
+        attempts = []
+        if (run_dir / "evidence" / recovered.JOURNAL_FILE).exists():  # runs from before recoveries have none
+            con.read_parquet(str(run_dir / "evidence" / recovered.JOURNAL_FILE)).create_view("recovery_journal")
+            attempts = execute_file(con, TRACE_QUERIES / "attempts.sql", params).to_arrow_table().to_pylist()
     finally:
         con.close()
-    return Trace(str(run_dir), events, obs)
+    return Trace(str(run_dir), events, obs, attempts)
 
 
 def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig) -> Iterator[Trace]:
@@ -57,4 +62,4 @@ def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig) -> Iterator[T
             continue
         with tempfile.TemporaryDirectory(prefix="reconcile-trace-") as tmp:
             found = trace(event_id, publish.download(str(where), Path(tmp), aws))
-        yield Trace(str(where), found.events, found.observations)
+        yield Trace(str(where), found.events, found.observations, found.attempts)

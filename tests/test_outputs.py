@@ -13,7 +13,8 @@ def test_summary_figures(tmp_path):
     s = produce(tmp_path).summary
     assert s == orjson.loads((tmp_path / "summary.json").read_bytes())
     assert s["verdicts"] == {"delivered": 5, "duplicated": 2, "dead_lettered": 1, "lost_after_bus": 1,
-                             "lost_before_bus": 2, "pending": 1, "unverified": 0, "not_emitted": 0, "excluded": 1}
+                             "lost_before_bus": 2, "pending": 1, "unverified": 0, "not_emitted": 0, "excluded": 1,
+                             "recovered": 0}
     assert (s["orphans"], s["unlogged_at_bus"], s["events"]) == (1, 1, 13)
     assert s["hops"][0] | {} == {"name": "zendesk_to_bus", "in": 12, "out": 10, "lost": 2, "pending": 0,
                                  "loss_rate": round(2 / 12, 8), "threshold": 0.0, "over_threshold": True}

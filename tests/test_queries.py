@@ -66,7 +66,7 @@ def test_orphans(day):
 def test_verdict_counts(day):
     assert dict(table(day, "verdict_counts", ["verdict", "events"])) == {
         "delivered": 5, "duplicated": 2, "dead_lettered": 1, "lost_after_bus": 1, "lost_before_bus": 2,
-        "pending": 1, "unverified": 0, "not_emitted": 0, "excluded": 1}
+        "pending": 1, "unverified": 0, "not_emitted": 0, "excluded": 1, "recovered": 0}
 
 
 def test_funnel(day):

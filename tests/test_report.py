@@ -198,11 +198,11 @@ def large_day(tiny: dict) -> tuple[dict, list[dict], list[dict]]:
         s["timeline"].append({"bucket": summary.iso(DAY + timedelta(minutes=m)), "events": 6944, "at_bus": 6944 - lost,
                               "at_sink": 6940, "delivered": 6940, "duplicated": 1, "dead_lettered": 1,
                               "lost_after_bus": 1, "lost_before_bus": lost, "pending": 0, "unverified": 0,
-                              "not_emitted": 0, "excluded": 1})
+                              "not_emitted": 0, "excluded": 1, "recovered": 0})
     kinds = [f"Change:custom_field_{i}" for i in range(300)]
     s["loss_by_type"] = [{"kind": k, "events": 33_000, "delivered": 32_990, "duplicated": 3, "dead_lettered": 2,
                           "lost_after_bus": 2, "lost_before_bus": 3, "pending": 0, "unverified": 0, "not_emitted": 0,
-                          "excluded": 0} for k in kinds]
+                          "excluded": 0, "recovered": 0} for k in kinds]
     s["silent_losses"] = [{"hour": summary.iso(DAY + timedelta(hours=h)), "kind": k, "lost": 5,
                            "lost_before_bus": 3, "lost_after_bus": 2} for h in range(24) for k in kinds[:40]]
     s["pending_events"] = [dict(tiny["pending_events"][0], source_id=str(i)) for i in range(100)]

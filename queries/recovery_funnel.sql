@@ -1,0 +1,36 @@
+-- recovery_funnel: what became of the recoveries (`reconcile recover`) of the events this run judges or settles, from
+-- the recovery journal (`recovery_journal`, every plan's rows) and this run's verdicts: planned (events the journal
+-- holds), sent, landed (judged 'recovered', with the lag percentiles), still pending (sent, inside the horizon
+-- counted from the send), not landed (sent, horizon passed: lost again), landed before the send (late on its own:
+-- delivered or duplicated, not recovered), failed (attempts ran out), landed already
+-- (found in the sink before sending: skipped) and unfinished (left 'sending' by an interrupted apply). One row; all
+-- zero when no recovery touches the run (summary.json then leaves `recovery` out). An event several plans name counts
+-- once, by its furthest status: sent, landed already, failed, sending.
+CREATE OR REPLACE TABLE recovery_funnel AS
+WITH judged AS (
+    SELECT eb_id, verdict, recovery_lag_s FROM verdicts WHERE source_id = expected_id AND eb_id IS NOT NULL
+    UNION ALL
+    SELECT eb_id, verdict, recovery_lag_s FROM settlements WHERE eb_id IS NOT NULL
+), attempts AS (
+    SELECT eb_id,
+           CASE max(CASE status WHEN 'sent' THEN 4 WHEN 'landed_already' THEN 3 WHEN 'failed' THEN 2 ELSE 1 END)
+               WHEN 4 THEN 'sent' WHEN 3 THEN 'landed_already' WHEN 2 THEN 'failed' ELSE 'sending' END AS status
+    FROM recovery_journal
+    GROUP BY eb_id
+), j AS (
+    SELECT a.eb_id, a.status, any_value(v.verdict) AS verdict, max(v.recovery_lag_s) AS lag_s
+    FROM attempts a JOIN judged v USING (eb_id)
+    GROUP BY a.eb_id, a.status
+)
+SELECT count(*) AS planned,
+       count(*) FILTER (WHERE status = 'sent') AS sent,
+       count(*) FILTER (WHERE status = 'sent' AND verdict = 'recovered') AS landed,
+       count(*) FILTER (WHERE status = 'sent' AND verdict = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'sent' AND verdict IN ('lost_after_bus', 'dead_lettered')) AS not_landed,
+       count(*) FILTER (WHERE status = 'sent' AND verdict IN ('delivered', 'duplicated')) AS landed_before_send,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'landed_already') AS landed_already,
+       count(*) FILTER (WHERE status = 'sending') AS unfinished,
+       quantile_cont(lag_s, 0.5) AS lag_p50_s,
+       max(lag_s) AS lag_max_s
+FROM j;
