@@ -59,6 +59,10 @@ QUERIES = (
 # other query runs once, over the union. bus_events sums up each EventBridge id's records, so it is partitioned by
 # that id; the queries after it link and judge Zendesk events ticket by ticket, so they are partitioned by ticket id.
 BY_EB_ID = ("bus_events",)
+# Queries that need every EventBridge id of the day at once (a replay's copy under a new id is paired with its
+# original by ticket and time): a day with an archive replay among its recoveries is judged in one pass
+# (reconcile/run.py judge), so in partitioned judging these find nothing to do and are skipped.
+SINGLE_PASS = ("replay_copies",)
 BY_TICKET = ("source_events", "hop_a", "sequences", "verdicts")
 
 # Small result tables handed to the summary and the report whole.

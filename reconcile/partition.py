@@ -116,7 +116,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         _drop(con, hop)
         e.bind_ledger(hop, ledgers.get(hop))
     for name in eng.QUERIES[first:]:
-        if name not in partitioned:
+        if name not in partitioned and name not in eng.SINGLE_PASS:
             e.run_query(name, params)
 
 

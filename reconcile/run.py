@@ -108,6 +108,9 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
     for name, table in (recovery or {}).items():  # recoveries, recovery_journal (reconcile/recovered.py)
         e.bind_table(name, table)
     k = partition.count(engine.partitions, ledgers, engine.memory_limit)
+    if k > 1 and e.count("recoveries", "route = 'replay'"):
+        logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
+        k = 1
     try:
         if k == 1:
             e.run_all(params(cfg, window))

@@ -18,7 +18,7 @@ from reconcile.cli import main
 from reconcile.emission import load_model
 from reconcile.state import CARRIED_SCHEMA, JOURNAL_COLUMNS, State
 
-import test_queries as day
+import tinyday as day
 from ledgers import DAY, at, write
 
 AS_OF = DAY + timedelta(hours=26)
