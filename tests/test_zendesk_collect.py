@@ -212,10 +212,12 @@ def test_the_rate_share_is_respected_by_server_count(server, tmp_path):
     r = run_collect(h, tmp_path / "cache", clock, requests_per_minute=600, rate_share=0.25)
     log = h.requests
     assert r.complete and r.rate_limited == 0 and len(log) == r.requests > 10
-    gaps = [b["time"] - a["time"] for a, b in zip(log, log[1:])]
-    assert min(gaps) >= 0.4 - 0.03
-    span = log[-1]["time"] - log[0]["time"]
+    times = [q["time"] for q in log]
+    span = times[-1] - times[0]
     assert (len(log) - 1) / span * 60 <= 150 * 1.05
+    # in any 4 s the server saw at most 4 / 0.4 requests (+1 for the window's edge, +1 for arrival jitter: the
+    # pacing keeps a fixed schedule, so one late request is followed by one on time)
+    assert max(sum(1 for u in times if t <= u < t + 4) for t in times) <= 12
     # the next collector (cron, right after) keeps the pacing from the previous one's last request
     clock.sec += 600
     run_collect(h, tmp_path / "cache", clock, requests_per_minute=600, rate_share=0.25)
