@@ -146,5 +146,5 @@ def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
     kind = con.sql("SELECT table_type FROM information_schema.tables WHERE table_name = $name",
                    params={"name": name}).fetchall()
     con.unregister(name)
-    for (t,) in kind:
+    for (t,) in kind:  # `name` is one of our fixed table names (never a value): DROP takes no parameters
         con.execute(f"DROP {'TABLE' if t == 'BASE TABLE' else 'VIEW'} IF EXISTS {name}")
