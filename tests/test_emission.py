@@ -1,6 +1,7 @@
 """Hop A on real Zendesk shapes, exact rows: the emission model (folded Create children, custom fields, unknown kinds,
 kinds never on the bus), connector sequences as evidence, one connector event under two EventBridge ids, the window
-edge. Same tiny-day harness as test_queries.py (window 2026-11-23, as of +26 h, tolerance 10 s, grace 5 min)."""
+edge. Same tiny-day harness as test_queries.py, tests/tinyday.py (window 2026-11-23, as of +26 h, tolerance 10 s,
+grace 5 min)."""
 
 import pytest
 
