@@ -26,8 +26,10 @@ SELECT count(*) AS planned,
        count(*) FILTER (WHERE status = 'sent') AS sent,
        count(*) FILTER (WHERE status = 'sent' AND verdict = 'recovered') AS landed,
        count(*) FILTER (WHERE status = 'sent' AND verdict = 'pending') AS pending,
-       count(*) FILTER (WHERE status = 'sent' AND verdict IN ('lost_after_bus', 'dead_lettered')) AS not_landed,
-       count(*) FILTER (WHERE status = 'sent' AND verdict IN ('delivered', 'duplicated')) AS landed_before_send,
+       count(*) FILTER (WHERE status = 'sent' AND verdict IN (SELECT verdict FROM verdict_vocab
+                                                        WHERE loss_hop = 'bus_to_sink')) AS not_landed,
+       count(*) FILTER (WHERE status = 'sent' AND verdict <> 'recovered'
+                           AND verdict IN (SELECT verdict FROM verdict_vocab WHERE reached_sink)) AS landed_before_send,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE status = 'landed_already') AS landed_already,
        count(*) FILTER (WHERE status = 'sending') AS unfinished,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -44,6 +45,24 @@ def journal_counts(cfg: config_mod.Config, digest: str) -> str:
     for r in rows:
         by[r["status"]] = by.get(r["status"], 0) + 1
     return ", ".join(f"{k} {v:,}" for k, v in sorted(by.items())) or "nothing applied yet"
+
+
+def require_run_state(cfg: config_mod.Config, plan: dict) -> None:
+    """The journal must go to the state the run was recorded in: the next run of the window reads it from there to
+    judge the sent events `recovered`, and a later plan reads it to never send an event twice. An s3:// state is
+    uploaded only when a command ends cleanly, so an interrupted apply would lose its journal: refused."""
+    from .state import State
+    uri, key = str(cfg.state.uri), plan["run"]["window_key"]
+    if uri.startswith("s3://"):
+        raise ConfigError(f"recover --apply keeps its journal durable after every batch, which an s3:// state "
+                          f"({uri}) cannot: copy the state to a local file, apply with --state FILE, and upload it "
+                          f"back when the apply has ended.")
+    with State.open(uri, cfg.aws, write=False) as st:
+        known = st.con.execute("SELECT count(*) FROM runs WHERE window_key = ?", [key]).fetchone()[0]
+    if not known:
+        raise ConfigError(f"The state {uri} has no run of window {key}: the journal would not be seen by the next "
+                          f"run of that window. Pass --state (or [state] uri / RECONCILE_STATE) naming the state the "
+                          f"run was recorded in.")
 
 
 @click.command("recover")
@@ -99,9 +118,14 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
             say(f"review {path.with_name('plan.csv')}, then: reconcile recover --apply {path} --digest {sha[:12]}")
             click.echo(str(path))
         return
+    if not dry_run and not (digest and re.fullmatch(r"[0-9a-fA-F]{12,64}", digest)):
+        raise click.UsageError("--apply sends events: pass --digest with the reviewed plan's sha256 (at least its "
+                               "first 12 hex digits, as `reconcile recover RUN_DIR` printed it).")
     plan_file = Path(plan_path)
     plan, sha = plan_mod.load(plan_file, digest)
     cfg = recover_config(config_path, Path(plan["run"]["dir"]), sets, profile, region, endpoint_url, state)
+    if not dry_run:
+        require_run_state(cfg, plan)
     if dry_run:
         c = plan["counts"]
         click.echo(f"plan {sha} for window {plan['run']['window_key']}: {c['reput']:,} re-put to "

@@ -158,6 +158,9 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
 def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progress, generated_at,
              location=None) -> Outcome:
     carried = st.carried(window) if st else None
+    if st and st.sent_for_window(window.key):
+        window = replace(window, sink_until=window.as_of)  # recoveries land after the read window: read up to now
+        logger.info("a recovery sent events of this window: the sink is read up to %s", window.as_of)
     if carried is not None:
         logger.info("re-checking %d pending events carried in from earlier windows", carried.num_rows)
     logger.info("reading stores for %s", window.key)

@@ -220,6 +220,10 @@ class State:
         """Every row of the recovery journal (every plan, every status): a run's evidence (reconcile/recovered.py)."""
         return execute_file(self.con, _q("journal"), {}).to_arrow_table()
 
+    def sent_for_window(self, window_key: str) -> int:
+        """How many of a window's events a recovery sent (queries/state/sent_for_window.sql)."""
+        return execute_file(self.con, _q("sent_for_window"), {"window_key": window_key}).fetchall()[0][0]
+
     def recoveries(self) -> pa.Table:
         """What was sent per EventBridge id (queries/state/recoveries.sql), for the engine's `recoveries` view."""
         return execute_file(self.con, _q("recoveries"), {}).to_arrow_table().cast(RECOVERIES_SCHEMA)

@@ -51,6 +51,9 @@ class Window:
     margin_after: timedelta = timedelta(hours=24)
     max_event_age: timedelta = timedelta(hours=24)
     hop_a_grace: timedelta = timedelta(minutes=5)
+    # When `reconcile recover` sent some of this window's events (the state's journal): the sink is read up to here
+    # too (as_of), since a recovery lands in the sink's partitions of the day it was sent, after read_end.
+    sink_until: datetime | None = None
 
     def __post_init__(self):
         if self.end <= self.start:
@@ -63,6 +66,10 @@ class Window:
     @property
     def read_end(self) -> datetime:
         return self.end + self.margin_after
+
+    @property
+    def sink_read_end(self) -> datetime:
+        return max(self.read_end, self.sink_until) if self.sink_until else self.read_end
 
     @property
     def horizon(self) -> timedelta:

@@ -153,3 +153,36 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
         with State.open(state, write=False) as st:
             day = [r for r in st.history() if r["hop"] == "bus_to_sink"]
         assert len(day) == 1 and day[0]["lost"] == lost_hop - 2  # the run recorded last: a and c recovered
+
+
+def test_a_recovery_sent_days_later_is_read_from_the_sink_partition_it_landed_in(moto, tmp_path):
+    """Spark files a recovered record under the day it arrived, days after the window's read range: a run of the
+    window whose journal shows a send reads the sink up to its as_of, so the recovery is seen and proven."""
+    sim = simulate(SimParams(events=600, seed=31, batch_seconds=900, files_per_batch=1, bad_records=False))
+    write_stores(sim, tmp_path / "sim")
+    demo_environment()
+    aws = AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
+    stores = aws_load.load_stores(tmp_path / "sim" / "stores", aws)
+    s3 = make_client("s3", aws)
+    state = tmp_path / "state.duckdb"
+    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    sent = sim.window.as_of + timedelta(days=4)
+    with zendesk_server.start(zendesk_server.load(tmp_path / "sim"), now=sent + timedelta(hours=1),
+                              rate_limit_per_minute=ZENDESK_BUDGET, auth=auth) as zd:
+        cfg = demo_config(stores, zd.url, moto.endpoint, sim.params)
+        execute(cfg, sim.window, tmp_path / "run1", progress=False, state=state)
+        rows = pq.read_table(tmp_path / "run1" / "verdicts.parquet").to_pylist()
+        a = min((r for r in rows if r["verdict"] == "lost_after_bus" and r["source_id"] == r["expected_id"]),
+                key=lambda r: r["event_time"])
+        with State.open(state) as st:
+            st.write_journal(journal_rows([dict(plan_digest="d" * 64, window_key=sim.window.key,
+                                                source_id=a["source_id"], eb_id=a["eb_id"], route="reput",
+                                                status="sent", sent_at=sent, sequence_number="4965")]))
+        index = {e: i for i, e in enumerate(sim.bus["eb_id"].to_pylist())}
+        js = event_json(sim, np.array([index[a["eb_id"]]])).to_pylist()
+        land(s3, [(a["eb_id"], js[0], None)], sent + timedelta(seconds=5), "part-recovery-days-later")
+        execute(cfg, replace(sim.window, as_of=sent + timedelta(hours=1)), tmp_path / "run2", progress=False,
+                state=state)
+    after = {r["source_id"]: r for r in pq.read_table(tmp_path / "run2" / "verdicts.parquet").to_pylist()}
+    assert (after[a["source_id"]]["verdict"], after[a["source_id"]]["recovery_lag_s"]) == ("recovered", 5.0)
+    assert verify(tmp_path / "run2").ok

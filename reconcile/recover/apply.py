@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import botocore.config
 import botocore.exceptions
 import pyarrow as pa
 
@@ -114,10 +115,14 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
     todo = [e for e in plan["events"] if e["route"] in ("reput", "replay")]
     with State.open(state, cfg.aws) as st:
         journal = {r["eb_id"]: r for r in st.journal(actual).to_pylist()}
-        elsewhere = {r["eb_id"] for r in st.recoveries().to_pylist() if r["plan_digest"] != actual}
+        # Other plans' rows: an event another plan sent (or found landed) is never sent again; one another plan
+        # left 'sending' (it died mid-call) is in doubt here too.
+        others = [r for r in st.journal_rows().to_pylist() if r["plan_digest"] != actual]
+        elsewhere = {r["eb_id"] for r in others if r["status"] in DONE}
+        doubtful = {r["eb_id"] for r in others if r["status"] == "sending"} - elsewhere
         out.sent_by_other_plan = sum(e["eb_id"] in elsewhere for e in todo)
         todo = [e for e in todo if e["eb_id"] not in elsewhere and journal.get(e["eb_id"], {}).get("status") not in DONE]
-        doubt = [e for e in todo if journal.get(e["eb_id"], {}).get("status") == "sending"]
+        doubt = [e for e in todo if journal.get(e["eb_id"], {}).get("status") == "sending" or e["eb_id"] in doubtful]
         if todo:
             there = landed(plan, [e["eb_id"] for e in todo], cfg.aws, clock())
             if there:
@@ -140,9 +145,9 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
         replay = [e for e in todo if e["route"] == "replay"]
         with _Bar(progress, len(todo)) as bar:
             if reput:
-                _put(plan, actual, reput, journal, cfg, st, bar)
+                _put(plan, actual, reput, journal, cfg, st, bar, clock)
             if replay:
-                _replay(plan, actual, replay, cfg, st, bar)
+                _replay(plan, actual, replay, cfg, st, bar, clock)
         final = st.journal(actual).to_pylist()
     for r in final:
         if r["status"] == "sending":
@@ -197,8 +202,12 @@ def _stream_arg(stream: str) -> dict[str, str]:
     return {"StreamARN": stream} if stream.startswith("arn:") else {"StreamName": stream}
 
 
-def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Config, st: State, bar: _Bar) -> None:
-    kinesis = make_client("kinesis", cfg.aws)
+def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Config, st: State, bar: _Bar,
+         clock: Callable[[], datetime]) -> None:
+    # No retries inside boto3: a PutRecords whose answer timed out may have been written, and only the journal
+    # ('sending', then in doubt) may decide whether to send it again. Throttled records are retried by _call.
+    kinesis = make_client("kinesis", cfg.aws, botocore.config.Config(retries={"mode": "standard", "max_attempts": 1},
+                                                                     connect_timeout=10, read_timeout=60))
     rate = cfg.recover.records_per_second
     size = max(1, min(MAX_RECORDS, int(rate)))
     stream = _stream_arg(plan["target"]["stream"])
@@ -216,7 +225,8 @@ def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Confi
                 for e in pending:
                     attempts[e["eb_id"]] += 1
                 try:
-                    retry, rows = _call(kinesis, stream, plan, digest, pending, attempts, cfg.recover.max_attempts)
+                    retry, rows = _call(kinesis, stream, plan, digest, pending, attempts, cfg.recover.max_attempts,
+                                        clock)
                 except _Refused as e:
                     st.write_journal(_journal_table(e.rows))  # refused whole: not sent, not in doubt
                     raise
@@ -236,8 +246,8 @@ def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Confi
             pending = retry
 
 
-def _call(kinesis, stream: dict, plan: dict, digest: str, pending: list[dict], attempts: dict, max_attempts: int
-          ) -> tuple[list[dict], list[dict]]:
+def _call(kinesis, stream: dict, plan: dict, digest: str, pending: list[dict], attempts: dict, max_attempts: int,
+          clock: Callable[[], datetime]) -> tuple[list[dict], list[dict]]:
     """One PutRecords call: (records to retry, journal rows for the rest)."""
     records = [{"Data": e["data"].encode(), "PartitionKey": e["partition_key"]} for e in pending]
     try:
@@ -252,7 +262,7 @@ def _call(kinesis, stream: dict, plan: dict, digest: str, pending: list[dict], a
             raise _Refused(rows, f"PutRecords to {plan['target']['stream']} was refused ({code}): {e}. Check "
                                  f"[recover] stream and that the IAM policy allows kinesis:PutRecords on it "
                                  f"(docs/operations.md), then apply again.") from e
-    now = datetime.now(timezone.utc)
+    now = clock()  # the send's time in the journal (the demo's clock is simulated)
     retry, rows = [], []
     for e, r in zip(pending, resp["Records"]):
         n = attempts[e["eb_id"]]
@@ -273,7 +283,8 @@ class _Refused(SourceError):
         self.rows = rows
 
 
-def _replay(plan: dict, digest: str, entries: list[dict], cfg: Config, st: State, bar: _Bar) -> None:
+def _replay(plan: dict, digest: str, entries: list[dict], cfg: Config, st: State, bar: _Bar,
+            clock: Callable[[], datetime]) -> None:
     """One StartReplay per window holding a planned event; named after the plan, so starting it twice is a no-op."""
     client = make_client("events", cfg.aws)
     t = plan["target"]
@@ -297,7 +308,7 @@ def _replay(plan: dict, digest: str, entries: list[dict], cfg: Config, st: State
                     raise SourceError(f"StartReplay {name} from {t['archive_arn']} was refused ({error_code(e)}): "
                                       f"{e}. Check [recover] archive_arn and rule_arn and that the IAM policy allows "
                                       f"events:StartReplay (docs/operations.md), then apply again.") from e
-            now = datetime.now(timezone.utc)
+            now = clock()  # the send's time in the journal (the demo's clock is simulated)
             st.write_journal(_journal_table([_row(plan, digest, x, "sent", attempts=1, replay_name=name, sent_at=now)
                                              for x in group]))
         bar.advance(len(group))
