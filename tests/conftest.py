@@ -68,3 +68,20 @@ def restore_environment():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture
+def zendesk_servers():
+    """Start Zendesk-compatible servers (reconcile.simulate.zendesk_server.start's arguments); all stopped after."""
+    from reconcile.simulate import zendesk_server
+
+    handles = []
+
+    def make(data, **kw):
+        h = zendesk_server.start(data, **kw)
+        handles.append(h)
+        return h
+
+    yield make
+    for h in handles:
+        h.stop()

@@ -1,11 +1,6 @@
 """Each queries/*.sql on a tiny hand-built day with exact expected rows.
 
-The day (window 2026-11-23, as of 2026-11-24 02:00, horizon 3 h, tolerance 10 s):
-z1 webhook, exact match, delivered · z2 legacy, delivered twice with two sequence numbers (redelivery) ·
-z3 dead-lettered (THROTTLING) · z4 in the bus log only, 13 h old (lost after the bus) · z5 same, 2.5 h old (pending) ·
-z6 nowhere (lost before the bus) · z7 a Notification (excluded) · z8/z9 two comments of one update, position 1 lost,
-position 2 delivered · z10/z11 two comments 5 s apart on one ticket (ambiguous pair, both delivered) ·
-z12 delivered but not in the bus log · z13 a Spark batch written twice (re-batched) · L an orphan · M outside the window.
+The day and what each event is: tests/tinyday.py.
 """
 
 

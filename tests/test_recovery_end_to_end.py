@@ -72,15 +72,19 @@ def journal_rows(rows: list[dict]) -> pa.Table:
                                 schema=recovered.JOURNAL_SCHEMA)
 
 
-def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(moto, tmp_path):
+def simulated_day(moto, tmp_path):
+    """A 600-event simulated day loaded into moto; returns (sim, stores, s3 client, state path, Zendesk auth)."""
     sim = simulate(SimParams(events=600, seed=31, batch_seconds=900, files_per_batch=1, bad_records=False))
     write_stores(sim, tmp_path / "sim")
     demo_environment()
     aws = AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
     stores = aws_load.load_stores(tmp_path / "sim" / "stores", aws)
-    s3 = make_client("s3", aws)
-    state = tmp_path / "state.duckdb"
     auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    return sim, stores, make_client("s3", aws), tmp_path / "state.duckdb", auth
+
+
+def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(moto, tmp_path):
+    sim, stores, s3, state, auth = simulated_day(moto, tmp_path)
     with zendesk_server.start(zendesk_server.load(tmp_path / "sim"), now=sim.window.as_of,
                               rate_limit_per_minute=ZENDESK_BUDGET, auth=auth) as zd:
         cfg = demo_config(stores, zd.url, moto.endpoint, sim.params)
@@ -158,14 +162,7 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
 def test_a_recovery_sent_days_later_is_read_from_the_sink_partition_it_landed_in(moto, tmp_path):
     """Spark files a recovered record under the day it arrived, days after the window's read range: a run of the
     window whose journal shows a send reads the sink up to its as_of, so the recovery is seen and proven."""
-    sim = simulate(SimParams(events=600, seed=31, batch_seconds=900, files_per_batch=1, bad_records=False))
-    write_stores(sim, tmp_path / "sim")
-    demo_environment()
-    aws = AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
-    stores = aws_load.load_stores(tmp_path / "sim" / "stores", aws)
-    s3 = make_client("s3", aws)
-    state = tmp_path / "state.duckdb"
-    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    sim, stores, s3, state, auth = simulated_day(moto, tmp_path)
     sent = sim.window.as_of + timedelta(days=4)
     with zendesk_server.start(zendesk_server.load(tmp_path / "sim"), now=sent + timedelta(hours=1),
                               rate_limit_per_minute=ZENDESK_BUDGET, auth=auth) as zd:

@@ -48,19 +48,8 @@ class Clock:
 
 
 @pytest.fixture
-def server():
-    handles = []
-
-    def make(data, **kw):
-        kw.setdefault("per_page", 20)
-        kw.setdefault("auth", BASIC)
-        h = zs.start(data, **kw)
-        handles.append(h)
-        return h
-
-    yield make
-    for h in handles:
-        h.stop()
+def server(zendesk_servers):
+    return lambda data, **kw: zendesk_servers(data, **{"per_page": 20, "auth": BASIC, **kw})
 
 
 def spread(hours: int = 6, per_hour: int = 120) -> pa.Table:

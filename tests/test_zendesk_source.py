@@ -42,19 +42,8 @@ def fast_backoff(monkeypatch):
 
 
 @pytest.fixture
-def server():
-    handles = []
-
-    def make(data, **kw):
-        kw.setdefault("now", NOW)
-        kw.setdefault("per_page", 10)
-        h = zs.start(data, **kw)
-        handles.append(h)
-        return h
-
-    yield make
-    for h in handles:
-        h.stop()
+def server(zendesk_servers):
+    return lambda data, **kw: zendesk_servers(data, **{"now": NOW, "per_page": 10, **kw})
 
 
 def same_url(server, old, data, **kw):
