@@ -104,7 +104,6 @@ def judge(run_dir: Path, ledger_dir: Path, out: Path, spill: Path, memory_limit:
 
     import bench
     from reconcile import run
-    from reconcile.config import EngineConfig
     from reconcile.ledger import SourceResult
     from reconcile.runfolder import Rendering
     from reconcile.sources import hops

@@ -18,7 +18,7 @@ from reconcile.config import EngineConfig, build
 from reconcile.state import CARRIED_SCHEMA
 from reconcile.window import Window
 
-from ledgers import DAY, at, write
+from ledgers import DAY, write
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("source_events", "bus_events", "hop_a", "seq_units", "verdicts", "settlements", "orphans", "gaps",

@@ -23,7 +23,6 @@ import pytest
 
 from reconcile import config
 from reconcile.aws import make_client
-from reconcile.errors import ReconcileError
 from reconcile.recover import apply as apply_mod
 from reconcile.recover import payload
 from reconcile.recover import plan as plan_mod

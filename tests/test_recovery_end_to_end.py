@@ -6,7 +6,6 @@ same window is judged again later: the re-put and the replay copy (a new id, as 
 send has passed, and `reconcile verify` re-proves each run from its folder alone.
 """
 
-import base64
 import hashlib
 import io
 import json
@@ -22,14 +21,14 @@ import pytest
 
 from reconcile import recovered
 from reconcile.aws import make_client
-from reconcile.config import AwsConfig
 from reconcile.run import execute
 from reconcile.simulate import aws_load, zendesk_server
-from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, ZENDESK_BUDGET, demo_config, demo_environment
-from reconcile.simulate.generate import SimParams, simulate
-from reconcile.simulate.stores import BLOCK_SIZE, event_json, spark_log, write_stores
+from reconcile.simulate.demo import ZENDESK_BUDGET, demo_config
+from reconcile.simulate.stores import BLOCK_SIZE, event_json, spark_log
 from reconcile.state import JOURNAL_COLUMNS, State
 from reconcile.verify import verify
+
+import simday
 
 pytestmark = pytest.mark.usefixtures("restore_environment")  # the demo code sets env vars
 
@@ -73,14 +72,9 @@ def journal_rows(rows: list[dict]) -> pa.Table:
 
 
 def simulated_day(moto, tmp_path):
-    """A 600-event simulated day loaded into moto; returns (sim, stores, s3 client, state path, Zendesk auth)."""
-    sim = simulate(SimParams(events=600, seed=31, batch_seconds=900, files_per_batch=1, bad_records=False))
-    write_stores(sim, tmp_path / "sim")
-    demo_environment()
-    aws = AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
-    stores = aws_load.load_stores(tmp_path / "sim" / "stores", aws)
-    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
-    return sim, stores, make_client("s3", aws), tmp_path / "state.duckdb", auth
+    """The shared simulated day in moto; returns (sim, stores, s3 client, state path, Zendesk auth)."""
+    sim, stores, aws = simday.load(moto, tmp_path)
+    return sim, stores, make_client("s3", aws), tmp_path / "state.duckdb", simday.AUTH
 
 
 def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(moto, tmp_path):

@@ -334,18 +334,11 @@ def test_the_whole_job_gives_the_same_verdicts_with_the_cache(moto, tmp_path):
 
     import pyarrow.parquet as pq
 
+    import simday
     from reconcile.run import execute
-    from reconcile.simulate import aws_load
-    from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, ZENDESK_BUDGET, demo_config, demo_environment
-    from reconcile.simulate.generate import SimParams, simulate
-    from reconcile.simulate.stores import write_stores
-
-    sim = simulate(SimParams(events=600, seed=31, batch_seconds=900, files_per_batch=1, bad_records=False))
-    write_stores(sim, tmp_path / "sim")
-    demo_environment()
-    aws = AwsConfig(endpoint_url=moto.endpoint, region="us-east-1")
-    stores = aws_load.load_stores(tmp_path / "sim" / "stores", aws)
-    auth = "Basic " + base64.b64encode(f"{DEMO_EMAIL}/token:{DEMO_TOKEN}".encode()).decode()
+    from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN, ZENDESK_BUDGET, demo_config
+    sim, stores, aws = simday.load(moto, tmp_path)
+    auth = simday.AUTH
     w = sim.window
     clock = Clock((w.start + (w.end - w.start) * 0.75).timestamp())  # three quarters through the day
     cache = tmp_path / "cache"
