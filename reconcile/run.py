@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from . import completeness, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
 from .config import Config, EngineConfig
-from .engine import Engine
+from .engine import Engine, execute_file, query_path
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
@@ -27,6 +27,9 @@ from .state import CARRIED_SCHEMA, State
 from .window import Window, parse_duration
 
 logger = logging.getLogger(__name__)
+
+# How long before a run's read start an archive replay may still be landing copies in its stores.
+REPLAY_REACH = timedelta(days=1)
 
 REJECTS_IN_REPORT = 20
 
@@ -108,7 +111,8 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
     for name, table in (recovery or {}).items():  # recoveries, recovery_journal (reconcile/recovered.py)
         e.bind_table(name, table)
     k = partition.count(engine.partitions, ledgers, engine.memory_limit)
-    if k > 1 and e.count("recoveries", "route = 'replay'"):
+    if k > 1 and execute_file(e.con, query_path("replays_in_reach"),
+                              {"since": window.read_start - REPLAY_REACH}).fetchall()[0][0]:
         logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
         k = 1
     try:

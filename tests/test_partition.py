@@ -172,3 +172,26 @@ def test_auto_picks_one_partition_for_a_day_that_fits_and_more_as_it_grows(tmp_p
     # 43 Zendesk events with room for 10 a partition: 5 needed, rounded up to a power of two
     assert partition.count("auto", ledgers, f"{10 * partition.BYTES_PER_EVENT // 1000}KB") == 8
     assert partition.size_bytes("2GiB") == 2 * 2**30 and partition.size_bytes("3GB") == 3 * 10**9
+
+
+def test_a_replay_in_reach_judges_in_one_pass_and_an_old_one_does_not(tmp_path):
+    """Copies of an archive replay are paired across EventBridge ids: a run with a replay sent after its read start
+    (less a day) is judged in one pass; a replay sent long before does not hold later days to one pass."""
+    from reconcile.state import RECOVERIES_SCHEMA
+
+    cfg = build(None, {}, environ={})
+    window = Window(DAY, DAY + timedelta(days=1), DAY + timedelta(days=3))
+    ledgers = hand_day(tmp_path)
+    engine = EngineConfig(memory_limit="3GB", temp_directory=str(tmp_path / "spill"), partitions=4)
+
+    def judged_in(sent_at):
+        rec = pa.Table.from_pylist([dict(eb_id="X", route="replay", target="arn", replay_name="r", plan_digest="d",
+                                         sent_at=sent_at)], schema=RECOVERIES_SCHEMA)
+        e = run.judge(cfg, window, ledgers, engine=engine, recovery={"recoveries": rec})
+        try:
+            return e.partitions
+        finally:
+            e.close()
+
+    assert judged_in(window.read_start + timedelta(hours=2)) == 1
+    assert judged_in(window.read_start - timedelta(days=3)) == 4
