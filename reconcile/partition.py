@@ -54,6 +54,14 @@ def count(setting: int | str, ledgers: dict[str, Path | None], memory_limit: str
     return 1 if need <= 1 else 1 << (need - 1).bit_length()
 
 
+def replay_in_reach(e: eng.Engine, since) -> bool:
+    """Is an archive replay of the recovery journal, sent after `since`, possibly landing copies in this run's stores?
+    Its copies under new ids are paired with their originals across EventBridge ids (engine.SINGLE_PASS), so such a
+    run is judged in one pass (queries/partition/replays_in_reach.sql)."""
+    name = "replays_in_reach"
+    return bool(eng.execute_file(e.con, eng.query_path(f"partition/{name}"), {"since": since}).fetchall()[0][0])
+
+
 def size_bytes(size: str) -> int:
     m = _SIZE.fullmatch(size.strip())
     if not m:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from . import completeness, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
 from .config import Config, EngineConfig
-from .engine import Engine, execute_file, query_path
+from .engine import Engine
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
@@ -111,8 +111,7 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
     for name, table in (recovery or {}).items():  # recoveries, recovery_journal (reconcile/recovered.py)
         e.bind_table(name, table)
     k = partition.count(engine.partitions, ledgers, engine.memory_limit)
-    if k > 1 and execute_file(e.con, query_path("replays_in_reach"),
-                              {"since": window.read_start - REPLAY_REACH}).fetchall()[0][0]:
+    if k > 1 and partition.replay_in_reach(e, window.read_start - REPLAY_REACH):
         logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
         k = 1
     try:
