@@ -10,6 +10,7 @@ import click
 import orjson
 
 from . import config as config_mod
+from .runfolder import RunFolder
 from .cli_options import STATE_HELP, aws_options, aws_overrides, json_logs, merge, parse_sets, say
 from .errors import ConfigError
 
@@ -20,7 +21,7 @@ def recover_config(config_path, run_dir: Path, sets, profile, region, endpoint_u
     overrides = merge(aws_overrides(profile, region, endpoint_url), {"state": {"uri": state}}, parse_sets(sets))
     if config_path:
         return config_mod.build(config_path, overrides)
-    manifest = run_dir / "manifest.json"
+    manifest = RunFolder(run_dir).manifest
     if not manifest.is_file():
         raise ConfigError(f"{run_dir} has no manifest.json to take the run's config from. Pass --config.")
     used = orjson.loads(manifest.read_bytes()).get("config", {})
@@ -58,7 +59,7 @@ def require_run_state(cfg: config_mod.Config, plan: dict) -> None:
                           f"({uri}) cannot: copy the state to a local file, apply with --state FILE, and upload it "
                           f"back when the apply has ended.")
     with State.open(uri, cfg.aws, write=False) as st:
-        known = st.con.execute("SELECT count(*) FROM runs WHERE window_key = ?", [key]).fetchone()[0]
+        known = st.has_run(key)
     if not known:
         raise ConfigError(f"The state {uri} has no run of window {key}: the journal would not be seen by the next "
                           f"run of that window. Pass --state (or [state] uri / RECONCILE_STATE) naming the state the "
@@ -106,7 +107,7 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
         run = Path(run_dir)
         cfg = recover_config(config_path, run, sets, profile, region, endpoint_url, state)
         plan = plan_mod.build(run, cfg)
-        path, sha = plan_mod.write(plan, Path(out) if out else run / "recovery")
+        path, sha = plan_mod.write(plan, Path(out) if out else RunFolder(run).recovery)
         c = plan["counts"]
         if as_json:
             click.echo(orjson.dumps({"plan": str(path), "digest": sha, **c}, option=orjson.OPT_INDENT_2).decode())

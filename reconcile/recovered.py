@@ -24,6 +24,7 @@ from . import ledger, outputs
 RECOVERIES_FILE, JOURNAL_FILE = "recoveries.parquet", "recovery_journal.parquet"
 PLANS_DIR = "recovery-plans"  # evidence/recovery-plans/<digest>.json: the reviewed plans the journal's rows ran
 PLAN_FILE = Path("recovery") / "plan.json"  # where `reconcile recover` writes a plan in a run folder
+# (reconcile/runfolder.py's RunFolder names these paths for everyone else)
 
 # The columns of the state's recovery_journal table (queries/state/schema.sql), in its types.
 JOURNAL_SCHEMA = pa.schema([
@@ -32,16 +33,16 @@ JOURNAL_SCHEMA = pa.schema([
     ("shard_id", pa.string()), ("sequence_number", pa.string()), ("replay_name", pa.string()),
     ("sent_at", pa.timestamp("us", tz="UTC")), ("error", pa.string()),
 ])
-
-
-def _recoveries_schema() -> pa.Schema:
-    from .state import RECOVERIES_SCHEMA  # here, not at the top: state imports the engine, which imports this module
-    return RECOVERIES_SCHEMA
+# What was sent per EventBridge id (queries/state/recoveries.sql), the engine's `recoveries` view.
+RECOVERIES_SCHEMA = pa.schema([
+    ("eb_id", pa.string()), ("route", pa.string()), ("target", pa.string()), ("replay_name", pa.string()),
+    ("plan_digest", pa.string()), ("sent_at", pa.timestamp("us", tz="UTC")),
+])
 
 
 def empty() -> dict[str, pa.Table]:
     """The engine's views when no recovery is known."""
-    return {"recoveries": _recoveries_schema().empty_table(), "recovery_journal": JOURNAL_SCHEMA.empty_table()}
+    return {"recoveries": RECOVERIES_SCHEMA.empty_table(), "recovery_journal": JOURNAL_SCHEMA.empty_table()}
 
 
 def from_state(state) -> tuple[dict[str, pa.Table], dict[str, bytes]]:

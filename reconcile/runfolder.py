@@ -29,6 +29,7 @@ from .summary import iso
 from .config import Config, EngineConfig, redact
 from .errors import NotARun, VerifyError
 from .ledger import SourceResult
+from .recovered import JOURNAL_FILE, PLAN_FILE, PLANS_DIR, RECOVERIES_FILE
 from .sources import REGISTRY, Source
 from .window import Window, parse_time
 
@@ -84,6 +85,24 @@ class RunFolder:
     @property
     def kind_map(self) -> Path:
         return self.evidence / KIND_MAP_FILE
+
+    @property
+    def recoveries(self) -> Path:
+        return self.evidence / RECOVERIES_FILE
+
+    @property
+    def recovery_journal(self) -> Path:
+        return self.evidence / JOURNAL_FILE
+
+    @property
+    def recovery_plans(self) -> Path:
+        """evidence/recovery-plans/<digest>.json: the reviewed plans the journal's rows ran."""
+        return self.evidence / PLANS_DIR
+
+    @property
+    def recovery(self) -> Path:
+        """Where `reconcile recover` writes this run's plan (plan.json, plan.csv, plan.sha256)."""
+        return self.root / PLAN_FILE.parent
 
     def reset(self) -> None:
         """A re-run of a window replaces its outputs: remove what a previous run left (but keep saved API pages)."""

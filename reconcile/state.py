@@ -24,23 +24,20 @@ from typing import Any, Iterator
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from . import emission, resources
 from .config import AwsConfig
 from .engine import execute_file
+from .recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
 from .errors import StateError
 from .window import Window
 
 logger = logging.getLogger(__name__)
 
 STATE_QUERIES = resources.query_file("state")
-JOURNAL_COLUMNS = ("plan_digest", "window_key", "source_id", "eb_id", "route", "target", "status", "attempts",
-                   "shard_id", "sequence_number", "replay_name", "sent_at", "error")
-RECOVERIES_SCHEMA = pa.schema([
-    ("eb_id", pa.string()), ("route", pa.string()), ("target", pa.string()), ("replay_name", pa.string()),
-    ("plan_digest", pa.string()), ("sent_at", pa.timestamp("us", tz="UTC")),
-])
+JOURNAL_COLUMNS = tuple(JOURNAL_SCHEMA.names)
 CARRIED_SCHEMA = pa.schema([
     ("window_key", pa.string()), ("source_id", pa.string()), ("zendesk_key", pa.string()), ("eb_id", pa.string()),
     ("ticket_id", pa.int64()), ("kind", pa.string()), ("event_time", pa.timestamp("ms", tz="UTC")),
@@ -201,17 +198,15 @@ class State:
 
     def journal(self, plan_digest: str) -> pa.Table:
         """The recovery journal's rows for one plan (every status), in eb_id order."""
-        cols = ", ".join(JOURNAL_COLUMNS)
-        return self.con.sql(f"SELECT {cols} FROM recovery_journal WHERE plan_digest = $plan ORDER BY eb_id",
-                            params={"plan": plan_digest}).to_arrow_table()
+        rows = self.journal_rows()  # in (plan_digest, eb_id) order
+        return rows.filter(pc.equal(rows["plan_digest"], plan_digest))
 
     def write_journal(self, rows: pa.Table) -> None:
         """Insert or replace journal rows (columns JOURNAL_COLUMNS, any order) and make them durable at once:
         a recovery interrupted after this call never sends these events again."""
-        self.con.register("journal_rows", rows)
+        self.con.register("journal_rows", rows.select(list(JOURNAL_COLUMNS)))
         try:
-            cols = ", ".join(JOURNAL_COLUMNS)
-            self.con.execute(f"INSERT OR REPLACE INTO recovery_journal ({cols}) SELECT {cols} FROM journal_rows")
+            execute_file(self.con, _q("write_journal"), {})
             self.con.execute("CHECKPOINT")
         finally:
             self.con.unregister("journal_rows")
@@ -219,6 +214,10 @@ class State:
     def journal_rows(self) -> pa.Table:
         """Every row of the recovery journal (every plan, every status): a run's evidence (reconcile/recovered.py)."""
         return execute_file(self.con, _q("journal"), {}).to_arrow_table()
+
+    def has_run(self, window_key: str) -> bool:
+        """Whether a run of the window is recorded here (queries/state/has_run.sql)."""
+        return execute_file(self.con, _q("has_run"), {"window_key": window_key}).fetchall()[0][0]
 
     def sent_for_window(self, window_key: str) -> int:
         """How many of a window's events a recovery sent (queries/state/sent_for_window.sql)."""

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator
 
 import duckdb
 
-from . import recovered, resources
+from . import resources
 from .config import AwsConfig
 from .engine import execute_file
 from .errors import ConfigError
@@ -44,8 +44,8 @@ def trace(event_id: str, run_dir: Path) -> Trace:
         events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()
         obs = execute_file(con, TRACE_QUERIES / "observations.sql", params).to_arrow_table().to_pylist()
         attempts = []
-        if (run_dir / "evidence" / recovered.JOURNAL_FILE).exists():  # runs from before recoveries have none
-            con.read_parquet(str(run_dir / "evidence" / recovered.JOURNAL_FILE)).create_view("recovery_journal")
+        if folder.recovery_journal.exists():  # runs from before recoveries have none
+            con.read_parquet(str(folder.recovery_journal)).create_view("recovery_journal")
             attempts = execute_file(con, TRACE_QUERIES / "attempts.sql", params).to_arrow_table().to_pylist()
     finally:
         con.close()

@@ -6,7 +6,7 @@ WITH lost AS (
     SELECT eb_id, min(verdict) AS verdict, min(source_id) AS source_id, count(*) AS children,
            min(event_time) AS event_time, min(bus_at) AS bus_at, min(ticket_id) AS ticket_id, min(kind) AS kind
     FROM verdicts
-    WHERE verdict IN ('lost_after_bus', 'dead_lettered') AND eb_id IS NOT NULL
+    WHERE verdict IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'bus_to_sink') AND eb_id IS NOT NULL
     GROUP BY eb_id
 ), logged AS (
     SELECT eb_id, arg_min(source_ref, observed_at) AS bus_ref, min(observed_at) AS logged_at

@@ -29,7 +29,8 @@ from ..config import AwsConfig, Config, MatchConfig, SinkConfig
 from ..engine import execute_file
 from ..errors import SourceError
 from ..sources import events, sink as sink_source
-from ..state import JOURNAL_COLUMNS, State
+from ..recovered import JOURNAL_SCHEMA
+from ..state import State
 from ..window import Window, parse_time
 from . import plan as plan_mod
 
@@ -70,9 +71,7 @@ def _row(plan: dict, digest: str, e: dict, status: str, **kw) -> dict:
 
 
 def _journal_table(rows: list[dict]) -> pa.Table:
-    return pa.table({c: pa.array([r[c] for r in rows], pa.int32() if c == "attempts" else
-                                 pa.timestamp("us", tz="UTC") if c == "sent_at" else pa.string())
-                     for c in JOURNAL_COLUMNS})
+    return pa.Table.from_pylist(rows, schema=JOURNAL_SCHEMA)
 
 
 def landed(plan: dict, eb_ids: list[str], aws: AwsConfig, now: datetime) -> set[str]:

@@ -28,10 +28,11 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from .. import outputs, resources
+from .. import emission, outputs, resources
 from ..config import Config
 from ..engine import execute_file
 from ..errors import ConfigError, ReconcileError
+from ..runfolder import ZENDESK_PAGES, RunFolder
 from ..sources import events
 from . import payload
 
@@ -58,7 +59,7 @@ def _q(name: str) -> Path:
 
 
 def run_window(run_dir: Path) -> dict[str, Any]:
-    manifest = run_dir / "manifest.json"
+    manifest = RunFolder(run_dir).manifest
     if not manifest.exists():
         raise PlanError(f"{run_dir} has no manifest.json: it is not a finished run. Pass the folder a `reconcile run` "
                         f"wrote (or re-run the window).")
@@ -78,9 +79,12 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
     run = run_window(run_dir)
     con = events.connect()
     try:
-        con.read_parquet(str(run_dir / "verdicts.parquet")).create_view("verdicts")
+        folder = RunFolder(run_dir)
+        con.read_parquet(str(folder.verdicts)).create_view("verdicts")
+        con.register("verdict_vocab", emission.verdict_table())
+        ledgers = folder.ledgers()
         for hop in ("bus", "dlq", "sink"):
-            con.read_parquet(str(run_dir / "evidence" / f"{hop}.parquet")).create_view(hop)
+            con.read_parquet(str(ledgers[hop])).create_view(hop)
         cands = execute_file(con, _q("candidates"), {"kinesis_target": cfg.dlq.kinesis_target}).to_arrow_table()
         before = execute_file(con, _q("before_bus"), {}).to_arrow_table().to_pylist()
         rows = cands.to_pylist()
@@ -204,7 +208,7 @@ def _before_bus(run_dir: Path, rows: list[dict]) -> list[dict]:
     for r in rows:
         page, _, audit = (r["source_ref"] or "").partition("#audit=")
         child = None
-        path = run_dir / "evidence" / "zendesk-pages" / page
+        path = RunFolder(run_dir).evidence / ZENDESK_PAGES / page
         if page and path.is_file():
             if page not in pages:
                 raw = path.read_bytes()

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import config
+from .. import config, emission
+from ..runfolder import RunFolder
 from ..aws import make_client
 from ..recover import apply as apply_mod
 from ..recover import plan as plan_mod
@@ -74,7 +75,7 @@ def run_recover_demo(out: Path, *, events: int, seed: int, day: str, audience: s
             lines += ["  " + x for x in compare_with_truth(run_dir, sim_dir)]
 
             plan = plan_mod.build(run_dir, cfg, now=sim.window.as_of + RECOVER_AFTER)
-            plan_path, digest = plan_mod.write(plan, run_dir / "recovery")
+            plan_path, digest = plan_mod.write(plan, RunFolder(run_dir).recovery)
             done = apply_mod.apply(plan_path, cfg, state, digest=digest, progress=progress,
                                    now=lambda: sim.window.as_of + RECOVER_AFTER)
             moved = spark_standin.run_batch(STREAM_NAME, "spark-output", "events", aws,
@@ -95,16 +96,18 @@ def recovery_lines(plan: dict, digest: str, done: apply_mod.Outcome, moved: int,
     with State.open(state, write=False) as st:
         journal = st.journal(digest)
     sent_ids = pa.array([r["eb_id"] for r in journal.to_pylist() if r["status"] == "sent"], pa.string())
-    verdicts = pq.read_table(rerun_dir / "verdicts.parquet", columns=["eb_id", "verdict"])
+    verdicts = pq.read_table(RunFolder(rerun_dir).verdicts, columns=["eb_id", "verdict"])
+    vocab = emission.verdict_rows()
     planned = pa.array([e["eb_id"] for e in plan["events"]], pa.string())
-    lost = pa.array(["lost_after_bus", "dead_lettered"])
+    lost = pa.array([r["verdict"] for r in vocab if r["loss_hop"] == "bus_to_sink"], pa.string())
     new_losses = verdicts.filter(pc.and_(pc.is_in(verdicts["verdict"], lost), pc.invert(pc.is_in(verdicts["eb_id"],
                                                                                                 planned))))
     after = verdicts.filter(pc.is_in(verdicts["eb_id"], sent_ids))
     by = {}
     for v in after["verdict"].to_pylist():
         by[v] = by.get(v, 0) + 1
-    landed_ids = set(after.filter(pc.is_in(after["verdict"], pa.array(["delivered", "duplicated", "recovered"])))
+    reached = pa.array([r["verdict"] for r in vocab if r["reached_sink"]], pa.string())
+    landed_ids = set(after.filter(pc.is_in(after["verdict"], reached))
                      ["eb_id"].to_pylist())
     lines = [f"recovery plan {digest[:12]}: {c['reput']:,} exact re-put · {c['replay']:,} by replay · "
              f"{c['unrecoverable']:,} unrecoverable · {c['lost_before_bus']:,} lost before the bus",
