@@ -113,10 +113,11 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
                   unrecoverable=sum(e["route"] == "none" for e in plan["events"]))
     todo = [e for e in plan["events"] if e["route"] in ("reput", "replay")]
     with State.open(state, cfg.aws) as st:
-        journal = {r["eb_id"]: r for r in st.journal(actual).to_pylist()}
+        every = st.journal_rows().to_pylist()  # every plan's rows: this plan's, and what others sent or left in doubt
+        journal = {r["eb_id"]: r for r in every if r["plan_digest"] == actual}
         # Other plans' rows: an event another plan sent (or found landed) is never sent again; one another plan
         # left 'sending' (it died mid-call) is in doubt here too.
-        others = [r for r in st.journal_rows().to_pylist() if r["plan_digest"] != actual]
+        others = [r for r in every if r["plan_digest"] != actual]
         elsewhere = {r["eb_id"] for r in others if r["status"] in DONE}
         doubtful = {r["eb_id"] for r in others if r["status"] == "sending"} - elsewhere
         out.sent_by_other_plan = sum(e["eb_id"] in elsewhere for e in todo)
