@@ -185,6 +185,10 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
                 THEN ', and the ' || recovery_how || ' sent did not land within the horizon' ELSE '' END
     END;
 
+-- a recovered event's lag: its sink arrival less the recovery's send (NULL for any other verdict)
+CREATE OR REPLACE MACRO recovery_lag(verdict, sink_at, recovery_sent_at) AS
+    CASE WHEN verdict = 'recovered' THEN epoch(sink_at) - epoch(recovery_sent_at) END;
+
 -- how a recovery re-sent an event, in words (cause_of's recovery_how)
 CREATE OR REPLACE MACRO recovery_how(route, replay_name) AS
     CASE WHEN route IS NULL THEN NULL WHEN route = 'replay' THEN 'replay ' || replay_name ELSE 're-put' END;

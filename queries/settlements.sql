@@ -50,5 +50,5 @@ WITH open AS (
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, verdict, lateness_s,
        cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
                 recovery_how := recovery_how) AS cause,
-       CASE WHEN verdict = 'recovered' THEN epoch(sink_at) - epoch(recovery_sent_at) END AS recovery_lag_s
+       recovery_lag(verdict, sink_at, recovery_sent_at) AS recovery_lag_s
 FROM judged;

@@ -43,5 +43,5 @@ SELECT * EXCLUDE (replayed, recovery_how),
        epoch(bus_at) - epoch(event_time) AS bus_latency_s,
        CASE WHEN verdict <> 'recovered' THEN epoch(sink_at) - epoch(bus_at) END AS sink_latency_s,
        CASE WHEN verdict <> 'recovered' THEN epoch(sink_at) - epoch(event_time) END AS end_to_end_s,
-       CASE WHEN verdict = 'recovered' THEN epoch(sink_at) - epoch(recovery_sent_at) END AS recovery_lag_s
+       recovery_lag(verdict, sink_at, recovery_sent_at) AS recovery_lag_s
 FROM judged;
