@@ -472,7 +472,7 @@ def main() -> None:
             "reconcile_wall_s_same_size": ours_wall_m, "speedup_same_size": round(p_wall / ours_wall_m, 1),
             "extrapolated_to_n": m != n, "pandas_wall_s_at_n": round(p_wall * n / m, 1),
             "speedup_at_n": round(p_wall * n / m / report["median"]["end_to_end"]["wall_s"], 1),
-            "target_speedup": 20,
+            "target_speedup": 10,
             "note": "pandas_wall_s_at_n scales the pandas time linearly from its size to N when they differ",
         }
     report["targets"] = _targets(report)
@@ -485,18 +485,23 @@ def main() -> None:
 
 
 def _targets(r: dict) -> dict:
+    """Issue 17's targets: 10 M events end to end <= 90 s (required; the goal is 60 s) in <= 4 GiB, the bus archive
+    parse >= 1.5x single-stream `gzip -dc`, and >= 10x the pandas script at the same size (1 M events)."""
     e = r["median"]["end_to_end"]
-    t = {"end_to_end_wall_s": {"value": e["wall_s"], "target": 60, "better": "low",
+    t = {"end_to_end_wall_s": {"value": e["wall_s"], "target": 90, "goal": 60, "better": "low",
                                "scaled_to_10M": round(e["wall_s"] * 1e7 / r["events"], 1)},
          "peak_rss_gib": {"value": round(e["rss_peak_mb"] / 1024, 2), "target": 4, "better": "low"},
          "bus_vs_gzip_dc": {"value": r["bus_archive"]["ratio_vs_gzip_dc"], "target": 1.5, "better": "high"}}
     if "pandas" in r:
-        t["speedup_vs_pandas"] = {"value": r["pandas"]["speedup_at_n"], "target": 20, "better": "high"}
+        t["speedup_vs_pandas"] = {"value": r["pandas"]["speedup_same_size"], "target": 10, "better": "high",
+                                  "at_events": r["pandas"]["events"]}
     for v in t.values():
         v["met"] = v["value"] <= v["target"] if v["better"] == "low" else v["value"] >= v["target"]
+        if "goal" in v:
+            v["goal_met"] = v["value"] <= v["goal"]
     if r["events"] < 10_000_000:
         # The wall-time and memory targets are for a 10 M-event day: a smaller run cannot meet them, only hint.
-        t["end_to_end_wall_s"]["met"] = None
+        t["end_to_end_wall_s"]["met"] = t["end_to_end_wall_s"]["goal_met"] = None
         t["peak_rss_gib"]["met"] = None
         t["note"] = "end_to_end_wall_s and peak_rss_gib targets are for 10 M events; run BENCH_EVENTS=10000000"
     return t
@@ -544,7 +549,10 @@ def _print(r: dict) -> None:
             continue
         scaled = f", {v['scaled_to_10M']} s scaled linearly to 10 M" if "scaled_to_10M" in v and r["events"] != 10**7 else ""
         verdict = "not judged below 10 M events" if v["met"] is None else ("met" if v["met"] else "MISSED")
-        print(f"target {k}: {v['value']} (target {v['target']}{scaled}) {verdict}")
+        goal = ""
+        if v.get("goal_met") is not None:
+            goal = f"; goal {v['goal']}: {'met' if v['goal_met'] else 'missed'}"
+        print(f"target {k}: {v['value']} (target {v['target']}{scaled}) {verdict}{goal}")
 
 
 def _hidden() -> bool:
