@@ -15,6 +15,7 @@ from collections import deque
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -193,12 +194,14 @@ def parse(
             pass  # some bytes are not UTF-8: DuckDB decodes row by row, rejecting those rows
     extra = dict(extra or {})
     observed = extra.pop("observed_at", None)
+    # The refs and the pass-through columns stay in Arrow: inside DuckDB `source_ref` is the row number, and the
+    # long strings are put back by it afterwards (carrying them through the query cost a quarter of its time).
+    kept = {"source_ref": source_ref, **extra}
     cols: dict[str, pa.Array | pa.ChunkedArray] = {
-        "source_ref": source_ref,
+        "source_ref": pa.array(np.arange(n, dtype=np.int64)),
         "raw": raw,
         "eb_override": eb_id if eb_id is not None else pa.nulls(n, pa.string()),
         "observed_at": observed if observed is not None else pa.nulls(n, ledger.TS),
-        **extra,
     }
     if export_line is not None:
         cols["stamp"], cols["line"] = export_line
@@ -216,12 +219,27 @@ def parse(
         con.close()
     if out["reason"].null_count == out.num_rows:
         # The usual case: nothing rejected. Filtering would copy every column of every row (most of parse's time).
-        return ledger.conform(out.drop_columns(["reason", "raw", "kind"])), ledger.REJECT_SCHEMA.empty_table()
+        return ledger.conform(_put_back(out.drop_columns(["reason", "raw", "kind"]), kept)), \
+            ledger.REJECT_SCHEMA.empty_table()
     bad = pc.is_valid(out["reason"])
     rej = out.filter(bad)
-    rejects = ledger.rejects_table(source, rej["source_ref"], rej["reason"], rej["raw"], kind=rej["kind"])
+    rejects = ledger.rejects_table(source, _put_back(rej, {"source_ref": source_ref})["source_ref"], rej["reason"],
+                                   rej["raw"], kind=rej["kind"])
     good = out.filter(pc.invert(bad)).drop_columns(["reason", "raw", "kind"])
-    return ledger.conform(good), rejects
+    return ledger.conform(_put_back(good, kept)), rejects
+
+
+def _put_back(out: pa.Table, kept: dict[str, pa.Array | pa.ChunkedArray]) -> pa.Table:
+    """`out` with its row-number `source_ref` replaced by the `kept` columns' rows (by reference when `out` holds
+    every row in order, the usual case)."""
+    rows = out["source_ref"].to_numpy()
+    whole = len(rows) == len(next(iter(kept.values()))) and bool((rows == np.arange(len(rows))).all())
+    out = out.drop_columns(["source_ref"])
+    for name, col in kept.items():
+        col = col if whole else col.take(rows)
+        out = out.set_column(out.num_columns, name, col) if name not in out.column_names else \
+            out.set_column(out.column_names.index(name), name, col)
+    return out
 
 
 def check_patterns(match: MatchConfig, con=None) -> None:

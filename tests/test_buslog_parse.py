@@ -1,0 +1,103 @@
+"""The bus log parse keeps every record where it came from: each ledger row carries its own line's ref, store
+columns and export timestamp, and every line the parser cannot take whole is a reject naming its line, reason and
+kind -- also when such lines sit between good ones (rows kept and dropped in the middle of an object), and for the
+lines a shortcut reading fixed positions would misread: keys in another order, escaped characters, ids that are not
+UUIDs, another producer's event, a damaged line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import timedelta
+
+import pyarrow as pa
+
+from reconcile.config import AwsConfig, BusLogConfig, MatchConfig
+from reconcile.sources import buslog, events
+
+from busevents import NOW, WINDOW, iso, legacy, webhook
+
+
+def uid(i: int) -> str:
+    return f"{i:08x}-0000-4000-8000-00000000000{i % 10}"
+
+
+def stamp(i: int) -> str:
+    return iso(NOW + timedelta(seconds=i))[:-4] + "Z"  # CloudWatch's millisecond export timestamp
+
+
+def reordered(eb_id: str) -> str:
+    """A legacy event with the envelope's keys in another order than EventBridge writes them (detail first)."""
+    event = json.loads(legacy(eb_id, ticket=4242))
+    return json.dumps({k: event[k] for k in reversed(list(event))})
+
+
+def escaped(eb_id: str) -> str:
+    """A webhook event whose id, source and detail-type are written with JSON escapes."""
+    text = webhook(eb_id, zid="905", ticket=9)
+    text = text.replace(f'"id": "{eb_id}"', '"id": "' + "".join(f"\\u{ord(c):04x}" for c in eb_id) + '"', 1)
+    return text.replace('"zendesk.webhook"', '"zendesk\\/webhook \\"quoted\\""').replace(
+        '"ticket.created"', '"ticket\\u002ecreated\\n"', 1)
+
+
+LINES = [
+    (uid(1), legacy(uid(1), ticket=11)),
+    (uid(2), reordered(uid(2))),
+    (uid(3), escaped(uid(3))),
+    (None, legacy("not-a-uuid", ticket=13)),
+    (None, json.dumps({"version": "0", "id": uid(5), "detail-type": "Scheduled Event", "source": "aws.events",
+                       "detail": {}})),
+    (None, legacy(uid(6))[:-7]),  # damaged: cut short
+    (uid(7), webhook(uid(7), zid="907", ticket=17)),
+    (uid(8), legacy(uid(8), ticket=18, **{"replay-name": "nightly-replay"})),
+]
+
+
+def test_mixed_lines_keep_their_refs_and_every_reject(tmp_path):
+    body = "".join(f"{stamp(i)} {text}\n" for i, (_, text) in enumerate(LINES, 1))
+    body += "no-timestamp-here\n"
+    obj = tmp_path / "exports" / "task" / "stream" / "000000.gz"
+    obj.parent.mkdir(parents=True)
+    obj.write_bytes(gzip.compress(body.encode()))
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "exports"), format="cwl-export"), WINDOW, AwsConfig(),
+                      match=MatchConfig())
+    key = str(obj)
+    rows = res.ledger.to_pylist()
+    good = [(i, eb) for i, (eb, _) in enumerate(LINES, 1) if eb]
+    assert [r["eb_id"] for r in rows] == [eb for _, eb in good]  # in line order
+    for r, (i, eb) in zip(rows, good):
+        assert r["source_ref"] == r["source_id"] == f"{key}:{i}", eb
+        assert iso(r["observed_at"])[:-4] + "Z" == stamp(i)
+    by_id = {r["eb_id"]: r for r in rows}
+    assert by_id[uid(1)]["ticket_id"] == 11 and by_id[uid(1)]["family"] == "legacy"
+    assert by_id[uid(2)]["ticket_id"] == 4242 and by_id[uid(2)]["sequence_total"] == 2
+    assert by_id[uid(3)]["family"] == "webhook" and by_id[uid(3)]["zendesk_key"] == "905"
+    assert by_id[uid(3)]["ticket_id"] == 9
+    assert by_id[uid(7)]["zendesk_key"] == "907" and by_id[uid(7)]["ticket_id"] == 17
+    assert by_id[uid(8)]["replay_name"] == "nightly-replay" and by_id[uid(1)]["replay_name"] is None
+    rej = res.rejects.to_pylist()
+    assert [r["source_ref"] for r in rej] == [f"{key}:{i}" for i in (4, 5, 6, 9)]
+    assert rej[0]["reason"] == ('EventBridge id "not-a-uuid" does not have the expected shape '
+                                '([match] eb_id_pattern)')
+    assert rej[1]["reason"].startswith('not a Zendesk event: source "aws.events"') and rej[1]["kind"] == "not_zendesk"
+    assert rej[2]["reason"] == "not JSON" and rej[2]["raw"].endswith(LINES[5][1])
+    assert rej[3]["reason"].startswith("not a CloudWatch export line")
+    assert [r["kind"] for r in rej] == ["unparseable", "not_zendesk", "unparseable", "unparseable"]
+    assert res.records == 5 and res.rejected == 4
+
+
+def test_pass_through_columns_follow_their_rows_when_rows_between_are_rejected():
+    raw = pa.array(["not json", legacy(uid(1)), json.dumps({"detail": {}}), webhook(uid(2)), "{"], pa.string())
+    refs = pa.chunked_array([pa.array([f"m#{i}" for i in range(3)]), pa.array([f"m#{i}" for i in range(3, 5)])])
+    extra = {"source_id": pa.array([f"msg-{i}" for i in range(5)]),
+             "retry_attempts": pa.array(range(10, 15), pa.int32()),
+             "committed": pa.array([False, True, False, True, False]),
+             "observed_at": pa.array([f"2026-11-23T10:00:0{i}Z" for i in range(5)])}
+    led, rej = events.parse(raw, refs, hop="dlq", source="dlq", extra=extra)
+    assert led["eb_id"].to_pylist() == [uid(1), uid(2)]
+    assert led["source_ref"].to_pylist() == ["m#1", "m#3"]
+    assert led["source_id"].to_pylist() == ["msg-1", "msg-3"]
+    assert led["retry_attempts"].to_pylist() == [11, 13] and led["committed"].to_pylist() == [True, True]
+    assert [t.second for t in led["observed_at"].to_pylist()] == [1, 3]
+    assert rej["source_ref"].to_pylist() == ["m#0", "m#2", "m#4"]
+    assert rej["reason"].to_pylist() == ["not JSON", "event has no id", "not JSON"]
