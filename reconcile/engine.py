@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
@@ -142,35 +142,6 @@ class Engine:
     def batches(self, table: str, order_by: str) -> pa.RecordBatchReader:
         """Stream a (possibly large) result table in a total order, for exports."""
         return self.con.table(table).order(order_by).to_arrow_reader(100_000)
-
-    def sorted_ranges(self, table: str, order_by: str, range_key: str, rows_per_range: int,
-                      batch_rows: int = 100_000) -> Iterator[pa.RecordBatchReader]:
-        """The table in `order_by` order as consecutive readers, one per range of `range_key` (its first sort key):
-        each range is sorted on its own, so DuckDB sorts a few slices of a ten-million-row table instead of all of
-        it at once, and a caller can write one range while the next is sorted. Ranges are cut at exact quantiles of
-        `range_key` (about `rows_per_range` rows each), NULLs last as ORDER BY puts them; the rows and their order
-        are those of `batches(table, order_by)` however the ranges fall."""
-        rel = self.con.table(table)
-        n = rel.aggregate("count(*)").fetchall()[0][0]
-        k = -(-n // rows_per_range)
-        key = duckdb.ColumnExpression(range_key)
-        if k <= 1:
-            yield rel.order(order_by).to_arrow_reader(batch_rows)
-            return
-        quantiles = duckdb.ConstantExpression([i / k for i in range(1, k)])
-        cuts = rel.aggregate([duckdb.FunctionExpression("quantile_disc", key, quantiles)]).fetchall()[0][0] or []
-        cuts = sorted(set(c for c in cuts if c is not None))
-        lows = [None, *cuts]
-        for i, low in enumerate(lows):
-            high = lows[i + 1] if i + 1 < len(lows) else None
-            if low is None:
-                where = key < duckdb.ConstantExpression(high) if high is not None else None
-            elif high is None:
-                where = (key >= duckdb.ConstantExpression(low)) | key.isnull()
-            else:
-                where = (key >= duckdb.ConstantExpression(low)) & (key < duckdb.ConstantExpression(high))
-            part = rel.filter(where) if where is not None else rel
-            yield part.order(order_by).to_arrow_reader(batch_rows)
 
     def results(self) -> dict[str, list[dict[str, Any]]]:
         return {name: self.arrow(name).to_pylist() for name in RESULT_TABLES}

@@ -11,7 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import orjson
 import pyarrow as pa
@@ -23,8 +23,6 @@ from . import atomic
 GAPS_ORDER = "event_time, verdict, source_id, eb_id"
 # Zendesk ids are numbers: sorting them as numbers reads naturally and sorts ten million rows ~20 % faster than text.
 VERDICTS_ORDER = "event_time, try_cast(source_id AS BIGINT), source_id"
-# verdicts.parquet is sorted a range of event times at a time (Engine.sorted_ranges), about this many rows a range.
-VERDICTS_RANGE_ROWS = 2_000_000
 # Every row group holds exactly this many rows of the sorted table (the last one the rest): the file's layout follows
 # from its rows alone, not from how DuckDB's threads happened to hand them over.
 ROW_GROUP_ROWS = 100_000
@@ -68,32 +66,19 @@ def write_gaps_csv(reader: pa.RecordBatchReader, path: Path) -> int:
     return n
 
 
-def write_parquet_stream(reader: pa.RecordBatchReader, path: Path) -> int:
-    n = 0
-    with atomic.replacing(path) as tmp, pq.ParquetWriter(tmp, reader.schema, compression="zstd") as w:
-        for batch in reader:
-            w.write_batch(batch)
-            n += batch.num_rows
-    return n
-
-
-def write_parquet_sorted(readers: Iterable[pa.RecordBatchReader], path: Path,
-                         row_group_rows: int = ROW_GROUP_ROWS) -> int:
-    """Write consecutive readers (Engine.sorted_ranges) as one Parquet file, byte for byte the same whatever the
-    engine's threads: row groups of exactly `row_group_rows` rows in the readers' order, each encoded from one
-    contiguous array per column, dictionaries only where they pay (NO_DICTIONARY). The readers are drained on
-    another thread, so DuckDB sorts and converts the next rows on one core while this one encodes."""
-    batches = _prefetched(readers)
+def write_parquet_sorted(reader: pa.RecordBatchReader, path: Path, row_group_rows: int = ROW_GROUP_ROWS) -> int:
+    """Write a sorted result (Engine.batches) as Parquet, byte for byte the same whatever the engine's threads: row
+    groups of exactly `row_group_rows` rows in the reader's order, each encoded from one contiguous array per
+    column, dictionaries only where they pay (NO_DICTIONARY). The reader is drained on another thread, so DuckDB
+    converts the next rows to Arrow on one core while this one encodes."""
+    batches = _prefetched(reader)
     try:
-        return _write_groups(batches, path, row_group_rows)
+        return _write_groups(batches, reader.schema, path, row_group_rows)
     finally:
         batches.close()
 
 
-def _write_groups(batches: Iterator[Any], path: Path, row_group_rows: int) -> int:
-    schema = next(batches, None)
-    if schema is None:
-        raise ValueError(f"no reader to write {path.name} from")
+def _write_groups(batches: Iterator[pa.RecordBatch], schema: pa.Schema, path: Path, row_group_rows: int) -> int:
     dictionary = [f.name for f in schema if f.name not in NO_DICTIONARY]
     n = 0
     pending: list[pa.RecordBatch] = []
@@ -101,8 +86,6 @@ def _write_groups(batches: Iterator[Any], path: Path, row_group_rows: int) -> in
     with atomic.replacing(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd",
                                                          use_dictionary=dictionary) as w:
         for batch in batches:
-            if not batch.schema.equals(schema):
-                raise ValueError(f"{path.name}: a range came with another schema ({batch.schema} vs {schema})")
             pending.append(batch)
             held += batch.num_rows
             while held >= row_group_rows:
@@ -120,9 +103,9 @@ def _write_groups(batches: Iterator[Any], path: Path, row_group_rows: int) -> in
 _DONE = object()
 
 
-def _prefetched(readers: Iterable[pa.RecordBatchReader], depth: int = 4) -> Iterator[Any]:
-    """The first reader's schema, then every batch of every reader, read ahead on a thread (at most `depth` batches
-    held). An error on the reading side is raised here; when the consumer stops early, the reading stops too."""
+def _prefetched(reader: pa.RecordBatchReader, depth: int = 4) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, read ahead on a thread (at most `depth` held). An error on the reading side (a DuckDB
+    interrupt, say) is raised here; when the consumer stops early, the reading stops too."""
     q: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
 
@@ -137,15 +120,9 @@ def _prefetched(readers: Iterable[pa.RecordBatchReader], depth: int = 4) -> Iter
 
     def drain() -> None:
         try:
-            schema_sent = False
-            for reader in readers:
-                if not schema_sent:
-                    if not put(reader.schema):
-                        return
-                    schema_sent = True
-                for batch in reader:
-                    if not put(batch):
-                        return
+            for batch in reader:
+                if not put(batch):
+                    return
             put(_DONE)
         except BaseException as e:  # handed to the consumer, which raises it
             put(e)

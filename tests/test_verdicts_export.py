@@ -1,5 +1,5 @@
-"""verdicts.parquet's layout: the same bytes whatever DuckDB's threads or the ranges it is sorted in, and exactly the
-rows of one ORDER BY over the table."""
+"""verdicts.parquet's layout: the same bytes whatever DuckDB's threads (today's streaming write cut row groups where
+DuckDB's batches fell, which differ between one thread and several), and exactly the rows of one ORDER BY."""
 
 import random
 from datetime import datetime, timedelta, timezone
@@ -35,12 +35,11 @@ def verdicts_like(rows: int = ROWS) -> pa.Table:
     })
 
 
-def export(table: pa.Table, path, *, threads: int, range_rows: int, group_rows: int) -> bytes:
+def export(table: pa.Table, path, *, threads: int, group_rows: int) -> bytes:
     e = Engine.open(threads=threads)
     try:
         e.con.from_arrow(table).create("verdicts")
-        outputs.write_parquet_sorted(e.sorted_ranges("verdicts", outputs.VERDICTS_ORDER, "event_time", range_rows,
-                                                     batch_rows=10_000), path, group_rows)
+        outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), path, group_rows)
         expected = e.con.table("verdicts").order(outputs.VERDICTS_ORDER).to_arrow_table()
     finally:
         e.close()
@@ -48,18 +47,19 @@ def export(table: pa.Table, path, *, threads: int, range_rows: int, group_rows: 
     return path.read_bytes()
 
 
-def test_verdicts_file_is_byte_identical_across_threads_and_ranges(tmp_path):
+@pytest.mark.parametrize("group_rows", [7_000, outputs.ROW_GROUP_ROWS])
+def test_verdicts_file_is_byte_identical_across_threads(tmp_path, group_rows):
     table = verdicts_like()
-    files = {(threads, range_rows): export(table, tmp_path / f"v-{threads}-{range_rows}.parquet", threads=threads,
-                                           range_rows=range_rows, group_rows=7_000)
-             for threads, range_rows in ((1, ROWS), (2, ROWS), (4, ROWS), (1, 40_000), (2, 40_000), (4, 25_000))}
-    assert len(set(files.values())) == 1, {k: len(v) for k, v in files.items()}
-    meta = pq.read_metadata(tmp_path / "v-2-40000.parquet")
-    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [7_000] * 42 + [ROWS - 42 * 7_000]
+    files = {threads: export(table, tmp_path / f"v-{threads}.parquet", threads=threads, group_rows=group_rows)
+             for threads in (1, 2, 4)}
+    assert files[1] == files[2] == files[4]
+    meta = pq.read_metadata(tmp_path / "v-2.parquet")
+    full, rest = divmod(ROWS, group_rows)
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [group_rows] * full + [rest] * bool(rest)
 
 
 def test_per_event_columns_have_no_dictionary(tmp_path):
-    export(verdicts_like(20_000), tmp_path / "v.parquet", threads=2, range_rows=5_000, group_rows=20_000)
+    export(verdicts_like(20_000), tmp_path / "v.parquet", threads=2, group_rows=20_000)
     rg = pq.read_metadata(tmp_path / "v.parquet").row_group(0)
     encodings = {rg.column(i).path_in_schema: rg.column(i).encodings for i in range(rg.num_columns)}
     assert "RLE_DICTIONARY" not in encodings["source_id"] and "RLE_DICTIONARY" not in encodings["age_s"]
@@ -68,15 +68,17 @@ def test_per_event_columns_have_no_dictionary(tmp_path):
 
 def test_empty_table_writes_an_empty_file(tmp_path):
     table = verdicts_like(10).slice(0, 0)
-    export(table, tmp_path / "v.parquet", threads=2, range_rows=5, group_rows=7)
+    export(table, tmp_path / "v.parquet", threads=2, group_rows=7)
     assert pq.read_table(tmp_path / "v.parquet").num_rows == 0
 
 
-def test_a_failing_range_fails_the_write_and_leaves_no_file(tmp_path):
-    def readers():
-        yield pa.table({"a": [1, 2]}).to_reader()
+def test_a_failing_read_fails_the_write_and_leaves_no_file(tmp_path):
+    schema = pa.schema([("a", pa.int64())])
+
+    def batches():
+        yield pa.record_batch([pa.array([1, 2])], schema=schema)
         raise RuntimeError("the engine stopped")
 
     with pytest.raises(RuntimeError, match="engine stopped"):
-        outputs.write_parquet_sorted(readers(), tmp_path / "v.parquet")
+        outputs.write_parquet_sorted(pa.RecordBatchReader.from_batches(schema, batches()), tmp_path / "v.parquet")
     assert list(tmp_path.iterdir()) == []
