@@ -6,10 +6,12 @@ Everything is written to a temp name and renamed, so a reader never sees half a 
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 import pyarrow as pa
@@ -21,6 +23,17 @@ from . import atomic
 GAPS_ORDER = "event_time, verdict, source_id, eb_id"
 # Zendesk ids are numbers: sorting them as numbers reads naturally and sorts ten million rows ~20 % faster than text.
 VERDICTS_ORDER = "event_time, try_cast(source_id AS BIGINT), source_id"
+# Every row group holds exactly this many rows of the sorted table (the last one the rest): the file's layout follows
+# from its rows alone, not from how DuckDB's threads happened to hand them over.
+ROW_GROUP_ROWS = 100_000
+# Columns that hold a new value on almost every row (ids, instants, measures): a dictionary for them costs a third of
+# the encoding and makes the file bigger (Parquet falls back to plain values once the dictionary is full). The
+# others (verdicts, kinds, causes, counts) keep theirs. A column not named here gets a dictionary.
+NO_DICTIONARY = frozenset({
+    "source_id", "zendesk_key", "source_ref", "expected_id", "eb_id", "other_eb_ids", "ticket_id", "audit_id",
+    "event_time", "bus_at", "sink_at", "dlq_at", "recovery_sent_at",
+    "age_s", "bus_latency_s", "sink_latency_s", "end_to_end_s", "recovery_lag_s",
+})
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -53,13 +66,80 @@ def write_gaps_csv(reader: pa.RecordBatchReader, path: Path) -> int:
     return n
 
 
-def write_parquet_stream(reader: pa.RecordBatchReader, path: Path) -> int:
+def write_parquet_sorted(reader: pa.RecordBatchReader, path: Path, row_group_rows: int = ROW_GROUP_ROWS) -> int:
+    """Write a sorted result (Engine.batches) as Parquet, byte for byte the same whatever the engine's threads: row
+    groups of exactly `row_group_rows` rows in the reader's order, each encoded from one contiguous array per
+    column, dictionaries only where they pay (NO_DICTIONARY). The reader is drained on another thread, so DuckDB
+    converts the next rows to Arrow on one core while this one encodes."""
+    batches = _prefetched(reader)
+    try:
+        return _write_groups(batches, reader.schema, path, row_group_rows)
+    finally:
+        batches.close()
+
+
+def _write_groups(batches: Iterator[pa.RecordBatch], schema: pa.Schema, path: Path, row_group_rows: int) -> int:
+    dictionary = [f.name for f in schema if f.name not in NO_DICTIONARY]
     n = 0
-    with atomic.replacing(path) as tmp, pq.ParquetWriter(tmp, reader.schema, compression="zstd") as w:
-        for batch in reader:
-            w.write_batch(batch)
-            n += batch.num_rows
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    with atomic.replacing(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd",
+                                                         use_dictionary=dictionary) as w:
+        for batch in batches:
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= row_group_rows:
+                group = pa.Table.from_batches(pending, schema)
+                w.write_table(group.slice(0, row_group_rows).combine_chunks(), row_group_size=row_group_rows)
+                rest = group.slice(row_group_rows)
+                pending, held = rest.to_batches(), rest.num_rows
+                n += row_group_rows
+        if held:
+            w.write_table(pa.Table.from_batches(pending, schema).combine_chunks(), row_group_size=row_group_rows)
+            n += held
     return n
+
+
+_DONE = object()
+
+
+def _prefetched(reader: pa.RecordBatchReader, depth: int = 4) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, read ahead on a thread (at most `depth` held). An error on the reading side (a DuckDB
+    interrupt, say) is raised here; when the consumer stops early, the reading stops too."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def drain() -> None:
+        try:
+            for batch in reader:
+                if not put(batch):
+                    return
+            put(_DONE)
+        except BaseException as e:  # handed to the consumer, which raises it
+            put(e)
+
+    t = threading.Thread(target=drain, name="parquet-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
 
 
 def sha256_file(path: Path) -> str:

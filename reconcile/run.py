@@ -221,7 +221,7 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
     cfg, window, results, history = job.cfg, job.window, job.results, job.history
     e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine, recovered.read_evidence(job.evidence))
     try:
-        outputs.write_parquet_stream(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
+        outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")
         s = summary.build(e.results(), [summary.input_entry(results[x.name]) for x in REGISTRY], cfg, window,
                           orphans=e.count("orphans"),

@@ -1,0 +1,84 @@
+"""verdicts.parquet's layout: the same bytes whatever DuckDB's threads (today's streaming write cut row groups where
+DuckDB's batches fell, which differ between one thread and several), and exactly the rows of one ORDER BY."""
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from reconcile import outputs
+from reconcile.engine import Engine
+
+ROWS = 300_000
+
+
+def verdicts_like(rows: int = ROWS) -> pa.Table:
+    """A verdicts-shaped table in no order: numeric and text ids, event times with many ties and some missing,
+    nulls, lists, doubles, booleans; low- and high-cardinality text."""
+    rnd = random.Random(17)
+    day = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    ids = [str(1_000_000 + i) if i % 50 else f"evt-{i}" for i in range(rows)]
+    rnd.shuffle(ids)
+    times = [None if i % 997 == 0 else day + timedelta(seconds=rnd.randrange(3_600)) for i in range(rows)]
+    verdicts = ["delivered", "lost_after_bus", "pending", "duplicated"]
+    return pa.table({
+        "source_id": pa.array(ids, pa.string()),
+        "ticket_id": pa.array([rnd.randrange(10_000) for _ in range(rows)], pa.int64()),
+        "event_time": pa.array(times, pa.timestamp("us", tz="UTC")),
+        "eb_id": pa.array([None if i % 7 == 0 else f"{rnd.getrandbits(128):032x}" for i in range(rows)]),
+        "other_eb_ids": pa.array([[f"x{i}"] if i % 11 == 0 else None for i in range(rows)], pa.list_(pa.string())),
+        "verdict": pa.array([verdicts[rnd.randrange(4)] for _ in range(rows)]),
+        "age_s": pa.array([rnd.random() * 1e5 for _ in range(rows)], pa.float64()),
+        "unlogged_at_bus": pa.array([i % 3 == 0 for i in range(rows)]),
+    })
+
+
+def export(table: pa.Table, path, *, threads: int, group_rows: int) -> bytes:
+    e = Engine.open(threads=threads)
+    try:
+        e.con.from_arrow(table).create("verdicts")
+        outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), path, group_rows)
+        expected = e.con.table("verdicts").order(outputs.VERDICTS_ORDER).to_arrow_table()
+    finally:
+        e.close()
+    assert pq.read_table(path).equals(expected)  # the rows of one ORDER BY, in its order, with the table's types
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("group_rows", [7_000, outputs.ROW_GROUP_ROWS])
+def test_verdicts_file_is_byte_identical_across_threads(tmp_path, group_rows):
+    table = verdicts_like()
+    files = {threads: export(table, tmp_path / f"v-{threads}.parquet", threads=threads, group_rows=group_rows)
+             for threads in (1, 2, 4)}
+    assert files[1] == files[2] == files[4]
+    meta = pq.read_metadata(tmp_path / "v-2.parquet")
+    full, rest = divmod(ROWS, group_rows)
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [group_rows] * full + [rest] * bool(rest)
+
+
+def test_per_event_columns_have_no_dictionary(tmp_path):
+    export(verdicts_like(20_000), tmp_path / "v.parquet", threads=2, group_rows=20_000)
+    rg = pq.read_metadata(tmp_path / "v.parquet").row_group(0)
+    encodings = {rg.column(i).path_in_schema: rg.column(i).encodings for i in range(rg.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["source_id"] and "RLE_DICTIONARY" not in encodings["age_s"]
+    assert "RLE_DICTIONARY" in encodings["verdict"]
+
+
+def test_empty_table_writes_an_empty_file(tmp_path):
+    table = verdicts_like(10).slice(0, 0)
+    export(table, tmp_path / "v.parquet", threads=2, group_rows=7)
+    assert pq.read_table(tmp_path / "v.parquet").num_rows == 0
+
+
+def test_a_failing_read_fails_the_write_and_leaves_no_file(tmp_path):
+    schema = pa.schema([("a", pa.int64())])
+
+    def batches():
+        yield pa.record_batch([pa.array([1, 2])], schema=schema)
+        raise RuntimeError("the engine stopped")
+
+    with pytest.raises(RuntimeError, match="engine stopped"):
+        outputs.write_parquet_sorted(pa.RecordBatchReader.from_batches(schema, batches()), tmp_path / "v.parquet")
+    assert list(tmp_path.iterdir()) == []
