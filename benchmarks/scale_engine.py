@@ -32,13 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-# Per copy k: numeric ids move by k x a power of ten above any real value, text ids get a suffix.
+# Per copy k: numeric ids move by k x a power of ten above any real value, text ids get a suffix, and EventBridge ids
+# (UUIDs in the ledgers) have k added to their first 32 bits: still UUIDs, distinct per copy, copy 0 unchanged.
 _SHIFT = {
     "source_id": "CASE WHEN try_cast(source_id AS BIGINT) IS NOT NULL "
                  "THEN (source_id::BIGINT + k * 100000000000000)::VARCHAR ELSE source_id || '~' || k END",
     "zendesk_key": "CASE WHEN try_cast(zendesk_key AS BIGINT) IS NOT NULL "
                    "THEN (zendesk_key::BIGINT + k * 100000000000000)::VARCHAR ELSE zendesk_key || '~' || k END",
-    "eb_id": "eb_id || '~' || k",
+    "eb_id": "(printf('%08x', (('0x' || left(eb_id::VARCHAR, 8))::BIGINT + k) % 4294967296) "
+             "|| substr(eb_id::VARCHAR, 9))::UUID",
     "ticket_id": "ticket_id + k * 10000000000000",
     "audit_id": "audit_id + k * 10000000000000",
     "sequence_number": "sequence_number || '~' || k",

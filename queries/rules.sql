@@ -94,7 +94,7 @@ UNION ALL
 SELECT l.source_id,
        count(*) AS eb_ids,
        min(l.eb_id) AS eb_id,
-       list(l.eb_id ORDER BY l.eb_id)[2:] AS other_eb_ids,  -- the ids besides eb_id: `trace` follows them all
+       list(l.eb_id::VARCHAR ORDER BY l.eb_id)[2:] AS other_eb_ids,  -- the ids besides eb_id: `trace` follows them all
        any_value(l.match_kind) AS match_kind,
        min(b.event_type) AS bus_type,
        sum(b.log_copies)::BIGINT AS log_copies,

@@ -5,7 +5,8 @@ WITH g AS (
     SELECT *, coalesce(cause, CASE WHEN unlogged_at_bus THEN 'not in the bus log' END) AS why FROM gaps
 )
 SELECT verdict, why AS cause, count(*) AS events,
-       arg_min(coalesce(source_id, eb_id), (event_time, coalesce(source_id, ''), coalesce(eb_id, ''))) AS trace_id,
+       arg_min(coalesce(source_id, eb_id::VARCHAR),
+               (event_time, coalesce(source_id, ''), coalesce(eb_id::VARCHAR, ''))) AS trace_id,
        min(event_time) AS first_event_time
 FROM g
 GROUP BY verdict, why

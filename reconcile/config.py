@@ -88,7 +88,8 @@ class MatchConfig:
     kind_map: str | None = None  # older form: a CSV (api_kind,bus_type), one bus event per child
     emission_model: str | None = None  # a CSV (api_kind,family,bus_type,cardinality) over queries/emission_model.csv
     # The shape every EventBridge id must have (RE2, whole id); a record whose id does not match is a reject that
-    # makes its store incomplete. "" accepts any non-empty id.
+    # makes its store incomplete. EventBridge ids are UUIDs and ledgers keep them as such (docs/design.md): an id
+    # that is no UUID is a reject whatever this says, and a pattern that admits non-UUIDs is refused by validate().
     # Every AWS store's ids (bus log, sink column or path, DLQ body) are checked against this one pattern.
     eb_id_pattern: str = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     # EventBridge `source` values (RE2, searched) that Zendesk events arrive with: the connector's
@@ -326,6 +327,10 @@ def validate(cfg: Config) -> None:
     if cfg.bus_log.format == "api" and cfg.bus_log.uri and not cfg.bus_log.log_group:
         problems.append("[bus_log] format = \"api\" reads a log group: set [bus_log] log_group (uri is for "
                         "cwl-export or firehose objects).")
+    if (admitted := _non_uuid_admitted(cfg.match.eb_id_pattern)) is not None:
+        problems.append(f"[match] eb_id_pattern = {_toml(cfg.match.eb_id_pattern)} admits ids that are not UUIDs (such "
+                        f"as {_toml(admitted)}): EventBridge ids are UUIDs and are kept as such, so any other id is a "
+                        f"reject anyway. Narrow the pattern to UUIDs, or leave the key out for the default.")
     if cfg.alert.cloudwatch_namespace and not (cfg.alert.rule or cfg.metrics.rule):
         problems.append("[alert] cloudwatch_namespace publishes metrics with the rule as a dimension: set [metrics] "
                         "rule, or [alert] rule to name it.")
@@ -337,6 +342,25 @@ def validate(cfg: Config) -> None:
     if problems:
         raise ConfigError("\n".join(problems) + "\nFix the config file, or override a key with "
                           "--set section.key=value.")
+
+
+# Ids that are not UUIDs in their 8-4-4-4-12 form, each a way a pattern can be too wide.
+_NOT_UUIDS = ("", "1", "not-a-uuid", "x" * 36, "0e1c3d581f0a4c5e9d4e0a1b2c3d4e5f",
+              "0e1c3d58-1f0a-4c5e-9d4e-0a1b2c3d4e5",
+              "{0e1c3d58-1f0a-4c5e-9d4e-0a1b2c3d4e5f}", "0e1c3d58-1f0a-4c5e-9d4e-0a1b2c3d4e5g",
+              "0e1c3d58-1f0a4c5e-9d4e-0a1b2c3d-4e5f", "0e1c3d58-1f0a-4c5e-9d4e-0a1b2c3d4e5f-1")
+
+
+def _non_uuid_admitted(pattern: str) -> str | None:
+    """One of _NOT_UUIDS that `pattern` matches whole ("" matches anything), or None. A pattern Python cannot
+    compile is left to the RE2 check that names it (sources/events.check_patterns)."""
+    if pattern == "":
+        return "not-a-uuid"
+    try:
+        rx = re.compile(pattern)
+    except re.error:
+        return None
+    return next((probe for probe in _NOT_UUIDS if rx.fullmatch(probe)), None)
 
 
 def _toml(value: Any) -> str:

@@ -116,7 +116,7 @@ class Engine:
         con.register("hop_vocab", emission.hop_table())
         from . import recovered  # here: recovered imports state, which imports this module
         for name, table in recovered.empty().items():  # no recovery known until the caller binds the journal's
-            con.register(name, table)
+            con.register(name, uuid_ids(table))
         return cls(con, interrupt.on_stop(con.interrupt))
 
     def bind_ledger(self, name: str, path: Path | None) -> None:
@@ -127,7 +127,7 @@ class Engine:
             self.con.read_parquet(str(path)).create_view(name, replace=True)
 
     def bind_table(self, name: str, table: pa.Table) -> None:
-        self.con.register(name, table)
+        self.con.register(name, uuid_ids(table))
 
     def run_query(self, name: str, params: dict[str, Any]) -> None:
         execute_file(self.con, query_path(name), params)
@@ -161,6 +161,16 @@ class Engine:
         self.con.close()
         for folder in self.scratch:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def uuid_ids(table: pa.Table) -> pa.Table:
+    """`table` with its `eb_id` column (text in the state, the journal and the outputs) as the UUID the ledgers and
+    every engine table keep it as: EventBridge ids enter the engine as UUIDs and leave it as text (Arrow out of the
+    engine gives a UUID as its text)."""
+    if "eb_id" not in table.column_names or isinstance(table.schema.field("eb_id").type, pa.UuidType):
+        return table
+    i = table.column_names.index("eb_id")
+    return table.set_column(i, pa.field("eb_id", pa.uuid()), ledger.uuids(table["eb_id"]))
 
 
 def statements(sql: str) -> list[str]:

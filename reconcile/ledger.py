@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,7 +23,7 @@ SCHEMA = pa.schema(
     [
         ("hop", pa.string()),  # zendesk | bus | dlq | sink
         ("source_id", pa.string()),  # id native to the store (API child event id, log event id, MessageId, ...)
-        ("eb_id", pa.string()),  # EventBridge event id (null on the zendesk hop)
+        ("eb_id", pa.uuid()),  # EventBridge event id, a UUID (16 bytes; null on the zendesk hop): docs/design.md
         ("zendesk_key", pa.string()),  # Zendesk event id where the record carries one (API child id, webhook id)
         ("ticket_id", pa.int64()),
         ("event_type", pa.string()),  # API: Create | Comment | Change:<field>; bus: the payload's type
@@ -77,12 +78,39 @@ METRIC_SCHEMA = pa.schema(
 )
 
 
+# Arrow out of this database gives UUIDs as Arrow's `uuid` type (Parquet's UUID logical type, DuckDB's UUID on
+# read); a database of its own, as the setting holds for every cursor of a database.
+_UUIDS = duckdb.connect()
+_UUIDS.execute("SET arrow_lossless_conversion = true")
+
+
+def uuids(ids: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    """EventBridge ids as text (8-4-4-4-12 hex digits) -> Arrow `uuid`; an id that is not a UUID is a ValueError
+    (sources reject such records before: sources/events.py)."""
+    if isinstance(ids.type, pa.UuidType):
+        return ids if isinstance(ids, pa.ChunkedArray) else pa.chunked_array([ids])
+    con = _UUIDS.cursor()
+    try:
+        con.register("ids", pa.table({"id": ids.cast(pa.string())}))
+        out = con.sql("SELECT try_cast(id AS UUID) AS u, CASE WHEN u IS NULL AND id IS NOT NULL THEN id END AS bad "
+                      "FROM ids").to_arrow_table()
+    finally:
+        con.close()
+    if out["bad"].null_count < len(out):
+        bad = pc.drop_null(out["bad"])[0].as_py()
+        raise ValueError(f"EventBridge id {bad[:80]!r} is not a UUID (EventBridge ids are UUIDs: docs/design.md)")
+    return out["u"]
+
+
 def conform(table: pa.Table) -> pa.Table:
-    """Return `table` with exactly the ledger columns, in order, missing ones as nulls, types cast."""
+    """Return `table` with exactly the ledger columns, in order, missing ones as nulls, types cast (eb_id text to
+    UUID)."""
     n = table.num_rows
     cols = []
     for f in SCHEMA:
-        if f.name in table.column_names:
+        if f.name == "eb_id" and f.name in table.column_names:
+            cols.append(uuids(table[f.name]))
+        elif f.name in table.column_names:
             cols.append(table[f.name].cast(f.type))
         else:
             cols.append(pa.nulls(n, f.type))

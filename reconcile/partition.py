@@ -146,7 +146,7 @@ def _bind(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], empty: p
     if files:
         con.read_parquet([str(f) for f in files]).create_view(name)
     else:
-        con.register(name, empty)
+        con.register(name, eng.uuid_ids(empty))  # Arrow out of the engine gave its UUIDs as text
 
 
 def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:

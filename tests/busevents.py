@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 from reconcile.window import Window
 
+from ledgers import uid
+
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 HOUR0 = NOW.replace(minute=0, second=0)
 WINDOW = Window(start=HOUR0 - timedelta(hours=1), end=HOUR0 + timedelta(hours=1), as_of=NOW)
@@ -18,7 +20,7 @@ def iso(dt: datetime) -> str:
 
 
 def legacy(eb_id: str, ticket: int = 35436, when: datetime = NOW, **top) -> str:
-    return json.dumps({"version": "0", "id": eb_id, "detail-type": "Support Ticket: Comment Created",
+    return json.dumps({"version": "0", "id": uid(eb_id), "detail-type": "Support Ticket: Comment Created",
                        "source": "aws.partner/zendesk.com/1/default", "time": iso(when), **top,
                        "detail": {"ticket_event": {
                            "meta": {"occurred_at": when.strftime("%Y-%m-%dT%H:%M:%S.123456789Z"),
@@ -27,7 +29,7 @@ def legacy(eb_id: str, ticket: int = 35436, when: datetime = NOW, **top) -> str:
 
 
 def webhook(eb_id: str, zid: str = "900", ticket: int = 7, when: datetime = NOW) -> str:
-    return json.dumps({"id": eb_id, "source": "zendesk.webhook", "detail-type": "ticket.created",
+    return json.dumps({"id": uid(eb_id), "source": "zendesk.webhook", "detail-type": "ticket.created",
                        "detail": {"type": "zen:event-type:ticket.created", "id": zid, "time": iso(when),
                                   "subject": f"zen:ticket:{ticket}", "detail": {"id": str(ticket)}}})
 

@@ -20,6 +20,7 @@ from reconcile.errors import SourceError
 from reconcile.simulate.aws_load import load_stores, start_moto
 from reconcile.sources import buslog, dlq, events, metrics, sink
 
+from ledgers import label, labels, uid
 from busevents import HOUR0, NOW, WINDOW, dlq_attrs, fill_queue, iso, legacy, queue_count, webhook
 
 LOCAL = AwsConfig()
@@ -60,9 +61,9 @@ def place(where, request, tmp_path, bucket: str, files: dict[str, bytes], path: 
 def test_events_parse_both_families_and_rejects():
     raw = pa.array([legacy("L1"), webhook("W1", "901", 8), "not json", json.dumps({"detail": {}}),
                     json.dumps({"id": "X", "source": "aws.s3", "detail": {}}),
-                    json.dumps({"id": "T", "detail": {"type": "zen:event-type:a", "time": "soon"}})])
+                    json.dumps({"id": uid("T"), "detail": {"type": "zen:event-type:a", "time": "soon"}})])
     led, rej = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log")
-    rows = {r["eb_id"]: r for r in led.to_pylist()}
+    rows = {label(r["eb_id"]): r for r in led.to_pylist()}
     assert rows["L1"]["family"] == "legacy" and rows["L1"]["ticket_id"] == 35436
     assert rows["L1"]["event_type"] == "Comment Created" and rows["L1"]["sequence_id"] == "SEQ1"
     assert rows["L1"]["sequence_position"] == 2 and rows["L1"]["zendesk_key"] is None
@@ -92,7 +93,7 @@ def test_bus_log_export_written_by_moto_create_export_task(aws_cfg):
                             destination="logs-archive", destinationPrefix="exports")
     res = buslog.read(BusLogConfig(uri="s3://logs-archive/exports"), WINDOW, aws_cfg)
     assert res.name == "bus_log" and res.complete, res.problems
-    assert sorted(res.ledger["eb_id"].to_pylist()) == ["L1", "W1"]
+    assert sorted(labels(res.ledger["eb_id"])) == ["L1", "W1"]
     assert set(res.ledger["hop"].to_pylist()) == {"bus"}
     key = [o["Key"] for o in s3.list_objects_v2(Bucket="logs-archive")["Contents"] if o["Key"].endswith(".gz")][0]
     assert res.ledger["source_id"].to_pylist() == [f"{key}:1", f"{key}:2"]
@@ -114,7 +115,7 @@ def test_bus_log_truncated_gzip_keeps_lines_before_damage(tmp_path):
     res = buslog.read(BusLogConfig(uri=str(tmp_path)), WINDOW, LOCAL)
     assert not res.complete
     assert "000001.gz" in res.problems[0] and "truncated" in res.problems[0]
-    ids = res.ledger["eb_id"].to_pylist()
+    ids = labels(res.ledger["eb_id"])
     assert ids[:2] == ["A1", "A2"] and 10 < len(ids) - 2 < 2000  # the lines before the damage are kept
     assert ids[2:] == [f"B{i}" for i in range(len(ids) - 2)]
     assert any("000001.gz" in r and "truncated" in r for r in reasons(res))
@@ -124,7 +125,7 @@ def test_bus_log_lines_not_json_and_without_id_local(tmp_path):
     write_local(tmp_path, {"x/s/000000.gz": export_gz(
         [f"{iso(NOW)} {webhook('W1')}", f"{iso(NOW)} {{broken", "no timestamp here", f"{iso(NOW)} {{}}"])})
     res = buslog.read(BusLogConfig(uri=str(tmp_path)), WINDOW, LOCAL)
-    assert res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
+    assert res.complete and labels(res.ledger["eb_id"]) == ["W1"]
     assert reasons(res) == ["not JSON", "not a CloudWatch export line (<ISO-8601 timestamp> <event json>)",
                             "event has no id"]
 
@@ -157,7 +158,7 @@ def test_bus_log_firehose_multi_member_with_control_message(where, request, tmp_
                      "2026")
     res = buslog.read(BusLogConfig(uri=uri, format="firehose"), WINDOW, aws)
     assert res.complete, res.problems
-    assert res.ledger["eb_id"].to_pylist() == ["L1", "W1", "W2", "W3"]
+    assert labels(res.ledger["eb_id"]) == ["L1", "W1", "W2", "W3"]
     assert res.ledger["source_id"].to_pylist() == ["e1", "e2", "e4", "e5"]
     assert res.ledger["observed_at"][1].as_py() == datetime.fromtimestamp((t0 + 5) / 1000, timezone.utc)
     assert reasons(res) == ["not JSON"] and res.rejects["source_ref"][0].as_py().endswith("#e3")
@@ -175,7 +176,7 @@ def test_bus_log_filter_log_events(aws_cfg):
         logs.create_log_stream(logGroupName="g", logStreamName=stream)
         logs.put_log_events(logGroupName="g", logStreamName=stream, logEvents=[{"timestamp": t0, "message": msg}])
     res = buslog.read(BusLogConfig(format="api", log_group="g"), WINDOW, aws_cfg)
-    assert res.complete and sorted(res.ledger["eb_id"].to_pylist()) == ["L1", "W1"]
+    assert res.complete and sorted(labels(res.ledger["eb_id"])) == ["L1", "W1"]
     assert all(r.startswith("g/") for r in res.ledger["source_ref"].to_pylist())
     with pytest.raises(SourceError, match="does not exist"):
         buslog.read(BusLogConfig(format="api", log_group="nope"), WINDOW, aws_cfg)
@@ -247,7 +248,7 @@ def spark_table(ids: list[str], payloads: list[str], id_col: str = "partitionKey
     return pa.table({
         "data": pa.array([p.encode() for p in payloads], pa.binary()),
         "streamName": ["zendesk"] * len(ids),
-        id_col: ids,
+        id_col: [uid(i) for i in ids],
         "sequenceNumber": [f"4959{i:04d}" for i in range(len(ids))],
         "approximateArrivalTimestamp": pa.array([t0 + timedelta(seconds=i) for i in range(len(ids))],
                                                 pa.timestamp("us", tz="UTC")),
@@ -285,7 +286,7 @@ def test_sink_parquet_with_commit_log_flags_uncommitted_when_not_honoured(where,
     res = sink.read(SinkConfig(uri=uri, honour_commit_log=False), WINDOW, aws)
     assert res.name == "sink" and res.complete, res.problems
     rows = res.ledger.to_pylist()
-    assert [(r["eb_id"], r["committed"]) for r in rows] == [("L1", True), ("W1", True), ("L1", False)]
+    assert [(label(r["eb_id"]), r["committed"]) for r in rows] == [("L1", True), ("W1", True), ("L1", False)]
     assert rows[0]["sequence_number"] == "49590000" and rows[1]["observed_at"] == NOW + timedelta(seconds=1)
     assert rows[1]["zendesk_key"] == "900" and rows[0]["ticket_id"] == 35436 and rows[0]["hop"] == "sink"
     assert rows[2]["source_ref"].endswith("part-00001-b.c000.snappy.parquet#0")
@@ -303,7 +304,7 @@ def test_sink_id_via_json_path(tmp_path):
     t = spark_table(["k1", "k2"], [webhook("W1"), json.dumps({"detail": {"type": "zen:event-type:x"}})])
     write_local(tmp_path, {f"{part(NOW)}/part-0.parquet": parquet_bytes(t)})
     res = sink.read(SinkConfig(uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
-    assert res.ledger["eb_id"].to_pylist() == ["W1"]
+    assert labels(res.ledger["eb_id"]) == ["W1"]
     assert reasons(res) == ["no EventBridge id at $.id in data"]
 
 
@@ -314,12 +315,12 @@ def test_sink_schema_drift_renamed_id_column(tmp_path):
                                                                  id_col="partition_key")),
     })
     res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)
-    assert not res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
+    assert not res.complete and labels(res.ledger["eb_id"]) == ["W1"]
     assert res.rejected == 2 and all("'partitionKey' not found" in r and "[sink] id_column" in r
                                      and "[sink] id_path" in r for r in reasons(res))
     assert "part-1.parquet" in res.problems[0]
     ok = sink.read(SinkConfig(uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
-    assert ok.complete and ok.ledger["eb_id"].to_pylist() == ["W1", "W2", "W3"]
+    assert ok.complete and labels(ok.ledger["eb_id"]) == ["W1", "W2", "W3"]
 
 
 @pytest.mark.parametrize("where", ["s3", "local"])
@@ -328,23 +329,23 @@ def test_sink_corrupt_parquet(where, request, tmp_path):
     files = {f"out/{part(NOW)}/part-0.parquet": good, f"out/{part(NOW)}/part-1.parquet": good[:40]}
     uri, aws = place(where, request, tmp_path, "spark-output", files, "out")
     res = sink.read(SinkConfig(uri=uri), WINDOW, aws)
-    assert not res.complete and res.ledger["eb_id"].to_pylist() == ["W1"]
+    assert not res.complete and labels(res.ledger["eb_id"]) == ["W1"]
     assert res.rejected == 1 and "part-1.parquet" in reasons(res)[0] and "part-1.parquet" in res.problems[0]
 
 
 def test_sink_json_lines_data_as_object_text_and_base64(tmp_path):
     rows = [
-        {"data": json.loads(webhook("W1")), "partitionKey": "W1", "sequenceNumber": "1",
+        {"data": json.loads(webhook("W1")), "partitionKey": uid("W1"), "sequenceNumber": "1",
          "approximateArrivalTimestamp": iso(NOW)},
-        {"data": legacy("L1"), "partitionKey": "L1", "sequenceNumber": "2", "approximateArrivalTimestamp": iso(NOW)},
-        {"data": base64.b64encode(webhook("W2").encode()).decode(), "partitionKey": "W2", "sequenceNumber": "3",
+        {"data": legacy("L1"), "partitionKey": uid("L1"), "sequenceNumber": "2", "approximateArrivalTimestamp": iso(NOW)},
+        {"data": base64.b64encode(webhook("W2").encode()).decode(), "partitionKey": uid("W2"), "sequenceNumber": "3",
          "approximateArrivalTimestamp": iso(NOW)},
     ]
     text = ("\n".join(json.dumps(r) for r in rows) + "\nnot json\n").encode()
     write_local(tmp_path, {f"{part(NOW)}/part-0.json": text,
                            "_spark_metadata/0": commit_log(f"{part(NOW)}/part-0.json")})
     res = sink.read(SinkConfig(uri=str(tmp_path), format="json"), WINDOW, LOCAL)
-    assert res.ledger["eb_id"].to_pylist() == ["W1", "L1", "W2"]
+    assert labels(res.ledger["eb_id"]) == ["W1", "L1", "W2"]
     assert res.ledger["committed"].to_pylist() == [True] * 3
     assert res.ledger["observed_at"][0].as_py() == NOW
     assert res.rejected == 1 and res.rejects["source_ref"][0].as_py().endswith("part-0.json#3")
@@ -400,7 +401,7 @@ def test_dlq_queue_with_redrive_policy_is_refused_unless_the_risk_is_accepted(aw
     res = dlq.read(DlqConfig(queue_url=url, empty_receives=2, accept_redrive_risk=True), WINDOW, aws_cfg)
     assert str(res.details["redrive_policy"]["maxReceiveCount"]) == "50"
     assert not res.complete and res.details["read"] == 1 and res.details["approx_total"] == 2
-    assert res.ledger["eb_id"].to_pylist() != [hidden[0]["MessageId"]]
+    assert labels(res.ledger["eb_id"]) != [hidden[0]["MessageId"]]
 
 
 @pytest.mark.parametrize("where", ["s3", "local"])
@@ -412,7 +413,8 @@ def test_dlq_archive(where, request, tmp_path):
     uri, aws = place(where, request, tmp_path, "dlq-archive", {"messages.jsonl": body}, "messages.jsonl")
     res = dlq.read(DlqConfig(uri=uri), WINDOW, aws)
     assert res.complete and res.details["sampled"] is False
-    assert res.ledger.select(["source_id", "eb_id", "error_code", "observed_at"]).to_pylist() == [
+    assert [dict(r, eb_id=label(r["eb_id"]))
+            for r in res.ledger.select(["source_id", "eb_id", "error_code", "observed_at"]).to_pylist()] == [
         {"source_id": "m1", "eb_id": "W1", "error_code": "NO_RESOURCE", "observed_at": NOW}]
     assert reasons(res) == ["DLQ message is not JSON", "DLQ message has no MessageId"]
     assert res.rejects["source_ref"][0].as_py() == f"{uri}:2"
@@ -462,10 +464,10 @@ def test_load_stores_into_moto_and_read_back(aws_cfg, tmp_path):
              "StatusCode": "Complete"}]}).encode(),
     })
     cfg = load_stores(st, aws_cfg)
-    assert buslog.read(BusLogConfig(uri=cfg["bus_log_uri"]), WINDOW, aws_cfg).ledger["eb_id"].to_pylist() == ["L1"]
-    assert sink.read(SinkConfig(uri=cfg["sink_uri"]), WINDOW, aws_cfg).ledger["eb_id"].to_pylist() == ["L1"]
+    assert labels(buslog.read(BusLogConfig(uri=cfg["bus_log_uri"]), WINDOW, aws_cfg).ledger["eb_id"]) == ["L1"]
+    assert labels(sink.read(SinkConfig(uri=cfg["sink_uri"]), WINDOW, aws_cfg).ledger["eb_id"]) == ["L1"]
     live = dlq.read(DlqConfig(queue_url=cfg["queue_url"]), WINDOW, aws_cfg)
-    assert live.ledger["eb_id"].to_pylist() == ["W9"] and live.ledger["error_code"].to_pylist() == ["THROTTLING"]
+    assert labels(live.ledger["eb_id"]) == ["W9"] and live.ledger["error_code"].to_pylist() == ["THROTTLING"]
     assert dlq.read(DlqConfig(uri=cfg["dlq_uri"]), WINDOW, aws_cfg).records == 1
     m = metrics.read(MetricsConfig(rule=cfg["rule"]), WINDOW, aws_cfg)
     assert m.details["totals"] == {"Invocations": 2.0}

@@ -330,7 +330,7 @@ def test_parse_tags_each_reject_with_whether_it_can_hide_an_event():
     ])
     led, rej = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log",
                             match=config.MatchConfig())
-    assert led["eb_id"].to_pylist() == [UUID]
+    assert [str(i) for i in led["eb_id"].to_pylist()] == [UUID]
     got = dict(zip(rej["source_ref"].to_pylist(), zip(rej["kind"].to_pylist(), rej["reason"].to_pylist())))
     assert {k: v[0] for k, v in got.items()} == {"r1": "unparseable", "r2": "not_zendesk", "r3": "unparseable",
                                                  "r4": "unparseable", "r5": "unparseable"}
@@ -340,10 +340,13 @@ def test_parse_tags_each_reject_with_whether_it_can_hide_an_event():
     _, rej = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log",
                           match=config.MatchConfig(zendesk_source_pattern="^(zendesk|aws)"))
     assert "not_zendesk" not in rej["kind"].to_pylist()
-    # ids of another shape, when configured
-    led, _ = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log",
-                          match=config.MatchConfig(eb_id_pattern=""))
-    assert sorted(led["eb_id"].to_pylist()) == sorted([UUID, "not-a-uuid"])
+    # with no shape asked for, an id that is no UUID is still a reject: ledgers keep EventBridge ids as UUIDs
+    led, rej = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log",
+                            match=config.MatchConfig(eb_id_pattern=""))
+    assert [str(i) for i in led["eb_id"].to_pylist()] == [UUID]
+    got = dict(zip(rej["source_ref"].to_pylist(), zip(rej["kind"].to_pylist(), rej["reason"].to_pylist())))
+    assert got["r1"] == ("unparseable", 'EventBridge id "not-a-uuid" is not a UUID (8-4-4-4-12 hex digits, as every '
+                                        'EventBridge id is)')
 
 
 def test_a_pattern_that_does_not_compile_is_a_config_error_naming_the_key():

@@ -113,7 +113,7 @@ def test_a_message_without_attributes_is_a_reject_not_a_log_target_failure(aws_c
     fill_queue(sqs, url, [webhook(UUIDS[0], "1")])
     sqs.send_message(QueueUrl=url, MessageBody=webhook(UUIDS[1], "2"))  # no MessageAttributes at all
     res = dlq.read(DlqConfig(queue_url=url), WINDOW, aws_cfg)
-    assert res.ledger["eb_id"].to_pylist() == [UUIDS[0]] and res.rejected == 1
+    assert [str(i) for i in res.ledger["eb_id"].to_pylist()] == [UUIDS[0]] and res.rejected == 1
     assert res.rejects["reason"][0].as_py().startswith("DLQ message has no TARGET_ARN attribute")
     decided = completeness.decide(res, others_have_records=True)
     assert not decided.complete and any("may be in-window events" in p for p in decided.problems)

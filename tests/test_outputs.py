@@ -6,6 +6,7 @@ import orjson
 from bs4 import BeautifulSoup
 
 
+from ledgers import label
 from tinyday import produce
 
 
@@ -36,7 +37,7 @@ def test_incomplete_input_beats_everything(tmp_path):
 def test_gaps_csv_lists_every_event_not_delivered_once(tmp_path):
     produce(tmp_path)
     rows = list(csv.DictReader((tmp_path / "gaps.csv").open()))
-    assert [(r["verdict"], r["source_id"] or r["eb_id"]) for r in rows] == [
+    assert [(r["verdict"], r["source_id"] or label(r["eb_id"])) for r in rows] == [
         ("lost_before_bus", "6"), ("duplicated", "2"), ("dead_lettered", "3"), ("lost_after_bus", "4"),
         ("lost_before_bus", "8"), ("delivered", "12"), ("duplicated", "13"), ("orphan", "L"), ("pending", "5")]
 

@@ -18,7 +18,7 @@ from reconcile.config import EngineConfig, build
 from reconcile.state import CARRIED_SCHEMA
 from reconcile.window import Window
 
-from ledgers import DAY, write
+from ledgers import DAY, label, uid, write
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("source_events", "bus_events", "hop_a", "seq_units", "verdicts", "settlements", "orphans", "gaps",
@@ -155,12 +155,12 @@ def test_ids_whose_stores_disagree_on_the_ticket_are_judged_as_in_one_pass(tmp_p
     window = Window(DAY, DAY + timedelta(days=1), DAY + timedelta(days=3))
     ledgers = hand_day(tmp_path)
     single = judged(cfg, window, ledgers, None, 1, tmp_path)
-    verdicts = {r["source_id"]: (r["verdict"], r["eb_id"]) for r in single["verdicts"].to_pylist()}
+    verdicts = {r["source_id"]: (r["verdict"], label(r["eb_id"])) for r in single["verdicts"].to_pylist()}
     assert verdicts["2001"] == ("dead_lettered", "eb-x")
     assert verdicts["3001"] == ("delivered", "eb-w")
     assert verdicts["4001"] == ("delivered", "eb-s")
     assert all(verdicts[str(1000 + t)] == ("delivered", f"eb-{t}") for t in range(1, 41))
-    assert sorted(single["orphans"]["eb_id"].to_pylist()) == ["eb-o1", "eb-o2"]
+    assert sorted(map(label, single["orphans"]["eb_id"].to_pylist())) == ["eb-o1", "eb-o2"]
     for k in (2, 4, 8, 16):
         assert differences(single, judged(cfg, window, ledgers, None, k, tmp_path)) == {}, k
 
@@ -185,7 +185,7 @@ def test_a_replay_in_reach_judges_in_one_pass_and_an_old_one_does_not(tmp_path):
     engine = EngineConfig(memory_limit="3GB", temp_directory=str(tmp_path / "spill"), partitions=4)
 
     def judged_in(sent_at):
-        rec = pa.Table.from_pylist([dict(eb_id="X", route="replay", target="arn", replay_name="r", plan_digest="d",
+        rec = pa.Table.from_pylist([dict(eb_id=uid("X"), route="replay", target="arn", replay_name="r", plan_digest="d",
                                          sent_at=sent_at)], schema=RECOVERIES_SCHEMA)
         e = run.judge(cfg, window, ledgers, engine=engine, recovery={"recoveries": rec})
         try:

@@ -9,7 +9,7 @@ import pytest
 from reconcile import engine as eng
 
 from tinyday import BUS, DLQ, KIN, LOGS, METRICS, SINK, ZENDESK, judge, legacy, obs, table, webhook, z
-from ledgers import at
+from ledgers import at, label
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory):
@@ -27,7 +27,7 @@ def test_source_events(day):
 
 
 def test_bus_events(day):
-    rows = {r["eb_id"]: r for r in day.arrow("bus_events").to_pylist()}
+    rows = {label(r["eb_id"]): r for r in day.arrow("bus_events").to_pylist()}
     assert sorted(rows) == list("ABCDEGHIJKLM")
     assert (rows["B"]["sink_rows"], rows["B"]["sink_sequences"], rows["B"]["log_copies"]) == (2, 2, 1)
     assert (rows["K"]["sink_rows"], rows["K"]["sink_sequences"], rows["K"]["uncommitted_rows"]) == (2, 1, 1)
@@ -221,7 +221,7 @@ def test_records_read_twice_take_the_aggregating_path(tmp_path):
     e = judge(tmp_path, zendesk, bus, sink, [])
     try:
         assert table(e, "source_events", ["source_id", "kind"]) == [("41", "Create"), ("42", "Create")]
-        rows = {r["eb_id"]: r for r in e.arrow("bus_events").to_pylist()}
+        rows = {label(r["eb_id"]): r for r in e.arrow("bus_events").to_pylist()}
         assert sorted(rows) == ["X", "Y", "Y2"]
         assert (rows["X"]["log_copies"], rows["X"]["bus_at"], rows["X"]["sink_rows"], rows["X"]["sink_sequences"]
                 ) == (2, at("19:00:00.5"), 3, 2)

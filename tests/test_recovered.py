@@ -19,7 +19,7 @@ from reconcile.emission import load_model
 from reconcile.state import CARRIED_SCHEMA, JOURNAL_COLUMNS, State
 
 import tinyday as day
-from ledgers import DAY, at, write
+from ledgers import DAY, at, uid, write
 
 AS_OF = DAY + timedelta(hours=26)
 
@@ -31,6 +31,7 @@ def journal(*rows: dict) -> pa.Table:
                 sequence_number=None, replay_name=None, sent_at=None, error=None)
     out = [dict(base, **r) for r in rows]
     for r in out:
+        r["eb_id"] = uid(r.get("eb_id"))
         if isinstance(r["sent_at"], str):
             r["sent_at"] = at(r["sent_at"])
     return pa.Table.from_pylist([{c: r[c] for c in JOURNAL_COLUMNS} for r in out],
@@ -139,8 +140,9 @@ def test_a_replay_copy_under_a_new_id_is_the_recovery_of_the_original(tmp_path):
               [reput(copy, "2026-11-24T00:01:00Z", "51")])
     v = verdict_of(e, "4")
     assert (v["verdict"], v["cause"], v["recovery_lag_s"]) == ("recovered", "replay recover-1 landed", 60.0)
-    assert e.con.execute("SELECT copy_eb_id, eb_id FROM replay_copies").fetchall() == [("D-replayed", "D")]
-    assert e.count("orphans", "eb_id = 'D-replayed'") == 0
+    assert e.con.execute("SELECT copy_eb_id::VARCHAR, eb_id::VARCHAR FROM replay_copies").fetchall() == [
+        (uid("D-replayed"), uid("D"))]
+    assert e.count("orphans", f"eb_id = '{uid('D-replayed')}'") == 0
 
 
 def test_a_replay_that_keeps_the_id_is_joined_by_it(tmp_path):
@@ -181,7 +183,7 @@ def test_a_carried_event_settles_as_recovered_and_the_run_verifies(tmp_path):
         assert history[("20261123", "bus_to_sink")]["pending"] == 0  # settled, not a loss
         assert history[("20261123", "bus_to_sink")]["lost"] == 2
     evidence = tmp_path / "day2" / "evidence"
-    assert recovered.read_evidence(evidence)["recoveries"]["eb_id"].to_pylist() == ["E"]
+    assert recovered.read_evidence(evidence)["recoveries"]["eb_id"].to_pylist() == [uid("E")]
     assert recovered.read_evidence(evidence)["recovery_journal"].num_rows == 1
     v = verify(tmp_path / "day2")
     assert v.ok, [str(d) for d in v.differences]
@@ -190,6 +192,6 @@ def test_a_carried_event_settles_as_recovered_and_the_run_verifies(tmp_path):
     assert (shown["recovery.planned"], shown["recovery.landed"], shown["recovery.lag_max_s"]) == ("1", "1", "30.0 min")
     assert not BeautifulSoup((tmp_path / "day1" / "report.html").read_text(), "html.parser").select("#recovery")
 
-    out = CliRunner().invoke(main, ["trace", "E", "--run", str(tmp_path / "day2")])
+    out = CliRunner().invoke(main, ["trace", uid("E"), "--run", str(tmp_path / "day2")])
     assert out.exit_code == 0, out.output
-    assert "recovery reput sent (sent 2026-11-24T00:30:00Z, attempts 1) of E" in out.output
+    assert "recovery reput sent (sent 2026-11-24T00:30:00Z, attempts 1) of " + uid("E") in out.output

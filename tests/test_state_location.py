@@ -39,7 +39,7 @@ def invoke(args, env=None):
 
 
 def a_sink_id(run_dir: Path) -> str:
-    return pq.read_table(run_dir / "evidence" / "sink.parquet", columns=["eb_id"]).column(0)[0].as_py()
+    return str(pq.read_table(run_dir / "evidence" / "sink.parquet", columns=["eb_id"]).column(0)[0].as_py())
 
 
 def test_run_history_and_trace_share_the_default_state_whatever_out_is(stores, tmp_path, monkeypatch):
@@ -95,7 +95,7 @@ def test_history_and_trace_reach_state_and_runs_on_s3(stores, tmp_path, aws_cfg,
 
     local = tmp_path / "copy"
     make_client("s3", aws_cfg).download_file("audit", "runs/2026-11-23/evidence/sink.parquet", str(local))
-    eb_id = pq.read_table(local, columns=["eb_id"]).column(0)[0].as_py()
+    eb_id = str(pq.read_table(local, columns=["eb_id"]).column(0)[0].as_py())
     traced = invoke(["trace", eb_id, "--state", state, "--json"])  # the state names the run's s3:// prefix
     assert traced.exit_code == 0, traced.output
     (found,) = orjson.loads(traced.stdout)

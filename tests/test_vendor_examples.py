@@ -126,7 +126,7 @@ def judged(tmp_path_factory):
 
 
 def test_every_documented_child_gets_its_verdict(judged):
-    rows = judged.con.sql("SELECT source_id, verdict, eb_id, expected_id, match_kind FROM verdicts "
+    rows = judged.con.sql("SELECT source_id, verdict, eb_id::VARCHAR, expected_id, match_kind FROM verdicts "
                           "ORDER BY source_id").fetchall()
     created = ("delivered", "1f0e4c1a-7d55-4f4a-9a51-1c6f0b8d0a01", "99201", "composite")
     assert rows == [

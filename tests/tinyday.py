@@ -22,7 +22,7 @@ from reconcile.emission import load_model
 from reconcile.ledger import SourceResult
 from reconcile.state import CARRIED_SCHEMA
 
-from ledgers import DAY, at, make, write
+from ledgers import DAY, at, label, make, write
 
 KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 LOGS = "arn:aws:logs:us-east-1:1:log-group:/aws/events/zendesk"
@@ -110,8 +110,9 @@ def judge(tmp, zendesk, bus, sink, dlq, metrics=()):
 
 
 def table(e, name, cols, order=None):
+    """Rows of a result table as tuples of `cols`, EventBridge ids as the labels the day gives them."""
     rows = e.arrow(name).to_pylist()
-    out = [tuple(r[c] for c in cols) for r in rows]
+    out = [tuple(label(r[c]) if c.endswith("eb_id") or c == "trace_id" else r[c] for c in cols) for r in rows]
     return sorted(out, key=lambda r: tuple(str(x) for x in r)) if order is None else out
 
 

@@ -1,4 +1,5 @@
--- trace observations: every record any store holds of the named events, across hops, in time order.
+-- trace observations: every record any store holds of the named events, across hops, in time order. Ledgers keep
+-- EventBridge ids as UUIDs (older runs' as text) and verdicts.parquet as text: they are compared as text.
 WITH named_events AS (
     SELECT source_id, eb_id, other_eb_ids FROM verdicts
     WHERE source_id = $id OR eb_id = $id OR list_contains(other_eb_ids, $id) OR zendesk_key = $id
@@ -14,6 +15,6 @@ SELECT o.hop, o.observed_at, o.event_time, o.source_id, o.eb_id, o.ticket_id, o.
        o.error_code, o.target_arn, o.retry_condition, o.sequence_number, o.committed, o.replay_name
 FROM obs o
 WHERE (o.hop = 'zendesk' AND o.source_id IN (SELECT source_id FROM named))
-   OR o.eb_id IN (SELECT eb_id FROM named WHERE eb_id IS NOT NULL)
-   OR o.eb_id = $id
+   OR o.eb_id::VARCHAR IN (SELECT eb_id FROM named WHERE eb_id IS NOT NULL)
+   OR o.eb_id::VARCHAR = $id
 ORDER BY o.observed_at, o.hop, o.source_ref;

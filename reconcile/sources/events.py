@@ -94,6 +94,11 @@ WITH x AS (
         WHEN $id_pattern <> '' AND NOT regexp_full_match(coalesce(eb_override, x[$id_at]), $id_pattern)
              THEN 'EventBridge id "' || left(coalesce(eb_override, x[$id_at]), 80) || '" does not have the expected '
              || 'shape ([match] eb_id_pattern)'
+        -- EventBridge ids are UUIDs (docs/design.md): ledgers keep them as 16-byte UUIDs, so any other id is a reject
+        WHEN try_cast(coalesce(eb_override, x[$id_at]) AS UUID)::VARCHAR
+             IS DISTINCT FROM lower(coalesce(eb_override, x[$id_at]))
+             THEN 'EventBridge id "' || left(coalesce(eb_override, x[$id_at]), 80) || '" is not a UUID (8-4-4-4-12 hex '
+             || 'digits, as every EventBridge id is)'
         WHEN event_time IS NULL THEN 'bad event time ' || coalesce('"' || time_text || '"', 'missing') || ' at '
              || CASE family WHEN 'legacy' THEN 'detail.ticket_event.meta.occurred_at' ELSE 'detail.time' END
     END AS reason
@@ -184,7 +189,7 @@ def parse(
     the raw text (hex for bytes that are not UTF-8) and a kind (queries/reject_kinds.csv): `not_zendesk` for another
     producer's well-formed event (`match.zendesk_source_pattern`), `unparseable` for everything else.
     `match.eb_id_pattern` is the shape every EventBridge id must have; without `match` (a direct call, not a run)
-    ids are not checked for shape.
+    ids are not checked for that shape. Every id must be a UUID (8-4-4-4-12 hex digits): the ledger keeps it as one.
     """
     n = len(raw)
     if str(raw.type) in _BIN:
