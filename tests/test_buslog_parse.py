@@ -44,7 +44,7 @@ LINES = [
     (uid(1), legacy(uid(1), ticket=11)),
     (uid(2), reordered(uid(2))),
     (uid(3), escaped(uid(3))),
-    (None, legacy("not-a-uuid", ticket=13)),
+    (None, legacy(uid(4), ticket=13).replace(uid(4), "not-a-uuid")),  # busevents would make a label a UUID
     (None, json.dumps({"version": "0", "id": uid(5), "detail-type": "Scheduled Event", "source": "aws.events",
                        "detail": {}})),
     (None, legacy(uid(6))[:-7]),  # damaged: cut short
