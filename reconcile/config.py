@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .ledger import UUID_TEXT
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class MatchConfig:
     # makes its store incomplete. EventBridge ids are UUIDs and ledgers keep them as such (docs/design.md): an id
     # that is no UUID is a reject whatever this says, and a pattern that admits non-UUIDs is refused by validate().
     # Every AWS store's ids (bus log, sink column or path, DLQ body) are checked against this one pattern.
-    eb_id_pattern: str = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    eb_id_pattern: str = UUID_TEXT
     # EventBridge `source` values (RE2, searched) that Zendesk events arrive with: the connector's
     # aws.partner/zendesk.com/..., and the webhook Lambda's own (PIPELINE.md §1: unverified, so set it when yours
     # does not say "zendesk"). A well-formed event whose source does not match is another producer's: a harmless reject.

@@ -127,7 +127,7 @@ class Engine:
             self.con.read_parquet(str(path)).create_view(name, replace=True)
 
     def bind_table(self, name: str, table: pa.Table) -> None:
-        self.con.register(name, uuid_ids(table))
+        self.con.register(name, uuid_ids(table, name))
 
     def run_query(self, name: str, params: dict[str, Any]) -> None:
         execute_file(self.con, query_path(name), params)
@@ -163,14 +163,20 @@ class Engine:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def uuid_ids(table: pa.Table) -> pa.Table:
+def uuid_ids(table: pa.Table, what: str = "a table") -> pa.Table:
     """`table` with its `eb_id` column (text in the state, the journal and the outputs) as the UUID the ledgers and
     every engine table keep it as: EventBridge ids enter the engine as UUIDs and leave it as text (Arrow out of the
-    engine gives a UUID as its text)."""
+    engine gives a UUID as its text). An id that is no UUID (kept by a version that allowed any id) can match no
+    ledger record: its link is dropped, with a warning, rather than failing every run until the row ages out."""
     if "eb_id" not in table.column_names or isinstance(table.schema.field("eb_id").type, pa.UuidType):
         return table
     i = table.column_names.index("eb_id")
-    return table.set_column(i, pa.field("eb_id", pa.uuid()), ledger.uuids(table["eb_id"]))
+    ids, bad = ledger.uuids(table["eb_id"], strict=False)
+    if bad:
+        logger.warning("%s: %d EventBridge id(s) are not UUIDs (written by an older version, when [match] "
+                       "eb_id_pattern allowed any id); no ledger record can match them, so they are read as no id.",
+                       what, bad)
+    return table.set_column(i, pa.field("eb_id", pa.uuid()), ids)
 
 
 def statements(sql: str) -> list[str]:

@@ -7,6 +7,7 @@ decide verdicts. Records that cannot be parsed go to a rejects file with the rea
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,28 +79,43 @@ METRIC_SCHEMA = pa.schema(
 )
 
 
+# What an EventBridge id is: a UUID in its 8-4-4-4-12 text (docs/design.md, "Event identity"). The one statement of
+# the rule: sources reject any other id (sources/events.py), and the state's ids are read by it (uuids()).
+UUID_TEXT = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID_RX = re.compile(UUID_TEXT)
+
+
+def canonical_eb_id(text: str) -> str:
+    """An id as the outputs show it: a UUID in lower case (EventBridge's ids are; upper-case hex is accepted on
+    read), any other text as it is (a Zendesk id given to `trace`)."""
+    return text.lower() if _UUID_RX.fullmatch(text) else text
+
+
 # Arrow out of this database gives UUIDs as Arrow's `uuid` type (Parquet's UUID logical type, DuckDB's UUID on
 # read); a database of its own, as the setting holds for every cursor of a database.
 _UUIDS = duckdb.connect()
 _UUIDS.execute("SET arrow_lossless_conversion = true")
 
 
-def uuids(ids: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
-    """EventBridge ids as text (8-4-4-4-12 hex digits) -> Arrow `uuid`; an id that is not a UUID is a ValueError
-    (sources reject such records before: sources/events.py)."""
+def uuids(ids: pa.Array | pa.ChunkedArray, *, strict: bool = True) -> tuple[pa.ChunkedArray, int]:
+    """EventBridge ids as text (UUID_TEXT) -> (Arrow `uuid`, how many were not UUIDs). Strict: an id that is not a
+    UUID is a ValueError (a source's ledger: sources reject such records before, sources/events.py); otherwise it
+    becomes null and is counted (ids kept by an older version in the state, where any id was allowed)."""
     if isinstance(ids.type, pa.UuidType):
-        return ids if isinstance(ids, pa.ChunkedArray) else pa.chunked_array([ids])
+        return (ids if isinstance(ids, pa.ChunkedArray) else pa.chunked_array([ids])), 0
     con = _UUIDS.cursor()
     try:
         con.register("ids", pa.table({"id": ids.cast(pa.string())}))
-        out = con.sql("SELECT try_cast(id AS UUID) AS u, CASE WHEN u IS NULL AND id IS NOT NULL THEN id END AS bad "
-                      "FROM ids").to_arrow_table()
+        out = con.sql("SELECT CASE WHEN regexp_full_match(id, $uuid) THEN id::UUID END AS u, "
+                      "CASE WHEN u IS NULL AND id IS NOT NULL THEN id END AS bad FROM ids",
+                      params={"uuid": UUID_TEXT}).to_arrow_table()
     finally:
         con.close()
-    if out["bad"].null_count < len(out):
-        bad = pc.drop_null(out["bad"])[0].as_py()
-        raise ValueError(f"EventBridge id {bad[:80]!r} is not a UUID (EventBridge ids are UUIDs: docs/design.md)")
-    return out["u"]
+    bad = len(out) - out["bad"].null_count
+    if bad and strict:
+        first = pc.drop_null(out["bad"])[0].as_py()
+        raise ValueError(f"EventBridge id {first[:80]!r} is not a UUID (EventBridge ids are UUIDs: docs/design.md)")
+    return out["u"], bad
 
 
 def conform(table: pa.Table) -> pa.Table:
@@ -109,7 +125,7 @@ def conform(table: pa.Table) -> pa.Table:
     cols = []
     for f in SCHEMA:
         if f.name == "eb_id" and f.name in table.column_names:
-            cols.append(uuids(table[f.name]))
+            cols.append(uuids(table[f.name])[0])
         elif f.name in table.column_names:
             cols.append(table[f.name].cast(f.type))
         else:

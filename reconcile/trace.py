@@ -13,6 +13,7 @@ from . import resources
 from .config import AwsConfig
 from .engine import execute_file
 from .errors import ConfigError
+from .ledger import canonical_eb_id
 from .runfolder import RunFolder
 from .sources import REGISTRY
 
@@ -40,7 +41,7 @@ def trace(event_id: str, run_dir: Path) -> Trace:
         for spec in REGISTRY:
             if spec.observations:
                 con.read_parquet(str(folder.ledger(spec))).create_view(spec.hop)
-        params = {"id": event_id}
+        params = {"id": canonical_eb_id(event_id)}  # an id pasted from a raw log may be upper-case
         events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()
         obs = execute_file(con, TRACE_QUERIES / "observations.sql", params).to_arrow_table().to_pylist()
         attempts = []

@@ -82,3 +82,12 @@ def test_a_failing_read_fails_the_write_and_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError, match="engine stopped"):
         outputs.write_parquet_sorted(pa.RecordBatchReader.from_batches(schema, batches()), tmp_path / "v.parquet")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_column_kept_without_a_dictionary_is_a_column_of_the_verdicts(tmp_path):
+    """outputs.NO_DICTIONARY names columns by hand: a renamed or dropped column must not linger there unnoticed."""
+    from tinyday import produce
+
+    produce(tmp_path)
+    columns = set(pq.read_schema(tmp_path / "verdicts.parquet").names)
+    assert outputs.NO_DICTIONARY <= columns, sorted(outputs.NO_DICTIONARY - columns)

@@ -16,6 +16,7 @@ import orjson
 from ..aws import filesystem
 from ..config import Config
 from ..errors import SourceError
+from ..ledger import canonical_eb_id
 from ..sources import dlq as dlq_source
 from ..sources import rawtext
 
@@ -49,7 +50,7 @@ def whole_event(text: str | None, eb_id: str, where: str) -> Payload:
         return Payload(None, f"{where}: not the whole EventBridge event (no {', '.join(missing)}): the target "
                              f"received an input transformer's output, which is not the event the rule sends "
                              f"to Kinesis")
-    if doc.get("id") != eb_id:
+    if not isinstance(doc.get("id"), str) or canonical_eb_id(doc["id"]) != canonical_eb_id(eb_id):
         return Payload(None, f"{where}: holds event {doc.get('id')!r}, not {eb_id}")
     return Payload(text)
 

@@ -91,14 +91,13 @@ WITH x AS (
              || coalesce('"' || x[8] || '"', 'missing') || ' does not start with zen:event-type: (source '
              || coalesce('"' || x[13] || '"', 'missing') || ', detail-type ' || coalesce('"' || x[14] || '"', 'missing')
              || ')'
+        -- EventBridge ids are UUIDs (ledger.UUID_TEXT, docs/design.md): ledgers keep them as 16-byte UUIDs
+        WHEN NOT regexp_full_match(coalesce(eb_override, x[$id_at]), $uuid_text)
+             THEN 'EventBridge id "' || left(coalesce(eb_override, x[$id_at]), 80) || '" is not a UUID (8-4-4-4-12 hex '
+             || 'digits, as every EventBridge id is)'
         WHEN $id_pattern <> '' AND NOT regexp_full_match(coalesce(eb_override, x[$id_at]), $id_pattern)
              THEN 'EventBridge id "' || left(coalesce(eb_override, x[$id_at]), 80) || '" does not have the expected '
              || 'shape ([match] eb_id_pattern)'
-        -- EventBridge ids are UUIDs (docs/design.md): ledgers keep them as 16-byte UUIDs, so any other id is a reject
-        WHEN try_cast(coalesce(eb_override, x[$id_at]) AS UUID)::VARCHAR
-             IS DISTINCT FROM lower(coalesce(eb_override, x[$id_at]))
-             THEN 'EventBridge id "' || left(coalesce(eb_override, x[$id_at]), 80) || '" is not a UUID (8-4-4-4-12 hex '
-             || 'digits, as every EventBridge id is)'
         WHEN event_time IS NULL THEN 'bad event time ' || coalesce('"' || time_text || '"', 'missing') || ' at '
              || CASE family WHEN 'legacy' THEN 'detail.ticket_event.meta.occurred_at' ELSE 'detail.time' END
     END AS reason
@@ -218,7 +217,7 @@ def parse(
         rules = match or MatchConfig(eb_id_pattern="")
         check_patterns(rules, con)
         out = con.sql(_SQL, params={"paths": paths, "no_id": no_id_reason, "id_at": id_at, "hop": hop,
-                                    "id_pattern": rules.eb_id_pattern,
+                                    "id_pattern": rules.eb_id_pattern, "uuid_text": ledger.UUID_TEXT,
                                     "zendesk_source": rules.zendesk_source_pattern}).to_arrow_table()
     finally:
         con.close()
