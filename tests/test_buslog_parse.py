@@ -77,8 +77,8 @@ def test_mixed_lines_keep_their_refs_and_every_reject(tmp_path):
     assert by_id[uid(8)]["replay_name"] == "nightly-replay" and by_id[uid(1)]["replay_name"] is None
     rej = res.rejects.to_pylist()
     assert [r["source_ref"] for r in rej] == [f"{key}:{i}" for i in (4, 5, 6, 9)]
-    assert rej[0]["reason"] == ('EventBridge id "not-a-uuid" does not have the expected shape '
-                                '([match] eb_id_pattern)')
+    assert rej[0]["reason"] == ('EventBridge id "not-a-uuid" is not a UUID (8-4-4-4-12 hex digits, as every '
+                                'EventBridge id is)')
     assert rej[1]["reason"].startswith('not a Zendesk event: source "aws.events"') and rej[1]["kind"] == "not_zendesk"
     assert rej[2]["reason"] == "not JSON" and rej[2]["raw"].endswith(LINES[5][1])
     assert rej[3]["reason"].startswith("not a CloudWatch export line")

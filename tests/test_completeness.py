@@ -334,7 +334,7 @@ def test_parse_tags_each_reject_with_whether_it_can_hide_an_event():
     got = dict(zip(rej["source_ref"].to_pylist(), zip(rej["kind"].to_pylist(), rej["reason"].to_pylist())))
     assert {k: v[0] for k, v in got.items()} == {"r1": "unparseable", "r2": "not_zendesk", "r3": "unparseable",
                                                  "r4": "unparseable", "r5": "unparseable"}
-    assert "eb_id_pattern" in got["r1"][1] and '"aws.events"' in got["r2"][1]
+    assert "is not a UUID" in got["r1"][1] and '"aws.events"' in got["r2"][1]
     assert got["r3"][1].startswith("unknown event shape")
     # a team whose Lambda sets another source says so, and then that source is Zendesk's
     _, rej = events.parse(raw, pa.array([f"r{i}" for i in range(6)]), hop="bus", source="bus_log",
