@@ -9,11 +9,19 @@ Fake credentials and AWS_ENDPOINT_URL are set for the whole session, so nothing 
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 from reconcile.config import AwsConfig
 from reconcile.simulate.aws_load import MotoServer, start_moto
+
+# A shell starts a background job (`make test &`, a CI step run under nohup) with SIGINT ignored, and every process
+# it starts inherits that, so `reconcile` would rightly keep ignoring it (reconcile/interrupt.py). The tests that
+# stop a run with SIGINT stand for a person pressing Ctrl-C at a terminal: the test process takes SIGINT back, so the
+# runs it starts receive it as they would there.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
