@@ -29,16 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import engine as eng
-from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 AWS_HOPS = ("bus", "sink", "dlq")
-# Engine memory a day needs per Zendesk event (or AWS record) to be judged without spilling: a 1 M-event day peaks at
-# 1.8 GiB judged whole, and issue 17's prototype judged 10 M in 8 partitions within 3GB without spilling. "auto"
-# gives each partition about memory_limit / this many rows (1.5 M at 3GB).
-BYTES_PER_EVENT = 2_000
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(i?)B")
 _MADE = re.compile(r"CREATE\s+OR\s+REPLACE\s+TABLE\s+(\w+)", re.I)
 
 
@@ -49,7 +43,7 @@ def count(setting: int | str, ledgers: dict[str, Path | None], memory_limit: str
         return int(setting)
     rows = max([pq.ParquetFile(p).metadata.num_rows for hop, p in ledgers.items()
                 if hop in ("zendesk",) + AWS_HOPS and p is not None and Path(p).exists()] or [0])
-    budget = max(1, size_bytes(memory_limit) // BYTES_PER_EVENT)
+    budget = eng.rows_within(memory_limit)
     need = -(-rows // budget)
     return 1 if need <= 1 else 1 << (need - 1).bit_length()
 
@@ -60,14 +54,6 @@ def replay_in_reach(e: eng.Engine, since) -> bool:
     run is judged in one pass (queries/partition/replays_in_reach.sql)."""
     name = "replays_in_reach"
     return bool(eng.execute_file(e.con, eng.query_path(f"partition/{name}"), {"since": since}).fetchall()[0][0])
-
-
-def size_bytes(size: str) -> int:
-    m = _SIZE.fullmatch(size.strip())
-    if not m:
-        raise ConfigError(f"engine.memory_limit {size!r} is not a size like 4GB or 512MB.")
-    number, unit, binary = m.groups()
-    return int(float(number) * (1024 if binary else 1000) ** ("KMGT".index(unit) + 1))
 
 
 def made_by(queries: tuple[str, ...]) -> list[str]:

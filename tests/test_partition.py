@@ -170,8 +170,8 @@ def test_auto_picks_one_partition_for_a_day_that_fits_and_more_as_it_grows(tmp_p
     assert partition.count("auto", ledgers, "3GB") == 1
     assert partition.count(6, ledgers, "3GB") == 6
     # 43 Zendesk events with room for 10 a partition: 5 needed, rounded up to a power of two
-    assert partition.count("auto", ledgers, f"{10 * partition.BYTES_PER_EVENT // 1000}KB") == 8
-    assert partition.size_bytes("2GiB") == 2 * 2**30 and partition.size_bytes("3GB") == 3 * 10**9
+    assert partition.count("auto", ledgers, f"{10 * eng.BYTES_PER_EVENT // 1000}KB") == 8
+    assert eng.size_bytes("2GiB") == 2 * 2**30 and eng.size_bytes("3GB") == 3 * 10**9
 
 
 def test_a_replay_in_reach_judges_in_one_pass_and_an_old_one_does_not(tmp_path):

@@ -35,8 +35,10 @@ def verdicts_like(rows: int = ROWS) -> pa.Table:
     })
 
 
-def export(table: pa.Table, path, *, threads: int, group_rows: int) -> bytes:
+def export(table: pa.Table, path, *, threads: int, group_rows: int, slice_rows: int | None = None) -> bytes:
     e = Engine.open(threads=threads)
+    if slice_rows:  # what a smaller [engine] memory_limit gives: the sort in event-time slices of about this many rows
+        e.rows_in_memory = slice_rows
     try:
         e.con.from_arrow(table).create("verdicts")
         outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), path, group_rows)
@@ -56,6 +58,17 @@ def test_verdicts_file_is_byte_identical_across_threads(tmp_path, group_rows):
     meta = pq.read_metadata(tmp_path / "v-2.parquet")
     full, rest = divmod(ROWS, group_rows)
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [group_rows] * full + [rest] * bool(rest)
+
+
+@pytest.mark.parametrize("slice_rows", [25_000, 40])
+def test_a_table_sorted_in_event_time_slices_is_the_same_file_as_one_sort(tmp_path, slice_rows):
+    """A day larger than the engine's memory is sorted one event-time slice at a time: the same rows in the same
+    order, so the same bytes. 40 rows is less than one second holds here (~83): each second is then a slice of its
+    own. The rows without an event time come last, as one sort puts them."""
+    table = verdicts_like(100_000)
+    whole = export(table, tmp_path / "whole.parquet", threads=2, group_rows=7_000)
+    assert export(table, tmp_path / "sliced.parquet", threads=2, group_rows=7_000, slice_rows=slice_rows) == whole
+    assert pq.read_table(tmp_path / "sliced.parquet", columns=["event_time"])["event_time"][-1].as_py() is None
 
 
 def test_per_event_columns_have_no_dictionary(tmp_path):
