@@ -12,8 +12,8 @@ CREATE OR REPLACE MACRO model_kind(k) AS
          ELSE k END;
 
 CREATE OR REPLACE TABLE source_events AS
-WITH in_range AS (
-    SELECT * FROM zendesk
+WITH in_range AS NOT MATERIALIZED (
+    SELECT source_id, zendesk_key, ticket_id, event_type, event_time, audit_id, source_ref FROM zendesk
     WHERE event_time >= $window_start - to_seconds($tolerance_s) AND event_time < $window_end + to_seconds($tolerance_s)
 ), repeated AS (
     -- an event read twice (overlapping pages): rare, so only these rows pay for the aggregation
@@ -54,19 +54,18 @@ WITH in_range AS (
     FROM modeled m
     LEFT JOIN folded f ON m.emission = 'audit' AND f.audit_id = m.audit_id AND f.model_kind = m.model_kind
 ), ranked AS (
-    -- positions are ranked over the bus events an audit is expected (or may be) to make, in child id order
-    SELECT *,
-           CASE WHEN source_id = expected_id AND emission IN ('child', 'audit', 'unknown') THEN
-               count(*) FILTER (WHERE source_id = expected_id AND emission IN ('child', 'audit'))
-                   OVER (PARTITION BY audit_id ORDER BY id_num, source_id ROWS UNBOUNDED PRECEDING) END AS pos_low,
-           CASE WHEN source_id = expected_id AND emission IN ('child', 'audit', 'unknown') THEN
-               count(*) FILTER (WHERE source_id = expected_id AND emission IN ('child', 'audit', 'unknown'))
-                   OVER (PARTITION BY audit_id ORDER BY id_num, source_id ROWS UNBOUNDED PRECEDING) END AS pos_high
+    -- positions are ranked over the bus events an audit is expected (or may be) to make, in child id order: only
+    -- those children take part, and only their keys are sorted (the other columns join back by source_id)
+    SELECT source_id,
+           count(*) FILTER (WHERE emission IN ('child', 'audit')) OVER by_id AS pos_low,
+           count(*) OVER by_id AS pos_high
     FROM units
+    WHERE source_id = expected_id AND emission IN ('child', 'audit', 'unknown') AND audit_id IS NOT NULL
+    WINDOW by_id AS (PARTITION BY audit_id ORDER BY id_num, source_id ROWS UNBOUNDED PRECEDING)
 )
 SELECT source_id, zendesk_key, ticket_id, kind, model_kind, emission, expected_id, event_time, audit_id, source_ref,
-       CASE WHEN audit_id IS NOT NULL THEN pos_low END AS pos_low,
-       CASE WHEN audit_id IS NOT NULL THEN pos_high END AS position,
+       r.pos_low, r.pos_high AS position,
        event_time >= $window_start AND event_time < $window_end AS in_window,
        kind IN (SELECT kind FROM excluded_kinds) AS excluded
-FROM ranked;
+FROM units
+LEFT JOIN ranked r USING (source_id);
