@@ -108,6 +108,31 @@ def test_latency(day):
     assert rows["end_to_end"]["max"] == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 101, 5_000])
+def test_latency_percentiles_are_quantile_cont_without_holding_every_value(n):
+    """latency.sql finds each percentile from the hops' distinct values and their counts (bounded memory at 100 M
+    events): the figures must be quantile_cont's, with ties, NULLs and a hop that has no value at all."""
+    import random
+    rnd = random.Random(n)
+    e = eng.Engine.open()
+    try:
+        rows = [(rnd.choice([None, rnd.randrange(40) / 8, rnd.random() * 1e4]), None, rnd.randrange(5) * 0.5)
+                for _ in range(n)]
+        e.con.execute("CREATE TABLE verdicts (bus_latency_s DOUBLE, sink_latency_s DOUBLE, end_to_end_s DOUBLE)")
+        e.con.executemany("INSERT INTO verdicts VALUES (?, ?, ?)", rows)
+        e.run_query("latency", {})
+        got = {r["hop"]: r for r in e.arrow("latency").to_pylist()}
+        for hop, column in (("zendesk_to_bus", "bus_latency_s"), ("bus_to_sink", "sink_latency_s"),
+                            ("end_to_end", "end_to_end_s")):
+            want = e.con.sql(f"SELECT count({column}), quantile_cont({column}, [0.5, 0.95, 0.99]), max({column}) "
+                             f"FROM verdicts").fetchall()[0]
+            q = want[1] or [None] * 3
+            assert (got[hop]["events"], [got[hop][p] for p in ("p50", "p95", "p99")], got[hop]["max"]) == \
+                (want[0], q, want[2]), hop
+    finally:
+        e.close()
+
+
 def test_metrics_check(day):
     rows = {r["metric"]: r for r in day.arrow("metrics_check").to_pylist()}
     assert (rows["MatchedEvents"]["metric_value"], rows["MatchedEvents"]["per_event_value"]) == (11.0, 11)
