@@ -74,6 +74,9 @@ class DiskSampler(threading.Thread):
     def __init__(self, folder: Path):
         super().__init__(daemon=True)
         self.folder, self.spill, self.scratch = folder, 0, 0
+        # (seconds since start, spill, scratch) when spill starts, stops or moves by 256 MiB: where in the run it spills
+        self.timeline: list[tuple[float, int, int]] = []
+        self._start = time.monotonic()
         self._done = threading.Event()
 
     def sample(self) -> None:
@@ -90,6 +93,12 @@ class DiskSampler(threading.Thread):
             else:
                 spill += size
         self.spill, self.scratch = max(self.spill, spill), max(self.scratch, scratch)
+        last = self.timeline[-1][1] if self.timeline else 0
+        if (spill == 0) != (last == 0) or abs(spill - last) >= 256 * 2**20:
+            at = round(time.monotonic() - self._start, 1)
+            self.timeline.append((at, spill, scratch))
+            print(f"{time.strftime('%H:%M:%S')} +{at}s spill {spill / 2**20:.0f} MiB, scratch {scratch / 2**20:.0f} MiB",
+                  file=sys.stderr)
 
     def run(self):
         while not self._done.wait(0.1):
@@ -147,7 +156,7 @@ def judge(run_dir: Path, ledger_dir: Path, out: Path, spill: Path, memory_limit:
     return {"partitions": partitions, "partitions_used": used.get("partitions"), "wall_s": round(wall, 1),
             "cpu_s": round(cpu, 1), "rss_peak_gib": round(bench._status("VmHWM") / 2**30, 2),
             "spill_peak_bytes": disk.spill, "scratch_peak_bytes": disk.scratch,
-            "disk_used_peak_bytes": ledger_bytes + disk.spill + disk.scratch + out_bytes,
+            "disk_used_peak_bytes": ledger_bytes + disk.spill + disk.scratch + out_bytes, "spill_timeline": disk.timeline,
             "verdicts": s["verdicts"], "verdicts_parquet_bytes": (out / "verdicts.parquet").stat().st_size}
 
 
@@ -222,6 +231,8 @@ def main() -> None:
     ap.add_argument("--_judge", nargs=2, metavar=("LEDGERS", "PARTITIONS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._judge:
+        import logging
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
         ledger_dir, p = Path(a._judge[0]), a._judge[1]
         print(json.dumps(judge(a.run_dir, ledger_dir, a.work / f"out-{p}", a.work / f"spill-{p}", a.memory_limit, p)))
         return

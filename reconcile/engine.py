@@ -9,6 +9,7 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -137,7 +138,9 @@ class Engine:
         self.con.register(name, uuid_ids(table, name))
 
     def run_query(self, name: str, params: dict[str, Any]) -> None:
+        started = time.perf_counter()
         execute_file(self.con, query_path(name), params)
+        logger.debug("%s took %.2f s", name, time.perf_counter() - started)
 
     def run_all(self, params: dict[str, Any]) -> None:
         for name in QUERIES:

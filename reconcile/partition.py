@@ -82,7 +82,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     for hop in AWS_HOPS:
         _split(con, hop, "by_eb_id", work / hop, k)
     _split(con, "zendesk", "by_ticket", work / "zendesk", k)
-    logger.info("judging in %d partitions (scratch %s)", k, work)
+    logger.info("judging in %d partitions (scratch %s): split", k, work)
 
     by_id = made_by(eng.BY_EB_ID)
     for j in range(k):
@@ -94,6 +94,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
             empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
             _split(con, table, "by_ticket", work / table, k)
 
+    logger.info("judged %d EventBridge-id partitions (%s)", k, ", ".join(eng.BY_EB_ID))
     by_ticket = made_by(eng.BY_TICKET)
     for p in range(k):
         _bind(con, "zendesk", _files(work / "zendesk", p), empty["zendesk"])
@@ -105,6 +106,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
             (work / table).mkdir(exist_ok=True)
             con.table(table).write_parquet(str(work / table / f"{p}.parquet"))
 
+    logger.info("judged %d ticket partitions (%s); the run-wide queries follow", k, ", ".join(eng.BY_TICKET))
     for table in by_id + by_ticket:
         _bind(con, table, sorted((work / table).rglob("*.parquet")), empty.get(table))
     for hop in ("zendesk",) + AWS_HOPS:
