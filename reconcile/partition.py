@@ -2,7 +2,9 @@
 
 The plan (docs/design.md, "Partitioned judging"), all in one DuckDB connection:
 1. Split once: the AWS ledgers (bus, sink, dlq) are written into K Parquet folders by hash of EventBridge id, the
-   zendesk ledger into K by hash of ticket id (queries/partition/*.sql says how; DuckDB writes them).
+   zendesk ledger into K by hash of ticket id (queries/partition/*.sql says how; `_split` streams DuckDB's rows
+   into the K files, holding a bounded number of each partition's rows: DuckDB's own PARTITION_BY write holds its
+   whole input until the end, which at 100 M events spilled tens of GB).
 2. Per EventBridge-id partition: engine.BY_EB_ID (bus_events) over that partition's records. Every record of an id
    is in the same partition, so each id's row is what a single pass makes. The rows are written on by the ticket
    they name (the bus log's, else the sink's, else the DLQ's, as bus_events decides); ids no store names a ticket
@@ -25,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import engine as eng
@@ -79,9 +83,10 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     for name in eng.QUERIES[:first]:  # what the partitioned queries build on (macros), once
         e.run_query(name, params)
     empty = {hop: con.table(hop).limit(0).to_arrow_table() for hop in ("zendesk",) + AWS_HOPS}
+    hold = max(8_192, e.rows_in_memory // (4 * k))  # rows held per partition: at most a quarter of the budget in all
     for hop in AWS_HOPS:
-        _split(con, hop, "by_eb_id", work / hop, k)
-    _split(con, "zendesk", "by_ticket", work / "zendesk", k)
+        _split(con, hop, "by_eb_id", work / hop, k, hold)
+    _split(con, "zendesk", "by_ticket", work / "zendesk", k, hold)
     logger.info("judging in %d partitions (scratch %s): split", k, work)
 
     by_id = made_by(eng.BY_EB_ID)
@@ -92,7 +97,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
             e.run_query(name, params)
         for table in by_id:
             empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
-            _split(con, table, "by_ticket", work / table, k)
+            _split(con, table, "by_ticket", work / table, k, hold)
 
     logger.info("judged %d EventBridge-id partitions (%s)", k, ", ".join(eng.BY_EB_ID))
     by_ticket = made_by(eng.BY_TICKET)
@@ -117,11 +122,63 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
             e.run_query(name, params)
 
 
-def _split(con: duckdb.DuckDBPyConnection, table: str, how: str, folder: Path, k: int) -> None:
-    """Append `table`'s rows to `folder`/part=<n>/ by queries/partition/<how>.sql."""
+def _split(con: duckdb.DuckDBPyConnection, table: str, how: str, folder: Path, k: int, hold: int) -> None:
+    """Append `table`'s rows to `folder`/part=<n>/ by queries/partition/<how>.sql, holding at most `hold` rows of each
+    partition in memory (each held set is written out as one row group)."""
     con.table(table).create_view("split_in", replace=True)
     rel = eng.execute_file(con, eng.query_path(f"partition/{how}"), {"k": k})
-    rel.write_parquet(str(folder), partition_by=["part"], append=True)
+    # EventBridge ids leave DuckDB as UUIDs, not text (and booleans as Arrow's bool8, made plain again in _Parts)
+    con.execute("SET arrow_lossless_conversion = true")
+    try:
+        reader = rel.to_arrow_reader(100_000)
+        parts = _Parts(folder, reader.schema, hold)
+        try:
+            for batch in reader:
+                parts.add(batch)
+        finally:
+            parts.close()
+    finally:
+        con.execute("RESET arrow_lossless_conversion")
+
+
+class _Parts:
+    """Parquet files folder/part=<n>/<name>.parquet fed with Arrow batches that carry a `part` column (kept in the
+    path, as a partitioned COPY keeps it): a partition's rows are held until there are `hold`, then written."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, hold: int):
+        self.folder, self.hold, self.name = folder, hold, f"{uuid.uuid4().hex}.parquet"
+        self.bool8 = [f.name for f in schema if f.type == pa.bool8()]
+        self.schema = pa.schema([f.with_type(pa.bool_()) if f.name in self.bool8 else f
+                                 for f in schema if f.name != "part"])
+        self.held: dict[int, list[pa.RecordBatch]] = {}
+        self.writers: dict[int, pq.ParquetWriter] = {}
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        order = pc.sort_indices(batch.column("part"))
+        parts = batch.column("part").take(order).to_numpy()
+        rows = batch.drop_columns(["part"]).take(order)
+        for name in self.bool8:
+            i = rows.schema.get_field_index(name)
+            rows = rows.set_column(i, pa.field(name, pa.bool_()), pc.not_equal(rows.column(i).storage, 0))
+        values, starts = np.unique(parts, return_index=True)
+        for part, start, end in zip(values.tolist(), starts.tolist(), [*starts[1:].tolist(), len(parts)]):
+            held = self.held.setdefault(part, [])
+            held.append(rows.slice(start, end - start))
+            if sum(b.num_rows for b in held) >= self.hold:
+                self._write(part)
+
+    def _write(self, part: int) -> None:
+        if part not in self.writers:
+            (self.folder / f"part={part}").mkdir(parents=True, exist_ok=True)
+            self.writers[part] = pq.ParquetWriter(self.folder / f"part={part}" / self.name, self.schema,
+                                                  use_dictionary=False)
+        self.writers[part].write_table(pa.Table.from_batches(self.held.pop(part), self.schema))
+
+    def close(self) -> None:
+        for part in list(self.held):
+            self._write(part)
+        for w in self.writers.values():
+            w.close()
 
 
 def _files(folder: Path, part: int) -> list[Path]:
