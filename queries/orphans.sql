@@ -2,9 +2,13 @@
 -- event time is inside the window: records with no known origin. "In window" is decided by the Zendesk event time
 -- at the API's resolution (whole seconds: the payload's time truncated), and a bus event linked to a Zendesk event
 -- just outside the window (source_events keeps those) is neither an orphan nor a gap.
+-- orphan_candidates.sql finds them; the ids without a ticket it may list once per partition, linked or not in
+-- another, so they are looked up here among the links of those ids only (at 100 M events a join of every id with
+-- every link would not fit in memory).
 CREATE OR REPLACE TABLE orphans AS
-SELECT b.eb_id, b.zendesk_key, b.ticket_id, b.event_type, b.family, b.event_time, b.log_copies, b.sink_rows,
-       b.dlq_kinesis + b.dlq_other AS dlq_messages
-FROM bus_events b
-WHERE date_trunc('second', b.event_time) >= $window_start AND date_trunc('second', b.event_time) < $window_end
-  AND b.eb_id NOT IN (SELECT eb_id FROM hop_a);
+WITH shared AS (
+    SELECT DISTINCT * EXCLUDE (shared) FROM orphan_candidates WHERE shared
+)
+SELECT * EXCLUDE (shared) FROM orphan_candidates WHERE NOT shared
+UNION ALL
+SELECT * FROM shared WHERE eb_id NOT IN (SELECT eb_id FROM hop_a WHERE eb_id IN (SELECT eb_id FROM shared));

@@ -34,6 +34,7 @@ QUERIES = (
     "hop_a",
     "sequences",
     "verdicts",
+    "orphan_candidates",  # ids no link of the pass (or ticket partition) reaches; orphans settles them
     "settlements",
     "recovery_funnel",  # recovery (issue 16)
     "orphans",
@@ -64,7 +65,7 @@ BY_EB_ID = ("bus_events",)
 # original by ticket and time): a day with an archive replay among its recoveries is judged in one pass
 # (reconcile/run.py judge), so in partitioned judging these find nothing to do and are skipped.
 SINGLE_PASS = ("replay_copies",)
-BY_TICKET = ("source_events", "hop_a", "sequences", "verdicts")
+BY_TICKET = ("source_events", "hop_a", "sequences", "verdicts", "orphan_candidates")
 
 # Small result tables handed to the summary and the report whole.
 RESULT_TABLES = ("verdict_counts", "funnel", "match_stats", "loss_by_hour", "loss_by_type", "dlq_causes",

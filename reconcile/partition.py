@@ -9,9 +9,9 @@ The plan (docs/design.md, "Partitioned judging"), all in one DuckDB connection:
    is in the same partition, so each id's row is what a single pass makes. The rows are written on by the ticket
    they name (the bus log's, else the sink's, else the DLQ's, as bus_events decides); ids no store names a ticket
    for go to part -1, which every ticket partition reads.
-3. Per ticket partition: engine.BY_TICKET (source_events, hop_a, sequences, verdicts) over that partition's Zendesk
-   events and bus events: every link (Zendesk event id, ticket + kind + time, connector sequence) is within one
-   ticket. The tables they make are written to Parquet.
+3. Per ticket partition: engine.BY_TICKET (source_events, hop_a, sequences, verdicts, orphan_candidates) over that
+   partition's Zendesk events and bus events: every link (Zendesk event id, ticket + kind + time, connector sequence)
+   is within one ticket. The tables they make are written to Parquet.
 4. The union of each table is bound under its own name, the ledgers are bound whole again, and the run-wide queries
    (settlements, orphans, counts, ...) run once, exactly as after a single pass.
 

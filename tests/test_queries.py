@@ -208,7 +208,7 @@ def test_every_query_file_is_run():
 def test_missing_parameter_is_a_query_error(day):
     from reconcile.errors import QueryError
     with pytest.raises(QueryError, match=r"\$window_start"):
-        day.run_query("orphans", {})
+        day.run_query("orphan_candidates", {})
 
 
 def test_hop_a_pairs_rapid_repeat_updates_by_nearest_time(tmp_path):
