@@ -134,11 +134,12 @@ def _write_by_time(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> No
     if "event_time" not in rel.columns:
         rel.write_parquet(str(path))
         return
+    before = con.sql("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = true")  # the file keeps the order (row groups of one time span)
     try:
         rel.order("event_time").write_parquet(str(path), row_group_size=TIME_GROUP_ROWS)
     finally:
-        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET preserve_insertion_order = {bool(before)}")  # the engine's own setting (Engine.open)
 
 
 def _split(con: duckdb.DuckDBPyConnection, table: str, how: str, folder: Path, k: int, hold: int) -> None:
