@@ -70,6 +70,12 @@ def made_by(queries: tuple[str, ...]) -> list[str]:
     return found
 
 
+def read_by(tables: list[str], queries: tuple[str, ...]) -> list[str]:
+    """Those of `tables` that one of the query files names (the others are intermediate: not kept)."""
+    text = " ".join(" ".join(eng.statements(eng.query_path(name).read_text())) for name in queries)
+    return [t for t in tables if re.search(rf"\b{t}\b", text)]
+
+
 def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, Any], k: int) -> None:
     """Run engine.QUERIES in `k` partitions (k >= 2); afterwards the engine holds the same tables as run_all."""
     con = e.con
@@ -92,19 +98,24 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     by_id = made_by(eng.BY_EB_ID)
     for j in range(k):
         for hop in AWS_HOPS:
-            _bind(con, hop, _files(work / hop, j), empty[hop])
+            _bind(con, hop, _files(work / hop, j), empty[hop], load=True)
         for name in eng.BY_EB_ID:
             e.run_query(name, params)
         for table in by_id:
             empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
             _split(con, table, "by_ticket", work / table, k, hold)
 
+    for hop in AWS_HOPS:
+        _drop(con, hop)  # the ticket partitions read what bus_events made of them (the run-wide queries, the ledgers)
     logger.info("judged %d EventBridge-id partitions (%s)", k, ", ".join(eng.BY_EB_ID))
-    by_ticket = made_by(eng.BY_TICKET)
+    run_wide = tuple(q for q in eng.QUERIES[first:] if q not in partitioned and q not in eng.SINGLE_PASS)
+    # what the ticket partitions make that a run-wide query reads (verdicts, hop_a, ...): source_events and seq_units
+    # are read within the partition only, so they are not written
+    by_ticket = read_by(made_by(eng.BY_TICKET), run_wide)
     for p in range(k):
         _bind(con, "zendesk", _files(work / "zendesk", p), empty["zendesk"])
         for table in by_id:
-            _bind(con, table, _files(work / table, p) + _files(work / table, -1), empty[table])
+            _bind(con, table, _files(work / table, p) + _files(work / table, -1), empty[table], load=True)
         for name in eng.BY_TICKET:
             e.run_query(name, params)
         for table in by_ticket:
@@ -112,14 +123,15 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
             _write_by_time(con, table, work / table / f"{p}.parquet")
 
     logger.info("judged %d ticket partitions (%s); the run-wide queries follow", k, ", ".join(eng.BY_TICKET))
+    for table in made_by(eng.BY_TICKET):
+        _drop(con, table)  # the last partition's: the kept ones are bound whole below, the others are gone
     for table in by_id + by_ticket:
         _bind(con, table, sorted((work / table).rglob("*.parquet")), empty.get(table))
+    _drop(con, "zendesk")
     for hop in ("zendesk",) + AWS_HOPS:
-        _drop(con, hop)
         e.bind_ledger(hop, ledgers.get(hop))
-    for name in eng.QUERIES[first:]:
-        if name not in partitioned and name not in eng.SINGLE_PASS:
-            e.run_query(name, params)
+    for name in run_wide:
+        e.run_query(name, params)
 
 
 # Rows per row group of the ticket partitions' tables: small enough that an event-time slice of a sorted export
@@ -205,10 +217,14 @@ def _files(folder: Path, part: int) -> list[Path]:
     return sorted((folder / f"part={part}").glob("*.parquet"))
 
 
-def _bind(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], empty: pa.Table | None) -> None:
-    """Bind Parquet files (or, when there are none, an empty table of the same columns) as view `name`."""
+def _bind(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], empty: pa.Table | None,
+          load: bool = False) -> None:
+    """Bind Parquet files (or, when there are none, an empty table of the same columns) as view `name`; `load`: as
+    a table in memory instead, for a partition's rows that several queries scan."""
     _drop(con, name)
-    if files:
+    if files and load:
+        con.read_parquet([str(f) for f in files]).create(name)
+    elif files:
         con.read_parquet([str(f) for f in files]).create_view(name)
     else:
         con.register(name, eng.uuid_ids(empty))  # Arrow out of the engine gave its UUIDs as text
