@@ -106,7 +106,7 @@ class Engine:
     @classmethod
     def open(cls, *, memory_limit: str = "3GB", temp_directory: str | None = None,
              threads: int | None = None) -> "Engine":
-        # Tables are kept uncompressed: compressing each table a query makes cost more CPU (a third of a partitioned
+        # Tables are kept uncompressed: compressing each table a query makes cost more CPU (a fifth of a partitioned
         # day's judging) than the memory it saves, now that a day too big for memory is judged in partitions.
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
