@@ -102,6 +102,9 @@ class Engine:
     scratch: list[Path] = field(default_factory=list)
     partitions: int = 1  # how many partitions the day was judged in (reconcile/partition.py)
     rows_in_memory: int = 1_500_000  # rows_within([engine] memory_limit)
+    # Tables partitioned judging wrote in event-time slices (Arrow IPC files per slice, in time order; the last holds
+    # the rows without an event time): a sorted export reads them one slice at a time.
+    slices: dict[str, list[list[Path]]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, *, memory_limit: str = "3GB", temp_directory: str | None = None,
@@ -154,6 +157,8 @@ class Engine:
         A table of more than `rows_in_memory` rows is sorted in event-time slices of about that many rows
         (queries/export/slices.sql), one after another, so the sort stays within memory however large the day: the
         rows come out in the same order as one sort of the whole table would give them."""
+        if table in self.slices:
+            return self._slice_files(table, order_by)
         self.con.table(table).create_view("export_in", replace=True)
         if self.count(table) <= self.rows_in_memory:
             return self.con.table(table).order(order_by).to_arrow_reader(100_000)
@@ -165,6 +170,21 @@ class Engine:
                 self.con.table(table).create_view("export_in", replace=True)
                 rel = execute_file(self.con, query_path("export/slice"), {"lo": lo, "hi": hi})
                 yield from rel.order(order_by).to_arrow_reader(100_000)
+
+        return pa.RecordBatchReader.from_batches(schema, sliced())
+
+    def _slice_files(self, table: str, order_by: str) -> pa.RecordBatchReader:
+        schema = self.con.table(table).limit(0).to_arrow_table().schema
+
+        def sliced():
+            for files in self.slices[table]:
+                if not files:
+                    continue
+                self.con.register("export_slice", pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files]))
+                try:
+                    yield from self.con.table("export_slice").order(order_by).to_arrow_reader(100_000)
+                finally:
+                    self.con.unregister("export_slice")
 
         return pa.RecordBatchReader.from_batches(schema, sliced())
 

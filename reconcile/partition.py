@@ -25,7 +25,7 @@ import logging
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 import numpy as np
@@ -96,6 +96,12 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         _split(con, hop, "by_eb_id", work / hop, k, hold)
     _split(con, "zendesk", "by_ticket", work / "zendesk", k, hold)
     logger.info("judging in %d partitions (scratch %s): split", k, work)
+    # Verdicts are written in the event-time slices the sorted export reads one at a time (engine.Engine.batches),
+    # cut now from the Zendesk events' times (a verdict's time is its event's): half the rows the engine holds, as a
+    # slice is read into Arrow and then sorted.
+    con.table("zendesk").create_view("export_in", replace=True)
+    cuts = eng.execute_file(con, eng.query_path("export/slices"), {"rows": max(1, e.rows_in_memory // 2)}).fetchall()
+    slice_of = _slicer([lo for lo, _ in cuts if lo is not None])
 
     by_id = made_by(eng.BY_EB_ID)
     for j in range(k):
@@ -114,6 +120,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     # what the ticket partitions make that a run-wide query reads (verdicts, hop_a, ...): source_events and seq_units
     # are read within the partition only, so they are not written
     by_ticket = read_by(made_by(eng.BY_TICKET), run_wide)
+    sliced = ("verdicts",)
     for p in range(k):
         _bind(con, "zendesk", _files(work / "zendesk", p), empty["zendesk"], load=True)
         for table in by_id:
@@ -121,8 +128,12 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         for name in eng.BY_TICKET:
             e.run_query(name, params)
         for table in by_ticket:
-            (work / table).mkdir(exist_ok=True)
-            _write_by_time(con, table, work / table / f"{p}.parquet")
+            empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
+            if table in sliced:
+                _write_parts(con, con.table(table), work / table, hold, slice_of)
+            else:
+                (work / table).mkdir(exist_ok=True)
+                con.table(table).write_parquet(str(work / table / f"{p}.parquet"))
 
     logger.info("judged %d ticket partitions (%s); the run-wide queries follow", k, ", ".join(eng.BY_TICKET))
     for table in made_by(eng.BY_TICKET):
@@ -130,7 +141,10 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     for table in by_id:
         _bind(con, table, sorted((work / table).rglob("*.arrow")), empty[table])
     for table in by_ticket:
-        _bind(con, table, sorted((work / table).glob("*.parquet")), None)
+        _bind(con, table, sorted((work / table).rglob("*.parquet")) + sorted((work / table).rglob("*.arrow")),
+              empty[table])
+    for table in sliced:
+        e.slices[table] = [_files(work / table, i) for i in range(len(cuts) + 1)]
     _drop(con, "zendesk")
     for hop in ("zendesk",) + AWS_HOPS:
         e.bind_ledger(hop, ledgers.get(hop))
@@ -138,43 +152,42 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         e.run_query(name, params)
 
 
-# Rows per row group of the ticket partitions' tables: small enough that an event-time slice of a sorted export
-# (engine.Engine.batches) reads little more than its own rows from each partition's file.
-TIME_GROUP_ROWS = 8_192
-
-
-def _write_by_time(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
-    """Write `table` to `path`, in event-time order when it has an event time (row groups then cover short spans of
-    time, which an export's event-time slices select by their statistics instead of reading every row group)."""
-    rel = con.table(table)
-    if "event_time" not in rel.columns:
-        rel.write_parquet(str(path))
-        return
-    before = con.sql("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
-    con.execute("SET preserve_insertion_order = true")  # the file keeps the order (row groups of one time span)
-    try:
-        rel.order("event_time").write_parquet(str(path), row_group_size=TIME_GROUP_ROWS)
-    finally:
-        con.execute(f"SET preserve_insertion_order = {bool(before)}")  # the engine's own setting (Engine.open)
-
-
 def _split(con: duckdb.DuckDBPyConnection, table: str, how: str, folder: Path, k: int, hold: int) -> None:
     """Append `table`'s rows to `folder`/part=<n>/ by queries/partition/<how>.sql, holding at most `hold` rows of each
     partition in memory (each held set is written out as one row group)."""
     con.table(table).create_view("split_in", replace=True)
-    rel = eng.execute_file(con, eng.query_path(f"partition/{how}"), {"k": k})
+    _write_parts(con, eng.execute_file(con, eng.query_path(f"partition/{how}"), {"k": k}), folder, hold)
+
+
+def _write_parts(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation, folder: Path, hold: int,
+                 part_of: Callable[[pa.RecordBatch], pa.Array] | None = None) -> None:
+    """Stream `rel`'s rows into `folder`/part=<n>/ by their `part` column (or the partition `part_of` gives each
+    row of a batch), holding at most `hold` rows of each partition in memory."""
     # EventBridge ids leave DuckDB as UUIDs, not text (and booleans as Arrow's bool8, made plain again in _Parts)
     con.execute("SET arrow_lossless_conversion = true")
     try:
         reader = rel.to_arrow_reader(100_000)
-        parts = _Parts(folder, reader.schema, hold)
+        schema = reader.schema if part_of is None else reader.schema.append(pa.field("part", pa.int64()))
+        parts = _Parts(folder, schema, hold)
         try:
             for batch in reader:
-                parts.add(batch)
+                parts.add(batch if part_of is None else batch.append_column("part", part_of(batch)))
         finally:
             parts.close()
     finally:
         con.execute("RESET arrow_lossless_conversion")
+
+
+def _slicer(starts: list) -> Callable[[pa.RecordBatch], pa.Array]:
+    """The export slice of each row (queries/export/slices.sql's ranges, by their starts in time order): i for the
+    range holding its event_time (before the first start: 0), len(starts) for a row without one (they sort last)."""
+    def slice_of(batch: pa.RecordBatch) -> pa.Array:
+        times = batch.column("event_time")
+        at = pa.array(starts, times.type).cast(pa.int64()).to_numpy() if starts else np.zeros(0, np.int64)
+        values = times.cast(pa.int64()).fill_null(0).to_numpy()
+        i = np.clip(np.searchsorted(at, values, side="right") - 1, 0, None)
+        return pa.array(np.where(pc.is_valid(times).to_numpy(zero_copy_only=False), i, len(starts)), pa.int64())
+    return slice_of
 
 
 # The split's files are Arrow IPC, LZ4-compressed: each is read whole, once per partition, straight into Arrow (no

@@ -98,11 +98,10 @@ def model_of(cfg: Config) -> pa.Table:
     return load_model(cfg.match.emission_model, cfg.match.kind_map)
 
 
-def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
-          kind_map: pa.Table | None = None, engine: EngineConfig | None = None,
-          recovery: dict[str, pa.Table] | None = None) -> Engine:
-    engine = engine or cfg.engine
-    e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
+def bind(e: Engine, cfg: Config, ledgers: dict[str, Path], carried: pa.Table | None = None,
+         kind_map: pa.Table | None = None, recovery: dict[str, pa.Table] | None = None) -> None:
+    """Bind what the queries read: the ledgers, the emission model, the excluded kinds, the carried events and the
+    recoveries."""
     for hop in hops():
         e.bind_ledger(hop, ledgers.get(hop))
     e.bind_table("emission_model", from_evidence(kind_map) if kind_map is not None else model_of(cfg))
@@ -110,11 +109,19 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
     e.bind_table("carried", carried if carried is not None else CARRIED_SCHEMA.empty_table())
     for name, table in (recovery or {}).items():  # recoveries, recovery_journal (reconcile/recovered.py)
         e.bind_table(name, table)
-    k = partition.count(engine.partitions, ledgers, engine.memory_limit)
-    if k > 1 and partition.replay_in_reach(e, window.read_start - REPLAY_REACH):
-        logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
-        k = 1
+
+
+def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
+          kind_map: pa.Table | None = None, engine: EngineConfig | None = None,
+          recovery: dict[str, pa.Table] | None = None) -> Engine:
+    engine = engine or cfg.engine
+    e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
     try:
+        bind(e, cfg, ledgers, carried, kind_map, recovery)
+        k = partition.count(engine.partitions, ledgers, engine.memory_limit)
+        if k > 1 and partition.replay_in_reach(e, window.read_start - REPLAY_REACH):
+            logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
+            k = 1
         if k == 1:
             e.run_all(params(cfg, window))
         else:
