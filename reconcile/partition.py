@@ -11,8 +11,9 @@ The plan (docs/design.md, "Partitioned judging"), all in one DuckDB connection:
    for go to part -1, which every ticket partition reads. Each partition's files are read into memory (Arrow) once.
 3. Per ticket partition: engine.BY_TICKET (source_events, hop_a, sequences, verdicts, orphan_candidates) over that
    partition's Zendesk events and bus events: every link (Zendesk event id, ticket + kind + time, connector sequence)
-   is within one ticket. The tables a run-wide query reads are written to Parquet in event-time order (the others,
-   source_events and seq_units, are not kept).
+   is within one ticket. The tables a run-wide query reads are written out: verdicts as Arrow IPC in the sorted
+   export's event-time slices (cut before judging, from the Zendesk events' times; engine.Engine.slices), hop_a and
+   orphan_candidates as Parquet. source_events and seq_units are not kept.
 4. The union of each kept table is bound under its own name, the ledgers are bound whole again, and the run-wide queries
    (settlements, orphans, counts, ...) run once, exactly as after a single pass.
 
