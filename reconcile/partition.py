@@ -102,7 +102,8 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     # slice is read into Arrow and then sorted.
     con.table("zendesk").create_view("export_in", replace=True)
     cuts = eng.execute_file(con, eng.query_path("export/slices"), {"rows": max(1, e.rows_in_memory // 2)}).fetchall()
-    slice_of = _slicer([lo for lo, _ in cuts if lo is not None])
+    starts = [lo for lo, _ in cuts if lo is not None]
+    slice_of = _slicer(starts)
 
     by_id = made_by(eng.BY_EB_ID)
     for j in range(k):
@@ -142,10 +143,9 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     for table in by_id:
         _bind(con, table, sorted((work / table).rglob("*.arrow")), empty[table])
     for table in by_ticket:
-        _bind(con, table, sorted((work / table).rglob("*.parquet")) + sorted((work / table).rglob("*.arrow")),
-              empty[table])
-    for table in sliced:
-        e.slices[table] = [_files(work / table, i) for i in range(len(cuts) + 1)]
+        _bind(con, table, sorted((work / table).rglob("*.arrow" if table in sliced else "*.parquet")), empty[table])
+    for table in sliced:  # slices 0..len(starts), the last for the rows without an event time (_slicer)
+        e.slices[table] = [_files(work / table, i) for i in range(len(starts) + 1)]
     _drop(con, "zendesk")
     for hop in ("zendesk",) + AWS_HOPS:
         e.bind_ledger(hop, ledgers.get(hop))
@@ -155,7 +155,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
 
 def _split(con: duckdb.DuckDBPyConnection, table: str, how: str, folder: Path, k: int, hold: int) -> None:
     """Append `table`'s rows to `folder`/part=<n>/ by queries/partition/<how>.sql, holding at most `hold` rows of each
-    partition in memory (each held set is written out as one row group)."""
+    partition in memory (each held set is written out as one record batch)."""
     con.table(table).create_view("split_in", replace=True)
     _write_parts(con, eng.execute_file(con, eng.query_path(f"partition/{how}"), {"k": k}), folder, hold)
 
