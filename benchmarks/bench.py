@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -249,7 +250,7 @@ def _reconcile(mode: str, sim: Path, events: int, out: Path, engine: dict) -> di
 
     from reconcile import run
     from reconcile.runfolder import RunFolder
-    from reconcile.sources import buslog, dlq, metrics, sink
+    from reconcile.sources import bus_ids, buslog, dlq, metrics, sink, source
     stores = sim / "stores"
     cfg = bench_config(stores, events, engine)
     window = bench_window(cfg, events)
@@ -257,10 +258,21 @@ def _reconcile(mode: str, sim: Path, events: int, out: Path, engine: dict) -> di
     RunFolder(out).reset()
     evidence = out / "evidence"
     evidence.mkdir(parents=True, exist_ok=True)
+    bus_done: Future = Future()  # the bus log's result, for the sink (as run.read_all hands it over: Source.after)
+
+    def bus_log():
+        try:
+            bus_done.set_result(source("bus_log").keep(buslog.read(cfg.bus_log, window, cfg.aws,
+                                                                  out=evidence / "bus.parquet"), evidence))
+        except BaseException as e:
+            bus_done.set_exception(e)
+        return bus_done.result()
+
     readers = {
         "zendesk": lambda: read_zendesk_file(stores, window, evidence / "zendesk.parquet"),
-        "bus_log": lambda: buslog.read(cfg.bus_log, window, cfg.aws, out=evidence / "bus.parquet"),
-        "sink": lambda: sink.read(cfg.sink, window, cfg.aws, out=evidence / "sink.parquet"),
+        "bus_log": bus_log,
+        "sink": lambda: sink.read(cfg.sink, window, cfg.aws, out=evidence / "sink.parquet",
+                                  bus_ids=lambda: bus_ids(bus_done.result)),
         "dlq": lambda: dlq.read(cfg.dlq, window, cfg.aws, out=evidence / "dlq.parquet"),
         "metrics": lambda: metrics.read(cfg.metrics, window, cfg.aws),
     }

@@ -61,6 +61,9 @@ class SinkConfig:
     id_path: str | None = None  # JSON path inside `data`, e.g. $.id; wins over id_column when set
     honour_commit_log: bool = True  # files not in _spark_metadata are leftovers, not read (as Spark's readers do)
     partition_time_zone: str = "UTC"  # the Spark job's spark.sql.session.timeZone, which dt=/hr= values are in
+    # unexplained: parse the payloads of rows the bus log (read whole) does not hold; all: every payload
+    # (sources/explained.py)
+    parse_payloads: str = "unexplained"
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("bus_log", "format"): (lambda v: v in ("cwl-export", "firehose", "api"), "one of cwl-export, firehose, api"),
     ("sink", "format"): (lambda v: v in ("parquet", "json"), "one of parquet, json"),
     ("sink", "id_path"): (lambda v: v.startswith("$"), "a JSON path inside `data`, like $.id"),
+    ("sink", "parse_payloads"): (lambda v: v in ("unexplained", "all"), "one of unexplained, all"),
     ("dlq", "visibility_timeout"): (lambda v: 0 <= v <= 43200, "seconds from 0 to 43200 (SQS's limit)"),
     ("dlq", "kinesis_target"): (lambda v: v.strip() != "", "text that only the Kinesis target's TARGET_ARN contains "
                                                          "(\":kinesis:\"); empty would call every DLQ message a "

@@ -61,8 +61,11 @@ def window_from(cfg: Config, start, end, as_of: datetime | None = None) -> Windo
 def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True) -> dict[str, SourceResult]:
     """Read every store at once. After SIGTERM/SIGINT the reads see interrupt.STOP and stop; they get
     interrupt.GRACE_S to release what they hold (DLQ messages) before Interrupted goes on up."""
-    pool = ThreadPoolExecutor(max_workers=len(REGISTRY))
-    futures = {s.name: pool.submit(s.read, cfg, window, evidence, progress) for s in REGISTRY}
+    pool = ThreadPoolExecutor(max_workers=len(REGISTRY))  # one thread each: a read waiting on another never blocks it
+    futures = {}
+    for s in REGISTRY:
+        prior = futures[s.after].result if s.after else None
+        futures[s.name] = pool.submit(s.read, cfg, window, evidence, progress, prior)
     try:
         results = {name: f.result() for name, f in futures.items()}
     finally:

@@ -37,9 +37,12 @@ if TYPE_CHECKING:
 # shipper filters on (`reconcile.run`, as before the registry moved here).
 logger = logging.getLogger("reconcile.run")
 
+# The result of the store a read comes after (Source.after), waited for when called; None when read alone.
+Prior = Callable[[], SourceResult] | None
 # How a store's module is called: (its config, the window, the run's evidence folder, the ledger file to stream
-# into, progress bars?) -> SourceResult. A module keeping its ledger in memory ignores the ledger file.
-Reader = Callable[["Config", "Window", Path, Path, bool], SourceResult]
+# into, progress bars?, the prior result) -> SourceResult. A module keeping its ledger in memory ignores the ledger
+# file.
+Reader = Callable[["Config", "Window", Path, Path, bool, Prior], SourceResult]
 
 
 def later(target: str) -> Callable:
@@ -63,6 +66,8 @@ class Source:
     configured / hint: whether the config names it, and the config keys to set when it does not.
     describe: one line for `run --dry-run`: what would be read.
     reader: how its module is called (Reader); probe: `reconcile check`'s one cheap call, returning what answered.
+    after: the store whose result its reader may use (Prior): the sink does not parse what the bus log explains.
+    Stores are read at once; only the part of the read that needs the other's result waits for it.
     """
 
     name: str
@@ -75,6 +80,7 @@ class Source:
     describe: Callable[[Config], str]
     reader: Reader
     probe: Callable[[Config], str]
+    after: str | None = None
 
     @property
     def command(self) -> str:
@@ -94,13 +100,14 @@ class Source:
     def rejects_file(self) -> str:
         return f"{self.name}.rejects.parquet"
 
-    def read(self, cfg: Config, window: Window, evidence: Path, progress: bool = True) -> SourceResult:
+    def read(self, cfg: Config, window: Window, evidence: Path, progress: bool = True,
+             prior: Prior = None) -> SourceResult:
         """Read the store; its ledger ends at evidence/<hop>.parquet (`path` of the result). A store that is not
         configured, or cannot be read at all (a SourceError, exit 3), is an incomplete input, never a crash. Logs,
         when it finishes, its counts and time (fields for `--log-format json`)."""
         t0 = time.monotonic()
         out = evidence / self.ledger_file
-        r = self.keep(self._read(cfg, window, evidence, out, progress), evidence)
+        r = self.keep(self._read(cfg, window, evidence, out, progress, prior), evidence)
         seconds = round(time.monotonic() - t0, 3)
         logger.info("%s finished: %d records, %d rejected, %s, %.1f s", self.name, r.records, r.rejected,
                     "read whole" if r.complete else "read in part", seconds,
@@ -108,12 +115,13 @@ class Source:
                            "complete": r.complete, "seconds": seconds})
         return r
 
-    def _read(self, cfg: Config, window: Window, evidence: Path, out: Path, progress: bool) -> SourceResult:
+    def _read(self, cfg: Config, window: Window, evidence: Path, out: Path, progress: bool,
+              prior: Prior) -> SourceResult:
         if not self.configured(cfg):
             return SourceResult(self.name, ledger.empty(), complete=not self.required,
                                 problems=[f"not configured: {self.hint}"])
         try:
-            return self.reader(cfg, window, evidence, out, progress)
+            return self.reader(cfg, window, evidence, out, progress, prior)
         except ReconcileError as e:
             if getattr(e, "exit_code", 4) != 3:
                 raise
@@ -140,7 +148,7 @@ class Source:
 
 # ------------------------------------------------------------------------------------------------------- readers
 
-def _zendesk(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool) -> SourceResult:
+def _zendesk(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool, prior: Prior) -> SourceResult:
     from . import zendesk
     pages = Path(cfg.zendesk.pages_dir) if cfg.zendesk.pages_dir else evidence / "zendesk-pages"
     # "now" for the API's one-minute cut-off is the time the run judges as of (default: the real now)
@@ -152,13 +160,32 @@ def streamed(module: str, section: str) -> Reader:
     """A store whose module (reconcile/sources/<module>.py) streams its ledger into `out` (bounded memory on big
     days), configured by [<section>]. `match`: the shape of EventBridge ids and Zendesk's `source` values, one rule
     for every AWS store."""
-    def read(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool) -> SourceResult:
+    def read(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool, prior: Prior) -> SourceResult:
         reader = importlib.import_module(f"reconcile.sources.{module}")
         return reader.read(getattr(cfg, section), window, cfg.aws, out=out, match=cfg.match)
     return read
 
 
-def _metrics(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool) -> SourceResult:
+def _sink(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool, prior: Prior) -> SourceResult:
+    from . import sink
+    return sink.read(cfg.sink, window, cfg.aws, out=out, match=cfg.match, bus_ids=lambda: bus_ids(prior))
+
+
+def bus_ids(prior: Prior):
+    """The bus log's EventBridge ids (sources/explained.py) when it was read whole by the one completeness rule;
+    None when it was not, or failed (its error is the run's to raise, from its own read)."""
+    from .. import completeness
+    from .explained import BusIds
+    try:
+        bus = prior() if prior is not None else None
+    except Exception:  # noqa: BLE001 -- the sink then parses every payload; read_all raises the bus log's error
+        return None
+    if bus is None or bus.path is None or not completeness.decide(bus, others_have_records=True).complete:
+        return None
+    return BusIds.of_ledger(bus.path)
+
+
+def _metrics(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool, prior: Prior) -> SourceResult:
     from . import metrics
     return metrics.read(cfg.metrics, window, cfg.aws)
 
@@ -187,7 +214,7 @@ REGISTRY: tuple[Source, ...] = (
            configured=lambda c: bool(c.sink.uri), hint="set [sink] uri",
            describe=lambda c: f"{c.sink.uri} ({c.sink.format}, id from "
                               f"{c.sink.id_path or 'column ' + c.sink.id_column})",
-           reader=streamed("sink", "sink"), probe=later("check:probe_sink")),
+           reader=_sink, probe=later("check:probe_sink"), after="bus_log"),
     Source("dlq", "dlq", required=True, may_be_empty=True, schema=ledger.SCHEMA,
            configured=lambda c: bool(c.dlq.queue_url or c.dlq.uri), hint="set [dlq] queue_url or uri",
            describe=_describe_dlq, reader=streamed("dlq", "dlq"), probe=later("check:probe_dlq")),

@@ -60,10 +60,10 @@ PATHS = [
 
 # The view `events` (built by _view) has: raw (VARCHAR event JSON or NULL), raw_fallback (what a reject shows),
 # raw_missing, pre_reason (a reject reason found before JSON parsing), observed_at (TIMESTAMPTZ), eb_override,
-# source_ref and the caller's extra columns.
+# skip_payload (rows whose JSON is not parsed: parse's `skip_payload`), source_ref and the caller's extra columns.
 _SQL = """
 WITH x AS (
-    SELECT *, try(json_extract_string(raw, $paths)) AS x FROM events
+    SELECT *, CASE WHEN NOT skip_payload THEN try(json_extract_string(raw, $paths)) END AS x FROM events
 ), f AS (
     SELECT *,
            CASE WHEN x[3] IS NOT NULL OR x[4] IS NOT NULL OR x[5] IS NOT NULL THEN 'legacy'
@@ -82,12 +82,12 @@ WITH x AS (
     SELECT *, CASE
         WHEN raw_missing THEN 'no event JSON (empty record)'
         WHEN pre_reason IS NOT NULL THEN pre_reason
-        WHEN raw IS NULL THEN 'not UTF-8 text'
-        WHEN x IS NULL THEN 'not JSON'
+        WHEN NOT skip_payload AND raw IS NULL THEN 'not UTF-8 text'
+        WHEN NOT skip_payload AND x IS NULL THEN 'not JSON'
         WHEN coalesce(eb_override, x[$id_at]) IS NULL THEN $no_id
         WHEN foreign_event THEN 'not a Zendesk event: source "' || x[13] || '" (not matched by [match] '
              || 'zendesk_source_pattern), detail-type ' || coalesce('"' || x[14] || '"', 'missing')
-        WHEN family IS NULL THEN 'unknown event shape: no detail.ticket_event and detail.type '
+        WHEN NOT skip_payload AND family IS NULL THEN 'unknown event shape: no detail.ticket_event and detail.type '
              || coalesce('"' || x[8] || '"', 'missing') || ' does not start with zen:event-type: (source '
              || coalesce('"' || x[13] || '"', 'missing') || ', detail-type ' || coalesce('"' || x[14] || '"', 'missing')
              || ')'
@@ -98,7 +98,8 @@ WITH x AS (
         WHEN $id_pattern <> '' AND NOT regexp_full_match(coalesce(eb_override, x[$id_at]), $id_pattern)
              THEN 'EventBridge id "' || left(coalesce(eb_override, x[$id_at]), 80) || '" does not have the expected '
              || 'shape ([match] eb_id_pattern)'
-        WHEN event_time IS NULL THEN 'bad event time ' || coalesce('"' || time_text || '"', 'missing') || ' at '
+        WHEN NOT skip_payload AND event_time IS NULL
+             THEN 'bad event time ' || coalesce('"' || time_text || '"', 'missing') || ' at '
              || CASE family WHEN 'legacy' THEN 'detail.ticket_event.meta.occurred_at' ELSE 'detail.time' END
     END AS reason
     FROM t
@@ -125,7 +126,7 @@ SELECT
     x[2] AS replay_name,
     $hop AS hop,
     * EXCLUDE (source_ref, raw, raw_fallback, raw_missing, pre_reason, x, family, time_text, event_time,
-               eb_override, observed_at, reason, foreign_event)
+               eb_override, observed_at, reason, foreign_event, skip_payload)
 FROM r
 """
 
@@ -177,6 +178,7 @@ def parse(
     export_line: tuple[pa.ChunkedArray, pa.ChunkedArray] | None = None,
     id_path: str | None = None,
     match: MatchConfig | None = None,
+    skip_payload: pa.Array | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Parse event JSON (string or binary) into (ledger rows conformed to ledger.SCHEMA, REJECT_SCHEMA rows).
 
@@ -189,6 +191,9 @@ def parse(
     producer's well-formed event (`match.zendesk_source_pattern`), `unparseable` for everything else.
     `match.eb_id_pattern` is the shape every EventBridge id must have; without `match` (a direct call, not a run)
     ids are not checked for that shape. Every id must be a UUID (8-4-4-4-12 hex digits): the ledger keeps it as one.
+    `skip_payload` (booleans, with `eb_id`): rows whose payload is not parsed (a sink row the bus log explains,
+    sources/explained.py). They keep their id, the `extra` columns and every rule about those; their Zendesk fields
+    stay null, and the rules about the payload (UTF-8, JSON, shape, event time, another producer) are not applied.
     """
     n = len(raw)
     if str(raw.type) in _BIN:
@@ -206,6 +211,7 @@ def parse(
         "raw": raw,
         "eb_override": eb_id if eb_id is not None else pa.nulls(n, pa.string()),
         "observed_at": observed if observed is not None else pa.nulls(n, ledger.TS),
+        "skip_payload": skip_payload if skip_payload is not None else pa.array(np.zeros(n, bool)),
     }
     if export_line is not None:
         cols["stamp"], cols["line"] = export_line

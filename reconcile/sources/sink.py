@@ -15,6 +15,7 @@ import posixpath
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote
@@ -32,7 +33,7 @@ from ..config import AwsConfig, MatchConfig, SinkConfig
 from ..errors import ConfigError
 from ..ledger import SourceResult
 from ..window import Window
-from . import events, rawtext, sparklog
+from . import events, explained, rawtext, sparklog
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class _File:
 
 
 def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = None,
-         match: MatchConfig | None = None) -> SourceResult:
+         match: MatchConfig | None = None,
+         bus_ids: Callable[[], explained.BusIds | None] | None = None) -> SourceResult:
     """Read Spark's output into a SourceResult named "sink" (hop "sink").
 
     Missing or denied stores raise SourceError; a corrupt file, or a file whose schema drifted (a column missing or of
@@ -61,7 +63,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     a commit log, files it does not list are crash leftovers: named in the details and, with
     `honour_commit_log` (the default), not read, as Spark's readers do not read them. With `out`, the ledger is
     streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory. `match`: events.parse's
-    id and source rules.
+    id and source rules. `bus_ids`: waits for the bus log and gives its ids when it was read whole (None otherwise);
+    rows it explains are not parsed ([sink] parse_payloads, sources/explained.py).
     """
     if not cfg.uri:
         raise ConfigError("[sink] uri is not set. Set it in the config or with --set sink.uri=s3://bucket/prefix (or a local folder).")
@@ -107,6 +110,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
             data.append(_File(f, scheme + f.path, flag))
 
     reader = _read_parquet if cfg.format == "parquet" else _read_json
+    bus, payloads = _payload_rule(cfg, bus_ids)
 
     def read_group(group: list[_File]):
         """Read a group of files and parse their rows in one events.parse call (files are small: one per
@@ -114,24 +118,25 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         pieces = [_read_file(fs, f, cfg, reader) for f in group]
         rows = [p[0] for p in pieces if p[0] is not None]
         rejs = [p[1] for p in pieces]
-        led_ = None
+        led_, skipped_ = None, 0
         if rows:
-            led_, rej_ = _parse(pa.concat_tables(rows, promote_options="permissive"), cfg, match)
+            led_, rej_, skipped_ = _parse(pa.concat_tables(rows, promote_options="permissive"), cfg, match, bus)
             rejs.append(rej_)
-        return led_, rejs, [p[2] for p in pieces if p[2]], [p[3] for p in pieces]
+        return led_, rejs, [p[2] for p in pieces if p[2]], [p[3] for p in pieces], skipped_
 
     out_ledger = events.LedgerOut(out)
-    rejs, problems, fingerprints = [], [], []
+    rejs, problems, fingerprints, skipped = [], [], [], 0
     try:
         # Groups are parsed in the pool (both cores), at most 2 x WORKERS groups in flight (bounded memory),
         # and their ledgers written in file order.
         with ThreadPoolExecutor(WORKERS) as pool:
-            for led_, rej_, prob_, fp_ in events.ordered_map(pool, read_group, _groups(data), 2 * WORKERS):
+            for led_, rej_, prob_, fp_, skipped_ in events.ordered_map(pool, read_group, _groups(data), 2 * WORKERS):
                 if led_ is not None:
                     out_ledger.add(led_)
                 rejs += rej_
                 problems += prob_
                 fingerprints += fp_
+                skipped += skipped_
         led = out_ledger.result()
     except BaseException:
         out_ledger.abort()
@@ -148,6 +153,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         "leftover_files": len(leftovers), "leftover_names": leftovers[:LEFTOVERS_SHOWN],
         "id": f"path {cfg.id_path}" if cfg.id_path else f"column {cfg.id_column}",
         "bad_files": len(problems),
+        "payloads_parsed": payloads, "payloads_not_parsed": skipped,
     }
     if log:
         details |= {"commit_log_folder": log.folder, "latest_batch": log.latest_batch, "compact": log.compact,
@@ -239,13 +245,30 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
     return rows, ledger.REJECT_SCHEMA.empty_table(), None, fp
 
 
-def _parse(rows: pa.Table, cfg: SinkConfig, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table]:
+def _payload_rule(cfg: SinkConfig, bus_ids) -> tuple[explained.BusIds | None, str]:
+    """The bus log's ids that spare parsing a payload (None: parse every one), and the rule as the details say it."""
+    if cfg.parse_payloads == "all":
+        return None, "all ([sink] parse_payloads = all)"
+    if cfg.id_path:
+        return None, f"all (the id is read from data: [sink] id_path = {cfg.id_path})"
+    bus = bus_ids() if bus_ids else None
+    if bus is None:
+        return None, "all (no bus log read whole to explain a row)"
+    return bus, "only for ids the bus log lacks, and for replays (the bus log, read whole, explains the rest)"
+
+
+def _parse(rows: pa.Table, cfg: SinkConfig, match: MatchConfig | None = None,
+           bus: explained.BusIds | None = None) -> tuple[pa.Table, pa.Table, int]:
+    """(ledger, rejects, rows whose payload was not parsed)."""
     extra = {"source_id": rows["source_ref"], "sequence_number": rows["sequence_number"],
              "observed_at": rows["observed_at"], "committed": rows["committed"]}
-    return events.parse(rows["data"], rows["source_ref"], hop=HOP, source=NAME, extra=extra,
-                        eb_id=None if cfg.id_path else rows["eb_id"], id_path=cfg.id_path,
-                        no_id_reason=(f"no EventBridge id at {cfg.id_path} in data" if cfg.id_path else
-                                      f"no EventBridge id in column {cfg.id_column}"), match=match)
+    skip = explained.explained(rows["eb_id"], rows["data"], bus) if bus is not None else None
+    led, rej = events.parse(rows["data"], rows["source_ref"], hop=HOP, source=NAME, extra=extra,
+                            eb_id=None if cfg.id_path else rows["eb_id"], id_path=cfg.id_path,
+                            no_id_reason=(f"no EventBridge id at {cfg.id_path} in data" if cfg.id_path else
+                                          f"no EventBridge id in column {cfg.id_column}"), match=match,
+                            skip_payload=skip)
+    return led, rej, 0 if skip is None else pc.sum(skip).as_py() or 0
 
 
 def _as_text(arr, n: int) -> pa.Array:

@@ -1,0 +1,132 @@
+"""Which sink rows the bus log already explains, so that their payloads need not be parsed (issue 17).
+
+A sink row's EventBridge id comes from a column (the Kinesis partition key), not from its payload. When the bus log
+holds a copy of that id, queries/bus_events.sql takes the event's Zendesk fields from the log copy and reads nothing
+from the sink row but its own columns (arrival, sequence number, commit flag) and its `replay-name`. Such a row is
+*explained*: its payload is not parsed (events.parse `skip_payload`), which is most of the sink's time. Every other
+row is parsed as before: ids the bus log lacks, ids that are not canonical UUID text, rows without a payload and
+rows whose payload names a replay. The lookup is exact (128-bit ids, no hash shortcut).
+
+Only a bus log read whole explains anything ([sink] parse_payloads = "unexplained", the default); with an
+incomplete one, or `parse_payloads = "all"`, or an id read from the payload (`id_path`), every payload is parsed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+# The name of EventBridge's replay field. Any payload holding this text is parsed, whatever its id: the sink's
+# replay-name marks a duplicate's cause (queries/bus_events.sql `replayed`), and the bus log's copy cannot say which
+# of the sink's rows came from the replay.
+REPLAY_KEY = b"replay-name"
+
+_HEX = np.full(256, 255, np.uint8)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+_DASHES = np.array([8, 13, 18, 23])
+_DIGITS = np.setdiff1d(np.arange(36), _DASHES)
+
+
+def uuid_keys(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Ids as text -> (an (n, 2) uint64 array, the big-endian halves of each UUID; a mask of the rows that are
+    canonical 8-4-4-4-12 hex text, either case). Other rows' keys are 0 and never looked up: they are parsed."""
+    arr = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    arr = arr.cast(pa.string())
+    n = len(arr)
+    keys = np.zeros((n, 2), np.uint64)
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4)
+    ok = np.diff(offsets) == 36
+    if arr.null_count:
+        ok &= arr.is_valid().to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(ok)
+    if not len(rows):
+        return keys, ok
+    data = np.frombuffer(arr.buffers()[2], np.uint8)
+    if len(rows) == n:  # the usual case: every id 36 bytes, back to back
+        chars = data[offsets[0]:offsets[-1]].reshape(n, 36)
+    else:
+        chars = data[offsets[rows][:, None] + np.arange(36)]
+    nibbles = _HEX[chars[:, _DIGITS]]
+    good = (chars[:, _DASHES] == ord("-")).all(axis=1) & (nibbles != 255).all(axis=1)
+    ok[rows[~good]] = False
+    raw = (nibbles[good, 0::2] << 4) | nibbles[good, 1::2]
+    keys[rows[good]] = np.ascontiguousarray(raw).view(">u8").astype(np.uint64)
+    return keys, ok
+
+
+class BusIds:
+    """The set of EventBridge ids a ledger holds, for exact membership tests of many ids at once.
+
+    Ids are keyed by their first 64 bits in a hash index (pandas, built once); the rare ids that share those bits
+    with another id are kept apart, sorted, and searched in full."""
+
+    def __init__(self, ids: pa.ChunkedArray | pa.Array):
+        """`ids`: a ledger's `eb_id` column (Arrow `uuid`, nulls allowed)."""
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        if isinstance(ids, pa.ExtensionArray):
+            ids = ids.storage
+        ids = ids.drop_null()
+        both = np.frombuffer(ids.buffers()[1], np.uint8, len(ids) * 16, ids.offset * 16).view(">u8")
+        keys = both.reshape(-1, 2).astype(np.uint64)
+        # First 64 bits held once (nearly every id): the index. Held more than once (an id the log copied twice,
+        # rarely two ids): the sorted rest.
+        shared = pd.Series(keys[:, 0]).duplicated(keep=False).to_numpy()
+        self._index = pd.Index(keys[~shared, 0])
+        self._low = keys[~shared, 1]
+        self._rest = np.unique(_as_bytes(keys[shared]))
+
+    @classmethod
+    def of_ledger(cls, path) -> BusIds:
+        return cls(pq.read_table(path, columns=["eb_id"])["eb_id"])
+
+    def holds(self, keys: np.ndarray) -> np.ndarray:
+        """Per (hi, lo) key, whether the set holds it."""
+        at = self._index.get_indexer(keys[:, 0])
+        found = at >= 0
+        found[found] = self._low[at[found]] == keys[found, 1]
+        if len(self._rest):
+            left = np.flatnonzero(~found)
+            want = _as_bytes(keys[left])
+            pos = np.minimum(np.searchsorted(self._rest, want), len(self._rest) - 1)
+            found[left] = self._rest[pos] == want
+        return found
+
+
+def _as_bytes(keys: np.ndarray) -> np.ndarray:
+    """(n, 2) uint64 keys as 16-byte strings that sort as the keys do (big-endian)."""
+    return np.ascontiguousarray(keys.astype(">u8")).view("S16").ravel()
+
+
+def explained(ids: pa.Array | pa.ChunkedArray, payloads: pa.Array | pa.ChunkedArray, bus: BusIds) -> pa.Array:
+    """Per sink row, whether the bus log explains it: canonical id text the bus ledger holds, a payload, and no
+    replay-name in it (module docstring)."""
+    keys, ok = uuid_keys(ids)
+    found = np.zeros(len(ok), bool)
+    found[ok] = bus.holds(keys[ok])
+    chunks = payloads.chunks if isinstance(payloads, pa.ChunkedArray) else [payloads]
+    replayed = np.concatenate([_holding(c, REPLAY_KEY) for c in chunks] or [np.zeros(0, bool)])
+    return pa.array(found & ~replayed & payloads.is_valid().to_numpy(zero_copy_only=False))
+
+
+def _holding(data: pa.Array, marker: bytes) -> np.ndarray:
+    """Per value of a binary or string array, whether `marker` may occur in it: one search of the whole value
+    buffer (far faster than a search per value); a match across two values marks both (more parsing, never less)."""
+    n = len(data)
+    wide = data.type in (pa.large_binary(), pa.large_string())
+    offsets = np.frombuffer(data.buffers()[1], np.int64 if wide else np.int32, n + 1, data.offset * (8 if wide else 4))
+    found = np.zeros(n, bool)
+    if not n or data.buffers()[2] is None:
+        return found
+    buf = memoryview(data.buffers()[2])[offsets[0]:offsets[-1]]
+    hits = np.array([m.start() for m in re.finditer(re.escape(marker), buf)], np.int64) + offsets[0]
+    if len(hits):
+        found[np.searchsorted(offsets, hits, "right") - 1] = True
+        found[np.searchsorted(offsets, hits + len(marker) - 1, "right") - 1] = True
+    return found
