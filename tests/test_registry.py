@@ -19,6 +19,13 @@ def test_names_hops_and_files_are_unique():
     assert all(source(s.name) is s for s in REGISTRY)
 
 
+def test_a_store_read_after_another_comes_after_it():
+    # run.read_all hands a read the future of the store it comes after: that store must be submitted first
+    order = [s.name for s in REGISTRY]
+    assert all(order.index(s.after) < order.index(s.name) for s in REGISTRY if s.after)
+    assert source("sink").after == "bus_log"
+
+
 def test_the_completeness_rule_reads_required_and_may_be_empty_from_the_registry():
     assert completeness.REQUIRED == tuple(s.name for s in REGISTRY if s.required)
     assert completeness.MAY_BE_EMPTY == tuple(s.name for s in REGISTRY if s.may_be_empty)

@@ -18,7 +18,6 @@ import re
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 # The name of EventBridge's replay field. Any payload holding this text is parsed, whatever its id: the sink's

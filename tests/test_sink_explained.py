@@ -1,0 +1,176 @@
+"""The sink parses only the payloads the bus log does not explain (issue 17, [sink] parse_payloads).
+
+A sink row whose id (its partition-key column) the bus log, read whole, holds takes its Zendesk fields from the log
+copy: its payload is not parsed. These tests hold the rule to its promises: the id lookup is exact, a replay's row is
+always parsed, every other rule about a row still applies, nothing is skipped when the bus log was not read whole or
+when asked not to, and a whole run judges exactly as it does with every payload parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import faultrun
+from reconcile import ledger
+from reconcile.config import AwsConfig, MatchConfig, SinkConfig
+from reconcile.sources import explained, sink
+from reconcile.window import Window
+
+SPARK = Path(__file__).parent / "fixtures" / "spark"
+SPARK_IDS = json.loads((SPARK / "ids.json").read_text())
+DAY = Window(start=datetime(2026, 11, 23, tzinfo=timezone.utc), end=datetime(2026, 11, 24, tzinfo=timezone.utc),
+             as_of=datetime(2026, 11, 25, tzinfo=timezone.utc))
+LOCAL = AwsConfig()
+
+
+def bus_of(ids: list[str | None]) -> explained.BusIds:
+    """The lookup as a run builds it: from a ledger's eb_id column (Arrow uuid)."""
+    return explained.BusIds(ledger.uuids(pa.array(ids, pa.string()))[0])
+
+
+def halves(text: str) -> list[int]:
+    b = uuid.UUID(text).bytes
+    return [int.from_bytes(b[:8], "big"), int.from_bytes(b[8:], "big")]
+
+
+# ----------------------------------------------------------------------------------------------------- the lookup
+
+
+def test_canonical_id_text_in_either_case_is_its_uuid_and_nothing_else_is_looked_up():
+    good = ["5ea00000-0000-4000-8000-00000000000a", "5EA00000-0000-4000-8000-00000000000A"]
+    bad = [None, "5ea00000000040008000000000000000", "{5ea00000-0000-4000-8000-00000000000a}",
+           "5ea00000-0000-4000-8000-00000000000g", "5ea00000+0000-4000-8000-00000000000a", "5ea00000-0000-4000",
+           "5ea00000-0000-4000-8000-0000000000é"]
+    keys, ok = explained.uuid_keys(pa.chunked_array([pa.array(good[:1]), pa.array(good[1:] + bad)]))
+    assert ok.tolist() == [True, True] + [False] * len(bad)
+    assert keys[0].tolist() == keys[1].tolist() == halves(good[0])
+
+
+def test_lookup_is_exact_for_ids_sharing_their_first_bits_copies_and_nulls():
+    rng = np.random.default_rng(7)
+    randoms = [str(uuid.UUID(bytes=rng.bytes(16))) for _ in range(2000)]
+    # the Spark fixture's ids share their first 64 bits: they go to the sorted rest, searched in full
+    held = randoms[:1000] + SPARK_IDS[::2]
+    bus = bus_of(held + held[:50] + [None])  # the log copied some ids twice; one record had no id
+    near = [i[:-1] + ("0" if i[-1] != "0" else "1") for i in held[:100]]  # one hex digit off
+    asked = randoms + SPARK_IDS + near
+    keys, ok = explained.uuid_keys(pa.array(asked))
+    assert ok.all()
+    assert bus.holds(keys).tolist() == [a in set(held) for a in asked]
+
+
+def test_a_replay_marker_marks_its_row_wherever_it_lies():
+    values = [b'{"id": "a"}', b'{"replay-name": "r"}', None, b"", b'{"x": "replay-', b'name"}', b'{"y": 1}']
+    for arr in (pa.array(values, pa.binary()), pa.array(values, pa.large_binary()),
+                pa.array(values, pa.binary()).slice(1)):
+        want = [v is not None and v in (b'{"replay-name": "r"}', b'{"x": "replay-', b'name"}') for v in arr.to_pylist()]
+        assert explained._holding(arr, explained.REPLAY_KEY).tolist() == want  # across two values: both parsed
+
+
+# ------------------------------------------------------------------------------------- the sink over Spark output
+
+
+def spark_rows(tmp_path: Path, edit) -> Path:
+    """The real Spark fixture (parquet) with one file's rows edited by `edit(table) -> table`."""
+    root = Path(shutil.copytree(SPARK / "parquet", tmp_path / "parquet"))
+    f = sorted(root.glob("dt=2026-11-23/hr=10/*.parquet"))[0]
+    pq.write_table(edit(pq.read_table(f)), f)
+    return root
+
+
+def with_data(t: pa.Table, row: int, data: bytes) -> pa.Table:
+    col = t["data"].to_pylist()
+    col[row] = data
+    return t.set_column(t.schema.get_field_index("data"), "data", pa.array(col, pa.binary()))
+
+
+def by_id(res) -> dict[str, dict]:
+    return {str(r["eb_id"]): r for r in res.ledger.to_pylist()}
+
+
+def test_explained_rows_keep_their_own_fields_and_skip_the_payload_rules(tmp_path):
+    first = pq.read_table(sorted((SPARK / "parquet").glob("dt=2026-11-23/hr=10/*.parquet"))[0])
+    broken, replayed = first["partitionKey"][0].as_py(), first["partitionKey"][1].as_py()
+    replay_payload = json.loads(first["data"][1].as_py()) | {"replay-name": "zendesk-replay-1"}
+
+    def edit(t):
+        return with_data(with_data(t, 0, b"\x00 not json"), 1, json.dumps(replay_payload).encode())
+    root = spark_rows(tmp_path, edit)
+    cfg = SinkConfig(uri=str(root))
+    everything = sink.read(cfg, DAY, LOCAL, match=MatchConfig())
+    assert everything.details["payloads_not_parsed"] == 0 and everything.details["payloads_parsed"].startswith("all")
+    assert everything.rejected == 1 and everything.rejects["source_ref"][0].as_py().endswith("#0")
+
+    held = [i for i in SPARK_IDS if i != SPARK_IDS[-1]]  # the last id is not in the bus log
+    lazy = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=lambda: bus_of(held))
+    rows, full = by_id(lazy), by_id(everything)
+    # the broken payload's id is explained: the row is kept (it proves the id landed), with its own fields only
+    assert lazy.rejected == 0 and lazy.complete and broken in rows and rows[broken]["ticket_id"] is None
+    assert rows.keys() == full.keys() | {broken}
+    assert lazy.details["payloads_not_parsed"] == len(rows) - 2  # all but the replay and the id the log lacks
+    own = ("eb_id", "source_ref", "observed_at", "sequence_number", "committed", "hop", "source_id")
+    for eb_id in full:
+        assert {k: rows[eb_id][k] for k in own} == {k: full[eb_id][k] for k in own}
+    assert [rows[i]["ticket_id"] is None for i in held if i != replayed] == [True] * (len(held) - 1)
+    # a replay's row and the id the bus log lacks are parsed in full
+    assert rows[replayed]["replay_name"] == "zendesk-replay-1" and rows[replayed]["ticket_id"] is not None
+    assert rows[SPARK_IDS[-1]] == full[SPARK_IDS[-1]] and rows[SPARK_IDS[-1]]["ticket_id"] is not None
+
+
+def test_nothing_is_skipped_when_asked_or_when_the_id_comes_from_the_payload(tmp_path):
+    everyone = lambda: bus_of(SPARK_IDS)  # noqa: E731
+    for cfg, said in ((SinkConfig(uri=str(SPARK / "parquet"), parse_payloads="all"), "parse_payloads = all"),
+                      (SinkConfig(uri=str(SPARK / "parquet"), id_path="$.id"), "id_path")):
+        res = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=everyone)
+        assert res.details["payloads_not_parsed"] == 0 and said in res.details["payloads_parsed"]
+        assert pc.all(pc.is_valid(res.ledger["ticket_id"])).as_py()
+    unheld = sink.read(SinkConfig(uri=str(SPARK / "parquet")), DAY, LOCAL, bus_ids=lambda: None)
+    assert unheld.details["payloads_not_parsed"] == 0 and "no bus log read whole" in unheld.details["payloads_parsed"]
+
+
+def test_other_row_rules_still_apply_to_explained_ids(tmp_path):
+    def edit(t):
+        ids = t["partitionKey"].to_pylist()
+        ids[0] = ids[0].upper()  # the same id in upper case: explained, stored as the same UUID
+        return t.set_column(t.schema.get_field_index("partitionKey"), "partitionKey", pa.array(ids))
+    root = spark_rows(tmp_path, edit)
+    # an id shape the run does not accept is a reject even though the bus log "holds" it
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL, match=MatchConfig(eb_id_pattern="[0-9a-f-]{36}"),
+                    bus_ids=lambda: bus_of(SPARK_IDS))
+    assert res.rejected == 1 and "expected shape" in res.rejects["reason"][0].as_py()
+    ok = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL, match=MatchConfig(), bus_ids=lambda: bus_of(SPARK_IDS))
+    assert ok.rejected == 0 and sorted(map(str, ok.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
+
+
+# ---------------------------------------------------------------------------------------------------- whole runs
+
+
+def test_a_run_judges_exactly_as_with_every_payload_parsed(moto, tmp_path):
+    """Replays, redeliveries and log-target failures (sink rows the bus log lacks) on one simulated day: the
+    verdicts, and every other output figure, are those of a run that parses every payload."""
+    params = {"replay": 0.05, "log_target_failure": 0.05, "redelivery": 0.02, "bad_records": True}
+    lazy = faultrun.run(moto, tmp_path / "lazy", **params)
+    moto.reset()  # the second run loads the same stores: the DLQ would hold every message twice
+    full = faultrun.run(moto, tmp_path / "full", sink={"parse_payloads": "all"}, **params)
+    skipped, records = lazy.input("sink")["details"]["payloads_not_parsed"], lazy.input("sink")["records"]
+    assert 0 < skipped < records and full.input("sink")["details"]["payloads_not_parsed"] == 0
+    assert lazy.changed == {} and full.changed == {}
+    assert {"replay", "redelivery"} <= set(lazy.truth_table["cause"].to_pylist())  # what the rule must keep
+    # dlq_at is when moto's queue took the message: the load time of each run's stores
+    verdicts = [pq.read_table(r / "run" / "verdicts.parquet").drop_columns(["dlq_at"])
+                for r in (tmp_path / "lazy", tmp_path / "full")]
+    assert verdicts[0].num_rows and verdicts[0].equals(verdicts[1])
+    rejects = [pq.read_table(r / "run" / "evidence" / "sink.rejects.parquet") for r in (tmp_path / "lazy",
+                                                                                    tmp_path / "full")]
+    assert rejects[0].num_rows == 1 and rejects[0].equals(rejects[1])  # the other producer's row, parsed
+    assert {k: v for k, v in lazy.outcome.summary.items() if k not in ("generated_at", "inputs")} == \
+        {k: v for k, v in full.outcome.summary.items() if k not in ("generated_at", "inputs")}
