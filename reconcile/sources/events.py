@@ -27,11 +27,15 @@ from ..errors import ConfigError
 # One in-memory database for the process; each call takes its own cursor (a connection of its own, usable from
 # its thread), which costs ~0.2 ms where a fresh duckdb.connect() costs ~20 ms -- per file, that adds up.
 _DB = duckdb.connect()
+# parse's own database: its EventBridge ids leave as Arrow's `uuid` (the ledger's type), which the setting gives for
+# every cursor of a database, and which other queries (sums as HUGEINT, say) must not get.
+_PARSE_DB = duckdb.connect()
+_PARSE_DB.execute("SET arrow_lossless_conversion = true")
 
 
-def connect() -> duckdb.DuckDBPyConnection:
+def connect(db: duckdb.DuckDBPyConnection = _DB) -> duckdb.DuckDBPyConnection:
     """A fresh DuckDB connection (cursor) in UTC; close it when done. Registrations and temp views are its own."""
-    con = _DB.cursor()
+    con = db.cursor()
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -109,7 +113,8 @@ SELECT
     reason,
     CASE WHEN foreign_event THEN 'not_zendesk' WHEN reason IS NOT NULL THEN 'unparseable' END AS kind,
     CASE WHEN reason IS NOT NULL THEN coalesce(raw_fallback, raw) END AS raw,
-    coalesce(eb_override, x[$id_at]) AS eb_id,
+    -- a kept record's id matched UUID_TEXT above: as a UUID it leaves as the ledger's type, checked once
+    CASE WHEN reason IS NULL THEN CAST(coalesce(eb_override, x[$id_at]) AS UUID) END AS eb_id,
     CASE family WHEN 'webhook' THEN x[9] END AS zendesk_key,
     CASE family
         WHEN 'legacy' THEN try_cast(x[3] AS BIGINT)
@@ -215,15 +220,17 @@ def parse(
     }
     if export_line is not None:
         cols["stamp"], cols["line"] = export_line
-    con = connect()
+    con = connect(_PARSE_DB)
     try:
         con.register("events_in", pa.table(cols))
         con.execute(_view(raw.type, cols["observed_at"].type, export_line is not None))
         paths, id_at = (PATHS + [id_path], len(PATHS) + 1) if id_path else (PATHS, 1)
         rules = match or MatchConfig(eb_id_pattern="")
         check_patterns(rules, con)
+        # the default pattern is the UUID rule itself, which every id meets anyway: not matched twice
+        pattern = "" if rules.eb_id_pattern == ledger.UUID_TEXT else rules.eb_id_pattern
         out = con.sql(_SQL, params={"paths": paths, "no_id": no_id_reason, "id_at": id_at, "hop": hop,
-                                    "id_pattern": rules.eb_id_pattern, "uuid_text": ledger.UUID_TEXT,
+                                    "id_pattern": pattern, "uuid_text": ledger.UUID_TEXT,
                                     "zendesk_source": rules.zendesk_source_pattern}).to_arrow_table()
     finally:
         con.close()
