@@ -62,9 +62,6 @@ def test_an_unreadable_object_makes_the_run_incomplete(moto, tmp_path):
     bus = next(i for i in outcome.summary["inputs"] if i["source"] == "bus_log")
     assert not bus["complete"] and bus["rejected"] >= 1
     assert any(obj.name in p for p in bus["problems"])
-    # a bus log read in part explains no sink row: every payload was parsed
-    sink = next(i for i in outcome.summary["inputs"] if i["source"] == "sink")
-    assert sink["details"]["payloads_not_parsed"] == 0 and sink["details"]["payloads_parsed"].startswith("all")
     from bs4 import BeautifulSoup
     soup = BeautifulSoup((tmp_path / "run" / "report.html").read_text(), "html.parser")
     alerts = [li.get_text(" ", strip=True) for li in soup.select("#status ul.alerts li")]

@@ -1,13 +1,15 @@
-"""The sink parses only the payloads the bus log does not explain (issue 17, [sink] parse_payloads).
+"""`[sink] parse_payloads = "unexplained"`: the sink parses only the payloads the bus log does not explain (issue 17).
 
 A sink row whose id (its partition-key column) the bus log, read whole, holds takes its Zendesk fields from the log
-copy: its payload is not parsed. These tests hold the rule to its promises: the id lookup is exact, a replay's row is
-always parsed, every other rule about a row still applies, nothing is skipped when the bus log was not read whole or
-when asked not to, and a whole run judges exactly as it does with every payload parsed.
+copy: its payload is not parsed. These tests hold the option to its promises: the id lookup is exact, a replay's row
+is always parsed, every other rule about a row still applies, nothing is skipped by default, when the bus log was not
+read whole or when the id comes from the payload, and a whole run judges exactly as it does with every payload
+parsed. Its one cost is shown too: a damaged payload of an id the bus log holds is not seen (hence not the default).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import uuid
@@ -22,7 +24,7 @@ import pyarrow.parquet as pq
 import faultrun
 from reconcile import ledger
 from reconcile.config import AwsConfig, MatchConfig, SinkConfig
-from reconcile.sources import explained, sink
+from reconcile.sources import bus_ids, explained, sink
 from reconcile.window import Window
 
 SPARK = Path(__file__).parent / "fixtures" / "spark"
@@ -105,15 +107,16 @@ def test_explained_rows_keep_their_own_fields_and_skip_the_payload_rules(tmp_pat
     def edit(t):
         return with_data(with_data(t, 0, b"\x00 not json"), 1, json.dumps(replay_payload).encode())
     root = spark_rows(tmp_path, edit)
-    cfg = SinkConfig(uri=str(root))
-    everything = sink.read(cfg, DAY, LOCAL, match=MatchConfig())
+    cfg = SinkConfig(uri=str(root), parse_payloads="unexplained")
+    everything = sink.read(cfg, DAY, LOCAL, match=MatchConfig())  # no bus log: every payload is parsed
     assert everything.details["payloads_not_parsed"] == 0 and everything.details["payloads_parsed"].startswith("all")
     assert everything.rejected == 1 and everything.rejects["source_ref"][0].as_py().endswith("#0")
 
     held = [i for i in SPARK_IDS if i != SPARK_IDS[-1]]  # the last id is not in the bus log
     lazy = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=lambda: bus_of(held))
     rows, full = by_id(lazy), by_id(everything)
-    # the broken payload's id is explained: the row is kept (it proves the id landed), with its own fields only
+    # the broken payload's id is explained: the row is kept (its id proves the event landed), with its own fields
+    # only, and the damage goes unseen -- the option's cost, why it is not the default
     assert lazy.rejected == 0 and lazy.complete and broken in rows and rows[broken]["ticket_id"] is None
     assert rows.keys() == full.keys() | {broken}
     assert lazy.details["payloads_not_parsed"] == len(rows) - 2  # all but the replay and the id the log lacks
@@ -128,13 +131,33 @@ def test_explained_rows_keep_their_own_fields_and_skip_the_payload_rules(tmp_pat
 
 def test_nothing_is_skipped_when_asked_or_when_the_id_comes_from_the_payload(tmp_path):
     everyone = lambda: bus_of(SPARK_IDS)  # noqa: E731
-    for cfg, said in ((SinkConfig(uri=str(SPARK / "parquet"), parse_payloads="all"), "parse_payloads = all"),
-                      (SinkConfig(uri=str(SPARK / "parquet"), id_path="$.id"), "id_path")):
+    for cfg, said in ((SinkConfig(uri=str(SPARK / "parquet")), "parse_payloads = all"),
+                      (SinkConfig(uri=str(SPARK / "parquet"), id_path="$.id", parse_payloads="unexplained"),
+                       "id_path")):
         res = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=everyone)
         assert res.details["payloads_not_parsed"] == 0 and said in res.details["payloads_parsed"]
         assert pc.all(pc.is_valid(res.ledger["ticket_id"])).as_py()
-    unheld = sink.read(SinkConfig(uri=str(SPARK / "parquet")), DAY, LOCAL, bus_ids=lambda: None)
+    unheld = sink.read(SinkConfig(uri=str(SPARK / "parquet"), parse_payloads="unexplained"), DAY, LOCAL,
+                       bus_ids=lambda: None)
     assert unheld.details["payloads_not_parsed"] == 0 and "no bus log read whole" in unheld.details["payloads_parsed"]
+
+
+def test_only_a_bus_log_read_whole_explains_rows(tmp_path):
+    """The one completeness rule decides: a bus log with a reject that may hide an event, or read in part, or
+    failed, explains nothing; one read whole gives its ids."""
+    path = tmp_path / "bus.parquet"
+    ledger.write_atomic(ledger.conform(pa.table({"hop": ["bus"] * 2, "eb_id": SPARK_IDS[:2]})), path)
+    whole = ledger.SourceResult("bus_log", None, path=path, rows=2)
+    assert bus_ids(lambda: whole).holds(explained.uuid_keys(pa.array(SPARK_IDS[:3]))[0]).tolist() == [True, True,
+                                                                                                       False]
+    hiding = dataclasses.replace(whole, rejects=ledger.rejects_table("bus_log", ["x:1"], ["not JSON"], ["{"]))
+    assert bus_ids(lambda: hiding) is None
+    assert bus_ids(lambda: dataclasses.replace(whole, complete=False)) is None
+    assert bus_ids(lambda: dataclasses.replace(whole, path=None, rows=0)) is None
+
+    def failed():
+        raise OSError("the bus log's read failed")
+    assert bus_ids(failed) is None and bus_ids(None) is None
 
 
 def test_other_row_rules_still_apply_to_explained_ids(tmp_path):
@@ -143,11 +166,12 @@ def test_other_row_rules_still_apply_to_explained_ids(tmp_path):
         ids[0] = ids[0].upper()  # the same id in upper case: explained, stored as the same UUID
         return t.set_column(t.schema.get_field_index("partitionKey"), "partitionKey", pa.array(ids))
     root = spark_rows(tmp_path, edit)
+    cfg = SinkConfig(uri=str(root), parse_payloads="unexplained")
     # an id shape the run does not accept is a reject even though the bus log "holds" it
-    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL, match=MatchConfig(eb_id_pattern="[0-9a-f-]{36}"),
+    res = sink.read(cfg, DAY, LOCAL, match=MatchConfig(eb_id_pattern="[0-9a-f-]{36}"),
                     bus_ids=lambda: bus_of(SPARK_IDS))
     assert res.rejected == 1 and "expected shape" in res.rejects["reason"][0].as_py()
-    ok = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL, match=MatchConfig(), bus_ids=lambda: bus_of(SPARK_IDS))
+    ok = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=lambda: bus_of(SPARK_IDS))
     assert ok.rejected == 0 and sorted(map(str, ok.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
 
 
@@ -158,9 +182,9 @@ def test_a_run_judges_exactly_as_with_every_payload_parsed(moto, tmp_path):
     """Replays, redeliveries and log-target failures (sink rows the bus log lacks) on one simulated day: the
     verdicts, and every other output figure, are those of a run that parses every payload."""
     params = {"replay": 0.05, "log_target_failure": 0.05, "redelivery": 0.02, "bad_records": True}
-    lazy = faultrun.run(moto, tmp_path / "lazy", **params)
+    lazy = faultrun.run(moto, tmp_path / "lazy", sink={"parse_payloads": "unexplained"}, **params)
     moto.reset()  # the second run loads the same stores: the DLQ would hold every message twice
-    full = faultrun.run(moto, tmp_path / "full", sink={"parse_payloads": "all"}, **params)
+    full = faultrun.run(moto, tmp_path / "full", **params)
     skipped, records = lazy.input("sink")["details"]["payloads_not_parsed"], lazy.input("sink")["records"]
     assert 0 < skipped < records and full.input("sink")["details"]["payloads_not_parsed"] == 0
     assert lazy.changed == {} and full.changed == {}
