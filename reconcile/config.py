@@ -61,9 +61,9 @@ class SinkConfig:
     id_path: str | None = None  # JSON path inside `data`, e.g. $.id; wins over id_column when set
     honour_commit_log: bool = True  # files not in _spark_metadata are leftovers, not read (as Spark's readers do)
     partition_time_zone: str = "UTC"  # the Spark job's spark.sql.session.timeZone, which dt=/hr= values are in
-    # all: parse every row's payload, so a damaged one is a reject; unexplained: only those of rows whose id the bus
-    # log (read whole) lacks -- faster, but a damaged payload of an id the log holds goes unseen (sources/explained.py)
-    parse_payloads: str = "all"
+    # unexplained: parse a row's payload unless the bus log (read whole) parsed the same bytes under its id; all:
+    # parse every payload (sources/explained.py)
+    parse_payloads: str = "unexplained"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""`[sink] parse_payloads = "unexplained"`: the sink parses only the payloads the bus log does not explain (issue 17).
+"""The sink parses only the payloads the bus log does not explain (issue 17, [sink] parse_payloads).
 
-A sink row whose id (its partition-key column) the bus log, read whole, holds takes its Zendesk fields from the log
-copy: its payload is not parsed. These tests hold the option to its promises: the id lookup is exact, a replay's row
-is always parsed, every other rule about a row still applies, nothing is skipped by default, when the bus log was not
-read whole or when the id comes from the payload, and a whole run judges exactly as it does with every payload
-parsed. Its one cost is shown too: a damaged payload of an id the bus log holds is not seen (hence not the default).
+A sink row whose id (its partition-key column) the bus log, read whole, holds with the same payload bytes takes its
+Zendesk fields from the log copy: its payload is not parsed. These tests hold the rule to its promises: the lookup is
+exact in the id and keyed by the payload's digest (so a payload damaged in the sink alone is parsed, and rejected),
+the bus log's digest is the sink's, a replay's row is always parsed, every other rule about a row still applies,
+nothing is skipped when the bus log was not read whole, when asked, or when the id comes from the payload, and a
+whole run judges exactly as it does with every payload parsed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 import faultrun
 from reconcile import ledger
 from reconcile.config import AwsConfig, MatchConfig, SinkConfig
-from reconcile.sources import bus_ids, explained, sink
+from reconcile.sources import bus_ids, events, explained, sink
 from reconcile.window import Window
 
 SPARK = Path(__file__).parent / "fixtures" / "spark"
@@ -34,9 +35,17 @@ DAY = Window(start=datetime(2026, 11, 23, tzinfo=timezone.utc), end=datetime(202
 LOCAL = AwsConfig()
 
 
-def bus_of(ids: list[str | None]) -> explained.BusIds:
-    """The lookup as a run builds it: from a ledger's eb_id column (Arrow uuid)."""
-    return explained.BusIds(ledger.uuids(pa.array(ids, pa.string()))[0])
+def bus_of(ids: list[str | None], digests) -> explained.BusIds:
+    """The lookup as a run builds it: from a ledger's eb_id (Arrow uuid) and payload_digest columns."""
+    return explained.BusIds(ledger.uuids(pa.array(ids, pa.string()))[0], pa.array(digests, pa.uint64()))
+
+
+def spark_bus(leave_out: tuple[str, ...] = ()) -> explained.BusIds:
+    """A bus log holding every event of the Spark fixture, byte for byte as the sink holds it, but `leave_out`."""
+    t = pa.concat_tables([pq.read_table(f, columns=["partitionKey", "data"])
+                          for f in sorted((SPARK / "parquet").rglob("*.parquet"))])
+    t = t.filter(pc.invert(pc.is_in(t["partitionKey"], pa.array(leave_out, pa.string()))))
+    return bus_of(t["partitionKey"].to_pylist(), explained.digests(t["data"]))
 
 
 def halves(text: str) -> list[int]:
@@ -60,14 +69,28 @@ def test_canonical_id_text_in_either_case_is_its_uuid_and_nothing_else_is_looked
 def test_lookup_is_exact_for_ids_sharing_their_first_bits_copies_and_nulls():
     rng = np.random.default_rng(7)
     randoms = [str(uuid.UUID(bytes=rng.bytes(16))) for _ in range(2000)]
+    digest = {i: int(d) for i, d in zip(randoms + SPARK_IDS, rng.integers(0, 2**63, 2000 + len(SPARK_IDS)))}
     # the Spark fixture's ids share their first 64 bits: they go to the sorted rest, searched in full
     held = randoms[:1000] + SPARK_IDS[::2]
-    bus = bus_of(held + held[:50] + [None])  # the log copied some ids twice; one record had no id
+    # the log copied some ids twice; one record had no id, one no digest
+    bus = bus_of(held + held[:50] + [None, randoms[1500]], [digest[i] for i in held + held[:50]] + [1, None])
     near = [i[:-1] + ("0" if i[-1] != "0" else "1") for i in held[:100]]  # one hex digit off
     asked = randoms + SPARK_IDS + near
     keys, ok = explained.uuid_keys(pa.array(asked))
     assert ok.all()
-    assert bus.holds(keys).tolist() == [a in set(held) for a in asked]
+    held_as = {i: digest[i] for i in held}
+    same = explained.keyed(keys, np.array([digest.get(a, 0) for a in asked], np.uint64))
+    assert bus.holds(same).tolist() == [a in held_as for a in asked]
+    other = explained.keyed(keys, np.array([digest.get(a, 0) + 1 for a in asked], np.uint64))
+    assert not bus.holds(other).any()  # the same id with other bytes: not held
+
+
+def test_the_bus_log_s_digest_of_a_payload_is_the_sink_s():
+    payload = next((SPARK / "parquet").rglob("*.parquet"))
+    data = pq.read_table(payload, columns=["data"])["data"].slice(0, 2)
+    led, rej = events.parse(data.cast(pa.string()), pa.array(["a", "b"]), hop="bus", source="bus_log")
+    assert rej.num_rows == 0
+    assert led["payload_digest"].to_pylist() == explained.digests(data).tolist()
 
 
 def test_a_replay_marker_marks_its_row_wherever_it_lies():
@@ -99,7 +122,7 @@ def by_id(res) -> dict[str, dict]:
     return {str(r["eb_id"]): r for r in res.ledger.to_pylist()}
 
 
-def test_explained_rows_keep_their_own_fields_and_skip_the_payload_rules(tmp_path):
+def test_explained_rows_keep_their_own_fields_and_a_payload_damaged_in_the_sink_is_a_reject(tmp_path):
     first = pq.read_table(sorted((SPARK / "parquet").glob("dt=2026-11-23/hr=10/*.parquet"))[0])
     broken, replayed = first["partitionKey"][0].as_py(), first["partitionKey"][1].as_py()
     replay_payload = json.loads(first["data"][1].as_py()) | {"replay-name": "zendesk-replay-1"}
@@ -107,38 +130,35 @@ def test_explained_rows_keep_their_own_fields_and_skip_the_payload_rules(tmp_pat
     def edit(t):
         return with_data(with_data(t, 0, b"\x00 not json"), 1, json.dumps(replay_payload).encode())
     root = spark_rows(tmp_path, edit)
-    cfg = SinkConfig(uri=str(root), parse_payloads="unexplained")
+    cfg = SinkConfig(uri=str(root))
     everything = sink.read(cfg, DAY, LOCAL, match=MatchConfig())  # no bus log: every payload is parsed
     assert everything.details["payloads_not_parsed"] == 0 and everything.details["payloads_parsed"].startswith("all")
     assert everything.rejected == 1 and everything.rejects["source_ref"][0].as_py().endswith("#0")
 
-    held = [i for i in SPARK_IDS if i != SPARK_IDS[-1]]  # the last id is not in the bus log
-    lazy = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=lambda: bus_of(held))
+    # the bus log holds every event as the fixture wrote it, but the last (a log-target failure)
+    lazy = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=lambda: spark_bus(leave_out=(SPARK_IDS[-1],)))
     rows, full = by_id(lazy), by_id(everything)
-    # the broken payload's id is explained: the row is kept (its id proves the event landed), with its own fields
-    # only, and the damage goes unseen -- the option's cost, why it is not the default
-    assert lazy.rejected == 0 and lazy.complete and broken in rows and rows[broken]["ticket_id"] is None
-    assert rows.keys() == full.keys() | {broken}
+    # the damaged payload is not the bytes the bus log parsed under its id: parsed, and a reject, as before
+    assert lazy.rejected == 1 and lazy.rejects.equals(everything.rejects) and broken not in rows
+    assert rows.keys() == full.keys()
     assert lazy.details["payloads_not_parsed"] == len(rows) - 2  # all but the replay and the id the log lacks
-    own = ("eb_id", "source_ref", "observed_at", "sequence_number", "committed", "hop", "source_id")
+    own = ("eb_id", "source_ref", "observed_at", "sequence_number", "committed", "hop", "source_id",
+           "payload_digest")
     for eb_id in full:
         assert {k: rows[eb_id][k] for k in own} == {k: full[eb_id][k] for k in own}
-    assert [rows[i]["ticket_id"] is None for i in held if i != replayed] == [True] * (len(held) - 1)
+    assert all(rows[i]["ticket_id"] is None for i in rows if i not in (replayed, SPARK_IDS[-1]))
     # a replay's row and the id the bus log lacks are parsed in full
     assert rows[replayed]["replay_name"] == "zendesk-replay-1" and rows[replayed]["ticket_id"] is not None
     assert rows[SPARK_IDS[-1]] == full[SPARK_IDS[-1]] and rows[SPARK_IDS[-1]]["ticket_id"] is not None
 
 
 def test_nothing_is_skipped_when_asked_or_when_the_id_comes_from_the_payload(tmp_path):
-    everyone = lambda: bus_of(SPARK_IDS)  # noqa: E731
-    for cfg, said in ((SinkConfig(uri=str(SPARK / "parquet")), "parse_payloads = all"),
-                      (SinkConfig(uri=str(SPARK / "parquet"), id_path="$.id", parse_payloads="unexplained"),
-                       "id_path")):
-        res = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=everyone)
+    for cfg, said in ((SinkConfig(uri=str(SPARK / "parquet"), parse_payloads="all"), "parse_payloads = all"),
+                      (SinkConfig(uri=str(SPARK / "parquet"), id_path="$.id"), "id_path")):
+        res = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=spark_bus)
         assert res.details["payloads_not_parsed"] == 0 and said in res.details["payloads_parsed"]
         assert pc.all(pc.is_valid(res.ledger["ticket_id"])).as_py()
-    unheld = sink.read(SinkConfig(uri=str(SPARK / "parquet"), parse_payloads="unexplained"), DAY, LOCAL,
-                       bus_ids=lambda: None)
+    unheld = sink.read(SinkConfig(uri=str(SPARK / "parquet")), DAY, LOCAL, bus_ids=lambda: None)
     assert unheld.details["payloads_not_parsed"] == 0 and "no bus log read whole" in unheld.details["payloads_parsed"]
 
 
@@ -146,10 +166,11 @@ def test_only_a_bus_log_read_whole_explains_rows(tmp_path):
     """The one completeness rule decides: a bus log with a reject that may hide an event, or read in part, or
     failed, explains nothing; one read whole gives its ids."""
     path = tmp_path / "bus.parquet"
-    ledger.write_atomic(ledger.conform(pa.table({"hop": ["bus"] * 2, "eb_id": SPARK_IDS[:2]})), path)
+    ledger.write_atomic(ledger.conform(pa.table({"hop": ["bus"] * 2, "eb_id": SPARK_IDS[:2],
+                                                 "payload_digest": pa.array([7, 7], pa.uint64())})), path)
     whole = ledger.SourceResult("bus_log", None, path=path, rows=2)
-    assert bus_ids(lambda: whole).holds(explained.uuid_keys(pa.array(SPARK_IDS[:3]))[0]).tolist() == [True, True,
-                                                                                                       False]
+    keys = explained.keyed(explained.uuid_keys(pa.array(SPARK_IDS[:3]))[0], np.full(3, 7, np.uint64))
+    assert bus_ids(lambda: whole).holds(keys).tolist() == [True, True, False]
     hiding = dataclasses.replace(whole, rejects=ledger.rejects_table("bus_log", ["x:1"], ["not JSON"], ["{"]))
     assert bus_ids(lambda: hiding) is None
     assert bus_ids(lambda: dataclasses.replace(whole, complete=False)) is None
@@ -166,12 +187,12 @@ def test_other_row_rules_still_apply_to_explained_ids(tmp_path):
         ids[0] = ids[0].upper()  # the same id in upper case: explained, stored as the same UUID
         return t.set_column(t.schema.get_field_index("partitionKey"), "partitionKey", pa.array(ids))
     root = spark_rows(tmp_path, edit)
-    cfg = SinkConfig(uri=str(root), parse_payloads="unexplained")
+    cfg = SinkConfig(uri=str(root))
     # an id shape the run does not accept is a reject even though the bus log "holds" it
-    res = sink.read(cfg, DAY, LOCAL, match=MatchConfig(eb_id_pattern="[0-9a-f-]{36}"),
-                    bus_ids=lambda: bus_of(SPARK_IDS))
+    res = sink.read(cfg, DAY, LOCAL, match=MatchConfig(eb_id_pattern="[0-9a-f-]{36}"), bus_ids=spark_bus)
     assert res.rejected == 1 and "expected shape" in res.rejects["reason"][0].as_py()
-    ok = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=lambda: bus_of(SPARK_IDS))
+    ok = sink.read(cfg, DAY, LOCAL, match=MatchConfig(), bus_ids=spark_bus)
+    assert ok.details["payloads_not_parsed"] == len(SPARK_IDS)  # upper case or not, the same UUID
     assert ok.rejected == 0 and sorted(map(str, ok.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
 
 
@@ -182,9 +203,9 @@ def test_a_run_judges_exactly_as_with_every_payload_parsed(moto, tmp_path):
     """Replays, redeliveries and log-target failures (sink rows the bus log lacks) on one simulated day: the
     verdicts, and every other output figure, are those of a run that parses every payload."""
     params = {"replay": 0.05, "log_target_failure": 0.05, "redelivery": 0.02, "bad_records": True}
-    lazy = faultrun.run(moto, tmp_path / "lazy", sink={"parse_payloads": "unexplained"}, **params)
+    lazy = faultrun.run(moto, tmp_path / "lazy", **params)
     moto.reset()  # the second run loads the same stores: the DLQ would hold every message twice
-    full = faultrun.run(moto, tmp_path / "full", **params)
+    full = faultrun.run(moto, tmp_path / "full", sink={"parse_payloads": "all"}, **params)
     skipped, records = lazy.input("sink")["details"]["payloads_not_parsed"], lazy.input("sink")["records"]
     assert 0 < skipped < records and full.input("sink")["details"]["payloads_not_parsed"] == 0
     assert lazy.changed == {} and full.changed == {}

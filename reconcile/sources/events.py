@@ -115,6 +115,8 @@ SELECT
     CASE WHEN reason IS NOT NULL THEN coalesce(raw_fallback, raw) END AS raw,
     -- a kept record's id matched UUID_TEXT above: as a UUID it leaves as the ledger's type, checked once
     CASE WHEN reason IS NULL THEN CAST(coalesce(eb_override, x[$id_at]) AS UUID) END AS eb_id,
+    -- the bytes as read, hashed as sources/explained.py digests() hashes a sink payload
+    CASE WHEN reason IS NULL AND raw IS NOT NULL THEN hash(raw) END AS payload_digest,
     CASE family WHEN 'webhook' THEN x[9] END AS zendesk_key,
     CASE family
         WHEN 'legacy' THEN try_cast(x[3] AS BIGINT)

@@ -1,12 +1,16 @@
 """Which sink rows the bus log already explains, so that their payloads need not be parsed (issue 17).
 
 A sink row's EventBridge id comes from a column (the Kinesis partition key), not from its payload. When the bus log
-holds a copy of that id, queries/bus_events.sql takes the event's Zendesk fields from the log copy and reads nothing
-from the sink row but its own columns (arrival, sequence number, commit flag) and its `replay-name`. Such a row is
-*explained*: its payload is not parsed (events.parse `skip_payload`), which is most of the sink's time. Every other
-row is parsed as before: ids the bus log lacks, ids that are not canonical UUID text, rows without a payload and
-rows whose payload names a replay. The lookup is exact (128-bit ids, no hash shortcut).
+holds a copy of that id *with the same payload bytes*, the row's payload would parse exactly as that copy did: into
+the same fields, passing the same rules. queries/bus_events.sql takes the event's Zendesk fields from the log copy
+and reads nothing from the sink row but its own columns (arrival, sequence number, commit flag) and its
+`replay-name`. Such a row is *explained*: its payload is not parsed (events.parse `skip_payload`), which is most of
+the sink's time. Every other row is parsed as before: ids the bus log lacks, payloads that differ from every copy
+the log holds of their id (a payload damaged in the sink alone is parsed, so it is a reject), ids that are not
+canonical UUID text, rows without a payload and rows whose payload names a replay.
 
+"The same bytes" is a 64-bit digest (the ledger's `payload_digest`, DuckDB's hash() of the event JSON as read), so
+two different payloads are taken for the same with a chance of 2^-64; the ids are compared in full (128 bits).
 Only a bus log read whole explains anything ([sink] parse_payloads = "unexplained", the default); with an
 incomplete one, or `parse_payloads = "all"`, or an id read from the payload (`id_path`), every payload is parsed.
 """
@@ -18,7 +22,10 @@ import re
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from . import events
 
 # The name of EventBridge's replay field. Any payload holding this text is parsed, whatever its id: the sink's
 # replay-name marks a duplicate's cause (queries/bus_events.sql `replayed`), and the bus log's copy cannot say which
@@ -61,19 +68,22 @@ def uuid_keys(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]
 
 
 class BusIds:
-    """The set of EventBridge ids a ledger holds, for exact membership tests of many ids at once.
+    """The (EventBridge id, payload digest) pairs a ledger holds, for membership tests of many pairs at once.
 
-    Ids are keyed by their first 64 bits in a hash index (pandas, built once); the rare ids that share those bits
-    with another id are kept apart, sorted, and searched in full."""
+    A pair is keyed as (the id's first 64 bits, its last 64 bits XOR the digest): exact for the id's first half,
+    and as good as the digest for the rest. Keys are held in a hash index on their first 64 bits (pandas, built
+    once); the rare keys that share those bits with another are kept apart, sorted, and searched in full."""
 
-    def __init__(self, ids: pa.ChunkedArray | pa.Array):
-        """`ids`: a ledger's `eb_id` column (Arrow `uuid`, nulls allowed)."""
+    def __init__(self, ids: pa.ChunkedArray | pa.Array, digests: pa.ChunkedArray | pa.Array):
+        """`ids`: a ledger's `eb_id` column (Arrow `uuid`); `digests`: its `payload_digest` (rows with a null in
+        either are left out)."""
+        keep = pc.and_(pc.is_valid(ids), pc.is_valid(digests))
+        ids, digests = ids.filter(keep), digests.filter(keep)
         ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
         if isinstance(ids, pa.ExtensionArray):
             ids = ids.storage
-        ids = ids.drop_null()
         both = np.frombuffer(ids.buffers()[1], np.uint8, len(ids) * 16, ids.offset * 16).view(">u8")
-        keys = both.reshape(-1, 2).astype(np.uint64)
+        keys = keyed(both.reshape(-1, 2).astype(np.uint64), digests.to_numpy(zero_copy_only=False))
         # First 64 bits held once (nearly every id): the index. Held more than once (an id the log copied twice,
         # rarely two ids): the sorted rest.
         shared = pd.Series(keys[:, 0]).duplicated(keep=False).to_numpy()
@@ -83,10 +93,11 @@ class BusIds:
 
     @classmethod
     def of_ledger(cls, path) -> BusIds:
-        return cls(pq.read_table(path, columns=["eb_id"])["eb_id"])
+        t = pq.read_table(path, columns=["eb_id", "payload_digest"])
+        return cls(t["eb_id"], t["payload_digest"])
 
     def holds(self, keys: np.ndarray) -> np.ndarray:
-        """Per (hi, lo) key, whether the set holds it."""
+        """Per key (`keyed`), whether the set holds it."""
         at = self._index.get_indexer(keys[:, 0])
         found = at >= 0
         found[found] = self._low[at[found]] == keys[found, 1]
@@ -98,20 +109,42 @@ class BusIds:
         return found
 
 
+def keyed(ids: np.ndarray, digests: np.ndarray) -> np.ndarray:
+    """(n, 2) uint64 ids (uuid_keys) and n digests -> the (n, 2) keys BusIds holds."""
+    keys = ids.copy()
+    keys[:, 1] ^= digests.astype(np.uint64)
+    return keys
+
+
+def digests(payloads: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Each payload's digest, as events.parse writes it to `payload_digest` (DuckDB's hash() of its bytes; a null
+    payload gets 0 and is never looked up)."""
+    con = events.connect()
+    try:
+        con.register("payloads", pa.table({"p": payloads.cast(pa.binary())}))
+        out = con.sql("SELECT hash(p) AS d FROM payloads").to_arrow_table()["d"]
+    finally:
+        con.close()
+    return out.to_numpy()
+
+
 def _as_bytes(keys: np.ndarray) -> np.ndarray:
     """(n, 2) uint64 keys as 16-byte strings that sort as the keys do (big-endian)."""
     return np.ascontiguousarray(keys.astype(">u8")).view("S16").ravel()
 
 
 def explained(ids: pa.Array | pa.ChunkedArray, payloads: pa.Array | pa.ChunkedArray, bus: BusIds) -> pa.Array:
-    """Per sink row, whether the bus log explains it: canonical id text the bus ledger holds, a payload, and no
-    replay-name in it (module docstring)."""
+    """Per sink row, whether the bus log explains it: canonical id text, a payload without replay-name, and the
+    pair (id, payload digest) held by the bus ledger (module docstring)."""
     keys, ok = uuid_keys(ids)
-    found = np.zeros(len(ok), bool)
-    found[ok] = bus.holds(keys[ok])
     chunks = payloads.chunks if isinstance(payloads, pa.ChunkedArray) else [payloads]
-    replayed = np.concatenate([_holding(c, REPLAY_KEY) for c in chunks] or [np.zeros(0, bool)])
-    return pa.array(found & ~replayed & payloads.is_valid().to_numpy(zero_copy_only=False))
+    ok &= payloads.is_valid().to_numpy(zero_copy_only=False)
+    ok &= ~np.concatenate([_holding(c, REPLAY_KEY) for c in chunks] or [np.zeros(0, bool)])
+    rows = np.flatnonzero(ok)
+    found = np.zeros(len(ok), bool)
+    if len(rows):  # every payload is hashed, in place: gathering the candidates first would copy nearly all
+        found[rows] = bus.holds(keyed(keys[rows], digests(payloads)[rows]))
+    return pa.array(found)
 
 
 def _holding(data: pa.Array, marker: bytes) -> np.ndarray:

@@ -254,7 +254,8 @@ def _payload_rule(cfg: SinkConfig, bus_ids) -> tuple[explained.BusIds | None, st
     bus = bus_ids() if bus_ids else None
     if bus is None:
         return None, "all (no bus log read whole to explain a row)"
-    return bus, "only for ids the bus log lacks, and for replays (the bus log, read whole, explains the rest)"
+    return bus, ("all but those the bus log, read whole, parsed byte for byte under the same id (replays are "
+                 "always parsed)")
 
 
 def _parse(rows: pa.Table, cfg: SinkConfig, match: MatchConfig | None = None,
