@@ -47,10 +47,10 @@ SCHEMA = pa.schema(
         # sink
         ("sequence_number", pa.string()),
         ("committed", pa.bool_()),  # false: the file is not in _spark_metadata's commit log
-    # AWS stores: DuckDB's hash() of the record's event JSON as read. Within one run, two records with the same
-    # digest hold the same bytes (but for a 2^-64 chance): the sink does not parse a payload the bus log parsed
-    # (sources/explained.py). Not comparable across DuckDB versions.
-    ("payload_digest", pa.uint64()),
+        # AWS stores: DuckDB's hash() of the record's event JSON as read. Within one run, two records with the same
+        # digest hold the same bytes (but for a 2^-64 chance): the sink does not parse a payload the bus log parsed
+        # (sources/explained.py). Not comparable across DuckDB versions.
+        ("payload_digest", pa.uint64()),
     ]
 )
 

@@ -66,7 +66,7 @@ class Source:
     configured / hint: whether the config names it, and the config keys to set when it does not.
     describe: one line for `run --dry-run`: what would be read.
     reader: how its module is called (Reader); probe: `reconcile check`'s one cheap call, returning what answered.
-    after: the store whose result its reader may use (Prior): the sink does not parse what the bus log explains.
+    after: the store whose result its reader may use (Prior): the sink does not parse what the bus log parsed.
     Stores are read at once; only the part of the read that needs the other's result waits for it.
     """
 
@@ -172,8 +172,8 @@ def _sink(cfg: Config, window: Window, evidence: Path, out: Path, progress: bool
 
 
 def bus_ids(prior: Prior):
-    """The bus log's EventBridge ids (sources/explained.py) when it was read whole by the one completeness rule;
-    None when it was not, or failed (its error is the run's to raise, from its own read)."""
+    """The bus log's (EventBridge id, payload digest) pairs (sources/explained.py) when it was read whole by the one
+    completeness rule; None when it was not, or failed (its error is the run's to raise, from its own read)."""
     from .. import completeness
     from .explained import BusIds
     try:

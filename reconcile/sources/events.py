@@ -198,9 +198,10 @@ def parse(
     producer's well-formed event (`match.zendesk_source_pattern`), `unparseable` for everything else.
     `match.eb_id_pattern` is the shape every EventBridge id must have; without `match` (a direct call, not a run)
     ids are not checked for that shape. Every id must be a UUID (8-4-4-4-12 hex digits): the ledger keeps it as one.
-    `skip_payload` (booleans, with `eb_id`): rows whose payload is not parsed (a sink row the bus log explains,
-    sources/explained.py). They keep their id, the `extra` columns and every rule about those; their Zendesk fields
-    stay null, and the rules about the payload (UTF-8, JSON, shape, event time, another producer) are not applied.
+    `skip_payload` (booleans, with `eb_id`): rows whose payload is not parsed (a sink row whose bytes the bus log
+    parsed under the same id, sources/explained.py). They keep their id, digest, the `extra` columns and every rule
+    about those; their Zendesk fields stay null, and the payload's rules (UTF-8, JSON, shape, event time, another
+    producer) are not applied again.
     """
     n = len(raw)
     if str(raw.type) in _BIN:
