@@ -258,7 +258,9 @@ def _reconcile(mode: str, sim: Path, events: int, out: Path, engine: dict) -> di
     RunFolder(out).reset()
     evidence = out / "evidence"
     evidence.mkdir(parents=True, exist_ok=True)
-    bus_done: Future = Future()  # the bus log's result, for the sink (as run.read_all hands it over: Source.after)
+    # the bus log's result, for the sink (as run.read_all hands it over: Source.after); `readers` starts the bus log
+    # before the sink, in both modes, or the sink would wait for ever
+    bus_done: Future = Future()
 
     def bus_log():
         try:

@@ -67,7 +67,8 @@ class Source:
     describe: one line for `run --dry-run`: what would be read.
     reader: how its module is called (Reader); probe: `reconcile check`'s one cheap call, returning what answered.
     after: the store whose result its reader may use (Prior): the sink does not parse what the bus log parsed.
-    Stores are read at once; only the part of the read that needs the other's result waits for it.
+    Stores are read at once; the reader waits for the other's result where it needs it (the sink lists its files
+    and reads the commit log first, then waits before reading any data file).
     """
 
     name: str

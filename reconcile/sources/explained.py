@@ -9,8 +9,11 @@ the sink's time. Every other row is parsed as before: ids the bus log lacks, pay
 the log holds of their id (a payload damaged in the sink alone is parsed, so it is a reject), ids that are not
 canonical UUID text, rows without a payload and rows whose payload names a replay.
 
-"The same bytes" is a 64-bit digest (the ledger's `payload_digest`, DuckDB's hash() of the event JSON as read), so
-two different payloads are taken for the same with a chance of 2^-64; the ids are compared in full (128 bits).
+"The same bytes" is a 64-bit digest (the ledger's `payload_digest`, DuckDB's hash() of the event JSON as read). A
+pair is keyed as (the id's first 64 bits, its last 64 bits XOR the digest), so a row passes for a bus copy it is
+not with a chance of about 2^-64 (its id's first half equal, and the rest a coincidence). DuckDB's hash is not a
+cryptographic one: a payload crafted to collide, sent under a real id, could pass; that is outside what a
+reconciliation of one's own pipeline defends against.
 Only a bus log read whole explains anything ([sink] parse_payloads = "unexplained", the default); with an
 incomplete one, or `parse_payloads = "all"`, or an id read from the payload (`id_path`), every payload is parsed.
 """
@@ -31,6 +34,7 @@ from . import events
 # replay-name marks a duplicate's cause (queries/bus_events.sql `replayed`), and the bus log's copy cannot say which
 # of the sink's rows came from the replay.
 REPLAY_KEY = b"replay-name"
+MAX_HITS = 1_000
 
 _HEX = np.full(256, 255, np.uint8)
 _HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
@@ -88,6 +92,9 @@ class BusIds:
         # rarely two ids): the sorted rest.
         shared = pd.Series(keys[:, 0]).duplicated(keep=False).to_numpy()
         self._index = pd.Index(keys[~shared, 0])
+        # pandas builds an index's hash table at its first lookup, without a lock; the sink's threads share this
+        # object, so the table is built here, before any of them looks up
+        self._index.get_indexer(keys[:1, 0])
         self._low = keys[~shared, 1]
         self._rest = np.unique(_as_bytes(keys[shared]))
 
@@ -117,10 +124,11 @@ def keyed(ids: np.ndarray, digests: np.ndarray) -> np.ndarray:
 
 
 def digests(payloads: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Each payload's digest, as events.parse writes it to `payload_digest` (DuckDB's hash() of its bytes; a null
-    payload gets 0 and is never looked up)."""
+    """Each payload's digest, in order, as events.parse writes it to `payload_digest` (DuckDB's hash() of its
+    bytes; null payloads are never looked up)."""
     con = events.connect()
     try:
+        con.execute("SET preserve_insertion_order = true")  # the default, relied on: row i's digest is row i's
         con.register("payloads", pa.table({"p": payloads.cast(pa.binary())}))
         out = con.sql("SELECT hash(p) AS d FROM payloads").to_arrow_table()["d"]
     finally:
@@ -149,15 +157,23 @@ def explained(ids: pa.Array | pa.ChunkedArray, payloads: pa.Array | pa.ChunkedAr
 
 def _holding(data: pa.Array, marker: bytes) -> np.ndarray:
     """Per value of a binary or string array, whether `marker` may occur in it: one search of the whole value
-    buffer (far faster than a search per value); a match across two values marks both (more parsing, never less)."""
+    buffer (3x faster than Arrow's search per value); a match across two values marks both (more parsing, never
+    less). Past MAX_HITS matches (a day of replays) the rest is left to Arrow's search per value."""
     n = len(data)
+    if data.type not in (pa.binary(), pa.string(), pa.large_binary(), pa.large_string()):
+        raise TypeError(f"payloads must be binary or string with offsets, not {data.type}")
     wide = data.type in (pa.large_binary(), pa.large_string())
     offsets = np.frombuffer(data.buffers()[1], np.int64 if wide else np.int32, n + 1, data.offset * (8 if wide else 4))
     found = np.zeros(n, bool)
     if not n or data.buffers()[2] is None:
         return found
     buf = memoryview(data.buffers()[2])[offsets[0]:offsets[-1]]
-    hits = np.array([m.start() for m in re.finditer(re.escape(marker), buf)], np.int64) + offsets[0]
+    hits = []
+    for m in re.finditer(re.escape(marker), buf):
+        hits.append(m.start())
+        if len(hits) > MAX_HITS:
+            return pc.fill_null(pc.match_substring(data, marker.decode()), False).to_numpy(zero_copy_only=False)
+    hits = np.array(hits, np.int64) + offsets[0]
     if len(hits):
         found[np.searchsorted(offsets, hits, "right") - 1] = True
         found[np.searchsorted(offsets, hits + len(marker) - 1, "right") - 1] = True
