@@ -63,10 +63,12 @@ def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True)
     interrupt.GRACE_S to release what they hold (DLQ messages) before Interrupted goes on up."""
     pool = ThreadPoolExecutor(max_workers=len(REGISTRY))  # one thread each: a read waiting on another never blocks it
     futures = {}
-    for s in REGISTRY:
-        prior = futures[s.after].result if s.after else None
-        futures[s.name] = pool.submit(s.read, cfg, window, evidence, progress, prior)
     try:
+        # Submitting is inside the try: starting a thread can wait on the GIL while the first reads import their
+        # libraries, and a signal then must still give the reads already started their time to stop and release.
+        for s in REGISTRY:
+            prior = futures[s.after].result if s.after else None
+            futures[s.name] = pool.submit(s.read, cfg, window, evidence, progress, prior)
         results = {name: f.result() for name, f in futures.items()}
     finally:
         interrupt.shutdown(pool, futures.values())
