@@ -15,9 +15,9 @@ import posixpath
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -63,8 +63,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     a commit log, files it does not list are crash leftovers: named in the details and, with
     `honour_commit_log` (the default), not read, as Spark's readers do not read them. With `out`, the ledger is
     streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory. `match`: events.parse's
-    id and source rules. `bus_ids`: waits for the bus log and gives its ids when it was read whole (None otherwise);
-    rows it explains are not parsed ([sink] parse_payloads, sources/explained.py).
+    id and source rules. `bus_ids`: waits for the bus log and gives its (id, payload digest) pairs when it was read
+    whole (None otherwise); rows whose bytes it parsed are not parsed again ([sink] parse_payloads, explained.py).
     """
     if not cfg.uri:
         raise ConfigError("[sink] uri is not set. Set it in the config or with --set sink.uri=s3://bucket/prefix (or a local folder).")
@@ -246,7 +246,8 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
 
 
 def _payload_rule(cfg: SinkConfig, bus_ids) -> tuple[explained.BusIds | None, str]:
-    """The bus log's ids that spare parsing a payload (None: parse every one), and the rule as the details say it."""
+    """The bus log's (id, digest) pairs that spare parsing a payload (None: parse every one), and the rule as the
+    details say it."""
     if cfg.parse_payloads == "all":
         return None, "all ([sink] parse_payloads = all)"
     if cfg.id_path:
