@@ -12,9 +12,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from . import emission, interrupt, ledger, resources
@@ -77,6 +78,12 @@ RESULT_TABLES = ("verdict_counts", "funnel", "match_stats", "loss_by_hour", "los
 # judging ("auto") gives each partition, and a sorted export each event-time slice, about memory_limit / this many
 # rows (1.5 M at 3GB).
 BYTES_PER_EVENT = 2_000
+
+# The row number a sorted export's slice carries while DuckDB sorts its keys (Engine._sorted).
+EXPORT_ROW = "export_row_"
+EXPORT_BATCH = 100_000
+# as_exported's own database: Arrow's default types out of DuckDB (no lossless conversion), rows kept in order.
+_CONVERT = duckdb.connect()
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(i?)B")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -178,15 +185,27 @@ class Engine:
 
         def sliced():
             for files in self.slices[table]:
-                if not files:
-                    continue
-                self.con.register("export_slice", pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files]))
-                try:
-                    yield from self.con.table("export_slice").order(order_by).to_arrow_reader(100_000)
-                finally:
-                    self.con.unregister("export_slice")
+                if files:
+                    rows = pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files])
+                    yield from self._sorted(rows, order_by, schema)
 
         return pa.RecordBatchReader.from_batches(schema, sliced())
+
+    def _sorted(self, rows: pa.Table, order_by: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """`rows` (a slice read from its files) in `order_by` order, with `schema`'s types. DuckDB sorts only the
+        sort keys and each row's number (sorting whole rows and converting them back to Arrow cost twice as much);
+        Arrow then puts the rows in that order. Rows whose keys tie keep the order they were read in, so the result
+        does not depend on the engine's threads."""
+        con = self.con
+        con.register("export_slice", rows.append_column(EXPORT_ROW, pa.array(np.arange(rows.num_rows))))
+        try:
+            order = con.sql(f"SELECT {EXPORT_ROW} FROM export_slice ORDER BY {order_by}, {EXPORT_ROW}")
+            order = order.to_arrow_table().column(0)
+        finally:
+            con.unregister("export_slice")
+        rows = rows.combine_chunks()  # one copy; taking from many chunks would join them again for every batch
+        for start in range(0, len(order), EXPORT_BATCH):  # a batch at a time: the writer starts on the first
+            yield from as_exported(rows.take(order.slice(start, EXPORT_BATCH)), schema).to_batches()
 
     def results(self) -> dict[str, list[dict[str, Any]]]:
         return {name: self.arrow(name).to_pylist() for name in RESULT_TABLES}
@@ -235,6 +254,22 @@ def uuid_ids(table: pa.Table, what: str = "a table") -> pa.Table:
                        "eb_id_pattern allowed any id); no ledger record can match them, so they are read as no id.",
                        what, bad)
     return table.set_column(i, pa.field("eb_id", pa.uuid()), ids)
+
+
+def as_exported(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with `schema`'s column types, where they differ converted as DuckDB converts them when it hands a
+    table to Arrow (a UUID as its text, a list of UUIDs as a list of texts): the split keeps EventBridge ids as
+    UUIDs (partition._write_parts), the exports give them as text."""
+    differ = [f.name for f in schema if table.schema.field(f.name).type != f.type]
+    if differ:
+        con = _CONVERT.cursor()
+        try:
+            converted = con.from_arrow(table.select(differ)).to_arrow_table()  # in order: insertion order kept
+        finally:
+            con.close()
+        for name in differ:
+            table = table.set_column(table.column_names.index(name), name, converted[name])
+    return pa.Table.from_arrays([table[f.name].cast(f.type) for f in schema], schema=schema)
 
 
 def statements(sql: str) -> list[str]:

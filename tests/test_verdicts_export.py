@@ -4,7 +4,9 @@ DuckDB's batches fell, which differ between one thread and several), and exactly
 import random
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -104,3 +106,66 @@ def test_every_column_kept_without_a_dictionary_is_a_column_of_the_verdicts(tmp_
     produce(tmp_path)
     columns = set(pq.read_schema(tmp_path / "verdicts.parquet").names)
     assert outputs.NO_DICTIONARY <= columns, sorted(outputs.NO_DICTIONARY - columns)
+
+
+def with_uuid_ids(table: pa.Table) -> pa.Table:
+    """`table` with its EventBridge ids as the UUIDs partitioned judging's files keep (partition._write_parts)."""
+    def uuids(values):
+        return pa.ExtensionArray.from_storage(pa.uuid(), pa.array(values, pa.binary(16)))
+    rnd = random.Random(5)
+    n = table.num_rows
+    ids = uuids([None if i % 7 == 0 else rnd.getrandbits(128).to_bytes(16, "big") for i in range(n)])
+    others = [[rnd.getrandbits(128).to_bytes(16, "big"), None] if i % 11 == 0 else None for i in range(n)]
+    flat = uuids([v for o in others if o for v in o])
+    offsets = pa.array(np.cumsum([0] + [len(o) if o else 0 for o in others]), pa.int32())
+    lists = pa.ListArray.from_arrays(offsets, flat, mask=pa.array([o is None for o in others]))
+    return table.set_column(table.column_names.index("eb_id"), "eb_id", ids) \
+        .set_column(table.column_names.index("other_eb_ids"), "other_eb_ids", lists)
+
+
+def test_slices_read_from_files_give_one_order_by_with_ties_in_the_order_read(tmp_path):
+    """Partitioned judging's verdicts are sorted one event-time slice at a time from its files (Engine._sorted):
+    the rows of one ORDER BY with the engine's types (UUIDs as text), rows whose sort keys tie in the order the
+    files hold them, the same bytes whatever the threads."""
+    table = with_uuid_ids(verdicts_like(60_000))
+    ties = table.take([1] * 50)  # 50 rows with the same event time and id: only their age_s tells them apart
+    ties = ties.set_column(0, "source_id", pa.array(["dup"] * 50)).set_column(
+        ties.column_names.index("age_s"), "age_s", pa.array(np.arange(50.0)))
+    table = pa.concat_tables([table.slice(0, 30_000), ties, table.slice(30_000)])
+    # three 20-minute slices of the hour, then the rows without an event time; each slice in two files
+    minutes = pc.fill_null(table["event_time"].cast(pa.int64()), -1).to_numpy() // 60_000_000 % 60
+    part = np.where(pc.is_null(table["event_time"]).to_numpy(zero_copy_only=False), 3, minutes // 20)
+    slices, read = [], []
+    for i in range(4):
+        rows = table.filter(pa.array(part == i))
+        files = []
+        for j, piece in enumerate((rows.slice(0, rows.num_rows // 2), rows.slice(rows.num_rows // 2))):
+            files.append(tmp_path / f"slice{i}-{j}.arrow")
+            with pa.ipc.new_file(files[-1], table.schema) as w:
+                w.write_table(piece, max_chunksize=7_000)
+            read.append(piece)
+        slices.append(files)
+    read = pa.concat_tables(read)
+
+    files = {}
+    for threads in (1, 2, 4):
+        e = Engine.open(threads=threads)
+        try:
+            e.con.register("verdicts", table)
+            e.slices["verdicts"] = slices
+            path = tmp_path / f"v-{threads}.parquet"
+            outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), path, 7_000)
+            e.con.register("read_order", read.append_column("r", pa.array(np.arange(read.num_rows))))
+            expected = e.con.sql(f"SELECT * EXCLUDE r FROM read_order ORDER BY {outputs.VERDICTS_ORDER}, r")
+            expected = expected.to_arrow_table()
+        finally:
+            e.close()
+        got = pq.read_table(path)
+        assert got.num_rows == 60_050
+        assert got.schema.field("eb_id").type == pa.string()
+        assert got.schema.field("other_eb_ids").type == pa.list_(pa.string())
+        assert got.equals(expected)
+        dup = got.filter(pc.equal(got["source_id"], "dup"))
+        assert dup["age_s"].to_pylist() == list(np.arange(50.0))  # tied keys: in the order the files hold them
+        files[threads] = path.read_bytes()
+    assert files[1] == files[2] == files[4]
