@@ -85,6 +85,7 @@ EXPORT_BATCH = 100_000
 # as_exported's own database: Arrow's default types out of DuckDB (no lossless conversion), rows kept in order.
 _CONVERT = duckdb.connect()
 
+_CREATE_AS = re.compile(r"^CREATE\s+OR\s+REPLACE\s+TABLE\s+\w+\s+AS\s+", re.I)
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(i?)B")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMMENT = re.compile(r"--[^\n]*")
@@ -150,6 +151,10 @@ class Engine:
         started = time.perf_counter()
         execute_file(self.con, query_path(name), params)
         logger.debug("%s took %.2f s", name, time.perf_counter() - started)
+
+    def stream_query(self, name: str, params: dict[str, Any]) -> duckdb.DuckDBPyRelation:
+        """The rows the query file's table would hold, as a relation to stream (execute_file's `stream`)."""
+        return execute_file(self.con, query_path(name), params, stream=True)
 
     def run_all(self, params: dict[str, Any]) -> None:
         for name in QUERIES:
@@ -277,15 +282,23 @@ def statements(sql: str) -> list[str]:
     return [part.strip() for part in _COMMENT.sub("", sql).split(";") if part.strip()]
 
 
-def execute_file(con: duckdb.DuckDBPyConnection, path: Path, params: dict[str, Any]):
-    """Run every statement of a query file, each with just the parameters it uses; returns the last result."""
+def execute_file(con: duckdb.DuckDBPyConnection, path: Path, params: dict[str, Any], *, stream: bool = False):
+    """Run every statement of a query file, each with just the parameters it uses; returns the last result. With
+    `stream`, the last statement (`CREATE OR REPLACE TABLE t AS <query>`) is run as its query: the caller streams
+    the rows instead of DuckDB keeping them as a table."""
     name = f"{path.parent.name}/{path.name}"
     sql = path.read_text()
     missing = sorted(parameters_of(sql) - set(params))
     if missing:
         raise QueryError(f"{name} uses ${', $'.join(missing)} but the engine did not supply it.")
     result = None
-    for stmt in statements(sql):
+    todo = statements(sql)
+    if stream:
+        query = _CREATE_AS.sub("", todo[-1], count=1)
+        if query == todo[-1]:
+            raise QueryError(f"{name} cannot be streamed: its last statement does not make a table.")
+        todo[-1] = query
+    for stmt in todo:
         used = parameters_of(stmt)
         logger.debug("running %s with %s\n%s", name, sorted(used), stmt)
         values = {k: params[k] for k in used}

@@ -40,6 +40,9 @@ from . import engine as eng
 logger = logging.getLogger(__name__)
 
 AWS_HOPS = ("bus", "sink", "dlq")
+# Tables written in the sorted export's event-time slices. Each is made by the query of its name, which no later
+# query of a ticket partition reads, so its rows are streamed into the slices' files and never kept as a table.
+SLICED = ("verdicts",)
 _MADE = re.compile(r"CREATE\s+OR\s+REPLACE\s+TABLE\s+(\w+)", re.I)
 
 
@@ -122,18 +125,22 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     # what the ticket partitions make that a run-wide query reads (verdicts, hop_a, ...): source_events and seq_units
     # are read within the partition only, so they are not written
     by_ticket = read_by(made_by(eng.BY_TICKET), run_wide)
-    sliced = ("verdicts",)
     for p in range(k):
         _bind(con, "zendesk", _files(work / "zendesk", p), empty["zendesk"], load=True)
         for table in by_id:
             _bind(con, table, _files(work / table, p) + _files(work / table, -1), empty[table], load=True)
         for name in eng.BY_TICKET:
-            e.run_query(name, params)
+            if name not in SLICED:
+                e.run_query(name, params)
+                continue
+            # no query of the partition reads it: the rows go straight into their slices' files, never a table
+            rows = e.stream_query(name, params)
+            if name not in empty:
+                empty[name] = rows.limit(0).to_arrow_table()
+            _write_parts(con, rows, work / name, hold, slice_of)
         for table in by_ticket:
-            empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
-            if table in sliced:
-                _write_parts(con, con.table(table), work / table, hold, slice_of)
-            else:
+            if table not in SLICED:
+                empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
                 (work / table).mkdir(exist_ok=True)
                 con.table(table).write_parquet(str(work / table / f"{p}.parquet"))
 
@@ -143,8 +150,8 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     for table in by_id:
         _bind(con, table, sorted((work / table).rglob("*.arrow")), empty[table])
     for table in by_ticket:
-        _bind(con, table, sorted((work / table).rglob("*.arrow" if table in sliced else "*.parquet")), empty[table])
-    for table in sliced:  # slices 0..len(starts), the last for the rows without an event time (_slicer)
+        _bind(con, table, sorted((work / table).rglob("*.arrow" if table in SLICED else "*.parquet")), empty[table])
+    for table in SLICED:  # slices 0..len(starts), the last for the rows without an event time (_slicer)
         e.slices[table] = [_files(work / table, i) for i in range(len(starts) + 1)]
     _drop(con, "zendesk")
     for hop in ("zendesk",) + AWS_HOPS:

@@ -255,3 +255,26 @@ def test_verdicts_exported_from_event_time_slices_are_the_single_pass_file_byte_
             e.close()
     assert files[1] == files[4]
     assert pq.read_metadata(tmp_path / "verdicts-4.parquet").num_rows > 5000
+
+
+def test_a_table_written_in_slices_is_read_by_no_later_query_of_a_ticket_partition():
+    """partition.SLICED tables are streamed from their query into the slices' files and never made as tables: a
+    query after theirs in a ticket partition would find no such table (or the previous partition's)."""
+    for table in partition.SLICED:
+        assert partition.made_by((table,)) == [table]
+        later = eng.BY_TICKET[eng.BY_TICKET.index(table) + 1:]
+        assert partition.read_by([table], later) == []
+
+
+def test_a_query_file_streamed_gives_the_rows_its_table_would_hold(tmp_path):
+    con = duckdb.connect()
+    made = tmp_path / "made.sql"
+    made.write_text("-- made: a macro, then a table\nCREATE OR REPLACE MACRO twice(x) AS 2 * x;\n"
+                    "CREATE OR REPLACE TABLE made_rows AS\nSELECT twice(i) AS n FROM range($n) t(i);\n")
+    rows = eng.execute_file(con, made, {"n": 5}, stream=True)
+    assert sorted(rows.fetchall()) == [(0,), (2,), (4,), (6,), (8,)]
+    assert con.sql("SELECT count(*) FROM information_schema.tables").fetchall() == [(0,)]  # streamed, never kept
+    view = tmp_path / "view.sql"
+    view.write_text("CREATE OR REPLACE VIEW v AS SELECT 1 AS n;\n")
+    with pytest.raises(eng.QueryError, match="cannot be streamed"):
+        eng.execute_file(con, view, {}, stream=True)
