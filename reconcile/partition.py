@@ -6,14 +6,16 @@ The plan (docs/design.md, "Partitioned judging"), all in one DuckDB connection:
    into the K files, holding a bounded number of each partition's rows: DuckDB's own PARTITION_BY write holds its
    whole input until the end, which at 100 M events spilled tens of GB).
 2. Per EventBridge-id partition: engine.BY_EB_ID (bus_events) over that partition's records. Every record of an id
-   is in the same partition, so each id's row is what a single pass makes. The rows are written on by the ticket
-   they name (the bus log's, else the sink's, else the DLQ's, as bus_events decides); ids no store names a ticket
-   for go to part -1, which every ticket partition reads. Each partition's files are read into memory (Arrow) once.
+   is in the same partition, so each id's row is what a single pass makes. The rows are streamed from the query
+   (never kept as a table) and written on by the ticket they name (the bus log's, else the sink's, else the DLQ's,
+   as bus_events decides); ids no store names a ticket for go to part -1, which every ticket partition reads. Each
+   partition's files are read into memory (Arrow) once.
 3. Per ticket partition: engine.BY_TICKET (source_events, hop_a, sequences, verdicts, orphan_candidates) over that
    partition's Zendesk events and bus events: every link (Zendesk event id, ticket + kind + time, connector sequence)
-   is within one ticket. The tables a run-wide query reads are written out: verdicts as Arrow IPC in the sorted
-   export's event-time slices (cut before judging, from the Zendesk events' times; engine.Engine.slices), hop_a and
-   orphan_candidates as Parquet. source_events and seq_units are not kept.
+   is within one ticket. The tables a run-wide query reads are written out: verdicts (streamed from the query, never
+   kept as a table) as Arrow IPC in the sorted export's event-time slices (cut before judging, from the Zendesk
+   events' times; engine.Engine.slices), hop_a and orphan_candidates as Parquet. source_events and seq_units are
+   not kept.
 4. The union of each kept table is bound under its own name, the ledgers are bound whole again, and the run-wide queries
    (settlements, orphans, counts, ...) run once, exactly as after a single pass.
 
@@ -41,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 AWS_HOPS = ("bus", "sink", "dlq")
 # Tables written in the sorted export's event-time slices. Each is made by the query of its name, which no later
-# query of a ticket partition reads, so its rows are streamed into the slices' files and never kept as a table.
+# query of a ticket partition reads, so its rows are streamed into the slices' files and never kept as a table (as
+# engine.BY_EB_ID's rows are streamed into the ticket split).
 SLICED = ("verdicts",)
 _MADE = re.compile(r"CREATE\s+OR\s+REPLACE\s+TABLE\s+(\w+)", re.I)
 
@@ -97,8 +100,8 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     empty = {hop: con.table(hop).limit(0).to_arrow_table() for hop in ("zendesk",) + AWS_HOPS}
     hold = max(8_192, e.rows_in_memory // (4 * k))  # rows held per partition: at most a quarter of the budget in all
     for hop in AWS_HOPS:
-        _split(con, hop, "by_eb_id", work / hop, k, hold)
-    _split(con, "zendesk", "by_ticket", work / "zendesk", k, hold)
+        _split(con, con.table(hop), "by_eb_id", work / hop, k, hold)
+    _split(con, con.table("zendesk"), "by_ticket", work / "zendesk", k, hold)
     logger.info("judging in %d partitions (scratch %s): split", k, work)
     # Verdicts are written in the event-time slices the sorted export reads one at a time (engine.Engine.batches),
     # cut now from the Zendesk events' times (a verdict's time is its event's): half the rows the engine holds, as a
@@ -112,11 +115,11 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     for j in range(k):
         for hop in AWS_HOPS:
             _bind(con, hop, _files(work / hop, j), empty[hop], load=True)
-        for name in eng.BY_EB_ID:
-            e.run_query(name, params)
-        for table in by_id:
-            empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
-            _split(con, table, "by_ticket", work / table, k, hold)
+        for name in eng.BY_EB_ID:  # no later query of the partition reads its table: its rows are split as they come
+            rows = e.stream_query(name, params)
+            if name not in empty:
+                empty[name] = rows.limit(0).to_arrow_table()
+            _split(con, rows, "by_ticket", work / name, k, hold)
 
     for hop in AWS_HOPS:
         _drop(con, hop)  # the ticket partitions read what bus_events made of them (the run-wide queries, the ledgers)
@@ -160,10 +163,12 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         e.run_query(name, params)
 
 
-def _split(con: duckdb.DuckDBPyConnection, table: str, how: str, folder: Path, k: int, hold: int) -> None:
-    """Append `table`'s rows to `folder`/part=<n>/ by queries/partition/<how>.sql, holding at most `hold` rows of each
-    partition in memory (each held set is written out as one record batch)."""
-    con.table(table).create_view("split_in", replace=True)
+def _split(con: duckdb.DuckDBPyConnection, rows: duckdb.DuckDBPyRelation, how: str, folder: Path, k: int,
+           hold: int) -> None:
+    """Append the rows (a table, or a query's rows as they come) to `folder`/part=<n>/ by
+    queries/partition/<how>.sql, holding at most `hold` rows of each partition in memory (each held set is written
+    out as one record batch)."""
+    rows.create_view("split_in", replace=True)
     _write_parts(con, eng.execute_file(con, eng.query_path(f"partition/{how}"), {"k": k}), folder, hold)
 
 

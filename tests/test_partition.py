@@ -210,7 +210,7 @@ def test_a_split_streams_each_partition_in_bounded_row_groups_and_keeps_every_ro
     con.execute("CREATE TABLE t AS SELECT uuid() AS eb_id, i % 1000 AS ticket_id, i % 3 = 0 AS committed, "
                 "TIMESTAMPTZ '2026-11-23 00:00:00+00' + to_seconds(i) AS observed_at, i::INTEGER AS n, "
                 "CASE WHEN i % 5 = 0 THEN NULL ELSE i % 7 = 0 END AS maybe FROM range(250000) r(i)")
-    partition._split(con, "t", "by_ticket", tmp_path / "t", 4, hold=1000)
+    partition._split(con, con.table("t"), "by_ticket", tmp_path / "t", 4, hold=1000)
     con.execute("SET arrow_lossless_conversion = false")  # _split restored it
     for part in range(4):
         files = partition._files(tmp_path / "t", part)
@@ -257,12 +257,14 @@ def test_verdicts_exported_from_event_time_slices_are_the_single_pass_file_byte_
     assert pq.read_metadata(tmp_path / "verdicts-4.parquet").num_rows > 5000
 
 
-def test_a_table_written_in_slices_is_read_by_no_later_query_of_a_ticket_partition():
-    """partition.SLICED tables are streamed from their query into the slices' files and never made as tables: a
-    query after theirs in a ticket partition would find no such table (or the previous partition's)."""
-    for table in partition.SLICED:
+@pytest.mark.parametrize("streamed, queries", [(partition.SLICED, eng.BY_TICKET), (eng.BY_EB_ID, eng.BY_EB_ID)])
+def test_a_table_streamed_into_files_is_read_by_no_later_query_of_its_partition(streamed, queries):
+    """partition.SLICED tables (streamed from their query into the slices' files) and engine.BY_EB_ID's (streamed
+    into the ticket split) are never made as tables: a query after theirs in the same partition would find no such
+    table (or the previous partition's)."""
+    for table in streamed:
         assert partition.made_by((table,)) == [table]
-        later = eng.BY_TICKET[eng.BY_TICKET.index(table) + 1:]
+        later = queries[queries.index(table) + 1:]
         assert partition.read_by([table], later) == []
 
 
