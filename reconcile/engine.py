@@ -83,7 +83,7 @@ BYTES_PER_EVENT = 2_000
 EXPORT_ROW = "export_row_"
 EXPORT_BATCH = 100_000
 # as_exported's own database: Arrow's default types out of DuckDB (no lossless conversion), rows kept in order.
-_CONVERT = duckdb.connect()
+_CONVERT = duckdb.connect(config={"threads": 1})
 
 _CREATE_AS = re.compile(r"^CREATE\s+OR\s+REPLACE\s+TABLE\s+\w+\s+AS\s+", re.I)
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(i?)B")
@@ -153,7 +153,9 @@ class Engine:
         logger.debug("%s took %.2f s", name, time.perf_counter() - started)
 
     def stream_query(self, name: str, params: dict[str, Any]) -> duckdb.DuckDBPyRelation:
-        """The rows the query file's table would hold, as a relation to stream (execute_file's `stream`)."""
+        """The rows the query file's table would hold, as a relation to stream (execute_file's `stream`; read it
+        through `streamed`, which names the query in an error)."""
+        logger.debug("%s streamed", name)
         return execute_file(self.con, query_path(name), params, stream=True)
 
     def run_all(self, params: dict[str, Any]) -> None:
@@ -190,17 +192,18 @@ class Engine:
 
         def sliced():
             for files in self.slices[table]:
-                if files:
-                    rows = pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files])
-                    yield from self._sorted(rows, order_by, schema)
+                if files:  # one copy of the slice in one piece (taking from many chunks joins them per batch)
+                    yield from self._sorted(pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files])
+                                            .combine_chunks(), order_by, schema)
 
         return pa.RecordBatchReader.from_batches(schema, sliced())
 
     def _sorted(self, rows: pa.Table, order_by: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         """`rows` (a slice read from its files) in `order_by` order, with `schema`'s types. DuckDB sorts only the
         sort keys and each row's number (sorting whole rows and converting them back to Arrow cost twice as much);
-        Arrow then puts the rows in that order. Rows whose keys tie keep the order they were read in, so the result
-        does not depend on the engine's threads."""
+        Arrow then puts the rows in that order, a batch at a time. Rows whose keys tie keep the order they were read
+        in: the sort adds no dependence on the engine's threads (the order the split wrote them in may differ
+        between runs; verdicts' keys do not tie, as each Zendesk event has its own id)."""
         con = self.con
         con.register("export_slice", rows.append_column(EXPORT_ROW, pa.array(np.arange(rows.num_rows))))
         try:
@@ -208,7 +211,6 @@ class Engine:
             order = order.to_arrow_table().column(0)
         finally:
             con.unregister("export_slice")
-        rows = rows.combine_chunks()  # one copy; taking from many chunks would join them again for every batch
         for start in range(0, len(order), EXPORT_BATCH):  # a batch at a time: the writer starts on the first
             yield from as_exported(rows.take(order.slice(start, EXPORT_BATCH)), schema).to_batches()
 
@@ -304,18 +306,49 @@ def execute_file(con: duckdb.DuckDBPyConnection, path: Path, params: dict[str, A
         values = {k: params[k] for k in used}
         try:
             # A trailing query comes back as a relation, so callers can stream it as Arrow without a copy.
-            is_query = stmt.lstrip("(").upper().startswith(("SELECT", "WITH"))
+            is_query = (stream and stmt is todo[-1]) or stmt.lstrip("(").upper().startswith(("SELECT", "WITH"))
             result = con.sql(stmt, params=values) if is_query else con.execute(stmt, values)
-        except duckdb.OutOfMemoryException as e:
-            raise QueryError(f"{name} ran out of room: {_room(con)} ({e})") from e
         except duckdb.Error as e:
-            raise QueryError(f"{name} failed: {e}") from e
+            raise failed(con, name, e) from e
     return result
+
+
+def failed(con: duckdb.DuckDBPyConnection, name: str, error: Exception) -> QueryError:
+    """The error to raise for a query that failed: what to try when it ran out of room."""
+    if isinstance(error, duckdb.OutOfMemoryException) or "Out of Memory" in str(error):
+        return QueryError(f"{name} ran out of room: {_room(con)} ({error})")
+    return QueryError(f"{name} failed: {error}")
+
+
+def streamed(con: duckdb.DuckDBPyConnection, rows: duckdb.DuckDBPyRelation, name: str,
+             batch_rows: int = 100_000) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """A relation's rows as Arrow batches. Its query runs as they are read, so an error comes up then (from Arrow's
+    reader as an OSError): it is raised as execute_file raises one, naming the query and what to try."""
+    try:
+        reader = rows.to_arrow_reader(batch_rows)
+    except duckdb.Error as e:
+        raise failed(con, name, e) from e
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        it = iter(reader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except (duckdb.Error, pa.ArrowException, OSError) as e:
+                reader.close()  # the connection is free again: the caller's clean-up may use it
+                raise failed(con, name, e) from e
+            yield batch
+
+    return reader.schema, batches()
 
 
 def _room(con: duckdb.DuckDBPyConnection) -> str:
     """What to try when DuckDB can neither keep nor spill what a query needs."""
-    limit, spill = con.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
+    # fetchall, not fetchone: a result left unfinished keeps the connection busy for the caller's clean-up
+    settings = "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+    limit, spill = con.execute(settings).fetchall()[0]
     try:
         free = f"{shutil.disk_usage(spill).free / 2**30:.1f} GiB free"
     except OSError:

@@ -100,8 +100,8 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     empty = {hop: con.table(hop).limit(0).to_arrow_table() for hop in ("zendesk",) + AWS_HOPS}
     hold = max(8_192, e.rows_in_memory // (4 * k))  # rows held per partition: at most a quarter of the budget in all
     for hop in AWS_HOPS:
-        _split(con, con.table(hop), "by_eb_id", work / hop, k, hold)
-    _split(con, con.table("zendesk"), "by_ticket", work / "zendesk", k, hold)
+        _split(con, con.table(hop), "by_eb_id", work / hop, k, hold, f"the split of the {hop} ledger")
+    _split(con, con.table("zendesk"), "by_ticket", work / "zendesk", k, hold, "the split of the zendesk ledger")
     logger.info("judging in %d partitions (scratch %s): split", k, work)
     # Verdicts are written in the event-time slices the sorted export reads one at a time (engine.Engine.batches),
     # cut now from the Zendesk events' times (a verdict's time is its event's): half the rows the engine holds, as a
@@ -119,7 +119,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
             rows = e.stream_query(name, params)
             if name not in empty:
                 empty[name] = rows.limit(0).to_arrow_table()
-            _split(con, rows, "by_ticket", work / name, k, hold)
+            _split(con, rows, "by_ticket", work / name, k, hold, f"{name}.sql")
 
     for hop in AWS_HOPS:
         _drop(con, hop)  # the ticket partitions read what bus_events made of them (the run-wide queries, the ledgers)
@@ -140,7 +140,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
             rows = e.stream_query(name, params)
             if name not in empty:
                 empty[name] = rows.limit(0).to_arrow_table()
-            _write_parts(con, rows, work / name, hold, slice_of)
+            _write_parts(con, rows, work / name, hold, slice_of, what=f"{name}.sql")
         for table in by_ticket:
             if table not in SLICED:
                 empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
@@ -164,26 +164,27 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
 
 
 def _split(con: duckdb.DuckDBPyConnection, rows: duckdb.DuckDBPyRelation, how: str, folder: Path, k: int,
-           hold: int) -> None:
+           hold: int, what: str) -> None:
     """Append the rows (a table, or a query's rows as they come) to `folder`/part=<n>/ by
     queries/partition/<how>.sql, holding at most `hold` rows of each partition in memory (each held set is written
     out as one record batch)."""
     rows.create_view("split_in", replace=True)
-    _write_parts(con, eng.execute_file(con, eng.query_path(f"partition/{how}"), {"k": k}), folder, hold)
+    _write_parts(con, eng.execute_file(con, eng.query_path(f"partition/{how}"), {"k": k}), folder, hold, what=what)
 
 
 def _write_parts(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation, folder: Path, hold: int,
-                 part_of: Callable[[pa.RecordBatch], pa.Array] | None = None) -> None:
+                 part_of: Callable[[pa.RecordBatch], pa.Array] | None = None, what: str = "the split") -> None:
     """Stream `rel`'s rows into `folder`/part=<n>/ by their `part` column (or the partition `part_of` gives each
-    row of a batch), holding at most `hold` rows of each partition in memory."""
+    row of a batch), holding at most `hold` rows of each partition in memory. A query failing as its rows are read
+    is a QueryError naming `what`."""
     # EventBridge ids leave DuckDB as UUIDs, not text (and booleans as Arrow's bool8, made plain again in _Parts)
     con.execute("SET arrow_lossless_conversion = true")
     try:
-        reader = rel.to_arrow_reader(100_000)
-        schema = reader.schema if part_of is None else reader.schema.append(pa.field("part", pa.int64()))
+        schema, batches = eng.streamed(con, rel, what)
+        schema = schema if part_of is None else schema.append(pa.field("part", pa.int64()))
         parts = _Parts(folder, schema, hold)
         try:
-            for batch in reader:
+            for batch in batches:
                 parts.add(batch if part_of is None else batch.append_column("part", part_of(batch)))
         finally:
             parts.close()

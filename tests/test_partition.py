@@ -210,7 +210,7 @@ def test_a_split_streams_each_partition_in_bounded_row_groups_and_keeps_every_ro
     con.execute("CREATE TABLE t AS SELECT uuid() AS eb_id, i % 1000 AS ticket_id, i % 3 = 0 AS committed, "
                 "TIMESTAMPTZ '2026-11-23 00:00:00+00' + to_seconds(i) AS observed_at, i::INTEGER AS n, "
                 "CASE WHEN i % 5 = 0 THEN NULL ELSE i % 7 = 0 END AS maybe FROM range(250000) r(i)")
-    partition._split(con, con.table("t"), "by_ticket", tmp_path / "t", 4, hold=1000)
+    partition._split(con, con.table("t"), "by_ticket", tmp_path / "t", 4, hold=1000, what="t")
     con.execute("SET arrow_lossless_conversion = false")  # _split restored it
     for part in range(4):
         files = partition._files(tmp_path / "t", part)
@@ -248,6 +248,10 @@ def test_verdicts_exported_from_event_time_slices_are_the_single_pass_file_byte_
             else:
                 partition.run_all(e, ledgers, run.params(cfg, window), k)
                 assert len([f for f in e.slices["verdicts"] if f]) >= 3
+                # streamed from their queries, the files still keep EventBridge ids as UUIDs, not text
+                for table in ("verdicts", "bus_events"):
+                    first = sorted((e.scratch[0] / table).rglob("*.arrow"))[0]
+                    assert pa.ipc.open_file(first).schema.field("eb_id").type == pa.uuid(), table
             path = tmp_path / f"verdicts-{k}.parquet"
             outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), path)
             files[k] = path.read_bytes()

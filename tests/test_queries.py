@@ -268,3 +268,28 @@ def test_a_query_out_of_memory_and_spill_says_what_to_try(tmp_path):
             eng.execute_file(e.con, sql, {})
     finally:
         e.close()
+
+
+def test_a_streamed_query_out_of_memory_says_what_to_try_as_its_rows_are_read(tmp_path):
+    """A streamed query (partitioned judging's bus_events and verdicts) runs as its rows are read, not when
+    execute_file returns: its failure is the same QueryError, naming the query and what to try."""
+    from reconcile.errors import QueryError
+    e = eng.Engine.open(memory_limit="30MB", temp_directory=str(tmp_path / "spill"))
+    try:
+        e.con.execute("SET max_temp_directory_size = '1MB'")
+        sql = tmp_path / "big.sql"
+        sql.write_text("CREATE OR REPLACE TABLE big AS\n"
+                       "SELECT range AS r, md5(range::VARCHAR) AS s FROM range($n) ORDER BY s")
+        rows = eng.execute_file(e.con, sql, {"n": 3_000_000}, stream=True)  # nothing has run yet
+        with pytest.raises(QueryError, match=r"big.sql ran out of room: .*temp_directory \(.*spill.*larger disk"):
+            schema, batches = eng.streamed(e.con, rows, "big.sql")
+            for _ in batches:
+                pass
+        bad = tmp_path / "bad.sql"
+        bad.write_text("CREATE OR REPLACE TABLE bad AS SELECT error('the data was not what it said') FROM range(3)")
+        bad = eng.execute_file(e.con, bad, {}, stream=True)
+        with pytest.raises(QueryError, match="bad.sql failed: .*the data was not what it said"):
+            for _ in eng.streamed(e.con, bad, "bad.sql")[1]:
+                pass
+    finally:
+        e.close()

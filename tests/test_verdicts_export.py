@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from reconcile import outputs
+from reconcile import engine, outputs
 from reconcile.engine import Engine
 
 ROWS = 300_000
@@ -123,7 +123,7 @@ def with_uuid_ids(table: pa.Table) -> pa.Table:
         .set_column(table.column_names.index("other_eb_ids"), "other_eb_ids", lists)
 
 
-def test_slices_read_from_files_give_one_order_by_with_ties_in_the_order_read(tmp_path):
+def test_slices_read_from_files_give_one_order_by_with_ties_in_the_order_read(tmp_path, monkeypatch):
     """Partitioned judging's verdicts are sorted one event-time slice at a time from its files (Engine._sorted):
     the rows of one ORDER BY with the engine's types (UUIDs as text), rows whose sort keys tie in the order the
     files hold them, the same bytes whatever the threads."""
@@ -147,6 +147,7 @@ def test_slices_read_from_files_give_one_order_by_with_ties_in_the_order_read(tm
         slices.append(files)
     read = pa.concat_tables(read)
 
+    monkeypatch.setattr(engine, "EXPORT_BATCH", 7_000)  # rows are taken in order a batch at a time: many batches
     files = {}
     for threads in (1, 2, 4):
         e = Engine.open(threads=threads)
