@@ -116,10 +116,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         for hop in AWS_HOPS:
             _bind(con, hop, _files(work / hop, j), empty[hop], load=True)
         for name in eng.BY_EB_ID:  # no later query of the partition reads its table: its rows are split as they come
-            rows = e.stream_query(name, params)
-            if name not in empty:
-                empty[name] = rows.limit(0).to_arrow_table()
-            _split(con, rows, "by_ticket", work / name, k, hold, f"{name}.sql")
+            _split(con, _streamed(e, name, params, empty), "by_ticket", work / name, k, hold, f"{name}.sql")
 
     for hop in AWS_HOPS:
         _drop(con, hop)  # the ticket partitions read what bus_events made of them (the run-wide queries, the ledgers)
@@ -137,10 +134,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
                 e.run_query(name, params)
                 continue
             # no query of the partition reads it: the rows go straight into their slices' files, never a table
-            rows = e.stream_query(name, params)
-            if name not in empty:
-                empty[name] = rows.limit(0).to_arrow_table()
-            _write_parts(con, rows, work / name, hold, slice_of, what=f"{name}.sql")
+            _write_parts(con, _streamed(e, name, params, empty), work / name, hold, slice_of, what=f"{name}.sql")
         for table in by_ticket:
             if table not in SLICED:
                 empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
@@ -161,6 +155,15 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         e.bind_ledger(hop, ledgers.get(hop))
     for name in run_wide:
         e.run_query(name, params)
+
+
+def _streamed(e: eng.Engine, name: str, params: dict[str, Any], empty: dict[str, pa.Table]) -> duckdb.DuckDBPyRelation:
+    """The rows query `name` would make its table of, to stream (engine.Engine.stream_query); `empty` gets their
+    columns the first time (what a partition with none of its rows binds)."""
+    rows = e.stream_query(name, params)
+    if name not in empty:
+        empty[name] = rows.limit(0).to_arrow_table()
+    return rows
 
 
 def _split(con: duckdb.DuckDBPyConnection, rows: duckdb.DuckDBPyRelation, how: str, folder: Path, k: int,
