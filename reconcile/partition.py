@@ -2,9 +2,10 @@
 
 The plan (docs/design.md, "Partitioned judging"), all in one DuckDB connection:
 1. Split once: the AWS ledgers (bus, sink, dlq) are written into K folders of Arrow IPC files by hash of EventBridge
-   id, the zendesk ledger into K by hash of ticket id (queries/partition/*.sql says how; `_split` streams DuckDB's rows
-   into the K files, holding a bounded number of each partition's rows: DuckDB's own PARTITION_BY write holds its
-   whole input until the end, which at 100 M events spilled tens of GB).
+   id, the zendesk ledger into K by hash of ticket id, each with only the columns the partitions read
+   (queries/partition/*.sql says how; `_split` streams DuckDB's rows into the K files, holding a bounded number of
+   each partition's rows: DuckDB's own PARTITION_BY write holds its whole input until the end, which at 100 M events
+   spilled tens of GB).
 2. Per EventBridge-id partition: engine.BY_EB_ID (bus_events) over that partition's records. Every record of an id
    is in the same partition, so each id's row is what a single pass makes. The rows are streamed from the query
    (never kept as a table) and written on by the ticket they name (the bus log's, else the sink's, else the DLQ's,
@@ -101,7 +102,10 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     hold = max(8_192, e.rows_in_memory // (4 * k))  # rows held per partition: at most a quarter of the budget in all
     for hop in AWS_HOPS:
         _split(con, con.table(hop), "by_eb_id", work / hop, k, hold, f"the split of the {hop} ledger")
-    _split(con, con.table("zendesk"), "by_ticket", work / "zendesk", k, hold, "the split of the zendesk ledger")
+    columns = "zendesk_columns"  # only what the partitions read
+    zendesk = eng.execute_file(con, eng.query_path(f"partition/{columns}"), {})
+    empty["zendesk"] = zendesk.limit(0).to_arrow_table()
+    _split(con, zendesk, "by_ticket", work / "zendesk", k, hold, "the split of the zendesk ledger")
     logger.info("judging in %d partitions (scratch %s): split", k, work)
     # Verdicts are written in the event-time slices the sorted export reads one at a time (engine.Engine.batches),
     # cut now from the Zendesk events' times (a verdict's time is its event's): half the rows the engine holds, as a
