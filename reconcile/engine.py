@@ -82,8 +82,12 @@ BYTES_PER_EVENT = 2_000
 # The row number a sorted export's slice carries while DuckDB sorts its keys (Engine._sorted).
 EXPORT_ROW = "export_row_"
 EXPORT_BATCH = 100_000
-# as_exported's own database: Arrow's default types out of DuckDB (no lossless conversion), rows kept in order.
-_CONVERT = duckdb.connect(config={"threads": 1})
+# Where DuckDB spills without [engine] temp_directory (its own default, `.tmp` in the working directory, is no place
+# for a cron job's files).
+DEFAULT_SPILL = Path(tempfile.gettempdir()) / "reconcile-spill"
+# as_exported's own database: Arrow's default types out of DuckDB (no lossless conversion), rows kept in order. It
+# only converts columns as they stream through, so it never spills; were it to, not into the working directory.
+_CONVERT = duckdb.connect(config={"threads": 1, "temp_directory": str(DEFAULT_SPILL)})
 
 _CREATE_AS = re.compile(r"^CREATE\s+OR\s+REPLACE\s+TABLE\s+\w+\s+AS\s+", re.I)
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(i?)B")
@@ -124,8 +128,7 @@ class Engine:
         # SET does not take prepared parameters: these values come from our own config, validated here.
         rows = rows_within(memory_limit)  # a ConfigError unless it is a size like 4GB
         con.execute(f"SET memory_limit = '{memory_limit}'")
-        # DuckDB spills to `.tmp` in the working directory by default; a cron job's cwd is no place for that.
-        spill = temp_directory or str(Path(tempfile.gettempdir()) / "reconcile-spill")
+        spill = temp_directory or str(DEFAULT_SPILL)
         con.execute(f"SET temp_directory = '{_quote(spill)}'")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
@@ -154,8 +157,8 @@ class Engine:
 
     def stream_query(self, name: str, params: dict[str, Any]) -> duckdb.DuckDBPyRelation:
         """The rows the query file's table would hold, as a relation to stream (execute_file's `stream`; read it
-        through `streamed`, which names the query in an error)."""
-        logger.debug("%s streamed", name)
+        through `streamed`, which names the query in an error and logs how long the rows took)."""
+        logger.debug("%s streaming", name)
         return execute_file(self.con, query_path(name), params, stream=True)
 
     def run_all(self, params: dict[str, Any]) -> None:
@@ -331,14 +334,18 @@ def streamed(con: duckdb.DuckDBPyConnection, rows: duckdb.DuckDBPyRelation, name
 
     def batches() -> Iterator[pa.RecordBatch]:
         it = iter(reader)
+        started, rows_read = time.perf_counter(), 0
         while True:
             try:
                 batch = next(it)
             except StopIteration:
+                logger.debug("%s streamed %d rows in %.2f s (and the caller's work on them)", name, rows_read,
+                             time.perf_counter() - started)
                 return
             except (duckdb.Error, pa.ArrowException, OSError) as e:
                 reader.close()  # the connection is free again: the caller's clean-up may use it
                 raise failed(con, name, e) from e
+            rows_read += batch.num_rows
             yield batch
 
     return reader.schema, batches()

@@ -4,6 +4,8 @@ The day and what each event is: tests/tinyday.py.
 """
 
 
+import re
+
 import pytest
 
 from reconcile import engine as eng
@@ -291,5 +293,21 @@ def test_a_streamed_query_out_of_memory_says_what_to_try_as_its_rows_are_read(tm
         with pytest.raises(QueryError, match="bad.sql failed: .*the data was not what it said"):
             for _ in eng.streamed(e.con, bad, "bad.sql")[1]:
                 pass
+    finally:
+        e.close()
+
+
+def test_a_streamed_query_logs_how_many_rows_it_gave_and_how_long_they_took(tmp_path, caplog):
+    """run_query logs each query's time; a streamed one's rows come while the caller reads them, so `streamed`
+    logs the count and time when they run out (debugging a slow partitioned run starts from these lines)."""
+    e = eng.Engine.open(temp_directory=str(tmp_path / "spill"))
+    try:
+        sql = tmp_path / "some.sql"
+        sql.write_text("CREATE OR REPLACE TABLE some AS SELECT range AS r FROM range($n)")
+        with caplog.at_level("DEBUG", logger="reconcile.engine"):
+            schema, batches = eng.streamed(e.con, eng.execute_file(e.con, sql, {"n": 250_000}, stream=True),
+                                           "some.sql", batch_rows=100_000)
+            assert sum(b.num_rows for b in batches) == 250_000
+        assert re.search(r"some\.sql streamed 250000 rows in \d+\.\d\d s", caplog.text)
     finally:
         e.close()
