@@ -218,7 +218,8 @@ SPLIT_FORMAT = pa.ipc.IpcWriteOptions(compression="lz4")
 
 class _Parts:
     """Arrow IPC files folder/part=<n>/<name>.arrow fed with Arrow batches that carry a `part` column (kept in the
-    path, as a partitioned COPY keeps it): a partition's rows are held until there are `hold`, then written."""
+    path, as a partitioned COPY keeps it): a partition's rows are held until there are `hold`, then written as one
+    record batch."""
 
     def __init__(self, folder: Path, schema: pa.Schema, hold: int):
         self.folder, self.hold, self.name = folder, hold, f"{uuid.uuid4().hex}.arrow"
@@ -247,7 +248,9 @@ class _Parts:
             (self.folder / f"part={part}").mkdir(parents=True, exist_ok=True)
             self.writers[part] = pa.ipc.new_file(self.folder / f"part={part}" / self.name, self.schema,
                                                  options=SPLIT_FORMAT)
-        self.writers[part].write_table(pa.Table.from_batches(self.held.pop(part), self.schema))
+        # one record batch of the held rows, not the many small pieces they came in: every later scan of the file
+        # (a partition's queries, the run-wide ones, the export) pays per batch
+        self.writers[part].write_table(pa.Table.from_batches(self.held.pop(part), self.schema).combine_chunks())
 
     def close(self) -> None:
         for part in list(self.held):
