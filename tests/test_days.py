@@ -95,5 +95,15 @@ def test_trace_shows_the_full_path(verdict, hops, moto, tmp_path):
     assert {o["hop"] for o in found["observations"]} == hops
     if verdict == "duplicated":
         assert sum(o["hop"] == "sink" for o in found["observations"]) >= 2
+        # the sink's copies hold the bus log's bytes, so their payloads were not parsed: the trace says so rather
+        # than showing their Zendesk fields empty without a word
+        sink = [o for o in found["observations"] if o["hop"] == "sink"]
+        assert [o["payload_parsed"] for o in sink] == [False] * len(sink)
+        assert {o["payload_parsed"] for o in found["observations"] if o["hop"] != "sink"} == {None}
+        text = CliRunner().invoke(main, ["trace", event["eb_id"], "--run", str(tmp_path / "run0")]).output
+        sink_lines = [line for line in text.splitlines() if line.split()[1:2] == ["sink"]]
+        assert len(sink_lines) == len(sink)
+        assert all(line.endswith("(payload not parsed: the bus log holds the same bytes under this id)")
+                   for line in sink_lines)
     by_source_id = CliRunner().invoke(main, ["trace", event["source_id"], "--run", str(tmp_path / "run0"), "--json"])
     assert orjson.loads(by_source_id.stdout)[0]["events"] == found["events"]
