@@ -10,7 +10,9 @@ queries/verdicts.csv is the verdict vocabulary: name, order, the hop whose loss 
 funnel counts it, whether the sink holds it (reached_sink) or the sink or the Kinesis DLQ (past_bus), whether no
 store reported the loss (silent), whether gaps.csv lists it (in_gaps), its place in the report's timeline stack
 (chart), colour, label and meaning. queries/hops.csv is the hop vocabulary: name, order, whether the funnel counts
-it, label and meaning. Both are bound in SQL as verdict_vocab and hop_vocab (engine.py).
+it, label and meaning. queries/match_kinds.csv is the vocabulary of how an expected bus event was matched (the
+verdicts' match_kind): name, order and meaning. They are bound in SQL as verdict_vocab, hop_vocab and match_vocab
+(engine.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .resources import QUERY_DIR
 MODEL_FILE = QUERY_DIR / "emission_model.csv"
 VERDICTS_FILE = QUERY_DIR / "verdicts.csv"
 HOPS_FILE = QUERY_DIR / "hops.csv"
+MATCH_KINDS_FILE = QUERY_DIR / "match_kinds.csv"
 CUSTOM_FIELD = "Change:<custom field id>"  # the model's row for any numeric field_name (queries/source_events.sql)
 CARDINALITIES = ("child", "audit", "none")
 SCHEMA = pa.schema([("api_kind", pa.string()), ("family", pa.string()), ("bus_type", pa.string()),
@@ -113,6 +116,11 @@ def verdict_table() -> pa.Table:
 @lru_cache(maxsize=1)
 def hop_table() -> pa.Table:
     return _vocab(HOPS_FILE)
+
+
+@lru_cache(maxsize=1)
+def match_kind_table() -> pa.Table:
+    return _vocab(MATCH_KINDS_FILE)
 
 
 def hop_rows() -> list[dict]:

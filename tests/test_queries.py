@@ -76,6 +76,15 @@ def test_match_stats(day):
         "exact": 2, "composite": 6, "ambiguous": 2, "sequence": 0, "unmatched": 2}
 
 
+def test_match_kinds_come_from_the_vocabulary(day):
+    """match_stats has one row per kind in queries/match_kinds.csv, in its order, and no verdict carries a kind the
+    vocabulary lacks (it would be counted nowhere): a query that adds a kind must add it there."""
+    from reconcile import emission
+    vocab = emission.match_kind_table()["match_kind"].to_pylist()
+    assert [k for k, in table(day, "match_stats", ["match_kind"], order=True)] == vocab
+    assert set(day.arrow("verdicts")["match_kind"].to_pylist()) <= set(vocab)
+
+
 def test_loss_by_hour(day):
     rows = {r["bucket"].hour: r for r in day.arrow("loss_by_hour").to_pylist()}
     assert sorted(rows) == [9, 10, 11, 12, 13, 14, 15, 16, 17, 23]
