@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -64,7 +65,7 @@ PATHS = [
 
 # The view `events` (built by _view) has: raw (VARCHAR event JSON or NULL), raw_fallback (what a reject shows),
 # raw_missing, pre_reason (a reject reason found before JSON parsing), observed_at (TIMESTAMPTZ), eb_override,
-# skip_payload (rows whose JSON is not parsed: parse's `skip_payload`), source_ref and the caller's extra columns.
+# skip_payload (rows whose JSON is not parsed: parse's `explained`), source_ref and the caller's extra columns.
 _SQL = """
 WITH x AS (
     SELECT *, CASE WHEN NOT skip_payload THEN try(json_extract_string(raw, $paths)) END AS x FROM events
@@ -173,6 +174,17 @@ def _view(raw_type: pa.DataType, observed_type: pa.DataType, export_lines: bool)
             f"{text} AS raw, {fallback} AS raw_fallback, {obs} FROM events_in")
 
 
+@dataclass(frozen=True)
+class Explained:
+    """Rows whose payload is not parsed (a sink row whose bytes the bus log parsed under the same id,
+    sources/explained.py), and what is known of every row without its payload: where `rows` is true, `eb_id` is the
+    row's id as a UUID and `digest` its payload's digest."""
+
+    rows: np.ndarray  # bool per row
+    eb_id: pa.Array  # Arrow uuid per row
+    digest: pa.Array  # uint64 per row
+
+
 def parse(
     raw: pa.Array | pa.ChunkedArray,
     source_ref: pa.Array | pa.ChunkedArray,
@@ -185,7 +197,7 @@ def parse(
     export_line: tuple[pa.ChunkedArray, pa.ChunkedArray] | None = None,
     id_path: str | None = None,
     match: MatchConfig | None = None,
-    skip_payload: pa.Array | None = None,
+    explained: Explained | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Parse event JSON (string or binary) into (ledger rows conformed to ledger.SCHEMA, REJECT_SCHEMA rows).
 
@@ -198,10 +210,9 @@ def parse(
     producer's well-formed event (`match.zendesk_source_pattern`), `unparseable` for everything else.
     `match.eb_id_pattern` is the shape every EventBridge id must have; without `match` (a direct call, not a run)
     ids are not checked for that shape. Every id must be a UUID (8-4-4-4-12 hex digits): the ledger keeps it as one.
-    `skip_payload` (booleans, with `eb_id`): rows whose payload is not parsed (a sink row whose bytes the bus log
-    parsed under the same id, sources/explained.py). They keep their id, digest, the `extra` columns and every rule
-    about those; their Zendesk fields stay null, and the payload's rules (UTF-8, JSON, shape, event time, another
-    producer) are not applied again.
+    `explained` (with `eb_id`): rows whose payload is not parsed. They keep their id, digest, the `extra` columns and
+    every rule about those; their Zendesk fields stay null, and the payload's rules (UTF-8, JSON, shape, event time,
+    another producer) are not applied again.
     """
     n = len(raw)
     if str(raw.type) in _BIN:
@@ -211,15 +222,25 @@ def parse(
             pass  # some bytes are not UTF-8: DuckDB decodes row by row, rejecting those rows
     extra = dict(extra or {})
     observed = extra.pop("observed_at", None)
+    rules = match or MatchConfig(eb_id_pattern="")
+    # the default pattern is the UUID rule itself, which every id meets anyway: not matched twice
+    pattern = "" if rules.eb_id_pattern == ledger.UUID_TEXT else rules.eb_id_pattern
+    # An explained row's id is UUID text (sources/explained.py). With no other shape asked of ids and no store
+    # timestamp given as text, no rule is left that could reject it: it is not even sent to the query below.
+    aside = explained is not None and export_line is None and not pattern and \
+        (observed is None or str(observed.type) not in _TEXT)
+    rows = np.flatnonzero(~explained.rows) if aside else np.arange(n, dtype=np.int64)
+    cut = (lambda col: col.take(rows)) if aside else (lambda col: col)
     # The refs and the pass-through columns stay in Arrow: inside DuckDB `source_ref` is the row number, and the
     # long strings are put back by it afterwards (carrying them through the query cost a quarter of its time).
     kept = {"source_ref": source_ref, **extra}
     cols: dict[str, pa.Array | pa.ChunkedArray] = {
-        "source_ref": pa.array(np.arange(n, dtype=np.int64)),
-        "raw": raw,
-        "eb_override": eb_id if eb_id is not None else pa.nulls(n, pa.string()),
-        "observed_at": observed if observed is not None else pa.nulls(n, ledger.TS),
-        "skip_payload": skip_payload if skip_payload is not None else pa.array(np.zeros(n, bool)),
+        "source_ref": pa.array(rows),
+        "raw": cut(raw),
+        "eb_override": cut(eb_id) if eb_id is not None else pa.nulls(len(rows), pa.string()),
+        "observed_at": cut(observed) if observed is not None else pa.nulls(len(rows), ledger.TS),
+        "skip_payload": pa.array(explained.rows) if explained is not None and not aside else
+        pa.array(np.zeros(len(rows), bool)),
     }
     if export_line is not None:
         cols["stamp"], cols["line"] = export_line
@@ -228,10 +249,7 @@ def parse(
         con.register("events_in", pa.table(cols))
         con.execute(_view(raw.type, cols["observed_at"].type, export_line is not None))
         paths, id_at = (PATHS + [id_path], len(PATHS) + 1) if id_path else (PATHS, 1)
-        rules = match or MatchConfig(eb_id_pattern="")
         check_patterns(rules, con)
-        # the default pattern is the UUID rule itself, which every id meets anyway: not matched twice
-        pattern = "" if rules.eb_id_pattern == ledger.UUID_TEXT else rules.eb_id_pattern
         out = con.sql(_SQL, params={"paths": paths, "no_id": no_id_reason, "id_at": id_at, "hop": hop,
                                     "id_pattern": pattern, "uuid_text": ledger.UUID_TEXT,
                                     "zendesk_source": rules.zendesk_source_pattern}).to_arrow_table()
@@ -239,14 +257,47 @@ def parse(
         con.close()
     if out["reason"].null_count == out.num_rows:
         # The usual case: nothing rejected. Filtering would copy every column of every row (most of parse's time).
-        return ledger.conform(_put_back(out.drop_columns(["reason", "raw", "kind"]), kept)), \
-            ledger.REJECT_SCHEMA.empty_table()
-    bad = pc.is_valid(out["reason"])
-    rej = out.filter(bad)
-    rejects = ledger.rejects_table(source, _put_back(rej, {"source_ref": source_ref})["source_ref"], rej["reason"],
-                                   rej["raw"], kind=rej["kind"])
-    good = out.filter(pc.invert(bad)).drop_columns(["reason", "raw", "kind"])
-    return ledger.conform(_put_back(good, kept)), rejects
+        good, rejects = out.drop_columns(["reason", "raw", "kind"]), ledger.REJECT_SCHEMA.empty_table()
+    else:
+        bad = pc.is_valid(out["reason"])
+        rej = out.filter(bad)
+        rejects = ledger.rejects_table(source, _put_back(rej, {"source_ref": source_ref})["source_ref"],
+                                       rej["reason"], rej["raw"], kind=rej["kind"])
+        good = out.filter(pc.invert(bad)).drop_columns(["reason", "raw", "kind"])
+    parsed = ledger.conform(_put_back(good, kept))
+    if not aside:
+        return parsed, rejects
+    # the explained rows as they are, the parsed ones between them, in the input's order
+    known = {"hop": pa.repeat(pa.scalar(hop), n), "eb_id": explained.eb_id, "payload_digest": explained.digest,
+             **kept, **({"observed_at": observed} if observed is not None else {})}
+    known = ledger.conform(pa.table(known))
+    return _in_order(known, explained.rows, parsed, good["source_ref"].to_numpy()), rejects
+
+
+_RUNS = 256  # past this many runs of explained and parsed rows, one take puts them in order, not so many slices
+
+
+def _in_order(known: pa.Table, rows: np.ndarray, parsed: pa.Table, at: np.ndarray) -> pa.Table:
+    """`known`'s rows where `rows` is true and `parsed`'s rows (row `at[i]` of the input, increasing), as one table
+    in the input's order (rows in neither, the rejected ones, left out). The parsed rows are few: the table is
+    `known`'s runs and theirs as slices, copying nothing."""
+    label = np.where(rows, 0, -1)
+    label[at] = 1
+    cuts = np.flatnonzero(np.diff(label)) + 1
+    if len(cuts) >= _RUNS:
+        both = pa.concat_tables([known, parsed])
+        order = np.full(len(label), -1, np.int64)
+        order[rows] = np.flatnonzero(rows)
+        order[at] = len(known) + np.arange(len(at))
+        return both.take(order[order >= 0])
+    pieces = []
+    for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(label)]):
+        if label[start] == 0:
+            pieces.append(known.slice(start, end - start))
+        elif label[start] == 1:
+            first = int(np.searchsorted(at, start))
+            pieces.append(parsed.slice(first, end - start))
+    return pa.concat_tables(pieces) if pieces else known.slice(0, 0)
 
 
 def _put_back(out: pa.Table, kept: dict[str, pa.Array | pa.ChunkedArray]) -> pa.Table:

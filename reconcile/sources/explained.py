@@ -141,18 +141,27 @@ def _as_bytes(keys: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(keys.astype(">u8")).view("S16").ravel()
 
 
-def explained(ids: pa.Array | pa.ChunkedArray, payloads: pa.Array | pa.ChunkedArray, bus: BusIds) -> pa.Array:
+def explained(ids: pa.Array | pa.ChunkedArray, payloads: pa.Array | pa.ChunkedArray, bus: BusIds) -> events.Explained:
     """Per sink row, whether the bus log explains it: canonical id text, a payload without replay-name, and the
-    pair (id, payload digest) held by the bus ledger (module docstring)."""
+    pair (id, payload digest) held by the bus ledger (module docstring); with the id as a UUID and the digest, which
+    events.parse then needs not work out again for those rows."""
     keys, ok = uuid_keys(ids)
     chunks = payloads.chunks if isinstance(payloads, pa.ChunkedArray) else [payloads]
     ok &= payloads.is_valid().to_numpy(zero_copy_only=False)
     ok &= ~np.concatenate([_holding(c, REPLAY_KEY) for c in chunks] or [np.zeros(0, bool)])
     rows = np.flatnonzero(ok)
     found = np.zeros(len(ok), bool)
+    every = digests(payloads) if len(rows) else np.zeros(len(ok), np.uint64)
     if len(rows):  # every payload is hashed, in place: gathering the candidates first would copy nearly all
-        found[rows] = bus.holds(keyed(keys[rows], digests(payloads)[rows]))
-    return pa.array(found)
+        found[rows] = bus.holds(keyed(keys[rows], every[rows]))
+    return events.Explained(found, as_uuids(keys), pa.array(every, pa.uint64()))
+
+
+def as_uuids(keys: np.ndarray) -> pa.Array:
+    """(n, 2) uint64 keys (uuid_keys) -> Arrow `uuid`, the ledger's type (all zeros where the text was no UUID)."""
+    raw = pa.py_buffer(np.ascontiguousarray(keys.astype(">u8")).tobytes())
+    return pa.ExtensionArray.from_storage(pa.uuid(), pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(keys),
+                                                                                          [None, raw]))
 
 
 def _holding(data: pa.Array, marker: bytes) -> np.ndarray:

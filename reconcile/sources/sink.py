@@ -269,8 +269,8 @@ def _parse(rows: pa.Table, cfg: SinkConfig, match: MatchConfig | None = None,
                             eb_id=None if cfg.id_path else rows["eb_id"], id_path=cfg.id_path,
                             no_id_reason=(f"no EventBridge id at {cfg.id_path} in data" if cfg.id_path else
                                           f"no EventBridge id in column {cfg.id_column}"), match=match,
-                            skip_payload=skip)
-    return led, rej, 0 if skip is None else pc.sum(skip).as_py() or 0
+                            explained=skip)
+    return led, rej, 0 if skip is None else int(skip.rows.sum())
 
 
 def _as_text(arr, n: int) -> pa.Array:
