@@ -93,6 +93,37 @@ def test_the_bus_log_s_digest_of_a_payload_is_the_sink_s():
     assert led["payload_digest"].to_pylist() == explained.digests(data).tolist()
 
 
+def test_explained_rows_and_parsed_ones_come_out_as_with_every_payload_parsed_and_in_the_input_s_order():
+    """events.parse builds an explained row's ledger row without its payload and puts the parsed rows between them:
+    the rows, their order and the rejects are those of parsing everything, but for the explained rows' Zendesk
+    fields. Few runs of each (slices) and many (one take)."""
+    t = pa.concat_tables([pq.read_table(f, columns=["partitionKey", "data", "approximateArrivalTimestamp"])
+                          for f in sorted((SPARK / "parquet").rglob("*.parquet"))])
+    for copies, every in ((2, 9), (40, 2)):  # 30 rows, explained in long runs; 600 alternating (> _RUNS runs)
+        n = t.num_rows * copies
+        data = t["data"].to_pylist() * copies
+        for i in range(3, n, 7):
+            data[i] = b"{not json"  # a payload damaged in the sink: parsed, and a reject
+        data = pa.array(data, pa.binary())
+        ids = pa.chunked_array([t["partitionKey"]] * copies)
+        refs = pa.array([f"part-0.parquet#{i}" for i in range(n)])
+        extra = {"source_id": refs, "observed_at": pa.chunked_array([t["approximateArrivalTimestamp"]] * copies)}
+        rows = (np.arange(n) % every != 1) & (np.arange(n) % 7 != 3)
+        known = events.Explained(rows, ledger.uuids(ids)[0].combine_chunks(), pa.array(explained.digests(data)))
+        args = {"hop": "sink", "source": "sink", "extra": extra, "eb_id": ids, "match": MatchConfig()}
+        full, full_rej = events.parse(data, refs, **args)
+        lazy, lazy_rej = events.parse(data, refs, explained=known, **args)
+        assert lazy_rej.equals(full_rej) and full_rej.num_rows == len(range(3, n, 7))
+        assert lazy["source_ref"].to_pylist() == full["source_ref"].to_pylist()  # the input's order
+        parsed = pa.array(~rows[np.arange(n) % 7 != 3])
+        assert lazy.filter(parsed).equals(full.filter(parsed))
+        zendesk = ["zendesk_key", "ticket_id", "event_type", "family", "event_time", "sequence_id", "sequence_position",
+                   "sequence_total", "replay_name"]
+        assert lazy.filter(pc.invert(parsed)).drop_columns(zendesk).equals(
+            full.filter(pc.invert(parsed)).drop_columns(zendesk))
+        assert lazy.filter(pc.invert(parsed))["ticket_id"].null_count == int(rows.sum())
+
+
 def test_a_replay_marker_marks_its_row_wherever_it_lies():
     values = [b'{"id": "a"}', b'{"replay-name": "r"}', None, b"", b'{"x": "replay-', b'name"}', b'{"y": 1}']
     for arr in (pa.array(values, pa.binary()), pa.array(values, pa.large_binary()),
