@@ -227,7 +227,7 @@ def parse(
     pattern = "" if rules.eb_id_pattern == ledger.UUID_TEXT else rules.eb_id_pattern
     # An explained row's id is UUID text (sources/explained.py). With no other shape asked of ids and no store
     # timestamp given as text, no rule is left that could reject it: it is not even sent to the query below.
-    aside = explained is not None and export_line is None and not pattern and \
+    aside = explained is not None and bool(explained.rows.any()) and export_line is None and not pattern and \
         (observed is None or str(observed.type) not in _TEXT)
     rows = np.flatnonzero(~explained.rows) if aside else np.arange(n, dtype=np.int64)
     cut = (lambda col: col.take(rows)) if aside else (lambda col: col)
