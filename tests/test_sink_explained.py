@@ -93,10 +93,19 @@ def test_the_bus_log_s_digest_of_a_payload_is_the_sink_s():
     assert led["payload_digest"].to_pylist() == explained.digests(data).tolist()
 
 
-def test_explained_rows_and_parsed_ones_come_out_as_with_every_payload_parsed_and_in_the_input_s_order():
+def test_explained_rows_and_parsed_ones_come_out_as_with_every_payload_parsed_and_in_the_input_s_order(monkeypatch):
     """events.parse builds an explained row's ledger row without its payload and puts the parsed rows between them:
     the rows, their order and the rejects are those of parsing everything, but for the explained rows' Zendesk
     fields. Few runs of each (slices) and many (one take)."""
+    runs = []
+
+    def in_order(known, rows, parsed, at):  # watched, not replaced: how many runs each call put in order
+        label = np.where(rows, 0, -1)
+        label[at] = 1
+        runs.append(int((np.diff(label) != 0).sum()))
+        return real(known, rows, parsed, at)
+    real = events._in_order
+    monkeypatch.setattr(events, "_in_order", in_order)
     t = pa.concat_tables([pq.read_table(f, columns=["partitionKey", "data", "approximateArrivalTimestamp"])
                           for f in sorted((SPARK / "parquet").rglob("*.parquet"))])
     for copies, every in ((2, 9), (40, 2)):  # 30 rows, explained in long runs; 600 alternating (> _RUNS runs)
@@ -109,7 +118,8 @@ def test_explained_rows_and_parsed_ones_come_out_as_with_every_payload_parsed_an
         refs = pa.array([f"part-0.parquet#{i}" for i in range(n)])
         extra = {"source_id": refs, "observed_at": pa.chunked_array([t["approximateArrivalTimestamp"]] * copies)}
         rows = (np.arange(n) % every != 1) & (np.arange(n) % 7 != 3)
-        known = events.Explained(rows, ledger.uuids(ids)[0].combine_chunks(), pa.array(explained.digests(data)))
+        known = events.Explained(rows, explained.as_uuids(explained.uuid_keys(ids)[0]),
+                                 pa.array(explained.digests(data)))
         args = {"hop": "sink", "source": "sink", "extra": extra, "eb_id": ids, "match": MatchConfig()}
         full, full_rej = events.parse(data, refs, **args)
         lazy, lazy_rej = events.parse(data, refs, explained=known, **args)
@@ -122,6 +132,7 @@ def test_explained_rows_and_parsed_ones_come_out_as_with_every_payload_parsed_an
         assert lazy.filter(pc.invert(parsed)).drop_columns(zendesk).equals(
             full.filter(pc.invert(parsed)).drop_columns(zendesk))
         assert lazy.filter(pc.invert(parsed))["ticket_id"].null_count == int(rows.sum())
+    assert len(runs) == 2 and runs[0] < events._RUNS <= runs[1]  # the explained rows went aside, both ways
 
 
 def test_a_replay_marker_marks_its_row_wherever_it_lies():

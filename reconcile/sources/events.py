@@ -84,6 +84,7 @@ WITH x AS (
                     AND NOT regexp_matches(x[13], $zendesk_source), false) AS foreign_event
     FROM f
 ), r AS (
+    -- the rules a skip_payload row still meets here are those parse's `aside` test knows of: keep the two together
     SELECT *, CASE
         WHEN raw_missing THEN 'no event JSON (empty record)'
         WHEN pre_reason IS NOT NULL THEN pre_reason
@@ -225,22 +226,29 @@ def parse(
     rules = match or MatchConfig(eb_id_pattern="")
     # the default pattern is the UUID rule itself, which every id meets anyway: not matched twice
     pattern = "" if rules.eb_id_pattern == ledger.UUID_TEXT else rules.eb_id_pattern
+    if explained is not None and eb_id is None:
+        raise ValueError("explained rows need their ids (eb_id): the rows' own ids are what the bus log explains")
     # An explained row's id is UUID text (sources/explained.py). With no other shape asked of ids and no store
-    # timestamp given as text, no rule is left that could reject it: it is not even sent to the query below.
-    aside = explained is not None and bool(explained.rows.any()) and export_line is None and not pattern and \
-        (observed is None or str(observed.type) not in _TEXT)
-    rows = np.flatnonzero(~explained.rows) if aside else np.arange(n, dtype=np.int64)
-    cut = (lambda col: col.take(rows)) if aside else (lambda col: col)
+    # timestamp given as text, no rule of _SQL is left that could reject it (`reason` below): it is not even sent to
+    # the query. A rule that _SQL applies to skip_payload rows must be added to this test too.
+    aside = (explained is not None and bool(explained.rows.any()) and export_line is None and not pattern
+             and (observed is None or str(observed.type) not in _TEXT))
+    rows = np.arange(n, dtype=np.int64)
+    skip = pa.array(explained.rows) if explained is not None else pa.array(np.zeros(n, bool))
+    raw_in, eb_in, observed_in = raw, eb_id, observed
+    if aside:  # only the rows that are not explained go to the query
+        rows = np.flatnonzero(~explained.rows)
+        raw_in, skip = raw.take(rows), pa.array(np.zeros(len(rows), bool))
+        eb_in, observed_in = eb_id.take(rows), observed.take(rows) if observed is not None else None
     # The refs and the pass-through columns stay in Arrow: inside DuckDB `source_ref` is the row number, and the
     # long strings are put back by it afterwards (carrying them through the query cost a quarter of its time).
     kept = {"source_ref": source_ref, **extra}
     cols: dict[str, pa.Array | pa.ChunkedArray] = {
         "source_ref": pa.array(rows),
-        "raw": cut(raw),
-        "eb_override": cut(eb_id) if eb_id is not None else pa.nulls(len(rows), pa.string()),
-        "observed_at": cut(observed) if observed is not None else pa.nulls(len(rows), ledger.TS),
-        "skip_payload": pa.array(explained.rows) if explained is not None and not aside else
-        pa.array(np.zeros(len(rows), bool)),
+        "raw": raw_in,
+        "eb_override": eb_in if eb_in is not None else pa.nulls(len(rows), pa.string()),
+        "observed_at": observed_in if observed_in is not None else pa.nulls(len(rows), ledger.TS),
+        "skip_payload": skip,
     }
     if export_line is not None:
         cols["stamp"], cols["line"] = export_line
@@ -268,9 +276,9 @@ def parse(
     if not aside:
         return parsed, rejects
     # the explained rows as they are, the parsed ones between them, in the input's order
-    known = {"hop": pa.repeat(pa.scalar(hop), n), "eb_id": explained.eb_id, "payload_digest": explained.digest,
-             **kept, **({"observed_at": observed} if observed is not None else {})}
-    known = ledger.conform(pa.table(known))
+    known = ledger.conform(pa.table({"hop": pa.repeat(pa.scalar(hop), n), "eb_id": explained.eb_id,
+                                     "payload_digest": explained.digest, **kept,
+                                     **({"observed_at": observed} if observed is not None else {})}))
     return _in_order(known, explained.rows, parsed, good["source_ref"].to_numpy()), rejects
 
 
@@ -278,13 +286,14 @@ _RUNS = 256  # past this many runs of explained and parsed rows, one take puts t
 
 
 def _in_order(known: pa.Table, rows: np.ndarray, parsed: pa.Table, at: np.ndarray) -> pa.Table:
-    """`known`'s rows where `rows` is true and `parsed`'s rows (row `at[i]` of the input, increasing), as one table
-    in the input's order (rows in neither, the rejected ones, left out). The parsed rows are few: the table is
-    `known`'s runs and theirs as slices, copying nothing."""
+    """`known`'s rows where `rows` is true and `parsed`'s rows (row `at[i]` of the input), as one table in the
+    input's order (rows in neither, the rejected ones, left out). The parsed rows are usually few: the table is then
+    `known`'s runs and theirs as slices, copying nothing; past _RUNS runs (or should `at` not increase), one take
+    copies every column into that order."""
     label = np.where(rows, 0, -1)
     label[at] = 1
     cuts = np.flatnonzero(np.diff(label)) + 1
-    if len(cuts) >= _RUNS:
+    if len(cuts) >= _RUNS or bool((np.diff(at) <= 0).any()):
         both = pa.concat_tables([known, parsed])
         order = np.full(len(label), -1, np.int64)
         order[rows] = np.flatnonzero(rows)

@@ -4,7 +4,7 @@ A sink row's EventBridge id comes from a column (the Kinesis partition key), not
 holds a copy of that id *with the same payload bytes*, the row's payload would parse exactly as that copy did: into
 the same fields, passing the same rules. queries/bus_events.sql takes the event's Zendesk fields from the log copy
 and reads nothing from the sink row but its own columns (arrival, sequence number, commit flag) and its
-`replay-name`. Such a row is *explained*: its payload is not parsed (events.parse `skip_payload`), which is most of
+`replay-name`. Such a row is *explained*: its payload is not parsed (events.parse `explained`), which is most of
 the sink's time. Every other row is parsed as before: ids the bus log lacks, payloads that differ from every copy
 the log holds of their id (a payload damaged in the sink alone is parsed, so it is a reject), ids that are not
 canonical UUID text, rows without a payload and rows whose payload names a replay.

@@ -264,13 +264,13 @@ def _parse(rows: pa.Table, cfg: SinkConfig, match: MatchConfig | None = None,
     """(ledger, rejects, rows whose payload was not parsed)."""
     extra = {"source_id": rows["source_ref"], "sequence_number": rows["sequence_number"],
              "observed_at": rows["observed_at"], "committed": rows["committed"]}
-    skip = explained.explained(rows["eb_id"], rows["data"], bus) if bus is not None else None
+    known = explained.explained(rows["eb_id"], rows["data"], bus) if bus is not None else None
     led, rej = events.parse(rows["data"], rows["source_ref"], hop=HOP, source=NAME, extra=extra,
                             eb_id=None if cfg.id_path else rows["eb_id"], id_path=cfg.id_path,
                             no_id_reason=(f"no EventBridge id at {cfg.id_path} in data" if cfg.id_path else
                                           f"no EventBridge id in column {cfg.id_column}"), match=match,
-                            explained=skip)
-    return led, rej, 0 if skip is None else int(skip.rows.sum())
+                            explained=known)
+    return led, rej, 0 if known is None else int(known.rows.sum())
 
 
 def _as_text(arr, n: int) -> pa.Array:
