@@ -1,11 +1,15 @@
 -- verdict_counts: per verdict of the vocabulary (table verdict_vocab, queries/verdicts.csv), how many expected bus
 -- events got it (`events`: the unit summary.json and the loss rates count; a new ticket's folded Create children
 -- are one) and how many Zendesk child events (`children`: rows of verdicts.parquet); zero when absent.
+-- The verdicts are counted first and the vocabulary joined to the counts: a join of the vocabulary to every verdict
+-- row would have DuckDB build its hash table of the verdicts (at 100 M events, more than the memory limit).
 CREATE OR REPLACE TABLE verdict_counts AS
-SELECT v.verdict,
-       count(j.verdict) FILTER (WHERE j.source_id = j.expected_id) AS events,
-       count(j.verdict) AS children
+WITH counted AS (
+    SELECT verdict, count(*) FILTER (WHERE source_id = expected_id) AS events, count(*) AS children
+    FROM verdicts
+    GROUP BY verdict
+)
+SELECT v.verdict, coalesce(c.events, 0) AS events, coalesce(c.children, 0) AS children
 FROM verdict_vocab v
-LEFT JOIN verdicts j ON j.verdict = v.verdict
-GROUP BY v.ord, v.verdict
+LEFT JOIN counted c ON c.verdict = v.verdict
 ORDER BY v.ord;
