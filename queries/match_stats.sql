@@ -2,16 +2,23 @@
 -- vocabulary's order (queries/match_kinds.csv: exactly on the event id, by composite key, ambiguous, by connector
 -- sequence position, or not at all). Counted are the expected bus events whose verdict the funnel counts (in_funnel
 -- in queries/verdicts.csv).
--- The verdicts are counted first and the vocabulary joined to the counts (as in verdict_counts.sql: never a hash table
--- of every verdict row).
+-- The verdicts are counted by (match kind, verdict) first and the vocabularies joined to those few counts (as in
+-- verdict_counts.sql): a join or IN against the verdict rows themselves lets DuckDB build its hash table of every
+-- verdict (the verdicts are bound without a row count), past the memory limit at 100 M events.
 CREATE OR REPLACE TABLE match_stats AS
 WITH counted AS (
-    SELECT match_kind, count(*) AS events
+    SELECT match_kind, verdict, count(*) AS events
     FROM verdicts
-    WHERE source_id = expected_id AND verdict IN (SELECT verdict FROM verdict_vocab WHERE in_funnel)
-    GROUP BY match_kind
+    WHERE source_id = expected_id
+    GROUP BY match_kind, verdict
+),
+in_funnel AS (
+    SELECT c.match_kind, sum(c.events) AS events
+    FROM counted c
+    JOIN verdict_vocab v ON v.verdict = c.verdict AND v.in_funnel
+    GROUP BY c.match_kind
 )
-SELECT m.match_kind, coalesce(c.events, 0) AS events
+SELECT m.match_kind, coalesce(f.events, 0)::BIGINT AS events
 FROM match_vocab m
-LEFT JOIN counted c ON c.match_kind = m.match_kind
+LEFT JOIN in_funnel f ON f.match_kind = m.match_kind
 ORDER BY m.ord;

@@ -1,13 +1,20 @@
 -- silent_losses: losses no store reported (lost before the bus, lost after the bus with no DLQ message), per hour
 -- of Zendesk event time and event kind: when and what went missing without a trace (`silent` in
 -- queries/verdicts.csv; one column per silent verdict).
+-- Counted by (hour, kind, verdict) first and the vocabulary joined to the counts (verdict_counts.sql says why).
 CREATE OR REPLACE TABLE silent_losses AS
-SELECT time_bucket(INTERVAL 1 HOUR, event_time, $window_start) AS hour,
-       kind,
-       count(*) AS lost,
-       count(*) FILTER (WHERE verdict = 'lost_before_bus') AS lost_before_bus,
-       count(*) FILTER (WHERE verdict = 'lost_after_bus') AS lost_after_bus
-FROM verdicts
-WHERE verdict IN (SELECT verdict FROM verdict_vocab WHERE silent) AND source_id = expected_id
-GROUP BY ALL
+WITH counted AS (
+    SELECT time_bucket(INTERVAL 1 HOUR, event_time, $window_start) AS hour, kind, verdict, count(*) AS n
+    FROM verdicts
+    WHERE source_id = expected_id
+    GROUP BY ALL
+)
+SELECT c.hour,
+       c.kind,
+       sum(c.n)::BIGINT AS lost,
+       coalesce(sum(c.n) FILTER (WHERE c.verdict = 'lost_before_bus'), 0)::BIGINT AS lost_before_bus,
+       coalesce(sum(c.n) FILTER (WHERE c.verdict = 'lost_after_bus'), 0)::BIGINT AS lost_after_bus
+FROM counted c
+JOIN verdict_vocab v ON v.verdict = c.verdict AND v.silent
+GROUP BY c.hour, c.kind
 ORDER BY hour, lost DESC, kind;

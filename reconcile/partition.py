@@ -86,6 +86,15 @@ def read_by(tables: list[str], queries: tuple[str, ...]) -> list[str]:
     return [t for t in tables if re.search(rf"\b{t}\b", text)]
 
 
+def run_wide_queries() -> tuple[str, ...]:
+    """The queries run once after the partitions, over every partition's rows: each reads tables bound as files
+    without a row count (the split's Arrow files), so none may join or IN-filter such a table's rows on the side
+    DuckDB builds its hash table of (it has no count to choose by): count first, then join the counts."""
+    partitioned = eng.BY_EB_ID + eng.BY_TICKET
+    first = min(eng.QUERIES.index(q) for q in partitioned)
+    return tuple(q for q in eng.QUERIES[first:] if q not in partitioned and q not in eng.SINGLE_PASS)
+
+
 def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, Any], k: int) -> None:
     """Run engine.QUERIES in `k` partitions (k >= 2); afterwards the engine holds the same tables as run_all."""
     con = e.con
@@ -96,6 +105,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     e.partitions = k
     partitioned = eng.BY_EB_ID + eng.BY_TICKET
     first = min(eng.QUERIES.index(q) for q in partitioned)
+    run_wide = run_wide_queries()
     for name in eng.QUERIES[:first]:  # what the partitioned queries build on (macros), once
         e.run_query(name, params)
     empty = {hop: con.table(hop).limit(0).to_arrow_table() for hop in ("zendesk",) + AWS_HOPS}
@@ -125,7 +135,6 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     for hop in AWS_HOPS:
         _drop(con, hop)  # the ticket partitions read what bus_events made of them (the run-wide queries, the ledgers)
     logger.info("judged %d EventBridge-id partitions (%s)", k, ", ".join(eng.BY_EB_ID))
-    run_wide = tuple(q for q in eng.QUERIES[first:] if q not in partitioned and q not in eng.SINGLE_PASS)
     # what the ticket partitions make that a run-wide query reads (verdicts, hop_a, ...): source_events and seq_units
     # are read within the partition only, so they are not written
     by_ticket = read_by(made_by(eng.BY_TICKET), run_wide)

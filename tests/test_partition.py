@@ -284,3 +284,40 @@ def test_a_query_file_streamed_gives_the_rows_its_table_would_hold(tmp_path):
     view.write_text("CREATE OR REPLACE VIEW v AS SELECT 1 AS n;\n")
     with pytest.raises(eng.QueryError, match="cannot be streamed"):
         eng.execute_file(con, view, {}, stream=True)
+
+
+def test_the_run_wide_queries_never_hold_the_verdict_rows_in_memory(sim_day, tmp_path):
+    """After the partitions, the run-wide queries read the verdicts from the slices' Arrow files, which give DuckDB no
+    row count: a join or IN filter of the verdict rows against a small table (the vocabulary) may then build its
+    hash table of the verdicts, and at 100 M events that ran past the memory limit (verdict_counts, then
+    match_stats, then silent_losses). Here the day's verdicts, repeated to ~400 K rows, are bound that way (an Arrow
+    dataset) and every run-wide query that reads them runs within 16 MB, far less than those rows; the counts come
+    out as many times the day's."""
+    import pyarrow.dataset as pads
+    cfg, window, ledgers, _ = sim_day
+    params = run.params(cfg, window)
+    e = run.judge(cfg, window, ledgers, None,
+                  engine=EngineConfig(memory_limit="1GB", temp_directory=str(tmp_path / "spill"), partitions=1))
+    try:
+        verdicts = e.arrow("verdicts")
+        counted = ("verdict_counts", "funnel", "match_stats", "silent_losses", "loss_by_type", "duplicates",
+                   "unlogged_causes")
+        day = {t: e.arrow(t) for t in counted}
+        times = -(-400_000 // verdicts.num_rows)
+        partition._drop(e.con, "verdicts")
+        e.con.register("verdicts", pads.dataset(eng.uuid_ids(pa.concat_tables([verdicts] * times))))
+        e.con.execute("SET memory_limit = '16MB'")
+        reading = [q for q in partition.run_wide_queries() if partition.read_by(["verdicts"], (q,))]
+        assert set(counted) < set(reading)
+        for name in reading:
+            e.run_query(name, params)  # a hash table of the verdicts: QueryError, "ran out of room"
+        for t in counted:
+            many = e.arrow(t)
+            assert many.num_rows == day[t].num_rows > 0, t
+            for c in day[t].column_names:
+                if pa.types.is_integer(day[t].schema.field(c).type) and c != "ord":
+                    assert many[c].to_pylist() == [None if n is None else n * times for n in day[t][c].to_pylist()], (t, c)
+                else:
+                    assert many[c] == day[t][c], (t, c)
+    finally:
+        e.close()
