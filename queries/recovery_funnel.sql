@@ -7,10 +7,14 @@
 -- zero when no recovery touches the run (summary.json then leaves `recovery` out). An event several plans name counts
 -- once, by its furthest status: sent, landed already, failed, sending.
 CREATE OR REPLACE TABLE recovery_funnel AS
-WITH judged AS (
-    SELECT eb_id, verdict, recovery_lag_s FROM verdicts WHERE source_id = expected_id AND eb_id IS NOT NULL
+WITH judged AS MATERIALIZED (
+    -- the events the journal names, found with MARK joins built on the journal and kept apart (MATERIALIZED) from
+    -- the join below: the verdicts are read from files that give DuckDB no row count (queries/settlements.sql, near)
+    SELECT eb_id, verdict, recovery_lag_s FROM verdicts
+    WHERE source_id = expected_id AND coalesce(eb_id IN (SELECT eb_id FROM recovery_journal), false)
     UNION ALL
-    SELECT eb_id, verdict, recovery_lag_s FROM settlements WHERE eb_id IS NOT NULL
+    SELECT eb_id, verdict, recovery_lag_s FROM settlements
+    WHERE coalesce(eb_id IN (SELECT eb_id FROM recovery_journal), false)
 ), attempts AS (
     SELECT eb_id,
            CASE max(CASE status WHEN 'sent' THEN 4 WHEN 'landed_already' THEN 3 WHEN 'failed' THEN 2 ELSE 1 END)

@@ -72,10 +72,11 @@ JOIN ranked_b b USING (ticket_id, kind, r)
 JOIN amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id;
 
 -- what the stores hold of an expected event, from its links (table `links`: source_id, eb_id, match_kind) to
--- bus_events, and what `reconcile recover` sent for it (table `recoveries`, from the recovery journal): one row per
--- linked source_id. An event linked to one id (nearly all) takes that id's row as it is;
--- only events linked to several ids are summed over them (counts stay BIGINT).
-CREATE OR REPLACE MACRO bus_facts(links) AS TABLE
+-- the bus events (table `bus`: bus_events, or the part of it the links can reach), and what `reconcile recover` sent
+-- for it (table `recoveries`, from the recovery journal): one row per linked source_id. An event linked to one id
+-- (nearly all) takes that id's row as it is; only events linked to several ids are summed over them (counts stay
+-- BIGINT).
+CREATE OR REPLACE MACRO bus_facts(links, bus) AS TABLE
 WITH l AS (
     SELECT * FROM query_table(links)
 ), multi AS (
@@ -87,7 +88,7 @@ SELECT l.source_id, 1 AS eb_ids, l.eb_id, NULL::VARCHAR[] AS other_eb_ids, l.mat
        b.dlq_target, b.bus_at, b.sink_at, b.dlq_at,
        r.sent_at AS recovery_sent_at, r.route AS recovery_route, r.replay_name AS recovery_replay
 FROM l
-JOIN bus_events b USING (eb_id)
+JOIN query_table(bus) b USING (eb_id)
 LEFT JOIN recoveries r USING (eb_id)
 WHERE l.source_id NOT IN (SELECT source_id FROM multi)
 UNION ALL
@@ -114,7 +115,7 @@ SELECT l.source_id,
        arg_min(r.route, r.sent_at) AS recovery_route,
        arg_min(r.replay_name, r.sent_at) AS recovery_replay
 FROM l
-JOIN bus_events b USING (eb_id)
+JOIN query_table(bus) b USING (eb_id)
 LEFT JOIN recoveries r USING (eb_id)
 WHERE l.source_id IN (SELECT source_id FROM multi)
 GROUP BY l.source_id;

@@ -9,6 +9,16 @@
 CREATE OR REPLACE TABLE settlements AS
 WITH open AS (
     SELECT * FROM carried WHERE eb_id IS NULL
+), near AS MATERIALIZED (
+    -- the bus events a carried event can link to (by its Zendesk event id, its ticket or its EventBridge id): few.
+    -- In partitioned judging bus_events is the split's Arrow files, which give DuckDB no row count, and a plain join
+    -- or IN with the carried events has it build its hash table of every bus event of the day (spilled at 100 M;
+    -- partition.run_wide_queries). `coalesce(x IN (...), false)` is a MARK join, which DuckDB builds on the subquery
+    -- (the carried events); MATERIALIZED keeps the joins below from being planned into this scan.
+    SELECT * FROM bus_events
+    WHERE coalesce(zendesk_key IN (SELECT zendesk_key FROM carried), false)
+       OR coalesce(ticket_id IN (SELECT ticket_id FROM carried), false)
+       OR coalesce(eb_id IN (SELECT eb_id FROM carried), false)
 ), taken AS (
     -- ids already linked to an event: by an earlier run to a carried event, or by this run's hop A
     SELECT source_id, eb_id FROM carried WHERE eb_id IS NOT NULL
@@ -16,13 +26,13 @@ WITH open AS (
 ), exact AS (
     SELECT DISTINCT c.source_id, b.eb_id, 'exact' AS match_kind
     FROM open c
-    JOIN bus_events b ON exact_candidate(b.family, b.zendesk_key, c.zendesk_key)
+    JOIN near b ON exact_candidate(b.family, b.zendesk_key, c.zendesk_key)
 ), cand AS (
     SELECT DISTINCT c.source_id, b.eb_id, c.ticket_id, model_kind(c.kind) AS kind, c.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos
     FROM open c
     JOIN emission_model k ON k.api_kind = model_kind(c.kind)
-    JOIN bus_events b
+    JOIN near b
       ON b.event_type = k.bus_type
      AND composite_candidate(c.ticket_id, model_kind(c.kind), c.event_time, NULL, c.position,
                              b.ticket_id, k.api_kind, b.event_time, b.sequence_position, $tolerance_s)
@@ -33,7 +43,7 @@ WITH open AS (
     UNION ALL SELECT * FROM exact
     UNION ALL SELECT * FROM pair_candidates('cand')
 ), facts AS (
-    SELECT * FROM bus_facts('links')
+    SELECT * FROM bus_facts('links', 'near')
 ), judged AS (
     SELECT c.window_key, c.source_id, c.kind, c.ticket_id, c.event_time,
            coalesce(f.eb_id, c.eb_id) AS eb_id,

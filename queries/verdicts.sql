@@ -9,7 +9,7 @@
 -- recovery_lag_s (sink arrival - the send); a recovered event's latencies are its recovery's, so none are given.
 CREATE OR REPLACE TABLE verdicts AS
 WITH linked AS (
-    SELECT * FROM bus_facts('hop_a')
+    SELECT * FROM bus_facts('hop_a', 'bus_events')
 ), judged AS (
     SELECT s.source_id, s.zendesk_key, s.ticket_id, s.kind, s.event_time, s.audit_id, s.position, s.source_ref,
            s.expected_id, s.model_kind, s.emission, q.sequence_id, q.total AS sequence_total,

@@ -286,31 +286,67 @@ def test_a_query_file_streamed_gives_the_rows_its_table_would_hold(tmp_path):
         eng.execute_file(con, view, {}, stream=True)
 
 
-def test_the_run_wide_queries_never_hold_the_verdict_rows_in_memory(sim_day, tmp_path):
-    """After the partitions, the run-wide queries read the verdicts from the slices' Arrow files, which give DuckDB no
-    row count: a join or IN filter of the verdict rows against a small table (the vocabulary) may then build its
-    hash table of the verdicts, and at 100 M events that ran past the memory limit (verdict_counts, then
-    match_stats, then silent_losses). Here the day's verdicts, repeated to ~400 K rows, are bound that way (an Arrow
-    dataset) and every run-wide query that reads them runs within 16 MB, far less than those rows; the counts come
-    out as many times the day's."""
+
+def journal_of(verdicts: pa.Table, n: int, at) -> dict[str, pa.Table]:
+    """`n` of the day's lost events as if `reconcile recover` had sent (or failed to send) them: the engine's
+    recovery tables (reconcile/recovered.py)."""
+    from reconcile.recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
+    lost = [r for r in verdicts.to_pylist() if r["eb_id"] and r["verdict"] in ("lost_after_bus", "dead_lettered")][:n]
+    rows = [{"plan_digest": "p1", "window_key": "w", "source_id": r["source_id"], "eb_id": str(r["eb_id"]),
+             "route": "put_events", "target": "bus", "status": ("sent", "failed", "landed_already")[i % 3],
+             "attempts": 1, "sent_at": at} for i, r in enumerate(lost)]
+    sent = [{k: r[k] for k in ("eb_id", "route", "target", "plan_digest", "sent_at")} for r in rows if r["status"] == "sent"]
+    return {"recovery_journal": pa.Table.from_pylist(rows, schema=JOURNAL_SCHEMA),
+            "recoveries": pa.Table.from_pylist(sent, schema=RECOVERIES_SCHEMA)}
+
+
+# Copy k of a bus event: its ticket, Zendesk event id and EventBridge id moved so that copies link to nothing
+# (benchmarks/scale_engine.py multiplies a day the same way); copy 0 is the day's row as it is.
+_COPIES = """SELECT * REPLACE (ticket_id + k * 10000000000000 AS ticket_id,
+       CASE WHEN k = 0 THEN zendesk_key ELSE zendesk_key || '~' || k END AS zendesk_key,
+       (printf('%08x', (('0x' || left(eb_id::VARCHAR, 8))::BIGINT + k) % 4294967296)
+        || substr(eb_id::VARCHAR, 9))::UUID AS eb_id)
+FROM day, range($times) r(k)"""
+
+
+@pytest.mark.parametrize("carried", [300, 0])  # with none, the settlements give DuckDB no count for the funnel either
+def test_the_run_wide_queries_never_hold_a_day_s_rows_in_memory_nor_spill(sim_day, tmp_path, carried):
+    """After the partitions, the run-wide queries read the verdicts and bus_events from the split's Arrow files,
+    which give DuckDB no row count. A join or IN of those rows with a small table (the vocabulary, the carried
+    events, the recovery journal) may then have it build its hash table of the day's rows: at 100 M events that ran
+    out of memory (verdict_counts, match_stats, silent_losses) or spilled (settlements). Here a day with carried
+    events and a recovery journal is judged, then its verdicts repeated to ~4 M rows and its bus events copied to
+    ~3 M (each copy under new ids, linking to nothing) are bound as Arrow datasets, and every run-wide query runs in
+    128 MB more than the engine holds, with no room to spill (each query this guards failed here before its fix). The counts come out as many times the day's; the
+    settlements and the recovery funnel as the day's."""
     import pyarrow.dataset as pads
     cfg, window, ledgers, _ = sim_day
     params = run.params(cfg, window)
-    e = run.judge(cfg, window, ledgers, None,
-                  engine=EngineConfig(memory_limit="1GB", temp_directory=str(tmp_path / "spill"), partitions=1))
+    engine = EngineConfig(memory_limit="1GB", temp_directory=str(tmp_path / "spill"), partitions=1)
+    e = run.judge(cfg, window, ledgers, None, engine=engine)
+    verdicts = e.arrow("verdicts")
+    e.close()
+    recovery = journal_of(verdicts, 300, window.start + timedelta(hours=1))
+    e = run.judge(cfg, window, ledgers, carried_from(verdicts, carried), engine=engine, recovery=recovery)
     try:
-        verdicts = e.arrow("verdicts")
         counted = ("verdict_counts", "funnel", "match_stats", "silent_losses", "loss_by_type", "duplicates",
                    "unlogged_causes")
-        day = {t: e.arrow(t) for t in counted}
-        times = -(-400_000 // verdicts.num_rows)
-        partition._drop(e.con, "verdicts")
-        e.con.register("verdicts", pads.dataset(eng.uuid_ids(pa.concat_tables([verdicts] * times))))
-        e.con.execute("SET memory_limit = '16MB'")
-        reading = [q for q in partition.run_wide_queries() if partition.read_by(["verdicts"], (q,))]
-        assert set(counted) < set(reading)
-        for name in reading:
-            e.run_query(name, params)  # a hash table of the verdicts: QueryError, "ran out of room"
+        day = {t: e.arrow(t) for t in counted + ("settlements", "recovery_funnel")}
+        assert day["settlements"].num_rows == carried
+        assert day["recovery_funnel"]["planned"][0].as_py() == recovery["recovery_journal"].num_rows > 20
+        verdicts, bus = e.arrow("verdicts"), e.arrow("bus_events")
+        times = -(-4_000_000 // verdicts.num_rows)
+        e.con.register("day", bus)
+        copies = e.con.sql(_COPIES, params={"times": -(-3_000_000 // bus.num_rows)}).to_arrow_table()
+        e.con.unregister("day")
+        for name, rows in (("verdicts", pa.concat_tables([verdicts] * times)), ("bus_events", copies)):
+            partition._drop(e.con, name)
+            e.con.register(name, pads.dataset(eng.uuid_ids(rows)))
+        held = e.con.sql("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0]
+        e.con.execute(f"SET memory_limit = '{held + 128 * 2**20}B'")
+        e.con.execute("SET max_temp_directory_size = '1MB'")
+        for name in partition.run_wide_queries():
+            e.run_query(name, params)  # a hash table of the day's rows: QueryError, "ran out of room"
         for t in counted:
             many = e.arrow(t)
             assert many.num_rows == day[t].num_rows > 0, t
@@ -319,5 +355,8 @@ def test_the_run_wide_queries_never_hold_the_verdict_rows_in_memory(sim_day, tmp
                     assert many[c].to_pylist() == [None if n is None else n * times for n in day[t][c].to_pylist()], (t, c)
                 else:
                     assert many[c] == day[t][c], (t, c)
+        key = lambda r: tuple(str(v) for v in r.values())  # noqa: E731
+        for t in ("settlements", "recovery_funnel"):
+            assert sorted(e.arrow(t).to_pylist(), key=key) == sorted(day[t].to_pylist(), key=key), t
     finally:
         e.close()
