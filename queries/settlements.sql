@@ -12,9 +12,10 @@ WITH open AS (
 ), near AS MATERIALIZED (
     -- the bus events a carried event can link to (by its Zendesk event id, its ticket or its EventBridge id): few.
     -- In partitioned judging bus_events is the split's Arrow files, which give DuckDB no row count, and a plain join
-    -- or IN with the carried events has it build its hash table of every bus event of the day (spilled at 100 M;
-    -- partition.run_wide_queries). `coalesce(x IN (...), false)` is a MARK join, which DuckDB builds on the subquery
-    -- (the carried events); MATERIALIZED keeps the joins below from being planned into this scan.
+    -- or IN with the carried events has it build its hash table of every bus event of the day (docs/design.md,
+    -- partitioned judging). `coalesce(x IN (...), false)` is a MARK join, which DuckDB builds on the subquery (the
+    -- carried events); MATERIALIZED keeps the joins below from being planned into this scan. The columns are those
+    -- exact_candidate and composite_candidate compare (queries/rules.sql), and the carried links' ids.
     SELECT * FROM bus_events
     WHERE coalesce(zendesk_key IN (SELECT zendesk_key FROM carried), false)
        OR coalesce(ticket_id IN (SELECT ticket_id FROM carried), false)

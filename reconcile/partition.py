@@ -87,9 +87,10 @@ def read_by(tables: list[str], queries: tuple[str, ...]) -> list[str]:
 
 
 def run_wide_queries() -> tuple[str, ...]:
-    """The queries run once after the partitions, over every partition's rows: each reads tables bound as files
-    without a row count (the split's Arrow files), so none may join or IN-filter such a table's rows on the side
-    DuckDB builds its hash table of (it has no count to choose by): count first, then join the counts."""
+    """The queries run once after the partitions, over every partition's rows. `verdicts` and `bus_events` are bound
+    from the split's Arrow files, which give DuckDB no row count, so a query that joins or IN-filters their rows with
+    a small table must not let DuckDB build its hash table of them: it counts first and joins the counts, or finds its
+    few rows with a MARK join kept apart by MATERIALIZED (docs/design.md, partitioned judging)."""
     partitioned = eng.BY_EB_ID + eng.BY_TICKET
     first = min(eng.QUERIES.index(q) for q in partitioned)
     return tuple(q for q in eng.QUERIES[first:] if q not in partitioned and q not in eng.SINGLE_PASS)

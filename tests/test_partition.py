@@ -286,7 +286,6 @@ def test_a_query_file_streamed_gives_the_rows_its_table_would_hold(tmp_path):
         eng.execute_file(con, view, {}, stream=True)
 
 
-
 def journal_of(verdicts: pa.Table, n: int, at) -> dict[str, pa.Table]:
     """`n` of the day's lost events as if `reconcile recover` had sent (or failed to send) them: the engine's
     recovery tables (reconcile/recovered.py)."""
@@ -309,16 +308,19 @@ _COPIES = """SELECT * REPLACE (ticket_id + k * 10000000000000 AS ticket_id,
 FROM day, range($times) r(k)"""
 
 
-@pytest.mark.parametrize("carried", [300, 0])  # with none, the settlements give DuckDB no count for the funnel either
+# With no carried events the recovery funnel's union of verdicts and settlements is planned as the verdicts' one row
+@pytest.mark.parametrize("carried", [300, 0])
 def test_the_run_wide_queries_never_hold_a_day_s_rows_in_memory_nor_spill(sim_day, tmp_path, carried):
     """After the partitions, the run-wide queries read the verdicts and bus_events from the split's Arrow files,
     which give DuckDB no row count. A join or IN of those rows with a small table (the vocabulary, the carried
     events, the recovery journal) may then have it build its hash table of the day's rows: at 100 M events that ran
-    out of memory (verdict_counts, match_stats, silent_losses) or spilled (settlements). Here a day with carried
+    out of memory (verdict_counts, match_stats, silent_losses) or spilled (settlements), and here the recovery funnel
+    of a day without carried events ran out too. Here a day with carried
     events and a recovery journal is judged, then its verdicts repeated to ~4 M rows and its bus events copied to
-    ~3 M (each copy under new ids, linking to nothing) are bound as Arrow datasets, and every run-wide query runs in
-    128 MB more than the engine holds, with no room to spill (each query this guards failed here before its fix). The counts come out as many times the day's; the
-    settlements and the recovery funnel as the day's."""
+    ~3 M (each copy under new ids, linking to nothing) are bound as Arrow datasets, and every run-wide query runs
+    with 128 MB more than the engine holds already and no room to spill (each query this guards failed here before
+    its fix). The counts come out as many times the day's; the settlements and the recovery funnel as the day's,
+    carried events linked to bus events among them."""
     import pyarrow.dataset as pads
     cfg, window, ledgers, _ = sim_day
     params = run.params(cfg, window)
@@ -326,13 +328,17 @@ def test_the_run_wide_queries_never_hold_a_day_s_rows_in_memory_nor_spill(sim_da
     e = run.judge(cfg, window, ledgers, None, engine=engine)
     verdicts = e.arrow("verdicts")
     e.close()
-    recovery = journal_of(verdicts, 300, window.start + timedelta(hours=1))
-    e = run.judge(cfg, window, ledgers, carried_from(verdicts, carried), engine=engine, recovery=recovery)
+    recovery = journal_of(verdicts.slice(300), 300, window.start + timedelta(hours=1))  # none of them carried
+    carry = carried_from(verdicts, carried)
+    e = run.judge(cfg, window, ledgers, carry, engine=engine, recovery=recovery)
     try:
         counted = ("verdict_counts", "funnel", "match_stats", "silent_losses", "loss_by_type", "duplicates",
                    "unlogged_causes")
         day = {t: e.arrow(t) for t in counted + ("settlements", "recovery_funnel")}
-        assert day["settlements"].num_rows == carried
+        settled = day["settlements"]
+        assert settled.num_rows == carried
+        # carried events with no id yet were linked here too (settlements' `near` found their bus events)
+        assert carried == 0 or settled["eb_id"].null_count < carry["eb_id"].null_count
         assert day["recovery_funnel"]["planned"][0].as_py() == recovery["recovery_journal"].num_rows > 20
         verdicts, bus = e.arrow("verdicts"), e.arrow("bus_events")
         times = -(-4_000_000 // verdicts.num_rows)
