@@ -92,8 +92,12 @@ def run_wide_queries() -> tuple[str, ...]:
     a small table must not let DuckDB build its hash table of them: it counts first and joins the counts, or finds its
     few rows with a MARK join kept apart by MATERIALIZED (docs/design.md, partitioned judging)."""
     partitioned = eng.BY_EB_ID + eng.BY_TICKET
-    first = min(eng.QUERIES.index(q) for q in partitioned)
-    return tuple(q for q in eng.QUERIES[first:] if q not in partitioned and q not in eng.SINGLE_PASS)
+    return tuple(q for q in eng.QUERIES[_first_partitioned():] if q not in partitioned and q not in eng.SINGLE_PASS)
+
+
+def _first_partitioned() -> int:
+    """Where in engine.QUERIES the partitioned queries start: those before it (macros) run once, first."""
+    return min(eng.QUERIES.index(q) for q in eng.BY_EB_ID + eng.BY_TICKET)
 
 
 def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, Any], k: int) -> None:
@@ -104,10 +108,8 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     work.mkdir(parents=True)
     e.scratch.append(work)
     e.partitions = k
-    partitioned = eng.BY_EB_ID + eng.BY_TICKET
-    first = min(eng.QUERIES.index(q) for q in partitioned)
     run_wide = run_wide_queries()
-    for name in eng.QUERIES[:first]:  # what the partitioned queries build on (macros), once
+    for name in eng.QUERIES[:_first_partitioned()]:  # what the partitioned queries build on (macros), once
         e.run_query(name, params)
     empty = {hop: con.table(hop).limit(0).to_arrow_table() for hop in ("zendesk",) + AWS_HOPS}
     hold = max(8_192, e.rows_in_memory // (4 * k))  # rows held per partition: at most a quarter of the budget in all
