@@ -4,6 +4,7 @@ an EventBridge id's ticket or name none."""
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -308,6 +309,19 @@ _COPIES = """SELECT * REPLACE (ticket_id + k * 10000000000000 AS ticket_id,
 FROM day, range($times) r(k)"""
 
 
+def estimated_rows(con, table: str) -> int:
+    """How many rows DuckDB's plan expects a scan of `table` to give."""
+    con.execute("SET explain_output = 'all'")
+    try:
+        plans = con.sql(f"EXPLAIN (FORMAT json) SELECT * FROM {table}").fetchall()
+    finally:
+        con.execute("RESET explain_output")
+    node = json.loads(plans[-1][1])[0]
+    while node["children"]:
+        node = node["children"][0]
+    return int(node["extra_info"]["Estimated Cardinality"])
+
+
 # With no carried events the recovery funnel's union of verdicts and settlements is planned as the verdicts' one row
 @pytest.mark.parametrize("carried", [300, 0])
 def test_the_run_wide_queries_never_hold_a_day_s_rows_in_memory_nor_spill(sim_day, tmp_path, carried):
@@ -317,11 +331,11 @@ def test_the_run_wide_queries_never_hold_a_day_s_rows_in_memory_nor_spill(sim_da
     out of memory (verdict_counts, match_stats, silent_losses) or spilled (settlements), and here the recovery funnel
     of a day without carried events ran out too. Here a day with carried
     events and a recovery journal is judged, then its verdicts repeated to ~4 M rows and its bus events copied to
-    ~3 M (each copy under new ids, linking to nothing) are bound as Arrow datasets, and every run-wide query runs
+    ~3 M (each copy under new ids, linking to nothing) are bound from Arrow IPC files as the split's are (DuckDB
+    plans them as one row: checked), and every run-wide query runs
     with 128 MB more than the engine holds already and no room to spill (each query this guards failed here before
     its fix). The counts come out as many times the day's; the settlements and the recovery funnel as the day's,
     carried events linked to bus events among them."""
-    import pyarrow.dataset as pads
     cfg, window, ledgers, _ = sim_day
     params = run.params(cfg, window)
     engine = EngineConfig(memory_limit="1GB", temp_directory=str(tmp_path / "spill"), partitions=1)
@@ -346,8 +360,16 @@ def test_the_run_wide_queries_never_hold_a_day_s_rows_in_memory_nor_spill(sim_da
         copies = e.con.sql(_COPIES, params={"times": -(-3_000_000 // bus.num_rows)}).to_arrow_table()
         e.con.unregister("day")
         for name, rows in (("verdicts", pa.concat_tables([verdicts] * times)), ("bus_events", copies)):
-            partition._drop(e.con, name)
-            e.con.register(name, pads.dataset(eng.uuid_ids(rows)))
+            # bound as a partitioned run binds them: the split's Arrow IPC files, scanned in place
+            path = tmp_path / name / "part=0" / "rows.arrow"
+            path.parent.mkdir(parents=True)
+            rows = eng.uuid_ids(rows)
+            with pa.ipc.new_file(path, rows.schema, options=partition.SPLIT_FORMAT) as w:
+                w.write_table(rows)
+            partition._bind(e.con, name, [path], rows.slice(0, 0))
+            # what makes the hazard: DuckDB plans the files as one row (should it start counting them, this test
+            # no longer tries the queries against it, and must find another way to)
+            assert estimated_rows(e.con, name) == 1, name
         held = e.con.sql("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0]
         e.con.execute(f"SET memory_limit = '{held + 128 * 2**20}B'")
         e.con.execute("SET max_temp_directory_size = '1MB'")
