@@ -123,6 +123,11 @@ def match_kind_table() -> pa.Table:
     return _vocab(MATCH_KINDS_FILE)
 
 
+def match_kind_rows() -> list[dict]:
+    """The kinds of match (queries/match_kinds.csv) in report order: name, order, meaning."""
+    return match_kind_table().to_pylist()
+
+
 def hop_rows() -> list[dict]:
     """The hops (queries/hops.csv) in report order: name, whether the funnel counts it, label, meaning."""
     return hop_table().to_pylist()

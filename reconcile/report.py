@@ -329,7 +329,7 @@ def environment() -> Environment:
     env.filters.update(num=_num, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs,
                        details=detail_rows)
     env.globals.update(nice_max=nice_max, axis=axis, BREAKDOWN_ROWS=BREAKDOWN_ROWS, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS,
-                       HOPS=emission.hop_rows(),
+                       HOPS=emission.hop_rows(), MATCH_KINDS=emission.match_kind_rows(),
                        VERDICTS=emission.verdict_rows(), VERDICT_NAMES=emission.verdicts())
     return env
 

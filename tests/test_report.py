@@ -10,7 +10,7 @@ import orjson
 import pytest
 from bs4 import BeautifulSoup
 
-from reconcile import config, ledger, report, summary
+from reconcile import config, emission, ledger, report, summary
 from reconcile import run as job
 
 from ledgers import DAY
@@ -55,6 +55,17 @@ def test_headline_figures_are_marked(rendered):
     paths = {p for p, _, _ in figures(soup)}
     assert {"status", "window.start", "hops.zendesk_to_bus.loss_rate", "hops.bus_to_sink.threshold", "events",
             "gaps.count", "verdicts.pending", "tool.version"} <= paths
+
+
+def test_match_kinds_are_explained_from_the_vocabulary(rendered):
+    """The funnel lists each kind of match with its count and says what each means, both from
+    queries/match_kinds.csv: a kind added there is counted and explained without touching the template."""
+    s, _, soup = rendered
+    kinds = emission.match_kind_rows()
+    assert [k["match_kind"] for k in kinds] == list(s["matching"])
+    legend = soup.select_one("#funnel").find_next(string=re.compile("^exact: ")).parent.get_text(" ", strip=True)
+    for k in kinds:
+        assert f"{k['match_kind']}: {k['meaning']}" in legend, k["match_kind"]
 
 
 def test_daily_view_shows_every_breakdown(tmp_path):
