@@ -141,9 +141,12 @@ def test_a_replay_marker_marks_its_row_wherever_it_lies():
                 pa.array(values, pa.binary()).slice(1)):
         want = [v is not None and v in (b'{"replay-name": "r"}', b'{"x": "replay-', b'name"}') for v in arr.to_pylist()]
         assert explained._holding(arr, explained.REPLAY_KEY).tolist() == want  # across two values: both parsed
-    # a day of replays: past MAX_HITS matches, Arrow's search per value, with the same answer
-    many = pa.array([b'{"replay-name": "r"}', b'{"y": 1}'] * (explained.MAX_HITS + 1), pa.binary())
-    assert explained._holding(many, explained.REPLAY_KEY).tolist() == [True, False] * (explained.MAX_HITS + 1)
+    # a day of replays: every match found, in text as in bytes
+    for kind in (pa.binary(), pa.string()):
+        many = pa.array(['{"replay-name": "r", "x": "replay-name"}', '{"y": 1}', ""] * 5_000, kind)
+        assert explained._holding(many, explained.REPLAY_KEY).tolist() == [True, False, False] * 5_000
+    none = pa.array([None, None], pa.binary())
+    assert explained._holding(none, explained.REPLAY_KEY).tolist() == [False, False]
 
 
 # ------------------------------------------------------------------------------------- the sink over Spark output
