@@ -85,6 +85,16 @@ def test_lookup_is_exact_for_ids_sharing_their_first_bits_copies_and_nulls():
     assert not bus.holds(other).any()  # the same id with other bytes: not held
 
 
+def test_values_held_twice_are_found_as_pandas_finds_duplicates():
+    import pandas as pd
+    rng = np.random.default_rng(3)
+    for n, repeats in ((0, 0), (1, 0), (1_000, 0), (1_000, 40), (50_000, 5_000), (4, 4)):
+        values = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
+        if repeats:
+            values[rng.integers(0, n, repeats)] = values[rng.integers(0, n, repeats)]
+        assert (explained._held_twice(values) == pd.Series(values).duplicated(keep=False).to_numpy()).all(), n
+
+
 def test_the_bus_log_s_digest_of_a_payload_is_the_sink_s():
     payload = next((SPARK / "parquet").rglob("*.parquet"))
     data = pq.read_table(payload, columns=["data"])["data"].slice(0, 2)

@@ -88,7 +88,7 @@ class BusIds:
         keys = keyed(both.reshape(-1, 2).astype(np.uint64), digests.to_numpy(zero_copy_only=False))
         # First 64 bits held once (nearly every id): the index. Held more than once (an id the log copied twice,
         # rarely two ids): the sorted rest.
-        shared = pd.Series(keys[:, 0]).duplicated(keep=False).to_numpy()
+        shared = _held_twice(keys[:, 0])
         self._index = pd.Index(keys[~shared, 0])
         # pandas builds an index's hash table at its first lookup, without a lock; the sink's threads share this
         # object, so the table is built here, before any of them looks up
@@ -112,6 +112,17 @@ class BusIds:
             pos = np.minimum(np.searchsorted(self._rest, want), len(self._rest) - 1)
             found[left] = self._rest[pos] == want
         return found
+
+
+def _held_twice(values: np.ndarray) -> np.ndarray:
+    """Per value, whether another holds it too (pandas' duplicated(keep=False)), found by sorting the values and
+    looking the few repeated ones up: a third of the time of hashing every value, on the path from the bus log to
+    the sink."""
+    ordered = np.sort(values)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not len(repeated):
+        return np.zeros(len(values), bool)
+    return pd.Index(repeated).get_indexer(values) >= 0
 
 
 def keyed(ids: np.ndarray, digests: np.ndarray) -> np.ndarray:
