@@ -20,7 +20,6 @@ incomplete one, or `parse_payloads = "all"`, or an id read from the payload (`id
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
