@@ -89,7 +89,7 @@ def test_values_held_twice_are_found_as_pandas_finds_duplicates():
     import pandas as pd
     rng = np.random.default_rng(3)
     for n, repeats in ((0, 0), (1, 0), (1_000, 0), (1_000, 40), (50_000, 5_000), (4, 4)):
-        values = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
+        values = rng.integers(0, 2**64, n, dtype=np.uint64)  # keys use all 64 bits
         if repeats:
             values[rng.integers(0, n, repeats)] = values[rng.integers(0, n, repeats)]
         assert (explained._held_twice(values) == pd.Series(values).duplicated(keep=False).to_numpy()).all(), n
@@ -148,7 +148,8 @@ def test_explained_rows_and_parsed_ones_come_out_as_with_every_payload_parsed_an
 def test_a_replay_marker_marks_its_row_wherever_it_lies():
     values = [b'{"id": "a"}', b'{"replay-name": "r"}', None, b"", b'{"x": "replay-', b'name"}', b'{"y": 1}']
     for arr in (pa.array(values, pa.binary()), pa.array(values, pa.large_binary()),
-                pa.array(values, pa.binary()).slice(1)):
+                pa.array(values, pa.binary()).slice(1), pa.array(values, pa.binary()).slice(1, 5),
+                pa.array([v and v.decode() for v in values], pa.large_string()).slice(2)):
         want = [v is not None and v in (b'{"replay-name": "r"}', b'{"x": "replay-', b'name"}') for v in arr.to_pylist()]
         assert explained._holding(arr, explained.REPLAY_KEY).tolist() == want  # across two values: both parsed
     # a day of replays: every match found, in text as in bytes
