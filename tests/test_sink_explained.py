@@ -150,8 +150,8 @@ def test_a_replay_marker_marks_its_row_wherever_it_lies():
     for arr in (pa.array(values, pa.binary()), pa.array(values, pa.large_binary()),
                 pa.array(values, pa.binary()).slice(1), pa.array(values, pa.binary()).slice(1, 5),
                 pa.array([v and v.decode() for v in values], pa.large_string()).slice(2)):
-        want = [v is not None and (v.encode() if isinstance(v, str) else v) in (b'{"replay-name": "r"}', b'{"x": "replay-',
-                                                                              b'name"}') for v in arr.to_pylist()]
+        marked = (b'{"replay-name": "r"}', b'{"x": "replay-', b'name"}')
+        want = [v is not None and (v.encode() if isinstance(v, str) else v) in marked for v in arr.to_pylist()]
         assert explained._holding(arr, explained.REPLAY_KEY).tolist() == want  # across two values: both parsed
     # a day of replays: every match found, in text as in bytes
     for kind in (pa.binary(), pa.string()):
