@@ -295,13 +295,14 @@ def journal_of(verdicts: pa.Table, n: int, at) -> dict[str, pa.Table]:
     rows = [{"plan_digest": "p1", "window_key": "w", "source_id": r["source_id"], "eb_id": str(r["eb_id"]),
              "route": "put_events", "target": "bus", "status": ("sent", "failed", "landed_already")[i % 3],
              "attempts": 1, "sent_at": at} for i, r in enumerate(lost)]
-    sent = [{k: r[k] for k in ("eb_id", "route", "target", "plan_digest", "sent_at")} for r in rows if r["status"] == "sent"]
+    sent = [{k: r[k] for k in ("eb_id", "route", "target", "plan_digest", "sent_at")}
+            for r in rows if r["status"] == "sent"]
     return {"recovery_journal": pa.Table.from_pylist(rows, schema=JOURNAL_SCHEMA),
             "recoveries": pa.Table.from_pylist(sent, schema=RECOVERIES_SCHEMA)}
 
 
-# Copy k of a bus event: its ticket, Zendesk event id and EventBridge id moved so that copies link to nothing
-# (benchmarks/scale_engine.py multiplies a day the same way); copy 0 is the day's row as it is.
+# Copy k of a bus event: its ticket, Zendesk event id and EventBridge id moved so that copies link to nothing (the
+# ticket and EventBridge id as benchmarks/scale_engine.py's _SHIFT moves them); copy 0 is the day's row as it is.
 _COPIES = """SELECT * REPLACE (ticket_id + k * 10000000000000 AS ticket_id,
        CASE WHEN k = 0 THEN zendesk_key ELSE zendesk_key || '~' || k END AS zendesk_key,
        (printf('%08x', (('0x' || left(eb_id::VARCHAR, 8))::BIGINT + k) % 4294967296)

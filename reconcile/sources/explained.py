@@ -186,8 +186,9 @@ def _holding(data: pa.Array, marker: bytes) -> np.ndarray:
     lo, hi = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
     if hi == lo:
         return found
-    whole = pa.Array.from_buffers(pa.large_binary() if wide else pa.binary(), 1, [
-        None, pa.py_buffer(np.array([0, hi - lo], np.int64 if wide else np.int32)), data.buffers()[2].slice(lo, hi - lo)])
+    bounds = pa.py_buffer(np.array([0, hi - lo], np.int64 if wide else np.int32))
+    whole = pa.Array.from_buffers(pa.large_binary() if wide else pa.binary(), 1,
+                                  [None, bounds, data.buffers()[2].slice(lo, hi - lo)])
     pieces = pc.binary_length(pc.list_flatten(pc.split_pattern(whole, marker))).to_numpy()  # one more than matches
     hits = lo + np.cumsum(pieces[:-1], dtype=np.int64) + len(marker) * np.arange(len(pieces) - 1, dtype=np.int64)
     if len(hits):
