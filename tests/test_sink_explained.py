@@ -106,43 +106,46 @@ def test_the_bus_log_s_digest_of_a_payload_is_the_sink_s():
 def test_explained_rows_and_parsed_ones_come_out_as_with_every_payload_parsed_and_in_the_input_s_order(monkeypatch):
     """events.parse builds an explained row's ledger row without its payload and puts the parsed rows between them:
     the rows, their order and the rejects are those of parsing everything, but for the explained rows' Zendesk
-    fields. Few runs of each (slices) and many (one take)."""
+    fields. Few runs of each (slices) and many (one take), with rejected rows among them and without (then the
+    pass-through columns are the input's own arrays)."""
     runs = []
 
-    def in_order(known, rows, parsed, at):  # watched, not replaced: how many runs each call put in order
+    def in_order(known, rows, parsed, at, aligned):  # watched, not replaced: how many runs each call put in order
         label = np.where(rows, 0, -1)
         label[at] = 1
         runs.append(int((np.diff(label) != 0).sum()))
-        return real(known, rows, parsed, at)
+        return real(known, rows, parsed, at, aligned)
     real = events._in_order
     monkeypatch.setattr(events, "_in_order", in_order)
     t = pa.concat_tables([pq.read_table(f, columns=["partitionKey", "data", "approximateArrivalTimestamp"])
                           for f in sorted((SPARK / "parquet").rglob("*.parquet"))])
-    for copies, every in ((2, 9), (40, 2)):  # 30 rows, explained in long runs; 600 alternating (> _RUNS runs)
+    # 30 rows, explained in long runs; 600 alternating (> _RUNS runs), with damaged payloads and without
+    for copies, every, damage in ((2, 9, 7), (40, 2, 7), (40, 2, None)):
         n = t.num_rows * copies
         data = t["data"].to_pylist() * copies
-        for i in range(3, n, 7):
+        damaged = np.arange(n) % damage == 3 if damage else np.zeros(n, bool)
+        for i in np.flatnonzero(damaged):
             data[i] = b"{not json"  # a payload damaged in the sink: parsed, and a reject
         data = pa.array(data, pa.binary())
         ids = pa.chunked_array([t["partitionKey"]] * copies)
         refs = pa.array([f"part-0.parquet#{i}" for i in range(n)])
         extra = {"source_id": refs, "observed_at": pa.chunked_array([t["approximateArrivalTimestamp"]] * copies)}
-        rows = (np.arange(n) % every != 1) & (np.arange(n) % 7 != 3)
+        rows = (np.arange(n) % every != 1) & ~damaged
         known = events.Explained(rows, explained.as_uuids(explained.uuid_keys(ids)[0]),
                                  pa.array(explained.digests(data)))
         args = {"hop": "sink", "source": "sink", "extra": extra, "eb_id": ids, "match": MatchConfig()}
         full, full_rej = events.parse(data, refs, **args)
         lazy, lazy_rej = events.parse(data, refs, explained=known, **args)
-        assert lazy_rej.equals(full_rej) and full_rej.num_rows == len(range(3, n, 7))
+        assert lazy_rej.equals(full_rej) and full_rej.num_rows == damaged.sum()
         assert lazy["source_ref"].to_pylist() == full["source_ref"].to_pylist()  # the input's order
-        parsed = pa.array(~rows[np.arange(n) % 7 != 3])
+        parsed = pa.array(~rows[~damaged])
         assert lazy.filter(parsed).equals(full.filter(parsed))
         zendesk = ["zendesk_key", "ticket_id", "event_type", "family", "event_time", "sequence_id", "sequence_position",
                    "sequence_total", "replay_name"]
         assert lazy.filter(pc.invert(parsed)).drop_columns(zendesk).equals(
             full.filter(pc.invert(parsed)).drop_columns(zendesk))
         assert lazy.filter(pc.invert(parsed))["ticket_id"].null_count == int(rows.sum())
-    assert len(runs) == 2 and runs[0] < events._RUNS <= runs[1]  # the explained rows went aside, both ways
+    assert len(runs) == 3 and runs[0] < events._RUNS <= min(runs[1:])  # the explained rows went aside, every way
 
 
 def test_a_replay_marker_marks_its_row_wherever_it_lies():

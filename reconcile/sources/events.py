@@ -289,26 +289,35 @@ def parse(
     known = ledger.conform(pa.table({"hop": pa.repeat(pa.scalar(hop), n), "eb_id": explained.eb_id,
                                      "payload_digest": explained.digest, **kept,
                                      **({"observed_at": observed} if observed is not None else {})}))
-    return _in_order(known, explained.rows, parsed, good["source_ref"].to_numpy()), rejects
+    return _in_order(known, explained.rows, parsed, good["source_ref"].to_numpy(), tuple(kept)), rejects
 
 
 _RUNS = 256  # past this many runs of explained and parsed rows, one take puts them in order, not so many slices
 
 
-def _in_order(known: pa.Table, rows: np.ndarray, parsed: pa.Table, at: np.ndarray) -> pa.Table:
+def _in_order(known: pa.Table, rows: np.ndarray, parsed: pa.Table, at: np.ndarray,
+              aligned: tuple[str, ...] = ()) -> pa.Table:
     """`known`'s rows where `rows` is true and `parsed`'s rows (row `at[i]` of the input), as one table in the
     input's order (rows in neither, the rejected ones, left out). The parsed rows are usually few: the table is then
     `known`'s runs and theirs as slices, copying nothing; past _RUNS runs (or should `at` not increase), one take
-    copies every column into that order."""
+    puts every column in that order. `aligned` names the columns `known` holds for every input row, parsed or not
+    (the refs and the other pass-through columns, parsed's being the same rows of them): those are taken from `known`
+    alone, by input row, and not at all when every row is kept. They are the long strings (a sink row's object path
+    twice, ~150 bytes each): copying them was most of the take."""
     label = np.where(rows, 0, -1)
     label[at] = 1
     cuts = np.flatnonzero(np.diff(label)) + 1
     if len(cuts) >= _RUNS or bool((np.diff(at) <= 0).any()):
-        both = pa.concat_tables([known, parsed])
+        keep = label >= 0
         order = np.full(len(label), -1, np.int64)
         order[rows] = np.flatnonzero(rows)
         order[at] = len(known) + np.arange(len(at))
-        return both.take(order[order >= 0])
+        merged = [c for c in known.column_names if c not in aligned]
+        both = pa.concat_tables([known.select(merged), parsed.select(merged)]).take(order[keep])
+        kept = None if keep.all() else pa.array(np.flatnonzero(keep))
+        columns = [both[c] if c in merged else known[c] if kept is None else known[c].take(kept)
+                   for c in known.column_names]
+        return pa.Table.from_arrays(columns, schema=known.schema)
     pieces = []
     for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(label)]):
         if label[start] == 0:
