@@ -123,7 +123,8 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
                 extra = " ".join(f"{k}={o[k]}" for k in ("error_code", "sequence_number", "committed", "replay_name")
                                  if o[k] is not None)
                 if o["payload_parsed"] is False:  # its Zendesk fields are its bus log copy's (observations.sql)
-                    extra += " (payload not parsed: the bus log holds the same bytes under this id)"
+                    extra += (" (payload not parsed: the bus log holds the same bytes under this id; fields from "
+                              "its copy)")
                 click.echo(f"  {o['observed_at']:%Y-%m-%dT%H:%M:%S.%f}  {o['hop']:<7} {o['event_type'] or '':<40} "
                            f"{o['source_ref']}  {extra}")
             for a in t.attempts:  # recovery attempts (reconcile recover's journal, as the run saw it)

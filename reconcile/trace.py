@@ -40,7 +40,10 @@ def trace(event_id: str, run_dir: Path) -> Trace:
         con.read_parquet(str(verdicts)).create_view("verdicts")
         for spec in REGISTRY:
             if spec.observations:
-                con.read_parquet(str(folder.ledger(spec))).create_view(spec.hop)
+                rows = con.read_parquet(str(folder.ledger(spec)))
+                if "payload_digest" not in rows.columns:  # a run from before ledgers kept it parsed every payload
+                    rows = rows.project("*, NULL::UBIGINT AS payload_digest")
+                rows.create_view(spec.hop)
         params = {"id": canonical_eb_id(event_id)}  # an id pasted from a raw log may be upper-case
         events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()
         obs = execute_file(con, TRACE_QUERIES / "observations.sql", params).to_arrow_table().to_pylist()

@@ -95,15 +95,31 @@ def test_trace_shows_the_full_path(verdict, hops, moto, tmp_path):
     assert {o["hop"] for o in found["observations"]} == hops
     if verdict == "duplicated":
         assert sum(o["hop"] == "sink" for o in found["observations"]) >= 2
-        # the sink's copies hold the bus log's bytes, so their payloads were not parsed: the trace says so rather
-        # than showing their Zendesk fields empty without a word
+        # the sink's copies hold the bus log's bytes, so their payloads were not parsed: the trace says so, and
+        # shows their Zendesk fields from the bus log copy of the same bytes (what parsing them would give)
         sink = [o for o in found["observations"] if o["hop"] == "sink"]
         assert [o["payload_parsed"] for o in sink] == [False] * len(sink)
+        bus = {o["eb_id"]: o for o in found["observations"] if o["hop"] == "bus"}
+        fields = ("event_time", "ticket_id", "event_type")
+        for o in sink:
+            assert [o[f] for f in fields] == [bus[o["eb_id"]][f] for f in fields]
+            assert None not in [o[f] for f in fields]
+        assert event["ticket_id"] in {o["ticket_id"] for o in sink}
         assert {o["payload_parsed"] for o in found["observations"] if o["hop"] != "sink"} == {None}
         text = CliRunner().invoke(main, ["trace", event["eb_id"], "--run", str(tmp_path / "run0")]).output
         sink_lines = [line for line in text.splitlines() if line.split()[1:2] == ["sink"]]
         assert len(sink_lines) == len(sink)
-        assert all(line.endswith("(payload not parsed: the bus log holds the same bytes under this id)")
-                   for line in sink_lines)
+        assert all(line.endswith("(payload not parsed: the bus log holds the same bytes under this id; fields from "
+                                 "its copy)") and bus[event["eb_id"]]["event_type"] in line for line in sink_lines)
     by_source_id = CliRunner().invoke(main, ["trace", event["source_id"], "--run", str(tmp_path / "run0"), "--json"])
     assert orjson.loads(by_source_id.stdout)[0]["events"] == found["events"]
+    if verdict == "duplicated":  # a run from before the ledgers kept payload_digest is still traced
+        for ledger in (tmp_path / "run0" / "evidence").glob("*.parquet"):
+            table = pq.read_table(ledger)
+            if "payload_digest" in table.column_names:
+                pq.write_table(table.drop_columns(["payload_digest"]), ledger)
+        old = CliRunner().invoke(main, ["trace", event["eb_id"], "--run", str(tmp_path / "run0"), "--json"])
+        assert old.exit_code == 0, old.output
+        (older,) = orjson.loads(old.stdout)
+        assert older["events"] == found["events"]
+        assert len(older["observations"]) == len(found["observations"])
