@@ -300,7 +300,7 @@ def _in_order(known: pa.Table, rows: np.ndarray, parsed: pa.Table, at: np.ndarra
     """`known`'s rows where `rows` is true and `parsed`'s rows (row `at[i]` of the input), as one table in the
     input's order (rows in neither, the rejected ones, left out). The parsed rows are usually few: the table is then
     `known`'s runs and theirs as slices, copying nothing; past _RUNS runs (or should `at` not increase), one take
-    puts every column in that order. `aligned` names the columns `known` holds for every input row, parsed or not
+    puts the other columns in that order. `aligned` names the columns `known` holds for every input row, parsed or not
     (the refs and the other pass-through columns, parsed's being the same rows of them): those are taken from `known`
     alone, by input row, and not at all when every row is kept. They are the long strings (a sink row's object path
     twice, ~150 bytes each): copying them was most of the take."""
