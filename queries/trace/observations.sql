@@ -13,8 +13,9 @@ WITH named_events AS (
     UNION ALL
     SELECT source_id, unnest(other_eb_ids) FROM named_events WHERE other_eb_ids IS NOT NULL
 ), obs AS (
-    SELECT * FROM (SELECT * FROM zendesk UNION ALL SELECT * FROM bus UNION ALL SELECT * FROM dlq
-                   UNION ALL SELECT * FROM sink) o
+    SELECT *, hop = 'sink' AND family IS NULL AS not_parsed
+    FROM (SELECT * FROM zendesk UNION ALL SELECT * FROM bus UNION ALL SELECT * FROM dlq
+          UNION ALL SELECT * FROM sink) o
     WHERE (o.hop = 'zendesk' AND o.source_id IN (SELECT source_id FROM named))
        OR o.eb_id::VARCHAR IN (SELECT eb_id FROM named WHERE eb_id IS NOT NULL)
        OR o.eb_id::VARCHAR = $id
@@ -22,18 +23,17 @@ WITH named_events AS (
     -- one set of fields per id and payload (a sink row's bus log copies share its id, so they are among obs):
     -- copies with equal bytes parsed to equal fields
     SELECT eb_id, payload_digest,
-           any_value({'event_time': event_time, 'ticket_id': ticket_id, 'event_type': event_type}) AS parsed
+           any_value({'event_time': event_time, 'ticket_id': ticket_id, 'event_type': event_type}) AS copy_fields
     FROM obs WHERE hop = 'bus'
-    GROUP BY ALL
+    GROUP BY eb_id, payload_digest
 ), shown AS (
-    SELECT o.*, o.hop = 'sink' AND o.family IS NULL AS not_parsed, c.parsed
+    SELECT o.*, c.copy_fields
     FROM obs o
-    LEFT JOIN bus_copies c ON o.hop = 'sink' AND o.family IS NULL AND c.eb_id = o.eb_id
-                          AND c.payload_digest = o.payload_digest
+    LEFT JOIN bus_copies c ON o.not_parsed AND c.eb_id = o.eb_id AND c.payload_digest = o.payload_digest
 )
-SELECT hop, observed_at, CASE WHEN not_parsed THEN parsed.event_time ELSE event_time END AS event_time, source_id,
-       eb_id, CASE WHEN not_parsed THEN parsed.ticket_id ELSE ticket_id END AS ticket_id,
-       CASE WHEN not_parsed THEN parsed.event_type ELSE event_type END AS event_type, source_ref,
+SELECT hop, observed_at, CASE WHEN not_parsed THEN copy_fields.event_time ELSE event_time END AS event_time,
+       source_id, eb_id, CASE WHEN not_parsed THEN copy_fields.ticket_id ELSE ticket_id END AS ticket_id,
+       CASE WHEN not_parsed THEN copy_fields.event_type ELSE event_type END AS event_type, source_ref,
        error_code, target_arn, retry_condition, sequence_number, committed, replay_name,
        CASE WHEN hop = 'sink' THEN NOT not_parsed END AS payload_parsed
 FROM shown

@@ -296,7 +296,7 @@ _RUNS = 256  # past this many runs of explained and parsed rows, one take puts t
 
 
 def _in_order(known: pa.Table, rows: np.ndarray, parsed: pa.Table, at: np.ndarray,
-              aligned: tuple[str, ...] = ()) -> pa.Table:
+              aligned: tuple[str, ...]) -> pa.Table:
     """`known`'s rows where `rows` is true and `parsed`'s rows (row `at[i]` of the input), as one table in the
     input's order (rows in neither, the rejected ones, left out). The parsed rows are usually few: the table is then
     `known`'s runs and theirs as slices, copying nothing; past _RUNS runs (or should `at` not increase), one take
@@ -314,8 +314,8 @@ def _in_order(known: pa.Table, rows: np.ndarray, parsed: pa.Table, at: np.ndarra
         order[at] = len(known) + np.arange(len(at))
         merged = [c for c in known.column_names if c not in aligned]
         both = pa.concat_tables([known.select(merged), parsed.select(merged)]).take(order[keep])
-        kept = None if keep.all() else pa.array(np.flatnonzero(keep))
-        columns = [both[c] if c in merged else known[c] if kept is None else known[c].take(kept)
+        kept_rows = None if keep.all() else pa.array(np.flatnonzero(keep))
+        columns = [both[c] if c in merged else known[c] if kept_rows is None else known[c].take(kept_rows)
                    for c in known.column_names]
         return pa.Table.from_arrays(columns, schema=known.schema)
     pieces = []
