@@ -123,3 +123,7 @@ def test_trace_shows_the_full_path(verdict, hops, moto, tmp_path):
         (older,) = orjson.loads(old.stdout)
         assert older["events"] == found["events"]
         assert len(older["observations"]) == len(found["observations"])
+        # no digest, so no proof the bus copy holds the same bytes: the fields stay empty rather than borrowed
+        old_sink = [o for o in older["observations"] if o["hop"] == "sink"]
+        assert [o["payload_parsed"] for o in old_sink] == [False] * len(sink)
+        assert [[o[f] for f in fields] for o in old_sink] == [[None] * len(fields)] * len(sink)
