@@ -21,6 +21,7 @@ machine sees the same real request rate at every budget; `--day-speed` through t
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import tempfile
@@ -125,10 +126,10 @@ def fetch_whole_day(acct: Account, a, budget: float) -> tuple[dict, object]:
         wall = time.monotonic() - t
     log = acct.log()
     sim_hours = wall * speed / 3600
-    span = (log[-1]["time"] - log[0]["time"]) * speed / 3600 if len(log) > 1 else float("nan")
+    span = (log[-1]["time"] - log[0]["time"]) * speed / 3600 if len(log) > 1 else None  # one request: no rate
     return {"budget": budget, "pages": r.details["pages"], "requests": r.details["requests"],
             "rate_limited": r.details["rate_limited"], "sim_hours": sim_hours,
-            "pages_per_sim_hour": (len(log) - 1) / span if span else float("nan"), "complete": r.complete}, r
+            "pages_per_sim_hour": (len(log) - 1) / span if span else None, "complete": r.complete}, r
 
 
 def collect_through_day(acct: Account, a, budget: float, cache: str) -> dict:
@@ -166,18 +167,21 @@ def nightly_with_cache(acct: Account, a, budget: float, cache: str) -> tuple[dic
             "events": r.records, "complete": r.complete}, r
 
 
-def day(a) -> None:
+def day(a) -> dict:
+    """The three figures (module docstring), printed as they come and returned for `--json` (bench.py's report)."""
     t = time.monotonic()
     data = day_of_audits(a.events, a.children)
     acct = Account(data, a.per_page)
     print(f"setup: {a.events:,} child events in {data.num_rows:,} audits through one day, {a.per_page} audits a "
           f"page, {time.monotonic() - t:.1f}s", file=sys.stderr)
-    fetched = {}
+    fetched, without = {}, []
     for budget in a.budget:
         s, fetched[budget] = fetch_whole_day(acct, a, budget)
-        print(f"without collector, {budget:g} req/min: {s['pages']} pages, {s['pages_per_sim_hour']:.0f} pages per "
-              f"simulated hour, Zendesk stage {s['sim_hours'] * 60:.0f} simulated minutes "
-              f"({s['requests']} requests, {s['rate_limited']} × 429, complete {s['complete']})")
+        without.append(s)
+        rate = "?" if s["pages_per_sim_hour"] is None else f"{s['pages_per_sim_hour']:.0f}"
+        print(f"without collector, {budget:g} req/min: {s['pages']} pages, {rate} pages per simulated hour, Zendesk "
+              f"stage {s['sim_hours'] * 60:.0f} simulated minutes ({s['requests']} requests, {s['rate_limited']} × "
+              f"429, complete {s['complete']})")
     budget = a.budget[0]
     with tempfile.TemporaryDirectory() as cache:
         t = time.monotonic()
@@ -194,6 +198,10 @@ def day(a) -> None:
     acct.h.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process (server, client and data): {peak:.0f} MiB", file=sys.stderr)
+    return {"events": a.events, "audits": data.num_rows, "per_page": a.per_page, "real_rpm": a.real_rpm,
+            "day_speed": a.day_speed, "cron_min": a.cron, "without_collector": without,
+            "collector": dict(c, budget=budget), "nightly_with_cache": dict(n, budget=budget, same_events=same),
+            "peak_rss_mb": round(peak, 1)}
 
 
 def pacing(a) -> None:
@@ -245,13 +253,16 @@ def main() -> None:
     ap.add_argument("--rpm", type=float, default=600)
     ap.add_argument("--per-page", type=int, default=None, help="audits a page (1000, as Zendesk; 100 for --pacing)")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the day's figures here as JSON (what bench.py reads)")
     a = ap.parse_args()
     if a.pacing:
         a.per_page = a.per_page or 100
         pacing(a)
     else:
         a.per_page = a.per_page or 1000
-        day(a)
+        figures = day(a)
+        if a.json:
+            a.json.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":
