@@ -523,7 +523,8 @@ def zendesk_http(events: int, out: Path, extra: str) -> dict:
 
 def _targets(r: dict) -> dict:
     """Issue 17's targets: 10 M events end to end <= 90 s (required; the goal is 60 s) in <= 4 GiB, the bus archive
-    parse >= 1.5x single-stream `gzip -dc`, and >= 10x the pandas script at the same size (1 M events)."""
+    parse >= 1.5x single-stream `gzip -dc`, >= 10x the pandas script at the same size (1 M events), and the nightly
+    run's Zendesk stage <= 60 s from the collector's cache (a 1 M-event day)."""
     e = r["median"]["end_to_end"]
     t = {"end_to_end_wall_s": {"value": e["wall_s"], "target": 90, "goal": 60, "better": "low",
                                "scaled_to_10M": round(e["wall_s"] * 1e7 / r["events"], 1)},
