@@ -101,3 +101,31 @@ def test_pass_through_columns_follow_their_rows_when_rows_between_are_rejected()
     assert [t.second for t in led["observed_at"].to_pylist()] == [1, 3]
     assert rej["source_ref"].to_pylist() == ["m#0", "m#2", "m#4"]
     assert rej["reason"].to_pylist() == ["not JSON", "event has no id", "not JSON"]
+
+
+def test_times_no_millisecond_timestamp_holds_are_rejected_not_fatal(tmp_path):
+    """DuckDB reads "infinity" (and "-infinity") as times; the ledger's millisecond timestamps cannot hold them.
+    Such an event time or export timestamp is a reject with its reason, and the object's other lines are kept
+    (it used to fail the whole source as the ledger was conformed)."""
+    good = legacy(uid(1), ticket=11)
+    at_infinity = webhook(uid(2)).replace(f'"time": "{iso(NOW)}"', '"time": "infinity"')
+    assert at_infinity != webhook(uid(2))
+    body = (f"{stamp(1)} {good}\n{stamp(2)} {at_infinity}\ninfinity {legacy(uid(3))}\n"
+            f"{stamp(4)} {legacy(uid(4))}\n")
+    obj = tmp_path / "exports" / "task" / "stream" / "000000.gz"
+    obj.parent.mkdir(parents=True)
+    obj.write_bytes(gzip.compress(body.encode()))
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "exports"), format="cwl-export"), WINDOW, AwsConfig(),
+                      match=MatchConfig())
+    assert res.complete
+    assert [str(u) for u in res.ledger["eb_id"].to_pylist()] == [uid(1), uid(4)]
+    assert [iso(t)[:-4] + "Z" for t in res.ledger["observed_at"].to_pylist()] == [stamp(1), stamp(4)]
+    rej = res.rejects.to_pylist()
+    assert [r["source_ref"] for r in rej] == [f"{obj}:2", f"{obj}:3"]
+    assert rej[0]["reason"] == 'bad event time "infinity" at detail.time'
+    assert rej[1]["reason"].startswith("not a CloudWatch export line")
+    # a store's own timestamp given as text, the same way
+    led, rej = events.parse(pa.array([good, good]), pa.array(["m#0", "m#1"]), hop="dlq", source="dlq",
+                            extra={"observed_at": pa.array(["-infinity", iso(NOW)])})
+    assert led["source_ref"].to_pylist() == ["m#1"]
+    assert rej["reason"].to_pylist() == ['bad timestamp "-infinity" where the store records when it saw the event']
