@@ -5,7 +5,7 @@
 -- delivered or duplicated, not recovered), failed (attempts ran out), landed already
 -- (found in the sink before sending: skipped) and unfinished (left 'sending' by an interrupted apply). One row; all
 -- zero when no recovery touches the run (summary.json then leaves `recovery` out). An event several plans name counts
--- once, by its furthest status: sent, landed already, failed, sending.
+-- once, by its furthest status (queries/journal_statuses.csv: sent, landed already, failed, sending).
 CREATE OR REPLACE TABLE recovery_funnel AS
 WITH judged AS MATERIALIZED (
     -- the events the journal names, found with MARK joins built on the journal and kept apart (MATERIALIZED) from
@@ -16,11 +16,12 @@ WITH judged AS MATERIALIZED (
     SELECT eb_id, verdict, recovery_lag_s FROM settlements
     WHERE coalesce(eb_id IN (SELECT eb_id FROM recovery_journal), false)
 ), attempts AS (
-    SELECT eb_id,
-           CASE max(CASE status WHEN 'sent' THEN 4 WHEN 'landed_already' THEN 3 WHEN 'failed' THEN 2 ELSE 1 END)
-               WHEN 4 THEN 'sent' WHEN 3 THEN 'landed_already' WHEN 2 THEN 'failed' ELSE 'sending' END AS status
-    FROM recovery_journal
-    GROUP BY eb_id
+    -- an event's furthest status in the vocabulary's order (queries/journal_statuses.csv); a status it does not
+    -- know ranks first, as in doubt
+    SELECT j.eb_id, arg_max(coalesce(v.status, 'sending'), coalesce(v.ord, 0)) AS status
+    FROM recovery_journal j
+    LEFT JOIN journal_status_vocab v USING (status)
+    GROUP BY j.eb_id
 ), j AS (
     SELECT a.eb_id, a.status, any_value(v.verdict) AS verdict, max(v.recovery_lag_s) AS lag_s
     FROM attempts a JOIN judged v USING (eb_id)

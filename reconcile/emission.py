@@ -11,8 +11,10 @@ funnel counts it, whether the sink holds it (reached_sink) or the sink or the Ki
 store reported the loss (silent), whether gaps.csv lists it (in_gaps), its place in the report's timeline stack
 (chart), colour, label and meaning. queries/hops.csv is the hop vocabulary: name, order, whether the funnel counts
 it, label and meaning. queries/match_kinds.csv is the vocabulary of how an expected bus event was matched (the
-verdicts' match_kind): name, order and meaning. They are bound in SQL as verdict_vocab, hop_vocab and match_vocab
-(engine.py).
+verdicts' match_kind): name, order and meaning. queries/journal_statuses.csv is the recovery journal's status
+vocabulary (`reconcile recover`): name, order (an event several plans name counts once, by its status furthest in
+this order), whether it needs no further send (done), whether the attempt is over (final) and meaning. They are bound
+in SQL as verdict_vocab, hop_vocab, match_vocab and journal_status_vocab (engine.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ MODEL_FILE = QUERY_DIR / "emission_model.csv"
 VERDICTS_FILE = QUERY_DIR / "verdicts.csv"
 HOPS_FILE = QUERY_DIR / "hops.csv"
 MATCH_KINDS_FILE = QUERY_DIR / "match_kinds.csv"
+JOURNAL_STATUSES_FILE = QUERY_DIR / "journal_statuses.csv"
 CUSTOM_FIELD = "Change:<custom field id>"  # the model's row for any numeric field_name (queries/source_events.sql)
 CARDINALITIES = ("child", "audit", "none")
 SCHEMA = pa.schema([("api_kind", pa.string()), ("family", pa.string()), ("bus_type", pa.string()),
@@ -98,7 +101,7 @@ def from_evidence(table: pa.Table) -> pa.Table:
 
 # The vocabulary files' columns that are not text.
 _INTS = ("ord", "chart")
-_BOOLS = ("in_funnel", "reached_sink", "past_bus", "silent", "in_gaps")
+_BOOLS = ("in_funnel", "reached_sink", "past_bus", "silent", "in_gaps", "done", "final")
 
 
 def _vocab(path: Path) -> pa.Table:
@@ -121,6 +124,18 @@ def hop_table() -> pa.Table:
 @lru_cache(maxsize=1)
 def match_kind_table() -> pa.Table:
     return _vocab(MATCH_KINDS_FILE)
+
+
+@lru_cache(maxsize=1)
+def journal_status_table() -> pa.Table:
+    return _vocab(JOURNAL_STATUSES_FILE)
+
+
+def journal_statuses(flag: str | None = None) -> tuple[str, ...]:
+    """The recovery journal's statuses (queries/journal_statuses.csv) in order, or those whose `flag` column (done,
+    final) is true."""
+    rows = journal_status_table().to_pylist()
+    return tuple(r["status"] for r in rows if flag is None or r[flag])
 
 
 def match_kind_rows() -> list[dict]:

@@ -136,6 +136,7 @@ class Engine:
         con.register("verdict_vocab", emission.verdict_table())
         con.register("hop_vocab", emission.hop_table())
         con.register("match_vocab", emission.match_kind_table())
+        con.register("journal_status_vocab", emission.journal_status_table())
         from . import recovered  # here: recovered imports state, which imports this module
         for name, table in recovered.empty().items():  # no recovery known until the caller binds the journal's
             con.register(name, uuid_ids(table))

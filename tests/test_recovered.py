@@ -125,6 +125,23 @@ def test_failed_and_skipped_attempts_are_counted_not_judged(tmp_path):
     assert (f["planned"], f["sent"], f["failed"], f["landed_already"]) == (2, 0, 1, 1)
 
 
+def test_an_event_several_plans_name_counts_once_by_its_furthest_status(tmp_path):
+    """queries/journal_statuses.csv orders the statuses: sent beats landed already beats failed beats sending (in
+    doubt), whatever order the plans wrote them in; what `recover apply` counts as done or over is read there too."""
+    from reconcile import emission
+    from reconcile.recover import apply
+    assert emission.journal_statuses() == ("sending", "failed", "landed_already", "sent")
+    assert apply.DONE == ("landed_already", "sent") and apply.FINAL == ("failed", "landed_already", "sent")
+    e = judge(tmp_path, journal(dict(eb_id="C", source_id="3", status="sending", plan_digest="b" * 64),
+                                dict(eb_id="C", source_id="3", status="failed", error="ProvisionedThroughput"),
+                                dict(eb_id="D", source_id="4", status="landed_already"),
+                                dict(eb_id="D", source_id="4", status="sending", plan_digest="b" * 64)))
+    f = funnel(e)
+    assert (f["planned"], f["sent"], f["failed"], f["landed_already"], f["unfinished"]) == (2, 0, 1, 1, 0)
+    left = judge(tmp_path / "left", journal(dict(eb_id="C", source_id="3", status="sending")))
+    assert (funnel(left)["planned"], funnel(left)["unfinished"]) == (1, 1)
+
+
 def test_no_journal_no_recovery(tmp_path):
     e = judge(tmp_path, journal())
     assert funnel(e)["planned"] == 0 and recovered.funnel(funnel(e)) is None

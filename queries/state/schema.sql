@@ -13,10 +13,11 @@ CREATE TABLE IF NOT EXISTS settlements (
     window_key VARCHAR, source_id VARCHAR, settled_in VARCHAR, verdict VARCHAR, eb_id VARCHAR,
     lateness_s DOUBLE, PRIMARY KEY (window_key, source_id));
 -- The recovery journal (reconcile recover): one row per event of a reviewed plan, written before and after each
--- attempt, so an interrupted apply resumes without sending an event twice. `status`: 'sending' (written before the
--- call; on resume an event left 'sending' is re-checked against the sink before anything is sent again), 'sent'
--- (Kinesis returned shard_id/sequence_number, or StartReplay accepted `replay_name`), 'landed_already' (found in
--- the sink before sending: skipped), 'failed' (attempts exhausted; `error` says why).
+-- attempt, so an interrupted apply resumes without sending an event twice. `status`, one of
+-- queries/journal_statuses.csv: 'sending' (written before the call; on resume an event left 'sending' is re-checked
+-- against the sink before anything is sent again), 'sent' (Kinesis returned shard_id/sequence_number, or StartReplay
+-- accepted `replay_name`), 'landed_already' (found in the sink before sending: skipped), 'failed' (attempts
+-- exhausted; `error` says why).
 CREATE TABLE IF NOT EXISTS recovery_journal (
     plan_digest VARCHAR, window_key VARCHAR, source_id VARCHAR, eb_id VARCHAR, route VARCHAR, target VARCHAR,
     status VARCHAR, attempts INTEGER, shard_id VARCHAR, sequence_number VARCHAR, replay_name VARCHAR,

@@ -23,7 +23,7 @@ import botocore.config
 import botocore.exceptions
 import pyarrow as pa
 
-from .. import interrupt
+from .. import emission, interrupt
 from ..aws import THROTTLE_CODES, error_code, make_client
 from ..config import AwsConfig, Config, MatchConfig, SinkConfig
 from ..engine import execute_file
@@ -40,7 +40,8 @@ MAX_RECORDS = 500  # PutRecords: records a call
 MAX_CALL_BYTES = 5 * 1024 * 1024  # PutRecords: bytes a call (data and partition keys)
 BACKOFF_S = 0.2  # first wait before retrying failed records; doubles per attempt ...
 BACKOFF_MAX_S = 10.0  # ... up to this
-DONE = ("sent", "landed_already")
+DONE = emission.journal_statuses("done")  # no further send: queries/journal_statuses.csv
+FINAL = emission.journal_statuses("final")  # the attempt is over (else in doubt)
 
 
 @dataclass
@@ -150,10 +151,10 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
                 _replay(plan, actual, replay, cfg, st, bar, clock)
         final = st.journal(actual).to_pylist()
     for r in final:
-        if r["status"] == "sending":
-            out.in_doubt += 1
-        elif r["status"] in ("sent", "landed_already", "failed"):
+        if r["status"] in FINAL:
             setattr(out, r["status"], getattr(out, r["status"]) + 1)
+        else:
+            out.in_doubt += 1
     out.replays = sorted({r["replay_name"] for r in final if r["replay_name"]})
     return out
 
