@@ -176,15 +176,15 @@ def _view(raw_type: pa.DataType, observed_type: pa.DataType, export_lines: bool)
                    CASE WHEN line IS NOT NULL AND ts IS NULL
                         THEN 'not a CloudWatch export line (<ISO-8601 timestamp> <event json>)' END AS pre_reason
             FROM (SELECT *, to_ms(try_cast(stamp AS TIMESTAMPTZ)) AS ts FROM events_in)"""
-    if obs_is_text:
-        obs = ("to_ms(try_cast(observed_at AS TIMESTAMPTZ)) AS observed_at, "
-               "CASE WHEN observed_at IS NOT NULL AND to_ms(try_cast(observed_at AS TIMESTAMPTZ)) IS NULL "
+    if obs_is_text:  # the text read once (ts), as the export lines' timestamps above
+        obs = ("ts AS observed_at, CASE WHEN observed_at IS NOT NULL AND ts IS NULL "
                "THEN 'bad timestamp \"' || observed_at || '\" where the store records when it saw the event' "
                "END AS pre_reason")
+        rows = "(SELECT *, to_ms(try_cast(observed_at AS TIMESTAMPTZ)) AS ts FROM events_in)"
     else:
-        obs = "observed_at, NULL::VARCHAR AS pre_reason"
-    return (f"CREATE TEMP VIEW events AS SELECT * EXCLUDE (raw, observed_at), raw IS NULL AS raw_missing, "
-            f"{text} AS raw, {fallback} AS raw_fallback, {obs} FROM events_in")
+        obs, rows = "observed_at, NULL::VARCHAR AS pre_reason", "(SELECT *, NULL AS ts FROM events_in)"
+    return (f"CREATE TEMP VIEW events AS SELECT * EXCLUDE (raw, observed_at, ts), raw IS NULL AS raw_missing, "
+            f"{text} AS raw, {fallback} AS raw_fallback, {obs} FROM {rows}")
 
 
 @dataclass(frozen=True)
