@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -87,6 +88,31 @@ METRIC_SCHEMA = pa.schema(
 # the rule: sources reject any other id (sources/events.py), and the state's ids are read by it (uuids()).
 UUID_TEXT = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _UUID_RX = re.compile(UUID_TEXT)
+
+
+# What a time given as text is: ISO-8601's date and time of day (to the minute at least, fractions of a second
+# allowed), with a UTC offset or `Z`, or none (then read as UTC), as every time in Zendesk's payloads and AWS's
+# records is written (PIPELINE.md). Parsers are lenient beyond it -- DuckDB reads "epoch" as 1970, a bare date as its
+# midnight; Python a bare date too -- and such a time put on an event moves it hours or decades: a record whose time
+# has another shape is rejected with its reason instead. The one statement of the rule: sources/events.py (DuckDB),
+# time_ms() here (the Zendesk audits and the metrics).
+TIME_TEXT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?"
+_TIME_RX = re.compile(TIME_TEXT)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def time_ms(text: str) -> int | None:
+    """A time given as text (TIME_TEXT) -> milliseconds since the epoch, floored; None for any other text."""
+    if not _TIME_RX.fullmatch(text):
+        return None
+    head, frac, tail = re.fullmatch(r"([^.]*)(?:\.([0-9]+))?(.*)", text).groups()
+    try:  # fractions cut to microseconds (Python's precision; DuckDB cuts them there too), `Z` as +00:00
+        when = datetime.fromisoformat(head + (f".{frac[:6]:0<6}" if frac else "") + tail.replace("Z", "+00:00"))
+    except ValueError:  # the shape, but no such day or hour (2019-02-30, 25:00)
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def canonical_eb_id(text: str) -> str:

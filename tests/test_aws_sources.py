@@ -73,7 +73,7 @@ def test_events_parse_both_families_and_rejects():
     r = rej["reason"].to_pylist()
     assert r[0] == "not JSON" and r[1] == "event has no id"
     assert r[2].startswith("not a Zendesk event") and '"aws.s3"' in r[2]
-    assert r[3] == 'bad event time "soon" at detail.time'
+    assert r[3] == 'bad event time "soon" at detail.time (not an ISO-8601 date and time)'
     assert rej["raw"][0].as_py() == "not json"
 
 

@@ -11,7 +11,9 @@ import json
 from datetime import timedelta
 
 import pyarrow as pa
+import pytest
 
+from reconcile import ledger
 from reconcile.config import AwsConfig, BusLogConfig, MatchConfig
 from reconcile.sources import buslog, events
 
@@ -122,10 +124,53 @@ def test_times_no_millisecond_timestamp_holds_are_rejected_not_fatal(tmp_path):
     assert [iso(t)[:-4] + "Z" for t in res.ledger["observed_at"].to_pylist()] == [stamp(1), stamp(4)]
     rej = res.rejects.to_pylist()
     assert [r["source_ref"] for r in rej] == [f"{obj}:2", f"{obj}:3"]
-    assert rej[0]["reason"] == 'bad event time "infinity" at detail.time'
+    assert rej[0]["reason"] == 'bad event time "infinity" at detail.time (not an ISO-8601 date and time)'
     assert rej[1]["reason"].startswith("not a CloudWatch export line")
     # a store's own timestamp given as text, the same way
     led, rej = events.parse(pa.array([good, good]), pa.array(["m#0", "m#1"]), hop="dlq", source="dlq",
                             extra={"observed_at": pa.array(["-infinity", iso(NOW)])})
     assert led["source_ref"].to_pylist() == ["m#1"]
     assert rej["reason"].to_pylist() == ['bad timestamp "-infinity" where the store records when it saw the event']
+
+
+# Times as Zendesk and AWS write them (PIPELINE.md: the legacy connector's nanoseconds, EventBridge's seconds), and
+# ISO-8601's other forms of a date and time, with the milliseconds since the epoch each is.
+TIMES_TAKEN = {
+    "2019-05-25T01:23:45.465719851Z": 1558747425465,
+    "2019-05-25T01:23:48Z": 1558747428000,
+    "2026-07-04T05:33:18.999+02:00": 1783135998999,
+    "2026-07-04T05:33:18.5-0330": 1783155798500,
+    "2026-07-04 05:33:18": 1783143198000,  # no offset: UTC
+    "2026-07-04T05:33": 1783143180000,
+    "1969-12-31T23:59:59.9995Z": -1,  # floored, as every time is cut to the millisecond
+}
+# What DuckDB's (or Python's) parser alone would read as some time, or not at all: each is a reject.
+TIMES_REFUSED = ["epoch", "2026-07-04", "infinity", "-infinity", "now", "20260704T053318Z",
+                 "2026-07-04T05:33:18 Europe/Paris", " 2026-07-04T05:33:18Z", "2026-02-30T00:00:00Z",
+                 "1-01-01T00:00:00Z", "2026-07-04T05:33:18Z garbage", ""]
+
+
+def test_one_rule_for_times_given_as_text_in_duckdb_and_python():
+    """An event time, a store's timestamp or a Zendesk audit's created_at is read by ledger.TIME_TEXT's rule:
+    ISO-8601's date and time. DuckDB alone reads "epoch" as 1970 and a bare date as its midnight, which would move an
+    event decades or hours (and out of its window, or into another's). The DuckDB side (sources/events.py) and the
+    Python side (ledger.time_ms: Zendesk audits, metrics) take the same texts to the same millisecond."""
+    texts = list(TIMES_TAKEN) + TIMES_REFUSED
+    raws = [webhook(uid(i)).replace(f'"time": "{iso(NOW)}"', f'"time": "{t}"') for i, t in enumerate(texts, 1)]
+    assert all(r != webhook(uid(i)) for i, r in enumerate(raws, 1))
+    led, rej = events.parse(pa.array(raws), pa.array(texts), hop="bus", source="bus_log")
+    taken = {r["source_ref"]: r["event_time"] for r in led.to_pylist()}
+    assert {t: int(when.timestamp() * 1000) for t, when in taken.items()} == TIMES_TAKEN
+    assert rej["source_ref"].to_pylist() == TIMES_REFUSED
+    assert rej["reason"][0].as_py() == 'bad event time "epoch" at detail.time (not an ISO-8601 date and time)'
+    assert {t: ledger.time_ms(t) for t in TIMES_TAKEN} == TIMES_TAKEN
+    assert [t for t in TIMES_REFUSED if ledger.time_ms(t) is not None] == []
+
+
+@pytest.mark.parametrize("stamp_text", ["epoch", "2026-11-23"])
+def test_store_timestamps_of_another_shape_are_rejects(stamp_text):
+    good = legacy(uid(1), ticket=11)
+    led, rej = events.parse(pa.array([good, good]), pa.array(["m#0", "m#1"]), hop="dlq", source="dlq",
+                            extra={"observed_at": pa.array([stamp_text, iso(NOW)])})
+    assert led["source_ref"].to_pylist() == ["m#1"]
+    assert rej["reason"].to_pylist() == [f'bad timestamp "{stamp_text}" where the store records when it saw the event']

@@ -243,11 +243,16 @@ def test_rejects_child_without_id_and_audit_without_created_at(server, tmp_path)
     undated = {"id": 2, "ticket_id": 5, "timestamp": T0 + 2, "created_at": None,
                "child_events": [{"id": 21, "event_type": "Comment"}]}
     orphan = {"id": 3, "ticket_id": None, "timestamp": T0 + 3, "child_events": [{"id": 31, "event_type": "Create"}]}
-    r = read(server(zs.audits_table([good, undated, orphan])), tmp_path)
+    # a bare date: Python's parser would read it as midnight, hours away from the event (ledger.TIME_TEXT)
+    day = ts(T0 + 4).strftime("%Y-%m-%d")
+    day_only = {"id": 4, "ticket_id": 5, "timestamp": T0 + 4, "created_at": day,
+                "child_events": [{"id": 41, "event_type": "Comment"}]}
+    r = read(server(zs.audits_table([good, undated, orphan, day_only])), tmp_path)
     assert ids(r) == ["11"]
     rej = r.rejects.to_pylist()
     assert [x["reason"] for x in rej] == ["child event without id", "audit without created_at",
-                                         "audit without ticket_id"]
+                                         "audit without ticket_id",
+                                         f"unreadable created_at {day!r} (not an ISO-8601 date and time)"]
     assert rej[0]["source"] == "zendesk" and rej[0]["source_ref"] == "page-00001.json.gz#audit=1"
     assert '"Comment"' in rej[0]["raw"]
 

@@ -37,6 +37,10 @@ _PARSE_DB.execute("SET arrow_lossless_conversion = true")
 # ±infinity, which DuckDB reads from text ("infinity") and no millisecond timestamp holds: such a time is NULL here,
 # so the record is rejected with its reason instead of failing the whole object when the ledger is conformed.
 _PARSE_DB.execute("CREATE MACRO to_ms(t) AS make_timestamptz(epoch_us(t) - ((epoch_us(t) % 1000) + 1000) % 1000)")
+# A time given as text -> the ledger's time, or NULL (then a reject) unless it has ledger.TIME_TEXT's shape: DuckDB
+# alone would read "epoch" as 1970 and a bare date as its midnight. (A constant of ours, quoted as SQL text.)
+_PARSE_DB.execute("CREATE MACRO time_ms(s) AS CASE WHEN regexp_full_match(s, '" + ledger.TIME_TEXT.replace("'", "''")
+                  + "') THEN to_ms(try_cast(s AS TIMESTAMPTZ)) END")
 
 
 def connect(db: duckdb.DuckDBPyConnection = _DB) -> duckdb.DuckDBPyConnection:
@@ -81,7 +85,7 @@ WITH x AS (
            CASE WHEN x[3] IS NOT NULL OR x[4] IS NOT NULL OR x[5] IS NOT NULL THEN x[5] ELSE x[12] END AS time_text
     FROM x
 ), t AS (
-    SELECT *, to_ms(try_cast(time_text AS TIMESTAMPTZ)) AS event_time,
+    SELECT *, time_ms(time_text) AS event_time,
            -- another producer's well-formed event: JSON with an id and a `source` that is not Zendesk's, carrying
            -- neither Zendesk payload (queries/reject_kinds.csv `not_zendesk`: it cannot hide a Zendesk event)
            coalesce(NOT raw_missing AND pre_reason IS NULL AND x IS NOT NULL AND family IS NULL
@@ -110,8 +114,9 @@ WITH x AS (
              THEN 'EventBridge id "' || left(coalesce(eb_override, x[$id_at]), 80) || '" does not have the expected '
              || 'shape ([match] eb_id_pattern)'
         WHEN NOT skip_payload AND event_time IS NULL
-             THEN 'bad event time ' || coalesce('"' || time_text || '"', 'missing') || ' at '
+             THEN 'bad event time ' || coalesce('"' || left(time_text, 80) || '"', 'missing') || ' at '
              || CASE family WHEN 'legacy' THEN 'detail.ticket_event.meta.occurred_at' ELSE 'detail.time' END
+             || CASE WHEN time_text IS NOT NULL THEN ' (not an ISO-8601 date and time)' ELSE '' END
     END AS reason
     FROM t
 )
@@ -175,12 +180,12 @@ def _view(raw_type: pa.DataType, observed_type: pa.DataType, export_lines: bool)
                    line IS NULL AS raw_missing, ts AS observed_at,
                    CASE WHEN line IS NOT NULL AND ts IS NULL
                         THEN 'not a CloudWatch export line (<ISO-8601 timestamp> <event json>)' END AS pre_reason
-            FROM (SELECT *, to_ms(try_cast(stamp AS TIMESTAMPTZ)) AS ts FROM events_in)"""
+            FROM (SELECT *, time_ms(stamp) AS ts FROM events_in)"""
     if obs_is_text:  # the text read once (ts), as the export lines' timestamps above
         obs = ("ts AS observed_at, CASE WHEN observed_at IS NOT NULL AND ts IS NULL "
-               "THEN 'bad timestamp \"' || observed_at || '\" where the store records when it saw the event' "
+               "THEN 'bad timestamp \"' || left(observed_at, 80) || '\" where the store records when it saw the event' "
                "END AS pre_reason")
-        rows = "(SELECT *, to_ms(try_cast(observed_at AS TIMESTAMPTZ)) AS ts FROM events_in)"
+        rows = "(SELECT *, time_ms(observed_at) AS ts FROM events_in)"
     else:
         obs, rows = "observed_at, NULL::VARCHAR AS pre_reason", "(SELECT *, NULL AS ts FROM events_in)"
     return (f"CREATE TEMP VIEW events AS SELECT * EXCLUDE (raw, observed_at, ts), raw IS NULL AS raw_missing, "

@@ -101,14 +101,10 @@ def _points(r: dict) -> tuple[pa.Array, pa.Array, str | None]:
 
 
 def _ts(value) -> datetime | None:
-    if isinstance(value, datetime):
-        when = value
-    else:
-        try:
-            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+    if not isinstance(value, datetime):  # text: ledger.TIME_TEXT, the one rule for a time given as text
+        ms = ledger.time_ms(str(value))
+        return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def _value(value) -> float | None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import orjson
 import pyarrow as pa
 
-from ...ledger import TS, conform, rejects_table
+from ...ledger import TS, conform, rejects_table, time_ms
 
 NAME = "zendesk"
 
@@ -117,10 +116,7 @@ def created_ms(audit) -> tuple[int | None, str | None]:
     text = audit.get("created_at")
     if not text:
         return None, "audit without created_at"
-    try:
-        dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None, f"unreadable created_at {str(text)[:40]!r}"
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000), None
+    ms = time_ms(str(text))  # ledger.TIME_TEXT: ISO-8601 date and time, as Zendesk writes every time
+    if ms is None:
+        return None, f"unreadable created_at {str(text)[:40]!r} (not an ISO-8601 date and time)"
+    return ms, None
