@@ -81,7 +81,7 @@ BYTES_PER_EVENT = 2_000
 
 # The row number a sorted export's slice carries while DuckDB sorts its keys (Engine._sorted).
 EXPORT_ROW = "export_row_"
-EXPORT_BATCH = 100_000
+EXPORT_BATCH = 100_000  # outputs.ROW_GROUP_ROWS: the sorted export's batches end where its row groups do
 # Where DuckDB spills without [engine] temp_directory (its own default, `.tmp` in the working directory, is no place
 # for a cron job's files).
 DEFAULT_SPILL = Path(tempfile.gettempdir()) / "reconcile-spill"
@@ -196,19 +196,23 @@ class Engine:
         schema = self.con.table(table).limit(0).to_arrow_table().schema
 
         def sliced():
+            done = 0
             for files in self.slices[table]:
                 if files:  # one copy of the slice in one piece (taking from many chunks joins them per batch)
-                    yield from self._sorted(pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files])
-                                            .combine_chunks(), order_by, schema)
+                    rows = pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files]).combine_chunks()
+                    yield from self._sorted(rows, order_by, schema, done)
+                    done += rows.num_rows
 
         return pa.RecordBatchReader.from_batches(schema, sliced())
 
-    def _sorted(self, rows: pa.Table, order_by: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    def _sorted(self, rows: pa.Table, order_by: str, schema: pa.Schema, done: int = 0) -> Iterator[pa.RecordBatch]:
         """`rows` (a slice read from its files) in `order_by` order, with `schema`'s types. DuckDB sorts only the
         sort keys and each row's number (sorting whole rows and converting them back to Arrow cost twice as much);
         Arrow then puts the rows in that order, a batch at a time. Rows whose keys tie keep the order they were read
         in: the sort adds no dependence on the engine's threads (the order the split wrote them in may differ
-        between runs; verdicts' keys do not tie, as each Zendesk event has its own id)."""
+        between runs; verdicts' keys do not tie, as each Zendesk event has its own id). Batches end on multiples of
+        EXPORT_BATCH rows counted from the first slice (`done` rows came before this one), so a writer cutting row
+        groups of that many rows takes each whole from one batch instead of joining two."""
         con = self.con
         con.register("export_slice", rows.append_column(EXPORT_ROW, pa.array(np.arange(rows.num_rows))))
         try:
@@ -216,8 +220,10 @@ class Engine:
             order = order.to_arrow_table().column(0)
         finally:
             con.unregister("export_slice")
-        for start in range(0, len(order), EXPORT_BATCH):  # a batch at a time: the writer starts on the first
-            yield from as_exported(rows.take(order.slice(start, EXPORT_BATCH)), schema).to_batches()
+        # a batch at a time: the writer starts on the first
+        cuts = [0, *range(-done % EXPORT_BATCH or EXPORT_BATCH, len(order), EXPORT_BATCH)] if len(order) else []
+        for start, end in zip(cuts, [*cuts[1:], len(order)]):
+            yield from as_exported(rows.take(order.slice(start, end - start)), schema).to_batches()
 
     def results(self) -> dict[str, list[dict[str, Any]]]:
         return {name: self.arrow(name).to_pylist() for name in RESULT_TABLES}

@@ -73,12 +73,15 @@ def test_a_table_sorted_in_event_time_slices_is_the_same_file_as_one_sort(tmp_pa
     assert pq.read_table(tmp_path / "sliced.parquet", columns=["event_time"])["event_time"][-1].as_py() is None
 
 
-def test_per_event_columns_have_no_dictionary(tmp_path):
+def test_per_event_columns_have_no_dictionary_and_long_ids_no_statistics(tmp_path):
     export(verdicts_like(20_000), tmp_path / "v.parquet", threads=2, group_rows=20_000)
     rg = pq.read_metadata(tmp_path / "v.parquet").row_group(0)
     encodings = {rg.column(i).path_in_schema: rg.column(i).encodings for i in range(rg.num_columns)}
     assert "RLE_DICTIONARY" not in encodings["source_id"] and "RLE_DICTIONARY" not in encodings["age_s"]
     assert "RLE_DICTIONARY" in encodings["verdict"]
+    stats = {rg.column(i).path_in_schema: rg.column(i).statistics for i in range(rg.num_columns)}
+    assert stats["source_id"] is None and stats["eb_id"] is None  # min/max of unordered ids prune nothing
+    assert stats["event_time"].has_min_max and stats["verdict"].has_min_max and stats["age_s"].has_min_max
 
 
 def test_empty_table_writes_an_empty_file(tmp_path):
@@ -100,12 +103,13 @@ def test_a_failing_read_fails_the_write_and_leaves_no_file(tmp_path):
 
 
 def test_every_column_kept_without_a_dictionary_is_a_column_of_the_verdicts(tmp_path):
-    """outputs.NO_DICTIONARY names columns by hand: a renamed or dropped column must not linger there unnoticed."""
+    """outputs.NO_DICTIONARY and NO_STATISTICS name columns by hand: a renamed or dropped column must not linger there unnoticed."""
     from tinyday import produce
 
     produce(tmp_path)
     columns = set(pq.read_schema(tmp_path / "verdicts.parquet").names)
     assert outputs.NO_DICTIONARY <= columns, sorted(outputs.NO_DICTIONARY - columns)
+    assert outputs.NO_STATISTICS <= columns, sorted(outputs.NO_STATISTICS - columns)
 
 
 def with_uuid_ids(table: pa.Table) -> pa.Table:
@@ -170,3 +174,16 @@ def test_slices_read_from_files_give_one_order_by_with_ties_in_the_order_read(tm
         assert dup["age_s"].to_pylist() == list(np.arange(50.0))  # tied keys: in the order the files hold them
         files[threads] = path.read_bytes()
     assert files[1] == files[2] == files[4]
+
+    # the batches end on every multiple of EXPORT_BATCH counted from the first row, and where a slice ends: the writer
+    # takes each row group whole from one batch (it joins two only where a slice ended)
+    e = Engine.open(threads=2)
+    try:
+        e.con.register("verdicts", table)
+        e.slices["verdicts"] = slices
+        ends = np.cumsum([b.num_rows for b in e.batches("verdicts", outputs.VERDICTS_ORDER)]).tolist()
+    finally:
+        e.close()
+    slice_ends = np.cumsum([sum(pa.ipc.open_file(f).read_all().num_rows for f in files) for files in slices]).tolist()
+    assert [end for end in ends if end % 7_000] == [end for end in slice_ends if end % 7_000]
+    assert [end for end in ends if end % 7_000 == 0] == list(range(7_000, 60_050, 7_000))
