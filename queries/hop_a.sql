@@ -1,12 +1,13 @@
 -- hop_a: links each expected bus event (source_events.expected_id: one per child, or one per audit for kinds the
 -- emission model folds) to the EventBridge id(s) that carried it. Exact on the Zendesk event id where the bus payload
 -- carries one (webhook family; a redelivered webhook links several ids; the id of any child of a folded event links
--- it); otherwise the composite key: ticket, model kind (emission_model), time within $tolerance_s seconds and the
--- sequence position within the expected event's possible positions (pos_low..pos_high: unknown kinds of the same
--- update may or may not take a position). A composite candidate that is not one-to-one is counted as 'ambiguous' and
--- paired one-to-one by pair_candidates. The candidate tests and the pairing are macros in queries/rules.sql, shared
--- with settlements.sql. One connector event sent under two EventBridge ids (same sequence id and position) is matched
--- once and both ids are linked to it, as for a redelivered webhook. queries/sequences.sql then adds the links found by sequence position.
+-- it); otherwise the composite key: ticket, model kind (emission_model) and time within $tolerance_s seconds, the
+-- sequence position deciding between candidates (pos_low..pos_high: unknown kinds of the same update may or may not
+-- take a position; a position out of the assumed order is matched last, as 'out_of_order'). A composite candidate
+-- that is not one-to-one is counted as 'ambiguous' and paired one-to-one (pair_composite). The candidate tests and the pairing are macros in queries/rules.sql, shared
+-- with settlements.sql. One connector event sent under two EventBridge ids (same sequence id and position), or one
+-- webhook delivered twice (same webhook event id, which is not the API's child id: such events match on the
+-- composite key), is matched once and both ids are linked to it. queries/sequences.sql then adds the links found by sequence position.
 CREATE OR REPLACE TABLE hop_a AS
 WITH exact AS (
     SELECT DISTINCT s.expected_id AS source_id, b.eb_id, 'exact' AS match_kind
@@ -18,11 +19,22 @@ WITH exact AS (
     FROM bus_events
     WHERE family = 'legacy' AND sequence_id IS NOT NULL AND sequence_position IS NOT NULL
     GROUP BY sequence_id, sequence_position HAVING count(*) > 1
+), redelivered AS (
+    -- a webhook delivered more than once (PIPELINE.md §1): one webhook event id under several EventBridge ids
+    SELECT zendesk_key, min(eb_id) AS first_eb
+    FROM bus_events
+    WHERE family = 'webhook' AND zendesk_key IS NOT NULL
+    GROUP BY zendesk_key HAVING count(*) > 1
 ), copies AS (
     SELECT b.eb_id, r.first_eb
     FROM bus_events b
     JOIN resent r USING (sequence_id, sequence_position)
     WHERE b.family = 'legacy' AND b.eb_id <> r.first_eb
+    UNION ALL
+    SELECT b.eb_id, r.first_eb
+    FROM bus_events b
+    JOIN redelivered r USING (zendesk_key)
+    WHERE b.family = 'webhook' AND b.eb_id <> r.first_eb
 ), rest_s AS (
     SELECT * FROM source_events
     WHERE source_id = expected_id AND emission IN ('child', 'audit')
@@ -37,14 +49,17 @@ WITH exact AS (
       AND b.event_time < $window_end + to_seconds(2 * $tolerance_s)
 ), cand AS (
     SELECT s.source_id, b.eb_id, s.ticket_id, s.model_kind AS kind, s.event_time AS s_time,
-           b.event_time AS b_time, b.sequence_position AS b_pos
+           b.event_time AS b_time, b.sequence_position AS b_pos,
+           position_fits(s.pos_low, s.position, b.sequence_position) AS fits
     FROM rest_s s
-    JOIN rest_b b ON composite_candidate(s.ticket_id, s.model_kind, s.event_time, s.pos_low, s.position,
-                                         b.ticket_id, b.api_kind, b.event_time, b.sequence_position, $tolerance_s)
+    JOIN rest_b b ON composite_candidate(s.ticket_id, s.model_kind, s.event_time,
+                                         b.ticket_id, b.api_kind, b.event_time, $tolerance_s)
 ), found AS (
     SELECT * FROM exact
-    UNION ALL SELECT * FROM pair_candidates('cand')
+    UNION ALL SELECT * FROM pair_composite('cand')
 )
 SELECT * FROM found
 UNION ALL
-SELECT f.source_id, c.eb_id, f.match_kind FROM found f JOIN copies c ON c.first_eb = f.eb_id;
+-- (a webhook's copies share its event id: matched exactly, each is linked already)
+SELECT f.source_id, c.eb_id, f.match_kind FROM found f JOIN copies c ON c.first_eb = f.eb_id
+WHERE f.match_kind <> 'exact';

@@ -10,14 +10,18 @@
 CREATE OR REPLACE MACRO exact_candidate(b_family, b_key, s_key) AS
     b_family = 'webhook' AND b_key = s_key;
 
--- hop A, composite: same ticket and model kind, time within tolerance_s seconds, and a sequence position within the
--- expected event's possible positions pos_low..pos_high (no lower bound when pos_low is NULL: a carried event keeps
--- only its highest possible position).
-CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, pos_low, pos_high,
-                                            b_ticket, b_kind, b_time, b_pos, tolerance_s) AS
+-- hop A, composite: same ticket and model kind, time within tolerance_s seconds.
+CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, b_kind, b_time, tolerance_s) AS
     b_ticket = s_ticket AND b_kind = s_kind
-    AND abs(epoch(b_time) - epoch(s_time)) <= tolerance_s
-    AND (b_pos IS NULL OR pos_high IS NULL OR b_pos BETWEEN coalesce(pos_low, b_pos) AND pos_high);
+    AND abs(epoch(b_time) - epoch(s_time)) <= tolerance_s;
+
+-- does a candidate's sequence position fit the expected event's possible positions pos_low..pos_high (its rank among
+-- its audit's expected events, without and with the kinds the model does not know; no lower bound when pos_low is
+-- NULL: a carried event keeps only its highest possible position)? Positions are *assumed* to follow the audit's
+-- child order (Zendesk documents no order), so a position that does not fit never rules a candidate out: it only
+-- decides between candidates (pair_composite).
+CREATE OR REPLACE MACRO position_fits(pos_low, pos_high, b_pos) AS
+    b_pos IS NULL OR pos_high IS NULL OR b_pos BETWEEN coalesce(pos_low, b_pos) AND pos_high;
 
 -- hop A, pairing: composite candidates (table `cand`: source_id, eb_id, ticket_id, kind, s_time, b_time, b_pos) made
 -- one-to-one. A candidate that is the only one on both sides is 'composite'. The others are 'ambiguous': paired with
@@ -72,6 +76,28 @@ SELECT s.source_id, b.eb_id, 'ambiguous'
 FROM ranked_s s
 JOIN ranked_b b USING (ticket_id, kind, r)
 JOIN amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id;
+
+-- hop A, composite pairing (table `cand`: pair_candidates' columns and `fits`, position_fits of the candidate) in two
+-- rounds: the candidates whose position fits, paired as pair_candidates pairs; then, among the events and ids that
+-- round left unpaired, every candidate on ticket, kind and time alone. A pairing of the second round that the
+-- position contradicts is 'out_of_order' (queries/match_kinds.csv): the event reached the bus, only not at the
+-- position the assumed order gives it -- calling it lost (and its bus event an orphan) would be a false loss.
+CREATE OR REPLACE MACRO pair_composite(cand) AS TABLE
+WITH c AS (
+    SELECT * FROM query_table(cand)
+), fitting AS (
+    SELECT * EXCLUDE (fits) FROM c WHERE fits
+), first_round AS (
+    SELECT * FROM pair_candidates('fitting')
+), rest AS (
+    SELECT * EXCLUDE (fits) FROM c
+    WHERE source_id NOT IN (SELECT source_id FROM first_round) AND eb_id NOT IN (SELECT eb_id FROM first_round)
+)
+SELECT * FROM first_round
+UNION ALL
+SELECT p.source_id, p.eb_id, CASE WHEN c.fits THEN p.match_kind ELSE 'out_of_order' END
+FROM pair_candidates('rest') p
+JOIN c USING (source_id, eb_id);
 
 -- what the stores hold of an expected event, from its links (table `links`: source_id, eb_id, match_kind) to
 -- the bus events (table `bus`: bus_events, or the part of it the links can reach), and what `reconcile recover` sent

@@ -5,7 +5,8 @@
 -- a segment with as many unlinked children as unlinked positions they pair in order. seq_units has one row per such
 -- child: the paired position and the EventBridge id seen there (none: that position never reached any store), or
 -- no position, with `complete` true when every position of the sequence is linked (the update's events are all
--- accounted for without it). Pairs with an id are added to hop_a as 'sequence' links.
+-- accounted for without it; never when the sequence's total is missing or out of range). Pairs with an id are added
+-- to hop_a as 'sequence' links.
 CREATE OR REPLACE TABLE seq_units AS
 WITH open_units AS (
     SELECT source_id, audit_id FROM source_events
@@ -21,6 +22,13 @@ WITH open_units AS (
     SELECT audit_id, arg_max(sequence_id, n) AS sequence_id
     FROM (SELECT audit_id, sequence_id, count(*) AS n FROM linked GROUP BY audit_id, sequence_id)
     GROUP BY audit_id
+), disordered AS (
+    -- audits with an 'out_of_order' link: their connector did not number their events in child order, the order
+    -- positions are paired in below, so none of their children is paired with a position (whether the sequence is
+    -- complete does not depend on the order: that still holds)
+    SELECT DISTINCT s.audit_id
+    FROM hop_a h JOIN source_events s ON s.source_id = h.source_id
+    WHERE h.match_kind = 'out_of_order' AND s.audit_id IN (SELECT audit_id FROM open_units)
 ), at_position AS (
     SELECT sequence_id, sequence_position, min(eb_id) AS eb_id, max(sequence_total) AS total
     FROM bus_events
@@ -70,10 +78,12 @@ WITH open_units AS (
 )
 SELECT u.source_id, s.sequence_id, s.total,
        p.position, CASE WHEN p.position IS NOT NULL THEN ap.eb_id END AS eb_id,
-       coalesce(f.free_positions, 0) = 0 AS complete
+       -- complete only when the sequence's size is known: without a readable total, no position is known missing
+       s.total BETWEEN 1 AND 10000 AND coalesce(f.free_positions, 0) = 0 AS complete
 FROM u
 JOIN seqs s USING (audit_id)
 LEFT JOIN p ON p.audit_id = u.audit_id AND p.seg = u.seg AND p.r = u.r AND p.n = u.n
+             AND u.audit_id NOT IN (SELECT audit_id FROM disordered)
 LEFT JOIN at_position ap ON ap.sequence_id = s.sequence_id AND ap.sequence_position = p.position
 LEFT JOIN free f ON f.audit_id = u.audit_id;
 

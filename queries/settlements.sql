@@ -30,19 +30,20 @@ WITH open AS (
     JOIN near b ON exact_candidate(b.family, b.zendesk_key, c.zendesk_key)
 ), cand AS (
     SELECT DISTINCT c.source_id, b.eb_id, c.ticket_id, model_kind(c.kind) AS kind, c.event_time AS s_time,
-           b.event_time AS b_time, b.sequence_position AS b_pos
+           b.event_time AS b_time, b.sequence_position AS b_pos,
+           position_fits(NULL, c.position, b.sequence_position) AS fits
     FROM open c
     JOIN emission_model k ON k.api_kind = model_kind(c.kind)
     JOIN near b
       ON b.event_type = k.bus_type
-     AND composite_candidate(c.ticket_id, model_kind(c.kind), c.event_time, NULL, c.position,
-                             b.ticket_id, k.api_kind, b.event_time, b.sequence_position, $tolerance_s)
+     AND composite_candidate(c.ticket_id, model_kind(c.kind), c.event_time,
+                             b.ticket_id, k.api_kind, b.event_time, $tolerance_s)
     WHERE c.source_id NOT IN (SELECT source_id FROM exact)
       AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
 ), links AS (
     SELECT DISTINCT source_id, eb_id, 'carried' AS match_kind FROM carried WHERE eb_id IS NOT NULL
     UNION ALL SELECT * FROM exact
-    UNION ALL SELECT * FROM pair_candidates('cand')
+    UNION ALL SELECT * FROM pair_composite('cand')
 ), facts AS (
     SELECT * FROM bus_facts('links', 'near')
 ), judged AS (

@@ -171,3 +171,71 @@ def test_the_verdict_vocabulary_is_one_table():
     from reconcile.simulate import generate
     assert summary.VERDICTS == generate.VERDICTS == verdict_names()
     assert {"unverified", "not_emitted"} <= set(verdict_names())
+
+
+# Positions are assumed to follow the audit's child order; Zendesk documents no order (PIPELINE.md §2), so a position
+# decides between candidates but never rules the only one out:
+# - ORDER: [Comment 601, Change:status 602], the connector numbered Status Changed 1 and Comment Created 2;
+# - NEWT: a new ticket whose Comment child has a lower id than its Create children, Ticket Created at 1 (the ZIS
+#   example's "Ticket Created at position 1");
+# - SKIP: [status 621, priority 622, Comment 623], no Priority Changed sent (total 2, both positions linked): the
+#   comment at 2 is out of the assumed order, and the priority change is not emitted -- the sequence is complete
+#   without it, whatever the order;
+# - NOTOTAL: a sequence without a readable total: no position is known missing, so it proves nothing complete.
+ORDER = [z(601, 100, "Comment", "12:00:00", 10000), z(602, 100, "Change:status", "12:00:00", 10000)]
+NEWT = [z(611, 101, "Comment", "12:10:00", 10100), z(612, 101, "Create", "12:10:00", 10100),
+        z(613, 101, "Create", "12:10:00", 10100)]
+SKIP = [z(621, 102, "Change:status", "12:20:00", 10200), z(622, 102, "Change:priority", "12:20:00", 10200),
+        z(623, 102, "Comment", "12:20:00", 10200)]
+NOTOTAL = [z(631, 103, "Comment", "12:30:00", 10300), z(632, 103, "Change:status", "12:30:00", 10300)]
+OUT_OF_ORDER_BUS = [
+    seq("O1", 100, "Status Changed", "12:00:00.4", 1, 2, "S100"), seq("O2", 100, "Comment Created", "12:00:00.4", 2, 2,
+                                                                      "S100"),
+    seq("K1", 101, "Ticket Created", "12:10:00.2", 1, 2, "S101"), seq("K2", 101, "Comment Created", "12:10:00.2", 2, 2,
+                                                                      "S101"),
+    seq("Q1", 102, "Status Changed", "12:20:00.1", 1, 2, "S102"), seq("Q3", 102, "Comment Created", "12:20:00.1", 2, 2,
+                                                                      "S102"),
+    seq("V1", 103, "Comment Created", "12:30:00.1", 1, None, "S103"),
+]
+
+
+def test_a_position_out_of_the_assumed_order_never_makes_a_loss(tmp_path):
+    bus, sink = landed(OUT_OF_ORDER_BUS)
+    e = judge(tmp_path, ORDER + NEWT + SKIP + NOTOTAL, bus, sink, [])
+    try:
+        got = {r[0]: r[1:] for r in table(e, "verdicts", ["source_id", "verdict", "eb_id", "match_kind"])}
+        assert got == {
+            "601": ("delivered", "O2", "out_of_order"), "602": ("delivered", "O1", "out_of_order"),
+            "611": ("delivered", "K2", "out_of_order"), "612": ("delivered", "K1", "out_of_order"),
+            "613": ("delivered", "K1", "out_of_order"),
+            "621": ("delivered", "Q1", "composite"), "622": ("not_emitted", None, "unmatched"),
+            "623": ("delivered", "Q3", "out_of_order"),
+            "631": ("delivered", "V1", "composite"), "632": ("lost_before_bus", None, "unmatched"),
+        }
+        causes = dict(table(e, "verdicts", ["source_id", "cause"]))
+        assert causes["622"] == "sequence S102 (2 events) is complete without it"
+        assert causes["632"] == "not in any AWS store"
+        assert table(e, "orphans", ["eb_id"]) == []
+        assert dict(table(e, "match_stats", ["match_kind", "events"]))["out_of_order"] == 5  # expected events: the folded Create children are one
+    finally:
+        e.close()
+
+
+def test_a_webhook_delivered_twice_is_one_event_under_two_ids(tmp_path):
+    """A webhook's `id` is Zendesk's webhook event id (a UUID), not the API's child id, so webhook events match on
+    the composite key. Webhooks can be delivered more than once (PIPELINE.md §1): two EventBridge ids with one webhook
+    event id are one event, both linked to it -- one copy landed: delivered (not lost after the bus because the other
+    copy was picked); both landed: duplicated, a redelivery. Neither copy is an orphan."""
+    zen = [z(701, 110, "Comment", "13:00:00", 11000), z(702, 111, "Comment", "13:10:00", 11100)]
+    first, second = "2b24ef10-19d4-4740-93cf-8f98ec4776c0", "3c35f021-2ae5-4851-a4d0-9fa9fd5887d1"
+    bus = [webhook(eb, wid, ticket, "comment_added", t)
+           for eb, wid, ticket, t in (("WA", first, 110, "13:00:00.3"), ("WB", first, 110, "13:00:00.3"),
+                                      ("WC", second, 111, "13:10:00.2"), ("WD", second, 111, "13:10:00.2"))]
+    logged, sunk = landed(bus)
+    e = judge(tmp_path, zen, logged, [sunk[1], sunk[2], sunk[3]], [])  # WA's copy never reached the sink
+    try:
+        got = {r[0]: r[1:] for r in table(e, "verdicts", ["source_id", "verdict", "eb_ids", "match_kind", "cause"])}
+        assert got == {"701": ("delivered", 2, "composite", None), "702": ("duplicated", 2, "composite", "redelivery")}
+        assert table(e, "orphans", ["eb_id"]) == []
+    finally:
+        e.close()

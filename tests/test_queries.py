@@ -73,7 +73,7 @@ def test_funnel(day):
 
 def test_match_stats(day):
     assert dict(table(day, "match_stats", ["match_kind", "events"])) == {
-        "exact": 2, "composite": 6, "ambiguous": 2, "sequence": 0, "unmatched": 2}
+        "exact": 2, "composite": 6, "ambiguous": 2, "out_of_order": 0, "sequence": 0, "unmatched": 2}
 
 
 def test_match_kinds_come_from_the_vocabulary(day):
