@@ -220,6 +220,21 @@ def test_a_commit_log_spark_cannot_read_makes_the_sink_incomplete(tmp_path, dama
     assert ignored.complete and any(said in p for p in ignored.problems) and len(ignored.ledger) == len(SPARK_IDS)
 
 
+def test_a_committed_file_missing_from_the_listing_makes_the_sink_incomplete(tmp_path):
+    """A file the commit log lists as committed but the bucket no longer holds (a lifecycle rule, a partial copy, a
+    delete): its rows are missing, so the sink is not complete (Spark's own readers fail on such an output)."""
+    root = spark_copy(tmp_path, "parquet")
+    gone = next(root.glob("dt=2026-11-23/hr=05/*.parquet"))
+    kept = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    gone.unlink()
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    assert kept.complete and kept.details["committed_missing"] == 0
+    assert not res.complete and res.details["committed_missing"] == 1
+    assert res.details["committed_missing_names"] == [f"dt=2026-11-23/hr=05/{gone.name}"]
+    assert any("lists as committed are not in the listing" in p and gone.name in p for p in res.problems)
+    assert len(res.ledger) < len(kept.ledger)
+
+
 def test_uri_below_the_commit_log_warns_and_uses_the_log(tmp_path):
     root = spark_copy(tmp_path, "parquet")
     (root / "dt=2026-11-23" / "hr=10" / "part-00001-0f0f0f0f-0000-4000-8000-leftover0000.c000.snappy.parquet") \

@@ -89,16 +89,25 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     listed: list[pafs.FileInfo] = []
     skipped_partitions: set[str] = set()
     skipped_files = 0
+    every: list[str] = []  # every data file, pruned or not, relative to the log's folder
     for f in files:
         parts = (posixpath.relpath(f.path, root) if f.path != root else f.base_name).split("/")
         if any(p.startswith(("_", ".")) for p in parts) or not f.base_name.endswith(FORMATS[cfg.format]):
             continue
-        span = _partition_span(parts[:-1], tz)
-        if span is not None and (span[1] <= lo or span[0] > hi):
+        if log:
+            every.append(posixpath.relpath(f.path, log.root))
+        if _pruned(parts[:-1], tz, lo, hi):
             skipped_partitions.add("/".join(parts[:-1]))
             skipped_files += 1
             continue
         listed.append(f)
+    # Committed files the listing lacks (a lifecycle rule, a partial copy, a delete): their rows are missing, and
+    # Spark's own readers fail on such a log. Those in partitions outside the window do not matter here.
+    missing = []
+    for rel in log.unlisted(every) if log else []:
+        under = posixpath.relpath(posixpath.join(log.root, rel), root).split("/")  # below [sink] uri, if at all
+        if under[0] != ".." and not _pruned(under[:-1], tz, lo, hi):
+            missing.append(rel)
     in_log = log.lists([posixpath.relpath(f.path, log.root) for f in listed]) if log else [None] * len(listed)
     data: list[_File] = []
     leftovers: list[str] = []
@@ -143,6 +152,11 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         raise
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
     log_problems = log.problems if log else []
+    if missing:
+        problems.append(f"{len(missing):,} file(s) Spark's commit log ({log.folder}) lists as committed are not in "
+                        f"the listing of {cfg.uri} (first: {missing[0]}): their rows are missing from the sink, and "
+                        f"Spark's own readers fail on this output. Check the bucket (a lifecycle rule, a partial "
+                        f"copy or a delete?).")
     fingerprints += log.fingerprints if log else []
     details = {
         "format": cfg.format, "uri": cfg.uri, "files": len(data), "records": out_ledger.rows, "rejected": rej.num_rows,
@@ -151,6 +165,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         "commit_log": log is not None, "honour_commit_log": cfg.honour_commit_log,
         "uncommitted_files": [f.where for f in data if f.committed is False],
         "leftover_files": len(leftovers), "leftover_names": leftovers[:LEFTOVERS_SHOWN],
+        "committed_missing": len(missing), "committed_missing_names": missing[:LEFTOVERS_SHOWN],
         "id": f"path {cfg.id_path}" if cfg.id_path else f"column {cfg.id_column}",
         "bad_files": len(problems),
         "payloads_parsed": payloads, "payloads_not_parsed": skipped,
@@ -200,6 +215,12 @@ def _check_path(path: str) -> None:
         duckdb.sql("SELECT json_extract_string('{}', $p)", params={"p": path}).fetchall()
     except duckdb.Error as e:
         raise ConfigError(f"sink.id_path {path!r} is not a JSON path ({e}). Use a path like $.id or $.detail.id.")
+
+
+def _pruned(dirs: list[str], zone: ZoneInfo, lo: datetime, hi: datetime) -> bool:
+    """Is a file in these partition folders outside [lo, hi] (so not read)?"""
+    span = _partition_span(dirs, zone)
+    return span is not None and (span[1] <= lo or span[0] > hi)
 
 
 def _partition_span(dirs: list[str], zone: ZoneInfo) -> tuple[datetime, datetime] | None:
