@@ -165,6 +165,21 @@ def test_bus_log_firehose_multi_member_with_control_message(where, request, tmp_
     assert res.details["records_control"] == 1 and res.details["records_data"] == 4
 
 
+def test_firehose_records_that_can_hold_events_but_show_none_are_rejects(tmp_path):
+    """A DATA_MESSAGE without its logEvents list, or a messageType CloudWatch does not write, may have held events:
+    each is a reject naming the record, never a record read as empty (a CONTROL_MESSAGE holds none: it is skipped)."""
+    t0 = int(NOW.timestamp() * 1000)
+    no_list = {k: v for k, v in data_record([("e9", t0, legacy("L9"))]).items() if k != "logEvents"}
+    other = dict(data_record([("e8", t0, legacy("L8"))]), messageType="DATA_MESSAGE_V2")
+    obj = firehose_object([data_record([("e1", t0, legacy("L1"))]), no_list, other])
+    (tmp_path / "fh").mkdir()
+    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc").write_bytes(obj)
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose"), WINDOW, AwsConfig())
+    assert labels(res.ledger["eb_id"]) == ["L1"]
+    assert reasons(res) == ["Firehose DATA_MESSAGE without a logEvents list",
+                            'Firehose record has an unknown messageType "DATA_MESSAGE_V2"']
+
+
 # ---------------------------------------------------------------- bus log: live API
 
 

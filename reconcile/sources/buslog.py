@@ -187,7 +187,12 @@ WITH r AS (
 )
 SELECT rec, line, h[1] AS message_type,
        CASE WHEN h IS NULL THEN 'Firehose record is not JSON'
-            WHEN h[1] IS NULL THEN 'Firehose record has no messageType' END AS reason,
+            WHEN h[1] IS NULL THEN 'Firehose record has no messageType'
+            -- CONTROL_MESSAGE: CloudWatch's check that the destination is reachable, which holds no log events
+            WHEN h[1] NOT IN ('DATA_MESSAGE', 'CONTROL_MESSAGE')
+                 THEN 'Firehose record has an unknown messageType "' || left(h[1], 40) || '"'
+            WHEN h[1] = 'DATA_MESSAGE' AND json_type(line, '$.logEvents') IS DISTINCT FROM 'ARRAY'
+                 THEN 'Firehose DATA_MESSAGE without a logEvents list' END AS reason,
        CASE WHEN h[1] = 'DATA_MESSAGE' THEN try(json_extract(line, '$.logEvents[*]')) END AS evs
 FROM r
 """

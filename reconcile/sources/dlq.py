@@ -178,7 +178,10 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
     throttled = near_redrive = False
     try:
         try:
-            while len(seen) < approx and fruitless < cfg.empty_receives and not near_redrive:
+            # Until empty_receives receives in a row bring nothing new, not until the count read before: SQS's counts
+            # are approximate and lag new messages, and stopping at one that came out low would read part of the
+            # queue and call it whole.
+            while fruitless < cfg.empty_receives and not near_redrive:
                 interrupt.check()  # after SIGTERM/SIGINT: receive no more (the finally below releases what we hold)
                 # a signal between the receive and the record of its handles would leave messages hidden
                 with interrupt.deferred():
