@@ -4,10 +4,11 @@
 -- it); otherwise the composite key: ticket, model kind (emission_model) and time within $tolerance_s seconds, the
 -- sequence position deciding between candidates (pos_low..pos_high: unknown kinds of the same update may or may not
 -- take a position; a position out of the assumed order is matched last, as 'out_of_order'). A composite candidate
--- that is not one-to-one is counted as 'ambiguous' and paired one-to-one (pair_composite). The candidate tests and the pairing are macros in queries/rules.sql, shared
--- with settlements.sql. One connector event sent under two EventBridge ids (same sequence id and position), or one
--- webhook delivered twice (same webhook event id, which is not the API's child id: such events match on the
--- composite key), is matched once and both ids are linked to it. queries/sequences.sql then adds the links found by sequence position.
+-- that is not one-to-one is counted as 'ambiguous' and paired one-to-one (pair_composite). The candidate tests and
+-- the pairing are macros in queries/rules.sql, shared with settlements.sql. One connector event sent under two
+-- EventBridge ids (same sequence id and position), or one webhook delivered twice (same webhook event id, which is
+-- not the API's child id: such events match on the composite key), is matched once and both ids are linked to it.
+-- queries/sequences.sql then adds the links found by sequence position.
 CREATE OR REPLACE TABLE hop_a AS
 WITH exact AS (
     SELECT DISTINCT s.expected_id AS source_id, b.eb_id, 'exact' AS match_kind

@@ -38,7 +38,7 @@ WITH open AS (
       ON b.event_type = k.bus_type
      AND composite_candidate(c.ticket_id, model_kind(c.kind), c.event_time,
                              b.ticket_id, k.api_kind, b.event_time, $tolerance_s)
-    WHERE c.source_id NOT IN (SELECT source_id FROM exact)
+    WHERE c.source_id NOT IN (SELECT source_id FROM exact) AND b.eb_id NOT IN (SELECT eb_id FROM exact)
       AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
 ), links AS (
     SELECT DISTINCT source_id, eb_id, 'carried' AS match_kind FROM carried WHERE eb_id IS NOT NULL

@@ -147,7 +147,10 @@ TIMES_TAKEN = {
 # What DuckDB's (or Python's) parser alone would read as some time, or not at all: each is a reject.
 TIMES_REFUSED = ["epoch", "2026-07-04", "infinity", "-infinity", "now", "20260704T053318Z",
                  "2026-07-04T05:33:18 Europe/Paris", " 2026-07-04T05:33:18Z", "2026-02-30T00:00:00Z",
-                 "1-01-01T00:00:00Z", "2026-07-04T05:33:18Z garbage", ""]
+                 "1-01-01T00:00:00Z", "2026-07-04T05:33:18Z garbage", "",
+                 # DuckDB alone reads these (the next midnight, a time 99 or 24 hours off, 1 BC); Python does not
+                 "2026-11-23T24:00:00Z", "2026-11-23T10:00:00+99:00", "2026-11-23T10:00:00+24:00",
+                 "0000-01-01T00:00:00Z", "2026-11-23T10:00:60Z", "2026-11-23T10:60:00Z"]
 
 
 def test_one_rule_for_times_given_as_text_in_duckdb_and_python():

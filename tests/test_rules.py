@@ -160,3 +160,28 @@ def test_every_verdict_is_counted_in_every_breakdown(tmp_path):
             h["hop"] for h in emission.hop_rows() if h["in_funnel"])
     finally:
         e.close()
+
+
+def test_a_carried_event_cannot_take_the_id_another_carried_event_took_exactly(tmp_path):
+    """Two comments of one ticket in one second, carried from yesterday; today a webhook carrying the first one's id
+    lands. The first settles on it exactly; the second is no composite candidate for the same id (one-to-one, as in
+    hop A), so it stays lost rather than delivered by another event's copy."""
+    yesterday = DAY - timedelta(hours=1)
+    carried = pa.Table.from_pylist([
+        dict(window_key="earlier", source_id=s, zendesk_key=s, eb_id=None, ticket_id=500, kind="Comment",
+             event_time=yesterday, position=p) for s, p in (("901", 1), ("902", 2))], schema=CARRIED_SCHEMA)
+    x = dict(webhook("X", "901", 500, "2026-11-22T23:00:00.3Z"), event_type="zen:event-type:ticket.comment_added")
+    e = eng.Engine.open()
+    try:
+        for hop, rows in (("zendesk", []), ("bus", [dict(x, observed_at=x["event_time"], source_id="log:X")]),
+                          ("sink", [sunk(x, "2026-11-22T23:00:02Z", "1")]), ("dlq", [])):
+            e.bind_ledger(hop, write(tmp_path, hop, rows))
+        e.bind_table("metrics", ledger.METRIC_SCHEMA.empty_table())
+        e.bind_table("emission_model", load_model())
+        e.bind_table("excluded_kinds", pa.table({"kind": pa.array([], pa.string())}))
+        e.bind_table("carried", carried)
+        e.run_all(PARAMS)
+        settled = {r["source_id"]: (r["verdict"], r["eb_id"]) for r in e.arrow("settlements").to_pylist()}
+    finally:
+        e.close()
+    assert settled == {"901": ("delivered", uid("X")), "902": ("lost_before_bus", None)}

@@ -175,13 +175,14 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
     handles: dict[str, str] = {}  # MessageId -> the latest receipt handle (only that one can change visibility)
     fruitless = receives = 0
     max_receive_count = 0
-    throttled = near_redrive = False
+    throttled = near_redrive = endless = False
+    receive_limit = 5 * -(-approx // BATCH) + 50 * cfg.empty_receives  # five times what the count needs, and then some
     try:
         try:
             # Until empty_receives receives in a row bring nothing new, not until the count read before: SQS's counts
             # are approximate and lag new messages, and stopping at one that came out low would read part of the
             # queue and call it whole.
-            while fruitless < cfg.empty_receives and not near_redrive:
+            while fruitless < cfg.empty_receives and not near_redrive and not endless:
                 interrupt.check()  # after SIGTERM/SIGINT: receive no more (the finally below releases what we hold)
                 # a signal between the receive and the record of its handles would leave messages hidden
                 with interrupt.deferred():
@@ -200,6 +201,8 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                     max_receive_count = max(max_receive_count, int(m.get("Attributes", {}).get(
                         "ApproximateReceiveCount", 0)))
                 near_redrive = bool(max_receives) and max_receive_count + 1 >= max_receives
+                # a bound for a queue that never runs dry (new messages faster than we receive): then incomplete
+                endless = receives >= receive_limit
         except botocore.exceptions.ClientError as e:
             code = error_code(e)
             if code not in THROTTLE_CODES:
@@ -224,7 +227,11 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
             f"maxReceiveCount is {max_receives}; another receive could make SQS move it to "
             f"{redrive.get('deadLetterTargetArn')}. Redrive or archive the messages, then read the archive "
             f"([dlq] uri).")
-    incomplete = read_n < max(approx, approx_after) or throttled or near_redrive
+    if endless:
+        problems.append(f"Stopped reading {url} after {receives:,} receives ({read_n:,} messages, ~{approx:,} when the "
+                        f"read began): new messages kept arriving. Re-run when the queue is quieter, or read an "
+                        f"archive ([dlq] uri).")
+    incomplete = read_n < max(approx, approx_after) or throttled or near_redrive or endless
     if read_n < approx:
         problems.append(
             f"Read {read_n:,} of ~{approx:,} messages in {url}: "

@@ -104,9 +104,10 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     # Committed files the listing lacks (a lifecycle rule, a partial copy, a delete): their rows are missing, and
     # Spark's own readers fail on such a log. Those in partitions outside the window do not matter here.
     missing = []
-    for rel in log.unlisted(every) if log else []:
-        under = posixpath.relpath(posixpath.join(log.root, rel), root).split("/")  # below [sink] uri, if at all
-        if under[0] != ".." and not _pruned(under[:-1], tz, lo, hi):
+    for entry, rel in log.unlisted(every) if log else []:
+        below_uri = not posixpath.relpath(posixpath.join(log.root, rel), root).startswith("..")
+        # its partition read off the whole entry (its short name may lack the dt= folder when depths differ)
+        if below_uri and not _pruned(entry.split("/")[:-1], tz, lo, hi):
             missing.append(rel)
     in_log = log.lists([posixpath.relpath(f.path, log.root) for f in listed]) if log else [None] * len(listed)
     data: list[_File] = []

@@ -62,10 +62,10 @@ class CommitLog:
         return pc.is_in(pa.array(rels, pa.string()), tails).to_pylist()
 
 
-    def unlisted(self, rels: list[str]) -> list[str]:
+    def unlisted(self, rels: list[str]) -> list[tuple[str, str]]:
         """The files the log lists as added that are none of `rels` (every data file the listing holds, relative to
-        `root`), matched on their last components as lists() matches them; each given by as many last components as
-        most listed files have (the whole entry when the listing holds none)."""
+        `root`), matched on their last components as lists() matches them: (the decoded entry, its name as as many
+        last components as most listed files have; the whole entry when the listing holds none)."""
         if not len(self.entries):
             return []
         depths = [r.count("/") + 1 for r in rels]
@@ -78,7 +78,7 @@ class CommitLog:
             found = con.sql(_UNLISTED_SQL, params={"shown": shown}).fetchall()
         finally:
             con.close()
-        return [rel for (rel,) in found]
+        return [(path, rel) for path, rel in found]
 
 
 # Entries none of whose tails (at the depths of the listed files) is a listed file, by their tail at $shown components.
@@ -86,7 +86,8 @@ _UNLISTED_SQL = """
 WITH tails AS (
     SELECT path, array_to_string(list_slice(string_split(path, '/'), -depth, -1), '/') AS rel FROM entries, depths
 )
-SELECT coalesce(array_to_string(list_slice(string_split(path, '/'), -$shown, -1), '/'), path) AS rel FROM entries
+SELECT path, coalesce(array_to_string(list_slice(string_split(path, '/'), -$shown, -1), '/'), path) AS rel
+FROM entries
 WHERE path NOT IN (SELECT path FROM tails WHERE rel IN (SELECT rel FROM listed))
 ORDER BY rel
 """
