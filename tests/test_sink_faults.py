@@ -235,6 +235,23 @@ def test_a_committed_file_missing_from_the_listing_makes_the_sink_incomplete(tmp
     assert len(res.ledger) < len(kept.ledger)
 
 
+def test_a_committed_file_of_a_format_not_read_makes_the_sink_incomplete(tmp_path):
+    """A committed file the reader does not take (another codec's suffix, or [sink] format set wrong) holds rows
+    that are not read: a problem naming it, not a file silently passed over (and not one called missing)."""
+    root = spark_copy(tmp_path, "parquet")
+    src = next(root.glob("dt=2026-11-23/hr=05/*.parquet"))
+    other = src.with_name("part-00009-0e0e0e0e-0000-4000-8000-otherformat0.c000.json.bz2")
+    other.write_bytes(b"BZh9")
+    batch = root / "_spark_metadata" / "4"
+    entry = json.loads(batch.read_text().splitlines()[1])
+    entry["path"] = entry["path"].rsplit("/", 3)[0] + "/dt=2026-11-23/hr=05/" + other.name
+    batch.write_text(batch.read_text().rstrip("\n") + "\n" + json.dumps(entry) + "\n")
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    assert not res.complete and res.details["committed_not_read"] == 1 and res.details["committed_missing"] == 0
+    assert any("are not parquet files this reader takes" in p and other.name in p for p in res.problems), res.problems
+    assert sorted(map(str, res.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
+
+
 def test_uri_below_the_commit_log_warns_and_uses_the_log(tmp_path):
     root = spark_copy(tmp_path, "parquet")
     (root / "dt=2026-11-23" / "hr=10" / "part-00001-0f0f0f0f-0000-4000-8000-leftover0000.c000.snappy.parquet") \

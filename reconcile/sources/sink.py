@@ -89,13 +89,18 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     listed: list[pafs.FileInfo] = []
     skipped_partitions: set[str] = set()
     skipped_files = 0
-    every: list[str] = []  # every data file, pruned or not, relative to the log's folder
+    every: list[str] = []  # every file, pruned or not, relative to the log's folder
+    other_format: list[pafs.FileInfo] = []  # files in the window's partitions that are no [sink] format file
     for f in files:
         parts = (posixpath.relpath(f.path, root) if f.path != root else f.base_name).split("/")
-        if any(p.startswith(("_", ".")) for p in parts) or not f.base_name.endswith(FORMATS[cfg.format]):
+        if any(p.startswith(("_", ".")) for p in parts):
             continue
         if log:
             every.append(posixpath.relpath(f.path, log.root))
+        if not f.base_name.endswith(FORMATS[cfg.format]):
+            if not _pruned(parts[:-1], tz, lo, hi):
+                other_format.append(f)
+            continue
         if _pruned(parts[:-1], tz, lo, hi):
             skipped_partitions.add("/".join(parts[:-1]))
             skipped_files += 1
@@ -153,6 +158,12 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         raise
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
     log_problems = log.problems if log else []
+    unread = [f for f, flag in zip(other_format, log.lists([posixpath.relpath(f.path, log.root)
+                                                               for f in other_format]) if log else []) if flag]
+    if unread:
+        problems.append(f"{len(unread):,} file(s) Spark's commit log lists as committed are not {cfg.format} files "
+                        f"this reader takes ({', '.join(FORMATS[cfg.format])}; first: {scheme + unread[0].path}): their "
+                        f"rows were not read. Check [sink] format and the Spark job's compression option.")
     if missing:
         problems.append(f"{len(missing):,} file(s) Spark's commit log ({log.folder}) lists as committed are not in "
                         f"the listing of {cfg.uri} (first: {missing[0]}): their rows are missing from the sink, and "
@@ -167,6 +178,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         "uncommitted_files": [f.where for f in data if f.committed is False],
         "leftover_files": len(leftovers), "leftover_names": leftovers[:LEFTOVERS_SHOWN],
         "committed_missing": len(missing), "committed_missing_names": missing[:LEFTOVERS_SHOWN],
+        "committed_not_read": len(unread),
         "id": f"path {cfg.id_path}" if cfg.id_path else f"column {cfg.id_column}",
         "bad_files": len(problems),
         "payloads_parsed": payloads, "payloads_not_parsed": skipped,
