@@ -14,28 +14,8 @@ WITH exact AS (
     SELECT DISTINCT s.expected_id AS source_id, b.eb_id, 'exact' AS match_kind
     FROM source_events s
     JOIN bus_events b ON exact_candidate(b.family, b.zendesk_key, s.zendesk_key)
-), resent AS (
-    -- the same connector event under several EventBridge ids: rare, so found with one narrow count
-    SELECT sequence_id, sequence_position, min(eb_id) AS first_eb
-    FROM bus_events
-    WHERE family = 'legacy' AND sequence_id IS NOT NULL AND sequence_position IS NOT NULL
-    GROUP BY sequence_id, sequence_position HAVING count(*) > 1
-), redelivered AS (
-    -- a webhook delivered more than once (PIPELINE.md §1): one webhook event id under several EventBridge ids
-    SELECT zendesk_key, min(eb_id) AS first_eb
-    FROM bus_events
-    WHERE family = 'webhook' AND zendesk_key IS NOT NULL
-    GROUP BY zendesk_key HAVING count(*) > 1
 ), copies AS (
-    SELECT b.eb_id, r.first_eb
-    FROM bus_events b
-    JOIN resent r USING (sequence_id, sequence_position)
-    WHERE b.family = 'legacy' AND b.eb_id <> r.first_eb
-    UNION ALL
-    SELECT b.eb_id, r.first_eb
-    FROM bus_events b
-    JOIN redelivered r USING (zendesk_key)
-    WHERE b.family = 'webhook' AND b.eb_id <> r.first_eb
+    SELECT * FROM bus_copies('bus_events')
 ), rest_s AS (
     SELECT * FROM source_events
     WHERE source_id = expected_id AND emission IN ('child', 'audit')

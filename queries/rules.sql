@@ -99,6 +99,33 @@ SELECT p.source_id, p.eb_id, CASE WHEN c.fits THEN p.match_kind ELSE 'out_of_ord
 FROM pair_candidates('rest') p
 JOIN c USING (source_id, eb_id);
 
+-- one event under several EventBridge ids (table `bus`: bus_events, or the part of it a query can reach): a connector
+-- event resent (same sequence id and position) or a webhook delivered more than once (same webhook event id,
+-- PIPELINE.md §1; it is not the API's child id, so such events match on the composite key). One row per copy but the
+-- first (by id): matching sees the first only, and each copy is linked with it (hop_a.sql, settlements.sql). Rare, so
+-- found with narrow counts.
+CREATE OR REPLACE MACRO bus_copies(bus) AS TABLE
+WITH b AS (
+    SELECT * FROM query_table(bus)
+), resent AS (
+    SELECT sequence_id, sequence_position, min(eb_id) AS first_eb
+    FROM b
+    WHERE family = 'legacy' AND sequence_id IS NOT NULL AND sequence_position IS NOT NULL
+    GROUP BY sequence_id, sequence_position HAVING count(*) > 1
+), redelivered AS (
+    SELECT zendesk_key, min(eb_id) AS first_eb
+    FROM b
+    WHERE family = 'webhook' AND zendesk_key IS NOT NULL
+    GROUP BY zendesk_key HAVING count(*) > 1
+)
+SELECT b.eb_id, r.first_eb
+FROM b JOIN resent r USING (sequence_id, sequence_position)
+WHERE b.family = 'legacy' AND b.eb_id <> r.first_eb
+UNION ALL
+SELECT b.eb_id, r.first_eb
+FROM b JOIN redelivered r USING (zendesk_key)
+WHERE b.family = 'webhook' AND b.eb_id <> r.first_eb;
+
 -- what the stores hold of an expected event, from its links (table `links`: source_id, eb_id, match_kind) to
 -- the bus events (table `bus`: bus_events, or the part of it the links can reach), and what `reconcile recover` sent
 -- for it (table `recoveries`, from the recovery journal): one row per linked source_id. An event linked to one id

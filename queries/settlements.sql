@@ -28,6 +28,8 @@ WITH open AS (
     SELECT DISTINCT c.source_id, b.eb_id, 'exact' AS match_kind
     FROM open c
     JOIN near b ON exact_candidate(b.family, b.zendesk_key, c.zendesk_key)
+), copies AS (
+    SELECT * FROM bus_copies('near')
 ), cand AS (
     SELECT DISTINCT c.source_id, b.eb_id, c.ticket_id, model_kind(c.kind) AS kind, c.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos,
@@ -39,11 +41,16 @@ WITH open AS (
      AND composite_candidate(c.ticket_id, model_kind(c.kind), c.event_time,
                              b.ticket_id, k.api_kind, b.event_time, $tolerance_s)
     WHERE c.source_id NOT IN (SELECT source_id FROM exact) AND b.eb_id NOT IN (SELECT eb_id FROM exact)
+      AND b.eb_id NOT IN (SELECT eb_id FROM copies)
       AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
+), composite AS (
+    SELECT * FROM pair_composite('cand')
 ), links AS (
     SELECT DISTINCT source_id, eb_id, 'carried' AS match_kind FROM carried WHERE eb_id IS NOT NULL
     UNION ALL SELECT * FROM exact
-    UNION ALL SELECT * FROM pair_composite('cand')
+    UNION ALL SELECT * FROM composite
+    -- (a webhook's copies share its event id: matched exactly, each is linked already)
+    UNION ALL SELECT p.source_id, c.eb_id, p.match_kind FROM composite p JOIN copies c ON c.first_eb = p.eb_id
 ), facts AS (
     SELECT * FROM bus_facts('links', 'near')
 ), judged AS (

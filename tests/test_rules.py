@@ -162,26 +162,48 @@ def test_every_verdict_is_counted_in_every_breakdown(tmp_path):
         e.close()
 
 
-def test_a_carried_event_cannot_take_the_id_another_carried_event_took_exactly(tmp_path):
-    """Two comments of one ticket in one second, carried from yesterday; today a webhook carrying the first one's id
-    lands. The first settles on it exactly; the second is no composite candidate for the same id (one-to-one, as in
-    hop A), so it stays lost rather than delivered by another event's copy."""
-    yesterday = DAY - timedelta(hours=1)
+def settle(tmp, carried_ids: list[str], bus: list[dict], sink: list[dict]) -> dict[str, tuple]:
+    """Comments of ticket 500 carried from yesterday (23:00:00, one update), judged against today's stores."""
     carried = pa.Table.from_pylist([
         dict(window_key="earlier", source_id=s, zendesk_key=s, eb_id=None, ticket_id=500, kind="Comment",
-             event_time=yesterday, position=p) for s, p in (("901", 1), ("902", 2))], schema=CARRIED_SCHEMA)
-    x = dict(webhook("X", "901", 500, "2026-11-22T23:00:00.3Z"), event_type="zen:event-type:ticket.comment_added")
+             event_time=DAY - timedelta(hours=1), position=p) for p, s in enumerate(carried_ids, 1)],
+        schema=CARRIED_SCHEMA)
     e = eng.Engine.open()
     try:
-        for hop, rows in (("zendesk", []), ("bus", [dict(x, observed_at=x["event_time"], source_id="log:X")]),
-                          ("sink", [sunk(x, "2026-11-22T23:00:02Z", "1")]), ("dlq", [])):
-            e.bind_ledger(hop, write(tmp_path, hop, rows))
+        for hop, rows in (("zendesk", []), ("bus", [dict(b, observed_at=b["event_time"], source_id=f"log:{b['eb_id']}")
+                                                    for b in bus]), ("sink", sink), ("dlq", [])):
+            e.bind_ledger(hop, write(tmp, hop, rows))
         e.bind_table("metrics", ledger.METRIC_SCHEMA.empty_table())
         e.bind_table("emission_model", load_model())
         e.bind_table("excluded_kinds", pa.table({"kind": pa.array([], pa.string())}))
         e.bind_table("carried", carried)
         e.run_all(PARAMS)
-        settled = {r["source_id"]: (r["verdict"], r["eb_id"]) for r in e.arrow("settlements").to_pylist()}
+        return {r["source_id"]: (r["verdict"], r["eb_id"], r["cause"]) for r in e.arrow("settlements").to_pylist()}
     finally:
         e.close()
-    assert settled == {"901": ("delivered", uid("X")), "902": ("lost_before_bus", None)}
+
+
+def comment_webhook(eb: str, key: str) -> dict:
+    return dict(webhook(eb, key, 500, "2026-11-22T23:00:00.3Z"), event_type="zen:event-type:ticket.comment_added")
+
+
+def test_a_carried_event_cannot_take_the_id_another_carried_event_took_exactly(tmp_path):
+    """Two comments of one update carried from yesterday; today a webhook carrying the first one's id lands. The
+    first settles on it exactly; the second is no composite candidate for the same id (one-to-one, as in hop A), so
+    it stays lost rather than delivered by another event's copy."""
+    x = comment_webhook("X", "901")
+    assert settle(tmp_path, ["901", "902"], [x], [sunk(x, "2026-11-22T23:00:02Z", "1")]) == {
+        "901": ("delivered", uid("X"), None), "902": ("lost_before_bus", None, "not in any AWS store")}
+
+
+def test_a_carried_event_delivered_twice_as_a_webhook_is_one_event_under_two_ids(tmp_path):
+    """A carried comment whose webhook (its own event id, not the API's) was delivered twice today: both ids link to
+    it, as hop A links them (queries/rules.sql bus_copies), so the copy that landed delivers it whichever was picked."""
+    wid = "2b24ef10-19d4-4740-93cf-8f98ec4776c0"
+    copies = [comment_webhook("WA", wid), comment_webhook("WB", wid)]
+    for landed in copies:
+        got = settle(tmp_path / landed["eb_id"], ["900"], copies, [sunk(landed, "2026-11-22T23:00:02Z", "1")])
+        assert got["900"][0] == "delivered"
+    both = settle(tmp_path / "both", ["900"], copies, [sunk(c, "2026-11-22T23:00:02Z", str(i)) for i, c in
+                                                         enumerate(copies)])
+    assert (both["900"][0], both["900"][2]) == ("duplicated", "redelivery")  # two ids linked: a redelivery
