@@ -72,9 +72,10 @@ DLQ = [dict(C, observed_at="14:00:00.2", source_id="m1", error_code="THROTTLING"
             retry_condition="MaximumEventAgeInSeconds", retry_attempts=40)]
 
 
-def run(tmp, carried: pa.Table) -> eng.Engine:
+def run(tmp, carried: pa.Table, stores: dict[str, list[dict]] | None = None) -> eng.Engine:
+    """The day judged (its stores, or `stores`), with `carried` carried in from earlier windows."""
     e = eng.Engine.open()
-    for hop, rows in (("zendesk", ZENDESK), ("bus", BUS), ("sink", SINK), ("dlq", DLQ)):
+    for hop, rows in (stores or {"zendesk": ZENDESK, "bus": BUS, "sink": SINK, "dlq": DLQ}).items():
         e.bind_ledger(hop, write(tmp, hop, rows))
     e.bind_table("metrics", ledger.METRIC_SCHEMA.empty_table())
     e.bind_table("emission_model", load_model())
@@ -168,16 +169,9 @@ def settle(tmp, carried_ids: list[str], bus: list[dict], sink: list[dict]) -> di
         dict(window_key="earlier", source_id=s, zendesk_key=s, eb_id=None, ticket_id=500, kind="Comment",
              event_time=DAY - timedelta(hours=1), position=p) for p, s in enumerate(carried_ids, 1)],
         schema=CARRIED_SCHEMA)
-    e = eng.Engine.open()
+    logged = [dict(b, observed_at=b["event_time"], source_id=f"log:{b['eb_id']}") for b in bus]
+    e = run(tmp, carried, {"zendesk": [], "bus": logged, "sink": sink, "dlq": []})
     try:
-        for hop, rows in (("zendesk", []), ("bus", [dict(b, observed_at=b["event_time"], source_id=f"log:{b['eb_id']}")
-                                                    for b in bus]), ("sink", sink), ("dlq", [])):
-            e.bind_ledger(hop, write(tmp, hop, rows))
-        e.bind_table("metrics", ledger.METRIC_SCHEMA.empty_table())
-        e.bind_table("emission_model", load_model())
-        e.bind_table("excluded_kinds", pa.table({"kind": pa.array([], pa.string())}))
-        e.bind_table("carried", carried)
-        e.run_all(PARAMS)
         return {r["source_id"]: (r["verdict"], r["eb_id"], r["cause"]) for r in e.arrow("settlements").to_pylist()}
     finally:
         e.close()

@@ -61,7 +61,6 @@ class CommitLog:
             con.close()
         return pc.is_in(pa.array(rels, pa.string()), tails).to_pylist()
 
-
     def unlisted(self, rels: list[str]) -> list[tuple[str, str]]:
         """The files the log lists as added that are none of `rels` (every data file the listing holds, relative to
         `root`), matched on their last components as lists() matches them: (the decoded entry, its name as as many
