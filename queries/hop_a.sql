@@ -41,6 +41,4 @@ WITH exact AS (
 )
 SELECT * FROM found
 UNION ALL
--- (a webhook's copies share its event id: matched exactly, each is linked already)
-SELECT f.source_id, c.eb_id, f.match_kind FROM found f JOIN copies c ON c.first_eb = f.eb_id
-WHERE f.match_kind <> 'exact';
+SELECT * FROM copy_links('found', 'copies');

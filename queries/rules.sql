@@ -126,6 +126,13 @@ SELECT b.eb_id, r.first_eb
 FROM b JOIN redelivered r USING (zendesk_key)
 WHERE b.family = 'webhook' AND b.eb_id <> r.first_eb;
 
+-- the links of the copies (table `copies`: bus_copies) of linked ids (table `links`: source_id, eb_id, match_kind):
+-- each copy linked as its first is. A webhook's copies share its event id, so an exact link reached each already.
+CREATE OR REPLACE MACRO copy_links(links, copies) AS TABLE
+SELECT l.source_id, c.eb_id, l.match_kind
+FROM query_table(links) l JOIN query_table(copies) c ON c.first_eb = l.eb_id
+WHERE l.match_kind <> 'exact';
+
 -- what the stores hold of an expected event, from its links (table `links`: source_id, eb_id, match_kind) to
 -- the bus events (table `bus`: bus_events, or the part of it the links can reach), and what `reconcile recover` sent
 -- for it (table `recoveries`, from the recovery journal): one row per linked source_id. An event linked to one id

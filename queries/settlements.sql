@@ -49,8 +49,7 @@ WITH open AS (
     SELECT DISTINCT source_id, eb_id, 'carried' AS match_kind FROM carried WHERE eb_id IS NOT NULL
     UNION ALL SELECT * FROM exact
     UNION ALL SELECT * FROM composite
-    -- (a webhook's copies share its event id: matched exactly, each is linked already)
-    UNION ALL SELECT p.source_id, c.eb_id, p.match_kind FROM composite p JOIN copies c ON c.first_eb = p.eb_id
+    UNION ALL SELECT * FROM copy_links('composite', 'copies')
 ), facts AS (
     SELECT * FROM bus_facts('links', 'near')
 ), judged AS (
