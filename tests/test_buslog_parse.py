@@ -177,3 +177,55 @@ def test_store_timestamps_of_another_shape_are_rejects(stamp_text):
                             extra={"observed_at": pa.array([stamp_text, iso(NOW)])})
     assert led["source_ref"].to_pylist() == ["m#1"]
     assert rej["reason"].to_pylist() == [f'bad timestamp "{stamp_text}" where the store records when it saw the event']
+
+
+def _legacy_with(eb_id: str, ticket=35436, position=2, total=2) -> str:
+    event = json.loads(legacy(eb_id))
+    te = event["detail"]["ticket_event"]
+    te["ticket"]["id"], te["meta"]["sequence"]["position"], te["meta"]["sequence"]["total"] = ticket, position, total
+    return json.dumps(event)
+
+
+def _webhook_with(eb_id: str, detail_id, subject: str, kind: str = "ticket.created") -> str:
+    event = json.loads(webhook(eb_id))
+    event["detail"].update({"type": f"zen:event-type:{kind}", "subject": subject, "detail": {"id": detail_id}})
+    return json.dumps(event)
+
+
+# A number a match rests on given in another shape than a whole number: a cast alone reads "35436.6" as 35437 and
+# "0x2" as 2 (and a fraction as the next ticket would pin the event on another ticket).
+NUMBERS_REFUSED = {
+    "ticket 35436.6": (_legacy_with(uid(1), ticket=35436.6),
+                       'bad ticket id "35436.6" at detail.ticket_event.ticket.id (not a whole number)'),
+    "ticket -5": (_legacy_with(uid(2), ticket=-5), 'bad ticket id "-5" at detail.ticket_event.ticket.id'),
+    "ticket true": (_legacy_with(uid(3), ticket=True), 'bad ticket id "true" at detail.ticket_event.ticket.id'),
+    "position 0x2": (_legacy_with(uid(4), position="0x2"),
+                     'bad sequence position "0x2" at detail.ticket_event.meta.sequence.position (not a whole number)'),
+    "total 2.5": (_legacy_with(uid(5), total=2.5), 'bad sequence total "2.5" at detail.ticket_event.meta.sequence.total'),
+    "position too big": (_legacy_with(uid(6), position=2 ** 31), 'bad sequence position "2147483648"'),
+    "detail.id 1e3": (_webhook_with(uid(7), "1e3", "zen:ticket:1000"), 'bad ticket id "1e3" at detail.detail.id'),
+    "subject 12a": (_webhook_with(uid(8), None, "zen:ticket:12a"), 'bad ticket id "12a" at detail.subject'),
+}
+# ...and what is kept: digits as a JSON number or a string, a ticket named by the subject alone, and a webhook of
+# another subject (a user event: its detail.id is a user's id, no ticket's).
+NUMBERS_TAKEN = {
+    "ticket 35436": (_legacy_with(uid(11), ticket=35436), 35436, 2, 2),
+    "ticket '35437'": (_legacy_with(uid(12), ticket="35437", position="1", total="3"), 35437, 1, 3),
+    "no sequence numbers": (_legacy_with(uid(13), position=None, total=None), 35436, None, None),
+    "detail.id": (_webhook_with(uid(14), "905", "zen:ticket:905"), 905, None, None),
+    "subject alone": (_webhook_with(uid(15), None, "zen:ticket:906"), 906, None, None),
+    "user event": (_webhook_with(uid(16), "12a-user", "zen:user:12", kind="user.created"), None, None, None),
+}
+
+
+def test_numbers_a_match_rests_on_are_whole_numbers_or_rejects():
+    cases = {**NUMBERS_REFUSED, **{k: v[:1] for k, v in NUMBERS_TAKEN.items()}}
+    led, rej = events.parse(pa.array([v[0] for v in cases.values()]), pa.array(list(cases)), hop="bus",
+                            source="bus_log")
+    reasons = dict(zip(rej["source_ref"].to_pylist(), rej["reason"].to_pylist()))
+    assert sorted(reasons) == sorted(NUMBERS_REFUSED)
+    assert {k: reasons[k][:len(v[1])] for k, v in NUMBERS_REFUSED.items()} == {k: v[1] for k, v in
+                                                                               NUMBERS_REFUSED.items()}
+    assert set(rej["kind"].to_pylist()) == {"unparseable"}  # may hide an event: the source is incomplete
+    kept = {r["source_ref"]: (r["ticket_id"], r["sequence_position"], r["sequence_total"]) for r in led.to_pylist()}
+    assert kept == {k: v[1:] for k, v in NUMBERS_TAKEN.items()}

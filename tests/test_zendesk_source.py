@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 
+import orjson
 import pyarrow.compute as pc
 import pytest
 
@@ -18,6 +19,7 @@ from reconcile.ledger import SCHEMA
 from reconcile.simulate import zendesk_server as zs
 from reconcile.sources import zendesk
 from reconcile.sources.zendesk import api as zendesk_api
+from reconcile.sources.zendesk.audits import AuditLedger
 from reconcile.window import Window
 
 T0 = 1_763_942_400  # 2025-11-24T00:00:00Z
@@ -255,6 +257,25 @@ def test_rejects_child_without_id_and_audit_without_created_at(server, tmp_path)
                                          f"unreadable created_at {day!r} (not an ISO-8601 date and time)"]
     assert rej[0]["source"] == "zendesk" and rej[0]["source_ref"] == "page-00001.json.gz#audit=1"
     assert '"Comment"' in rej[0]["raw"]
+
+
+def test_ids_that_are_no_whole_number_are_rejects():
+    """An id or ticket id given as a boolean (which Python counts as an int), a fraction or text is a reject: read as
+    a number it would pin the event on ticket 1, or the next ticket. (The simulated API's typed table cannot serve
+    such a page, so the audits go to the page reader as JSON decodes them.)"""
+    page = orjson.loads(b"""[
+        {"id": 1, "ticket_id": true, "created_at": "2025-11-24T00:00:01Z", "child_events": [{"id": 11}]},
+        {"id": 2, "ticket_id": 5.5, "created_at": "2025-11-24T00:00:02Z", "child_events": [{"id": 21}]},
+        {"id": 3, "ticket_id": 5, "created_at": "2025-11-24T00:00:03Z", "child_events": [{"id": true}, {"id": 32}]},
+        {"id": "4", "ticket_id": 5, "created_at": "2025-11-24T00:00:04Z", "child_events": [{"id": 41}]},
+        {"id": 5, "ticket_id": 5, "created_at": "2025-11-24T00:00:05Z", "child_events": [{"id": 51}]}]""")
+    led = AuditLedger(T0 * 1000, (T0 + 60) * 1000)
+    led.add_page("page-00001.json.gz", page)
+    led.add_page("page-00002.json.gz", page[3:])  # pages overlap: an audit without a usable id is rejected once
+    rows, rejects = led.tables()
+    assert rows["source_id"].to_pylist() == ["32", "51"] and rows["ticket_id"].to_pylist() == [5, 5]
+    assert rejects["reason"].to_pylist() == ["ticket_id 'True' is not a number", "ticket_id '5.5' is not a number",
+                                             "child event id 'True' is not a number", "audit id '4' is not a number"]
 
 
 def test_tail_of_the_last_minute_is_pending(server, tmp_path):

@@ -50,6 +50,11 @@ def connect(db: duckdb.DuckDBPyConnection = _DB) -> duckdb.DuckDBPyConnection:
     return con
 
 
+# Ticket ids (the ledger's int64) and sequence positions and totals (int32) as text: digits only, as many as the
+# type always holds. Anything else given for one is a reject, never a number read into it.
+WHOLE_ID = "[0-9]{1,18}"
+WHOLE_COUNT = "[0-9]{1,9}"
+
 # Paths pulled from every event, in this order (DuckDB lists are 1-based: x[1] is $.id).
 PATHS = [
     "$.id",  # 1  EventBridge id
@@ -86,6 +91,15 @@ WITH x AS (
     FROM x
 ), t AS (
     SELECT *, time_ms(time_text) AS event_time,
+           -- the numbers a match rests on, as given: a whole number or a reject (a cast alone reads "35436.6" as
+           -- 35437 and "0x2" as 2). A webhook names its ticket in detail.id only for ticket event types; subject
+           -- zen:ticket:<id> names it for any type.
+           CASE family WHEN 'legacy' THEN x[3]
+                WHEN 'webhook' THEN coalesce(CASE WHEN starts_with(x[8], 'zen:event-type:ticket.') THEN x[10] END,
+                                             nullif(regexp_extract(x[11], '^zen:ticket:(.*)$', 1), ''))
+           END AS ticket_text,
+           CASE family WHEN 'legacy' THEN x[7] ELSE x[17] END AS position_text,
+           CASE family WHEN 'legacy' THEN x[15] ELSE x[18] END AS total_text,
            -- another producer's well-formed event: JSON with an id and a `source` that is not Zendesk's, carrying
            -- neither Zendesk payload (queries/reject_kinds.csv `not_zendesk`: it cannot hide a Zendesk event)
            coalesce(NOT raw_missing AND pre_reason IS NULL AND x IS NOT NULL AND family IS NULL
@@ -117,6 +131,19 @@ WITH x AS (
              THEN 'bad event time ' || coalesce('"' || left(time_text, 80) || '"', 'missing') || ' at '
              || CASE family WHEN 'legacy' THEN 'detail.ticket_event.meta.occurred_at' ELSE 'detail.time' END
              || CASE WHEN time_text IS NOT NULL THEN ' (not an ISO-8601 date and time)' ELSE '' END
+        WHEN NOT skip_payload AND NOT regexp_full_match(ticket_text, $whole_id)
+             THEN 'bad ticket id "' || left(ticket_text, 80) || '" at ' || CASE
+                 WHEN family = 'legacy' THEN 'detail.ticket_event.ticket.id'
+                 WHEN ticket_text IS NOT DISTINCT FROM x[10] THEN 'detail.detail.id' ELSE 'detail.subject' END
+             || ' (not a whole number)'
+        WHEN NOT skip_payload AND NOT regexp_full_match(position_text, $whole_count)
+             THEN 'bad sequence position "' || left(position_text, 80) || '" at detail.'
+             || CASE family WHEN 'legacy' THEN 'ticket_event' ELSE 'event' END || '.meta.sequence.position (not a '
+             || 'whole number)'
+        WHEN NOT skip_payload AND NOT regexp_full_match(total_text, $whole_count)
+             THEN 'bad sequence total "' || left(total_text, 80) || '" at detail.'
+             || CASE family WHEN 'legacy' THEN 'ticket_event' ELSE 'event' END || '.meta.sequence.total (not a '
+             || 'whole number)'
     END AS reason
     FROM t
 )
@@ -130,22 +157,18 @@ SELECT
     -- the bytes as read, hashed as sources/explained.py digests() hashes a sink payload
     CASE WHEN reason IS NULL AND raw IS NOT NULL THEN hash(raw) END AS payload_digest,
     CASE family WHEN 'webhook' THEN x[9] END AS zendesk_key,
-    CASE family
-        WHEN 'legacy' THEN try_cast(x[3] AS BIGINT)
-        ELSE coalesce(try_cast(x[10] AS BIGINT),
-                      try_cast(regexp_extract(x[11], '^zen:ticket:([0-9]+)$', 1) AS BIGINT))
-    END AS ticket_id,
+    try_cast(ticket_text AS BIGINT) AS ticket_id,  -- a kept record's: whole numbers only (`reason`)
     CASE family WHEN 'legacy' THEN x[4] ELSE x[8] END AS event_type,
     family,
     event_time,
     observed_at,
     CASE family WHEN 'legacy' THEN x[6] ELSE x[16] END AS sequence_id,
-    try_cast(CASE family WHEN 'legacy' THEN x[7] ELSE x[17] END AS INTEGER) AS sequence_position,
-    try_cast(CASE family WHEN 'legacy' THEN x[15] ELSE x[18] END AS INTEGER) AS sequence_total,
+    try_cast(position_text AS INTEGER) AS sequence_position,
+    try_cast(total_text AS INTEGER) AS sequence_total,
     x[2] AS replay_name,
     $hop AS hop,
     * EXCLUDE (source_ref, raw, raw_fallback, raw_missing, pre_reason, x, family, time_text, event_time,
-               eb_override, observed_at, reason, foreign_event, skip_payload)
+               eb_override, observed_at, reason, foreign_event, skip_payload, ticket_text, position_text, total_text)
 FROM r
 """
 
@@ -276,7 +299,8 @@ def parse(
         paths, id_at = (PATHS + [id_path], len(PATHS) + 1) if id_path else (PATHS, 1)
         check_patterns(rules, con)
         values = {"paths": paths, "no_id": no_id_reason, "id_at": id_at, "hop": hop, "id_pattern": pattern,
-                  "uuid_text": ledger.UUID_TEXT, "zendesk_source": rules.zendesk_source_pattern}
+                  "uuid_text": ledger.UUID_TEXT, "zendesk_source": rules.zendesk_source_pattern,
+                  "whole_id": WHOLE_ID, "whole_count": WHOLE_COUNT}
         try:
             out = con.sql(_SQL_UNGUARDED, params=values).to_arrow_table()
         except duckdb.InvalidInputException:  # a payload that is not JSON: all of them again, each under try()

@@ -35,7 +35,7 @@ class AuditLedger:
         for a in audits:
             aid = a.get("id") if isinstance(a, dict) else None
             ref = f"{file}#audit={aid}"
-            if isinstance(aid, int):
+            if whole(aid):
                 if aid in self.audits:  # pages overlap on their last second
                     self.overlap += 1
                     continue
@@ -43,21 +43,23 @@ class AuditLedger:
             ms, reason = created_ms(a)
             if dirty and not is_utf8(a):
                 reason = "audit holds bytes that are not UTF-8"
-            if reason is None and not isinstance(a.get("ticket_id"), int):
+            if reason is None and not whole(a.get("ticket_id")):
                 reason = ("audit without ticket_id" if a.get("ticket_id") is None
                           else f"ticket_id {str(a.get('ticket_id'))[:40]!r} is not a number")
-            if reason is None and not isinstance(aid, int):
-                reason = "audit without id"
+            if reason is None and not whole(aid):
+                reason = "audit without id" if aid is None else f"audit id {str(aid)[:40]!r} is not a number"
             if reason:
-                self._reject(ref, reason, a)
+                # an audit without a usable id is met again where pages overlap: nothing to dedupe it on but its content
+                self._reject(ref, reason, a, by_content=not whole(aid))
                 continue
             if not (self.start_ms <= ms < self.end_ms):
                 self.outside += 1
                 continue
             for ch in a.get("child_events") or []:
                 cid = ch.get("id") if isinstance(ch, dict) else None
-                if not isinstance(cid, int):
-                    self._reject(ref, "child event without id", ch)
+                if not whole(cid):
+                    self._reject(ref, "child event without id" if cid is None else
+                                 f"child event id {str(cid)[:40]!r} is not a number", ch)
                     continue
                 if cid in self.children:
                     continue
@@ -72,9 +74,9 @@ class AuditLedger:
                 c["audit_id"].append(aid)
                 c["source_ref"].append(ref)
 
-    def _reject(self, ref: str, reason: str, raw) -> None:
+    def _reject(self, ref: str, reason: str, raw, by_content: bool = False) -> None:
         text = orjson.dumps(raw).decode() if is_utf8(raw) else json.dumps(raw)  # \udcNN shows a byte that is not
-        if reason == "audit without id":  # nothing to dedupe it on across overlapping pages but its content
+        if by_content:
             if text in self.seen_raw:
                 return
             self.seen_raw.add(text)
@@ -99,6 +101,12 @@ class AuditLedger:
             "audit_id": pa.array(c["audit_id"], pa.int64()),
         })
         return conform(ledger), rejects_table(NAME, *self.rejects)
+
+
+def whole(value) -> bool:
+    """An id as the ledger keeps it: a JSON integer (not a boolean, which Python counts as one) of 0 to 18 digits,
+    as the AWS sources take ticket ids (sources/events.py WHOLE_ID)."""
+    return type(value) is int and 0 <= value < 10**18
 
 
 def is_utf8(value) -> bool:
