@@ -382,3 +382,28 @@ def test_collect_without_a_cache_is_a_configuration_error(server, tmp_path):
     p = subprocess.run([sys.executable, "-m", "reconcile", "collect", "zendesk", "--zendesk-url", h.url],
                        capture_output=True, text=True, env={**os.environ, **ENV}, timeout=60)
     assert p.returncode == 4 and "Set [zendesk] cache" in p.stderr and h.requests == []
+
+
+def test_an_empty_page_that_is_not_the_end_stops_the_collector_with_a_problem(server, tmp_path):
+    """The collector meets a page that lists nothing, is not the end of the stream and does not move on: it stops
+    with that as a problem (not "complete"), and the next collector carries on from there. A run reading the cache
+    meanwhile fetches past it itself, and is incomplete while the API still answers that way."""
+    clock = Clock(T0 + 3 * 3600)
+    data = spread()
+    h = server(data, now=clock)
+    cache = tmp_path / "cache"
+    h.set_faults(stall=1)
+    stalled = run_collect(h, cache, clock)
+    assert not stalled.complete and stalled.requests == 1
+    assert "neither the end of the stream nor moves on" in stalled.problems[0]
+    h.set_faults(stall=1)
+    r = read(h, tmp_path / "run", T0, T0 + 2 * 3600, clock.sec, cache=cache)
+    assert not r.complete and any("neither the end of the stream" in p for p in r.problems)
+    resumed = run_collect(h, cache, clock)
+    assert resumed.complete and resumed.listed_until == clock.sec - 60
+    expected = {a["id"] * 100 + k for a in data.to_pylist() if a["timestamp"] <= clock.sec - 60 for k in range(3)}
+    assert cached_ids(cache) == expected
+    again = read(h, tmp_path / "run-again", T0, T0 + 2 * 3600, clock.sec, cache=cache)
+    direct = read(h, tmp_path / "run-direct", T0, T0 + 2 * 3600, clock.sec)  # no cache, no fault
+    assert again.complete and direct.complete
+    assert comparable(sorted_ledger(again)) == comparable(sorted_ledger(direct)) and again.ledger.num_rows > 0

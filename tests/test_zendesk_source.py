@@ -278,6 +278,29 @@ def test_ids_that_are_no_whole_number_are_rejects():
                                              "child event id 'True' is not a number", "audit id '4' is not a number"]
 
 
+def test_an_empty_page_that_is_not_the_end_is_no_proof(server, tmp_path):
+    """A page that lists nothing, is not the end of the stream and does not move on ends the walk (it would repeat
+    forever), but proves nothing about what follows: the read is incomplete, and a re-run resumes from there."""
+    data = zs.synthetic_audits(30, start=T0, per_second=1)
+    h = server(data)
+    h.set_faults(stall=1)
+    first = read(h, tmp_path)
+    assert not first.complete and ids(first) == []
+    assert any("empty page that is neither the end of the stream nor moves on" in p for p in first.problems)
+    again = read(h, tmp_path)  # the fault is spent: the same pages dir resumes
+    assert again.complete and sorted(ids(again)) == sorted(child_ids(data))
+
+
+@pytest.mark.parametrize("tail", [{"end_of_stream": "false"}, {"end_of_stream": 0}, {"end_time": True}])
+def test_page_fields_of_another_type_are_refused(server, tmp_path, tail):
+    """end_of_stream is a boolean and end_time an integer (PIPELINE.md §2): the text "false" read as true would end
+    the walk at the first page, with the rest of the window unlisted and the read called complete."""
+    h = server(zs.synthetic_audits(30, start=T0, per_second=1))
+    h.set_faults(tail=tail)
+    with pytest.raises(SourceError, match="end_of_stream true or false"):
+        read(h, tmp_path)
+
+
 def test_tail_of_the_last_minute_is_pending(server, tmp_path):
     now = ts(T0 + 100)
     data = zs.synthetic_audits(100, start=T0)

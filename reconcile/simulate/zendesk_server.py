@@ -57,6 +57,11 @@ class Faults:
     # audit id -> the bytes served in its place on every page (a malformed audit: no created_at, a child without
     # id, ticket_id "abc", bytes that are not UTF-8, ...)
     corrupt: dict = field(default_factory=dict)
+    # answer the next N export requests with an empty page that is not the end of the stream and does not move on
+    # (end_time = start_time): Zendesk's export never should; a proxy or a bug in between might
+    stall: int = 0
+    # fields of every page's tail served as given instead (e.g. {"end_of_stream": "false"}: drift in the API)
+    tail: dict = field(default_factory=dict)
 
 
 # --- data helpers (tests, benchmark, demo) --------------------------------------------------------------------------
@@ -245,10 +250,12 @@ class _Handler(BaseHTTPRequestHandler):
         if st.faults.corrupt:
             blobs = [st.faults.corrupt.get(i, b) for i, b in zip(st.ids[lo:stop], blobs)]
         end_of_stream = lo + st.per_page >= hi
+        if st.take("stall"):
+            blobs, end_of_stream = [], False
         end_time = st.ts[stop - 1] if blobs else start_time
         host = self.headers.get("Host") or "%s:%s" % self.server.server_address[:2]
         tail = orjson.dumps({"next_page": f"http://{host}{EXPORT_PATH}?start_time={end_time}", "count": len(blobs),
-                             "end_of_stream": end_of_stream, "end_time": end_time})
+                             "end_of_stream": end_of_stream, "end_time": end_time, **st.faults.tail})
         return b'{"ticket_events":[' + b",".join(blobs) + b"]," + tail[1:]
 
 

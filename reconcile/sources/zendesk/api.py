@@ -264,10 +264,13 @@ class Client:
         doc = load_page(body)
         if doc is None:
             return ("timeouts" if deadline.expired else "truncated or invalid JSON"), None
+        # end_time an integer and end_of_stream (when given) a boolean, as documented: `true` read as an end_time,
+        # or the text "false" read as the end of the stream, would end the walk with the rest unlisted
         if not (isinstance(doc, dict) and isinstance(doc.get("ticket_events"), list)
-                and isinstance(doc.get("end_time"), int)):
+                and type(doc.get("end_time")) is int and type(doc.get("end_of_stream", False)) is bool):
             raise SourceError(f"{self.base}{EXPORT_PATH} did not answer like Zendesk's incremental export "
-                              "(no ticket_events/end_time). Check ZENDESK_URL.")
+                              "(ticket_events a list, end_time an integer, end_of_stream true or false). Check "
+                              "ZENDESK_URL.")
         return (body, doc), None
 
     def _failure(self, e: Exception, deadline: _Deadline) -> tuple[str, None]:

@@ -161,7 +161,13 @@ def _cycle(cache: PageCache, client: Client, base: str, start_time: int, clock, 
             if not cache.s3 or unsaved >= S3_SAVE_EVERY:
                 cache.save_index(entries, unsaved)
                 unsaved = 0
-            if entry["end_of_stream"] or repeats(entry, cursor):
+            if entry["end_of_stream"]:
+                break
+            if repeats(entry, cursor):
+                result.problems.append(
+                    f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with an empty page that is "
+                    f"neither the end of the stream nor moves on: the cache lists nothing after it yet; the next "
+                    f"collector asks again.")
                 break
             cursor = entry["next_start_time"]
             logger.debug("zendesk page %d: %d audits up to %s", page_no, len(doc["ticket_events"]),

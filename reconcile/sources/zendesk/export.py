@@ -100,7 +100,7 @@ def fetch_page(client: Client, base: str, cursor: int, page_no: int, as_of: date
     request = f"{EXPORT_PATH}?start_time={cursor}"
     fetched_at = datetime.now(timezone.utc)
     body, doc = client.get(request)
-    end_time, eos, count = doc["end_time"], bool(doc.get("end_of_stream")), len(doc["ticket_events"])
+    end_time, eos, count = doc["end_time"], doc.get("end_of_stream") is True, len(doc["ticket_events"])
     same_second = end_time <= cursor and not eos and count > 0
     gz = gzip.compress(body, mtime=0)
     entry = {"page": page_no, "file": f"page-{page_no:05d}.json.gz", "url": base + request,
@@ -176,8 +176,15 @@ class _Walk:
                                    entry["next_start_time"])
                     self.step(cursor)
                 self.take(entry, doc)
-                if entry["end_of_stream"] or repeats(entry, cursor) or entry["end_time"] >= stop_at:
+                if entry["end_of_stream"] or entry["end_time"] >= stop_at:
                     return None
+                if repeats(entry, cursor):
+                    # Not the end of the stream, yet nothing listed and no way on: what follows was never listed
+                    return (f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with an empty page "
+                            f"that is neither the end of the stream nor moves on (end_time {entry['end_time']}): "
+                            f"audits after {iso(cursor)} were not listed. Re-run with the same pages dir "
+                            f"({self.pages_dir}) to resume from there; if it repeats, check what answers at "
+                            f"ZENDESK_URL ({self.base}).")
 
 
 # --- the source -----------------------------------------------------------------------------------------------------
