@@ -5,7 +5,9 @@
 -- highest possible one: kinds the model does not know may or may not have taken one before it), paired one-to-one
 -- among the carried events, never with an id already linked to another event (by an earlier run or by this run's
 -- hop A). Facts are summed per source_id (a Zendesk event id belongs to one window). A carried event can settle as
--- `recovered` (recovery_lag_s) like this window's events.
+-- `recovered` (recovery_lag_s) like this window's events. A loss rests on what the stores do not hold: unless every
+-- store a settlement reads was read whole ($settle_losses, completeness.settles), a carried event found lost stays
+-- pending (`held`: the state carries it again), while what the stores do hold settles it as usual.
 CREATE OR REPLACE TABLE settlements AS
 WITH open AS (
     SELECT * FROM carried WHERE eb_id IS NULL
@@ -58,15 +60,20 @@ WITH open AS (
            verdict_of(f.source_id IS NOT NULL OR c.eb_id IS NOT NULL, coalesce(f.sink_rows, 0),
                       coalesce(f.dlq_kinesis, 0), $as_of - c.event_time, $hop_a_grace, $horizon,
                       since_recovery := $as_of - f.recovery_sent_at,
-                      landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS verdict,
+                      landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
            f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind,
            f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how
     FROM carried c
     LEFT JOIN facts f USING (source_id)
+), held AS (
+    SELECT *, NOT $settle_losses AND found IN (SELECT verdict FROM verdict_vocab WHERE silent) AS held
+    FROM judged
 )
-SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, verdict, lateness_s,
-       cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
-                recovery_how := recovery_how) AS cause,
-       recovery_lag(verdict, sink_at, recovery_sent_at) AS recovery_lag_s
-FROM judged;
+SELECT window_key, source_id, kind, ticket_id, event_time, eb_id,
+       CASE WHEN held THEN 'pending' ELSE found END AS verdict, lateness_s,
+       CASE WHEN held THEN 'would be ' || found || ', but a store was read only in part: judged again by the next run'
+            ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
+                          recovery_how := recovery_how) END AS cause,
+       recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s
+FROM held;

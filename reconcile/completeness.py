@@ -31,6 +31,8 @@ from .sources import REGISTRY
 REQUIRED = tuple(s.name for s in REGISTRY if s.required)
 # Required stores for which "no records" is the normal state of a good day (rule 3 does not apply).
 MAY_BE_EMPTY = tuple(s.name for s in REGISTRY if s.may_be_empty)
+# The stores a carried event's settlement reads (queries/settlements.sql): the required ones but Zendesk's.
+SETTLING = tuple(name for name in REQUIRED if name != "zendesk")
 
 
 @cache
@@ -74,6 +76,13 @@ def decide(result: SourceResult, others_have_records: bool) -> SourceResult:
                         f"not proof that nothing happened. Check the source's location in the config and its "
                         f"permissions.")
     return replace(result, complete=complete, problems=problems)
+
+
+def settles(results: dict[str, SourceResult]) -> bool:
+    """Whether a run may settle carried events as lost: every store a settlement reads was read whole (after
+    `decide`). A loss is the absence of an event from what was read; found while a store was read only in part, it
+    is not final: the event stays pending, and a later run judges it again (queries/settlements.sql)."""
+    return all(name in results and results[name].complete for name in SETTLING)
 
 
 def decide_all(results: dict[str, SourceResult]) -> dict[str, SourceResult]:

@@ -91,11 +91,12 @@ def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str
     return paths
 
 
-def params(cfg: Config, window: Window) -> dict[str, Any]:
+def params(cfg: Config, window: Window, *, settle_losses: bool) -> dict[str, Any]:
+    """The queries' parameters. `settle_losses`: whether carried events may settle as lost (completeness.settles)."""
     return dict(window_start=window.start, window_end=window.end, as_of=window.as_of, horizon=window.horizon,
                 hop_a_grace=window.hop_a_grace, tolerance_s=float(cfg.match.tolerance_seconds),
                 kinesis_target=cfg.dlq.kinesis_target,
-                bucket_s=summary.bucket_seconds(window))
+                bucket_s=summary.bucket_seconds(window), settle_losses=settle_losses)
 
 
 def model_of(cfg: Config) -> pa.Table:
@@ -118,7 +119,8 @@ def bind(e: Engine, cfg: Config, ledgers: dict[str, Path], carried: pa.Table | N
 
 def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
           kind_map: pa.Table | None = None, engine: EngineConfig | None = None,
-          recovery: dict[str, pa.Table] | None = None) -> Engine:
+          recovery: dict[str, pa.Table] | None = None, *, settle_losses: bool) -> Engine:
+    """Bind and run every query. `settle_losses`: completeness.settles of the run's sources."""
     engine = engine or cfg.engine
     e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
     try:
@@ -128,9 +130,9 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
             logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
             k = 1
         if k == 1:
-            e.run_all(params(cfg, window))
+            e.run_all(params(cfg, window, settle_losses=settle_losses))
         else:
-            partition.run_all(e, ledgers, params(cfg, window), k)
+            partition.run_all(e, ledgers, params(cfg, window, settle_losses=settle_losses), k)
     except BaseException:
         e.close()
         raise
@@ -231,7 +233,8 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
     `job.history`, a history saved by an earlier run: evidence/history.json).
     """
     cfg, window, results, history = job.cfg, job.window, job.results, job.history
-    e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine, recovered.read_evidence(job.evidence))
+    e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine, recovered.read_evidence(job.evidence),
+              settle_losses=completeness.settles(results))
     try:
         outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")

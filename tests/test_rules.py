@@ -25,7 +25,7 @@ from ledgers import DAY, at, uid, write
 KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 PARAMS = dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
               horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-              kinesis_target=":kinesis:", bucket_s=3600)
+              kinesis_target=":kinesis:", bucket_s=3600, settle_losses=True)
 
 
 def z(i, ticket, kind, t):
@@ -72,8 +72,9 @@ DLQ = [dict(C, observed_at="14:00:00.2", source_id="m1", error_code="THROTTLING"
             retry_condition="MaximumEventAgeInSeconds", retry_attempts=40)]
 
 
-def run(tmp, carried: pa.Table, stores: dict[str, list[dict]] | None = None) -> eng.Engine:
-    """The day judged (its stores, or `stores`), with `carried` carried in from earlier windows."""
+def run(tmp, carried: pa.Table, stores: dict[str, list[dict]] | None = None, **params) -> eng.Engine:
+    """The day judged (its stores, or `stores`), with `carried` carried in from earlier windows (PARAMS, or as
+    `params` change them)."""
     e = eng.Engine.open()
     for hop, rows in (stores or {"zendesk": ZENDESK, "bus": BUS, "sink": SINK, "dlq": DLQ}).items():
         e.bind_ledger(hop, write(tmp, hop, rows))
@@ -81,7 +82,7 @@ def run(tmp, carried: pa.Table, stores: dict[str, list[dict]] | None = None) -> 
     e.bind_table("emission_model", load_model())
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array([], pa.string())}))
     e.bind_table("carried", carried)
-    e.run_all(PARAMS)
+    e.run_all({**PARAMS, **params})
     return e
 
 
@@ -163,14 +164,14 @@ def test_every_verdict_is_counted_in_every_breakdown(tmp_path):
         e.close()
 
 
-def settle(tmp, carried_ids: list[str], bus: list[dict], sink: list[dict]) -> dict[str, tuple]:
+def settle(tmp, carried_ids: list[str], bus: list[dict], sink: list[dict], **params) -> dict[str, tuple]:
     """Comments of ticket 500 carried from yesterday (23:00:00, one update), judged against today's stores."""
     carried = pa.Table.from_pylist([
         dict(window_key="earlier", source_id=s, zendesk_key=s, eb_id=None, ticket_id=500, kind="Comment",
              event_time=DAY - timedelta(hours=1), position=p) for p, s in enumerate(carried_ids, 1)],
         schema=CARRIED_SCHEMA)
     logged = [dict(b, observed_at=b["event_time"], source_id=f"log:{b['eb_id']}") for b in bus]
-    e = run(tmp, carried, {"zendesk": [], "bus": logged, "sink": sink, "dlq": []})
+    e = run(tmp, carried, {"zendesk": [], "bus": logged, "sink": sink, "dlq": []}, **params)
     try:
         return {r["source_id"]: (r["verdict"], r["eb_id"], r["cause"]) for r in e.arrow("settlements").to_pylist()}
     finally:
@@ -188,6 +189,22 @@ def test_a_carried_event_cannot_take_the_id_another_carried_event_took_exactly(t
     x = comment_webhook("X", "901")
     assert settle(tmp_path, ["901", "902"], [x], [sunk(x, "2026-11-22T23:00:02Z", "1")]) == {
         "901": ("delivered", uid("X"), None), "902": ("lost_before_bus", None, "not in any AWS store")}
+
+
+def test_a_run_that_read_a_store_in_part_settles_no_carried_event_as_lost(tmp_path):
+    """A loss is what the stores do not hold. A run that read one of them only in part (completeness.settles false)
+    settles no carried event as lost: it stays pending, to be judged again by the next run (the state records no
+    settlement for it), with the reason as its cause. What the stores do hold settles as usual."""
+    x = comment_webhook("X", "901")
+    sink = [sunk(x, "2026-11-22T23:00:02Z", "1")]
+    assert settle(tmp_path / "part", ["901", "902"], [x], sink, settle_losses=False) == {
+        "901": ("delivered", uid("X"), None),
+        "902": ("pending", None, "would be lost_before_bus, but a store was read only in part: judged again by the "
+                                 "next run")}
+    # the bus log holds it, the sink does not: lost after the bus only once the sink was read whole
+    y = comment_webhook("Y", "902")
+    assert settle(tmp_path / "whole", ["902"], [y], [])["902"][0] == "lost_after_bus"
+    assert settle(tmp_path / "sink-part", ["902"], [y], [], settle_losses=False)["902"][:2] == ("pending", uid("Y"))
 
 
 def test_a_carried_event_delivered_twice_as_a_webhook_is_one_event_under_two_ids(tmp_path):

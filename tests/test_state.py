@@ -29,6 +29,22 @@ def test_day2_settles_day1_pending_and_rerun_changes_nothing(tmp_path):
         assert history(st) == after_day2
 
 
+def test_a_run_with_a_store_read_in_part_leaves_carried_losses_pending(tmp_path):
+    """Day 2's sink could not be read whole (the file holding E's late row): E, pending since day 1, is not found
+    there, but that is no proof of a loss. It stays pending (not settled, carried again, day 1's figures unchanged);
+    day 2 re-run with the sink read whole settles it delivered."""
+    with State.open(tmp_path / "state.duckdb") as st:
+        day1(tmp_path, st)
+        after_day1 = [h for h in history(st) if h[0] == "20261123"]
+        s2 = day2(tmp_path, st, sink_read_whole=False)
+        assert s2["status"] == "incomplete" and s2["carried"]["by_verdict"] == {"pending": 1}
+        assert s2["carried"]["events_shown"][0]["cause"].startswith("would be lost_after_bus, but a store was read")
+        assert [h for h in history(st) if h[0] == "20261123"] == after_day1
+        s2 = day2(tmp_path, st)
+        assert s2["carried"]["by_verdict"] == {"delivered": 1}
+        assert ("20261123", "bus_to_sink", 10, 8, 2, 0) in history(st)
+
+
 def test_second_run_on_the_same_state_fails_fast(tmp_path):
     with State.open(tmp_path / "state.duckdb"):
         with pytest.raises(StateError, match="in use by another run"):

@@ -10,6 +10,7 @@ position 2 delivered · z10/z11 two comments 5 s apart on one ticket (ambiguous 
 z12 delivered but not in the bus log · z13 a Spark batch written twice (re-batched) · L an orphan · M outside the window.
 """
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pyarrow as pa
@@ -104,7 +105,7 @@ def judge(tmp, zendesk, bus, sink, dlq, metrics=()):
     e.bind_table("carried", CARRIED_SCHEMA.empty_table())
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-                   kinesis_target=":kinesis:", bucket_s=3600))
+                   kinesis_target=":kinesis:", bucket_s=3600, settle_losses=True))
     return e
 
 
@@ -201,11 +202,14 @@ def day1(tmp_path, st):
     return run_window(tmp_path, st, DAY, day_results(ZENDESK, BUS, SINK, DLQ), "day1")
 
 
-def day2(tmp_path, st):
-    # E (z5, pending on day 1) lands in the sink at 01:00 the next day; D (z4) was already judged lost.
+def day2(tmp_path, st, sink_read_whole=True):
+    # E (z5, pending on day 1) lands in the sink at 01:00 the next day; D (z4) was already judged lost. With
+    # `sink_read_whole` false, the sink file holding E's row could not be read: the row is missing, the sink incomplete.
     late = dict(E, observed_at=DAY2 + timedelta(hours=1), sequence_number="99", committed=True)
     zd = z(20, 20, "Create", "2026-11-24T08:00:00Z", 2000)
     n = legacy("N", 20, "Ticket Created", "2026-11-24T08:00:00.2Z", 1)
-    return run_window(tmp_path, st, DAY2, day_results([zd], [dict(n, observed_at=n["event_time"])],
-                                                      [late, dict(n, observed_at="2026-11-24T08:00:02Z")], []),
-                      "day2")
+    results = day_results([zd], [dict(n, observed_at=n["event_time"])],
+                          [late, dict(n, observed_at="2026-11-24T08:00:02Z")][0 if sink_read_whole else 1:], [])
+    if not sink_read_whole:
+        results["sink"] = replace(results["sink"], complete=False, problems=["part-00007.parquet: unreadable"])
+    return run_window(tmp_path, st, DAY2, results, "day2")
