@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import completeness, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
@@ -178,8 +179,10 @@ def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progres
     if st and st.sent_for_window(window.key):
         window = replace(window, sink_until=window.as_of)  # recoveries land after the read window: read up to now
         logger.info("a recovery sent events of this window: the sink is read up to %s", window.as_of)
-    if carried is not None:
-        logger.info("re-checking %d pending events carried in from earlier windows", carried.num_rows)
+    if carried is not None and carried.num_rows:
+        window = replace(window, sink_from=pc.min(carried["event_time"]).as_py())
+        logger.info("re-checking %d pending events carried in from earlier windows: the sink is read from %s",
+                    carried.num_rows, window.sink_read_start)
     logger.info("reading stores for %s", window.key)
     results = read_all(cfg, window, evidence, progress)
     ledgers = write_evidence(results, evidence)

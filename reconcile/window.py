@@ -54,6 +54,10 @@ class Window:
     # When `reconcile recover` sent some of this window's events (the state's journal): the sink is read up to here
     # too (as_of), since a recovery lands in the sink's partitions of the day it was sent, after read_end.
     sink_until: datetime | None = None
+    # When pending events of earlier windows are carried in (the state): the sink is read from here too (the
+    # earliest one's event time), since one that landed after its own run did so in a partition of that day or a
+    # later one, which a run after a gap of days would not otherwise read (queries/settlements.sql judges them).
+    sink_from: datetime | None = None
 
     def __post_init__(self):
         if self.end <= self.start:
@@ -66,6 +70,10 @@ class Window:
     @property
     def read_end(self) -> datetime:
         return self.end + self.margin_after
+
+    @property
+    def sink_read_start(self) -> datetime:
+        return min(self.read_start, self.sink_from) if self.sink_from else self.read_start
 
     @property
     def sink_read_end(self) -> datetime:

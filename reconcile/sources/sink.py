@@ -85,7 +85,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
 
     # Partition values come from the Spark job's session time zone; read a day more on each side so that a zone set
     # wrong (or a job that partitions by another clock) can never prune an in-window row away.
-    lo, hi = window.read_start - timedelta(hours=1) - PRUNE_MARGIN, window.sink_read_end + PRUNE_MARGIN
+    lo, hi = window.sink_read_start - timedelta(hours=1) - PRUNE_MARGIN, window.sink_read_end + PRUNE_MARGIN
     listed: list[pafs.FileInfo] = []
     skipped_partitions: set[str] = set()
     skipped_files = 0
