@@ -24,7 +24,7 @@ from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
 from .sources import REGISTRY, hops
-from .state import CARRIED_SCHEMA, State
+from .state import CARRIED_SCHEMA, State, as_carried
 from .window import Window, parse_duration
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def bind(e: Engine, cfg: Config, ledgers: dict[str, Path], carried: pa.Table | N
         e.bind_ledger(hop, ledgers.get(hop))
     e.bind_table("emission_model", from_evidence(kind_map) if kind_map is not None else model_of(cfg))
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(cfg.exclude.event_types), pa.string())}))
-    e.bind_table("carried", carried if carried is not None else CARRIED_SCHEMA.empty_table())
+    e.bind_table("carried", as_carried(carried) if carried is not None else CARRIED_SCHEMA.empty_table())
     for name, table in (recovery or {}).items():  # recoveries, recovery_journal (reconcile/recovered.py)
         e.bind_table(name, table)
 

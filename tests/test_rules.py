@@ -98,10 +98,11 @@ def this_window(tmp_path_factory):
 
 def carried_from(verdicts: dict[str, dict], linked: bool) -> pa.Table:
     """The same events as carried from an earlier window: still unlinked (re-matched by the carried path's hop A) or
-    with the id an earlier run linked them to."""
+    with the ids an earlier run linked them to (the first, and its copies')."""
     rows = [dict(window_key="earlier", source_id=v["source_id"], zendesk_key=v["zendesk_key"],
-                 eb_id=v["eb_id"] if linked else None, ticket_id=v["ticket_id"], kind=v["kind"],
-                 event_time=v["event_time"], position=v["position"]) for v in verdicts.values()]
+                 eb_id=v["eb_id"] if linked else None, other_eb_ids=v["other_eb_ids"] if linked else None,
+                 ticket_id=v["ticket_id"], kind=v["kind"], event_time=v["event_time"], position=v["position"])
+            for v in verdicts.values()]
     return pa.Table.from_pylist(rows, schema=CARRIED_SCHEMA)
 
 
@@ -128,13 +129,30 @@ def test_carried_events_are_judged_like_the_window_s_own(tmp_path, this_window, 
     assert sorted(settled) == sorted(this_window)
     want = {k: (v["verdict"], v["cause"], v["eb_id"]) for k, v in this_window.items()}
     got = {k: (v["verdict"], v["cause"], v["eb_id"]) for k, v in settled.items()}
-    if linked:
-        # an earlier run keeps the one id it linked; both ids of a redelivered webhook are re-found only by matching
-        want["13"] = ("delivered", None, uid("W1"))
     assert got == want
     # one-to-one: the survivor P pairs with 10 (whose second it carries); 9 cannot claim it too
     assert (settled["9"]["verdict"], settled["10"]["eb_id"]) == ("lost_before_bus", uid("P"))
     assert settled["8"]["lateness_s"] == pytest.approx((at("15:00:08") - at("15:00:05")).total_seconds())
+
+
+def test_a_carried_event_delivered_by_the_copy_its_first_id_is_not(tmp_path):
+    """Webhook 13 was delivered twice (W1, W2) and neither copy had landed at its own run: the state keeps both ids
+    (the first and the other), so a later run in which only W2 lands settles it delivered, as this window's own
+    judging does -- not lost for want of W1."""
+    sink = [s for s in SINK if s["eb_id"] != "W1"] + [sunk(W2, "22:00:02", "10")]
+    stores = {"zendesk": ZENDESK, "bus": BUS, "sink": sink, "dlq": DLQ}
+    e = run(tmp_path / "own", CARRIED_SCHEMA.empty_table(), stores)
+    try:
+        own = {r["source_id"]: r for r in e.arrow("verdicts").to_pylist()}
+    finally:
+        e.close()
+    assert own["13"]["verdict"] == "delivered" and own["13"]["other_eb_ids"] == [uid("W2")]
+    e = run(tmp_path / "carried", carried_from(own, True), stores)
+    try:
+        settled = {r["source_id"]: r for r in e.arrow("settlements").to_pylist()}
+    finally:
+        e.close()
+    assert (settled["13"]["verdict"], settled["13"]["cause"]) == ("delivered", None)
 
 
 def test_vocabularies_agree():

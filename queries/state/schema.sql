@@ -9,6 +9,9 @@ CREATE TABLE IF NOT EXISTS run_hops (
 CREATE TABLE IF NOT EXISTS pending (
     window_key VARCHAR, source_id VARCHAR, zendesk_key VARCHAR, eb_id VARCHAR, ticket_id BIGINT, kind VARCHAR,
     event_time TIMESTAMPTZ, position BIGINT, PRIMARY KEY (window_key, source_id));
+-- other_eb_ids: the event's other linked EventBridge ids (copies: a resend, a webhook redelivery), so a later run
+-- sees whichever copy lands (added after the first states were written: a state without it gets it, empty)
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS other_eb_ids VARCHAR[];
 CREATE TABLE IF NOT EXISTS settlements (
     window_key VARCHAR, source_id VARCHAR, settled_in VARCHAR, verdict VARCHAR, eb_id VARCHAR,
     lateness_s DOUBLE, PRIMARY KEY (window_key, source_id));
