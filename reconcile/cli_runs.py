@@ -97,19 +97,23 @@ def calibrate(runs, state, config_path, profile, region, endpoint_url, last, wri
 def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_json):
     """Every observation of one event across hops: times, verdict and where each record lies.
 
-    EVENT_ID is an EventBridge id, a Zendesk event id or a ticket id.
+    EVENT_ID is an EventBridge id, a Zendesk event id or a ticket id. With the state (the default, or --state),
+    an event a run left pending shows what a later run settled it as.
 
     \b
     Example:
       reconcile trace 4be2a1c0-0c1e-4d38-9d8e-2f3a1b7c9e10 --run demo-out/run
     """
-    from .trace import trace_runs
+    from .ledger import canonical_eb_id
+    from .trace import trace_runs, with_settlements
     cfg = state_config(config_path, state, profile, region, endpoint_url)
-    if not runs:
+    settled = []
+    if not runs or state:  # the state at hand: its runs, and what later runs settled pending events as
         from .state import State
         with State.open(cfg.state.uri, cfg.aws, write=False) as st:
-            runs = tuple(st.run_dirs())
-    found = [t for t in trace_runs(event_id, runs, cfg.aws) if t.events or t.observations]
+            runs = runs or tuple(st.run_dirs())
+            settled = st.settled(canonical_eb_id(event_id))
+    found = with_settlements([t for t in trace_runs(event_id, runs, cfg.aws) if t.events or t.observations], settled)
     if as_json:
         click.echo(orjson.dumps([t.__dict__ for t in found], option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC,
                                 default=str).decode())
@@ -127,6 +131,10 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
                               "its copy)")
                 click.echo(f"  {o['observed_at']:%Y-%m-%dT%H:%M:%S.%f}  {o['hop']:<7} {o['event_type'] or '':<40} "
                            f"{o['source_ref']}  {extra}")
+            for s in t.settled_later:
+                late = f", {s['lateness_s']:.0f} s late" if s["lateness_s"] is not None else ""
+                click.echo(f"  settled later: event {s['source_id']} {s['verdict']}{late}, by the run of "
+                           f"{s['settled_in']} ({s['settled_in_run'] or 'its folder unknown'})")
             for a in t.attempts:  # recovery attempts (reconcile recover's journal, as the run saw it)
                 sent = f"{a['sent_at']:%Y-%m-%dT%H:%M:%S}Z" if a["sent_at"] else "-"
                 click.echo(f"  recovery {a['route']} {a['status']} (sent {sent}, attempts {a['attempts']}) of "

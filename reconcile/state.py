@@ -241,6 +241,10 @@ class State:
             self.con.unregister("verdict_vocab")
         return [dict(r, loss_rate=emission.loss_rate(r["lost"], r["in"])) for r in rows]
 
+    def settled(self, event_id: str) -> list[dict[str, Any]]:
+        """What later runs settled the pending events `event_id` names as (queries/state/settled.sql)."""
+        return execute_file(self.con, _q("settled"), {"id": event_id}).to_arrow_table().to_pylist()
+
     def run_dirs(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT out_dir FROM runs ORDER BY window_start DESC").fetchall()]
 

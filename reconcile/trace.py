@@ -26,6 +26,8 @@ class Trace:
     events: list[dict[str, Any]]
     observations: list[dict[str, Any]]
     attempts: list[dict[str, Any]] = field(default_factory=list)  # recovery journal rows (reconcile recover)
+    # what later runs settled this run's pending events as (the state's settlements: State.settled)
+    settled_later: list[dict[str, Any]] = field(default_factory=list)
 
 
 def trace(event_id: str, run_dir: Path) -> Trace:
@@ -54,6 +56,15 @@ def trace(event_id: str, run_dir: Path) -> Trace:
     finally:
         con.close()
     return Trace(str(run_dir), events, obs, attempts)
+
+
+def with_settlements(found: list[Trace], settled: list[dict[str, Any]]) -> list[Trace]:
+    """Each trace with the settlements (State.settled) of the events it shows pending: a run's verdicts.parquet
+    keeps the verdict of its own day, and a later run may have settled the event since."""
+    for t in found:
+        pending = {e["source_id"] for e in t.events if e["verdict"] == "pending"}
+        t.settled_later = [s for s in settled if s["source_id"] in pending]
+    return found
 
 
 def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig) -> Iterator[Trace]:

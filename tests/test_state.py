@@ -1,8 +1,11 @@
 """Pending events carried across daily runs, settled by later runs; idempotent re-runs; one run at a time."""
 
 
+import orjson
 import pytest
+from click.testing import CliRunner
 
+from reconcile.cli import main
 from reconcile.errors import StateError
 from reconcile.state import State
 
@@ -43,6 +46,25 @@ def test_a_run_with_a_store_read_in_part_leaves_carried_losses_pending(tmp_path)
         s2 = day2(tmp_path, st)
         assert s2["carried"]["by_verdict"] == {"delivered": 1}
         assert ("20261123", "bus_to_sink", 10, 8, 2, 0) in history(st)
+
+
+def test_trace_shows_what_a_later_run_settled_a_pending_event_as(tmp_path):
+    """Day 1's verdicts.parquet keeps E (event 5) pending; day 2 settled it delivered. trace, reading the runs the
+    state knows, shows both: the day's own verdict and the later settlement."""
+    state = tmp_path / "state.duckdb"
+    with State.open(state) as st:
+        day1(tmp_path, st)
+        day2(tmp_path, st)
+    out = CliRunner().invoke(main, ["trace", "5", "--state", str(state)])
+    assert out.exit_code == 0, out.output
+    assert "pending" in out.output
+    assert "settled later: event 5 delivered, 5400 s late, by the run of 20261124" in out.output
+    found = orjson.loads(CliRunner().invoke(main, ["trace", "5", "--state", str(state), "--json"]).output)
+    day1_trace = [t for t in found if t["run_dir"].endswith("day1")]
+    assert [(x["verdict"], x["settled_in"][:8]) for x in day1_trace[0]["settled_later"]] == [("delivered", "20261124")]
+    # a folder traced alone (no state) shows its own day's verdict only
+    alone = orjson.loads(CliRunner().invoke(main, ["trace", "5", "--run", str(tmp_path / "day1"), "--json"]).output)
+    assert alone[0]["settled_later"] == [] and alone[0]["events"][0]["verdict"] == "pending"
 
 
 def test_second_run_on_the_same_state_fails_fast(tmp_path):
