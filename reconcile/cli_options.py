@@ -38,6 +38,9 @@ def window_options(f):
     return f
 
 
+AS_OF_SKEW = timedelta(minutes=5)  # --as-of may be this far past this machine's clock (another machine's "now")
+
+
 def resolve_window(cfg, day, start, end, as_of):
     from .run import window_from
     if day and (start or end):
@@ -53,7 +56,12 @@ def resolve_window(cfg, day, start, end, as_of):
             today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
             s = today - timedelta(days=1)
         e = s + timedelta(days=1)
-    return window_from(cfg, s, e, parse_time(as_of) if as_of else None)
+    at = parse_time(as_of) if as_of else None
+    if at is not None and at > datetime.now(timezone.utc) + AS_OF_SKEW:
+        raise ConfigError(f"--as-of {as_of} is later than now: the stores cannot hold what has not happened yet, so "
+                          "events still in flight would be judged past their horizon (lost), and Zendesk's export "
+                          "would be asked for a minute it cannot list. Leave --as-of out (now), or give a past time.")
+    return window_from(cfg, s, e, at)
 
 
 def parse_sets(items: tuple[str, ...]) -> dict[str, dict]:

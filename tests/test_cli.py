@@ -39,6 +39,17 @@ def test_config_error_is_one_line_and_exit_4(tmp_path):
         "honour_commit_log, partition_time_zone, parse_payloads."]
 
 
+def test_an_as_of_in_the_future_is_refused(tmp_path):
+    """A run judged "as of" tomorrow would call events still in flight lost (past their horizon) and ask Zendesk's
+    export for a minute it cannot list yet: a config error, before anything is read."""
+    from datetime import datetime, timedelta, timezone
+    later = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--as-of", later, "--out", str(tmp_path / "o"),
+                                       "--no-progress"], env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
+    assert result.exit_code == 4, result.output
+    assert "is later than now" in result.output and not (tmp_path / "o" / "report.html").exists()
+
+
 def test_missing_required_stores_make_the_run_incomplete(tmp_path):
     sink = tmp_path / "sink"
     sink.mkdir()
