@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import botocore.exceptions
+import orjson
 
 from .atomic import replacing
 from .aws import error_code, make_client
@@ -77,10 +78,12 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
         if not replace:
             raise ReportError(f"A run is already published at {uri} (its {MANIFEST} exists). Use --replace to "
                               f"replace it, or choose another --out prefix.")
+        # the old run's files this one does not have, as its manifest lists them: nothing else under the prefix
+        # (another run in a folder below, a user's own objects) is ours to delete
+        old = _old_files(client, bucket, prefix, uri)
         _delete(client, bucket, [prefix + MANIFEST])  # from here on, readers see no run at the prefix
-    if replace:
-        keep = {prefix + f for f in files}
-        _delete(client, bucket, [k for k in _keys(client, bucket, prefix) if k not in keep])
+        keep = set(files)
+        _delete(client, bucket, [prefix + f for f in old if f not in keep])
     for rel in files:
         _upload(client, run_dir / rel, bucket, prefix + rel, uri)
     extra = {} if replace else {"IfNoneMatch": "*"}  # a concurrent publisher's manifest wins; ours fails
@@ -94,6 +97,19 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
         raise _s3_failure(e, f"write s3://{bucket}/{prefix}{MANIFEST}") from e
     logger.info("published %d files and %s to %s", len(files), MANIFEST, uri)
     return f"s3://{bucket}/{prefix}report.html"
+
+
+def _old_files(client, bucket: str, prefix: str, uri: str) -> list[str]:
+    """The files the run published at the prefix lists in its manifest."""
+    try:
+        manifest = orjson.loads(client.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read())
+        return [f["path"] for f in manifest["files"]]
+    except botocore.exceptions.ClientError as e:
+        raise _s3_failure(e, f"read s3://{bucket}/{prefix}{MANIFEST}") from e
+    except (ValueError, KeyError, TypeError) as e:
+        raise ReportError(f"The run published at {uri} has a {MANIFEST} that lists no files ({e}): replacing it "
+                          f"would not know which objects are its own. Remove them yourself, or publish to another "
+                          f"--out prefix.") from e
 
 
 def _upload(client, path: Path, bucket: str, key: str, uri: str) -> None:

@@ -238,6 +238,40 @@ def test_recover_without_apply_writes_a_plan_through_the_cli(day, tmp_path):
     assert stream_ids(day.aws) == []
     dry = CliRunner().invoke(main, ["recover", "--apply", str(out / "plan.json"), "--dry-run"])
     assert dry.exit_code == 0 and "Nothing sent" in dry.output
+    assert "inputs_incomplete" not in plan["run"]
+    # a plan from a run that read a store only in part says so (in the plan, and on stderr)
+    import shutil
+    partial = tmp_path / "partial-run"
+    shutil.copytree(day.run_dir, partial)
+    manifest = orjson.loads((partial / "manifest.json").read_bytes())
+    for i in manifest["inputs"]:
+        i["complete"] = i["complete"] and i["source"] != "sink"
+    (partial / "manifest.json").write_bytes(orjson.dumps(manifest))
+    assert plan_mod.build(partial, bare)["run"]["inputs_incomplete"] == ["sink"]
+
+
+def test_the_sink_recheck_takes_a_read_with_unreadable_records_as_partial(tmp_path):
+    """Before sending, apply re-reads the sink for events that landed since the plan. A record it cannot read may be
+    one of them (re-sending would duplicate it), so such a read is partial by completeness's one rule, as in a run:
+    nothing is sent."""
+    from reconcile.errors import SourceError
+    import pyarrow.parquet as pq
+    at = datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)
+    folder = tmp_path / "sink" / "dt=2026-11-23" / "hr=10"
+    folder.mkdir(parents=True)
+    planned = "0b6fbf3a-2a84-4a3f-9c57-1f0d6b1b8e2a"
+    whole = json.dumps({"version": "0", "id": planned, "detail-type": "Support Ticket: Ticket Created",
+                        "source": "aws.partner/zendesk.com/1/default", "time": "2026-11-23T10:05:00Z",
+                        "detail": {"ticket_event": {"type": "Ticket Created", "ticket": {"id": 1},
+                                                    "meta": {"occurred_at": "2026-11-23T10:05:00Z"}}}}).encode()
+    pq.write_table(pa.table({"data": [whole[:40]], "partitionKey": [planned], "sequenceNumber": ["1"],
+                             "approximateArrivalTimestamp": pa.array([at], pa.timestamp("ms", tz="UTC"))}),
+                   folder / "part-0.parquet")
+    plan = {"run": {"window": {"start": "2026-11-23T00:00:00Z", "end": "2026-11-24T00:00:00Z", "margin_before_s": 3600,
+                               "margin_after_s": 86400, "max_event_age_s": 86400, "hop_a_grace_s": 300}},
+            "recheck": {"sink": {"uri": str(tmp_path / "sink")}, "match": {}}}
+    with pytest.raises(SourceError, match="could not be read whole"):
+        apply_mod.landed(plan, [planned], config.AwsConfig(), datetime(2026, 11, 25, tzinfo=timezone.utc))
 
 
 def test_whole_event_tells_an_input_transformers_output():
@@ -300,6 +334,30 @@ def test_records_kinesis_did_not_take_are_retried_then_failed(no_real_aws):
                                       {"e0": 2, "e1": 2, "e2": 2}, max_attempts=2, clock=SENT_CLOCK)
         assert retry == [] and [r["status"] for r in rows] == ["sent", "failed", "failed"]
         assert rows[1]["error"].startswith("ProvisionedThroughputExceededException")
+
+
+def test_a_server_error_leaves_the_records_in_doubt_not_refused(no_real_aws):
+    """A 5xx from PutRecords (InternalFailure, ServiceUnavailable) means the service failed while handling the call:
+    the records may be in the stream. They are not journaled `failed` (which a next apply sends again) but raised as
+    a call without answer, so they stay `sending`: in doubt, sent again only with --resend-in-doubt. A 4xx refusal
+    (no such stream) wrote nothing: `failed`."""
+    import botocore.exceptions
+    from botocore.stub import Stubber
+    kinesis = make_client("kinesis", config.AwsConfig(region="us-east-1"))
+    plan = {"target": {"stream": STREAM_NAME, "archive_arn": None}}
+    pending = [{"eb_id": "e0", "route": "reput", "window_key": "w", "source_id": "0", "data": "{}",
+                "partition_key": "e0"}]
+    with Stubber(kinesis) as stub:
+        for code in ("InternalFailure", "ServiceUnavailable"):
+            stub.add_client_error("put_records", code, http_status_code=500 if code == "InternalFailure" else 503)
+            with pytest.raises(botocore.exceptions.ClientError):
+                apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending, {"e0": 1}, max_attempts=3,
+                                clock=SENT_CLOCK)
+        stub.add_client_error("put_records", "ResourceNotFoundException", http_status_code=400)
+        with pytest.raises(apply_mod._Refused) as refused:
+            apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending, {"e0": 1}, max_attempts=3,
+                            clock=SENT_CLOCK)
+        assert [r["status"] for r in refused.value.rows] == ["failed"]
 
 
 def test_demo_recover_closes_the_loop(tmp_path, restore_environment):

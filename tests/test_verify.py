@@ -284,7 +284,12 @@ def test_a_published_run_is_replaced_only_with_replace(tmp_path, aws_cfg):
     s3 = make_client("s3", aws_cfg)
     s3.create_bucket(Bucket="audit")
     publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
-    s3.put_object(Bucket="audit", Key="runs/day1/evidence/stale.parquet", Body=b"old run's file")
+    # the old run's manifest lists a file the new run will not have; another object lies there, listed by no run
+    listed = orjson.loads(s3.get_object(Bucket="audit", Key="runs/day1/manifest.json")["Body"].read())
+    listed["files"].append({"path": "evidence/old-only.parquet", "bytes": 14, "sha256": "0" * 64})
+    s3.put_object(Bucket="audit", Key="runs/day1/manifest.json", Body=orjson.dumps(listed))
+    s3.put_object(Bucket="audit", Key="runs/day1/evidence/old-only.parquet", Body=b"old run's file")
+    s3.put_object(Bucket="audit", Key="runs/day1/notes/audit-notes.txt", Body=b"someone's own object")
     before = s3.get_object(Bucket="audit", Key="runs/day1/manifest.json")["Body"].read()
     with pytest.raises(ReportError, match="already published at s3://audit/runs/day1.*Use --replace"):
         publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
@@ -295,11 +300,15 @@ def test_a_published_run_is_replaced_only_with_replace(tmp_path, aws_cfg):
     shutil.rmtree(tmp_path / "run")
     produce(tmp_path / "run")  # the same window again
     publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg, replace=True)
-    assert "runs/day1/evidence/stale.parquet" not in keys(s3)
+    # the old run's own files go; what no run listed is not ours to delete
+    assert "runs/day1/evidence/old-only.parquet" not in keys(s3) and "runs/day1/notes/audit-notes.txt" in keys(s3)
     assert s3.get_object(Bucket="audit", Key="runs/day1/manifest.json")["Body"].read() == \
         (tmp_path / "run" / "manifest.json").read_bytes()
     # another prefix is another run
     publish.publish(tmp_path / "run", "s3://audit/runs/day1-again", aws_cfg)
+    # --replace where no run is published (the date left off the prefix): the runs below it are left alone
+    publish.publish(tmp_path / "run", "s3://audit/runs", aws_cfg, replace=True)
+    assert {"runs/day1/manifest.json", "runs/day1-again/manifest.json", "runs/manifest.json"} <= set(keys(s3))
 
 
 def test_a_bundle_archive_verifies_and_packs_reproducibly(tmp_path):

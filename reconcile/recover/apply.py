@@ -23,7 +23,7 @@ import botocore.config
 import botocore.exceptions
 import pyarrow as pa
 
-from .. import emission, interrupt
+from .. import completeness, emission, interrupt
 from ..aws import THROTTLE_CODES, error_code, make_client
 from ..config import AwsConfig, Config, MatchConfig, SinkConfig
 from ..engine import execute_file
@@ -88,7 +88,9 @@ def landed(plan: dict, eb_ids: list[str], aws: AwsConfig, now: datetime) -> set[
                     hop_a_grace=timedelta(seconds=w["hop_a_grace_s"]))
     sink_cfg = SinkConfig(**plan["recheck"]["sink"])
     match = MatchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan["recheck"]["match"].items()})
-    result = sink_source.read(sink_cfg, window, aws, match=match)
+    # completeness's one rule, as a run applies it: records the sink could not read may be these events (the sink
+    # holds them; re-sending would duplicate them), and an empty listing proves nothing
+    result = completeness.decide(sink_source.read(sink_cfg, window, aws, match=match), others_have_records=True)
     if not result.complete:
         raise SourceError("The sink could not be read whole, so events that landed late cannot be told from lost "
                           "ones: " + "; ".join(result.problems) + " Fix the sink read (see `reconcile check`), then "
@@ -232,8 +234,9 @@ def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Confi
                     st.write_journal(_journal_table(e.rows))  # refused whole: not sent, not in doubt
                     raise
                 except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-                    # no answer (timeout, connection lost): the records may or may not be in the stream
-                    raise SourceError(f"PutRecords to {plan['target']['stream']} got no answer ({e}): its "
+                    # no answer (timeout, connection lost) or a server error: the records may be in the stream
+                    raise SourceError(f"PutRecords to {plan['target']['stream']} got no answer or a server error "
+                                      f"({e}): its "
                                       f"{len(pending)} record(s) stay `sending` in the journal. Apply again: they "
                                       f"are looked for in the sink first, and sent again only with "
                                       f"--resend-in-doubt.") from e
@@ -257,6 +260,8 @@ def _call(kinesis, stream: dict, plan: dict, digest: str, pending: list[dict], a
         code = error_code(e)
         if code in THROTTLE_CODES or code in ("ProvisionedThroughputExceededException", "KMSThrottlingException"):
             resp = {"Records": [{"ErrorCode": code, "ErrorMessage": str(e)}] * len(pending)}
+        elif e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            raise  # the service failed while handling the call: the records may be in the stream (in doubt)
         else:  # refused whole (no stream, denied): nothing of it was written
             rows = [_row(plan, digest, x, "failed", attempts=attempts[x["eb_id"]], error=f"{code}: {e}")
                     for x in pending]

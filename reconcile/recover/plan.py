@@ -65,7 +65,8 @@ def run_window(run_dir: Path) -> dict[str, Any]:
                         f"wrote (or re-run the window).")
     m = orjson.loads(manifest.read_bytes())
     return {"dir": str(run_dir.resolve()), "window": m["window"], "manifest_sha256": m.get("manifest_sha256"),
-            "config": m.get("config", {})}
+            "config": m.get("config", {}),
+            "incomplete": [i["source"] for i in m.get("inputs", []) if i.get("complete") is False]}
 
 
 def window_key(window: dict[str, Any]) -> str:
@@ -122,6 +123,11 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
                            for w in windows],
         "lost_before_bus": _before_bus(run_dir, before),
     }
+    if run["incomplete"]:
+        plan["run"]["inputs_incomplete"] = run["incomplete"]
+        logger.warning("the run read %s only in part: some events it calls lost may have landed where it could not "
+                       "read (apply re-reads the sink whole before sending, and refuses while it cannot); re-run the "
+                       "window once the inputs read whole, and plan from that run", ", ".join(run["incomplete"]))
     if reput and not cfg.recover.stream:
         logger.warning("%d event(s) can be re-put but [recover] stream is not set: the plan cannot be applied until "
                        "it names the rule's Kinesis stream (re-plan with --set recover.stream=NAME_OR_ARN)", len(reput))
