@@ -302,6 +302,28 @@ def test_replay_windows_are_the_fewest_whole_minutes_with_the_duplicates_they_re
         ("10:00", "10:02", ["a", "b"], 1, 1), ("10:06", "10:08", ["c"], 1, 0)]
 
 
+def test_an_event_to_re_put_inside_a_replay_window_is_replayed_not_sent_twice():
+    """x has no usable payload (replayed); y, lost in the same minute, has one (re-put). The replay of x's minute
+    re-sends y too: y is replayed instead, not re-put as well. z, re-put just past the window's reach, stays a re-put
+    -- unless the window grows to reach it (w, replayed, extends it: again until no re-put lies in one)."""
+    t = lambda s: datetime.fromisoformat(f"2026-11-23T{s}+00:00")  # noqa: E731
+    con = events.connect()
+    con.register("bus", pa.table({"eb_id": ["x", "y", "z"], "observed_at": [t("10:00:30"), t("10:00:40"),
+                                                                            t("10:02:05")]}))
+    con.register("sink", pa.table({"eb_id": pa.array([], pa.string())}))
+    routed = [{"eb_id": "x", "route": "replay", "logged_at": t("10:00:30")},
+              {"eb_id": "y", "route": "reput", "logged_at": t("10:00:40"), "data": "{}"},
+              {"eb_id": "z", "route": "reput", "logged_at": t("10:02:05"), "data": "{}"}]
+    windows = plan_mod.replay_windows(con, routed)
+    assert [(r["eb_id"], r["route"]) for r in routed] == [("x", "replay"), ("y", "replay"), ("z", "reput")]
+    assert [(w["start_at"].strftime("%H:%M"), w["end_at"].strftime("%H:%M"), w["eb_ids"]) for w in windows] == [
+        ("10:00", "10:01", ["x", "y"])]
+    routed.append({"eb_id": "w", "route": "replay", "logged_at": t("10:01:30")})
+    windows = plan_mod.replay_windows(con, routed)
+    assert [r["route"] for r in routed] == ["replay"] * 4
+    assert [(w["start_at"].strftime("%H:%M"), w["end_at"].strftime("%H:%M")) for w in windows] == [("10:00", "10:03")]
+
+
 def test_a_record_over_the_limits_is_split_into_calls():
     entries = [{"data": "x" * (2 * 1024 * 1024), "partition_key": str(i)} for i in range(5)]
     assert [len(b) for b in apply_mod._batches(entries, 500)] == [2, 2, 1]  # 5 MiB a call

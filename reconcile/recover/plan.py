@@ -21,7 +21,7 @@ import hashlib
 import io
 import logging
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +90,8 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
         before = execute_file(con, _q("before_bus"), {}).to_arrow_table().to_pylist()
         rows = cands.to_pylist()
         routed = _route(rows, cfg)
+        windows = replay_windows(con, routed)
         replay_rows = [r for r in routed if r["route"] == "replay"]
-        windows = []
-        if replay_rows:
-            con.register("replay_events", pa.table({"eb_id": [r["eb_id"] for r in replay_rows],
-                                                    "logged_at": [r["logged_at"] for r in replay_rows]}))
-            windows = execute_file(con, _q("replay_windows"), {"slack_s": REPLAY_SLACK_S}).to_arrow_table().to_pylist()
     finally:
         con.close()
     for i, w in enumerate(windows):
@@ -187,6 +183,37 @@ def _route(rows: list[dict], cfg: Config) -> list[dict]:
             r.update(reason="; ".join(problems + [hint]))
         out.append(r)
     return out
+
+
+def replay_windows(con, routed: list[dict]) -> list[dict]:
+    """The replay windows of the routed events (queries/recover/replay_windows.sql over the views `bus` and `sink`).
+    A replay re-sends every event of its minutes: an event routed to a re-put there would be sent twice, so it is
+    replayed instead (route changed in `routed`), its minutes joined to the windows -- which may then reach further:
+    again, until no re-put event lies in one."""
+    windows: list[dict] = []
+    while True:
+        replay_rows = [r for r in routed if r["route"] == "replay"]
+        if not replay_rows:
+            return windows
+        con.register("replay_events", pa.table({"eb_id": [r["eb_id"] for r in replay_rows],
+                                                "logged_at": pa.array([r["logged_at"] for r in replay_rows],
+                                                                      pa.timestamp("us", tz="UTC"))}))
+        windows = execute_file(con, _q("replay_windows"), {"slack_s": REPLAY_SLACK_S}).to_arrow_table().to_pylist()
+        caught = [r for r in routed if r["route"] == "reput" and _replayed_by(r["logged_at"], windows)]
+        if not caught:
+            return windows
+        for r in caught:
+            r.update(route="replay", origin=None, data=None, partition_key=None, where=None,
+                     reason="a replay window re-sends its minute for other events: replayed, not re-put as well")
+
+
+def _replayed_by(logged_at, windows: list[dict]) -> bool:
+    """Whether a replay window may re-send an event logged at `logged_at`: its own `time`, which a replay selects by,
+    lies up to REPLAY_SLACK_S before its log copy (replay_windows.sql)."""
+    if logged_at is None:
+        return False
+    earliest = logged_at - timedelta(seconds=REPLAY_SLACK_S)
+    return any(logged_at >= w["start_at"] and earliest < w["end_at"] for w in windows)
 
 
 def _iso(t) -> str | None:
