@@ -325,6 +325,12 @@ def validate(cfg: Config) -> None:
         section = getattr(cfg, sec.name)
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
+            if any(isinstance(v, str) and USERINFO.search(v) for v in (value if isinstance(value, tuple) else (value,))):
+                # shown without the credentials: a config (and the manifest and report that show it) holds none
+                problems.append(f"[{sec.name}] {f.name} = {_toml(without_userinfo(value))} carries credentials in "
+                                f"its URL (user:password@): give them through the environment or AWS's credential "
+                                f"chain, never the config, and drop them from the URL.")
+                continue
             wrong = _problem(sec.name, f.name, f.type, value)
             if wrong:
                 shown = list(value) if isinstance(value, tuple) else value
@@ -374,6 +380,19 @@ def _toml(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
+# A URL's user-info part (scheme://user:password@host): credentials, wherever they appear.
+USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
+
+
+def without_userinfo(value: Any) -> Any:
+    """`value` (text, or a tuple or list of texts) with every URL's user-info part shown as [redacted]."""
+    if isinstance(value, str):
+        return USERINFO.sub(r"\1[redacted]@", value)
+    if isinstance(value, (tuple, list)):
+        return [without_userinfo(v) for v in value]
+    return value
+
+
 SECRET_KEY = re.compile(r"token|secret|password|passwd|key|credential|auth", re.I)
 # Keys that match SECRET_KEY but name no secret (an id column, a kind map file).
 NOT_SECRET = frozenset({"id_column", "kind_map", "emission_model", "partition_key_path"})
@@ -388,4 +407,4 @@ def redact(value: Any, key: str = "") -> Any:
         return {k: redact(v, k) for k, v in value.items()}
     if key and key not in NOT_SECRET and SECRET_KEY.search(key) and value not in (None, "", [], {}):
         return "[redacted]"
-    return value
+    return without_userinfo(value)

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from . import __version__, outputs, resources
 from .summary import iso
-from .config import Config, EngineConfig, redact
+from .config import Config, EngineConfig, redact, without_userinfo
 from .errors import NotARun, VerifyError
 from .ledger import SourceResult
 from .recovered import JOURNAL_FILE, PLAN_FILE, PLANS_DIR, RECOVERIES_FILE
@@ -162,7 +162,7 @@ def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str
                    generated_at: datetime, audience: str = "daily") -> dict[str, Any]:
     files = [p for p in out_dir.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")]
     manifest = {
-        "tool": {"name": "reconcile", "version": __version__, "argv": sys.argv[1:]},
+        "tool": {"name": "reconcile", "version": __version__, "argv": without_userinfo(sys.argv[1:])},
         "generated_at": iso(generated_at),
         "window": {"start": iso(window.start), "end": iso(window.end), "as_of": iso(window.as_of),
                    **{f"{k}_s": getattr(window, k).total_seconds()

@@ -12,6 +12,7 @@ from bs4 import BeautifulSoup
 
 from reconcile import config, emission, ledger, report, summary
 from reconcile import run as job
+from reconcile.errors import ConfigError
 
 from ledgers import DAY
 from tinyday import produce_report as produce
@@ -167,6 +168,19 @@ def test_config_secrets_are_redacted():
         "zendesk": {"url": "https://x.zendesk.com", "api_token": "[redacted]", "password": "[redacted]"},
         "aws": {"secret_access_key": "[redacted]", "profile": None}, "sink": {"id_column": "partitionKey"}}
     assert "tok-123" not in ctx.config_toml and "hunter2" not in ctx.config_toml
+
+
+def test_credentials_in_a_url_are_refused_and_never_shown():
+    """user:password@ in any URL of the config is refused when the config is validated, the value shown without
+    them; and redact (the manifest, the report) shows such a URL without them whatever reaches it."""
+    with pytest.raises(ConfigError) as e:
+        config.build(None, {"aws": {"endpoint_url": "http://AKIAX:SeCrEt@localhost:4566"},
+                            "dlq": {"queue_url": "https://user:pw@sqs.us-east-1.amazonaws.com/1/dlq"}})
+    said = str(e.value)
+    assert "[aws] endpoint_url = \"http://[redacted]@localhost:4566\" carries credentials" in said
+    assert "[dlq] queue_url" in said and "SeCrEt" not in said and "pw@" not in said
+    assert config.redact({"sink": {"uri": "s3://bucket/a@b"}, "x": {"urls": ["https://u:p@h/x"]}}) == {
+        "sink": {"uri": "s3://bucket/a@b"}, "x": {"urls": ["https://[redacted]@h/x"]}}
 
 
 def test_run_section_says_how_to_reproduce(tmp_path):
