@@ -5,8 +5,9 @@
 -- highest possible one: kinds the model does not know may or may not have taken one before it), paired one-to-one
 -- among the carried events, never with an id already linked to another event (by an earlier run or by this run's
 -- hop A). Facts are summed per source_id (a Zendesk event id belongs to one window). A carried event can settle as
--- `recovered` (recovery_lag_s) like this window's events. A loss rests on what the stores do not hold: unless every
--- store a settlement reads was read whole ($settle_losses, completeness.settles), a carried event found lost stays
+-- `recovered` (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests on what the stores
+-- do not hold: when a store a settlement reads was not read whole ($unsettled says which, completeness.unsettled), or
+-- the sink was not read back to the event ($sink_read_start: [window] carry_back), a carried event found lost stays
 -- pending (`held`: the state carries it again), while what the stores do hold settles it as usual.
 CREATE OR REPLACE TABLE settlements AS
 WITH open AS (
@@ -74,12 +75,15 @@ WITH open AS (
     FROM carried c
     LEFT JOIN facts f USING (source_id)
 ), held AS (
-    SELECT *, NOT $settle_losses AND found IN (SELECT verdict FROM verdict_vocab WHERE silent) AS held
+    SELECT *, CASE WHEN found NOT IN (SELECT verdict FROM verdict_vocab WHERE loss_hop IS NOT NULL) THEN NULL
+                   WHEN $unsettled IS NOT NULL THEN $unsettled
+                   WHEN event_time < $sink_read_start THEN 'the sink was not read back to it ([window] carry_back)'
+              END AS held_by
     FROM judged
 )
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id,
-       CASE WHEN held THEN 'pending' ELSE found END AS verdict, lateness_s,
-       CASE WHEN held THEN 'would be ' || found || ', but a store was read only in part: judged again by the next run'
+       CASE WHEN held_by IS NOT NULL THEN 'pending' ELSE found END AS verdict, lateness_s,
+       CASE WHEN held_by IS NOT NULL THEN 'would be ' || found || ', but ' || held_by || ': judged again by the next run'
             ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
                           recovery_how := recovery_how) END AS cause,
        recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s

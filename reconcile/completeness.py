@@ -78,11 +78,13 @@ def decide(result: SourceResult, others_have_records: bool) -> SourceResult:
     return replace(result, complete=complete, problems=problems)
 
 
-def settles(results: dict[str, SourceResult]) -> bool:
-    """Whether a run may settle carried events as lost: every store a settlement reads was read whole (after
-    `decide`). A loss is the absence of an event from what was read; found while a store was read only in part, it
-    is not final: the event stays pending, and a later run judges it again (queries/settlements.sql)."""
-    return all(name in results and results[name].complete for name in SETTLING)
+def unsettled(results: dict[str, SourceResult]) -> str | None:
+    """Why a run may not settle carried events as lost (the stores a settlement reads that were not read whole,
+    after `decide`), or None when it may. A loss is the absence of an event from what was read; found while a store
+    was read only in part, it is not final: the event stays pending, and a later run judges it again
+    (queries/settlements.sql)."""
+    partial = [name for name in SETTLING if not (name in results and results[name].complete)]
+    return f"{' and '.join(partial)} read only in part" if partial else None
 
 
 def decide_all(results: dict[str, SourceResult]) -> dict[str, SourceResult]:

@@ -31,6 +31,9 @@ class WindowConfig:
     margin_after: str = "24h"
     max_event_age: str = "24h"  # the rule's MaximumEventAgeInSeconds
     hop_a_grace: str = "5m"  # how long a Zendesk event may take to reach the bus before it counts as lost
+    # how far before the window the sink is read back for pending events carried in from earlier windows (after days
+    # without a run); a carried event older than that is not settled as lost (the sink was not read back to it)
+    carry_back: str = "7d"
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,7 @@ DURATION = "a duration with a unit, like 90s, 15m, 1h or 1d"
 # (section, key) -> (check of a value already of the right type, what is expected). Types come from the dataclasses.
 RULES: dict[tuple[str, str], tuple[Any, str]] = {
     **{("window", k): ("duration", DURATION)
-       for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")},
+       for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace", "carry_back")},
     ("zendesk", "max_wait"): ("duration", DURATION),
     ("zendesk", "timeout"): ("duration", DURATION),
     ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),

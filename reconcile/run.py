@@ -56,7 +56,8 @@ def window_from(cfg: Config, start, end, as_of: datetime | None = None) -> Windo
     as_of = as_of.replace(microsecond=as_of.microsecond // 1000 * 1000)
     return Window(start=start, end=end, as_of=as_of,
                   margin_before=parse_duration(w.margin_before), margin_after=parse_duration(w.margin_after),
-                  max_event_age=parse_duration(w.max_event_age), hop_a_grace=parse_duration(w.hop_a_grace))
+                  max_event_age=parse_duration(w.max_event_age), hop_a_grace=parse_duration(w.hop_a_grace),
+                  carry_back=parse_duration(w.carry_back))
 
 
 def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True) -> dict[str, SourceResult]:
@@ -92,12 +93,13 @@ def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str
     return paths
 
 
-def params(cfg: Config, window: Window, *, settle_losses: bool) -> dict[str, Any]:
-    """The queries' parameters. `settle_losses`: whether carried events may settle as lost (completeness.settles)."""
+def params(cfg: Config, window: Window, *, unsettled: str | None) -> dict[str, Any]:
+    """The queries' parameters. `unsettled`: why carried events may not settle as lost (completeness.unsettled), or
+    None."""
     return dict(window_start=window.start, window_end=window.end, as_of=window.as_of, horizon=window.horizon,
                 hop_a_grace=window.hop_a_grace, tolerance_s=float(cfg.match.tolerance_seconds),
-                kinesis_target=cfg.dlq.kinesis_target,
-                bucket_s=summary.bucket_seconds(window), settle_losses=settle_losses)
+                kinesis_target=cfg.dlq.kinesis_target, bucket_s=summary.bucket_seconds(window), unsettled=unsettled,
+                sink_read_start=window.sink_read_start)
 
 
 def model_of(cfg: Config) -> pa.Table:
@@ -120,8 +122,8 @@ def bind(e: Engine, cfg: Config, ledgers: dict[str, Path], carried: pa.Table | N
 
 def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
           kind_map: pa.Table | None = None, engine: EngineConfig | None = None,
-          recovery: dict[str, pa.Table] | None = None, *, settle_losses: bool) -> Engine:
-    """Bind and run every query. `settle_losses`: completeness.settles of the run's sources."""
+          recovery: dict[str, pa.Table] | None = None, *, unsettled: str | None) -> Engine:
+    """Bind and run every query. `unsettled`: completeness.unsettled of the run's sources."""
     engine = engine or cfg.engine
     e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
     try:
@@ -131,9 +133,9 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
             logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
             k = 1
         if k == 1:
-            e.run_all(params(cfg, window, settle_losses=settle_losses))
+            e.run_all(params(cfg, window, unsettled=unsettled))
         else:
-            partition.run_all(e, ledgers, params(cfg, window, settle_losses=settle_losses), k)
+            partition.run_all(e, ledgers, params(cfg, window, unsettled=unsettled), k)
     except BaseException:
         e.close()
         raise
@@ -179,8 +181,9 @@ def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progres
     if st and st.sent_for_window(window.key):
         window = replace(window, sink_until=window.as_of)  # recoveries land after the read window: read up to now
         logger.info("a recovery sent events of this window: the sink is read up to %s", window.as_of)
-    if carried is not None and carried.num_rows:
-        window = replace(window, sink_from=pc.min(carried["event_time"]).as_py())
+    if carried is not None and carried.num_rows:  # read back to the oldest, as far as [window] carry_back allows
+        window = replace(window, sink_from=max(pc.min(carried["event_time"]).as_py(),
+                                               window.read_start - window.carry_back))
         logger.info("re-checking %d pending events carried in from earlier windows: the sink is read from %s",
                     carried.num_rows, window.sink_read_start)
     logger.info("reading stores for %s", window.key)
@@ -237,7 +240,7 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
     """
     cfg, window, results, history = job.cfg, job.window, job.results, job.history
     e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine, recovered.read_evidence(job.evidence),
-              settle_losses=completeness.settles(results))
+              unsettled=completeness.unsettled(results))
     try:
         outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")

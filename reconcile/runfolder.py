@@ -166,7 +166,9 @@ def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str
         "generated_at": iso(generated_at),
         "window": {"start": iso(window.start), "end": iso(window.end), "as_of": iso(window.as_of),
                    **{f"{k}_s": getattr(window, k).total_seconds()
-                      for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")}},
+                      for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")},
+                   # where the sink was read from and to, when not the window's own range (carried events, recoveries)
+                   **{k: iso(getattr(window, k)) for k in ("sink_from", "sink_until") if getattr(window, k)}},
         "audience": audience,
         "config": redact(cfg.to_dict()),
         "inputs": [{"source": r.name, "complete": r.complete, "records": r.records, "rejected": r.rejected,
@@ -244,7 +246,8 @@ def window_of(manifest: dict[str, Any], cfg: Config) -> Window:
         return window_from(cfg, start, end, as_of)
     return Window(start=start, end=end, as_of=as_of,
                   **{k: timedelta(seconds=w[f"{k}_s"])
-                     for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")})
+                     for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")},
+                  **{k: parse_time(w[k]) for k in ("sink_from", "sink_until") if w.get(k)})
 
 
 def evidence_inputs(folder: RunFolder, manifest: dict[str, Any]) -> dict[str, SourceResult]:

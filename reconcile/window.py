@@ -51,6 +51,7 @@ class Window:
     margin_after: timedelta = timedelta(hours=24)
     max_event_age: timedelta = timedelta(hours=24)
     hop_a_grace: timedelta = timedelta(minutes=5)
+    carry_back: timedelta = timedelta(days=7)  # [window] carry_back: how far back sink_from may reach
     # When `reconcile recover` sent some of this window's events (the state's journal): the sink is read up to here
     # too (as_of), since a recovery lands in the sink's partitions of the day it was sent, after read_end.
     sink_until: datetime | None = None

@@ -14,6 +14,8 @@ import pyarrow as pa
 from reconcile import ledger
 
 DAY = datetime(2026, 11, 23, tzinfo=timezone.utc)
+# where a run's sink read starts ($sink_read_start): far enough back for every carried event of the tests
+SINK_FROM = DAY - timedelta(days=7)
 
 
 def at(text: str) -> datetime:

@@ -83,6 +83,9 @@ def test_pending_events_are_settled_by_the_truth_after_days_without_a_run(moto, 
     settled = {r["source_id"]: r["verdict"] for r in carried["events_shown"]}
     assert settled == {i: day1_now[i] for i in settled}
     assert "delivered" in settled.values()
+    # the report says how far back the sink was read
+    assert out.summary["window"]["sink_read_start"] < "2026-11-24" <= out.summary["window"]["read_start"]
+    assert "sink read back to" in (tmp_path / "run3" / "report.html").read_text()
 
 
 def test_concurrent_run_on_the_same_state_fails_fast(moto, tmp_path):

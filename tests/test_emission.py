@@ -113,7 +113,7 @@ def test_counts_are_of_expected_bus_events(day):
 def test_a_notification_is_not_emitted_when_not_excluded(tmp_path):
     import pyarrow as pa
     from reconcile import engine as eng
-    from ledgers import DAY, write
+    from ledgers import DAY, SINK_FROM, write
     from datetime import timedelta
     e = eng.Engine.open()
     try:
@@ -128,7 +128,7 @@ def test_a_notification_is_not_emitted_when_not_excluded(tmp_path):
         e.bind_table("carried", CARRIED_SCHEMA.empty_table())
         e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
                        horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-                       kinesis_target=":kinesis:", bucket_s=3600, settle_losses=True))
+                       kinesis_target=":kinesis:", bucket_s=3600, unsettled=None, sink_read_start=SINK_FROM))
         assert table(e, "verdicts", ["source_id", "verdict", "cause"]) == [
             ("1", "not_emitted", "the emission model says Notification never reaches the bus")]
     finally:

@@ -28,7 +28,7 @@ TABLES = ("bus_events", "hop_a", "verdicts", "settlements", "orphans", "gaps", *
 
 
 def judged(cfg, window, ledgers, carried, k, tmp):
-    e = run.judge(cfg, window, ledgers, carried, settle_losses=True,
+    e = run.judge(cfg, window, ledgers, carried, unsettled=None,
                   engine=EngineConfig(memory_limit="1GB", temp_directory=str(tmp / f"spill-{k}"), partitions=k))
     try:
         assert e.partitions == k
@@ -106,7 +106,7 @@ def test_a_simulated_day_judged_in_4_and_8_partitions_is_the_single_pass(sim_day
 def test_scratch_files_are_removed_when_the_engine_closes(sim_day, tmp_path):
     cfg, window, ledgers, _ = sim_day
     e = run.judge(cfg, window, ledgers, engine=EngineConfig(temp_directory=str(tmp_path / "spill"), partitions=3),
-                  settle_losses=True)
+                  unsettled=None)
     assert e.partitions == 3 and any(p.name.startswith("partitions-") for p in (tmp_path / "spill").iterdir())
     e.close()
     assert not any(p.name.startswith("partitions-") for p in (tmp_path / "spill").iterdir())
@@ -194,7 +194,7 @@ def test_a_replay_in_reach_judges_in_one_pass_and_an_old_one_does_not(tmp_path):
     def judged_in(sent_at):
         rec = pa.Table.from_pylist([dict(eb_id=uid("X"), route="replay", target="arn", replay_name="r", plan_digest="d",
                                          sent_at=sent_at)], schema=RECOVERIES_SCHEMA)
-        e = run.judge(cfg, window, ledgers, engine=engine, recovery={"recoveries": rec}, settle_losses=True)
+        e = run.judge(cfg, window, ledgers, engine=engine, recovery={"recoveries": rec}, unsettled=None)
         try:
             return e.partitions
         finally:
@@ -246,9 +246,9 @@ def test_verdicts_exported_from_event_time_slices_are_the_single_pass_file_byte_
         try:
             run.bind(e, cfg, ledgers)
             if k == 1:
-                e.run_all(run.params(cfg, window, settle_losses=True))
+                e.run_all(run.params(cfg, window, unsettled=None))
             else:
-                partition.run_all(e, ledgers, run.params(cfg, window, settle_losses=True), k)
+                partition.run_all(e, ledgers, run.params(cfg, window, unsettled=None), k)
                 assert len([f for f in e.slices["verdicts"] if f]) >= 3
                 # streamed from their queries, the files still keep EventBridge ids as UUIDs, not text
                 for table in ("verdicts", "bus_events"):
@@ -339,14 +339,14 @@ def test_the_run_wide_queries_never_hold_a_day_s_rows_in_memory_nor_spill(sim_da
     its fix). The counts come out as many times the day's; the settlements and the recovery funnel as the day's,
     carried events linked to bus events among them."""
     cfg, window, ledgers, _ = sim_day
-    params = run.params(cfg, window, settle_losses=True)
+    params = run.params(cfg, window, unsettled=None)
     engine = EngineConfig(memory_limit="1GB", temp_directory=str(tmp_path / "spill"), partitions=1)
-    e = run.judge(cfg, window, ledgers, None, engine=engine, settle_losses=True)
+    e = run.judge(cfg, window, ledgers, None, engine=engine, unsettled=None)
     verdicts = e.arrow("verdicts")
     e.close()
     recovery = journal_of(verdicts.slice(300), 300, window.start + timedelta(hours=1))  # none of them carried
     carry = carried_from(verdicts, carried)
-    e = run.judge(cfg, window, ledgers, carry, engine=engine, recovery=recovery, settle_losses=True)
+    e = run.judge(cfg, window, ledgers, carry, engine=engine, recovery=recovery, unsettled=None)
     try:
         counted = ("verdict_counts", "funnel", "match_stats", "silent_losses", "loss_by_type", "duplicates",
                    "unlogged_causes")

@@ -19,7 +19,7 @@ from reconcile.emission import load_model
 from reconcile.state import CARRIED_SCHEMA, JOURNAL_COLUMNS, State
 
 import tinyday as day
-from ledgers import DAY, at, uid, write
+from ledgers import DAY, SINK_FROM, at, uid, write
 
 AS_OF = DAY + timedelta(hours=26)
 
@@ -59,7 +59,7 @@ def judge(tmp_path, rows: pa.Table, sink_extra=(), carried=None):
         e.bind_table(name, table)
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=AS_OF,
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-                   kinesis_target=":kinesis:", bucket_s=3600, settle_losses=True))
+                   kinesis_target=":kinesis:", bucket_s=3600, unsettled=None, sink_read_start=SINK_FROM))
     return e
 
 

@@ -196,7 +196,7 @@ def test_timeline_bucket_matches_the_engine_parameter():
     cfg = config.build(None, {})
     for hours in (1, 6, 7, 24):
         window = job.window_from(cfg, DAY, DAY + timedelta(hours=hours), DAY + timedelta(days=2))
-        assert summary.bucket_seconds(window) == job.params(cfg, window, settle_losses=True)["bucket_s"]
+        assert summary.bucket_seconds(window) == job.params(cfg, window, unsettled=None)["bucket_s"]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None,

@@ -20,12 +20,12 @@ from reconcile import ledger
 from reconcile.emission import load_model
 from reconcile.state import CARRIED_SCHEMA
 
-from ledgers import DAY, at, uid, write
+from ledgers import DAY, SINK_FROM, at, uid, write
 
 KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 PARAMS = dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
               horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-              kinesis_target=":kinesis:", bucket_s=3600, settle_losses=True)
+              kinesis_target=":kinesis:", bucket_s=3600, unsettled=None, sink_read_start=SINK_FROM)
 
 
 def z(i, ticket, kind, t):
@@ -215,14 +215,31 @@ def test_a_run_that_read_a_store_in_part_settles_no_carried_event_as_lost(tmp_pa
     settlement for it), with the reason as its cause. What the stores do hold settles as usual."""
     x = comment_webhook("X", "901")
     sink = [sunk(x, "2026-11-22T23:00:02Z", "1")]
-    assert settle(tmp_path / "part", ["901", "902"], [x], sink, settle_losses=False) == {
+    assert settle(tmp_path / "part", ["901", "902"], [x], sink, unsettled="bus_log read only in part") == {
         "901": ("delivered", uid("X"), None),
-        "902": ("pending", None, "would be lost_before_bus, but a store was read only in part: judged again by the "
-                                 "next run")}
+        "902": ("pending", None, "would be lost_before_bus, but bus_log read only in part: judged again by the next "
+                                 "run")}
     # the bus log holds it, the sink does not: lost after the bus only once the sink was read whole
     y = comment_webhook("Y", "902")
     assert settle(tmp_path / "whole", ["902"], [y], [])["902"][0] == "lost_after_bus"
-    assert settle(tmp_path / "sink-part", ["902"], [y], [], settle_losses=False)["902"][:2] == ("pending", uid("Y"))
+    assert settle(tmp_path / "sink-part", ["902"], [y], [], unsettled="sink read only in part")["902"][:2] == (
+        "pending", uid("Y"))
+    # dead-lettered is a loss too (in the DLQ and not in the sink): held the same way
+    lettered = {"zendesk": [], "bus": [dict(y, observed_at=y["event_time"], source_id="log:Y")], "sink": [],
+                "dlq": [dict(y, observed_at=y["event_time"], source_id="m1", error_code="THROTTLING",
+                             target_arn=KIN)]}
+    carried = pa.Table.from_pylist([dict(window_key="earlier", source_id="902", zendesk_key="902", ticket_id=500,
+                                         kind="Comment", event_time=DAY - timedelta(hours=1), position=1)],
+                                   schema=CARRIED_SCHEMA)
+    for unsettled, want in ((None, "dead_lettered"), ("sink read only in part", "pending")):
+        e = run(tmp_path / f"dlq-{want}", carried, lettered, unsettled=unsettled)
+        try:
+            assert e.arrow("settlements").to_pylist()[0]["verdict"] == want
+        finally:
+            e.close()
+    # a carried event older than the sink was read back to ([window] carry_back): not settled as lost either
+    old = settle(tmp_path / "old", ["902"], [y], [], sink_read_start=DAY)["902"]
+    assert old[0] == "pending" and "the sink was not read back to it ([window] carry_back)" in old[2]
 
 
 def test_a_carried_event_delivered_twice_as_a_webhook_is_one_event_under_two_ids(tmp_path):

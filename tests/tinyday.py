@@ -23,7 +23,7 @@ from reconcile.emission import load_model
 from reconcile.ledger import SourceResult
 from reconcile.state import CARRIED_SCHEMA
 
-from ledgers import DAY, at, label, make, write
+from ledgers import DAY, SINK_FROM, at, label, make, write
 
 KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 LOGS = "arn:aws:logs:us-east-1:1:log-group:/aws/events/zendesk"
@@ -105,7 +105,7 @@ def judge(tmp, zendesk, bus, sink, dlq, metrics=()):
     e.bind_table("carried", CARRIED_SCHEMA.empty_table())
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-                   kinesis_target=":kinesis:", bucket_s=3600, settle_losses=True))
+                   kinesis_target=":kinesis:", bucket_s=3600, unsettled=None, sink_read_start=SINK_FROM))
     return e
 
 
