@@ -104,16 +104,17 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
     Example:
       reconcile trace 4be2a1c0-0c1e-4d38-9d8e-2f3a1b7c9e10 --run demo-out/run
     """
-    from .ledger import canonical_eb_id
-    from .trace import trace_runs, with_settlements
+    from .state import State
+    from .trace import pending_ids, trace_runs, with_settlements
     cfg = state_config(config_path, state, profile, region, endpoint_url)
-    settled = []
-    if not runs or state:  # the state at hand: its runs, and what later runs settled pending events as
-        from .state import State
+    given_runs = bool(runs)
+    if not runs:
         with State.open(cfg.state.uri, cfg.aws, write=False) as st:
-            runs = runs or tuple(st.run_dirs())
-            settled = st.settled(canonical_eb_id(event_id))
-    found = with_settlements([t for t in trace_runs(event_id, runs, cfg.aws) if t.events or t.observations], settled)
+            runs = tuple(st.run_dirs())
+    found = [t for t in trace_runs(event_id, runs, cfg.aws) if t.events or t.observations]
+    if pending_ids(found) and (state or not given_runs):  # the state at hand: what later runs settled them as
+        with State.open(cfg.state.uri, cfg.aws, write=False) as st:
+            found = with_settlements(found, st.settled(pending_ids(found)))
     if as_json:
         click.echo(orjson.dumps([t.__dict__ for t in found], option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC,
                                 default=str).decode())

@@ -89,6 +89,11 @@ METRIC_SCHEMA = pa.schema(
 UUID_TEXT = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _UUID_RX = re.compile(UUID_TEXT)
 
+# How many digits a Zendesk id (ticket, audit, child event) may have: as many as the ledger's int64 always holds. The
+# AWS side reads them as text of digits (sources/events.py WHOLE_ID), the API side as JSON integers (zendesk/audits.py
+# whole).
+ID_DIGITS = 18
+
 
 # What a time given as text is: ISO-8601's date and time of day (to the minute at least, fractions of a second
 # allowed), with a UTC offset or `Z`, or none (then read as UTC), as every time in Zendesk's payloads and AWS's

@@ -241,9 +241,11 @@ class State:
             self.con.unregister("verdict_vocab")
         return [dict(r, loss_rate=emission.loss_rate(r["lost"], r["in"])) for r in rows]
 
-    def settled(self, event_id: str) -> list[dict[str, Any]]:
-        """What later runs settled the pending events `event_id` names as (queries/state/settled.sql)."""
-        return execute_file(self.con, _q("settled"), {"id": event_id}).to_arrow_table().to_pylist()
+    def settled(self, source_ids: list[str]) -> list[dict[str, Any]]:
+        """What later runs settled these pending events (Zendesk event ids) as (queries/state/settled.sql)."""
+        if not source_ids:
+            return []
+        return execute_file(self.con, _q("settled"), {"source_ids": source_ids}).to_arrow_table().to_pylist()
 
     def run_dirs(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT out_dir FROM runs ORDER BY window_start DESC").fetchall()]

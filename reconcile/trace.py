@@ -58,9 +58,14 @@ def trace(event_id: str, run_dir: Path) -> Trace:
     return Trace(str(run_dir), events, obs, attempts)
 
 
+def pending_ids(found: list[Trace]) -> list[str]:
+    """The Zendesk event ids the traces show pending (a run's verdicts.parquet keeps its own day's verdict)."""
+    return sorted({e["source_id"] for t in found for e in t.events if e["verdict"] == "pending"})
+
+
 def with_settlements(found: list[Trace], settled: list[dict[str, Any]]) -> list[Trace]:
-    """Each trace with the settlements (State.settled) of the events it shows pending: a run's verdicts.parquet
-    keeps the verdict of its own day, and a later run may have settled the event since."""
+    """Each trace with the settlements (State.settled of pending_ids) of the events it shows pending: a later run
+    may have settled them since."""
     for t in found:
         pending = {e["source_id"] for e in t.events if e["verdict"] == "pending"}
         t.settled_later = [s for s in settled if s["source_id"] in pending]

@@ -214,7 +214,7 @@ NUMBERS_TAKEN = {
     "no sequence numbers": (_legacy_with(uid(13), position=None, total=None), 35436, None, None),
     "detail.id": (_webhook_with(uid(14), "905", "zen:ticket:905"), 905, None, None),
     "subject alone": (_webhook_with(uid(15), None, "zen:ticket:906"), 906, None, None),
-    "user event": (_webhook_with(uid(16), "12a-user", "zen:user:12", kind="user.created"), None, None, None),
+    "user event": (_webhook_with(uid(16), "12", "zen:user:12", kind="user.created"), None, None, None),
 }
 
 

@@ -52,7 +52,7 @@ def connect(db: duckdb.DuckDBPyConnection = _DB) -> duckdb.DuckDBPyConnection:
 
 # Ticket ids (the ledger's int64) and sequence positions and totals (int32) as text: digits only, as many as the
 # type always holds. Anything else given for one is a reject, never a number read into it.
-WHOLE_ID = "[0-9]{1,18}"
+WHOLE_ID = f"[0-9]{{1,{ledger.ID_DIGITS}}}"
 WHOLE_COUNT = "[0-9]{1,9}"
 
 # Paths pulled from every event, in this order (DuckDB lists are 1-based: x[1] is $.id).

@@ -266,11 +266,16 @@ class Client:
             return ("timeouts" if deadline.expired else "truncated or invalid JSON"), None
         # end_time an integer and end_of_stream (when given) a boolean, as documented: `true` read as an end_time,
         # or the text "false" read as the end of the stream, would end the walk with the rest unlisted
-        if not (isinstance(doc, dict) and isinstance(doc.get("ticket_events"), list)
-                and type(doc.get("end_time")) is int and type(doc.get("end_of_stream", False)) is bool):
-            raise SourceError(f"{self.base}{EXPORT_PATH} did not answer like Zendesk's incremental export "
-                              "(ticket_events a list, end_time an integer, end_of_stream true or false). Check "
-                              "ZENDESK_URL.")
+        if not (isinstance(doc, dict) and isinstance(doc.get("ticket_events"), list)):
+            raise SourceError(f"{self.base}{EXPORT_PATH} did not answer like Zendesk's incremental export (no "
+                              "ticket_events list). Check ZENDESK_URL.")
+        drift = [f"{k} {str(doc.get(k))[:40]!r}" for k, ok in (("end_time", type(doc.get("end_time")) is int),
+                 ("end_of_stream", type(doc.get("end_of_stream", False)) is bool)) if not ok]
+        if drift:
+            raise SourceError(f"{self.base}{path_query} answered with {' and '.join(drift)} (documented: "
+                              "end_time an integer, end_of_stream true or false): the walk cannot tell where the "
+                              "export ends, so it stops here. Check that ZENDESK_URL reaches Zendesk itself, not a "
+                              "proxy that rewrites its answers.")
         return (body, doc), None
 
     def _failure(self, e: Exception, deadline: _Deadline) -> tuple[str, None]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
-from ...ledger import TS, conform, rejects_table, time_ms
+from ...ledger import ID_DIGITS, TS, conform, rejects_table, time_ms
 
 NAME = "zendesk"
 
@@ -104,9 +104,9 @@ class AuditLedger:
 
 
 def whole(value) -> bool:
-    """An id as the ledger keeps it: a JSON integer (not a boolean, which Python counts as one) of 0 to 18 digits,
-    as the AWS sources take ticket ids (sources/events.py WHOLE_ID)."""
-    return type(value) is int and 0 <= value < 10**18
+    """An id as the ledger keeps it: a JSON integer (not a boolean, which Python counts as one), not negative, of at
+    most ledger.ID_DIGITS digits, as the AWS sources take ticket ids (sources/events.py WHOLE_ID)."""
+    return type(value) is int and 0 <= value < 10**ID_DIGITS
 
 
 def is_utf8(value) -> bool:

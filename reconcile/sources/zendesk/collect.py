@@ -31,7 +31,7 @@ from ...errors import ConfigError
 from ...window import parse_duration
 from .cache import PageCache, last_request, lag, note_request
 from .api import Client, GaveUp, auth_header, base_url, load_page
-from .export import effective_rpm, fetch_page, fmt, iso, repeats
+from .export import effective_rpm, fetch_page, fmt, iso, repeats, stalled
 from .pages import bound_elsewhere, chain
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,10 @@ def _cycle(cache: PageCache, client: Client, base: str, start_time: int, clock, 
                 last.update(as_of=entry["as_of"], fetched_at=entry["fetched_at"], end_of_stream=entry["end_of_stream"])
                 changed = True
                 break
+            if not entry["end_of_stream"] and repeats(entry, cursor):
+                # not kept: a stalled API would otherwise add an empty page to the cache every cycle
+                result.problems.append(f"{stalled(cursor)} (not cached); the next collector asks again.")
+                break
             cache.write(entry["file"], gz)  # the page before the index line naming it
             entries.append(entry)
             unsaved += 1
@@ -162,12 +166,6 @@ def _cycle(cache: PageCache, client: Client, base: str, start_time: int, clock, 
                 cache.save_index(entries, unsaved)
                 unsaved = 0
             if entry["end_of_stream"]:
-                break
-            if repeats(entry, cursor):
-                result.problems.append(
-                    f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with an empty page that is "
-                    f"neither the end of the stream nor moves on: the cache lists nothing after it yet; the next "
-                    f"collector asks again.")
                 break
             cursor = entry["next_start_time"]
             logger.debug("zendesk page %d: %d audits up to %s", page_no, len(doc["ticket_events"]),

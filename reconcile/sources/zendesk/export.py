@@ -117,6 +117,12 @@ def repeats(entry: dict, cursor: int) -> bool:
     return entry["count"] == 0 and entry["end_time"] <= cursor
 
 
+def stalled(cursor: int) -> str:
+    """What an empty page that is not the end of the stream, and does not move on, leaves unproved."""
+    return (f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with an empty page that is neither the end "
+            f"of the stream nor moves on: audits after {iso(cursor)} were not listed")
+
+
 # --- the walk -------------------------------------------------------------------------------------------------------
 
 
@@ -180,11 +186,8 @@ class _Walk:
                     return None
                 if repeats(entry, cursor):
                     # Not the end of the stream, yet nothing listed and no way on: what follows was never listed
-                    return (f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with an empty page "
-                            f"that is neither the end of the stream nor moves on (end_time {entry['end_time']}): "
-                            f"audits after {iso(cursor)} were not listed. Re-run with the same pages dir "
-                            f"({self.pages_dir}) to resume from there; if it repeats, check what answers at "
-                            f"ZENDESK_URL ({self.base}).")
+                    return (f"{stalled(cursor)}. Re-run with the same pages dir ({self.pages_dir}) to resume from "
+                            f"there; if it repeats, check what answers at ZENDESK_URL ({self.base}).")
 
 
 # --- the source -----------------------------------------------------------------------------------------------------
