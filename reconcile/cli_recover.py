@@ -124,6 +124,7 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
                                "first 12 hex digits, as `reconcile recover RUN_DIR` printed it).")
     plan_file = Path(plan_path)
     plan, sha = plan_mod.load(plan_file, digest)
+    plan_mod.require_current(plan)
     cfg = recover_config(config_path, Path(plan["run"]["dir"]), sets, profile, region, endpoint_url, state)
     if not dry_run:
         require_run_state(cfg, plan)

@@ -248,6 +248,14 @@ def test_recover_without_apply_writes_a_plan_through_the_cli(day, tmp_path):
         i["complete"] = i["complete"] and i["source"] != "sink"
     (partial / "manifest.json").write_bytes(orjson.dumps(manifest))
     assert plan_mod.build(partial, bare)["run"]["inputs_incomplete"] == ["sink"]
+    # the window run again since the plan was made (a new manifest): the plan is refused, dry run or not
+    raw = (day.run_dir / "manifest.json").read_bytes()
+    (day.run_dir / "manifest.json").write_bytes(orjson.dumps({**orjson.loads(raw), "manifest_sha256": "0" * 64}))
+    try:
+        stale = CliRunner().invoke(main, ["recover", "--apply", str(out / "plan.json"), "--dry-run"])
+        assert stale.exit_code == 4 and "not the one this plan was made from" in stale.output
+    finally:
+        (day.run_dir / "manifest.json").write_bytes(raw)
 
 
 def test_the_sink_recheck_takes_a_read_with_unreadable_records_as_partial(tmp_path):

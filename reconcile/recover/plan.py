@@ -69,6 +69,20 @@ def run_window(run_dir: Path) -> dict[str, Any]:
             "incomplete": [i["source"] for i in m.get("inputs", []) if i.get("complete") is False]}
 
 
+def require_current(plan: dict[str, Any]) -> None:
+    """The plan's run must be the run as it stands: a window run again since (a new manifest) may judge otherwise --
+    an event the plan re-sends may have landed and been judged delivered. A run folder not found here (the plan
+    applied on another machine) leaves the state's check of the run (cli_recover.require_run_state)."""
+    run_dir, want = Path(plan["run"]["dir"]), plan["run"].get("manifest_sha256")
+    manifest = RunFolder(run_dir).manifest
+    if not want or not manifest.is_file():
+        return
+    if orjson.loads(manifest.read_bytes()).get("manifest_sha256") != want:
+        raise PlanError(f"The run at {run_dir} is not the one this plan was made from (its manifest changed: the "
+                        f"window was run again since), so its verdicts may differ. Make a new plan from it: "
+                        f"reconcile recover {run_dir}")
+
+
 def window_key(window: dict[str, Any]) -> str:
     from ..window import Window, parse_time
     return Window(start=parse_time(window["start"]), end=parse_time(window["end"]),
