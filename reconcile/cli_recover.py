@@ -13,6 +13,7 @@ from . import config as config_mod
 from .runfolder import RunFolder
 from .cli_options import STATE_HELP, aws_options, aws_overrides, json_logs, merge, parse_sets, say
 from .errors import ConfigError
+from .window import parse_time
 
 
 def recover_config(config_path, run_dir: Path, sets, profile, region, endpoint_url, state) -> config_mod.Config:
@@ -59,11 +60,17 @@ def require_run_state(cfg: config_mod.Config, plan: dict) -> None:
                           f"({uri}) cannot: copy the state to a local file, apply with --state FILE, and upload it "
                           f"back when the apply has ended.")
     with State.open(uri, cfg.aws, write=False) as st:
-        known = st.has_run(key)
-    if not known:
+        run = st.run_of(key)
+    if run is None:
         raise ConfigError(f"The state {uri} has no run of window {key}: the journal would not be seen by the next "
                           f"run of that window. Pass --state (or [state] uri / RECONCILE_STATE) naming the state the "
                           f"run was recorded in.")
+    made = plan["run"].get("generated_at")  # plans from before it was recorded: the run folder's check alone
+    if made and run["generated_at"] != parse_time(made):
+        raise ConfigError(f"The state {uri} records a run of window {key} made at {run['generated_at']:%Y-%m-%dT%H:%M:%S}"
+                          f"Z ({run['out_dir']}), not the run this plan was made from ({made}): the window was run "
+                          f"again since, and may judge otherwise. Make a new plan from that run: reconcile recover "
+                          f"{run['out_dir']}")
 
 
 @click.command("recover")

@@ -129,7 +129,7 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
     try:
         bind(e, cfg, ledgers, carried, kind_map, recovery)
         k = partition.count(engine.partitions, ledgers, engine.memory_limit)
-        if k > 1 and partition.replay_in_reach(e, window.read_start - REPLAY_REACH):
+        if k > 1 and partition.replay_in_reach(e, window.sink_read_start - REPLAY_REACH):
             logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
             k = 1
         if k == 1:
@@ -175,15 +175,24 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
         raise
 
 
+def _read_back(window: Window, carried: pa.Table) -> datetime | None:
+    """Where the sink is read from for the carried events (Window.sink_from): the oldest one's time, when before the
+    window's own read range and within [window] carry_back of it. One older still is not read back to (and so never
+    settled as lost: queries/settlements.sql); nor does it widen every later run's read."""
+    times = carried["event_time"]
+    reach = pa.scalar(window.read_start - window.carry_back, times.type)
+    oldest = pc.min(times.filter(pc.greater_equal(times, reach))).as_py()
+    return oldest if oldest is not None and oldest < window.read_start else None
+
+
 def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progress, generated_at,
              location=None) -> Outcome:
     carried = st.carried(window) if st else None
     if st and st.sent_for_window(window.key):
         window = replace(window, sink_until=window.as_of)  # recoveries land after the read window: read up to now
         logger.info("a recovery sent events of this window: the sink is read up to %s", window.as_of)
-    if carried is not None and carried.num_rows:  # read back to the oldest, as far as [window] carry_back allows
-        window = replace(window, sink_from=max(pc.min(carried["event_time"]).as_py(),
-                                               window.read_start - window.carry_back))
+    if carried is not None and carried.num_rows:
+        window = replace(window, sink_from=_read_back(window, carried))
         logger.info("re-checking %d pending events carried in from earlier windows: the sink is read from %s",
                     carried.num_rows, window.sink_read_start)
     logger.info("reading stores for %s", window.key)

@@ -221,9 +221,10 @@ class State:
         """Every row of the recovery journal (every plan, every status): a run's evidence (reconcile/recovered.py)."""
         return execute_file(self.con, _q("journal"), {}).to_arrow_table()
 
-    def has_run(self, window_key: str) -> bool:
-        """Whether a run of the window is recorded here (queries/state/has_run.sql)."""
-        return execute_file(self.con, _q("has_run"), {"window_key": window_key}).fetchall()[0][0]
+    def run_of(self, window_key: str) -> dict[str, Any] | None:
+        """The run of the window recorded here (generated_at, out_dir), or None (queries/state/run_of.sql)."""
+        rows = execute_file(self.con, _q("run_of"), {"window_key": window_key}).to_arrow_table().to_pylist()
+        return rows[0] if rows else None
 
     def sent_for_window(self, window_key: str) -> int:
         """How many of a window's events a recovery sent (queries/state/sent_for_window.sql)."""

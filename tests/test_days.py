@@ -1,7 +1,7 @@
 """Daily runs over consecutive simulated days (moto + the Zendesk server): pending events carried and settled per
 the truth, re-runs that change nothing, and `trace` of a dead-lettered, a silently lost and a duplicated event."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pyarrow.parquet as pq
@@ -86,6 +86,30 @@ def test_pending_events_are_settled_by_the_truth_after_days_without_a_run(moto, 
     # the report says how far back the sink was read
     assert out.summary["window"]["sink_read_start"] < "2026-11-24" <= out.summary["window"]["read_start"]
     assert "sink read back to" in (tmp_path / "run3" / "report.html").read_text()
+    # and `verify` re-renders it from its evidence alone, read-back included (the manifest records it)
+    from reconcile.verify import verify
+    v = verify(tmp_path / "run3")
+    assert v.ok, v.differences
+
+
+def test_the_sink_is_read_back_to_carried_events_within_carry_back_only():
+    """An event carried from far back (an outage longer than [window] carry_back) does not widen the read: it is
+    out of reach (never settled as lost, queries/settlements.sql) and every later run would otherwise read that far."""
+    import pyarrow as pa
+    from reconcile.run import _read_back
+    from reconcile.state import CARRIED_SCHEMA
+    from reconcile.window import Window
+    start = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    window = Window(start=start, end=start + timedelta(days=1), as_of=start + timedelta(days=1, hours=2),
+                    carry_back=timedelta(days=7))
+
+    def back(*days_before):
+        return _read_back(window, pa.Table.from_pylist(
+            [dict(window_key="w", source_id=str(i), event_time=start - timedelta(days=d)) for i, d in
+             enumerate(days_before)], schema=CARRIED_SCHEMA))
+
+    assert back(2, 10) == start - timedelta(days=2)  # the one 10 days back is out of reach
+    assert back(10) is None and back(0) is None  # out of reach; within the window's own read range
 
 
 def test_concurrent_run_on_the_same_state_fails_fast(moto, tmp_path):

@@ -256,6 +256,13 @@ def test_recover_without_apply_writes_a_plan_through_the_cli(day, tmp_path):
         assert stale.exit_code == 4 and "not the one this plan was made from" in stale.output
     finally:
         (day.run_dir / "manifest.json").write_bytes(raw)
+    # ... and so is a plan of a run the state no longer records for its window (run again into another folder)
+    other = orjson.loads((out / "plan.json").read_bytes())
+    other["run"]["generated_at"] = "2026-11-24T01:00:00.000Z"
+    path, sha = plan_mod.write(other, tmp_path / "other-plan")
+    refused = CliRunner().invoke(main, ["recover", "--apply", str(path), "--digest", sha, "--state", str(day.state)])
+    assert refused.exit_code == 4 and "not the run this plan was made from" in refused.output, refused.output
+    assert stream_ids(day.aws) == []
 
 
 def test_the_sink_recheck_takes_a_read_with_unreadable_records_as_partial(tmp_path):

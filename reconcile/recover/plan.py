@@ -65,7 +65,7 @@ def run_window(run_dir: Path) -> dict[str, Any]:
                         f"wrote (or re-run the window).")
     m = orjson.loads(manifest.read_bytes())
     return {"dir": str(run_dir.resolve()), "window": m["window"], "manifest_sha256": m.get("manifest_sha256"),
-            "config": m.get("config", {}),
+            "config": m.get("config", {}), "generated_at": m.get("generated_at"),
             "incomplete": [i["source"] for i in m.get("inputs", []) if i.get("complete") is False]}
 
 
@@ -118,7 +118,7 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
         "kind": PLAN_KIND, "version": PLAN_VERSION,
         "created_at": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
         "run": {"dir": run["dir"], "window_key": key, "window": run["window"],
-                "manifest_sha256": run["manifest_sha256"]},
+                "manifest_sha256": run["manifest_sha256"], "generated_at": run["generated_at"]},
         "target": {"stream": cfg.recover.stream, "partition_key_path": cfg.recover.partition_key_path,
                    "archive_arn": cfg.recover.archive_arn, "rule_arn": cfg.recover.rule_arn,
                    "event_bus_arn": bus_of(cfg.recover.rule_arn)},
