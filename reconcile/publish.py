@@ -80,7 +80,7 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
                               f"replace it, or choose another --out prefix.")
         # the old run's files this one does not have, as its manifest lists them: nothing else under the prefix
         # (another run in a folder below, a user's own objects) is ours to delete
-        old = _old_files(client, bucket, prefix, uri)
+        old = _listed_files(client, bucket, prefix, uri)
         _delete(client, bucket, [prefix + MANIFEST])  # from here on, readers see no run at the prefix
         keep = set(files)
         _delete(client, bucket, [prefix + f for f in old if f not in keep])
@@ -99,8 +99,8 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
     return f"s3://{bucket}/{prefix}report.html"
 
 
-def _old_files(client, bucket: str, prefix: str, uri: str) -> list[str]:
-    """The files the run published at the prefix lists in its manifest."""
+def _listed_files(client, bucket: str, prefix: str, uri: str) -> list[str]:
+    """The files the run published at the prefix lists in its manifest (what --replace removes, download fetches)."""
     try:
         manifest = orjson.loads(client.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read())
         return [f["path"] for f in manifest["files"]]
@@ -149,7 +149,9 @@ def download(uri: str, dest: Path, aws: AwsConfig) -> Path:
     client = make_client("s3", aws)
     if not published(client, bucket, prefix):
         raise NotARun(f"No run is published at {uri} (no {MANIFEST}). Check the prefix.")
-    for key in _keys(client, bucket, prefix):
+    # the run's own files, as its manifest lists them, and the manifest: not whatever else lies under the prefix
+    # (runs published below it, objects publish --replace leaves alone)
+    for key in [prefix + f for f in _listed_files(client, bucket, prefix, uri)] + [prefix + MANIFEST]:
         path = dest / key[len(prefix):]
         if not path.resolve().is_relative_to(dest.resolve()):
             raise VerifyError(f"s3://{bucket}/{key} would land outside {dest}; refusing to download it.")
@@ -157,6 +159,8 @@ def download(uri: str, dest: Path, aws: AwsConfig) -> Path:
         try:
             client.download_file(bucket, key, str(path))
         except botocore.exceptions.ClientError as e:
+            if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                continue  # listed but gone: `verify` names it missing
             raise _s3_failure(e, f"download s3://{bucket}/{key}") from e
     return dest
 

@@ -309,6 +309,10 @@ def test_a_published_run_is_replaced_only_with_replace(tmp_path, aws_cfg):
     # --replace where no run is published (the date left off the prefix): the runs below it are left alone
     publish.publish(tmp_path / "run", "s3://audit/runs", aws_cfg, replace=True)
     assert {"runs/day1/manifest.json", "runs/day1-again/manifest.json", "runs/manifest.json"} <= set(keys(s3))
+    # fetched back (verify, trace), the run there is its own files only, not the runs below it
+    fetched = publish.download("s3://audit/runs", tmp_path / "fetched", aws_cfg)
+    assert sorted(p.relative_to(fetched).as_posix() for p in fetched.rglob("*") if p.is_file()) == \
+        sorted([*publish.bundle_files(tmp_path / "run"), "manifest.json"])
 
 
 def test_a_bundle_archive_verifies_and_packs_reproducibly(tmp_path):
