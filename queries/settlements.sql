@@ -15,10 +15,12 @@ WITH open AS (
 ), carried_links AS (
     -- the ids an earlier run linked to a carried event: its first and its copies' (an id that is no UUID, kept by an
     -- older version, can match no record)
-    SELECT source_id, eb_id FROM carried WHERE eb_id IS NOT NULL
-    UNION
-    SELECT source_id, try_cast(id AS UUID) AS eb_id
-    FROM (SELECT source_id, unnest(other_eb_ids) AS id FROM carried WHERE other_eb_ids IS NOT NULL)
+    SELECT * FROM (
+        SELECT source_id, eb_id FROM carried
+        UNION
+        SELECT source_id, try_cast(id AS UUID) AS eb_id
+        FROM (SELECT source_id, unnest(other_eb_ids) AS id FROM carried WHERE other_eb_ids IS NOT NULL)
+    ) WHERE eb_id IS NOT NULL
 ), near AS MATERIALIZED (
     -- the bus events a carried event can link to (by its Zendesk event id, its ticket or its EventBridge id): few.
     -- In partitioned judging bus_events is the split's Arrow files, which give DuckDB no row count, and a plain join
@@ -32,7 +34,7 @@ WITH open AS (
        OR coalesce(eb_id IN (SELECT eb_id FROM carried_links), false)
 ), taken AS (
     -- ids already linked to an event: by an earlier run to a carried event, or by this run's hop A
-    SELECT source_id, eb_id FROM carried_links WHERE eb_id IS NOT NULL
+    SELECT source_id, eb_id FROM carried_links
     UNION ALL SELECT source_id, eb_id FROM hop_a
 ), exact AS (
     SELECT DISTINCT c.source_id, b.eb_id, 'exact' AS match_kind
@@ -56,7 +58,7 @@ WITH open AS (
 ), composite AS (
     SELECT * FROM pair_composite('cand')
 ), links AS (
-    SELECT DISTINCT source_id, eb_id, 'carried' AS match_kind FROM carried_links WHERE eb_id IS NOT NULL
+    SELECT source_id, eb_id, 'carried' AS match_kind FROM carried_links
     UNION ALL SELECT * FROM exact
     UNION ALL SELECT * FROM composite
     UNION ALL SELECT * FROM copy_links('composite', 'copies')

@@ -37,6 +37,10 @@ MANIFEST = "manifest.json"
 EVIDENCE = "evidence"
 # What a run renders from the evidence; `reconcile verify` re-renders these and compares them byte for byte.
 RENDERED = ("verdicts.parquet", "gaps.csv", "summary.json", "report.html")
+# The window as the manifest records it, besides start, end and as_of: its durations (in seconds, `<name>_s`) and the
+# sink's read bounds when a run set them (carried events, recoveries); window_of reads back what build_manifest wrote.
+WINDOW_DURATIONS = ("margin_before", "margin_after", "max_event_age", "hop_a_grace")
+SINK_BOUNDS = ("sink_from", "sink_until")
 # Evidence a re-render needs besides the ledgers (docs: `reconcile verify`).
 CARRIED_FILE, HISTORY_FILE, KIND_MAP_FILE = "carried.parquet", "history.json", "kind_map.parquet"
 ZENDESK_PAGES = "zendesk-pages"
@@ -165,10 +169,8 @@ def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str
         "tool": {"name": "reconcile", "version": __version__, "argv": without_userinfo(sys.argv[1:])},
         "generated_at": iso(generated_at),
         "window": {"start": iso(window.start), "end": iso(window.end), "as_of": iso(window.as_of),
-                   **{f"{k}_s": getattr(window, k).total_seconds()
-                      for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")},
-                   # where the sink was read from and to, when not the window's own range (carried events, recoveries)
-                   **{k: iso(getattr(window, k)) for k in ("sink_from", "sink_until") if getattr(window, k)}},
+                   **{f"{k}_s": getattr(window, k).total_seconds() for k in WINDOW_DURATIONS},
+                   **{k: iso(getattr(window, k)) for k in SINK_BOUNDS if getattr(window, k)}},
         "audience": audience,
         "config": redact(cfg.to_dict()),
         "inputs": [{"source": r.name, "complete": r.complete, "records": r.records, "rejected": r.rejected,
@@ -245,9 +247,8 @@ def window_of(manifest: dict[str, Any], cfg: Config) -> Window:
         from .run import window_from
         return window_from(cfg, start, end, as_of)
     return Window(start=start, end=end, as_of=as_of,
-                  **{k: timedelta(seconds=w[f"{k}_s"])
-                     for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace")},
-                  **{k: parse_time(w[k]) for k in ("sink_from", "sink_until") if w.get(k)})
+                  **{k: timedelta(seconds=w[f"{k}_s"]) for k in WINDOW_DURATIONS},
+                  **{k: parse_time(w[k]) for k in SINK_BOUNDS if w.get(k)})
 
 
 def evidence_inputs(folder: RunFolder, manifest: dict[str, Any]) -> dict[str, SourceResult]:
