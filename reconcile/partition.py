@@ -150,7 +150,8 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
                 e.run_query(name, params)
                 continue
             # no query of the partition reads it: the rows go straight into their slices' files, never a table
-            _write_parts(con, _streamed(e, name, params, empty), work / name, hold, slice_of, what=f"{name}.sql")
+            _write_parts(con, _streamed(e, name, params, empty), work / name, hold, slice_of, what=f"{name}.sql",
+                         within=SLICE_ORDER)
         for table in by_ticket:
             if table not in SLICED:
                 empty.setdefault(table, con.table(table).limit(0).to_arrow_table())
@@ -192,16 +193,17 @@ def _split(con: duckdb.DuckDBPyConnection, rows: duckdb.DuckDBPyRelation, how: s
 
 
 def _write_parts(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation, folder: Path, hold: int,
-                 part_of: Callable[[pa.RecordBatch], pa.Array] | None = None, what: str = "the split") -> None:
+                 part_of: Callable[[pa.RecordBatch], pa.Array] | None = None, what: str = "the split",
+                 within: tuple[str, ...] = ()) -> None:
     """Stream `rel`'s rows into `folder`/part=<n>/ by their `part` column (or the partition `part_of` gives each
-    row of a batch), holding at most `hold` rows of each partition in memory. A query failing as its rows are read
-    is a QueryError naming `what`."""
+    row of a batch), holding at most `hold` rows of each partition in memory; each batch's rows of a partition are
+    in the order of the columns `within`. A query failing as its rows are read is a QueryError naming `what`."""
     # EventBridge ids leave DuckDB as UUIDs, not text (and booleans as Arrow's bool8, made plain again in _Parts)
     con.execute("SET arrow_lossless_conversion = true")
     try:
         schema, batches = eng.streamed(con, rel, what)
         schema = schema if part_of is None else schema.append(pa.field("part", pa.int64()))
-        parts = _Parts(folder, schema, hold)
+        parts = _Parts(folder, schema, hold, within)
         try:
             for batch in batches:
                 parts.add(batch if part_of is None else batch.append_column("part", part_of(batch)))
@@ -223,6 +225,11 @@ def _slicer(starts: list) -> Callable[[pa.RecordBatch], pa.Array]:
     return slice_of
 
 
+# Each batch's rows of a slice are written in event-time order: the sorted export then gathers a slice's rows from a
+# few hundred ordered runs rather than from anywhere in it, about four times faster (a gather in cache), for a fraction
+# of that spent here. The export's own sort still decides the order (engine.Engine._sorted).
+SLICE_ORDER = ("event_time",)
+
 # The split's files are Arrow IPC, LZ4-compressed: each is read whole, once per partition, straight into Arrow (no
 # statistics to prune by are needed), and writing and reading them costs a fraction of Parquet's encoding.
 SPLIT_FORMAT = pa.ipc.IpcWriteOptions(compression="lz4")
@@ -231,10 +238,11 @@ SPLIT_FORMAT = pa.ipc.IpcWriteOptions(compression="lz4")
 class _Parts:
     """Arrow IPC files folder/part=<n>/<name>.arrow fed with Arrow batches that carry a `part` column (kept in the
     path, as a partitioned COPY keeps it): a partition's rows are held until there are `hold`, then written as one
-    record batch."""
+    record batch. A batch's rows of one partition keep their order, or are put in that of the columns `within`."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, hold: int):
+    def __init__(self, folder: Path, schema: pa.Schema, hold: int, within: tuple[str, ...] = ()):
         self.folder, self.hold, self.name = folder, hold, f"{uuid.uuid4().hex}.arrow"
+        self.keys = [("part", "ascending")] + [(c, "ascending") for c in within]
         self.bool8 = [f.name for f in schema if f.type == pa.bool8()]
         self.schema = pa.schema([f.with_type(pa.bool_()) if f.name in self.bool8 else f
                                  for f in schema if f.name != "part"])
@@ -242,7 +250,7 @@ class _Parts:
         self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
 
     def add(self, batch: pa.RecordBatch) -> None:
-        order = pc.sort_indices(batch.column("part"))
+        order = pc.sort_indices(batch, sort_keys=self.keys)
         parts = batch.column("part").take(order).to_numpy()
         rows = batch.drop_columns(["part"]).take(order)
         for name in self.bool8:

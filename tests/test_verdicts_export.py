@@ -1,4 +1,4 @@
-"""verdicts.parquet's layout: the same bytes whatever DuckDB's threads (today's streaming write cut row groups where
+"""verdicts.parquet's layout: the same bytes whatever DuckDB's and the writer's threads (today's streaming write cut row groups where
 DuckDB's batches fell, which differ between one thread and several), and exactly the rows of one ORDER BY."""
 
 import random
@@ -43,7 +43,8 @@ def export(table: pa.Table, path, *, threads: int, group_rows: int, slice_rows: 
         e.rows_in_memory = slice_rows
     try:
         e.con.from_arrow(table).create("verdicts")
-        outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), path, group_rows)
+        # the writer's threads too: row groups are encoded on that many (reconcile/rowgroups.py)
+        outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), path, group_rows, threads)
         expected = e.con.table("verdicts").order(outputs.VERDICTS_ORDER).to_arrow_table()
     finally:
         e.close()
