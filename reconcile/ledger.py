@@ -60,6 +60,13 @@ SCHEMA = pa.schema(
 FEW_VALUES = ["hop", "event_type", "family", "replay_name", "error_code", "error_message", "target_arn", "rule_arn",
               "retry_condition"]
 
+# Columns of ids with no order in a ledger (written in the order objects were read): a row group's min and max of them
+# span nearly every value, so their statistics prune nothing for a reader (the engine's joins and trace's lookups
+# read them whole either way), and computing them is a fifth of writing a ledger. Times and ticket ids keep theirs.
+NO_STATISTICS = frozenset({"source_id", "eb_id", "zendesk_key", "source_ref", "sequence_id", "sequence_number",
+                           "payload_digest"})
+STATISTICS = [f.name for f in SCHEMA if f.name not in NO_STATISTICS]
+
 REJECT_SCHEMA = pa.schema(
     [
         ("source", pa.string()),

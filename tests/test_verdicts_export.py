@@ -113,6 +113,21 @@ def test_every_column_kept_without_a_dictionary_is_a_column_of_the_verdicts(tmp_
     assert outputs.NO_STATISTICS <= columns, sorted(outputs.NO_STATISTICS - columns)
 
 
+def test_every_ledger_column_named_by_hand_is_a_ledger_column(tmp_path):
+    """ledger.FEW_VALUES and NO_STATISTICS likewise; and a streamed ledger keeps statistics on its times, not its ids."""
+    from reconcile import ledger
+    from reconcile.sources import events
+
+    assert set(ledger.FEW_VALUES) <= set(ledger.SCHEMA.names)
+    assert ledger.NO_STATISTICS <= set(ledger.SCHEMA.names), sorted(ledger.NO_STATISTICS - set(ledger.SCHEMA.names))
+    out = events.LedgerOut(tmp_path / "bus.parquet")
+    out.add(pa.table({"hop": ["bus"], "source_id": ["a"], "event_time": pa.array([0], ledger.TS)}))
+    out.result()
+    group = pq.read_metadata(tmp_path / "bus.parquet").row_group(0)
+    kept = {group.column(i).path_in_schema for i in range(group.num_columns) if group.column(i).is_stats_set}
+    assert "event_time" in kept and "source_id" not in kept
+
+
 def with_uuid_ids(table: pa.Table) -> pa.Table:
     """`table` with its EventBridge ids as the UUIDs partitioned judging's files keep (partition._write_parts)."""
     def uuids(values):

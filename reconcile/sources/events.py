@@ -436,7 +436,7 @@ class LedgerOut:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(self._tmp, ledger.SCHEMA, compression="zstd",
-                                            use_dictionary=ledger.FEW_VALUES)
+                                            use_dictionary=ledger.FEW_VALUES, write_statistics=ledger.STATISTICS)
         if table.num_rows:
             self._writer.write_table(ledger.conform(table), row_group_size=256_000)
 
