@@ -82,6 +82,33 @@ def test_an_interrupted_read_releases_what_it_received(aws_cfg):
     assert len(receive_all_again(sqs, url, 25)) == 25
 
 
+def test_a_queue_that_never_runs_dry_is_read_to_a_bound_and_incomplete(aws_cfg):
+    """New messages arrive as fast as the read receives them (a producer sends two after every receive): the read
+    stops at its bound -- never loops for ever -- calls itself incomplete, and releases everything it received."""
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:5])])
+    sent = [5]
+
+    def producer(**_):  # a real producer writing to the queue between our receives
+        fill_queue(sqs, url, [webhook(f"5ea00000-0000-4000-8001-{sent[0] + j:012d}", str(sent[0] + j))
+                              for j in range(2)])
+        sent[0] += 2
+
+    events = session(aws_cfg).events
+    events.register("after-call.sqs.ReceiveMessage", producer)
+    try:
+        res = dlq.read(DlqConfig(queue_url=url, empty_receives=1), WINDOW, aws_cfg)
+    finally:
+        events.unregister("after-call.sqs.ReceiveMessage", producer)
+    bound = 5 * 1 + 50 * 1  # receive_limit for ~5 messages at the start and empty_receives = 1
+    assert res.details["receives"] == bound
+    assert not res.complete
+    assert any("new messages kept arriving" in p for p in res.problems), res.problems
+    assert res.details["released"] == res.records > 0  # every received message made visible again, none deleted
+    assert queue_count(sqs, url) == sent[0]
+
+
 def test_a_queue_with_a_redrive_policy_is_refused_and_untouched(aws_cfg):
     sqs = make_client("sqs", aws_cfg)
     url, target = redrive_queue(sqs, 3)
