@@ -66,6 +66,8 @@ FEW_VALUES = ["hop", "event_type", "family", "replay_name", "error_code", "error
 NO_STATISTICS = frozenset({"source_id", "eb_id", "zendesk_key", "source_ref", "sequence_id", "sequence_number",
                            "payload_digest"})
 STATISTICS = [f.name for f in SCHEMA if f.name not in NO_STATISTICS]
+# How a ledger file is encoded, streamed (sources/events.py LedgerOut) or written whole (write_atomic's options).
+PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": FEW_VALUES, "write_statistics": STATISTICS}
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -232,8 +234,9 @@ class SourceResult:
         return self.rejects.num_rows
 
 
-def write_atomic(table: pa.Table, path: Path) -> Path:
-    """Write Parquet to a temp name and rename, so a reader never sees half a file."""
+def write_atomic(table: pa.Table, path: Path, **options) -> Path:
+    """Write Parquet to a temp name and rename, so a reader never sees half a file (zstd, or pq.write_table's
+    `options`: a ledger's are PARQUET_OPTIONS)."""
     with replacing(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, **(options or {"compression": "zstd"}))
     return path

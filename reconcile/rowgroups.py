@@ -7,8 +7,8 @@ piece's column chunks in order, and one footer -- the first piece's, listing eve
 offsets moved to where their chunks now lie. The footer is Thrift's compact encoding of parquet.thrift's
 FileMetaData (https://github.com/apache/parquet-format/blob/master/src/main/thrift/parquet.thrift); it is decoded
 into a generic tree that encodes back to the same bytes (checked on every piece), so no field is lost or reordered.
-A piece whose footer holds what the join cannot move (page indexes, bloom filters, encryption) is refused
-(Unjoinable): the writer options asking for them are not ones to join with. tests/test_rowgroups.py proves the joined file equal to one writer's.
+A piece whose footer holds a field the join does not know to move or leave (page indexes, bloom filters, encryption,
+or one a later parquet-format adds) is refused (Unjoinable), as are pieces whose schema or metadata differ. tests/test_rowgroups.py proves the joined file equal to one writer's.
 """
 
 from __future__ import annotations
@@ -28,12 +28,17 @@ _INTS = (BYTE, I16, I32, I64)
 
 # parquet.thrift field ids the join reads or moves
 FILE_NUM_ROWS, FILE_ROW_GROUPS = 3, 4  # FileMetaData
-FILE_ENCRYPTION = (8, 9)  # encryption_algorithm, footer_signing_key_metadata
 GROUP_COLUMNS, GROUP_FILE_OFFSET, GROUP_ORDINAL = 1, 5, 7  # RowGroup
 CHUNK_FILE_OFFSET, CHUNK_META = 2, 3  # ColumnChunk
-CHUNK_UNMOVABLE = (4, 6, 8, 9)  # offset index, column index (offsets into the file), crypto metadata
 META_OFFSETS = (9, 10, 11)  # ColumnMetaData: data, index and dictionary page offsets
-META_UNMOVABLE = (14,)  # bloom_filter_offset
+# The fields the join knows to hold no offset into the file, or to move: any other (a page index's offsets, a bloom
+# filter's, encryption, or a field a later parquet-format adds) makes the piece Unjoinable rather than wrong.
+KNOWN = {
+    "FileMetaData": set(range(1, 8)),  # version, schema, num_rows, row_groups, key_value_metadata, created_by, orders
+    "RowGroup": set(range(1, 8)),  # columns, sizes, num_rows, sorting_columns, file_offset, ordinal
+    "ColumnChunk": {1, 2, 3},  # file_path, file_offset, meta_data
+    "ColumnMetaData": set(range(1, 14)) | {16, 17},  # ..., page offsets, statistics, encoding stats; size, geo stats
+}
 
 
 class Unjoinable(ValueError):
@@ -184,18 +189,37 @@ def _field(fields: list, fid: int):
 
 # -- the join ---------------------------------------------------------------------------------------------------------
 
-def _piece(data: bytes) -> tuple[memoryview, list]:
-    """A one-file Parquet piece: its column chunks (without the leading magic) and its decoded footer."""
-    if data[:4] != MAGIC or data[-4:] != MAGIC:
+def _piece(data) -> tuple[memoryview, list]:
+    """A one-file Parquet piece (bytes or a buffer): its column chunks (without the leading magic) and its decoded
+    footer, every field of which the join knows (KNOWN)."""
+    data = memoryview(data)
+    if len(data) < 12 or data[:4] != MAGIC or data[-4:] != MAGIC:
         raise Unjoinable("not a Parquet file")
     size = struct.unpack("<I", data[-8:-4])[0]
     raw = bytes(data[-8 - size:-8])
-    footer = decode(raw)
+    try:
+        footer = decode(raw)
+    except IndexError as e:
+        raise Unjoinable("footer cut short") from e
     if encode(footer) != raw:  # a footer we would not write back as it was: leave it alone
         raise Unjoinable("footer does not encode back to the same bytes")
-    if any(_field(footer, f) for f in FILE_ENCRYPTION):
-        raise Unjoinable("encrypted footer")
-    return memoryview(data)[4:-8 - size], footer
+    _known(footer, "FileMetaData")
+    groups = _field(footer, FILE_ROW_GROUPS)
+    for group in (groups[2][1] if groups else []):
+        _known(group, "RowGroup")
+        for chunk in _field(group, GROUP_COLUMNS)[2][1]:
+            _known(chunk, "ColumnChunk")
+            meta = _field(chunk, CHUNK_META)
+            if meta:
+                _known(meta[2], "ColumnMetaData")
+    return data[4:-8 - size], footer
+
+
+def _known(fields: list, struct_name: str) -> None:
+    unknown = [f[0] for f in fields if f[0] not in KNOWN[struct_name]]
+    if unknown:  # e.g. a page index or bloom filter: offsets into the file the join does not move
+        raise Unjoinable(f"{struct_name} field(s) {unknown} (a page index, bloom filter, encryption or a field newer "
+                         f"than this join) hold what the join cannot move")
 
 
 def _move(group: list, by: int, ordinal: int) -> None:
@@ -208,16 +232,16 @@ def _move(group: list, by: int, ordinal: int) -> None:
         elif f[0] == GROUP_COLUMNS:
             for chunk in f[2][1]:
                 for c in chunk:
-                    if c[0] in CHUNK_UNMOVABLE:
-                        raise Unjoinable("column chunk with a page index or encryption")
                     if c[0] == CHUNK_FILE_OFFSET and c[2]:  # deprecated: Arrow writes 0, which is no offset
                         c[2] += by
                     elif c[0] == CHUNK_META:
                         for m in c[2]:
-                            if m[0] in META_UNMOVABLE:
-                                raise Unjoinable("column chunk with a bloom filter")
                             if m[0] in META_OFFSETS:
                                 m[2] += by
+
+
+def _apart_from_rows(footer: list) -> list:
+    return [f for f in footer if f[0] not in (FILE_NUM_ROWS, FILE_ROW_GROUPS)]
 
 
 class Joiner:
@@ -227,14 +251,17 @@ class Joiner:
         self.out, self.at, self.footer, self.groups, self.rows = out, len(MAGIC), None, [], 0
         out.write(MAGIC)
 
-    def add(self, data: bytes) -> None:
+    def add(self, data) -> None:
         chunks, footer = _piece(data)
         groups = _field(footer, FILE_ROW_GROUPS)
         for group in (groups[2][1] if groups else []):
             _move(group, self.at - len(MAGIC), len(self.groups))
             self.groups.append(group)
         self.rows += _field(footer, FILE_NUM_ROWS)[2]
-        self.footer = self.footer or footer
+        if self.footer is None:
+            self.footer = footer
+        elif _apart_from_rows(footer) != _apart_from_rows(self.footer):  # schema, metadata, writer: one file's
+            raise Unjoinable("pieces differ in schema, metadata or writer")
         self.out.write(chunks)
         self.at += len(chunks)
 
@@ -250,35 +277,37 @@ class Joiner:
         self.out.write(raw + struct.pack("<I", len(raw)) + MAGIC)
 
 
-def encode_group(table: pa.Table, **options) -> bytes:
+def encode_group(table: pa.Table, **options) -> pa.Buffer:
     """`table` as a one-file Parquet piece holding it as one row group (pq.ParquetWriter's `options`)."""
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema, **options) as w:
         w.write_table(table, row_group_size=max(1, table.num_rows))
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
-def write(groups: Iterator[pa.Table], out: BinaryIO, schema: pa.Schema, threads: int = 2, ahead: int = 4,
-          **options) -> None:
-    """Write `groups` (each a row group) to `out` as one Parquet file, encoding up to `ahead` of them at once on
-    `threads` threads (pq.ParquetWriter's `options`, which must not ask for page indexes, bloom filters or encryption:
-    Unjoinable)."""
+def write(groups: Iterator[pa.Table], out: BinaryIO, schema: pa.Schema, threads: int = 2, **options) -> None:
+    """Write `groups` (each a row group) to `out` as one Parquet file, encoding `threads` of them at once (at most
+    `threads` more held, encoded, for their turn) with pq.ParquetWriter's `options`, which must not ask for page
+    indexes, bloom filters or encryption (Unjoinable). On an error, the encodes not yet started are dropped."""
     joiner = Joiner(out)
-    with ThreadPoolExecutor(threads, thread_name_prefix="parquet-encode") as pool:
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="parquet-encode")
+    try:
         pending: list[Future] = []
         for group in groups:
             pending.append(pool.submit(encode_group, group, **options))
-            while len(pending) > ahead:
+            while len(pending) > threads:
                 joiner.add(pending.pop(0).result())
         for f in pending:
             joiner.add(f.result())
+    finally:
+        pool.shutdown(cancel_futures=True)
     if joiner.footer is None:  # no rows: the footer one writer makes of none
         _, joiner.footer = _piece(empty_file(schema, **options))
     joiner.close()
 
 
-def empty_file(schema: pa.Schema, **options) -> bytes:
+def empty_file(schema: pa.Schema, **options) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, schema, **options):
         pass
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()

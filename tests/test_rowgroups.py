@@ -86,8 +86,10 @@ def test_footer_encodes_back_to_its_bytes():
     size = int.from_bytes(raw[-8:-4], "little")
     footer = raw[-8 - size:-8]
     assert rowgroups.encode(rowgroups.decode(footer)) == footer
-    # what real footers seldom hold: field ids more than 15 apart, long lists, negative numbers, booleans
-    tree = [[1, rowgroups.I32, -5], [40, rowgroups.TRUE, True], [41, rowgroups.FALSE, False],
+    # what real footers seldom hold: field ids more than 15 apart or going back, long lists, negative numbers,
+    # booleans (as fields and as list elements)
+    tree = [[1, rowgroups.I32, -5], [40, rowgroups.TRUE, True], [41, rowgroups.FALSE, False], [3, rowgroups.I16, -1],
+            [39, rowgroups.LIST, (rowgroups.TRUE, [1, 2, 1])],
             [42, rowgroups.LIST, (rowgroups.I64, list(range(-20, 20)))], [43, rowgroups.BINARY, b"x" * 300],
             [44, rowgroups.STRUCT, [[2, rowgroups.I16, 7], [3, rowgroups.I64, 2**40]]],
             [45, rowgroups.MAP, (rowgroups.BINARY, rowgroups.I32, [(b"k", 1)])]]
@@ -98,3 +100,48 @@ def test_page_indexes_are_refused():
     """A page index holds offsets into the file that the join does not move: refused, not written wrong."""
     with pytest.raises(rowgroups.Unjoinable, match="page index"):
         joined(table(5_000), 1_000, 2, write_page_index=True)
+
+
+def test_pieces_of_other_files_or_cut_short_are_refused():
+    t = table(2_000)
+    joiner = rowgroups.Joiner(io.BytesIO())
+    joiner.add(rowgroups.encode_group(t))
+    with pytest.raises(rowgroups.Unjoinable, match="differ"):
+        joiner.add(rowgroups.encode_group(t.drop_columns(["cause"])))
+    piece = rowgroups.encode_group(t).to_pybytes()
+    size = int.from_bytes(piece[-8:-4], "little")
+    cut = piece[:-8 - size] + piece[-8 - size:-8][: size // 2] + (size // 2).to_bytes(4, "little") + b"PAR1"
+    with pytest.raises(rowgroups.Unjoinable, match="cut short|encode back"):
+        joiner.add(cut)
+
+
+def test_the_sorted_export_is_one_writers_file(tmp_path):
+    """verdicts.parquet as a run writes it (tinyday's: every column of the verdicts), through write_parquet_sorted,
+    on 1 and 3 threads, row groups of 4 rows: the bytes one pyarrow writer makes of the same row groups."""
+    from tinyday import produce
+
+    produce(tmp_path)
+    rows = pq.read_table(tmp_path / "verdicts.parquet")
+    assert rows.num_rows > 8
+    expected = one_writer(rows, 4, **outputs.parquet_options(rows.schema))
+    for threads in (1, 3):
+        path = tmp_path / f"again-{threads}.parquet"
+        reader = pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=3))
+        assert outputs.write_parquet_sorted(reader, path, 4, threads) == rows.num_rows
+        assert path.read_bytes() == expected
+
+
+def test_a_read_failing_with_encodes_in_flight_leaves_no_file_and_no_threads(tmp_path):
+    import threading
+
+    t = table(5_000)
+
+    def batches():
+        yield from t.to_batches(max_chunksize=500)  # ten row groups of 500 rows: encodes in flight
+        raise RuntimeError("the engine stopped")
+
+    with pytest.raises(RuntimeError, match="engine stopped"):
+        outputs.write_parquet_sorted(pa.RecordBatchReader.from_batches(t.schema, batches()), tmp_path / "v.parquet",
+                                     500, 2)
+    assert list(tmp_path.iterdir()) == []
+    assert not [th for th in threading.enumerate() if th.name.startswith(("parquet-encode", "parquet-prefetch"))]

@@ -143,7 +143,7 @@ class Source:
             table = ledger.conform(table)
         elif table.num_rows == 0:
             table = self.schema.empty_table()
-        ledger.write_atomic(table, out)
+        ledger.write_atomic(table, out, **(ledger.PARQUET_OPTIONS if self.observations else {}))
         return replace(r, ledger=None, path=out, rows=table.num_rows)
 
 

@@ -435,8 +435,7 @@ class LedgerOut:
             return
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self._tmp, ledger.SCHEMA, compression="zstd",
-                                            use_dictionary=ledger.FEW_VALUES, write_statistics=ledger.STATISTICS)
+            self._writer = pq.ParquetWriter(self._tmp, ledger.SCHEMA, **ledger.PARQUET_OPTIONS)
         if table.num_rows:
             self._writer.write_table(ledger.conform(table), row_group_size=256_000)
 
@@ -444,7 +443,7 @@ class LedgerOut:
         if self.path is None:
             return pa.concat_tables(self.pieces) if self.pieces else ledger.empty()
         if self._writer is None:
-            ledger.write_atomic(ledger.empty(), self.path)
+            ledger.write_atomic(ledger.empty(), self.path, **ledger.PARQUET_OPTIONS)
         else:
             self._writer.close()
             self._writer = None
