@@ -105,9 +105,34 @@ def dry_run_plan(cfg, window, target: str, state_path) -> str:
     for spec in REGISTRY:
         what = spec.describe(cfg) if spec.configured(cfg) else f"NOT CONFIGURED ({spec.hint})"
         lines.append(f"{spec.name:<10} {what}")
-    lines += [f"write      {target}/ (report.html, summary.json, gaps.csv, verdicts.parquet, evidence/, manifest.json)",
-              f"state      {state_path or 'none (--no-state)'}"]
+    lines += _state_lines(cfg, window, state_path, iso)
+    lines.append(f"write      {target}/ (report.html, summary.json, gaps.csv, verdicts.parquet, evidence/, "
+                 f"manifest.json)")
     return "\n".join(lines)
+
+
+def _state_lines(cfg, window, state_path, iso: str) -> list[str]:
+    """The state a run would use, read only, and how it widens the sink's read (run.with_state, as a run does)."""
+    from .errors import StateError
+    from .run import with_state
+    from .state import State
+    if not state_path:
+        return ["state      none (--no-state)"]
+    try:
+        with State.open(state_path, cfg.aws, write=False) as st:
+            wide, carried = with_state(window, st)
+    except StateError as e:
+        if str(e).startswith("No state file"):
+            return [f"state      {state_path} (none yet: the run creates it)"]
+        return [f"state      {state_path} (not readable now: {e})"]
+    lines = [f"state      {state_path}: {0 if carried is None else carried.num_rows:,} pending event(s) of earlier "
+             f"windows to judge again"]
+    if wide.sink_from:
+        lines.append(f"sink       read back from {wide.sink_read_start:{iso}} for the carried events ([window] "
+                     f"carry_back {cfg.window.carry_back})")
+    if wide.sink_until:
+        lines.append(f"sink       read up to {wide.sink_read_end:{iso}}: a recovery sent events of this window")
+    return lines
 
 
 

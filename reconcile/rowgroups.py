@@ -8,7 +8,8 @@ offsets moved to where their chunks now lie. The footer is Thrift's compact enco
 FileMetaData (https://github.com/apache/parquet-format/blob/master/src/main/thrift/parquet.thrift); it is decoded
 into a generic tree that encodes back to the same bytes (checked on every piece), so no field is lost or reordered.
 A piece whose footer holds a field the join does not know to move or leave (page indexes, bloom filters, encryption,
-or one a later parquet-format adds) is refused (Unjoinable), as are pieces whose schema or metadata differ. tests/test_rowgroups.py proves the joined file equal to one writer's.
+or one a later parquet-format adds) is refused (Unjoinable), as are pieces whose schema or metadata differ.
+tests/test_rowgroups.py proves the joined file equal to one writer's.
 """
 
 from __future__ import annotations

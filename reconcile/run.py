@@ -185,8 +185,9 @@ def _read_back(window: Window, carried: pa.Table) -> datetime | None:
     return oldest if oldest is not None and oldest < window.read_start else None
 
 
-def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progress, generated_at,
-             location=None) -> Outcome:
+def with_state(window: Window, st: State | None) -> tuple[Window, pa.Table | None]:
+    """The window as the state widens its sink read (recoveries sent for it: up to as_of; pending events carried
+    in: back to the oldest, within carry_back), and the carried events. `run --dry-run` shows the same."""
     carried = st.carried(window) if st else None
     if st and st.sent_for_window(window.key):
         window = replace(window, sink_until=window.as_of)  # recoveries land after the read window: read up to now
@@ -195,6 +196,12 @@ def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progres
         window = replace(window, sink_from=_read_back(window, carried))
         logger.info("re-checking %d pending events carried in from earlier windows: the sink is read from %s",
                     carried.num_rows, window.sink_read_start)
+    return window, carried
+
+
+def _execute(cfg, window, out_dir, evidence, st: State | None, audience, progress, generated_at,
+             location=None) -> Outcome:
+    window, carried = with_state(window, st)
     logger.info("reading stores for %s", window.key)
     results = read_all(cfg, window, evidence, progress)
     ledgers = write_evidence(results, evidence)

@@ -121,3 +121,45 @@ def test_mistakes_the_values_alone_cannot_show_fail_before_anything_is_read(tmp_
     assert result.exit_code == 4, result.output
     assert named in result.output
     assert not (out / "report.html").exists() and not (out / "evidence").exists()
+
+
+def test_dry_run_shows_the_sink_read_back_the_state_asks_for(tmp_path, aws_cfg):
+    """A pending event carried from two days before: the run would read the sink back to it (run.with_state), and
+    the dry run says so, reading the state without changing it."""
+    from datetime import datetime, timedelta, timezone
+
+    import pyarrow as pa
+
+    from reconcile.state import State
+    from reconcile.window import Window
+
+    state = tmp_path / "state.duckdb"
+    day = datetime(2026, 11, 21, tzinfo=timezone.utc)
+    earlier = Window(start=day, end=day + timedelta(days=1), as_of=day + timedelta(days=1, hours=2))
+    pending = pa.table({"source_id": ["77"], "zendesk_key": ["77"], "eb_id": pa.array([None], pa.string()),
+                        "ticket_id": [5], "kind": ["Comment"], "event_time": [day + timedelta(hours=23, minutes=58)],
+                        "position": [1], "other_eb_ids": pa.array([None], pa.list_(pa.string()))})
+    settlements = pa.table({"window_key": pa.array([], pa.string()), "source_id": pa.array([], pa.string()),
+                            "verdict": pa.array([], pa.string()), "eb_id": pa.array([], pa.string()),
+                            "lateness_s": pa.array([], pa.float64())})
+    with State.open(state) as st:
+        st.record(earlier, {"status": "pending", "exit_code": 1, "generated_at": earlier.as_of, "events": 1,
+                            "hops": []}, tmp_path / "run-21", pending, settlements)
+        st.commit()
+    before = state.read_bytes()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(out), "--dry-run",
+                                       "--state", str(state), "--set", "sink.uri=s3://spark-output/events"],
+                                env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": aws_cfg.endpoint_url})
+    lines = result.stdout.splitlines()
+    assert f"state      {state}: 1 pending event(s) of earlier windows to judge again" in lines, result.output
+    assert ("sink       read back from 2026-11-21T23:58:00Z for the carried events ([window] carry_back 7d)"
+            in lines), result.output
+    assert state.read_bytes() == before and not out.exists()
+    # no state yet: the run would create it
+    fresh = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(out), "--dry-run",
+                                      "--state", str(tmp_path / "none.duckdb"),
+                                      "--set", "sink.uri=s3://spark-output/events"],
+                               env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": aws_cfg.endpoint_url})
+    assert f"state      {tmp_path / 'none.duckdb'} (none yet: the run creates it)" in fresh.stdout.splitlines()
+    assert not (tmp_path / "none.duckdb").exists()

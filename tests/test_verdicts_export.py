@@ -1,5 +1,6 @@
-"""verdicts.parquet's layout: the same bytes whatever DuckDB's and the writer's threads (today's streaming write cut row groups where
-DuckDB's batches fell, which differ between one thread and several), and exactly the rows of one ORDER BY."""
+"""verdicts.parquet's layout: the same bytes whatever DuckDB's and the writer's threads (today's streaming write cut
+row groups where DuckDB's batches fell, which differ between one thread and several), and exactly the rows of one
+ORDER BY."""
 
 import random
 from datetime import datetime, timedelta, timezone
