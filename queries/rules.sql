@@ -207,6 +207,18 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
         ELSE 'lost_after_bus'
     END;
 
+-- A loss is the absence of an event from what was read: found while a store it rests on was read only in part, or not
+-- read back to the event (`why`: completeness.unsettled, the read-back's reach), it is not final. loss_held_by gives
+-- `why` for a loss verdict `found` (one with a loss hop, queries/verdicts.csv) and NULL otherwise; such an event is judged
+-- 'pending' (held_verdict), with what it would be and why not (held_cause), so the state carries it and a later run
+-- judges it again. This window's events (verdicts.sql) and carried ones (settlements.sql) are held alike.
+CREATE OR REPLACE MACRO loss_held_by(found, why) AS
+    CASE WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop IS NOT NULL) THEN why END;
+CREATE OR REPLACE MACRO held_verdict(found, held_by) AS
+    CASE WHEN held_by IS NOT NULL THEN 'pending' ELSE found END;
+CREATE OR REPLACE MACRO held_cause(found, held_by) AS
+    'would be ' || found || ', but ' || held_by || ': judged again by the next run';
+
 -- did the sink's first copy of an event arrive at or after a recovery's send? (an unknown arrival time counts: the
 -- send found it absent)
 CREATE OR REPLACE MACRO landed_after(recovery_sent_at, sink_at) AS

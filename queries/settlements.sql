@@ -77,15 +77,12 @@ WITH open AS (
     FROM carried c
     LEFT JOIN facts f USING (source_id)
 ), held AS (
-    SELECT *, CASE WHEN found NOT IN (SELECT verdict FROM verdict_vocab WHERE loss_hop IS NOT NULL) THEN NULL
-                   WHEN $unsettled IS NOT NULL THEN $unsettled
-                   WHEN event_time < $sink_read_start THEN 'the sink was not read back to it ([window] carry_back)'
-              END AS held_by
+    SELECT *, loss_held_by(found, coalesce($unsettled, CASE WHEN event_time < $sink_read_start
+                                     THEN 'the sink was not read back to it ([window] carry_back)' END)) AS held_by
     FROM judged
 )
-SELECT window_key, source_id, kind, ticket_id, event_time, eb_id,
-       CASE WHEN held_by IS NOT NULL THEN 'pending' ELSE found END AS verdict, lateness_s,
-       CASE WHEN held_by IS NOT NULL THEN 'would be ' || found || ', but ' || held_by || ': judged again by the next run'
+SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict, lateness_s,
+       CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
             ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
                           recovery_how := recovery_how) END AS cause,
        recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s

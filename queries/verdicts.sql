@@ -6,7 +6,9 @@
 -- says never reaches the bus, or an expected event left out of a complete sequence, is 'not_emitted'. Neither is a
 -- loss. The facts per event come from bus_facts, the verdict from verdict_of and the cause from cause_of
 -- (queries/rules.sql: the rules settlements.sql judges carried events by), recoveries included: `recovered` with
--- recovery_lag_s (sink arrival - the send); a recovered event's latencies are its recovery's, so none are given.
+-- recovery_lag_s (sink arrival - the send); a recovered event's latencies are its recovery's, so none are given. A loss
+-- found while a store was read only in part ($unsettled: completeness.unsettled) is held 'pending' (loss_held_by):
+-- the state carries it, and a later run judges it again.
 CREATE OR REPLACE TABLE verdicts AS
 WITH linked AS (
     SELECT * FROM bus_facts('hop_a', 'bus_events')
@@ -34,14 +36,18 @@ WITH linked AS (
     LEFT JOIN linked l ON l.source_id = s.expected_id
     LEFT JOIN seq_units q ON q.source_id = s.expected_id
     WHERE s.in_window
+), held AS (
+    SELECT * REPLACE (held_verdict(verdict, held_by) AS verdict), verdict AS found, held_by
+    FROM (SELECT *, loss_held_by(verdict, $unsettled) AS held_by FROM judged)
 )
-SELECT * EXCLUDE (replayed, recovery_how),
-       cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
-                sequence_id := sequence_id, sequence_total := sequence_total,
-                sequence_position := sequence_position, recovery_how := recovery_how) AS cause,
-       verdict IN (SELECT verdict FROM verdict_vocab WHERE past_bus) AND log_copies = 0 AS unlogged_at_bus,
+SELECT * EXCLUDE (replayed, recovery_how, found, held_by),
+       CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
+            ELSE cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
+                          emission := emission, sequence_id := sequence_id, sequence_total := sequence_total,
+                          sequence_position := sequence_position, recovery_how := recovery_how) END AS cause,
+       found IN (SELECT verdict FROM verdict_vocab WHERE past_bus) AND log_copies = 0 AS unlogged_at_bus,
        epoch(bus_at) - epoch(event_time) AS bus_latency_s,
        CASE WHEN verdict <> 'recovered' THEN epoch(sink_at) - epoch(bus_at) END AS sink_latency_s,
        CASE WHEN verdict <> 'recovered' THEN epoch(sink_at) - epoch(event_time) END AS end_to_end_s,
        recovery_lag(verdict, sink_at, recovery_sent_at) AS recovery_lag_s
-FROM judged;
+FROM held;
