@@ -98,10 +98,12 @@ def drift(column: str, make):
 
 @pytest.mark.parametrize("column, make", [
     ("data", lambda t: pa.array(range(t.num_rows), pa.int64())),
+    # a job that parses `data` into columns (PIPELINE.md): a struct where the text was
+    ("data", lambda t: pa.array([{"id": str(i), "detail": {"n": i}} for i in range(t.num_rows)])),
     ("partitionKey", lambda t: pa.array([i % 6 for i in range(t.num_rows)], pa.int64())),
     ("approximateArrivalTimestamp", lambda t: pa.array(["yesterday"] * t.num_rows)),
     ("approximateArrivalTimestamp", lambda t: pa.array(range(t.num_rows), pa.int64())),
-], ids=["data-int64", "partitionKey-int64", "arrival-text", "arrival-int64"])
+], ids=["data-int64", "data-struct", "partitionKey-int64", "arrival-text", "arrival-int64"])
 def test_schema_drift_is_a_reject_naming_file_and_column_never_a_crash(moto, tmp_path, column, make):
     mutate, hit = drift(column, make)
     res = faultrun.run(moto, tmp_path, mutate=mutate)

@@ -308,12 +308,13 @@ def _parse(rows: pa.Table, cfg: SinkConfig, match: MatchConfig | None = None,
 
 
 def _as_text(arr, n: int) -> pa.Array:
-    """The rows' data as text for a reject (nulls when it is not UTF-8)."""
+    """The rows' data as text for a reject (nulls when it is not UTF-8, or of a type with no text form: a job that
+    parsed `data` into a struct or a list)."""
     if arr is None:
         return pa.nulls(n, pa.string())
     try:
         return pc.utf8_slice_codeunits(arr.cast(pa.string()), 0, ledger.RAW_LIMIT)
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return pa.nulls(n, pa.string())
 
 
