@@ -105,34 +105,36 @@ def dry_run_plan(cfg, window, target: str, state_path) -> str:
     for spec in REGISTRY:
         what = spec.describe(cfg) if spec.configured(cfg) else f"NOT CONFIGURED ({spec.hint})"
         lines.append(f"{spec.name:<10} {what}")
-    lines += _state_lines(cfg, window, state_path, iso)
+    state_line, wide = _with_state(cfg, window, state_path)
+    lines.append(state_line)
+    if wide.sink_from:
+        lines.append(f"sink       read back from {wide.sink_read_start:{iso}} for the carried events ([window] "
+                     f"carry_back {cfg.window.carry_back})")
+    if wide.sink_read_end > wide.read_end:
+        why = "a recovery sent events of this window" if wide.sink_until else "as of then: events that landed late"
+        lines.append(f"sink       read up to {wide.sink_read_end:{iso}}: {why}")
     lines.append(f"write      {target}/ (report.html, summary.json, gaps.csv, verdicts.parquet, evidence/, "
                  f"manifest.json)")
     return "\n".join(lines)
 
 
-def _state_lines(cfg, window, state_path, iso: str) -> list[str]:
-    """The state a run would use, read only, and how it widens the sink's read (run.with_state, as a run does)."""
+def _with_state(cfg, window, state_path):
+    """The state line of the plan, and the window as the state widens the sink's read (run.with_state, as a run
+    does), the state read only."""
     from .errors import StateError
     from .run import with_state
     from .state import State
     if not state_path:
-        return ["state      none (--no-state)"]
+        return "state      none (--no-state)", window
     try:
         with State.open(state_path, cfg.aws, write=False) as st:
             wide, carried = with_state(window, st)
     except StateError as e:
         if str(e).startswith("No state file"):
-            return [f"state      {state_path} (none yet: the run creates it)"]
-        return [f"state      {state_path} (not readable now: {e})"]
-    lines = [f"state      {state_path}: {0 if carried is None else carried.num_rows:,} pending event(s) of earlier "
-             f"windows to judge again"]
-    if wide.sink_from:
-        lines.append(f"sink       read back from {wide.sink_read_start:{iso}} for the carried events ([window] "
-                     f"carry_back {cfg.window.carry_back})")
-    if wide.sink_until:
-        lines.append(f"sink       read up to {wide.sink_read_end:{iso}}: a recovery sent events of this window")
-    return lines
+            return f"state      {state_path} (none yet: the run creates it)", window
+        return f"state      {state_path} (not readable now: {e})", window
+    n = 0 if carried is None else carried.num_rows
+    return f"state      {state_path}: {n:,} pending event(s) of earlier windows to judge again", wide
 
 
 

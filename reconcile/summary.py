@@ -101,7 +101,7 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
                    "horizon_h": window.horizon.total_seconds() / 3600,
                    # the sink's own range, where it differs (read back for carried events, on for recoveries)
                    **({"sink_read_start": iso(window.sink_read_start)} if window.sink_from else {}),
-                   **({"sink_read_end": iso(window.sink_read_end)} if window.sink_until else {})},
+                   **({"sink_read_end": iso(window.sink_read_end)} if window.sink_read_end > window.read_end else {})},
         "status": status,
         "exit_code": EXIT[status],
         "events": sum(verdicts.values()),

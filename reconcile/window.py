@@ -52,8 +52,8 @@ class Window:
     max_event_age: timedelta = timedelta(hours=24)
     hop_a_grace: timedelta = timedelta(minutes=5)
     carry_back: timedelta = timedelta(days=7)  # [window] carry_back: how far back sink_from may reach
-    # When `reconcile recover` sent some of this window's events (the state's journal): the sink is read up to here
-    # too (as_of), since a recovery lands in the sink's partitions of the day it was sent, after read_end.
+    # When `reconcile recover` sent some of this window's events (the state's journal): as_of, recorded so the report
+    # says why the sink was read past read_end (every run reads it up to as_of: sink_read_end).
     sink_until: datetime | None = None
     # When pending events of earlier windows are carried in (the state): the sink is read from here too (the
     # earliest one's event time), since one that landed after its own run did so in a partition of that day or a
@@ -78,7 +78,10 @@ class Window:
 
     @property
     def sink_read_end(self) -> datetime:
-        return max(self.read_end, self.sink_until) if self.sink_until else self.read_end
+        """The sink is read up to as_of when that is later than read_end: an event lands in the partition of the day
+        it arrives, and one that arrived days late (Spark catching up from Kinesis's retention after an outage, a DLQ
+        redrive or a replay by hand, a recovery: sink_until) is in the sink as of then, not lost."""
+        return max(self.read_end, self.as_of, self.sink_until or self.as_of)
 
     @property
     def horizon(self) -> timedelta:
