@@ -290,6 +290,24 @@ def test_a_committed_file_of_a_format_not_read_makes_the_sink_incomplete(tmp_pat
     assert sorted(map(str, res.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
 
 
+def test_without_a_commit_log_a_data_file_of_a_format_not_read_makes_the_sink_incomplete(tmp_path):
+    """No commit log to say what was committed: a non-empty Spark data file (part-*) of another codec beside the
+    files read holds rows nobody read -- a problem naming it, never a sink read whole. Other files are not data."""
+    root = spark_copy(tmp_path, "parquet")
+    shutil.rmtree(root / "_spark_metadata")
+    hour = next(root.glob("dt=2026-11-23/hr=05"))
+    other = hour / "part-00009-0e0e0e0e-0000-4000-8000-otherformat0.c000.json.bz2"
+    other.write_bytes(b"BZh9")
+    (hour / "README.txt").write_text("written by the team, not by Spark")
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    assert not res.complete
+    assert any("named as Spark's data files" in p and other.name in p for p in res.problems), res.problems
+    assert not any("README" in p for p in res.problems)
+    assert sorted(map(str, res.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
+    other.unlink()
+    assert sink.read(SinkConfig(uri=str(root)), DAY, LOCAL).complete
+
+
 def test_uri_below_the_commit_log_warns_and_uses_the_log(tmp_path):
     root = spark_copy(tmp_path, "parquet")
     (root / "dt=2026-11-23" / "hr=10" / "part-00001-0f0f0f0f-0000-4000-8000-leftover0000.c000.snappy.parquet") \

@@ -158,12 +158,17 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         raise
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
     log_problems = log.problems if log else []
-    unread = [f for f, flag in zip(other_format, log.lists([posixpath.relpath(f.path, log.root)
-                                                               for f in other_format]) if log else []) if flag]
+    if log:  # what the log says was committed
+        unread = [f for f, flag in zip(other_format, log.lists([posixpath.relpath(f.path, log.root)
+                                                               for f in other_format])) if flag]
+        which = "Spark's commit log lists as committed"
+    else:  # no log to say: every non-empty file named as Spark names its data files holds rows
+        unread = [f for f in other_format if f.base_name.startswith(SPARK_DATA_PREFIX) and f.size]
+        which = f"named as Spark's data files ({SPARK_DATA_PREFIX}*; no commit log says which are committed)"
     if unread:
-        problems.append(f"{len(unread):,} file(s) Spark's commit log lists as committed are not {cfg.format} files "
-                        f"this reader takes ({', '.join(FORMATS[cfg.format])}; first: {scheme + unread[0].path}): their "
-                        f"rows were not read. Check [sink] format and the Spark job's compression option.")
+        problems.append(f"{len(unread):,} file(s) {which} are not {cfg.format} files this reader takes "
+                        f"({', '.join(FORMATS[cfg.format])}; first: {scheme + unread[0].path}): their rows were not "
+                        f"read. Check [sink] format and the Spark job's compression option.")
     if missing:
         problems.append(f"{len(missing):,} file(s) Spark's commit log ({log.folder}) lists as committed are not in "
                         f"the listing of {cfg.uri} (first: {missing[0]}): their rows are missing from the sink, and "
@@ -250,6 +255,11 @@ def _partition_span(dirs: list[str], zone: ZoneInfo) -> tuple[datetime, datetime
         # An hour is an hour in UTC too (a DST fold only shifts it, and the prune margin covers that).
         return start.astimezone(timezone.utc), (start + timedelta(hours=1)).astimezone(timezone.utc)
     return day.astimezone(timezone.utc), (day + timedelta(days=1)).astimezone(timezone.utc)
+
+
+# How Spark names the data files a job writes (part-00000-<uuid>.c000.<codec>.<format>): without a commit log, a file
+# so named that the reader does not take holds rows nobody read.
+SPARK_DATA_PREFIX = "part-"
 
 
 def _read_file(fs, f: _File, cfg: SinkConfig, reader):
