@@ -99,9 +99,10 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         "window": {"start": iso(window.start), "end": iso(window.end), "read_start": iso(window.read_start),
                    "read_end": iso(window.read_end), "as_of": iso(window.as_of),
                    "horizon_h": window.horizon.total_seconds() / 3600,
-                   # the sink's own range, where it differs (read back for carried events, on for recoveries)
+                   # the sink's own range, where it differs (read back for carried events, on to as_of)
                    **({"sink_read_start": iso(window.sink_read_start)} if window.sink_from else {}),
-                   **({"sink_read_end": iso(window.sink_read_end)} if window.sink_read_end > window.read_end else {})},
+                   **({"sink_read_end": iso(window.sink_read_end)}
+                      if window.sink_read_end > window.read_end else {})},
         "status": status,
         "exit_code": EXIT[status],
         "events": sum(verdicts.values()),
