@@ -108,11 +108,11 @@ def dry_run_plan(cfg, window, target: str, state_path) -> str:
     state_line, wide = _with_state(cfg, window, state_path)
     lines.append(state_line)
     if wide.sink_from:
-        lines.append(f"sink       read back from {wide.sink_read_start:{iso}} for the carried events ([window] "
+        lines.append(f"sink-read  back from {wide.sink_read_start:{iso}} for the carried events ([window] "
                      f"carry_back {cfg.window.carry_back})")
     if wide.sink_read_end > wide.read_end:
         why = "a recovery sent events of this window" if wide.sink_until else "as of then: events that landed late"
-        lines.append(f"sink       read up to {wide.sink_read_end:{iso}}: {why}")
+        lines.append(f"sink-read  on to {wide.sink_read_end:{iso}}: {why}")
     lines.append(f"write      {target}/ (report.html, summary.json, gaps.csv, verdicts.parquet, evidence/, "
                  f"manifest.json)")
     return "\n".join(lines)

@@ -75,8 +75,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, aws_cfg):
         lines.setdefault(*line.split(None, 1))
     assert lines["sink"] == "s3://spark-output/events (parquet, id from column partitionKey)"
     # a window judged days after it: the sink is read up to now, where events that landed late are
-    assert any(line.startswith("sink       read up to ") and line.endswith("events that landed late")
-               for line in result.stdout.splitlines())
+    assert lines["sink-read"].startswith("on to ") and lines["sink-read"].endswith("events that landed late")
     assert lines["zendesk"].startswith("NOT CONFIGURED")
     assert lines["read"] == "downstream stores over 2026-11-22T23:00:00Z → 2026-11-25T00:00:00Z"
     assert lines["reach"].split()[:2] == ["ok", "sink"]
@@ -158,7 +157,7 @@ def test_dry_run_shows_the_sink_read_back_the_state_asks_for(tmp_path, aws_cfg):
                                 env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": aws_cfg.endpoint_url})
     lines = result.stdout.splitlines()
     assert f"state      {state}: 1 pending event(s) of earlier windows to judge again" in lines, result.output
-    assert ("sink       read back from 2026-11-21T23:58:00Z for the carried events ([window] carry_back 7d)"
+    assert ("sink-read  back from 2026-11-21T23:58:00Z for the carried events ([window] carry_back 7d)"
             in lines), result.output
     assert state.read_bytes() == before and not out.exists()
     # no state yet: the run would create it
