@@ -37,7 +37,7 @@ WITH linked AS (
     LEFT JOIN seq_units q ON q.source_id = s.expected_id
     WHERE s.in_window
 ), held AS (
-    SELECT * REPLACE (held_verdict(verdict, held_by) AS verdict), verdict AS found, held_by
+    SELECT * REPLACE (held_verdict(verdict, held_by) AS verdict), verdict AS found
     FROM (SELECT *, loss_held_by(verdict, $unsettled) AS held_by FROM judged)
 )
 SELECT * EXCLUDE (replayed, recovery_how, found, held_by),

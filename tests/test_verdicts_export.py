@@ -114,6 +114,24 @@ def test_every_column_kept_without_a_dictionary_is_a_column_of_the_verdicts(tmp_
     assert outputs.NO_STATISTICS <= columns, sorted(outputs.NO_STATISTICS - columns)
 
 
+# verdicts.parquet's columns, in order: what readers of the export (and verify's digests) rely on. A new column is a
+# change of the export's contract: add it here on purpose, never by accident (a query's helper column leaking out).
+VERDICT_COLUMNS = [
+    "source_id", "zendesk_key", "ticket_id", "kind", "event_time", "audit_id", "position", "source_ref", "expected_id",
+    "model_kind", "emission", "sequence_id", "sequence_total", "sequence_position", "sequence_complete", "match_kind",
+    "eb_id", "other_eb_ids", "bus_type", "eb_ids", "log_copies", "sink_rows", "sink_sequences", "uncommitted_rows",
+    "dlq_kinesis", "dlq_other", "error_code", "retry_condition", "dlq_target", "bus_at", "sink_at", "dlq_at",
+    "recovery_route", "recovery_sent_at", "age_s", "verdict", "cause", "unlogged_at_bus", "bus_latency_s",
+    "sink_latency_s", "end_to_end_s", "recovery_lag_s"]
+
+
+def test_the_verdicts_file_has_exactly_its_columns(tmp_path):
+    from tinyday import produce
+
+    produce(tmp_path)
+    assert pq.read_schema(tmp_path / "verdicts.parquet").names == VERDICT_COLUMNS
+
+
 def test_every_ledger_column_named_by_hand_is_a_ledger_column(tmp_path):
     """ledger.FEW_VALUES and NO_STATISTICS likewise; and a streamed ledger keeps statistics on its times, not its ids."""
     from reconcile import ledger
