@@ -6,7 +6,7 @@
 -- among the carried events, never with an id already linked to another event (by an earlier run or by this run's
 -- hop A). Facts are summed per source_id (a Zendesk event id belongs to one window). A carried event can settle as
 -- `recovered` (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests on what the stores
--- do not hold: when a store a settlement reads was not read whole ($unsettled says which, completeness.unsettled), or
+-- do not hold: when a store the loss rests on was not read whole ($unsettled_<hop>, completeness.unsettled), or
 -- the sink was not read back to the event ($sink_read_start: [window] carry_back), a carried event found lost stays
 -- pending (`held`: the state carries it again), while what the stores do hold settles it as usual.
 CREATE OR REPLACE TABLE settlements AS
@@ -77,9 +77,10 @@ WITH open AS (
     FROM carried c
     LEFT JOIN facts f USING (source_id)
 ), held AS (
-    SELECT *, loss_held_by(found, coalesce($unsettled, CASE WHEN event_time < $sink_read_start
-                                     THEN 'the sink was not read back to it ([window] carry_back)' END)) AS held_by
-    FROM judged
+    SELECT *, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread), coalesce($unsettled_bus_to_sink, unread))
+              AS held_by
+    FROM (SELECT *, CASE WHEN event_time < $sink_read_start
+                         THEN 'the sink was not read back to it ([window] carry_back)' END AS unread FROM judged)
 )
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict, lateness_s,
        CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)

@@ -7,7 +7,8 @@
 -- loss. The facts per event come from bus_facts, the verdict from verdict_of and the cause from cause_of
 -- (queries/rules.sql: the rules settlements.sql judges carried events by), recoveries included: `recovered` with
 -- recovery_lag_s (sink arrival - the send); a recovered event's latencies are its recovery's, so none are given. A loss
--- found while a store was read only in part ($unsettled: completeness.unsettled) is held 'pending' (loss_held_by):
+-- found while a store it rests on was read only in part ($unsettled_<hop>: completeness.unsettled) is held 'pending'
+-- (loss_held_by):
 -- the state carries it, and a later run judges it again.
 CREATE OR REPLACE TABLE verdicts AS
 WITH linked AS (
@@ -38,7 +39,7 @@ WITH linked AS (
     WHERE s.in_window
 ), held AS (
     SELECT * REPLACE (held_verdict(verdict, held_by) AS verdict), verdict AS found
-    FROM (SELECT *, loss_held_by(verdict, $unsettled) AS held_by FROM judged)
+    FROM (SELECT *, loss_held_by(verdict, $unsettled_zendesk_to_bus, $unsettled_bus_to_sink) AS held_by FROM judged)
 )
 SELECT * EXCLUDE (replayed, recovery_how, found, held_by),
        CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)

@@ -121,7 +121,9 @@ def dry_run_plan(cfg, window, target: str, state_path) -> str:
 def _with_state(cfg, window, state_path):
     """The state line of the plan, and the window as the state widens the sink's read (run.with_state, as a run
     does), the state read only."""
-    from .errors import StateError
+    import duckdb
+
+    from .errors import ReconcileError
     from .run import with_state
     from .state import State
     if not state_path:
@@ -129,7 +131,7 @@ def _with_state(cfg, window, state_path):
     try:
         with State.open(state_path, cfg.aws, write=False) as st:
             wide, carried = with_state(window, st)
-    except StateError as e:
+    except (ReconcileError, duckdb.Error, OSError) as e:  # the plan is printed whatever the state's trouble
         if str(e).startswith("No state file"):
             return f"state      {state_path} (none yet: the run creates it)", window
         return f"state      {state_path} (not readable now: {e})", window

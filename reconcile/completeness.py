@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from . import resources
+from . import emission, resources
 from .ledger import DEFAULT_REJECT_KIND, SourceResult
 from .sources import REGISTRY
 
@@ -31,8 +31,6 @@ from .sources import REGISTRY
 REQUIRED = tuple(s.name for s in REGISTRY if s.required)
 # Required stores for which "no records" is the normal state of a good day (rule 3 does not apply).
 MAY_BE_EMPTY = tuple(s.name for s in REGISTRY if s.may_be_empty)
-# The stores a carried event's settlement reads (queries/settlements.sql): the required ones but Zendesk's.
-SETTLING = tuple(name for name in REQUIRED if name != "zendesk")
 
 
 @cache
@@ -78,13 +76,24 @@ def decide(result: SourceResult, others_have_records: bool) -> SourceResult:
     return replace(result, complete=complete, problems=problems)
 
 
-def unsettled(results: dict[str, SourceResult]) -> str | None:
-    """Why a run may not settle carried events as lost (the stores a settlement reads that were not read whole,
-    after `decide`), or None when it may. A loss is the absence of an event from what was read; found while a store
-    was read only in part, it is not final: the event stays pending, and a later run judges it again
-    (queries/settlements.sql)."""
-    partial = [name for name in SETTLING if not (name in results and results[name].complete)]
-    return f"{' and '.join(partial)} read only in part" if partial else None
+def unsettled(results: dict[str, SourceResult]) -> dict[str, str] | None:
+    """Why a run may not settle losses at each hop (hop -> the stores that loss rests on, queries/hops.csv
+    `rests_on`, that were not read whole, after `decide`), or None when it may settle every loss. A loss is the
+    absence of an event from what was read: found while a store it rests on was read only in part, it is not final:
+    the event stays pending, and a later run judges it again (queries/rules.sql loss_held_by). A sink read in part
+    holds every loss; a bus log or DLQ read in part only the losses before the bus (the record it may hold puts the
+    event on the bus, but cannot land it)."""
+    held = {}
+    for hop, stores in emission.rests_on().items():
+        partial = [name for name in stores if not (name in results and results[name].complete)]
+        if partial:
+            held[hop] = f"{' and '.join(partial)} read only in part"
+    return held or None
+
+
+def held_params(unsettled: dict[str, str] | None) -> dict[str, str | None]:
+    """The queries' `$unsettled_<hop>` parameters of `unsettled`'s answer (None: nothing held)."""
+    return {f"unsettled_{hop}": (unsettled or {}).get(hop) for hop in emission.rests_on()}
 
 
 def decide_all(results: dict[str, SourceResult]) -> dict[str, SourceResult]:

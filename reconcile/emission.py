@@ -148,6 +148,12 @@ def hop_rows() -> list[dict]:
     return hop_table().to_pylist()
 
 
+def rests_on() -> dict[str, tuple[str, ...]]:
+    """hop -> the stores a loss at that hop rests on (queries/hops.csv `rests_on`): read in part, one of them may hold
+    the record that makes it no loss, or a loss at another hop (completeness.unsettled)."""
+    return {h["hop"]: tuple((h["rests_on"] or "").split()) for h in hop_rows() if h["rests_on"]}
+
+
 def hop_labels() -> dict[str, str]:
     return {h["hop"]: h["label"] for h in hop_rows()}
 

@@ -93,13 +93,13 @@ def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str
     return paths
 
 
-def params(cfg: Config, window: Window, *, unsettled: str | None) -> dict[str, Any]:
-    """The queries' parameters. `unsettled`: why carried events may not settle as lost (completeness.unsettled), or
+def params(cfg: Config, window: Window, *, unsettled: dict[str, str] | None) -> dict[str, Any]:
+    """The queries' parameters. `unsettled`: why losses at each hop may not settle (completeness.unsettled), or
     None."""
     return dict(window_start=window.start, window_end=window.end, as_of=window.as_of, horizon=window.horizon,
                 hop_a_grace=window.hop_a_grace, tolerance_s=float(cfg.match.tolerance_seconds),
-                kinesis_target=cfg.dlq.kinesis_target, bucket_s=summary.bucket_seconds(window), unsettled=unsettled,
-                sink_read_start=window.sink_read_start)
+                kinesis_target=cfg.dlq.kinesis_target, bucket_s=summary.bucket_seconds(window),
+                sink_read_start=window.sink_read_start, **completeness.held_params(unsettled))
 
 
 def model_of(cfg: Config) -> pa.Table:
@@ -122,7 +122,7 @@ def bind(e: Engine, cfg: Config, ledgers: dict[str, Path], carried: pa.Table | N
 
 def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
           kind_map: pa.Table | None = None, engine: EngineConfig | None = None,
-          recovery: dict[str, pa.Table] | None = None, *, unsettled: str | None) -> Engine:
+          recovery: dict[str, pa.Table] | None = None, *, unsettled: dict[str, str] | None) -> Engine:
     """Bind and run every query. `unsettled`: completeness.unsettled of the run's sources."""
     engine = engine or cfg.engine
     e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)

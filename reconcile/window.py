@@ -51,7 +51,7 @@ class Window:
     margin_after: timedelta = timedelta(hours=24)
     max_event_age: timedelta = timedelta(hours=24)
     hop_a_grace: timedelta = timedelta(minutes=5)
-    carry_back: timedelta = timedelta(days=7)  # [window] carry_back: how far back sink_from may reach
+    carry_back: timedelta = timedelta(days=7)  # [window] carry_back: how far the sink's read may reach beyond
     # When `reconcile recover` sent some of this window's events (the state's journal): as_of, recorded so the report
     # says why the sink was read past read_end (every run reads it up to as_of: sink_read_end).
     sink_until: datetime | None = None
@@ -78,10 +78,13 @@ class Window:
 
     @property
     def sink_read_end(self) -> datetime:
-        """The sink is read up to as_of when that is later than read_end: an event lands in the partition of the day
-        it arrives, and one that arrived days late (Spark catching up from Kinesis's retention after an outage, a DLQ
-        redrive or a replay by hand, a recovery: sink_until) is in the sink as of then, not lost."""
-        return max(self.read_end, self.as_of, self.sink_until or self.as_of)
+        """The sink is read up to as_of when that is later than read_end, at most [window] carry_back past it: an
+        event lands in the partition of the day it arrives, and one that arrived days late (Spark catching up from
+        Kinesis's retention after an outage, a DLQ redrive or a replay by hand) is in the sink as of then, not lost;
+        a window judged long after does not read every day since. A recovery sent for the window (sink_until) is read
+        up to as_of, however late."""
+        reach = min(self.as_of, self.read_end + self.carry_back)
+        return max(self.read_end, reach, self.sink_until or self.read_end)
 
     @property
     def horizon(self) -> timedelta:

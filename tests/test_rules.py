@@ -15,6 +15,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
+from reconcile import completeness
 from reconcile import engine as eng
 from reconcile import ledger
 from reconcile.emission import load_model
@@ -25,7 +26,8 @@ from ledgers import DAY, SINK_FROM, at, uid, write
 KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 PARAMS = dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
               horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-              kinesis_target=":kinesis:", bucket_s=3600, unsettled=None, sink_read_start=SINK_FROM)
+              kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
+              sink_read_start=SINK_FROM)
 
 
 def z(i, ticket, kind, t):
@@ -196,6 +198,34 @@ def settle(tmp, carried_ids: list[str], bus: list[dict], sink: list[dict], **par
         e.close()
 
 
+def read_in_part(*stores: str) -> dict:
+    """The queries' held parameters for a run that read `stores` only in part (completeness.unsettled's rule)."""
+    results = {n: ledger.SourceResult(n, ledger.empty(), complete=n not in stores) for n in ("bus_log", "sink", "dlq")}
+    return completeness.held_params(completeness.unsettled(results))
+
+
+@pytest.mark.parametrize("partial", [("sink",), ("bus_log",), ("dlq",)])
+def test_this_window_holds_the_losses_a_store_read_in_part_could_undo(tmp_path, this_window, partial):
+    """This window's events are held as carried ones are (one rule: rules.sql loss_held_by): with the sink read in
+    part no loss is final; with the bus log or DLQ read in part only the losses before the bus are held (a record
+    there puts the event on the bus, it cannot land it). Everything else is judged as on a whole read."""
+    e = run(tmp_path, CARRIED_SCHEMA.empty_table(), **read_in_part(*partial))
+    try:
+        got = {r["source_id"]: r for r in e.arrow("verdicts").to_pylist()}
+    finally:
+        e.close()
+    holds = {"lost_before_bus", "lost_after_bus", "dead_lettered"} if partial == ("sink",) else {"lost_before_bus"}
+    held = {i for i, r in this_window.items() if r["verdict"] in holds}
+    assert held and set(got) == set(this_window)
+    for i, r in got.items():
+        if i in held:
+            want = f"would be {this_window[i]['verdict']}, but {partial[0]} read only in part: judged again"
+            assert r["verdict"] == "pending" and r["cause"].startswith(want), (i, r["cause"])
+            assert r["unlogged_at_bus"] == this_window[i]["unlogged_at_bus"]  # the evidence is kept
+        else:
+            assert (r["verdict"], r["cause"]) == (this_window[i]["verdict"], this_window[i]["cause"])
+
+
 def comment_webhook(eb: str, key: str) -> dict:
     return dict(webhook(eb, key, 500, "2026-11-22T23:00:00.3Z"), event_type="zen:event-type:ticket.comment_added")
 
@@ -215,15 +245,18 @@ def test_a_run_that_read_a_store_in_part_settles_no_carried_event_as_lost(tmp_pa
     settlement for it), with the reason as its cause. What the stores do hold settles as usual."""
     x = comment_webhook("X", "901")
     sink = [sunk(x, "2026-11-22T23:00:02Z", "1")]
-    assert settle(tmp_path / "part", ["901", "902"], [x], sink, unsettled="bus_log read only in part") == {
+    assert settle(tmp_path / "part", ["901", "902"], [x], sink, **read_in_part("bus_log")) == {
         "901": ("delivered", uid("X"), None),
         "902": ("pending", None, "would be lost_before_bus, but bus_log read only in part: judged again by the next "
                                  "run")}
     # the bus log holds it, the sink does not: lost after the bus only once the sink was read whole
     y = comment_webhook("Y", "902")
     assert settle(tmp_path / "whole", ["902"], [y], [])["902"][0] == "lost_after_bus"
-    assert settle(tmp_path / "sink-part", ["902"], [y], [], unsettled="sink read only in part")["902"][:2] == (
+    assert settle(tmp_path / "sink-part", ["902"], [y], [], **read_in_part("sink"))["902"][:2] == (
         "pending", uid("Y"))
+    # a bus log or DLQ read in part cannot land it: lost after the bus all the same (the DLQ may only say why)
+    for store in ("bus_log", "dlq"):
+        assert settle(tmp_path / f"{store}-part", ["902"], [y], [], **read_in_part(store))["902"][0] == "lost_after_bus"
     # dead-lettered is a loss too (in the DLQ and not in the sink): held the same way
     lettered = {"zendesk": [], "bus": [dict(y, observed_at=y["event_time"], source_id="log:Y")], "sink": [],
                 "dlq": [dict(y, observed_at=y["event_time"], source_id="m1", error_code="THROTTLING",
@@ -231,8 +264,8 @@ def test_a_run_that_read_a_store_in_part_settles_no_carried_event_as_lost(tmp_pa
     carried = pa.Table.from_pylist([dict(window_key="earlier", source_id="902", zendesk_key="902", ticket_id=500,
                                          kind="Comment", event_time=DAY - timedelta(hours=1), position=1)],
                                    schema=CARRIED_SCHEMA)
-    for unsettled, want in ((None, "dead_lettered"), ("sink read only in part", "pending")):
-        e = run(tmp_path / f"dlq-{want}", carried, lettered, unsettled=unsettled)
+    for partial, want in (((), "dead_lettered"), (("sink",), "pending")):
+        e = run(tmp_path / f"dlq-{want}", carried, lettered, **read_in_part(*partial))
         try:
             assert e.arrow("settlements").to_pylist()[0]["verdict"] == want
         finally:

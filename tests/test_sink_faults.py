@@ -239,8 +239,12 @@ def test_an_event_that_landed_days_late_is_read_when_judged_as_of_then(tmp_path)
     assert res.complete, res.problems
     assert len(res.ledger) == len(SPARK_IDS) + late_rows
     assert any("dt=2026-11-26" in r for r in res.ledger["source_ref"].to_pylist())
-    # as of a day after (within the read range) the run reads what it always read
+    # as of a day after (within the read range) the run reads what it always read; and the read reaches at most
+    # [window] carry_back past the read range, however late the window is judged
     assert len(sink.read(SinkConfig(uri=str(root)), DAY, LOCAL).ledger) == len(SPARK_IDS)
+    capped = replace(as_of_then, carry_back=timedelta(hours=1))
+    assert capped.sink_read_end == DAY.read_end + timedelta(hours=1)
+    assert len(sink.read(SinkConfig(uri=str(root)), capped, LOCAL).ledger) == len(SPARK_IDS)
 
 
 @pytest.mark.parametrize("damage, said", [
