@@ -85,17 +85,18 @@ def _lock(path: Path, *, shared: bool = False) -> Iterator[None]:
     pid, host and start time in it, so a run that finds it held can name the holder.
     """
     lock = path.with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except PermissionError:
-        if not shared:
-            raise StateError(f"Cannot write {lock} (permission denied): a run needs to write beside its state "
-                             f"file. Run as its owner, or pass another --state.") from None
-        try:  # reading a state someone else owns: a shared lock needs no write access
+    if shared:  # a reader writes nothing (`run --dry-run`, trace, history): it takes the lock only where one exists
+        try:
             fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:  # no run has ever locked it; DuckDB's own file lock keeps a writer out meanwhile
             yield
             return
+    else:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:
+            raise StateError(f"Cannot write {lock} (permission denied): a run needs to write beside its state "
+                             f"file. Run as its owner, or pass another --state.") from None
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -134,7 +135,6 @@ class State:
                     yield st
             return
         path = Path(location)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not write:
             if not path.exists():
                 raise StateError(f"No state file at {path}. Run `reconcile run` (or `demo`) first, or pass --state.")
@@ -145,6 +145,7 @@ class State:
                 finally:
                     con.close()
             return
+        path.parent.mkdir(parents=True, exist_ok=True)
         with _lock(path):
             try:
                 con = duckdb.connect(str(path))

@@ -151,6 +151,7 @@ def test_dry_run_shows_the_sink_read_back_the_state_asks_for(tmp_path, aws_cfg):
                             "hops": []}, tmp_path / "run-21", pending, settlements)
         st.commit()
     before = state.read_bytes()
+    state.with_name(state.name + ".lock").unlink()  # as on a copy of the state: the dry run must not create one
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(out), "--dry-run",
                                        "--state", str(state), "--set", "sink.uri=s3://spark-output/events"],
@@ -160,10 +161,11 @@ def test_dry_run_shows_the_sink_read_back_the_state_asks_for(tmp_path, aws_cfg):
     assert ("sink-read  back from 2026-11-21T23:58:00Z for the carried events ([window] carry_back 7d)"
             in lines), result.output
     assert state.read_bytes() == before and not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["state.duckdb"]  # nothing written beside it (no lock)
     # no state yet: the run would create it
     fresh = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(out), "--dry-run",
                                       "--state", str(tmp_path / "none.duckdb"),
                                       "--set", "sink.uri=s3://spark-output/events"],
                                env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": aws_cfg.endpoint_url})
     assert f"state      {tmp_path / 'none.duckdb'} (none yet: the run creates it)" in fresh.stdout.splitlines()
-    assert not (tmp_path / "none.duckdb").exists()
+    assert not (tmp_path / "none.duckdb").exists() and not (tmp_path / "none.duckdb.lock").exists()
