@@ -8,8 +8,7 @@
 -- (queries/rules.sql: the rules settlements.sql judges carried events by), recoveries included: `recovered` with
 -- recovery_lag_s (sink arrival - the send); a recovered event's latencies are its recovery's, so none are given. A loss
 -- found while a store it rests on was read only in part ($unsettled_<hop>: completeness.unsettled) is held 'pending'
--- (loss_held_by):
--- the state carries it, and a later run judges it again.
+-- (loss_held_by): the state carries it, and a later run judges it again.
 CREATE OR REPLACE TABLE verdicts AS
 WITH linked AS (
     SELECT * FROM bus_facts('hop_a', 'bus_events')
