@@ -81,14 +81,12 @@ def write_parquet_sorted(reader: pa.RecordBatchReader, path: Path, row_group_row
     statistics only where they pay (NO_DICTIONARY, NO_STATISTICS). The reader is drained on another thread, so DuckDB
     and Arrow make the next rows while row groups are encoded."""
     batches = _prefetched(reader)
-    counted = [0]
     try:
         with atomic.replacing(path) as tmp, open(tmp, "wb") as out:
-            rowgroups.write(_groups(batches, reader.schema, row_group_rows, counted), out, reader.schema, threads,
-                            **parquet_options(reader.schema))
+            return rowgroups.write(_groups(batches, reader.schema, row_group_rows), out, reader.schema, threads,
+                                   **parquet_options(reader.schema))
     finally:
         batches.close()
-    return counted[0]
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
@@ -97,8 +95,7 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
                 write_statistics=[f.name for f in schema if f.name not in NO_STATISTICS])
 
 
-def _groups(batches: Iterator[pa.RecordBatch], schema: pa.Schema, row_group_rows: int,
-            counted: list[int]) -> Iterator[pa.Table]:
+def _groups(batches: Iterator[pa.RecordBatch], schema: pa.Schema, row_group_rows: int) -> Iterator[pa.Table]:
     """The batches' rows as tables of exactly `row_group_rows` rows (the last the rest), each in one piece."""
     pending: list[pa.RecordBatch] = []
     held = 0
@@ -109,10 +106,8 @@ def _groups(batches: Iterator[pa.RecordBatch], schema: pa.Schema, row_group_rows
             group = pa.Table.from_batches(pending, schema)
             rest = group.slice(row_group_rows)
             pending, held = rest.to_batches(), rest.num_rows
-            counted[0] += row_group_rows
             yield group.slice(0, row_group_rows).combine_chunks()
     if held:
-        counted[0] += held
         yield pa.Table.from_batches(pending, schema).combine_chunks()
 
 

@@ -286,10 +286,11 @@ def encode_group(table: pa.Table, **options) -> pa.Buffer:
     return sink.getvalue()
 
 
-def write(groups: Iterator[pa.Table], out: BinaryIO, schema: pa.Schema, threads: int = 2, **options) -> None:
+def write(groups: Iterator[pa.Table], out: BinaryIO, schema: pa.Schema, threads: int = 2, **options) -> int:
     """Write `groups` (each a row group) to `out` as one Parquet file, encoding `threads` of them at once (at most
     `threads` more held, encoded, for their turn) with pq.ParquetWriter's `options`, which must not ask for page
-    indexes, bloom filters or encryption (Unjoinable). On an error, the encodes not yet started are dropped."""
+    indexes, bloom filters or encryption (Unjoinable). On an error, the encodes not yet started are dropped. Returns
+    the file's rows."""
     joiner = Joiner(out)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="parquet-encode")
     try:
@@ -305,6 +306,7 @@ def write(groups: Iterator[pa.Table], out: BinaryIO, schema: pa.Schema, threads:
     if joiner.footer is None:  # no rows: the footer one writer makes of none
         _, joiner.footer = _piece(empty_file(schema, **options))
     joiner.close()
+    return joiner.rows
 
 
 def empty_file(schema: pa.Schema, **options) -> pa.Buffer:
