@@ -37,9 +37,10 @@ MANIFEST = "manifest.json"
 EVIDENCE = "evidence"
 # What a run renders from the evidence; `reconcile verify` re-renders these and compares them byte for byte.
 RENDERED = ("verdicts.parquet", "gaps.csv", "summary.json", "report.html")
-# The window as the manifest records it, besides start, end and as_of: its durations (in seconds, `<name>_s`) and the
-# sink's read bounds when a run set them (carried events, recoveries); window_of reads back what build_manifest wrote.
-WINDOW_DURATIONS = ("margin_before", "margin_after", "max_event_age", "hop_a_grace")
+# The window as the manifest records it, besides start, end and as_of: its durations (in seconds, `<name>_s`; carry_back
+# bounds the sink's read both ways) and the sink's read bounds when a run set them (carried events, recoveries);
+# window_of reads back what window_record wrote.
+WINDOW_DURATIONS = ("margin_before", "margin_after", "max_event_age", "hop_a_grace", "carry_back")
 SINK_BOUNDS = ("sink_from", "sink_until")
 # Evidence a re-render needs besides the ledgers (docs: `reconcile verify`).
 CARRIED_FILE, HISTORY_FILE, KIND_MAP_FILE = "carried.parquet", "history.json", "kind_map.parquet"
@@ -168,9 +169,7 @@ def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str
     manifest = {
         "tool": {"name": "reconcile", "version": __version__, "argv": without_userinfo(sys.argv[1:])},
         "generated_at": iso(generated_at),
-        "window": {"start": iso(window.start), "end": iso(window.end), "as_of": iso(window.as_of),
-                   **{f"{k}_s": getattr(window, k).total_seconds() for k in WINDOW_DURATIONS},
-                   **{k: iso(getattr(window, k)) for k in SINK_BOUNDS if getattr(window, k)}},
+        "window": window_record(window),
         "audience": audience,
         "config": redact(cfg.to_dict()),
         "inputs": [{"source": r.name, "complete": r.complete, "records": r.records, "rejected": r.rejected,
@@ -240,14 +239,22 @@ class Rendering:
     engine: EngineConfig | None = None
 
 
+def window_record(window: Window) -> dict[str, Any]:
+    """The window as the manifest records it (window_of reads it back)."""
+    return {"start": iso(window.start), "end": iso(window.end), "as_of": iso(window.as_of),
+            **{f"{k}_s": getattr(window, k).total_seconds() for k in WINDOW_DURATIONS},
+            **{k: iso(getattr(window, k)) for k in SINK_BOUNDS if getattr(window, k)}}
+
+
 def window_of(manifest: dict[str, Any], cfg: Config) -> Window:
+    """The window a manifest records (window_record); a duration a manifest predates takes its default."""
     w = manifest["window"]
     start, end, as_of = (parse_time(w[k]) for k in ("start", "end", "as_of"))
     if "hop_a_grace_s" not in w:  # a manifest from before the window's durations were recorded
         from .run import window_from
         return window_from(cfg, start, end, as_of)
     return Window(start=start, end=end, as_of=as_of,
-                  **{k: timedelta(seconds=w[f"{k}_s"]) for k in WINDOW_DURATIONS},
+                  **{k: timedelta(seconds=w[f"{k}_s"]) for k in WINDOW_DURATIONS if f"{k}_s" in w},
                   **{k: parse_time(w[k]) for k in SINK_BOUNDS if w.get(k)})
 
 

@@ -169,3 +169,19 @@ def test_trace_shows_the_full_path(verdict, hops, moto, tmp_path):
         old_sink = [o for o in older["observations"] if o["hop"] == "sink"]
         assert [o["payload_parsed"] for o in old_sink] == [False] * len(sink)
         assert [[o[f] for f in fields] for o in old_sink] == [[None] * len(fields)] * len(sink)
+
+
+def test_the_manifest_records_the_window_a_re_render_needs():
+    """verify re-renders from the manifest's window: carry_back bounds the sink's read both ways (read back for carried
+    events, on to as_of), so a run with another carry_back must be rebuilt with its own (runfolder.window_record)."""
+    from reconcile.config import Config
+    from reconcile.runfolder import window_of, window_record
+    from reconcile.window import Window
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    w = Window(start=start, end=start + timedelta(days=1), as_of=start + timedelta(days=20),
+               carry_back=timedelta(days=2), sink_from=start - timedelta(days=1))
+    again = window_of({"window": window_record(w)}, Config())
+    assert again == w and again.sink_read_end == w.read_end + timedelta(days=2)
+    # a manifest written before carry_back was recorded: its default
+    older = {k: v for k, v in window_record(w).items() if k != "carry_back_s"}
+    assert window_of({"window": older}, Config()).carry_back == Window.carry_back
