@@ -1,6 +1,7 @@
 -- bus_events: one row per EventBridge id seen in any AWS store (bus log, DLQ, sink), with the Zendesk fields its
 -- payload carries (connector sequence included) and what each store holds of it: log copies, sink rows and
--- sequences, DLQ messages by target.
+-- sequences, DLQ messages by target. Sink copies in files outside Spark's commit log count as rules.sql sink_copies
+-- says.
 -- Each store is summed up on its own, then the three are joined on eb_id. The payload fields come from the bus log
 -- copy where there is one, else the sink row, else the DLQ message. At ten million ids, carrying long strings
 -- through an aggregation costs more than everything else here, so ids a store holds once (nearly all) skip it:
@@ -22,14 +23,16 @@ WITH repeated_in_log AS (
     FROM bus WHERE eb_id IN (SELECT eb_id FROM repeated_in_log)
     GROUP BY eb_id
 ), landed AS (
-    SELECT eb_id, count(*) AS sink_rows, count(sequence_number) AS sequences_if_one,
-           count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false) AS uncommitted_rows,
+    SELECT eb_id, count(*) AS copies, count(sequence_number) AS sequences_if_one,
+           count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false) AS outside_log,
            bool_or(replay_name IS NOT NULL) AS replayed, min(observed_at) AS sink_at
     FROM sink WHERE eb_id IS NOT NULL
     GROUP BY eb_id
 ), resequenced AS (
-    SELECT eb_id, count(DISTINCT sequence_number) AS sink_sequences
-    FROM sink WHERE eb_id IN (SELECT eb_id FROM landed WHERE sink_rows > 1)
+    SELECT eb_id, count(DISTINCT sequence_number) AS sink_sequences,
+           count(DISTINCT sequence_number)
+               - count(DISTINCT sequence_number) FILTER (WHERE committed IS DISTINCT FROM false) AS outside_only
+    FROM sink WHERE eb_id IN (SELECT eb_id FROM landed WHERE copies > 1)
     GROUP BY eb_id
 ), dead AS (
     SELECT eb_id,
@@ -64,9 +67,10 @@ SELECT eb_id,
        coalesce(l.sequence_position, u.sequence_position, d.sequence_position) AS sequence_position,
        coalesce(l.sequence_total, u.sequence_total, d.sequence_total) AS sequence_total,
        coalesce(l.log_copies, 0) AS log_copies, l.bus_at,
-       coalesce(s.sink_rows, 0) AS sink_rows,
+       coalesce(sink_copies(s.copies, s.outside_log, r.outside_only, $outside_log_counts), 0) AS sink_rows,
        coalesce(r.sink_sequences, s.sequences_if_one, 0) AS sink_sequences,
-       coalesce(s.uncommitted_rows, 0) AS uncommitted_rows,
+       coalesce(sink_copies_outside(s.copies, s.outside_log, r.outside_only, $outside_log_counts), 0)
+           AS uncommitted_rows,
        coalesce(s.replayed, false) AS replayed, s.sink_at,
        coalesce(d.dlq_kinesis, 0) AS dlq_kinesis, coalesce(d.dlq_other, 0) AS dlq_other,
        d.error_code, d.retry_condition, d.dlq_target, d.dlq_at

@@ -11,9 +11,16 @@
 -- unpaired copy is judged as before, by hop_a).
 CREATE OR REPLACE TABLE replay_copies AS
 WITH copy AS (
-    SELECT eb_id, any_value(replay_name) AS replay_name, count(*) AS sink_rows, min(observed_at) AS sink_at,
+    SELECT eb_id, any_value(replay_name) AS replay_name, min(observed_at) AS sink_at,
            count(DISTINCT sequence_number) AS sink_sequences,
-           count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false) AS uncommitted_rows
+           sink_copies(count(*), count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false),
+                       count(DISTINCT sequence_number)
+                           - count(DISTINCT sequence_number) FILTER (WHERE committed IS DISTINCT FROM false),
+                       $outside_log_counts) AS sink_rows,
+           sink_copies_outside(count(*), count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false),
+                               count(DISTINCT sequence_number)
+                                   - count(DISTINCT sequence_number) FILTER (WHERE committed IS DISTINCT FROM false),
+                               $outside_log_counts) AS uncommitted_rows
     FROM sink
     WHERE eb_id IN (SELECT eb_id FROM sink WHERE replay_name IN (SELECT replay_name FROM recoveries
                                                                  WHERE route = 'replay'))

@@ -182,6 +182,25 @@ LEFT JOIN recoveries r USING (eb_id)
 WHERE l.source_id IN (SELECT source_id FROM multi)
 GROUP BY l.source_id;
 
+-- An EventBridge id's sink copies that count, from its `n` rows in the sink, `n_outside` of them in files Spark's commit
+-- log does not list (PIPELINE.md §6; read as evidence, committed = false), and `outside_only` distinct Kinesis
+-- sequence numbers among those that no committed row has (NULL when the id has one row). Readers that ignore the log
+-- see every copy ($outside_log_counts: [sink] honour_commit_log = false). For readers that honour it, a file outside
+-- the log is a retried batch's leftover (the same Kinesis records as the retry's committed file: no copy), or an entry
+-- the sink's `retention` option expired from the compacted log (its file stays): so a row outside the log counts once
+-- per Kinesis record no committed row holds, and an id with no committed row landed at least once. (A record Spark
+-- committed twice, one copy since expired, thus counts once: it cannot be told from a leftover.)
+-- sink_copies_outside: how many of the counted copies are outside the log. An id with no sink row stays NULL.
+CREATE OR REPLACE MACRO sink_copies_outside(n, n_outside, outside_only, outside_counts) AS
+    CASE WHEN n IS NULL THEN NULL WHEN outside_counts OR n_outside = 0 THEN n_outside
+         ELSE greatest(coalesce(outside_only, n_outside), CASE WHEN n = n_outside THEN 1 ELSE 0 END) END;
+CREATE OR REPLACE MACRO sink_copies(n, n_outside, outside_only, outside_counts) AS
+    CASE WHEN outside_counts THEN n
+         ELSE n - n_outside + sink_copies_outside(n, n_outside, outside_only, outside_counts) END;
+-- did an event reach the sink only in files outside the commit log (Spark's readers do not see it)?
+CREATE OR REPLACE MACRO only_outside_log(sink_rows, uncommitted_rows) AS
+    coalesce(uncommitted_rows > 0 AND uncommitted_rows >= sink_rows, false);
+
 -- the verdict cascade, in priority order (docs/design.md, "Verdicts"). `linked`: some store holds an id linked to
 -- the event; `age`: as_of - event time. Carried events pass no emission or sequence facts (they were judged pending
 -- with them once already).
@@ -242,10 +261,13 @@ CREATE OR REPLACE MACRO duplicate_cause(eb_ids, replayed, sink_sequences) AS
 -- `recovery_how`: how a recovery re-sent it ('re-put' or 'replay <name>'), when one did.
 CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
                                  emission := NULL, sequence_id := NULL, sequence_total := NULL,
-                                 sequence_position := NULL, recovery_how := NULL) AS
+                                 sequence_position := NULL, recovery_how := NULL, outside_log := false) AS
     CASE WHEN recovery_how IS NOT NULL AND verdict = 'recovered' THEN recovery_how || ' landed'
          WHEN recovery_how IS NOT NULL AND verdict = 'pending' THEN recovery_how || ' sent, not landed yet'
     ELSE CASE verdict
+        WHEN 'delivered' THEN CASE WHEN outside_log THEN 'only in files outside Spark''s commit log (an entry the '
+                                   || 'sink''s retention expired, or a retried batch''s leftover): Spark''s readers do '
+                                   || 'not see it' END
         WHEN 'duplicated' THEN duplicate_cause(eb_ids, replayed, sink_sequences)
         WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
         WHEN 'lost_after_bus' THEN 'no sink row, no DLQ message'

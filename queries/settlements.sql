@@ -73,6 +73,7 @@ WITH open AS (
                       landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
            f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind,
+           only_outside_log(f.sink_rows, f.uncommitted_rows) AS outside_log,
            f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how
     FROM carried c
     LEFT JOIN facts f USING (source_id)
@@ -85,6 +86,6 @@ WITH open AS (
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict, lateness_s,
        CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
             ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
-                          recovery_how := recovery_how) END AS cause,
+                          recovery_how := recovery_how, outside_log := outside_log) END AS cause,
        recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s
 FROM held;

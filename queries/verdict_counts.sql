@@ -1,15 +1,20 @@
 -- verdict_counts: per verdict of the vocabulary (table verdict_vocab, queries/verdicts.csv), how many expected bus
 -- events got it (`events`: the unit summary.json and the loss rates count; a new ticket's folded Create children
--- are one) and how many Zendesk child events (`children`: rows of verdicts.parquet); zero when absent.
+-- are one) and how many Zendesk child events (`children`: rows of verdicts.parquet), and of those events how many
+-- reached the sink only in files outside Spark's commit log (`outside_log`: rules.sql only_outside_log); zero when
+-- absent.
 -- The verdicts are counted first and the vocabulary joined to the counts: a join of the vocabulary to every verdict
 -- row would have DuckDB build its hash table of the verdicts (at 100 M events, more than the memory limit).
 CREATE OR REPLACE TABLE verdict_counts AS
 WITH counted AS (
-    SELECT verdict, count(*) FILTER (WHERE source_id = expected_id) AS events, count(*) AS children
+    SELECT verdict, count(*) FILTER (WHERE source_id = expected_id) AS events, count(*) AS children,
+           count(*) FILTER (WHERE source_id = expected_id AND only_outside_log(sink_rows, uncommitted_rows))
+               AS outside_log
     FROM verdicts
     GROUP BY verdict
 )
-SELECT v.verdict, coalesce(c.events, 0) AS events, coalesce(c.children, 0) AS children
+SELECT v.verdict, coalesce(c.events, 0) AS events, coalesce(c.children, 0) AS children,
+       coalesce(c.outside_log, 0) AS outside_log
 FROM verdict_vocab v
 LEFT JOIN counted c ON c.verdict = v.verdict
 ORDER BY v.ord;

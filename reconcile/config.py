@@ -62,7 +62,7 @@ class SinkConfig:
     format: str = "parquet"  # parquet | json
     id_column: str = "partitionKey"
     id_path: str | None = None  # JSON path inside `data`, e.g. $.id; wins over id_column when set
-    honour_commit_log: bool = True  # files not in _spark_metadata are leftovers, not read (as Spark's readers do)
+    honour_commit_log: bool = True  # a row outside _spark_metadata counts only for a record no committed row holds
     partition_time_zone: str = "UTC"  # the Spark job's spark.sql.session.timeZone, which dt=/hr= values are in
     # unexplained: parse a row's payload unless the bus log (read whole) parsed the same bytes under its id; all:
     # parse every payload (sources/explained.py)

@@ -242,6 +242,42 @@ def test_hop_a_pairs_rapid_repeat_updates_by_nearest_time(tmp_path):
         e.close()
 
 
+@pytest.mark.parametrize("outside_log_counts", [False, True], ids=["honour-log", "ignore-log"])
+def test_copies_outside_the_commit_log_never_lose_an_event(tmp_path, outside_log_counts):
+    """Sink rows in files outside Spark's commit log (committed = false): a retried batch's leftover beside the
+    committed copy (the same Kinesis record), or an entry the sink's `retention` expired (its file stays). For readers
+    that honour the log a row there counts once per Kinesis record no committed row holds, and an event found only
+    there landed, shown as such; for readers that ignore the log every copy counts. Either way an event that reached
+    S3 is never called lost, and one that did not still is."""
+    zendesk = [z(51 + i, 50 + i, "Comment", f"19:{i}0:00", 5100 + 100 * i) for i in range(5)]
+    ev = [legacy(label_, 50 + i, "Comment Created", f"19:{i}0:00.3", 1) for i, label_ in enumerate("PQRST")]
+    bus = [obs(e, e["event_time"]) for e in ev]
+    row = lambda e, seq, committed: obs(e, e["event_time"], sequence_number=seq, committed=committed)  # noqa: E731
+    sink = [row(ev[0], "1", True), row(ev[0], "1", False),  # a committed copy and a retried batch's leftover
+            row(ev[1], "2", False),  # only in a file whose entry expired
+            row(ev[2], "3", False), row(ev[2], "3", False),  # a leftover and its retry, both expired
+            row(ev[3], "4", True), row(ev[3], "5", False)]  # a redelivered record, its second file expired
+    # ev[4] (T) reached no file at all
+    e = judge(tmp_path, zendesk, bus, sink, [], outside_log_counts=outside_log_counts)
+    try:
+        got = {r[0]: r[1:] for r in table(e, "verdicts", ["source_id", "verdict", "sink_rows", "uncommitted_rows",
+                                                          "cause"])}
+        outside = ("delivered", 1, 1, "only in files outside Spark's commit log (an entry the sink's retention "
+                                      "expired, or a retried batch's leftover): Spark's readers do not see it")
+        lost = ("lost_after_bus", 0, 0, "no sink row, no DLQ message")
+        if outside_log_counts:
+            assert got == {"51": ("duplicated", 2, 1, "re-batched"), "52": outside,
+                           "53": ("duplicated", 2, 2, "re-batched"), "54": ("duplicated", 2, 1, "redelivery"),
+                           "55": lost}
+        else:
+            assert got == {"51": ("delivered", 1, 0, None), "52": outside, "53": outside,
+                           "54": ("duplicated", 2, 1, "redelivery"), "55": lost}
+        outside_only = {r["verdict"]: r["outside_log"] for r in e.arrow("verdict_counts").to_pylist() if r["outside_log"]}
+        assert outside_only == ({"delivered": 1, "duplicated": 1} if outside_log_counts else {"delivered": 2})
+    finally:
+        e.close()
+
+
 def test_records_read_twice_take_the_aggregating_path(tmp_path):
     """Most keys occur once in a store and skip aggregation (source_events, bus_events, verdicts); the rare ones
     seen twice must still come out as one row: an API event on two overlapping pages, a bus event logged twice,

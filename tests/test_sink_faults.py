@@ -8,6 +8,7 @@ output (tests/fixtures/spark, written by PySpark's file sink: make_fixture.py th
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -21,6 +22,7 @@ import pytest
 
 import faultrun
 from reconcile import completeness, emission
+from reconcile.aws import make_client
 from reconcile.config import AwsConfig, MatchConfig, SinkConfig
 from reconcile.errors import ConfigError
 from reconcile.sources import sink
@@ -49,15 +51,47 @@ def events_of(res: faultrun.FaultRun, eb_ids: set[str]) -> set[str]:
 
 def test_uncommitted_copies_neither_deliver_nor_duplicate(moto, tmp_path):
     """The simulator writes a micro-batch twice, the copy outside _spark_metadata (a retried batch). Spark's readers
-    see one copy: so do we by default, naming the leftover files without reading them."""
+    see one copy: so do we by default. The leftover files are named and read as evidence, and no copy there counts
+    beside the committed one."""
     res = faultrun.run(moto, tmp_path, rebatch_batches=2)
     sink_in = res.input("sink")
     assert res.changed == {}
     assert (res.outcome.summary["status"], res.outcome.exit_code) == ("loss", 2)
     assert sink_in["complete"] and sink_in["details"]["leftover_files"] >= 2
-    assert sink_in["details"]["honour_commit_log"] is True and sink_in["details"]["uncommitted_files"] == []
+    assert sink_in["details"]["honour_commit_log"] is True
+    assert sorted(sink_in["details"]["uncommitted_files"]) == sorted(sink_in["details"]["leftover_names"])
+    assert res.outcome.summary["outside_commit_log"] == 0  # every event there has its committed copy
     assert all(n in res.report_text for n in sink_in["details"]["leftover_names"])
     assert "not in Spark's commit log" in res.report_text
+
+
+def test_entries_the_retention_expired_are_no_loss_on_a_rerun(moto, tmp_path):
+    """Spark's `retention` option drops entries older than it from each compact while their files stay (real Spark
+    doing so: tests/fixtures/spark/retention). Here the latest compact of the day loses every other entry, as it
+    would lose old ones on a run or a re-run days later: the events in those files landed, so none may be called
+    lost."""
+    hit = {}
+
+    def expire(stores, aws):  # in the bucket as loaded (the loader rebuilds the log from what the batches listed)
+        s3, bucket, log = make_client("s3", aws), "spark-output", "events/_spark_metadata/"
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=log)["Contents"]]
+        latest = max((k for k in keys if k.endswith(".compact")), key=lambda k: int(k[len(log):].split(".")[0]))
+        version, *entries = [x for x in s3.get_object(Bucket=bucket, Key=latest)["Body"].read().decode().split("\n")
+                             if x]
+        s3.put_object(Bucket=bucket, Key=latest, Body="\n".join([version] + entries[::2]).encode())
+        for e in entries[1::2]:
+            body = s3.get_object(Bucket=bucket, Key=json.loads(e)["path"].split(f"s3://{bucket}/", 1)[1])["Body"]
+            hit.setdefault("ids", set()).update(pq.read_table(pa.BufferReader(body.read()))["partitionKey"].to_pylist())
+
+    res = faultrun.run(moto, tmp_path, after_load=expire)
+    sink_in = res.input("sink")
+    assert hit["ids"] and sink_in["complete"] and sink_in["details"]["leftover_files"] >= 1
+    assert res.changed == {}, res.changed
+    assert (res.outcome.summary["status"], res.outcome.exit_code) == ("loss", 2)  # the day's true losses only
+    landed = events_of(res, hit["ids"])
+    outside = res.outcome.summary["outside_commit_log"]
+    assert 0 < outside <= len(landed)
+    assert re.search(rf"Outside Spark's commit log:\s+{outside}\b", res.report_text)
 
 
 def test_readers_that_ignore_the_commit_log_see_re_batched_duplicates(moto, tmp_path):
@@ -204,9 +238,40 @@ def test_real_spark_output_reads_latest_compact_plus_later_batches(fmt):
     assert min(res.ledger["observed_at"].to_pylist()) == datetime(2026, 11, 23, 0, 30, tzinfo=timezone.utc)
 
 
+def test_real_spark_retention_expires_entries_whose_files_stay_and_they_are_read():
+    """tests/fixtures/spark/retention: real Spark with the sink's `retention` option (1 s) compacted batches 0 and 1's
+    entries away at batch 2; their files stay. Spark's readers no longer see them; we read them as evidence
+    (committed = false), so their events are found, and the read is complete."""
+    ids = json.loads((SPARK / "retention-ids.json").read_text())
+    res = sink.read(SinkConfig(uri=str(SPARK / "retention")), DAY, LOCAL)
+    assert res.complete, res.problems
+    d = res.details
+    assert d["compact"].endswith("_spark_metadata/2.compact") and d["leftover_files"] == 2
+    got = dict(zip(map(str, res.ledger["eb_id"].to_pylist()), res.ledger["committed"].to_pylist()))
+    assert sorted(got) == sorted(ids)
+    assert [got[i] for i in ids] == [False] * 6 + [True] * 9  # batches 0 and 1 (3 rows each) expired
+
+
+def test_an_unreadable_file_outside_the_log_is_a_reject_that_keeps_the_read_complete(tmp_path):
+    """A crashed task's file cut short, outside the log: Spark's readers never read it, so it cannot make the sink
+    incomplete; it is counted as a reject of its own kind, named, and a committed file's damage still counts."""
+    root = spark_copy(tmp_path, "parquet")
+    src = next(root.glob("dt=2026-11-23/hr=05/*.parquet"))
+    cut = src.with_name("part-00003-0c0c0c0c-0000-4000-8000-cutshort0000.c000.snappy.parquet")
+    cut.write_bytes(src.read_bytes()[:-40])
+    res = completeness.decide(sink.read(SinkConfig(uri=str(root)), DAY, LOCAL), others_have_records=True)
+    assert res.complete, res.problems
+    assert res.rejects["kind"].to_pylist() == ["outside_commit_log"] and cut.name in res.rejects["source_ref"][0].as_py()
+    assert any(cut.name in p for p in res.problems)  # said, as a note
+    assert sorted(map(str, res.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
+    src.write_bytes(src.read_bytes()[:-40])  # the committed file cut short: incomplete as ever
+    assert not completeness.decide(sink.read(SinkConfig(uri=str(root)), DAY, LOCAL), others_have_records=True).complete
+
+
 def test_an_entry_only_in_a_lingering_old_batch_file_is_not_committed(tmp_path):
     """With the sink's `retention` option Spark drops expired entries when it compacts; the old batch files linger
-    until cleanup. Spark reads only the latest compact and later batches, so such a file is not committed."""
+    until cleanup. Spark reads only the latest compact and later batches, so such a file is not committed: its rows
+    are read as evidence outside the log (the engine counts no copy there beside a committed one)."""
     root = spark_copy(tmp_path, "parquet")
     src = next(root.glob("dt=2026-11-23/hr=05/*.parquet"))
     expired = src.with_name("part-00000-0e0e0e0e-0000-4000-8000-expired00000.c000.snappy.parquet")
@@ -218,7 +283,10 @@ def test_an_entry_only_in_a_lingering_old_batch_file_is_not_committed(tmp_path):
     batch0.write_text(batch0.read_text() + "\n" + json.dumps(entry))
     res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
     assert res.complete and res.details["leftover_files"] == 1 and "expired00000" in res.details["leftover_names"][0]
-    assert sorted(map(str, res.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)  # no duplicate from the expired copy
+    committed = res.ledger.filter(res.ledger["committed"])
+    assert sorted(map(str, committed["eb_id"].to_pylist())) == sorted(SPARK_IDS)
+    outside = res.ledger.filter(pc.invert(res.ledger["committed"]))
+    assert set(map(str, outside["eb_id"].to_pylist())) == ids_in(src) and outside.num_rows == len(ids_in(src))
 
 
 def test_an_event_that_landed_days_late_is_read_when_judged_as_of_then(tmp_path):

@@ -4,8 +4,9 @@ Parquet or JSON lines under a prefix with hive partitions `dt=YYYY-MM-DD/hr=HH`.
 column (`partitionKey` by default: EventBridge's Kinesis target uses the event id as partition key) or a JSON path
 inside `data`; `data` itself is parsed by events.py for the Zendesk fields. When Spark's file-sink commit log
 (`_spark_metadata/`, read by sparklog.py) exists, files it does not list are leftovers of failed or retried batches
-that plain readers see too: by default they are named but not read, the way Spark reads its output; with
-`honour_commit_log = false` their rows are read and marked `committed = false`.
+that plain readers see too, or entries the sink's `retention` option expired from the compacted log (their files
+stay): both are named, and their rows read as evidence marked `committed = false`. Whether such a row counts as a
+copy is the engine's rule (queries/rules.sql sink_copies, by [sink] honour_commit_log).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ WORKERS = 4
 GROUP_BYTES = 16 << 20  # stored bytes of files parsed together: few queries, bounded memory
 PRUNE_MARGIN = timedelta(days=1)  # partitions read beyond the read range: covers any session time zone set wrong
 LEFTOVERS_SHOWN = 20
+OUTSIDE_LOG = "outside_commit_log"  # the reject kind of records in files outside the commit log
 FORMATS = {"parquet": (".parquet",), "json": (".json", ".jsonl", ".json.gz", ".jsonl.gz")}
 _PART = re.compile(r"^(dt|hr)=(.+)$")
 
@@ -60,8 +62,10 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
 
     Missing or denied stores raise SourceError; a corrupt file, or a file whose schema drifted (a column missing or of
     another type), rejects that file's rows with the file and the column named and makes the result incomplete. With
-    a commit log, files it does not list are crash leftovers: named in the details and, with
-    `honour_commit_log` (the default), not read, as Spark's readers do not read them. With `out`, the ledger is
+    a commit log, files it does not list (crash leftovers, or entries the retention expired) are named in the
+    details and read with `committed = false`; one that cannot be read, or a row in one that cannot, is a reject that
+    does not make the read incomplete (kind `outside_commit_log`: Spark's readers never read it). With `out`, the
+    ledger is
     streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory. `match`: events.parse's
     id and source rules. `bus_ids`: waits for the bus log and gives its (id, payload digest) pairs when it was read
     whole (None otherwise); rows whose bytes it parsed are not parsed again ([sink] parse_payloads, explained.py).
@@ -118,10 +122,9 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     data: list[_File] = []
     leftovers: list[str] = []
     for f, flag in zip(listed, in_log):
-        # A 0-byte file outside the log is a crashed task's leftover and holds no rows, whoever reads it.
-        if flag is False and (cfg.honour_commit_log or not f.size):
+        if flag is False:
             leftovers.append(scheme + f.path)
-        else:
+        if flag is not False or f.size:  # a 0-byte file outside the log is a crashed task's: it holds no rows
             data.append(_File(f, scheme + f.path, flag))
 
     reader = _read_parquet if cfg.format == "parquet" else _read_json
@@ -137,7 +140,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         if rows:
             led_, rej_, skipped_ = _parse(pa.concat_tables(rows, promote_options="permissive"), cfg, match, bus)
             rejs.append(rej_)
-        return led_, rejs, [p[2] for p in pieces if p[2]], [p[3] for p in pieces], skipped_
+        return led_, rejs, [(f, p[2]) for f, p in zip(group, pieces) if p[2]], [p[3] for p in pieces], skipped_
 
     out_ledger = events.LedgerOut(out)
     rejs, problems, fingerprints, skipped = [], [], [], 0
@@ -149,14 +152,16 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
                 if led_ is not None:
                     out_ledger.add(led_)
                 rejs += rej_
-                problems += prob_
+                for f, problem in prob_:  # a file outside the log (a crashed task's, cut short?) never read by Spark
+                    (notes if f.committed is False else problems).append(problem)
                 fingerprints += fp_
                 skipped += skipped_
         led = out_ledger.result()
     except BaseException:
         out_ledger.abort()
         raise
-    rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
+    rej = _outside_log(pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table(),
+                       [f.where for f in data if f.committed is False])
     log_problems = log.problems if log else []
     if log:  # what the log says was committed
         unread = [f for f, flag in zip(other_format, log.lists([posixpath.relpath(f.path, log.root)
@@ -193,10 +198,12 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
                     "log_files_read": len(log.read)}
     if leftovers:
         details["leftovers"] = (
-            f"{len(leftovers):,} file(s) not in Spark's commit log: leftovers of failed or retried batches (or entries "
-            f"the sink's retention expired), which Spark's readers ignore; "
-            + ("not read ([sink] honour_commit_log = true)." if cfg.honour_commit_log else
-               "0-byte ones hold no rows; the others were read as uncommitted."))
+            f"{len(leftovers):,} file(s) not in Spark's commit log: leftovers of failed or retried batches, or entries "
+            f"the sink's retention expired, which Spark's readers ignore. Their rows were read as evidence (0-byte "
+            f"ones hold none): "
+            + ("a copy beside a committed one is not counted; an event found only there landed, and is shown as "
+               "outside the commit log ([sink] honour_commit_log = true)." if cfg.honour_commit_log else
+               "every copy counts ([sink] honour_commit_log = false)."))
     if not data:
         details["note"] = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check [sink] uri and "
                            f"[sink] format.")
@@ -287,6 +294,20 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
                      "sequence_number": cols["seq"], "observed_at": cols["arrival"],
                      "committed": pa.array([f.committed] * n, pa.bool_())})
     return rows, ledger.REJECT_SCHEMA.empty_table(), None, fp
+
+
+def _outside_log(rej: pa.Table, wheres: list[str]) -> pa.Table:
+    """`rej` with the rejects of files outside the commit log (`wheres`) that may hide an event made kind
+    `outside_commit_log` (queries/reject_kinds.csv): Spark's readers never read those files, and a crashed task's may
+    be cut short, so they cannot make the sink's read incomplete; they are still counted, kept and shown."""
+    from .. import completeness  # the one rule on which rejects hide events (it imports this package's registry)
+
+    if not wheres or not rej.num_rows:
+        return rej
+    file_of = pc.replace_substring_regex(rej["source_ref"], r"#[0-9]+$", "")
+    hit = pc.and_(pc.is_in(file_of, pa.array(wheres, pa.string())), completeness.hiding_mask(rej))
+    return rej.set_column(rej.schema.get_field_index("kind"), "kind",
+                          pc.if_else(hit, pa.scalar(OUTSIDE_LOG, pa.string()), rej["kind"]))
 
 
 def _payload_rule(cfg: SinkConfig, bus_ids) -> tuple[explained.BusIds | None, str]:
