@@ -6,6 +6,9 @@ risk is accepted, and a message without attributes is a reject, never a silent l
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -171,3 +174,33 @@ def test_a_whole_run_reads_a_spike_of_dead_letters_completely(moto, tmp_path):
     d = res.input("dlq")
     assert d["complete"] and d["records"] > 10 and d["details"]["sampled"] is False
     assert res.changed == {} and res.outcome.exit_code == 2
+
+
+def test_a_queue_that_no_longer_holds_the_window_is_incomplete_and_says_why(aws_cfg):
+    """SQS deletes a message MessageRetentionPeriod after it was sent: a queue read as of a time later than the
+    window's start plus that period proves nothing about the window's dead letters (they may be gone). Such a read
+    is incomplete, naming the period; within it, the same queue is complete."""
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq", Attributes={"MessageRetentionPeriod": "86400"})["QueueUrl"]
+    fill_queue(sqs, url, [webhook(UUIDS[0], "1")])
+    within = replace(WINDOW, as_of=WINDOW.read_start + timedelta(days=1))
+    assert dlq.read(DlqConfig(queue_url=url), within, aws_cfg).complete
+    late = replace(WINDOW, as_of=WINDOW.read_start + timedelta(days=1, seconds=1))
+    res = dlq.read(DlqConfig(queue_url=url), late, aws_cfg)
+    assert not res.complete and res.details["retention_s"] == 86400 and res.records == 1
+    assert any("MessageRetentionPeriod" in p and "[dlq] uri" in p for p in res.problems), res.problems
+
+
+def test_an_archive_whose_writer_stopped_before_the_window_ended_is_incomplete(tmp_path, aws_cfg):
+    """An archive holds what its writer wrote: when its newest object predates the window's end, the messages
+    dead-lettered since are not in it, and an empty-looking archive must not prove the window clean."""
+    archive = tmp_path / "dlq"
+    archive.mkdir()
+    day = archive / "2026-11-22.jsonl"
+    day.write_text("")  # a day without dead letters: the archiver writes an empty file
+    stopped = (WINDOW.end - timedelta(hours=1)).timestamp()
+    os.utime(day, (stopped, stopped))
+    res = dlq.read(DlqConfig(uri=str(archive)), WINDOW, aws_cfg)
+    assert not res.complete and any("has its writer stopped" in p for p in res.problems), res.problems
+    os.utime(day, (WINDOW.end.timestamp(), WINDOW.end.timestamp()))
+    assert dlq.read(DlqConfig(uri=str(archive)), WINDOW, aws_cfg).complete

@@ -5,7 +5,9 @@ Receiving is not read-only: it hides a message for the visibility timeout and ra
 module receives with a visibility timeout sized to the read (received messages step aside while the rest are read),
 releases every received message (visibility back to 0) when the read ends, fails or is interrupted, NEVER deletes,
 refuses a queue with its own redrive policy unless told to accept the risk, and proves coverage against
-ApproximateNumberOfMessages(+NotVisible) before and after. A message without TARGET_ARN is rejected: which target
+ApproximateNumberOfMessages(+NotVisible) before and after, and in time: SQS deletes a message MessageRetentionPeriod
+after it was sent, so a queue read as of `as_of` proves nothing about messages sent before as_of - that period (an
+archive: nothing after its newest object was written). A message without TARGET_ARN is rejected: which target
 failed is unknown, and calling it a log-target failure could hide a Kinesis loss.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import botocore.exceptions
@@ -64,6 +67,9 @@ def read(cfg: DlqConfig, window: Window, aws: AwsConfig, out: Path | None = None
     """
     if cfg.uri or cfg.queue_url:
         result = _read_archive(cfg, aws, match) if cfg.uri else _read_queue(cfg, aws, match)
+        if (gap := _coverage_gap(result.details, window, cfg)) is not None:
+            result.problems.append(gap)
+            result.complete = False
         if out is not None:
             sink = events.LedgerOut(out)
             sink.add(result.ledger)
@@ -71,6 +77,36 @@ def read(cfg: DlqConfig, window: Window, aws: AwsConfig, out: Path | None = None
         return result
     raise ConfigError("Neither [dlq] queue_url nor [dlq] uri is set. Set queue_url = https://sqs.../queue or "
                       "uri = s3://bucket/messages.jsonl (or --set dlq.queue_url=...).")
+
+
+# SQS's default MessageRetentionPeriod (4 days), taken when the queue's attributes do not say
+# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html)
+DEFAULT_RETENTION_S = 345_600
+
+
+def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
+    """Why the read cannot prove which of the window's events were dead-lettered, or None. A message for an event of
+    the window is sent at or after the window's read_start (on the bus no earlier than the event), so the read must
+    hold every message sent since then: a live queue keeps them for its retention period, counted back from as_of; an
+    archive holds what its writer wrote, up to its newest object."""
+    if details["mode"] == "queue":
+        kept_since = window.as_of - timedelta(seconds=details["retention_s"])
+        if kept_since <= window.read_start:
+            return None
+        return (f"{cfg.queue_url} keeps messages {details['retention_s'] / 86400:g} day(s) (MessageRetentionPeriod): "
+                f"as of {_at(window.as_of)} it no longer holds those sent before {_at(kept_since)}, and the window is "
+                f"read from {_at(window.read_start)}, so some of its dead-lettered events may be gone from it. Read "
+                f"an archive of the queue ([dlq] uri), or judge the window sooner.")
+    newest = details.get("newest_object_at")
+    if newest is None or datetime.fromisoformat(newest) >= window.end:
+        return None  # no object: a problem of its own (_read_archive)
+    return (f"The newest DLQ archive object under {cfg.uri} was written {newest}, before the window ends "
+            f"({_at(window.end)}): messages dead-lettered since are not in the archive (has its writer stopped?). "
+            f"Check the archiver, or read the queue ([dlq] queue_url).")
+
+
+def _at(t: datetime) -> str:
+    return f"{t:%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArray,
@@ -126,11 +162,13 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = No
                         f"write an empty file for a day without messages, or read the queue ([dlq] queue_url).")
     led = pa.concat_tables(leds) if leds else ledger.empty()
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
+    newest = max((f.mtime for f in files if f.mtime), default=None)
     return SourceResult(name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
                         fingerprints=fps,
                         details={"mode": "archive", "uri": cfg.uri, "files": len(files), "read": led.num_rows,
                                  "rejected": rej.num_rows, "sampled": False,
-                                 "coverage": f"read {led.num_rows + rej.num_rows:,} archived messages"})
+                                 "coverage": f"read {led.num_rows + rej.num_rows:,} archived messages",
+                                 "newest_object_at": newest.isoformat() if newest else None})
 
 
 # SQS limits (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html).
@@ -257,7 +295,8 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                  "approx_total_after": approx_after, "coverage": f"read {read_n:,} of ~{approx:,}",
                  "sampled": read_n < approx, "receives": receives, "visibility_timeout": timeout,
                  "released": len(handles) - unreleased if timeout else 0, "redrive_policy": redrive,
-                 "max_receive_count_seen": max_receive_count, "rejected": rej.num_rows},
+                 "max_receive_count_seen": max_receive_count, "rejected": rej.num_rows,
+                 "retention_s": before["retention_s"]},
     )
 
 
@@ -271,7 +310,8 @@ def _counts(sqs, url: str) -> dict:
         raise SourceError(f"Cannot reach SQS ({e}). Check [dlq] queue_url, the region (--region) and AWS_ENDPOINT_URL.") from e
     return {"visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
             "not_visible": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-            "redrive": json.loads(attrs["RedrivePolicy"]) if attrs.get("RedrivePolicy") else None}
+            "redrive": json.loads(attrs["RedrivePolicy"]) if attrs.get("RedrivePolicy") else None,
+            "retention_s": int(attrs.get("MessageRetentionPeriod", DEFAULT_RETENTION_S))}
 
 
 def _release(sqs, url: str, handles: list[str]) -> int:
