@@ -24,7 +24,7 @@ from ledgers import DAY
 
 def produce(out, fingerprints=None):
     """tinyday.produce, with fingerprints of raw inputs attached to the sources' reads."""
-    cfg = config.build(None, {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"}})
+    cfg = config.build(None, tinyday.CONFIG)
     window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
     res = tinyday.results()
     for name, fps in (fingerprints or {}).items():
