@@ -2,30 +2,34 @@
 -- Counted are expected bus events (verdicts rows where source_id = expected_id) whose verdict the vocabulary puts in
 -- the funnel (not excluded, unverified or not emitted: those never raise a loss rate); a verdict is a hop's loss
 -- when the vocabulary's loss_hop names it. zendesk->bus: those -> those any AWS store holds. bus->sink: those ->
--- those the sink holds (the vocabulary's reached_sink: delivered or duplicated). Hop names and order: queries/hops.csv.
+-- those the sink holds (the vocabulary's reached_sink: delivered or duplicated). `held`: of the pending, those held
+-- only because a store the hop's losses rest on was read in part (verdicts `would_be` a loss of that hop: these are
+-- the losses an incomplete day cannot yet call). Hop names and order: queries/hops.csv.
 CREATE OR REPLACE TABLE funnel AS
 WITH counted AS (
     -- the verdict rows counted first and the vocabulary joined to the counts (verdict_counts.sql says why)
-    SELECT verdict, eb_id IS NOT NULL AS linked, count(*) AS n
+    SELECT verdict, eb_id IS NOT NULL AS linked, would_be, count(*) AS n
     FROM verdicts
     WHERE source_id = expected_id
-    GROUP BY verdict, linked
+    GROUP BY verdict, linked, would_be
 ), j AS (
-    SELECT n.verdict, n.linked, n.n, c.loss_hop, c.reached_sink
-    FROM counted n JOIN verdict_vocab c USING (verdict)
+    SELECT n.verdict, n.linked, n.n, c.loss_hop, c.reached_sink, w.loss_hop AS held_hop
+    FROM counted n JOIN verdict_vocab c USING (verdict) LEFT JOIN verdict_vocab w ON w.verdict = n.would_be
     WHERE c.in_funnel
 )
 SELECT (SELECT ord FROM hop_vocab WHERE hop = 'zendesk_to_bus') AS ord, 'zendesk_to_bus' AS name,
        coalesce(sum(n), 0)::BIGINT AS "in",
        coalesce(sum(n) FILTER (WHERE linked), 0)::BIGINT AS "out",
        coalesce(sum(n) FILTER (WHERE loss_hop = 'zendesk_to_bus'), 0)::BIGINT AS lost,
-       coalesce(sum(n) FILTER (WHERE verdict = 'pending' AND NOT linked), 0)::BIGINT AS pending
+       coalesce(sum(n) FILTER (WHERE verdict = 'pending' AND NOT linked), 0)::BIGINT AS pending,
+       coalesce(sum(n) FILTER (WHERE held_hop = 'zendesk_to_bus'), 0)::BIGINT AS held
 FROM j
 UNION ALL
 SELECT (SELECT ord FROM hop_vocab WHERE hop = 'bus_to_sink'), 'bus_to_sink',
        coalesce(sum(n) FILTER (WHERE linked), 0)::BIGINT,
        coalesce(sum(n) FILTER (WHERE reached_sink), 0)::BIGINT,
        coalesce(sum(n) FILTER (WHERE loss_hop = 'bus_to_sink'), 0)::BIGINT,
-       coalesce(sum(n) FILTER (WHERE verdict = 'pending' AND linked), 0)::BIGINT
+       coalesce(sum(n) FILTER (WHERE verdict = 'pending' AND linked), 0)::BIGINT,
+       coalesce(sum(n) FILTER (WHERE held_hop = 'bus_to_sink'), 0)::BIGINT
 FROM j
 ORDER BY ord;

@@ -8,7 +8,7 @@
 -- (queries/rules.sql: the rules settlements.sql judges carried events by), recoveries included: `recovered` with
 -- recovery_lag_s (sink arrival - the send); a recovered event's latencies are its recovery's, so none are given. A loss
 -- found while a store it rests on was read only in part ($unsettled_<hop>: completeness.unsettled) is held 'pending'
--- (loss_held_by): the state carries it, and a later run judges it again.
+-- (loss_held_by), with the loss it would be (`would_be`): the state carries it, and a later run judges it again.
 CREATE OR REPLACE TABLE verdicts AS
 WITH linked AS (
     SELECT * FROM bus_facts('hop_a', 'bus_events')
@@ -41,6 +41,7 @@ WITH linked AS (
     FROM (SELECT *, loss_held_by(verdict, $unsettled_zendesk_to_bus, $unsettled_bus_to_sink) AS held_by FROM judged)
 )
 SELECT * EXCLUDE (replayed, recovery_how, found, held_by),
+       CASE WHEN held_by IS NOT NULL THEN found END AS would_be,
        CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
             ELSE cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
                           emission := emission, sequence_id := sequence_id, sequence_total := sequence_total,

@@ -29,6 +29,8 @@ METRICS = (
     ("LostEvents", "Count", "events lost, over every hop (and per hop with the Hop dimension)"),
     ("LossRate", "None", "per hop (Hop dimension): lost / in, 0 to 1"),
     ("PendingEvents", "Count", "events still pending (EventBridge may deliver them)"),
+    ("HeldEvents", "Count", "of the pending, losses held because a store they rest on was read in part: the losses "
+                            "an incomplete day cannot call yet (and per hop with the Hop dimension)"),
     ("IncompleteInputs", "Count", "stores read only partly or not at all"),
 )
 BATCH = 20  # PutMetricData's datum limit in older regions and emulators; 1,000 where newer
@@ -67,10 +69,12 @@ def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[s
             datum("Events", summary["events"], "Count"),
             datum("LostEvents", sum(h["lost"] for h in summary["hops"]), "Count"),
             datum("PendingEvents", summary["verdicts"].get("pending", 0), "Count"),
+            datum("HeldEvents", sum(h["held"] for h in summary["hops"]), "Count"),
             datum("IncompleteInputs", incomplete, "Count")]
     for h in summary["hops"]:
         hop = [{"Name": "Hop", "Value": h["name"]}]
-        data += [datum("LostEvents", h["lost"], "Count", hop), datum("LossRate", h["loss_rate"], "None", hop)]
+        data += [datum("LostEvents", h["lost"], "Count", hop), datum("LossRate", h["loss_rate"], "None", hop),
+                 datum("HeldEvents", h["held"], "Count", hop)]
     return data
 
 
@@ -100,8 +104,10 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
              f"Window: {w['start']} → {w['end']} (as of {w['as_of']})",
              f"Events: {summary['events']:,}, pending {summary['verdicts'].get('pending', 0):,}",
              "Loss per hop:"]
-    lines += [f"  {h['name']}: {h['lost']:,} lost of {h['in']:,} = {h['loss_rate']:.4%}"
-              f"{' OVER THRESHOLD' if h['over_threshold'] else ''}" for h in summary["hops"]]
+    for h in summary["hops"]:
+        held = f", {h['held']:,} more held (a store read in part)" if h["held"] else ""
+        lines.append(f"  {h['name']}: {h['lost']:,} lost of {h['in']:,} = {h['loss_rate']:.4%}"
+                     f"{' OVER THRESHOLD' if h['over_threshold'] else ''}{held}")
     incomplete = [i["source"] for i in summary["inputs"] if not i["complete"]]
     lines.append(f"Inputs incomplete: {', '.join(incomplete) if incomplete else 'none'}")
     lines.append(f"Report: {report}")

@@ -92,6 +92,7 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         rate = emission.loss_rate(r["lost"], r["in"])
         threshold = getattr(cfg.thresholds, r["name"])  # [thresholds] has one key per hop of queries/hops.csv
         hops.append({"name": r["name"], "in": r["in"], "out": r["out"], "lost": r["lost"], "pending": r["pending"],
+                     "held": r["held"],
                      "loss_rate": round(rate, 8), "threshold": threshold,
                      "over_threshold": r["lost"] > 0 and rate > threshold})
     status = status_of(inputs, hops, verdicts["pending"])

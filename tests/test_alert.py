@@ -54,7 +54,7 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     assert result.exit_code == 3, result.output
     out = orjson.loads(result.stdout)
     assert out["alert"]["cloudwatch"] == {"status": "sent", "namespace": "Reconcile", "rule": "zendesk-to-kinesis",
-                                          "metric_data": 9}
+                                          "metric_data": 12}
     assert out["alert"]["sns"] == {"status": "off"}
 
     cw = make_client("cloudwatch", aws_cfg)
@@ -62,8 +62,8 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     found = {(m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"]))) for m in listed}
     rule = ("Rule", "zendesk-to-kinesis")
     assert found == {("Status", (rule,)), ("Events", (rule,)), ("LostEvents", (rule,)), ("PendingEvents", (rule,)),
-                     ("IncompleteInputs", (rule,)),
-                     *((name, (("Hop", hop), rule)) for name in ("LostEvents", "LossRate")
+                     ("HeldEvents", (rule,)), ("IncompleteInputs", (rule,)),
+                     *((name, (("Hop", hop), rule)) for name in ("LostEvents", "LossRate", "HeldEvents")
                        for hop in ("bus_to_sink", "zendesk_to_bus"))}
 
     def value(name, *dims):
@@ -78,6 +78,8 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     assert value("Status") == [3.0]  # the exit code: incomplete
     incomplete = sum(1 for i in out["inputs"] if not i["complete"])
     assert incomplete >= 1 and value("IncompleteInputs") == [float(incomplete)]
+    # the losses an incomplete day holds back are published, so an alarm on them fires when LostEvents cannot
+    assert value("HeldEvents") == [float(sum(h["held"] for h in out["hops"]))]
     assert value("LossRate", {"Name": "Hop", "Value": "zendesk_to_bus"}) == [0.0]
 
 

@@ -165,9 +165,18 @@ def test_arrival_as_iso_text_is_read(moto, tmp_path):
 def assert_only_losses_held(res, also=frozenset()):
     """The run differs from the truth only where a loss is held pending (a store read in part: queries/rules.sql
     loss_held_by), or for events in `also` (those whose records could not be read), which are held too."""
-    losses = {r["verdict"] for r in emission.verdict_rows() if r["loss_hop"]}
+    losses = {r["verdict"]: r["loss_hop"] for r in emission.verdict_rows() if r["loss_hop"]}
     for sid, (found, truth) in res.changed.items():
         assert found == "pending" and (sid in also or truth in losses), (sid, found, truth)
+    # each held event says what it would be; the summary counts them per hop (the alert's HeldEvents)
+    v = pq.read_table(res.outcome.out_dir / "verdicts.parquet",
+                      columns=["source_id", "expected_id", "verdict", "would_be", "cause"]).to_pylist()
+    held = [r for r in v if r["would_be"] is not None]
+    assert held and all(r["verdict"] == "pending" and r["cause"].startswith(f"would be {r['would_be']}, but ")
+                        for r in held)
+    per_hop = {h["name"]: h["held"] for h in res.outcome.summary["hops"]}
+    assert per_hop == {hop: sum(1 for r in held if r["source_id"] == r["expected_id"] and losses[r["would_be"]] == hop)
+                       for hop in per_hop}
 
 
 def test_a_garbage_line_in_the_commit_log_is_a_problem_not_skipped(moto, tmp_path):

@@ -121,7 +121,7 @@ VERDICT_COLUMNS = [
     "model_kind", "emission", "sequence_id", "sequence_total", "sequence_position", "sequence_complete", "match_kind",
     "eb_id", "other_eb_ids", "bus_type", "eb_ids", "log_copies", "sink_rows", "sink_sequences", "uncommitted_rows",
     "dlq_kinesis", "dlq_other", "error_code", "retry_condition", "dlq_target", "bus_at", "sink_at", "dlq_at",
-    "recovery_route", "recovery_sent_at", "age_s", "verdict", "cause", "unlogged_at_bus", "bus_latency_s",
+    "recovery_route", "recovery_sent_at", "age_s", "verdict", "would_be", "cause", "unlogged_at_bus", "bus_latency_s",
     "sink_latency_s", "end_to_end_s", "recovery_lag_s"]
 
 
