@@ -17,7 +17,7 @@ def test_summary_figures(tmp_path):
                              "lost_before_bus": 2, "pending": 1, "unverified": 0, "not_emitted": 0, "excluded": 1,
                              "recovered": 0}
     assert (s["orphans"], s["unlogged_at_bus"], s["events"]) == (1, 1, 13)
-    assert s["hops"][0] | {} == {"name": "zendesk_to_bus", "in": 12, "out": 10, "lost": 2, "pending": 0,
+    assert s["hops"][0] | {} == {"name": "zendesk_to_bus", "in": 12, "out": 10, "lost": 2, "pending": 0, "held": 0,
                                  "loss_rate": round(2 / 12, 8), "threshold": 0.0, "over_threshold": True}
     assert (s["status"], s["exit_code"]) == ("loss", 2)
     assert [i["source"] for i in s["inputs"]] == ["zendesk", "bus_log", "sink", "dlq", "metrics"]
@@ -32,6 +32,9 @@ def test_thresholds_turn_loss_into_pending(tmp_path):
 def test_incomplete_input_beats_everything(tmp_path):
     s = produce(tmp_path, complete=False, zendesk_to_bus=1, bus_to_sink=1).summary
     assert (s["status"], s["exit_code"]) == ("incomplete", 3)
+    # the sink read in part holds every loss: none is called, each is counted as held at its hop
+    hops = {h["name"]: (h["lost"], h["held"]) for h in s["hops"]}
+    assert hops == {"zendesk_to_bus": (0, 2), "bus_to_sink": (0, 2)}, hops
 
 
 def test_gaps_csv_lists_every_event_not_delivered_once(tmp_path):

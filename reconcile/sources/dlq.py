@@ -88,7 +88,8 @@ def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
     """Why the read cannot prove which of the window's events were dead-lettered, or None. A message for an event of
     the window is sent at or after the window's read_start (on the bus no earlier than the event), so the read must
     hold every message sent since then: a live queue keeps them for its retention period, counted back from as_of; an
-    archive holds what its writer wrote, up to its newest object."""
+    archive holds what its writer wrote, up to its newest object, which must be no older than the window's end (or
+    as_of, for a window judged before it ends)."""
     if details["mode"] == "queue":
         kept_since = window.as_of - timedelta(seconds=details["retention_s"])
         if kept_since <= window.read_start:
@@ -98,11 +99,12 @@ def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
                 f"read from {_at(window.read_start)}, so some of its dead-lettered events may be gone from it. Read "
                 f"an archive of the queue ([dlq] uri), or judge the window sooner.")
     newest = details.get("newest_object_at")
-    if newest is None or datetime.fromisoformat(newest) >= window.end:
+    until = min(window.end, window.as_of)  # a window judged before it ends: what was sent up to as_of
+    if newest is None or datetime.fromisoformat(newest) >= until:
         return None  # no object: a problem of its own (_read_archive)
-    return (f"The newest DLQ archive object under {cfg.uri} was written {newest}, before the window ends "
-            f"({_at(window.end)}): messages dead-lettered since are not in the archive (has its writer stopped?). "
-            f"Check the archiver, or read the queue ([dlq] queue_url).")
+    return (f"The newest DLQ archive object under {cfg.uri} was written {newest}, before {_at(until)} (the window's "
+            f"end, or as_of if earlier): messages dead-lettered since are not in the archive (has its writer "
+            f"stopped?). Check the archiver, or read the queue ([dlq] queue_url).")
 
 
 def _at(t: datetime) -> str:
