@@ -244,3 +244,18 @@ sns_topic_arn = "{arn}"
     body = envelope["Message"]
     assert "OVER THRESHOLD" in body and f"Report: {out['report']}" in body and DEMO_TOKEN not in body
     assert "reconcile trace " in body  # top problems name an id to trace
+
+
+def test_an_incomplete_day_publishes_the_losses_it_holds(tmp_path):
+    """The tiny day with its sink read in part: every loss is held, so LostEvents is 0; HeldEvents (total and per
+    hop) and the SNS body carry them, so an alarm on them fires when one on LostEvents cannot."""
+    from tinyday import produce
+
+    s = produce(tmp_path, complete=False).summary
+    data = alert.metric_data(s, "r", datetime(2026, 11, 24, tzinfo=timezone.utc))
+    got = {(d["MetricName"], next((x["Value"] for x in d["Dimensions"] if x["Name"] == "Hop"), None)): d["Value"]
+           for d in data}
+    assert got[("LostEvents", None)] == 0 and got[("HeldEvents", None)] == 4
+    assert (got[("HeldEvents", "zendesk_to_bus")], got[("HeldEvents", "bus_to_sink")]) == (2, 2)
+    body = alert.message(s, "report.html")[1]
+    assert "zendesk_to_bus: 0 lost of 12 = 0.0000%, 2 more held (a store read in part)" in body, body

@@ -47,7 +47,7 @@ def test_every_reject_kind_says_whether_it_hides_events_and_why():
     assert t.column_names == ["kind", "hides_events", "why"]
     assert all(len(w) > 40 for w in t["why"].to_pylist())
     assert completeness.reject_kinds() == {"unparseable": True, "unreadable_unit": True, "not_zendesk": False,
-                                           "not_an_event": False, "outside_commit_log": False}
+                                           "not_an_event": False}
 
 
 @pytest.mark.parametrize("kinds,complete", [

@@ -192,15 +192,16 @@ def test_a_queue_that_no_longer_holds_the_window_is_incomplete_and_says_why(aws_
 
 
 def test_an_archive_whose_writer_stopped_before_the_window_ended_is_incomplete(tmp_path, aws_cfg):
-    """An archive holds what its writer wrote: when its newest object predates the window's end, the messages
-    dead-lettered since are not in it, and an empty-looking archive must not prove the window clean."""
+    """An archive holds what its writer wrote: when its newest object predates what the window's judged events may
+    have dead-lettered by (EventBridge retries for a day), the messages dead-lettered since are not in it, and an
+    empty-looking archive must not prove the window clean."""
     archive = tmp_path / "dlq"
     archive.mkdir()
     day = archive / "2026-11-22.jsonl"
     day.write_text("")  # a day without dead letters: the archiver writes an empty file
-    stopped = (WINDOW.end - timedelta(hours=1)).timestamp()
-    os.utime(day, (stopped, stopped))
-    res = dlq.read(DlqConfig(uri=str(archive)), WINDOW, aws_cfg)
-    assert not res.complete and any("has its writer stopped" in p for p in res.problems), res.problems
-    os.utime(day, (WINDOW.end.timestamp(), WINDOW.end.timestamp()))
-    assert dlq.read(DlqConfig(uri=str(archive)), WINDOW, aws_cfg).complete
+    judged = replace(WINDOW, as_of=WINDOW.end + timedelta(hours=30))  # the window's events all past the horizon
+    for stopped, complete in ((WINDOW.end, False), (WINDOW.end + timedelta(hours=23), False),
+                              (WINDOW.read_end, True)):  # EventBridge dead-letters up to a day after an event
+        os.utime(day, (stopped.timestamp(), stopped.timestamp()))
+        res = dlq.read(DlqConfig(uri=str(archive)), judged, aws_cfg)
+        assert res.complete is complete and complete != any("has its writer stopped" in p for p in res.problems)

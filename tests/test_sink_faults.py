@@ -261,20 +261,22 @@ def test_real_spark_retention_expires_entries_whose_files_stay_and_they_are_read
     assert [got[i] for i in ids] == [False] * 6 + [True] * 9  # batches 0 and 1 (3 rows each) expired
 
 
-def test_an_unreadable_file_outside_the_log_is_a_reject_that_keeps_the_read_complete(tmp_path):
-    """A crashed task's file cut short, outside the log: Spark's readers never read it, so it cannot make the sink
-    incomplete; it is counted as a reject of its own kind, named, and a committed file's damage still counts."""
+@pytest.mark.parametrize("honour", [True, False])
+def test_an_unreadable_file_outside_the_log_makes_the_read_incomplete(tmp_path, honour):
+    """A file outside the log may be an entry the retention expired: its rows are evidence like a committed file's.
+    One that cannot be read (cut short, another schema) makes the sink incomplete and is named, so no event it may
+    hold is called lost; a 0-byte file of a crashed task holds nothing and stays harmless."""
     root = spark_copy(tmp_path, "parquet")
     src = next(root.glob("dt=2026-11-23/hr=05/*.parquet"))
     cut = src.with_name("part-00003-0c0c0c0c-0000-4000-8000-cutshort0000.c000.snappy.parquet")
     cut.write_bytes(src.read_bytes()[:-40])
-    res = completeness.decide(sink.read(SinkConfig(uri=str(root)), DAY, LOCAL), others_have_records=True)
-    assert res.complete, res.problems
-    assert res.rejects["kind"].to_pylist() == ["outside_commit_log"] and cut.name in res.rejects["source_ref"][0].as_py()
-    assert any(cut.name in p for p in res.problems)  # said, as a note
+    cfg = SinkConfig(uri=str(root), honour_commit_log=honour)
+    res = completeness.decide(sink.read(cfg, DAY, LOCAL), others_have_records=True)
+    assert not res.complete and any(cut.name in p for p in res.problems), res.problems
+    assert cut.name in res.rejects["source_ref"][0].as_py()
     assert sorted(map(str, res.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
-    src.write_bytes(src.read_bytes()[:-40])  # the committed file cut short: incomplete as ever
-    assert not completeness.decide(sink.read(SinkConfig(uri=str(root)), DAY, LOCAL), others_have_records=True).complete
+    cut.write_bytes(b"")
+    assert completeness.decide(sink.read(cfg, DAY, LOCAL), others_have_records=True).complete
 
 
 def test_an_entry_only_in_a_lingering_old_batch_file_is_not_committed(tmp_path):

@@ -88,9 +88,11 @@ def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
     """Why the read cannot prove which of the window's events were dead-lettered, or None. A message for an event of
     the window is sent at or after the window's read_start (on the bus no earlier than the event), so the read must
     hold every message sent since then: a live queue keeps them for its retention period, counted back from as_of; an
-    archive holds what its writer wrote, up to its newest object, which must be no older than the window's end (or
-    as_of, for a window judged before it ends)."""
+    archive holds what its writer wrote, up to its newest object, which must reach what the window's judged events
+    may have dead-lettered by."""
     if details["mode"] == "queue":
+        # Counted from as_of, the time the run stands at (the simulated worlds' clock too); a run made with an
+        # --as-of long past reads a live queue as it is now, which this cannot see (docs/design.md).
         kept_since = window.as_of - timedelta(seconds=details["retention_s"])
         if kept_since <= window.read_start:
             return None
@@ -99,12 +101,16 @@ def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
                 f"read from {_at(window.read_start)}, so some of its dead-lettered events may be gone from it. Read "
                 f"an archive of the queue ([dlq] uri), or judge the window sooner.")
     newest = details.get("newest_object_at")
-    until = min(window.end, window.as_of)  # a window judged before it ends: what was sent up to as_of
-    if newest is None or datetime.fromisoformat(newest) >= until:
-        return None  # no object: a problem of its own (_read_archive)
-    return (f"The newest DLQ archive object under {cfg.uri} was written {newest}, before {_at(until)} (the window's "
-            f"end, or as_of if earlier): messages dead-lettered since are not in the archive (has its writer "
-            f"stopped?). Check the archiver, or read the queue ([dlq] queue_url).")
+    # EventBridge retries an event up to max_event_age before it dead-letters it, so a message that can decide a
+    # final verdict (an event older than the horizon) was sent by as_of - margin_before, and one of the window's by
+    # read_end: the archive must reach the earlier of the two. Younger events are pending whatever it holds.
+    until = min(window.read_end, window.as_of - window.margin_before)
+    if newest is not None and datetime.fromisoformat(newest) >= until:
+        return None
+    written = f"was written {newest}" if newest else "has no modification time"
+    return (f"The newest DLQ archive object under {cfg.uri} {written}, before {_at(until)} (what the window's "
+            f"judged events may have dead-lettered by, as of {_at(window.as_of)}): messages dead-lettered since are "
+            f"not in the archive (has its writer stopped?). Check the archiver, or read the queue ([dlq] queue_url).")
 
 
 def _at(t: datetime) -> str:

@@ -43,7 +43,6 @@ WORKERS = 4
 GROUP_BYTES = 16 << 20  # stored bytes of files parsed together: few queries, bounded memory
 PRUNE_MARGIN = timedelta(days=1)  # partitions read beyond the read range: covers any session time zone set wrong
 LEFTOVERS_SHOWN = 20
-OUTSIDE_LOG = "outside_commit_log"  # the reject kind of records in files outside the commit log
 FORMATS = {"parquet": (".parquet",), "json": (".json", ".jsonl", ".json.gz", ".jsonl.gz")}
 _PART = re.compile(r"^(dt|hr)=(.+)$")
 
@@ -63,8 +62,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     Missing or denied stores raise SourceError; a corrupt file, or a file whose schema drifted (a column missing or of
     another type), rejects that file's rows with the file and the column named and makes the result incomplete. With
     a commit log, files it does not list (crash leftovers, or entries the retention expired) are named in the
-    details and read with `committed = false`; one that cannot be read, or a row in one that cannot, is a reject that
-    does not make the read incomplete (kind `outside_commit_log`: Spark's readers never read it). With `out`, the
+    details and read with `committed = false`, and one that cannot be read counts like any other: an expired entry's
+    file is as much evidence as a committed one (on S3 a crashed task leaves no file cut short). With `out`, the
     ledger is
     streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory. `match`: events.parse's
     id and source rules. `bus_ids`: waits for the bus log and gives its (id, payload digest) pairs when it was read
@@ -140,7 +139,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         if rows:
             led_, rej_, skipped_ = _parse(pa.concat_tables(rows, promote_options="permissive"), cfg, match, bus)
             rejs.append(rej_)
-        return led_, rejs, [(f, p[2]) for f, p in zip(group, pieces) if p[2]], [p[3] for p in pieces], skipped_
+        return led_, rejs, [p[2] for p in pieces if p[2]], [p[3] for p in pieces], skipped_
 
     out_ledger = events.LedgerOut(out)
     rejs, problems, fingerprints, skipped = [], [], [], 0
@@ -152,16 +151,14 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
                 if led_ is not None:
                     out_ledger.add(led_)
                 rejs += rej_
-                for f, problem in prob_:  # a file outside the log (a crashed task's, cut short?) never read by Spark
-                    (notes if f.committed is False else problems).append(problem)
+                problems += prob_
                 fingerprints += fp_
                 skipped += skipped_
         led = out_ledger.result()
     except BaseException:
         out_ledger.abort()
         raise
-    rej = _outside_log(pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table(),
-                       [f.where for f in data if f.committed is False])
+    rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
     log_problems = log.problems if log else []
     if log:  # what the log says was committed
         unread = [f for f, flag in zip(other_format, log.lists([posixpath.relpath(f.path, log.root)
@@ -294,20 +291,6 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
                      "sequence_number": cols["seq"], "observed_at": cols["arrival"],
                      "committed": pa.array([f.committed] * n, pa.bool_())})
     return rows, ledger.REJECT_SCHEMA.empty_table(), None, fp
-
-
-def _outside_log(rej: pa.Table, wheres: list[str]) -> pa.Table:
-    """`rej` with the rejects of files outside the commit log (`wheres`) that may hide an event made kind
-    `outside_commit_log` (queries/reject_kinds.csv): Spark's readers never read those files, and a crashed task's may
-    be cut short, so they cannot make the sink's read incomplete; they are still counted, kept and shown."""
-    from .. import completeness  # the one rule on which rejects hide events (it imports this package's registry)
-
-    if not wheres or not rej.num_rows:
-        return rej
-    file_of = pc.replace_substring_regex(rej["source_ref"], r"#[0-9]+$", "")
-    hit = pc.and_(pc.is_in(file_of, pa.array(wheres, pa.string())), completeness.hiding_mask(rej))
-    return rej.set_column(rej.schema.get_field_index("kind"), "kind",
-                          pc.if_else(hit, pa.scalar(OUTSIDE_LOG, pa.string()), rej["kind"]))
 
 
 def _payload_rule(cfg: SinkConfig, bus_ids) -> tuple[explained.BusIds | None, str]:
