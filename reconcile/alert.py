@@ -17,6 +17,7 @@ from typing import Any
 
 import botocore.exceptions
 
+from . import emission
 from .aws import error_code, make_client
 from .config import Config
 
@@ -32,6 +33,8 @@ METRICS = (
     ("HeldEvents", "Count", "of the pending, losses held because a store they rest on was read in part: the losses "
                             "an incomplete day cannot call yet (and per hop with the Hop dimension)"),
     ("IncompleteInputs", "Count", "stores read only partly or not at all"),
+    ("SettledLostEvents", "Count", "pending events of earlier windows (the state) this run settled as lost: their "
+                                   "window's own figures and recovery plan do not have them until it is re-run"),
 )
 BATCH = 20  # PutMetricData's datum limit in older regions and emulators; 1,000 where newer
 TOP_PROBLEMS = 8
@@ -56,6 +59,12 @@ def plan(cfg: Config) -> list[str]:
     return lines
 
 
+def settled_lost(summary: dict[str, Any]) -> int:
+    """Carried events of earlier windows this run settled as lost (a verdict with a loss hop, queries/verdicts.csv)."""
+    losses = {r["verdict"] for r in emission.verdict_rows() if r["loss_hop"]}
+    return sum(n for v, n in summary.get("carried", {}).get("by_verdict", {}).items() if v in losses)
+
+
 def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[str, Any]]:
     """PutMetricData's MetricData for a run's summary."""
     base = [{"Name": "Rule", "Value": rule}]
@@ -70,7 +79,8 @@ def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[s
             datum("LostEvents", sum(h["lost"] for h in summary["hops"]), "Count"),
             datum("PendingEvents", summary["verdicts"].get("pending", 0), "Count"),
             datum("HeldEvents", sum(h["held"] for h in summary["hops"]), "Count"),
-            datum("IncompleteInputs", incomplete, "Count")]
+            datum("IncompleteInputs", incomplete, "Count"),
+            datum("SettledLostEvents", settled_lost(summary), "Count")]
     for h in summary["hops"]:
         hop = [{"Name": "Hop", "Value": h["name"]}]
         data += [datum("LostEvents", h["lost"], "Count", hop), datum("LossRate", h["loss_rate"], "None", hop),
@@ -108,6 +118,9 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
         held = f", {h['held']:,} more held (a store read in part)" if h["held"] else ""
         lines.append(f"  {h['name']}: {h['lost']:,} lost of {h['in']:,} = {h['loss_rate']:.4%}"
                      f"{' OVER THRESHOLD' if h['over_threshold'] else ''}{held}")
+    if settled := settled_lost(summary):
+        lines.append(f"Settled as lost: {settled:,} pending event(s) of earlier windows (their windows' figures and "
+                     f"recovery plans have them once re-run)")
     incomplete = [i["source"] for i in summary["inputs"] if not i["complete"]]
     lines.append(f"Inputs incomplete: {', '.join(incomplete) if incomplete else 'none'}")
     lines.append(f"Report: {report}")

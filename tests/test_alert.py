@@ -54,7 +54,7 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     assert result.exit_code == 3, result.output
     out = orjson.loads(result.stdout)
     assert out["alert"]["cloudwatch"] == {"status": "sent", "namespace": "Reconcile", "rule": "zendesk-to-kinesis",
-                                          "metric_data": 12}
+                                          "metric_data": 13}
     assert out["alert"]["sns"] == {"status": "off"}
 
     cw = make_client("cloudwatch", aws_cfg)
@@ -62,7 +62,7 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     found = {(m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"]))) for m in listed}
     rule = ("Rule", "zendesk-to-kinesis")
     assert found == {("Status", (rule,)), ("Events", (rule,)), ("LostEvents", (rule,)), ("PendingEvents", (rule,)),
-                     ("HeldEvents", (rule,)), ("IncompleteInputs", (rule,)),
+                     ("HeldEvents", (rule,)), ("IncompleteInputs", (rule,)), ("SettledLostEvents", (rule,)),
                      *((name, (("Hop", hop), rule)) for name in ("LostEvents", "LossRate", "HeldEvents")
                        for hop in ("bus_to_sink", "zendesk_to_bus"))}
 
@@ -259,3 +259,19 @@ def test_an_incomplete_day_publishes_the_losses_it_holds(tmp_path):
     assert (got[("HeldEvents", "zendesk_to_bus")], got[("HeldEvents", "bus_to_sink")]) == (2, 2)
     body = alert.message(s, "report.html")[1]
     assert "zendesk_to_bus: 0 lost of 12 = 0.0000%, 2 more held (a store read in part)" in body, body
+
+
+def test_a_carried_event_settled_as_lost_is_published(tmp_path):
+    """E, pending on day 1, never lands: day 2 (its sink read whole) settles it lost. That loss is day 1's, so day 2's
+    LostEvents does not count it; SettledLostEvents and the SNS body do, so the daily alert still hears of it."""
+    from reconcile.state import State
+    from tinyday import day1, day2
+
+    with State.open(tmp_path / "state.duckdb") as st:
+        day1(tmp_path, st)
+        s2 = day2(tmp_path, st, e_lands=False)
+    assert s2["carried"]["by_verdict"] == {"lost_after_bus": 1} and alert.settled_lost(s2) == 1
+    data = {d["MetricName"]: d["Value"] for d in alert.metric_data(s2, "r", datetime(2026, 11, 25, tzinfo=timezone.utc))
+            if len(d["Dimensions"]) == 1}
+    assert data["SettledLostEvents"] == 1 and data["LostEvents"] == 0
+    assert "Settled as lost: 1 pending event(s) of earlier windows" in alert.message(s2, "report.html")[1]

@@ -210,14 +210,16 @@ def day1(tmp_path, st):
     return run_window(tmp_path, st, DAY, day_results(ZENDESK, BUS, SINK, DLQ), "day1")
 
 
-def day2(tmp_path, st, sink_read_whole=True):
+def day2(tmp_path, st, sink_read_whole=True, e_lands=True):
     # E (z5, pending on day 1) lands in the sink at 01:00 the next day; D (z4) was already judged lost. With
     # `sink_read_whole` false, the sink file holding E's row could not be read: the row is missing, the sink incomplete.
+    # With `e_lands` false, E never lands: the sink, read whole, settles it lost.
     late = dict(E, observed_at=DAY2 + timedelta(hours=1), sequence_number="99", committed=True)
     zd = z(20, 20, "Create", "2026-11-24T08:00:00Z", 2000)
     n = legacy("N", 20, "Ticket Created", "2026-11-24T08:00:00.2Z", 1)
     results = day_results([zd], [dict(n, observed_at=n["event_time"])],
-                          [late, dict(n, observed_at="2026-11-24T08:00:02Z")][0 if sink_read_whole else 1:], [])
+                          [late, dict(n, observed_at="2026-11-24T08:00:02Z")][0 if sink_read_whole and e_lands else 1:],
+                          [])
     if not sink_read_whole:
         results["sink"] = replace(results["sink"], complete=False, problems=["part-00007.parquet: unreadable"])
     return run_window(tmp_path, st, DAY2, results, "day2")
