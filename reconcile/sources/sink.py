@@ -64,9 +64,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     a commit log, files it does not list (crash leftovers, or entries the retention expired) are named in the
     details and read with `committed = false`, and one that cannot be read counts like any other: an expired entry's
     file is as much evidence as a committed one (on S3 a crashed task leaves no file cut short). With `out`, the
-    ledger is
-    streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory. `match`: events.parse's
-    id and source rules. `bus_ids`: waits for the bus log and gives its (id, payload digest) pairs when it was read
+    ledger is streamed into that Parquet file group by group (events.LedgerOut) instead of being held in memory.
+    `match`: events.parse's id and source rules. `bus_ids`: waits for the bus log and gives its (id, payload digest) pairs when it was read
     whole (None otherwise); rows whose bytes it parsed are not parsed again ([sink] parse_payloads, explained.py).
     """
     if not cfg.uri:
@@ -198,8 +197,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
             f"{len(leftovers):,} file(s) not in Spark's commit log: leftovers of failed or retried batches, or entries "
             f"the sink's retention expired, which Spark's readers ignore. Their rows were read as evidence (0-byte "
             f"ones hold none): "
-            + ("a copy beside a committed one is not counted; an event found only there landed, and is shown as "
-               "outside the commit log ([sink] honour_commit_log = true)." if cfg.honour_commit_log else
+            + ("a copy of a Kinesis record a committed file holds is not counted; an event found only there landed, "
+               "and is shown as outside the commit log ([sink] honour_commit_log = true)." if cfg.honour_commit_log else
                "every copy counts ([sink] honour_commit_log = false)."))
     if not data:
         details["note"] = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check [sink] uri and "
