@@ -73,6 +73,9 @@ class SinkConfig:
 class DlqConfig:
     queue_url: str | None = None
     uri: str | None = None  # an archive of DLQ messages (JSON lines) instead of the live queue
+    # How often the archive's writer writes an object, an empty one when nothing was dead-lettered: an archive whose
+    # newest object is older than that before what the window's events may have dead-lettered by has a stopped writer.
+    archive_every: str = "1d"
     # Seconds received messages stay hidden while the rest are read (all are released when the read ends); unset:
     # sized to the queue (dlq.visibility_for). 0 reads a sample: the queue hands back the same ten messages.
     visibility_timeout: int | None = None
@@ -243,6 +246,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     **{("window", k): ("duration", DURATION)
        for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace", "carry_back")},
     ("zendesk", "max_wait"): ("duration", DURATION),
+    ("dlq", "archive_every"): ("duration", DURATION),
     ("zendesk", "timeout"): ("duration", DURATION),
     ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),
     ("zendesk", "requests_per_minute"): (lambda v: v > 0, "a positive number of requests per minute "

@@ -192,16 +192,24 @@ def test_a_queue_that_no_longer_holds_the_window_is_incomplete_and_says_why(aws_
 
 
 def test_an_archive_whose_writer_stopped_before_the_window_ended_is_incomplete(tmp_path, aws_cfg):
-    """An archive holds what its writer wrote: when its newest object predates what the window's judged events may
-    have dead-lettered by (EventBridge retries for a day), the messages dead-lettered since are not in it, and an
-    empty-looking archive must not prove the window clean."""
+    """An archive holds what its writer wrote: when its newest object is older than [dlq] archive_every before what the
+    window's events may have dead-lettered by (EventBridge retries for a day), its writer has stopped, the messages
+    dead-lettered since are not in it, and an empty-looking archive must not prove the window clean."""
     archive = tmp_path / "dlq"
     archive.mkdir()
     day = archive / "2026-11-22.jsonl"
     day.write_text("")  # a day without dead letters: the archiver writes an empty file
-    judged = replace(WINDOW, as_of=WINDOW.end + timedelta(hours=30))  # the window's events all past the horizon
-    for stopped, complete in ((WINDOW.end, False), (WINDOW.end + timedelta(hours=23), False),
-                              (WINDOW.read_end, True)):  # EventBridge dead-letters up to a day after an event
+    # EventBridge dead-letters up to a day after an event: as of 30 h after the window, the archive must reach
+    # end + 24 h, less the writer's period ([dlq] archive_every)
+    judged = replace(WINDOW, as_of=WINDOW.end + timedelta(hours=30))
+    for every, stopped, complete in (("1h", WINDOW.end, False), ("1h", WINDOW.end + timedelta(hours=22), False),
+                                     ("1h", WINDOW.end + timedelta(hours=23), True), ("1d", WINDOW.end, True),
+                                     ("1d", WINDOW.start, False)):
         os.utime(day, (stopped.timestamp(), stopped.timestamp()))
-        res = dlq.read(DlqConfig(uri=str(archive)), judged, aws_cfg)
-        assert res.complete is complete and complete != any("has its writer stopped" in p for p in res.problems)
+        res = dlq.read(DlqConfig(uri=str(archive), archive_every=every), judged, aws_cfg)
+        assert res.complete is complete and complete != any("has its writer stopped" in p for p in res.problems), \
+            (every, stopped)
+    # the daily run at 02:30 with a daily archiver that wrote its (empty) object just after midnight: complete
+    os.utime(day, ((WINDOW.end + timedelta(minutes=5)).timestamp(),) * 2)
+    assert dlq.read(DlqConfig(uri=str(archive)), replace(WINDOW, as_of=WINDOW.end + timedelta(hours=2.5)),
+                    aws_cfg).complete

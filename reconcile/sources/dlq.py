@@ -28,7 +28,7 @@ from ..aws import THROTTLE_CODES, error_code, list_files, make_client, store_err
 from ..config import AwsConfig, DlqConfig, MatchConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
-from ..window import Window
+from ..window import Window, parse_duration
 from . import events, rawtext
 
 NAME, HOP = "dlq", "dlq"
@@ -88,8 +88,8 @@ def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
     """Why the read cannot prove which of the window's events were dead-lettered, or None. A message for an event of
     the window is sent at or after the window's read_start (on the bus no earlier than the event), so the read must
     hold every message sent since then: a live queue keeps them for its retention period, counted back from as_of; an
-    archive holds what its writer wrote, up to its newest object, which must reach what the window's judged events
-    may have dead-lettered by."""
+    archive holds what its writer wrote, up to its newest object, which may lag what the window's events may have
+    dead-lettered by no more than [dlq] archive_every."""
     if details["mode"] == "queue":
         # Counted from as_of, the time the run stands at (the simulated worlds' clock too); a run made with an
         # --as-of long past reads a live queue as it is now, which this cannot see (docs/design.md).
@@ -101,16 +101,21 @@ def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
                 f"read from {_at(window.read_start)}, so some of its dead-lettered events may be gone from it. Read "
                 f"an archive of the queue ([dlq] uri), or judge the window sooner.")
     newest = details.get("newest_object_at")
-    # EventBridge retries an event up to max_event_age before it dead-letters it, so a message that can decide a
-    # final verdict (an event older than the horizon) was sent by as_of - margin_before, and one of the window's by
-    # read_end: the archive must reach the earlier of the two. Younger events are pending whatever it holds.
-    until = min(window.read_end, window.as_of - window.margin_before)
-    if newest is not None and datetime.fromisoformat(newest) >= until:
+    # EventBridge retries an event up to max_event_age before it dead-letters it: a message for an event old enough
+    # for a final verdict after the bus was sent by as_of - margin_before, one for any of the window's by end +
+    # max_event_age. An archive written every [dlq] archive_every may lag that much behind it (a day without dead
+    # letters leaves only its empty object); older, its writer has stopped. Within that lag, what was dead-lettered
+    # after the newest object is unknown: the limit of an archive (docs/design.md).
+    until = min(window.end + window.max_event_age, window.as_of - window.margin_before)
+    due = until - parse_duration(cfg.archive_every)
+    if newest is not None and datetime.fromisoformat(newest) >= due:
         return None
     written = f"was written {newest}" if newest else "has no modification time"
-    return (f"The newest DLQ archive object under {cfg.uri} {written}, before {_at(until)} (what the window's "
-            f"judged events may have dead-lettered by, as of {_at(window.as_of)}): messages dead-lettered since are "
-            f"not in the archive (has its writer stopped?). Check the archiver, or read the queue ([dlq] queue_url).")
+    return (f"The newest DLQ archive object under {cfg.uri} {written}, more than [dlq] archive_every "
+            f"({cfg.archive_every}) before {_at(until)} (what the window's events may have dead-lettered by, as of "
+            f"{_at(window.as_of)}): messages dead-lettered since are not in the archive (has its writer stopped?). "
+            f"Check the archiver (it should write an object, empty when there is nothing, every archive_every), or "
+            f"read the queue ([dlq] queue_url).")
 
 
 def _at(t: datetime) -> str:

@@ -278,9 +278,11 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
         if err is not None and "denied" in str(err):
             raise err from e
         reason = f"cannot read {cfg.format} file {f.where}: {e}"
+        outside = (" It is not in Spark's commit log: a crashed task's leftover cut short (move it out of the output "
+                   "once checked), or a file whose entry the sink's retention expired." if f.committed is False else "")
         return (None, ledger.rejects_table(NAME, [f.where], [reason], [None]),
                 f"{f.where} is not readable {cfg.format} ({e}). Check the file (a failed write?) and whether "
-                f"[sink] format is right; its rows are missing from the sink.", fp)
+                f"[sink] format is right; its rows are missing from the sink.{outside}", fp)
     n = cols["n"]
     refs = rawtext.refs(f.where, n, "#", first=0)
     if drift:
