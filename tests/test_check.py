@@ -35,6 +35,8 @@ BASIC = "Basic " + base64.b64encode(f"{EMAIL}/token:{TOKEN}".encode()).decode()
     ('[engine]\npartitions = 0\n', '[engine] partitions = 0 is not valid: expected "auto" or a whole number'),
     ('[dlq]\nempty_receives = 0\n', "[dlq] empty_receives = 0 is not valid: expected a whole number"),
     ('[dlq]\nkinesis_target = ""\n', '[dlq] kinesis_target = "" is not valid: expected text that only the Kinesis'),
+    ('[dlq]\narchive_every = "daily"\n',
+     '[dlq] archive_every = "daily" is not valid: expected a duration with a unit, like 90s'),
 ])
 @pytest.mark.parametrize("command", [["check"], ["run", "--dry-run", "--date", "2026-11-23"],
                                      ["run", "--date", "2026-11-23", "--no-state"]])
