@@ -24,14 +24,13 @@ WITH repeated_in_log AS (
     GROUP BY eb_id
 ), landed AS (
     SELECT eb_id, count(*) AS copies, count(sequence_number) AS sequences_if_one,
-           count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false) AS outside_log,
+           outside_log_rows(committed) AS outside_log,
            bool_or(replay_name IS NOT NULL) AS replayed, min(observed_at) AS sink_at
     FROM sink WHERE eb_id IS NOT NULL
     GROUP BY eb_id
 ), resequenced AS (
     SELECT eb_id, count(DISTINCT sequence_number) AS sink_sequences,
-           count(DISTINCT sequence_number)
-               - count(DISTINCT sequence_number) FILTER (WHERE committed IS DISTINCT FROM false) AS outside_only
+           outside_only_sequences(sequence_number, committed) AS outside_only
     FROM sink WHERE eb_id IN (SELECT eb_id FROM landed WHERE copies > 1)
     GROUP BY eb_id
 ), dead AS (

@@ -10,23 +10,21 @@
 -- under that replay is preferred; only a copy with exactly one preferred original is paired (never a guess: an
 -- unpaired copy is judged as before, by hop_a).
 CREATE OR REPLACE TABLE replay_copies AS
-WITH copy AS (
+WITH copy_rows AS (
     SELECT eb_id, any_value(replay_name) AS replay_name, min(observed_at) AS sink_at,
-           count(DISTINCT sequence_number) AS sink_sequences,
-           sink_copies(count(*), count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false),
-                       count(DISTINCT sequence_number)
-                           - count(DISTINCT sequence_number) FILTER (WHERE committed IS DISTINCT FROM false),
-                       $outside_log_counts) AS sink_rows,
-           sink_copies_outside(count(*), count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false),
-                               count(DISTINCT sequence_number)
-                                   - count(DISTINCT sequence_number) FILTER (WHERE committed IS DISTINCT FROM false),
-                               $outside_log_counts) AS uncommitted_rows
+           count(DISTINCT sequence_number) AS sink_sequences, count(*) AS n, outside_log_rows(committed) AS n_outside,
+           outside_only_sequences(sequence_number, committed) AS outside_only
     FROM sink
     WHERE eb_id IN (SELECT eb_id FROM sink WHERE replay_name IN (SELECT replay_name FROM recoveries
                                                                  WHERE route = 'replay'))
       AND eb_id NOT IN (SELECT eb_id FROM recoveries)
     GROUP BY eb_id
     HAVING count(DISTINCT replay_name) = 1 AND bool_and(replay_name IS NOT NULL)
+), copy AS (
+    SELECT eb_id, replay_name, sink_at, sink_sequences,
+           sink_copies(n, n_outside, outside_only, $outside_log_counts) AS sink_rows,
+           sink_copies_outside(n, n_outside, outside_only, $outside_log_counts) AS uncommitted_rows
+    FROM copy_rows
 ), cand AS (
     SELECT c.*, o.eb_id AS original, r.eb_id IS NOT NULL AS in_journal
     FROM copy c

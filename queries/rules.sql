@@ -191,6 +191,10 @@ GROUP BY l.source_id;
 -- per Kinesis record no committed row holds, and an id with no committed row landed at least once. (A record Spark
 -- committed twice, one copy since expired, thus counts once: it cannot be told from a leftover.)
 -- sink_copies_outside: how many of the counted copies are outside the log. An id with no sink row stays NULL.
+-- outside_log_rows and outside_only_sequences are the aggregates of an id's sink rows these take.
+CREATE OR REPLACE MACRO outside_log_rows(committed) AS count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false);
+CREATE OR REPLACE MACRO outside_only_sequences(sequence_number, committed) AS
+    count(DISTINCT sequence_number) - count(DISTINCT sequence_number) FILTER (WHERE committed IS DISTINCT FROM false);
 CREATE OR REPLACE MACRO sink_copies_outside(n, n_outside, outside_only, outside_counts) AS
     CASE WHEN n IS NULL THEN NULL WHEN outside_counts OR n_outside = 0 THEN n_outside
          ELSE greatest(coalesce(outside_only, n_outside), CASE WHEN n = n_outside THEN 1 ELSE 0 END) END;
