@@ -35,6 +35,8 @@ METRICS = (
     ("IncompleteInputs", "Count", "stores read only partly or not at all"),
     ("SettledLostEvents", "Count", "pending events of earlier windows (the state) this run settled as lost: their "
                                    "window's own figures and recovery plan do not have them until it is re-run"),
+    ("OutsideCommitLog", "Count", "events delivered only in files outside Spark's commit log: Spark's readers, "
+                                  "which honour the log, do not see them (the day may still be clean)"),
 )
 BATCH = 20  # PutMetricData's datum limit in older regions and emulators; 1,000 where newer
 TOP_PROBLEMS = 8
@@ -80,7 +82,8 @@ def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[s
             datum("PendingEvents", summary["verdicts"].get("pending", 0), "Count"),
             datum("HeldEvents", sum(h["held"] for h in summary["hops"]), "Count"),
             datum("IncompleteInputs", incomplete, "Count"),
-            datum("SettledLostEvents", settled_lost(summary), "Count")]
+            datum("SettledLostEvents", settled_lost(summary), "Count"),
+            datum("OutsideCommitLog", summary["outside_commit_log"], "Count")]
     for h in summary["hops"]:
         hop = [{"Name": "Hop", "Value": h["name"]}]
         data += [datum("LostEvents", h["lost"], "Count", hop), datum("LossRate", h["loss_rate"], "None", hop),
@@ -121,6 +124,9 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
     if settled := settled_lost(summary):
         lines.append(f"Settled as lost: {settled:,} pending event(s) of earlier windows (their windows' figures and "
                      f"recovery plans have them once re-run)")
+    if outside := summary["outside_commit_log"]:
+        lines.append(f"Outside Spark's commit log: {outside:,} delivered event(s) only in files the log does not "
+                     f"list (readers that honour the log do not see them)")
     incomplete = [i["source"] for i in summary["inputs"] if not i["complete"]]
     lines.append(f"Inputs incomplete: {', '.join(incomplete) if incomplete else 'none'}")
     lines.append(f"Report: {report}")

@@ -54,7 +54,7 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     assert result.exit_code == 3, result.output
     out = orjson.loads(result.stdout)
     assert out["alert"]["cloudwatch"] == {"status": "sent", "namespace": "Reconcile", "rule": "zendesk-to-kinesis",
-                                          "metric_data": 13}
+                                          "metric_data": 14}
     assert out["alert"]["sns"] == {"status": "off"}
 
     cw = make_client("cloudwatch", aws_cfg)
@@ -63,7 +63,7 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     rule = ("Rule", "zendesk-to-kinesis")
     assert found == {("Status", (rule,)), ("Events", (rule,)), ("LostEvents", (rule,)), ("PendingEvents", (rule,)),
                      ("HeldEvents", (rule,)), ("IncompleteInputs", (rule,)), ("SettledLostEvents", (rule,)),
-                     *((name, (("Hop", hop), rule)) for name in ("LostEvents", "LossRate", "HeldEvents")
+                     ("OutsideCommitLog", (rule,)), *((name, (("Hop", hop), rule)) for name in ("LostEvents", "LossRate", "HeldEvents")
                        for hop in ("bus_to_sink", "zendesk_to_bus"))}
 
     def value(name, *dims):

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import faultrun
-from reconcile import completeness, emission
+from reconcile import alert, completeness, emission
 from reconcile.aws import make_client
 from reconcile.config import AwsConfig, MatchConfig, SinkConfig
 from reconcile.errors import ConfigError
@@ -92,6 +92,11 @@ def test_entries_the_retention_expired_are_no_loss_on_a_rerun(moto, tmp_path):
     outside = res.outcome.summary["outside_commit_log"]
     assert 0 < outside <= len(landed)
     assert re.search(rf"Outside Spark's commit log:\s+{outside}\b", res.report_text)
+    # and the alert says so, although no loss rests on them: Spark's readers do not see those events
+    data = {d["MetricName"]: d["Value"] for d in alert.metric_data(res.outcome.summary, "r", datetime.now(timezone.utc))
+            if len(d["Dimensions"]) == 1}
+    assert data["OutsideCommitLog"] == outside
+    assert f"Outside Spark's commit log: {outside:,} delivered event(s)" in alert.message(res.outcome.summary, "r")[1]
 
 
 def test_readers_that_ignore_the_commit_log_see_re_batched_duplicates(moto, tmp_path):
