@@ -343,3 +343,17 @@ def test_a_trickled_body_times_out_as_a_whole_and_counts_toward_max_wait(server,
     assert elapsed < 6 and not r.complete and "timeouts" in r.problems[0]
     # the failed requests' own time is waiting too: two 1 s timeouts pass a 1.5 s budget
     assert len(h.requests) == 2 and r.details["waited_s"] >= 1.5
+
+
+def test_a_redirect_is_not_followed_and_the_credentials_stay_home(server, tmp_path):
+    """urllib follows a 3xx with every header, Authorization included, to any host and scheme. A Zendesk URL that
+    answers with a redirect (a proxy, a domain moved elsewhere) is an error naming ZENDESK_URL; the other host never
+    hears from us."""
+    elsewhere = server(zs.synthetic_audits(3, start=T0))
+    h = server(zs.synthetic_audits(3, start=T0), auth=BASIC, faults=zs.Faults(redirect=elsewhere.url))
+    with pytest.raises(SourceError) as e:
+        read(h, tmp_path)
+    msg = str(e.value)
+    assert "HTTP 302 to http://127.0.0.1" in msg and "not followed" in msg and "ZENDESK_URL" in msg
+    assert TOKEN not in msg and BASIC not in msg
+    assert len(h.requests) == 1 and elsewhere.requests == []

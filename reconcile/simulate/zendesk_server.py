@@ -62,6 +62,8 @@ class Faults:
     stall: int = 0
     # fields of every page's tail served as given instead (e.g. {"end_of_stream": "false"}: drift in the API)
     tail: dict = field(default_factory=dict)
+    # answer every request with 302 to this URL + the request's path and query (a proxy, or a domain moved elsewhere)
+    redirect: str | None = None
 
 
 # --- data helpers (tests, benchmark, demo) --------------------------------------------------------------------------
@@ -210,6 +212,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, path: str, entry: dict) -> tuple[int, dict, bytes]:
         """(status, headers, body); status 0 means drop the connection. Called under the state lock."""
         st = self.state
+        if st.faults.redirect:
+            return 302, {"Location": st.faults.redirect + self.path}, b'{}'
         if st.auth is not None and self.headers.get("Authorization") != st.auth:
             return 401, {}, b'{"error":"Couldn\'t authenticate you"}'
         t = time.time()

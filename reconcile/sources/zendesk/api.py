@@ -44,6 +44,14 @@ ENV_HELP = "Set ZENDESK_EMAIL and ZENDESK_API_TOKEN (API token auth) or ZENDESK_
 _LOOPBACK = {"localhost"}
 
 
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: urllib would send the Authorization header on to wherever it points (another host, even
+    plain http). The 3xx reaches Client._http_error, which names ZENDESK_URL."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
 class GaveUp(Exception):
     """Waiting on limits/errors would pass max_wait. Carries what the API kept answering."""
 
@@ -177,7 +185,7 @@ class Client:
     def __post_init__(self):
         # Loopback (the simulator) never goes through an HTTP(S)_PROXY from the environment.
         host = urlsplit(self.base).hostname or ""
-        self._handlers = [urllib.request.ProxyHandler({})] if is_loopback(host) else []
+        self._handlers = [_NoRedirect()] + ([urllib.request.ProxyHandler({})] if is_loopback(host) else [])
         self._interval = 60.0 / self.rpm if self.rpm and self.rpm > 0 else 0.0
 
     def defer_until(self, wall: float) -> None:
@@ -298,6 +306,13 @@ class Client:
 
     def _http_error(self, e: urllib.error.HTTPError, path_query: str):
         code = e.code
+        if 300 <= code < 400:
+            where = urlsplit(e.headers.get("Location") or "")
+            to = f" to {where.scheme}://{where.hostname}" if where.scheme and where.hostname else ""
+            raise SourceError(
+                f"Zendesk answered HTTP {code}{to} for {path_query.split('?')[0]}: a redirect is not followed (the "
+                f"credentials would go with it). Set ZENDESK_URL to the account's own https://<subdomain>.zendesk.com "
+                f"URL.") from None
         if code in (401, 403):
             raise SourceError(
                 f"Zendesk refused the credentials (HTTP {code}). {ENV_HELP}; the incremental export needs a Zendesk "
