@@ -267,22 +267,31 @@ def simulate(out, events, seed, day, garbage_records):
 @click.option("--region", help="AWS region.")
 @click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")
 @click.option("--wait", default="1h", show_default=True, help="How long to wait for the task.")
-def export_logs(log_group, bucket, prefix, day, start, end, as_of, config_path, profile, region, endpoint_url, wait):
+@click.option("--apply", is_flag=True, help="Create the export task (it writes into the bucket). Without it, print "
+                                            "what would be asked for and change nothing.")
+def export_logs(log_group, bucket, prefix, day, start, end, as_of, config_path, profile, region, endpoint_url, wait,
+                apply):
     """Export the bus log copy for a window (with its read margins) to S3 and wait for the task.
 
-    Prints the S3 URI to give `run` as [bus_log] uri (format cwl-export). Exits 3 if the task has not finished
+    Without --apply, prints the CreateExportTask it would start and exits 0 (nothing is sent to AWS). With --apply,
+    prints the S3 URI to give `run` as [bus_log] uri (format cwl-export); exits 3 if the task has not finished
     within --wait.
 
     \b
     Example:
       reconcile export-logs --log-group /aws/events/zendesk --bucket logs-archive --prefix exports/2026-11-23 \
-        --date 2026-11-23
+        --date 2026-11-23 --apply
     """
-    from .logexport import export_window
+    from .logexport import export_window, plan
     from .window import parse_duration
     cfg = config_mod.build(config_path, aws_overrides(profile, region, endpoint_url))
     window = resolve_window(cfg, day, start, end, as_of)
-    task = export_window(log_group, bucket, prefix, window, cfg.aws, wait=parse_duration(wait).total_seconds())
+    wait_s = parse_duration(wait).total_seconds()
+    if not apply:
+        click.echo("\n".join(plan(log_group, bucket, prefix, window)))
+        click.echo("dry run: nothing was sent to AWS; add --apply to create the export task", err=True)
+        return
+    task = export_window(log_group, bucket, prefix, window, cfg.aws, wait=wait_s)
     click.echo(f"export task {task.task_id}: {task.status}", err=True)
     click.echo(task.uri)
     sys.exit(0 if task.status == "COMPLETED" else 3)

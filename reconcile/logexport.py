@@ -34,15 +34,29 @@ class ExportTask:
         return f"s3://{self.destination}"
 
 
+def request(log_group: str, bucket: str, prefix: str, window: Window) -> dict:
+    """CreateExportTask's parameters for the window: its read range [read_start, read_end), in epoch milliseconds."""
+    return dict(taskName=f"reconcile-{window.key}", logGroupName=log_group,
+                fromTime=int(window.read_start.timestamp() * 1000), to=int(window.read_end.timestamp() * 1000),
+                destination=bucket, destinationPrefix=prefix)
+
+
+def plan(log_group: str, bucket: str, prefix: str, window: Window) -> list[str]:
+    """What export_window would ask CloudWatch Logs for (what `export-logs` prints without --apply)."""
+    r = request(log_group, bucket, prefix, window)
+    return [f"CreateExportTask {r['taskName']}",
+            f"  log group    {log_group}",
+            f"  from         {window.read_start:%Y-%m-%dT%H:%M:%SZ} ({r['fromTime']} ms)",
+            f"  to           {window.read_end:%Y-%m-%dT%H:%M:%SZ} ({r['to']} ms, exclusive)",
+            f"  destination  s3://{bucket}/{prefix}".rstrip("/") + " (objects written by logs.amazonaws.com)"]
+
+
 def export_window(log_group: str, bucket: str, prefix: str, window: Window, aws: AwsConfig, *,
                   wait: float = 3600, poll: float = 10) -> ExportTask:
     """Start a CreateExportTask over [read_start, read_end) and poll until it ends (or `wait` seconds pass)."""
     logs = make_client("logs", aws)
     try:
-        task_id = logs.create_export_task(
-            taskName=f"reconcile-{window.key}", logGroupName=log_group,
-            fromTime=int(window.read_start.timestamp() * 1000), to=int(window.read_end.timestamp() * 1000),
-            destination=bucket, destinationPrefix=prefix)["taskId"]
+        task_id = logs.create_export_task(**request(log_group, bucket, prefix, window))["taskId"]
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code == "LimitExceededException":

@@ -74,9 +74,17 @@ def test_export_logs_waits_for_the_task(moto, tmp_path):
     t = int(datetime(2026, 11, 23, 12, tzinfo=timezone.utc).timestamp() * 1000)
     logs.put_log_events(logGroupName="/aws/events/zendesk", logStreamName="s",
                         logEvents=[{"timestamp": t, "message": '{"id": "x"}'}])
-    result = CliRunner().invoke(main, ["export-logs", "--log-group", "/aws/events/zendesk", "--bucket",
-                                       "logs-archive", "--prefix", "exports/d", "--date", "2026-11-23",
-                                       "--endpoint-url", moto.endpoint])
+    args = ["export-logs", "--log-group", "/aws/events/zendesk", "--bucket", "logs-archive", "--prefix", "exports/d",
+            "--date", "2026-11-23", "--endpoint-url", moto.endpoint]
+    # without --apply: the task it would start, and nothing sent (it writes into the bucket)
+    dry = CliRunner().invoke(main, args)
+    assert dry.exit_code == 0, dry.output
+    assert "CreateExportTask reconcile-" in dry.stdout and "s3://logs-archive/exports/d" in dry.stdout
+    assert "/aws/events/zendesk" in dry.stdout and "add --apply" in dry.stderr
+    assert logs.describe_export_tasks()["exportTasks"] == []
+    assert s3.list_objects_v2(Bucket="logs-archive").get("KeyCount", 0) == 0
+
+    result = CliRunner().invoke(main, args + ["--apply"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "s3://logs-archive/exports/d"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="logs-archive", Prefix="exports/d")["Contents"]]
