@@ -28,7 +28,7 @@ logger = logging.getLogger("reconcile")
 
 EXIT_CODES = """\b
 Exit codes:
-  0  clean: every event delivered (or excluded)
+  0  clean: every input complete, nothing pending, each hop's loss within its threshold
   1  only pending events (EventBridge may still deliver them)
   2  loss above a hop's threshold
   3  an input was incomplete or unreadable

@@ -102,7 +102,7 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
     \b
     Example:
       reconcile recover reconcile-out/2026-11-23 --set recover.stream=zendesk-events
-      reconcile recover --apply reconcile-out/2026-11-23/recovery/plan.json --digest 3f2a9c
+      reconcile recover --apply reconcile-out/2026-11-23/recovery/plan.json --digest 3f2a9c41be07
     """
     from .recover import apply as apply_mod
     from .recover import plan as plan_mod

@@ -62,13 +62,13 @@ def build_wheel(dest: Path) -> Path:
     return wheel
 
 
-def make_venv(python: str, where: Path, wheel: Path) -> Path:
+def make_venv(python: str, where: Path, wheel: Path, extras: str = "[demo]") -> Path:
     if uv():
         sh(uv(), "venv", "-q", "--python", python, where, cwd=where.parent)
-        sh(uv(), "pip", "install", "-q", "--python", where / "bin" / "python", f"{wheel}[demo]", cwd=where.parent)
+        sh(uv(), "pip", "install", "-q", "--python", where / "bin" / "python", f"{wheel}{extras}", cwd=where.parent)
     else:
         sh(python, "-m", "venv", where, cwd=where.parent)
-        sh(where / "bin" / "python", "-m", "pip", "install", "-q", f"{wheel}[demo]", cwd=where.parent)
+        sh(where / "bin" / "python", "-m", "pip", "install", "-q", f"{wheel}{extras}", cwd=where.parent)
     return where / "bin"
 
 
@@ -109,3 +109,9 @@ def test_wheel_installed_outside_the_checkout_runs_demo_and_verify(tmp_path):
         assert "missing from this tool" not in checked.stdout + checked.stderr
         assert "matches its evidence" in checked.stderr
 
+    # a production install (no extras, so no moto): the CLI works, and the demo says what it lacks
+    bare = make_venv(sys.executable, tmp_path / "venv-bare", wheel, extras="")
+    assert "Usage: reconcile" in sh(bare / "reconcile", "--help", cwd=work, env=env).stdout
+    no_demo = sh(bare / "reconcile", "demo", "--out", "bare-out", "--events", DEMO_EVENTS, "--no-progress", cwd=work,
+                 env=env, ok=(4,))
+    assert "pip install 'reconcile[demo]'" in no_demo.stderr and "Traceback" not in no_demo.stderr

@@ -7,6 +7,7 @@ with its message attributes, and the metrics file written back with PutMetricDat
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from concurrent.futures import ThreadPoolExecutor
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from ..aws import make_client
 from ..config import AwsConfig
+from ..errors import ConfigError
 from .stores import spark_log, spark_log_entries
 
 BUCKETS = ("logs-archive", "spark-output", "dlq-archive")
@@ -68,6 +70,9 @@ def start_moto(port: int = 0, *, threaded: bool = False, env: dict[str, str] | N
     `threaded=True` runs moto's ThreadedMotoServer in this process instead. `env` adds environment variables to the
     subprocess (e.g. INITIAL_NO_AUTH_ACTION_COUNT=0 to make moto enforce IAM).
     """
+    if not all(importlib.util.find_spec(m) for m in ("moto", "flask")):  # moto[server]: the server needs flask
+        raise ConfigError("The demo emulates AWS with moto's server, which is not installed here. Install the "
+                          "package with its demo extra: pip install 'reconcile[demo]' (or the wheel with [demo]).")
     if threaded:
         from moto.server import ThreadedMotoServer
 
