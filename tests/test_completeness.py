@@ -267,6 +267,30 @@ def test_corrupting_any_readable_record_of_a_required_store_never_yields_clean(c
                 assert not entry["complete"] and entry["problems"], what
 
 
+@pytest.mark.parametrize("drift,reason", [
+    ({"child_events": None}, "audit without child_events"),
+    ({"child_events": 5}, "child_events '5' is not a list"),
+    ({"event_type": 7}, "child event_type '7' is not text"),
+])
+def test_an_audit_whose_events_drifted_is_no_clean_and_no_crash(clean_day, tmp_path, drift, reason):
+    """Drift in the API's shape: an in-window audit whose child_events is null or no list, or a child whose
+    event_type is no text. Its events cannot be counted, so the read is not whole (before, the first two dropped the
+    audit's events unseen and the day could be clean; the others stopped the run)."""
+    sim, folder = clean_day
+    aid = in_window_audits(sim)[3]
+    row = sim.audits.filter(pc.equal(sim.audits["id"], aid)).to_pylist()[0]
+    audit = {k: v for k, v in row.items() if v is not None}
+    audit["child_events"] = [{k: v for k, v in c.items() if v is not None} for c in row["child_events"]]
+    if "event_type" in drift:
+        audit["child_events"][0]["event_type"] = drift["event_type"]
+    else:
+        audit.update(drift)
+    outcome = run(sim, folder, tmp_path / "run", corrupt={aid: orjson.dumps(audit)})
+    assert (outcome.summary["status"], outcome.exit_code) == ("incomplete", 3)
+    rejects = pq.read_table(tmp_path / "run" / "evidence" / "zendesk.rejects.parquet").to_pylist()
+    assert [r["reason"] for r in rejects] == [reason]
+
+
 def test_removing_a_record_never_yields_a_false_clean(clean_day, tmp_path):
     """Removing a sink row loses its event (exit 2, that event lost); removing a bus log line or a Zendesk audit
     loses nothing that was emitted and delivered, so a clean run then is true -- with the gap shown (an unlogged event,

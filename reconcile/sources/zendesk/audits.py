@@ -55,16 +55,24 @@ class AuditLedger:
             if not (self.start_ms <= ms < self.end_ms):
                 self.outside += 1
                 continue
-            for ch in a.get("child_events") or []:
+            children = a.get("child_events")
+            if not isinstance(children, list):  # drift: its events cannot be counted, so the read is not whole
+                self._reject(ref, "audit without child_events" if children is None else
+                             f"child_events {str(children)[:40]!r} is not a list", a)
+                continue
+            for ch in children:
                 cid = ch.get("id") if isinstance(ch, dict) else None
                 if not whole(cid):
                     self._reject(ref, "child event without id" if cid is None else
                                  f"child event id {str(cid)[:40]!r} is not a number", ch)
                     continue
+                et = ch.get("event_type")
+                if et is not None and not isinstance(et, str):
+                    self._reject(ref, f"child event_type {str(et)[:40]!r} is not text", ch)
+                    continue
                 if cid in self.children:
                     continue
                 self.children.add(cid)
-                et = ch.get("event_type")
                 if et == "Change" and ch.get("field_name"):
                     et = f"Change:{ch['field_name']}"
                 c["source_id"].append(str(cid))
