@@ -407,3 +407,14 @@ def test_an_empty_page_that_is_not_the_end_stops_the_collector_with_a_problem(se
     direct = read(h, tmp_path / "run-direct", T0, T0 + 2 * 3600, clock.sec)  # no cache, no fault
     assert again.complete and direct.complete
     assert comparable(sorted_ledger(again)) == comparable(sorted_ledger(direct)) and again.ledger.num_rows > 0
+
+
+def test_an_answer_that_ignores_start_time_stops_the_collector(server, tmp_path):
+    """The first page served to every request (a proxy dropping the query string): the collector stops with a problem
+    within a few requests instead of stepping a 'repeating second' forever, and caches nothing past it."""
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock)
+    h.set_faults(ignore_start_time=True)
+    got = run_collect(h, tmp_path / "cache", clock)
+    assert not got.complete and got.requests == 3
+    assert "does not follow start_time" in got.problems[0] and "(not cached)" in got.problems[0]

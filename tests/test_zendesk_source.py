@@ -19,6 +19,7 @@ from reconcile.ledger import SCHEMA
 from reconcile.simulate import zendesk_server as zs
 from reconcile.sources import zendesk
 from reconcile.sources.zendesk import api as zendesk_api
+from reconcile.sources.zendesk import export as zendesk_export
 from reconcile.sources.zendesk.audits import AuditLedger
 from reconcile.window import Window
 
@@ -357,3 +358,27 @@ def test_a_redirect_is_not_followed_and_the_credentials_stay_home(server, tmp_pa
     assert "HTTP 302 to http://127.0.0.1" in msg and "not followed" in msg and "ZENDESK_URL" in msg
     assert TOKEN not in msg and BASIC not in msg
     assert len(h.requests) == 1 and elsewhere.requests == []
+
+
+def test_an_answer_that_ignores_start_time_stops_the_walk(server, tmp_path):
+    """A caching proxy that drops the query string serves the first page to every request. The walk stepped a
+    'repeating second' after it forever (a request each); now it stops, incomplete, within a few requests."""
+    h = server(zs.synthetic_audits(60, start=T0), faults=zs.Faults(ignore_start_time=True))
+    r = read(h, tmp_path)
+    assert not r.complete and len(h.requests) == 3
+    assert any("does not follow start_time" in p and "ZENDESK_URL" in p for p in r.problems), r.problems
+
+
+def test_the_same_page_for_two_stepped_seconds_is_no_headway():
+    """An API that echoes the cursor as the page's end, with the same audits each time: a second stepped over twice
+    in a row with nothing new is the same page again. A genuine second of more than a page brings new audits."""
+    h = zendesk_export.Headway()
+    page = {"ticket_events": [{"id": 1}, {"id": 2}]}
+
+    def entry(start, same):
+        return {"start_time": start, "end_time": start, "count": 2, "end_of_stream": False, "same_second": same}
+    assert h.problem(entry(100, False), page) is None
+    assert h.problem(entry(100, True), page) is None  # a full second: its first page may repeat the one before
+    assert h.problem(entry(101, True), {"ticket_events": [{"id": 3}]}) is None  # new audits: it moves on
+    assert h.problem(entry(102, True), {"ticket_events": [{"id": 3}]}) is None
+    assert "does not move on" in h.problem(entry(103, True), {"ticket_events": [{"id": 3}]})

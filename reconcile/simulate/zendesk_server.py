@@ -64,6 +64,8 @@ class Faults:
     tail: dict = field(default_factory=dict)
     # answer every request with 302 to this URL + the request's path and query (a proxy, or a domain moved elsewhere)
     redirect: str | None = None
+    # serve the first page whatever start_time asks for (a caching proxy that drops the query string)
+    ignore_start_time: bool = False
 
 
 # --- data helpers (tests, benchmark, demo) --------------------------------------------------------------------------
@@ -239,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
             return st.faults.error_status, headers, b'{"error":"ServiceUnavailable"}'
         if st.take("drop"):
             return 0, {}, b""
-        body = self._page(entry["start_time"])
+        body = self._page(0 if st.faults.ignore_start_time else entry["start_time"])
         if st.take("truncate"):
             body = body[: len(body) // 2]
         return 200, headers, body

@@ -31,7 +31,7 @@ from ...errors import ConfigError
 from ...window import parse_duration
 from .cache import PageCache, last_request, lag, note_request
 from .api import Client, GaveUp, auth_header, base_url, load_page
-from .export import effective_rpm, fetch_page, fmt, iso, repeats, stalled
+from .export import Headway, effective_rpm, fetch_page, fmt, iso, repeats, stalled
 from .pages import bound_elsewhere, chain
 
 logger = logging.getLogger(__name__)
@@ -134,6 +134,7 @@ def _cycle(cache: PageCache, client: Client, base: str, start_time: int, clock, 
     page_no = entries[-1]["page"] if entries else 0
     unsaved = 0
     changed = False
+    headway = Headway()
     try:
         while True:
             try:
@@ -149,6 +150,9 @@ def _cycle(cache: PageCache, client: Client, base: str, start_time: int, clock, 
                 # request's now − 60 s, so that page's `as_of` moves on (it lists all older than that).
                 last.update(as_of=entry["as_of"], fetched_at=entry["fetched_at"], end_of_stream=entry["end_of_stream"])
                 changed = True
+                break
+            if stuck := headway.problem(entry, doc):
+                result.problems.append(f"{stuck} (not cached); the next collector asks again.")
                 break
             if not entry["end_of_stream"] and repeats(entry, cursor):
                 # not kept: a stalled API would otherwise add an empty page to the cache every cycle

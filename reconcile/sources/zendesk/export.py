@@ -123,6 +123,30 @@ def stalled(cursor: int) -> str:
             f"of the stream nor moves on: audits after {iso(cursor)} were not listed")
 
 
+class Headway:
+    """Whether the export's pages move on. A page of audits that end before its start_time does not follow the
+    request; a second stepped over twice in a row with no audit the page before did not list is the same page
+    answered again. Either way the walk would go on forever (each step a request), so it stops with a problem."""
+
+    def __init__(self):
+        self.last_ids: frozenset = frozenset()
+        self.idle = 0
+
+    def problem(self, entry: dict, doc: dict) -> str | None:
+        cursor, end = entry["start_time"], entry["end_time"]
+        if entry["count"] and not entry["end_of_stream"] and end < cursor:
+            return (f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with audits up to {iso(end)}, "
+                    f"before it: the answer does not follow start_time, so audits after {iso(cursor)} were not "
+                    f"listed")
+        ids = frozenset(a.get("id") for a in doc["ticket_events"] if isinstance(a, dict))
+        self.idle = self.idle + 1 if entry["same_second"] and ids <= self.last_ids else 0
+        self.last_ids = ids
+        if self.idle >= 2:
+            return (f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with the audits of the page "
+                    f"before, again: it does not move on, so audits after {iso(cursor)} were not listed")
+        return None
+
+
 # --- the walk -------------------------------------------------------------------------------------------------------
 
 
@@ -165,6 +189,7 @@ class _Walk:
 
     def fetch(self, stop_at: int, max_wait: float) -> str | None:
         """Fetch, save and take pages from the cursor until the range is listed; a problem if the API wore us out."""
+        headway = Headway()
         with open(self.pages_dir / INDEX, "ab") as index:
             while True:
                 cursor = self.cursor
@@ -174,6 +199,8 @@ class _Walk:
                     return (f"Zendesk API kept answering {e} (waited {self.client.stats.waited_s:.0f}s; max_wait "
                             f"{fmt(max_wait)} would be passed); re-run with the same pages dir ({self.pages_dir}) to "
                             f"resume from start_time={cursor} ({iso(cursor)}).")
+                if stuck := headway.problem(entry, doc):  # not saved: a re-run asks again from here
+                    return f"{stuck}. Check what answers at ZENDESK_URL ({self.base}), then re-run."
                 write_atomic(self.pages_dir / entry["file"], gz)
                 index.write(orjson.dumps(entry) + b"\n")
                 index.flush()
