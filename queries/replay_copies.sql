@@ -17,7 +17,7 @@ WITH copy_rows AS (
     FROM sink
     WHERE eb_id IN (SELECT eb_id FROM sink WHERE replay_name IN (SELECT replay_name FROM recoveries
                                                                  WHERE route = 'replay'))
-      AND eb_id NOT IN (SELECT eb_id FROM recoveries)
+      AND eb_id NOT IN (SELECT eb_id FROM recoveries WHERE eb_id IS NOT NULL)  -- a NULL would make NOT IN NULL
     GROUP BY eb_id
     HAVING count(DISTINCT replay_name) = 1 AND bool_and(replay_name IS NOT NULL)
 ), copy AS (

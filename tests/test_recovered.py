@@ -163,6 +163,21 @@ def test_a_replay_copy_under_a_new_id_is_the_recovery_of_the_original(tmp_path):
     assert e.count("orphans", f"eb_id = '{uid('D-replayed')}'") == 0
 
 
+def test_a_journal_id_that_is_no_uuid_does_not_hide_replay_copies(tmp_path):
+    """An id an older version journaled that is no UUID is read as no id (NULL): `x NOT IN (... NULL ...)` is NULL
+    for every x, which made every replay copy unrecognised (the original lost again, the copy an orphan)."""
+    copy = dict(day.D, eb_id="D-replayed", replay_name="recover-1")
+    rows = journal(dict(eb_id="D", source_id="4", route="replay", replay_name="recover-1",
+                        sent_at="2026-11-24T00:00:00Z"),
+                   dict(eb_id="X", source_id="9", sent_at="2026-11-23T12:00:00Z"))
+    i = rows.schema.get_field_index("eb_id")
+    rows = rows.set_column(i, rows.field(i), pa.array([rows["eb_id"][0].as_py(), "legacy-7"], rows.field(i).type))
+    e = judge(tmp_path, rows, [reput(copy, "2026-11-24T00:01:00Z", "51")])
+    assert e.count("recoveries", "eb_id IS NULL") == 1
+    assert verdict_of(e, "4")["verdict"] == "recovered"
+    assert e.count("orphans", f"eb_id = '{uid('D-replayed')}'") == 0
+
+
 def test_a_replay_that_keeps_the_id_is_joined_by_it(tmp_path):
     copy = dict(day.D, replay_name="recover-1")
     e = judge(tmp_path, journal(dict(eb_id="D", source_id="4", route="replay", replay_name="recover-1",
