@@ -263,7 +263,7 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")
         s = summary.build(e.results(), [summary.input_entry(results[x.name]) for x in REGISTRY], cfg, window,
                           orphans=e.count("orphans"),
-                          unlogged=e.count("verdicts", "unlogged_at_bus"),
+                          unlogged=e.count("verdicts", "unlogged_at_bus AND source_id = expected_id"),
                           gaps=gaps, generated_at=job.generated_at)
         # the report lists the first rows of each verdict group, losses first (all are in gaps.csv)
         gap_dicts, s["gaps"]["groups"] = report.gap_sample(e.batches("gaps", outputs.GAPS_ORDER))

@@ -108,6 +108,11 @@ def test_counts_are_of_expected_bus_events(day):
     assert table(day, "funnel", ["name", "in", "out", "lost", "pending"], order=True) == [
         ("zendesk_to_bus", 13, 12, 1, 0), ("bus_to_sink", 12, 12, 0, 0)]
     assert dict(table(day, "match_stats", ["match_kind", "events"]))["sequence"] == 1
+    # latencies are per expected event too: the new tickets' Create children share their bus event's latency, and
+    # counting each would weigh that event 5 and 2 times in the percentiles
+    assert dict(table(day, "latency", ["hop", "events"])) == {"zendesk_to_bus": 12, "bus_to_sink": 12,
+                                                              "end_to_end": 12}
+    assert sum(n for hop, n in table(day, "latency_histogram", ["hop", "events"]) if hop == "end_to_end") == 12
 
 
 def test_a_notification_is_not_emitted_when_not_excluded(tmp_path):
