@@ -4,7 +4,9 @@
 -- with hop A's candidate tests (exact on the Zendesk event id, else composite with the carried position as the
 -- highest possible one: kinds the model does not know may or may not have taken one before it), paired one-to-one
 -- among the carried events, never with an id already linked to another event (by an earlier run or by this run's
--- hop A). Facts are summed per source_id (a Zendesk event id belongs to one window). A carried event can settle as
+-- hop A); an event an earlier run paired with a connector sequence position (sequences.sql) is linked to the id now
+-- at that position. The emission facts it was judged by go to verdict_of again: a kind the model does not know is
+-- `unverified` unless a position was paired with it, never lost. Facts are summed per source_id (a Zendesk event id belongs to one window). A carried event can settle as
 -- `recovered` (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests on what the stores
 -- do not hold: when a store the loss rests on was not read whole ($unsettled_<hop>, completeness.unsettled), or
 -- the sink was not read back to the event ($sink_read_start: [window] carry_back), a carried event found lost stays
@@ -57,11 +59,20 @@ WITH open AS (
       AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
 ), composite AS (
     SELECT * FROM pair_composite('cand')
+), sequenced AS (
+    -- the position an earlier run paired the event with, now held by a store (the lowest id there, as sequences.sql)
+    SELECT c.source_id, min(b.eb_id) AS eb_id, 'sequence' AS match_kind
+    FROM open c
+    JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position = c.sequence_position
+    WHERE c.source_id NOT IN (SELECT source_id FROM exact) AND c.source_id NOT IN (SELECT source_id FROM composite)
+      AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
+    GROUP BY c.source_id
 ), links AS (
     SELECT source_id, eb_id, 'carried' AS match_kind FROM carried_links
     UNION ALL SELECT * FROM exact
     UNION ALL SELECT * FROM composite
     UNION ALL SELECT * FROM copy_links('composite', 'copies')
+    UNION ALL SELECT * FROM sequenced
 ), facts AS (
     SELECT * FROM bus_facts('links', 'near')
 ), judged AS (
@@ -69,12 +80,14 @@ WITH open AS (
            coalesce(f.eb_id, c.eb_id) AS eb_id,
            verdict_of(f.source_id IS NOT NULL OR c.eb_id IS NOT NULL, coalesce(f.sink_rows, 0),
                       coalesce(f.dlq_kinesis, 0), $as_of - c.event_time, $hop_a_grace, $horizon,
+                      emission := c.emission, sequence_position := c.sequence_position,
                       since_recovery := $as_of - f.recovery_sent_at,
                       landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
            f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind,
            only_outside_log(f.sink_rows, f.uncommitted_rows) AS outside_log,
-           f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how
+           f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
+           c.emission
     FROM carried c
     LEFT JOIN facts f USING (source_id)
 ), held AS (
@@ -85,7 +98,7 @@ WITH open AS (
 )
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict, lateness_s,
        CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
-            ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
+            ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
                           recovery_how := recovery_how, outside_log := outside_log) END AS cause,
        recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s
 FROM held;

@@ -49,6 +49,59 @@ def test_a_run_with_a_store_read_in_part_leaves_carried_losses_pending(tmp_path)
         assert ("20261123", "bus_to_sink", 10, 8, 2, 0) in history(st)
 
 
+def test_a_held_event_paired_with_a_sequence_position_settles_by_it(tmp_path):
+    """Ticket 40's update made a Comment (41) and a change of a field the emission model does not know (42), numbered
+    1 and 2 of connector sequence S. Day 1 reads the bus log in part and neither store has position 2: 42, paired with
+    it, would be lost before the bus, so it is held. Day 2 finds position 2 in both stores: 42 is delivered, linked by
+    its position. (The state kept neither the emission nor the sequence facts: 42 was settled `lost_before_bus`.)"""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, z
+    zd = [z(41, 40, "Comment", "10:00:00", 4000), z(42, 40, "Change:foo_field", "10:00:00", 4000)]
+    r1 = legacy("R1", 40, "Comment Created", "10:00:00.2", 1, sequence_id="S", sequence_total=2)
+    r2 = legacy("R2", 40, "Foo Changed", "10:00:00.3", 2, sequence_id="S", sequence_total=2)
+    landed = [dict(r1, observed_at="10:00:02", sequence_number="1", committed=True),
+              dict(r2, observed_at=DAY + timedelta(hours=14), sequence_number="2", committed=True)]
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results(zd, [dict(r1, observed_at=r1["event_time"])], landed[:1], [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        s1 = run_window(tmp_path, st, DAY, first, "day1")
+        assert s1["verdicts"]["pending"] == 1 and s1["hops"][0]["held"] == 1
+        s2 = run_window(tmp_path, st, DAY2, day_results([], [dict(r2, observed_at=r2["event_time"])], landed, []),
+                        "day2")
+        assert [(r["source_id"], r["verdict"], r["eb_id"] is not None) for r in s2["carried"]["events_shown"]] == \
+            [("42", "delivered", True)]
+
+
+def test_a_state_written_before_the_emission_facts_were_kept_still_carries_its_events(tmp_path):
+    """A state file of an earlier version has no emission or sequence columns in `pending`: opening it adds them
+    (empty), and its pending events are carried as before."""
+    from datetime import datetime, timedelta, timezone
+
+    import duckdb
+
+    from reconcile.window import Window
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE runs (window_key VARCHAR PRIMARY KEY, window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, "
+                "as_of TIMESTAMPTZ, status VARCHAR, exit_code INTEGER, generated_at TIMESTAMPTZ, out_dir VARCHAR, "
+                "events BIGINT)")
+    con.execute("CREATE TABLE pending (window_key VARCHAR, source_id VARCHAR, zendesk_key VARCHAR, eb_id VARCHAR, "
+                "ticket_id BIGINT, kind VARCHAR, event_time TIMESTAMPTZ, position BIGINT, "
+                "PRIMARY KEY (window_key, source_id))")
+    con.execute("INSERT INTO runs VALUES ('w1', '2026-11-22 00:00:00+00', '2026-11-23 00:00:00+00', "
+                "'2026-11-23 02:00:00+00', 'pending', 1, '2026-11-23 02:00:00+00', '/r', 1)")
+    con.execute("INSERT INTO pending VALUES ('w1', '7', '7', NULL, 5, 'Comment', '2026-11-22 23:59:00+00', 1)")
+    con.close()
+    day = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    with State.open(path) as st:
+        carried = st.carried(Window(start=day, end=day + timedelta(days=1), as_of=day + timedelta(hours=26)))
+    row = carried.to_pylist()
+    assert [(r["source_id"], r["emission"], r["sequence_id"], r["sequence_position"]) for r in row] == \
+        [("7", None, None, None)]
+
+
 def test_trace_shows_what_a_later_run_settled_a_pending_event_as(tmp_path):
     """Day 1's verdicts.parquet keeps E (event 5) pending; day 2 settled it delivered. trace, reading the runs the
     state knows, shows both: the day's own verdict and the later settlement."""

@@ -12,6 +12,12 @@ CREATE TABLE IF NOT EXISTS pending (
 -- other_eb_ids: the event's other linked EventBridge ids (copies: a resend, a webhook redelivery), so a later run
 -- sees whichever copy lands (added after the first states were written: a state without it gets it, empty)
 ALTER TABLE pending ADD COLUMN IF NOT EXISTS other_eb_ids VARCHAR[];
+-- what the emission model and the connector sequence said of the event (verdicts' emission, sequence_id and
+-- sequence_position), so a later run settles it by the same facts: an unknown kind is never settled lost without a
+-- sequence position, and one paired with a position is linked by it (added later: older rows have none)
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS emission VARCHAR;
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS sequence_id VARCHAR;
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS sequence_position BIGINT;
 CREATE TABLE IF NOT EXISTS settlements (
     window_key VARCHAR, source_id VARCHAR, settled_in VARCHAR, verdict VARCHAR, eb_id VARCHAR,
     lateness_s DOUBLE, PRIMARY KEY (window_key, source_id));
