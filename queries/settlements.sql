@@ -91,8 +91,8 @@ WITH open AS (
     FROM carried c
     LEFT JOIN facts f USING (source_id)
 ), held AS (
-    SELECT *, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread), coalesce($unsettled_bus_to_sink, unread))
-              AS held_by
+    SELECT *, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread, beyond_bus_log(event_time, $hop_a_grace)),
+                           coalesce($unsettled_bus_to_sink, unread)) AS held_by
     FROM (SELECT *, CASE WHEN event_time < $sink_read_start
                          THEN 'the sink was not read back to it ([window] carry_back)' END AS unread FROM judged)
 )

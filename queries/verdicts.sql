@@ -38,7 +38,9 @@ WITH linked AS (
     WHERE s.in_window
 ), held AS (
     SELECT * REPLACE (held_verdict(verdict, held_by) AS verdict), verdict AS found
-    FROM (SELECT *, loss_held_by(verdict, $unsettled_zendesk_to_bus, $unsettled_bus_to_sink) AS held_by FROM judged)
+    FROM (SELECT *, loss_held_by(verdict, coalesce($unsettled_zendesk_to_bus, beyond_bus_log(event_time, $hop_a_grace)),
+                                 $unsettled_bus_to_sink) AS held_by
+          FROM judged)
 )
 SELECT * EXCLUDE (replayed, recovery_how, found, held_by),
        CASE WHEN held_by IS NOT NULL THEN found END AS would_be,

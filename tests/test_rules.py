@@ -286,3 +286,29 @@ def test_a_carried_event_delivered_twice_as_a_webhook_is_one_event_under_two_ids
     both = settle(tmp_path / "both", ["900"], copies, [sunk(c, "2026-11-22T23:00:02Z", str(i)) for i, c in
                                                          enumerate(copies)])
     assert (both["900"][0], both["900"][2]) == ("duplicated", "redelivery")  # two ids linked: a redelivery
+
+
+def test_a_bus_log_read_that_ends_early_holds_the_losses_after_its_end(tmp_path):
+    """The bus log read ends at 12:00 (a CloudWatch export made before its data was exportable) while the sink holds
+    events the bus received until 17:00. A Zendesk event at 16:00 that no store holds may yet be in the log: its loss
+    before the bus is held, with what it would be. One at 11:00, before the end, is lost. When the sink ends with the
+    log (the bus itself went quiet: an outage), the 16:00 event is lost too."""
+    from tinyday import judge, legacy, obs, table, z
+    zd = [z(1, 1, "Comment", "10:00:00", 100), z(2, 2, "Comment", "11:00:00", 200),
+          z(3, 3, "Comment", "12:00:00", 300), z(4, 4, "Comment", "16:00:00", 400), z(5, 5, "Comment", "17:00:00", 500)]
+    a, c, e5 = (legacy(x, t, "Comment Created", f"{h}:00:00.1", 1) for x, t, h in (("A", 1, 10), ("C", 3, 12),
+                                                                                  ("E", 5, 17)))
+    bus = [obs(a, a["event_time"]), obs(c, c["event_time"])]
+    sink = [obs(x, x["event_time"][:6] + "02", sequence_number=str(i), committed=True)
+            for i, x in enumerate((a, c, e5))]
+    short = judge(tmp_path / "short", zd, bus, sink, [])
+    assert table(short, "verdicts", ["source_id", "verdict", "would_be"]) == [
+        ("1", "delivered", None), ("2", "lost_before_bus", None), ("3", "delivered", None),
+        ("4", "pending", "lost_before_bus"), ("5", "delivered", None)]
+    (cause,) = [r["cause"] for r in short.arrow("verdicts").to_pylist() if r["source_id"] == "4"]
+    assert cause == ("would be lost_before_bus, but the bus log read ends at 2026-11-23T12:00:00Z while the sink or "
+                     "the DLQ holds events the bus received until 2026-11-23T17:00:00Z: judged again by the next run")
+    assert table(short, "funnel", ["name", "lost", "held"]) == [("bus_to_sink", 0, 0), ("zendesk_to_bus", 1, 1)]
+    quiet = judge(tmp_path / "quiet", zd[:4], bus, sink[:2], [])
+    assert [v for s, v in table(quiet, "verdicts", ["source_id", "verdict"]) if s in ("2", "4")] == \
+        ["lost_before_bus", "lost_before_bus"]
