@@ -24,9 +24,12 @@ CREATE OR REPLACE MACRO position_fits(pos_low, pos_high, b_pos) AS
     b_pos IS NULL OR pos_high IS NULL OR b_pos BETWEEN coalesce(pos_low, b_pos) AND pos_high;
 
 -- hop A, pairing: composite candidates (table `cand`: source_id, eb_id, ticket_id, kind, s_time, b_time, b_pos) made
--- one-to-one. A candidate that is the only one on both sides is 'composite'. The others are 'ambiguous': paired with
--- their mutually nearest candidate in time (at whole seconds), the rest in time order within their (ticket, kind)
--- group; pairing is one-to-one, so an ambiguous group can never hide a loss.
+-- one-to-one. A candidate that is the only one on both sides is 'composite'. The others are 'ambiguous'. A (ticket,
+-- kind) group with as many events as ids, each the candidate of the one at its rank in time order, is paired in that
+-- order: it pairs everything (and, in one dimension, with the least total distance). Any other group is paired with
+-- their mutually nearest candidate in time (at whole seconds), the rest in time order; nearest first could take the id
+-- an earlier event needs and leave two unpaired where time order pairs both. Pairing is one-to-one, so an ambiguous
+-- group can never hide a loss.
 CREATE OR REPLACE MACRO pair_candidates(cand) AS TABLE
 WITH c AS (
     SELECT * FROM query_table(cand)
@@ -38,11 +41,29 @@ WITH c AS (
 ), unique_pairs AS (
     SELECT source_id, eb_id, 'composite' AS match_kind FROM c
     WHERE source_id NOT IN (SELECT source_id FROM multi_s) AND eb_id NOT IN (SELECT eb_id FROM multi_b)
-), amb AS (
+), all_amb AS (
     -- Distance at the API's resolution: audit times are whole seconds, bus times carry the fraction after it.
     SELECT *, abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) AS d
     FROM c
     WHERE source_id IN (SELECT source_id FROM multi_s) OR eb_id IN (SELECT eb_id FROM multi_b)
+), order_s AS (
+    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
+                                 ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
+    FROM (SELECT DISTINCT source_id, ticket_id, kind, s_time FROM all_amb)
+), order_b AS (
+    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
+                                 ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id) AS r
+    FROM (SELECT DISTINCT eb_id, ticket_id, kind, b_time, b_pos FROM all_amb)
+), in_order AS (
+    -- the groups whose events and ids pair whole in time order: as many of each, every rank pair a candidate
+    SELECT s.ticket_id, s.kind
+    FROM order_s s
+    FULL JOIN order_b b USING (ticket_id, kind, r)
+    LEFT JOIN all_amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id
+    GROUP BY ALL
+    HAVING bool_and(a.source_id IS NOT NULL)
+), amb AS (
+    SELECT * FROM all_amb WHERE (ticket_id, kind) NOT IN (SELECT (ticket_id, kind) FROM in_order)
 ), nearest AS (
     SELECT *,
            row_number() OVER (PARTITION BY source_id ORDER BY d, b_pos, eb_id) AS rank_for_s,
@@ -69,6 +90,10 @@ WITH c AS (
     FROM amb_b
 )
 SELECT * FROM unique_pairs
+UNION ALL
+SELECT s.source_id, b.eb_id, 'ambiguous'
+FROM order_s s JOIN order_b b USING (ticket_id, kind, r)
+WHERE (s.ticket_id, s.kind) IN (SELECT (ticket_id, kind) FROM in_order)
 UNION ALL
 SELECT source_id, eb_id, 'ambiguous' AS match_kind FROM mutual
 UNION ALL

@@ -243,6 +243,27 @@ def test_hop_a_pairs_rapid_repeat_updates_by_nearest_time(tmp_path):
         e.close()
 
 
+def test_hop_a_pairs_a_group_in_time_order_when_that_pairs_everything(tmp_path):
+    """Two comments on one ticket 5 s apart and two bus events 6 and 9 s after the first comment (a slow bus), each
+    within tolerance of its own: the second comment's nearest is the first bus event, and pairing it first left the
+    first comment (and the second bus event) unpaired: a false loss and an orphan. A group with as many events as
+    ids that time order pairs whole is paired that way."""
+    zendesk = [z(31, 30, "Comment", "19:00:00", 3100), z(32, 30, "Comment", "19:00:05", 3200)]
+    p = legacy("P", 30, "Comment Created", "19:00:06.2", 1)
+    q = legacy("Q", 30, "Comment Created", "19:00:14.1", 1)
+    bus = [obs(e, e["event_time"]) for e in (p, q)]
+    sink = [obs(p, "19:00:08", sequence_number="1", committed=True),
+            obs(q, "19:00:16", sequence_number="2", committed=True)]
+    e = judge(tmp_path, zendesk, bus, sink, [])
+    try:
+        assert table(e, "hop_a", ["source_id", "eb_id", "match_kind"]) == [("31", "P", "ambiguous"),
+                                                                           ("32", "Q", "ambiguous")]
+        assert dict(table(e, "verdicts", ["source_id", "verdict"])) == {"31": "delivered", "32": "delivered"}
+        assert table(e, "orphans", ["eb_id"]) == []
+    finally:
+        e.close()
+
+
 @pytest.mark.parametrize("outside_log_counts", [False, True], ids=["honour-log", "ignore-log"])
 def test_copies_outside_the_commit_log_never_lose_an_event(tmp_path, outside_log_counts):
     """Sink rows in files outside Spark's commit log (committed = false): a retried batch's leftover beside the
