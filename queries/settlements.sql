@@ -96,7 +96,8 @@ WITH open AS (
     FROM (SELECT *, CASE WHEN event_time < $sink_read_start
                          THEN 'the sink was not read back to it ([window] carry_back)' END AS unread FROM judged)
 )
-SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict, lateness_s,
+SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict,
+       CASE WHEN held_by IS NOT NULL THEN found END AS would_be, lateness_s,
        CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
             ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
                           recovery_how := recovery_how, outside_log := outside_log) END AS cause,

@@ -30,8 +30,9 @@ METRICS = (
     ("LostEvents", "Count", "events lost, over every hop (and per hop with the Hop dimension)"),
     ("LossRate", "None", "per hop (Hop dimension): lost / in, 0 to 1"),
     ("PendingEvents", "Count", "events still pending (EventBridge may deliver them)"),
-    ("HeldEvents", "Count", "of the pending, losses held because a store they rest on was read in part: the losses "
-                            "an incomplete day cannot call yet (and per hop with the Hop dimension)"),
+    ("HeldEvents", "Count", "pending events whose loss is held because a store it rests on was read in part (or, for "
+                            "an earlier window's event, not read back to it): the window's own and those carried "
+                            "in (and per hop with the Hop dimension)"),
     ("IncompleteInputs", "Count", "stores read only partly or not at all"),
     ("SettledLostEvents", "Count", "pending events of earlier windows (the state) this run settled as lost: their "
                                    "window's own figures and recovery plan do not have them until it is re-run"),
@@ -67,6 +68,11 @@ def settled_lost(summary: dict[str, Any]) -> int:
     return sum(n for v, n in summary.get("carried", {}).get("by_verdict", {}).items() if v in losses)
 
 
+def carried_held(summary: dict[str, Any]) -> dict[str, int]:
+    """Per hop, the carried events of earlier windows this run held pending again (run.carried_summary)."""
+    return summary.get("carried", {}).get("held", {})
+
+
 def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[str, Any]]:
     """PutMetricData's MetricData for a run's summary."""
     base = [{"Name": "Rule", "Value": rule}]
@@ -80,14 +86,15 @@ def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[s
             datum("Events", summary["events"], "Count"),
             datum("LostEvents", sum(h["lost"] for h in summary["hops"]), "Count"),
             datum("PendingEvents", summary["verdicts"].get("pending", 0), "Count"),
-            datum("HeldEvents", sum(h["held"] for h in summary["hops"]), "Count"),
+            datum("HeldEvents", sum(h["held"] for h in summary["hops"]) + sum(carried_held(summary).values()),
+                  "Count"),
             datum("IncompleteInputs", incomplete, "Count"),
             datum("SettledLostEvents", settled_lost(summary), "Count"),
             datum("OutsideCommitLog", summary["outside_commit_log"], "Count")]
     for h in summary["hops"]:
         hop = [{"Name": "Hop", "Value": h["name"]}]
         data += [datum("LostEvents", h["lost"], "Count", hop), datum("LossRate", h["loss_rate"], "None", hop),
-                 datum("HeldEvents", h["held"], "Count", hop)]
+                 datum("HeldEvents", h["held"] + carried_held(summary).get(h["name"], 0), "Count", hop)]
     return data
 
 
@@ -124,6 +131,10 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
     if settled := settled_lost(summary):
         lines.append(f"Settled as lost: {settled:,} pending event(s) of earlier windows (their windows' figures and "
                      f"recovery plans have them once re-run)")
+    if held := sum(carried_held(summary).values()):
+        lines.append(f"Carried and held again: {held:,} pending event(s) of earlier windows whose loss is held (a store "
+                     f"read in part or ending early, or the sink not read back to them: re-run their window once the "
+                     f"stores are whole, or raise [window] carry_back)")
     if outside := summary["outside_commit_log"]:
         lines.append(f"Outside Spark's commit log: {outside:,} delivered event(s) only in files the log does not "
                      f"list (readers that honour the log do not see them)")

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import completeness, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
+from . import completeness, emission, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
 from .config import Config, EngineConfig
 from .engine import Engine
 from .emission import from_evidence, load_model
@@ -292,10 +292,16 @@ def jsonable(value: Any) -> Any:
 
 
 def carried_summary(settlements: pa.Table) -> dict[str, Any]:
-    """What became of the pending events carried in from earlier windows."""
+    """What became of the pending events carried in from earlier windows: counts by verdict, and of those still
+    pending, the losses held back per hop (`held`: by the hop of the loss each would be, queries/verdicts.csv)."""
     rows = settlements.to_pylist()
+    hop_of = {r["verdict"]: r["loss_hop"] for r in emission.verdict_rows() if r["loss_hop"]}
     by: dict[str, int] = {}
+    held: dict[str, int] = {}
     for r in rows:
         by[r["verdict"]] = by.get(r["verdict"], 0) + 1
+        if (hop := hop_of.get(r.get("would_be"))) is not None:
+            held[hop] = held.get(hop, 0) + 1
     shown = [dict(r, event_time=summary.iso(r["event_time"])) for r in rows[:report.GAP_ROWS]]
-    return {"events": len(rows), "by_verdict": dict(sorted(by.items())), "events_shown": shown}
+    return {"events": len(rows), "by_verdict": dict(sorted(by.items())), "held": dict(sorted(held.items())),
+            "events_shown": shown}

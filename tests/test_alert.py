@@ -275,3 +275,23 @@ def test_a_carried_event_settled_as_lost_is_published(tmp_path):
             if len(d["Dimensions"]) == 1}
     assert data["SettledLostEvents"] == 1 and data["LostEvents"] == 0
     assert "Settled as lost: 1 pending event(s) of earlier windows" in alert.message(s2, "report.html")[1]
+
+
+def test_a_carried_loss_held_again_is_published(tmp_path):
+    """E, pending on day 1, is not found on day 2 while day 2's sink was read in part: its loss (after the bus) is
+    held again. It is day 1's event, so day 2's funnel does not count it; HeldEvents (total and bus_to_sink) and the
+    SNS body do."""
+    from reconcile.state import State
+    from tinyday import day1, day2
+
+    with State.open(tmp_path / "state.duckdb") as st:
+        day1(tmp_path, st)
+        s2 = day2(tmp_path, st, sink_read_whole=False)
+    assert s2["carried"]["by_verdict"] == {"pending": 1} and s2["carried"]["held"] == {"bus_to_sink": 1}
+    window_held = {h["name"]: h["held"] for h in s2["hops"]}
+    data = alert.metric_data(s2, "r", datetime(2026, 11, 25, tzinfo=timezone.utc))
+    got = {(d["MetricName"], next((x["Value"] for x in d["Dimensions"] if x["Name"] == "Hop"), None)): d["Value"]
+           for d in data}
+    assert got[("HeldEvents", None)] == sum(window_held.values()) + 1
+    assert got[("HeldEvents", "bus_to_sink")] == window_held["bus_to_sink"] + 1
+    assert "Carried and held again: 1 pending event(s) of earlier windows" in alert.message(s2, "report.html")[1]
