@@ -180,6 +180,21 @@ def test_firehose_records_that_can_hold_events_but_show_none_are_rejects(tmp_pat
                             'Firehose record has an unknown messageType "DATA_MESSAGE_V2"']
 
 
+def test_a_firehose_object_cut_short_keeps_the_records_before_the_cut(tmp_path):
+    """Firehose records run together with no newline: the cut at the damage must fall between records, not at the
+    last newline (there is none), which kept nothing and said so wrongly."""
+    t0 = int(NOW.timestamp() * 1000)
+    whole = b"".join(json.dumps(data_record([(f"e{i}", t0, legacy(f"L{i}"))]), separators=(",", ":")).encode()
+                     for i in range(5))
+    obj = gzip.compress(whole)
+    (tmp_path / "fh").mkdir()
+    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc").write_bytes(obj[: len(obj) - 12])
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose"), WINDOW, AwsConfig())
+    assert not res.complete
+    assert labels(res.ledger["eb_id"]) == [f"L{i}" for i in range(4)]
+    assert any("kept the 4 records read before it" in p for p in res.problems), res.problems
+
+
 # ---------------------------------------------------------------- bus log: live API
 
 

@@ -142,6 +142,8 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, 
     text, damage = rawtext.gunzip(data)
     tail = b""
     if damage:
+        if fmt == "firehose":  # its records run together: split them first, or the cut would keep none
+            text = _split_records(text)
         cut = text.rfind(b"\n") + 1
         text, tail = text[:cut], text[cut:]
     led, rej, counts = reader(text, key)
@@ -205,8 +207,13 @@ FROM (SELECT unnest(evs) AS ev FROM parsed WHERE evs IS NOT NULL)
 """
 
 
+def _split_records(text: bytes) -> bytes:
+    """Firehose's records one to a line (a record already on a line of its own stays as it is)."""
+    return text.replace(b"}" + _RECORD_START, b"}\n" + _RECORD_START)
+
+
 def _read_firehose(text: bytes, key: str, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table, dict]:
-    text = text.replace(b"}" + _RECORD_START, b"}\n" + _RECORD_START)
+    text = _split_records(text)
     lines = rawtext.lines(text)
     records = pa.table({"rec": pa.array(np.arange(1, len(lines) + 1, dtype=np.int64)), "line": lines})
     con = events.connect()
