@@ -509,3 +509,78 @@ def test_moto_reset_empties_the_server(moto, aws_cfg):
     assert make_client("s3", aws_cfg).list_buckets()["Buckets"] == []
     urllib.request.urlopen(moto.endpoint + "/moto-api/", timeout=5).read()
     time.sleep(0)
+
+
+# ---------------------------------------------------------------- a connection that fails mid-read
+
+
+class _Flaky:
+    """An AWS JSON-protocol endpoint (X-Amz-Target) over HTTP that answers each action from `answers` (a list: one
+    answer a call, the last repeated) and, once an action's answers run out with `drop` set for it, closes every
+    connection without answering: what a network failure mid-read looks like to botocore, after its retries."""
+
+    def __init__(self, answers: dict[str, list[dict]], drop: set[str]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        calls: dict[str, int] = {}
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                action = self.headers.get("X-Amz-Target", "").split(".")[-1]
+                n = calls[action] = calls.get(action, 0) + 1
+                given = answers.get(action, [{}])
+                if action in drop and n > len(given):
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                body = json.dumps(given[min(n, len(given)) - 1]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.calls = calls
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.aws = AwsConfig(endpoint_url=f"http://127.0.0.1:{self.server.server_address[1]}", region="us-east-1")
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_filter_log_events_failing_mid_read_keeps_what_it_read_and_is_incomplete(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    t0 = int(NOW.timestamp() * 1000)
+    ep = _Flaky({"FilterLogEvents": [{"events": [{"logStreamName": "s", "timestamp": t0, "message": legacy("L1"),
+                                                  "eventId": "1"}], "nextToken": "more"}]}, drop={"FilterLogEvents"})
+    try:
+        res = buslog.read(BusLogConfig(format="api", log_group="g"), WINDOW, ep.aws)
+    finally:
+        ep.close()
+    assert not res.complete and labels(res.ledger["eb_id"]) == ["L1"]
+    assert any("failed after retries" in p and "read 1 events" in p for p in res.problems), res.problems
+
+
+def test_receive_message_failing_mid_read_releases_what_it_holds_and_is_incomplete(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    attrs = {"Attributes": {"ApproximateNumberOfMessages": "2", "ApproximateNumberOfMessagesNotVisible": "0",
+                            "MessageRetentionPeriod": "1209600"}}
+    message = {"MessageId": "m1", "ReceiptHandle": "h1", "Body": legacy("L1"), "Attributes": {}}
+    ep = _Flaky({"GetQueueAttributes": [attrs], "ReceiveMessage": [{"Messages": [message]}],
+                 "ChangeMessageVisibilityBatch": [{"Successful": [{"Id": "0"}], "Failed": []}]},
+                drop={"ReceiveMessage"})
+    try:
+        res = dlq.read(DlqConfig(queue_url=f"{ep.aws.endpoint_url}/123456789012/dlq"), WINDOW, ep.aws)
+    finally:
+        ep.close()
+    assert not res.complete
+    assert any("ReceiveMessage" in p and "failed after retries" in p for p in res.problems), res.problems
+    assert ep.calls["ChangeMessageVisibilityBatch"] == 1  # what it received is made visible again

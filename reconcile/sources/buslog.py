@@ -270,6 +270,12 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchCon
             raise (err or SourceError(f"FilterLogEvents on {cfg.log_group} failed ({code}): {e}")) from e
     except botocore.exceptions.EndpointConnectionError as e:
         raise SourceError(f"Cannot reach CloudWatch Logs ({e}). Check --region and AWS_ENDPOINT_URL.") from e
+    except botocore.exceptions.NoCredentialsError:
+        raise
+    except botocore.exceptions.BotoCoreError as e:  # the connection failed mid-read, after botocore's retries
+        problems.append(f"FilterLogEvents on {cfg.log_group} failed after retries ({type(e).__name__}: {e}); read "
+                        f"{sum(p.num_rows for p in pages):,} events. Re-run later or read an S3 export "
+                        f"([bus_log] format = \"cwl-export\").")
     table = pa.concat_tables(pages) if pages else _LOG_EVENT.empty_table()
     refs = pc.binary_join_element_wise(pa.scalar(cfg.log_group), pc.fill_null(table["logStreamName"], "?"), "/")
     refs = pc.binary_join_element_wise(refs, pc.fill_null(table["eventId"], "?"), "#")

@@ -261,6 +261,12 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                        or SourceError(f"ReceiveMessage on {url} failed ({code}): {e}")) from e
             problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
             throttled = True
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.NoCredentialsError):
+            raise  # nothing could be read at all: the caller's store error
+        except botocore.exceptions.BotoCoreError as e:  # the connection failed mid-read, after botocore's retries
+            problems.append(f"ReceiveMessage on {url} failed after retries ({type(e).__name__}: {e}); read "
+                            f"{len(seen):,} message(s). Re-run later.")
+            throttled = True
     finally:
         # Also on an error, Ctrl-C or SIGTERM (SystemExit): nothing we received stays hidden from its owners.
         # NEVER DeleteMessage: the DLQ is evidence, and other people's to handle.
