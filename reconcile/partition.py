@@ -9,8 +9,9 @@ The plan (docs/design.md, "Partitioned judging"), all in one DuckDB connection:
 2. Per EventBridge-id partition: engine.BY_EB_ID (bus_events) over that partition's records. Every record of an id
    is in the same partition, so each id's row is what a single pass makes. The rows are streamed from the query
    (never kept as a table) and written on by the ticket they name (the bus log's, else the sink's, else the DLQ's,
-   as bus_events decides); ids no store names a ticket for go to part -1, which every ticket partition reads. Each
-   partition's files are read into memory (Arrow) once.
+   as bus_events decides; a webhook event whose Zendesk event id names another ticket's event, that event's:
+   queries/partition/webhook_tickets.sql); ids no store names a ticket for go to part -1, which every ticket
+   partition reads. Each partition's files are read into memory (Arrow) once.
 3. Per ticket partition: engine.BY_TICKET (source_events, hop_a, sequences, verdicts, orphan_candidates) over that
    partition's Zendesk events and bus events: every link (Zendesk event id, ticket + kind + time, connector sequence)
    is within one ticket. The tables a run-wide query reads are written out: verdicts (streamed from the query, never
@@ -113,6 +114,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         e.run_query(name, params)
     empty = {hop: con.table(hop).limit(0).to_arrow_table() for hop in ("zendesk",) + AWS_HOPS}
     hold = max(8_192, e.rows_in_memory // (4 * k))  # rows held per partition: at most a quarter of the budget in all
+    eng.execute_file(con, eng.query_path("partition/webhook_tickets"), {})  # on the whole ledgers, before they split
     for hop in AWS_HOPS:
         _split(con, con.table(hop), "by_eb_id", work / hop, k, hold, f"the split of the {hop} ledger")
     columns = "zendesk_columns"  # only what the partitions read
@@ -133,7 +135,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         for hop in AWS_HOPS:
             _bind(con, hop, _files(work / hop, j), empty[hop], load=True)
         for name in eng.BY_EB_ID:  # no later query of the partition reads its table: its rows are split as they come
-            _split(con, _streamed(e, name, params, empty), "by_ticket", work / name, k, hold, f"{name}.sql")
+            _split(con, _streamed(e, name, params, empty), "by_event_ticket", work / name, k, hold, f"{name}.sql")
 
     for hop in AWS_HOPS:
         _drop(con, hop)  # the ticket partitions read what bus_events made of them (the run-wide queries, the ledgers)

@@ -142,6 +142,14 @@ def hand_day(tmp: Path) -> dict[str, Path]:
                     event_time="12:00:00.3", observed_at="12:00:01"))
     sink.append(dict(eb_id="eb-w", zendesk_key="w-3001", event_type=WEBHOOK, family="webhook",
                      event_time="12:00:00.3", observed_at="12:01:00", sequence_number="n-w"))
+    # a webhook whose copies name ticket 24 while the API has its event on 25 (a merged ticket): linked by the id, so
+    # judged in the partition of the Zendesk event's ticket (queries/partition/webhook_tickets.sql)
+    z.append(dict(source_id="3002", zendesk_key="w-3002", ticket_id=25, event_type="Comment", family="webhook",
+                  event_time="12:30:00", audit_id=6004))
+    for rows, extra in ((bus, dict(observed_at="12:30:01")),
+                        (sink, dict(observed_at="12:31:00", sequence_number="n-w2"))):
+        rows.append(dict(eb_id="eb-w2", zendesk_key="w-3002", ticket_id=24, event_type=WEBHOOK, family="webhook",
+                         event_time="12:30:00.3", **extra))
     # only the sink has it, with the ticket (bus log copy missing): the sink's ticket decides
     z.append(dict(source_id="4001", zendesk_key="4001", ticket_id=31, event_type="Create", family="api",
                   event_time="13:00:00", audit_id=6003))
@@ -164,7 +172,7 @@ def test_ids_whose_stores_disagree_on_the_ticket_are_judged_as_in_one_pass(tmp_p
     single = judged(cfg, window, ledgers, None, 1, tmp_path)
     verdicts = {r["source_id"]: (r["verdict"], label(r["eb_id"])) for r in single["verdicts"].to_pylist()}
     assert verdicts["2001"] == ("dead_lettered", "eb-x")
-    assert verdicts["3001"] == ("delivered", "eb-w")
+    assert verdicts["3001"] == ("delivered", "eb-w") and verdicts["3002"] == ("delivered", "eb-w2")
     assert verdicts["4001"] == ("delivered", "eb-s")
     assert all(verdicts[str(1000 + t)] == ("delivered", f"eb-{t}") for t in range(1, 41))
     assert sorted(map(label, single["orphans"]["eb_id"].to_pylist())) == ["eb-o1", "eb-o2"]
