@@ -132,9 +132,9 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
         lines.append(f"Settled as lost: {settled:,} pending event(s) of earlier windows (their windows' figures and "
                      f"recovery plans have them once re-run)")
     if held := sum(carried_held(summary).values()):
-        lines.append(f"Carried and held again: {held:,} pending event(s) of earlier windows whose loss is held (a store "
-                     f"read in part or ending early, or the sink not read back to them: re-run their window once the "
-                     f"stores are whole, or raise [window] carry_back)")
+        lines.append(f"Carried and held again: {held:,} pending event(s) of earlier windows whose loss is held (a "
+                     f"store read in part or ending early, or the sink not read back to them: re-run their window "
+                     f"once the stores are whole, or raise [window] carry_back)")
     if outside := summary["outside_commit_log"]:
         lines.append(f"Outside Spark's commit log: {outside:,} delivered event(s) only in files the log does not "
                      f"list (readers that honour the log do not see them)")

@@ -114,7 +114,8 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         e.run_query(name, params)
     empty = {hop: con.table(hop).limit(0).to_arrow_table() for hop in ("zendesk",) + AWS_HOPS}
     hold = max(8_192, e.rows_in_memory // (4 * k))  # rows held per partition: at most a quarter of the budget in all
-    eng.execute_file(con, eng.query_path("partition/webhook_tickets"), {})  # on the whole ledgers, before they split
+    mismatched = "webhook_tickets"  # on the whole ledgers, before they split
+    eng.execute_file(con, eng.query_path(f"partition/{mismatched}"), {})
     for hop in AWS_HOPS:
         _split(con, con.table(hop), "by_eb_id", work / hop, k, hold, f"the split of the {hop} ledger")
     columns = "zendesk_columns"  # only what the partitions read
