@@ -1,7 +1,8 @@
--- latency_histogram: per hop (as in latency.sql, per expected bus event), how many events took how long, in fixed buckets from under 100 ms
--- to over an hour; every bucket is listed (zero when empty) so charts of different runs line up. The buckets' bounds
--- are stated once (`buckets`); a latency's bucket is how many lower bounds it reaches, plus one, counted by a GROUP
--- BY (a range join of latencies to buckets costs ~7 times more at ten million events). NaN counts as the largest.
+-- latency_histogram: per hop (as in latency.sql, per expected bus event), how many events took how long, in fixed
+-- buckets from under 100 ms to over an hour; every bucket is listed (zero when empty) so charts of different runs line
+-- up. The buckets' bounds are stated once (`buckets`); a latency's bucket is how many lower bounds it reaches, plus
+-- one, counted by a GROUP BY (a range join of latencies to buckets costs ~7 times more at ten million events). NaN
+-- counts as the largest.
 CREATE OR REPLACE TABLE latency_histogram AS
 WITH buckets(ord, label, lower_s, upper_s) AS (
     VALUES (1, '< 100 ms', NULL, 0.1), (2, '100 ms – 1 s', 0.1, 1.0), (3, '1 – 5 s', 1.0, 5.0),

@@ -55,12 +55,13 @@ WITH c AS (
                                  ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id) AS r
     FROM (SELECT DISTINCT eb_id, ticket_id, kind, b_time, b_pos FROM all_amb)
 ), in_order AS (
-    -- the groups whose events and ids pair whole in time order: as many of each, every rank pair a candidate
-    SELECT s.ticket_id, s.kind
+    -- the groups whose events and ids pair whole in time order: as many of each (a rank without its other side joins
+    -- no candidate), every rank pair a candidate
+    SELECT ticket_id, kind
     FROM order_s s
     FULL JOIN order_b b USING (ticket_id, kind, r)
     LEFT JOIN all_amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id
-    GROUP BY ALL
+    GROUP BY ticket_id, kind
     HAVING bool_and(a.source_id IS NOT NULL)
 ), amb AS (
     SELECT * FROM all_amb WHERE (ticket_id, kind) NOT IN (SELECT (ticket_id, kind) FROM in_order)
@@ -269,8 +270,9 @@ CREATE OR REPLACE MACRO loss_held_by(found, before_bus, after_bus) AS
 -- DLQ shows the bus received later events (queries/bus_log_reach.sql): the log may yet hold it.
 CREATE OR REPLACE MACRO beyond_bus_log(event_time, grace) AS
     (SELECT CASE WHEN event_time > reach - grace
-                 THEN 'the bus log read ends at ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ') || ' while the '
-                      || 'sink or the DLQ holds events the bus received until ' || strftime(newest, '%Y-%m-%dT%H:%M:%SZ')
+                 THEN 'the bus log read ends at ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ') || ' while the sink '
+                      || 'or the DLQ holds events the bus received until '
+                      || strftime(newest, '%Y-%m-%dT%H:%M:%SZ')
             END
      FROM bus_log_reach);
 CREATE OR REPLACE MACRO held_verdict(found, held_by) AS

@@ -1,16 +1,17 @@
--- settlements: pending events carried in from earlier windows (table `carried`), judged again against this run's
--- stores by the rules this window's events are judged by (queries/rules.sql): delivered late (with lateness),
--- duplicated, dead-lettered, lost, or still pending, with the cause. Events still missing the bus are re-matched
--- with hop A's candidate tests (exact on the Zendesk event id, else composite with the carried position as the
--- highest possible one: kinds the model does not know may or may not have taken one before it), paired one-to-one
--- among the carried events, never with an id already linked to another event (by an earlier run or by this run's
--- hop A); an event an earlier run paired with a connector sequence position (sequences.sql) is linked to the id now
--- at that position. The emission facts it was judged by go to verdict_of again: a kind the model does not know is
--- `unverified` unless a position was paired with it, never lost. Facts are summed per source_id (a Zendesk event id belongs to one window). A carried event can settle as
--- `recovered` (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests on what the stores
--- do not hold: when a store the loss rests on was not read whole ($unsettled_<hop>, completeness.unsettled), or
--- the sink was not read back to the event ($sink_read_start: [window] carry_back), a carried event found lost stays
--- pending (`held`: the state carries it again), while what the stores do hold settles it as usual.
+-- settlements: pending events carried in from earlier windows (table `carried`), judged again against this run's stores
+-- by the rules this window's events are judged by (queries/rules.sql): delivered late (with lateness), duplicated,
+-- dead-lettered, lost, or still pending, with the cause. Events still missing the bus are re-matched with hop A's
+-- candidate tests (exact on the Zendesk event id, else composite with the carried position as the highest possible one:
+-- kinds the model does not know may or may not have taken one before it), paired one-to-one among the carried events,
+-- never with an id already linked to another event (by an earlier run or by this run's hop A); an event an earlier run
+-- paired with a connector sequence position (sequences.sql) is linked to the id now at that position. The emission
+-- facts it was judged by go to verdict_of again: a kind the model does not know, paired with no position, is
+-- `unverified`, never lost. Facts are summed per source_id (a Zendesk event id belongs to one window). A carried
+-- event can settle as `recovered` (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests
+-- on what the stores do not hold: when a store the loss rests on was not read whole ($unsettled_<hop>,
+-- completeness.unsettled), or the sink was not read back to the event ($sink_read_start: [window] carry_back), a
+-- carried event found lost stays pending (`held`: the state carries it again), while what the stores do hold settles it
+-- as usual.
 CREATE OR REPLACE TABLE settlements AS
 WITH open AS (
     SELECT * FROM carried WHERE eb_id IS NULL
