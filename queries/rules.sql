@@ -232,8 +232,8 @@ CREATE OR REPLACE MACRO only_outside_log(sink_rows, uncommitted_rows) AS
     coalesce(uncommitted_rows > 0 AND uncommitted_rows >= sink_rows, false);
 
 -- the verdict cascade, in priority order (docs/design.md, "Verdicts"). `linked`: some store holds an id linked to
--- the event; `age`: as_of - event time. Carried events pass no emission or sequence facts (they were judged pending
--- with them once already).
+-- the event; `age`: as_of - event time. Carried events pass the emission and the paired sequence position the state
+-- kept (not whether the sequence is complete: they were judged pending with it once already).
 -- Recovery (issue 16): an event whose first sink arrival is at or after the send of a recovery (`since_recovery`:
 -- as_of - the send; `landed_after_recovery`) is 'recovered'; one that landed before any recovery keeps the verdict it
 -- has on its own; one sent but not landed is 'pending' until the horizon counted from the send, then lost again.

@@ -66,6 +66,8 @@ WITH open AS (
     FROM open c
     JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position = c.sequence_position
     WHERE c.source_id NOT IN (SELECT source_id FROM exact) AND c.source_id NOT IN (SELECT source_id FROM composite)
+      AND b.eb_id NOT IN (SELECT eb_id FROM exact) AND b.eb_id NOT IN (SELECT eb_id FROM composite)
+      AND b.eb_id NOT IN (SELECT eb_id FROM copies)
       AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
     GROUP BY c.source_id
 ), links AS (

@@ -1,7 +1,8 @@
 -- carried: the pending events of earlier windows that no other run has settled, to be judged again by this run
 -- (those this window's previous run settled are judged again too: re-running a window replaces its settlements).
-SELECT p.window_key, p.source_id, p.zendesk_key, p.eb_id, p.ticket_id, p.kind, p.event_time, p.position,
-       p.other_eb_ids, p.emission, p.sequence_id, p.sequence_position
+-- Every column `pending` has (state.as_carried keeps CARRIED_SCHEMA's, empty where a state file opened read-only, as
+-- `run --dry-run` opens it, predates a column).
+SELECT p.*
 FROM pending p
 JOIN runs r USING (window_key)
 WHERE r.window_start < $window_start

@@ -261,9 +261,8 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                        or SourceError(f"ReceiveMessage on {url} failed ({code}): {e}")) from e
             problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
             throttled = True
-        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.NoCredentialsError):
-            raise  # nothing could be read at all: the caller's store error
-        except botocore.exceptions.BotoCoreError as e:  # the connection failed mid-read, after botocore's retries
+        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectTimeoutError) as e:
+            # the connection failed mid-read, after botocore's retries (credentials and parameters: errors as before)
             problems.append(f"ReceiveMessage on {url} failed after retries ({type(e).__name__}: {e}); read "
                             f"{len(seen):,} message(s). Re-run later.")
             throttled = True
