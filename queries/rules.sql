@@ -267,14 +267,12 @@ CREATE OR REPLACE MACRO loss_held_by(found, before_bus, after_bus) AS
     CASE WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'zendesk_to_bus') THEN before_bus
          WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'bus_to_sink') THEN after_bus END;
 -- A loss before the bus of an event newer than where the bus log read ends, less hop A's grace, when the sink or the
--- DLQ shows the bus received later events (queries/bus_log_reach.sql): the log may yet hold it.
-CREATE OR REPLACE MACRO beyond_bus_log(event_time, grace) AS
-    (SELECT CASE WHEN event_time > reach - grace
-                 THEN 'the bus log read ends at ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ') || ' while the sink '
-                      || 'or the DLQ holds events the bus received until '
-                      || strftime(newest, '%Y-%m-%dT%H:%M:%SZ')
-            END
-     FROM bus_log_reach);
+-- DLQ shows the bus received later events (`reach`, `newest`: the one row of queries/bus_log_reach.sql, cross-joined
+-- by the caller; a scalar subquery here would be correlated with every row): the log may yet hold it.
+CREATE OR REPLACE MACRO beyond_bus_log(event_time, reach, newest, grace) AS
+    CASE WHEN event_time > reach - grace
+         THEN 'the bus log read ends at ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ') || ' while the sink or the DLQ '
+              || 'holds events the bus received until ' || strftime(newest, '%Y-%m-%dT%H:%M:%SZ') END;
 CREATE OR REPLACE MACRO held_verdict(found, held_by) AS
     CASE WHEN held_by IS NOT NULL THEN 'pending' ELSE found END;
 CREATE OR REPLACE MACRO held_cause(found, held_by) AS

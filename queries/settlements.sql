@@ -94,10 +94,12 @@ WITH open AS (
     FROM carried c
     LEFT JOIN facts f USING (source_id)
 ), held AS (
-    SELECT *, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread, beyond_bus_log(event_time, $hop_a_grace)),
-                           coalesce($unsettled_bus_to_sink, unread)) AS held_by
+    SELECT j.*, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread,
+                                             beyond_bus_log(event_time, r.reach, r.newest, $hop_a_grace)),
+                             coalesce($unsettled_bus_to_sink, unread)) AS held_by
     FROM (SELECT *, CASE WHEN event_time < $sink_read_start
-                         THEN 'the sink was not read back to it ([window] carry_back)' END AS unread FROM judged)
+                         THEN 'the sink was not read back to it ([window] carry_back)' END AS unread FROM judged) j
+    CROSS JOIN bus_log_reach r
 )
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict,
        CASE WHEN held_by IS NOT NULL THEN found END AS would_be, lateness_s,

@@ -38,9 +38,10 @@ WITH linked AS (
     WHERE s.in_window
 ), held AS (
     SELECT * REPLACE (held_verdict(verdict, held_by) AS verdict), verdict AS found
-    FROM (SELECT *, loss_held_by(verdict, coalesce($unsettled_zendesk_to_bus, beyond_bus_log(event_time, $hop_a_grace)),
-                                 $unsettled_bus_to_sink) AS held_by
-          FROM judged)
+    FROM (SELECT j.*, loss_held_by(j.verdict, coalesce($unsettled_zendesk_to_bus,
+                                                        beyond_bus_log(j.event_time, r.reach, r.newest, $hop_a_grace)),
+                                   $unsettled_bus_to_sink) AS held_by
+          FROM judged j CROSS JOIN bus_log_reach r)
 )
 SELECT * EXCLUDE (replayed, recovery_how, found, held_by),
        CASE WHEN held_by IS NOT NULL THEN found END AS would_be,

@@ -116,6 +116,8 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     hold = max(8_192, e.rows_in_memory // (4 * k))  # rows held per partition: at most a quarter of the budget in all
     mismatched = "webhook_tickets"  # on the whole ledgers, before they split
     eng.execute_file(con, eng.query_path(f"partition/{mismatched}"), {})
+    # bus events go by their own ticket (by_ticket) unless a webhook's names another ticket's Zendesk event
+    by_event = "by_event_ticket" if con.table(mismatched).aggregate("count(*)").fetchall()[0][0] else "by_ticket"
     for hop in AWS_HOPS:
         _split(con, con.table(hop), "by_eb_id", work / hop, k, hold, f"the split of the {hop} ledger")
     columns = "zendesk_columns"  # only what the partitions read
@@ -136,7 +138,7 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         for hop in AWS_HOPS:
             _bind(con, hop, _files(work / hop, j), empty[hop], load=True)
         for name in eng.BY_EB_ID:  # no later query of the partition reads its table: its rows are split as they come
-            _split(con, _streamed(e, name, params, empty), "by_event_ticket", work / name, k, hold, f"{name}.sql")
+            _split(con, _streamed(e, name, params, empty), by_event, work / name, k, hold, f"{name}.sql")
 
     for hop in AWS_HOPS:
         _drop(con, hop)  # the ticket partitions read what bus_events made of them (the run-wide queries, the ledgers)
