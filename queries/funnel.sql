@@ -8,9 +8,9 @@
 CREATE OR REPLACE TABLE funnel AS
 WITH counted AS (
     -- the verdict rows counted first and the vocabulary joined to the counts (verdict_counts.sql says why)
-    SELECT verdict, eb_id IS NOT NULL AS linked, would_be, count(*) AS n
-    FROM verdicts
-    WHERE source_id = expected_id
+    SELECT verdict, linked, would_be, sum(n)::BIGINT AS n
+    FROM verdict_facts
+    WHERE expected
     GROUP BY verdict, linked, would_be
 ), j AS (
     SELECT n.verdict, n.linked, n.n, c.loss_hop, c.reached_sink, w.loss_hop AS held_hop

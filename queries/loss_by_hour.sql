@@ -1,15 +1,15 @@
 -- loss_by_hour: per hour (or $bucket_s-second bucket) of Zendesk event time, expected bus events and their verdicts
 -- (one column per verdict of the vocabulary, table verdict_vocab, in its order, zero when absent), plus how many
 -- reached the bus log and the sink: the timeline that shows a spike and what it cost.
--- Two steps: a PIVOT whose columns come from a query cannot take parameters, so the bucketing (which needs
--- $window_start) first counts into a small table of buckets x verdicts, dropped at the end.
+-- The buckets are verdict_facts' (bucketed there from $window_start); summed first into a small table of buckets x
+-- verdicts (dropped at the end), which the PIVOT reads.
 CREATE OR REPLACE TABLE loss_by_hour_counts AS
-SELECT time_bucket(to_seconds($bucket_s), event_time, $window_start) AS bucket, verdict,
-       count(*) AS events,
-       count(*) FILTER (WHERE log_copies > 0) AS at_bus,
-       count(*) FILTER (WHERE sink_rows > 0) AS at_sink
-FROM verdicts
-WHERE source_id = expected_id
+SELECT bucket, verdict,
+       sum(n)::BIGINT AS events,
+       coalesce(sum(n) FILTER (WHERE at_bus), 0)::BIGINT AS at_bus,
+       coalesce(sum(n) FILTER (WHERE at_sink), 0)::BIGINT AS at_sink
+FROM verdict_facts
+WHERE expected
 GROUP BY ALL;
 
 CREATE OR REPLACE TABLE loss_by_hour AS

@@ -7,9 +7,9 @@
 -- verdict (the verdicts are bound without a row count), past the memory limit at 100 M events.
 CREATE OR REPLACE TABLE match_stats AS
 WITH counted AS (
-    SELECT match_kind, verdict, count(*) AS events
-    FROM verdicts
-    WHERE source_id = expected_id
+    SELECT match_kind, verdict, sum(n)::BIGINT AS events
+    FROM verdict_facts
+    WHERE expected
     GROUP BY match_kind, verdict
 ),
 in_funnel AS (

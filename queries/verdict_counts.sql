@@ -7,10 +7,9 @@
 -- row would have DuckDB build its hash table of the verdicts (at 100 M events, more than the memory limit).
 CREATE OR REPLACE TABLE verdict_counts AS
 WITH counted AS (
-    SELECT verdict, count(*) FILTER (WHERE source_id = expected_id) AS events, count(*) AS children,
-           count(*) FILTER (WHERE source_id = expected_id AND only_outside_log(sink_rows, uncommitted_rows))
-               AS outside_log
-    FROM verdicts
+    SELECT verdict, sum(n) FILTER (WHERE expected)::BIGINT AS events, sum(n)::BIGINT AS children,
+           sum(n) FILTER (WHERE expected AND outside_log)::BIGINT AS outside_log
+    FROM verdict_facts
     GROUP BY verdict
 )
 SELECT v.verdict, coalesce(c.events, 0) AS events, coalesce(c.children, 0) AS children,
