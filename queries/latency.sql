@@ -1,16 +1,10 @@
--- latency: per hop, percentiles of the seconds an event took (Zendesk -> bus log, bus -> sink, end to end), per
--- expected bus event (children the emission model folds share their event's latencies: counted once).
--- The percentiles are quantile_cont's (linear between the two values around (n - 1) * q), found from each hop's
--- distinct values and their counts rather than by holding every value: at 100 M events three hops' values would not
--- fit in the engine's memory, their distinct values do (milliseconds over hours). Same figures as quantile_cont (to
--- the last bit on the 1 M bench day; within one unit in the last place at 10 M).
+-- latency: per hop, percentiles of the seconds an expected bus event took (Zendesk -> bus log, bus -> sink, end to
+-- end). The percentiles are quantile_cont's (linear between the two values around (n - 1) * q), found from each hop's
+-- distinct values and their counts (latency_values.sql) rather than by holding every value. Same figures as
+-- quantile_cont (to the last bit on the 1 M bench day; within one unit in the last place at 10 M).
 CREATE OR REPLACE TABLE latency AS
-WITH l AS (
-    SELECT 'zendesk_to_bus' AS hop, 1 AS ord, bus_latency_s AS s FROM verdicts WHERE source_id = expected_id
-    UNION ALL SELECT 'bus_to_sink', 2, sink_latency_s FROM verdicts WHERE source_id = expected_id
-    UNION ALL SELECT 'end_to_end', 3, end_to_end_s FROM verdicts WHERE source_id = expected_id
-), counted AS (
-    SELECT hop, ord, s, count(*) AS n FROM l GROUP BY ALL
+WITH counted AS (
+    SELECT hop, ord, s, n FROM latency_values
 ), ranked AS (
     -- the values of ranks below .. below + n - 1 (0-based, ascending) are s
     SELECT hop, s, sum(n) OVER (PARTITION BY hop ORDER BY s ROWS UNBOUNDED PRECEDING) - n AS below, n

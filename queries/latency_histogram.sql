@@ -1,4 +1,4 @@
--- latency_histogram: per hop (as in latency.sql, per expected bus event), how many events took how long, in fixed
+-- latency_histogram: per hop (latency_values.sql: per expected bus event), how many events took how long, in fixed
 -- buckets from under 100 ms to over an hour; every bucket is listed (zero when empty) so charts of different runs line
 -- up. The buckets' bounds are stated once (`buckets`); a latency's bucket is how many lower bounds it reaches, plus
 -- one, counted by a GROUP BY (a range join of latencies to buckets costs ~7 times more at ten million events). NaN
@@ -10,15 +10,11 @@ WITH buckets(ord, label, lower_s, upper_s) AS (
            (7, '15 – 60 min', 900.0, 3600.0), (8, '≥ 1 h', 3600.0, NULL)
 ), bounds AS (
     SELECT list(lower_s::DOUBLE ORDER BY ord) AS lower FROM buckets WHERE lower_s IS NOT NULL
-), l AS (
-    SELECT 'zendesk_to_bus' AS hop, bus_latency_s AS s FROM verdicts
-    WHERE bus_latency_s IS NOT NULL AND source_id = expected_id
-    UNION ALL SELECT 'bus_to_sink', sink_latency_s FROM verdicts
-    WHERE sink_latency_s IS NOT NULL AND source_id = expected_id
-    UNION ALL SELECT 'end_to_end', end_to_end_s FROM verdicts WHERE end_to_end_s IS NOT NULL AND source_id = expected_id
 ), counted AS (
-    SELECT hop, 1 + len(list_filter(lower, lambda b: s >= b)) AS ord, count(*) AS events
-    FROM l, bounds GROUP BY ALL
+    SELECT hop, 1 + len(list_filter(lower, lambda b: s >= b)) AS ord, sum(n)::BIGINT AS events
+    FROM latency_values, bounds
+    WHERE s IS NOT NULL
+    GROUP BY ALL
 )
 SELECT h.hop, b.ord, b.label, b.lower_s::DOUBLE AS lower_s, b.upper_s::DOUBLE AS upper_s,
        coalesce(c.events, 0) AS events

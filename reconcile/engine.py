@@ -48,6 +48,7 @@ QUERIES = (
     "loss_by_type",
     "dlq_causes",
     "duplicates",
+    "latency_values",  # each hop's distinct latencies and their counts: latency and latency_histogram read it
     "latency",
     "metrics_check",
     "silent_losses",

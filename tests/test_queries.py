@@ -132,6 +132,7 @@ def test_latency_percentiles_are_quantile_cont_without_holding_every_value(n):
         e.con.execute("CREATE TABLE verdicts (bus_latency_s DOUBLE, sink_latency_s DOUBLE, end_to_end_s DOUBLE, "
                       "source_id VARCHAR DEFAULT 'e', expected_id VARCHAR DEFAULT 'e')")  # each row an expected event
         e.con.executemany("INSERT INTO verdicts (bus_latency_s, sink_latency_s, end_to_end_s) VALUES (?, ?, ?)", rows)
+        e.run_query("latency_values", {})
         e.run_query("latency", {})
         got = {r["hop"]: r for r in e.arrow("latency").to_pylist()}
         for hop, column in (("zendesk_to_bus", "bus_latency_s"), ("bus_to_sink", "sink_latency_s"),
