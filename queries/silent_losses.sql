@@ -1,12 +1,13 @@
 -- silent_losses: losses no store reported (lost before the bus, lost after the bus with no DLQ message), per hour
 -- of Zendesk event time and event kind: when and what went missing without a trace (`silent` in
 -- queries/verdicts.csv; one column per silent verdict).
--- Counted by (hour, kind, verdict) first and the vocabulary joined to the counts (verdict_counts.sql says why).
+-- Summed by (hour, kind, verdict) from verdict_facts first and the vocabulary joined to the counts (verdict_counts.sql
+-- says why).
 CREATE OR REPLACE TABLE silent_losses AS
 WITH counted AS (
-    SELECT time_bucket(INTERVAL 1 HOUR, event_time, $window_start) AS hour, kind, verdict, count(*) AS n
-    FROM verdicts
-    WHERE source_id = expected_id
+    SELECT hour, kind, verdict, sum(n) AS n
+    FROM verdict_facts
+    WHERE expected
     GROUP BY ALL
 )
 SELECT c.hour,

@@ -40,7 +40,7 @@ QUERIES = (
     "settlements",
     "recovery_funnel",  # recovery (issue 16)
     "orphans",
-    "verdict_facts",  # the verdicts counted once by every breakdown's keys: the next five sum it
+    "verdict_facts",  # the verdicts counted once by every breakdown's keys: the next five and silent_losses sum it
     "verdict_counts",
     "funnel",
     "match_stats",
