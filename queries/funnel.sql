@@ -1,13 +1,13 @@
 -- funnel: per hop, the expected bus events that entered it, left it, were lost in it and are still pending in it.
--- Counted are expected bus events (verdicts rows where source_id = expected_id) whose verdict the vocabulary puts in
--- the funnel (not excluded, unverified or not emitted: those never raise a loss rate); a verdict is a hop's loss
--- when the vocabulary's loss_hop names it. zendesk->bus: those -> those any AWS store holds. bus->sink: those ->
--- those the sink holds (the vocabulary's reached_sink: delivered or duplicated). `held`: of the pending, those held
--- only because a store the hop's losses rest on was read in part (verdicts `would_be` a loss of that hop: these are
--- the losses an incomplete day cannot yet call). Hop names and order: queries/hops.csv.
+-- Counted are expected bus events (verdict_facts rows where `expected`: source_id = expected_id) whose verdict the
+-- vocabulary puts in the funnel (not excluded, unverified or not emitted: those never raise a loss rate); a verdict is
+-- a hop's loss when the vocabulary's loss_hop names it. zendesk->bus: those -> those any AWS store holds. bus->sink:
+-- those -> those the sink holds (the vocabulary's reached_sink: delivered or duplicated). `held`: of the pending, those
+-- held only because a store the hop's losses rest on was read in part, or the bus log read ends before them (verdicts
+-- `would_be` a loss of that hop: the losses the day cannot yet call). Hop names and order: queries/hops.csv.
 CREATE OR REPLACE TABLE funnel AS
 WITH counted AS (
-    -- the verdict rows counted first and the vocabulary joined to the counts (verdict_counts.sql says why)
+    -- verdict_facts summed first and the vocabulary joined to the sums (verdict_counts.sql says why)
     SELECT verdict, linked, would_be, sum(n)::BIGINT AS n
     FROM verdict_facts
     WHERE expected

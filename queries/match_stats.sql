@@ -2,7 +2,7 @@
 -- vocabulary's order (queries/match_kinds.csv: exactly on the event id, by composite key, ambiguous, by connector
 -- sequence position, or not at all). Counted are the expected bus events whose verdict the funnel counts (in_funnel
 -- in queries/verdicts.csv).
--- The verdicts are counted by (match kind, verdict) first and the vocabularies joined to those few counts (as in
+-- verdict_facts' counts are summed by (match kind, verdict) and the vocabularies joined to those few sums (as in
 -- verdict_counts.sql): a join or IN against the verdict rows themselves lets DuckDB build its hash table of every
 -- verdict (the verdicts are bound without a row count), past the memory limit at 100 M events.
 CREATE OR REPLACE TABLE match_stats AS

@@ -256,23 +256,23 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
         ELSE 'lost_after_bus'
     END;
 
--- A loss is the absence of an event from what was read: found while a store it rests on was read only in part, or not
--- read back to the event, it is not final. loss_held_by gives why for a loss verdict `found`, by its loss hop
--- (queries/verdicts.csv): `before_bus` for a loss before the bus, `after_bus` for one after it (completeness.unsettled:
--- a sink read in part holds both, a bus log or DLQ read in part only the first; the read-back's reach), and NULL
--- otherwise. Such an event is judged 'pending' (held_verdict), with what it would be and why not (held_cause), so the
--- state carries it and a later run judges it again. This window's events (verdicts.sql) and carried ones
--- (settlements.sql) are held alike.
+-- A loss is the absence of an event from what was read: found while a store it rests on was read only in part, not read
+-- back to the event, or (before the bus) newer than where the bus log read ends, it is not final. loss_held_by gives
+-- why for a loss verdict `found`, by its loss hop (queries/verdicts.csv): `before_bus` for a loss before the bus,
+-- `after_bus` for one after it (completeness.unsettled: a sink read in part holds both, a bus log or DLQ read in part
+-- only the first; the read-back's reach), and NULL otherwise. Such an event is judged 'pending' (held_verdict), with
+-- what it would be and why not (held_cause), so the state carries it and a later run judges it again. This window's
+-- events (verdicts.sql) and carried ones (settlements.sql) are held alike.
 CREATE OR REPLACE MACRO loss_held_by(found, before_bus, after_bus) AS
     CASE WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'zendesk_to_bus') THEN before_bus
          WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'bus_to_sink') THEN after_bus END;
 -- A loss before the bus of an event newer than where the bus log read ends, less hop A's grace, when the sink or the
--- DLQ shows the bus received later events (`reach`, `newest`: the one row of queries/bus_log_reach.sql, cross-joined
+-- DLQ holds newer events (`reach`, `newest`: the one row of queries/bus_log_reach.sql, cross-joined
 -- by the caller; a scalar subquery here would be correlated with every row): the log may yet hold it.
 CREATE OR REPLACE MACRO beyond_bus_log(event_time, reach, newest, grace) AS
     CASE WHEN event_time > reach - grace
          THEN 'the bus log read ends at ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ') || ' while the sink or the DLQ '
-              || 'holds events the bus received until ' || strftime(newest, '%Y-%m-%dT%H:%M:%SZ') END;
+              || 'holds events until ' || strftime(newest, '%Y-%m-%dT%H:%M:%SZ') END;
 CREATE OR REPLACE MACRO held_verdict(found, held_by) AS
     CASE WHEN held_by IS NOT NULL THEN 'pending' ELSE found END;
 CREATE OR REPLACE MACRO held_cause(found, held_by) AS

@@ -9,7 +9,8 @@
 -- `unverified`, never lost. Facts are summed per source_id (a Zendesk event id belongs to one window). A carried
 -- event can settle as `recovered` (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests
 -- on what the stores do not hold: when a store the loss rests on was not read whole ($unsettled_<hop>,
--- completeness.unsettled), or the sink was not read back to the event ($sink_read_start: [window] carry_back), a
+-- completeness.unsettled), the sink was not read back to the event ($sink_read_start: [window] carry_back), or (a loss
+-- before the bus) the event is newer than where the bus log read ends (beyond_bus_log), a
 -- carried event found lost stays pending (`held`: the state carries it again), while what the stores do hold settles it
 -- as usual.
 CREATE OR REPLACE TABLE settlements AS

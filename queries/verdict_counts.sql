@@ -3,7 +3,7 @@
 -- are one) and how many Zendesk child events (`children`: rows of verdicts.parquet), and of those events how many
 -- reached the sink only in files outside Spark's commit log (`outside_log`: rules.sql only_outside_log); zero when
 -- absent.
--- The verdicts are counted first and the vocabulary joined to the counts: a join of the vocabulary to every verdict
+-- verdict_facts' counts are summed and the vocabulary joined to the sums: a join of the vocabulary to every verdict
 -- row would have DuckDB build its hash table of the verdicts (at 100 M events, more than the memory limit).
 CREATE OR REPLACE TABLE verdict_counts AS
 WITH counted AS (

@@ -7,7 +7,8 @@
 -- loss. The facts per event come from bus_facts, the verdict from verdict_of and the cause from cause_of
 -- (queries/rules.sql: the rules settlements.sql judges carried events by), recoveries included: `recovered` with
 -- recovery_lag_s (sink arrival - the send); a recovered event's latencies are its recovery's, so none are given. A loss
--- found while a store it rests on was read only in part ($unsettled_<hop>: completeness.unsettled) is held 'pending'
+-- found while a store it rests on was read only in part ($unsettled_<hop>: completeness.unsettled), or one before the
+-- bus of an event newer than where the bus log read ends (beyond_bus_log, bus_log_reach.sql), is held 'pending'
 -- (loss_held_by), with the loss it would be (`would_be`): the state carries it, and a later run judges it again.
 CREATE OR REPLACE TABLE verdicts AS
 WITH linked AS (

@@ -30,9 +30,9 @@ METRICS = (
     ("LostEvents", "Count", "events lost, over every hop (and per hop with the Hop dimension)"),
     ("LossRate", "None", "per hop (Hop dimension): lost / in, 0 to 1"),
     ("PendingEvents", "Count", "events still pending (EventBridge may deliver them)"),
-    ("HeldEvents", "Count", "pending events whose loss is held because a store it rests on was read in part (or, for "
-                            "an earlier window's event, not read back to it): the window's own and those carried "
-                            "in (and per hop with the Hop dimension)"),
+    ("HeldEvents", "Count", "pending events whose loss is held because a store it rests on was read in part or "
+                            "ends early (or, for an earlier window's event, was not read back to it): the window's "
+                            "own and those carried in (and per hop with the Hop dimension)"),
     ("IncompleteInputs", "Count", "stores read only partly or not at all"),
     ("SettledLostEvents", "Count", "pending events of earlier windows (the state) this run settled as lost: their "
                                    "window's own figures and recovery plan do not have them until it is re-run"),
@@ -125,7 +125,7 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
              f"Events: {summary['events']:,}, pending {summary['verdicts'].get('pending', 0):,}",
              "Loss per hop:"]
     for h in summary["hops"]:
-        held = f", {h['held']:,} more held (a store read in part)" if h["held"] else ""
+        held = f", {h['held']:,} more held (a store read in part or ending early)" if h["held"] else ""
         lines.append(f"  {h['name']}: {h['lost']:,} lost of {h['in']:,} = {h['loss_rate']:.4%}"
                      f"{' OVER THRESHOLD' if h['over_threshold'] else ''}{held}")
     if settled := settled_lost(summary):

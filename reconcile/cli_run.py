@@ -208,8 +208,8 @@ def check(config_path, zendesk_url, profile, region, endpoint_url, sets, as_json
 def demo(out, events, seed, day, days, audience, as_json, no_progress, state, with_recovery):
     """Simulate a pipeline day with faults at every hop, serve it like the real stores, reconcile it.
 
-    The Zendesk API is served over HTTP on loopback and the AWS stores by moto's server, so the demo runs the
-    same code paths as a production run. Prints the report path and how many injected faults were found.
+    The Zendesk API is served over HTTP on loopback and the AWS stores by moto's server (the demo extra:
+    pip install 'reconcile[demo]'), so the demo runs the same code paths as a production run. Prints the report path and how many injected faults were found.
 
     \b
     Example:
@@ -271,7 +271,7 @@ def simulate(out, events, seed, day, garbage_records):
                                             "what would be asked for and change nothing.")
 def export_logs(log_group, bucket, prefix, day, start, end, as_of, config_path, profile, region, endpoint_url, wait,
                 apply):
-    """Export the bus log copy for a window (with its read margins) to S3 and wait for the task.
+    """Print the CloudWatch Logs export of the bus log copy for a window; with --apply, start it and wait for it.
 
     Without --apply, prints the CreateExportTask it would start and exits 0 (nothing is sent to AWS). With --apply,
     prints the S3 URI to give `run` as [bus_log] uri (format cwl-export); exits 3 if the task has not finished

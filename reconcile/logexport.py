@@ -61,7 +61,7 @@ def export_window(log_group: str, bucket: str, prefix: str, window: Window, aws:
         code = e.response.get("Error", {}).get("Code", "")
         if code == "LimitExceededException":
             raise SourceError("Another CloudWatch Logs export is running in this account (one at a time). "
-                              "Wait for it to finish, then re-run export-logs.") from e
+                              "Wait for it to finish, then re-run export-logs --apply.") from e
         if code == "ResourceNotFoundException":
             raise SourceError(f"Log group {log_group} was not found. Check --log-group and --region.") from e
         raise SourceError(f"CreateExportTask failed ({code}): {e}. Check the bucket policy allows "

@@ -307,7 +307,7 @@ def test_a_bus_log_read_that_ends_early_holds_the_losses_after_its_end(tmp_path)
         ("4", "pending", "lost_before_bus"), ("5", "delivered", None)]
     (cause,) = [r["cause"] for r in short.arrow("verdicts").to_pylist() if r["source_id"] == "4"]
     assert cause == ("would be lost_before_bus, but the bus log read ends at 2026-11-23T12:00:00Z while the sink or "
-                     "the DLQ holds events the bus received until 2026-11-23T17:00:00Z: judged again by the next run")
+                     "the DLQ holds events until 2026-11-23T17:00:00Z: judged again by the next run")
     assert table(short, "funnel", ["name", "lost", "held"]) == [("bus_to_sink", 0, 0), ("zendesk_to_bus", 1, 1)]
     quiet = judge(tmp_path / "quiet", zd[:4], bus, sink[:2], [])
     assert [v for s, v in table(quiet, "verdicts", ["source_id", "verdict"]) if s in ("2", "4")] == \
