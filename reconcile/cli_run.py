@@ -209,7 +209,8 @@ def demo(out, events, seed, day, days, audience, as_json, no_progress, state, wi
     """Simulate a pipeline day with faults at every hop, serve it like the real stores, reconcile it.
 
     The Zendesk API is served over HTTP on loopback and the AWS stores by moto's server (the demo extra:
-    pip install 'reconcile[demo]'), so the demo runs the same code paths as a production run. Prints the report path and how many injected faults were found.
+    pip install 'reconcile[demo]'), so the demo runs the same code paths as a production run. Prints the report
+    path and how many injected faults were found.
 
     \b
     Example:
