@@ -245,3 +245,22 @@ def test_a_webhook_delivered_twice_is_one_event_under_two_ids(tmp_path):
         assert table(e, "orphans", ["eb_id"]) == []
     finally:
         e.close()
+
+
+def test_unlogged_and_lost_after_the_bus_count_a_folded_event_once(tmp_path):
+    """Two new tickets of three Create children each (one Ticket Created apiece). Ticket 90's bus event reached the sink
+    but not the bus log (unlogged at the bus); ticket 91's reached the bus log and never the sink (lost after the bus,
+    what InvocationsFailedToBeSentToDlq counts). Each is one event, not three."""
+    zd = [z(901 + i, 90, "Create", "08:00:00", 9000) for i in range(3)] + \
+         [z(911 + i, 91, "Create", "09:00:00", 9100) for i in range(3)]
+    n90 = legacy("N90", 90, "Ticket Created", "08:00:00.2", 1)
+    n91 = legacy("N91", 91, "Ticket Created", "09:00:00.2", 1)
+    e = judge(tmp_path, zd, [obs(n91, n91["event_time"])], [obs(n90, "08:00:02", sequence_number="1", committed=True)],
+              [])
+    try:
+        assert sum(n for _, _, n in table(e, "unlogged_causes", ["verdict", "reason", "events"])) == 1
+        assert e.count("verdicts", "unlogged_at_bus") == 3  # the rows: every child of the folded event
+        lost = {m: v for m, v in table(e, "metrics_check", ["metric", "per_event_value"])}
+        assert lost["InvocationsFailedToBeSentToDlq"] == 1
+    finally:
+        e.close()
