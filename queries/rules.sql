@@ -30,6 +30,16 @@ CREATE OR REPLACE MACRO position_fits(pos_low, pos_high, b_pos) AS
 -- their mutually nearest candidate in time (at whole seconds), the rest in time order; nearest first could take the id
 -- an earlier event needs and leave two unpaired where time order pairs both. Pairing is one-to-one, so an ambiguous
 -- group can never hide a loss.
+-- time order within a (ticket, kind) group (`r`, from 1): of Zendesk events (table `t`: source_id, ticket_id, kind,
+-- s_time) and of bus events (table `t`: eb_id, ticket_id, kind, b_time, b_pos) at the API's whole seconds
+CREATE OR REPLACE MACRO events_in_time_order(t) AS TABLE
+SELECT *, row_number() OVER (PARTITION BY ticket_id, kind ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
+FROM query_table(t);
+CREATE OR REPLACE MACRO ids_in_time_order(t) AS TABLE
+SELECT *, row_number() OVER (PARTITION BY ticket_id, kind ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id)
+       AS r
+FROM query_table(t);
+
 CREATE OR REPLACE MACRO pair_candidates(cand) AS TABLE
 WITH c AS (
     SELECT * FROM query_table(cand)
@@ -46,14 +56,14 @@ WITH c AS (
     SELECT *, abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) AS d
     FROM c
     WHERE source_id IN (SELECT source_id FROM multi_s) OR eb_id IN (SELECT eb_id FROM multi_b)
+), all_s AS (
+    SELECT DISTINCT source_id, ticket_id, kind, s_time FROM all_amb
+), all_b AS (
+    SELECT DISTINCT eb_id, ticket_id, kind, b_time, b_pos FROM all_amb
 ), order_s AS (
-    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
-                                 ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
-    FROM (SELECT DISTINCT source_id, ticket_id, kind, s_time FROM all_amb)
+    SELECT * FROM events_in_time_order('all_s')
 ), order_b AS (
-    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
-                                 ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id) AS r
-    FROM (SELECT DISTINCT eb_id, ticket_id, kind, b_time, b_pos FROM all_amb)
+    SELECT * FROM ids_in_time_order('all_b')
 ), in_order AS (
     -- the groups whose events and ids pair whole in time order: as many of each (a rank without its other side joins
     -- no candidate), every rank pair a candidate
@@ -82,13 +92,9 @@ WITH c AS (
     SELECT DISTINCT eb_id, ticket_id, kind, b_time, b_pos FROM amb
     WHERE eb_id NOT IN (SELECT eb_id FROM mutual)
 ), ranked_s AS (
-    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
-                                 ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
-    FROM amb_s
+    SELECT * FROM events_in_time_order('amb_s')
 ), ranked_b AS (
-    SELECT *, row_number() OVER (PARTITION BY ticket_id, kind
-                                 ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id) AS r
-    FROM amb_b
+    SELECT * FROM ids_in_time_order('amb_b')
 )
 SELECT * FROM unique_pairs
 UNION ALL

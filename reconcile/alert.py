@@ -64,7 +64,7 @@ def plan(cfg: Config) -> list[str]:
 
 def settled_lost(summary: dict[str, Any]) -> int:
     """Carried events of earlier windows this run settled as lost (a verdict with a loss hop, queries/verdicts.csv)."""
-    losses = {r["verdict"] for r in emission.verdict_rows() if r["loss_hop"]}
+    losses = emission.loss_hops()
     return sum(n for v, n in summary.get("carried", {}).get("by_verdict", {}).items() if v in losses)
 
 

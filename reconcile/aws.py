@@ -58,6 +58,9 @@ MISSING_CODES = {"NoSuchBucket", "NoSuchKey", "ResourceNotFoundException", "AWS.
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "InvalidAccessKeyId",
                 "SignatureDoesNotMatch", "ExpiredToken", "UnrecognizedClientException", "InvalidClientTokenId",
                 "AuthorizationError", "403"}
+# botocore's failures of a connection that worked (dropped, timed out), after its retries: a read cut short, not a
+# store or configuration error (credentials, parameters and an unreachable endpoint stay errors)
+MID_READ_FAILURES = (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectTimeoutError)
 THROTTLE_CODES = {"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded", "SlowDown",
                   "TooManyRequestsException", "RequestThrottled", "RequestThrottledException",
                   "AWS.SimpleQueueService.RequestThrottled", "LimitExceededException"}

@@ -176,3 +176,8 @@ def verdicts() -> tuple[str, ...]:
 
 def verdict_rows() -> list[dict]:
     return verdict_table().to_pylist()
+
+
+def loss_hops() -> dict[str, str]:
+    """Each loss verdict and the hop it is a loss of (queries/verdicts.csv `loss_hop`)."""
+    return {r["verdict"]: r["loss_hop"] for r in verdict_rows() if r["loss_hop"]}

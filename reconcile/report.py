@@ -373,7 +373,7 @@ class ReportContext:
         """'Where to start': per hop its losses and the trace hints (first event per verdict and cause) of its loss
         verdicts; the other hints; the inputs only partly read; the inputs with rejected records."""
         s = self.summary
-        hop_of = {v["verdict"]: v["loss_hop"] for v in emission.verdict_rows()}
+        hop_of = emission.loss_hops()
         loss_order = [g["key"] for g in gap_groups()]
         hints = [dict(h, index=i) for i, h in enumerate(s.get("trace_hints", []))]
         hints.sort(key=lambda h: (loss_order.index(h["verdict"]) if h["verdict"] in loss_order else len(loss_order)))

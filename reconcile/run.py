@@ -295,7 +295,7 @@ def carried_summary(settlements: pa.Table) -> dict[str, Any]:
     """What became of the pending events carried in from earlier windows: counts by verdict, and of those still
     pending, the losses held back per hop (`held`: by the hop of the loss each would be, queries/verdicts.csv)."""
     rows = settlements.to_pylist()
-    hop_of = {r["verdict"]: r["loss_hop"] for r in emission.verdict_rows() if r["loss_hop"]}
+    hop_of = emission.loss_hops()
     by: dict[str, int] = {}
     held: dict[str, int] = {}
     for r in rows:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from .. import interrupt, ledger
-from ..aws import THROTTLE_CODES, error_code, list_files, make_client, store_error
+from ..aws import MID_READ_FAILURES, THROTTLE_CODES, error_code, list_files, make_client, store_error
 from ..config import AwsConfig, BusLogConfig, MatchConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
@@ -270,8 +270,7 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchCon
             raise (err or SourceError(f"FilterLogEvents on {cfg.log_group} failed ({code}): {e}")) from e
     except botocore.exceptions.EndpointConnectionError as e:
         raise SourceError(f"Cannot reach CloudWatch Logs ({e}). Check --region and AWS_ENDPOINT_URL.") from e
-    except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectTimeoutError) as e:
-        # the connection failed mid-read, after botocore's retries (credentials and parameters are errors as before)
+    except MID_READ_FAILURES as e:
         problems.append(f"FilterLogEvents on {cfg.log_group} failed after retries ({type(e).__name__}: {e}); read "
                         f"{sum(p.num_rows for p in pages):,} events. Re-run later or read an S3 export "
                         f"([bus_log] format = \"cwl-export\").")

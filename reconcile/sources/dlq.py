@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import interrupt, ledger
-from ..aws import THROTTLE_CODES, error_code, list_files, make_client, store_error
+from ..aws import MID_READ_FAILURES, THROTTLE_CODES, error_code, list_files, make_client, store_error
 from ..config import AwsConfig, DlqConfig, MatchConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
@@ -261,8 +261,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                        or SourceError(f"ReceiveMessage on {url} failed ({code}): {e}")) from e
             problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
             throttled = True
-        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectTimeoutError) as e:
-            # the connection failed mid-read, after botocore's retries (credentials and parameters: errors as before)
+        except MID_READ_FAILURES as e:
             problems.append(f"ReceiveMessage on {url} failed after retries ({type(e).__name__}: {e}); read "
                             f"{len(seen):,} message(s). Re-run later.")
             throttled = True
