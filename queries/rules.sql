@@ -33,7 +33,8 @@ CREATE OR REPLACE MACRO position_fits(pos_low, pos_high, b_pos) AS
 -- time order within a (ticket, kind) group (`r`, from 1): of Zendesk events (table `t`: source_id, ticket_id, kind,
 -- s_time) and of bus events (table `t`: eb_id, ticket_id, kind, b_time, b_pos) at the API's whole seconds
 CREATE OR REPLACE MACRO events_in_time_order(t) AS TABLE
-SELECT *, row_number() OVER (PARTITION BY ticket_id, kind ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
+SELECT *, row_number() OVER (PARTITION BY ticket_id, kind ORDER BY s_time, try_cast(source_id AS BIGINT), source_id)
+       AS r
 FROM query_table(t);
 CREATE OR REPLACE MACRO ids_in_time_order(t) AS TABLE
 SELECT *, row_number() OVER (PARTITION BY ticket_id, kind ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id)
