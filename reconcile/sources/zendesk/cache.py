@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -133,7 +134,7 @@ def _flock(path: Path, uri: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise _busy(uri, _parse_holder(os.pread(fd, 4096, 0))) from None
+            raise _busy(uri, _holder_in(fd)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_holder()).encode(), 0)
         try:
@@ -142,6 +143,17 @@ def _flock(path: Path, uri: str) -> Iterator[None]:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)
+
+
+def _holder_in(fd: int, wait: float = 1.0) -> dict:
+    """Who holds the flock on `fd`: the holder writes itself in right after taking it, so an empty file is read again
+    for up to `wait` seconds (a collector that started a moment before would otherwise go unnamed)."""
+    deadline = time.monotonic() + wait
+    while True:
+        holder = _parse_holder(os.pread(fd, 4096, 0))
+        if holder.get("pid") or time.monotonic() >= deadline:
+            return holder
+        time.sleep(0.05)
 
 
 def _busy(uri: str, holder: dict) -> CacheBusy:
