@@ -10,10 +10,13 @@
 CREATE OR REPLACE MACRO exact_candidate(b_family, b_key, s_key) AS
     b_family = 'webhook' AND b_key = s_key;
 
--- hop A, composite: same ticket and model kind, time within tolerance_s seconds.
+-- hop A, composite: same ticket and model kind, time within tolerance_s seconds at the API's resolution. An audit's
+-- time is a whole second (its true time lies anywhere in that second), a bus time carries the fraction after it: the
+-- bus time is cut to its second, so a pair is a candidate when some instant of the audit's second is within the
+-- tolerance (a bus event 10.4 s after the audit's second began may be 9.4 s after the audit).
 CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, b_kind, b_time, tolerance_s) AS
     b_ticket = s_ticket AND b_kind = s_kind
-    AND abs(epoch(b_time) - epoch(s_time)) <= tolerance_s;
+    AND abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) <= tolerance_s;
 
 -- does a candidate's sequence position fit the expected event's possible positions pos_low..pos_high (its rank among
 -- its audit's expected events, without and with the kinds the model does not know; no lower bound when pos_low is

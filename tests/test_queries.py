@@ -265,6 +265,25 @@ def test_hop_a_pairs_a_group_in_time_order_when_that_pairs_everything(tmp_path):
         e.close()
 
 
+def test_hop_a_candidate_time_is_at_the_audit_s_second(tmp_path):
+    """An audit's time is its whole second; the bus event came 10.4 s after that second began, so 9.4 s after an
+    audit late in it: within the 10 s tolerance, a candidate (compared with the fraction, it was none: a false loss
+    and an orphan). 11.2 s after is beyond any instant of the second."""
+    zendesk = [z(31, 30, "Comment", "19:00:00", 3100), z(41, 40, "Comment", "19:00:00", 4100)]
+    p = legacy("P", 30, "Comment Created", "19:00:10.4", 1)
+    q = legacy("Q", 40, "Comment Created", "19:00:11.2", 1)
+    bus = [obs(e, e["event_time"]) for e in (p, q)]
+    sink = [obs(p, "19:00:12", sequence_number="1", committed=True),
+            obs(q, "19:00:13", sequence_number="2", committed=True)]
+    e = judge(tmp_path, zendesk, bus, sink, [])
+    try:
+        assert table(e, "hop_a", ["source_id", "eb_id", "match_kind"]) == [("31", "P", "composite")]
+        assert dict(table(e, "verdicts", ["source_id", "verdict"])) == {"31": "delivered", "41": "lost_before_bus"}
+        assert table(e, "orphans", ["eb_id"]) == [("Q",)]
+    finally:
+        e.close()
+
+
 @pytest.mark.parametrize("outside_log_counts", [False, True], ids=["honour-log", "ignore-log"])
 def test_copies_outside_the_commit_log_never_lose_an_event(tmp_path, outside_log_counts):
     """Sink rows in files outside Spark's commit log (committed = false): a retried batch's leftover beside the
