@@ -254,7 +254,7 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
     CASE
         WHEN excluded THEN 'excluded'
         WHEN NOT linked AND emission = 'none' THEN 'not_emitted'
-        WHEN NOT linked AND sequence_position IS NULL AND emission = 'unknown' THEN 'unverified'
+        WHEN NOT linked AND emission = 'unknown' THEN 'unverified'  -- a position no store has may be another event
         WHEN NOT linked AND sequence_position IS NULL AND sequence_complete THEN 'not_emitted'
         WHEN NOT linked THEN CASE WHEN age < hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
         WHEN sink_rows > 0 AND landed_after_recovery THEN 'recovered'
@@ -324,6 +324,10 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
             ELSE 'not in any AWS store' END
         WHEN 'unverified' THEN 'kind ' || model_kind || ' is not in the emission model: add a line to '
                                || '[match] emission_model (reconcile calibrate suggests one)'
+                               || CASE WHEN sequence_position IS NOT NULL
+                                  THEN '. Position ' || sequence_position || ' of sequence ' || sequence_id
+                                       || ', where it would be, never reached any store: it, or an event no API '
+                                       || 'child stands for, was lost' ELSE '' END
         WHEN 'not_emitted' THEN CASE WHEN emission = 'none' THEN 'the emission model says ' || model_kind
                                           || ' never reaches the bus'
             ELSE 'sequence ' || sequence_id || ' (' || sequence_total || ' events) is complete without it' END

@@ -6,7 +6,9 @@
 -- child: the paired position and the EventBridge id seen there (none: that position never reached any store), or
 -- no position, with `complete` true when every position of the sequence is linked (the update's events are all
 -- accounted for without it; never when the sequence's total is missing or out of range). Pairs with an id are added
--- to hop_a as 'sequence' links.
+-- to hop_a as 'sequence' links. Zendesk does not guarantee the order, and the connector sends events no API child
+-- stands for (Attachment Linked to Comment): a segment where a position holds a bus event of another kind than its
+-- child's is not paired at all (`fits`).
 CREATE OR REPLACE TABLE seq_units AS
 WITH open_units AS (
     SELECT source_id, audit_id FROM source_events
@@ -30,7 +32,8 @@ WITH open_units AS (
     FROM hop_a h JOIN source_events s ON s.source_id = h.source_id
     WHERE h.match_kind = 'out_of_order' AND s.audit_id IN (SELECT audit_id FROM open_units)
 ), at_position AS (
-    SELECT sequence_id, sequence_position, min(eb_id) AS eb_id, max(sequence_total) AS total
+    SELECT sequence_id, sequence_position, min(eb_id) AS eb_id, arg_min(event_type, eb_id) AS event_type,
+           max(sequence_total) AS total
     FROM bus_events
     WHERE sequence_id IN (SELECT sequence_id FROM align) AND sequence_position IS NOT NULL
     GROUP BY sequence_id, sequence_position
@@ -47,14 +50,14 @@ WITH open_units AS (
     LEFT JOIN (SELECT DISTINCT audit_id, sequence_position FROM taken) t
            ON t.audit_id = q.audit_id AND t.sequence_position = q.position
 ), units AS (
-    SELECT s.audit_id, s.source_id, try_cast(s.source_id AS BIGINT) AS id_num,
+    SELECT s.audit_id, s.source_id, try_cast(s.source_id AS BIGINT) AS id_num, s.model_kind, s.emission,
            s.source_id IN (SELECT source_id FROM taken) AS is_taken
     FROM source_events s
     WHERE s.audit_id IN (SELECT audit_id FROM seqs)
       AND s.source_id = s.expected_id AND s.emission IN ('child', 'audit', 'unknown')
       AND (s.source_id IN (SELECT source_id FROM taken) OR s.source_id IN (SELECT source_id FROM open_units))
 ), unit_seg AS (
-    SELECT audit_id, source_id, id_num,
+    SELECT audit_id, source_id, id_num, model_kind, emission,
            count(*) FILTER (WHERE is_taken) OVER (PARTITION BY audit_id ORDER BY id_num, source_id
                                                   ROWS UNBOUNDED PRECEDING) AS seg,
            is_taken
@@ -75,16 +78,29 @@ WITH open_units AS (
     FROM (SELECT * FROM pos_seg WHERE NOT is_taken)
 ), free AS (
     SELECT audit_id, count(*) AS free_positions FROM p GROUP BY audit_id
+), bus_kinds AS (
+    SELECT DISTINCT bus_type, api_kind FROM emission_model WHERE bus_type IS NOT NULL
+), paired AS (
+    -- a pair fits when its position reached no store, holds a type the model gives the child's kind, or holds a type
+    -- the model does not know for a child of a kind it does not know either; a segment is paired only if all fit
+    SELECT u.source_id, p.position,
+           bool_and(ap.eb_id IS NULL OR (ap.event_type, u.model_kind) IN (SELECT (bus_type, api_kind) FROM bus_kinds)
+                    OR (u.emission = 'unknown' AND ap.event_type NOT IN (SELECT bus_type FROM bus_kinds)))
+               OVER (PARTITION BY u.audit_id, u.seg) AS fits
+    FROM u
+    JOIN seqs s USING (audit_id)
+    JOIN p ON p.audit_id = u.audit_id AND p.seg = u.seg AND p.r = u.r AND p.n = u.n
+    LEFT JOIN at_position ap ON ap.sequence_id = s.sequence_id AND ap.sequence_position = p.position
+    WHERE u.audit_id NOT IN (SELECT audit_id FROM disordered)
 )
 SELECT u.source_id, s.sequence_id, s.total,
-       p.position, CASE WHEN p.position IS NOT NULL THEN ap.eb_id END AS eb_id,
+       q.position, CASE WHEN q.position IS NOT NULL THEN ap.eb_id END AS eb_id,
        -- complete only when the sequence's size is known: without a readable total, no position is known missing
        s.total BETWEEN 1 AND 10000 AND coalesce(f.free_positions, 0) = 0 AS complete
 FROM u
 JOIN seqs s USING (audit_id)
-LEFT JOIN p ON p.audit_id = u.audit_id AND p.seg = u.seg AND p.r = u.r AND p.n = u.n
-             AND u.audit_id NOT IN (SELECT audit_id FROM disordered)
-LEFT JOIN at_position ap ON ap.sequence_id = s.sequence_id AND ap.sequence_position = p.position
+LEFT JOIN paired q ON q.source_id = u.source_id AND q.fits
+LEFT JOIN at_position ap ON ap.sequence_id = s.sequence_id AND ap.sequence_position = q.position
 LEFT JOIN free f ON f.audit_id = u.audit_id;
 
 INSERT INTO hop_a

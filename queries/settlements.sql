@@ -5,7 +5,7 @@
 -- kinds the model does not know may or may not have taken one before it), paired one-to-one among the carried events,
 -- never with an id already linked to another event (by an earlier run or by this run's hop A); an event an earlier run
 -- paired with a connector sequence position (sequences.sql) is linked to the id now at that position. The emission
--- facts it was judged by go to verdict_of again: a kind the model does not know, paired with no position, is
+-- facts it was judged by go to verdict_of again: a kind the model does not know, linked to no bus event, is
 -- `unverified`, never lost. Facts are summed per source_id (a Zendesk event id belongs to one window). A carried
 -- event can settle as `recovered` (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests
 -- on what the stores do not hold: when a store the loss rests on was not read whole ($unsettled_<hop>,

@@ -2,7 +2,7 @@
 -- belongs to (expected_id: children the emission model folds share one) from what its linked EventBridge id(s) left
 -- in each store, with the cause, the hop latencies and whether the bus log missed it (unlogged_at_bus: the sink or
 -- the DLQ holds it, `past_bus` in queries/verdicts.csv, but the bus log does not). A child the model does not
--- know is 'unverified' unless its update's connector sequence pairs it with a position (seq_units); a kind the model
+-- know is 'unverified' unless its update's connector sequence links it to a bus event (seq_units); a kind the model
 -- says never reaches the bus, or an expected event left out of a complete sequence, is 'not_emitted'. Neither is a
 -- loss. The facts per event come from bus_facts, the verdict from verdict_of and the cause from cause_of
 -- (queries/rules.sql: the rules settlements.sql judges carried events by), recoveries included: `recovered` with

@@ -742,9 +742,10 @@ def _judge(excluded, bidx, seen, age_ms, horizon_ms, grace_ms):
 
 def _unverified(a, bus_of, seen, family) -> np.ndarray:
     """Per child: judged 'unverified' (docs/design.md): a kind the emission model lacks that the engine cannot tie to
-    the bus. Satisfaction score changes never reach it; a custom status change does, and is tied to its bus event by
-    the webhook's Zendesk id when that event was seen, or by its update's connector sequence when another event of the
-    update was seen (queries/sequences.sql) -- else the engine cannot tell it from a kind never emitted."""
+    a bus event it saw. Satisfaction score changes never reach the bus; a custom status change does, and is tied to
+    its bus event by the webhook's Zendesk id, or by its update's connector sequence when another event of the update
+    was seen (queries/sequences.sql), when that event was seen -- else the engine cannot tell it from a kind never
+    emitted (a lost position may have been an event no API child stands for)."""
     kind, ca = a["c_kind"], a["c_audit"]
     on = bus_of >= 0
     b = np.maximum(bus_of, 0)
@@ -752,7 +753,7 @@ def _unverified(a, bus_of, seen, family) -> np.ndarray:
     known = a["c_carrier"] & (kind != UNKNOWN)
     aligned = np.bincount(ca[known & seen_any], minlength=len(a["t"])) > 0
     tied = aligned[ca] | (seen_any & (family[ca] == WEBHOOK))
-    return (kind == SILENT) | ((kind == UNKNOWN) & ~tied)
+    return (kind == SILENT) | ((kind == UNKNOWN) & ~(tied & seen_any))
 
 
 def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, carrier_of):
