@@ -382,3 +382,39 @@ def test_the_same_page_for_two_stepped_seconds_is_no_headway():
     assert h.problem(entry(101, True), {"ticket_events": [{"id": 3}]}) is None  # new audits: it moves on
     assert h.problem(entry(102, True), {"ticket_events": [{"id": 3}]}) is None
     assert "does not move on" in h.problem(entry(103, True), {"ticket_events": [{"id": 3}]})
+
+
+def test_comments_are_read_with_the_comment_events_sideload(server, tmp_path):
+    """Without include=comment_events the export gives a comment no child event, only `comment_present` on the others
+    (Zendesk's Incremental Ticket Event Export reference, "Sideloading"): every comment would be missing from what
+    Zendesk emitted, a lost Comment Created never reported. The read asks for the sideload; a page with a comment
+    but no Comment child (a proxy that drops the query) is a reject, so the read is not whole; and pages saved without
+    the sideload (an older version's) are set aside and fetched again, never replayed."""
+    data = zs.synthetic_audits(20, start=T0, per_second=2, children=3)
+    h = server(data)
+    r = read(h, tmp_path)
+    assert r.complete and sorted(ids(r)) == sorted(child_ids(data))
+    assert "Comment" in r.ledger["event_type"].to_pylist()
+    assert {q["query"].get("include") for q in h.requests} == {"comment_events"}
+
+    with urllib.request.urlopen(f"{h.url}{zs.EXPORT_PATH}?start_time={T0}") as answer:  # as asked without it
+        audits = orjson.loads(answer.read())["ticket_events"]
+    on_page = {a["id"] for a in audits}
+    commented = [a["id"] for a in data.to_pylist()
+                 if a["id"] in on_page and any(c["event_type"] == "Comment" for c in a["child_events"])]
+    assert commented and all("comment_present" in c for a in audits if a["id"] in commented for c in a["child_events"])
+    led = AuditLedger(T0 * 1000, (T0 + 3600) * 1000)
+    led.add_page("page-00001.json.gz", audits)
+    ledger, rejects = led.tables()
+    assert "Comment" not in ledger["event_type"].to_pylist()
+    assert rejects["source_ref"].to_pylist() == [f"page-00001.json.gz#audit={a}" for a in commented]
+    assert set(rejects["reason"].to_pylist()) == {
+        "the audit has a comment (comment_present) but no Comment child event: the page was fetched without "
+        "include=comment_events"}
+
+    index = tmp_path / "pages" / "index.jsonl"
+    index.write_text(index.read_text().replace("&include=comment_events", ""))
+    again = same_url(server, h, data)
+    r2 = read(again, tmp_path)
+    assert r2.complete and r2.details["replayed_pages"] == 0 and r2.details["pages_set_aside"]
+    assert sorted(ids(r2)) == sorted(child_ids(data)) and again.requests

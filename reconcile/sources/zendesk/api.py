@@ -36,6 +36,15 @@ from ...errors import ConfigError, SourceError
 logger = logging.getLogger(__name__)
 
 EXPORT_PATH = "/api/v2/incremental/ticket_events.json"
+# Without the comment_events sideload a comment is only `comment_present`/`comment_public` on the audit's children, with
+# no child event of its own (Zendesk's Incremental Ticket Event Export reference, "Sideloading"): its Comment child,
+# which the bus's Comment Created stands for, would be missing from the list of what Zendesk emitted.
+EXPORT_QUERY = "include=comment_events"
+
+
+def export_request(start_time: int) -> str:
+    """The path and query of the export page at `start_time` (what a saved page's index entry names)."""
+    return f"{EXPORT_PATH}?start_time={start_time}&{EXPORT_QUERY}"
 TAIL = timedelta(seconds=60)  # "events from the last minute are never returned"
 BACKOFF_BASE = 1.0  # seconds; doubled per consecutive failure, capped, with jitter
 BACKOFF_CAP = 60.0

@@ -60,7 +60,11 @@ class AuditLedger:
                 self._reject(ref, "audit without child_events" if children is None else
                              f"child_events {str(children)[:40]!r} is not a list", a)
                 continue
+            flagged, commented = a.get("comment_present") is True, False
             for ch in children:
+                if isinstance(ch, dict):
+                    flagged = flagged or ch.get("comment_present") is True
+                    commented = commented or ch.get("event_type") == "Comment"
                 cid = ch.get("id") if isinstance(ch, dict) else None
                 if not whole(cid):
                     self._reject(ref, "child event without id" if cid is None else
@@ -81,6 +85,10 @@ class AuditLedger:
                 c["event_time"].append(ms)
                 c["audit_id"].append(aid)
                 c["source_ref"].append(ref)
+            if flagged and not commented:
+                # the export answers so when asked without the comment_events sideload (api.export_request)
+                self._reject(ref, "the audit has a comment (comment_present) but no Comment child event: the page was "
+                             "fetched without include=comment_events", a)
 
     def _reject(self, ref: str, reason: str, raw, by_content: bool = False) -> None:
         text = orjson.dumps(raw).decode() if is_utf8(raw) else json.dumps(raw)  # \udcNN shows a byte that is not

@@ -1,6 +1,7 @@
 """The export walk: `read` replays the pages saved for the read range, then fetches the rest, page by page.
 
-`read` walks `GET {url}/api/v2/incremental/ticket_events.json?start_time=<unix s>` from the window start, following
+`read` walks `GET {url}/api/v2/incremental/ticket_events.json?start_time=<unix s>&include=comment_events` (api.py
+export_request: without the sideload a comment has no child event) from the window start, following
 `end_time` (pages overlap on their last second: audits and child events are deduped on id), and writes one ledger
 row per child event whose audit was created in the window. Every raw page is kept gzipped in `pages_dir` with an
 `index.jsonl` (pages.py); a re-run with the same `pages_dir` replays those pages and resumes from the last saved
@@ -40,7 +41,7 @@ from ...errors import SourceError
 from ...ledger import SourceResult
 from ...window import Window, parse_duration
 from .audits import NAME, AuditLedger
-from .api import EXPORT_PATH, TAIL, Client, GaveUp, Stats, auth_header, base_url, load_page
+from .api import EXPORT_PATH, TAIL, Client, GaveUp, Stats, auth_header, base_url, export_request, load_page
 from .pages import INDEX, covers, saved_pages, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def fetch_page(client: Client, base: str, cursor: int, page_no: int, as_of: date
     Raises GaveUp when waiting on the API would pass max_wait (api.py). `as_of` is the "now" of the read: an
     end-of-stream page lists every audit older than as_of − 60 s.
     """
-    request = f"{EXPORT_PATH}?start_time={cursor}"
+    request = export_request(cursor)
     fetched_at = datetime.now(timezone.utc)
     body, doc = client.get(request)
     end_time, eos, count = doc["end_time"], doc.get("end_of_stream") is True, len(doc["ticket_events"])
@@ -323,7 +324,7 @@ def probe(cfg: ZendeskConfig, *, now: datetime | None = None, environ=None) -> s
     start = math.floor((now - 5 * TAIL).timestamp())  # the API wants start_time older than one minute
     client = Client(base, auth, cfg.requests_per_minute, parse_duration(cfg.timeout).total_seconds(), max_wait=0)
     try:
-        _, doc = client.get(f"{EXPORT_PATH}?start_time={start}")
+        _, doc = client.get(export_request(start))
     except GaveUp as e:
         raise SourceError(f"Zendesk at {base} did not answer one export request ({e}). Check ZENDESK_URL and "
                           f"the network, or retry later if it was rate limited.") from None

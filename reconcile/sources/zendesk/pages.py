@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from .api import EXPORT_PATH, TAIL
+from .api import TAIL, export_request
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ def bound_elsewhere(entry, base: str) -> bool:
     if not isinstance(entry, dict):
         return False  # a torn index line: the chain stops there (saved_pages)
     request = entry.get("request")
-    if not isinstance(request, str) or not request.startswith(EXPORT_PATH + "?start_time="):
-        return True
+    if not isinstance(request, str) or request != export_request(entry.get("start_time")):
+        return True  # e.g. a page saved without the comment_events sideload: its comments have no child event
     return entry.get("url") != base + request
 
 
