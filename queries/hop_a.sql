@@ -26,8 +26,8 @@ WITH exact AS (
     JOIN emission_model k ON k.bus_type = b.event_type
     WHERE b.eb_id NOT IN (SELECT eb_id FROM exact)
       AND b.eb_id NOT IN (SELECT eb_id FROM copies)
-      AND b.event_time >= $window_start - to_seconds(2 * $tolerance_s)
-      AND b.event_time < $window_end + to_seconds(2 * $tolerance_s)
+      AND b.event_time >= $window_start - bus_reach($tolerance_s)
+      AND b.event_time < $window_end + bus_reach($tolerance_s)
 ), cand AS (
     SELECT s.source_id, b.eb_id, s.ticket_id, s.model_kind AS kind, s.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos,

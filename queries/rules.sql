@@ -18,6 +18,15 @@ CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, 
     b_ticket = s_ticket AND b_kind = s_kind
     AND abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) <= tolerance_s;
 
+-- hop A's reach beyond the window (docs/design.md, "In window"): every bus event hop A may pair must meet every Zendesk
+-- event that could claim it, or one whose claimant is missing goes to another event (a false delivery). A candidate is
+-- within tolerance_s of the audit's second, so the window's events claim bus events up to tolerance_s + 1 s beyond it;
+-- Zendesk events up to 2 x tolerance_s + 1 s beyond it could claim those too, so they take part (not judged:
+-- in_window false), with the bus events they could claim, up to 3 x tolerance_s + 2 s beyond it. The Zendesk source
+-- reads as far (reconcile.window.zendesk_reach, checked against this macro by tests/test_rules.py).
+CREATE OR REPLACE MACRO zendesk_reach(tolerance_s) AS to_seconds(2 * tolerance_s + 1);
+CREATE OR REPLACE MACRO bus_reach(tolerance_s) AS to_seconds(3 * tolerance_s + 2);
+
 -- does a candidate's sequence position fit the expected event's possible positions pos_low..pos_high (its rank among
 -- its audit's expected events, without and with the kinds the model does not know; no lower bound when pos_low is
 -- NULL: a carried event keeps only its highest possible position)? Positions are *assumed* to follow the audit's
@@ -25,6 +34,17 @@ CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, 
 -- decides between candidates (pair_composite).
 CREATE OR REPLACE MACRO position_fits(pos_low, pos_high, b_pos) AS
     b_pos IS NULL OR pos_high IS NULL OR b_pos BETWEEN coalesce(pos_low, b_pos) AND pos_high;
+
+-- may the bus event at a connector sequence position (`present`, of type b_type) be a child of model kind s_kind
+-- (emission s_emission)? When the position reached no store, when the model gives its type the child's kind, or when
+-- the model knows neither its type nor the child's kind. The connector sends events no API child stands for
+-- (Attachment Linked to Comment) and Zendesk does not guarantee the order, so a position holding another kind's event
+-- is not the child's (sequences.sql, settlements.sql).
+CREATE OR REPLACE MACRO position_kind_fits(present, b_type, s_kind, s_emission) AS
+    NOT present
+    OR (b_type, s_kind) IN (SELECT (bus_type, api_kind) FROM emission_model WHERE bus_type IS NOT NULL)
+    OR coalesce(s_emission = 'unknown' AND b_type NOT IN (SELECT bus_type FROM emission_model
+                                                          WHERE bus_type IS NOT NULL), false);
 
 -- hop A, pairing: composite candidates (table `cand`: source_id, eb_id, ticket_id, kind, s_time, b_time, b_pos) made
 -- one-to-one. A candidate that is the only one on both sides is 'composite'. The others are 'ambiguous'. A (ticket,

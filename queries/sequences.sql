@@ -78,14 +78,10 @@ WITH open_units AS (
     FROM (SELECT * FROM pos_seg WHERE NOT is_taken)
 ), free AS (
     SELECT audit_id, count(*) AS free_positions FROM p GROUP BY audit_id
-), bus_kinds AS (
-    SELECT DISTINCT bus_type, api_kind FROM emission_model WHERE bus_type IS NOT NULL
 ), paired AS (
-    -- a pair fits when its position reached no store, holds a type the model gives the child's kind, or holds a type
-    -- the model does not know for a child of a kind it does not know either; a segment is paired only if all fit
+    -- a segment is paired only if every pair fits (queries/rules.sql position_kind_fits)
     SELECT u.source_id, p.position,
-           bool_and(ap.eb_id IS NULL OR (ap.event_type, u.model_kind) IN (SELECT (bus_type, api_kind) FROM bus_kinds)
-                    OR (u.emission = 'unknown' AND ap.event_type NOT IN (SELECT bus_type FROM bus_kinds)))
+           bool_and(position_kind_fits(ap.eb_id IS NOT NULL, ap.event_type, u.model_kind, u.emission))
                OVER (PARTITION BY u.audit_id, u.seg) AS fits
     FROM u
     JOIN seqs s USING (audit_id)

@@ -4,18 +4,25 @@
 -- candidate tests (exact on the Zendesk event id, else composite with the carried position as the highest possible one:
 -- kinds the model does not know may or may not have taken one before it), paired one-to-one among the carried events,
 -- never with an id already linked to another event (by an earlier run or by this run's hop A); an event an earlier run
--- paired with a connector sequence position (sequences.sql) is linked to the id now at that position. The emission
--- facts it was judged by go to verdict_of again: a kind the model does not know, linked to no bus event, is
--- `unverified`, never lost. Facts are summed per source_id (a Zendesk event id belongs to one window). A carried
--- event can settle as `recovered` (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests
+-- paired with a connector sequence position (sequences.sql) is linked to the id now at that position, when its kind
+-- fits (position_kind_fits). The emission facts it was judged by go to verdict_of again (a state older than them: the
+-- model's): a kind the model does not know, linked to no bus event, is `unverified`, never lost. Facts are summed
+-- per source_id (a Zendesk event id belongs to one window). A carried event can settle as `recovered`
+-- (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests
 -- on what the stores do not hold: when a store the loss rests on was not read whole ($unsettled_<hop>,
 -- completeness.unsettled), the sink was not read back to the event ($sink_read_start: [window] carry_back), or (a loss
 -- before the bus) the event is newer than where the bus log read ends (beyond_bus_log), a
 -- carried event found lost stays pending (`held`: the state carries it again), while what the stores do hold settles it
 -- as usual.
 CREATE OR REPLACE TABLE settlements AS
-WITH open AS (
-    SELECT * FROM carried WHERE eb_id IS NULL
+WITH kept AS (
+    -- a state written before the emission was kept (5ecc4fc) gives none: the model's, as the run that held it had it
+    SELECT c.* REPLACE (coalesce(c.emission, m.emission, 'unknown') AS emission)
+    FROM carried c
+    LEFT JOIN (SELECT api_kind, any_value(cardinality) AS emission FROM emission_model GROUP BY api_kind) m
+           ON m.api_kind = model_kind(c.kind)
+), open AS (
+    SELECT * FROM kept WHERE eb_id IS NULL
 ), carried_links AS (
     -- the ids an earlier run linked to a carried event: its first and its copies' (an id that is no UUID, kept by an
     -- older version, can match no record)
@@ -66,6 +73,7 @@ WITH open AS (
     SELECT c.source_id, min(b.eb_id) AS eb_id, 'sequence' AS match_kind
     FROM open c
     JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position = c.sequence_position
+               AND position_kind_fits(true, b.event_type, model_kind(c.kind), c.emission)
     WHERE c.source_id NOT IN (SELECT source_id FROM exact) AND c.source_id NOT IN (SELECT source_id FROM composite)
       AND b.eb_id NOT IN (SELECT eb_id FROM exact) AND b.eb_id NOT IN (SELECT eb_id FROM composite)
       AND b.eb_id NOT IN (SELECT eb_id FROM copies)
@@ -92,7 +100,7 @@ WITH open AS (
            only_outside_log(f.sink_rows, f.uncommitted_rows) AS outside_log,
            f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
            c.emission
-    FROM carried c
+    FROM kept c
     LEFT JOIN facts f USING (source_id)
 ), held AS (
     SELECT j.*, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread,

@@ -4,8 +4,9 @@
 -- not list the kind), the expected bus event it belongs to (expected_id: the child standing for that bus event) and
 -- that event's possible sequence positions (pos_low..pos_high: the rank among its audit's expected bus events, with
 -- and without the unknown kinds, which may or may not take a position). "In window" is decided by the Zendesk event
--- time; events up to $tolerance_s outside it are kept (in_window false) so the bus events they caused are matched
--- to them rather than counted as orphans, but they are not judged.
+-- time; events up to zendesk_reach($tolerance_s) outside it (queries/rules.sql) are kept (in_window false) so the bus
+-- events they caused are matched to them rather than counted as orphans or taken by another event, but they are not
+-- judged.
 CREATE OR REPLACE MACRO model_kind(k) AS
     CASE WHEN k IN (SELECT api_kind FROM emission_model) THEN k
          WHEN regexp_full_match(k, 'Change:[0-9]+') THEN 'Change:<custom field id>'
@@ -14,7 +15,8 @@ CREATE OR REPLACE MACRO model_kind(k) AS
 CREATE OR REPLACE TABLE source_events AS
 WITH in_range AS NOT MATERIALIZED (
     SELECT source_id, zendesk_key, ticket_id, event_type, event_time, audit_id, source_ref FROM zendesk
-    WHERE event_time >= $window_start - to_seconds($tolerance_s) AND event_time < $window_end + to_seconds($tolerance_s)
+    WHERE event_time >= $window_start - zendesk_reach($tolerance_s)
+      AND event_time < $window_end + zendesk_reach($tolerance_s)
 ), repeated AS (
     -- an event read twice (overlapping pages): rare, so only these rows pay for the aggregation
     SELECT source_id FROM in_range WHERE source_id IS NOT NULL GROUP BY source_id HAVING count(*) > 1

@@ -36,6 +36,12 @@ def parse_time(text: str | datetime) -> datetime:
     return dt.astimezone(timezone.utc)
 
 
+def zendesk_reach(tolerance_s: float) -> timedelta:
+    """How far beyond the window the Zendesk events hop A matches reach: queries/rules.sql zendesk_reach, which says
+    why (every bus event hop A may pair meets every Zendesk event that could claim it)."""
+    return timedelta(seconds=2 * tolerance_s + 1)
+
+
 @dataclass(frozen=True)
 class Window:
     """[start, end) selects Zendesk events by event time; downstream stores are read over [read_start, read_end).

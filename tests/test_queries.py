@@ -284,6 +284,38 @@ def test_hop_a_candidate_time_is_at_the_audit_s_second(tmp_path):
         e.close()
 
 
+def test_a_bus_event_claimed_before_the_window_is_not_taken_by_an_event_in_it(tmp_path):
+    """A comment 13 s before the window and its bus event 8 s later, 5 s before the window; a comment of the same
+    ticket 4 s into the window never reached the bus. With Zendesk events kept only a tolerance (10 s) beyond the
+    window, the first comment was not there to claim its bus event, which the second took: a false delivery (the
+    next day's run of the day before would have linked it too). Every Zendesk event that could claim a bus event
+    hop A may pair takes part (queries/rules.sql zendesk_reach, bus_reach)."""
+    zendesk = [z(81, 80, "Comment", "2026-11-22T23:59:47Z", 8100), z(82, 80, "Comment", "00:00:04", 8200)]
+    x = legacy("X", 80, "Comment Created", "2026-11-22T23:59:55.3Z", 1)
+    e = judge(tmp_path, zendesk, [obs(x, x["event_time"])], [obs(x, "2026-11-22T23:59:58Z", sequence_number="1",
+                                                                      committed=True)], [])
+    try:
+        assert table(e, "hop_a", ["source_id", "eb_id"]) == [("81", "X")]
+        assert table(e, "verdicts", ["source_id", "verdict", "eb_id"]) == [("82", "lost_before_bus", None)]
+        assert table(e, "orphans", ["eb_id"]) == []
+    finally:
+        e.close()
+
+
+def test_the_zendesk_source_reads_as_far_as_hop_a_reaches():
+    from reconcile.emission import load_model
+    from reconcile.window import zendesk_reach
+    e = eng.Engine.open()
+    try:
+        e.bind_table("emission_model", load_model())
+        e.run_query("rules", {})
+        for tol in (0, 2.5, 10):
+            got = e.con.sql(f"SELECT zendesk_reach({tol})").fetchall()[0][0]
+            assert got == zendesk_reach(tol), tol
+    finally:
+        e.close()
+
+
 @pytest.mark.parametrize("outside_log_counts", [False, True], ids=["honour-log", "ignore-log"])
 def test_copies_outside_the_commit_log_never_lose_an_event(tmp_path, outside_log_counts):
     """Sink rows in files outside Spark's commit log (committed = false): a retried batch's leftover beside the

@@ -198,6 +198,21 @@ def settle(tmp, carried_ids: list[str], bus: list[dict], sink: list[dict], **par
         e.close()
 
 
+def test_a_carried_event_of_a_state_without_emission_facts_is_judged_by_the_model(tmp_path):
+    """A state written before the emission was kept gives its pending events none. A kind the model does not know is
+    then unverified, as the run that held it judged it, never lost; a kind it knows is lost as before."""
+    carried = pa.Table.from_pylist([
+        dict(window_key="earlier", source_id=s, zendesk_key=s, eb_id=None, ticket_id=500, kind=kind,
+             event_time=DAY - timedelta(hours=1), position=1, emission=None)
+        for s, kind in (("41", "Change:foo_field"), ("42", "Comment"))], schema=CARRIED_SCHEMA)
+    e = run(tmp_path, carried, {"zendesk": [], "bus": [], "sink": [], "dlq": []})
+    try:
+        got = {r["source_id"]: r["verdict"] for r in e.arrow("settlements").to_pylist()}
+    finally:
+        e.close()
+    assert got == {"41": "unverified", "42": "lost_before_bus"}
+
+
 def read_in_part(*stores: str) -> dict:
     """The queries' held parameters for a run that read `stores` only in part (completeness.unsettled's rule)."""
     results = {n: ledger.SourceResult(n, ledger.empty(), complete=n not in stores) for n in ("bus_log", "sink", "dlq")}

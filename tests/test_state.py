@@ -52,17 +52,18 @@ def test_a_run_with_a_store_read_in_part_leaves_carried_losses_pending(tmp_path)
 
 
 def test_a_held_event_paired_with_a_sequence_position_settles_by_it(tmp_path):
-    """Ticket 40's update made a Comment (41) and a change of a field the emission model does not know (42), numbered
-    1 and 2 of connector sequence S. Day 1 reads the bus log in part and neither store has position 2: 42, paired with
-    it, would be lost before the bus, so it is held. Day 2 finds position 2 in both stores: 42 is delivered, linked by
-    its position. (The state kept neither the emission nor the sequence facts: 42 was settled `lost_before_bus`.)"""
+    """Ticket 40's update made a Comment (41) and a priority change (42), numbered 1 and 2 of connector sequence S.
+    Day 1 reads the bus log in part and neither store has position 2: 42, paired with it, would be lost before the bus,
+    so it is held. Day 2 finds position 2 in both stores, a Priority Changed 30 s after the audit (beyond the
+    composite tolerance): 42 is delivered, linked by its position. (The state kept no sequence facts: 42 was settled
+    `lost_before_bus`.)"""
     from dataclasses import replace
     from datetime import timedelta
 
     from tinyday import DAY, DAY2, day_results, legacy, run_window, z
-    zd = [z(41, 40, "Comment", "10:00:00", 4000), z(42, 40, "Change:foo_field", "10:00:00", 4000)]
+    zd = [z(41, 40, "Comment", "10:00:00", 4000), z(42, 40, "Change:priority", "10:00:00", 4000)]
     r1 = legacy("R1", 40, "Comment Created", "10:00:00.2", 1, sequence_id="S", sequence_total=2)
-    r2 = legacy("R2", 40, "Foo Changed", "10:00:00.3", 2, sequence_id="S", sequence_total=2)
+    r2 = legacy("R2", 40, "Priority Changed", "10:00:30.3", 2, sequence_id="S", sequence_total=2)
     landed = [dict(r1, observed_at="10:00:02", sequence_number="1", committed=True),
               dict(r2, observed_at=DAY + timedelta(hours=14), sequence_number="2", committed=True)]
     with State.open(tmp_path / "state.duckdb") as st:
@@ -77,13 +78,14 @@ def test_a_held_event_paired_with_a_sequence_position_settles_by_it(tmp_path):
 
 
 def test_an_id_a_carried_event_took_by_its_kind_is_not_also_taken_by_position(tmp_path):
-    """Held on day 1: 42 (a kind the model does not know, paired with position 2 of S) and 43 (a Comment, position 3).
-    Day 2 finds only position 2, a Comment Created (the connector numbered them otherwise): 43 takes it by kind and
-    time, so 42 may not take it too by position -- one bus event delivering two events would hide a loss."""
+    """Held on day 1: 42 (a priority change, paired with position 2 of S) and 43 (a Comment, position 3). Day 2 finds
+    only position 2, a Comment Created (the connector numbered them otherwise): 43 takes it by kind and time, so 42
+    may not take it too by position -- one bus event delivering two events would hide a loss (nor may a priority
+    change be a Comment Created: position_kind_fits)."""
     from dataclasses import replace
 
     from tinyday import DAY, DAY2, day_results, legacy, run_window, z
-    zd = [z(41, 40, "Create", "10:00:00", 4000), z(42, 40, "Change:foo_field", "10:00:00", 4000),
+    zd = [z(41, 40, "Create", "10:00:00", 4000), z(42, 40, "Change:priority", "10:00:00", 4000),
           z(43, 40, "Comment", "10:00:00", 4000)]
     r1 = legacy("R1", 40, "Ticket Created", "10:00:00.2", 1, sequence_id="S", sequence_total=3)
     r2 = legacy("R2", 40, "Comment Created", "10:00:00.3", 2, sequence_id="S", sequence_total=3)

@@ -19,7 +19,6 @@ import importlib
 import logging
 import time
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -28,6 +27,7 @@ import pyarrow as pa
 from .. import ledger
 from ..errors import ReconcileError
 from ..ledger import SourceResult
+from ..window import zendesk_reach
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -154,7 +154,7 @@ def _zendesk(cfg: Config, window: Window, evidence: Path, out: Path, progress: b
     pages = Path(cfg.zendesk.pages_dir) if cfg.zendesk.pages_dir else evidence / "zendesk-pages"
     # "now" for the API's one-minute cut-off is the time the run judges as of (default: the real now)
     return zendesk.read(cfg.zendesk, window, pages, now=window.as_of, progress=progress,
-                        edge=timedelta(seconds=cfg.match.tolerance_seconds), aws=cfg.aws)
+                        edge=zendesk_reach(cfg.match.tolerance_seconds), aws=cfg.aws)
 
 
 def streamed(module: str, section: str) -> Reader:

@@ -225,8 +225,9 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
          environ=None, edge: timedelta = timedelta(0), aws: AwsConfig | None = None) -> SourceResult:
     """Every child event Zendesk's export holds for audits created in [window.start - edge, window.end + edge).
 
-    `edge` is hop A's time tolerance: an audit just outside the window can explain a bus event inside it, which is
-    then neither an orphan nor a gap (docs/design.md, "in window"). Completeness is about the window itself.
+    `edge` is hop A's reach (window.zendesk_reach): an audit just outside the window can explain a bus event inside
+    it, which is then neither an orphan, nor a gap, nor taken by another event (docs/design.md, "in window").
+    Completeness is about the window itself.
 
     Credentials come from the environment only (ZENDESK_EMAIL + ZENDESK_API_TOKEN, or ZENDESK_OAUTH_TOKEN); a
     missing URL or credentials is a ConfigError, refused credentials (401/403) a SourceError. Everything else the API
