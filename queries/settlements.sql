@@ -44,8 +44,11 @@ WITH kept AS (
        OR coalesce(ticket_id IN (SELECT ticket_id FROM carried), false)
        OR coalesce(eb_id IN (SELECT eb_id FROM carried_links), false)
 ), taken AS (
-    -- ids already linked to an event: by an earlier run to a carried event, or by this run's hop A
+    -- ids already linked to an event: by an earlier run to a carried event, or to another event of its ticket (the
+    -- carried event's claimed_ids: settled then, so no carried event names them), or by this run's hop A
     SELECT source_id, eb_id FROM carried_links
+    UNION ALL SELECT '' AS source_id, try_cast(id AS UUID) AS eb_id
+              FROM (SELECT unnest(claimed_ids) AS id FROM carried WHERE claimed_ids IS NOT NULL)
     UNION ALL SELECT source_id, eb_id FROM hop_a
 ), exact AS (
     SELECT DISTINCT c.source_id, b.eb_id, 'exact' AS match_kind

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from . import completeness, emission, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
 from .config import Config, EngineConfig
-from .engine import Engine
+from .engine import Engine, execute_file, query_path
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
@@ -270,10 +270,7 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
         settlements = e.con.table("settlements").order("window_key, event_time, source_id").to_arrow_table()
         s["carried"] = carried_summary(settlements)
         if record is not None:
-            # One row per expected bus event (its carrier child), the unit run_hops counts: folded children settle
-            # with their carrier, so history never adds per-child settlements to per-event figures.
-            pending = e.con.table("verdicts").filter("verdict = 'pending' AND source_id = expected_id") \
-                .order(outputs.VERDICTS_ORDER)
+            pending = execute_file(e.con, query_path("export/pending"), {}).order(outputs.VERDICTS_ORDER)
             history = record(s, pending.to_arrow_table(), settlements)
         if history is not None:
             s["history"] = history

@@ -43,12 +43,13 @@ CARRIED_SCHEMA = pa.schema([
     ("ticket_id", pa.int64()), ("kind", pa.string()), ("event_time", pa.timestamp("ms", tz="UTC")),
     ("position", pa.int64()), ("other_eb_ids", pa.list_(pa.string())),
     ("emission", pa.string()), ("sequence_id", pa.string()), ("sequence_position", pa.int64()),
+    ("claimed_ids", pa.list_(pa.string())),
 ])
 
 
 def as_carried(table: pa.Table) -> pa.Table:
     """`table` with CARRIED_SCHEMA's columns: a run folder written before other_eb_ids (or the emission and sequence
-    facts) were kept lacks them (none)."""
+    facts, or the claimed ids) were kept lacks them (none)."""
     return pa.Table.from_arrays([table[f.name].cast(f.type) if f.name in table.column_names
                                  else pa.nulls(table.num_rows, f.type) for f in CARRIED_SCHEMA], schema=CARRIED_SCHEMA)
 
@@ -187,8 +188,8 @@ class State:
                             [window.key, h["name"], h["in"], h["out"], h["lost"], h["pending"]])
             con.register("new_pending", pending)
             con.execute("INSERT INTO pending SELECT ?, source_id, zendesk_key, eb_id, ticket_id, kind, event_time, "
-                        "position, other_eb_ids, emission, sequence_id, sequence_position FROM new_pending",
-                        [window.key])
+                        "position, other_eb_ids, emission, sequence_id, sequence_position, claimed_ids "
+                        "FROM new_pending", [window.key])
             con.register("new_settlements", settlements)
             con.execute("INSERT OR REPLACE INTO settlements SELECT window_key, source_id, ?, verdict, eb_id, "
                         "lateness_s FROM new_settlements WHERE verdict <> 'pending'", [window.key])

@@ -102,6 +102,28 @@ def test_an_id_a_carried_event_took_by_its_kind_is_not_also_taken_by_position(tm
     assert settled["43"] == "delivered" and settled["42"] != "delivered", settled
 
 
+def test_a_carried_event_cannot_take_the_id_its_run_gave_a_sibling(tmp_path):
+    """Ticket 50's comments 51 (23:59:00) and 52 (23:59:05); only 51 reached the bus (X, landed). Day 1 read the bus
+    log in part, so 52 is held; 51 is delivered, settled, and no carried event names X. Day 2 re-matches 52: X is
+    within the tolerance of it, but its run gave X to 51 (the state keeps it with 52: claimed_ids), so 52 is lost,
+    not delivered by its sibling's event."""
+    from dataclasses import replace
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, z
+    zd = [z(51, 50, "Comment", "23:59:00", 5100), z(52, 50, "Comment", "23:59:05", 5200)]
+    x = legacy("X", 50, "Comment Created", "23:59:00.3", 1)
+    bus, sink = [dict(x, observed_at=x["event_time"])], [dict(x, observed_at="23:59:02", sequence_number="1",
+                                                                 committed=True)]
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results(zd, bus, sink, [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        s1 = run_window(tmp_path, st, DAY, first, "day1")
+        assert s1["verdicts"]["pending"] == 1 and s1["verdicts"]["delivered"] == 1
+        s2 = run_window(tmp_path, st, DAY2, day_results([], bus, sink, []), "day2")
+    assert [(r["source_id"], r["verdict"], r["eb_id"]) for r in s2["carried"]["events_shown"]] == \
+        [("52", "lost_before_bus", None)]
+
+
 def test_a_state_written_before_the_emission_facts_were_kept_still_carries_its_events(tmp_path):
     """A state file of an earlier version has no emission or sequence columns in `pending`: opening it adds them
     (empty), and its pending events are carried as before."""
