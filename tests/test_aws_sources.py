@@ -295,10 +295,11 @@ def part(dt: datetime) -> str:
     return f"dt={dt:%Y-%m-%d}/hr={dt:%H}"
 
 
-def commit_log(*names: str) -> bytes:
-    return ("v1\n" + "\n".join(json.dumps({"path": f"s3://spark-output/events/{n}", "size": 1, "isDir": False,
+def commit_log(**sizes: int) -> bytes:
+    """Batch 0 of a commit log adding the files named (their path under the output: `name=len(data)`)."""
+    return ("v1\n" + "\n".join(json.dumps({"path": f"s3://spark-output/events/{n}", "size": size, "isDir": False,
                                            "modificationTime": 1, "blockReplication": 1, "blockSize": 1,
-                                           "action": "add"}) for n in names)).encode()
+                                           "action": "add"}) for n, size in sizes.items())).encode()
 
 
 @pytest.mark.parametrize("where", ["s3", "local"])
@@ -309,9 +310,10 @@ def test_sink_parquet_with_commit_log_flags_uncommitted_when_not_honoured(where,
                                                                                   [legacy("L1"), webhook("W1")])),
         f"events/{p}/part-00001-b.c000.snappy.parquet": parquet_bytes(spark_table(["L1"], [legacy("L1")])),
         f"events/{part(NOW - timedelta(days=5))}/part-00000-old.c000.snappy.parquet": b"skipped: outside window",
-        "events/_spark_metadata/0": commit_log(f"{p}/part-00000-a.c000.snappy.parquet"),
         f"events/{p}/_SUCCESS": b"",
     }
+    committed = f"{p}/part-00000-a.c000.snappy.parquet"
+    files["events/_spark_metadata/0"] = commit_log(**{committed: len(files[f"events/{committed}"])})
     uri, aws = place(where, request, tmp_path, "spark-output", files, "events")
     res = sink.read(SinkConfig(uri=uri, honour_commit_log=False), WINDOW, aws)
     assert res.name == "sink" and res.complete, res.problems
@@ -373,7 +375,7 @@ def test_sink_json_lines_data_as_object_text_and_base64(tmp_path):
     ]
     text = ("\n".join(json.dumps(r) for r in rows) + "\nnot json\n").encode()
     write_local(tmp_path, {f"{part(NOW)}/part-0.json": text,
-                           "_spark_metadata/0": commit_log(f"{part(NOW)}/part-0.json")})
+                           "_spark_metadata/0": commit_log(**{f"{part(NOW)}/part-0.json": len(text)})})
     res = sink.read(SinkConfig(uri=str(tmp_path), format="json"), WINDOW, LOCAL)
     assert labels(res.ledger["eb_id"]) == ["W1", "L1", "W2"]
     assert res.ledger["committed"].to_pylist() == [True] * 3

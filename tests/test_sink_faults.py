@@ -361,6 +361,33 @@ def test_a_committed_file_missing_from_the_listing_makes_the_sink_incomplete(tmp
     assert len(res.ledger) < len(kept.ledger)
 
 
+def test_a_committed_file_cut_at_a_line_end_or_emptied_makes_the_sink_incomplete(tmp_path):
+    """Spark records each committed file's size (SinkFileStatus.size). A JSON file cut at a line end, or emptied,
+    still reads without an error, its rows silently fewer: the size it no longer has makes the sink incomplete, the
+    file named, so none of its events is called lost."""
+    root = spark_copy(tmp_path, "json")
+    f = sorted(root.glob("dt=2026-11-23/*/*.json"))[0]
+    whole = f.read_bytes()
+    for cut in (whole[:whole.rstrip(b"\n").rfind(b"\n") + 1], b""):
+        f.write_bytes(cut)
+        res = sink.read(SinkConfig(uri=str(root), format="json"), DAY, LOCAL)
+        assert not res.complete and res.details["committed_resized"] == 1, res.problems
+        assert any("not the size Spark's commit log" in p and f.name in p and f"{len(whole):,} bytes committed" in p
+                   for p in res.problems), res.problems
+
+
+def test_a_flipped_bit_in_a_parquet_page_makes_the_sink_incomplete(tmp_path):
+    """parquet-mr writes page checksums; read without verifying them, a flipped bit changes an id into none (a false
+    loss). Verified, the page fails to read: the file is named and the sink incomplete."""
+    root = spark_copy(tmp_path, "parquet")
+    f = next(root.glob("dt=2026-11-23/hr=05/*.parquet"))
+    data = bytearray(f.read_bytes())
+    data[494] ^= 0x01
+    f.write_bytes(bytes(data))
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    assert not res.complete and any(f.name in p for p in res.problems), res.problems
+
+
 def test_a_committed_file_of_a_format_not_read_makes_the_sink_incomplete(tmp_path):
     """A committed file the reader does not take (another codec's suffix, or [sink] format set wrong) holds rows
     that are not read: a problem naming it, not a file silently passed over (and not one called missing)."""

@@ -117,6 +117,10 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         if below_uri and not _pruned(entry.split("/")[:-1], tz, lo, hi):
             missing.append(rel)
     in_log = log.lists([posixpath.relpath(f.path, log.root) for f in listed]) if log else [None] * len(listed)
+    # A committed file of another size than Spark recorded was cut or rewritten after the commit: rows may be gone
+    # that its remaining bytes do not show (a JSON file cut at a line end reads whole, and so does a rewrite).
+    resized = log.resized([(posixpath.relpath(f.path, log.root), f.size) for f, flag in zip(listed, in_log)
+                           if flag]) if log else []
     data: list[_File] = []
     leftovers: list[str] = []
     for f, flag in zip(listed, in_log):
@@ -170,6 +174,11 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         problems.append(f"{len(unread):,} file(s) {which} are not {cfg.format} files this reader takes "
                         f"({', '.join(FORMATS[cfg.format])}; first: {scheme + unread[0].path}): their rows were not "
                         f"read. Check [sink] format and the Spark job's compression option.")
+    if resized:
+        rel, recorded, found_size = resized[0]
+        problems.append(f"{len(resized):,} committed file(s) are not the size Spark's commit log ({log.folder}) "
+                        f"recorded (first: {rel}, {recorded:,} bytes committed, {found_size:,} bytes now): rows may "
+                        f"be missing from them. Check the bucket (a partial copy, a cut or a rewrite?).")
     if missing:
         problems.append(f"{len(missing):,} file(s) Spark's commit log ({log.folder}) lists as committed are not in "
                         f"the listing of {cfg.uri} (first: {missing[0]}): their rows are missing from the sink, and "
@@ -184,6 +193,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         "uncommitted_files": [f.where for f in data if f.committed is False],
         "leftover_files": len(leftovers), "leftover_names": leftovers[:LEFTOVERS_SHOWN],
         "committed_missing": len(missing), "committed_missing_names": missing[:LEFTOVERS_SHOWN],
+        "committed_resized": len(resized), "committed_resized_names": [r[0] for r in resized[:LEFTOVERS_SHOWN]],
         "committed_not_read": len(unread),
         "id": f"path {cfg.id_path}" if cfg.id_path else f"column {cfg.id_column}",
         "bad_files": len(problems),
@@ -353,7 +363,9 @@ def _drifted(where: str, column: str, t: pa.DataType, expected: str, hint: str) 
 def _read_parquet(fh, f: _File, cfg: SinkConfig):
     """The file's columns in fixed types (data binary, id and sequence number text, arrival a UTC timestamp), or a
     drift naming the file and the column: files are parsed in groups, so one file's types must not reach the others."""
-    pf = pq.ParquetFile(fh)
+    # parquet-mr (Spark) writes page checksums: a flipped bit then fails the read (OSError: the read is not whole)
+    # instead of silently changing an id into another or into none
+    pf = pq.ParquetFile(fh, page_checksum_verification=True)
     schema = pf.schema_arrow
     names = schema.names
     n = pf.metadata.num_rows

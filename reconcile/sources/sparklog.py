@@ -43,6 +43,7 @@ class CommitLog:
     latest_batch: int | None = None
     compact: str | None = None  # the compact file read, if any
     entries: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # decoded paths listed as added
+    sizes: pa.Array = field(default_factory=lambda: pa.array([], pa.int64()))  # their `size` (bytes; null: none)
     problems: list[str] = field(default_factory=list)  # the log cannot be trusted: Spark's readers fail on it
     fingerprints: list[dict] = field(default_factory=list)  # the log files read: inputs of the run like data files
 
@@ -60,6 +61,23 @@ class CommitLog:
         finally:
             con.close()
         return pc.is_in(pa.array(rels, pa.string()), tails).to_pylist()
+
+    def resized(self, files: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+        """Of the (path relative to `root`, size) of files the log lists, those whose size is not the one its entry
+        recorded (SinkFileStatus.size, the finished file's length): (path, recorded, found). Matched as lists()
+        matches; an entry without a size is not compared."""
+        if not files or not len(self.entries):
+            return []
+        depths = sorted({r.count("/") + 1 for r, _ in files})
+        con = events.connect()
+        try:
+            con.register("entries", pa.table({"path": self.entries, "size": self.sizes}))
+            con.register("depths", pa.table({"depth": pa.array(depths, pa.int64())}))
+            con.register("listed", pa.table({"rel": pa.array([r for r, _ in files], pa.string()),
+                                             "size": pa.array([n for _, n in files], pa.int64())}))
+            return [tuple(r) for r in con.sql(_RESIZED_SQL).fetchall()]
+        finally:
+            con.close()
 
     def unlisted(self, rels: list[str]) -> list[tuple[str, str]]:
         """The files the log lists as added that are none of `rels` (every data file the listing holds, relative to
@@ -91,6 +109,17 @@ WHERE path NOT IN (SELECT path FROM tails WHERE rel IN (SELECT rel FROM listed))
 ORDER BY rel
 """
 
+# Listed files whose size differs from every size the log recorded for an entry with their tail.
+_RESIZED_SQL = """
+WITH tails AS (
+    SELECT size, array_to_string(list_slice(string_split(path, '/'), -depth, -1), '/') AS rel FROM entries, depths
+    WHERE size IS NOT NULL
+)
+SELECT l.rel, min(t.size), any_value(l.size) FROM listed l JOIN tails t USING (rel)
+GROUP BY l.rel HAVING NOT bool_or(t.size = l.size)
+ORDER BY l.rel
+"""
+
 _TAILS_SQL = """
 SELECT DISTINCT array_to_string(list_slice(string_split(path, '/'), -depth, -1), '/') AS rel FROM entries, depths
 """
@@ -101,7 +130,8 @@ _LOG_SQL = """
 CREATE OR REPLACE TEMP TABLE parsed AS
 SELECT file_no, line_no, line,
        CASE WHEN line_no = 1 THEN NULL ELSE try(json_extract_string(line, '$.path')) END AS path,
-       CASE WHEN line_no = 1 THEN NULL ELSE coalesce(try(json_extract_string(line, '$.action')), 'add') END AS action
+       CASE WHEN line_no = 1 THEN NULL ELSE coalesce(try(json_extract_string(line, '$.action')), 'add') END AS action,
+       CASE WHEN line_no = 1 THEN NULL ELSE try_cast(try(json_extract_string(line, '$.size')) AS BIGINT) END AS size
 FROM log_lines
 """
 _BAD_SQL = """
@@ -110,7 +140,8 @@ WHERE line_no > 1 AND line <> '' AND (path IS NULL OR action NOT IN ('add', 'del
 GROUP BY file_no ORDER BY file_no
 """
 _ADDED_SQL = """
-SELECT url_decode(path) AS path FROM parsed WHERE path IS NOT NULL AND action IN ('add', 'delete')
+SELECT url_decode(path) AS path, arg_max(size, file_no * 4294967296 + line_no) AS size
+FROM parsed WHERE path IS NOT NULL AND action IN ('add', 'delete')
 GROUP BY path HAVING arg_max(action, file_no * 4294967296 + line_no) = 'add'
 """
 
@@ -215,6 +246,7 @@ def _parse(log: CommitLog, chosen: list[pafs.FileInfo], texts: list[bytes], sche
                 f"(JSON with a path and action add/delete): Spark's own readers fail on this log, and the files those "
                 f"lines listed are unknown, so some committed rows may be taken for crash leftovers. Check the file "
                 f"(a partial write or a manual edit?).")
-        log.entries = con.sql(_ADDED_SQL).to_arrow_table()["path"].combine_chunks()
+        added = con.sql(_ADDED_SQL).to_arrow_table()
+        log.entries, log.sizes = added["path"].combine_chunks(), added["size"].combine_chunks()
     finally:
         con.close()
