@@ -14,6 +14,7 @@ import base64
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 from bs4 import BeautifulSoup
 
@@ -71,6 +72,20 @@ def run(moto, tmp_path: Path, *, mutate=None, after_load=None, sink: dict | None
 def sink_files(stores: Path) -> list[Path]:
     """The simulated Spark output's data files, in path order."""
     return sorted((stores / "spark-output" / "events").glob("dt=*/hr=*/*.parquet"))
+
+
+def recommit(stores: Path, f: Path) -> None:
+    """Record committed file `f`'s new size in Spark's commit log: a file the job wrote so (another schema), not one
+    changed after the commit."""
+    root = stores / "spark-output" / "events"
+    rel = str(f.relative_to(root))
+    for log in (root / "_spark_metadata").iterdir():
+        lines = log.read_text().splitlines()
+        entries = [orjson.loads(x) for x in lines[1:] if x]
+        for e in entries:
+            if e["path"].endswith("/" + rel):
+                e["size"] = f.stat().st_size
+        log.write_text("\n".join([lines[0], *(orjson.dumps(e).decode() for e in entries)]))
 
 
 def committed_files(stores: Path) -> list[Path]:

@@ -132,6 +132,7 @@ def drift(column: str, make):
         hit["file"], hit["ids"] = f, ids_in(f)
         i = t.schema.get_field_index(column)
         pq.write_table(t.set_column(i, column, make(t)), f)
+        faultrun.recommit(stores, f)
 
     return mutate, hit
 
@@ -431,6 +432,18 @@ def test_uri_below_the_commit_log_warns_and_uses_the_log(tmp_path):
     assert res.complete and res.details["commit_log"] and res.details["leftover_files"] == 1
     assert any("is below Spark's output folder" in p and str(root) in p for p in res.problems)
     assert len(res.ledger) == 12  # the four batches written on the 23rd in New York
+
+
+def test_uri_above_the_output_folder_is_no_read_without_the_commit_log(tmp_path):
+    """Set one folder above Spark's output, the read found no log at the uri or above it and read every file as
+    committed, a crash leftover's rows included, while Spark's readers read the output by its own log: the sink is
+    incomplete, naming the folder to set (with honour_commit_log = false it is only said)."""
+    root = spark_copy(tmp_path / "above", "parquet")
+    res = sink.read(SinkConfig(uri=str(root.parent)), DAY, LOCAL)
+    assert not res.complete and res.details["commit_log"] is False
+    assert any(f"Set [sink] uri = {root}" in p for p in res.problems), res.problems
+    ignored = sink.read(SinkConfig(uri=str(root.parent), honour_commit_log=False), DAY, LOCAL)
+    assert ignored.complete and any(f"Set [sink] uri = {root}" in p for p in ignored.problems)
 
 
 def test_zero_byte_leftover_is_skipped_even_when_the_log_is_ignored(tmp_path):

@@ -80,6 +80,13 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     found = sparklog.find(fs, root, files)
     log = sparklog.read(fs, found[0], found[1], scheme) if found else None
     notes = []
+    nested = sorted({posixpath.dirname(posixpath.dirname(f.path)) for f in files
+                     if sparklog.FOLDER in posixpath.relpath(f.path, root).split("/")[:-1]}) if not found else []
+    if nested:
+        # Spark's readers read an output folder by its own log; read from above, every file would count as committed
+        nested_problem = (f"[sink] uri {cfg.uri} is above Spark's output folder(s) with their own commit log (first: "
+                          f"{scheme + nested[0]}), which this read cannot apply: every file would count as committed. "
+                          f"Set [sink] uri = {scheme + nested[0]}, or [sink] honour_commit_log = false.")
     if found and found[0] != root:
         notes.append(f"[sink] uri {cfg.uri} is below Spark's output folder {scheme + found[0]}: read its commit log "
                      f"{log.folder} from there. Set [sink] uri = {scheme + found[0]} to read the whole output.")
@@ -162,7 +169,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         out_ledger.abort()
         raise
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
-    log_problems = log.problems if log else []
+    log_problems = log.problems if log else [nested_problem] if nested else []
     if log:  # what the log says was committed
         unread = [f for f, flag in zip(other_format, log.lists([posixpath.relpath(f.path, log.root)
                                                                for f in other_format])) if flag]
