@@ -1,8 +1,8 @@
 -- recovery_funnel: what became of the recoveries (`reconcile recover`) of the events this run judges or settles, from
 -- the recovery journal (`recovery_journal`, every plan's rows) and this run's verdicts: planned (events the journal
--- holds), sent, landed (judged 'recovered', with the lag percentiles), still pending (sent, inside the horizon
--- counted from the send), not landed (sent, horizon passed: lost again), landed before the send (late on its own:
--- delivered or duplicated, not recovered), failed (attempts ran out), landed already
+-- holds), sent, landed (judged 'recovered', or 'duplicated' with the recovery's copy one of the copies: landed_twice;
+-- with the lag percentiles), still pending (sent, inside the horizon counted from the send), not landed (sent, horizon
+-- passed: lost again), landed before the send (late on its own: delivered or duplicated, not recovered), failed (attempts ran out), landed already
 -- (found in the sink before sending: skipped) and unfinished (left 'sending' by an interrupted apply). One row; all
 -- zero when no recovery touches the run (summary.json then leaves `recovery` out). An event several plans name counts
 -- once, by its furthest status (queries/journal_statuses.csv: sent, landed already, failed, sending).
@@ -29,11 +29,12 @@ WITH judged AS MATERIALIZED (
 )
 SELECT count(*) AS planned,
        count(*) FILTER (WHERE status = 'sent') AS sent,
-       count(*) FILTER (WHERE status = 'sent' AND verdict = 'recovered') AS landed,
+       count(*) FILTER (WHERE status = 'sent' AND (verdict = 'recovered' OR lag_s IS NOT NULL)) AS landed,
+       count(*) FILTER (WHERE status = 'sent' AND verdict = 'duplicated' AND lag_s IS NOT NULL) AS landed_twice,
        count(*) FILTER (WHERE status = 'sent' AND verdict = 'pending') AS pending,
        count(*) FILTER (WHERE status = 'sent' AND verdict IN (SELECT verdict FROM verdict_vocab
                                                         WHERE loss_hop = 'bus_to_sink')) AS not_landed,
-       count(*) FILTER (WHERE status = 'sent' AND verdict <> 'recovered'
+       count(*) FILTER (WHERE status = 'sent' AND verdict <> 'recovered' AND lag_s IS NULL
                            AND verdict IN (SELECT verdict FROM verdict_vocab WHERE reached_sink)) AS landed_before_send,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE status = 'landed_already') AS landed_already,

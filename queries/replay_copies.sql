@@ -3,9 +3,10 @@
 -- added, `replayed` set) and dropped as an id of its own: the original is judged by what landed under either id
 -- (verdicts.sql: `recovered`, or a replay `duplicated` when it had landed already) and the copy is no orphan.
 -- PIPELINE.md: whether a replay keeps the id is not documented (moto gives a new one); when it keeps it, the id join
--- does this and no copy is found here. A copy is an id seen only in the sink and only under a replay-name the journal
--- names (every sink row of it; no bus-log copy, no DLQ message: the plan filters a replay to the Kinesis rule), under
--- an id the journal does not name; its original has the same Zendesk facts: ticket, bus type, Zendesk event id
+-- does this and no copy is found here. A copy is an id seen only under a replay-name the journal names (every sink row
+-- of it, and every bus-log copy: the replay goes to every target of the rule, the log group included; no DLQ
+-- message), under an id the journal does not name; its original has the same Zendesk facts: ticket, bus type, Zendesk
+-- event id
 -- and connector position, event time within $tolerance_s (the hop-A composite test). An original the journal sent
 -- under that replay is preferred; only a copy with exactly one preferred original is paired (never a guess: an
 -- unpaired copy is judged as before, by hop_a).
@@ -20,6 +21,10 @@ WITH copy_rows AS (
       AND eb_id NOT IN (SELECT eb_id FROM recoveries WHERE eb_id IS NOT NULL)  -- a NULL would make NOT IN NULL
     GROUP BY eb_id
     HAVING count(DISTINCT replay_name) = 1 AND bool_and(replay_name IS NOT NULL)
+), logged_copies AS (
+    -- copies the bus log holds too, every line of them under the same replay-name as their sink rows
+    SELECT b.eb_id FROM bus b JOIN copy_rows c USING (eb_id)
+    GROUP BY b.eb_id HAVING bool_and(b.replay_name IS NOT DISTINCT FROM c.replay_name)
 ), copy AS (
     SELECT eb_id, replay_name, sink_at, sink_sequences,
            sink_copies(n, n_outside, outside_only, $outside_log_counts) AS sink_rows,
@@ -28,7 +33,8 @@ WITH copy_rows AS (
 ), cand AS (
     SELECT c.*, o.eb_id AS original, r.eb_id IS NOT NULL AS in_journal
     FROM copy c
-    JOIN bus_events b ON b.eb_id = c.eb_id AND b.log_copies = 0 AND b.dlq_kinesis + b.dlq_other = 0
+    JOIN bus_events b ON b.eb_id = c.eb_id AND b.dlq_kinesis + b.dlq_other = 0
+                     AND (b.log_copies = 0 OR b.eb_id IN (SELECT eb_id FROM logged_copies))
     JOIN bus_events o
       ON o.ticket_id = b.ticket_id AND o.event_type = b.event_type
      AND o.zendesk_key IS NOT DISTINCT FROM b.zendesk_key AND o.sequence_id IS NOT DISTINCT FROM b.sequence_id

@@ -265,8 +265,10 @@ CREATE OR REPLACE MACRO only_outside_log(sink_rows, uncommitted_rows) AS
 -- the event; `age`: as_of - event time. Carried events pass the emission and the paired sequence position the state
 -- kept (not whether the sequence is complete: they were judged pending with it once already).
 -- Recovery (issue 16): an event whose first sink arrival is at or after the send of a recovery (`since_recovery`:
--- as_of - the send; `landed_after_recovery`) is 'recovered'; one that landed before any recovery keeps the verdict it
--- has on its own; one sent but not landed is 'pending' until the horizon counted from the send, then lost again.
+-- as_of - the send; `landed_after_recovery`) is 'recovered', or 'duplicated' when the sink holds more than one copy
+-- (the recovery's and another: a late original, a send in doubt made again); one that landed before any recovery
+-- keeps the verdict it has on its own; one sent but not landed is 'pending' until the horizon counted from the send,
+-- then lost again.
 CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_grace, horizon,
                                    excluded := false, emission := NULL, sequence_position := NULL,
                                    sequence_complete := NULL, since_recovery := NULL,
@@ -277,6 +279,7 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
         WHEN NOT linked AND emission = 'unknown' THEN 'unverified'  -- a position no store has may be another event
         WHEN NOT linked AND sequence_position IS NULL AND sequence_complete THEN 'not_emitted'
         WHEN NOT linked THEN CASE WHEN age < hop_a_grace THEN 'pending' ELSE 'lost_before_bus' END
+        WHEN sink_rows > 1 AND landed_after_recovery THEN 'duplicated'  -- the recovery's copy and another landed
         WHEN sink_rows > 0 AND landed_after_recovery THEN 'recovered'
         WHEN sink_rows > 1 THEN 'duplicated'
         WHEN sink_rows = 1 THEN 'delivered'
@@ -328,8 +331,12 @@ CREATE OR REPLACE MACRO duplicate_cause(eb_ids, replayed, sink_sequences) AS
 -- `recovery_how`: how a recovery re-sent it ('re-put' or 'replay <name>'), when one did.
 CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
                                  emission := NULL, sequence_id := NULL, sequence_total := NULL,
-                                 sequence_position := NULL, recovery_how := NULL, outside_log := false) AS
+                                 sequence_position := NULL, recovery_how := NULL, outside_log := false,
+                                 landed_after_recovery := false) AS
     CASE WHEN recovery_how IS NOT NULL AND verdict = 'recovered' THEN recovery_how || ' landed'
+         WHEN recovery_how IS NOT NULL AND verdict = 'duplicated' AND landed_after_recovery
+              THEN recovery_how || ' landed, and so did another copy ('
+                   || duplicate_cause(eb_ids, replayed, sink_sequences) || ')'
          WHEN recovery_how IS NOT NULL AND verdict = 'pending' THEN recovery_how || ' sent, not landed yet'
     ELSE CASE verdict
         WHEN 'delivered' THEN CASE WHEN outside_log THEN 'only in files outside Spark''s commit log (an entry the '
@@ -356,9 +363,11 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
                 THEN ', and the ' || recovery_how || ' sent did not land within the horizon' ELSE '' END
     END;
 
--- a recovered event's lag: its sink arrival less the recovery's send (NULL for any other verdict)
+-- a recovered event's lag: its sink arrival less the recovery's send (NULL for any other verdict but a duplicate the
+-- recovery's copy is one of)
 CREATE OR REPLACE MACRO recovery_lag(verdict, sink_at, recovery_sent_at) AS
-    CASE WHEN verdict = 'recovered' THEN epoch(sink_at) - epoch(recovery_sent_at) END;
+    CASE WHEN verdict = 'recovered' OR (verdict = 'duplicated' AND landed_after(recovery_sent_at, sink_at))
+         THEN epoch(sink_at) - epoch(recovery_sent_at) END;
 
 -- how a recovery re-sent an event, in words (cause_of's recovery_how)
 CREATE OR REPLACE MACRO recovery_how(route, replay_name) AS

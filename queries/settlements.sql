@@ -117,6 +117,7 @@ SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(f
        CASE WHEN held_by IS NOT NULL THEN found END AS would_be, lateness_s,
        CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
             ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
-                          recovery_how := recovery_how, outside_log := outside_log) END AS cause,
+                          recovery_how := recovery_how, outside_log := outside_log,
+                          landed_after_recovery := landed_after(recovery_sent_at, sink_at)) END AS cause,
        recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s
 FROM held;

@@ -409,3 +409,14 @@ def test_demo_recover_closes_the_loop(tmp_path, restore_environment):
                        "GROUP BY eb_id").fetchall()
     verdict = dict(after)
     assert all(verdict[e["eb_id"]] == "recovered" for e in plan["events"])
+
+
+@pytest.mark.parametrize("rule, bus", [
+    ("arn:aws:events:us-east-1:123456789012:rule/zendesk-to-kinesis", "default"),
+    ("arn:aws:events:us-east-1:123456789012:rule/tickets/zendesk-to-kinesis", "tickets"),
+    # the legacy connector's partner bus: its name holds `/` (PIPELINE.md §1), a rule name never does
+    ("arn:aws:events:us-east-1:123456789012:rule/aws.partner/zendesk.com/9242270/default/zendesk-to-kinesis",
+     "aws.partner/zendesk.com/9242270/default"),
+])
+def test_a_replay_goes_to_the_bus_of_its_rule(rule, bus):
+    assert plan_mod.bus_of(rule) == f"arn:aws:events:us-east-1:123456789012:event-bus/{bus}"

@@ -45,10 +45,10 @@ def recoveries_of(rows: pa.Table, tmp_path) -> pa.Table:
         return {"recoveries": st.recoveries(), "recovery_journal": st.journal_rows().cast(recovered.JOURNAL_SCHEMA)}
 
 
-def judge(tmp_path, rows: pa.Table, sink_extra=(), carried=None):
+def judge(tmp_path, rows: pa.Table, sink_extra=(), carried=None, bus_extra=()):
     e = eng.Engine.open()
     e.bind_ledger("zendesk", write(tmp_path, "zendesk", day.ZENDESK))
-    e.bind_ledger("bus", write(tmp_path, "bus", day.BUS))
+    e.bind_ledger("bus", write(tmp_path, "bus", day.BUS + list(bus_extra)))
     e.bind_ledger("sink", write(tmp_path, "sink", day.SINK + list(sink_extra)))
     e.bind_ledger("dlq", write(tmp_path, "dlq", day.DLQ))
     e.bind_table("metrics", ledger.METRIC_SCHEMA.empty_table())
@@ -92,8 +92,21 @@ def test_a_reput_that_landed_is_recovered_with_its_lag(tmp_path):
     hop = e.con.execute("SELECT \"out\", lost FROM funnel WHERE name = 'bus_to_sink'").fetchall()[0]
     assert hop == (8, 1)  # 7 delivered or duplicated, and D out of the hop through its recovery; C still lost
     assert funnel(e) | {"lag_p50_s": 5.0} == dict(planned=1, sent=1, landed=1, pending=0, not_landed=0,
-                                                 landed_before_send=0, failed=0, landed_already=0, unfinished=0,
-                                                 lag_p50_s=5.0, lag_max_s=5.0)
+                                                 landed_twice=0, landed_before_send=0, failed=0, landed_already=0,
+                                                 unfinished=0, lag_p50_s=5.0, lag_max_s=5.0)
+
+
+def test_a_reput_that_landed_beside_another_copy_is_a_duplicate_not_hidden_as_recovered(tmp_path):
+    """The re-put landed, and so did another copy after the send (a send in doubt made again, or the original late):
+    the sink holds two, a duplicate its consumers see. `recovered` hid it; it is `duplicated`, the recovery named,
+    and the recovery funnel counts it landed, twice."""
+    e = judge(tmp_path, journal(dict(eb_id="D", source_id="4", sent_at="2026-11-24T00:00:00Z")),
+              [reput(day.D, "2026-11-24T00:00:05Z", "50"), reput(day.D, "2026-11-24T00:00:06Z", "51")])
+    v = verdict_of(e, "4")
+    assert (v["verdict"], v["cause"], v["recovery_lag_s"]) == \
+        ("duplicated", "re-put landed, and so did another copy (redelivery)", 5.0)
+    f = funnel(e)
+    assert (f["landed"], f["landed_twice"], f["landed_before_send"]) == (1, 1, 0)
 
 
 def test_an_event_that_landed_before_the_send_keeps_its_own_verdict(tmp_path):
@@ -161,6 +174,20 @@ def test_a_replay_copy_under_a_new_id_is_the_recovery_of_the_original(tmp_path):
     assert e.con.execute("SELECT copy_eb_id::VARCHAR, eb_id::VARCHAR FROM replay_copies").fetchall() == [
         (uid("D-replayed"), uid("D"))]
     assert e.count("orphans", f"eb_id = '{uid('D-replayed')}'") == 0
+
+
+def test_a_replay_copy_the_bus_log_holds_too_is_the_recovery_of_the_original(tmp_path):
+    """StartReplay filtered to the rule delivers to every target of it, the log group included: the copy is in the
+    bus log too, under the same replay-name. It is still the original's recovery, not an orphan (the original was
+    left pending, then lost again)."""
+    copy = dict(day.D, eb_id="D-replayed", replay_name="recover-1")
+    e = judge(tmp_path, journal(dict(eb_id="D", source_id="4", route="replay", replay_name="recover-1",
+                                     target="arn:aws:events:us-east-1:1:archive/zendesk",
+                                     sent_at="2026-11-24T00:00:00Z")),
+              [reput(copy, "2026-11-24T00:01:00Z", "51")],
+              bus_extra=[day.obs(copy, "2026-11-24T00:00:30Z", source_id="log:D-replayed")])
+    assert verdict_of(e, "4")["verdict"] == "recovered"
+    assert e.count("replay_copies") == 1 and e.count("orphans", f"eb_id = '{uid('D-replayed')}'") == 0
 
 
 def test_a_journal_id_that_is_no_uuid_does_not_hide_replay_copies(tmp_path):

@@ -128,8 +128,8 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
             ("pending", "re-put sent, not landed yet")
         assert after[d["source_id"]]["verdict"] == d["verdict"]  # the failed attempt changed nothing
         assert second["recovery"] | {"lag_p50_s": None} == dict(
-            planned=4, sent=3, landed=2, pending=1, not_landed=0, landed_before_send=0, failed=1, landed_already=0,
-            unfinished=0, lag_p50_s=None, lag_max_s=60.0)
+            planned=4, sent=3, landed=2, landed_twice=0, pending=1, not_landed=0, landed_before_send=0, failed=1,
+            landed_already=0, unfinished=0, lag_p50_s=None, lag_max_s=60.0)
         assert second["verdicts"]["recovered"] == 2
         lost_hop = {h["name"]: h["lost"] for h in first["hops"]}["bus_to_sink"]
         assert {h["name"]: h["lost"] for h in second["hops"]}["bus_to_sink"] == lost_hop - 3  # a, c recovered; b

@@ -145,11 +145,13 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
 
 
 def bus_of(rule_arn: str | None) -> str | None:
-    """The event bus a rule belongs to, from its ARN (arn:...:rule/[bus/]name; no bus part: the default bus)."""
+    """The event bus a rule belongs to, from its ARN (arn:...:rule/[bus/]name; no bus part: the default bus). A rule
+    name holds no `/`, while a partner bus's name does (aws.partner/zendesk.com/<account>/<name>): the bus is all
+    before the last `/`."""
     if not rule_arn:
         return None
     head, _, path = rule_arn.partition(":rule/")
-    bus = path.split("/")[0] if "/" in path else "default"
+    bus = path.rsplit("/", 1)[0] if "/" in path else "default"
     return f"{head}:event-bus/{bus}"
 
 
