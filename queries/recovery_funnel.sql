@@ -2,8 +2,8 @@
 -- the recovery journal (`recovery_journal`, every plan's rows) and this run's verdicts: planned (events the journal
 -- holds), sent, landed (judged 'recovered', or 'duplicated' with the recovery's copy one of the copies: landed_twice;
 -- with the lag percentiles), still pending (sent, inside the horizon counted from the send), not landed (sent, horizon
--- passed: lost again), landed before the send (late on its own: delivered or duplicated, not recovered), failed (attempts ran out), landed already
--- (found in the sink before sending: skipped) and unfinished (left 'sending' by an interrupted apply). One row; all
+-- passed: lost again), landed before the send (late on its own: delivered or duplicated, not recovered), failed
+-- (attempts ran out), landed already (found in the sink before sending: skipped) and unfinished (left 'sending' by an interrupted apply). One row; all
 -- zero when no recovery touches the run (summary.json then leaves `recovery` out). An event several plans name counts
 -- once, by its furthest status (queries/journal_statuses.csv: sent, landed already, failed, sending).
 CREATE OR REPLACE TABLE recovery_funnel AS
