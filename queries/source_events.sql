@@ -39,11 +39,14 @@ WITH in_range AS NOT MATERIALIZED (
     SELECT api_kind, any_value(cardinality) AS emission FROM emission_model GROUP BY api_kind
 ), kinds AS (
     -- the model is applied once per distinct kind (a few dozen), not once per event
-    SELECT k.kind, model_kind(k.kind) AS model_kind, coalesce(c.emission, 'unknown') AS emission
+    SELECT k.kind, model_kind(k.kind) AS model_kind, coalesce(c.emission, 'unknown') AS emission,
+           -- excluded by its kind or its model kind: `Change:<custom field id>` excludes every custom field
+           coalesce(k.kind IN (SELECT kind FROM excluded_kinds)
+                    OR model_kind(k.kind) IN (SELECT kind FROM excluded_kinds), false) AS excluded
     FROM (SELECT DISTINCT kind FROM dedup) k
     LEFT JOIN cardinality c ON c.api_kind = model_kind(k.kind)
 ), modeled AS (
-    SELECT d.*, k.model_kind, k.emission, try_cast(d.source_id AS BIGINT) AS id_num
+    SELECT d.*, k.model_kind, k.emission, k.excluded, try_cast(d.source_id AS BIGINT) AS id_num
     FROM dedup d
     JOIN kinds k ON k.kind IS NOT DISTINCT FROM d.kind
 ), folded AS (
@@ -68,6 +71,6 @@ WITH in_range AS NOT MATERIALIZED (
 SELECT source_id, zendesk_key, ticket_id, kind, model_kind, emission, expected_id, event_time, audit_id, source_ref,
        r.pos_low, r.pos_high AS position,
        event_time >= $window_start AND event_time < $window_end AS in_window,
-       kind IN (SELECT kind FROM excluded_kinds) AS excluded
+       excluded
 FROM units
 LEFT JOIN ranked r USING (source_id);

@@ -143,6 +143,19 @@ def test_a_notification_is_not_emitted_when_not_excluded(tmp_path):
         e.close()
 
 
+def test_custom_fields_are_excluded_by_their_model_kind(tmp_path):
+    """[exclude] event_types names a kind as the model does: `Change:<custom field id>` excludes every custom field,
+    which would otherwise need each field's numeric id listed."""
+    zen = [z(801, 120, "Change:360012345678", "14:00:00", 12000), z(802, 121, "Change:360099999999", "14:00:00", 12100),
+           z(803, 122, "Change:status", "14:00:00", 12200)]
+    e = judge(tmp_path, zen, [], [], [], excluded=["Change:<custom field id>", "Change:status"])
+    try:
+        assert {r[0]: r[1] for r in table(e, "verdicts", ["source_id", "verdict"])} == {
+            "801": "excluded", "802": "excluded", "803": "excluded"}
+    finally:
+        e.close()
+
+
 def test_the_shipped_model_names_the_documented_types():
     m = load_model()
     types = set(m["bus_type"].to_pylist())
