@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -29,7 +30,7 @@ import pyarrow.fs as pafs
 
 from . import emission, resources
 from .config import AwsConfig
-from .engine import execute_file
+from .engine import execute_file, statements
 from .recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
 from .errors import StateError
 from .window import Window
@@ -144,6 +145,7 @@ class State:
             with _lock(path, shared=True):
                 con = duckdb.connect(str(path), read_only=True)
                 try:
+                    _tables_it_lacks(con)
                     yield cls(con, path)
                 finally:
                     con.close()
@@ -255,6 +257,16 @@ class State:
 
     def run_dirs(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT out_dir FROM runs ORDER BY window_start DESC").fetchall()]
+
+
+def _tables_it_lacks(con: duckdb.DuckDBPyConnection) -> None:
+    """A state file opened read-only (`run --dry-run`, trace) is not migrated: the tables schema.sql makes that an
+    older version's file lacks (the recovery journal) are made empty, as temporary tables of this connection."""
+    kept = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
+    for statement in statements(_q("schema").read_text()):
+        made = re.match(r"\s*CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if made and made.group(1) not in kept:
+            con.execute(statement.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE", 1))
 
 
 @contextmanager

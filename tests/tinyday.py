@@ -198,9 +198,11 @@ def day_results(zendesk, bus, sink, dlq):
     return out
 
 
-def run_window(tmp_path, st, start, results, name):
+def run_window(tmp_path, st, start, results, name, end=None):
+    """The window [start, `end` or a day later) judged as of two hours after its end."""
     cfg = config.build(None, CONFIG)
-    window = job.window_from(cfg, start, start + timedelta(days=1), start + timedelta(hours=26))
+    end = end or start + timedelta(days=1)
+    window = job.window_from(cfg, start, end, end + timedelta(hours=2))
     out = tmp_path / name
     ledgers = job.write_evidence(results, out / "evidence")
     return job.finish(cfg, window, out, results, ledgers, audience="daily", generated_at=window.as_of,
