@@ -1,13 +1,19 @@
 -- history: loss per hop per window over past runs, with the window's pending events settled by later runs
--- folded in (a settled loss adds to the loss of the hop queries/verdicts.csv names for its verdict; one the sink
--- holds adds to bus_to_sink's out; any settlement leaves the pending count). The loss rate is added by
--- State.history (emission.loss_rate, the one definition).
+-- folded in, so each hop still balances (in = out + lost + pending). A settled loss adds to the loss of the hop
+-- queries/verdicts.csv names for its verdict, one the sink holds to bus_to_sink's out; a settlement leaves the
+-- pending count of the hop it waited at (zendesk_to_bus when no id was linked to it). One that waited before the bus
+-- and was found on it moves on: zendesk_to_bus out and bus_to_sink in; one found outside the funnel (unverified, not
+-- emitted) leaves its hop's in. The loss rate is added by State.history (emission.loss_rate, the one definition).
 WITH settled AS (
     SELECT s.window_key,
            count(*) FILTER (WHERE v.loss_hop = 'zendesk_to_bus') AS lost_a,
            count(*) FILTER (WHERE v.loss_hop = 'bus_to_sink') AS lost_b,
            count(*) FILTER (WHERE v.reached_sink) AS delivered_b,
            count(*) FILTER (WHERE p.eb_id IS NULL) AS settled_a,
+           count(*) FILTER (WHERE p.eb_id IS NULL AND v.in_funnel
+                                  AND v.loss_hop IS DISTINCT FROM 'zendesk_to_bus') AS onto_bus,
+           count(*) FILTER (WHERE p.eb_id IS NULL AND NOT v.in_funnel) AS left_a,
+           count(*) FILTER (WHERE p.eb_id IS NOT NULL AND NOT v.in_funnel) AS left_b,
            count(*) AS settled
     FROM settlements s
     JOIN pending p USING (window_key, source_id)
@@ -16,8 +22,11 @@ WITH settled AS (
 )
 SELECT *
 FROM (
-SELECT r.window_key, r.window_start, r.window_end, r.status, r.events, h.hop, h."in",
-       h."out" + CASE WHEN h.hop = 'bus_to_sink' THEN coalesce(st.delivered_b, 0) ELSE 0 END AS "out",
+SELECT r.window_key, r.window_start, r.window_end, r.status, r.events, h.hop,
+       h."in" + CASE WHEN h.hop = 'zendesk_to_bus' THEN -coalesce(st.left_a, 0)
+                     ELSE coalesce(st.onto_bus, 0) - coalesce(st.left_b, 0) END AS "in",
+       h."out" + CASE WHEN h.hop = 'zendesk_to_bus' THEN coalesce(st.onto_bus, 0)
+                      ELSE coalesce(st.delivered_b, 0) END AS "out",
        h.lost + CASE WHEN h.hop = 'zendesk_to_bus' THEN coalesce(st.lost_a, 0) ELSE coalesce(st.lost_b, 0) END
            AS lost,
        h.pending - CASE WHEN h.hop = 'zendesk_to_bus' THEN coalesce(st.settled_a, 0)
