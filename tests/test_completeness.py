@@ -28,6 +28,8 @@ from reconcile.simulate.demo import demo_environment
 from reconcile.simulate.generate import SimParams, simulate
 from reconcile.simulate.stores import write_stores
 
+import faultrun
+
 pytestmark = pytest.mark.usefixtures("restore_environment")
 
 
@@ -304,6 +306,7 @@ def test_removing_a_record_never_yields_a_false_clean(clean_day, tmp_path):
     t = pq.read_table(f)
     gone = t["partitionKey"][0].as_py()
     pq.write_table(t.slice(1), f)
+    faultrun.recommit(work / "stores", f)  # as Spark wrote it, without the row (cut after the commit: incomplete)
     outcome = run(sim, work, tmp_path / "run-sink")
     assert (outcome.summary["status"], outcome.exit_code) == ("loss", 2)
     v = pq.read_table(tmp_path / "run-sink" / "verdicts.parquet", columns=["eb_id", "verdict"]).to_pylist()
