@@ -66,9 +66,9 @@ SELECT eb_id,
        coalesce(l.sequence_position, u.sequence_position, d.sequence_position) AS sequence_position,
        coalesce(l.sequence_total, u.sequence_total, d.sequence_total) AS sequence_total,
        coalesce(l.log_copies, 0) AS log_copies, l.bus_at,
-       coalesce(sink_copies(s.copies, s.outside_log, r.outside_only, $outside_log_counts), 0) AS sink_rows,
+       coalesce(sink_copies(s.copies, s.outside_log, r.outside_only, $outside_log), 0) AS sink_rows,
        coalesce(r.sink_sequences, s.sequences_if_one, 0) AS sink_sequences,
-       coalesce(sink_copies_outside(s.copies, s.outside_log, r.outside_only, $outside_log_counts), 0)
+       coalesce(sink_copies_outside(s.copies, s.outside_log, r.outside_only, $outside_log), 0)
            AS uncommitted_rows,
        coalesce(s.replayed, false) AS replayed, s.sink_at,
        coalesce(d.dlq_kinesis, 0) AS dlq_kinesis, coalesce(d.dlq_other, 0) AS dlq_other,

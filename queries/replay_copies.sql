@@ -27,8 +27,8 @@ WITH copy_rows AS (
     GROUP BY b.eb_id HAVING bool_and(b.replay_name IS NOT DISTINCT FROM c.replay_name)
 ), copy AS (
     SELECT eb_id, replay_name, sink_at, sink_sequences,
-           sink_copies(n, n_outside, outside_only, $outside_log_counts) AS sink_rows,
-           sink_copies_outside(n, n_outside, outside_only, $outside_log_counts) AS uncommitted_rows
+           sink_copies(n, n_outside, outside_only, $outside_log) AS sink_rows,
+           sink_copies_outside(n, n_outside, outside_only, $outside_log) AS uncommitted_rows
     FROM copy_rows
 ), cand AS (
     SELECT c.*, o.eb_id AS original, r.eb_id IS NOT NULL AS in_journal

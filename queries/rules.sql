@@ -240,24 +240,30 @@ GROUP BY l.source_id;
 
 -- An EventBridge id's sink copies that count, from its `n` rows in the sink, `n_outside` of them in files Spark's commit
 -- log does not list (PIPELINE.md §6; read as evidence, committed = false), and `outside_only` distinct Kinesis
--- sequence numbers among those that no committed row has (NULL when the id has one row). Readers that ignore the log
--- see every copy ($outside_log_counts: [sink] honour_commit_log = false). For readers that honour it, a file outside
--- the log is a retried batch's leftover (the same Kinesis records as the retry's committed file: no copy), or an entry
--- the sink's `retention` option expired from the compacted log (its file stays): so a row outside the log counts once
--- per Kinesis record no committed row holds, and an id with no committed row landed at least once. (A record Spark
--- committed twice, one copy since expired, thus counts once: it cannot be told from a leftover.)
--- sink_copies_outside: how many of the counted copies are outside the log. An id with no sink row stays NULL.
+-- sequence numbers among those that no committed row has (NULL when the id has one row). `outside_log` (run.py
+-- outside_log, from [sink] honour_commit_log and retention): 'counted': readers ignore the log and see every copy.
+-- 'leftover': readers honour the log and the job sets no retention, so a file outside the log is a failed or retried
+-- batch's leftover, which they never see: no copy (an id found only there did not land for them). 'expired': the
+-- job's `retention` option expires entries from the compacted log (their files stay), so a file outside the log is a
+-- leftover (the same Kinesis records as the retry's committed file: no copy) or an expired entry: a row outside the
+-- log counts once per Kinesis record no committed row holds, and an id with no committed row landed at least once.
+-- (A record Spark committed twice, one copy since expired, thus counts once: it cannot be told from a leftover.)
+-- sink_copies_outside: how many of the counted copies are outside the log ('leftover': the rows of an id found only
+-- there, which count as none). An id with no sink row stays NULL.
 -- outside_log_rows and outside_only_sequences are the aggregates of an id's sink rows these take.
 CREATE OR REPLACE MACRO outside_log_rows(committed) AS count(*) FILTER (WHERE committed IS NOT DISTINCT FROM false);
 CREATE OR REPLACE MACRO outside_only_sequences(sequence_number, committed) AS
     count(DISTINCT sequence_number) - count(DISTINCT sequence_number) FILTER (WHERE committed IS DISTINCT FROM false);
-CREATE OR REPLACE MACRO sink_copies_outside(n, n_outside, outside_only, outside_counts) AS
-    CASE WHEN n IS NULL THEN NULL WHEN outside_counts OR n_outside = 0 THEN n_outside
+CREATE OR REPLACE MACRO sink_copies_outside(n, n_outside, outside_only, outside_log) AS
+    CASE WHEN n IS NULL THEN NULL WHEN outside_log = 'counted' OR n_outside = 0 THEN n_outside
+         WHEN outside_log = 'leftover' THEN CASE WHEN n = n_outside THEN n_outside ELSE 0 END
          ELSE greatest(coalesce(outside_only, n_outside), CASE WHEN n = n_outside THEN 1 ELSE 0 END) END;
-CREATE OR REPLACE MACRO sink_copies(n, n_outside, outside_only, outside_counts) AS
-    CASE WHEN outside_counts THEN n
-         ELSE n - n_outside + sink_copies_outside(n, n_outside, outside_only, outside_counts) END;
--- did an event reach the sink only in files outside the commit log (Spark's readers do not see it)?
+CREATE OR REPLACE MACRO sink_copies(n, n_outside, outside_only, outside_log) AS
+    CASE WHEN outside_log = 'counted' THEN n
+         WHEN outside_log = 'leftover' THEN n - n_outside
+         ELSE n - n_outside + sink_copies_outside(n, n_outside, outside_only, outside_log) END;
+-- did an event reach the sink only in files outside the commit log (Spark's readers do not see it)? ('leftover': its
+-- sink_rows are 0, its uncommitted_rows those rows)
 CREATE OR REPLACE MACRO only_outside_log(sink_rows, uncommitted_rows) AS
     coalesce(uncommitted_rows > 0 AND uncommitted_rows >= sink_rows, false);
 
@@ -344,7 +350,9 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
                                    || 'not see it' END
         WHEN 'duplicated' THEN duplicate_cause(eb_ids, replayed, sink_sequences)
         WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
-        WHEN 'lost_after_bus' THEN 'no sink row, no DLQ message'
+        WHEN 'lost_after_bus' THEN CASE WHEN outside_log THEN 'only in files outside Spark''s commit log, a failed '
+                                   || 'or retried batch''s leftover ([sink] retention unset): Spark''s readers do '
+                                   || 'not see it, and no DLQ message' ELSE 'no sink row, no DLQ message' END
         WHEN 'lost_before_bus' THEN CASE WHEN sequence_position IS NOT NULL
             THEN 'sequence ' || sequence_id || ' had ' || sequence_total || ' events, position '
                  || sequence_position || ' never reached any store'

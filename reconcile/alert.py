@@ -36,8 +36,9 @@ METRICS = (
     ("IncompleteInputs", "Count", "stores read only partly or not at all"),
     ("SettledLostEvents", "Count", "pending events of earlier windows (the state) this run settled as lost: their "
                                    "window's own figures and recovery plan do not have them until it is re-run"),
-    ("OutsideCommitLog", "Count", "events delivered only in files outside Spark's commit log: Spark's readers, "
-                                  "which honour the log, do not see them (the day may still be clean)"),
+    ("OutsideCommitLog", "Count", "events found only in files outside Spark's commit log, which Spark's readers do "
+                                  "not see: delivered when [sink] retention may have expired their entries (the day "
+                                  "may still be clean), else lost after the bus"),
 )
 BATCH = 20  # PutMetricData's datum limit in older regions and emulators; 1,000 where newer
 TOP_PROBLEMS = 8
@@ -136,8 +137,10 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
                      f"store read in part or ending early, or the sink not read back to them: re-run their window "
                      f"once the stores are whole, or raise [window] carry_back)")
     if outside := summary["outside_commit_log"]:
-        lines.append(f"Outside Spark's commit log: {outside:,} delivered event(s) only in files the log does not "
-                     f"list (readers that honour the log do not see them)")
+        how = ("lost after the bus: failed or retried batches' leftovers ([sink] retention unset)"
+               if summary.get("outside_commit_log_counts") == "leftover" else "delivered")
+        lines.append(f"Outside Spark's commit log: {outside:,} event(s) only in files the log does not list, "
+                     f"{how} (readers that honour the log do not see them)")
     incomplete = [i["source"] for i in summary["inputs"] if not i["complete"]]
     lines.append(f"Inputs incomplete: {', '.join(incomplete) if incomplete else 'none'}")
     lines.append(f"Report: {report}")

@@ -62,11 +62,23 @@ class SinkConfig:
     format: str = "parquet"  # parquet | json
     id_column: str = "partitionKey"
     id_path: str | None = None  # JSON path inside `data`, e.g. $.id; wins over id_column when set
-    honour_commit_log: bool = True  # a row outside _spark_metadata counts only for a record no committed row holds
+    honour_commit_log: bool = True  # readers honour _spark_metadata: a file it does not list is not landed data...
+    # ...unless the job's file sink sets a `retention` option (say it here, e.g. "7d"): a file outside the log may then
+    # be an entry it expired, whose rows did land. Unset (Spark's default: no retention), such a file is a failed or
+    # retried batch's leftover, which Spark's readers never see (docs/design.md, "Reading Spark's output").
+    retention: str | None = None
     partition_time_zone: str = "UTC"  # the Spark job's spark.sql.session.timeZone, which dt=/hr= values are in
     # unexplained: parse a row's payload unless the bus log (read whole) parsed the same bytes under its id; all:
     # parse every payload (sources/explained.py)
     parse_payloads: str = "unexplained"
+
+    @property
+    def outside_log(self) -> str:
+        """How rows in files outside Spark's commit log count (queries/rules.sql sink_copies): 'counted' for readers
+        that ignore the log, 'expired' when the job's retention may have expired their entries, else 'leftover'."""
+        if not self.honour_commit_log:
+            return "counted"
+        return "expired" if self.retention else "leftover"
 
 
 @dataclass(frozen=True)
@@ -260,6 +272,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("sink", "format"): (lambda v: v in ("parquet", "json"), "one of parquet, json"),
     ("sink", "id_path"): (lambda v: v.startswith("$"), "a JSON path inside `data`, like $.id"),
     ("sink", "parse_payloads"): (lambda v: v in ("unexplained", "all"), "one of unexplained, all"),
+    ("sink", "retention"): ("duration", DURATION),
     ("dlq", "visibility_timeout"): (lambda v: 0 <= v <= 43200, "seconds from 0 to 43200 (SQS's limit)"),
     ("dlq", "kinesis_target"): (lambda v: v.strip() != "", "text that only the Kinesis target's TARGET_ARN contains "
                                                          "(\":kinesis:\"); empty would call every DLQ message a "

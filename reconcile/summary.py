@@ -110,8 +110,10 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         "verdicts": verdicts,
         "orphans": orphans,
         "unlogged_at_bus": unlogged,
-        # events that reached the sink only in files outside Spark's commit log (queries/rules.sql only_outside_log)
+        # events that reached the sink only in files outside Spark's commit log (queries/rules.sql only_outside_log),
+        # and how they count ([sink] honour_commit_log and retention): landed ('counted', 'expired') or not ('leftover')
         "outside_commit_log": sum(r["outside_log"] for r in results["verdict_counts"]),
+        "outside_commit_log_counts": cfg.sink.outside_log,
         "hops": hops,
         "matching": {r["match_kind"]: r["events"] for r in results["match_stats"]},
         "inputs": inputs,

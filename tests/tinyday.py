@@ -92,9 +92,9 @@ METRICS = [("MatchedEvents", "10:00:00", 11.0), ("InvocationsSentToDlq", "12:00:
            ("InvocationsSentToDlq", "14:00:00", 1.0), ("ThrottledRules", "12:00:00", 5.0)]
 
 
-def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log_counts=True, excluded=("Notification",)):
-    """The day judged. `outside_log_counts`: sink copies outside Spark's commit log count as copies (the day's
-    readers ignore the log: K's re-batched copy is a duplicate), as with [sink] honour_commit_log = false.
+def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", excluded=("Notification",)):
+    """The day judged. `outside_log`: how sink copies outside Spark's commit log count (run.outside_log): the day's
+    readers ignore the log ([sink] honour_commit_log = false): K's re-batched copy is a duplicate.
     `excluded`: [exclude] event_types."""
     e = eng.Engine.open()
     e.bind_ledger("zendesk", write(tmp, "zendesk", zendesk))
@@ -109,7 +109,7 @@ def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log_counts=True, exc
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                    kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None,
-                   unsettled_bus_to_sink=None, sink_read_start=SINK_FROM, outside_log_counts=outside_log_counts))
+                   unsettled_bus_to_sink=None, sink_read_start=SINK_FROM, outside_log=outside_log))
     return e
 
 
@@ -124,7 +124,7 @@ def table(e, name, cols, order=None):
 # ------------------------------------------------------------------------------------------- the job over the day
 
 # The day's config: K's re-batched copy outside the commit log is a duplicate for its readers, who ignore the log
-# (judge's outside_log_counts).
+# (judge's outside_log).
 CONFIG = {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_age": "2h"},
           "sink": {"honour_commit_log": False}}
 

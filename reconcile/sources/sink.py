@@ -214,9 +214,11 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
             f"{len(leftovers):,} file(s) not in Spark's commit log: leftovers of failed or retried batches, or entries "
             f"the sink's retention expired, which Spark's readers ignore. Their rows were read as evidence (0-byte "
             f"ones hold none): "
-            + ("a copy of a Kinesis record a committed file holds is not counted; an event found only there landed, "
-               "and is shown as outside the commit log ([sink] honour_commit_log = true)." if cfg.honour_commit_log else
-               "every copy counts ([sink] honour_commit_log = false)."))
+            + {"expired": "a copy of a Kinesis record a committed file holds is not counted; an event found only "
+                          "there landed, and is shown as outside the commit log ([sink] retention is set).",
+               "leftover": "no copy there counts: with no [sink] retention no entry expires, so these are leftovers "
+                           "Spark's readers never see, and an event found only there is lost after the bus.",
+               "counted": "every copy counts ([sink] honour_commit_log = false)."}[cfg.outside_log])
     if not data:
         details["note"] = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check [sink] uri and "
                            f"[sink] format.")
