@@ -239,6 +239,12 @@ def test_recover_without_apply_writes_a_plan_through_the_cli(day, tmp_path):
     dry = CliRunner().invoke(main, ["recover", "--apply", str(out / "plan.json"), "--dry-run"])
     assert dry.exit_code == 0 and "Nothing sent" in dry.output
     assert "inputs_incomplete" not in plan["run"]
+    # a sink URI with credentials (or the manifest's redaction of them) is refused: a plan is kept, never a secret
+    for uri in ("s3://AKIAEXAMPLE:s3cr3t@spark-output/events", "s3://[redacted]@spark-output/events"):
+        keyed = dataclasses.replace(bare, sink=dataclasses.replace(bare.sink, uri=uri))
+        with pytest.raises(config.ConfigError, match="holds credentials") as refused:
+            plan_mod.build(day.run_dir, keyed)
+        assert "s3cr3t" not in str(refused.value) and not (tmp_path / "keyed").exists()
     # a plan from a run that read a store only in part says so (in the plan, and on stderr)
     import shutil
     partial = tmp_path / "partial-run"
@@ -348,8 +354,8 @@ def test_a_record_over_the_limits_is_split_into_calls():
 
 
 def test_records_kinesis_did_not_take_are_retried_then_failed(no_real_aws):
-    """PutRecords answers per record (FailedRecordCount, ErrorCode): the ones refused for throughput are retried,
-    until max_attempts, then journaled `failed` with the error; the vendor's documented response, stubbed."""
+    """PutRecords answers per record (FailedRecordCount, ErrorCode): the ones refused for throughput are journaled
+    `failed` with the error and retried, until max_attempts; the vendor's documented response, stubbed."""
     from botocore.stub import Stubber
     kinesis = make_client("kinesis", config.AwsConfig(region="us-east-1"))
     plan = {"target": {"stream": STREAM_NAME, "archive_arn": None}}
@@ -365,7 +371,9 @@ def test_records_kinesis_did_not_take_are_retried_then_failed(no_real_aws):
         retry, rows = apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending,
                                       {"e0": 1, "e1": 1, "e2": 1}, max_attempts=2, clock=SENT_CLOCK)
         assert [e["eb_id"] for e in retry] == ["e1", "e2"]
-        assert [(r["eb_id"], r["status"], r["sequence_number"] is not None) for r in rows] == [("e0", "sent", True)]
+        # the ones to retry are journaled not written until tried again: a signal in the wait leaves none in doubt
+        assert [(r["eb_id"], r["status"], r["sequence_number"] is not None) for r in rows] == [
+            ("e0", "sent", True), ("e1", "failed", False), ("e2", "failed", False)]
         assert rows[0]["sent_at"] == SENT_CLOCK()  # the send time comes from the clock apply is given
         retry, rows = apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending,
                                       {"e0": 2, "e1": 2, "e2": 2}, max_attempts=2, clock=SENT_CLOCK)

@@ -252,7 +252,9 @@ def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Confi
 
 def _call(kinesis, stream: dict, plan: dict, digest: str, pending: list[dict], attempts: dict, max_attempts: int,
           clock: Callable[[], datetime]) -> tuple[list[dict], list[dict]]:
-    """One PutRecords call: (records to retry, journal rows for the rest)."""
+    """One PutRecords call: (records to retry, journal rows for every record). A record Kinesis did not take is
+    `failed` with its error until it is tried again (`sending` once more): a signal during the wait before that
+    leaves it not written, never in doubt."""
     records = [{"Data": e["data"].encode(), "PartitionKey": e["partition_key"]} for e in pending]
     try:
         resp = kinesis.put_records(Records=records, **stream)
@@ -275,9 +277,9 @@ def _call(kinesis, stream: dict, plan: dict, digest: str, pending: list[dict], a
         if "ErrorCode" not in r:
             rows.append(_row(plan, digest, e, "sent", attempts=n, shard_id=r["ShardId"],
                              sequence_number=r["SequenceNumber"], sent_at=now))
-        elif n < max_attempts:
-            retry.append(e)
         else:
+            if n < max_attempts:
+                retry.append(e)
             rows.append(_row(plan, digest, e, "failed", attempts=n,
                              error=f"{r['ErrorCode']}: {r.get('ErrorMessage', '')}"))
     return retry, rows

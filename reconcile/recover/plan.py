@@ -29,7 +29,7 @@ import orjson
 import pyarrow as pa
 
 from .. import emission, outputs, resources
-from ..config import Config
+from ..config import USERINFO, Config, without_userinfo
 from ..engine import execute_file
 from ..errors import ConfigError, ReconcileError
 from ..runfolder import ZENDESK_PAGES, RunFolder
@@ -91,6 +91,12 @@ def window_key(window: dict[str, Any]) -> str:
 
 def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, Any]:
     """The plan for the run in `run_dir` (a dict, as plan.json holds it)."""
+    if cfg.sink.uri and USERINFO.search(cfg.sink.uri):
+        # the plan is kept, copied into later runs' evidence and reviewed: it holds what apply re-reads, never a secret
+        raise ConfigError(f"[sink] uri {without_userinfo(cfg.sink.uri)} holds credentials (or a run's manifest "
+                          f"kept them redacted): a plan is kept and reviewed, so it never holds a secret. Give the "
+                          f"credentials through the AWS credential chain (AWS_PROFILE, the environment, a role) and "
+                          f"set [sink] uri without them.")
     run = run_window(run_dir)
     con = events.connect()
     try:
