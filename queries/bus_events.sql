@@ -25,7 +25,7 @@ WITH repeated_in_log AS (
 ), landed AS (
     SELECT eb_id, count(*) AS copies, count(sequence_number) AS sequences_if_one,
            outside_log_rows(committed) AS outside_log,
-           bool_or(replay_name IS NOT NULL) AS replayed, min(observed_at) AS sink_at
+           bool_or(replay_name IS NOT NULL) AS replayed, landed_at(observed_at, committed, $outside_log) AS sink_at
     FROM sink WHERE eb_id IS NOT NULL
     GROUP BY eb_id
 ), resequenced AS (

@@ -3,9 +3,10 @@
 -- holds), sent, landed (judged 'recovered', or 'duplicated' with the recovery's copy one of the copies: landed_twice;
 -- with the lag percentiles), still pending (sent, inside the horizon counted from the send), not landed (sent, horizon
 -- passed: lost again), landed before the send (late on its own: delivered or duplicated, not recovered), failed
--- (attempts ran out), landed already (found in the sink before sending: skipped) and unfinished (left 'sending' by an interrupted apply). One row; all
--- zero when no recovery touches the run (summary.json then leaves `recovery` out). An event several plans name counts
--- once, by its furthest status (queries/journal_statuses.csv: sent, landed already, failed, sending).
+-- (Kinesis did not take it: not written), landed already (found in the sink before sending: skipped) and unfinished
+-- (left 'sending' by an interrupted apply). One row; all zero when no recovery touches the run (summary.json then
+-- leaves `recovery` out). An event several plans name counts once, by its furthest status
+-- (queries/journal_statuses.csv: sent, landed already, failed, sending).
 CREATE OR REPLACE TABLE recovery_funnel AS
 WITH judged AS MATERIALIZED (
     -- the events the journal names, found with MARK joins built on the journal and kept apart (MATERIALIZED) from

@@ -6,13 +6,12 @@
 -- does this and no copy is found here. A copy is an id seen only under a replay-name the journal names (every sink row
 -- of it, and every bus-log copy: the replay goes to every target of the rule, the log group included; no DLQ
 -- message), under an id the journal does not name; its original has the same Zendesk facts: ticket, bus type, Zendesk
--- event id
--- and connector position, event time within $tolerance_s (the hop-A composite test). An original the journal sent
--- under that replay is preferred; only a copy with exactly one preferred original is paired (never a guess: an
+-- event id and connector position, event time within $tolerance_s (the hop-A composite test). An original the journal
+-- sent under that replay is preferred; only a copy with exactly one preferred original is paired (never a guess: an
 -- unpaired copy is judged as before, by hop_a).
 CREATE OR REPLACE TABLE replay_copies AS
 WITH copy_rows AS (
-    SELECT eb_id, any_value(replay_name) AS replay_name, min(observed_at) AS sink_at,
+    SELECT eb_id, any_value(replay_name) AS replay_name, landed_at(observed_at, committed, $outside_log) AS sink_at,
            count(DISTINCT sequence_number) AS sink_sequences, count(*) AS n, outside_log_rows(committed) AS n_outside,
            outside_only_sequences(sequence_number, committed) AS outside_only
     FROM sink

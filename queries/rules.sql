@@ -23,7 +23,7 @@ CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, 
 -- within tolerance_s of the audit's second, so the window's events claim bus events up to tolerance_s + 1 s beyond it;
 -- Zendesk events up to 2 x tolerance_s + 1 s beyond it could claim those too, so they take part (not judged:
 -- in_window false), with the bus events they could claim, up to 3 x tolerance_s + 2 s beyond it. The Zendesk source
--- reads as far (reconcile.window.zendesk_reach, checked against this macro by tests/test_rules.py).
+-- reads as far (reconcile.window.zendesk_reach, checked against this macro by tests/test_queries.py).
 CREATE OR REPLACE MACRO zendesk_reach(tolerance_s) AS to_seconds(2 * tolerance_s + 1);
 CREATE OR REPLACE MACRO bus_reach(tolerance_s) AS to_seconds(3 * tolerance_s + 2);
 
@@ -263,9 +263,15 @@ CREATE OR REPLACE MACRO sink_copies(n, n_outside, outside_only, outside_log) AS
          WHEN outside_log = 'leftover' THEN n - n_outside
          ELSE n - n_outside + sink_copies_outside(n, n_outside, outside_only, outside_log) END;
 -- did an event reach the sink only in files outside the commit log (Spark's readers do not see it)? ('leftover': its
--- sink_rows are 0, its uncommitted_rows those rows)
-CREATE OR REPLACE MACRO only_outside_log(sink_rows, uncommitted_rows) AS
-    coalesce(uncommitted_rows > 0 AND uncommitted_rows >= sink_rows, false);
+-- sink_rows are 0 and its uncommitted_rows those rows; an event of several ids may have both, and is then not)
+CREATE OR REPLACE MACRO only_outside_log(sink_rows, uncommitted_rows, outside_log) AS
+    coalesce(uncommitted_rows > 0
+             AND (sink_rows = 0 OR (outside_log <> 'leftover' AND uncommitted_rows >= sink_rows)), false);
+-- when an id's first copy landed, from its sink rows: in 'leftover' mode a row outside the log is no copy, so an id
+-- found only there landed never (a recovery that lands later is then its first landing: landed_after)
+CREATE OR REPLACE MACRO landed_at(observed_at, committed, outside_log) AS
+    CASE WHEN outside_log = 'leftover' THEN min(observed_at) FILTER (WHERE committed IS DISTINCT FROM false)
+         ELSE min(observed_at) END;
 
 -- the verdict cascade, in priority order (docs/design.md, "Verdicts"). `linked`: some store holds an id linked to
 -- the event; `age`: as_of - event time. Carried events pass the emission and the paired sequence position the state

@@ -100,7 +100,7 @@ WITH kept AS (
                       landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
            f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind,
-           only_outside_log(f.sink_rows, f.uncommitted_rows) AS outside_log,
+           only_outside_log(f.sink_rows, f.uncommitted_rows, $outside_log) AS outside_log,
            f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
            c.emission
     FROM kept c

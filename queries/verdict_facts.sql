@@ -9,7 +9,7 @@ SELECT verdict, would_be, eb_id IS NOT NULL AS linked, match_kind, kind,
        time_bucket(to_seconds($bucket_s), event_time, $window_start) AS bucket,
        time_bucket(INTERVAL 1 HOUR, event_time, $window_start) AS hour,
        source_id = expected_id AS expected,
-       only_outside_log(sink_rows, uncommitted_rows) AS outside_log,
+       only_outside_log(sink_rows, uncommitted_rows, $outside_log) AS outside_log,
        log_copies > 0 AS at_bus, sink_rows > 0 AS at_sink,
        count(*) AS n
 FROM verdicts

@@ -359,6 +359,24 @@ def test_copies_outside_the_commit_log_count_as_the_readers_see_them(tmp_path, o
         e.close()
 
 
+def test_an_event_of_two_ids_with_a_committed_copy_is_not_only_outside_the_log(tmp_path):
+    """A webhook delivered twice (W1, W2: one event): W1 committed, W2 only in a failed batch's leftover. Without
+    [sink] retention the leftover is no copy: delivered once, and not "only outside the commit log" (the counts are
+    summed over the event's ids)."""
+    zendesk = [z(61, 60, "Comment", "20:00:00", 6100)]
+    w1 = webhook("W1", "u-61", 60, "comment_added", "20:00:00.2")
+    w2 = dict(w1, eb_id="W2")
+    bus = [obs(w, w["event_time"]) for w in (w1, w2)]
+    sink = [obs(w1, "20:00:02", sequence_number="1", committed=True),
+            obs(w2, "20:00:03", sequence_number="2", committed=False)]
+    e = judge(tmp_path, zendesk, bus, sink, [], outside_log="leftover")
+    try:
+        assert table(e, "verdicts", ["source_id", "verdict", "eb_ids", "cause"]) == [("61", "delivered", 2, None)]
+        assert sum(r["outside_log"] for r in e.arrow("verdict_counts").to_pylist()) == 0
+    finally:
+        e.close()
+
+
 def test_records_read_twice_take_the_aggregating_path(tmp_path):
     """Most keys occur once in a store and skip aggregation (source_events, bus_events, verdicts); the rare ones
     seen twice must still come out as one row: an API event on two overlapping pages, a bus event logged twice,

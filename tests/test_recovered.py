@@ -45,7 +45,7 @@ def recoveries_of(rows: pa.Table, tmp_path) -> pa.Table:
         return {"recoveries": st.recoveries(), "recovery_journal": st.journal_rows().cast(recovered.JOURNAL_SCHEMA)}
 
 
-def judge(tmp_path, rows: pa.Table, sink_extra=(), carried=None, bus_extra=()):
+def judge(tmp_path, rows: pa.Table, sink_extra=(), carried=None, bus_extra=(), outside_log="expired"):
     e = eng.Engine.open()
     e.bind_ledger("zendesk", write(tmp_path, "zendesk", day.ZENDESK))
     e.bind_ledger("bus", write(tmp_path, "bus", day.BUS + list(bus_extra)))
@@ -60,7 +60,7 @@ def judge(tmp_path, rows: pa.Table, sink_extra=(), carried=None, bus_extra=()):
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=AS_OF,
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                    kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-                       sink_read_start=SINK_FROM, outside_log="expired"))
+                       sink_read_start=SINK_FROM, outside_log=outside_log))
     return e
 
 
@@ -94,6 +94,21 @@ def test_a_reput_that_landed_is_recovered_with_its_lag(tmp_path):
     assert funnel(e) | {"lag_p50_s": 5.0} == dict(planned=1, sent=1, landed=1, pending=0, not_landed=0,
                                                  landed_twice=0, landed_before_send=0, failed=0, landed_already=0,
                                                  unfinished=0, lag_p50_s=5.0, lag_max_s=5.0)
+
+
+def test_a_reput_of_an_event_found_only_in_a_leftover_is_its_recovery(tmp_path):
+    """Without [sink] retention a row outside the commit log is a failed batch's leftover, no landing: D, found only
+    there, is lost after the bus, planned, re-put, and the re-put lands. Its first landing is the re-put's: recovered,
+    not "landed before the send" by the leftover's time."""
+    leftover = day.obs(day.D, "13:00:05", sequence_number="40", committed=False)
+    e = judge(tmp_path, journal(dict(eb_id="D", source_id="4", sent_at="2026-11-24T00:00:00Z")),
+              [leftover, reput(day.D, "2026-11-24T00:00:05Z", "50")], outside_log="leftover")
+    v = verdict_of(e, "4")
+    assert (v["verdict"], v["recovery_lag_s"]) == ("recovered", 5.0)
+    assert (funnel(e)["landed"], funnel(e)["landed_before_send"]) == (1, 0)
+    e.close()
+    e = judge(tmp_path / "before", journal(), [leftover], outside_log="leftover")
+    assert (verdict_of(e, "4")["verdict"], verdict_of(e, "4")["sink_at"]) == ("lost_after_bus", None)
 
 
 def test_a_reput_that_landed_beside_another_copy_is_a_duplicate_not_hidden_as_recovered(tmp_path):

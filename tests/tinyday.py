@@ -199,14 +199,15 @@ def day_results(zendesk, bus, sink, dlq):
 
 
 def run_window(tmp_path, st, start, results, name, end=None):
-    """The window [start, `end` or a day later) judged as of two hours after its end."""
+    """The window [start, `end` or a day later) judged as of two hours after its end, with the state's carried
+    events (the sink read back to them, as a run reads it: `results` hold what that read finds)."""
     cfg = config.build(None, CONFIG)
     end = end or start + timedelta(days=1)
-    window = job.window_from(cfg, start, end, end + timedelta(hours=2))
+    window, carried = job.with_state(job.window_from(cfg, start, end, end + timedelta(hours=2)), st)
     out = tmp_path / name
     ledgers = job.write_evidence(results, out / "evidence")
     return job.finish(cfg, window, out, results, ledgers, audience="daily", generated_at=window.as_of,
-                      carried=st.carried(window), state=st).summary
+                      carried=carried, state=st).summary
 
 
 def day1(tmp_path, st):

@@ -4,8 +4,12 @@
 -- pending count of the hop it waited at (zendesk_to_bus when no id was linked to it). One that waited before the bus
 -- and was found on it moves on: zendesk_to_bus out and bus_to_sink in; one found outside the funnel (unverified, not
 -- emitted) leaves its hop's in. The loss rate is added by State.history (emission.loss_rate, the one definition).
-WITH settled AS (
-    SELECT s.window_key,
+WITH settled_as AS (
+    -- what later runs settled each pending event as: an event two overlapping windows left pending is settled once,
+    -- under the earliest window's key (queries/state/carried.sql), and each window's figures take it
+    SELECT source_id, arg_max(verdict, settled_in) AS verdict FROM settlements GROUP BY source_id
+), settled AS (
+    SELECT p.window_key,
            count(*) FILTER (WHERE v.loss_hop = 'zendesk_to_bus') AS lost_a,
            count(*) FILTER (WHERE v.loss_hop = 'bus_to_sink') AS lost_b,
            count(*) FILTER (WHERE v.reached_sink) AS delivered_b,
@@ -15,10 +19,10 @@ WITH settled AS (
            count(*) FILTER (WHERE p.eb_id IS NULL AND NOT v.in_funnel) AS left_a,
            count(*) FILTER (WHERE p.eb_id IS NOT NULL AND NOT v.in_funnel) AS left_b,
            count(*) AS settled
-    FROM settlements s
-    JOIN pending p USING (window_key, source_id)
+    FROM pending p
+    JOIN settled_as s USING (source_id)
     LEFT JOIN verdict_vocab v USING (verdict)
-    GROUP BY s.window_key
+    GROUP BY p.window_key
 )
 SELECT *
 FROM (

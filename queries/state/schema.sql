@@ -28,8 +28,8 @@ CREATE TABLE IF NOT EXISTS settlements (
 -- attempt, so an interrupted apply resumes without sending an event twice. `status`, one of
 -- queries/journal_statuses.csv: 'sending' (written before the call; on resume an event left 'sending' is re-checked
 -- against the sink before anything is sent again), 'sent' (Kinesis returned shard_id/sequence_number, or StartReplay
--- accepted `replay_name`), 'landed_already' (found in the sink before sending: skipped), 'failed' (attempts
--- exhausted; `error` says why).
+-- accepted `replay_name`), 'landed_already' (found in the sink before sending: skipped), 'failed' (Kinesis did not
+-- take it: not written; `error` says why, and the next apply sends it again).
 CREATE TABLE IF NOT EXISTS recovery_journal (
     plan_digest VARCHAR, window_key VARCHAR, source_id VARCHAR, eb_id VARCHAR, route VARCHAR, target VARCHAR,
     status VARCHAR, attempts INTEGER, shard_id VARCHAR, sequence_number VARCHAR, replay_name VARCHAR,

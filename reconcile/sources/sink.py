@@ -217,7 +217,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
             + {"expired": "a copy of a Kinesis record a committed file holds is not counted; an event found only "
                           "there landed, and is shown as outside the commit log ([sink] retention is set).",
                "leftover": "no copy there counts: with no [sink] retention no entry expires, so these are leftovers "
-                           "Spark's readers never see, and an event found only there is lost after the bus.",
+                           "Spark's readers never see, and an event found only there is lost after the bus (if the "
+                           "job's file sink sets a retention option, set [sink] retention to it).",
                "counted": "every copy counts ([sink] honour_commit_log = false)."}[cfg.outside_log])
     if not data:
         details["note"] = (f"No {cfg.format} files under {cfg.uri} overlap the window. Check [sink] uri and "
