@@ -41,6 +41,26 @@ def test_day2_settles_day1_pending_and_rerun_changes_nothing(tmp_path):
         assert history(st) == after_day2
 
 
+def test_a_carried_loss_before_the_bus_log_a_run_read_says_it_may_have_reached_the_bus(tmp_path):
+    """Day 1 read the bus log in part: comment 61 (10:00) is in no store read, held. Day 2's bus log starts the next
+    morning, so it cannot show whether 61 reached the bus: a loss (the sink and the DLQ lack it), whose cause says the
+    hop is not known rather than asserting the bus never had it."""
+    from dataclasses import replace
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, z
+    n = legacy("N", 62, "Comment Created", "2026-11-24T08:00:00.2Z", 1)
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results([z(61, 60, "Comment", "10:00:00", 6100)], [], [], [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        assert run_window(tmp_path, st, DAY, first, "day1")["verdicts"]["pending"] == 1
+        s2 = run_window(tmp_path, st, DAY2, day_results([z(63, 62, "Comment", "2026-11-24T08:00:00Z", 6300)],
+                                                         [dict(n, observed_at=n["event_time"])], [], []), "day2")
+    [settled] = s2["carried"]["events_shown"]
+    assert (settled["source_id"], settled["verdict"]) == ("61", "lost_before_bus")
+    assert settled["cause"] == ("not in the sink or the DLQ, and this run's bus log starts at 2026-11-24T08:00:00Z, "
+                                "after it: it may have reached the bus (lost after it then)")
+
+
 def test_an_event_two_overlapping_windows_left_pending_is_carried_once(tmp_path):
     """Day 1's daily run and an ad-hoc window from 20:00 both leave event 5 (23:30) pending: day 2 carries and
     settles it once, and a later run not again."""
