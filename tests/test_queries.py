@@ -224,6 +224,13 @@ def test_missing_parameter_is_a_query_error(day):
         day.run_query("orphan_candidates", {})
 
 
+def logged_and_landed(events, arrivals):
+    """Each event in the bus log at its own time and once in the sink at its arrival, committed."""
+    bus = [obs(e, e["event_time"]) for e in events]
+    sink = [obs(e, t, sequence_number=str(i), committed=True) for i, (e, t) in enumerate(zip(events, arrivals), 1)]
+    return bus, sink
+
+
 def test_hop_a_pairs_rapid_repeat_updates_by_nearest_time(tmp_path):
     """Two updates of one ticket and kind seconds apart, one of them lost: the survivor pairs with the update whose
     second it carries (bus times are the audit's second plus a fraction), not with the first in time order."""
@@ -231,9 +238,7 @@ def test_hop_a_pairs_rapid_repeat_updates_by_nearest_time(tmp_path):
                z(33, 31, "Comment", "20:00:00", 3300), z(34, 31, "Comment", "20:00:01", 3400)]
     p = legacy("P", 30, "Comment Created", "19:00:02.7", 1)  # 31 was lost, 32 arrived
     q = legacy("Q", 31, "Comment Created", "20:00:00.95", 1)  # 33 arrived (closer to 34 in raw time), 34 lost
-    bus = [obs(e, e["event_time"]) for e in (p, q)]
-    sink = [obs(p, "19:00:04", sequence_number="1", committed=True),
-            obs(q, "20:00:03", sequence_number="2", committed=True)]
+    bus, sink = logged_and_landed((p, q), ("19:00:04", "20:00:03"))
     e = judge(tmp_path, zendesk, bus, sink, [])
     try:
         assert table(e, "hop_a", ["source_id", "eb_id", "match_kind"]) == [("32", "P", "ambiguous"),
@@ -252,9 +257,7 @@ def test_hop_a_pairs_a_group_in_time_order_when_that_pairs_everything(tmp_path):
     zendesk = [z(31, 30, "Comment", "19:00:00", 3100), z(32, 30, "Comment", "19:00:05", 3200)]
     p = legacy("P", 30, "Comment Created", "19:00:06.2", 1)
     q = legacy("Q", 30, "Comment Created", "19:00:14.1", 1)
-    bus = [obs(e, e["event_time"]) for e in (p, q)]
-    sink = [obs(p, "19:00:08", sequence_number="1", committed=True),
-            obs(q, "19:00:16", sequence_number="2", committed=True)]
+    bus, sink = logged_and_landed((p, q), ("19:00:08", "19:00:16"))
     e = judge(tmp_path, zendesk, bus, sink, [])
     try:
         assert table(e, "hop_a", ["source_id", "eb_id", "match_kind"]) == [("31", "P", "ambiguous"),
@@ -272,9 +275,7 @@ def test_hop_a_candidate_time_is_at_the_audit_s_second(tmp_path):
     zendesk = [z(31, 30, "Comment", "19:00:00", 3100), z(41, 40, "Comment", "19:00:00", 4100)]
     p = legacy("P", 30, "Comment Created", "19:00:10.4", 1)
     q = legacy("Q", 40, "Comment Created", "19:00:11.2", 1)
-    bus = [obs(e, e["event_time"]) for e in (p, q)]
-    sink = [obs(p, "19:00:12", sequence_number="1", committed=True),
-            obs(q, "19:00:13", sequence_number="2", committed=True)]
+    bus, sink = logged_and_landed((p, q), ("19:00:12", "19:00:13"))
     e = judge(tmp_path, zendesk, bus, sink, [])
     try:
         assert table(e, "hop_a", ["source_id", "eb_id", "match_kind"]) == [("31", "P", "composite")]
