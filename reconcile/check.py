@@ -43,7 +43,7 @@ def require_usable(cfg: Config) -> None:
     from .emission import load_model
     from .sources import events, sink
     require_a_store(cfg)
-    load_model(cfg.match.emission_model, cfg.match.kind_map, cfg.match.bus_types)
+    load_model(cfg.match.emission_model, cfg.match.kind_map)
     events.check_patterns(cfg.match)
     if cfg.sink.uri:
         sink.zone(cfg.sink.partition_time_zone)

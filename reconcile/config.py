@@ -109,10 +109,6 @@ class MatchConfig:
     tolerance_seconds: float = 10
     kind_map: str | None = None  # older form: a CSV (api_kind,bus_type), one bus event per child
     emission_model: str | None = None  # a CSV (api_kind,family,bus_type,cardinality) over queries/emission_model.csv
-    # The bus types the pipeline carries, when it carries only some (an EventBridge rule pattern on detail-type, the
-    # webhook's subscribed event types), as the emission model names them: a kind none of whose bus types is listed
-    # is `not_emitted`, never lost. Empty: every type the model names reaches the bus and the rule's targets.
-    bus_types: tuple[str, ...] = ()
     # The shape every EventBridge id must have (RE2, whole id); a record whose id does not match is a reject that
     # makes its store incomplete. EventBridge ids are UUIDs and ledgers keep them as such (docs/design.md): an id
     # that is no UUID is a reject whatever this says, and a pattern that admits non-UUIDs is refused by validate().

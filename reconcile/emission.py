@@ -63,39 +63,17 @@ def _read(path: Path, key: str) -> pa.Table:
     return t
 
 
-def load_model(extra: str | None = None, kind_map: str | None = None, bus_types: tuple[str, ...] = ()) -> pa.Table:
+def load_model(extra: str | None = None, kind_map: str | None = None) -> pa.Table:
     """The shipped model, with the rows of `[match] emission_model` / `[match] kind_map` files replacing the shipped
-    rows of the kinds they name (so a file can also say a kind is `none`), and, when `[match] bus_types` lists the
-    types the pipeline carries, only those: a kind none of whose types is carried never reaches the rule's targets
-    (`none`)."""
+    rows of the kinds they name (so a file can also say a kind is `none`)."""
     table = _read(MODEL_FILE, "emission_model")
     for key, path in (("match.kind_map", kind_map), ("match.emission_model", extra)):
         if path:
             more = _read(Path(path), key)
             named = pa.array(sorted(set(more["api_kind"].to_pylist())), pa.string())
             table = pa.concat_tables([table.filter(pc.invert(pc.is_in(table["api_kind"], named))), more])
-    if bus_types:
-        table = carried_only(table, bus_types)
     check(table)
     return table
-
-
-def carried_only(table: pa.Table, bus_types: tuple[str, ...]) -> pa.Table:
-    """The model's rows of the bus types listed; a kind left with none is `none`. A listed type the model does not
-    name is refused: a misspelt type would make the kinds it stands for `not_emitted`, hiding their losses."""
-    known = set(table["bus_type"].drop_null().to_pylist())
-    unknown = sorted(set(bus_types) - known)
-    if unknown:
-        raise ConfigError(f"[match] bus_types names {', '.join(map(repr, unknown))}, which the emission model does not "
-                          f"(its bus_type column: queries/emission_model.csv, [match] emission_model). Check the "
-                          f"spelling, or add the type to the model first.")
-    listed = pa.array(sorted(bus_types), pa.string())
-    keep = table.filter(pc.or_(pc.is_null(table["bus_type"]), pc.is_in(table["bus_type"], listed)))
-    dropped = sorted(set(table["api_kind"].to_pylist()) - set(keep["api_kind"].to_pylist()))
-    none = pa.table({"api_kind": pa.array(dropped, pa.string()), "family": pa.nulls(len(dropped), pa.string()),
-                     "bus_type": pa.nulls(len(dropped), pa.string()),
-                     "cardinality": pa.array(["none"] * len(dropped), pa.string())}, schema=table.schema)
-    return pa.concat_tables([keep, none])
 
 
 def check(table: pa.Table) -> None:

@@ -105,7 +105,7 @@ def params(cfg: Config, window: Window, *, unsettled: dict[str, str] | None) -> 
 
 def model_of(cfg: Config) -> pa.Table:
     """The emission model this run judges by: the shipped one, extended by [match] emission_model / kind_map."""
-    return load_model(cfg.match.emission_model, cfg.match.kind_map, cfg.match.bus_types)
+    return load_model(cfg.match.emission_model, cfg.match.kind_map)
 
 
 def bind(e: Engine, cfg: Config, ledgers: dict[str, Path], carried: pa.Table | None = None,

@@ -92,10 +92,10 @@ METRICS = [("MatchedEvents", "10:00:00", 11.0), ("InvocationsSentToDlq", "12:00:
            ("InvocationsSentToDlq", "14:00:00", 1.0), ("ThrottledRules", "12:00:00", 5.0)]
 
 
-def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", excluded=("Notification",), model=None):
+def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", excluded=("Notification",)):
     """The day judged. `outside_log`: how sink copies outside Spark's commit log count (run.outside_log): the day's
     readers ignore the log ([sink] honour_commit_log = false): K's re-batched copy is a duplicate.
-    `excluded`: [exclude] event_types; `model`: the emission model (the shipped one)."""
+    `excluded`: [exclude] event_types."""
     e = eng.Engine.open()
     e.bind_ledger("zendesk", write(tmp, "zendesk", zendesk))
     e.bind_ledger("bus", write(tmp, "bus", bus))
@@ -103,7 +103,7 @@ def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", exclu
     e.bind_ledger("dlq", write(tmp, "dlq", dlq))
     e.bind_table("metrics", pa.Table.from_pylist(
         [dict(metric=m, timestamp=at(t), period_s=300, value=v) for m, t, v in metrics], schema=ledger.METRIC_SCHEMA))
-    e.bind_table("emission_model", load_model() if model is None else model)
+    e.bind_table("emission_model", load_model())
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(excluded), pa.string())}))
     e.bind_table("carried", CARRIED_SCHEMA.empty_table())
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
