@@ -108,7 +108,7 @@ WITH kept AS (
 ), held AS (
     SELECT j.*, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread,
                                              beyond_bus_log(event_time, r.reach, r.newest, $hop_a_grace)),
-                             coalesce($unsettled_bus_to_sink, unread)) AS held_by, r.starts AS log_starts
+                             coalesce($unsettled_bus_to_sink, unread)) AS held_by
     FROM (SELECT *, CASE WHEN event_time < $sink_read_start
                          THEN 'the sink was not read back to it ([window] carry_back)' END AS unread FROM judged) j
     CROSS JOIN bus_log_reach r
@@ -116,10 +116,11 @@ WITH kept AS (
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict,
        CASE WHEN held_by IS NOT NULL THEN found END AS would_be, lateness_s,
        CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
-            -- the sink is read back to a carried event, the bus log may not be: a loss, at a hop this run cannot tell
-            WHEN found = 'lost_before_bus' AND event_time < log_starts
-            THEN 'not in the sink or the DLQ, and this run''s bus log starts at '
-                 || strftime(log_starts, '%Y-%m-%dT%H:%M:%SZ') || ', after it: it may have reached the bus (lost '
+            -- the sink is read back to a carried event, the bus log is read over the window's range
+            -- ($bus_read_start: Window.read_start): a loss, at a hop this run cannot tell
+            WHEN found = 'lost_before_bus' AND event_time < $bus_read_start
+            THEN 'not in the sink or the DLQ, and this run reads the bus log from '
+                 || strftime($bus_read_start, '%Y-%m-%dT%H:%M:%SZ') || ', after it: it may have reached the bus (lost '
                  || 'after it then)'
             ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
                           recovery_how := recovery_how, outside_log := outside_log,

@@ -57,7 +57,7 @@ def test_a_carried_loss_before_the_bus_log_a_run_read_says_it_may_have_reached_t
                                                          [dict(n, observed_at=n["event_time"])], [], []), "day2")
     [settled] = s2["carried"]["events_shown"]
     assert (settled["source_id"], settled["verdict"]) == ("61", "lost_before_bus")
-    assert settled["cause"] == ("not in the sink or the DLQ, and this run's bus log starts at 2026-11-24T08:00:00Z, "
+    assert settled["cause"] == ("not in the sink or the DLQ, and this run reads the bus log from 2026-11-23T23:00:00Z, "
                                 "after it: it may have reached the bus (lost after it then)")
 
 

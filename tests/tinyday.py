@@ -109,7 +109,8 @@ def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", exclu
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                    kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None,
-                   unsettled_bus_to_sink=None, sink_read_start=SINK_FROM, outside_log=outside_log))
+                   unsettled_bus_to_sink=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
+                   outside_log=outside_log))
     return e
 
 
