@@ -326,6 +326,20 @@ def test_sink_parquet_with_commit_log_flags_uncommitted_when_not_honoured(where,
     assert res.details["partitions_skipped"] == 1 and res.details["commit_log"] is True
 
 
+def test_sink_rows_whose_id_column_is_not_the_event_s_id_are_rejects(tmp_path):
+    """A Kinesis target whose PartitionKeyPath names another UUID field puts that in partitionKey: keyed by it, the row
+    would land another event (a false loss and an orphan). A row whose payload says otherwise is a reject naming
+    [sink] id_path, so the read is not whole; with id_path = $.id it reads."""
+    t = spark_table(["W9", "L1"], [webhook("W1"), legacy("L1")])
+    write_local(tmp_path, {f"{part(NOW)}/part-0.parquet": parquet_bytes(t)})
+    res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)
+    assert labels(res.ledger["eb_id"]) == ["L1"] and res.rejected == 1
+    assert "not the event's own id" in res.rejects["reason"][0].as_py()
+    assert 'Set [sink] id_path = "$.id"' in res.rejects["reason"][0].as_py()
+    fixed = sink.read(SinkConfig(uri=str(tmp_path), id_path="$.id"), WINDOW, LOCAL)
+    assert labels(fixed.ledger["eb_id"]) == ["W1", "L1"] and fixed.rejected == 0
+
+
 def test_sink_without_commit_log_leaves_committed_unknown(tmp_path):
     write_local(tmp_path, {f"{part(NOW)}/part-0.parquet": parquet_bytes(spark_table(["W1"], [webhook("W1")]))})
     res = sink.read(SinkConfig(uri=str(tmp_path)), WINDOW, LOCAL)

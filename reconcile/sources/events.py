@@ -127,6 +127,11 @@ WITH x AS (
         WHEN $id_pattern <> '' AND NOT regexp_full_match(coalesce(eb_override, x[$id_at]), $id_pattern)
              THEN 'EventBridge id "' || left(coalesce(eb_override, x[$id_at]), 80) || '" does not have the expected '
              || 'shape ([match] eb_id_pattern)'
+        -- an id column (the sink's partitionKey) that is not the event's own id keys the row to another event: the
+        -- Kinesis target's PartitionKeyPath names another field (a UUID one; a ticket id fails the shape above)
+        WHEN NOT skip_payload AND eb_override IS NOT NULL AND x[1] IS NOT NULL AND lower(eb_override) <> lower(x[1])
+             THEN 'the id column holds "' || left(eb_override, 80) || '", not the event''s own id "' || left(x[1], 80)
+             || '": the Kinesis target''s PartitionKeyPath names another field. Set [sink] id_path = "$.id"'
         WHEN NOT skip_payload AND event_time IS NULL
              THEN 'bad event time ' || coalesce('"' || left(time_text, 80) || '"', 'missing') || ' at '
              || CASE family WHEN 'legacy' THEN 'detail.ticket_event.meta.occurred_at' ELSE 'detail.time' END
