@@ -8,19 +8,15 @@
 -- fits (position_kind_fits). The emission facts it was judged by go to verdict_of again (a state older than them: the
 -- model's): a kind the model does not know, linked to no bus event, is `unverified`, never lost. Facts are summed
 -- per source_id (a Zendesk event id belongs to one window). A carried event can settle as `recovered`
--- (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests
--- on what the stores do not hold: when a store the loss rests on was not read whole ($unsettled_<hop>,
--- completeness.unsettled), the sink was not read back to the event ($sink_read_start: [window] carry_back), or (a loss
--- before the bus) the event is newer than where the bus log read ends (beyond_bus_log), a
--- carried event found lost stays pending (`held`: the state carries it again), while what the stores do hold settles it
--- as usual.
+-- (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests on what the stores do not
+-- hold: when a store the loss rests on was not read whole ($unsettled_<hop>, completeness.unsettled), the sink was
+-- not read back to the event ($sink_read_start: [window] carry_back), or (a loss before the bus) the event is newer
+-- than where the bus log read ends (beyond_bus_log), a carried event found lost stays pending (`held`: the state
+-- carries it again), while what the stores do hold settles it as usual.
 CREATE OR REPLACE TABLE settlements AS
 WITH kept AS (
     -- a state written before the emission was kept (5ecc4fc) gives none: the model's, as the run that held it had it
-    SELECT c.* REPLACE (coalesce(c.emission, m.emission, 'unknown') AS emission)
-    FROM carried c
-    LEFT JOIN (SELECT api_kind, any_value(cardinality) AS emission FROM emission_model GROUP BY api_kind) m
-           ON m.api_kind = model_kind(c.kind)
+    SELECT * REPLACE (coalesce(emission, emission_of(kind)) AS emission) FROM carried
 ), open AS (
     SELECT * FROM kept WHERE eb_id IS NULL
 ), carried_links AS (

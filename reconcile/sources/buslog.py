@@ -252,6 +252,10 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchCon
     client = make_client("logs", aws)
     pages: list[pa.Table] = []
     problems: list[str] = []
+
+    def cut_short(how: str) -> str:  # a read stopped after botocore's retries: what was read so far is kept
+        return (f"FilterLogEvents on {cfg.log_group} {how}; read {sum(p.num_rows for p in pages):,} events. Re-run "
+                f"later or read an S3 export ([bus_log] format = \"cwl-export\").")
     try:
         for page in client.get_paginator("filter_log_events").paginate(
                 logGroupName=cfg.log_group, startTime=start_ms, endTime=end_ms):
@@ -261,9 +265,7 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchCon
         code = error_code(e)
         if code in THROTTLE_CODES:
             # botocore's standard retry mode already backed off; what is read so far is kept.
-            problems.append(f"FilterLogEvents on {cfg.log_group} was throttled ({code}) after retries; read "
-                            f"{sum(p.num_rows for p in pages):,} events. Re-run later or read an S3 export "
-                            f"([bus_log] format = \"cwl-export\").")
+            problems.append(cut_short(f"was throttled ({code}) after retries"))
         else:
             err = store_error(e, f"log group {cfg.log_group}",
                               "[bus_log] log_group and the region ([aws] region, --region)")
@@ -271,9 +273,7 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchCon
     except botocore.exceptions.EndpointConnectionError as e:
         raise SourceError(f"Cannot reach CloudWatch Logs ({e}). Check --region and AWS_ENDPOINT_URL.") from e
     except MID_READ_FAILURES as e:
-        problems.append(f"FilterLogEvents on {cfg.log_group} failed after retries ({type(e).__name__}: {e}); read "
-                        f"{sum(p.num_rows for p in pages):,} events. Re-run later or read an S3 export "
-                        f"([bus_log] format = \"cwl-export\").")
+        problems.append(cut_short(f"failed after retries ({type(e).__name__}: {e})"))
     table = pa.concat_tables(pages) if pages else _LOG_EVENT.empty_table()
     refs = pc.binary_join_element_wise(pa.scalar(cfg.log_group), pc.fill_null(table["logStreamName"], "?"), "/")
     refs = pc.binary_join_element_wise(refs, pc.fill_null(table["eventId"], "?"), "#")
