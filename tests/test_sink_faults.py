@@ -461,6 +461,29 @@ def test_uri_above_the_output_folder_is_no_read_without_the_commit_log(tmp_path)
     assert ignored.complete and any(f"Set [sink] uri = {root}" in p for p in ignored.problems)
 
 
+def test_a_delta_table_is_no_read_without_its_log(tmp_path):
+    """Spark's output written as a Delta table: no _spark_metadata, a _delta_log whose commits (Delta's PROTOCOL.md:
+    zero-padded `<version>.json` files of actions, one a line) say which files are the table. A failed write's files
+    and those a compaction removed stay in the folder, and reading every file would count them as copies: the read is
+    incomplete and says why (with honour_commit_log = false it is only said)."""
+    root = spark_copy(tmp_path, "parquet")
+    shutil.rmtree(root / "_spark_metadata")
+    (root / "_delta_log").mkdir()
+    first = next(root.glob("dt=*/hr=*/*.parquet")).relative_to(root)
+    actions = [{"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
+               {"metaData": {"id": "0b1c2d3e-0000-4000-8000-000000000000", "format": {"provider": "parquet"},
+                             "partitionColumns": ["dt", "hr"], "configuration": {}}},
+               {"add": {"path": str(first), "partitionValues": {}, "size": 1, "modificationTime": 0,
+                        "dataChange": True}}]
+    (root / "_delta_log" / "00000000000000000000.json").write_text("\n".join(map(json.dumps, actions)) + "\n")
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    assert not res.complete and res.details["commit_log"] is False
+    assert any(f"{root} is a Delta table" in p and "honour_commit_log = false" in p for p in res.problems), res.problems
+    counted = sink.read(SinkConfig(uri=str(root), honour_commit_log=False), DAY, LOCAL)
+    assert counted.complete and any("is a Delta table" in p for p in counted.problems)
+    assert len(counted.ledger) == len(res.ledger) > 0
+
+
 def test_zero_byte_leftover_is_skipped_even_when_the_log_is_ignored(tmp_path):
     root = spark_copy(tmp_path, "parquet")
     (root / "dt=2026-11-23" / "hr=10" / "part-00001-0f0f0f0f-0000-4000-8000-leftover0000.c000.snappy.parquet") \

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 NAME, HOP = "sink", "sink"
 WORKERS = 4
 GROUP_BYTES = 16 << 20  # stored bytes of files parsed together: few queries, bounded memory
+DELTA_LOG = "_delta_log"  # a Delta table's transaction log (Delta Lake's PROTOCOL.md), which this reader does not apply
 PRUNE_MARGIN = timedelta(days=1)  # partitions read beyond the read range: covers any session time zone set wrong
 LEFTOVERS_SHOWN = 20
 FORMATS = {"parquet": (".parquet",), "json": (".json", ".jsonl", ".json.gz", ".jsonl.gz")}
@@ -80,13 +81,23 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     found = sparklog.find(fs, root, files)
     log = sparklog.read(fs, found[0], found[1], scheme) if found else None
     notes = []
-    nested = sorted({posixpath.dirname(posixpath.dirname(f.path)) for f in files
-                     if sparklog.FOLDER in posixpath.relpath(f.path, root).split("/")[:-1]}) if not found else []
+    # A commit log no read applies: every file would count as committed (sink_copies), whatever the log says of it
+    unapplied = []
+    nested = _log_folders(files, root, sparklog.FOLDER) if not found else []
     if nested:
         # Spark's readers read an output folder by its own log; read from above, every file would count as committed
-        nested_problem = (f"[sink] uri {cfg.uri} is above Spark's output folder(s) with their own commit log (first: "
-                          f"{scheme + nested[0]}), which this read cannot apply: every file would count as committed. "
-                          f"Set [sink] uri = {scheme + nested[0]}, or [sink] honour_commit_log = false.")
+        unapplied.append(f"[sink] uri {cfg.uri} is above Spark's output folder(s) with their own commit log (first: "
+                         f"{scheme + nested[0]}), which this read cannot apply: every file would count as committed. "
+                         f"Set [sink] uri = {scheme + nested[0]}, or [sink] honour_commit_log = false.")
+    delta = _log_folders(files, root, DELTA_LOG) if not found else []
+    if delta:
+        # A Delta table's files are committed by its own log: a failed write's files, and those a compaction or an
+        # overwrite removed, stay in the folder and would each count as a copy (a false delivery or duplicate).
+        unapplied.append(f"Spark's output {scheme + delta[0]} is a Delta table ({DELTA_LOG}/, no {sparklog.FOLDER}/), "
+                         f"whose log this read does not apply: every file would count as committed, a failed "
+                         f"write's and those a compaction or overwrite removed included. Point [sink] uri at the "
+                         f"Spark job's file-sink output (PIPELINE.md §6), or set [sink] honour_commit_log = false to "
+                         f"count every file.")
     if found and found[0] != root:
         notes.append(f"[sink] uri {cfg.uri} is below Spark's output folder {scheme + found[0]}: read its commit log "
                      f"{log.folder} from there. Set [sink] uri = {scheme + found[0]} to read the whole output.")
@@ -169,7 +180,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         out_ledger.abort()
         raise
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
-    log_problems = log.problems if log else [nested_problem] if nested else []
+    log_problems = log.problems if log else unapplied
     if log:  # what the log says was committed
         unread = [f for f, flag in zip(other_format, log.lists([posixpath.relpath(f.path, log.root)
                                                                for f in other_format])) if flag]
@@ -228,6 +239,16 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         name=NAME, ledger=led, rejects=rej, complete=not problems and not (log_problems and cfg.honour_commit_log),
         problems=log_problems + problems + notes, fingerprints=fingerprints, details=details,
     )
+
+
+def _log_folders(files: list[pafs.FileInfo], root: str, log_folder: str) -> list[str]:
+    """The folders under `root` that hold a commit log named `log_folder` (the folder above it), sorted."""
+    found = set()
+    for f in files:
+        parts = posixpath.relpath(f.path, root).split("/")[:-1]
+        if log_folder in parts:
+            found.add(posixpath.normpath(posixpath.join(root, *parts[:parts.index(log_folder)])))
+    return sorted(found)
 
 
 def zone(name: str) -> ZoneInfo:
