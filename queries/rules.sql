@@ -377,11 +377,14 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
                 THEN ', and the ' || recovery_how || ' sent did not land within the horizon' ELSE '' END
     END;
 
--- a recovered event's lag: its sink arrival less the recovery's send (NULL for any other verdict but a duplicate the
--- recovery's copy is one of)
+-- did a recovery's copy land? recovered, or a duplicate the recovery's copy is one of (an unknown arrival time
+-- counts, as in landed_after: the send found the event absent)
+CREATE OR REPLACE MACRO recovery_landed(verdict, sink_at, recovery_sent_at) AS
+    verdict = 'recovered' OR (verdict = 'duplicated' AND landed_after(recovery_sent_at, sink_at));
+-- a landed recovery's lag: its sink arrival less the recovery's send (NULL for any other verdict, or when the sink
+-- gave no arrival time)
 CREATE OR REPLACE MACRO recovery_lag(verdict, sink_at, recovery_sent_at) AS
-    CASE WHEN verdict = 'recovered' OR (verdict = 'duplicated' AND landed_after(recovery_sent_at, sink_at))
-         THEN epoch(sink_at) - epoch(recovery_sent_at) END;
+    CASE WHEN recovery_landed(verdict, sink_at, recovery_sent_at) THEN epoch(sink_at) - epoch(recovery_sent_at) END;
 
 -- how a recovery re-sent an event, in words (cause_of's recovery_how)
 CREATE OR REPLACE MACRO recovery_how(route, replay_name) AS

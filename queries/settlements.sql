@@ -121,5 +121,6 @@ SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(f
             ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
                           recovery_how := recovery_how, outside_log := outside_log,
                           landed_after_recovery := landed_after(recovery_sent_at, sink_at)) END AS cause,
-       recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s
+       recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s,
+       recovery_landed(found, sink_at, recovery_sent_at) AS recovery_landed
 FROM held;

@@ -125,6 +125,18 @@ def test_a_reput_that_landed_beside_another_copy_is_a_duplicate_not_hidden_as_re
     assert (f["landed"], f["landed_twice"], f["landed_before_send"]) == (1, 1, 0)
 
 
+def test_a_duplicate_of_a_recovery_with_no_arrival_time_counts_as_landed(tmp_path):
+    """A sink that gives no arrival time (Spark output without approximateArrivalTimestamp): the recovery's copy and
+    another landed, neither with a time. The send found the event absent, so the recovery landed (twice); the funnel
+    called it "landed before the send" because no lag could be worked out."""
+    e = judge(tmp_path, journal(dict(eb_id="D", source_id="4", sent_at="2026-11-24T00:00:00Z")),
+              [reput(day.D, None, "50"), reput(day.D, None, "51")])
+    v = verdict_of(e, "4")
+    assert (v["verdict"], v["sink_at"], v["recovery_lag_s"]) == ("duplicated", None, None)
+    f = funnel(e)
+    assert (f["landed"], f["landed_twice"], f["landed_before_send"], f["lag_p50_s"]) == (1, 1, 0, None)
+
+
 def test_an_event_that_landed_before_the_send_keeps_its_own_verdict(tmp_path):
     """Delivered late on its own (before any recovery was sent) is not `recovered`."""
     e = judge(tmp_path, journal(dict(eb_id="D", source_id="4", sent_at="2026-11-24T00:00:00Z")),
