@@ -5,6 +5,8 @@ sources → evidence/<hop>.parquet → engine (queries/*.sql) → summary.json, 
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -165,16 +167,16 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
     generated_at = generated_at or datetime.now(timezone.utc)
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(out_dir)
-    folder.reset()
-    evidence = folder.evidence
-    try:
-        if state is None:
-            return _execute(cfg, window, out_dir, evidence, None, audience, progress, generated_at, location)
-        with State.open(state, cfg.aws) as st:
-            return _execute(cfg, window, out_dir, evidence, st, audience, progress, generated_at, location)
-    except BaseException:
-        folder.discard_unfinished()
-        raise
+    # The folder and the state are held before the folder is reset: a run that cannot have them (another run holds
+    # one, the state cannot be reached) leaves the folder's finished run as it was.
+    with folder.writing(), contextlib.ExitStack() as held:
+        st = held.enter_context(State.open(state, cfg.aws)) if state is not None else None
+        folder.reset()
+        try:
+            return _execute(cfg, window, out_dir, folder.evidence, st, audience, progress, generated_at, location)
+        except BaseException:
+            folder.discard_unfinished()
+            raise
 
 
 def _read_back(window: Window, carried: pa.Table) -> datetime | None:

@@ -12,13 +12,17 @@ goes through this module for the paths and the manifest.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
+import os
 import platform
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 import pyarrow as pa
@@ -27,7 +31,7 @@ import pyarrow.parquet as pq
 from . import __version__, outputs, resources
 from .summary import iso
 from .config import Config, EngineConfig, redact, without_userinfo
-from .errors import NotARun, VerifyError
+from .errors import NotARun, ReconcileError, ReportError, VerifyError
 from .ledger import SourceResult
 from .recovered import JOURNAL_FILE, PLAN_FILE, PLANS_DIR, RECOVERIES_FILE
 from .sources import REGISTRY, Source
@@ -109,6 +113,25 @@ class RunFolder:
         """Where `reconcile recover` writes this run's plan (plan.json, plan.csv, plan.sha256)."""
         return self.root / PLAN_FILE.parent
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the folder for one run from before its reset to its manifest: a second run writing the same folder
+        (another state, or none) fails fast instead of deleting the first one's outputs as they are written. An flock
+        on the folder itself: no file is added to it, and the kernel lets go however the run ends."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ReconcileError(f"{self.root} is being written by another run. Wait for it to finish, or pass "
+                                     f"another --out.") from None
+            except OSError as e:  # a file system without flock: nothing to hold, as before
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+            yield
+        finally:
+            os.close(fd)
+
     def reset(self) -> None:
         """A re-run of a window replaces its outputs: remove what a previous run left (but keep saved API pages)."""
         for name in (*RENDERED, MANIFEST):
@@ -165,7 +188,7 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
 
 def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str, SourceResult],
                    generated_at: datetime, audience: str = "daily") -> dict[str, Any]:
-    files = [p for p in out_dir.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")]
+    files = sealed_files(RunFolder(out_dir))
     manifest = {
         "tool": {"name": "reconcile", "version": __version__, "argv": without_userinfo(sys.argv[1:])},
         "generated_at": iso(generated_at),
@@ -181,6 +204,17 @@ def build_manifest(cfg: Config, window: Window, out_dir: Path, results: dict[str
     }
     manifest["manifest_sha256"] = manifest_digest(manifest)
     return manifest
+
+
+def sealed_files(folder: RunFolder) -> list[Path]:
+    """What a manifest seals: the rendered outputs and the evidence, nothing else the folder may hold (a state file
+    kept there, a recovery plan made from an earlier run of the window, a file someone added)."""
+    missing = [name for name in RENDERED if not (folder.root / name).is_file()]
+    if missing:
+        raise ReportError(f"{folder.root} lacks {', '.join(missing)}: the run did not write its outputs, so it is not "
+                          f"sealed. Run the window again.")
+    return [folder.root / name for name in RENDERED] + [
+        p for p in folder.evidence.rglob("*") if p.is_file() and not p.name.endswith(".tmp")]
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:

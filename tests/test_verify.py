@@ -12,7 +12,7 @@ from reconcile import config, ledger, publish, runfolder
 from reconcile import run as job
 from reconcile.aws import make_client
 from reconcile.cli import main
-from reconcile.errors import NotARun, ReportError, VerifyError
+from reconcile.errors import NotARun, ReconcileError, ReportError, VerifyError
 from reconcile.state import State
 from reconcile.runfolder import load_manifest
 from reconcile.verify import Difference, rerender, verify
@@ -68,6 +68,43 @@ def test_the_manifest_holds_what_verify_needs(tmp_path):
     assert "report.html.j2" in m["templates"]
     paths = {f["path"] for f in m["files"]}
     assert {"evidence/carried.parquet", "evidence/kind_map.parquet", *runfolder.RENDERED} <= paths
+
+
+def test_the_manifest_seals_the_run_alone(tmp_path):
+    """A state kept in the run folder (`--out reconcile-out` with the default state), a recovery plan made from an
+    earlier run of the window, a file someone left: none is the run's, and none is sealed as its evidence (the
+    manifest listed every file under the folder, a live state file hashed mid-run among them)."""
+    (tmp_path / "reconcile-state.duckdb").write_bytes(b"a state")
+    (tmp_path / "recovery").mkdir()
+    (tmp_path / "recovery" / "plan.json").write_text("{}")
+    produce(tmp_path)
+    m, _ = load_manifest(tmp_path)
+    evidence = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "evidence").rglob("*") if p.is_file()}
+    assert {f["path"] for f in m["files"]} == set(runfolder.RENDERED) | evidence
+    (tmp_path / "reconcile-state.duckdb").write_bytes(b"the state, changed by the next run")
+    v = verify(tmp_path)
+    assert v.ok, named(v)
+    assert v.notes == [f"{rel}: not in the manifest (added after the run; not part of the evidence)"
+                       for rel in ("reconcile-state.duckdb", "recovery/plan.json")]
+
+
+@pytest.mark.parametrize("held", ["state", "folder"])
+def test_a_run_that_cannot_hold_the_state_or_folder_leaves_the_finished_run(tmp_path, held):
+    """A second run of the folder while one holds the state (or, with another state, the folder) fails fast, exit 4,
+    and takes nothing from the run there: it reset the folder (outputs, manifest, ledgers) before it asked."""
+    out = tmp_path / "run"
+    produce(out)
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    cfg = config.build(None, {**tinyday.CONFIG, "sink": {"uri": str(tmp_path / "sink")}})
+    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
+    state = tmp_path / "state.duckdb"
+    with (State.open(state) if held == "state" else runfolder.RunFolder(out).writing()):
+        with pytest.raises(ReconcileError, match="in use by another run" if held == "state" else
+                           "being written by another run") as e:
+            job.execute(cfg, window, out, progress=False, state=state)
+    assert e.value.exit_code == 4
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert verify(out).ok
 
 
 def test_secrets_are_redacted_from_the_manifest():
