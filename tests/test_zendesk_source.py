@@ -312,6 +312,20 @@ def test_tail_of_the_last_minute_is_pending(server, tmp_path):
     assert sorted(ids(r)) == sorted(child_ids(data, T0, T0 + 41))  # the server cut-off: now - 60 s
 
 
+def test_an_as_of_ahead_of_the_clock_never_lists_the_last_minute(server, tmp_path):
+    """`--as-of` may be a few minutes ahead of this machine's clock (cli_options.AS_OF_SKEW), but the export's
+    cut-off is one minute before Zendesk answers: with the run's as_of as "now", a window that ended 10 s ago read
+    complete without its last minute, and its saved last page kept the gap on every re-run."""
+    real = int(time.time())
+    data = zs.synthetic_audits(500, start=real - 500)
+    h = server(data, now=None)  # the real clock, as Zendesk's
+    ahead = datetime.fromtimestamp(real + 240, timezone.utc)
+    r = read(h, tmp_path, window(real - 400, real - 10, now=ahead), now=ahead)
+    assert r.details["tail_pending"] and not r.complete
+    again = read(h, tmp_path, window(real - 400, real - 10, now=ahead), now=ahead)
+    assert not again.complete
+
+
 def test_requests_are_paced_and_progress_goes_to_stderr(server, tmp_path, capsys):
     h = server(zs.synthetic_audits(40, start=T0, per_second=2))
     zendesk.read(ZendeskConfig(url=h.url, requests_per_minute=300), window(), tmp_path, now=NOW, progress=True,
