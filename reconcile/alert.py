@@ -28,7 +28,8 @@ METRICS = (
     ("Status", "None", "the exit code as a number: 0 clean, 1 pending, 2 loss, 3 incomplete"),
     ("Events", "Count", "Zendesk events judged in the window"),
     ("LostEvents", "Count", "events lost, over every hop (and per hop with the Hop dimension)"),
-    ("LossRate", "None", "per hop (Hop dimension): lost / in, 0 to 1"),
+    ("LossRate", "None", "per hop (Hop dimension): lost / in, 0 to 1; not sent for a hop whose losses are held (a "
+                         "store it rests on read in part: summary hops[].unsettled)"),
     ("PendingEvents", "Count", "events still pending (EventBridge may deliver them)"),
     ("HeldEvents", "Count", "pending events whose loss is held because a store it rests on was read in part or "
                             "ends early (or, for an earlier window's event, was not read back to it): the window's "
@@ -94,8 +95,10 @@ def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[s
             datum("OutsideCommitLog", summary["outside_commit_log"], "Count")]
     for h in summary["hops"]:
         hop = [{"Name": "Hop", "Value": h["name"]}]
-        data += [datum("LostEvents", h["lost"], "Count", hop), datum("LossRate", h["loss_rate"], "None", hop),
+        data += [datum("LostEvents", h["lost"], "Count", hop),
                  datum("HeldEvents", h["held"] + carried_held(summary).get(h["name"], 0), "Count", hop)]
+        if not h.get("unsettled"):  # a rate over losses held for the next run would read as "no loss"
+            data.append(datum("LossRate", h["loss_rate"], "None", hop))
     return data
 
 
@@ -127,8 +130,9 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
              "Loss per hop:"]
     for h in summary["hops"]:
         held = f", {h['held']:,} more held (a store read in part or ending early)" if h["held"] else ""
+        final = f" (not final: {h['unsettled']})" if h.get("unsettled") else ""
         lines.append(f"  {h['name']}: {h['lost']:,} lost of {h['in']:,} = {h['loss_rate']:.4%}"
-                     f"{' OVER THRESHOLD' if h['over_threshold'] else ''}{held}")
+                     f"{' OVER THRESHOLD' if h['over_threshold'] else ''}{held}{final}")
     if settled := settled_lost(summary):
         lines.append(f"Settled as lost: {settled:,} pending event(s) of earlier windows (their windows' figures and "
                      f"recovery plans have them once re-run)")

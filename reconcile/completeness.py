@@ -83,9 +83,15 @@ def unsettled(results: dict[str, SourceResult]) -> dict[str, str] | None:
     the event stays pending, and a later run judges it again (queries/rules.sql loss_held_by). A sink read in part
     holds every loss; a bus log or DLQ read in part only the losses before the bus (the record it may hold puts the
     event on the bus, but cannot land it)."""
+    return unsettled_by({name: r.complete for name, r in results.items()})
+
+
+def unsettled_by(complete: dict[str, bool]) -> dict[str, str] | None:
+    """`unsettled` from whether each store was read whole (by source name; a store not named was not read whole):
+    also what the summary says of each hop (summary.build), from the inputs a run or a re-render records."""
     held = {}
     for hop, stores in emission.rests_on().items():
-        partial = [name for name in stores if not (name in results and results[name].complete)]
+        partial = [name for name in stores if not complete.get(name, False)]
         if partial:
             held[hop] = f"{' and '.join(partial)} read only in part"
     return held or None

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from . import __version__, emission, recovered
+from . import __version__, completeness, emission, recovered
 from .completeness import REQUIRED
 from .config import Config
 from .ledger import SourceResult
@@ -88,11 +88,13 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
     verdicts = {v: 0 for v in VERDICTS}
     verdicts.update({r["verdict"]: r["events"] for r in results["verdict_counts"]})
     hops = []
+    # a hop whose losses rest on a store read in part has held them: its figures are no proof of "no loss" yet
+    unsettled = completeness.unsettled_by({i["source"]: i["complete"] for i in inputs}) or {}
     for r in results["funnel"]:
         rate = emission.loss_rate(r["lost"], r["in"])
         threshold = getattr(cfg.thresholds, r["name"])  # [thresholds] has one key per hop of queries/hops.csv
         hops.append({"name": r["name"], "in": r["in"], "out": r["out"], "lost": r["lost"], "pending": r["pending"],
-                     "held": r["held"],
+                     "held": r["held"], "unsettled": unsettled.get(r["name"]),
                      "loss_rate": round(rate, 8), "threshold": threshold,
                      "over_threshold": r["lost"] > 0 and rate > threshold})
     status = status_of(inputs, hops, verdicts["pending"])

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
+from bs4 import BeautifulSoup
 from click.testing import CliRunner
 
 from reconcile import alert
@@ -53,8 +54,11 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
                                                'alert.rule="zendesk-to-kinesis"'), env=cli_env(aws_cfg))
     assert result.exit_code == 3, result.output
     out = orjson.loads(result.stdout)
+    # a LossRate per hop whose losses are settled; the incomplete input holds those before the bus (no rate for them)
+    settled = [h["name"] for h in out["hops"] if not h["unsettled"]]
+    assert settled == ["bus_to_sink"]
     assert out["alert"]["cloudwatch"] == {"status": "sent", "namespace": "Reconcile", "rule": "zendesk-to-kinesis",
-                                          "metric_data": 14}
+                                          "metric_data": 12 + len(settled)}
     assert out["alert"]["sns"] == {"status": "off"}
 
     cw = make_client("cloudwatch", aws_cfg)
@@ -63,8 +67,8 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     rule = ("Rule", "zendesk-to-kinesis")
     assert found == {("Status", (rule,)), ("Events", (rule,)), ("LostEvents", (rule,)), ("PendingEvents", (rule,)),
                      ("HeldEvents", (rule,)), ("IncompleteInputs", (rule,)), ("SettledLostEvents", (rule,)),
-                     ("OutsideCommitLog", (rule,)), *((name, (("Hop", hop), rule)) for name in ("LostEvents", "LossRate", "HeldEvents")
-                       for hop in ("bus_to_sink", "zendesk_to_bus"))}
+                     ("OutsideCommitLog", (rule,)), *((name, (("Hop", hop), rule)) for name in ("LostEvents", "HeldEvents")
+                       for hop in ("bus_to_sink", "zendesk_to_bus")), *(("LossRate", (("Hop", hop), rule)) for hop in settled)}
 
     def value(name, *dims):
         r = cw.get_metric_data(
@@ -80,7 +84,9 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     assert incomplete >= 1 and value("IncompleteInputs") == [float(incomplete)]
     # the losses an incomplete day holds back are published, so an alarm on them fires when LostEvents cannot
     assert value("HeldEvents") == [float(sum(h["held"] for h in out["hops"]))]
-    assert value("LossRate", {"Name": "Hop", "Value": "zendesk_to_bus"}) == [0.0]
+    # a rate of 0 over losses held for the next run would read "no loss": none is sent for that hop
+    assert value("LossRate", {"Name": "Hop", "Value": "zendesk_to_bus"}) == []
+    assert len(value("LossRate", {"Name": "Hop", "Value": "bus_to_sink"})) == 1
 
 
 def test_the_sns_summary_reaches_a_subscribed_queue(tmp_path, aws_cfg):
@@ -257,8 +263,16 @@ def test_an_incomplete_day_publishes_the_losses_it_holds(tmp_path):
            for d in data}
     assert got[("LostEvents", None)] == 0 and got[("HeldEvents", None)] == 4
     assert (got[("HeldEvents", "zendesk_to_bus")], got[("HeldEvents", "bus_to_sink")]) == (2, 2)
+    # no LossRate of 0 for a hop whose losses are held: an alarm on it would read "no loss" (missing data instead)
+    assert [h["unsettled"] for h in s["hops"]] == ["sink read only in part"] * 2
+    assert not any(name == "LossRate" for name, _ in got)
     body = alert.message(s, "report.html")[1]
-    assert "zendesk_to_bus: 0 lost of 12 = 0.0000%, 2 more held (a store read in part or ending early)" in body, body
+    assert ("zendesk_to_bus: 0 lost of 12 = 0.0000%, 2 more held (a store read in part or ending early) (not final: "
+            "sink read only in part)") in body, body
+    # the report's cards say the same: "not final", never "within budget"
+    cards = BeautifulSoup((tmp_path / "report.html").read_text(), "html.parser").select("#status .card")
+    texts = [" ".join(c.get_text(" ").split()) for c in cards if "unsettled" in c["class"]]
+    assert len(texts) == 2 and all("not final" in t and "within budget" not in t for t in texts), texts
 
 
 def test_a_carried_event_settled_as_lost_is_published(tmp_path):
