@@ -111,7 +111,7 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
     if not runs:
         with State.open(cfg.state.uri, cfg.aws, write=False) as st:
             runs = tuple(st.run_dirs())
-    found = [t for t in trace_runs(event_id, runs, cfg.aws) if t.events or t.observations]
+    found = [t for t in trace_runs(event_id, runs, cfg.aws, skip_gone=not given_runs) if t.events or t.observations]
     if pending_ids(found) and (state or not given_runs):  # the state at hand: what later runs settled them as
         with State.open(cfg.state.uri, cfg.aws, write=False) as st:
             found = with_settlements(found, st.settled(pending_ids(found)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +13,12 @@ import duckdb
 from . import resources
 from .config import AwsConfig
 from .engine import execute_file
-from .errors import ConfigError
+from .errors import ConfigError, NotARun
 from .ledger import canonical_eb_id
 from .runfolder import RunFolder
 from .sources import REGISTRY
 
+logger = logging.getLogger(__name__)
 TRACE_QUERIES = resources.query_file("trace")
 
 
@@ -72,14 +74,24 @@ def with_settlements(found: list[Trace], settled: list[dict[str, Any]]) -> list[
     return found
 
 
-def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig) -> Iterator[Trace]:
+def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig, *, skip_gone: bool = False) -> Iterator[Trace]:
     """`trace` over run locations as the state records them: local folders or s3:// prefixes (published runs are
-    downloaded to a temporary folder first; only runs with their manifest)."""
+    downloaded to a temporary folder first; only runs with their manifest). `skip_gone`: a run the state records
+    whose folder is gone or holds no finished run (moved, a re-run interrupted, a publish that failed) is warned
+    about and left out, instead of failing the trace of every id."""
     from . import publish
     for where in runs:
-        if not publish.is_s3(where):
-            yield trace(event_id, Path(where))
+        try:
+            if not publish.is_s3(where):
+                found = trace(event_id, Path(where))
+            else:
+                with tempfile.TemporaryDirectory(prefix="reconcile-trace-") as tmp:
+                    found = trace(event_id, publish.download(str(where), Path(tmp), aws))
+                found = Trace(str(where), found.events, found.observations, found.attempts)
+        except (ConfigError, NotARun) as e:
+            if not skip_gone:
+                raise
+            logger.warning("not traced: the run the state records at %s is not there or did not finish (%s)",
+                           where, e)
             continue
-        with tempfile.TemporaryDirectory(prefix="reconcile-trace-") as tmp:
-            found = trace(event_id, publish.download(str(where), Path(tmp), aws))
-        yield Trace(str(where), found.events, found.observations, found.attempts)
+        yield found

@@ -1,6 +1,6 @@
 """Pending events carried across daily runs, settled by later runs; idempotent re-runs; one run at a time."""
 
-
+import logging
 from datetime import timedelta
 
 import orjson
@@ -206,7 +206,7 @@ def test_a_state_written_before_the_emission_facts_were_kept_still_carries_its_e
             [("7", None, None, None)], write
 
 
-def test_trace_shows_what_a_later_run_settled_a_pending_event_as(tmp_path):
+def test_trace_shows_what_a_later_run_settled_a_pending_event_as(tmp_path, caplog):
     """Day 1's verdicts.parquet keeps E (event 5) pending; day 2 settled it delivered. trace, reading the runs the
     state knows, shows both: the day's own verdict and the later settlement."""
     state = tmp_path / "state.duckdb"
@@ -223,6 +223,14 @@ def test_trace_shows_what_a_later_run_settled_a_pending_event_as(tmp_path):
     # a folder traced alone (no state) shows its own day's verdict only
     alone = orjson.loads(CliRunner().invoke(main, ["trace", "5", "--run", str(tmp_path / "day1"), "--json"]).output)
     assert alone[0]["settled_later"] == [] and alone[0]["events"][0]["verdict"] == "pending"
+    # a run the state records that is gone (moved, or a re-run that did not finish) is left out with a warning; the
+    # others are still traced (it failed every trace, exit 4). Named with --run, it is an error as before.
+    (tmp_path / "day2" / "verdicts.parquet").unlink()
+    with caplog.at_level(logging.WARNING, logger="reconcile.trace"):
+        out = CliRunner().invoke(main, ["trace", "5", "--state", str(state)])
+    assert out.exit_code == 0 and "pending" in out.output, out.output
+    assert any("not traced" in r.message and str(tmp_path / "day2") in r.message for r in caplog.records)
+    assert CliRunner().invoke(main, ["trace", "5", "--run", str(tmp_path / "day2")]).exit_code == 4
 
 
 def test_second_run_on_the_same_state_fails_fast(tmp_path):
