@@ -112,6 +112,37 @@ def test_a_queue_that_never_runs_dry_is_read_to_a_bound_and_incomplete(aws_cfg):
     assert queue_count(sqs, url) == sent[0]
 
 
+def test_the_in_flight_limit_ends_the_read_incomplete_and_releases_what_it_holds(aws_cfg):
+    """SQS answers ReceiveMessage with OverLimit once a reader holds its in-flight quota (about 120,000 messages on a
+    standard queue; the SQS API reference's ReceiveMessage errors), which a live read of a big DLQ reaches because
+    it holds what it received until the end. The read is incomplete, points at an archive, and releases all it
+    holds (it ended the run with a traceback). The answer is injected into the AWS SDK's call chain."""
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:25])])
+    calls = []
+
+    class Answer:
+        status_code = 403
+
+    def over_limit(**_):
+        calls.append(1)
+        if len(calls) == 2:
+            return Answer(), {"Error": {"Code": "OverLimit", "Message": "Too many messages in flight"},
+                              "ResponseMetadata": {"HTTPStatusCode": 403}}
+        return None
+
+    events = session(aws_cfg).events
+    events.register("before-call.sqs.ReceiveMessage", over_limit)
+    try:
+        res = dlq.read(DlqConfig(queue_url=url), WINDOW, aws_cfg)
+    finally:
+        events.unregister("before-call.sqs.ReceiveMessage", over_limit)
+    assert not res.complete and res.records == 10
+    assert any("limit of in-flight messages (OverLimit)" in p and "[dlq] uri" in p for p in res.problems), res.problems
+    assert res.details["released"] == 10 and queue_count(sqs, url) == 25
+
+
 def test_a_queue_with_a_redrive_policy_is_refused_and_untouched(aws_cfg):
     sqs = make_client("sqs", aws_cfg)
     url, target = redrive_queue(sqs, 3)

@@ -187,6 +187,7 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = No
 # SQS limits (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html).
 MAX_VISIBILITY = 43200  # 12 hours
 BATCH = 10  # messages per ReceiveMessage / entries per ChangeMessageVisibilityBatch
+OVER_LIMIT = "OverLimit"  # ReceiveMessage's error at the in-flight quota (SQS API reference, ReceiveMessage errors)
 
 
 def visibility_for(approx: int) -> int:
@@ -256,11 +257,20 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                 endless = receives >= receive_limit
         except botocore.exceptions.ClientError as e:
             code = error_code(e)
-            if code not in THROTTLE_CODES:
+            if code.endswith(OVER_LIMIT):
+                # SQS's in-flight quota (about 120,000 messages received and not yet visible again, on a standard
+                # queue): what we hold counts, so a queue bigger than that cannot be read whole this way
+                problems.append(f"ReceiveMessage on {url} hit SQS's limit of in-flight messages ({code}) after "
+                                f"{len(seen):,} message(s): a live read holds every message it receives until the "
+                                f"end, and the queue holds more than SQS lets one reader hold. Read an archive of "
+                                f"the queue ([dlq] uri).")
+                throttled = True
+            elif code not in THROTTLE_CODES:
                 raise (store_error(e, f"DLQ {url}", "[dlq] queue_url and the IAM policy (sqs:ReceiveMessage)")
                        or SourceError(f"ReceiveMessage on {url} failed ({code}): {e}")) from e
-            problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
-            throttled = True
+            else:
+                problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
+                throttled = True
         except MID_READ_FAILURES as e:
             problems.append(f"ReceiveMessage on {url} failed after retries ({type(e).__name__}: {e}); read "
                             f"{len(seen):,} message(s). Re-run later.")
@@ -325,6 +335,9 @@ def _counts(sqs, url: str) -> dict:
                or SourceError(f"GetQueueAttributes on {url} failed ({error_code(e)}): {e}")) from e
     except botocore.exceptions.EndpointConnectionError as e:
         raise SourceError(f"Cannot reach SQS ({e}). Check [dlq] queue_url, the region (--region) and AWS_ENDPOINT_URL.") from e
+    except MID_READ_FAILURES as e:  # a connect timeout or a dropped connection, after botocore's retries
+        raise SourceError(f"GetQueueAttributes on {url} failed after retries ({type(e).__name__}: {e}). Re-run "
+                          f"later.") from e
     return {"visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
             "not_visible": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
             "redrive": json.loads(attrs["RedrivePolicy"]) if attrs.get("RedrivePolicy") else None,
