@@ -303,6 +303,18 @@ def test_page_fields_of_another_type_are_refused(server, tmp_path, tail):
         read(h, tmp_path)
 
 
+def test_an_end_time_beyond_the_page_is_no_proof_of_the_audits_after_it(server, tmp_path):
+    """end_time is the latest time in the page (the export reference) and the next page starts there: a page that
+    says end_time two hours after its last audit (a proxy or a bug rewriting it) stepped over every audit in between,
+    and the read called 10 of 60 audits complete. Now it stops there, incomplete, naming the page."""
+    data = zs.synthetic_audits(60, start=T0, per_second=1)
+    h = server(data)
+    h.set_faults(tail={"end_time": T0 + 7200})
+    r = read(h, tmp_path, window(T0, T0 + 3600))
+    assert not r.complete
+    assert any("later than its last audit" in p for p in r.problems), r.problems
+
+
 def test_tail_of_the_last_minute_is_pending(server, tmp_path):
     now = ts(T0 + 100)
     data = zs.synthetic_audits(100, start=T0)

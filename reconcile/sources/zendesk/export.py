@@ -139,6 +139,15 @@ class Headway:
             return (f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with audits up to {iso(end)}, "
                     f"before it: the answer does not follow start_time, so audits after {iso(cursor)} were not "
                     f"listed")
+        if entry["count"] and not entry["end_of_stream"]:
+            # end_time is "the most recent time present in the result set" (the export reference): the next page
+            # starts there, so one beyond the page's last audit would step over every audit in between
+            stamps = [a["timestamp"] for a in doc["ticket_events"]
+                      if isinstance(a, dict) and type(a.get("timestamp")) is int]
+            if stamps and end > max(stamps):
+                return (f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with audits up to "
+                        f"{iso(max(stamps))} but end_time {end} ({iso(end)}), later than its last audit: the next "
+                        f"page would start after audits this one did not list")
         ids = frozenset(a.get("id") for a in doc["ticket_events"] if isinstance(a, dict))
         self.idle = self.idle + 1 if entry["same_second"] and ids <= self.last_ids else 0
         self.last_ids = ids
