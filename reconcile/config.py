@@ -47,6 +47,9 @@ class ZendeskConfig:
     # replays the pages it holds for the window (bound to this url) and fetches only the rest. Never written by runs.
     cache: str | None = None
     rate_share: float = 1.0  # the share of requests_per_minute this process may use (others share the budget)
+    # the tickets the export lists by support type ("agent", Zendesk's default; "all" adds AI-agent tickets; or
+    # "ai_agent"): those whose events the rule is expected to carry (the connector's behaviour is not documented)
+    support_type_scope: str = "agent"
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,8 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
                                                           "(10; 30 with the High Volume add-on)"),
     ("zendesk", "rate_share"): (lambda v: 0 < v <= 1, "a share of requests_per_minute above 0 and at most 1 "
                                                       "(0.5: half the budget, the rest left to other integrations)"),
+    ("zendesk", "support_type_scope"): (lambda v: v in ("agent", "all", "ai_agent"),
+                                        "one of agent (Zendesk's default), all, ai_agent"),
     ("zendesk", "cache"): (lambda v: v.strip() != "" and not v.startswith(("http://", "https://")),
                            "a local folder or an s3://bucket/prefix"),
     ("aws", "endpoint_url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like http://localhost:5000"),

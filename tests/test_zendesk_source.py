@@ -315,6 +315,21 @@ def test_an_end_time_beyond_the_page_is_no_proof_of_the_audits_after_it(server, 
     assert any("later than its last audit" in p for p in r.problems), r.problems
 
 
+def test_the_support_type_scope_is_asked_for_and_binds_saved_pages(server, tmp_path):
+    """The export lists AI-agent tickets only when support_type_scope asks for them ("agent" is its default: the
+    export reference's query parameters). The read always names the scope ([zendesk] support_type_scope, default
+    "agent"), so what it judges is said, and pages saved for one scope are never replayed as another's."""
+    data = zs.synthetic_audits(40, start=T0)  # tickets 1000..1039
+    ai = frozenset(range(1000, 1010))
+    h = server(data, ai_agent_tickets=ai)
+    agent = read(h, tmp_path, window(T0, T0 + 3600))
+    assert agent.complete and set(agent.ledger["ticket_id"].to_pylist()) == set(range(1010, 1040))
+    every = read(h, tmp_path, window(T0, T0 + 3600), support_type_scope="all")  # the same pages dir
+    assert every.complete and set(every.ledger["ticket_id"].to_pylist()) == set(range(1000, 1040))
+    assert (tmp_path / "pages" / "set-aside-1").is_dir()  # the agent-only pages, not replayed for "all"
+    assert {r["query"].get("support_type_scope") for r in h.requests} == {"agent", "all"}
+
+
 def test_tail_of_the_last_minute_is_pending(server, tmp_path):
     now = ts(T0 + 100)
     data = zs.synthetic_audits(100, start=T0)

@@ -134,12 +134,18 @@ def load(data: pa.Table | str | Path) -> pa.Table:
 
 
 class _State:
-    def __init__(self, table: pa.Table, now, per_page: int, rate_limit: float | None, faults: Faults, auth):
+    def __init__(self, table: pa.Table, now, per_page: int, rate_limit: float | None, faults: Faults, auth,
+                 ai_agent_tickets: frozenset = frozenset()):
         rows = table.sort_by("timestamp").to_pylist()
-        self.ts = [r["timestamp"] for r in rows]
-        self.ids = [r["id"] for r in rows]
         # Pre-serialise each audit once; absent child fields are left out, as the API does.
-        self.blobs = [orjson.dumps(_api_audit(r)) for r in rows]
+        blobs = [orjson.dumps(_api_audit(r)) for r in rows]
+        # The audits each support_type_scope lists (the export's default: "agent"), filtered before paging
+        ai = [r["ticket_id"] in ai_agent_tickets for r in rows]
+        self.scopes = {scope: ([r["timestamp"] for r, a in zip(rows, ai) if keep(a)],
+                               [r["id"] for r, a in zip(rows, ai) if keep(a)],
+                               [b for b, a in zip(blobs, ai) if keep(a)])
+                       for scope, keep in (("agent", lambda a: not a), ("ai_agent", lambda a: a),
+                                           ("all", lambda a: True))}
         self.now = now
         self.per_page = per_page
         self.rate_limit = rate_limit
@@ -242,26 +248,31 @@ class _Handler(BaseHTTPRequestHandler):
         if st.take("drop"):
             return 0, {}, b""
         sideloads = entry["query"].get("include", "").split(",")
-        body = self._page(0 if st.faults.ignore_start_time else entry["start_time"], "comment_events" in sideloads)
+        scope = entry["query"].get("support_type_scope", "agent")
+        if scope not in st.scopes:
+            return 400, headers, b'{"error":"InvalidValue","description":"support_type_scope"}'
+        body = self._page(0 if st.faults.ignore_start_time else entry["start_time"], "comment_events" in sideloads,
+                          scope)
         if st.take("truncate"):
             body = body[: len(body) // 2]
         return 200, headers, body
 
-    def _page(self, start_time: int, comment_events: bool) -> bytes:
+    def _page(self, start_time: int, comment_events: bool, scope: str) -> bytes:
         st = self.state
+        ts, ids, all_blobs = st.scopes[scope]
         cutoff = math.floor(st.now_ts()) - TAIL_SECONDS  # audits newer than now - 60 s are not served
-        lo = bisect.bisect_left(st.ts, start_time)
-        hi = bisect.bisect_right(st.ts, cutoff)
+        lo = bisect.bisect_left(ts, start_time)
+        hi = bisect.bisect_right(ts, cutoff)
         stop = min(lo + st.per_page, hi)
-        blobs = st.blobs[lo:stop] if lo < stop else []
+        blobs = all_blobs[lo:stop] if lo < stop else []
         if st.faults.corrupt:
-            blobs = [st.faults.corrupt.get(i, b) for i, b in zip(st.ids[lo:stop], blobs)]
+            blobs = [st.faults.corrupt.get(i, b) for i, b in zip(ids[lo:stop], blobs)]
         if not comment_events:
             blobs = [without_comment_events(b) for b in blobs]
         end_of_stream = lo + st.per_page >= hi
         if st.take("stall"):
             blobs, end_of_stream = [], False
-        end_time = st.ts[stop - 1] if blobs else start_time
+        end_time = ts[stop - 1] if blobs else start_time
         host = self.headers.get("Host") or "%s:%s" % self.server.server_address[:2]
         tail = orjson.dumps({"next_page": f"http://{host}{EXPORT_PATH}?start_time={end_time}", "count": len(blobs),
                              "end_of_stream": end_of_stream, "end_time": end_time, **st.faults.tail})
@@ -331,14 +342,17 @@ class ServerHandle:
 
 def start(data: pa.Table | str | Path, *, now: datetime | float | Callable | None = None, host: str = "127.0.0.1",
           port: int = 0, per_page: int = 1000, rate_limit_per_minute: float | None = None,
-          faults: Faults | None = None, auth: str | None = None) -> ServerHandle:
+          faults: Faults | None = None, auth: str | None = None,
+          ai_agent_tickets: frozenset = frozenset()) -> ServerHandle:
     """Serve `data` (see `load`) in a background thread; `handle.url` is the base URL (ZENDESK_URL).
 
     `now`: the server's clock (a datetime, unix seconds, a callable returning either, or None for the real clock);
     audits newer than now − 60 s are never served. `auth`: the exact Authorization header expected (401 otherwise).
     `rate_limit_per_minute`: over this many requests in the last 60 s the answer is 429 with Retry-After.
+    `ai_agent_tickets`: tickets of the AI-agent support type, listed only when support_type_scope asks for them
+    ("all" or "ai_agent"; the export's default is "agent").
     """
-    state = _State(load(data), now, per_page, rate_limit_per_minute, faults or Faults(), auth)
+    state = _State(load(data), now, per_page, rate_limit_per_minute, faults or Faults(), auth, ai_agent_tickets)
     handler = type("Handler", (_Handler,), {"state": state})
     server = _Server((host, port), handler)
     server.daemon_threads = True

@@ -40,11 +40,16 @@ EXPORT_PATH = "/api/v2/incremental/ticket_events.json"
 # no child event of its own (Zendesk's Incremental Ticket Event Export reference, "Sideloading"): its Comment child,
 # which the bus's Comment Created stands for, would be missing from the list of what Zendesk emitted.
 EXPORT_QUERY = "include=comment_events"
+# Which tickets the export lists by support type (`support_type_scope`: Zendesk's export reference, "agent" by
+# default there). Whether the EventBridge connector emits the events of AI-agent tickets is not documented:
+# [zendesk] support_type_scope says which tickets a run expects on the bus, and it is always asked for explicitly.
+SUPPORT_TYPE_SCOPES = ("agent", "all", "ai_agent")
 
 
-def export_request(start_time: int) -> str:
-    """The path and query of the export page at `start_time` (what a saved page's index entry names)."""
-    return f"{EXPORT_PATH}?start_time={start_time}&{EXPORT_QUERY}"
+def export_request(start_time: int, scope: str) -> str:
+    """The path and query of the export page at `start_time` for tickets of `scope` ([zendesk] support_type_scope):
+    what a saved page's index entry names."""
+    return f"{EXPORT_PATH}?start_time={start_time}&{EXPORT_QUERY}&support_type_scope={scope}"
 TAIL = timedelta(seconds=60)  # "events from the last minute are never returned"
 BACKOFF_BASE = 1.0  # seconds; doubled per consecutive failure, capped, with jitter
 BACKOFF_CAP = 60.0

@@ -179,7 +179,7 @@ class _CacheS3Lock(_S3Lock):
 # --- a run's side: read-only -----------------------------------------------------------------------------------------
 
 
-def seed(uri: str, aws: AwsConfig, pages_dir: Path, base: str, start_time: int, stop_at: int) -> dict:
+def seed(uri: str, aws: AwsConfig, pages_dir: Path, base: str, scope: str, start_time: int, stop_at: int) -> dict:
     """Copy into an empty `pages_dir` the cache's pages that list audits from `start_time` on (up to the first page
     that covers `stop_at`), each checked against its sha256. What was used, or why not, for the run's details."""
     out = {"uri": uri, "used": False, "pages": 0}
@@ -192,7 +192,7 @@ def seed(uri: str, aws: AwsConfig, pages_dir: Path, base: str, start_time: int, 
     except (ReconcileError, OSError) as e:
         logger.warning("Zendesk page cache %s could not be read (%s); the whole window is fetched", uri, e)
         return {**out, "why": f"unreadable: {e}"}
-    foreign = next((e for e in entries if bound_elsewhere(e, base)), None)
+    foreign = next((e for e in entries if bound_elsewhere(e, base, scope)), None)
     if foreign is not None:
         logger.warning("Zendesk page cache %s holds pages of %s, not %s: not used; the whole window is fetched", uri,
                        str(foreign.get("url"))[:200] if isinstance(foreign, dict) else "?", base)

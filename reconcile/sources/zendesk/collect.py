@@ -107,17 +107,19 @@ def collect(cfg: ZendeskConfig, aws: AwsConfig, *, start: datetime | None = None
         if previous is not None:
             client.defer_until(previous + 60.0 / client.rpm)
         while True:
-            result = _cycle(cache, client, base, math.floor(start.timestamp()), clock, max_wait)
+            result = _cycle(cache, client, base, cfg.support_type_scope, math.floor(start.timestamp()), clock,
+                            max_wait)
             on_cycle(result)
             if not follow:
                 return result
             interrupt.sleep(interval)
 
 
-def _cycle(cache: PageCache, client: Client, base: str, start_time: int, clock, max_wait: float) -> Collected:
+def _cycle(cache: PageCache, client: Client, base: str, scope: str, start_time: int, clock,
+           max_wait: float) -> Collected:
     before = (client.stats.requests, client.stats.rate_limited, client.stats.waited_s)
     entries, lines = cache.index()
-    foreign = next((e for e in entries if bound_elsewhere(e, base)), None)
+    foreign = next((e for e in entries if bound_elsewhere(e, base, scope)), None)
     if foreign is not None:
         raise ConfigError(f"The Zendesk page cache {cache.uri} holds pages of {str(foreign.get('url'))[:200]}, not of "
                           f"{base}: it is another account's (or another query's). Point [zendesk] cache at a folder "
@@ -138,7 +140,7 @@ def _cycle(cache: PageCache, client: Client, base: str, start_time: int, clock, 
     try:
         while True:
             try:
-                entry, gz, doc = fetch_page(client, base, cursor, page_no + 1, clock())
+                entry, gz, doc = fetch_page(client, base, scope, cursor, page_no + 1, clock())
             except GaveUp as e:
                 result.problems.append(
                     f"Zendesk API kept answering {e} (waited {client.stats.waited_s:.0f}s; max_wait {fmt(max_wait)} "

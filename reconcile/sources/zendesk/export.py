@@ -92,13 +92,14 @@ class Progress:
 # --- one page -------------------------------------------------------------------------------------------------------
 
 
-def fetch_page(client: Client, base: str, cursor: int, page_no: int, as_of: datetime) -> tuple[dict, bytes, dict]:
+def fetch_page(client: Client, base: str, scope: str, cursor: int, page_no: int,
+               as_of: datetime) -> tuple[dict, bytes, dict]:
     """The export page at start_time=`cursor`: (its index entry, the gzipped body to save, the parsed page).
 
     Raises GaveUp when waiting on the API would pass max_wait (api.py). `as_of` is the "now" of the read: an
     end-of-stream page lists every audit older than as_of − 60 s.
     """
-    request = export_request(cursor)
+    request = export_request(cursor, scope)
     fetched_at = datetime.now(timezone.utc)
     body, doc = client.get(request)
     end_time, eos, count = doc["end_time"], doc.get("end_of_stream") is True, len(doc["ticket_events"])
@@ -163,8 +164,10 @@ class Headway:
 class _Walk:
     """Pages replayed and fetched for one read: the cursor, the ledger they fill, the seconds stepped over."""
 
-    def __init__(self, led: AuditLedger, pages_dir: Path, base: str, client: Client, now: datetime, bar: Progress):
+    def __init__(self, led: AuditLedger, pages_dir: Path, base: str, scope: str, client: Client, now: datetime,
+                 bar: Progress):
         self.led, self.pages_dir, self.base, self.client, self.now, self.bar = led, pages_dir, base, client, now, bar
+        self.scope = scope
         self.cursor = 0
         self.page_no = 0
         self.fingerprints: list[dict] = []
@@ -204,7 +207,8 @@ class _Walk:
             while True:
                 cursor = self.cursor
                 try:
-                    entry, gz, doc = fetch_page(self.client, self.base, cursor, self.page_no + 1, self.now)
+                    entry, gz, doc = fetch_page(self.client, self.base, self.scope, cursor, self.page_no + 1,
+                                                self.now)
                 except GaveUp as e:
                     return (f"Zendesk API kept answering {e} (waited {self.client.stats.waited_s:.0f}s; max_wait "
                             f"{fmt(max_wait)} would be passed); re-run with the same pages dir ({self.pages_dir}) to "
@@ -263,11 +267,12 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
     led = AuditLedger(int(lo.timestamp() * 1000), int(hi.timestamp() * 1000))
     problems: list[str] = []
 
-    cached = seed(cfg.cache, aws or AwsConfig(), pages_dir, base, start_time, stop_at) if cfg.cache else None
-    saved, set_aside = saved_pages(pages_dir, start_time, base)
+    scope = cfg.support_type_scope
+    cached = seed(cfg.cache, aws or AwsConfig(), pages_dir, base, scope, start_time, stop_at) if cfg.cache else None
+    saved, set_aside = saved_pages(pages_dir, start_time, base, scope)
     bar = Progress(progress, client.stats)
     client.on_wait = bar.update
-    walk = _Walk(led, pages_dir, base, client, now, bar)
+    walk = _Walk(led, pages_dir, base, scope, client, now, bar)
     walk.cursor = start_time
     with bar:
         if not walk.replay(saved, stop_at):
@@ -336,7 +341,7 @@ def probe(cfg: ZendeskConfig, *, now: datetime | None = None, environ=None) -> s
     start = math.floor((now - 5 * TAIL).timestamp())  # the API wants start_time older than one minute
     client = Client(base, auth, cfg.requests_per_minute, parse_duration(cfg.timeout).total_seconds(), max_wait=0)
     try:
-        _, doc = client.get(export_request(start))
+        _, doc = client.get(export_request(start, cfg.support_type_scope))
     except GaveUp as e:
         raise SourceError(f"Zendesk at {base} did not answer one export request ({e}). Check ZENDESK_URL and "
                           f"the network, or retry later if it was rate limited.") from None

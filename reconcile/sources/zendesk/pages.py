@@ -29,7 +29,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def saved_pages(pages_dir: Path, start_time: int, base: str) -> tuple[list[dict], Path | None]:
+def saved_pages(pages_dir: Path, start_time: int, base: str, scope: str) -> tuple[list[dict], Path | None]:
     """Index entries of pages that can be replayed: files present with their sha256, chained from start_time; and
     where pages of another account URL or query were set aside (None when none were).
 
@@ -45,7 +45,7 @@ def saved_pages(pages_dir: Path, start_time: int, base: str) -> tuple[list[dict]
             entries.append(orjson.loads(line))
         except orjson.JSONDecodeError:
             break
-    foreign = next((e for e in entries if bound_elsewhere(e, base)), None)
+    foreign = next((e for e in entries if bound_elsewhere(e, base, scope)), None)
     if foreign is not None:
         return [], set_aside(pages_dir, foreign)
     good: list[dict] = []
@@ -70,13 +70,15 @@ def saved_pages(pages_dir: Path, start_time: int, base: str) -> tuple[list[dict]
     return good, None
 
 
-def bound_elsewhere(entry, base: str) -> bool:
-    """Whether a saved page was fetched from another account URL or by another query than the export's."""
+def bound_elsewhere(entry, base: str, scope: str) -> bool:
+    """Whether a saved page was fetched from another account URL or by another query than the export's (for the
+    tickets of `scope`, [zendesk] support_type_scope)."""
     if not isinstance(entry, dict):
         return False  # a torn index line: the chain stops there (saved_pages)
     request = entry.get("request")
-    if not isinstance(request, str) or request != export_request(entry.get("start_time")):
-        return True  # e.g. a page saved without the comment_events sideload: its comments have no child event
+    if not isinstance(request, str) or request != export_request(entry.get("start_time"), scope):
+        return True  # e.g. a page saved without the comment_events sideload (its comments have no child event), or
+        # for another support type scope
     return entry.get("url") != base + request
 
 
@@ -90,8 +92,9 @@ def set_aside(pages_dir: Path, entry: dict) -> Path:
     for p in [pages_dir / INDEX, *pages_dir.glob("page-*.json.gz")]:
         if p.exists():
             os.replace(p, aside / p.name)
-    logger.warning("Saved Zendesk pages in %s were fetched from %s, not this account's URL: never replayed; moved "
-                   "to %s and fetched again.", pages_dir, str(entry.get("url"))[:200], aside)
+    logger.warning("Saved Zendesk pages in %s were fetched as %s, not by this read (its account URL, sideload and "
+                   "[zendesk] support_type_scope): never replayed; moved to %s and fetched again.", pages_dir,
+                   str(entry.get("url"))[:200], aside)
     return aside
 
 
