@@ -318,6 +318,15 @@ CREATE OR REPLACE MACRO beyond_bus_log(event_time, reach, newest, grace) AS
     CASE WHEN event_time > reach - grace
          THEN 'the bus log read ends at ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ') || ' while the sink or the DLQ '
               || 'holds events until ' || strftime(newest, '%Y-%m-%dT%H:%M:%SZ') END;
+-- A loss after the bus with no DLQ message, for an event whose retries may have run past what the DLQ read holds
+-- (`reach`, $dlq_reach: a DLQ archive's newest object; NULL for a live queue, read as it is now): a dead letter
+-- written since would make it dead_lettered, so it is not final. EventBridge gives up on an event within `horizon`
+-- of it ($horizon: the rule's MaximumEventAgeInSeconds and the margin before the window).
+CREATE OR REPLACE MACRO beyond_dlq(found, event_time, reach, horizon) AS
+    CASE WHEN found = 'lost_after_bus' AND event_time + horizon > reach
+         THEN 'the DLQ archive holds messages written until ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ')
+              || ', and its retries may have gone on until ' || strftime(event_time + horizon, '%Y-%m-%dT%H:%M:%SZ')
+         END;
 CREATE OR REPLACE MACRO held_verdict(found, held_by) AS
     CASE WHEN held_by IS NOT NULL THEN 'pending' ELSE found END;
 CREATE OR REPLACE MACRO held_cause(found, held_by) AS

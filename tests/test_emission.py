@@ -136,7 +136,7 @@ def test_a_notification_is_not_emitted_when_not_excluded(tmp_path):
         e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
                        horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                        kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-                       sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
+                       dlq_reach=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
                        outside_log="expired"))
         assert table(e, "verdicts", ["source_id", "verdict", "cause"]) == [
             ("1", "not_emitted", "the emission model says Notification never reaches the bus")]

@@ -60,7 +60,7 @@ def judge(tmp_path, rows: pa.Table, sink_extra=(), carried=None, bus_extra=(), o
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=AS_OF,
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                    kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-                       sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
+                       dlq_reach=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
                        outside_log=outside_log))
     return e
 

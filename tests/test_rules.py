@@ -27,7 +27,7 @@ KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 PARAMS = dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
               horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
               kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-              sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1), outside_log="expired")
+              dlq_reach=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1), outside_log="expired")
 
 
 def z(i, ticket, kind, t):
@@ -239,6 +239,29 @@ def test_this_window_holds_the_losses_a_store_read_in_part_could_undo(tmp_path, 
             assert r["unlogged_at_bus"] == this_window[i]["unlogged_at_bus"]  # the evidence is kept
         else:
             assert (r["verdict"], r["cause"]) == (this_window[i]["verdict"], this_window[i]["cause"])
+
+
+def test_a_loss_after_the_bus_past_the_dlq_archive_is_held(tmp_path, this_window):
+    """A DLQ archive's newest object ($dlq_reach) written before an event's retries may have ended: its dead letter
+    may come in a later object, so "no DLQ message" is not proof yet, and its loss after the bus is held (a daily
+    archiver's object of the next morning passed the source's lag check and made final lost_after_bus verdicts of
+    events that were dead-lettered later that day). A dead-lettered event, and a reach past the retries, change
+    nothing."""
+    lost = [i for i, r in this_window.items() if r["verdict"] == "lost_after_bus"]
+    assert lost
+    for reach, held in ((DAY + timedelta(hours=13), True), (DAY + timedelta(days=2), False)):
+        e = run(tmp_path / str(held), CARRIED_SCHEMA.empty_table(), dlq_reach=reach)
+        try:
+            got = {r["source_id"]: r for r in e.arrow("verdicts").to_pylist()}
+        finally:
+            e.close()
+        for i, r in got.items():
+            if held and i in lost:
+                assert r["verdict"] == "pending" and r["would_be"] == "lost_after_bus", (i, r)
+                assert r["cause"].startswith("would be lost_after_bus, but the DLQ archive holds messages written "
+                                             "until 2026-11-23T13:00:00Z"), r["cause"]
+            else:
+                assert (r["verdict"], r["cause"]) == (this_window[i]["verdict"], this_window[i]["cause"]), i
 
 
 def comment_webhook(eb: str, key: str) -> dict:

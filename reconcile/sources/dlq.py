@@ -118,6 +118,13 @@ def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
             f"read the queue ([dlq] queue_url).")
 
 
+def reach(details: dict) -> datetime | None:
+    """Up to when a DLQ read holds the messages sent (queries/rules.sql beyond_dlq): an archive's newest object;
+    None for a live queue (read as it is now) or no DLQ."""
+    newest = details.get("newest_object_at") if details.get("mode") == "archive" else None
+    return datetime.fromisoformat(newest) if newest else None
+
+
 def _at(t: datetime) -> str:
     return f"{t:%Y-%m-%dT%H:%M:%SZ}"
 
