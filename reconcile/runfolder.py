@@ -13,9 +13,9 @@ goes through this module for the paths and the manifest.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
+import logging
 import os
 import platform
 import sys
@@ -36,6 +36,8 @@ from .ledger import SourceResult
 from .recovered import JOURNAL_FILE, PLAN_FILE, PLANS_DIR, RECOVERIES_FILE
 from .sources import REGISTRY, Source
 from .window import Window, parse_time
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 EVIDENCE = "evidence"
@@ -125,9 +127,11 @@ class RunFolder:
             except BlockingIOError:
                 raise ReconcileError(f"{self.root} is being written by another run. Wait for it to finish, or pass "
                                      f"another --out.") from None
-            except OSError as e:  # a file system without flock: nothing to hold, as before
-                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
+            except OSError as e:
+                # a file system that cannot flock a folder (NFS emulates flock with fcntl locks, which need a file
+                # open for writing): nothing to hold, as before the folder was held
+                logger.warning("cannot hold %s for this run (%s): a second run into it would not be stopped",
+                               self.root, e.strerror)
             yield
         finally:
             os.close(fd)

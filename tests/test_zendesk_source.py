@@ -328,6 +328,18 @@ def test_the_support_type_scope_is_asked_for_and_binds_saved_pages(server, tmp_p
     assert every.complete and set(every.ledger["ticket_id"].to_pylist()) == set(range(1000, 1040))
     assert (tmp_path / "pages" / "set-aside-1").is_dir()  # the agent-only pages, not replayed for "all"
     assert {r["query"].get("support_type_scope") for r in h.requests} == {"agent", "all"}
+    # pages saved before the scope was named (the same query as "agent", Zendesk's default) stay valid for "agent"
+    old = tmp_path / "old"
+    read(h, old, window(T0, T0 + 3600))
+    index = old / "pages" / "index.jsonl"
+    entries = [orjson.loads(line) for line in index.read_bytes().splitlines()]
+    for e in entries:
+        e["request"] = e["request"].removesuffix("&support_type_scope=agent")
+        e["url"] = h.url + e["request"]
+    index.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in entries))
+    asked = len(h.requests)
+    again = read(h, old, window(T0, T0 + 3600))
+    assert again.complete and len(h.requests) == asked and not list((old / "pages").glob("set-aside-*"))
 
 
 def test_tail_of_the_last_minute_is_pending(server, tmp_path):

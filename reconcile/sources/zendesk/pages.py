@@ -70,13 +70,20 @@ def saved_pages(pages_dir: Path, start_time: int, base: str, scope: str) -> tupl
     return good, None
 
 
+def _requests(start_time, scope: str) -> tuple[str, ...]:
+    """The requests a page for `scope` may have been saved by: today's, and for the export's default scope ("agent")
+    the same query as saved before the scope was named (pages and caches of existing deployments stay valid)."""
+    now = export_request(start_time, scope)
+    return (now, now.removesuffix(f"&support_type_scope={scope}")) if scope == "agent" else (now,)
+
+
 def bound_elsewhere(entry, base: str, scope: str) -> bool:
     """Whether a saved page was fetched from another account URL or by another query than the export's (for the
     tickets of `scope`, [zendesk] support_type_scope)."""
     if not isinstance(entry, dict):
         return False  # a torn index line: the chain stops there (saved_pages)
     request = entry.get("request")
-    if not isinstance(request, str) or request != export_request(entry.get("start_time"), scope):
+    if not isinstance(request, str) or request not in _requests(entry.get("start_time"), scope):
         return True  # e.g. a page saved without the comment_events sideload (its comments have no child event), or
         # for another support type scope
     return entry.get("url") != base + request
