@@ -103,6 +103,14 @@ def fetch_page(client: Client, base: str, scope: str, cursor: int, page_no: int,
     fetched_at = datetime.now(timezone.utc)
     body, doc = client.get(request)
     end_time, eos, count = doc["end_time"], doc.get("end_of_stream") is True, len(doc["ticket_events"])
+    # end_time is "the most recent time present in the result set" (the export reference) and the next page starts
+    # there. One beyond the page's last audit (items left out after paging, a proxy rewriting it) would step over
+    # what lies between: the page counts as listed to its last audit's second, and the next starts there.
+    stamps = [a["timestamp"] for a in doc["ticket_events"] if isinstance(a, dict) and type(a.get("timestamp")) is int]
+    if stamps and not eos and end_time > max(stamps):
+        logger.warning("Zendesk's export answered start_time=%d with end_time %d, after its last audit (%d): the next "
+                       "page starts at %d", cursor, end_time, max(stamps), max(stamps))
+        end_time = max(stamps)
     same_second = end_time <= cursor and not eos and count > 0
     gz = gzip.compress(body, mtime=0)
     entry = {"page": page_no, "file": f"page-{page_no:05d}.json.gz", "url": base + request,
@@ -140,15 +148,6 @@ class Headway:
             return (f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with audits up to {iso(end)}, "
                     f"before it: the answer does not follow start_time, so audits after {iso(cursor)} were not "
                     f"listed")
-        if entry["count"] and not entry["end_of_stream"]:
-            # end_time is "the most recent time present in the result set" (the export reference): the next page
-            # starts there, so one beyond the page's last audit would step over every audit in between
-            stamps = [a["timestamp"] for a in doc["ticket_events"]
-                      if isinstance(a, dict) and type(a.get("timestamp")) is int]
-            if stamps and end > max(stamps):
-                return (f"Zendesk's export answered start_time={cursor} ({iso(cursor)}) with audits up to "
-                        f"{iso(max(stamps))} but end_time {end} ({iso(end)}), later than its last audit: the next "
-                        f"page would start after audits this one did not list")
         ids = frozenset(a.get("id") for a in doc["ticket_events"] if isinstance(a, dict))
         self.idle = self.idle + 1 if entry["same_second"] and ids <= self.last_ids else 0
         self.last_ids = ids
