@@ -305,7 +305,7 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
 -- back to the event, or (before the bus) newer than where the bus log read ends, it is not final. loss_held_by gives
 -- why for a loss verdict `found`, by its loss hop (queries/verdicts.csv): `before_bus` for a loss before the bus,
 -- `after_bus` for one after it (completeness.unsettled: a sink read in part holds both, a bus log or DLQ read in part
--- only the first; the read-back's reach), and NULL otherwise. Such an event is judged 'pending' (held_verdict), with
+-- only the first; the read-back's reach; beyond_dlq), and NULL otherwise. Such an event is judged 'pending' (held_verdict), with
 -- what it would be and why not (held_cause), so the state carries it and a later run judges it again. This window's
 -- events (verdicts.sql) and carried ones (settlements.sql) are held alike.
 CREATE OR REPLACE MACRO loss_held_by(found, before_bus, after_bus) AS
@@ -318,15 +318,16 @@ CREATE OR REPLACE MACRO beyond_bus_log(event_time, reach, newest, grace) AS
     CASE WHEN event_time > reach - grace
          THEN 'the bus log read ends at ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ') || ' while the sink or the DLQ '
               || 'holds events until ' || strftime(newest, '%Y-%m-%dT%H:%M:%SZ') END;
--- A loss after the bus with no DLQ message, for an event whose retries may have run past what the DLQ read holds
--- (`reach`, $dlq_reach: a DLQ archive's newest object; NULL for a live queue, read as it is now): a dead letter
--- written since would make it dead_lettered, so it is not final. EventBridge gives up on an event within `horizon`
--- of it ($horizon: the rule's MaximumEventAgeInSeconds and the margin before the window).
-CREATE OR REPLACE MACRO beyond_dlq(found, event_time, reach, horizon) AS
-    CASE WHEN found = 'lost_after_bus' AND event_time + horizon > reach
+-- A loss after the bus with no DLQ message is not final when the DLQ read cannot show there is none: it was read in
+-- part (`in_part`, $dlq_in_part: completeness.dlq_in_part), or the event's retries may have run past what it holds
+-- (`reach`, $dlq_reach: a DLQ archive's newest object; NULL for a live queue, read as it is now). A dead letter
+-- would make it dead_lettered. EventBridge gives up on an event within `horizon` of it ($horizon: the rule's
+-- MaximumEventAgeInSeconds and the margin before the window).
+CREATE OR REPLACE MACRO beyond_dlq(found, event_time, reach, horizon, in_part) AS
+    CASE WHEN found = 'lost_after_bus' THEN coalesce(in_part, CASE WHEN event_time + horizon > reach
          THEN 'the DLQ archive holds messages written until ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ')
               || ', and its retries may have gone on until ' || strftime(event_time + horizon, '%Y-%m-%dT%H:%M:%SZ')
-         END;
+         END) END;
 CREATE OR REPLACE MACRO held_verdict(found, held_by) AS
     CASE WHEN held_by IS NOT NULL THEN 'pending' ELSE found END;
 CREATE OR REPLACE MACRO held_cause(found, held_by) AS

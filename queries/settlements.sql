@@ -105,7 +105,7 @@ WITH kept AS (
     SELECT j.*, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread,
                                              beyond_bus_log(event_time, r.reach, r.newest, $hop_a_grace)),
                              coalesce($unsettled_bus_to_sink, unread,
-                                      beyond_dlq(found, event_time, $dlq_reach, $horizon))) AS held_by
+                                      beyond_dlq(found, event_time, $dlq_reach, $horizon, $dlq_in_part))) AS held_by
     FROM (SELECT *, CASE WHEN event_time < $sink_read_start
                          THEN 'the sink was not read back to it ([window] carry_back)' END AS unread FROM judged) j
     CROSS JOIN bus_log_reach r

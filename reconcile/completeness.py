@@ -82,7 +82,8 @@ def unsettled(results: dict[str, SourceResult]) -> dict[str, str] | None:
     absence of an event from what was read: found while a store it rests on was read only in part, it is not final:
     the event stays pending, and a later run judges it again (queries/rules.sql loss_held_by). A sink read in part
     holds every loss; a bus log or DLQ read in part only the losses before the bus (the record it may hold puts the
-    event on the bus, but cannot land it)."""
+    event on the bus, but cannot land it). A DLQ read in part also holds a loss after the bus with no DLQ message
+    (dlq_in_part): the message may be in the unread part, which would make it dead_lettered."""
     return unsettled_by({name: r.complete for name, r in results.items()})
 
 
@@ -93,8 +94,20 @@ def unsettled_by(complete: dict[str, bool]) -> dict[str, str] | None:
     for hop, stores in emission.rests_on().items():
         partial = [name for name in stores if not complete.get(name, False)]
         if partial:
-            held[hop] = f"{' and '.join(partial)} read only in part"
+            held[hop] = in_part(*partial)
     return held or None
+
+
+def in_part(*names: str) -> str:
+    """Why a loss resting on these stores is held (the text the queries show)."""
+    return f"{' and '.join(names)} read only in part"
+
+
+def dlq_in_part(results: dict[str, SourceResult]) -> str | None:
+    """in_part of the DLQ when it was read only in part: then no loss after the bus can say "no DLQ message"
+    (queries/rules.sql beyond_dlq), though the loss itself rests on the sink alone."""
+    r = results.get("dlq")
+    return None if r is None or r.complete else in_part("dlq")
 
 
 def held_params(unsettled: dict[str, str] | None) -> dict[str, str | None]:

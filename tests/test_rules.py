@@ -27,7 +27,8 @@ KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 PARAMS = dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
               horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
               kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-              dlq_reach=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1), outside_log="expired")
+              dlq_reach=None, dlq_in_part=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
+              outside_log="expired")
 
 
 def z(i, ticket, kind, t):
@@ -216,20 +217,23 @@ def test_a_carried_event_of_a_state_without_emission_facts_is_judged_by_the_mode
 def read_in_part(*stores: str) -> dict:
     """The queries' held parameters for a run that read `stores` only in part (completeness.unsettled's rule)."""
     results = {n: ledger.SourceResult(n, ledger.empty(), complete=n not in stores) for n in ("bus_log", "sink", "dlq")}
-    return completeness.held_params(completeness.unsettled(results))
+    return {**completeness.held_params(completeness.unsettled(results)),
+            "dlq_in_part": completeness.dlq_in_part(results)}
 
 
 @pytest.mark.parametrize("partial", [("sink",), ("bus_log",), ("dlq",)])
 def test_this_window_holds_the_losses_a_store_read_in_part_could_undo(tmp_path, this_window, partial):
     """This window's events are held as carried ones are (one rule: rules.sql loss_held_by): with the sink read in
-    part no loss is final; with the bus log or DLQ read in part only the losses before the bus are held (a record
-    there puts the event on the bus, it cannot land it). Everything else is judged as on a whole read."""
+    part no loss is final; with the bus log read in part only the losses before the bus are held (a record there puts
+    the event on the bus, it cannot land it); with the DLQ read in part a loss after the bus is held too (its message
+    may be in the unread part: rules.sql beyond_dlq). Everything else is judged as on a whole read."""
     e = run(tmp_path, CARRIED_SCHEMA.empty_table(), **read_in_part(*partial))
     try:
         got = {r["source_id"]: r for r in e.arrow("verdicts").to_pylist()}
     finally:
         e.close()
-    holds = {"lost_before_bus", "lost_after_bus", "dead_lettered"} if partial == ("sink",) else {"lost_before_bus"}
+    holds = {("sink",): {"lost_before_bus", "lost_after_bus", "dead_lettered"}, ("bus_log",): {"lost_before_bus"},
+             ("dlq",): {"lost_before_bus", "lost_after_bus"}}[partial]
     held = {i for i, r in this_window.items() if r["verdict"] in holds}
     assert held and set(got) == set(this_window)
     for i, r in got.items():
@@ -264,6 +268,22 @@ def test_a_loss_after_the_bus_past_the_dlq_archive_is_held(tmp_path, this_window
                 assert (r["verdict"], r["cause"]) == (this_window[i]["verdict"], this_window[i]["cause"]), i
 
 
+def test_a_loss_after_the_bus_with_the_dlq_read_in_part_is_held(tmp_path, this_window):
+    """With the DLQ read in part, "no DLQ message" is no proof: a loss after the bus is held (it would be
+    dead_lettered if its message was in the unread part); a dead-lettered one is not (its message was read)."""
+    e = run(tmp_path, CARRIED_SCHEMA.empty_table(), dlq_in_part=completeness.in_part("dlq"))
+    try:
+        got = {r["source_id"]: r for r in e.arrow("verdicts").to_pylist()}
+    finally:
+        e.close()
+    for i, r in this_window.items():
+        if r["verdict"] == "lost_after_bus":
+            assert got[i]["verdict"] == "pending" and got[i]["cause"].startswith(
+                "would be lost_after_bus, but dlq read only in part"), got[i]
+        else:
+            assert (got[i]["verdict"], got[i]["cause"]) == (r["verdict"], r["cause"]), i
+
+
 def comment_webhook(eb: str, key: str) -> dict:
     return dict(webhook(eb, key, 500, "2026-11-22T23:00:00.3Z"), event_type="zen:event-type:ticket.comment_added")
 
@@ -292,9 +312,11 @@ def test_a_run_that_read_a_store_in_part_settles_no_carried_event_as_lost(tmp_pa
     assert settle(tmp_path / "whole", ["902"], [y], [])["902"][0] == "lost_after_bus"
     assert settle(tmp_path / "sink-part", ["902"], [y], [], **read_in_part("sink"))["902"][:2] == (
         "pending", uid("Y"))
-    # a bus log or DLQ read in part cannot land it: lost after the bus all the same (the DLQ may only say why)
-    for store in ("bus_log", "dlq"):
-        assert settle(tmp_path / f"{store}-part", ["902"], [y], [], **read_in_part(store))["902"][0] == "lost_after_bus"
+    # a bus log read in part cannot land it: lost after the bus all the same; a DLQ read in part may hold its dead
+    # letter (dead_lettered, not lost_after_bus): held, with the reason (rules.sql beyond_dlq)
+    assert settle(tmp_path / "bus_log-part", ["902"], [y], [], **read_in_part("bus_log"))["902"][0] == "lost_after_bus"
+    assert settle(tmp_path / "dlq-part", ["902"], [y], [], **read_in_part("dlq"))["902"] == (
+        "pending", uid("Y"), "would be lost_after_bus, but dlq read only in part: judged again by the next run")
     # dead-lettered is a loss too (in the DLQ and not in the sink): held the same way
     lettered = {"zendesk": [], "bus": [dict(y, observed_at=y["event_time"], source_id="log:Y")], "sink": [],
                 "dlq": [dict(y, observed_at=y["event_time"], source_id="m1", error_code="THROTTLING",
