@@ -29,7 +29,7 @@ METRICS = (
     ("Events", "Count", "Zendesk events judged in the window"),
     ("LostEvents", "Count", "events lost, over every hop (and per hop with the Hop dimension)"),
     ("LossRate", "None", "per hop (Hop dimension): lost / in, 0 to 1; not sent for a hop whose losses are held (a "
-                         "store it rests on read in part: summary hops[].unsettled)"),
+                         "store it rests on read in part, or a read ending before them: summary hops[].unsettled)"),
     ("PendingEvents", "Count", "events still pending (EventBridge may deliver them)"),
     ("HeldEvents", "Count", "pending events whose loss is held because a store it rests on was read in part or "
                             "ends early (or, for an earlier window's event, was not read back to it): the window's "
