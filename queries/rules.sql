@@ -305,9 +305,9 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
 -- back to the event, or (before the bus) newer than where the bus log read ends, it is not final. loss_held_by gives
 -- why for a loss verdict `found`, by its loss hop (queries/verdicts.csv): `before_bus` for a loss before the bus,
 -- `after_bus` for one after it (completeness.unsettled: a sink read in part holds both, a bus log or DLQ read in part
--- only the first; the read-back's reach; beyond_dlq), and NULL otherwise. Such an event is judged 'pending' (held_verdict), with
--- what it would be and why not (held_cause), so the state carries it and a later run judges it again. This window's
--- events (verdicts.sql) and carried ones (settlements.sql) are held alike.
+-- only the first; the read-back's reach; beyond_dlq), and NULL otherwise. Such an event is judged 'pending'
+-- (held_verdict), with what it would be and why not (held_cause), so the state carries it and a later run judges it
+-- again. This window's events (verdicts.sql) and carried ones (settlements.sql) are held alike.
 CREATE OR REPLACE MACRO loss_held_by(found, before_bus, after_bus) AS
     CASE WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'zendesk_to_bus') THEN before_bus
          WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'bus_to_sink') THEN after_bus END;

@@ -6,7 +6,6 @@ sources → evidence/<hop>.parquet → engine (queries/*.sql) → summary.json, 
 from __future__ import annotations
 
 import contextlib
-
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace

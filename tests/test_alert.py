@@ -68,8 +68,10 @@ def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_
     rule = ("Rule", "zendesk-to-kinesis")
     assert found == {("Status", (rule,)), ("Events", (rule,)), ("LostEvents", (rule,)), ("PendingEvents", (rule,)),
                      ("HeldEvents", (rule,)), ("IncompleteInputs", (rule,)), ("SettledLostEvents", (rule,)),
-                     ("OutsideCommitLog", (rule,)), *((name, (("Hop", hop), rule)) for name in ("LostEvents", "HeldEvents")
-                       for hop in ("bus_to_sink", "zendesk_to_bus")), *(("LossRate", (("Hop", hop), rule)) for hop in settled)}
+                     ("OutsideCommitLog", (rule,)),
+                     *((name, (("Hop", hop), rule)) for name in ("LostEvents", "HeldEvents")
+                       for hop in ("bus_to_sink", "zendesk_to_bus")),
+                     *(("LossRate", (("Hop", hop), rule)) for hop in settled)}
 
     def value(name, *dims):
         r = cw.get_metric_data(

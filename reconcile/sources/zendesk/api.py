@@ -40,10 +40,9 @@ EXPORT_PATH = "/api/v2/incremental/ticket_events.json"
 # no child event of its own (Zendesk's Incremental Ticket Event Export reference, "Sideloading"): its Comment child,
 # which the bus's Comment Created stands for, would be missing from the list of what Zendesk emitted.
 EXPORT_QUERY = "include=comment_events"
-# Which tickets the export lists by support type (`support_type_scope`: Zendesk's export reference, "agent" by
-# default there). Whether the EventBridge connector emits the events of AI-agent tickets is not documented:
-# [zendesk] support_type_scope says which tickets a run expects on the bus, and it is always asked for explicitly.
-SUPPORT_TYPE_SCOPES = ("agent", "all", "ai_agent")
+# Which tickets the export lists by support type is `support_type_scope` (Zendesk's export reference: "agent" by
+# default). Whether the EventBridge connector emits the events of AI-agent tickets is not documented: [zendesk]
+# support_type_scope says which tickets a run expects on the bus, and every request names it.
 
 
 def export_request(start_time: int, scope: str) -> str:
