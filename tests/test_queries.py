@@ -231,6 +231,18 @@ def logged_and_landed(events, arrivals):
     return bus, sink
 
 
+def hop_a_outcome(tmp_path, zendesk, events, arrivals):
+    """The day of `zendesk` with `events` logged and landed (logged_and_landed), judged: (hop A's links as
+    (source_id, eb_id, match_kind), the verdicts by source_id, the orphans' ids)."""
+    bus, sink = logged_and_landed(events, arrivals)
+    e = judge(tmp_path, zendesk, bus, sink, [])
+    try:
+        return (table(e, "hop_a", ["source_id", "eb_id", "match_kind"]),
+                dict(table(e, "verdicts", ["source_id", "verdict"])), table(e, "orphans", ["eb_id"]))
+    finally:
+        e.close()
+
+
 def test_hop_a_pairs_rapid_repeat_updates_by_nearest_time(tmp_path):
     """Two updates of one ticket and kind seconds apart, one of them lost: the survivor pairs with the update whose
     second it carries (bus times are the audit's second plus a fraction), not with the first in time order."""
@@ -238,15 +250,9 @@ def test_hop_a_pairs_rapid_repeat_updates_by_nearest_time(tmp_path):
                z(33, 31, "Comment", "20:00:00", 3300), z(34, 31, "Comment", "20:00:01", 3400)]
     p = legacy("P", 30, "Comment Created", "19:00:02.7", 1)  # 31 was lost, 32 arrived
     q = legacy("Q", 31, "Comment Created", "20:00:00.95", 1)  # 33 arrived (closer to 34 in raw time), 34 lost
-    bus, sink = logged_and_landed((p, q), ("19:00:04", "20:00:03"))
-    e = judge(tmp_path, zendesk, bus, sink, [])
-    try:
-        assert table(e, "hop_a", ["source_id", "eb_id", "match_kind"]) == [("32", "P", "ambiguous"),
-                                                                           ("33", "Q", "ambiguous")]
-        assert dict(table(e, "verdicts", ["source_id", "verdict"])) == {
-            "31": "lost_before_bus", "32": "delivered", "33": "delivered", "34": "lost_before_bus"}
-    finally:
-        e.close()
+    links, verdicts, _ = hop_a_outcome(tmp_path, zendesk, (p, q), ("19:00:04", "20:00:03"))
+    assert links == [("32", "P", "ambiguous"), ("33", "Q", "ambiguous")]
+    assert verdicts == {"31": "lost_before_bus", "32": "delivered", "33": "delivered", "34": "lost_before_bus"}
 
 
 def test_hop_a_pairs_a_group_in_time_order_when_that_pairs_everything(tmp_path):
@@ -257,15 +263,10 @@ def test_hop_a_pairs_a_group_in_time_order_when_that_pairs_everything(tmp_path):
     zendesk = [z(31, 30, "Comment", "19:00:00", 3100), z(32, 30, "Comment", "19:00:05", 3200)]
     p = legacy("P", 30, "Comment Created", "19:00:06.2", 1)
     q = legacy("Q", 30, "Comment Created", "19:00:14.1", 1)
-    bus, sink = logged_and_landed((p, q), ("19:00:08", "19:00:16"))
-    e = judge(tmp_path, zendesk, bus, sink, [])
-    try:
-        assert table(e, "hop_a", ["source_id", "eb_id", "match_kind"]) == [("31", "P", "ambiguous"),
-                                                                           ("32", "Q", "ambiguous")]
-        assert dict(table(e, "verdicts", ["source_id", "verdict"])) == {"31": "delivered", "32": "delivered"}
-        assert table(e, "orphans", ["eb_id"]) == []
-    finally:
-        e.close()
+    links, verdicts, orphans = hop_a_outcome(tmp_path, zendesk, (p, q), ("19:00:08", "19:00:16"))
+    assert links == [("31", "P", "ambiguous"), ("32", "Q", "ambiguous")]
+    assert verdicts == {"31": "delivered", "32": "delivered"}
+    assert orphans == []
 
 
 def test_hop_a_candidate_time_is_at_the_audit_s_second(tmp_path):
@@ -275,14 +276,10 @@ def test_hop_a_candidate_time_is_at_the_audit_s_second(tmp_path):
     zendesk = [z(31, 30, "Comment", "19:00:00", 3100), z(41, 40, "Comment", "19:00:00", 4100)]
     p = legacy("P", 30, "Comment Created", "19:00:10.4", 1)
     q = legacy("Q", 40, "Comment Created", "19:00:11.2", 1)
-    bus, sink = logged_and_landed((p, q), ("19:00:12", "19:00:13"))
-    e = judge(tmp_path, zendesk, bus, sink, [])
-    try:
-        assert table(e, "hop_a", ["source_id", "eb_id", "match_kind"]) == [("31", "P", "composite")]
-        assert dict(table(e, "verdicts", ["source_id", "verdict"])) == {"31": "delivered", "41": "lost_before_bus"}
-        assert table(e, "orphans", ["eb_id"]) == [("Q",)]
-    finally:
-        e.close()
+    links, verdicts, orphans = hop_a_outcome(tmp_path, zendesk, (p, q), ("19:00:12", "19:00:13"))
+    assert links == [("31", "P", "composite")]
+    assert verdicts == {"31": "delivered", "41": "lost_before_bus"}
+    assert orphans == [("Q",)]
 
 
 def test_a_bus_event_claimed_before_the_window_is_not_taken_by_an_event_in_it(tmp_path):
