@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from . import emission
+from . import emission, outputs
 from .engine import QUERY_DIR, execute_file
 from .errors import ConfigError
 from .runfolder import RunFolder
@@ -70,7 +70,8 @@ def calibrate(run_dirs: list[Path]) -> Calibration:
         con.read_parquet(verdicts, filename=True, union_by_name=True).project(
             "*, filename AS run").create_view("verdicts")
         if gaps:
-            con.read_csv(gaps, header=True, all_varchar=True).filter("verdict = 'orphan'").create_view("orphans")
+            con.read_csv(gaps, header=True, all_varchar=True).filter("verdict = 'orphan'").project(
+                f"{outputs.unguard_sql('kind')} AS kind").create_view("orphans")
         else:
             con.execute("CREATE VIEW orphans AS SELECT NULL::VARCHAR AS kind WHERE false")
         con.register("emission_model", model)

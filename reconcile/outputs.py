@@ -1,6 +1,7 @@
 """Atomic, deterministic output files: summary.json, gaps.csv, manifest.json.
 
-Everything is written to a temp name and renamed, so a reader never sees half a file and a re-run replaces.
+Everything is written to a temp name and renamed, so a reader never sees half a file and a re-run replaces. CSV text
+that a spreadsheet would run as a formula is written inert (FORMULA_LEADS).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from . import atomic, rowgroups
@@ -42,6 +44,35 @@ NO_DICTIONARY = frozenset({
 NO_STATISTICS = frozenset({"source_id", "zendesk_key", "source_ref", "expected_id", "eb_id", "other_eb_ids"})
 
 
+# A CSV cell starting with one of these is run as a formula when the file is opened in Excel, LibreOffice or Google
+# Sheets (OWASP, "CSV Injection"), and our CSVs carry text from the stores (an orphan's event type, a DLQ's error
+# code). Such a cell is written with a leading `'`, which spreadsheets show as text and never evaluate. A cell that
+# starts with `'` itself gets one too, so reading back is exact: drop one leading `'` (unguard_sql).
+FORMULA_LEADS = "=+-@\t\r'"
+_FORMULA_LEAD = "^[" + FORMULA_LEADS.replace("-", r"\-") + "]"
+
+
+def guard_cell(value: Any) -> Any:
+    """A CSV cell as written: text a spreadsheet would run as a formula behind a `'`; anything else as it is."""
+    return "'" + value if isinstance(value, str) and value[:1] and value[0] in FORMULA_LEADS else value
+
+
+def guard_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """guard_cell on every text column of a batch, in Arrow (the batch as it is when no cell needs it)."""
+    columns = list(batch.columns)
+    for i, col in enumerate(columns):
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type):
+            risky = pc.match_substring_regex(col, _FORMULA_LEAD)
+            if pc.any(risky).as_py():
+                columns[i] = pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col).cast(col.type)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+def unguard_sql(column: str) -> str:
+    """A DuckDB expression reading a column of our CSVs back as it was before guard_cell."""
+    return f"CASE WHEN starts_with({column}, '''') THEN {column}[2:] ELSE {column} END"
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
     return atomic.write_bytes(path, data)
 
@@ -63,11 +94,11 @@ def write_json(path: Path, obj: Any) -> Path:
 
 
 def write_gaps_csv(reader: pa.RecordBatchReader, path: Path) -> int:
-    """Stream the gaps table to CSV (all of it; the report shows only the first rows)."""
+    """Stream the gaps table to CSV (all of it; the report shows only the first rows), formulas inert (guard_batch)."""
     n = 0
     with atomic.replacing(path) as tmp, pacsv.CSVWriter(tmp, reader.schema) as w:
         for batch in reader:
-            w.write_batch(batch)
+            w.write_batch(guard_batch(batch))
             n += batch.num_rows
     return n
 

