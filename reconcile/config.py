@@ -95,6 +95,9 @@ class DlqConfig:
     # sized to the queue (dlq.visibility_for). 0 reads a sample: the queue hands back the same ten messages.
     visibility_timeout: int | None = None
     empty_receives: int = 3
+    # Long polling (ReceiveMessage WaitTimeSeconds): SQS then asks all of its servers, where a short poll (0) asks a
+    # sample and can come back empty from a queue that holds messages; each of the last, empty receives waits this long.
+    wait_seconds: int = 1
     accept_redrive_risk: bool = False  # read a queue that has its own redrive policy (receives count toward it)
     kinesis_target: str = ":kinesis:"  # TARGET_ARN containing this marks a Kinesis-target failure
 
@@ -283,6 +286,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
                                                          "(\":kinesis:\"); empty would call every DLQ message a "
                                                          "Kinesis failure"),
     ("dlq", "empty_receives"): (lambda v: v >= 1, "a whole number of empty receives, 1 or more"),
+    ("dlq", "wait_seconds"): (lambda v: 0 <= v <= 20, "seconds from 0 to 20 (SQS's long-poll limit)"),
     ("metrics", "period"): (lambda v: v in (1, 5, 10, 30) or (v > 0 and v % 60 == 0),
                             "seconds CloudWatch accepts: 1, 5, 10, 30 or a multiple of 60"),
     ("match", "tolerance_seconds"): (lambda v: v >= 0, "seconds, 0 or more"),

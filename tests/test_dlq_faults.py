@@ -248,3 +248,69 @@ def test_an_archive_whose_writer_stopped_before_the_window_ended_is_incomplete(t
     # ... but it holds no message dead-lettered after 00:05: the run holds the losses after the bus of events whose
     # retries may have gone on past it (queries/rules.sql beyond_dlq, tests/test_rules.py)
     assert dlq.reach(morning.details) == WINDOW.end + timedelta(minutes=5)
+
+
+class _SamplingSqs:
+    """SQS as AWS documents its short polling, in front of moto: a ReceiveMessage with WaitTimeSeconds 0 asks only a
+    sample of the servers and, for a small queue, "you might not receive any messages in a particular
+    ReceiveMessage response" (here: never); the queue's counts are approximate and lag new messages (here: 0 until
+    a receive went through). Long polls and every other call go through to moto as they are."""
+
+    def __init__(self, moto_endpoint: str):
+        import threading
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                action = self.headers.get("X-Amz-Target", "").split(".")[-1]
+                if action == "ReceiveMessage" and not json.loads(body).get("WaitTimeSeconds"):
+                    answer = b"{}"  # the sampled servers held none of the messages
+                else:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                    request = urllib.request.Request(moto_endpoint + self.path, body, headers, method="POST")
+                    answer = urllib.request.urlopen(request, timeout=30).read()
+                    if action == "GetQueueAttributes" and not received:
+                        doc = json.loads(answer)
+                        doc["Attributes"]["ApproximateNumberOfMessages"] = "0"  # not caught up with the sends
+                        answer = json.dumps(doc).encode()
+                    if action == "ReceiveMessage":
+                        received.append(True)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        received: list[bool] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_queue_is_long_polled_so_an_empty_answer_means_empty(aws_cfg):
+    """Short polling samples SQS's servers and may answer empty while the queue holds messages; with counts that lag
+    too, three empty short polls would prove an empty DLQ that is not. The read long-polls ([dlq] wait_seconds,
+    every server asked): it reads every message."""
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:4])])
+    proxy = _SamplingSqs(aws_cfg.endpoint_url)
+    try:
+        sampled = replace(aws_cfg, endpoint_url=proxy.endpoint)
+        assert DlqConfig().wait_seconds == 1
+        res = dlq.read(DlqConfig(queue_url=url), WINDOW, sampled)
+        assert res.complete and res.records == 4 and res.details["coverage"] == "read 4 of ~0"
+        short = dlq.read(DlqConfig(queue_url=url, wait_seconds=0), WINDOW, sampled)  # the counts have caught up
+        assert (short.complete, short.records) == (False, 0)
+    finally:
+        proxy.close()
+    assert queue_count(sqs, url) == 4
