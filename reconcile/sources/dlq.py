@@ -246,7 +246,8 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                 # a signal between the receive and the record of its handles would leave messages hidden
                 with interrupt.deferred():
                     msgs = sqs.receive_message(
-                        QueueUrl=url, MaxNumberOfMessages=BATCH, VisibilityTimeout=timeout, WaitTimeSeconds=cfg.wait_seconds,
+                        QueueUrl=url, MaxNumberOfMessages=BATCH, VisibilityTimeout=timeout,
+                        WaitTimeSeconds=cfg.wait_seconds,  # long polling: every server asked (config.DlqConfig)
                         MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
                     ).get("Messages", [])
                     receives += 1
