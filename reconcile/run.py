@@ -238,6 +238,8 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:
         state.record(window, s, location or out_dir.resolve(), pending, settlements)  # found from any folder
         history = jsonable(state.history())
+        if summary.fold_carried(s, settlements.to_pylist(), history, cfg):
+            state.restate(window, s)
         outputs.write_json(folder.history, history)
         return history
 
@@ -259,8 +261,9 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
     network: `reconcile verify` calls it on a run's evidence alone (runfolder.rendering_from), into a temp dir, and
     compares.
 
-    `record(summary, pending, settlements)` records the run in a state and returns the history to show (instead of
-    `job.history`, a history saved by an earlier run: evidence/history.json).
+    `record(summary, pending, settlements)` records the run in a state, folds the losses it settled into its status
+    (summary.fold_carried) and returns the history to show (instead of `job.history`, a history saved by an earlier
+    run: evidence/history.json).
     """
     cfg, window, results, history = job.cfg, job.window, job.results, job.history
     e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine, recovered.read_evidence(job.evidence),
@@ -277,9 +280,11 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
         gap_dicts, s["gaps"]["groups"] = report.gap_sample(e.batches("gaps", outputs.GAPS_ORDER))
         settlements = e.con.table("settlements").order("window_key, event_time, source_id").to_arrow_table()
         s["carried"] = carried_summary(settlements)
-        if record is not None:
+        if record is not None:  # records the run and folds the losses it settled into its status
             pending = execute_file(e.con, query_path("export/pending"), {}).order(outputs.VERDICTS_ORDER)
             history = record(s, pending.to_arrow_table(), settlements)
+        elif history is not None:  # a re-render (verify): the history the run recorded, folded in alike
+            summary.fold_carried(s, settlements.to_pylist(), history, cfg)
         if history is not None:
             s["history"] = history
     finally:

@@ -205,6 +205,11 @@ class State:
                 except duckdb.Error:
                     pass
 
+    def restate(self, window: Window, summary: dict[str, Any]) -> None:
+        """The status `record` wrote for this window's run, as it stands after the history (summary.fold_carried)."""
+        self.con.execute("UPDATE runs SET status = ?, exit_code = ? WHERE window_key = ?",
+                         [summary["status"], summary["exit_code"], window.key])
+
     def commit(self) -> None:
         """Make the run `record` wrote part of the state."""
         self.con.execute("COMMIT")

@@ -83,6 +83,25 @@ def status_of(inputs: list[dict], hops: list[dict], pending: int) -> str:
     return "clean"
 
 
+def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict], cfg: Config) -> bool:
+    """Losses this run settled for earlier windows' pending events are those windows' losses: where they leave a
+    window's hop (its figures with every settlement folded in: `history`, queries/state/history.sql) over the hop's
+    threshold, the run's status is `loss`, as an incomplete read still outranks it. Otherwise a day's losses after
+    the bus, nearly all pending when the day is first judged (the retry horizon), would never reach an exit code.
+    Sets `carried.over_threshold` (each such window and hop) and returns whether the status changed."""
+    hop_of = emission.loss_hops()
+    touched = {(r["window_key"], hop_of[r["verdict"]]) for r in settlements if r["verdict"] in hop_of}
+    over = [{"window_key": h["window_key"], "hop": h["hop"], "in": h["in"], "lost": h["lost"],
+             "loss_rate": round(h["loss_rate"], 8), "threshold": getattr(cfg.thresholds, h["hop"])}
+            for h in history if (h["window_key"], h["hop"]) in touched]
+    over = [h for h in over if h["lost"] > 0 and h["loss_rate"] > h["threshold"]]
+    s["carried"]["over_threshold"] = over
+    if not over or s["status"] not in ("clean", "pending"):
+        return False
+    s["status"], s["exit_code"] = "loss", EXIT["loss"]
+    return True
+
+
 def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, window: Window, *,
           orphans: int, unlogged: int, gaps: int, generated_at: datetime) -> dict[str, Any]:
     verdicts = {v: 0 for v in VERDICTS}

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import orjson
 import pytest
+from bs4 import BeautifulSoup
 from click.testing import CliRunner
 
 from reconcile.cli import main
@@ -39,6 +40,31 @@ def test_day2_settles_day1_pending_and_rerun_changes_nothing(tmp_path):
         assert history(st) == after_day2
         day2(tmp_path, st)  # and day 2 again: no double count
         assert history(st) == after_day2
+
+
+def test_a_loss_settled_for_an_earlier_window_over_its_budget_makes_the_run_exit_2(tmp_path):
+    """E, pending on day 1, never lands: day 2 settles it lost after the bus. Day 1's bus_to_sink, with it folded in,
+    is over its budget; day 2's own window is clean, but the run that found the loss exits 2 (and the state says so),
+    or a day's losses after the bus, pending when it is first judged, would never reach an exit code. Within the
+    budget, day 2 stays clean; a re-render (verify) gives the same status."""
+    with State.open(tmp_path / "state.duckdb") as st:
+        day1(tmp_path, st)
+        s2 = day2(tmp_path, st, e_lands=False)
+        assert [h["lost"] for h in s2["hops"]] == [0, 0] and s2["carried"]["by_verdict"] == {"lost_after_bus": 1}
+        assert (s2["status"], s2["exit_code"]) == ("loss", 2)
+        assert s2["carried"]["over_threshold"] == [{"window_key": s2["history"][0]["window_key"], "hop": "bus_to_sink",
+                                                    "in": 10, "lost": 3, "loss_rate": 0.3, "threshold": 0.0}]
+        assert st.con.execute("SELECT status, exit_code FROM runs ORDER BY window_start").fetchall() == [
+            ("loss", 2), ("loss", 2)]
+    assert orjson.loads((tmp_path / "day2" / "summary.json").read_bytes())["status"] == "loss"
+    shown = BeautifulSoup((tmp_path / "day2" / "report.html").read_text(), "html.parser").select_one("p.carried-over")
+    assert " ".join(shown.get_text(" ").split()).endswith("over budget: 20261123T000000Z-20261124T000000Z bus → sink "
+                                                           "3 lost of 10 ( 30.000 % , budget 0.000 % ).")
+    assert CliRunner().invoke(main, ["verify", str(tmp_path / "day2")]).exit_code == 0
+    with State.open(tmp_path / "within.duckdb") as st:  # a budget the day's losses stay within
+        day1(tmp_path, st)
+        s2 = day2(tmp_path, st, e_lands=False, bus_to_sink=0.5)
+    assert (s2["status"], s2["carried"]["over_threshold"]) == ("clean", [])
 
 
 def test_a_carried_loss_before_the_bus_log_a_run_read_says_it_may_have_reached_the_bus(tmp_path):

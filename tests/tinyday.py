@@ -199,10 +199,10 @@ def day_results(zendesk, bus, sink, dlq):
     return out
 
 
-def run_window(tmp_path, st, start, results, name, end=None):
+def run_window(tmp_path, st, start, results, name, end=None, **thresholds):
     """The window [start, `end` or a day later) judged as of two hours after its end, with the state's carried
     events (the sink read back to them, as a run reads it: `results` hold what that read finds)."""
-    cfg = config.build(None, CONFIG)
+    cfg = config.build(None, CONFIG | ({"thresholds": thresholds} if thresholds else {}))
     end = end or start + timedelta(days=1)
     window, carried = job.with_state(job.window_from(cfg, start, end, end + timedelta(hours=2)), st)
     out = tmp_path / name
@@ -215,7 +215,7 @@ def day1(tmp_path, st):
     return run_window(tmp_path, st, DAY, day_results(ZENDESK, BUS, SINK, DLQ), "day1")
 
 
-def day2(tmp_path, st, sink_read_whole=True, e_lands=True):
+def day2(tmp_path, st, sink_read_whole=True, e_lands=True, **thresholds):
     # E (z5, pending on day 1) lands in the sink at 01:00 the next day; D (z4) was already judged lost. With
     # `sink_read_whole` false, the sink file holding E's row could not be read: the row is missing, the sink incomplete.
     # With `e_lands` false, E never lands: the sink, read whole, settles it lost.
@@ -227,4 +227,4 @@ def day2(tmp_path, st, sink_read_whole=True, e_lands=True):
                           [])
     if not sink_read_whole:
         results["sink"] = replace(results["sink"], complete=False, problems=["part-00007.parquet: unreadable"])
-    return run_window(tmp_path, st, DAY2, results, "day2")
+    return run_window(tmp_path, st, DAY2, results, "day2", **thresholds)
