@@ -439,14 +439,73 @@ def test_without_a_commit_log_a_data_file_of_a_format_not_read_makes_the_sink_in
     assert sink.read(SinkConfig(uri=str(root)), DAY, LOCAL).complete
 
 
-def test_uri_below_the_commit_log_warns_and_uses_the_log(tmp_path):
+def test_uri_below_the_commit_log_uses_the_log_and_is_incomplete_without_the_rest_of_the_range(tmp_path):
+    """[sink] uri set to one day's folder below Spark's output: its commit log (above) is applied, and the committed
+    files it lists in the read range's other partitions -- the events of the 23rd (UTC) the job wrote under
+    dt=2026-11-22 in New York -- were never listed: the read is incomplete and names the folder to set."""
     root = spark_copy(tmp_path, "parquet")
     (root / "dt=2026-11-23" / "hr=10" / "part-00001-0f0f0f0f-0000-4000-8000-leftover0000.c000.snappy.parquet") \
         .write_bytes(b"")
     res = sink.read(SinkConfig(uri=str(root / "dt=2026-11-23")), DAY, LOCAL)
-    assert res.complete and res.details["commit_log"] and res.details["leftover_files"] == 1
+    assert res.details["commit_log"] and res.details["leftover_files"] == 1
     assert any("is below Spark's output folder" in p and str(root) in p for p in res.problems)
     assert len(res.ledger) == 12  # the four batches written on the 23rd in New York
+    assert not res.complete and res.details["committed_outside_uri"] == 1
+    assert any("dt=2026-11-22/hr=19/" in p and "are outside [sink] uri" in p and f"Set [sink] uri = {root} " in p
+               for p in res.problems), res.problems
+    assert sink.read(SinkConfig(uri=str(root)), DAY, LOCAL).records == 15
+
+
+def test_a_parquet_file_whose_footer_miscounts_its_rows_is_a_reject_not_a_crash(tmp_path):
+    """One flipped bit in a committed file's footer (FileMetaData.num_rows of Spark's hr=05 file: -4, its row group
+    still 3): the file is rejected and the read incomplete, not the whole run failed on a table of uneven columns."""
+    root = spark_copy(tmp_path, "parquet")
+    f = next(root.glob("dt=2026-11-23/hr=05/*.parquet"))
+    data = bytearray(f.read_bytes())
+    data[1287] ^= 1
+    f.write_bytes(bytes(data))
+    meta = pq.ParquetFile(f).metadata
+    assert (meta.num_rows, meta.row_group(0).num_rows) == (-4, 3)  # the damage this test is about
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    assert not res.complete and res.records == 12 and res.rejected == 1
+    reject = res.rejects.to_pylist()[0]
+    assert "the footer is damaged" in reject["reason"] and f.name in reject["source_ref"]
+
+
+def test_a_folder_above_the_uri_that_cannot_be_looked_into_may_hold_the_commit_log(tmp_path):
+    """Looking above the uri for `_spark_metadata` failed (an IAM policy that lets the job list only the uri's
+    prefix, or a store failing past its retries): a log there is not ruled out, so the read cannot say which files
+    are committed (sparklog.LogUnknown, which the sink turns into an incomplete read naming the folder)."""
+    import pyarrow.fs as pafs
+    from reconcile.sources import sparklog
+
+    class Denied(pafs.FileSystemHandler):  # the local files, with the log folder's listing refused as S3 refuses it
+        def __init__(self):
+            self.fs = pafs.LocalFileSystem()
+
+        def get_type_name(self):
+            return "denied"
+
+        def get_file_info(self, paths):
+            if any(p.endswith(sparklog.FOLDER) for p in paths):
+                raise OSError("When getting information for key '_spark_metadata': AWS Error ACCESS_DENIED")
+            return self.fs.get_file_info(paths)
+
+        def get_file_info_selector(self, selector):
+            return self.fs.get_file_info(selector)
+
+        def normalize_path(self, path):
+            return path
+
+    for name in Denied.__abstractmethods__:  # writes and opens: never called by find()
+        setattr(Denied, name, lambda self, *a, **k: pytest.fail("find() only looks"))
+    Denied.__abstractmethods__ = frozenset()
+    root = spark_copy(tmp_path, "parquet")
+    fs = pafs.PyFileSystem(Denied())
+    below = str(root / "dt=2026-11-23")
+    with pytest.raises(sparklog.LogUnknown, match="Could not look for Spark's commit log in .*ACCESS_DENIED"):
+        sparklog.find(fs, below, fs.get_file_info(pafs.FileSelector(below, recursive=True)))
+    assert sparklog.find(pafs.LocalFileSystem(), below, []) is not None  # where it can look: found
 
 
 def test_uri_above_the_output_folder_is_no_read_without_the_commit_log(tmp_path):

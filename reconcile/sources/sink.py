@@ -78,7 +78,12 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     tz = zone(cfg.partition_time_zone)
     fs, root, files = list_files(cfg.uri, aws, f"Spark output {cfg.uri}", "[sink] uri")
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
-    found = sparklog.find(fs, root, files)
+    try:
+        found, looked = sparklog.find(fs, root, files), None
+    except sparklog.LogUnknown as e:  # a folder above that could not be looked into: a log there is not ruled out
+        found, looked = None, (f"{e}: which files Spark committed is unknown, and every file would count as "
+                               f"committed. Allow listing there, set [sink] uri to Spark's output folder, or set "
+                               f"[sink] honour_commit_log = false.")
     log = sparklog.read(fs, found[0], found[1], scheme) if found else None
     notes = []
     # A commit log no read applies: every file would count as committed (sink_copies), whatever the log says of it
@@ -102,6 +107,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         notes.append(f"[sink] uri {cfg.uri} is below Spark's output folder {scheme + found[0]}: read its commit log "
                      f"{log.folder} from there. Set [sink] uri = {scheme + found[0]} to read the whole output.")
         logger.warning("%s", notes[-1])
+    if looked is not None:
+        unapplied.append(looked)
 
     # Partition values come from the Spark job's session time zone; read a day more on each side so that a zone set
     # wrong (or a job that partitions by another clock) can never prune an in-window row away.
@@ -128,12 +135,13 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         listed.append(f)
     # Committed files the listing lacks (a lifecycle rule, a partial copy, a delete): their rows are missing, and
     # Spark's own readers fail on such a log. Those in partitions outside the window do not matter here.
-    missing = []
+    # Those outside a uri set below the output folder were never listed: their rows are as missing from this read.
+    missing, outside_uri = [], []
     for entry, rel in log.unlisted(every) if log else []:
         below_uri = not posixpath.relpath(posixpath.join(log.root, rel), root).startswith("..")
         # its partition read off the whole entry (its short name may lack the dt= folder when depths differ)
-        if below_uri and not _pruned(entry.split("/")[:-1], tz, lo, hi):
-            missing.append(rel)
+        if not _pruned(entry.split("/")[:-1], tz, lo, hi):
+            (missing if below_uri else outside_uri).append(rel)
     in_log = log.lists([posixpath.relpath(f.path, log.root) for f in listed]) if log else [None] * len(listed)
     # A committed file of another size than Spark recorded was cut or rewritten after the commit: rows may be gone
     # that its remaining bytes do not show (a JSON file cut at a line end reads whole, and so does a rewrite).
@@ -202,6 +210,11 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
                         f"the listing of {cfg.uri} (first: {missing[0]}): their rows are missing from the sink, and "
                         f"Spark's own readers fail on this output. Check the bucket (a lifecycle rule, a partial "
                         f"copy or a delete?).")
+    if outside_uri:
+        problems.append(f"{len(outside_uri):,} file(s) Spark's commit log ({log.folder}) lists as committed, in "
+                        f"partitions the window's read range covers, are outside [sink] uri {cfg.uri} (first: "
+                        f"{outside_uri[0]}): their rows were not read. Set [sink] uri = {scheme + log.root} (the "
+                        f"partitions outside the read range are skipped without being read).")
     fingerprints += log.fingerprints if log else []
     details = {
         "format": cfg.format, "uri": cfg.uri, "files": len(data), "records": out_ledger.rows, "rejected": rej.num_rows,
@@ -211,6 +224,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         "uncommitted_files": [f.where for f in data if f.committed is False],
         "leftover_files": len(leftovers), "leftover_names": leftovers[:LEFTOVERS_SHOWN],
         "committed_missing": len(missing), "committed_missing_names": missing[:LEFTOVERS_SHOWN],
+        "committed_outside_uri": len(outside_uri),
         "committed_resized": len(resized), "committed_resized_names": [r[0] for r in resized[:LEFTOVERS_SHOWN]],
         "committed_not_read": len(unread),
         "id": f"path {cfg.id_path}" if cfg.id_path else f"column {cfg.id_column}",
@@ -400,12 +414,17 @@ def _read_parquet(fh, f: _File, cfg: SinkConfig):
     schema = pf.schema_arrow
     names = schema.names
     n = pf.metadata.num_rows
+    groups = sum(pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups))
+    if n != groups or n < 0:  # a damaged footer: which count is true is unknown (the read's error makes it a reject)
+        raise pa.ArrowInvalid(f"its footer says {n:,} rows and its row groups {groups:,}: the footer is damaged")
     if "data" not in names:
         return {"n": n, "data": None}, (f"column 'data' not found in {f.where} (columns: {', '.join(names)}); the "
                                         f"schema changed. Check the Spark job's output schema")
     types = {c: schema.field(c).type for c in names}
     want = [c for c in ("data", cfg.id_column, "sequenceNumber", "approximateArrivalTimestamp") if c in names]
     t = pf.read(columns=list(dict.fromkeys(want)), use_threads=False)
+    if t.num_rows != n:
+        raise pa.ArrowInvalid(f"its footer says {n:,} rows and {t.num_rows:,} were read: the file is damaged")
     cols = {"n": n, "data": t["data"]}
     if not _is(types["data"], *_TEXT):
         return cols, _drifted(f.where, "data", types["data"], "binary or string (the Kinesis record)",

@@ -146,8 +146,14 @@ GROUP BY path HAVING arg_max(action, file_no * 4294967296 + line_no) = 'add'
 """
 
 
+class LogUnknown(Exception):
+    """A folder above the uri could not be looked into for a commit log (denied, or the store failed)."""
+
+
 def find(fs: pafs.FileSystem, root: str, files: list[pafs.FileInfo]) -> tuple[str, list[pafs.FileInfo]] | None:
-    """(the output folder, its log files) when `root` or a folder above it holds `_spark_metadata`, else None."""
+    """(the output folder, its log files) when `root` or a folder above it holds `_spark_metadata`, else None (no
+    such folder up to the bucket). Raises LogUnknown when a folder could not be looked into: an IAM policy that lets
+    the job list only the uri's prefix, or a store failing past its retries, is no proof that there is no log."""
     meta = [f for f in files if posixpath.relpath(f.path, root).split("/")[0] == FOLDER]
     if meta:
         return root, meta
@@ -162,8 +168,8 @@ def find(fs: pafs.FileSystem, root: str, files: list[pafs.FileInfo]) -> tuple[st
             if info.type != pafs.FileType.Directory:
                 continue
             listed = fs.get_file_info(pafs.FileSelector(posixpath.join(up, FOLDER)))
-        except OSError:
-            return None  # a bucket root or a folder we may not list: no log to find there
+        except OSError as e:
+            raise LogUnknown(f"Could not look for Spark's commit log in {posixpath.join(up, FOLDER)} ({e})") from e
         return up, [f for f in listed if f.type == pafs.FileType.File]
     return None
 
