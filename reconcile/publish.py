@@ -195,4 +195,11 @@ def unpack(archive: Path, dest: Path) -> Path:
     found = sorted(p.parent for p in dest.rglob(MANIFEST))
     if not found:
         raise NotARun(f"{archive} holds no {MANIFEST}: it is not a run's bundle.")
+    # --bundle packs one run's folder and nothing else: more beside it (another run sorting first, say) would let a
+    # genuine run vouch for an archive whose other files were never verified
+    top = sorted(p.name for p in dest.iterdir())
+    if len(found) > 1 or found[0].parent != dest or len(top) != 1:
+        raise VerifyError(f"{archive} holds more than one run's folder (top level: {', '.join(top[:5])}; "
+                          f"{MANIFEST} in {len(found)} folder(s)): a bundle from --bundle holds exactly one. Verify "
+                          f"each run's own bundle or folder.")
     return found[0]

@@ -363,6 +363,25 @@ def test_a_bundle_archive_verifies_and_packs_reproducibly(tmp_path):
     assert result.exit_code == 5 and "Error:" in result.output
 
 
+def test_a_bundle_holding_more_than_one_run_is_refused(tmp_path):
+    """A genuine run packed beside another folder (a tampered run sorting after it): verify would prove the genuine one
+    and say the archive matches. A bundle holds exactly one run's folder, or it is refused as differing (exit 5)."""
+    import tarfile
+
+    produce(tmp_path / "a-genuine")
+    produce(tmp_path / "tampered")
+    summary = tmp_path / "tampered" / "summary.json"
+    summary.write_bytes(summary.read_bytes().replace(b'"status": "loss"', b'"status": "clean"'))
+    archive = tmp_path / "both.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("a-genuine", "tampered"):
+            tar.add(tmp_path / name, arcname=name)
+    result = CliRunner().invoke(main, ["verify", str(archive)])
+    assert result.exit_code == 5 and "holds more than one run's folder" in result.output, result.output
+    assert CliRunner().invoke(main, ["verify", str(publish.pack(tmp_path / "a-genuine", tmp_path / "one.tar.gz"))]) \
+        .exit_code == 0
+
+
 def test_run_publishes_to_s3_and_packs_a_bundle(tmp_path, aws_cfg):
     s3 = make_client("s3", aws_cfg)
     s3.create_bucket(Bucket="audit")
