@@ -11,8 +11,10 @@
 -- (recovery_lag_s) like this window's events. A loss (a verdict with a loss hop) rests on what the stores do not
 -- hold: when a store the loss rests on was not read whole ($unsettled_<hop>, completeness.unsettled), the sink was
 -- not read back to the event ($sink_read_start: [window] carry_back), or (a loss before the bus) the event is newer
--- than where the bus log read ends (beyond_bus_log), a carried event found lost stays pending (`held`: the state
--- carries it again), while what the stores do hold settles it as usual.
+-- than where the bus log read ends (beyond_bus_log) or older than where it starts while within the retry horizon, a
+-- carried event found lost stays pending (`held`: the state carries it again), while what the stores do hold settles
+-- it as usual. An unpaired carried event whose connector sequence is now complete without it (`seq_done`) is
+-- `not_emitted`, as verdicts.sql judges the window's events.
 CREATE OR REPLACE TABLE settlements AS
 WITH kept AS (
     -- a state written before the emission was kept (5ecc4fc) gives none: the model's, as the run that held it had it
@@ -84,6 +86,19 @@ WITH kept AS (
     UNION ALL SELECT * FROM composite
     UNION ALL SELECT * FROM copy_links('composite', 'copies')
     UNION ALL SELECT * FROM sequenced
+), seq_done AS (
+    -- a carried event its connector sequence left unpaired (a sequence id, no position: sequences.sql): the sequence
+    -- is complete without it when each of its positions 1..total holds an id another event took (an earlier run's
+    -- link or claim, this run's hop A, another carried event's link), as seq_units' `complete` is for the window's
+    SELECT c.source_id, max(b.sequence_total) AS total
+    FROM open c
+    JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position BETWEEN 1 AND b.sequence_total
+    WHERE c.sequence_position IS NULL
+      AND EXISTS (SELECT 1 FROM (SELECT source_id, eb_id FROM taken UNION ALL SELECT source_id, eb_id FROM links) o
+                  WHERE o.eb_id = b.eb_id AND o.source_id <> c.source_id)
+    GROUP BY c.source_id
+    HAVING min(b.sequence_total) = max(b.sequence_total) AND max(b.sequence_total) <= 10000
+       AND count(DISTINCT b.sequence_position) = max(b.sequence_total)
 ), facts AS (
     SELECT * FROM bus_facts('links', 'near')
 ), judged AS (
@@ -92,22 +107,30 @@ WITH kept AS (
            verdict_of(f.source_id IS NOT NULL OR c.eb_id IS NOT NULL, coalesce(f.sink_rows, 0),
                       coalesce(f.dlq_kinesis, 0), $as_of - c.event_time, $hop_a_grace, $horizon,
                       emission := c.emission, sequence_position := c.sequence_position,
-                      since_recovery := $as_of - f.recovery_sent_at,
+                      sequence_complete := d.source_id IS NOT NULL, since_recovery := $as_of - f.recovery_sent_at,
                       landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
            f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind,
            only_outside_log(f.sink_rows, f.uncommitted_rows, $outside_log) AS outside_log,
            f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
-           c.emission
+           c.emission, c.sequence_id, d.total AS sequence_total
     FROM kept c
     LEFT JOIN facts f USING (source_id)
+    LEFT JOIN seq_done d USING (source_id)
 ), held AS (
     SELECT j.*, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread,
-                                             beyond_bus_log(event_time, r.reach, r.newest, $hop_a_grace)),
+                                             beyond_bus_log(event_time, r.reach, r.newest, $hop_a_grace),
+                                             before_bus_read),
                              coalesce($unsettled_bus_to_sink, unread,
                                       beyond_dlq(found, event_time, $dlq_reach, $horizon, $dlq_in_part))) AS held_by
     FROM (SELECT *, CASE WHEN event_time < $sink_read_start
-                         THEN 'the sink was not read back to it ([window] carry_back)' END AS unread FROM judged) j
+                         THEN 'the sink was not read back to it ([window] carry_back)' END AS unread,
+                    -- not on the bus as far as this run reads it back, and still within EventBridge's retries: it
+                    -- may be on the bus, and land yet (past the horizon it is a loss either way: the cause below)
+                    CASE WHEN event_time < $bus_read_start AND $as_of - event_time < $horizon
+                         THEN 'this run reads the bus log from ' || strftime($bus_read_start, '%Y-%m-%dT%H:%M:%SZ')
+                              || ', after it, and it is within the retry horizon' END AS before_bus_read
+          FROM judged) j
     CROSS JOIN bus_log_reach r
 )
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict,
@@ -120,6 +143,7 @@ SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(f
                  || strftime($bus_read_start, '%Y-%m-%dT%H:%M:%SZ') || ', after it: it may have reached the bus (lost '
                  || 'after it then)'
             ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
+                          sequence_id := sequence_id, sequence_total := sequence_total,
                           recovery_how := recovery_how, outside_log := outside_log,
                           landed_after_recovery := landed_after(recovery_sent_at, sink_at)) END AS cause,
        recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s,

@@ -372,3 +372,16 @@ def test_a_bus_log_read_that_ends_early_holds_the_losses_after_its_end(tmp_path)
     quiet = judge(tmp_path / "quiet", zd[:4], bus, sink[:2], [])
     assert [v for s, v in table(quiet, "verdicts", ["source_id", "verdict"]) if s in ("2", "4")] == \
         ["lost_before_bus", "lost_before_bus"]
+
+
+def test_a_carried_event_older_than_the_bus_log_read_is_held_within_the_retry_horizon(tmp_path):
+    """A carried comment (23:00 yesterday) that no sink or DLQ holds, judged by a run that reads the bus log only from
+    05:00: whether it reached the bus is unknown, and within EventBridge's retry horizon it may land yet -- held, not
+    lost. Past the horizon it is a loss either way, at a hop this run cannot tell (its cause says so)."""
+    later = dict(bus_read_start=DAY + timedelta(hours=5), as_of=DAY + timedelta(hours=12))
+    within = settle(tmp_path / "within", ["71"], [], [], horizon=timedelta(hours=25), **later)
+    assert within["71"] == ("pending", None, "would be lost_before_bus, but this run reads the bus log from "
+                                             "2026-11-23T05:00:00Z, after it, and it is within the retry horizon: "
+                                             "judged again by the next run")
+    past = settle(tmp_path / "past", ["71"], [], [], horizon=timedelta(hours=3), **later)
+    assert past["71"][0] == "lost_before_bus" and "it may have reached the bus (lost after it then)" in past["71"][2]

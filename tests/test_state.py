@@ -150,6 +150,32 @@ def test_a_held_event_paired_with_a_sequence_position_settles_by_it(tmp_path):
             ("zendesk_to_bus", 2, 2, 0, 0), ("bus_to_sink", 2, 2, 0, 0)]
 
 
+def test_a_carried_event_its_sequence_completes_without_is_not_emitted(tmp_path):
+    """Ticket 8's update at 23:58 made a Comment (81), a status change (82) and a priority change (83); the connector
+    sent two events, Comment Created and Priority Changed (no Status Changed). Day 1's bus log, read in part, holds
+    only the first: 82 and 83 are held. Day 2 reads both: 83 is delivered, and sequence S8 is complete without 82,
+    which is not emitted -- what one pass over the same stores says -- not lost before the bus."""
+    from dataclasses import replace
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, z
+    zd = [z(81, 8, "Comment", "23:58:00", 800), z(82, 8, "Change:status", "23:58:00", 800),
+          z(83, 8, "Change:priority", "23:58:00", 800)]
+    c = legacy("C8", 8, "Comment Created", "23:58:00.2", 1, sequence_id="S8", sequence_total=2)
+    p = legacy("P8", 8, "Priority Changed", "23:58:00.3", 2, sequence_id="S8", sequence_total=2)
+    bus = [dict(e, observed_at=e["event_time"]) for e in (c, p)]
+    sink = [dict(e, observed_at=e["event_time"], sequence_number=str(n), committed=True) for n, e in ((1, c), (2, p))]
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results(zd, bus[:1], sink[:1], [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        s1 = run_window(tmp_path, st, DAY, first, "day1")
+        assert s1["verdicts"]["pending"] == 2 and s1["hops"][0]["held"] == 2
+        s2 = run_window(tmp_path, st, DAY2, day_results([], bus, sink, []), "day2")
+    assert [(r["source_id"], r["verdict"], r["cause"]) for r in s2["carried"]["events_shown"]] == [
+        ("82", "not_emitted", "sequence S8 (2 events) is complete without it"), ("83", "delivered", None)]
+    one_pass = run_window(tmp_path, None, DAY, day_results(zd, bus, sink, []), "one-pass")
+    assert one_pass["verdicts"]["not_emitted"] == 1 and one_pass["verdicts"]["delivered"] == 2
+
+
 def test_an_id_a_carried_event_took_by_its_kind_is_not_also_taken_by_position(tmp_path):
     """Held on day 1: 42 (a priority change, paired with position 2 of S) and 43 (a Comment, position 3). Day 2 finds
     only position 2, a Comment Created (the connector numbered them otherwise): 43 takes it by kind and time, so 42
