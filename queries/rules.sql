@@ -284,7 +284,7 @@ CREATE OR REPLACE MACRO landed_at(observed_at, committed, outside_log) AS
 CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_grace, horizon,
                                    excluded := false, emission := NULL, sequence_position := NULL,
                                    sequence_complete := NULL, since_recovery := NULL,
-                                   landed_after_recovery := false) AS
+                                   landed_after_recovery := false, by_position := false) AS
     CASE
         WHEN excluded THEN 'excluded'
         WHEN NOT linked AND emission = 'none' THEN 'not_emitted'
@@ -295,6 +295,9 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
         WHEN sink_rows > 0 AND landed_after_recovery THEN 'recovered'
         WHEN sink_rows > 1 THEN 'duplicated'
         WHEN sink_rows = 1 THEN 'delivered'
+        -- linked only by a position its kind may or may not stand at (an unknown kind fits any type the model does
+        -- not know, and the connector sends events no API child stands for): that event's loss is not proven its own
+        WHEN by_position AND emission = 'unknown' THEN 'unverified'
         WHEN since_recovery < horizon THEN 'pending'  -- a recovery sent, not landed yet
         WHEN dlq_kinesis > 0 THEN 'dead_lettered'
         WHEN age < horizon THEN 'pending'
@@ -375,7 +378,11 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
             ELSE 'not in any AWS store' END
         WHEN 'unverified' THEN 'kind ' || model_kind || ' is not in the emission model: add a line to '
                                || '[match] emission_model (reconcile calibrate suggests one)'
-                               || CASE WHEN sequence_position IS NOT NULL
+                               || CASE WHEN sequence_position IS NOT NULL AND eb_id IS NOT NULL
+                                  THEN '. Paired by assumed order with position ' || sequence_position
+                                       || ' of sequence ' || sequence_id || ', on the bus and not in the sink: '
+                                       || 'whether that event is this one is not known'
+                                  WHEN sequence_position IS NOT NULL
                                   THEN '. Position ' || sequence_position || ' of sequence ' || sequence_id
                                        || ', where it would be, never reached any store: it, or an event no API '
                                        || 'child stands for, was lost' ELSE '' END

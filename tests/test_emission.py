@@ -264,6 +264,31 @@ def test_a_position_holding_another_kind_pairs_no_child_of_its_segment(tmp_path)
         e.close()
 
 
+def test_a_kind_the_model_does_not_know_takes_no_loss_by_its_assumed_position(tmp_path):
+    """One update: a comment and a change of a field the model does not know. The connector sent Comment Created (1/2)
+    and Attachment Linked to Comment (2/2), an event no API child stands for, which reached the bus and not the sink.
+    Paired in child order, the unknown child takes position 2 (an unknown kind fits any type the model does not know):
+    its link rests on an assumed order, so that event's loss is not proven the child's -- unverified, not lost after
+    the bus; the same pairing with the event in the sink stays delivered."""
+    zen = [z(711, 111, "Comment", "14:00:00", 11100), z(712, 111, "Change:foo_field", "14:00:00", 11100)]
+    c = seq("B1", 111, "Comment Created", "14:00:00.1", 1, 2, "S111")
+    a = seq("B2", 111, "Attachment Linked to Comment", "14:00:00.2", 2, 2, "S111")
+    bus = [obs(x, x["event_time"], source_id="log:" + x["eb_id"]) for x in (c, a)]
+    for sink, want in (([obs(c, "14:00:02", sequence_number="1", committed=True)], "unverified"),
+                       ([obs(x, "14:00:02", sequence_number=n, committed=True) for n, x in (("1", c), ("2", a))],
+                        "delivered")):
+        e = judge(tmp_path / want, zen, bus, sink, [])
+        try:
+            got = {r[0]: r[1:] for r in table(e, "verdicts", ["source_id", "verdict", "eb_id", "match_kind"])}
+            assert got == {"711": ("delivered", "B1", "composite"), "712": (want, "B2", "sequence")}
+            if want == "unverified":
+                assert dict(table(e, "verdicts", ["source_id", "cause"]))["712"].endswith(
+                    ". Paired by assumed order with position 2 of sequence S111, on the bus and not in the sink: "
+                    "whether that event is this one is not known")
+        finally:
+            e.close()
+
+
 def test_a_webhook_delivered_twice_is_one_event_under_two_ids(tmp_path):
     """A webhook's `id` is Zendesk's webhook event id (a UUID), not the API's child id, so webhook events match on
     the composite key. Webhooks can be delivered more than once (PIPELINE.md §1): two EventBridge ids with one webhook
