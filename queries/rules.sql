@@ -47,21 +47,23 @@ CREATE OR REPLACE MACRO position_kind_fits(present, b_type, s_kind, s_emission) 
                                                           WHERE bus_type IS NOT NULL), false);
 
 -- hop A, pairing: composite candidates (table `cand`: source_id, eb_id, ticket_id, kind, s_time, b_time, b_pos) made
--- one-to-one. A candidate that is the only one on both sides is 'composite'. The others are 'ambiguous'. A (ticket,
--- kind) group with as many events as ids, each the candidate of the one at its rank in time order, is paired in that
--- order: it pairs everything (and, in one dimension, with the least total distance). Any other group is paired with
--- their mutually nearest candidate in time (at whole seconds), the rest in time order; nearest first could take the id
--- an earlier event needs and leave two unpaired where time order pairs both. Pairing is one-to-one, so an ambiguous
--- group can never hide a loss.
--- time order within a (ticket, kind) group (`r`, from 1): of Zendesk events (table `t`: source_id, ticket_id, kind,
--- s_time) and of bus events (table `t`: eb_id, ticket_id, kind, b_time, b_pos) at the API's whole seconds
+-- one-to-one. A candidate that is the only one on both sides is 'composite'. The others are 'ambiguous', in groups:
+-- a (ticket, kind)'s candidates whose time spans (event to id, at whole seconds) overlap, one after another (`grp`:
+-- no candidate joins two groups, so an ambiguity on the ticket at another time leaves a group alone). A group with as
+-- many events as ids, each the candidate of the one at its rank in time order, is paired in that order: it pairs
+-- everything (and, in one dimension, with the least total distance). Any other group is paired with their mutually
+-- nearest candidate in time (at whole seconds), the rest in time order; nearest first could take the id an earlier
+-- event needs and leave two unpaired where time order pairs both. Pairing is one-to-one, so an ambiguous group can
+-- never hide a loss.
+-- time order within a group (`r`, from 1): of Zendesk events (table `t`: source_id, ticket_id, kind, grp, s_time) and
+-- of bus events (table `t`: eb_id, ticket_id, kind, grp, b_time, b_pos) at the API's whole seconds
 CREATE OR REPLACE MACRO events_in_time_order(t) AS TABLE
-SELECT *, row_number() OVER (PARTITION BY ticket_id, kind ORDER BY s_time, try_cast(source_id AS BIGINT), source_id)
-       AS r
+SELECT *, row_number() OVER (PARTITION BY ticket_id, kind, grp
+                             ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
 FROM query_table(t);
 CREATE OR REPLACE MACRO ids_in_time_order(t) AS TABLE
-SELECT *, row_number() OVER (PARTITION BY ticket_id, kind ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id)
-       AS r
+SELECT *, row_number() OVER (PARTITION BY ticket_id, kind, grp
+                             ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id) AS r
 FROM query_table(t);
 
 CREATE OR REPLACE MACRO pair_candidates(cand) AS TABLE
@@ -75,15 +77,26 @@ WITH c AS (
 ), unique_pairs AS (
     SELECT source_id, eb_id, 'composite' AS match_kind FROM c
     WHERE source_id NOT IN (SELECT source_id FROM multi_s) AND eb_id NOT IN (SELECT eb_id FROM multi_b)
-), all_amb AS (
+), spans AS (
     -- Distance at the API's resolution: audit times are whole seconds, bus times carry the fraction after it.
-    SELECT *, abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) AS d
+    SELECT *, abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) AS d,
+           least(s_time, date_trunc('second', b_time)) AS lo, greatest(s_time, date_trunc('second', b_time)) AS hi
     FROM c
     WHERE source_id IN (SELECT source_id FROM multi_s) OR eb_id IN (SELECT eb_id FROM multi_b)
+), all_amb AS (
+    -- a group starts where a candidate's span begins after every earlier one's has ended (an event's or an id's
+    -- candidates all span its time, so they are in one group)
+    SELECT * EXCLUDE (lo, hi, starts),
+           sum(starts) OVER (PARTITION BY ticket_id, kind ORDER BY lo, hi, source_id, eb_id
+                             ROWS UNBOUNDED PRECEDING) AS grp
+    FROM (SELECT *, coalesce(lo > max(hi) OVER (PARTITION BY ticket_id, kind ORDER BY lo, hi, source_id, eb_id
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false)::INTEGER
+                        AS starts
+          FROM spans)
 ), all_s AS (
-    SELECT DISTINCT source_id, ticket_id, kind, s_time FROM all_amb
+    SELECT DISTINCT source_id, ticket_id, kind, grp, s_time FROM all_amb
 ), all_b AS (
-    SELECT DISTINCT eb_id, ticket_id, kind, b_time, b_pos FROM all_amb
+    SELECT DISTINCT eb_id, ticket_id, kind, grp, b_time, b_pos FROM all_amb
 ), order_s AS (
     SELECT * FROM events_in_time_order('all_s')
 ), order_b AS (
@@ -91,14 +104,14 @@ WITH c AS (
 ), in_order AS (
     -- the groups whose events and ids pair whole in time order: as many of each (a rank without its other side joins
     -- no candidate), every rank pair a candidate
-    SELECT ticket_id, kind
+    SELECT ticket_id, kind, grp
     FROM order_s s
-    FULL JOIN order_b b USING (ticket_id, kind, r)
+    FULL JOIN order_b b USING (ticket_id, kind, grp, r)
     LEFT JOIN all_amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id
-    GROUP BY ticket_id, kind
+    GROUP BY ticket_id, kind, grp
     HAVING bool_and(a.source_id IS NOT NULL)
 ), amb AS (
-    SELECT * FROM all_amb WHERE (ticket_id, kind) NOT IN (SELECT (ticket_id, kind) FROM in_order)
+    SELECT * FROM all_amb WHERE (ticket_id, kind, grp) NOT IN (SELECT (ticket_id, kind, grp) FROM in_order)
 ), nearest AS (
     SELECT *,
            row_number() OVER (PARTITION BY source_id ORDER BY d, b_pos, eb_id) AS rank_for_s,
@@ -110,10 +123,10 @@ WITH c AS (
     -- each is the other's one nearest candidate: paired on time, whatever else in the group was lost
     SELECT source_id, eb_id FROM nearest WHERE rank_for_s = 1 AND rank_for_b = 1 AND ties_s = 1 AND ties_b = 1
 ), amb_s AS (
-    SELECT DISTINCT source_id, ticket_id, kind, s_time FROM amb
+    SELECT DISTINCT source_id, ticket_id, kind, grp, s_time FROM amb
     WHERE source_id NOT IN (SELECT source_id FROM mutual)
 ), amb_b AS (
-    SELECT DISTINCT eb_id, ticket_id, kind, b_time, b_pos FROM amb
+    SELECT DISTINCT eb_id, ticket_id, kind, grp, b_time, b_pos FROM amb
     WHERE eb_id NOT IN (SELECT eb_id FROM mutual)
 ), ranked_s AS (
     SELECT * FROM events_in_time_order('amb_s')
@@ -123,14 +136,14 @@ WITH c AS (
 SELECT * FROM unique_pairs
 UNION ALL
 SELECT s.source_id, b.eb_id, 'ambiguous'
-FROM order_s s JOIN order_b b USING (ticket_id, kind, r)
-WHERE (s.ticket_id, s.kind) IN (SELECT (ticket_id, kind) FROM in_order)
+FROM order_s s JOIN order_b b USING (ticket_id, kind, grp, r)
+WHERE (s.ticket_id, s.kind, s.grp) IN (SELECT (ticket_id, kind, grp) FROM in_order)
 UNION ALL
 SELECT source_id, eb_id, 'ambiguous' AS match_kind FROM mutual
 UNION ALL
 SELECT s.source_id, b.eb_id, 'ambiguous'
 FROM ranked_s s
-JOIN ranked_b b USING (ticket_id, kind, r)
+JOIN ranked_b b USING (ticket_id, kind, grp, r)
 JOIN amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id;
 
 -- hop A, composite pairing (table `cand`: pair_candidates' columns and `fits`, position_fits of the candidate) in two

@@ -269,6 +269,22 @@ def test_hop_a_pairs_a_group_in_time_order_when_that_pairs_everything(tmp_path):
     assert orphans == []
 
 
+def test_an_ambiguity_on_the_ticket_at_another_time_leaves_a_group_paired_in_time_order(tmp_path):
+    """The pair above (two comments 5 s apart, their bus events 4 and 9 s after each) and, 20 minutes later on the same
+    ticket, a comment with two candidates (its bus event and an extra id: another copy, or a comment not read). Taken
+    as one (ticket, kind) group, the far ambiguity sent the near pair to nearest-first pairing: a false loss before
+    the bus and an orphan. A group is the candidates whose time spans overlap: the near pair is paired in time order."""
+    zendesk = [z(31, 30, "Comment", "19:00:00", 3100), z(32, 30, "Comment", "19:00:05", 3200),
+               z(35, 30, "Comment", "19:20:00", 3500)]
+    near = [legacy("P", 30, "Comment Created", "19:00:04", 1), legacy("Q", 30, "Comment Created", "19:00:14", 1)]
+    far = [legacy("R", 30, "Comment Created", "19:20:01", 1), legacy("S", 30, "Comment Created", "19:20:02", 1)]
+    links, verdicts, orphans = hop_a_outcome(tmp_path, zendesk, near + far,
+                                             ("19:00:06", "19:00:16", "19:20:03", "19:20:04"))
+    assert links == [("31", "P", "ambiguous"), ("32", "Q", "ambiguous"), ("35", "R", "ambiguous")]
+    assert verdicts == {"31": "delivered", "32": "delivered", "35": "delivered"}
+    assert orphans == [("S",)]
+
+
 def test_hop_a_candidate_time_is_at_the_audit_s_second(tmp_path):
     """An audit's time is its whole second; the bus event came 10.4 s after that second began, so 9.4 s after an
     audit late in it: within the 10 s tolerance, a candidate (compared with the fraction, it was none: a false loss
