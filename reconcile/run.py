@@ -177,10 +177,12 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
         st = held.enter_context(State.open(state, cfg.aws)) if state is not None else None
         folder.reset()
         try:
-            return _execute(cfg, window, out_dir, folder.evidence, st, audience, progress, generated_at, location)
+            outcome = _execute(cfg, window, out_dir, folder.evidence, st, audience, progress, generated_at, location)
         except BaseException:
-            folder.discard_unfinished()
+            folder.discard_unfinished()  # the finished run it was replacing comes back
             raise
+        folder.drop_previous()
+        return outcome
 
 
 def _read_back(window: Window, carried: pa.Table) -> datetime | None:

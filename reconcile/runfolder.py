@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 EVIDENCE = "evidence"
+PREVIOUS = ".previous-run"  # a finished run's files, set aside while a re-run replaces it (RunFolder.reset)
 # What a run renders from the evidence; `reconcile verify` re-renders these and compares them byte for byte.
 RENDERED = ("verdicts.parquet", "gaps.csv", "summary.json", "report.html")
 # The window as the manifest records it, besides start, end and as_of: its durations (in seconds, `<name>_s`; carry_back
@@ -136,8 +138,30 @@ class RunFolder:
         finally:
             os.close(fd)
 
+    @property
+    def previous(self) -> Path:
+        """Where reset() sets a finished run's files aside until the run replacing it has its manifest."""
+        return self.root / PREVIOUS
+
     def reset(self) -> None:
-        """A re-run of a window replaces its outputs: remove what a previous run left (but keep saved API pages)."""
+        """A re-run of a window replaces its outputs: remove what a previous run left (but keep saved API pages).
+        A finished run's files (its manifest and every file it lists) are first set aside in `previous` (hard links:
+        nothing is copied, and atomic writes give the new run's files their own): the state still records that run
+        until the new one commits, so a re-run that does not finish puts them back (discard_unfinished)."""
+        self._settle_previous()
+        if self.manifest.exists():
+            for rel in [MANIFEST, *listed_files(self.root, "so it has nothing to set aside")]:
+                kept = self.previous / rel
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(self.root / rel, kept)
+                except FileNotFoundError:
+                    continue  # a file the run listed is gone since: not ours to bring back
+                except OSError:  # a file system without hard links
+                    shutil.copy2(self.root / rel, kept)
+        self._remove_outputs()
+
+    def _remove_outputs(self) -> None:
         for name in (*RENDERED, MANIFEST):
             (self.root / name).unlink(missing_ok=True)
         if self.evidence.exists():
@@ -145,14 +169,40 @@ class RunFolder:
                 p.unlink()
             self.history.unlink(missing_ok=True)
 
+    def _settle_previous(self) -> None:
+        """A run set aside by one that was then killed outright (no `finally`): put back when that run left no
+        manifest, dropped when it did."""
+        if self.previous.exists():
+            self.restore_previous() if not self.manifest.exists() else self.drop_previous()
+
+    def restore_previous(self) -> None:
+        """The finished run reset() set aside, back in place of what the unfinished one left."""
+        if not self.previous.exists():
+            return
+        self._remove_outputs()
+        for kept in sorted(p for p in self.previous.rglob("*") if p.is_file()):
+            live = self.root / kept.relative_to(self.previous)
+            live.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(kept, live)
+        shutil.rmtree(self.previous, ignore_errors=True)
+
+    def drop_previous(self) -> None:
+        """The run that replaced the one set aside has its manifest: the old files go."""
+        shutil.rmtree(self.previous, ignore_errors=True)
+
     def discard_unfinished(self) -> None:
         """A run that did not finish (a signal, an error) leaves nothing that looks like a result: no report,
-        summary, exports or half-written file. Its evidence stays, for a look at what was read (without a manifest,
-        `verify` refuses the folder). A manifest here means the run committed before the signal: it is kept whole."""
+        summary, exports or half-written file. The finished run it was replacing is put back whole (the state still
+        records it); with none, its evidence stays, for a look at what was read (without a manifest, `verify`
+        refuses the folder). A manifest here means the run committed before the signal: it is kept whole."""
         if self.manifest.exists():
+            self.drop_previous()
             return
-        for name in RENDERED:
-            (self.root / name).unlink(missing_ok=True)
+        if self.previous.exists():
+            self.restore_previous()
+        else:
+            for name in RENDERED:
+                (self.root / name).unlink(missing_ok=True)
         for p in self.root.rglob("*.tmp"):
             p.unlink(missing_ok=True)
 

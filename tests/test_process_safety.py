@@ -175,6 +175,26 @@ def test_a_signal_while_reading_stops_cleanly_with_its_own_exit_code(day, sig, c
     assert_proceeds(day, "rerun")
 
 
+def test_a_re_run_stopped_while_reading_puts_the_finished_run_back(day):
+    """Re-running a window into its folder (a recovery's step 4, a scheduler's retry) and stopping it: the state
+    still records the run already there, so the folder must still prove it -- its manifest, outputs and evidence
+    back as they were, `verify` passing -- not a folder of half a new run."""
+    first = day.run_fast("run")
+    assert first.returncode in (0, 1, 2, 3), first.stderr.decode()
+    out = day.tmp / "run"
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    proc = day.start("run")
+    day.reading(proc)
+    assert not (out / "manifest.json").exists()  # the re-run has reset the folder
+    proc.send_signal(signal.SIGTERM)
+    rc, err = finish(proc)
+    assert rc == 143, err
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {k: v for k, v in after.items() if k in before} == before and not (out / ".previous-run").exists()
+    assert CliRunner().invoke(main, ["verify", str(out)]).exit_code == 0
+    assert len(state_windows(day.state)) == 1
+
+
 def test_a_read_that_ignores_the_signal_does_not_keep_the_process_alive(day):
     """A Zendesk answer that never comes (the server holds every request for 10 minutes, the client waits as
     long): after the grace period the process exits anyway, with the signal's code, before the scheduler's SIGKILL."""
