@@ -279,10 +279,13 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
 def load_manifest(run_dir: Path) -> tuple[dict[str, Any], bytes]:
     """The manifest and its bytes. No manifest: not a finished run (NotARun, exit 4); a manifest that does not read
     as one: damaged since the run (VerifyError, exit 5)."""
-    path = RunFolder(Path(run_dir)).manifest
+    folder = RunFolder(Path(run_dir))
+    path = folder.manifest
     if not path.is_file():
+        aside = (f" A finished run is set aside in {folder.previous} (a re-run into the folder was killed): the "
+                 f"next run into it puts it back, or move its files back by hand." if folder.previous.exists() else "")
         raise NotARun(f"{run_dir} has no {MANIFEST}, so it is not a finished run. Give the run's output "
-                      f"folder (the one holding {MANIFEST} and {EVIDENCE}/).")
+                      f"folder (the one holding {MANIFEST} and {EVIDENCE}/).{aside}")
     raw = path.read_bytes()
     try:
         manifest = orjson.loads(raw)
