@@ -327,13 +327,11 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
 CREATE OR REPLACE MACRO loss_held_by(found, before_bus, after_bus) AS
     CASE WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'zendesk_to_bus') THEN before_bus
          WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'bus_to_sink') THEN after_bus END;
--- A loss before the bus of an event newer than where the bus log read ends, less hop A's grace, when the sink or the
--- DLQ holds newer events (`reach`, `newest`: the one row of queries/bus_log_reach.sql, cross-joined
--- by the caller; a scalar subquery here would be correlated with every row): the log may yet hold it.
-CREATE OR REPLACE MACRO beyond_bus_log(event_time, reach, newest, grace) AS
-    CASE WHEN event_time > reach - grace
-         THEN 'the bus log read ends at ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ') || ' while the sink or the DLQ '
-              || 'holds events until ' || strftime(newest, '%Y-%m-%dT%H:%M:%SZ') END;
+-- A loss before the bus of an event newer than where the bus log is proven to hold what the bus received, less hop
+-- A's grace (`reach`, `why`: the one row of queries/bus_log_reach.sql, cross-joined by the caller; a scalar subquery
+-- here would be correlated with every row): the log may yet hold it.
+CREATE OR REPLACE MACRO beyond_bus_log(event_time, reach, why, grace) AS
+    CASE WHEN event_time > reach - grace THEN why END;
 -- A loss after the bus with no DLQ message is not final when the DLQ read cannot show there is none: it was read in
 -- part (`in_part`, $dlq_in_part: completeness.dlq_in_part), or the event's retries may have run past what it holds
 -- (`reach`, $dlq_reach: a DLQ archive's newest object; NULL for a live queue, read as it is now). A dead letter

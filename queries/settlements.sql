@@ -120,7 +120,7 @@ WITH kept AS (
     LEFT JOIN seq_done d USING (source_id)
 ), held AS (
     SELECT j.*, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread,
-                                             beyond_bus_log(event_time, r.reach, r.newest, $hop_a_grace),
+                                             beyond_bus_log(event_time, r.reach, r.why, $hop_a_grace),
                                              before_bus_read),
                              coalesce($unsettled_bus_to_sink, unread,
                                       beyond_dlq(found, event_time, $dlq_reach, $horizon, $dlq_in_part))) AS held_by

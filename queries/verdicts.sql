@@ -41,7 +41,7 @@ WITH linked AS (
 ), held AS (
     SELECT * REPLACE (held_verdict(verdict, held_by) AS verdict), verdict AS found
     FROM (SELECT j.*, loss_held_by(j.verdict, coalesce($unsettled_zendesk_to_bus,
-                                                        beyond_bus_log(j.event_time, r.reach, r.newest, $hop_a_grace)),
+                                                        beyond_bus_log(j.event_time, r.reach, r.why, $hop_a_grace)),
                                    coalesce($unsettled_bus_to_sink, beyond_dlq(j.verdict, j.event_time, $dlq_reach,
                                                                                $horizon, $dlq_in_part))) AS held_by
           FROM judged j CROSS JOIN bus_log_reach r)

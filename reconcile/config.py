@@ -57,6 +57,10 @@ class BusLogConfig:
     uri: str | None = None  # s3://bucket/prefix or a local folder
     format: str = "cwl-export"  # cwl-export | firehose | api
     log_group: str | None = None  # for format = api
+    # How long after the bus received an event its log copy may still lack it (sources.buslog.EXPORT_LAG by format:
+    # 12 h for an S3 export, PIPELINE.md §3; 15 min for Firehose's buffer): a loss before the bus of an event that new
+    # by the newest object's time, past the log's last record, is held
+    export_lag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
                            "a local folder or an s3://bucket/prefix"),
     ("aws", "endpoint_url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like http://localhost:5000"),
     ("bus_log", "format"): (lambda v: v in ("cwl-export", "firehose", "api"), "one of cwl-export, firehose, api"),
+    ("bus_log", "export_lag"): ("duration", DURATION),
     ("sink", "format"): (lambda v: v in ("parquet", "json"), "one of parquet, json"),
     ("sink", "id_path"): (lambda v: v.startswith("$"), "a JSON path inside `data`, like $.id"),
     ("sink", "parse_payloads"): (lambda v: v in ("unexplained", "all"), "one of unexplained, all"),

@@ -24,7 +24,7 @@ from .engine import Engine, execute_file, query_path
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
-from .sources import REGISTRY, dlq, hops
+from .sources import REGISTRY, buslog, dlq, hops
 from .state import CARRIED_SCHEMA, State, as_carried
 from .window import Window, parse_duration
 
@@ -95,15 +95,17 @@ def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str
 
 
 def params(cfg: Config, window: Window, *, unsettled: dict[str, str] | None, dlq_reach: datetime | None = None,
-           dlq_in_part: str | None = None) -> dict[str, Any]:
+           dlq_in_part: str | None = None, bus_log_covered: datetime | None = None) -> dict[str, Any]:
     """The queries' parameters. `unsettled`: why losses at each hop may not settle (completeness.unsettled), or
     None. `dlq_reach`: up to when the DLQ read holds messages, when it is an archive (sources.dlq.reach);
-    `dlq_in_part`: completeness.dlq_in_part."""
+    `dlq_in_part`: completeness.dlq_in_part; `bus_log_covered`: up to when the bus log holds what was exportable
+    (sources.buslog.covered)."""
     return dict(window_start=window.start, window_end=window.end, as_of=window.as_of, horizon=window.horizon,
                 hop_a_grace=window.hop_a_grace, tolerance_s=float(cfg.match.tolerance_seconds),
                 kinesis_target=cfg.dlq.kinesis_target, bucket_s=summary.bucket_seconds(window),
                 sink_read_start=window.sink_read_start, bus_read_start=window.read_start,
                 outside_log=cfg.sink.outside_log, dlq_reach=dlq_reach, dlq_in_part=dlq_in_part,
+                bus_log_covered=bus_log_covered,
                 **completeness.held_params(unsettled))
 
 
@@ -128,9 +130,11 @@ def bind(e: Engine, cfg: Config, ledgers: dict[str, Path], carried: pa.Table | N
 def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Table | None = None,
           kind_map: pa.Table | None = None, engine: EngineConfig | None = None,
           recovery: dict[str, pa.Table] | None = None, *, unsettled: dict[str, str] | None,
-          dlq_reach: datetime | None = None, dlq_in_part: str | None = None) -> Engine:
+          dlq_reach: datetime | None = None, dlq_in_part: str | None = None,
+          bus_log_covered: datetime | None = None) -> Engine:
     """Bind and run every query. `unsettled`: completeness.unsettled of the run's sources; `dlq_reach`,
-    `dlq_in_part`: the DLQ read's (sources.dlq.reach, completeness.dlq_in_part)."""
+    `dlq_in_part`: the DLQ read's (sources.dlq.reach, completeness.dlq_in_part); `bus_log_covered`: the bus log
+    read's (sources.buslog.covered)."""
     engine = engine or cfg.engine
     e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
     try:
@@ -139,11 +143,12 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
         if k > 1 and partition.replay_in_reach(e, window.sink_read_start - REPLAY_REACH):
             logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
             k = 1
+        values = params(cfg, window, unsettled=unsettled, dlq_reach=dlq_reach, dlq_in_part=dlq_in_part,
+                        bus_log_covered=bus_log_covered)
         if k == 1:
-            e.run_all(params(cfg, window, unsettled=unsettled, dlq_reach=dlq_reach, dlq_in_part=dlq_in_part))
+            e.run_all(values)
         else:
-            partition.run_all(e, ledgers, params(cfg, window, unsettled=unsettled, dlq_reach=dlq_reach,
-                                                 dlq_in_part=dlq_in_part), k)
+            partition.run_all(e, ledgers, values, k)
     except BaseException:
         e.close()
         raise
@@ -270,7 +275,8 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
     cfg, window, results, history = job.cfg, job.window, job.results, job.history
     e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine, recovered.read_evidence(job.evidence),
               unsettled=completeness.unsettled(results), dlq_reach=dlq.reach(results[dlq.NAME].details),
-              dlq_in_part=completeness.dlq_in_part(results))
+              dlq_in_part=completeness.dlq_in_part(results),
+              bus_log_covered=buslog.covered(results[buslog.NAME].details, cfg.bus_log))
     try:
         outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")

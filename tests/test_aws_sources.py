@@ -102,6 +102,12 @@ def test_bus_log_export_written_by_moto_create_export_task(aws_cfg):
     assert res.rejects["source_ref"].to_pylist() == [f"{key}:3", f"{key}:4"]
     assert res.details["objects"] == 1 and res.details["skipped_objects"] == 1
     assert res.fingerprints[0]["key"] == f"s3://logs-archive/{key}" and res.fingerprints[0]["etag"]
+    # what the export proves: what was exportable when its newest object was written (12 h lag, or the config's)
+    written = datetime.fromisoformat(res.details["newest_object_at"])
+    assert abs(written - datetime.now(timezone.utc)) < timedelta(minutes=5)
+    assert buslog.covered(res.details, BusLogConfig()) == written - timedelta(hours=12)
+    assert buslog.covered(res.details, BusLogConfig(export_lag="1h")) == written - timedelta(hours=1)
+    assert buslog.covered({"format": "api"}, BusLogConfig(format="api")) is None
 
 
 def export_gz(lines: list[str]) -> bytes:

@@ -27,7 +27,8 @@ KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 PARAMS = dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
               horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
               kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-              dlq_reach=None, dlq_in_part=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
+              dlq_reach=None, dlq_in_part=None, bus_log_covered=None, sink_read_start=SINK_FROM,
+              bus_read_start=DAY - timedelta(hours=1),
               outside_log="expired")
 
 
@@ -372,6 +373,33 @@ def test_a_bus_log_read_that_ends_early_holds_the_losses_after_its_end(tmp_path)
     quiet = judge(tmp_path / "quiet", zd[:4], bus, sink[:2], [])
     assert [v for s, v in table(quiet, "verdicts", ["source_id", "verdict"]) if s in ("2", "4")] == \
         ["lost_before_bus", "lost_before_bus"]
+
+
+def test_a_bus_log_that_ends_with_a_stalled_sink_holds_what_was_not_yet_exportable(tmp_path):
+    """Spark stopped at 12:00 (records wait in Kinesis), and the CloudWatch export made at 18:00 holds data until
+    12:00: data can take up to 12 h to become exportable (PIPELINE.md §3). The sink ends with the log, so the quiet
+    rule above would call the 16:00 event lost before the bus; but the export proves the bus only up to its newest
+    object's time less the lag ([bus_log] export_lag, sources.buslog.covered): held. An object written at 17:00 by a
+    Firehose delivery (15 min) proves the bus quiet until 16:45: lost. A live read (format api): as before."""
+    from tinyday import judge, legacy, obs, z
+    zd = [z(1, 1, "Comment", "11:59:00", 100), z(2, 2, "Comment", "16:00:00", 200)]
+    a = legacy("A", 1, "Comment Created", "11:59:00.1", 1)
+    bus, sink = [obs(a, a["event_time"])], [obs(a, "11:59:02", sequence_number="1", committed=True)]
+    verdicts = {}
+    for name, covered in (("export", DAY + timedelta(hours=6)), ("firehose", DAY + timedelta(hours=16, minutes=45)),
+                          ("api", None)):
+        e = judge(tmp_path / name, zd, bus, sink, [], bus_log_covered=covered)
+        try:
+            verdicts[name] = {r["source_id"]: (r["verdict"], r["would_be"], r["cause"])
+                              for r in e.arrow("verdicts").to_pylist()}
+        finally:
+            e.close()
+    assert verdicts["export"]["1"][0] == "delivered"
+    assert verdicts["export"]["2"] == ("pending", "lost_before_bus", (
+        "would be lost_before_bus, but the bus log holds for certain only what the bus received until "
+        "2026-11-23T11:59:00Z (what was not yet exportable when its newest object was written is not in it: "
+        "[bus_log] export_lag): judged again by the next run"))
+    assert verdicts["firehose"]["2"][:2] == verdicts["api"]["2"][:2] == ("lost_before_bus", None)
 
 
 def test_a_carried_event_older_than_the_bus_log_read_is_held_within_the_retry_horizon(tmp_path):

@@ -92,10 +92,10 @@ METRICS = [("MatchedEvents", "10:00:00", 11.0), ("InvocationsSentToDlq", "12:00:
            ("InvocationsSentToDlq", "14:00:00", 1.0), ("ThrottledRules", "12:00:00", 5.0)]
 
 
-def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", excluded=("Notification",)):
+def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", excluded=("Notification",), **params):
     """The day judged. `outside_log`: how sink copies outside Spark's commit log count (run.outside_log): the day's
     readers ignore the log ([sink] honour_commit_log = false): K's re-batched copy is a duplicate.
-    `excluded`: [exclude] event_types."""
+    `excluded`: [exclude] event_types. `params`: the queries' parameters that differ from the day's."""
     e = eng.Engine.open()
     e.bind_ledger("zendesk", write(tmp, "zendesk", zendesk))
     e.bind_ledger("bus", write(tmp, "bus", bus))
@@ -110,7 +110,7 @@ def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", exclu
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                    kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None,
                    unsettled_bus_to_sink=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
-                   dlq_reach=None, dlq_in_part=None, outside_log=outside_log))
+                   dlq_reach=None, dlq_in_part=None, bus_log_covered=None, outside_log=outside_log) | params)
     return e
 
 

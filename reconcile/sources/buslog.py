@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import botocore.exceptions
@@ -24,7 +25,7 @@ from ..aws import MID_READ_FAILURES, THROTTLE_CODES, error_code, list_files, mak
 from ..config import AwsConfig, BusLogConfig, MatchConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
-from ..window import Window
+from ..window import Window, parse_duration
 from . import events, rawtext
 
 NAME, HOP = "bus_log", "bus"
@@ -85,7 +86,9 @@ def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = N
     except BaseException:
         sink.abort()
         raise
-    result.details.update(format=cfg.format, uri=cfg.uri, objects=len(files), skipped_objects=len(skipped))
+    newest = max((f.mtime for f in files if f.mtime is not None), default=None)
+    result.details.update(format=cfg.format, uri=cfg.uri, objects=len(files), skipped_objects=len(skipped),
+                          newest_object_at=newest.astimezone(timezone.utc).isoformat() if newest else None)
     if not files:
         # Nothing listed is no proof that nothing happened: the export may not have run, or runs elsewhere.
         result.complete = False
@@ -289,3 +292,16 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchCon
                  "records": led.num_rows, "rejected": rej.num_rows},
     )
 
+
+# How long after the bus received an event its log copy may still lack it, by format (PIPELINE.md §3): an S3 export
+# holds what was exportable when it ran ("data can take up to 12 h to become exportable"); a Firehose delivery
+# buffers up to 900 s. [bus_log] export_lag overrides. FilterLogEvents (format api) reads the group as it is.
+EXPORT_LAG = {"cwl-export": timedelta(hours=12), "firehose": timedelta(minutes=15)}
+
+
+def covered(details: dict, cfg: BusLogConfig) -> datetime | None:
+    """Up to when the bus log read is proven to hold what the bus received (queries/bus_log_reach.sql): its newest
+    object's time less the export lag. None for a live read (format api) or no object."""
+    newest = details.get("newest_object_at")
+    lag = parse_duration(cfg.export_lag) if cfg.export_lag else EXPORT_LAG.get(details.get("format") or cfg.format)
+    return datetime.fromisoformat(newest) - lag if newest and lag is not None else None
