@@ -155,6 +155,17 @@ def hand_day(tmp: Path) -> dict[str, Path]:
                   event_time="13:00:00", audit_id=6003))
     sink.append(dict(eb_id="eb-s", ticket_id=31, event_type="Ticket Created", family="legacy",
                      event_time="13:00:00.2", observed_at="13:01:00", sequence_number="n-s"))
+    # an update on ticket 5 (a comment and a status change) whose connector sequence S9's position-2 event names
+    # ticket 106 (a payload that disagrees with its siblings'): the sequence rule links it by position, in one pass
+    # and in partitions alike (queries/partition/sequence_tickets.sql)
+    for sid, kind in (("901", "Comment"), ("902", "Change:status")):
+        z.append(dict(source_id=sid, zendesk_key=sid, ticket_id=5, event_type=kind, family="api",
+                      event_time="15:00:00", audit_id=900))
+    for eb, ticket, typ, pos in (("eb-c9", 5, "Comment Created", 1), ("eb-x9", 106, "Status Changed", 2)):
+        e = dict(eb_id=eb, ticket_id=ticket, event_type=typ, family="legacy", event_time="15:00:00.2",
+                 sequence_id="S9", sequence_position=pos, sequence_total=2)
+        bus.append(dict(e, observed_at="15:00:01"))
+        sink.append(dict(e, observed_at="15:00:30", sequence_number="n" + eb))
     # orphans: one with a ticket no Zendesk event has, one naming no ticket at all
     bus.append(dict(eb_id="eb-o1", ticket_id=999, event_type="Ticket Created", family="legacy",
                     event_time="14:00:00", observed_at="14:00:01"))
@@ -174,6 +185,7 @@ def test_ids_whose_stores_disagree_on_the_ticket_are_judged_as_in_one_pass(tmp_p
     assert verdicts["2001"] == ("dead_lettered", "eb-x")
     assert verdicts["3001"] == ("delivered", "eb-w") and verdicts["3002"] == ("delivered", "eb-w2")
     assert verdicts["4001"] == ("delivered", "eb-s")
+    assert verdicts["901"] == ("delivered", "eb-c9") and verdicts["902"] == ("delivered", "eb-x9")
     assert all(verdicts[str(1000 + t)] == ("delivered", f"eb-{t}") for t in range(1, 41))
     assert sorted(map(label, single["orphans"]["eb_id"].to_pylist())) == ["eb-o1", "eb-o2"]
     for k in (2, 4, 8, 16):
