@@ -72,10 +72,12 @@ def on_stop(fn: Callable[[], object]) -> Callable[[], None]:
 
 
 @contextmanager
-def deferred() -> Iterator[None]:
+def deferred(*, then_stop: bool = True) -> Iterator[None]:
     """A few steps that happen together or not at all (the run's commit, a DLQ receive and the record of what it
     holds): a signal during them takes effect after. Only the main thread is ever interrupted mid-step (Python runs
-    signal handlers there); a worker thread polls STOP instead, so for it this is a no-op."""
+    signal handlers there); a worker thread polls STOP instead, so for it this is a no-op. `then_stop=False`: steps
+    after which the work is done (a run's commit): a signal during them no longer stops it -- what is left (the
+    state's upload, the publish, the alert) finishes, and the exit code is the result's, not the signal's."""
     global _deferred, _raised
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -85,6 +87,10 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _deferred -= 1
+    if STOP.is_set() and not then_stop:
+        logger.warning("%s arrived as the run committed: finishing it (its exit code is the result's)",
+                       signal.Signals(_signum or signal.SIGTERM).name)
+        return
     if STOP.is_set() and not _raised and not _deferred:
         _raised = True
         raise Interrupted(_signum or signal.SIGTERM)

@@ -255,8 +255,9 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     s = render(job, out_dir, record=record if state is not None else None)
     manifest = runfolder.build_manifest(cfg, window, out_dir, results, generated_at, audience=audience)
     # The run's two commit points, together or not at all: the state records the run, the manifest marks the
-    # folder complete. A signal before them leaves neither (execute removes the rest); during them, waits.
-    with interrupt.deferred():
+    # folder complete. A signal before them leaves neither (execute removes the rest); during them, waits, and then
+    # no longer stops the run: it has its result.
+    with interrupt.deferred(then_stop=False):
         if state is not None:
             state.commit()
         runfolder.write_manifest(out_dir, manifest)

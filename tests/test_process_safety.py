@@ -404,3 +404,29 @@ def test_sigterm_stops_a_duckdb_query_the_main_thread_is_blocked_in():
     # DuckDB's InterruptException (the watcher), our Interrupted (the handler), or DuckDB's RuntimeError "Query
     # interrupted" (DuckDB ran the handler itself): whichever came first, the query stopped and the signal is known.
     assert out.decode().strip() in ("InterruptException", "Interrupted", "RuntimeError")
+
+
+def test_a_signal_during_the_commit_no_longer_stops_the_run():
+    """A signal while a run commits (its state and its manifest, reconcile/run.py finish) waits until both are done,
+    and then no longer stops the run: it has its result, so what is left (the state's upload, the publish, the
+    alert) finishes and the exit code is the result's. Steps after which work remains stop, as before. Real signals,
+    in a process of its own."""
+    script = """
+import os, signal, sys
+from reconcile import interrupt
+from reconcile.errors import Interrupted
+with interrupt.handlers():
+    with interrupt.deferred(then_stop=False):
+        os.kill(os.getpid(), signal.SIGTERM)
+        committed = True
+    print("after the commit", committed, interrupt.received() == signal.SIGTERM, flush=True)
+    try:
+        with interrupt.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+    except Interrupted:
+        print("a step with work after it stops", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().splitlines() == ["after the commit True True", "a step with work after it stops"]
+    assert "SIGTERM arrived as the run committed: finishing it" in done.stderr.decode()
