@@ -213,6 +213,18 @@ def test_a_flipped_figure_in_the_manifest_is_caught(tmp_path):
         in verify(tmp_path).differences
 
 
+def test_a_manifest_edited_into_what_cannot_be_re_rendered_differs_and_says_so(tmp_path):
+    """An edited manifest whose window no longer reads (a duration as text): the edit is the difference (exit 5, the
+    list printed), not an unexpected error (exit 4) that hides it."""
+    produce(tmp_path)
+    manifest = orjson.loads((tmp_path / "manifest.json").read_bytes())
+    manifest["window"]["hop_a_grace_s"] = "300"
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps(manifest))
+    result = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    assert result.exit_code == 5, result.output
+    assert "manifest_sha256 does not match its content" in result.output and "cannot be re-rendered" in result.output
+
+
 def test_a_run_with_state_verifies_without_the_state(tmp_path):
     with State.open(tmp_path / "state.duckdb") as st:
         tinyday.day1(tmp_path, st)
