@@ -436,7 +436,11 @@ def test_without_a_commit_log_a_data_file_of_a_format_not_read_makes_the_sink_in
     assert not any("README" in p for p in res.problems)
     assert sorted(map(str, res.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
     other.unlink()
-    assert sink.read(SinkConfig(uri=str(root)), DAY, LOCAL).complete
+    whole = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    # read whole, but not in silence: every file counted as committed, which a missing log would make a lie
+    assert whole.complete and any("No _spark_metadata/ at or above" in p for p in whole.problems), whole.problems
+    assert not any("_spark_metadata" in p for p in sink.read(SinkConfig(uri=str(root), honour_commit_log=False),
+                                                             DAY, LOCAL).problems)
 
 
 def test_uri_below_the_commit_log_uses_the_log_and_is_incomplete_without_the_rest_of_the_range(tmp_path):

@@ -109,6 +109,14 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         logger.warning("%s", notes[-1])
     if looked is not None:
         unapplied.append(looked)
+    if not found and not unapplied and cfg.honour_commit_log and any(
+            f.base_name.startswith(SPARK_DATA_PREFIX) for f in files):
+        # said, not made incomplete: a job writing with foreachBatch has no log (its failed writes stay in _temporary)
+        notes.append(f"No {sparklog.FOLDER}/ at or above [sink] uri {cfg.uri}: every file counts as committed, a "
+                     f"failed batch's leftovers included. If the job writes with Spark's file sink, its commit log is "
+                     f"missing (a lifecycle rule, a copy that skipped `_` folders?): restore it. A job writing with "
+                     f"foreachBatch has none: set [sink] honour_commit_log = false to say so.")
+        logger.warning("%s", notes[-1])
 
     # Partition values come from the Spark job's session time zone; read a day more on each side so that a zone set
     # wrong (or a job that partitions by another clock) can never prune an in-window row away.
