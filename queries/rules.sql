@@ -297,7 +297,7 @@ CREATE OR REPLACE MACRO landed_at(observed_at, committed, outside_log) AS
 CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_grace, horizon,
                                    excluded := false, emission := NULL, sequence_position := NULL,
                                    sequence_complete := NULL, since_recovery := NULL,
-                                   landed_after_recovery := false, by_position := false) AS
+                                   landed_after_recovery := false) AS
     CASE
         WHEN excluded THEN 'excluded'
         WHEN NOT linked AND emission = 'none' THEN 'not_emitted'
@@ -308,9 +308,6 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
         WHEN sink_rows > 0 AND landed_after_recovery THEN 'recovered'
         WHEN sink_rows > 1 THEN 'duplicated'
         WHEN sink_rows = 1 THEN 'delivered'
-        -- linked only by a position its kind may or may not stand at (an unknown kind fits any type the model does
-        -- not know, and the connector sends events no API child stands for): that event's loss is not proven its own
-        WHEN by_position AND emission = 'unknown' THEN 'unverified'
         WHEN since_recovery < horizon THEN 'pending'  -- a recovery sent, not landed yet
         WHEN dlq_kinesis > 0 THEN 'dead_lettered'
         WHEN age < horizon THEN 'pending'
@@ -383,17 +380,18 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
         WHEN 'lost_after_bus' THEN CASE WHEN outside_log THEN 'only in files outside Spark''s commit log, a failed '
                                    || 'or retried batch''s leftover ([sink] retention unset): Spark''s readers do '
                                    || 'not see it, and no DLQ message' ELSE 'no sink row, no DLQ message' END
+            -- the bus event is lost whichever event it is; that it is this child's rests on an assumed order
+            || CASE WHEN emission = 'unknown' AND sequence_position IS NOT NULL
+                    THEN ' (the event at position ' || sequence_position || ' of sequence ' || sequence_id || ', paired '
+                         || 'with this kind the model does not know by assumed order: it may be one no API child '
+                         || 'stands for)' ELSE '' END
         WHEN 'lost_before_bus' THEN CASE WHEN sequence_position IS NOT NULL
             THEN 'sequence ' || sequence_id || ' had ' || sequence_total || ' events, position '
                  || sequence_position || ' never reached any store'
             ELSE 'not in any AWS store' END
         WHEN 'unverified' THEN 'kind ' || model_kind || ' is not in the emission model: add a line to '
                                || '[match] emission_model (reconcile calibrate suggests one)'
-                               || CASE WHEN sequence_position IS NOT NULL AND eb_id IS NOT NULL
-                                  THEN '. Paired by assumed order with position ' || sequence_position
-                                       || ' of sequence ' || sequence_id || ', on the bus and not in the sink: '
-                                       || 'whether that event is this one is not known'
-                                  WHEN sequence_position IS NOT NULL
+                               || CASE WHEN sequence_position IS NOT NULL
                                   THEN '. Position ' || sequence_position || ' of sequence ' || sequence_id
                                        || ', where it would be, never reached any store: it, or an event no API '
                                        || 'child stands for, was lost' ELSE '' END

@@ -31,8 +31,7 @@ WITH linked AS (
            verdict_of(l.source_id IS NOT NULL, l.sink_rows, l.dlq_kinesis, $as_of - s.event_time, $hop_a_grace,
                       $horizon, excluded := s.excluded, emission := s.emission, sequence_position := q.position,
                       sequence_complete := q.complete, since_recovery := $as_of - l.recovery_sent_at,
-                      landed_after_recovery := landed_after(l.recovery_sent_at, l.sink_at),
-                      by_position := l.match_kind = 'sequence') AS verdict,
+                      landed_after_recovery := landed_after(l.recovery_sent_at, l.sink_at)) AS verdict,
            l.replayed, recovery_how(l.recovery_route, l.recovery_replay) AS recovery_how
     FROM source_events s
     LEFT JOIN linked l ON l.source_id = s.expected_id

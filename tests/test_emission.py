@@ -264,27 +264,30 @@ def test_a_position_holding_another_kind_pairs_no_child_of_its_segment(tmp_path)
         e.close()
 
 
-def test_a_kind_the_model_does_not_know_takes_no_loss_by_its_assumed_position(tmp_path):
+def test_a_bus_event_an_unknown_kind_takes_by_its_assumed_position_is_lost_whichever_event_it_is(tmp_path):
     """One update: a comment and a change of a field the model does not know. The connector sent Comment Created (1/2)
     and Attachment Linked to Comment (2/2), an event no API child stands for, which reached the bus and not the sink.
-    Paired in child order, the unknown child takes position 2 (an unknown kind fits any type the model does not know):
-    its link rests on an assumed order, so that event's loss is not proven the child's -- unverified, not lost after
-    the bus; the same pairing with the event in the sink stays delivered."""
+    Paired in child order, the unknown child takes position 2 (an unknown kind fits any type the model does not know).
+    Which event it is rests on that assumed order, but the bus event is lost whichever it is: lost after the bus (not
+    an orphan, not unverified, where the loss would count nowhere), its cause naming the assumption; landed, it is
+    delivered."""
     zen = [z(711, 111, "Comment", "14:00:00", 11100), z(712, 111, "Change:foo_field", "14:00:00", 11100)]
     c = seq("B1", 111, "Comment Created", "14:00:00.1", 1, 2, "S111")
     a = seq("B2", 111, "Attachment Linked to Comment", "14:00:00.2", 2, 2, "S111")
     bus = [obs(x, x["event_time"], source_id="log:" + x["eb_id"]) for x in (c, a)]
-    for sink, want in (([obs(c, "14:00:02", sequence_number="1", committed=True)], "unverified"),
+    for sink, want in (([obs(c, "14:00:02", sequence_number="1", committed=True)], "lost_after_bus"),
                        ([obs(x, "14:00:02", sequence_number=n, committed=True) for n, x in (("1", c), ("2", a))],
                         "delivered")):
         e = judge(tmp_path / want, zen, bus, sink, [])
         try:
             got = {r[0]: r[1:] for r in table(e, "verdicts", ["source_id", "verdict", "eb_id", "match_kind"])}
             assert got == {"711": ("delivered", "B1", "composite"), "712": (want, "B2", "sequence")}
-            if want == "unverified":
-                assert dict(table(e, "verdicts", ["source_id", "cause"]))["712"].endswith(
-                    ". Paired by assumed order with position 2 of sequence S111, on the bus and not in the sink: "
-                    "whether that event is this one is not known")
+            if want == "lost_after_bus":
+                assert dict(table(e, "verdicts", ["source_id", "cause"]))["712"] == (
+                    "no sink row, no DLQ message (the event at position 2 of sequence S111, paired with this kind "
+                    "the model does not know by assumed order: it may be one no API child stands for)")
+                assert table(e, "orphans", ["eb_id"]) == [] and dict(table(e, "funnel", ["name", "lost"])) == {
+                    "bus_to_sink": 1, "zendesk_to_bus": 0}
         finally:
             e.close()
 

@@ -740,25 +740,20 @@ def _judge(excluded, bidx, seen, age_ms, horizon_ms, grace_ms):
     return verdict, cause, get["log"]
 
 
-def _unverified(a, bus_of, seen, family) -> tuple[np.ndarray, np.ndarray]:
-    """Per child: judged 'unverified' (docs/design.md), and of those, the ones tied to no bus event. A kind the
-    emission model lacks that the engine cannot tie to a bus event it saw is unverified (untied). Satisfaction score
-    changes never reach the bus; a custom status change does, and is tied to its bus event by the webhook's Zendesk
-    id, or by its update's connector sequence when another event of the update was seen (queries/sequences.sql), when
-    that event was seen -- else the engine cannot tell it from a kind never emitted (a lost position may have been an
-    event no API child stands for). Tied by its sequence position alone, it is unverified too when the sink lacks that
-    event (queries/rules.sql verdict_of `by_position`: the event there may be one no child stands for)."""
+def _unverified(a, bus_of, seen, family) -> np.ndarray:
+    """Per child: judged 'unverified' (docs/design.md): a kind the emission model lacks that the engine cannot tie to
+    a bus event it saw. Satisfaction score changes never reach the bus; a custom status change does, and is tied to
+    its bus event by the webhook's Zendesk id, or by its update's connector sequence when another event of the update
+    was seen (queries/sequences.sql), when that event was seen -- else the engine cannot tell it from a kind never
+    emitted (a lost position may have been an event no API child stands for)."""
     kind, ca = a["c_kind"], a["c_audit"]
     on = bus_of >= 0
     b = np.maximum(bus_of, 0)
     seen_any = on & ((seen["sink"] + seen["log"] + seen["dlq_k"] + seen["dlq_l"])[b] > 0)
     known = a["c_carrier"] & (kind != UNKNOWN)
     aligned = np.bincount(ca[known & seen_any], minlength=len(a["t"])) > 0
-    webhook = family[ca] == WEBHOOK
-    tied = aligned[ca] | (seen_any & webhook)
-    untied = (kind == SILENT) | ((kind == UNKNOWN) & ~(tied & seen_any))
-    by_position = (kind == UNKNOWN) & tied & seen_any & ~webhook & ~(on & (seen["sink"][b] > 0))
-    return untied | by_position, untied
+    tied = aligned[ca] | (seen_any & (family[ca] == WEBHOOK))
+    return (kind == SILENT) | ((kind == UNKNOWN) & ~(tied & seen_any))
 
 
 def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, carrier_of):
@@ -774,10 +769,10 @@ def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, c
     verdict, cause, logs = _judge(excluded, bidx, seen_now, age, horizon, grace)
     fate, _, _ = _judge(excluded, bidx, seen_ever, np.full(len(idx), 2**62), horizon, grace)
     V = {v: i for i, v in enumerate(VERDICTS)}
-    unverified_now, untied_now = _unverified(a, bus_of, seen_now, a["family"])
+    unverified_now = _unverified(a, bus_of, seen_now, a["family"])
     verdict = np.where(unverified_now[idx] & ~excluded, V["unverified"], verdict).astype(np.int8)
     cause = np.where(unverified_now[idx] & ~excluded, -1, cause)
-    fate = np.where(_unverified(a, bus_of, seen_ever, a["family"])[0][idx] & ~excluded, V["unverified"], fate)
+    fate = np.where(_unverified(a, bus_of, seen_ever, a["family"])[idx] & ~excluded, V["unverified"], fate)
     # a kind the emission model says never reaches the bus (Notification: cardinality none) is not_emitted, unless
     # the user excluded it (docs/design.md, verdict 2)
     silent = (a["c_kind"][idx] == NOTIFICATION) & ~excluded
@@ -786,7 +781,7 @@ def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, c
     fate = np.where(silent, V["not_emitted"], fate)
     # bus events of unverified children are records the engine cannot tie to Zendesk: orphans
     unlinked = np.zeros(len(child), dtype=bool)
-    unlinked[bus_of[untied_now & (bus_of >= 0)]] = True
+    unlinked[bus_of[unverified_now & (bus_of >= 0)]] = True
 
     flags = np.stack([f[name][idx] for name in FAULTS], axis=1)
     rows, cols = np.nonzero(flags)
