@@ -18,7 +18,7 @@ WITH logged AS (
     SELECT max(event_time) AS newest FROM (SELECT event_time FROM sink UNION ALL SELECT event_time FROM dlq)
 ), ends AS (
     SELECT logged.reach AS logged, elsewhere.newest, elsewhere.newest > logged.reach + $hop_a_grace AS short,
-           CASE WHEN logged.reach IS NOT NULL THEN greatest(logged.reach, $bus_log_covered::TIMESTAMPTZ) END AS covered
+           greatest(logged.reach, $bus_log_covered::TIMESTAMPTZ) AS covered  -- greatest skips a NULL
     FROM logged, elsewhere
 )
 SELECT CASE WHEN short THEN logged WHEN $bus_log_covered IS NOT NULL THEN covered END AS reach,

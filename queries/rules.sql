@@ -382,9 +382,9 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
                                    || 'not see it, and no DLQ message' ELSE 'no sink row, no DLQ message' END
             -- the bus event is lost whichever event it is; that it is this child's rests on an assumed order
             || CASE WHEN emission = 'unknown' AND sequence_position IS NOT NULL
-                    THEN ' (the event at position ' || sequence_position || ' of sequence ' || sequence_id || ', paired '
-                         || 'with this kind the model does not know by assumed order: it may be one no API child '
-                         || 'stands for)' ELSE '' END
+                    THEN ' (the event at position ' || sequence_position || ' of sequence ' || sequence_id
+                         || ', paired with this kind the model does not know by assumed order: it may be one no API '
+                         || 'child stands for)' ELSE '' END
         WHEN 'lost_before_bus' THEN CASE WHEN sequence_position IS NOT NULL
             THEN 'sequence ' || sequence_id || ' had ' || sequence_total || ' events, position '
                  || sequence_position || ' never reached any store'

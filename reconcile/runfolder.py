@@ -180,10 +180,12 @@ class RunFolder:
         if not self.previous.exists():
             return
         self._remove_outputs()
-        for kept in sorted(p for p in self.previous.rglob("*") if p.is_file()):
-            live = self.root / kept.relative_to(self.previous)
+        # the manifest last: a folder with one is a finished run, which a kill mid-way must not make of half of it
+        kept = sorted((p for p in self.previous.rglob("*") if p.is_file()), key=lambda p: (p.name == MANIFEST, p))
+        for path in kept:
+            live = self.root / path.relative_to(self.previous)
             live.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(kept, live)
+            os.replace(path, live)
         shutil.rmtree(self.previous, ignore_errors=True)
 
     def drop_previous(self) -> None:

@@ -387,8 +387,8 @@ def test_a_bus_log_that_ends_with_a_stalled_sink_holds_what_was_not_yet_exportab
     bus, sink = [obs(a, a["event_time"])], [obs(a, "11:59:02", sequence_number="1", committed=True)]
     verdicts = {}
     for name, covered in (("export", DAY + timedelta(hours=6)), ("firehose", DAY + timedelta(hours=16, minutes=45)),
-                          ("api", None)):
-        e = judge(tmp_path / name, zd, bus, sink, [], bus_log_covered=covered)
+                          ("api", None), ("empty export", DAY + timedelta(hours=6))):
+        e = judge(tmp_path / name, zd, [] if name == "empty export" else bus, sink, [], bus_log_covered=covered)
         try:
             verdicts[name] = {r["source_id"]: (r["verdict"], r["would_be"], r["cause"])
                               for r in e.arrow("verdicts").to_pylist()}
@@ -400,6 +400,8 @@ def test_a_bus_log_that_ends_with_a_stalled_sink_holds_what_was_not_yet_exportab
         "2026-11-23T11:59:00Z (what was not yet exportable when its newest object was written is not in it: "
         "[bus_log] export_lag): judged again by the next run"))
     assert verdicts["firehose"]["2"][:2] == verdicts["api"]["2"][:2] == ("lost_before_bus", None)
+    # an export holding no record proves less, not more: still held
+    assert verdicts["empty export"]["2"][:2] == ("pending", "lost_before_bus")
 
 
 def test_a_carried_event_older_than_the_bus_log_read_is_held_within_the_retry_horizon(tmp_path):
