@@ -10,8 +10,7 @@ The plan (docs/design.md, "Partitioned judging"), all in one DuckDB connection:
    is in the same partition, so each id's row is what a single pass makes. The rows are streamed from the query
    (never kept as a table) and written on by the ticket they name (the bus log's, else the sink's, else the DLQ's,
    as bus_events decides; a webhook event whose Zendesk event id names another ticket's event, that event's:
-   queries/partition/webhook_tickets.sql; a connector sequence whose events name several tickets, the ticket most of
-   them name: sequence_tickets.sql); ids no store names a ticket for go to part -1, which every ticket
+   queries/partition/webhook_tickets.sql); ids no store names a ticket for go to part -1, which every ticket
    partition reads. Each partition's files are read into memory (Arrow) once.
 3. Per ticket partition: engine.BY_TICKET (source_events, hop_a, sequences, verdicts, orphan_candidates) over that
    partition's Zendesk events and bus events: every link (Zendesk event id, ticket + kind + time, connector sequence)
@@ -72,6 +71,14 @@ def replay_in_reach(e: eng.Engine, since) -> bool:
     return bool(eng.execute_file(e.con, eng.query_path(f"partition/{name}"), {"since": since}).fetchall()[0][0])
 
 
+def sequences_across_tickets(e: eng.Engine) -> bool:
+    """Do the events of a connector sequence name more than one ticket? The sequence rule needs all of a sequence's
+    positions in view, which partitions split by ticket would not give, so such a run is judged in one pass
+    (queries/partition/sequences_across_tickets.sql)."""
+    name = "sequences_across_tickets"
+    return bool(eng.execute_file(e.con, eng.query_path(f"partition/{name}"), {}).fetchall()[0][0])
+
+
 def made_by(queries: tuple[str, ...]) -> list[str]:
     """The tables the query files create, in order."""
     found: list[str] = []
@@ -115,13 +122,10 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         e.run_query(name, params)
     empty = {hop: con.table(hop).limit(0).to_arrow_table() for hop in ("zendesk",) + AWS_HOPS}
     hold = max(8_192, e.rows_in_memory // (4 * k))  # rows held per partition: at most a quarter of the budget in all
-    mismatched = ("webhook_tickets", "sequence_tickets")  # on the whole ledgers, before they split
-    for name in mismatched:
-        eng.execute_file(con, eng.query_path(f"partition/{name}"), {})
-    # bus events go by their own ticket (by_ticket) unless a webhook's names another ticket's Zendesk event, or a
-    # connector sequence's events name several tickets
-    by_event = "by_event_ticket" if any(con.table(name).aggregate("count(*)").fetchall()[0][0]
-                                        for name in mismatched) else "by_ticket"
+    mismatched = "webhook_tickets"  # on the whole ledgers, before they split
+    eng.execute_file(con, eng.query_path(f"partition/{mismatched}"), {})
+    # bus events go by their own ticket (by_ticket) unless a webhook's names another ticket's Zendesk event
+    by_event = "by_event_ticket" if con.table(mismatched).aggregate("count(*)").fetchall()[0][0] else "by_ticket"
     for hop in AWS_HOPS:
         _split(con, con.table(hop), "by_eb_id", work / hop, k, hold, f"the split of the {hop} ledger")
     columns = "zendesk_columns"  # only what the partitions read

@@ -143,6 +143,10 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
         if k > 1 and partition.replay_in_reach(e, window.sink_read_start - REPLAY_REACH):
             logger.info("judging in one pass, not %d partitions: an archive replay's copies are paired across ids", k)
             k = 1
+        if k > 1 and partition.sequences_across_tickets(e):
+            logger.info("judging in one pass, not %d partitions: a connector sequence's events name several tickets",
+                        k)
+            k = 1
         values = params(cfg, window, unsettled=unsettled, dlq_reach=dlq_reach, dlq_in_part=dlq_in_part,
                         bus_log_covered=bus_log_covered)
         if k == 1:
