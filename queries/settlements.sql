@@ -90,6 +90,8 @@ WITH kept AS (
     -- a carried event its connector sequence left unpaired (a sequence id, no position: sequences.sql): the sequence
     -- is complete without it when each of its positions 1..total holds an id another event took (an earlier run's
     -- link or claim, this run's hop A, another carried event's link), as seq_units' `complete` is for the window's
+    -- (there, ids the audit's own events took: a sequence is one update's, so an id another audit took is a link
+    -- made against the sequence, which neither rule can tell, and the state keeps no audit of a claim)
     SELECT c.source_id, max(b.sequence_total) AS total
     FROM open c
     JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position BETWEEN 1 AND b.sequence_total

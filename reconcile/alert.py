@@ -136,6 +136,9 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
     if settled := settled_lost(summary):
         lines.append(f"Settled as lost: {settled:,} pending event(s) of earlier windows (their windows' figures and "
                      f"recovery plans have them once re-run)")
+    for o in summary.get("carried", {}).get("over_threshold", []):
+        lines.append(f"Over budget with them: {o['window_key']} {o['hop']}: {o['lost']:,} lost of {o['in']:,} "
+                     f"({o['loss_rate']:.3%}, threshold {o['threshold']:.3%})")
     if held := sum(carried_held(summary).values()):
         lines.append(f"Carried and held again: {held:,} pending event(s) of earlier windows whose loss is held (a "
                      f"store read in part or ending early, or the sink not read back to them: re-run their window "

@@ -291,7 +291,8 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
                                                          "(\":kinesis:\"); empty would call every DLQ message a "
                                                          "Kinesis failure"),
     ("dlq", "empty_receives"): (lambda v: v >= 1, "a whole number of empty receives, 1 or more"),
-    ("dlq", "wait_seconds"): (lambda v: 0 <= v <= 20, "seconds from 0 to 20 (SQS's long-poll limit)"),
+    # at most 5: a signal waits for the receive under way (sources.dlq), within the 20 s a run has to stop
+    ("dlq", "wait_seconds"): (lambda v: 0 <= v <= 5, "seconds from 0 to 5 (a signal waits for a receive)"),
     ("metrics", "period"): (lambda v: v in (1, 5, 10, 30) or (v > 0 and v % 60 == 0),
                             "seconds CloudWatch accepts: 1, 5, 10, 30 or a multiple of 60"),
     ("match", "tolerance_seconds"): (lambda v: v >= 0, "seconds, 0 or more"),

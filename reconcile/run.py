@@ -251,6 +251,7 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
         history = jsonable(state.history())
         if summary.fold_carried(s, settlements.to_pylist(), history, cfg):
             state.restate(window, s)
+            history = jsonable(state.history())  # with the status it now has (the figures folded are the same)
         outputs.write_json(folder.history, history)
         return history
 
