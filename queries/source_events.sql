@@ -15,6 +15,10 @@ CREATE OR REPLACE MACRO model_kind(k) AS
 -- settlements.sql gives a carried event a state older than the emission facts kept none of
 CREATE OR REPLACE MACRO emission_of(k) AS
     coalesce((SELECT any_value(cardinality) FROM emission_model WHERE api_kind = model_kind(k)), 'unknown');
+-- excluded ([exclude] event_types, table excluded_kinds) by its kind or its model kind: `Change:<custom field id>`
+-- excludes every custom field; settlements.sql asks it of a carried event too (the config may have changed since)
+CREATE OR REPLACE MACRO is_excluded(k) AS
+    coalesce(k IN (SELECT kind FROM excluded_kinds) OR model_kind(k) IN (SELECT kind FROM excluded_kinds), false);
 
 CREATE OR REPLACE TABLE source_events AS
 WITH in_range AS NOT MATERIALIZED (
@@ -41,10 +45,7 @@ WITH in_range AS NOT MATERIALIZED (
     GROUP BY source_id
 ), kinds AS (
     -- the model is applied once per distinct kind (a few dozen), not once per event
-    SELECT k.kind, model_kind(k.kind) AS model_kind, emission_of(k.kind) AS emission,
-           -- excluded by its kind or its model kind: `Change:<custom field id>` excludes every custom field
-           coalesce(k.kind IN (SELECT kind FROM excluded_kinds)
-                    OR model_kind(k.kind) IN (SELECT kind FROM excluded_kinds), false) AS excluded
+    SELECT k.kind, model_kind(k.kind) AS model_kind, emission_of(k.kind) AS emission, is_excluded(k.kind) AS excluded
     FROM (SELECT DISTINCT kind FROM dedup) k
 ), modeled AS (
     SELECT d.*, k.model_kind, k.emission, k.excluded, try_cast(d.source_id AS BIGINT) AS id_num

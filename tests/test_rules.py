@@ -76,15 +76,16 @@ DLQ = [dict(C, observed_at="14:00:00.2", source_id="m1", error_code="THROTTLING"
             retry_condition="MaximumEventAgeInSeconds", retry_attempts=40)]
 
 
-def run(tmp, carried: pa.Table, stores: dict[str, list[dict]] | None = None, **params) -> eng.Engine:
+def run(tmp, carried: pa.Table, stores: dict[str, list[dict]] | None = None, excluded: tuple[str, ...] = (),
+        **params) -> eng.Engine:
     """The day judged (its stores, or `stores`), with `carried` carried in from earlier windows (PARAMS, or as
-    `params` change them)."""
+    `params` change them); `excluded`: [exclude] event_types."""
     e = eng.Engine.open()
     for hop, rows in (stores or {"zendesk": ZENDESK, "bus": BUS, "sink": SINK, "dlq": DLQ}).items():
         e.bind_ledger(hop, write(tmp, hop, rows))
     e.bind_table("metrics", ledger.METRIC_SCHEMA.empty_table())
     e.bind_table("emission_model", load_model())
-    e.bind_table("excluded_kinds", pa.table({"kind": pa.array([], pa.string())}))
+    e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(excluded), pa.string())}))
     e.bind_table("carried", carried)
     e.run_all({**PARAMS, **params})
     return e
@@ -415,3 +416,18 @@ def test_a_carried_event_older_than_the_bus_log_read_is_held_within_the_retry_ho
                                              "judged again by the next run")
     past = settle(tmp_path / "past", ["71"], [], [], horizon=timedelta(hours=3), **later)
     assert past["71"][0] == "lost_before_bus" and "it may have reached the bus (lost after it then)" in past["71"][2]
+
+
+def test_a_carried_event_of_a_kind_excluded_since_is_excluded_not_lost(tmp_path):
+    """[exclude] event_types changed after an event was carried: the rule that excludes the window's events of that
+    kind (source_events.sql is_excluded) excludes the carried one too, rather than settling it lost."""
+    carried = pa.Table.from_pylist([dict(window_key="earlier", source_id="81", zendesk_key="81", ticket_id=800,
+                                         kind="Comment", event_time=DAY - timedelta(hours=1), position=1,
+                                         emission="child")], schema=CARRIED_SCHEMA)
+    empty = {"zendesk": [], "bus": [], "sink": [], "dlq": []}
+    for excluded, want in (((), "lost_before_bus"), (("Comment",), "excluded")):
+        e = run(tmp_path / want, carried, empty, excluded=excluded)
+        try:
+            assert [r["verdict"] for r in e.arrow("settlements").to_pylist()] == [want]
+        finally:
+            e.close()
