@@ -169,10 +169,11 @@ FROM pair_candidates('rest') p
 JOIN c USING (source_id, eb_id);
 
 -- one event under several EventBridge ids (table `bus`: bus_events, or the part of it a query can reach): a connector
--- event resent (same sequence id and position) or a webhook delivered more than once (same webhook event id,
--- PIPELINE.md §1; it is not the API's child id, so such events match on the composite key). One row per copy but the
--- first (by id): matching sees the first only, and each copy is linked with it (hop_a.sql, settlements.sql). Rare, so
--- found with narrow counts.
+-- event resent (same sequence id and position, and no two tickets or types among the copies: events of a sequence
+-- that names several tickets may share a position, and are not copies) or a webhook delivered more than once (same
+-- webhook event id, PIPELINE.md §1; it is not the API's child id, so such events match on the composite key). One
+-- row per copy but the first (by id): matching sees the first only, and each copy is linked with it (hop_a.sql,
+-- settlements.sql). Rare, so found with narrow counts.
 CREATE OR REPLACE MACRO bus_copies(bus) AS TABLE
 WITH b AS (
     SELECT * FROM query_table(bus)
@@ -180,7 +181,9 @@ WITH b AS (
     SELECT sequence_id, sequence_position, min(eb_id) AS first_eb
     FROM b
     WHERE family = 'legacy' AND sequence_id IS NOT NULL AND sequence_position IS NOT NULL
-    GROUP BY sequence_id, sequence_position HAVING count(*) > 1
+    GROUP BY sequence_id, sequence_position
+    HAVING count(*) > 1 AND min(ticket_id) IS NOT DISTINCT FROM max(ticket_id)
+       AND min(event_type) IS NOT DISTINCT FROM max(event_type)
 ), redelivered AS (
     SELECT zendesk_key, min(eb_id) AS first_eb
     FROM b

@@ -329,3 +329,22 @@ def test_unlogged_and_lost_after_the_bus_count_a_folded_event_once(tmp_path):
         assert lost["InvocationsFailedToBeSentToDlq"] == 1
     finally:
         e.close()
+
+
+def test_events_of_two_tickets_at_one_sequence_position_are_two_events(tmp_path):
+    """One update (a merge) makes events on two tickets under one connector sequence id, each numbered from 1 on its
+    ticket; or two events of one position differ in type. A resent event has the same ticket and type as its first
+    copy: these are two events, both delivered, not one resent and the other lost before the bus."""
+    zen = [z(21, 600, "Comment", "10:00:00", 60), z(22, 601, "Comment", "10:00:00", 61),
+           z(31, 700, "Change:status", "11:00:00", 70), z(32, 701, "Comment", "11:00:00", 71)]
+    bus, sink = landed([seq("C1", 600, "Comment Created", "10:00:00.1", 1, 1, "SM"),
+                        seq("C2", 601, "Comment Created", "10:00:00.1", 1, 1, "SM"),
+                        seq("D1", 700, "Status Changed", "11:00:00.1", 1, 1, "SX"),
+                        seq("D2", 701, "Comment Created", "11:00:00.2", 1, 1, "SX")])
+    e = judge(tmp_path, zen, bus, sink, [])
+    try:
+        assert dict(table(e, "verdicts", ["source_id", "verdict"])) == {
+            "21": "delivered", "22": "delivered", "31": "delivered", "32": "delivered"}
+        assert table(e, "orphans", ["eb_id"]) == []
+    finally:
+        e.close()
