@@ -4,8 +4,9 @@
 -- the audit's children and the sequence's positions into segments (positions follow the children's order), and in
 -- a segment with as many unlinked children as unlinked positions they pair in order. seq_units has one row per such
 -- child: the paired position and the EventBridge id seen there (none: that position never reached any store), or
--- no position, with `complete` true when every position of the sequence is linked (the update's events are all
--- accounted for without it; never when the sequence's total is missing or out of range). Pairs with an id are added
+-- no position, with `complete` true when every position of the sequence is linked or held by a store (the update's
+-- events are all accounted for, or all reached the bus, without it; never when the sequence's total is missing or out
+-- of range). Pairs with an id are added
 -- to hop_a as 'sequence' links. Zendesk does not guarantee the order, and the connector sends events no API child
 -- stands for (Attachment Linked to Comment): a segment where a position holds a bus event of another kind than its
 -- child's is not paired at all (`fits`).
@@ -78,6 +79,12 @@ WITH open_units AS (
     FROM (SELECT * FROM pos_seg WHERE NOT is_taken)
 ), free AS (
     SELECT audit_id, count(*) AS free_positions FROM p GROUP BY audit_id
+), present AS (
+    -- positions some store holds: when every position of the sequence does, every event the connector made for the
+    -- update reached the bus, those no child claims included (events no API child stands for)
+    SELECT s.audit_id, count(*) AS held
+    FROM seqs s JOIN at_position ap ON ap.sequence_id = s.sequence_id AND ap.sequence_position BETWEEN 1 AND s.total
+    GROUP BY s.audit_id
 ), paired AS (
     -- a segment is paired only if every pair fits (queries/rules.sql position_kind_fits)
     SELECT u.source_id, p.position,
@@ -92,12 +99,13 @@ WITH open_units AS (
 SELECT u.source_id, s.sequence_id, s.total,
        q.position, CASE WHEN q.position IS NOT NULL THEN ap.eb_id END AS eb_id,
        -- complete only when the sequence's size is known: without a readable total, no position is known missing
-       s.total BETWEEN 1 AND 10000 AND coalesce(f.free_positions, 0) = 0 AS complete
+       s.total BETWEEN 1 AND 10000 AND (coalesce(f.free_positions, 0) = 0 OR h.held = s.total) AS complete
 FROM u
 JOIN seqs s USING (audit_id)
 LEFT JOIN paired q ON q.source_id = u.source_id AND q.fits
 LEFT JOIN at_position ap ON ap.sequence_id = s.sequence_id AND ap.sequence_position = q.position
-LEFT JOIN free f ON f.audit_id = u.audit_id;
+LEFT JOIN free f ON f.audit_id = u.audit_id
+LEFT JOIN present h ON h.audit_id = u.audit_id;
 
 INSERT INTO hop_a
 SELECT source_id, eb_id, 'sequence' FROM seq_units

@@ -88,16 +88,13 @@ WITH kept AS (
     UNION ALL SELECT * FROM sequenced
 ), seq_done AS (
     -- a carried event its connector sequence left unpaired (a sequence id, no position: sequences.sql): the sequence
-    -- is complete without it when each of its positions 1..total holds an id another event took (an earlier run's
-    -- link or claim, this run's hop A, another carried event's link), as seq_units' `complete` is for the window's
-    -- (there, ids the audit's own events took: a sequence is one update's, so an id another audit took is a link
-    -- made against the sequence, which neither rule can tell, and the state keeps no audit of a claim)
+    -- is complete without it when a store holds each of its positions 1..total (every event the connector made for
+    -- the update reached the bus), as seq_units' `complete` is for the window's (which also counts a position the
+    -- audit's own events are linked to: not a store's, so never one a run after it still sees missing)
     SELECT c.source_id, max(b.sequence_total) AS total
     FROM open c
     JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position BETWEEN 1 AND b.sequence_total
     WHERE c.sequence_position IS NULL
-      AND EXISTS (SELECT 1 FROM (SELECT source_id, eb_id FROM taken UNION ALL SELECT source_id, eb_id FROM links) o
-                  WHERE o.eb_id = b.eb_id AND o.source_id <> c.source_id)
     GROUP BY c.source_id
     HAVING min(b.sequence_total) = max(b.sequence_total) AND max(b.sequence_total) <= 10000
        AND count(DISTINCT b.sequence_position) = max(b.sequence_total)

@@ -348,3 +348,32 @@ def test_events_of_two_tickets_at_one_sequence_position_are_two_events(tmp_path)
         assert table(e, "orphans", ["eb_id"]) == []
     finally:
         e.close()
+
+
+def test_an_update_whose_every_sequence_position_reached_the_bus_lost_nothing_before_it(tmp_path):
+    """A new ticket by email: a Comment, the Create children and a trigger's group change in one audit. The connector
+    numbered three events, all in the log and the sink: Ticket Created, Comment Created and Attachment Linked to
+    Comment (no API child stands for it, PIPELINE.md §2) -- no Group Assignment Changed. Every event it made for the
+    update reached the bus, so the group change, which no position fits, is not emitted, not lost before the bus.
+    Likewise a ZIS Ticket Created at 1 of 9 whose other positions are all held. One position missing from every store
+    and the child is lost again (the sequence rule's evidence)."""
+    zen = [z(1, 500, "Comment", "08:00:00", 50), z(2, 500, "Create", "08:00:00", 50),
+           z(3, 500, "Create", "08:00:00", 50), z(4, 500, "Change:group_id", "08:00:00", 50),
+           z(11, 510, "Create", "09:00:00", 51), z(13, 510, "Comment", "09:00:00", 51),
+           z(14, 510, "Change:status", "09:00:00", 51)]
+    update = [seq("A1", 500, "Ticket Created", "08:00:00.2", 1, 3, "S1"),
+              seq("A2", 500, "Comment Created", "08:00:00.2", 2, 3, "S1"),
+              seq("A3", 500, "Attachment Linked to Comment", "08:00:00.3", 3, 3, "S1")]
+    zis = [seq("B1", 510, "Ticket Created", "09:00:00.1", 1, 9, "S9"),
+           seq("B2", 510, "Comment Created", "09:00:00.1", 2, 9, "S9")]
+    zis += [seq(f"B{p}", 510, "Attachment Linked to Comment", "09:00:00.1", p, 9, "S9") for p in range(3, 10)]
+    for name, events, want in (("all held", update + zis, "not_emitted"), ("one missing", update[:2] + zis[:-1],
+                                                                            "lost_before_bus")):
+        bus, sink = landed(events)
+        e = judge(tmp_path / name, zen, bus, sink, [])
+        try:
+            got = dict(table(e, "verdicts", ["source_id", "verdict"]))
+            assert (got["4"], got["14"]) == (want, want), name
+            assert {got[s] for s in ("1", "2", "11", "13")} == {"delivered"}
+        finally:
+            e.close()
