@@ -23,6 +23,7 @@ import pytest
 
 from reconcile import config
 from reconcile.aws import make_client
+from reconcile.errors import ConfigError
 from reconcile.recover import apply as apply_mod
 from reconcile.recover import payload
 from reconcile.recover import plan as plan_mod
@@ -428,3 +429,17 @@ def test_demo_recover_closes_the_loop(tmp_path, restore_environment):
 ])
 def test_a_replay_goes_to_the_bus_of_its_rule(rule, bus):
     assert plan_mod.bus_of(rule) == f"arn:aws:events:us-east-1:123456789012:event-bus/{bus}"
+
+
+def test_a_plan_is_applied_in_the_region_it_was_made_for(day):
+    """A stream named without its ARN is resolved in the applier's region: the same name in another region is another
+    stream, where the re-puts would land (and be journaled sent, so never sent to the right one). The plan records its
+    region; an apply from another one is refused before anything is sent."""
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    assert plan["target"]["region"] == "us-east-1" and plan["counts"]["reput"]
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    eu = dataclasses.replace(day.aws, region="eu-west-1")
+    make_client("kinesis", eu).create_stream(StreamName=STREAM_NAME, ShardCount=1)
+    with pytest.raises(ConfigError, match="in us-east-1, and this apply's AWS region is eu-west-1"):
+        apply_mod.apply(path, dataclasses.replace(day.cfg, aws=eu), day.state, digest=digest, progress=False)
+    assert spark_standin.stream_records(STREAM_NAME, eu) == [] and journal(day.state, digest) == []

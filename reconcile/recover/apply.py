@@ -24,7 +24,7 @@ import botocore.exceptions
 import pyarrow as pa
 
 from .. import completeness, emission, interrupt
-from ..aws import THROTTLE_CODES, error_code, make_client
+from ..aws import THROTTLE_CODES, error_code, make_client, region_of
 from ..config import AwsConfig, Config, MatchConfig, SinkConfig
 from ..engine import execute_file
 from ..errors import SourceError
@@ -110,7 +110,7 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
           ) -> Outcome:
     """Send what the plan says and the journal has not sent; returns what happened this time and overall."""
     plan, actual = plan_mod.load(plan_path, digest)
-    plan_mod.require_target(plan)
+    plan_mod.require_target(plan, region_of(cfg.aws))
     clock = now or (lambda: datetime.now(timezone.utc))
     out = Outcome(actual, planned=sum(e["route"] in ("reput", "replay") for e in plan["events"]),
                   unrecoverable=sum(e["route"] == "none" for e in plan["events"]))

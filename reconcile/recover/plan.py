@@ -29,6 +29,7 @@ import orjson
 import pyarrow as pa
 
 from .. import emission, outputs, resources
+from ..aws import region_of
 from ..config import USERINFO, Config, without_userinfo
 from ..engine import execute_file
 from ..errors import ConfigError, ReconcileError
@@ -125,7 +126,9 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
         "created_at": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
         "run": {"dir": run["dir"], "window_key": key, "window": run["window"],
                 "manifest_sha256": run["manifest_sha256"], "generated_at": run["generated_at"]},
-        "target": {"stream": cfg.recover.stream, "partition_key_path": cfg.recover.partition_key_path,
+        # the region a stream name is resolved in: apply refuses another (an ARN names its own)
+        "target": {"stream": cfg.recover.stream, "region": region_of(cfg.aws),
+                   "partition_key_path": cfg.recover.partition_key_path,
                    "archive_arn": cfg.recover.archive_arn, "rule_arn": cfg.recover.rule_arn,
                    "event_bus_arn": bus_of(cfg.recover.rule_arn)},
         # apply re-checks these stores before sending: an event that landed late is not sent again
@@ -337,8 +340,16 @@ def load(path: Path, digest: str | None = None) -> tuple[dict, str]:
     return plan, actual
 
 
-def require_target(plan: dict) -> None:
+def require_target(plan: dict, region: str | None = None) -> None:
+    """The plan names what it sends to; `region`: where this apply's clients call, which must be the plan's for a
+    stream named without its ARN (the same name in another region is another stream)."""
     t = plan["target"]
+    if region and plan["counts"]["reput"] and t.get("region") and region != t["region"] \
+            and not str(t["stream"]).startswith("arn:"):
+        raise ConfigError(f"The plan re-puts events to stream {t['stream']!r} in {t['region']}, and this apply's AWS "
+                          f"region is {region}: the same name there is another stream. Apply with --region "
+                          f"{t['region']} (or [aws] region), or set [recover] stream to the stream's ARN and make the "
+                          f"plan again. Nothing was sent.")
     if plan["counts"]["reput"] and not t["stream"]:
         raise ConfigError("The plan re-puts events but names no stream: set [recover] stream (the rule's Kinesis "
                           "stream name or ARN) and make the plan again.")
