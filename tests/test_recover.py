@@ -443,3 +443,43 @@ def test_a_plan_is_applied_in_the_region_it_was_made_for(day):
     with pytest.raises(ConfigError, match="in us-east-1, and this apply's AWS region is eu-west-1"):
         apply_mod.apply(path, dataclasses.replace(day.cfg, aws=eu), day.state, digest=digest, progress=False)
     assert spark_standin.stream_records(STREAM_NAME, eu) == [] and journal(day.state, digest) == []
+
+
+def test_a_limit_sends_a_replay_window_whole():
+    """--limit counts events, but a replay sends its window's minutes whole: a window it starts goes out, and is
+    journaled, with all of its events, not only those under the limit (the rest would be replayed again later)."""
+    todo = [{"route": "reput", "eb_id": "a", "replay_window": None},
+            {"route": "replay", "eb_id": "b", "replay_window": 0},
+            {"route": "reput", "eb_id": "c", "replay_window": None},
+            {"route": "replay", "eb_id": "d", "replay_window": 0},
+            {"route": "replay", "eb_id": "e", "replay_window": 1}]
+    assert [e["eb_id"] for e in apply_mod._within(todo, 2)] == ["a", "b", "d"]
+    assert [e["eb_id"] for e in apply_mod._within(todo, 1)] == ["a"]
+    assert [e["eb_id"] for e in apply_mod._within(todo, 5)] == ["a", "b", "c", "d", "e"]
+
+
+def test_a_replay_window_holding_an_event_another_plan_sent_is_not_started(day):
+    """Another plan (made from another run of the window) re-put X; this plan replays a window holding X and Y.
+    Replaying it would send X a second time: the window is held, no replay started, Y not journaled (a later plan
+    re-puts or replays it); the re-puts go out. (The day's two replayed events are a window each: the plan here puts
+    them in one, as a busier minute would.)"""
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    first, second = plan["replay_windows"]
+    x, y = first["eb_ids"][0], second["eb_ids"][0]
+    plan["replay_windows"] = [dict(first, eb_ids=[x, y])]
+    plan["counts"] = dict(plan["counts"], replay_windows=1)
+    for e in plan["events"]:
+        if e["eb_id"] == y:
+            e["replay_window"] = 0
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    other = dict(plan, run=dict(plan["run"], manifest_sha256="0" * 64))
+    entry = next(e for e in plan["events"] if e["eb_id"] == x)
+    with State.open(day.state) as st:
+        st.write_journal(apply_mod._journal_table([apply_mod._row(other, "f" * 64, entry, "sent", attempts=1,
+                                                                  sent_at=datetime.now(timezone.utc))]))
+    done = apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
+    assert done.replay_windows_held == 1 and done.sent_by_other_plan == 1 and done.replays == []
+    assert make_client("events", day.aws).list_replays()["Replays"] == []
+    rows = {r["eb_id"]: r["status"] for r in journal(day.state, digest)}
+    assert x not in rows and y not in rows
+    assert done.sent == sum(e["route"] == "reput" for e in plan["events"])

@@ -53,6 +53,7 @@ class Outcome:
     failed: int = 0
     in_doubt: int = 0
     sent_by_other_plan: int = 0
+    replay_windows_held: int = 0  # not started: another plan sent (or may have sent) an event in its minutes
     replays: list[str] = field(default_factory=list)
     unrecoverable: int = 0
     stopped_at_limit: bool = False
@@ -141,9 +142,20 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
                                    "they may be in the stream already. Not sent; pass --resend-in-doubt to send "
                                    "them anyway (downstream may then see them twice).", len(held))
                 todo = [e for e in todo if e["eb_id"] not in held]
+        # A replay re-sends its window's minutes whole: one holding an event another plan sent, or left in doubt, would
+        # send it twice (the plan that was reviewed did not know of it), so it is not started.
+        sent_elsewhere = {r["eb_id"] for r in others if r["status"] in ("sent", "sending")}
+        held_windows = {e["replay_window"] for e in todo if e["route"] == "replay"
+                        and set(plan["replay_windows"][e["replay_window"]]["eb_ids"]) & sent_elsewhere}
+        if held_windows:
+            logger.warning("%d replay window(s) hold an event another plan sent or may have sent: not replayed (the "
+                           "replay would send it twice). Re-plan from a run after those sends land.", len(held_windows))
+            out.replay_windows_held = len(held_windows)
+            todo = [e for e in todo if e["route"] != "replay" or e["replay_window"] not in held_windows]
         if limit is not None and len(todo) > limit:
-            out.stopped_at_limit, out.remaining = True, len(todo) - limit
-            todo = todo[:limit]
+            kept = _within(todo, limit)
+            out.stopped_at_limit, out.remaining = True, len(todo) - len(kept)
+            todo = kept
         reput = [e for e in todo if e["route"] == "reput"]
         replay = [e for e in todo if e["route"] == "replay"]
         with _Bar(progress, len(todo)) as bar:
@@ -159,6 +171,15 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
             out.in_doubt += 1
     out.replays = sorted({r["replay_name"] for r in final if r["replay_name"]})
     return out
+
+
+def _within(todo: list[dict], limit: int) -> list[dict]:
+    """The first `limit` events to send, and the other events of each replay window one of them is in: a replay sends
+    its window's minutes whole, so each of its events goes out, and is journaled, with it -- never sent by a replay
+    and left to a later apply to send again."""
+    kept = todo[:limit]
+    started = {e["replay_window"] for e in kept if e["route"] == "replay"}
+    return kept + [e for e in todo[limit:] if e["route"] == "replay" and e["replay_window"] in started]
 
 
 class _Bar:
