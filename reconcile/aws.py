@@ -28,14 +28,14 @@ def session(cfg: AwsConfig) -> boto3.session.Session:
     return boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region or None)
 
 
-def region_of(cfg: AwsConfig) -> str:
-    """The region a client made with `cfg` calls (the credential chain's, else us-east-1)."""
-    return session(cfg).region_name or "us-east-1"
+def region_of(cfg: AwsConfig, s: boto3.session.Session | None = None) -> str:
+    """The region a client made with `cfg` (from its session `s`) calls: the credential chain's, else us-east-1."""
+    return (s or session(cfg)).region_name or "us-east-1"
 
 
 def make_client(service: str, cfg: AwsConfig, config: botocore.config.Config | None = RETRIES):
     s = session(cfg)
-    region = s.region_name or "us-east-1"
+    region = region_of(cfg, s)
     return s.client(service, region_name=region, endpoint_url=cfg.endpoint_url or None, config=config)
 
 

@@ -148,7 +148,11 @@ class RunFolder:
         A finished run's files (its manifest and every file it lists) are first set aside in `previous` (hard links:
         nothing is copied, and atomic writes give the new run's files their own): the state still records that run
         until the new one commits, so a re-run that does not finish puts them back (discard_unfinished)."""
-        self._settle_previous()
+        # a run set aside by one then killed outright (no `finally`): back when that one left no manifest, else gone
+        if self.manifest.exists():
+            self.drop_previous()
+        else:
+            self.restore_previous()
         if self.manifest.exists():
             for rel in [MANIFEST, *listed_files(self.root, "so it has nothing to set aside")]:
                 kept = self.previous / rel
@@ -168,12 +172,6 @@ class RunFolder:
             for p in self.evidence.glob("*.parquet"):
                 p.unlink()
             self.history.unlink(missing_ok=True)
-
-    def _settle_previous(self) -> None:
-        """A run set aside by one that was then killed outright (no `finally`): put back when that run left no
-        manifest, dropped when it did."""
-        if self.previous.exists():
-            self.restore_previous() if not self.manifest.exists() else self.drop_previous()
 
     def restore_previous(self) -> None:
         """The finished run reset() set aside, back in place of what the unfinished one left."""

@@ -184,11 +184,9 @@ def verify(run_dir: Path) -> Verification:
             raise Unverifiable(f"{run_dir} cannot be re-rendered by reconcile {__version__}: its intact manifest has no "
                           f"{e} (made by reconcile {manifest.get('tool', {}).get('version', '?')}). Verify it with "
                           f"the reconcile version that made it.") from e
-        except (pa.ArrowException, duckdb.Error, QueryError, OSError, ValueError) as e:
-            v.differences.append(Difference("evidence", f"cannot be re-rendered: {type(e).__name__}: {e}"))
-            return v
         except Exception as e:  # noqa: BLE001 - a manifest already found changed may hold anything
-            if not v.differences:
+            expected = (pa.ArrowException, duckdb.Error, QueryError, OSError, ValueError)
+            if not isinstance(e, expected) and not v.differences:
                 raise
             v.differences.append(Difference("evidence", f"cannot be re-rendered: {type(e).__name__}: {e}"))
             return v
