@@ -51,14 +51,10 @@ def journal_counts(cfg: config_mod.Config, digest: str) -> str:
 
 def require_run_state(cfg: config_mod.Config, plan: dict) -> None:
     """The journal must go to the state the run was recorded in: the next run of the window reads it from there to
-    judge the sent events `recovered`, and a later plan reads it to never send an event twice. An s3:// state is
-    uploaded only when a command ends cleanly, so an interrupted apply would lose its journal: refused."""
+    judge the sent events `recovered`, and a later plan reads it to never send an event twice. (An s3:// state is
+    uploaded after every journal write, under its lock: State.write_journal.)"""
     from .state import State
     uri, key = str(cfg.state.uri), plan["run"]["window_key"]
-    if uri.startswith("s3://"):
-        raise ConfigError(f"recover --apply keeps its journal durable after every batch, which an s3:// state "
-                          f"({uri}) cannot: copy the state to a local file, apply with --state FILE, and upload it "
-                          f"back when the apply has ended.")
     with State.open(uri, cfg.aws, write=False) as st:
         run = st.run_of(key)
     if run is None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -127,6 +127,9 @@ def _lock(path: Path, *, shared: bool = False) -> Iterator[None]:
 class State:
     con: duckdb.DuckDBPyConnection
     path: Path
+    # An s3:// state's upload (lock held), called by write_journal: the journal is durable there after every write,
+    # not only when the command ends. None for a local state (its CHECKPOINT is the durability).
+    push: Callable[[], None] | None = None
 
     @classmethod
     @contextmanager
@@ -134,8 +137,9 @@ class State:
         """Open (creating if needed) the state at a local path or s3:// URI, locked for writers."""
         location = str(location)
         if location.startswith("s3://"):
-            with _s3_copy(location, aws or AwsConfig(), write) as local:
+            with _s3_copy(location, aws or AwsConfig(), write) as (local, push):
                 with cls.open(local, write=write) as st:
+                    st.push = push
                     yield st
             return
         path = Path(location)
@@ -220,14 +224,17 @@ class State:
         return rows.filter(pc.equal(rows["plan_digest"], plan_digest))
 
     def write_journal(self, rows: pa.Table) -> None:
-        """Insert or replace journal rows (columns JOURNAL_COLUMNS, any order) and make them durable at once:
-        a recovery interrupted after this call never sends these events again."""
+        """Insert or replace journal rows (columns JOURNAL_COLUMNS, any order) and make them durable at once (an
+        s3:// state is uploaded): a recovery interrupted after this call, even by SIGKILL, never sends these events
+        again."""
         self.con.register("journal_rows", rows.select(list(JOURNAL_COLUMNS)))
         try:
             execute_file(self.con, _q("write_journal"), {})
             self.con.execute("CHECKPOINT")
         finally:
             self.con.unregister("journal_rows")
+        if self.push is not None:
+            self.push()
 
     def journal_rows(self) -> pa.Table:
         """Every row of the recovery journal (every plan, every status): a run's evidence (reconcile/recovered.py)."""
@@ -275,8 +282,9 @@ def _tables_it_lacks(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @contextmanager
-def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[Path]:
-    """Download the state, yield a local copy, upload it back; writers hold a lock object beside it (`_s3_lock`)."""
+def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Callable[[], None] | None]]:
+    """Download the state, yield a local copy and its upload (None for a reader), upload it back at the end; writers
+    hold a lock object beside it (`_s3_lock`) and upload only while they hold it."""
     from .aws import filesystem, make_client
     fs, key = filesystem(uri, aws)
     bucket, _, obj = key.partition("/")
@@ -288,11 +296,14 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[Path]:
             if info.type == pafs.FileType.File:
                 pafs.copy_files(key, str(local), source_filesystem=fs,
                                 destination_filesystem=pafs.LocalFileSystem())
-            yield local
-            if lock is not None:
+
+            def push() -> None:
                 lock.ensure_held()
                 pafs.copy_files(str(local), key, source_filesystem=pafs.LocalFileSystem(),
                                 destination_filesystem=fs)
+            yield local, push if lock is not None else None
+            if lock is not None:
+                push()
 
 
 # --- the lock object beside an s3:// state (flock cannot reach it) ---------------------------------------------------

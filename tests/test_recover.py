@@ -483,3 +483,47 @@ def test_a_replay_window_holding_an_event_another_plan_sent_is_not_started(day):
     rows = {r["eb_id"]: r["status"] for r in journal(day.state, digest)}
     assert x not in rows and y not in rows
     assert done.sent == sum(e["route"] == "reput" for e in plan["events"])
+
+
+def test_an_apply_on_an_s3_state_keeps_every_attempt_there_even_when_killed(day, tmp_path):
+    """An s3:// state is uploaded after every journal write, under its lock object. An apply killed outright
+    (SIGKILL: no cleanup, no final upload) has left in the bucket a journal row for every record it put in the
+    stream, so the next apply sends none of them again; while an apply holds the state, a second one is refused."""
+    aws = day.aws
+    s3 = make_client("s3", aws)
+    s3.create_bucket(Bucket="audit")
+    s3.put_object(Bucket="audit", Key="state.duckdb", Body=day.state.read_bytes())
+    uri = "s3://audit/state.duckdb"
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    reput = {e["eb_id"] for e in plan["events"] if e["route"] == "reput"}
+    assert len(reput) > 6
+    env = {**os.environ, "RECONCILE_STATE": uri}
+    cmd = [sys.executable, "-m", "reconcile", "recover", "--apply", str(path), "--digest", digest,
+           "--set", "recover.records_per_second=2", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(stream_ids(aws)) < 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        second = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+        assert second.returncode == 4 and b"is in use by" in second.stderr, second.stderr.decode()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    in_stream = stream_ids(aws)
+    assert len(in_stream) >= 4 and len(set(in_stream)) == len(in_stream)
+    killed = tmp_path / "as-killed.duckdb"
+    killed.write_bytes(s3.get_object(Bucket="audit", Key="state.duckdb")["Body"].read())
+    rows = {r["eb_id"]: r["status"] for r in journal(killed, digest)}
+    assert all(rows.get(e) in ("sent", "sending") for e in in_stream)  # every record sent is journaled there
+
+    # resumed: the killed apply's lock is taken over (same host, process gone); nothing goes out twice
+    done = apply_mod.apply(path, day.cfg, uri, digest=digest, progress=False)
+    ids = stream_ids(aws)
+    assert len(set(ids)) == len(ids)
+    in_doubt = {e for e, s in rows.items() if s == "sending"}  # killed mid-call: not in the sink, held
+    assert set(ids) == reput - (in_doubt - set(in_stream)) and done.in_doubt == len(in_doubt)
+    s3.head_object(Bucket="audit", Key="state.duckdb")
+    assert "Contents" not in s3.list_objects_v2(Bucket="audit", Prefix="state.duckdb.lock")  # released
