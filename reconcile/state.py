@@ -283,27 +283,62 @@ def _tables_it_lacks(con: duckdb.DuckDBPyConnection) -> None:
 
 @contextmanager
 def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Callable[[], None] | None]]:
-    """Download the state, yield a local copy and its upload (None for a reader), upload it back at the end; writers
-    hold a lock object beside it (`_s3_lock`) and upload only while they hold it."""
+    """Download the state, yield a local copy and its upload (None for a reader), upload it back at the end. Writers
+    hold a lock object beside it (`_s3_lock`), and each upload is conditional on the object being the one they
+    downloaded or last uploaded: a writer whose lock was taken over unnoticed (paused past LOCK_STALE_S) fails
+    instead of overwriting the state the other run wrote."""
     from .aws import filesystem, make_client
     fs, key = filesystem(uri, aws)
     bucket, _, obj = key.partition("/")
+    s3 = make_client("s3", aws) if write else None
     with contextlib.ExitStack() as stack:
-        lock = stack.enter_context(_s3_lock(make_client("s3", aws), bucket, obj + ".lock", uri)) if write else None
+        lock = stack.enter_context(_s3_lock(s3, bucket, obj + ".lock", uri)) if write else None
         with tempfile.TemporaryDirectory(prefix="reconcile-state-") as tmp:
             local = Path(tmp) / "state.duckdb"
-            info = fs.get_file_info(key)
-            if info.type == pafs.FileType.File:
+            seen: dict[str, str] = {}  # the object's ETag as downloaded, then as last uploaded
+            if write:
+                seen.update(_s3_download(s3, bucket, obj, local, uri))
+            elif fs.get_file_info(key).type == pafs.FileType.File:
                 pafs.copy_files(key, str(local), source_filesystem=fs,
                                 destination_filesystem=pafs.LocalFileSystem())
 
             def push() -> None:
                 lock.ensure_held()
-                pafs.copy_files(str(local), key, source_filesystem=pafs.LocalFileSystem(),
-                                destination_filesystem=fs)
-            yield local, push if lock is not None else None
-            if lock is not None:
+                seen.update(_s3_upload(s3, bucket, obj, local, uri, seen.get("etag")))
+            yield local, push if write else None
+            if write:
                 push()
+
+
+def _s3_download(s3, bucket: str, obj: str, local: Path, uri: str) -> dict[str, str]:
+    """The state object into `local` -> {"etag": its ETag}; {} when there is none yet."""
+    from botocore.exceptions import ClientError
+    try:
+        got = s3.get_object(Bucket=bucket, Key=obj)
+    except ClientError as e:
+        if _code(e) == "NoSuchKey":
+            return {}
+        raise StateError(f"Cannot download the state {uri}: {_code(e)}. Check [state] uri (or --state) and that the "
+                         f"credentials may s3:GetObject it.") from e
+    with open(local, "wb") as f:
+        for chunk in got["Body"].iter_chunks(1 << 20):
+            f.write(chunk)
+    return {"etag": got["ETag"]}
+
+
+def _s3_upload(s3, bucket: str, obj: str, local: Path, uri: str, etag: str | None) -> dict[str, str]:
+    """`local` over the state object, only if it is still the one with `etag` (or still absent) -> its new ETag."""
+    from botocore.exceptions import ClientError
+    cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        with open(local, "rb") as f:
+            return {"etag": s3.put_object(Bucket=bucket, Key=obj, Body=f, **cond)["ETag"]}
+    except ClientError as e:
+        if _code(e) in _TAKEN:
+            raise StateError(f"The state {uri} was written by another run since this one read it (this run's lock "
+                             f"was taken over: was the process paused?). Not uploaded, so that run's state stands; "
+                             f"re-run the window.") from e
+        raise
 
 
 # --- the lock object beside an s3:// state (flock cannot reach it) ---------------------------------------------------

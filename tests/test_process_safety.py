@@ -382,6 +382,27 @@ def test_s3_state_lock_is_rewritten_while_the_run_lives_and_a_lost_lock_uploads_
         assert not st.con.execute("SELECT * FROM duckdb_tables() WHERE table_name = 'marker'").fetchall()
 
 
+def test_s3_state_another_run_wrote_meanwhile_is_not_overwritten(s3_state, aws_cfg, tmp_path):
+    """A run whose lock was taken over before its lock thread noticed (paused past LOCK_STALE_S, between two
+    rewrites) must not upload over the state the other run wrote: each upload is conditional on the object being the
+    one it read (IfMatch its ETag; IfNoneMatch when there was none)."""
+    from reconcile.errors import StateError
+    from reconcile.state import State
+    key = "prod/reconcile-state.duckdb"
+    for mark in ("first", "second"):  # no state yet, then one this test's first round left
+        theirs = tmp_path / f"theirs-{mark}.duckdb"
+        with duckdb.connect(str(theirs)) as con:
+            con.execute(f"CREATE TABLE theirs_{mark} AS SELECT 1 AS x")
+        with pytest.raises(StateError, match="written by another run since this one read it"):
+            with State.open(URI, aws_cfg) as st:
+                st.con.execute("CREATE TABLE marker AS SELECT 1 AS x")
+                s3_state.put_object(Bucket="reconcile-state", Key=key, Body=theirs.read_bytes())
+        with State.open(URI, aws_cfg, write=False) as st:
+            tables = {r[0] for r in st.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert f"theirs_{mark}" in tables and "marker" not in tables
+    assert "Contents" not in s3_state.list_objects_v2(Bucket="reconcile-state", Prefix=key + ".lock")
+
+
 ENGINE = """
 import sys
 from reconcile import interrupt
