@@ -344,8 +344,9 @@ CREATE OR REPLACE MACRO beyond_dlq(found, event_time, reach, horizon, in_part) A
          END) END;
 CREATE OR REPLACE MACRO held_verdict(found, held_by) AS
     CASE WHEN held_by IS NOT NULL THEN 'pending' ELSE found END;
-CREATE OR REPLACE MACRO held_cause(found, held_by) AS
-    'would be ' || found || ', but ' || held_by || ': judged again by the next run';
+-- `settled_by`: what would settle it, when the next run will not (a carried event older than every later run's read)
+CREATE OR REPLACE MACRO held_cause(found, held_by, settled_by := NULL) AS
+    'would be ' || found || ', but ' || held_by || ': ' || coalesce(settled_by, 'judged again by the next run');
 
 -- did the sink's first copy of an event arrive at or after a recovery's send? (an unknown arrival time counts: the
 -- send found it absent)

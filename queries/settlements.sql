@@ -87,14 +87,14 @@ WITH kept AS (
     UNION ALL SELECT * FROM copy_links('composite', 'copies')
     UNION ALL SELECT * FROM sequenced
 ), seq_done AS (
-    -- a carried event its connector sequence left unpaired (a sequence id, no position: sequences.sql): the sequence
-    -- is complete without it when a store holds each of its positions 1..total (every event the connector made for
+    -- a carried event its connector sequence left unpaired (a sequence id, no position: sequences.sql), or paired
+    -- with a position then missing that `sequenced` did not link it by (another kind's event holds it now): the
+    -- sequence is complete without it when a store holds each of its positions 1..total (every event the connector made for
     -- the update reached the bus), as seq_units' `complete` is for the window's (which also counts a position the
     -- audit's own events are linked to: not a store's, so never one a run after it still sees missing)
     SELECT c.source_id, max(b.sequence_total) AS total
     FROM open c
     JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position BETWEEN 1 AND b.sequence_total
-    WHERE c.sequence_position IS NULL
     GROUP BY c.source_id
     HAVING min(b.sequence_total) = max(b.sequence_total) AND max(b.sequence_total) <= 10000
        AND count(DISTINCT b.sequence_position) = max(b.sequence_total)
@@ -106,7 +106,9 @@ WITH kept AS (
            verdict_of(f.source_id IS NOT NULL OR c.eb_id IS NOT NULL, coalesce(f.sink_rows, 0),
                       coalesce(f.dlq_kinesis, 0), $as_of - c.event_time, $hop_a_grace, $horizon,
                       excluded := is_excluded(c.kind), emission := c.emission,
-                      sequence_position := c.sequence_position,
+                      -- the position an earlier run paired it with holds another kind's event now (else
+                      -- `sequenced` linked it): with every position held, it was no position of the update
+                      sequence_position := CASE WHEN d.source_id IS NULL THEN c.sequence_position END,
                       sequence_complete := d.source_id IS NOT NULL, since_recovery := $as_of - f.recovery_sent_at,
                       landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
@@ -135,7 +137,9 @@ WITH kept AS (
 )
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict,
        CASE WHEN held_by IS NOT NULL THEN found END AS would_be, lateness_s,
-       CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
+       CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by, settled_by := CASE WHEN held_by = unread THEN
+                'no later run reads the sink back to it either: raise [window] carry_back past it, or re-run its '
+                || 'window, to settle it' END)
             -- the sink is read back to a carried event, the bus log is read over the window's range
             -- ($bus_read_start: Window.read_start): a loss, at a hop this run cannot tell
             WHEN found = 'lost_before_bus' AND event_time < $bus_read_start

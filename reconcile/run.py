@@ -246,8 +246,15 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     journal, plans = recovered.from_state(state) if state is not None else (recovered.empty(), {})
     recovered.write_evidence(journal, folder.evidence, plans)
 
-    def record(s: dict, pending: pa.Table, settlements: pa.Table) -> list[dict]:
-        state.record(window, s, location or out_dir.resolve(), pending, settlements)  # found from any folder
+    def record(s: dict, pending: pa.Table, settlements: pa.Table, unjudged: Callable[[pa.Table], pa.Table]
+               ) -> list[dict]:
+        # A run whose Zendesk read was incomplete did not list every event: the pending ones of the window's previous
+        # run it gave no verdict stay pending (they would never be settled otherwise).
+        kept = None if results["zendesk"].complete else unjudged(state.pending_of(window.key))
+        if kept is not None and kept.num_rows:
+            logger.warning("%d pending event(s) of this window's previous run are not in this run's incomplete "
+                           "Zendesk read: kept pending for a later run to settle", kept.num_rows)
+        state.record(window, s, location or out_dir.resolve(), pending, settlements, kept)  # found from any folder
         history = jsonable(state.history())
         if summary.fold_carried(s, settlements.to_pylist(), history, cfg):
             state.restate(window, s)
@@ -274,8 +281,8 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
     network: `reconcile verify` calls it on a run's evidence alone (runfolder.rendering_from), into a temp dir, and
     compares.
 
-    `record(summary, pending, settlements)` records the run in a state, folds the losses it settled into its status
-    (summary.fold_carried) and returns the history to show (instead of `job.history`, a history saved by an earlier
+    `record(summary, pending, settlements, unjudged)` records the run in a state, folds the losses it settled into its
+    status (summary.fold_carried) and returns the history to show (instead of `job.history`, a history saved by an earlier
     run: evidence/history.json).
     """
     cfg, window, results, history = job.cfg, job.window, job.results, job.history
@@ -296,7 +303,7 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
         s["carried"] = carried_summary(settlements)
         if record is not None:  # records the run and folds the losses it settled into its status
             pending = execute_file(e.con, query_path("export/pending"), {}).order(outputs.VERDICTS_ORDER)
-            history = record(s, pending.to_arrow_table(), settlements)
+            history = record(s, pending.to_arrow_table(), settlements, lambda previous: _unjudged(e, previous))
         elif history is not None:  # a re-render (verify): the history the run recorded, folded in alike
             summary.fold_carried(s, settlements.to_pylist(), history, cfg)
         if history is not None:
@@ -308,6 +315,15 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
                                config=cfg.to_dict(), audience=job.audience)
     outputs.write_bytes(out_dir / "report.html", report.render(ctx).encode())
     return s
+
+
+def _unjudged(e: Engine, previous: pa.Table) -> pa.Table:
+    """Of `previous` (state.pending_of), the events this run gave no verdict."""
+    e.con.register("previous", previous)
+    try:
+        return execute_file(e.con, query_path("export/unjudged"), {}).to_arrow_table()
+    finally:
+        e.con.unregister("previous")
 
 
 def jsonable(value: Any) -> Any:

@@ -175,9 +175,15 @@ class State:
                          ).to_arrow_table()
         return as_carried(t)
 
+    def pending_of(self, window_key: str) -> pa.Table:
+        """The pending events the recorded run of a window left (`pending`'s columns but window_key)."""
+        return execute_file(self.con, _q("pending_of"), {"window_key": window_key}).to_arrow_table()
+
     def record(self, window: Window, summary: dict[str, Any], out_dir: Path, pending: pa.Table,
-               settlements: pa.Table) -> None:
-        """Replace this window's run, its hop figures, its pending events and the settlements it made.
+               settlements: pa.Table, kept: pa.Table | None = None) -> None:
+        """Replace this window's run, its hop figures, its pending events and the settlements it made. `kept`: pending
+        events of its previous run (pending_of) that stay pending beside the new ones: those a run whose Zendesk read
+        was incomplete gave no verdict (run.finish).
 
         Uncommitted until `commit()` (after the run's outputs are written): a run stopped before that, by a signal
         or an error, leaves the state as it was (closing the connection rolls the change back).
@@ -196,6 +202,9 @@ class State:
             con.execute("INSERT INTO pending SELECT ?, source_id, zendesk_key, eb_id, ticket_id, kind, event_time, "
                         "position, other_eb_ids, emission, sequence_id, sequence_position, claimed_ids "
                         "FROM new_pending", [window.key])
+            if kept is not None and kept.num_rows:
+                con.register("kept_pending", kept)
+                execute_file(con, _q("keep_pending"), {"window_key": window.key})
             con.register("new_settlements", settlements)
             con.execute("INSERT OR REPLACE INTO settlements SELECT window_key, source_id, ?, verdict, eb_id, "
                         "lateness_s FROM new_settlements WHERE verdict <> 'pending'", [window.key])
@@ -203,7 +212,7 @@ class State:
             con.execute("ROLLBACK")
             raise
         finally:
-            for name in ("new_pending", "new_settlements"):
+            for name in ("new_pending", "kept_pending", "new_settlements"):
                 try:
                     con.unregister(name)
                 except duckdb.Error:

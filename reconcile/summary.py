@@ -88,6 +88,7 @@ def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict]
     window's hop (its figures with every settlement folded in: `history`, queries/state/history.sql) over the hop's
     threshold, the run's status is `loss`, as an incomplete read still outranks it. Otherwise a day's losses after
     the bus, nearly all pending when the day is first judged (the retry horizon), would never reach an exit code.
+    A carried event still pending (its loss held) makes a clean run `pending`: its fate is not settled yet.
     Sets `carried.over_threshold` (each such window and hop) and returns whether the status changed."""
     hop_of = emission.loss_hops()
     touched = {(r["window_key"], hop_of[r["verdict"]]) for r in settlements if r["verdict"] in hop_of}
@@ -96,9 +97,14 @@ def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict]
             for h in history if (h["window_key"], h["hop"]) in touched]
     over = [h for h in over if h["lost"] > 0 and h["loss_rate"] > h["threshold"]]
     s["carried"]["over_threshold"] = over
-    if not over or s["status"] not in ("clean", "pending"):
+    status = s["status"]
+    if over and status in ("clean", "pending"):
+        status = "loss"
+    elif status == "clean" and any(r["verdict"] == "pending" for r in settlements):
+        status = "pending"
+    if status == s["status"]:
         return False
-    s["status"], s["exit_code"] = "loss", EXIT["loss"]
+    s["status"], s["exit_code"] = status, EXIT[status]
     return True
 
 

@@ -71,6 +71,46 @@ def test_a_loss_settled_for_an_earlier_window_over_its_budget_makes_the_run_exit
     assert (s2["status"], s2["carried"]["over_threshold"]) == ("clean", [])
 
 
+def test_a_re_run_whose_zendesk_read_is_incomplete_keeps_the_pending_events_it_did_not_list(tmp_path):
+    """Day 1 leaves E pending; a re-run of day 1 cannot read Zendesk (incomplete, exit 3), so it lists no event and
+    judges none. E stays pending (the re-run did not judge it): day 2, with E still not landed, settles it lost and
+    exits 2. Replaced by the re-run's empty pending set, E was never carried again and day 2 exited 0."""
+    from dataclasses import replace
+
+    from tinyday import BUS, DAY, DLQ, SINK, day_results, run_window
+    with State.open(tmp_path / "state.duckdb") as st:
+        assert day1(tmp_path, st)["verdicts"]["pending"] == 1
+        again = day_results([], BUS, SINK, DLQ)
+        again["zendesk"] = replace(again["zendesk"], complete=False, problems=["Zendesk did not answer"])
+        assert run_window(tmp_path, st, DAY, again, "day1-again")["exit_code"] == 3
+        assert [r["source_id"] for r in st.pending_of(st.history()[0]["window_key"]).to_pylist()] == ["5"]
+        s2 = day2(tmp_path, st, e_lands=False)
+    assert s2["carried"]["by_verdict"] == {"lost_after_bus": 1} and (s2["status"], s2["exit_code"]) == ("loss", 2)
+    day1_hops = {h["hop"]: h for h in s2["history"] if h["window_key"] == s2["history"][0]["window_key"]}
+    assert (day1_hops["bus_to_sink"]["in"], day1_hops["bus_to_sink"]["lost"]) == (1, 1)  # E, counted where it waited
+    assert all(h["in"] == h["out"] + h["lost"] + h["pending"] for h in day1_hops.values())
+
+
+def test_a_carried_event_older_than_carry_back_keeps_the_runs_pending_and_says_how_to_settle_it(tmp_path):
+    """E, pending on day 1, is older than [window] carry_back by day 9: no run reads the sink back to it, then or
+    later, so it is held. Held, it is no proof of "clean": the run is `pending` (exit 1), and its cause says what
+    settles it instead of promising the next run will."""
+    from tinyday import DAY, day_results, legacy, run_window, z
+    with State.open(tmp_path / "state.duckdb") as st:
+        assert day1(tmp_path, st)["verdicts"]["pending"] == 1
+        day = DAY + timedelta(days=9)
+        t = (day + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        n = legacy("N9", 109, "Ticket Created", t, 1)
+        s9 = run_window(tmp_path, st, day, day_results([z(109, 109, "Create", t, 5009)], [dict(n, observed_at=t)],
+                                                       [dict(n, observed_at=t)], []), "day9")
+    assert s9["verdicts"]["pending"] == 0 and (s9["status"], s9["exit_code"]) == ("pending", 1)
+    [held] = s9["carried"]["events_shown"]
+    assert (held["source_id"], held["verdict"]) == ("5", "pending")
+    assert held["cause"] == ("would be lost_after_bus, but the sink was not read back to it ([window] carry_back): no "
+                             "later run reads the sink back to it either: raise [window] carry_back past it, or re-run "
+                             "its window, to settle it")
+
+
 def test_a_carried_loss_before_the_bus_log_a_run_read_says_it_may_have_reached_the_bus(tmp_path):
     """Day 1 read the bus log in part: comment 61 (10:00) is in no store read, held. Day 2's bus log starts the next
     morning, so it cannot show whether 61 reached the bus: a loss (the sink and the DLQ lack it), whose cause says the
@@ -178,6 +218,33 @@ def test_a_carried_event_its_sequence_completes_without_is_not_emitted(tmp_path)
         ("82", "not_emitted", "sequence S8 (2 events) is complete without it"), ("83", "delivered", None)]
     one_pass = run_window(tmp_path, None, DAY, day_results(zd, bus, sink, []), "one-pass")
     assert one_pass["verdicts"]["not_emitted"] == 1 and one_pass["verdicts"]["delivered"] == 2
+
+
+def test_a_carried_event_paired_with_a_position_another_kind_holds_is_not_emitted(tmp_path):
+    """A new ticket's audit: two Create children, a Comment and a trigger's group change (Zendesk orders them by child
+    id); the connector numbered three events, Ticket Created, Comment Created and Attachment Linked to Comment (no
+    Group Assignment Changed). Day 1's bus log, read in part, holds positions 1 and 2: the group change is paired with
+    the missing position 3 and held. Day 2 finds an Attachment Linked to Comment there, no group change: the sequence
+    is complete without it, which is not emitted, as one pass over the same stores says -- not lost before the bus."""
+    from dataclasses import replace
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, z
+    zd = [z(1, 500, "Create", "23:00:00", 50), z(2, 500, "Create", "23:00:00", 50),
+          z(3, 500, "Comment", "23:00:00", 50), z(4, 500, "Change:group_id", "23:00:00", 50)]
+    made = [legacy(f"A{n}", 500, kind, f"23:00:00.{n}", n, sequence_id="S1", sequence_total=3)
+            for n, kind in ((1, "Ticket Created"), (2, "Comment Created"), (3, "Attachment Linked to Comment"))]
+    bus = [dict(e, observed_at=e["event_time"]) for e in made]
+    sink = [dict(e, observed_at="23:00:02", sequence_number=str(n), committed=True) for n, e in enumerate(made)]
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results(zd, bus[:2], sink[:2], [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        assert run_window(tmp_path, st, DAY, first, "day1")["verdicts"]["pending"] == 1
+        assert [r["sequence_position"] for r in st.pending_of(st.history()[0]["window_key"]).to_pylist()] == [3]
+        s2 = run_window(tmp_path, st, DAY2, day_results([], bus, sink, []), "day2")
+    assert [(r["source_id"], r["verdict"], r["cause"]) for r in s2["carried"]["events_shown"]] == [
+        ("4", "not_emitted", "sequence S1 (3 events) is complete without it")]
+    one_pass = run_window(tmp_path, None, DAY, day_results(zd, bus, sink, []), "one-pass")
+    assert one_pass["verdicts"]["not_emitted"] == 1 and one_pass["verdicts"]["lost_before_bus"] == 0
 
 
 def test_an_id_a_carried_event_took_by_its_kind_is_not_also_taken_by_position(tmp_path):
