@@ -282,8 +282,8 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
     compares.
 
     `record(summary, pending, settlements, unjudged)` records the run in a state, folds the losses it settled into its
-    status (summary.fold_carried) and returns the history to show (instead of `job.history`, a history saved by an earlier
-    run: evidence/history.json).
+    status (summary.fold_carried) and returns the history to show (instead of `job.history`, a history saved by an
+    earlier run: evidence/history.json). `unjudged(previous)`: which of those pending events this run gave no verdict.
     """
     cfg, window, results, history = job.cfg, job.window, job.results, job.history
     e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine, recovered.read_evidence(job.evidence),
