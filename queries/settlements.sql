@@ -90,8 +90,8 @@ WITH kept AS (
     -- a carried event its connector sequence left unpaired (a sequence id, no position: sequences.sql), or paired
     -- with a position then missing that `sequenced` did not link it by (another kind's event holds it now): the
     -- sequence is complete without it when a store holds each of its positions 1..total (every event the connector
-    -- made for the update reached the bus), as seq_units' `complete` is for the window's (which also counts a position the
-    -- audit's own events are linked to: not a store's, so never one a run after it still sees missing)
+    -- made for the update reached the bus), as seq_units' `complete` is for the window's (which also counts a
+    -- position the audit's own events are linked to: not a store's, so never one a run after it still sees missing)
     SELECT c.source_id, max(b.sequence_total) AS total
     FROM open c
     JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position BETWEEN 1 AND b.sequence_total
