@@ -60,6 +60,19 @@ def test_a_queue_of_more_than_ten_is_read_completely_and_released(aws_cfg):
     assert queue_count(sqs, url) == 35
 
 
+def test_a_queue_holding_delayed_messages_is_read_incomplete(aws_cfg):
+    """A DLQ with DelaySeconds hides each new message that long (ApproximateNumberOfMessagesDelayed): no receive gets
+    it, the visible and in-flight counts leave it out, and a read that ends then has not seen it."""
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq", Attributes={"DelaySeconds": "900"})["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:3])])
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
+        "ApproximateNumberOfMessagesDelayed"] == "3"
+    res = dlq.read(DlqConfig(queue_url=url, wait_seconds=0), WINDOW, aws_cfg)
+    assert not res.complete and res.records == 0 and res.details["approx_delayed_after"] == 3
+    assert any("~3 delayed message(s)" in p and "DelaySeconds" in p for p in res.problems)
+
+
 def test_an_interrupted_read_releases_what_it_received(aws_cfg):
     """Ctrl-C (or SIGTERM turned into SystemExit) in the middle of the read: the messages received so far are made
     visible again before the exception goes on. The interruption is injected into the AWS SDK's call chain."""

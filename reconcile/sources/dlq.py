@@ -304,7 +304,10 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
         problems.append(f"Stopped reading {url} after {receives:,} receives ({read_n:,} messages, ~{approx:,} when the "
                         f"read began): new messages kept arriving. Re-run when the queue is quieter, or read an "
                         f"archive ([dlq] uri).")
-    incomplete = read_n < max(approx, approx_after) or throttled or near_redrive or endless
+    if after["delayed"]:
+        problems.append(f"{url} held ~{after['delayed']:,} delayed message(s) after the read (the queue's "
+                        f"DelaySeconds): none could be received yet. Re-run when the delay has passed.")
+    incomplete = read_n < max(approx, approx_after) or throttled or near_redrive or endless or after["delayed"] > 0
     if read_n < approx:
         problems.append(
             f"Read {read_n:,} of ~{approx:,} messages in {url}: "
@@ -327,7 +330,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                        "approx_not_visible": before["not_visible"], "read": read_n}],
         details={"mode": "queue", "queue_url": url, "read": read_n, "approx_total": approx,
                  "approx_visible": before["visible"], "approx_not_visible": before["not_visible"],
-                 "approx_total_after": approx_after, "coverage": f"read {read_n:,} of ~{approx:,}",
+                 "approx_total_after": approx_after, "approx_delayed_after": after["delayed"], "coverage": f"read {read_n:,} of ~{approx:,}",
                  "sampled": read_n < approx, "receives": receives, "visibility_timeout": timeout,
                  "released": len(handles) - unreleased if timeout else 0, "redrive_policy": redrive,
                  "max_receive_count_seen": max_receive_count, "rejected": rej.num_rows,
@@ -348,6 +351,8 @@ def _counts(sqs, url: str) -> dict:
                           f"later.") from e
     return {"visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
             "not_visible": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            # a queue with DelaySeconds hides each new message that long: no receive can have it yet
+            "delayed": int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
             "redrive": json.loads(attrs["RedrivePolicy"]) if attrs.get("RedrivePolicy") else None,
             "retention_s": int(attrs.get("MessageRetentionPeriod", DEFAULT_RETENTION_S))}
 
