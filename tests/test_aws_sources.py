@@ -462,14 +462,17 @@ def test_dlq_archive(where, request, tmp_path):
                          "Attributes": {"SentTimestamp": str(int(NOW.timestamp() * 1000))}}),
              "{broken", json.dumps({"Body": webhook("W2")})]
     body = ("\n".join(lines) + "\n").encode()
-    uri, aws = place(where, request, tmp_path, "dlq-archive", {"messages.jsonl": body}, "messages.jsonl")
+    # an archiver's marker beside the messages: left out, and counted
+    uri, aws = place(where, request, tmp_path, "dlq-archive", {"day/messages.jsonl": body, "day/_SUCCESS": b""}, "day")
     res = dlq.read(DlqConfig(uri=uri), WINDOW, aws)
     assert res.complete and res.details["sampled"] is False
+    assert res.details["files"] == 1 and res.details["skipped_objects"] == 1
+    assert res.details["skipped_shown"][0].endswith("day/_SUCCESS")
     assert [dict(r, eb_id=label(r["eb_id"]))
             for r in res.ledger.select(["source_id", "eb_id", "error_code", "observed_at"]).to_pylist()] == [
         {"source_id": "m1", "eb_id": "W1", "error_code": "NO_RESOURCE", "observed_at": NOW}]
     assert reasons(res) == ["DLQ message is not JSON", "DLQ message has no MessageId"]
-    assert res.rejects["source_ref"][0].as_py() == f"{uri}:2"
+    assert res.rejects["source_ref"][0].as_py() == f"{uri}/messages.jsonl:2"
 
 
 # ---------------------------------------------------------------- metrics

@@ -443,6 +443,20 @@ def test_without_a_commit_log_a_data_file_of_a_format_not_read_makes_the_sink_in
                                                              DAY, LOCAL).problems)
 
 
+def test_without_a_commit_log_files_are_read_as_spark_reads_them(tmp_path):
+    """Spark's readers leave out `_x`, `.x` and `x._COPYING_`, not a partition folder `_x=v` (InMemoryFileIndex
+    .shouldFilterOutPathName): rows under `_batch=7/` are read, a copy in progress is not."""
+    root = spark_copy(tmp_path, "parquet")
+    shutil.rmtree(root / "_spark_metadata")
+    part = next(root.glob("dt=2026-11-23/hr=*/part-*.parquet"))
+    moved = part.parent / "_batch=7" / part.name
+    moved.parent.mkdir()
+    part.rename(moved)
+    shutil.copy(moved, part.parent / (part.name + "._COPYING_"))
+    res = sink.read(SinkConfig(uri=str(root)), DAY, LOCAL)
+    assert res.complete and sorted(map(str, res.ledger["eb_id"].to_pylist())) == sorted(SPARK_IDS)
+
+
 def test_uri_below_the_commit_log_uses_the_log_and_is_incomplete_without_the_rest_of_the_range(tmp_path):
     """[sink] uri set to one day's folder below Spark's output: its commit log (above) is applied, and the committed
     files it lists in the read range's other partitions -- the events of the 23rd (UTC) the job wrote under

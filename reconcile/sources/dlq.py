@@ -151,6 +151,7 @@ def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArr
 
 def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None) -> SourceResult:
     fs, root, files = list_files(cfg.uri, aws, f"DLQ archive {cfg.uri}", "[dlq] uri")
+    skipped = [f for f in files if f.base_name.startswith((".", "_"))]  # an archiver's markers and temp files
     files = [f for f in files if not f.base_name.startswith((".", "_"))]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     leds, rejs, fps, problems = [], [], [], []
@@ -185,7 +186,9 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = No
     newest = max((f.mtime for f in files if f.mtime), default=None)
     return SourceResult(name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
                         fingerprints=fps,
-                        details={"mode": "archive", "uri": cfg.uri, "files": len(files), "read": led.num_rows,
+                        details={"mode": "archive", "uri": cfg.uri, "files": len(files),
+                                 "skipped_objects": len(skipped),
+                                 "skipped_shown": [scheme + f.path for f in skipped[:20]], "read": led.num_rows,
                                  "rejected": rej.num_rows, "sampled": False,
                                  "coverage": f"read {led.num_rows + rej.num_rows:,} archived messages",
                                  "newest_object_at": newest.isoformat() if newest else None})

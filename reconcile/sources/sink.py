@@ -128,7 +128,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
     other_format: list[pafs.FileInfo] = []  # files in the window's partitions that are no [sink] format file
     for f in files:
         parts = (posixpath.relpath(f.path, root) if f.path != root else f.base_name).split("/")
-        if any(p.startswith(("_", ".")) for p in parts):
+        if any(map(hidden, parts)):
             continue
         if log:
             every.append(posixpath.relpath(f.path, log.root))
@@ -271,6 +271,13 @@ def _log_folders(files: list[pafs.FileInfo], root: str, log_folder: str) -> list
         if log_folder in parts:
             found.add(posixpath.normpath(posixpath.join(root, *parts[:parts.index(log_folder)])))
     return sorted(found)
+
+
+def hidden(name: str) -> bool:
+    """A file or folder name Spark's readers leave out (InMemoryFileIndex.shouldFilterOutPathName): `_x` and `.x`,
+    not a partition folder `_x=v`, and a copy in progress `x._COPYING_`. (Parquet's `_metadata` summary files,
+    which Spark lists for the footers only, hold no rows: left out here too.)"""
+    return (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
 
 
 def zone(name: str) -> ZoneInfo:
