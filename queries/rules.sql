@@ -5,7 +5,7 @@
 -- a default, so callers that cannot know it need not change).
 
 -- hop A, exact: a webhook-family bus event carries the Zendesk event id.
--- (settlements.sql's `near` keeps the bus events whose zendesk_key, ticket_id or eb_id a carried event has: a
+-- (settlements.sql's `settle_near` keeps the bus events whose zendesk_key, ticket_id or eb_id a carried event has: a
 -- candidate test that compares another column must be added there too.)
 CREATE OR REPLACE MACRO exact_candidate(b_family, b_key, s_key) AS
     b_family = 'webhook' AND b_key = s_key;

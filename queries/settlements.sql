@@ -15,32 +15,33 @@
 -- carried event found lost stays pending (`held`: the state carries it again), while what the stores do hold settles
 -- it as usual. An unpaired carried event whose connector sequence is now complete without it (`seq_done`) is
 -- `not_emitted`, as verdicts.sql judges the window's events.
+--
+-- Two tables of their own first, each read more than once below: the ids an earlier run linked to a carried event
+-- (its first and its copies'; an id that is no UUID, kept by an older version, can match no record), and the bus
+-- events a carried event can link to (by its Zendesk event id, its ticket or its EventBridge id): few. In
+-- partitioned judging bus_events is the split's Arrow files, which give DuckDB no row count, and a plain join or IN
+-- with the carried events has it build its hash table of every bus event of the day (docs/design.md, partitioned
+-- judging). `coalesce(x IN (...), false)` is a MARK join, which DuckDB builds on the subquery (the carried events).
+-- As a CTE of the statement below, the scan ran out of memory once a second consumer read what is built on it. The
+-- columns are those exact_candidate and composite_candidate compare (queries/rules.sql), and the carried links' ids.
+CREATE OR REPLACE TEMP TABLE carried_links AS
+SELECT * FROM (
+    SELECT source_id, eb_id FROM carried
+    UNION
+    SELECT source_id, try_cast(id AS UUID) AS eb_id
+    FROM (SELECT source_id, unnest(other_eb_ids) AS id FROM carried WHERE other_eb_ids IS NOT NULL)
+) WHERE eb_id IS NOT NULL;
+CREATE OR REPLACE TEMP TABLE settle_near AS
+SELECT * FROM bus_events
+WHERE coalesce(zendesk_key IN (SELECT zendesk_key FROM carried), false)
+   OR coalesce(ticket_id IN (SELECT ticket_id FROM carried), false)
+   OR coalesce(eb_id IN (SELECT eb_id FROM carried_links), false);
 CREATE OR REPLACE TABLE settlements AS
 WITH kept AS (
     -- a state written before the emission was kept (5ecc4fc) gives none: the model's, as the run that held it had it
     SELECT * REPLACE (coalesce(emission, emission_of(kind)) AS emission) FROM carried
 ), open AS (
     SELECT * FROM kept WHERE eb_id IS NULL
-), carried_links AS (
-    -- the ids an earlier run linked to a carried event: its first and its copies' (an id that is no UUID, kept by an
-    -- older version, can match no record)
-    SELECT * FROM (
-        SELECT source_id, eb_id FROM carried
-        UNION
-        SELECT source_id, try_cast(id AS UUID) AS eb_id
-        FROM (SELECT source_id, unnest(other_eb_ids) AS id FROM carried WHERE other_eb_ids IS NOT NULL)
-    ) WHERE eb_id IS NOT NULL
-), near AS MATERIALIZED (
-    -- the bus events a carried event can link to (by its Zendesk event id, its ticket or its EventBridge id): few.
-    -- In partitioned judging bus_events is the split's Arrow files, which give DuckDB no row count, and a plain join
-    -- or IN with the carried events has it build its hash table of every bus event of the day (docs/design.md,
-    -- partitioned judging). `coalesce(x IN (...), false)` is a MARK join, which DuckDB builds on the subquery (the
-    -- carried events); MATERIALIZED keeps the joins below from being planned into this scan. The columns are those
-    -- exact_candidate and composite_candidate compare (queries/rules.sql), and the carried links' ids.
-    SELECT * FROM bus_events
-    WHERE coalesce(zendesk_key IN (SELECT zendesk_key FROM carried), false)
-       OR coalesce(ticket_id IN (SELECT ticket_id FROM carried), false)
-       OR coalesce(eb_id IN (SELECT eb_id FROM carried_links), false)
 ), taken AS (
     -- ids already linked to an event: by an earlier run to a carried event, or to another event of its ticket (the
     -- carried event's claimed_ids: settled then, so no carried event names them), or by this run's hop A
@@ -51,16 +52,16 @@ WITH kept AS (
 ), exact AS (
     SELECT DISTINCT c.source_id, b.eb_id, 'exact' AS match_kind
     FROM open c
-    JOIN near b ON exact_candidate(b.family, b.zendesk_key, c.zendesk_key)
+    JOIN settle_near b ON exact_candidate(b.family, b.zendesk_key, c.zendesk_key)
 ), copies AS (
-    SELECT * FROM bus_copies('near')
+    SELECT * FROM bus_copies('settle_near')
 ), cand AS (
     SELECT DISTINCT c.source_id, b.eb_id, c.ticket_id, model_kind(c.kind) AS kind, c.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos,
            position_fits(NULL, c.position, b.sequence_position) AS fits
     FROM open c
     JOIN emission_model k ON k.api_kind = model_kind(c.kind)
-    JOIN near b
+    JOIN settle_near b
       ON b.event_type = k.bus_type
      AND composite_candidate(c.ticket_id, model_kind(c.kind), c.event_time,
                              b.ticket_id, k.api_kind, b.event_time, $tolerance_s)
@@ -73,7 +74,7 @@ WITH kept AS (
     -- the position an earlier run paired the event with, now held by a store (the lowest id there, as sequences.sql)
     SELECT c.source_id, min(b.eb_id) AS eb_id, 'sequence' AS match_kind
     FROM open c
-    JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position = c.sequence_position
+    JOIN settle_near b ON b.sequence_id = c.sequence_id AND b.sequence_position = c.sequence_position
                AND position_kind_fits(true, b.event_type, model_kind(c.kind), c.emission)
     WHERE c.source_id NOT IN (SELECT source_id FROM exact) AND c.source_id NOT IN (SELECT source_id FROM composite)
       AND b.eb_id NOT IN (SELECT eb_id FROM exact) AND b.eb_id NOT IN (SELECT eb_id FROM composite)
@@ -86,20 +87,34 @@ WITH kept AS (
     UNION ALL SELECT * FROM composite
     UNION ALL SELECT * FROM copy_links('composite', 'copies')
     UNION ALL SELECT * FROM sequenced
+), facts AS (
+    SELECT * FROM bus_facts('links', 'settle_near')
+), audit_seq AS (
+    -- a carried event its run gave no sequence (it linked none of its update's events: no store held them then): the
+    -- one this run's links give its audit's other carried events, when they give one (sequences.sql `align` gives the
+    -- window's events their audit's alike)
+    SELECT c.source_id, min(b.sequence_id) AS sequence_id
+    FROM open c
+    JOIN kept s ON s.window_key = c.window_key AND s.audit_id = c.audit_id AND s.source_id <> c.source_id
+    JOIN facts f ON f.source_id = s.source_id
+    JOIN settle_near b ON b.eb_id = f.eb_id
+    WHERE c.sequence_id IS NULL AND b.sequence_id IS NOT NULL
+    GROUP BY c.source_id
+    HAVING count(DISTINCT b.sequence_id) = 1
 ), seq_done AS (
     -- a carried event its connector sequence left unpaired (a sequence id, no position: sequences.sql), or paired
     -- with a position then missing that `sequenced` did not link it by (another kind's event holds it now): the
     -- sequence is complete without it when a store holds each of its positions 1..total (every event the connector
     -- made for the update reached the bus), as seq_units' `complete` is for the window's (which also counts a
     -- position the audit's own events are linked to: not a store's, so never one a run after it still sees missing)
-    SELECT c.source_id, max(b.sequence_total) AS total
+    SELECT c.source_id, any_value(b.sequence_id) AS sequence_id, max(b.sequence_total) AS total
     FROM open c
-    JOIN near b ON b.sequence_id = c.sequence_id AND b.sequence_position BETWEEN 1 AND b.sequence_total
+    LEFT JOIN audit_seq a USING (source_id)
+    JOIN settle_near b ON b.sequence_id = coalesce(c.sequence_id, a.sequence_id)
+               AND b.sequence_position BETWEEN 1 AND b.sequence_total
     GROUP BY c.source_id
     HAVING min(b.sequence_total) = max(b.sequence_total) AND max(b.sequence_total) <= 10000
        AND count(DISTINCT b.sequence_position) = max(b.sequence_total)
-), facts AS (
-    SELECT * FROM bus_facts('links', 'near')
 ), judged AS (
     SELECT c.window_key, c.source_id, c.kind, c.ticket_id, c.event_time,
            coalesce(f.eb_id, c.eb_id) AS eb_id,
@@ -115,7 +130,7 @@ WITH kept AS (
            f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind,
            only_outside_log(f.sink_rows, f.uncommitted_rows, $outside_log) AS outside_log,
            f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
-           c.emission, c.sequence_id, d.total AS sequence_total
+           c.emission, coalesce(c.sequence_id, d.sequence_id) AS sequence_id, d.total AS sequence_total
     FROM kept c
     LEFT JOIN facts f USING (source_id)
     LEFT JOIN seq_done d USING (source_id)

@@ -400,7 +400,7 @@ def test_the_run_wide_queries_never_hold_a_day_s_rows_in_memory_nor_spill(sim_da
         day = {t: e.arrow(t) for t in counted + ("settlements", "recovery_funnel")}
         settled = day["settlements"]
         assert settled.num_rows == carried
-        # carried events with no id yet were linked here too (settlements' `near` found their bus events)
+        # carried events with no id yet were linked here too (settlements' `settle_near` found their bus events)
         assert carried == 0 or settled["eb_id"].null_count < carry["eb_id"].null_count
         assert day["recovery_funnel"]["planned"][0].as_py() == recovery["recovery_journal"].num_rows > 20
         verdicts, bus = e.arrow("verdicts"), e.arrow("bus_events")

@@ -247,6 +247,35 @@ def test_a_carried_event_paired_with_a_position_another_kind_holds_is_not_emitte
     assert one_pass["verdicts"]["not_emitted"] == 1 and one_pass["verdicts"]["lost_before_bus"] == 0
 
 
+def test_a_carried_event_whose_update_no_store_held_is_not_emitted_once_its_sequence_is_complete(tmp_path):
+    """The same new ticket's update at 23:00, but on day 1 no store holds any of its events (the bus log read in part,
+    Spark late): nothing linked them to connector sequence S1, so the state keeps no sequence for the group change.
+    Day 2 links its audit's other events to S1, complete without a Group Assignment Changed: the group change is not
+    emitted, as one pass over the same stores says -- not lost before the bus."""
+    from dataclasses import replace
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, z
+    zd = [z(1, 500, "Comment", "23:00:00", 50), z(2, 500, "Create", "23:00:00", 50),
+          z(3, 500, "Create", "23:00:00", 50), z(4, 500, "Change:group_id", "23:00:00", 50)]
+    made = [legacy(f"A{n}", 500, kind, f"23:00:00.{n}", n, sequence_id="S1", sequence_total=3)
+            for n, kind in ((1, "Ticket Created"), (2, "Comment Created"), (3, "Attachment Linked to Comment"))]
+    bus = [dict(e, observed_at=e["event_time"]) for e in made]
+    sink = [dict(e, observed_at="2026-11-24T03:00:00Z", sequence_number=str(n), committed=True)
+            for n, e in enumerate(made)]
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results(zd, [], [], [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        run_window(tmp_path, st, DAY, first, "day1")
+        held = st.pending_of(st.history()[0]["window_key"]).to_pylist()
+        assert {r["source_id"]: (r["sequence_id"], r["audit_id"]) for r in held}["4"] == (None, 50)
+        s2 = run_window(tmp_path, st, DAY2, day_results([], bus, sink, []), "day2")
+    settled = {r["source_id"]: (r["verdict"], r["cause"]) for r in s2["carried"]["events_shown"]}
+    assert settled["4"] == ("not_emitted", "sequence S1 (3 events) is complete without it")
+    assert {v for k, (v, _) in settled.items() if k != "4"} == {"delivered"}
+    one_pass = run_window(tmp_path, None, DAY, day_results(zd, bus, sink, []), "one-pass")
+    assert one_pass["verdicts"]["not_emitted"] == 1 and one_pass["verdicts"]["lost_before_bus"] == 0
+
+
 def test_an_id_a_carried_event_took_by_its_kind_is_not_also_taken_by_position(tmp_path):
     """Held on day 1: 42 (a priority change, paired with position 2 of S) and 43 (a Comment, position 3). Day 2 finds
     only position 2, a Comment Created (the connector numbered them otherwise): 43 takes it by kind and time, so 42

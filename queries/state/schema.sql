@@ -21,6 +21,9 @@ ALTER TABLE pending ADD COLUMN IF NOT EXISTS sequence_position BIGINT;
 -- the EventBridge ids the run linked to the other events of an unlinked event's ticket (queries/export/pending.sql),
 -- which a later run must not give it (added later: older rows have none)
 ALTER TABLE pending ADD COLUMN IF NOT EXISTS claimed_ids VARCHAR[];
+-- the audit (ticket update) the event belongs to, so a later run gives an event its run linked to no sequence the one
+-- its audit's other events are linked to now (queries/settlements.sql `audit_seq`; added later: older rows have none)
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS audit_id BIGINT;
 CREATE TABLE IF NOT EXISTS settlements (
     window_key VARCHAR, source_id VARCHAR, settled_in VARCHAR, verdict VARCHAR, eb_id VARCHAR,
     lateness_s DOUBLE, PRIMARY KEY (window_key, source_id));
