@@ -11,7 +11,7 @@
 CREATE OR REPLACE TABLE recovery_funnel AS
 WITH judged AS MATERIALIZED (
     -- the events the journal names, found with MARK joins built on the journal and kept apart (MATERIALIZED) from
-    -- the join below: the verdicts are read from files that give DuckDB no row count (queries/settlements.sql, settle_near)
+    -- the join below: the verdicts are read from files that give DuckDB no row count (settlements.sql, settle_near)
     SELECT eb_id, verdict, recovery_lag_s, recovery_landed(verdict, sink_at, recovery_sent_at) AS recovery_landed
     FROM verdicts
     WHERE source_id = expected_id AND coalesce(eb_id IN (SELECT eb_id FROM recovery_journal), false)
