@@ -16,7 +16,7 @@ import botocore.exceptions
 import pyarrow.fs as pafs
 
 from .config import AwsConfig
-from .errors import SourceError
+from .errors import AccessDenied, SourceError
 
 # Throttling and transient errors are retried by botocore's standard mode (exponential backoff with jitter); what
 # still fails after that is the caller's to report as an incomplete read.
@@ -61,8 +61,10 @@ def filesystem(uri: str, cfg: AwsConfig) -> tuple[pafs.FileSystem, str]:
 MISSING_CODES = {"NoSuchBucket", "NoSuchKey", "ResourceNotFoundException", "AWS.SimpleQueueService.NonExistentQueue",
                  "QueueDoesNotExist", "NotFound", "404"}
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "InvalidAccessKeyId",
-                "SignatureDoesNotMatch", "ExpiredToken", "UnrecognizedClientException", "InvalidClientTokenId",
+                "SignatureDoesNotMatch", "UnrecognizedClientException", "InvalidClientTokenId",
                 "AuthorizationError", "403"}
+# credentials that were good and ran out during the read (a role's): a re-run gets fresh ones (exit 3, not 4)
+EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
 # botocore's failures of a connection that worked (dropped, timed out), after its retries: a read cut short, not a
 # store or configuration error (credentials, parameters and an unreachable endpoint stay errors)
 MID_READ_FAILURES = (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectTimeoutError)
@@ -79,7 +81,8 @@ def error_code(exc: BaseException) -> str | None:
 
 
 def store_error(exc: BaseException, what: str, hint: str) -> SourceError | None:
-    """A SourceError saying what to check when `exc` means the store is missing or denied; None otherwise.
+    """A SourceError saying what to check when `exc` means the store is missing or denied (AccessDenied: exit 4, no
+    retry helps); None otherwise.
 
     `what` names the store ("bus log archive s3://logs/exports"), `hint` the flag or setting to check.
     """
@@ -88,9 +91,12 @@ def store_error(exc: BaseException, what: str, hint: str) -> SourceError | None:
     if code in MISSING_CODES or "NO_SUCH_BUCKET" in text or isinstance(exc, FileNotFoundError):
         return SourceError(f"The {what} does not exist ({code or text.split(':')[0]}). Check {hint}, the region "
                            f"and the endpoint.")
+    if code in EXPIRED_CODES:
+        return SourceError(f"The credentials expired while reading the {what} ({code}). Re-run: the credential "
+                           f"chain gives fresh ones.")
     if code in DENIED_CODES or "ACCESS_DENIED" in text or "Access Denied" in text:
-        return SourceError(f"Access to the {what} was denied ({code or 'AccessDenied'}). Check the credentials "
-                           f"(--profile, AWS_PROFILE), {hint}, and that the IAM policy allows reading it.")
+        return AccessDenied(f"Access to the {what} was denied ({code or 'AccessDenied'}). Check the credentials "
+                            f"(--profile, AWS_PROFILE), {hint}, and that the IAM policy allows reading it.")
     return None
 
 

@@ -66,11 +66,19 @@ def stopped(signum: int):
     import signal
     click.echo(f"Stopped by {signal.Signals(signum).name}: reads cancelled, unfinished outputs removed, state lock "
                "released. Re-run it.", err=True)
-    code = 128 + signum
+    leave(128 + signum)
+
+
+def leave(code: int):
+    """Exit with `code` once the reads stopped (interrupt.remaining() at most), not waiting on one that does not: the
+    interpreter would join it at exit, however long it takes. Without a stop (a signal, a read deadline) every
+    thread's work ended before the error got here: a plain exit."""
+    if not interrupt.STOP.is_set():
+        sys.exit(code)
     others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
     for t in others:
         t.join(interrupt.remaining())
-    if any(t.is_alive() for t in others):  # the interpreter would join them at exit, however long they take
+    if any(t.is_alive() for t in others):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -100,7 +108,7 @@ class Main(click.Group):
             if interrupt.received():  # whatever a cut-short step raised on its way out
                 stopped(interrupt.received())
             say(f"Error: {e}", logging.ERROR, ctx, exit_code=e.exit_code)
-            sys.exit(e.exit_code)
+            leave(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - the one place an unexpected failure becomes exit 4

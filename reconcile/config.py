@@ -23,6 +23,8 @@ class AwsConfig:
     profile: str | None = None
     region: str | None = None
     endpoint_url: str | None = None  # also AWS_ENDPOINT_URL; pyarrow's S3FileSystem gets it passed explicitly
+    # how long the AWS reads of a run may take in all: a server that trickles a body beats every timeout per request
+    read_deadline: str = "2h"
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("zendesk", "max_wait"): ("duration", DURATION),
     ("dlq", "archive_every"): ("duration", DURATION),
     ("zendesk", "timeout"): ("duration", DURATION),
+    ("aws", "read_deadline"): ("duration", DURATION),
     ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),
     ("zendesk", "requests_per_minute"): (lambda v: v > 0, "a positive number of requests per minute "
                                                           "(10; 30 with the High Volume add-on)"),

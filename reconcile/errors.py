@@ -22,6 +22,17 @@ class SourceError(ReconcileError):
     exit_code = 3
 
 
+class AccessDenied(SourceError):
+    """A store refused the credentials, or the IAM policy denies the read: a retry will not help, so it is a
+    configuration error (exit 4) and the run stops, instead of judging without that store (exit 3, "retry")."""
+
+    exit_code = 4
+
+
+class ReadDeadline(SourceError):
+    """The AWS reads did not end within [aws] read_deadline: they were stopped, and the run has no result (exit 3)."""
+
+
 class QueryError(ReconcileError):
     """A query in queries/ failed or was called without a parameter it uses."""
 

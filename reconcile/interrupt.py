@@ -96,6 +96,17 @@ def deferred(*, then_stop: bool = True) -> Iterator[None]:
         raise Interrupted(_signum or signal.SIGTERM)
 
 
+def expire() -> None:
+    """Stop the reads as a signal does, without one (a read deadline passed): STOP is set, and shutdown gives them
+    GRACE_S from now to stop and release what they hold. The caller raises its own error: no Interrupted follows."""
+    global _at, _raised
+    with _lock:
+        if not STOP.is_set():
+            _at = time.monotonic()
+        _raised = True
+    STOP.set()
+
+
 def shutdown(pool: ThreadPoolExecutor, futures: Iterable[Future]) -> None:
     """Shut a pool down: wait for its work, or after a signal give it GRACE_S to stop and release what it holds."""
     if not STOP.is_set():
@@ -108,8 +119,8 @@ def shutdown(pool: ThreadPoolExecutor, futures: Iterable[Future]) -> None:
                     remaining(), len(running))
     _, running = wait(running, timeout=remaining())
     if running:
-        logger.warning("%d read(s) did not stop within %.0f s of the signal; exiting without them", len(running),
-                       GRACE_S)
+        logger.warning("%d read(s) did not stop within %.0f s of the %s; exiting without them", len(running),
+                       GRACE_S, "signal" if _signum else "deadline")
 
 
 def _note(signum: int) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from . import completeness, emission, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
 from .config import Config, EngineConfig
 from .engine import Engine, execute_file, query_path
+from .errors import ReadDeadline
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
@@ -72,6 +73,7 @@ def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True)
         for s in REGISTRY:
             prior = futures[s.after].result if s.after else None
             futures[s.name] = pool.submit(s.read, cfg, window, evidence, progress, prior)
+        _within_deadline(cfg, {s.name: futures[s.name] for s in REGISTRY if s.on_aws})
         results = {name: f.result() for name, f in futures.items()}
     finally:
         interrupt.shutdown(pool, futures.values())
@@ -81,6 +83,22 @@ def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True)
             logger.warning("%s judged incomplete: %s", name, "; ".join(r.problems),
                            extra={"source": name, "complete": False})
     return decided
+
+
+def _within_deadline(cfg: Config, reads: dict[str, Future]) -> None:
+    """Wait for the AWS reads until [aws] read_deadline; past it, stop every read as a signal would (they have
+    interrupt.GRACE_S to stop and release what they hold) and raise ReadDeadline: a run has no result then (exit 3).
+    botocore's and pyarrow's timeouts are per request and per idle socket: a body trickled a byte at a time beats
+    both."""
+    deadline = parse_duration(cfg.aws.read_deadline).total_seconds()
+    _, late = wait(reads.values(), timeout=deadline)
+    if late:
+        interrupt.expire()
+        names = ", ".join(n for n, f in reads.items() if f in late)
+        raise ReadDeadline(f"Still reading {names} after [aws] read_deadline = {cfg.aws.read_deadline}: the reads "
+                           f"were stopped and the run has no result. A store answering this slowly (a proxy or "
+                           f"gateway trickling its bodies?) will not get faster: check the endpoint ([aws] "
+                           f"endpoint_url, AWS_ENDPOINT_URL); raise read_deadline if the day is that big.")
 
 
 def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str, Path]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable
 import pyarrow as pa
 
 from .. import ledger
-from ..errors import ReconcileError
+from ..errors import ReconcileError, SourceError
 from ..ledger import SourceResult
 from ..window import zendesk_reach
 
@@ -67,6 +67,8 @@ class Source:
     describe: one line for `run --dry-run`: what would be read.
     reader: how its module is called (Reader); probe: `reconcile check`'s one cheap call, returning what answered.
     after: the store whose result its reader may use (Prior): the sink does not parse what the bus log parsed.
+    on_aws: read through AWS (boto3 or pyarrow's S3), so bound by `[aws] read_deadline` (run.read_all): neither
+    bounds a body a server trickles. Zendesk's requests have whole-request deadlines of their own.
     Stores are read at once; the reader waits for the other's result where it needs it (the sink lists its files
     and reads the commit log first, then waits before reading any data file).
     """
@@ -82,6 +84,7 @@ class Source:
     reader: Reader
     probe: Callable[[Config], str]
     after: str | None = None
+    on_aws: bool = True
 
     @property
     def command(self) -> str:
@@ -104,7 +107,8 @@ class Source:
     def read(self, cfg: Config, window: Window, evidence: Path, progress: bool = True,
              prior: Prior = None) -> SourceResult:
         """Read the store; its ledger ends at evidence/<hop>.parquet (`path` of the result). A store that is not
-        configured, or cannot be read at all (a SourceError, exit 3), is an incomplete input, never a crash. Logs,
+        configured, or cannot be read at all (a SourceError, exit 3), is an incomplete input, never a crash; a
+        required one that refuses the credentials (AccessDenied) stops the run with exit 4. Logs,
         when it finishes, its counts and time (fields for `--log-format json`)."""
         t0 = time.monotonic()
         out = evidence / self.ledger_file
@@ -124,7 +128,9 @@ class Source:
         try:
             return self.reader(cfg, window, evidence, out, progress, prior)
         except ReconcileError as e:
-            if getattr(e, "exit_code", 4) != 3:
+            # a required store that refuses the credentials stops the run (AccessDenied, exit 4: no retry helps);
+            # an optional one (the metrics) is an input read in part, as it is when it cannot be read otherwise
+            if not (isinstance(e, SourceError) and (e.exit_code == 3 or not self.required)):
                 raise
             logger.warning("%s could not be read: %s", self.name, e)
             return SourceResult(self.name, ledger.empty(), complete=False, problems=[str(e)])
@@ -205,7 +211,7 @@ REGISTRY: tuple[Source, ...] = (
            configured=lambda c: bool(c.zendesk.url), hint="set [zendesk] url or ZENDESK_URL",
            describe=lambda c: f"{c.zendesk.url}/api/v2/incremental/ticket_events.json "
                               f"({c.zendesk.requests_per_minute:g} requests/min)",
-           reader=_zendesk, probe=later("check:probe_zendesk")),
+           reader=_zendesk, probe=later("check:probe_zendesk"), on_aws=False),
     Source("bus_log", "bus", required=True, may_be_empty=False, schema=ledger.SCHEMA,
            configured=lambda c: bool(c.bus_log.uri or c.bus_log.log_group),
            hint="set [bus_log] uri (or log_group with format = api)",

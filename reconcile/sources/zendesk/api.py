@@ -31,7 +31,7 @@ import orjson
 
 from ... import interrupt
 from ...config import ZendeskConfig
-from ...errors import ConfigError, SourceError
+from ...errors import AccessDenied, ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ class Client:
                 f"credentials would go with it). Set ZENDESK_URL to the account's own https://<subdomain>.zendesk.com "
                 f"URL.") from None
         if code in (401, 403):
-            raise SourceError(
+            raise AccessDenied(
                 f"Zendesk refused the credentials (HTTP {code}). {ENV_HELP}; the incremental export needs a Zendesk "
                 "admin's credentials (and API token access enabled for token auth).") from None
         if code == 429:
