@@ -21,6 +21,9 @@ from .errors import AccessDenied, SourceError
 # Throttling and transient errors are retried by botocore's standard mode (exponential backoff with jitter); what
 # still fails after that is the caller's to report as an incomplete read.
 RETRIES = botocore.config.Config(retries={"mode": "standard", "max_attempts": 8})
+# `reconcile check`'s one cheap call a store: an answer within seconds or a failure, not the reads' patience (8
+# attempts of 60 s each kept a `check` against an endpoint that never answers busy for half an hour)
+PROBE = botocore.config.Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10)
 
 
 @lru_cache(maxsize=8)

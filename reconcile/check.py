@@ -7,13 +7,14 @@ Nothing is received, downloaded or changed.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import botocore.exceptions
 
-from .aws import error_code, make_client, store_error
+from .aws import PROBE, error_code, make_client, store_error
 from .config import Config
 from .errors import ConfigError, ReconcileError, SourceError
 
@@ -50,18 +51,19 @@ def require_usable(cfg: Config) -> None:
 
 
 def reach_all(cfg: Config) -> list[Reached]:
-    """One line per configured store: whether it answered its one cheap call."""
+    """One line per configured store, in REGISTRY's order: whether it answered its one cheap call. The stores are
+    asked at once, each with short timeouts and one retry (aws.PROBE): a store that does not answer costs seconds."""
     from .sources import REGISTRY
-    out = []
-    for spec in REGISTRY:
-        if not spec.configured(cfg):
-            continue
-        try:
-            detail = spec.probe(cfg)
-            out.append(Reached(spec.name, True, detail))
-        except (ReconcileError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
-            out.append(Reached(spec.name, False, _explain(e, spec.name)))
-    return out
+    specs = [spec for spec in REGISTRY if spec.configured(cfg)]
+    with ThreadPoolExecutor(max(1, len(specs))) as pool:
+        return list(pool.map(lambda spec: _reach(spec, cfg), specs))
+
+
+def _reach(spec, cfg: Config) -> Reached:
+    try:
+        return Reached(spec.name, True, spec.probe(cfg))
+    except (ReconcileError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
+        return Reached(spec.name, False, _explain(e, spec.name))
 
 
 def _explain(e: BaseException, store: str) -> str:
@@ -81,7 +83,7 @@ def list_one(uri: str, cfg: Config) -> str:
             raise SourceError(f"{uri} does not exist. Check the path, or give an s3://bucket/prefix.")
         return f"{uri} exists"
     bucket, _, prefix = uri[len("s3://"):].partition("/")
-    page = make_client("s3", cfg.aws).list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    page = make_client("s3", cfg.aws, PROBE).list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
     first = page.get("Contents", [])
     if not first:
         raise SourceError(f"{uri} holds no object. Check the prefix (and that the store has written there).")
@@ -98,7 +100,8 @@ def probe_zendesk(cfg: Config) -> str:
 def probe_bus_log(cfg: Config) -> str:
     if cfg.bus_log.format != "api":
         return list_one(cfg.bus_log.uri, cfg)
-    groups = make_client("logs", cfg.aws).describe_log_groups(logGroupNamePrefix=cfg.bus_log.log_group, limit=1)
+    logs = make_client("logs", cfg.aws, PROBE)
+    groups = logs.describe_log_groups(logGroupNamePrefix=cfg.bus_log.log_group, limit=1)
     names = [g["logGroupName"] for g in groups.get("logGroups", [])]
     if cfg.bus_log.log_group not in names:
         raise SourceError(f"Log group {cfg.bus_log.log_group} does not exist. Check [bus_log] log_group and the "
@@ -113,7 +116,7 @@ def probe_sink(cfg: Config) -> str:
 def probe_dlq(cfg: Config) -> str:
     if not cfg.dlq.queue_url:
         return list_one(cfg.dlq.uri, cfg)
-    attrs = make_client("sqs", cfg.aws).get_queue_attributes(
+    attrs = make_client("sqs", cfg.aws, PROBE).get_queue_attributes(
         QueueUrl=cfg.dlq.queue_url, AttributeNames=["ApproximateNumberOfMessages", "RedrivePolicy"])["Attributes"]
     if attrs.get("RedrivePolicy") and not cfg.dlq.accept_redrive_risk:
         # the run refuses such a queue (sources/dlq.py): say so now, before anything is read
@@ -131,7 +134,7 @@ def probe_metrics(cfg: Config) -> str:
     if cfg.metrics.event_bus:
         dims.insert(0, {"Name": "EventBusName", "Value": cfg.metrics.event_bus})
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    make_client("cloudwatch", cfg.aws).get_metric_data(
+    make_client("cloudwatch", cfg.aws, PROBE).get_metric_data(
         MetricDataQueries=[{"Id": "m0", "ReturnData": True, "MetricStat": {
             "Metric": {"Namespace": NAMESPACE, "MetricName": "Invocations", "Dimensions": dims},
             "Period": 3600, "Stat": "Sum"}}],

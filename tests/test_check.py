@@ -153,3 +153,28 @@ def test_check_finds_the_log_group_of_format_api(aws_cfg):
                                            "bus_log.format=api", "--set", f"bus_log.log_group={group}"])
         assert result.exit_code == code, result.output
         assert result.stdout.split()[:2] == [word, "bus_log"]
+
+
+def test_check_against_an_endpoint_that_never_answers_ends_in_seconds(stores, tmp_path):
+    """Every AWS store behind an endpoint that takes the connection and never answers: `check` asks them at once,
+    each with short timeouts and one retry (aws.PROBE), and names each within a minute -- with the reads' patience
+    (8 attempts of 60 s, one store after another) it took half an hour."""
+    import socket
+    import threading
+    keys, _, _ = stores
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    held = []
+    threading.Thread(target=lambda: [held.append(silent.accept()) for _ in iter(int, 1)], daemon=True).start()
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    started = time.monotonic()
+    try:
+        result = CliRunner().invoke(main, ["check", "--endpoint-url", endpoint, *sets(keys)], env=ZENDESK_ENV)
+    finally:
+        silent.close()
+    assert result.exit_code == 3, result.output
+    assert time.monotonic() - started < 60
+    status = {line.split()[1]: line for line in result.stdout.splitlines()}
+    assert status["zendesk"].startswith("ok")
+    assert all(status[s].startswith("FAILED") for s in ("bus_log", "sink", "dlq", "metrics")), status
