@@ -115,6 +115,11 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
         if as_json:
             click.echo(orjson.dumps({"plan": str(path), "digest": sha, **c}, option=orjson.OPT_INDENT_2).decode())
         else:
+            t = plan["target"]
+            if c["reput"]:
+                say(f"re-puts go to Kinesis stream {t['stream']} in {t.get('region')}", **t)
+            if c["replay"]:
+                say(f"replays: archive {t['archive_arn']} to the bus of rule {t['rule_arn']}", **t)
             say(f"plan: {c['reput']:,} exact re-put · {c['replay']:,} by replay in {c['replay_windows']:,} window(s) "
                 f"(they also resend {c['replay_duplicates']:,} delivered event(s)) · {c['unrecoverable']:,} "
                 f"unrecoverable · {c['lost_before_bus']:,} lost before the bus (listed, never re-published)",

@@ -527,3 +527,21 @@ def test_an_apply_on_an_s3_state_keeps_every_attempt_there_even_when_killed(day,
     assert set(ids) == reput - (in_doubt - set(in_stream)) and done.in_doubt == len(in_doubt)
     s3.head_object(Bucket="audit", Key="state.duckdb")
     assert "Contents" not in s3.list_objects_v2(Bucket="audit", Prefix="state.duckdb.lock")  # released
+
+
+def test_the_rows_reviewed_are_the_plan_applied(day):
+    """plan.csv, what a person reviews, says where each event goes (`to`: the stream and its region, or the archive
+    and rule); the digest approved covers plan.json, and an apply refuses a plan.csv beside it that is not the rows
+    plan.json makes (edited to hide a row, say), sending nothing."""
+    import csv
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    rows = list(csv.DictReader((path.with_name("plan.csv")).read_text().splitlines()))
+    assert {r["to"] for r in rows if r["route"] == "reput"} == {f"{STREAM_NAME} (us-east-1)"}
+    assert {r["to"] for r in rows if r["route"] == "replay"} == {
+        f"{plan['target']['archive_arn']} -> {plan['target']['rule_arn']}"}
+    text = path.with_name("plan.csv").read_text().splitlines()
+    path.with_name("plan.csv").write_text("\n".join(text[:1] + text[2:]) + "\n")  # one row hidden from the review
+    with pytest.raises(plan_mod.PlanError, match="is not the rows of plan.json"):
+        apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
+    assert stream_ids(day.aws) == [] and journal(day.state, digest) == []

@@ -46,7 +46,7 @@ MAX_RECORD = 1024 * 1024  # Kinesis: 1 MiB a record, data and partition key toge
 MAX_KEY = 256  # Kinesis: partition keys are 1 to 256 characters
 REPLAY_SLACK_S = 10  # an event's `time` is set before its log copy is written: its minute may be the one before
 CSV_COLUMNS = ("route", "eb_id", "verdict", "source_id", "ticket_id", "kind", "event_time", "from", "where",
-               "partition_key", "bytes", "replay_window", "reason")
+               "partition_key", "bytes", "replay_window", "reason", "to")
 
 
 class PlanError(ReconcileError):
@@ -290,20 +290,30 @@ def write(plan: dict, out_dir: Path) -> tuple[Path, str]:
     data = dumps(plan)
     digest = hashlib.sha256(data).hexdigest()
     path = outputs.write_bytes(out_dir / "plan.json", data)
+    outputs.write_bytes(out_dir / "plan.csv", csv_bytes(orjson.loads(data)))  # as `load` reads it back
+    outputs.write_bytes(out_dir / "plan.sha256", f"{digest}  plan.json\n".encode())
+    return path, digest
+
+
+def csv_bytes(plan: dict) -> bytes:
+    """plan.csv, the rows a person reviews: one per event, with where it goes (`to`: the stream and its region, or
+    the archive replayed to the rule's bus). Made from plan.json alone, so `load` can tell a plan.csv that is not."""
+    t = plan["target"]
+    to = {"reput": f"{t['stream']} ({t.get('region') or 'the applier region'})",
+          "replay": f"{t['archive_arn']} -> {t['rule_arn']}", "none": ""}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     rows = [[e["route"], e["eb_id"], e["verdict"], e["source_id"], e["ticket_id"], e["kind"], e["event_time"],
              e["from"] or "", e["where"] or "", e["partition_key"] or "", e["bytes"] or "",
-             "" if e["replay_window"] is None else _window_text(plan, e["replay_window"]), e["reason"] or ""]
+             "" if e["replay_window"] is None else _window_text(plan, e["replay_window"]), e["reason"] or "",
+             to.get(e["route"], "")]
             for e in plan["events"]]
     rows += [["lost_before_bus", "", "lost_before_bus", b["source_id"], b["ticket_id"], b["kind"], b["event_time"],
-              "zendesk", b["source_ref"], "", "", "", orjson.dumps(b["values"]).decode() + "; " + b["route"]]
+              "zendesk", b["source_ref"], "", "", "", orjson.dumps(b["values"]).decode() + "; " + b["route"], ""]
              for b in plan["lost_before_bus"]]
     w.writerows([outputs.guard_cell(c) for c in r] for r in rows)  # text a spreadsheet would run, inert
-    outputs.write_bytes(out_dir / "plan.csv", buf.getvalue().encode())
-    outputs.write_bytes(out_dir / "plan.sha256", f"{digest}  plan.json\n".encode())
-    return path, digest
+    return buf.getvalue().encode()
 
 
 def _window_text(plan: dict, i: int) -> str:
@@ -337,6 +347,11 @@ def load(path: Path, digest: str | None = None) -> tuple[dict, str]:
         raise PlanError(f"{path} is not JSON ({e}). Make the plan again.") from e
     if plan.get("kind") != PLAN_KIND or plan.get("version") != PLAN_VERSION:
         raise PlanError(f"{path} is not a reconcile recovery plan (version {PLAN_VERSION}). Make the plan again.")
+    # the rows a person reviewed: the digest covers plan.json, and plan.csv beside it must be what plan.json makes
+    rows = path.with_name("plan.csv")
+    if rows.is_file() and rows.read_bytes() != csv_bytes(plan):
+        raise PlanError(f"{rows} is not the rows of {path.name} (it was changed after the plan was made): what was "
+                        f"reviewed is not what would be sent. Make the plan again and review its plan.csv.")
     return plan, actual
 
 
