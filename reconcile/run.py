@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 from . import completeness, emission, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
 from .config import Config, EngineConfig
 from .engine import Engine, execute_file, query_path
-from .errors import ReadDeadline
+from .errors import AccessDenied, ReadDeadline
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
@@ -73,7 +74,7 @@ def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True)
         for s in REGISTRY:
             prior = futures[s.after].result if s.after else None
             futures[s.name] = pool.submit(s.read, cfg, window, evidence, progress, prior)
-        _within_deadline(cfg, {s.name: futures[s.name] for s in REGISTRY if s.on_aws})
+        _watch(cfg, futures, {s.name for s in REGISTRY if s.on_aws})
         results = {name: f.result() for name, f in futures.items()}
     finally:
         interrupt.shutdown(pool, futures.values())
@@ -85,19 +86,30 @@ def read_all(cfg: Config, window: Window, evidence: Path, progress: bool = True)
     return decided
 
 
-def _within_deadline(cfg: Config, reads: dict[str, Future]) -> None:
-    """Wait for the AWS reads until [aws] read_deadline; past it, stop every read as a signal would (they have
-    interrupt.GRACE_S to stop and release what they hold) and raise ReadDeadline: a run has no result then (exit 3).
-    botocore's and pyarrow's timeouts are per request and per idle socket: a body trickled a byte at a time beats
-    both."""
-    deadline = parse_duration(cfg.aws.read_deadline).total_seconds()
-    _, late = wait(reads.values(), timeout=deadline)
+def _watch(cfg: Config, reads: dict[str, Future], on_aws: set[str]) -> None:
+    """Wait for the reads. A store that refuses the credentials (AccessDenied, a required one's) ends them all at
+    once: the run stops with exit 4 however long the others would take. The AWS reads end at [aws] read_deadline:
+    past it every read is stopped as a signal stops it (interrupt.GRACE_S to stop and release what it holds) and
+    ReadDeadline is raised, so the run has no result (exit 3). botocore's and pyarrow's timeouts are per request and
+    per idle socket: a body trickled a byte at a time beats both."""
+    end = time.monotonic() + parse_duration(cfg.aws.read_deadline).total_seconds()
+    bounded = {f for name, f in reads.items() if name in on_aws}
+    waiting = set(reads.values())
+    while waiting:
+        timeout = max(0.0, end - time.monotonic()) if waiting & bounded else None
+        done, waiting = wait(waiting, timeout=timeout, return_when=FIRST_EXCEPTION)
+        denied = next((f.exception() for f in done if isinstance(f.exception(), AccessDenied)), None)
+        if denied is not None:
+            interrupt.expire()
+            raise denied
+        if not done:
+            break
+    late = [name for name, f in reads.items() if f in bounded and not f.done()]
     if late:
         interrupt.expire()
-        names = ", ".join(n for n, f in reads.items() if f in late)
-        raise ReadDeadline(f"Still reading {names} after [aws] read_deadline = {cfg.aws.read_deadline}: the reads "
-                           f"were stopped and the run has no result. A store answering this slowly (a proxy or "
-                           f"gateway trickling its bodies?) will not get faster: check the endpoint ([aws] "
+        raise ReadDeadline(f"Still reading {', '.join(late)} after [aws] read_deadline = {cfg.aws.read_deadline}: the "
+                           f"reads were stopped and the run has no result. A store answering this slowly (a proxy "
+                           f"or gateway trickling its bodies?) will not get faster: check the endpoint ([aws] "
                            f"endpoint_url, AWS_ENDPOINT_URL); raise read_deadline if the day is that big.")
 
 

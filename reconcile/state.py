@@ -7,8 +7,10 @@ a local file, a refreshed lock object beside an `s3://` one (downloaded before t
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -336,14 +338,27 @@ def _s3_download(s3, bucket: str, obj: str, local: Path, uri: str) -> dict[str, 
 
 
 def _s3_upload(s3, bucket: str, obj: str, local: Path, uri: str, etag: str | None) -> dict[str, str]:
-    """`local` over the state object, only if it is still the one with `etag` (or still absent) -> its new ETag."""
+    """`local` over the state object, only if it is still the one with `etag` (or still absent) -> its new ETag. The
+    object carries its SHA-256 (S3's checksum): when botocore retries a PUT whose answer was lost but which landed,
+    the retry's condition fails on our own upload, which the checksum (or, where a store gives none, the ETag of a
+    one-part upload: its MD5) tells from another run's."""
     from botocore.exceptions import ClientError
     cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    data = local.read_bytes()
+    ours = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    md5 = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
     try:
         with open(local, "rb") as f:
-            return {"etag": s3.put_object(Bucket=bucket, Key=obj, Body=f, **cond)["ETag"]}
+            return {"etag": s3.put_object(Bucket=bucket, Key=obj, Body=f, ChecksumSHA256=ours, **cond)["ETag"]}
     except ClientError as e:
         if _code(e) in _TAKEN:
+            try:
+                there = s3.head_object(Bucket=bucket, Key=obj, ChecksumMode="ENABLED")
+            except ClientError:
+                there = {}
+            checksum = there.get("ChecksumSHA256")
+            if (checksum == ours) if checksum else there.get("ETag") == md5:
+                return {"etag": there["ETag"]}  # the object is this upload
             raise StateError(f"The state {uri} was written by another run since this one read it (this run's lock "
                              f"was taken over: was the process paused?). Not uploaded, so that run's state stands; "
                              f"re-run the window.") from e

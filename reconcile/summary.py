@@ -88,7 +88,9 @@ def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict]
     window's hop (its figures with every settlement folded in: `history`, queries/state/history.sql) over the hop's
     threshold, the run's status is `loss`, as an incomplete read still outranks it. Otherwise a day's losses after
     the bus, nearly all pending when the day is first judged (the retry horizon), would never reach an exit code.
-    A carried event still pending (its loss held) makes a clean run `pending`: its fate is not settled yet.
+    A carried event whose loss is held (`would_be`: a store read in part, the sink not read back to it) makes a clean
+    run `pending`: its fate is not settled, and the hold may never lift by itself. One merely within its retry horizon
+    (or a recovery not landed yet) does not: the next run settles it.
     Sets `carried.over_threshold` (each such window and hop) and returns whether the status changed."""
     hop_of = emission.loss_hops()
     touched = {(r["window_key"], hop_of[r["verdict"]]) for r in settlements if r["verdict"] in hop_of}
@@ -100,7 +102,7 @@ def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict]
     status = s["status"]
     if over and status in ("clean", "pending"):
         status = "loss"
-    elif status == "clean" and any(r["verdict"] == "pending" for r in settlements):
+    elif status == "clean" and any(r["verdict"] == "pending" and r.get("would_be") for r in settlements):
         status = "pending"
     if status == s["status"]:
         return False

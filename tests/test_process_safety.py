@@ -351,15 +351,21 @@ def test_a_store_that_trickles_its_bodies_ends_the_run_at_the_read_deadline(day)
     """A gateway sends the sink's Parquet bodies a byte at a time: botocore's and pyarrow's timeouts, per request and
     per idle socket, never fire. At [aws] read_deadline the reads are stopped as a signal stops them, and the run
     exits 3 naming the store still reading, with no result (no report, no manifest), the lock released -- instead of
-    hanging until the scheduler kills it."""
+    hanging until the scheduler kills it. With Zendesk refusing the credentials meanwhile, the run stops at once
+    with exit 4 (a retry would not help), not at the deadline with 3."""
     proxy = TrickleProxy(day.env["AWS_ENDPOINT_URL"])
+    slow = {**day.env, "AWS_ENDPOINT_URL": proxy.endpoint}
+    fast = ("--set", "zendesk.requests_per_minute=100000")
     try:
         started = time.monotonic()
-        done = subprocess.run(day.args("run", "--set", "zendesk.requests_per_minute=100000",
-                                       "--set", "aws.read_deadline=15s"),
-                              env={**day.env, "AWS_ENDPOINT_URL": proxy.endpoint}, capture_output=True,
-                              timeout=DEADLINE)
+        done = subprocess.run(day.args("run", *fast, "--set", "aws.read_deadline=15s"), env=slow,
+                              capture_output=True, timeout=DEADLINE)
         took = time.monotonic() - started
+        started = time.monotonic()
+        refused = subprocess.run(day.args("refused", *fast, "--set", "aws.read_deadline=10m"),
+                                 env={**slow, "ZENDESK_API_TOKEN": "not-the-token"}, capture_output=True,
+                                 timeout=DEADLINE)
+        took_refused = time.monotonic() - started
     finally:
         proxy.close()
     err = done.stderr.decode()
@@ -369,6 +375,8 @@ def test_a_store_that_trickles_its_bodies_ends_the_run_at_the_read_deadline(day)
     assert took < 15 + 20 + 30  # the deadline, the grace the reads get, the run's own time
     assert not (day.tmp / "run" / "manifest.json").exists() and not (day.tmp / "run" / "report.html").exists()
     assert not lock_held(day.state)
+    assert refused.returncode == 4 and "Zendesk refused the credentials (HTTP 401)" in refused.stderr.decode()
+    assert took_refused < 20 + 30  # the grace the stuck read gets, the run's own time: not the 10 minutes
 
 
 def test_zendesk_refusing_the_credentials_is_exit_4_not_a_retry(day):
@@ -490,6 +498,25 @@ def test_s3_state_another_run_wrote_meanwhile_is_not_overwritten(s3_state, aws_c
             tables = {r[0] for r in st.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         assert f"theirs_{mark}" in tables and "marker" not in tables
     assert "Contents" not in s3_state.list_objects_v2(Bucket="reconcile-state", Prefix=key + ".lock")
+
+
+def test_s3_state_upload_that_landed_but_lost_its_answer_is_not_another_runs(s3_state, aws_cfg, tmp_path):
+    """botocore retries a PUT whose answer was lost; when the first one landed, the retry's condition (the ETag read
+    before) fails on this run's own upload. The object's SHA-256 tells it from another run's: taken as uploaded, not
+    "written by another run" (which would fail a finished run, or leave its journal's last batch in doubt)."""
+    from reconcile.errors import StateError
+    from reconcile.state import _s3_upload
+    key = "prod/reconcile-state.duckdb"
+    first = s3_state.put_object(Bucket="reconcile-state", Key=key, Body=b"state as read")["ETag"]
+    ours = tmp_path / "ours.duckdb"
+    ours.write_bytes(b"state as this run leaves it")
+    landed = _s3_upload(s3_state, "reconcile-state", key, ours, URI, first)  # the PUT that lost its answer
+    assert _s3_upload(s3_state, "reconcile-state", key, ours, URI, first) == landed  # its retry
+    ours.write_bytes(b"this run's next state")
+    s3_state.put_object(Bucket="reconcile-state", Key=key, Body=b"another run's state")
+    with pytest.raises(StateError, match="written by another run since this one read it"):
+        _s3_upload(s3_state, "reconcile-state", key, ours, URI, landed["etag"])
+    assert s3_state.get_object(Bucket="reconcile-state", Key=key)["Body"].read() == b"another run's state"
 
 
 ENGINE = """

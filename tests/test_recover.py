@@ -534,13 +534,21 @@ def test_the_rows_reviewed_are_the_plan_applied(day):
     and rule); the digest approved covers plan.json, and an apply refuses a plan.csv beside it that is not the rows
     plan.json makes (edited to hide a row, say), sending nothing."""
     import csv
+    import io
     plan = plan_mod.build(day.run_dir, day.cfg)
     path, digest = plan_mod.write(plan, day.run_dir / "recovery")
     rows = list(csv.DictReader((path.with_name("plan.csv")).read_text().splitlines()))
     assert {r["to"] for r in rows if r["route"] == "reput"} == {f"{STREAM_NAME} (us-east-1)"}
     assert {r["to"] for r in rows if r["route"] == "replay"} == {
         f"{plan['target']['archive_arn']} -> {plan['target']['rule_arn']}"}
-    text = path.with_name("plan.csv").read_text().splitlines()
+    made = path.with_name("plan.csv").read_bytes()
+    text = made.decode().splitlines()
+    # as a spreadsheet or a checkout may save it (a byte-order mark, CRLF), or as a version before `to` wrote it
+    older = io.StringIO()
+    csv.writer(older, lineterminator="\n").writerows(row[:-1] for row in csv.reader(text))
+    for saved in (b"\xef\xbb\xbf" + made.replace(b"\n", b"\r\n"), older.getvalue().encode()):
+        path.with_name("plan.csv").write_bytes(saved)
+        assert plan_mod.load(path, digest)[1] == digest
     path.with_name("plan.csv").write_text("\n".join(text[:1] + text[2:]) + "\n")  # one row hidden from the review
     with pytest.raises(plan_mod.PlanError, match="is not the rows of plan.json"):
         apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)

@@ -111,6 +111,19 @@ def test_a_carried_event_older_than_carry_back_keeps_the_runs_pending_and_says_h
                              "its window, to settle it")
 
 
+def test_a_carried_event_merely_within_its_retry_horizon_leaves_a_clean_run_clean(tmp_path):
+    """E, pending on day 1 (23:30), is still within EventBridge's retries ten minutes into day 2: pending again, its
+    loss not held (nothing was read in part), so the next run settles it. A clean run stays clean (exit 0): were every
+    carried pending event a reason for exit 1, runs of a few hours would exit 1 almost every time."""
+    from tinyday import DAY2, day_results, run_window
+    with State.open(tmp_path / "state.duckdb") as st:
+        assert day1(tmp_path, st)["verdicts"]["pending"] == 1
+        s = run_window(tmp_path, st, DAY2, day_results([], [], [], []), "first-hour", end=DAY2 + timedelta(minutes=10))
+    [carried] = s["carried"]["events_shown"]
+    assert (carried["source_id"], carried["verdict"], carried["would_be"]) == ("5", "pending", None)
+    assert (s["status"], s["exit_code"]) == ("clean", 0)
+
+
 def test_a_carried_loss_before_the_bus_log_a_run_read_says_it_may_have_reached_the_bus(tmp_path):
     """Day 1 read the bus log in part: comment 61 (10:00) is in no store read, held. Day 2's bus log starts the next
     morning, so it cannot show whether 61 reached the bus: a loss (the sink and the DLQ lack it), whose cause says the

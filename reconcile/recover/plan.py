@@ -349,10 +349,21 @@ def load(path: Path, digest: str | None = None) -> tuple[dict, str]:
         raise PlanError(f"{path} is not a reconcile recovery plan (version {PLAN_VERSION}). Make the plan again.")
     # the rows a person reviewed: the digest covers plan.json, and plan.csv beside it must be what plan.json makes
     rows = path.with_name("plan.csv")
-    if rows.is_file() and rows.read_bytes() != csv_bytes(plan):
+    if rows.is_file() and not _same_rows(rows.read_bytes(), csv_bytes(plan)):
         raise PlanError(f"{rows} is not the rows of {path.name} (it was changed after the plan was made): what was "
                         f"reviewed is not what would be sent. Make the plan again and review its plan.csv.")
     return plan, actual
+
+
+def _same_rows(found: bytes, made: bytes) -> bool:
+    """Whether a plan.csv holds the rows `made` (csv_bytes), read as a spreadsheet or a checkout may have saved it
+    (a byte-order mark, CRLF line ends); one written before the `to` column is compared without it."""
+    def rows(data: bytes) -> list[list[str]]:
+        return list(csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline="")))
+    have, want = rows(found), rows(made)
+    if have and have[0] == list(CSV_COLUMNS[:-1]):  # a plan made before the `to` column
+        want = [r[:-1] for r in want]
+    return have == want
 
 
 def require_target(plan: dict, region: str | None = None) -> None:
