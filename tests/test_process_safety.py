@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -377,6 +378,24 @@ def test_a_store_that_trickles_its_bodies_ends_the_run_at_the_read_deadline(day)
     assert not lock_held(day.state)
     assert refused.returncode == 4 and "Zendesk refused the credentials (HTTP 401)" in refused.stderr.decode()
     assert took_refused < 20 + 30  # the grace the stuck read gets, the run's own time: not the 10 minutes
+
+
+def test_a_read_that_comes_unstuck_after_the_stop_writes_no_ledger(tmp_path):
+    """A read stopped by a signal or the read deadline, left running, may finish after the run put the finished run
+    back in its folder: its ledger is not written there (nor its temp file left)."""
+    from reconcile import interrupt
+    from reconcile.errors import Interrupted
+    from reconcile.sources import events
+    out = events.LedgerOut(tmp_path / "evidence" / "sink.parquet")
+    out.add(pa.table({"hop": ["sink"], "source_id": ["a"]}))
+    with interrupt.handlers():
+        interrupt.expire()
+        try:
+            with pytest.raises(Interrupted):
+                out.result()
+        finally:
+            interrupt.STOP.clear()
+    assert list((tmp_path / "evidence").iterdir()) == []
 
 
 def test_zendesk_refusing_the_credentials_is_exit_4_not_a_retry(day):

@@ -447,6 +447,11 @@ class LedgerOut:
     def result(self) -> pa.Table:
         if self.path is None:
             return pa.concat_tables(self.pieces) if self.pieces else ledger.empty()
+        if interrupt.STOP.is_set():
+            # a read stopped (a signal, [aws] read_deadline) that came unstuck late writes no ledger: the run has no
+            # result, and its folder may hold the finished run put back by then
+            self.abort()
+            interrupt.check()
         if self._writer is None:
             ledger.write_atomic(ledger.empty(), self.path, **ledger.PARQUET_OPTIONS)
         else:
