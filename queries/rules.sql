@@ -350,8 +350,12 @@ CREATE OR REPLACE MACRO held_cause(found, held_by, settled_by := NULL) AS
 
 -- did the sink's first copy of an event arrive at or after a recovery's send? (an unknown arrival time counts: the
 -- send found it absent)
+-- The send's time is the applier's clock, taken before the call; the arrival is Kinesis's (approximateArrivalTimestamp,
+-- stamped while it handles the call): 5 s of slack keeps a few seconds' skew between the two clocks from making a
+-- recovery look landed before it was sent. (The apply re-read the sink just before sending: the event was not there.)
 CREATE OR REPLACE MACRO landed_after(recovery_sent_at, sink_at) AS
-    coalesce(recovery_sent_at IS NOT NULL AND (sink_at IS NULL OR sink_at >= recovery_sent_at), false);
+    coalesce(recovery_sent_at IS NOT NULL AND (sink_at IS NULL OR sink_at >= recovery_sent_at - INTERVAL 5 SECOND),
+             false);
 
 -- why an event is duplicated: several EventBridge ids carried it (a redelivered webhook or connector event), else a
 -- copy was replayed from an archive, else the sink holds distinct Kinesis sequence numbers (redelivery), else one
@@ -414,7 +418,8 @@ CREATE OR REPLACE MACRO recovery_landed(verdict, sink_at, recovery_sent_at) AS
 -- a landed recovery's lag: its sink arrival less the recovery's send (NULL for any other verdict, or when the sink
 -- gave no arrival time)
 CREATE OR REPLACE MACRO recovery_lag(verdict, sink_at, recovery_sent_at) AS
-    CASE WHEN recovery_landed(verdict, sink_at, recovery_sent_at) THEN epoch(sink_at) - epoch(recovery_sent_at) END;
+    CASE WHEN recovery_landed(verdict, sink_at, recovery_sent_at) AND sink_at IS NOT NULL
+         THEN greatest(0, epoch(sink_at) - epoch(recovery_sent_at)) END;  -- within the clocks' slack: 0
 
 -- how a recovery re-sent an event, in words (cause_of's recovery_how)
 CREATE OR REPLACE MACRO recovery_how(route, replay_name) AS

@@ -203,9 +203,11 @@ def test_a_day_is_planned_applied_interrupted_resumed_and_lands_once(day, tmp_pa
 
     # --- the stand-in Spark job moves the stream into the sink; the re-run finds every re-put event
     # (the applies above ran on the real clock, so the records arrive now: days after the simulated window, in the
-    # sink's partition of today, which the re-run reads because the journal shows this window's events were sent)
+    # sink's partition of today, which the re-run reads because the journal shows this window's events were sent).
+    # Each record keeps its own Kinesis arrival stamp, as Spark writes it: stamped while Kinesis handled the call,
+    # before its answer came back (a send time taken after the answer made every re-put look `delivered`).
     landed_at = datetime.now(timezone.utc)
-    assert spark_standin.run_batch(STREAM_NAME, "spark-output", "events", aws, landed_at,
+    assert spark_standin.run_batch(STREAM_NAME, "spark-output", "events", aws, None,
                                    already=moved) == len(reput) - 1
     rerun = tmp_path / "rerun"
     execute(cfg, dataclasses.replace(sim.window, as_of=landed_at + timedelta(hours=1)), rerun,
@@ -370,14 +372,14 @@ def test_records_kinesis_did_not_take_are_retried_then_failed(no_real_aws):
         stub.add_response("put_records", answer)
         stub.add_response("put_records", answer)
         retry, rows = apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending,
-                                      {"e0": 1, "e1": 1, "e2": 1}, max_attempts=2, clock=SENT_CLOCK)
+                                      {"e0": 1, "e1": 1, "e2": 1}, max_attempts=2, sent_at=SENT_CLOCK())
         assert [e["eb_id"] for e in retry] == ["e1", "e2"]
         # the ones to retry are journaled not written until tried again: a signal in the wait leaves none in doubt
         assert [(r["eb_id"], r["status"], r["sequence_number"] is not None) for r in rows] == [
             ("e0", "sent", True), ("e1", "failed", False), ("e2", "failed", False)]
-        assert rows[0]["sent_at"] == SENT_CLOCK()  # the send time comes from the clock apply is given
+        assert rows[0]["sent_at"] == SENT_CLOCK()  # the send's time, taken before the call
         retry, rows = apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending,
-                                      {"e0": 2, "e1": 2, "e2": 2}, max_attempts=2, clock=SENT_CLOCK)
+                                      {"e0": 2, "e1": 2, "e2": 2}, max_attempts=2, sent_at=SENT_CLOCK())
         assert retry == [] and [r["status"] for r in rows] == ["sent", "failed", "failed"]
         assert rows[1]["error"].startswith("ProvisionedThroughputExceededException")
 
@@ -398,11 +400,11 @@ def test_a_server_error_leaves_the_records_in_doubt_not_refused(no_real_aws):
             stub.add_client_error("put_records", code, http_status_code=500 if code == "InternalFailure" else 503)
             with pytest.raises(botocore.exceptions.ClientError):
                 apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending, {"e0": 1}, max_attempts=3,
-                                clock=SENT_CLOCK)
+                                sent_at=SENT_CLOCK())
         stub.add_client_error("put_records", "ResourceNotFoundException", http_status_code=400)
         with pytest.raises(apply_mod._Refused) as refused:
             apply_mod._call(kinesis, {"StreamName": STREAM_NAME}, plan, "d", pending, {"e0": 1}, max_attempts=3,
-                            clock=SENT_CLOCK)
+                            sent_at=SENT_CLOCK())
         assert [r["status"] for r in refused.value.rows] == ["failed"]
 
 
@@ -553,3 +555,33 @@ def test_the_rows_reviewed_are_the_plan_applied(day):
     with pytest.raises(plan_mod.PlanError, match="is not the rows of plan.json"):
         apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
     assert stream_ids(day.aws) == [] and journal(day.state, digest) == []
+
+
+def test_an_event_in_doubt_that_landed_is_the_recovery_s(day, tmp_path):
+    """A SIGKILL between PutRecords and its `sent` rows leaves them `sending` (in doubt) with the send's time. When
+    the next apply finds those events in the sink, they landed after that send: journaled `sent` with it, not
+    `landed_already`, sent no second time, and the re-run judges them `recovered`, not `delivered`."""
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    first = apply_mod.apply(path, day.cfg, day.state, digest=digest, limit=3, progress=False)
+    assert first.sent == 3
+    with duckdb.connect(str(day.state)) as con:  # the journal as the SIGKILL left it
+        con.execute("UPDATE recovery_journal SET status = 'sending', shard_id = NULL, sequence_number = NULL "
+                    "WHERE plan_digest = ? AND status = 'sent' AND route = 'reput'", [digest])
+    doubted = {r["eb_id"]: r["sent_at"] for r in journal(day.state, digest) if r["status"] == "sending"}
+    assert len(doubted) >= 2 and all(doubted.values())
+    assert spark_standin.run_batch(STREAM_NAME, "spark-output", "events", day.aws, None) == len(doubted)
+    moved = {(r["ShardId"], r["SequenceNumber"]) for r in spark_standin.stream_records(STREAM_NAME, day.aws)}
+
+    resumed = apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
+    rows = {r["eb_id"]: r for r in journal(day.state, digest)}
+    assert all(rows[e]["status"] == "sent" and rows[e]["sent_at"] == t for e, t in doubted.items())
+    ids = stream_ids(day.aws)
+    assert len(ids) == len(set(ids)) and resumed.in_doubt == 0  # none of the three sent again
+    landed_at = datetime.now(timezone.utc)
+    spark_standin.run_batch(STREAM_NAME, "spark-output", "events", day.aws, None, already=moved)
+    rerun = tmp_path / "rerun"
+    execute(day.cfg, dataclasses.replace(day.sim.window, as_of=landed_at + timedelta(hours=1)), rerun,
+            progress=False, state=day.state)
+    after = dict(duckdb.sql(f"SELECT eb_id, min(verdict) FROM '{rerun}/verdicts.parquet' GROUP BY eb_id").fetchall())
+    assert {after[e] for e in doubted} == {"recovered"}

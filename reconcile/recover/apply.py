@@ -131,9 +131,15 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
             there = landed(plan, [e["eb_id"] for e in todo], cfg.aws, clock())
             if there:
                 logger.info("%d planned event(s) are in the sink now (landed late): not sent", len(there))
-                st.write_journal(_journal_table([_row(plan, actual, e, "landed_already",
-                                                      attempts=journal.get(e["eb_id"], {}).get("attempts") or 0)
-                                                 for e in todo if e["eb_id"] in there]))
+                # An event in doubt (a call that got no answer) was not in the sink when it was sent: found there now,
+                # that send is what landed, most likely. Its `sending` row becomes `sent`, keeping the send's time,
+                # so the next run judges it `recovered` if it arrived after that time (rules.sql landed_after).
+                found_sent = [dict(r, status="sent") for r in every
+                              if r["status"] == "sending" and r["eb_id"] in there and r["sent_at"] is not None]
+                st.write_journal(_journal_table(found_sent + [
+                    _row(plan, actual, e, "landed_already", attempts=journal.get(e["eb_id"], {}).get("attempts") or 0)
+                    for e in todo if e["eb_id"] in there and not any(r["plan_digest"] == actual and
+                                                                      r["eb_id"] == e["eb_id"] for r in found_sent)]))
             todo = [e for e in todo if e["eb_id"] not in there]
             if doubt and not resend_in_doubt:
                 held = {e["eb_id"] for e in doubt if e["eb_id"] not in there}
@@ -244,13 +250,16 @@ def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Confi
             # The journal row before the call and the one after it, with the call, happen together: a signal
             # waits for them, so an interrupted apply leaves no event in doubt.
             with interrupt.deferred():
-                st.write_journal(_journal_table([_row(plan, digest, e, "sending", attempts=attempts[e["eb_id"]] + 1)
-                                                 for e in pending]))
+                # the send's time is taken before the call: Kinesis stamps a record's arrival while it handles the
+                # call, before its answer comes back (a time taken after it makes every re-put look landed before it)
+                at = clock()
+                st.write_journal(_journal_table([_row(plan, digest, e, "sending", attempts=attempts[e["eb_id"]] + 1,
+                                                      sent_at=at) for e in pending]))
                 for e in pending:
                     attempts[e["eb_id"]] += 1
                 try:
                     retry, rows = _call(kinesis, stream, plan, digest, pending, attempts, cfg.recover.max_attempts,
-                                        clock)
+                                        at)
                 except _Refused as e:
                     st.write_journal(_journal_table(e.rows))  # refused whole: not sent, not in doubt
                     raise
@@ -272,7 +281,7 @@ def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Confi
 
 
 def _call(kinesis, stream: dict, plan: dict, digest: str, pending: list[dict], attempts: dict, max_attempts: int,
-          clock: Callable[[], datetime]) -> tuple[list[dict], list[dict]]:
+          sent_at: datetime) -> tuple[list[dict], list[dict]]:
     """One PutRecords call: (records to retry, journal rows for every record). A record Kinesis did not take is
     `failed` with its error until it is tried again (`sending` once more): a signal during the wait before that
     leaves it not written, never in doubt."""
@@ -291,7 +300,7 @@ def _call(kinesis, stream: dict, plan: dict, digest: str, pending: list[dict], a
             raise _Refused(rows, f"PutRecords to {plan['target']['stream']} was refused ({code}): {e}. Check "
                                  f"[recover] stream and that the IAM policy allows kinesis:PutRecords on it "
                                  f"(docs/operations.md), then apply again.") from e
-    now = clock()  # the send's time in the journal (the demo's clock is simulated)
+    now = sent_at  # the send's time in the journal, taken before the call (the demo's clock is simulated)
     retry, rows = [], []
     for e, r in zip(pending, resp["Records"]):
         n = attempts[e["eb_id"]]
@@ -325,7 +334,9 @@ def _replay(plan: dict, digest: str, entries: list[dict], cfg: Config, st: State
         w = plan["replay_windows"][i]
         name = f"reconcile-{digest[:16]}-{i:04d}"
         with interrupt.deferred():
-            st.write_journal(_journal_table([_row(plan, digest, e, "sending", attempts=1) for e in group]))
+            at = clock()  # before the call, as _put's: a replayed copy arrives after it
+            st.write_journal(_journal_table([_row(plan, digest, e, "sending", attempts=1, sent_at=at)
+                                             for e in group]))
             try:
                 client.start_replay(ReplayName=name, EventSourceArn=t["archive_arn"],
                                     EventStartTime=parse_time(w["start"]), EventEndTime=parse_time(w["end"]),
@@ -337,8 +348,7 @@ def _replay(plan: dict, digest: str, entries: list[dict], cfg: Config, st: State
                     raise SourceError(f"StartReplay {name} from {t['archive_arn']} was refused ({error_code(e)}): "
                                       f"{e}. Check [recover] archive_arn and rule_arn and that the IAM policy allows "
                                       f"events:StartReplay (docs/operations.md), then apply again.") from e
-            now = clock()  # the send's time in the journal (the demo's clock is simulated)
-            st.write_journal(_journal_table([_row(plan, digest, x, "sent", attempts=1, replay_name=name, sent_at=now)
+            st.write_journal(_journal_table([_row(plan, digest, x, "sent", attempts=1, replay_name=name, sent_at=at)
                                              for x in group]))
         bar.advance(len(group))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 import orjson
 import pyarrow as pa
@@ -39,24 +39,28 @@ def stream_records(stream: str, aws: AwsConfig) -> list[dict]:
     return out
 
 
-def run_batch(stream: str, bucket: str, prefix: str, aws: AwsConfig, arrival: datetime,
+def run_batch(stream: str, bucket: str, prefix: str, aws: AwsConfig, arrival: datetime | None,
               already: set[tuple[str, str]] | None = None) -> int:
     """One micro-batch: the stream's records not in `already` ((shard id, sequence number): a checkpoint) into one
     committed part file.
 
     `arrival`: the clock the files are stamped and partitioned with (the demo's simulated now: moto's own arrival
-    stamps are the real time, days after the simulated day). Returns how many records were written.
+    stamps are the real time, days after the simulated day); None: each record's own ApproximateArrivalTimestamp, as
+    Spark's Kinesis source writes it (the file partitioned by the earliest). Returns how many records were written.
     """
     records = [r for r in stream_records(stream, aws) if (r["ShardId"], r["SequenceNumber"]) not in (already or set())]
     if not records:
         return 0
+    stamps = [(arrival or r["ApproximateArrivalTimestamp"]).astimezone(timezone.utc) for r in records]
+    arrival = min(stamps)
     arrival_ms = int(arrival.timestamp() * 1000)
     table = pa.table({
         "data": pa.array([bytes(r["Data"]) for r in records], pa.binary()),
         "streamName": pa.array([stream] * len(records), pa.string()),
         "partitionKey": pa.array([r["PartitionKey"] for r in records], pa.string()),
         "sequenceNumber": pa.array([r["SequenceNumber"] for r in records], pa.string()),
-        "approximateArrivalTimestamp": pa.array([arrival_ms] * len(records), pa.timestamp("ms", tz="UTC")),
+        "approximateArrivalTimestamp": pa.array([int(t.timestamp() * 1000) for t in stamps],
+                                                pa.timestamp("ms", tz="UTC")),
     })
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="snappy")
