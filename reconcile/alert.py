@@ -17,9 +17,9 @@ from typing import Any
 
 import botocore.exceptions
 
-from . import emission
 from .aws import error_code, make_client
 from .config import Config
+from .summary import settled_lost
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,10 @@ METRICS = (
     ("Status", "None", "the exit code as a number: 0 clean, 1 pending, 2 loss, 3 incomplete"),
     ("Events", "Count", "Zendesk events judged in the window"),
     ("LostEvents", "Count", "events lost, over every hop (and per hop with the Hop dimension)"),
-    ("LossRate", "None", "per hop (Hop dimension): lost / in, 0 to 1; not sent for a hop whose losses are held (a "
-                         "store it rests on read in part, or a read ending before them: summary hops[].unsettled)"),
+    ("LossRate", "None", "per hop (Hop dimension): lost / in, 0 to 1, once final: not sent for a hop whose losses "
+                         "are held (a store it rests on read in part, or a read ending before them: summary "
+                         "hops[].unsettled) or with events still pending; sent, stamped with its window's end, by "
+                         "the run that settles an earlier window's last pending events (summary carried.windows)"),
     ("PendingEvents", "Count", "events still pending (EventBridge may deliver them)"),
     ("HeldEvents", "Count", "pending events whose loss is held because a store it rests on was read in part or "
                             "ends early (or, for an earlier window's event, was not read back to it): the window's "
@@ -64,12 +66,6 @@ def plan(cfg: Config) -> list[str]:
     return lines
 
 
-def settled_lost(summary: dict[str, Any]) -> int:
-    """Carried events of earlier windows this run settled as lost (a verdict with a loss hop, queries/verdicts.csv)."""
-    losses = emission.loss_hops()
-    return sum(n for v, n in summary.get("carried", {}).get("by_verdict", {}).items() if v in losses)
-
-
 def carried_held(summary: dict[str, Any]) -> dict[str, int]:
     """Per hop, the carried events of earlier windows this run held pending again (run.carried_summary)."""
     return summary.get("carried", {}).get("held", {})
@@ -97,9 +93,21 @@ def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[s
         hop = [{"Name": "Hop", "Value": h["name"]}]
         data += [datum("LostEvents", h["lost"], "Count", hop),
                  datum("HeldEvents", h["held"] + carried_held(summary).get(h["name"], 0), "Count", hop)]
-        if not h.get("unsettled"):  # a rate over losses held for the next run would read as "no loss"
+        # a rate is sent once it is final: over losses held for the next run, or with events still pending (after
+        # the bus most are, the night they happen), it would read as "no loss"
+        if not h.get("unsettled") and not h["pending"]:
             data.append(datum("LossRate", h["loss_rate"], "None", hop))
+    # the rate of an earlier window's hop whose pending events this run settled, once none is left pending: at that
+    # window's end, where an alarm on LossRate looks for it
+    for w in summary.get("carried", {}).get("windows", []):
+        if not w["pending"]:
+            data.append({**datum("LossRate", w["loss_rate"], "None", [{"Name": "Hop", "Value": w["hop"]}]),
+                         "Timestamp": _time(w["window_end"])})
     return data
+
+
+def _time(value) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def problems(summary: dict[str, Any]) -> list[str]:

@@ -372,6 +372,7 @@ class ReportContext:
     def start(self) -> dict[str, Any]:
         """'Where to start': per hop its losses and the trace hints (first event per verdict and cause) of its loss
         verdicts; the other hints; the inputs only partly read; the inputs with rejected records."""
+        from .summary import settled_lost
         s = self.summary
         hop_of = emission.loss_hops()
         loss_order = [g["key"] for g in gap_groups()]
@@ -379,6 +380,8 @@ class ReportContext:
         hints.sort(key=lambda h: (loss_order.index(h["verdict"]) if h["verdict"] in loss_order else len(loss_order)))
         hops = [dict(h, hints=[x for x in hints if hop_of.get(x["verdict"]) == h["name"]]) for h in s.get("hops", [])]
         return {"hops": hops, "lost": sum(h["lost"] for h in hops),
+                # earlier windows' pending events this run settled as lost (their loss may be this run's exit code)
+                "settled_lost": settled_lost(s),
                 "other_hints": [x for x in hints if not hop_of.get(x["verdict"])],
                 "incomplete": [i for i in s.get("inputs", []) if not i["complete"]],
                 "rejected": [i for i in s.get("inputs", []) if i["rejected"]],

@@ -286,9 +286,14 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
                            "Zendesk read: kept pending for a later run to settle", kept.num_rows)
         state.record(window, s, location or out_dir.resolve(), pending, settlements, kept)  # found from any folder
         history = jsonable(state.history())
-        if summary.fold_carried(s, settlements.to_pylist(), history, cfg):
+        changed = summary.fold_carried(s, settlements.to_pylist(), history, cfg)
+        if changed:
             state.restate(window, s)
-            history = jsonable(state.history())  # with the status it now has (the figures folded are the same)
+        earlier = {h["window_key"] for h in s["carried"]["over_threshold"]} - {window.key}
+        if earlier:
+            state.over_budget(sorted(earlier))  # the loss shows on the day it happened
+        if changed or earlier:
+            history = jsonable(state.history())  # with the statuses they now have (the figures folded are the same)
         outputs.write_json(folder.history, history)
         return history
 

@@ -220,6 +220,10 @@ class State:
                 except duckdb.Error:
                     pass
 
+    def over_budget(self, window_keys: list[str]) -> None:
+        """Earlier windows a later run's settled losses left over a hop's threshold: `loss` in the history."""
+        execute_file(self.con, _q("over_budget"), {"window_keys": sorted(window_keys)})
+
     def restate(self, window: Window, summary: dict[str, Any]) -> None:
         """The status `record` wrote for this window's run, as it stands after the history (summary.fold_carried)."""
         self.con.execute("UPDATE runs SET status = ?, exit_code = ? WHERE window_key = ?",

@@ -83,6 +83,12 @@ def status_of(inputs: list[dict], hops: list[dict], pending: int) -> str:
     return "clean"
 
 
+def settled_lost(s: dict[str, Any]) -> int:
+    """Carried events of earlier windows this run settled as lost (a verdict with a loss hop, queries/verdicts.csv)."""
+    losses = emission.loss_hops()
+    return sum(n for v, n in s.get("carried", {}).get("by_verdict", {}).items() if v in losses)
+
+
 def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict], cfg: Config) -> bool:
     """Losses this run settled for earlier windows' pending events are those windows' losses: where they leave a
     window's hop (its figures with every settlement folded in: `history`, queries/state/history.sql) over the hop's
@@ -94,10 +100,14 @@ def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict]
     Sets `carried.over_threshold` (each such window and hop) and returns whether the status changed."""
     hop_of = emission.loss_hops()
     touched = {(r["window_key"], hop_of[r["verdict"]]) for r in settlements if r["verdict"] in hop_of}
-    over = [{"window_key": h["window_key"], "hop": h["hop"], "in": h["in"], "lost": h["lost"],
-             "loss_rate": round(h["loss_rate"], 8), "threshold": getattr(cfg.thresholds, h["hop"])}
-            for h in history if (h["window_key"], h["hop"]) in touched]
-    over = [h for h in over if h["lost"] > 0 and h["loss_rate"] > h["threshold"]]
+    folded = [{"window_key": h["window_key"], "window_end": h["window_end"], "hop": h["hop"], "in": h["in"],
+               "lost": h["lost"], "pending": h["pending"], "loss_rate": round(h["loss_rate"], 8),
+               "threshold": getattr(cfg.thresholds, h["hop"])}
+              for h in history if (h["window_key"], h["hop"]) in touched]
+    # each earlier window hop this run settled losses of, as it stands now (alert.py publishes the final ones' rates)
+    s["carried"]["windows"] = folded
+    over = [{k: v for k, v in h.items() if k not in ("window_end", "pending")} for h in folded
+            if h["lost"] > 0 and h["loss_rate"] > h["threshold"]]
     s["carried"]["over_threshold"] = over
     status = s["status"]
     if over and status in ("clean", "pending"):

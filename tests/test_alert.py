@@ -321,6 +321,28 @@ def test_a_carried_event_settled_as_lost_is_published(tmp_path):
     assert "Settled as lost: 1 pending event(s) of earlier windows" in alert.message(s2, "report.html")[1]
 
 
+def test_a_loss_rate_is_published_once_final_at_its_window_s_end(tmp_path):
+    """Day 1's bus_to_sink has E pending: a rate of 0 then would read "no loss", so none is sent. Day 2 settles E as
+    lost: day 1's bus_to_sink rate, E folded in, is sent stamped with day 1's end -- where an alarm on LossRate looks
+    -- as it now stands in the history."""
+    from reconcile.state import State
+    from tinyday import DAY2, day1, day2
+
+    def rates(s, at):
+        return {(next(x["Value"] for x in d["Dimensions"] if x["Name"] == "Hop"), d["Timestamp"]): d["Value"]
+                for d in alert.metric_data(s, "r", at) if d["MetricName"] == "LossRate"}
+    with State.open(tmp_path / "state.duckdb") as st:
+        s1 = day1(tmp_path, st)
+        s2 = day2(tmp_path, st, e_lands=False)
+    at1, at2 = datetime(2026, 11, 24, 2, tzinfo=timezone.utc), datetime(2026, 11, 25, 2, tzinfo=timezone.utc)
+    pending1 = {h["name"] for h in s1["hops"] if h["pending"]}
+    assert "bus_to_sink" in pending1 and not any(hop in pending1 for hop, _ in rates(s1, at1))
+    folded = next(h for h in s2["history"] if h["window_key"] == s1["history"][0]["window_key"]
+                  and h["hop"] == "bus_to_sink")
+    assert folded["pending"] == 0 and folded["lost"] >= 1
+    assert rates(s2, at2)[("bus_to_sink", DAY2)] == pytest.approx(folded["loss_rate"])
+
+
 def test_a_carried_loss_held_again_is_published(tmp_path):
     """E, pending on day 1, is not found on day 2 while day 2's sink was read in part: its loss (after the bus) is
     held again. It is day 1's event, so day 2's funnel does not count it; HeldEvents (total and bus_to_sink) and the

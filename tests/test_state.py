@@ -124,6 +124,24 @@ def test_a_carried_event_merely_within_its_retry_horizon_leaves_a_clean_run_clea
     assert (s["status"], s["exit_code"]) == ("clean", 0)
 
 
+def test_a_window_whose_settled_losses_leave_it_over_budget_is_a_loss_in_the_history(tmp_path):
+    """Day 1 holds only E (23:30), on the bus and pending: the run is `pending`. Day 2 settles E as lost, leaving day
+    1's bus_to_sink at 1 lost of 1: day 1 is `loss` in the history from then on (the day the loss happened), not the
+    `pending` it was recorded with; day 2 exits 2 for finding it, and its report's "Where to start" says so."""
+    from tinyday import DAY, E, day_results, run_window, z
+    with State.open(tmp_path / "state.duckdb") as st:
+        only_e = day_results([z(5, 5, "Comment", "23:30:00", 500)], [dict(E, observed_at=E["event_time"])], [], [])
+        assert run_window(tmp_path, st, DAY, only_e, "day1")["status"] == "pending"
+        s2 = day2(tmp_path, st, e_lands=False)
+        rows = st.con.execute("SELECT window_key, status, exit_code FROM runs ORDER BY window_start").fetchall()
+    statuses = [(key[:8], status, code) for key, status, code in rows]
+    assert statuses == [("20261123", "loss", 1), ("20261124", "loss", 2)]  # day 1 exited 1; its status is now loss
+    assert {h["status"] for h in s2["history"] if h["window_key"].startswith("20261123")} == {"loss"}
+    start = BeautifulSoup((tmp_path / "day2" / "report.html").read_text(), "html.parser").select_one("#start")
+    said = " ".join(start.get_text(" ").split())
+    assert "This run settled 1 pending event of earlier windows as lost" in said  # not only "none: ... was lost"
+
+
 def test_a_carried_loss_before_the_bus_log_a_run_read_says_it_may_have_reached_the_bus(tmp_path):
     """Day 1 read the bus log in part: comment 61 (10:00) is in no store read, held. Day 2's bus log starts the next
     morning, so it cannot show whether 61 reached the bus: a loss (the sink and the DLQ lack it), whose cause says the
