@@ -33,6 +33,8 @@ from reconcile.simulate.demo import DEMO_EMAIL, DEMO_TOKEN
 from reconcile.simulate.generate import SimParams, simulate
 from reconcile.simulate.stores import write_stores
 
+from proxy import Proxy
+
 RECONCILE = str(Path(sys.executable).with_name("reconcile"))
 FAST = dict(events=2000, batch_seconds=900, files_per_batch=1)
 SLOW_RPM = 20  # Zendesk pages 3 s apart: a run stays in its reads for a minute (it is stopped long before)
@@ -294,67 +296,15 @@ def test_usage_error_exits_4_from_the_installed_command():
     assert subprocess.run([RECONCILE, "--help"], capture_output=True, timeout=DEADLINE).returncode == 0
 
 
-class TrickleProxy:
-    """moto behind a gateway that sends the body of every Parquet object a byte every half second: each socket read
-    gets a byte, so no idle or per-request timeout of botocore or pyarrow ever ends the read. Everything else is
-    passed through as it is."""
-
-    def __init__(self, upstream: str):
-        import http.client
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import urlsplit
-        up = urlsplit(upstream)
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def _pass(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else None
-                c = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
-                c.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
-                r = c.getresponse()
-                data = r.read()
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", r.getheader("Content-Length") if self.command == "HEAD"
-                                 else str(len(data)))
-                self.end_headers()
-                trickle = self.command == "GET" and self.path.split("?")[0].endswith(".parquet") and r.status < 300
-                try:
-                    if not trickle:
-                        self.wfile.write(data)
-                        return
-                    for i in range(len(data)):
-                        self.wfile.write(data[i:i + 1])
-                        self.wfile.flush()
-                        time.sleep(0.5)
-                except OSError:
-                    pass  # the reader went away
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_store_that_trickles_its_bodies_ends_the_run_at_the_read_deadline(day):
     """A gateway sends the sink's Parquet bodies a byte at a time: botocore's and pyarrow's timeouts, per request and
     per idle socket, never fire. At [aws] read_deadline the reads are stopped as a signal stops them, and the run
     exits 3 naming the store still reading, with no result (no report, no manifest), the lock released -- instead of
     hanging until the scheduler kills it. With Zendesk refusing the credentials meanwhile, the run stops at once
     with exit 4 (a retry would not help), not at the deadline with 3."""
-    proxy = TrickleProxy(day.env["AWS_ENDPOINT_URL"])
+    # a gateway that sends every Parquet body a byte every half second
+    proxy = Proxy(day.env["AWS_ENDPOINT_URL"], trickle=lambda method, path: method == "GET"
+                  and path.split("?")[0].endswith(".parquet"))
     slow = {**day.env, "AWS_ENDPOINT_URL": proxy.endpoint}
     fast = ("--set", "zendesk.requests_per_minute=100000")
     try:

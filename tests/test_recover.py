@@ -23,7 +23,7 @@ import pytest
 
 from reconcile import config
 from reconcile.aws import make_client
-from reconcile.errors import ConfigError
+from reconcile.errors import ConfigError, StateError
 from reconcile.recover import apply as apply_mod
 from reconcile.recover import payload
 from reconcile.recover import plan as plan_mod
@@ -585,3 +585,44 @@ def test_an_event_in_doubt_that_landed_is_the_recovery_s(day, tmp_path):
             progress=False, state=day.state)
     after = dict(duckdb.sql(f"SELECT eb_id, min(verdict) FROM '{rerun}/verdicts.parquet' GROUP BY eb_id").fetchall())
     assert {after[e] for e in doubted} == {"recovered"}
+
+
+def test_sends_the_s3_state_cannot_journal_are_kept_beside_the_plan_and_never_sent_twice(day, tmp_path):
+    """The s3:// state's upload of a batch's `sent` rows fails after PutRecords (a gateway answering S3's 500 to
+    every upload of the state after the first): the rows are saved beside the plan and the apply stops. The next
+    apply records them first: those events are `sent` with their shard and sequence number, not in doubt, and
+    nothing reaches the stream twice, with --resend-in-doubt too."""
+    from proxy import Proxy
+    s3 = make_client("s3", day.aws)
+    s3.create_bucket(Bucket="audit")
+    s3.put_object(Bucket="audit", Key="state.duckdb", Body=day.state.read_bytes())
+    uri = "s3://audit/state.duckdb"
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    uploads = []
+
+    def fail(method, p):  # the first upload of the state (the `sending` rows) goes through; the rest fail
+        if method == "PUT" and p.split("?")[0].endswith("/audit/state.duckdb"):
+            uploads.append(p)
+            return len(uploads) > 1
+        return False
+    proxy = Proxy(day.aws.endpoint_url, fail=fail)
+    try:
+        cfg = dataclasses.replace(day.cfg, aws=dataclasses.replace(day.aws, endpoint_url=proxy.endpoint),
+                                  recover=dataclasses.replace(day.cfg.recover, records_per_second=3))
+        with pytest.raises(StateError, match="could not be journaled in the state"):
+            apply_mod.apply(path, cfg, uri, digest=digest, progress=False)
+    finally:
+        proxy.close()
+    spill = path.with_name(f"journal-{digest[:16]}.jsonl")
+    first = stream_ids(day.aws)
+    assert spill.is_file() and len(first) == 3 and proxy.failed >= 1
+
+    resumed = apply_mod.apply(path, day.cfg, uri, digest=digest, resend_in_doubt=True, progress=False)
+    assert not spill.exists() and resumed.in_doubt == 0
+    ids = stream_ids(day.aws)
+    assert len(ids) == len(set(ids)) and set(first) <= set(ids)
+    local = tmp_path / "state.duckdb"
+    local.write_bytes(s3.get_object(Bucket="audit", Key="state.duckdb")["Body"].read())
+    rows = {r["eb_id"]: r for r in journal(local, digest)}
+    assert all(rows[e]["status"] == "sent" and rows[e]["sequence_number"] for e in first)

@@ -21,13 +21,14 @@ from typing import Any, Callable
 
 import botocore.config
 import botocore.exceptions
+import orjson
 import pyarrow as pa
 
 from .. import completeness, emission, interrupt
 from ..aws import THROTTLE_CODES, error_code, make_client, region_of
 from ..config import AwsConfig, Config, MatchConfig, SinkConfig
 from ..engine import execute_file
-from ..errors import SourceError
+from ..errors import SourceError, StateError
 from ..sources import events, sink as sink_source
 from ..recovered import JOURNAL_SCHEMA
 from ..state import State
@@ -116,7 +117,9 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
     out = Outcome(actual, planned=sum(e["route"] in ("reput", "replay") for e in plan["events"]),
                   unrecoverable=sum(e["route"] == "none" for e in plan["events"]))
     todo = [e for e in plan["events"] if e["route"] in ("reput", "replay")]
+    spill = _spill_path(plan_path, actual)
     with State.open(state, cfg.aws) as st:
+        _recover_spill(st, spill)  # sends an earlier apply could not journal in the state: recorded first
         every = st.journal_rows().to_pylist()  # every plan's rows: this plan's, and what others sent or left in doubt
         journal = {r["eb_id"]: r for r in every if r["plan_digest"] == actual}
         # Other plans' rows: an event another plan sent (or found landed) is never sent again; one another plan
@@ -166,7 +169,7 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
         replay = [e for e in todo if e["route"] == "replay"]
         with _Bar(progress, len(todo)) as bar:
             if reput:
-                _put(plan, actual, reput, journal, cfg, st, bar, clock)
+                _put(plan, actual, reput, journal, cfg, st, bar, clock, spill)
             if replay:
                 _replay(plan, actual, replay, cfg, st, bar, clock)
         final = st.journal(actual).to_pylist()
@@ -232,8 +235,41 @@ def _stream_arg(stream: str) -> dict[str, str]:
     return {"StreamARN": stream} if stream.startswith("arn:") else {"StreamName": stream}
 
 
+def _spill_path(plan_path: Path, digest: str) -> Path:
+    """Where the rows of sends the state could not journal wait for the next apply: beside the plan."""
+    plan_path = Path(plan_path)
+    folder = plan_path if plan_path.is_dir() else plan_path.parent
+    return folder / f"journal-{digest[:16]}.jsonl"
+
+
+def _recover_spill(st: State, spill: Path) -> None:
+    if not spill.is_file():
+        return
+    rows = [orjson.loads(line) for line in spill.read_bytes().splitlines() if line.strip()]
+    for r in rows:
+        r["sent_at"] = datetime.fromisoformat(r["sent_at"]) if r.get("sent_at") else None
+    logger.warning("recording %d journal row(s) an earlier apply could not save in the state (%s)", len(rows), spill)
+    st.write_journal(_journal_table(rows))
+    spill.unlink()
+
+
+def _journal_after_call(st: State, rows: list[dict], spill: Path) -> None:
+    """The rows of a call that went out; when the state cannot take them (an s3:// state's upload failed), they go
+    beside the plan, and the next apply records them before anything else: the records are in the stream, and left
+    `sending` they would be in doubt (and --resend-in-doubt would send them twice)."""
+    try:
+        st.write_journal(_journal_table(rows))
+    except Exception as e:
+        with open(spill, "ab") as f:
+            f.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        sent = sum(r["status"] == "sent" for r in rows)
+        raise StateError(f"{sent} record(s) Kinesis accepted could not be journaled in the state ({e}). Their rows "
+                         f"are saved in {spill}, which the next apply records first: apply again, and not with "
+                         f"--resend-in-doubt before it has (they are in the stream).") from e
+
+
 def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Config, st: State, bar: _Bar,
-         clock: Callable[[], datetime]) -> None:
+         clock: Callable[[], datetime], spill: Path) -> None:
     # No retries inside boto3: a PutRecords whose answer timed out may have been written, and only the journal
     # ('sending', then in doubt) may decide whether to send it again. Throttled records are retried by _call.
     kinesis = make_client("kinesis", cfg.aws, botocore.config.Config(retries={"mode": "standard", "max_attempts": 1},
@@ -270,7 +306,7 @@ def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Confi
                                       f"{len(pending)} record(s) stay `sending` in the journal. Apply again: they "
                                       f"are looked for in the sink first, and sent again only with "
                                       f"--resend-in-doubt.") from e
-                st.write_journal(_journal_table(rows))
+                _journal_after_call(st, rows, spill)
             bar.advance(len(pending) - len(retry))
             next_at = time.monotonic() + len(pending) / rate
             if retry:
