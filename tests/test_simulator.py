@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import re
+import urllib.request
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -410,3 +411,16 @@ def test_bad_params_are_refused():
         SimParams(redelivery=1.5)
     with pytest.raises(ConfigError, match="divide an hour"):
         SimParams(batch_seconds=7)
+
+
+def test_moto_starts_from_a_folder_holding_a_module_it_imports(tmp_path, monkeypatch):
+    """`reconcile demo` run from a folder with a stray werkzeug.py (a module moto's server imports): the folder is
+    not put on the server's sys.path, so the demo still starts (it failed with "moto server did not start")."""
+    from reconcile.simulate.aws_load import start_moto
+    (tmp_path / "werkzeug.py").write_text('raise SystemExit("a stray module, not werkzeug")\n')
+    monkeypatch.chdir(tmp_path)
+    server = start_moto()
+    try:
+        assert urllib.request.urlopen(server.endpoint + "/moto-api/", timeout=5).status == 200
+    finally:
+        server.stop()

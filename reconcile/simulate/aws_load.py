@@ -81,8 +81,8 @@ def start_moto(port: int = 0, *, threaded: bool = False, env: dict[str, str] | N
         host, real = srv.get_host_and_port()
         return MotoServer(endpoint=f"http://{host}:{real}", _thread_server=srv)
     port = port or _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen(  # -P: the current folder is not put on sys.path (a stray module there would shadow one
+        [sys.executable, "-P", "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],  # moto imports)
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})},
     )
     server = MotoServer(endpoint=f"http://127.0.0.1:{port}", _proc=proc, env=dict(env or {}))
