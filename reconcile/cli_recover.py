@@ -13,7 +13,6 @@ from . import config as config_mod
 from .runfolder import RunFolder
 from .cli_options import STATE_HELP, aws_options, aws_overrides, json_logs, merge, parse_sets, say
 from .errors import ConfigError
-from .window import parse_time
 
 
 def recover_config(config_path, run_dir: Path, sets, profile, region, endpoint_url, state) -> config_mod.Config:
@@ -52,21 +51,12 @@ def journal_counts(cfg: config_mod.Config, digest: str) -> str:
 def require_run_state(cfg: config_mod.Config, plan: dict) -> None:
     """The journal must go to the state the run was recorded in: the next run of the window reads it from there to
     judge the sent events `recovered`, and a later plan reads it to never send an event twice. (An s3:// state is
-    uploaded after every journal write, under its lock: State.write_journal.)"""
+    uploaded after every journal write, under its lock: State.write_journal.) Checked here before anything else, and
+    again by the apply under the state's lock (a run of the window may come in between)."""
+    from .recover.plan import require_run
     from .state import State
-    uri, key = str(cfg.state.uri), plan["run"]["window_key"]
-    with State.open(uri, cfg.aws, write=False) as st:
-        run = st.run_of(key)
-    if run is None:
-        raise ConfigError(f"The state {uri} has no run of window {key}: the journal would not be seen by the next "
-                          f"run of that window. Pass --state (or [state] uri / RECONCILE_STATE) naming the state the "
-                          f"run was recorded in.")
-    made = plan["run"].get("generated_at")  # plans from before it was recorded: the run folder's check alone
-    if made and run["generated_at"] != parse_time(made):
-        raise ConfigError(f"The state {uri} records a run of window {key} made at {run['generated_at']:%Y-%m-%dT%H:%M:%S}"
-                          f"Z ({run['out_dir']}), not the run this plan was made from ({made}): the window was run "
-                          f"again since, and may judge otherwise. Make a new plan from that run: reconcile recover "
-                          f"{run['out_dir']}")
+    with State.open(str(cfg.state.uri), cfg.aws, write=False) as st:
+        require_run(st, plan, str(cfg.state.uri))
 
 
 @click.command("recover")

@@ -271,6 +271,9 @@ def test_recover_without_apply_writes_a_plan_through_the_cli(day, tmp_path):
     path, sha = plan_mod.write(other, tmp_path / "other-plan")
     refused = CliRunner().invoke(main, ["recover", "--apply", str(path), "--digest", sha, "--state", str(day.state)])
     assert refused.exit_code == 4 and "not the run this plan was made from" in refused.output, refused.output
+    # the apply checks it again under the state's lock (a run of the window may come after the command's check)
+    with pytest.raises(ConfigError, match="not the run this plan was made from"):
+        apply_mod.apply(path, day.cfg, day.state, digest=sha, progress=False)
     assert stream_ids(day.aws) == []
 
 
@@ -485,6 +488,29 @@ def test_a_replay_window_holding_an_event_another_plan_sent_is_not_started(day):
     rows = {r["eb_id"]: r["status"] for r in journal(day.state, digest)}
     assert x not in rows and y not in rows
     assert done.sent == sum(e["route"] == "reput" for e in plan["events"])
+
+
+def test_a_replay_window_holding_an_event_that_landed_late_is_not_started(day):
+    """An earlier apply of this plan found X, planned for replay in a window with Y, landed late (`landed_already`)
+    and stopped before the replays (--limit). Replaying the window now would send X a second time, a duplicate the
+    reviewed plan did not count: it is held, Y not journaled."""
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    first, second = plan["replay_windows"]
+    x, y = first["eb_ids"][0], second["eb_ids"][0]
+    plan["replay_windows"] = [dict(first, eb_ids=[x, y])]
+    plan["counts"] = dict(plan["counts"], replay_windows=1)
+    for e in plan["events"]:
+        if e["eb_id"] == y:
+            e["replay_window"] = 0
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    entry = next(e for e in plan["events"] if e["eb_id"] == x)
+    with State.open(day.state) as st:
+        st.write_journal(apply_mod._journal_table([apply_mod._row(plan, digest, entry, "landed_already")]))
+    done = apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
+    assert done.replay_windows_held == 1 and done.replays == []
+    assert make_client("events", day.aws).list_replays()["Replays"] == []
+    rows = {r["eb_id"]: r["status"] for r in journal(day.state, digest)}
+    assert rows[x] == "landed_already" and y not in rows
 
 
 def test_an_apply_on_an_s3_state_keeps_every_attempt_there_even_when_killed(day, tmp_path):

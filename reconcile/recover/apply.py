@@ -120,6 +120,7 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
     spill = _spill_path(plan_path, actual)
     with State.open(state, cfg.aws) as st:
         _recover_spill(st, spill)  # sends an earlier apply could not journal in the state: recorded first
+        plan_mod.require_run(st, plan, str(state))  # again under the lock: a run of the window may have come since
         every = st.journal_rows().to_pylist()  # every plan's rows: this plan's, and what others sent or left in doubt
         journal = {r["eb_id"]: r for r in every if r["plan_digest"] == actual}
         # Other plans' rows: an event another plan sent (or found landed) is never sent again; one another plan
@@ -130,6 +131,7 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
         out.sent_by_other_plan = sum(e["eb_id"] in elsewhere for e in todo)
         todo = [e for e in todo if e["eb_id"] not in elsewhere and journal.get(e["eb_id"], {}).get("status") not in DONE]
         doubt = [e for e in todo if journal.get(e["eb_id"], {}).get("status") == "sending" or e["eb_id"] in doubtful]
+        there: set[str] = set()
         if todo:
             there = landed(plan, [e["eb_id"] for e in todo], cfg.aws, clock())
             if there:
@@ -151,14 +153,17 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
                                    "they may be in the stream already. Not sent; pass --resend-in-doubt to send "
                                    "them anyway (downstream may then see them twice).", len(held))
                 todo = [e for e in todo if e["eb_id"] not in held]
-        # A replay re-sends its window's minutes whole: one holding an event another plan sent, or left in doubt, would
-        # send it twice (the plan that was reviewed did not know of it), so it is not started.
-        sent_elsewhere = {r["eb_id"] for r in others if r["status"] in ("sent", "sending")}
+        # A replay re-sends its window's minutes whole: one holding an event another plan sent, or left in doubt, or
+        # one that landed late (found now or by an earlier apply) would send it twice (the plan that was reviewed did
+        # not know of it), so it is not started.
+        resent = ({r["eb_id"] for r in others if r["status"] in ("sent", "sending")} | there
+                  | {r["eb_id"] for r in every if r["status"] == "landed_already"})
         held_windows = {e["replay_window"] for e in todo if e["route"] == "replay"
-                        and set(plan["replay_windows"][e["replay_window"]]["eb_ids"]) & sent_elsewhere}
+                        and set(plan["replay_windows"][e["replay_window"]]["eb_ids"]) & resent}
         if held_windows:
-            logger.warning("%d replay window(s) hold an event another plan sent or may have sent: not replayed (the "
-                           "replay would send it twice). Re-plan from a run after those sends land.", len(held_windows))
+            logger.warning("%d replay window(s) hold an event another plan sent or may have sent, or one that landed "
+                           "late: not replayed (the replay would send it twice). Re-plan from a run after those sends "
+                           "land.", len(held_windows))
             out.replay_windows_held = len(held_windows)
             todo = [e for e in todo if e["route"] != "replay" or e["replay_window"] not in held_windows]
         if limit is not None and len(todo) > limit:

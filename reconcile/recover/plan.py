@@ -366,6 +366,25 @@ def _same_rows(found: bytes, made: bytes) -> bool:
     return have == want
 
 
+def require_run(st, plan: dict, uri: str) -> None:
+    """The state `st` (at `uri`) records the run this plan was made from: else the journal would not be seen by the
+    next run of the window, or the window was run again since and may judge otherwise (ConfigError)."""
+    key = plan["run"]["window_key"]
+    run = st.run_of(key)
+    if run is None:
+        raise ConfigError(f"The state {uri} has no run of window {key}: the journal would not be seen by the next "
+                          f"run of that window. Pass --state (or [state] uri / RECONCILE_STATE) naming the state the "
+                          f"run was recorded in.")
+    from ..window import parse_time
+    made = plan["run"].get("generated_at")  # plans from before it was recorded: the run folder's check alone
+    if made and run["generated_at"] != parse_time(made):
+        raise ConfigError(f"The state {uri} records a run of window {key} made at "
+                          f"{run['generated_at']:%Y-%m-%dT%H:%M:%S}Z ({run['out_dir']}), not the run this plan was "
+                          f"made from ({made}): the window was run "
+                          f"again since, and may judge otherwise. Make a new plan from that run: reconcile recover "
+                          f"{run['out_dir']}")
+
+
 def require_target(plan: dict, region: str | None = None) -> None:
     """The plan names what it sends to; `region`: where this apply's clients call, which must be the plan's for a
     stream named without its ARN (the same name in another region is another stream)."""
