@@ -463,11 +463,9 @@ def test_a_limit_sends_a_replay_window_whole():
     assert [e["eb_id"] for e in apply_mod._within(todo, 5)] == ["a", "b", "c", "d", "e"]
 
 
-def test_a_replay_window_holding_an_event_another_plan_sent_is_not_started(day):
-    """Another plan (made from another run of the window) re-put X; this plan replays a window holding X and Y.
-    Replaying it would send X a second time: the window is held, no replay started, Y not journaled (a later plan
-    re-puts or replays it); the re-puts go out. (The day's two replayed events are a window each: the plan here puts
-    them in one, as a busier minute would.)"""
+def one_replay_window(day):
+    """The day's plan with its two replayed events X and Y in one window (a window each, as the day has them, or one,
+    as a busier minute would), written: (plan, path, digest, X, Y)."""
     plan = plan_mod.build(day.run_dir, day.cfg)
     first, second = plan["replay_windows"]
     x, y = first["eb_ids"][0], second["eb_ids"][0]
@@ -477,6 +475,15 @@ def test_a_replay_window_holding_an_event_another_plan_sent_is_not_started(day):
         if e["eb_id"] == y:
             e["replay_window"] = 0
     path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    return plan, path, digest, x, y
+
+
+def test_a_replay_window_holding_an_event_another_plan_sent_is_not_started(day):
+    """Another plan (made from another run of the window) re-put X; this plan replays a window holding X and Y.
+    Replaying it would send X a second time: the window is held, no replay started, Y not journaled (a later plan
+    re-puts or replays it); the re-puts go out. (The day's two replayed events are a window each: the plan here puts
+    them in one, as a busier minute would.)"""
+    plan, path, digest, x, y = one_replay_window(day)
     other = dict(plan, run=dict(plan["run"], manifest_sha256="0" * 64))
     entry = next(e for e in plan["events"] if e["eb_id"] == x)
     with State.open(day.state) as st:
@@ -494,15 +501,7 @@ def test_a_replay_window_holding_an_event_that_landed_late_is_not_started(day):
     """An earlier apply of this plan found X, planned for replay in a window with Y, landed late (`landed_already`)
     and stopped before the replays (--limit). Replaying the window now would send X a second time, a duplicate the
     reviewed plan did not count: it is held, Y not journaled."""
-    plan = plan_mod.build(day.run_dir, day.cfg)
-    first, second = plan["replay_windows"]
-    x, y = first["eb_ids"][0], second["eb_ids"][0]
-    plan["replay_windows"] = [dict(first, eb_ids=[x, y])]
-    plan["counts"] = dict(plan["counts"], replay_windows=1)
-    for e in plan["events"]:
-        if e["eb_id"] == y:
-            e["replay_window"] = 0
-    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    plan, path, digest, x, y = one_replay_window(day)
     entry = next(e for e in plan["events"] if e["eb_id"] == x)
     with State.open(day.state) as st:
         st.write_journal(apply_mod._journal_table([apply_mod._row(plan, digest, entry, "landed_already")]))
