@@ -28,7 +28,6 @@ from typing import Any, Callable, Iterator
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 
 from . import emission, resources
 from .config import AwsConfig
@@ -302,20 +301,16 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Call
     hold a lock object beside it (`_s3_lock`), and each upload is conditional on the object being the one they
     downloaded or last uploaded: a writer whose lock was taken over unnoticed (paused past LOCK_STALE_S) fails
     instead of overwriting the state the other run wrote."""
-    from .aws import filesystem, make_client
-    fs, key = filesystem(uri, aws)
-    bucket, _, obj = key.partition("/")
-    s3 = make_client("s3", aws) if write else None
+    from .aws import make_client
+    bucket, _, obj = uri[len("s3://"):].rstrip("/").partition("/")
+    s3 = make_client("s3", aws)
     with contextlib.ExitStack() as stack:
         lock = stack.enter_context(_s3_lock(s3, bucket, obj + ".lock", uri)) if write else None
         with tempfile.TemporaryDirectory(prefix="reconcile-state-") as tmp:
             local = Path(tmp) / "state.duckdb"
-            seen: dict[str, str] = {}  # the object's ETag as downloaded, then as last uploaded
-            if write:
-                seen.update(_s3_download(s3, bucket, obj, local, uri))
-            elif fs.get_file_info(key).type == pafs.FileType.File:
-                pafs.copy_files(key, str(local), source_filesystem=fs,
-                                destination_filesystem=pafs.LocalFileSystem())
+            # one GET of the whole object, for readers too: ranged reads of an object a writer replaces meanwhile
+            # mix two versions (or fail: HTTP 416)
+            seen = _s3_download(s3, bucket, obj, local, uri)  # its ETag as downloaded, then as last uploaded
 
             def push() -> None:
                 lock.ensure_held()
