@@ -132,6 +132,10 @@ def test_a_window_whose_settled_losses_leave_it_over_budget_is_a_loss_in_the_his
     with State.open(tmp_path / "state.duckdb") as st:
         only_e = day_results([z(5, 5, "Comment", "23:30:00", 500)], [dict(E, observed_at=E["event_time"])], [], [])
         assert run_window(tmp_path, st, DAY, only_e, "day1")["status"] == "pending"
+        # its card says so: within budget so far, E pending -- not "within budget" (E turns out lost)
+        cards = BeautifulSoup((tmp_path / "day1" / "report.html").read_text(), "html.parser").select("#status .card")
+        card = " ".join(next(c for c in cards if "bus → sink" in c.get_text(" ")).get_text(" ").split())
+        assert "0 lost of 1 · 1 pending" in card and "within budget so far" in card, card
         s2 = day2(tmp_path, st, e_lands=False)
         rows = st.con.execute("SELECT window_key, status, exit_code FROM runs ORDER BY window_start").fetchall()
     statuses = [(key[:8], status, code) for key, status, code in rows]
