@@ -20,6 +20,7 @@ import botocore.exceptions
 from .aws import error_code, make_client
 from .config import Config
 from .summary import settled_lost
+from .window import parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +103,9 @@ def metric_data(summary: dict[str, Any], rule: str, at: datetime) -> list[dict[s
     for w in summary.get("carried", {}).get("windows", []):
         if not w["pending"]:
             data.append({**datum("LossRate", w["loss_rate"], "None", [{"Name": "Hop", "Value": w["hop"]}]),
-                         "Timestamp": _time(w["window_end"])})
+                         "Timestamp": parse_time(w["window_end"])})
     return data
 
-
-def _time(value) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def problems(summary: dict[str, Any]) -> list[str]:

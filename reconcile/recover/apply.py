@@ -141,10 +141,10 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
                 # so the next run judges it `recovered` if it arrived after that time (rules.sql landed_after).
                 found_sent = [dict(r, status="sent") for r in every
                               if r["status"] == "sending" and r["eb_id"] in there and r["sent_at"] is not None]
+                credited = {r["eb_id"] for r in found_sent if r["plan_digest"] == actual}
                 st.write_journal(_journal_table(found_sent + [
                     _row(plan, actual, e, "landed_already", attempts=journal.get(e["eb_id"], {}).get("attempts") or 0)
-                    for e in todo if e["eb_id"] in there and not any(r["plan_digest"] == actual and
-                                                                      r["eb_id"] == e["eb_id"] for r in found_sent)]))
+                    for e in todo if e["eb_id"] in there and e["eb_id"] not in credited]))
             todo = [e for e in todo if e["eb_id"] not in there]
             if doubt and not resend_in_doubt:
                 held = {e["eb_id"] for e in doubt if e["eb_id"] not in there}

@@ -35,6 +35,7 @@ from ..engine import execute_file
 from ..errors import ConfigError, ReconcileError
 from ..runfolder import ZENDESK_PAGES, RunFolder
 from ..sources import events
+from ..window import parse_time
 from . import payload
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def require_current(plan: dict[str, Any]) -> None:
 
 
 def window_key(window: dict[str, Any]) -> str:
-    from ..window import Window, parse_time
+    from ..window import Window
     return Window(start=parse_time(window["start"]), end=parse_time(window["end"]),
                   as_of=parse_time(window["as_of"])).key
 
@@ -375,7 +376,6 @@ def require_run(st, plan: dict, uri: str) -> None:
         raise ConfigError(f"The state {uri} has no run of window {key}: the journal would not be seen by the next "
                           f"run of that window. Pass --state (or [state] uri / RECONCILE_STATE) naming the state the "
                           f"run was recorded in.")
-    from ..window import parse_time
     made = plan["run"].get("generated_at")  # plans from before it was recorded: the run folder's check alone
     if made and run["generated_at"] != parse_time(made):
         raise ConfigError(f"The state {uri} records a run of window {key} made at "

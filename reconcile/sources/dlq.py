@@ -151,8 +151,9 @@ def _to_ledger(lines: pa.Array | pa.ChunkedArray, refs: pa.Array | pa.ChunkedArr
 
 def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None) -> SourceResult:
     fs, root, files = list_files(cfg.uri, aws, f"DLQ archive {cfg.uri}", "[dlq] uri")
-    skipped = [f for f in files if f.base_name.startswith((".", "_"))]  # an archiver's markers and temp files
-    files = [f for f in files if not f.base_name.startswith((".", "_"))]
+    aside = [f.base_name.startswith((".", "_")) for f in files]  # an archiver's markers and temp files
+    skipped = [f for f, a in zip(files, aside) if a]
+    files = [f for f, a in zip(files, aside) if not a]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     leds, rejs, fps, problems = [], [], [], []
     for f in files:  # an archive is a handful of files: no pool needed
@@ -333,7 +334,8 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                        "approx_not_visible": before["not_visible"], "read": read_n}],
         details={"mode": "queue", "queue_url": url, "read": read_n, "approx_total": approx,
                  "approx_visible": before["visible"], "approx_not_visible": before["not_visible"],
-                 "approx_total_after": approx_after, "approx_delayed_after": after["delayed"], "coverage": f"read {read_n:,} of ~{approx:,}",
+                 "approx_total_after": approx_after, "approx_delayed_after": after["delayed"],
+                 "coverage": f"read {read_n:,} of ~{approx:,}",
                  "sampled": read_n < approx, "receives": receives, "visibility_timeout": timeout,
                  "released": len(handles) - unreleased if timeout else 0, "redrive_policy": redrive,
                  "max_receive_count_seen": max_receive_count, "rejected": rej.num_rows,
