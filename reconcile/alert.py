@@ -19,7 +19,7 @@ import botocore.exceptions
 
 from .aws import error_code, make_client
 from .config import Config
-from .summary import settled_lost
+from .summary import percent, settled_lost
 from .window import parse_time
 
 logger = logging.getLogger(__name__)
@@ -117,8 +117,8 @@ def problems(summary: dict[str, Any]) -> list[str]:
             out.append(f"input {i['source']} incomplete: {first}")
     for h in summary["hops"]:
         if h["over_threshold"]:
-            out.append(f"hop {h['name']}: {h['lost']:,} lost of {h['in']:,} ({h['loss_rate']:.4%}, threshold "
-                       f"{h['threshold']:.4%})")
+            out.append(f"hop {h['name']}: {h['lost']:,} lost of {h['in']:,} ({percent(h['loss_rate'], 4)}, threshold "
+                       f"{percent(h['threshold'], 4)})")
     hints = sorted(summary.get("trace_hints", []), key=lambda r: -r["events"])
     for r in hints:
         cause = f" ({r['cause']})" if r.get("cause") else ""
@@ -137,14 +137,14 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
     for h in summary["hops"]:
         held = f", {h['held']:,} more held (a store read in part or ending early)" if h["held"] else ""
         final = f" (not final: {h['unsettled']})" if h.get("unsettled") else ""
-        lines.append(f"  {h['name']}: {h['lost']:,} lost of {h['in']:,} = {h['loss_rate']:.4%}"
+        lines.append(f"  {h['name']}: {h['lost']:,} lost of {h['in']:,} = {percent(h['loss_rate'], 4)}"
                      f"{' OVER THRESHOLD' if h['over_threshold'] else ''}{held}{final}")
     if settled := settled_lost(summary):
         lines.append(f"Settled as lost: {settled:,} pending event(s) of earlier windows (their windows' figures and "
                      f"recovery plans have them once re-run)")
     for o in summary.get("carried", {}).get("over_threshold", []):
         lines.append(f"Over budget with them: {o['window_key']} {o['hop']}: {o['lost']:,} lost of {o['in']:,} "
-                     f"({o['loss_rate']:.3%}, threshold {o['threshold']:.3%})")
+                     f"({percent(o['loss_rate'])}, threshold {percent(o['threshold'])})")
     if held := sum(carried_held(summary).values()):
         lines.append(f"Carried and held again: {held:,} pending event(s) of earlier windows whose loss is held (a "
                      f"store read in part or ending early, or the sink not read back to them: re-run their window "

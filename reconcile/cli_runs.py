@@ -29,6 +29,7 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
       reconcile history --state s3://audit/reconcile-state.duckdb --profile audit
     """
     from .state import State
+    from .summary import percent
     cfg = state_config(config_path, state, profile, region, endpoint_url)
     with State.open(cfg.state.uri, cfg.aws, write=False) as st:
         rows = st.history()
@@ -38,7 +39,7 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
     click.echo(f"{'window':<34} {'status':<10} {'hop':<15} {'in':>10} {'out':>10} {'lost':>8} {'pending':>8} "
                f"{'loss rate':>10}")
     for r in rows:
-        rate = f"{r['loss_rate'] * 100:.4f} %" if r["in"] else "–"
+        rate = percent(r["loss_rate"], 4) if r["in"] else "–"
         click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['hop']:<15} {r['in']:>10,} {r['out']:>10,} "
                    f"{r['lost']:>8,} {r['pending']:>8,} {rate:>10}")
 

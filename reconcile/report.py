@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from . import emission, resources
 from .config import redact
 from .errors import ReportError
+from .summary import percent
 
 TEMPLATE_DIR = resources.TEMPLATE_DIR
 GAP_ROWS = 1000
@@ -61,7 +62,7 @@ def _num(value: Any) -> str:
 
 
 def _pct(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{value * 100:.{digits}f} %"
+    return percent(value, digits)
 
 
 def _secs(value: Any) -> str:

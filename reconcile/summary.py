@@ -19,6 +19,20 @@ VERDICTS = emission.verdicts()
 EXIT = {"clean": 0, "pending": 1, "loss": 2, "incomplete": 3}
 
 
+def percent(rate: float | None, digits: int = 3) -> str:
+    """A rate as text for people: `0.012 %`. A rate that is not zero never reads as zero, nor one that is not whole as
+    100 %: one loss in a million is "< 0.001 %", not "0.000 %" (a loss shown as none)."""
+    if rate is None:
+        return "–"
+    step = 10.0 ** -digits
+    shown = rate * 100
+    if 0 < shown < step:
+        return f"< {step:.{digits}f} %"
+    if 100 - step < shown < 100:
+        return f"> {100 - step:.{digits}f} %"
+    return f"{shown:.{digits}f} %"
+
+
 def iso(dt: datetime | None) -> str | None:
     return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 

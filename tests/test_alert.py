@@ -109,7 +109,7 @@ def test_the_sns_summary_reaches_a_subscribed_queue(tmp_path, aws_cfg):
     body = envelope["Message"].splitlines()
     assert body[0] == "Status: incomplete (exit code 3)"
     assert f"Report: {out['report']}" in body
-    assert any(line.startswith("  zendesk_to_bus: 0 lost of 0 = 0.0000%") for line in body)
+    assert any(line.startswith("  zendesk_to_bus: 0 lost of 0 = 0.0000 %") for line in body)
     assert any(line.startswith("  - input zendesk incomplete: not configured") for line in body), body
     assert SECRET not in envelope["Message"]
 
@@ -270,7 +270,7 @@ def test_an_incomplete_day_publishes_the_losses_it_holds(tmp_path):
     assert [h["unsettled"] for h in s["hops"]] == ["sink read only in part"] * 2
     assert not any(name == "LossRate" for name, _ in got)
     body = alert.message(s, "report.html")[1]
-    assert ("zendesk_to_bus: 0 lost of 12 = 0.0000%, 2 more held (a store read in part or ending early) (not final: "
+    assert ("zendesk_to_bus: 0 lost of 12 = 0.0000 %, 2 more held (a store read in part or ending early) (not final: "
             "sink read only in part)") in body, body
     # the report's cards say the same: "not final", never "within budget"
     cards = BeautifulSoup((tmp_path / "report.html").read_text(), "html.parser").select("#status .card")

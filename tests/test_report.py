@@ -160,6 +160,21 @@ def test_hostile_input_renders_as_inert_text(tmp_path):
         assert shown == report.FORMATS[fmt](resolve(stored, path)).strip(), path
 
 
+@pytest.mark.parametrize("rate, digits, shown", [
+    (3e-6, 3, "< 0.001 %"),  # three losses in a million: a loss, never "0.000 %"
+    (0.0, 3, "0.000 %"),
+    (1e-5, 3, "0.001 %"),
+    (0.000123, 4, "0.0123 %"),
+    (0.9999999, 3, "> 99.999 %"),  # not all of them
+    (1.0, 3, "100.000 %"),
+    (None, 3, "–"),
+])
+def test_a_rate_that_is_not_zero_never_reads_as_zero(rate, digits, shown):
+    """One rule for every rate shown to people (report, SNS summary, `reconcile history`)."""
+    assert summary.percent(rate, digits) == shown
+    assert report.FORMATS["pct"](rate) == summary.percent(rate)
+
+
 def test_config_secrets_are_redacted():
     ctx = report.ReportContext(summary={}, gaps=[], config={
         "zendesk": {"url": "https://x.zendesk.com", "api_token": "tok-123", "password": "hunter2"},

@@ -58,8 +58,8 @@ def test_a_loss_settled_for_an_earlier_window_over_its_budget_makes_the_run_exit
             ("loss", 2), ("loss", 2)]
     assert orjson.loads((tmp_path / "day2" / "summary.json").read_bytes())["status"] == "loss"
     from reconcile import alert
-    assert "Over budget with them: 20261123T000000Z-20261124T000000Z bus_to_sink: 3 lost of 10 (30.000%, threshold " \
-        "0.000%)" in alert.message(s2, "report.html")[1]
+    assert "Over budget with them: 20261123T000000Z-20261124T000000Z bus_to_sink: 3 lost of 10 (30.000 %, threshold " \
+        "0.000 %)" in alert.message(s2, "report.html")[1]
     shown = BeautifulSoup((tmp_path / "day2" / "report.html").read_text(), "html.parser").select_one("p.carried-over")
     assert " ".join(shown.get_text(" ").split()).endswith("leave them over budget: 20261123T000000Z-20261124T000000Z "
                                                            "bus → sink "
