@@ -112,7 +112,9 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
     if not runs:
         with State.open(cfg.state.uri, cfg.aws, write=False) as st:
             runs = tuple(st.run_dirs())
-    found = [t for t in trace_runs(event_id, runs, cfg.aws, skip_gone=not given_runs) if t.events or t.observations]
+    gone: list[str] = []
+    found = [t for t in trace_runs(event_id, runs, cfg.aws, skip_gone=not given_runs, skipped=gone)
+             if t.events or t.observations]
     if pending_ids(found) and (state or not given_runs):  # the state at hand: what later runs settled them as
         with State.open(cfg.state.uri, cfg.aws, write=False) as st:
             found = with_settlements(found, st.settled(pending_ids(found)))
@@ -142,9 +144,14 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
                 click.echo(f"  recovery {a['route']} {a['status']} (sent {sent}, attempts {a['attempts']}) of "
                            f"{a['eb_id']} to {a['target'] or '-'}, plan {a['plan_digest'][:12]}"
                            + "".join(f" {k}={a[k]}" for k in ("sequence_number", "replay_name", "error") if a[k]))
+    if not found and gone and len(gone) == len(runs):
+        click.echo(f"Error: no run could be searched for {event_id}: the {len(runs)} run(s) the state records are not "
+                   f"there or did not finish (see the warnings above). Pass a run's folder with --run.", err=True)
+        sys.exit(4)
     if not found:
-        click.echo(f"Error: {event_id} is not in any run searched ({len(runs)}). Check the id, or pass --run.",
-                   err=True)
+        unread = f"; {len(gone)} more not there or unfinished (see the warnings above)" if gone else ""
+        click.echo(f"Error: {event_id} is not in any run searched ({len(runs) - len(gone)}{unread}). Check the id, "
+                   f"or pass --run.", err=True)
         sys.exit(4)
 
 

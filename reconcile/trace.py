@@ -74,11 +74,12 @@ def with_settlements(found: list[Trace], settled: list[dict[str, Any]]) -> list[
     return found
 
 
-def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig, *, skip_gone: bool = False) -> Iterator[Trace]:
+def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig, *, skip_gone: bool = False,
+               skipped: list[str] | None = None) -> Iterator[Trace]:
     """`trace` over run locations as the state records them: local folders or s3:// prefixes (published runs are
     downloaded to a temporary folder first; only runs with their manifest). `skip_gone`: a run the state records
     whose folder is gone or holds no finished run (moved, a re-run interrupted, a publish that failed) is warned
-    about and left out, instead of failing the trace of every id."""
+    about and left out (appended to `skipped`), instead of failing the trace of every id."""
     from . import publish
     for where in runs:
         try:
@@ -93,5 +94,7 @@ def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig, *, skip_gone:
                 raise
             logger.warning("not traced: the run the state records at %s is not there or did not finish (%s)",
                            where, e)
+            if skipped is not None:
+                skipped.append(str(where))
             continue
         yield found

@@ -418,6 +418,11 @@ def test_trace_shows_what_a_later_run_settled_a_pending_event_as(tmp_path, caplo
     assert out.exit_code == 0 and "pending" in out.output, out.output
     assert any("not traced" in r.message and str(tmp_path / "day2") in r.message for r in caplog.records)
     assert CliRunner().invoke(main, ["trace", "5", "--run", str(tmp_path / "day2")]).exit_code == 4
+    # every run it records gone: the trace says none could be searched, not that the event is in none of them
+    (tmp_path / "day1" / "verdicts.parquet").unlink()
+    out = CliRunner().invoke(main, ["trace", "5", "--state", str(state)])
+    assert out.exit_code == 4 and "no run could be searched for 5: the 2 run(s) the state records" in out.output
+    assert "not in any run searched" not in out.output
 
 
 def test_second_run_on_the_same_state_fails_fast(tmp_path):
