@@ -137,8 +137,10 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
     for h in summary["hops"]:
         held = f", {h['held']:,} more held (a store read in part or ending early)" if h["held"] else ""
         final = f" (not final: {h['unsettled']})" if h.get("unsettled") else ""
+        # a summary made before hops counted them has no key (a re-render of an older run)
+        recovered = f", {h['recovered']:,} more lost and recovered" if h.get("recovered") else ""
         lines.append(f"  {h['name']}: {h['lost']:,} lost of {h['in']:,} = {percent(h['loss_rate'], 4)}"
-                     f"{' OVER THRESHOLD' if h['over_threshold'] else ''}{held}{final}")
+                     f"{' OVER THRESHOLD' if h['over_threshold'] else ''}{recovered}{held}{final}")
     if settled := settled_lost(summary):
         lines.append(f"Settled as lost: {settled:,} pending event(s) of earlier windows (their windows' figures and "
                      f"recovery plans have them once re-run)")

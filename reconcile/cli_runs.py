@@ -36,12 +36,16 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"{'window':<34} {'status':<10} {'hop':<15} {'in':>10} {'out':>10} {'lost':>8} {'pending':>8} "
-               f"{'loss rate':>10}")
+    click.echo(f"{'window':<34} {'status':<10} {'hop':<15} {'in':>10} {'out':>10} {'lost':>8} {'recovered':>9} "
+               f"{'pending':>8} {'loss rate':>10}")
     for r in rows:
         rate = percent(r["loss_rate"], 4) if r["in"] else "–"
         click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['hop']:<15} {r['in']:>10,} {r['out']:>10,} "
-                   f"{r['lost']:>8,} {r['pending']:>8,} {rate:>10}")
+                   f"{r['lost']:>8,} {_count(r['recovered']):>9} {r['pending']:>8,} {rate:>10}")
+
+
+def _count(n: int | None) -> str:
+    return "–" if n is None else f"{n:,}"  # – : a window recorded before the state kept the figure
 
 
 @click.command()

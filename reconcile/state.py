@@ -199,6 +199,7 @@ class State:
             for h in summary["hops"]:
                 con.execute("INSERT INTO run_hops VALUES (?, ?, ?, ?, ?, ?)",
                             [window.key, h["name"], h["in"], h["out"], h["lost"], h["pending"]])
+                con.execute("INSERT INTO run_recovered VALUES (?, ?, ?)", [window.key, h["name"], h["recovered"]])
             con.register("new_pending", pending)
             con.execute("INSERT INTO pending SELECT ?, source_id, zendesk_key, eb_id, ticket_id, kind, event_time, "
                         "position, other_eb_ids, emission, sequence_id, sequence_position, claimed_ids, audit_id "

@@ -145,7 +145,7 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         rate = emission.loss_rate(r["lost"], r["in"])
         threshold = getattr(cfg.thresholds, r["name"])  # [thresholds] has one key per hop of queries/hops.csv
         hops.append({"name": r["name"], "in": r["in"], "out": r["out"], "lost": r["lost"], "pending": r["pending"],
-                     "held": r["held"],
+                     "held": r["held"], "recovered": r["recovered"],
                      # also when the reads are whole: losses held as a read ends before them (the bus log's end,
                      # the DLQ archive's newest object) are no proof of "within budget" either
                      "unsettled": unsettled.get(r["name"]) or (

@@ -9,6 +9,7 @@ send has passed, and `reconcile verify` re-proves each run from its folder alone
 import hashlib
 import io
 import json
+import re
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -18,9 +19,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from bs4 import BeautifulSoup
+from click.testing import CliRunner
 
-from reconcile import recovered
+from reconcile import alert, recovered
 from reconcile.aws import make_client
+from reconcile.cli import main
 from reconcile.run import execute
 from reconcile.simulate import aws_load, zendesk_server
 from reconcile.simulate.demo import ZENDESK_BUDGET, demo_config
@@ -133,6 +137,12 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
         assert second["verdicts"]["recovered"] == 2
         lost_hop = {h["name"]: h["lost"] for h in first["hops"]}["bus_to_sink"]
         assert {h["name"]: h["lost"] for h in second["hops"]}["bus_to_sink"] == lost_hop - 3  # a, c recovered; b
+        # what the pipeline lost stays in view: the hop counts a and c as recovered, and its card and the SNS say so
+        assert [(h["name"], h["recovered"]) for h in second["hops"]] == [("zendesk_to_bus", 0), ("bus_to_sink", 2)]
+        card = " ".join(BeautifulSoup((tmp_path / "run2" / "report.html").read_text(), "html.parser")
+                        .select("#status .card")[1].get_text(" ").split())
+        assert "2 more lost by the pipeline and recovered" in card, card
+        assert ", 2 more lost and recovered" in alert.message(second, "report.html")[1]
         gaps = (tmp_path / "run2" / "gaps.csv").read_text()
         assert copy_id not in gaps  # the replay copy is the recovery of c, not an orphan
         v = verify(tmp_path / "run2")
@@ -151,6 +161,10 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
         with State.open(state, write=False) as st:
             day = [r for r in st.history() if r["hop"] == "bus_to_sink"]
         assert len(day) == 1 and day[0]["lost"] == lost_hop - 2  # the run recorded last: a and c recovered
+        assert day[0]["recovered"] == 2
+        out = CliRunner().invoke(main, ["history", "--state", str(state)])
+        assert out.exit_code == 0 and re.search(r"bus_to_sink .* 2 +[0-9,]+ +[0-9.<> ]+ %$", out.output, re.M), \
+            out.output
 
 
 def test_a_recovery_sent_days_later_is_read_from_the_sink_partition_it_landed_in(moto, tmp_path):

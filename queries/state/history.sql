@@ -4,6 +4,8 @@
 -- pending count of the hop it waited at (zendesk_to_bus when no id was linked to it). One that waited before the bus
 -- and was found on it moves on: zendesk_to_bus out and bus_to_sink in; one found outside the funnel (unverified, not
 -- emitted) leaves its hop's in. The loss rate is added by State.history (emission.loss_rate, the one definition).
+-- `recovered`: of the out, events the pipeline lost and `reconcile recover` made land, settled ones included (NULL for
+-- a window recorded before the state kept the figure).
 WITH settled_as AS (
     -- what later runs settled each pending event as: an event two overlapping windows left pending is settled once,
     -- under the earliest window's key (queries/state/carried.sql), and each window's figures take it
@@ -13,6 +15,7 @@ WITH settled_as AS (
            count(*) FILTER (WHERE v.loss_hop = 'zendesk_to_bus') AS lost_a,
            count(*) FILTER (WHERE v.loss_hop = 'bus_to_sink') AS lost_b,
            count(*) FILTER (WHERE v.reached_sink) AS delivered_b,
+           count(*) FILTER (WHERE s.verdict = 'recovered') AS recovered_b,  -- in the sink: bus_to_sink's out
            count(*) FILTER (WHERE p.eb_id IS NULL) AS settled_a,
            count(*) FILTER (WHERE p.eb_id IS NULL AND v.in_funnel
                                   AND v.loss_hop IS DISTINCT FROM 'zendesk_to_bus') AS onto_bus,
@@ -34,9 +37,11 @@ SELECT r.window_key, r.window_start, r.window_end, r.status, r.events, h.hop,
        h.lost + CASE WHEN h.hop = 'zendesk_to_bus' THEN coalesce(st.lost_a, 0) ELSE coalesce(st.lost_b, 0) END
            AS lost,
        h.pending - CASE WHEN h.hop = 'zendesk_to_bus' THEN coalesce(st.settled_a, 0)
-                        ELSE coalesce(st.settled, 0) - coalesce(st.settled_a, 0) END AS pending
+                        ELSE coalesce(st.settled, 0) - coalesce(st.settled_a, 0) END AS pending,
+       rc.recovered + CASE WHEN h.hop = 'bus_to_sink' THEN coalesce(st.recovered_b, 0) ELSE 0 END AS recovered
 FROM runs r
 JOIN run_hops h USING (window_key)
+LEFT JOIN run_recovered rc USING (window_key, hop)
 LEFT JOIN settled st USING (window_key)
 )
 ORDER BY window_start, window_key, hop DESC;

@@ -6,6 +6,11 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS run_hops (
     window_key VARCHAR, hop VARCHAR, "in" BIGINT, "out" BIGINT, lost BIGINT, pending BIGINT,
     PRIMARY KEY (window_key, hop));
+-- per window and hop, of the hop's out, the events the pipeline lost and `reconcile recover` made land (summary
+-- hops' `recovered`): a table of its own, added later, so a state without it reads as "not recorded" (NULL), and a
+-- read-only open of an older state gets it empty (state._tables_it_lacks)
+CREATE TABLE IF NOT EXISTS run_recovered (
+    window_key VARCHAR, hop VARCHAR, recovered BIGINT, PRIMARY KEY (window_key, hop));
 CREATE TABLE IF NOT EXISTS pending (
     window_key VARCHAR, source_id VARCHAR, zendesk_key VARCHAR, eb_id VARCHAR, ticket_id BIGINT, kind VARCHAR,
     event_time TIMESTAMPTZ, position BIGINT, PRIMARY KEY (window_key, source_id));
