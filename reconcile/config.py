@@ -97,6 +97,10 @@ class DlqConfig:
     # How often the archive's writer writes an object, an empty one when nothing was dead-lettered: an archive whose
     # newest object is older than that before what the window's events may have dead-lettered by has a stopped writer.
     archive_every: str = "1d"
+    # Since when the archive holds every message sent (ISO-8601), when neither its objects nor its messages go back
+    # that far (one dump written later; a quiet first day): unset, an archive whose oldest object and message are
+    # both later than archive_every after the window's read start may have lost older ones (expired, not yet written).
+    archive_since: str | None = None
     # Seconds received messages stay hidden while the rest are read (all are released when the read ends); unset:
     # sized to the queue (dlq.visibility_for). 0 reads a sample: the queue hands back the same ten messages.
     visibility_timeout: int | None = None
@@ -271,6 +275,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
        for k in ("margin_before", "margin_after", "max_event_age", "hop_a_grace", "carry_back")},
     ("zendesk", "max_wait"): ("duration", DURATION),
     ("dlq", "archive_every"): ("duration", DURATION),
+    ("dlq", "archive_since"): (lambda v: _is_time(v), "an ISO-8601 time, like 2026-11-01T00:00:00Z"),
     ("zendesk", "timeout"): ("duration", DURATION),
     ("aws", "read_deadline"): ("duration", DURATION),
     ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),
@@ -328,6 +333,15 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
 _TYPES = {"str": (str, "text (a quoted string)"), "float": ((int, float), "a number"),
           "int": (int, "a whole number"), "tuple[str, ...]": (tuple, "a list of strings"),
           "bool": (bool, "true or false")}
+
+
+def _is_time(value: str) -> bool:
+    from .window import parse_time
+    try:
+        parse_time(value)
+        return True
+    except ConfigError:
+        return False
 
 
 def _problem(section: str, key: str, annotation: str, value: Any) -> str | None:

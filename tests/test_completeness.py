@@ -124,7 +124,10 @@ def run(sim, folder: Path, out: Path, corrupt: dict | None = None, drop: set | N
             "zendesk": {"url": zd.url, "requests_per_minute": 6000},
             "bus_log": {"uri": str(st / "logs-archive" / "exports")},
             "sink": {"uri": str(st / "spark-output" / "events")},
-            "dlq": {"uri": str(st / "dlq-archive" / "messages.jsonl")},
+            # the simulator's archive is one file of every message sent since its day began, written after it: on a
+            # quiet day it holds none, so nothing in it shows how far back it reaches (sources/dlq.py)
+            "dlq": {"uri": str(st / "dlq-archive" / "messages.jsonl"),
+                    "archive_since": sim.window.read_start.isoformat()},
             "metrics": {"uri": str(st / "metrics" / "get-metric-data.json")},
             "window": {"max_event_age": f"{p.max_event_age.total_seconds():.0f}s",
                        "margin_before": f"{p.margin_before.total_seconds():.0f}s",

@@ -18,7 +18,7 @@ from reconcile.aws import make_client, session
 from reconcile.config import DlqConfig
 from reconcile.errors import SourceError
 from reconcile.sources import dlq
-from busevents import WINDOW, fill_queue, queue_count, webhook
+from busevents import WINDOW, dlq_attrs, fill_queue, queue_count, webhook
 
 pytestmark = pytest.mark.usefixtures("restore_environment")  # the demo code sets env vars
 
@@ -244,6 +244,10 @@ def test_an_archive_whose_writer_stopped_before_the_window_ended_is_incomplete(t
     archive.mkdir()
     day = archive / "2026-11-22.jsonl"
     day.write_text("")  # a day without dead letters: the archiver writes an empty file
+    # and the object before it, written as the window's read began: the archive reaches back to the window
+    before = archive / "2026-11-21.jsonl"
+    before.write_text("")
+    os.utime(before, (WINDOW.read_start.timestamp(),) * 2)
     # EventBridge dead-letters up to a day after an event: as of 30 h after the window, the archive must reach
     # end + 24 h, less the writer's period ([dlq] archive_every)
     judged = replace(WINDOW, as_of=WINDOW.end + timedelta(hours=30))
@@ -261,6 +265,57 @@ def test_an_archive_whose_writer_stopped_before_the_window_ended_is_incomplete(t
     # ... but it holds no message dead-lettered after 00:05: the run holds the losses after the bus of events whose
     # retries may have gone on past it (queries/rules.sql beyond_dlq, tests/test_rules.py)
     assert dlq.reach(morning.details) == WINDOW.end + timedelta(minutes=5)
+
+
+def _archived(sent, eb_id: str = "W1") -> str:
+    return json.dumps({"MessageId": "m-" + eb_id, "Body": webhook(eb_id), "MessageAttributes": dlq_attrs(),
+                       "Attributes": {"SentTimestamp": str(int(sent.timestamp() * 1000))}})
+
+
+def test_an_archive_that_does_not_reach_back_to_the_window_is_incomplete(tmp_path, aws_cfg):
+    """An old window read against an archive whose older objects expired (a lifecycle rule) or were never written
+    (the writer started later): its one object is recent and empty, so "no DLQ message" proves nothing about the
+    window's dead letters. An object written, or a message sent, within [dlq] archive_every of the window's read start
+    shows the archive reaches back; [dlq] archive_since states it instead."""
+    archive = tmp_path / "dlq"
+    archive.mkdir()
+    recent = archive / "recent.jsonl"
+    recent.write_text("")
+    old = replace(WINDOW, start=WINDOW.start - timedelta(days=30), end=WINDOW.end - timedelta(days=30))
+    res = dlq.read(DlqConfig(uri=str(archive)), old, aws_cfg)
+    assert not res.complete
+    assert any("may not reach back to the window" in p and "[dlq] archive_since" in p for p in res.problems), \
+        res.problems
+    # a message of the archive sent as the window's read began: it reaches back (a dump written later)
+    recent.write_text(_archived(old.read_start + timedelta(hours=1)) + "\n")
+    assert dlq.read(DlqConfig(uri=str(archive)), old, aws_cfg).complete
+    # an object written then, although empty (a quiet day), shows the same
+    recent.write_text("")
+    first = archive / "first.jsonl"
+    first.write_text("")
+    os.utime(first, ((old.read_start + timedelta(hours=2)).timestamp(),) * 2)
+    assert dlq.read(DlqConfig(uri=str(archive)), old, aws_cfg).complete
+    first.unlink()
+    # the user states since when the archive holds every message
+    since = (old.read_start - timedelta(days=1)).isoformat()
+    assert dlq.read(DlqConfig(uri=str(archive), archive_since=since), old, aws_cfg).complete
+    later = dlq.read(DlqConfig(uri=str(archive), archive_since=old.end.isoformat()), old, aws_cfg)
+    assert not later.complete and any("[dlq] archive_since says" in p for p in later.problems), later.problems
+
+
+def test_blank_lines_in_an_archive_are_counted_not_rejected(tmp_path, aws_cfg):
+    """An empty day's object may be a lone newline, and a writer may leave blank lines between messages: no message
+    can be in them, so they are counted, and the read stays complete (they were "not JSON" rejects: exit 3)."""
+    archive = tmp_path / "dlq"
+    archive.mkdir()
+    (archive / "quiet.jsonl").write_text("\n")
+    (archive / "busy.jsonl").write_text("\n" + _archived(WINDOW.start, UUIDS[1]) + "\n  \n" + _archived(WINDOW.start,
+                                                                                                       UUIDS[2]) + "\n")
+    res = dlq.read(DlqConfig(uri=str(archive)), WINDOW, aws_cfg)
+    assert res.complete, res.problems
+    assert res.ledger.num_rows == 2 and res.rejects.num_rows == 0 and res.details["blank_lines"] == 3
+    # the messages keep their own line numbers
+    assert sorted(res.ledger["source_ref"].to_pylist()) == [f"{archive}/busy.jsonl:2", f"{archive}/busy.jsonl:4"]
 
 
 class _SamplingSqs:

@@ -7,8 +7,8 @@ releases every received message (visibility back to 0) when the read ends, fails
 refuses a queue with its own redrive policy unless told to accept the risk, and proves coverage against
 ApproximateNumberOfMessages(+NotVisible) before and after, and in time: SQS deletes a message MessageRetentionPeriod
 after it was sent, so a queue read as of `as_of` proves nothing about messages sent before as_of - that period (an
-archive: nothing after its newest object was written). A message without TARGET_ARN is rejected: which target
-failed is unknown, and calling it a log-target failure could hide a Kinesis loss.
+archive: nothing after its newest object was written, nor before its oldest object or message). A message without
+TARGET_ARN is rejected: which target failed is unknown, and calling it a log-target failure could hide a Kinesis loss.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..aws import MID_READ_FAILURES, THROTTLE_CODES, error_code, list_files, mak
 from ..config import AwsConfig, DlqConfig, MatchConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
-from ..window import Window, parse_duration
+from ..window import Window, parse_duration, parse_time
 from . import events, rawtext
 
 NAME, HOP = "dlq", "dlq"
@@ -100,6 +100,8 @@ def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
                 f"as of {_at(window.as_of)} it no longer holds those sent before {_at(kept_since)}, and the window is "
                 f"read from {_at(window.read_start)}, so some of its dead-lettered events may be gone from it. Read "
                 f"an archive of the queue ([dlq] uri), or judge the window sooner.")
+    if (gap := _archive_start_gap(details, window, cfg)) is not None:
+        return gap
     newest = details.get("newest_object_at")
     # EventBridge retries an event up to max_event_age before it dead-letters it: a message for an event old enough
     # for a final verdict after the bus was sent by as_of - margin_before, one for any of the window's by end +
@@ -116,6 +118,33 @@ def _coverage_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
             f"{_at(window.as_of)}): messages dead-lettered since are not in the archive (has its writer stopped?). "
             f"Check the archiver (it should write an object, empty when there is nothing, every archive_every), or "
             f"read the queue ([dlq] queue_url).")
+
+
+def _archive_start_gap(details: dict, window: Window, cfg: DlqConfig) -> str | None:
+    """Why the archive may not go back to the window's read_start, or None. Its writer writes an object every
+    [dlq] archive_every, so one written within that of read_start, or a message it holds sent by then, shows it
+    reaches back; later than both, older objects may have expired (a lifecycle rule) or never been written (the
+    writer started later): "no DLQ message" would then be no proof. [dlq] archive_since states the start instead."""
+    if cfg.archive_since is not None:
+        since = parse_time(cfg.archive_since)
+        if since <= window.read_start:
+            return None
+        return (f"[dlq] archive_since says the DLQ archive under {cfg.uri} holds the messages sent since "
+                f"{_at(since)}, after the window's read start {_at(window.read_start)}: messages sent before are not "
+                f"in it. Read the queue ([dlq] queue_url) if it still keeps them, or judge a later window.")
+    due = window.read_start + parse_duration(cfg.archive_every)
+    firsts = [datetime.fromisoformat(t) for t in (details.get("oldest_object_at"), details.get("earliest_message_at"))
+              if t]
+    if firsts and min(firsts) <= due:
+        return None
+    oldest, earliest = details.get("oldest_object_at"), details.get("earliest_message_at")
+    shown = (f"its oldest object was written {oldest}" if oldest else "its objects have no modification time") + \
+        (f" and its earliest message sent {earliest}" if earliest else " and it holds no message")
+    return (f"The DLQ archive under {cfg.uri} may not reach back to the window: {shown}, more than [dlq] "
+            f"archive_every ({cfg.archive_every}) after the window's read start {_at(window.read_start)}. Older "
+            f"objects may have expired or never been written, so dead letters of the window's events may be missing. "
+            f"Keep the archive's older objects, read the queue ([dlq] queue_url), or, if the archive does hold every "
+            f"message sent since an earlier time, set [dlq] archive_since to it.")
 
 
 def reach(details: dict) -> datetime | None:
@@ -156,6 +185,7 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = No
     files = [f for f, a in zip(files, aside) if not a]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
     leds, rejs, fps, problems = [], [], [], []
+    blank_lines = 0  # lines holding nothing (counted, not rejected: no message can be in them)
     for f in files:  # an archive is a handful of files: no pool needed
         where = scheme + f.path
         try:
@@ -175,6 +205,12 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = No
             rejs.append(ledger.rejects_table(NAME, [where], [f"{damage} in {where}"], [None]))
         lines = rawtext.lines(text)
         refs = rawtext.refs(where, len(lines))
+        # an empty day's object may be one newline
+        blank = pc.equal(pc.utf8_trim_whitespace(lines.cast(pa.large_string())), "")
+        if (n := pc.sum(blank).as_py() or 0):
+            blank_lines += n
+            keep = pc.invert(blank)  # Arrow filters no string views: a DLQ archive is small, the copy costs little
+            lines, refs = lines.cast(pa.large_string()).filter(keep), refs.filter(keep)
         led, rej = _to_ledger(lines, refs, match)
         leds.append(led)
         rejs.append(rej)
@@ -185,6 +221,8 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = No
     led = pa.concat_tables(leds) if leds else ledger.empty()
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
     newest = max((f.mtime for f in files if f.mtime), default=None)
+    oldest = min((f.mtime for f in files if f.mtime), default=None)
+    sent = pc.min(led["observed_at"]).as_py() if led.num_rows else None
     return SourceResult(name=NAME, ledger=led, rejects=rej, complete=not problems, problems=problems,
                         fingerprints=fps,
                         details={"mode": "archive", "uri": cfg.uri, "files": len(files),
@@ -192,7 +230,10 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = No
                                  "skipped_shown": [scheme + f.path for f in skipped[:20]], "read": led.num_rows,
                                  "rejected": rej.num_rows, "sampled": False,
                                  "coverage": f"read {led.num_rows + rej.num_rows:,} archived messages",
-                                 "newest_object_at": newest.isoformat() if newest else None})
+                                 "blank_lines": blank_lines,
+                                 "newest_object_at": newest.isoformat() if newest else None,
+                                 "oldest_object_at": oldest.isoformat() if oldest else None,
+                                 "earliest_message_at": sent.isoformat() if sent else None})
 
 
 # SQS limits (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html).
