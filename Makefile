@@ -6,8 +6,13 @@ OUT ?= demo-out
 
 .PHONY: demo test bench setup clean
 
+# An older python3 (Ubuntu 22.04's 3.10) is refused before anything is built: `make demo PY=python3.11`. --clear, so a
+# venv left by a failed first try with another Python is built again, not reused.
 $(BIN)/reconcile: pyproject.toml
-	$(PY) -m venv $(VENV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "$(PY) is $$($(PY) -V 2>&1 || echo missing); reconcile needs Python 3.11 or later: run make $(MAKECMDGOALS) PY=python3.11" >&2; \
+	  exit 1; }
+	$(PY) -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[demo,test]'
 	touch $(BIN)/reconcile

@@ -387,9 +387,13 @@ def validate(cfg: Config) -> None:
             if wrong:
                 shown = list(value) if isinstance(value, tuple) else value
                 problems.append(f"[{sec.name}] {f.name} = {_toml(shown)} is not valid: expected {wrong}.")
-    if cfg.bus_log.format == "api" and cfg.bus_log.uri and not cfg.bus_log.log_group:
+    if cfg.bus_log.format == "api" and not cfg.bus_log.log_group:
         problems.append("[bus_log] format = \"api\" reads a log group: set [bus_log] log_group (uri is for "
                         "cwl-export or firehose objects).")
+    if cfg.bus_log.log_group and not cfg.bus_log.uri and cfg.bus_log.format != "api":
+        problems.append(f"[bus_log] log_group is read only with format = \"api\" (format is "
+                        f"{_toml(cfg.bus_log.format)}): set [bus_log] format = \"api\" to read the log group live, or "
+                        f"[bus_log] uri to read its exported objects.")
     if (admitted := _non_uuid_admitted(cfg.match.eb_id_pattern)) is not None:
         problems.append(f"[match] eb_id_pattern = {_toml(cfg.match.eb_id_pattern)} admits ids that are not UUIDs (such "
                         f"as {_toml(admitted)}): EventBridge ids are UUIDs and are kept as such, so any other id is a "

@@ -37,6 +37,12 @@ BASIC = "Basic " + base64.b64encode(f"{EMAIL}/token:{TOKEN}".encode()).decode()
     ('[dlq]\nkinesis_target = ""\n', '[dlq] kinesis_target = "" is not valid: expected text that only the Kinesis'),
     ('[dlq]\narchive_every = "daily"\n',
      '[dlq] archive_every = "daily" is not valid: expected a duration with a unit, like 90s'),
+    ('[dlq]\narchive_since = "last month"\n',
+     '[dlq] archive_since = "last month" is not valid: expected an ISO-8601 time'),
+    # a log group alone is no export (it crashed check with an AttributeError); format api without one reads nothing
+    ('[bus_log]\nlog_group = "/aws/events/zendesk"\n',
+     '[bus_log] log_group is read only with format = "api" (format is "cwl-export"): set [bus_log] format = "api"'),
+    ('[bus_log]\nformat = "api"\n', '[bus_log] format = "api" reads a log group: set [bus_log] log_group'),
 ])
 @pytest.mark.parametrize("command", [["check"], ["run", "--dry-run", "--date", "2026-11-23"],
                                      ["run", "--date", "2026-11-23", "--no-state"]])
