@@ -217,8 +217,12 @@ def demo(out, events, seed, day, days, audience, as_json, no_progress, state, wi
       reconcile demo --out demo-out --events 20000 --seed 7
     """
     from .simulate.demo import run_demo
-    state_uri = config_mod.build(None, {"state": {"uri": state}},  # the demo's stores are its own: only the state
-                                 environ={"RECONCILE_STATE": os.environ.get("RECONCILE_STATE", "")}).state.uri
+    # --state, else the default state in the current folder, never RECONCILE_STATE: in a production shell that names
+    # the production state (or an s3:// one the demo's moto cannot reach), which simulated runs must not enter
+    state_uri = state or config_mod.DEFAULT_STATE
+    if not state and os.environ.get("RECONCILE_STATE"):
+        say(f"The demo records its simulated runs in {state_uri}, not in RECONCILE_STATE (a real state): pass "
+            f"--state {state_uri} to trace them.", logging.WARNING)
     if with_recovery:
         if days != 1:
             raise click.UsageError("--recover runs one day: drop --days.")
@@ -229,7 +233,7 @@ def demo(out, events, seed, day, days, audience, as_json, no_progress, state, wi
         outcome, found = run_demo(Path(out), events=events, seed=seed, day=day, days=days, audience=audience,
                                   progress=not (no_progress or json_logs()), state=state_uri)
     for line in found:
-        click.echo(line, err=True)
+        say(line)
     emit(outcome, as_json)
     sys.exit(outcome.exit_code)
 

@@ -312,6 +312,9 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Call
             # one GET of the whole object, for readers too: ranged reads of an object a writer replaces meanwhile
             # mix two versions (or fail: HTTP 416)
             seen = _s3_download(s3, bucket, obj, local, uri)  # its ETag as downloaded, then as last uploaded
+            if not write and not seen:
+                raise StateError(f"No state at {uri}. Run `reconcile run` (or `demo`) with this state first, or check "
+                                 f"[state] uri (or --state, RECONCILE_STATE).")
 
             def push() -> None:
                 lock.ensure_held()
@@ -431,6 +434,12 @@ class _S3Lock:
     def _put(self, **cond) -> str:
         return self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self.body, **cond)["ETag"]
 
+    def _refused(self, e: Exception, action: str) -> StateError:
+        """A store refusing the lock (no bucket, no permission): the key to check, not botocore's error."""
+        return StateError(f"Cannot {action} the state's lock {self.uri}.lock: {_code(e)}. Check [state] uri (or "
+                          f"--state, RECONCILE_STATE) and that the credentials may s3:GetObject and s3:PutObject "
+                          f"it.")
+
     def _take(self) -> str:
         from botocore.exceptions import ClientError
         for _ in range(3):
@@ -438,13 +447,13 @@ class _S3Lock:
                 return self._put(IfNoneMatch="*")
             except ClientError as e:
                 if _code(e) not in _TAKEN:
-                    raise
+                    raise self._refused(e, "write") from e
             try:
                 got = self.s3.get_object(Bucket=self.bucket, Key=self.key)
             except ClientError as e:
                 if _code(e) == "NoSuchKey":
                     continue  # released meanwhile
-                raise
+                raise self._refused(e, "read") from e
             other = _parse_holder(got["Body"].read())
             now = parsedate_to_datetime(got["ResponseMetadata"]["HTTPHeaders"]["date"])
             age = (now - got["LastModified"]).total_seconds()

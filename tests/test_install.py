@@ -97,8 +97,12 @@ def test_wheel_installed_outside_the_checkout_runs_demo_and_verify(tmp_path):
 
     newest = venvs[max(venvs, key=lambda v: tuple(map(int, v.split("."))))]
     # The demo day has losses by design: exit 1, 2 (or 3 while an input is incomplete) is an answer, not a failure.
+    # in a shell whose RECONCILE_STATE names a real state: the demo's simulated runs never enter it
+    production = tmp_path / "production" / "reconcile-state.duckdb"
     demo = sh(newest / "reconcile", "demo", "--out", "demo-out", "--events", DEMO_EVENTS, "--no-progress", "--json",
-              cwd=work, env=env, ok=(0, 1, 2, 3))
+              cwd=work, env={**env, "RECONCILE_STATE": str(production)}, ok=(0, 1, 2, 3))
+    assert not production.parent.exists()
+    assert "not in RECONCILE_STATE (a real state): pass --state reconcile-out/reconcile-state.duckdb" in demo.stderr
     summary = orjson.loads(demo.stdout)
     assert summary["events"] > 0 and (work / "demo-out" / "run" / "report.html").is_file()
     assert summary["report"] == str((work / "demo-out" / "run" / "report.html").resolve())

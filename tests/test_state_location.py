@@ -100,3 +100,18 @@ def test_history_and_trace_reach_state_and_runs_on_s3(stores, tmp_path, aws_cfg,
     assert traced.exit_code == 0, traced.output
     (found,) = orjson.loads(traced.stdout)
     assert found["run_dir"] == "s3://audit/runs/2026-11-23" and found["observations"]
+
+
+def test_a_state_bucket_that_is_missing_or_empty_is_named(stores, tmp_path, aws_cfg, monkeypatch):
+    """A mistyped state bucket: a run names the lock it cannot write and the key to check (it was botocore's
+    "unexpected NoSuchBucket ... PutObject"); a reader of a state not written yet names the s3:// URI it was given (it
+    named a temporary local copy and advised --state to someone who passed it)."""
+    monkeypatch.chdir(tmp_path)
+    run = invoke(run_args(stores, str(tmp_path / "out"), "--state", "s3://no-such-bucket/reconcile-state.duckdb"))
+    assert run.exit_code == 4, run.output
+    assert ("Cannot write the state's lock s3://no-such-bucket/reconcile-state.duckdb.lock: NoSuchBucket. Check "
+            "[state] uri (or --state, RECONCILE_STATE)") in run.stderr and "unexpected" not in run.stderr
+    make_client("s3", aws_cfg).create_bucket(Bucket="empty-audit")
+    history = invoke(["history", "--state", "s3://empty-audit/reconcile-state.duckdb"])
+    assert history.exit_code == 4
+    assert "No state at s3://empty-audit/reconcile-state.duckdb." in history.stderr, history.stderr
