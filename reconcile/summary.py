@@ -63,10 +63,14 @@ def input_entry(result: SourceResult) -> dict[str, Any]:
 METRIC_TOLERANCE = 0.001
 
 
-def metric_row(r: dict[str, Any]) -> dict[str, Any]:
+def metric_row(r: dict[str, Any], whole: set[str] = frozenset()) -> dict[str, Any]:
     """A metrics_check row with the difference (metric − per-event) and whether the two agree; None when either
-    side is missing (no datapoints, or no per-event counterpart)."""
+    side is missing (no per-event counterpart, or no datapoints from a read not known whole). `whole`: the metrics
+    read whole (sources.metrics `read_whole`), where no datapoint is 0: EventBridge sends a metric only when it is
+    not 0."""
     row = {k: v for k, v in r.items() if k != "ord"}
+    if row["metric_value"] is None and row["metric"] in whole:
+        row["metric_value"] = 0
     m, e = row["metric_value"], row["per_event_value"]
     if isinstance(e, Decimal):  # DuckDB sums of counts come back as DECIMAL
         e = row["per_event_value"] = int(e) if e == e.to_integral_value() else float(e)
@@ -153,6 +157,7 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
                      "loss_rate": round(rate, 8), "threshold": threshold,
                      "over_threshold": r["lost"] > 0 and rate > threshold})
     status = status_of(inputs, hops, verdicts["pending"])
+    metrics = next((i["details"] for i in inputs if i["source"] == "metrics" and i["complete"]), {})
     return {
         "window": {"start": iso(window.start), "end": iso(window.end), "read_start": iso(window.read_start),
                    "read_end": iso(window.read_end), "as_of": iso(window.as_of),
@@ -178,7 +183,7 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         "dlq_causes": results["dlq_causes"],
         "latency": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
                     for r in results["latency"]],
-        "metrics_check": [metric_row(r) for r in results["metrics_check"]],
+        "metrics_check": [metric_row(r, whole=set(metrics.get("read_whole", []))) for r in results["metrics_check"]],
         "loss_by_type": results["loss_by_type"],
         "timeline": [dict(r, bucket=iso(r["bucket"])) for r in results["loss_by_hour"]],
         "timeline_bucket_s": bucket_seconds(window),

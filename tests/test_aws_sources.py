@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from reconcile import summary
 from reconcile.aws import make_client, store_error
 from reconcile.config import AwsConfig, BusLogConfig, DlqConfig, MetricsConfig, SinkConfig
 from reconcile.errors import SourceError
@@ -500,6 +501,34 @@ def test_metrics_put_metric_data_read_back(aws_cfg, tmp_path):
     res = metrics.read(MetricsConfig(uri=str(tmp_path / "m.json")), WINDOW, LOCAL)
     assert res.complete and res.details["partial"] == ["Invocations"] and "PartialData" in res.problems[0]
     assert res.ledger.to_pylist() == [{"metric": "Invocations", "timestamp": t, "period_s": 300, "value": 4.0}]
+    assert res.details["read_whole"] == []
+
+
+def test_metrics_read_over_pages_are_whole_and_a_silent_metric_is_zero(tmp_path):
+    """Every page of a paginated GetMetricData answer but the last says PartialData (NextToken: more follows): the
+    read is whole when the last page says Complete. EventBridge sends FailedInvocations and the like only when they
+    are not 0, so a metric read whole with no point is 0 in the check: "0 against 3 lost after the bus" shows, where
+    "not available" hid it."""
+    t = HOUR0 - timedelta(minutes=30)
+    pages = [{"MetricDataResults": [
+                 {"Id": "m0", "Label": "Invocations", "Timestamps": [iso(t)], "Values": [4.0],
+                  "StatusCode": "PartialData"},
+                 {"Id": "m1", "Label": "FailedInvocations", "Timestamps": [], "Values": [],
+                  "StatusCode": "PartialData"}],
+              "NextToken": "more"},
+             {"MetricDataResults": [
+                 {"Id": "m0", "Label": "Invocations", "Timestamps": [iso(t + timedelta(minutes=5))], "Values": [2.0],
+                  "StatusCode": "Complete"},
+                 {"Id": "m1", "Label": "FailedInvocations", "Timestamps": [], "Values": [], "StatusCode": "Complete"}]}]
+    (tmp_path / "m.json").write_text(json.dumps(pages))
+    res = metrics.read(MetricsConfig(uri=str(tmp_path / "m.json")), WINDOW, LOCAL)
+    assert res.details["partial"] == [] and not res.problems
+    assert res.details["read_whole"] == ["FailedInvocations", "Invocations"] and res.details["totals"] == {
+        "Invocations": 6.0}
+    rows = [{"metric": m, "metric_value": None, "datapoints": 0, "per_event_value": 3, "per_event_basis": "x",
+             "ord": 1} for m in ("FailedInvocations", "ThrottledRules")]
+    shown = [summary.metric_row(r, set(res.details["read_whole"])) for r in rows]
+    assert [(r["metric_value"], r["difference"], r["agrees"]) for r in shown] == [(0, -3, False), (None, None, None)]
 
 
 # ---------------------------------------------------------------- the demo loader

@@ -10,7 +10,7 @@ import pytest
 
 from reconcile import engine as eng
 
-from tinyday import BUS, DLQ, KIN, LOGS, METRICS, SINK, ZENDESK, judge, legacy, obs, table, webhook, z
+from tinyday import BUS, D, DLQ, E, KIN, LOGS, M, METRICS, SINK, ZENDESK, judge, legacy, obs, table, webhook, z
 from ledgers import at, label
 
 @pytest.fixture(scope="module")
@@ -152,6 +152,22 @@ def test_metrics_check(day):
     assert (rows["InvocationsSentToDlq"]["metric_value"], rows["InvocationsSentToDlq"]["per_event_value"]) == (2.0, 2)
     assert rows["Invocations"]["metric_value"] is None and rows["Invocations"]["datapoints"] == 0
     assert rows["ThrottledRules"]["per_event_value"] is None
+
+
+def test_metrics_check_counts_dead_letters_when_they_were_sent(tmp_path):
+    """EventBridge counts a dead letter (InvocationsSentToDlq) when it sends it, after up to max_event_age of retries:
+    the window's own figure is the DLQ messages sent in it, one for the previous day's M included, those its events'
+    retries sent the next day left out (counted by event time, the check compared different days' dead letters)."""
+    late = dict(error_code="THROTTLING", retry_condition="MaximumEventAgeInSeconds", target_arn=KIN, retry_attempts=185)
+    dlq = DLQ + [obs(M, "08:00:00", source_id="m3", **late), obs(D, "2026-11-24T13:00:00Z", source_id="m4", **late),
+                 obs(E, "2026-11-24T23:30:00Z", source_id="m5", **late)]
+    e = judge(tmp_path, ZENDESK, BUS, SINK, dlq, METRICS)
+    try:
+        rows = {r["metric"]: r for r in e.arrow("metrics_check").to_pylist()}
+    finally:
+        e.close()
+    assert rows["InvocationsSentToDlq"]["per_event_value"] == 3  # m1, m2, m3
+    assert rows["InvocationsSentToDlq"]["per_event_basis"] == "DLQ messages sent in the window"
 
 
 def test_gaps(day):

@@ -37,18 +37,22 @@ def read(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> SourceResult:
         fps = [{"namespace": NAMESPACE, "rule": cfg.rule, "event_bus": cfg.event_bus, "period": cfg.period,
                 "start": window.start.isoformat(), "end": window.end.isoformat(), "pages": len(pages)}]
     results, problems = _results(pages, problems)
-    tables, partial = [], []
+    tables, status, damaged = [], {}, set()
     for r in results:  # one entry per metric and page: a handful, not one per data point
         name = str(r.get("Label") or r.get("Id"))
         ts, vals, problem = _points(r)
         if problem:
+            damaged.add(name)
             problems.append(f"metric {name}: {problem}; those points are left out. Metrics are a sanity check "
                             f"only: the verdicts do not depend on them.")
-        if r.get("StatusCode", "Complete") != "Complete":
-            partial.append(name)
+        # every page but the last says PartialData (more follows, NextToken): the last page's status is the read's
+        status[name] = r.get("StatusCode", "Complete")
         tables.append(pa.table({"metric": pa.array([name] * len(ts), pa.string()), "timestamp": ts,
                                 "period_s": pa.array([cfg.period] * len(ts), pa.int32()), "value": vals},
                                schema=ledger.METRIC_SCHEMA))
+    partial = [name for name, code in status.items() if code != "Complete"]
+    # read whole: a metric with no point is 0 (EventBridge sends FailedInvocations, Invocations, ... only when not 0)
+    whole = sorted(name for name, code in status.items() if code == "Complete" and name not in damaged)
     table = pa.concat_tables(tables) if tables else ledger.METRIC_SCHEMA.empty_table()
     table = table.sort_by([("metric", "ascending"), ("timestamp", "ascending")])
     if partial:
@@ -59,7 +63,8 @@ def read(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> SourceResult:
         totals[m] = pc.sum(table.filter(pc.equal(table["metric"], m))["value"]).as_py()
     return SourceResult(name=NAME, ledger=table, complete=True, problems=problems, fingerprints=fps,
                         details={"mode": "file" if cfg.uri else "api", "rule": cfg.rule, "event_bus": cfg.event_bus,
-                                 "period": cfg.period, "partial": sorted(set(partial)), "totals": totals,
+                                 "period": cfg.period, "partial": sorted(set(partial)), "read_whole": whole,
+                                 "totals": totals,
                                  "points": table.num_rows})
 
 
