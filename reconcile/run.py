@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from . import completeness, emission, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
 from .config import Config, EngineConfig
 from .engine import Engine, execute_file, query_path
-from .errors import AccessDenied, ReadDeadline
+from .errors import AccessDenied, ReadDeadline, SourceError
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
@@ -278,6 +278,7 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
 
     def record(s: dict, pending: pa.Table, settlements: pa.Table, unjudged: Callable[[pa.Table], pa.Table]
                ) -> list[dict]:
+        keep_recorded(state, window, s)
         # A run whose Zendesk read was incomplete did not list every event: the pending ones of the window's previous
         # run it gave no verdict stay pending (they would never be settled otherwise).
         kept = None if results["zendesk"].complete else unjudged(state.pending_of(window.key))
@@ -309,6 +310,21 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
             state.commit()
         runfolder.write_manifest(out_dir, manifest)
     return Outcome(out_dir, s)
+
+
+def keep_recorded(state: State, window: Window, s: dict[str, Any]) -> None:
+    """A re-run that read a store only in part never replaces a recorded run of the window that read them whole:
+    its losses, proven, would leave the history, and nothing would carry them (a Zendesk outage, a DLQ still held by a
+    killed run). Raises SourceError (exit 3) before anything is recorded: execute puts the folder's run back."""
+    recorded = state.run_of(window.key)
+    if s["status"] != "incomplete" or recorded is None or recorded["status"] == "incomplete":
+        return
+    partial = ", ".join(i["source"] for i in s["inputs"] if not i["complete"])
+    raise SourceError(
+        f"This run read {partial} only in part, and the state records a run of {window.key} that read every store "
+        f"whole (made {recorded['generated_at']:%Y-%m-%dT%H:%M:%S}Z, status {recorded['status']}, in "
+        f"{recorded['out_dir']}): kept that run, its folder and the state as they were. Re-run when the stores answer "
+        f"(see `reconcile check`); nothing of this run was recorded.")
 
 
 def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dict[str, Any]:

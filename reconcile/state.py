@@ -256,7 +256,7 @@ class State:
         return execute_file(self.con, _q("journal"), {}).to_arrow_table()
 
     def run_of(self, window_key: str) -> dict[str, Any] | None:
-        """The run of the window recorded here (generated_at, out_dir), or None (queries/state/run_of.sql)."""
+        """The run of the window recorded here (generated_at, out_dir, status), or None (queries/state/run_of.sql)."""
         rows = execute_file(self.con, _q("run_of"), {"window_key": window_key}).to_arrow_table().to_pylist()
         return rows[0] if rows else None
 

@@ -9,7 +9,7 @@ from bs4 import BeautifulSoup
 from click.testing import CliRunner
 
 from reconcile.cli import main
-from reconcile.errors import StateError
+from reconcile.errors import SourceError, StateError
 from reconcile.state import State
 
 from tinyday import day1, day2
@@ -71,23 +71,50 @@ def test_a_loss_settled_for_an_earlier_window_over_its_budget_makes_the_run_exit
     assert (s2["status"], s2["carried"]["over_threshold"]) == ("clean", [])
 
 
-def test_a_re_run_whose_zendesk_read_is_incomplete_keeps_the_pending_events_it_did_not_list(tmp_path):
-    """Day 1 leaves E pending; a re-run of day 1 cannot read Zendesk (incomplete, exit 3), so it lists no event and
-    judges none. E stays pending (the re-run did not judge it): day 2, with E still not landed, settles it lost and
-    exits 2. Replaced by the re-run's empty pending set, E was never carried again and day 2 exited 0."""
+def test_a_re_run_that_reads_a_store_in_part_never_replaces_a_whole_run(tmp_path):
+    """Day 1 read every store whole and proved its losses (D lost after the bus, E pending). A re-run while Zendesk
+    does not answer lists no event: recorded, it replaced day 1 in the state, its losses gone from the history (0 %)
+    and carried nowhere. It is refused (exit 3) and the state keeps day 1 as it was."""
     from dataclasses import replace
 
     from tinyday import BUS, DAY, DLQ, SINK, day_results, run_window
     with State.open(tmp_path / "state.duckdb") as st:
         assert day1(tmp_path, st)["verdicts"]["pending"] == 1
+        before = st.history()
+        again = day_results([], BUS, SINK, DLQ)
+        again["zendesk"] = replace(again["zendesk"], complete=False, problems=["Zendesk did not answer"])
+        with pytest.raises(SourceError, match=r"This run read zendesk only in part, and the state records a run of "
+                                              r"20261123T000000Z-20261124T000000Z that read every store whole \(made "
+                                              r"2026-11-24T02:00:00Z, status loss") as refused:
+            run_window(tmp_path, st, DAY, again, "day1-again")
+        assert refused.value.exit_code == 3
+        assert st.history() == before and st.run_of(before[0]["window_key"])["out_dir"].endswith("day1")
+
+
+def test_a_re_run_whose_zendesk_read_is_incomplete_keeps_the_pending_events_it_did_not_list(tmp_path):
+    """Day 1, its DLQ read in part (incomplete), leaves E pending; a re-run of day 1 cannot read Zendesk either, so it
+    lists no event and judges none. E stays pending (the re-run did not judge it): day 2, with E still not landed,
+    settles it lost and exits 2. Replaced by the re-run's empty pending set, E was never carried again and day 2
+    exited 0."""
+    from dataclasses import replace
+
+    from tinyday import BUS, DAY, DLQ, SINK, ZENDESK, day_results, run_window
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results(ZENDESK, BUS, SINK, DLQ)
+        first["dlq"] = replace(first["dlq"], complete=False, problems=["a DLQ archive object is cut short"])
+        s1 = run_window(tmp_path, st, DAY, first, "day1")
+        assert s1["status"] == "incomplete" and s1["verdicts"]["pending"] >= 1
         again = day_results([], BUS, SINK, DLQ)
         again["zendesk"] = replace(again["zendesk"], complete=False, problems=["Zendesk did not answer"])
         assert run_window(tmp_path, st, DAY, again, "day1-again")["exit_code"] == 3
-        assert [r["source_id"] for r in st.pending_of(st.history()[0]["window_key"]).to_pylist()] == ["5"]
+        kept = [r["source_id"] for r in st.pending_of(st.history()[0]["window_key"]).to_pylist()]
+        assert "5" in kept and len(kept) == s1["verdicts"]["pending"]
         s2 = day2(tmp_path, st, e_lands=False)
-    assert s2["carried"]["by_verdict"] == {"lost_after_bus": 1} and (s2["status"], s2["exit_code"]) == ("loss", 2)
+    # E and the losses day 1's partial DLQ read held: settled by day 2, which reads every store whole
+    assert s2["carried"]["by_verdict"] == {"lost_after_bus": 2, "lost_before_bus": 2}
+    assert (s2["status"], s2["exit_code"]) == ("loss", 2)
     day1_hops = {h["hop"]: h for h in s2["history"] if h["window_key"] == s2["history"][0]["window_key"]}
-    assert (day1_hops["bus_to_sink"]["in"], day1_hops["bus_to_sink"]["lost"]) == (1, 1)  # E, counted where it waited
+    assert (day1_hops["bus_to_sink"]["in"], day1_hops["bus_to_sink"]["lost"]) == (2, 2)  # D and E, where they waited
     assert all(h["in"] == h["out"] + h["lost"] + h["pending"] for h in day1_hops.values())
 
 
