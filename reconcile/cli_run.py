@@ -48,7 +48,7 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
 
     \b
     Example:
-      reconcile run --config reconcile.toml --date 2026-11-23 --out out/
+      reconcile run --config reconcile.toml --date 2026-11-23 --out out/2026-11-23
       reconcile run --config reconcile.toml --date 2026-11-23 --out s3://audit/runs/2026-11-23 --bundle run.tar.gz
     """
     from . import alert, publish

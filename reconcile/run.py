@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from . import completeness, emission, interrupt, ledger, outputs, partition, recovered, report, runfolder, summary
 from .config import Config, EngineConfig
 from .engine import Engine, execute_file, query_path
-from .errors import AccessDenied, ReadDeadline, SourceError
+from .errors import AccessDenied, ConfigError, ReadDeadline, SourceError
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
@@ -213,6 +213,13 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
     # The folder and the state are held before the folder is reset: a run that cannot have them (another run holds
     # one, the state cannot be reached) leaves the folder's finished run as it was.
     with folder.writing(), contextlib.ExitStack() as held:
+        if (other := folder.window_key()) not in (None, window.key):
+            # a re-run replaces its own window's run; another window's would be deleted, while a state may still
+            # record it there (its trace, verify and recovery gone)
+            beside = out_dir.parent / f"{window.start:%Y-%m-%d}"
+            raise ConfigError(f"{out_dir} holds the finished run of another window ({other}); a run of {window.key} "
+                              f"there would delete it. Give each window its own --out (the default is "
+                              f"reconcile-out/<window>), e.g. --out {beside}.")
         st = held.enter_context(State.open(state, cfg.aws)) if state is not None else None
         folder.reset()
         try:

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from . import __version__, outputs, resources
 from .summary import iso
 from .config import Config, EngineConfig, redact, without_userinfo
-from .errors import NotARun, ReconcileError, ReportError, VerifyError
+from .errors import ConfigError, NotARun, ReconcileError, ReportError, VerifyError
 from .ledger import SourceResult
 from .recovered import JOURNAL_FILE, PLAN_FILE, PLANS_DIR, RECOVERIES_FILE
 from .sources import REGISTRY, Source
@@ -137,6 +137,16 @@ class RunFolder:
             yield
         finally:
             os.close(fd)
+
+    def window_key(self) -> str | None:
+        """The window of the finished run the folder holds (its manifest's), or None."""
+        if not self.manifest.exists():
+            return None
+        try:
+            w = orjson.loads(self.manifest.read_bytes())["window"]
+            return Window(start=parse_time(w["start"]), end=parse_time(w["end"]), as_of=parse_time(w["as_of"])).key
+        except (ValueError, KeyError, TypeError, ConfigError):
+            return None  # not a manifest of ours: reset() deals with it as before
 
     @property
     def previous(self) -> Path:

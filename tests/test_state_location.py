@@ -115,3 +115,23 @@ def test_a_state_bucket_that_is_missing_or_empty_is_named(stores, tmp_path, aws_
     history = invoke(["history", "--state", "s3://empty-audit/reconcile-state.duckdb"])
     assert history.exit_code == 4
     assert "No state at s3://empty-audit/reconcile-state.duckdb." in history.stderr, history.stderr
+
+
+def test_a_run_of_another_window_never_deletes_the_run_a_folder_holds(stores, tmp_path, monkeypatch):
+    """The help's `--out out/` on a daily cron: the next day's run set aside and then deleted the previous day's
+    finished run, which the state still records there (its trace, verify and recovery gone). Refused, naming the
+    window it holds; a re-run of the same window still replaces it."""
+    import orjson as json_
+
+    monkeypatch.chdir(tmp_path)
+    first = invoke(run_args(stores, "out"))
+    assert first.exit_code in (0, 1, 2, 3), first.output
+    manifest = (tmp_path / "out" / "manifest.json").read_bytes()
+    args = [a if a != DAY else "2026-11-24" for a in run_args(stores, "out")]
+    other = invoke(args)
+    assert other.exit_code == 4, other.output
+    assert ("out holds the finished run of another window (20261123T000000Z-20261124T000000Z); a run of "
+            "20261124T000000Z-20261125T000000Z there would delete it. Give each window its own --out") in other.stderr
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
+    again = invoke(run_args(stores, "out"))
+    assert again.exit_code == first.exit_code and json_.loads((tmp_path / "out" / "manifest.json").read_bytes())
