@@ -4,6 +4,7 @@ the run-state option, and the one way to say a line on stderr (`say`)."""
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta, timezone
 
 import click
@@ -41,6 +42,13 @@ def window_options(f):
 AS_OF_SKEW = timedelta(minutes=5)  # --as-of may be this far past this machine's clock (another machine's "now")
 
 
+def _time(value: str, flag: str) -> datetime:
+    try:
+        return parse_time(value)
+    except ConfigError as e:
+        raise ConfigError(f"{flag}: {e}") from None
+
+
 def resolve_window(cfg, day, start, end, as_of):
     from .run import window_from
     if day and (start or end):
@@ -48,19 +56,32 @@ def resolve_window(cfg, day, start, end, as_of):
     if start or end:
         if not (start and end):
             raise ConfigError("--start and --end go together. Give both, or --date for a whole UTC day.")
-        s, e = parse_time(start), parse_time(end)
+        s, e = _time(start, "--start"), _time(end, "--end")
     else:
         if day:
-            s = parse_time(day)
+            # a UTC day and nothing else: "2026-11-23+05:00" or "2026-11-23T05:00" read as a time would shift the
+            # window silently (a day at another offset is --start/--end)
+            if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", day.strip()):
+                raise ConfigError(f"--date {day!r} is not a UTC day (YYYY-MM-DD, like 2026-11-23). For a day at "
+                                  f"another offset, or any other span, give --start and --end (ISO-8601 with the "
+                                  f"offset, like 2026-11-23T00:00:00+05:00).")
+            s = _time(day, "--date")
         else:
             today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
             s = today - timedelta(days=1)
         e = s + timedelta(days=1)
-    at = parse_time(as_of) if as_of else None
-    if at is not None and at > datetime.now(timezone.utc) + AS_OF_SKEW:
+    at = _time(as_of, "--as-of") if as_of else None
+    now = datetime.now(timezone.utc)
+    if at is not None and at > now + AS_OF_SKEW:
         raise ConfigError(f"--as-of {as_of} is later than now: the stores cannot hold what has not happened yet, so "
                           "events still in flight would be judged past their horizon (lost), and Zendesk's export "
                           "would be asked for a minute it cannot list. Leave --as-of out (now), or give a past time.")
+    if (at or now) < e:
+        # its events after as_of have not happened yet: a full read for a bogus incomplete run and wrong advice
+        by = "--as-of" if at else "now"
+        raise ConfigError(f"The window ends at {e:%Y-%m-%dT%H:%M:%SZ}, after {by} ({(at or now):%Y-%m-%dT%H:%M:%SZ}): "
+                          f"a window is judged once it is over. Give a past --date, an --end no later than {by}, or "
+                          f"leave --as-of out.")
     return window_from(cfg, s, e, at)
 
 

@@ -27,6 +27,12 @@ def parse_time(text: str | datetime) -> datetime:
     if isinstance(text, datetime):
         dt = text
     else:
+        shown = str(text).strip()
+        # Python reads any character between an extended date and a time as the separator: "2026-11-23+05:00" would
+        # be 05:00 (no offset at all), not midnight at +05:00
+        if len(shown) > 10 and shown[4] == "-" and shown[7] == "-" and shown[10] not in "Tt ":
+            raise ConfigError(f"Cannot read time {text!r}: a date and a time are joined by T (like "
+                              f"2026-11-23T00:00:00+05:00); a date alone is its UTC midnight.")
         try:
             dt = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
         except ValueError:

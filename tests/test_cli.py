@@ -50,6 +50,26 @@ def test_an_as_of_in_the_future_is_refused(tmp_path):
     assert "is later than now" in result.output and not (tmp_path / "o" / "report.html").exists()
 
 
+@pytest.mark.parametrize("window, named", [
+    # a date with an offset (or a time) was read as 05:00 UTC: the window silently shifted
+    (["--date", "2026-11-23+05:00"], "--date '2026-11-23+05:00' is not a UTC day (YYYY-MM-DD"),
+    (["--date", "2026-11-23T05:00"], "--date '2026-11-23T05:00' is not a UTC day (YYYY-MM-DD"),
+    (["--start", "2026-11-23+05:00", "--end", "2026-11-24T00:00:00+05:00"],
+     "--start: Cannot read time '2026-11-23+05:00': a date and a time are joined by T"),
+    (["--date", "2026-11-23", "--as-of", "yesterday"], "--as-of: Cannot read time 'yesterday'"),
+    # a window not over yet: a full read for a bogus incomplete run, with advice to check permissions
+    (["--date", "2026-11-23", "--as-of", "2026-11-20T00:00:00Z"],
+     "The window ends at 2026-11-24T00:00:00Z, after --as-of (2026-11-20T00:00:00Z): a window is judged once it is "
+     "over"),
+    (["--date", "2999-01-01"], "The window ends at 2999-01-02T00:00:00Z, after now"),
+])
+def test_a_window_is_read_as_given_and_only_once_it_is_over(tmp_path, window, named):
+    for command in (["run", "--dry-run"], ["run", "--out", str(tmp_path / "o"), "--no-progress"]):
+        result = CliRunner().invoke(main, [*command, *window], env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
+        assert result.exit_code == 4, result.output
+        assert named in result.output and not (tmp_path / "o").exists()
+
+
 def test_missing_required_stores_make_the_run_incomplete(tmp_path):
     sink = tmp_path / "sink"
     sink.mkdir()

@@ -60,6 +60,21 @@ def test_a_queue_of_more_than_ten_is_read_completely_and_released(aws_cfg):
     assert queue_count(sqs, url) == 35
 
 
+def test_messages_another_reader_holds_make_the_read_incomplete_and_say_until_when(aws_cfg):
+    """A run killed outright (SIGKILL, out of memory) cannot release what it received: the messages stay hidden for
+    the visibility timeout it sized to the queue. The next run reads none of them, is incomplete, and says how long
+    that lasts (it blamed "other consumers" only, and a scheduler's retries in that time failed alike)."""
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:3])])
+    held = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=dlq.visibility_for(3))
+    assert len(held["Messages"]) == 3  # what a killed run left in flight
+    res = dlq.read(DlqConfig(queue_url=url, wait_seconds=0, empty_receives=1), WINDOW, aws_cfg)
+    assert not res.complete and res.records == 0
+    hidden = f"holds the messages it received for up to {dlq.visibility_for(3)} s"
+    assert any("other consumers hold some" in p and hidden in p for p in res.problems), res.problems
+
+
 def test_a_queue_holding_delayed_messages_is_read_incomplete(aws_cfg):
     """A DLQ with DelaySeconds hides each new message that long (ApproximateNumberOfMessagesDelayed): no receive gets
     it, the visible and in-flight counts leave it out, and a read that ends then has not seen it."""

@@ -360,7 +360,9 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                f"dlq.visibility_timeout so received messages step aside while the rest are read."
                if timeout == 0 else "other consumers hold some (ApproximateNumberOfMessagesNotVisible "
                f"{before['not_visible']:,} before the read). Re-run when they are done, or read an archive "
-               f"([dlq] uri)."))
+               f"([dlq] uri). A reconcile run killed outright (SIGKILL, out of memory) holds the messages it "
+               f"received for up to {visibility_for(max(approx, before['not_visible']))} s (the visibility timeout it "
+               f"sized to this queue): re-run after that."))
     elif approx_after > read_n:
         problems.append(f"{url} held ~{approx_after:,} messages after the read and {read_n:,} were read: messages "
                         f"arrived during the read. Re-run to read them.")
