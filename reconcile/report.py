@@ -299,11 +299,19 @@ def _toml_value(v: Any) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# Sections a reproduction must not take from the run: it records nothing in the run's state and alerts nobody
+# (manifest.json keeps the whole config).
+NOT_REPRODUCED = ("state", "alert")
+
+
 def config_toml(config: dict[str, Any]) -> str:
-    """The effective config as a TOML file `reconcile run --config` reads back (unset keys left out)."""
-    lines = []
+    """The effective config as a TOML file `reconcile run --config` reads back to reproduce the run (unset keys
+    and NOT_REPRODUCED left out)."""
+    lines = [f"# [{s}] left out: a reproduction records nothing in the run's state and alerts nobody"
+             for s in NOT_REPRODUCED if config.get(s) and any(v is not None for v in config[s].values())]
+    lines += [""] if lines else []
     for section, values in config.items():
-        if not isinstance(values, dict):
+        if not isinstance(values, dict) or section in NOT_REPRODUCED:
             continue
         items = [(k, v) for k, v in values.items() if v is not None]
         if items:
@@ -314,9 +322,11 @@ def config_toml(config: dict[str, Any]) -> str:
 
 
 def reproduce_command(summary: dict[str, Any], audience: str) -> str:
+    """The run again, into a folder of its own and with no state: it must never replace the run it reproduces, in
+    the state or anywhere (config_toml leaves out [state] and [alert] too)."""
     w = summary["window"]
     return (f"reconcile run --config reconcile.toml --start {w['start']} --end {w['end']} --as-of {w['as_of']} "
-            f"--audience {audience}")
+            f"--audience {audience} --no-state --out reproduced")
 
 
 def verify_commands() -> list[str]:

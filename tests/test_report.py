@@ -201,10 +201,17 @@ def test_credentials_in_a_url_are_refused_and_never_shown():
 def test_run_section_says_how_to_reproduce(tmp_path):
     s, _, soup = produce(tmp_path)
     cmd = soup.select_one("#run pre.cmd").get_text()
+    # with no state and a folder of its own: following it weeks later never replaces the run in the state it was
+    # recorded in, nor its folder, and alerts nobody
     assert cmd == ("reconcile run --config reconcile.toml --start 2026-11-23T00:00:00.000Z "
-                   "--end 2026-11-24T00:00:00.000Z --as-of 2026-11-24T02:00:00.000Z --audience daily")
+                   "--end 2026-11-24T00:00:00.000Z --as-of 2026-11-24T02:00:00.000Z --audience daily --no-state "
+                   "--out reproduced")
     toml = soup.select_one("#run pre.config").get_text()
     assert 'event_types = ["Notification"]' in toml and 'max_event_age = "2h"' in toml
+    shown = report.config_toml({"state": {"uri": "s3://audit/state.duckdb"}, "alert": {"sns_topic_arn": "arn:x"},
+                                "window": {"max_event_age": "2h"}})
+    assert "[state]" not in shown.replace("# [state]", "") and "arn:x" not in shown and "s3://audit" not in shown
+    assert shown.startswith("# [state] left out") and '[window]\nmax_event_age = "2h"' in shown
 
 
 def test_timeline_bucket_matches_the_engine_parameter():
