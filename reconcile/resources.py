@@ -28,6 +28,11 @@ TEMPLATE_DIR = _folder("reconcile.reports")
 
 # What the manifest fingerprints, and verify compares with the tool it runs under: (manifest key, folder, patterns).
 CODE = (("queries", QUERY_DIR, ("*.sql", "*.csv")), ("templates", TEMPLATE_DIR, ("*.j2",)))
+# The Python that computes the rest (summary, report filters): fingerprinted too, and a difference is a note, not a
+# failure (a build may change code without changing a figure), so an auditor can tell code drift from tampering.
+# In a wheel, queries/ and reports/ sit inside the package: their *.py are left out (they hold no code).
+PYTHON = ("python", Path(__file__).resolve().parent, ("*.py",))
+NOT_PYTHON = ("queries/", "reports/")
 
 
 def query_file(name: str) -> Path:

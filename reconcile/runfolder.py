@@ -236,12 +236,14 @@ def digests(root: Path, pattern: str) -> dict[str, str]:
 
 
 def code_digests() -> dict[str, dict[str, str]]:
-    """The tool's own SQL and templates as the manifest records them (resources.CODE says which files)."""
+    """The tool's own SQL, templates and Python as the manifest records them (resources.CODE and PYTHON)."""
     out: dict[str, dict[str, str]] = {}
     for kind, root, patterns in resources.CODE:
         out[kind] = {}
         for pattern in patterns:
             out[kind] |= digests(root, pattern)
+    kind, root, (pattern,) = resources.PYTHON
+    out[kind] = {k: v for k, v in digests(root, pattern).items() if not k.startswith(resources.NOT_PYTHON)}
     return out
 
 

@@ -101,7 +101,8 @@ def check_files(run_dir: Path, manifest: dict[str, Any]) -> tuple[list[Differenc
 
 
 def check_code(manifest: dict[str, Any]) -> tuple[list[Difference], list[str]]:
-    """The SQL and templates this tool would render with must be the ones the run used."""
+    """The SQL and templates this tool would render with must be the ones the run used; its Python is compared too,
+    a difference noted (resources.PYTHON)."""
     diffs, notes = [], []
     tool = runfolder.code_digests()
     for kind, root, _ in resources.CODE:
@@ -113,6 +114,15 @@ def check_code(manifest: dict[str, Any]) -> tuple[list[Difference], list[str]]:
                                                                f"that made the run"))
         for name in sorted(set(now) - set(manifest.get(kind, {}))):
             notes.append(f"{root.name}/{name}: added since the run (not used by it)")
+    kind, root, _ = resources.PYTHON
+    if kind in manifest:  # a run made before its Python was fingerprinted has none to compare
+        now, then = tool[kind], manifest[kind]
+        changed = sorted(n for n in set(now) | set(then) if now.get(n) != then.get(n))
+        if changed:
+            shown = ", ".join(f"{root.name}/{n}" for n in changed[:5]) + (" ..." if len(changed) > 5 else "")
+            notes.append(f"this tool's Python differs from the one the run used in {len(changed)} file(s) ({shown}): "
+                         f"a figure that differs may come from the code, not the evidence; verify with the reconcile "
+                         f"build that made the run to tell")
     made_by = manifest.get("versions", {})
     for pkg, version in sorted(runfolder.versions().items()):
         if made_by.get(pkg) not in (None, version):

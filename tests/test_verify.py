@@ -178,6 +178,28 @@ def test_a_folder_that_is_not_a_run_is_a_usage_error_not_a_difference(tmp_path):
     assert result.exit_code == 4 and "not a readable bundle" in result.output
 
 
+def test_a_run_made_by_other_python_verifies_with_a_note_naming_it(tmp_path):
+    """The Python that computes figures (summary, the report's filters) is fingerprinted as the SQL is: a build whose
+    code differs is named in a note, so a figure that differs can be told from tampering. A run made before the
+    Python was fingerprinted gets no such note."""
+    produce(tmp_path)
+    m, _ = load_manifest(tmp_path)
+    assert "report.py" in m["python"] and "summary.py" in m["python"] and not any(
+        n.startswith(("queries/", "reports/")) for n in m["python"])
+    m["python"]["report.py"] = "0" * 64  # the run made by another build of report.py
+    m["manifest_sha256"] = runfolder.manifest_digest(m)
+    runfolder.write_manifest(tmp_path, m)
+    v = verify(tmp_path)
+    assert v.ok, named(v)
+    assert v.notes == ["this tool's Python differs from the one the run used in 1 file(s) (reconcile/report.py): a "
+                       "figure that differs may come from the code, not the evidence; verify with the reconcile build "
+                       "that made the run to tell"]
+    del m["python"]
+    m["manifest_sha256"] = runfolder.manifest_digest(m)
+    runfolder.write_manifest(tmp_path, m)
+    assert verify(tmp_path).notes == []
+
+
 def test_an_intact_manifest_of_another_format_is_unverifiable_not_tampered(tmp_path):
     """A key the intact manifest lacks (another version's format) is exit 4 naming the key, not a difference."""
     produce(tmp_path)
