@@ -18,8 +18,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from . import __version__, outputs, resources, run, runfolder
+from . import __version__, outputs, recovered, resources, run, runfolder
 from .errors import QueryError, Unverifiable, VerifyError
 from .runfolder import RunFolder, load_manifest
 from .verify_diff import diff_csv, diff_parquet, diff_report, diff_summary
@@ -163,6 +164,24 @@ def compare(run_dir: Path, rendered: Path) -> list[Difference]:
     return out
 
 
+def unbundled_plans(run_dir: Path) -> list[str]:
+    """The recovery plans the run's journal names that its evidence does not hold (a plan made in a folder the state
+    does not know, or published with --out s3://): the recoveries judged are in the evidence, the reviewed plan they
+    were sent by is not, so what was sent cannot be checked against what was reviewed."""
+    evidence = RunFolder(run_dir).evidence
+    journal = evidence / recovered.JOURNAL_FILE
+    if not journal.exists():
+        return []
+    named = set(pq.read_table(journal, columns=["plan_digest"])["plan_digest"].to_pylist()) - {None}
+    absent = sorted(d for d in named if not (evidence / recovered.PLANS_DIR / f"{d}.json").exists())
+    if not absent:
+        return []
+    return [f"the recovery journal names {len(absent)} plan(s) the evidence does not hold "
+            f"({', '.join(d[:12] for d in absent)}): the recoveries judged cannot be checked against the plan reviewed. "
+            f"Keep each plan in the run folder it was made from (reconcile recover RUN_DIR), where the next run "
+            f"finds it"]
+
+
 def verify(run_dir: Path) -> Verification:
     """Check every sha256 in the run's manifest and re-render its outputs from its evidence; never raises for a
     difference (they are listed), only when the folder is not a run at all."""
@@ -178,6 +197,7 @@ def verify(run_dir: Path) -> Verification:
     v.notes += notes
     if manifest.get("tool", {}).get("version") not in (None, __version__):
         v.notes.append(f"reconcile {__version__} here, the run was made by {manifest['tool']['version']}")
+    v.notes += unbundled_plans(run_dir)
     missing = runfolder.missing_evidence(RunFolder(run_dir))
     if missing:
         v.differences.append(Difference("evidence", f"cannot re-render without {', '.join(missing)}"))

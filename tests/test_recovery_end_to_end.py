@@ -152,12 +152,20 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
         assert files[f"evidence/recovery-plans/{digest}.json"] == digest  # the plan applied, found and kept
         assert "evidence/recovery_journal.parquet" in files and "evidence/recoveries.parquet" in files
 
+        assert not any("plan(s) the evidence does not hold" in n for n in v.notes)
+        # the plan moved out of the run folder it was made from (or made in a folder the state does not know): the
+        # next run's evidence lacks it, and verify says the recoveries cannot be checked against the plan reviewed
+        plan.rename(tmp_path / "plan-elsewhere.json")
         third, later = judge(sent + timedelta(hours=4), "run3")
         assert later[b["source_id"]]["verdict"] == b["verdict"]
         assert later[b["source_id"]]["cause"].endswith(", and the re-put sent did not land within the horizon")
         assert later[a["source_id"]]["verdict"] == later[c["source_id"]]["verdict"] == "recovered"
         assert (third["recovery"]["landed"], third["recovery"]["pending"], third["recovery"]["not_landed"]) == (2, 0, 1)
-        assert verify(tmp_path / "run3").ok
+        v3 = verify(tmp_path / "run3")
+        assert v3.ok and v3.notes == [f"the recovery journal names 1 plan(s) the evidence does not hold ({digest[:12]}): "
+                                      f"the recoveries judged cannot be checked against the plan reviewed. Keep each "
+                                      f"plan in the run folder it was made from (reconcile recover RUN_DIR), where the "
+                                      f"next run finds it"], v3.notes
         with State.open(state, write=False) as st:
             day = [r for r in st.history() if r["hop"] == "bus_to_sink"]
         assert len(day) == 1 and day[0]["lost"] == lost_hop - 2  # the run recorded last: a and c recovered
