@@ -162,10 +162,10 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
         assert later[a["source_id"]]["verdict"] == later[c["source_id"]]["verdict"] == "recovered"
         assert (third["recovery"]["landed"], third["recovery"]["pending"], third["recovery"]["not_landed"]) == (2, 0, 1)
         v3 = verify(tmp_path / "run3")
-        assert v3.ok and v3.notes == [f"the recovery journal names 1 plan(s) the evidence does not hold ({digest[:12]}): "
-                                      f"the recoveries judged cannot be checked against the plan reviewed. Keep each "
-                                      f"plan in the run folder it was made from (reconcile recover RUN_DIR), where the "
-                                      f"next run finds it"], v3.notes
+        assert v3.ok and v3.notes == [
+            f"the recovery journal names 1 plan(s) the evidence does not hold ({digest[:12]}): the recoveries judged "
+            f"cannot be checked against the plan reviewed. Keep each plan in the run folder it was made from "
+            f"(reconcile recover RUN_DIR), where the next run finds it"], v3.notes
         with State.open(state, write=False) as st:
             day = [r for r in st.history() if r["hop"] == "bus_to_sink"]
         assert len(day) == 1 and day[0]["lost"] == lost_hop - 2  # the run recorded last: a and c recovered
