@@ -178,8 +178,8 @@ def unbundled_plans(run_dir: Path) -> list[str]:
         return []
     return [f"the recovery journal names {len(absent)} plan(s) the evidence does not hold "
             f"({', '.join(d[:12] for d in absent)}): the recoveries judged cannot be checked against the plan "
-            f"reviewed. Keep each plan in the run folder it was made from (reconcile recover RUN_DIR), where the next run "
-            f"finds it"]
+            f"reviewed. Keep each plan in the run folder it was made from (reconcile recover RUN_DIR), where the next "
+            f"run finds it"]
 
 
 def verify(run_dir: Path) -> Verification:
