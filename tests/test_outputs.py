@@ -21,6 +21,7 @@ def test_summary_figures(tmp_path):
                              "recovered": 0}
     assert (s["orphans"], s["unlogged_at_bus"], s["events"]) == (1, 1, 13)
     assert s["hops"][0] | {} == {"name": "zendesk_to_bus", "in": 12, "out": 10, "lost": 2, "pending": 0, "held": 0,
+                                 "recovered": 0,
                                  "loss_rate": round(2 / 12, 8), "threshold": 0.0, "over_threshold": True,
                                  "unsettled": None}
     assert (s["status"], s["exit_code"]) == ("loss", 2)
