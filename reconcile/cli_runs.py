@@ -129,8 +129,15 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
         for t in found:
             click.echo(f"run {t.run_dir}")
             for e in t.events:
-                click.echo(f"  event {e['source_id']} (ticket {e['ticket_id']}, {e['kind']}, {e['event_time']:%Y-%m-%dT%H:%M:%S}Z)"
+                when = f"{e['event_time']:%Y-%m-%dT%H:%M:%S}Z" if e["event_time"] else "no time"
+                if e["verdict"] == "orphan":  # a bus record no Zendesk event of the run explains (gaps.csv)
+                    click.echo(f"  orphan eb_id {e['eb_id']} (ticket {e['ticket_id'] or '-'}, {e['kind'] or '-'}, "
+                               f"{when}): no Zendesk event of this run's window explains it ({e['cause']})")
+                    continue
+                click.echo(f"  event {e['source_id']} (ticket {e['ticket_id']}, {e['kind']}, {when})"
                            f" eb_id {e['eb_id'] or '-'}: {e['verdict']} ({e['cause'] or 'ok'}), matched {e['match_kind']}")
+            if t.observations and not t.events:
+                click.echo("  no event of this run's window names this id: the records below were read in its margins")
             for o in t.observations:
                 extra = " ".join(f"{k}={o[k]}" for k in ("error_code", "sequence_number", "committed", "replay_name")
                                  if o[k] is not None)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import duckdb
+import pyarrow as pa
 
 from . import resources
 from .config import AwsConfig
@@ -20,6 +21,9 @@ from .sources import REGISTRY
 
 logger = logging.getLogger(__name__)
 TRACE_QUERIES = resources.query_file("trace")
+# gaps.csv's columns trace/orphans_shown.sql reads
+_GAPS_READ = ("verdict", "eb_id", "ticket_id", "kind", "event_time", "cause", "match_kind", "log_copies", "sink_rows",
+              "error_code", "unlogged_at_bus")
 
 
 @dataclass
@@ -49,7 +53,14 @@ def trace(event_id: str, run_dir: Path) -> Trace:
                     rows = rows.project("*, NULL::UBIGINT AS payload_digest")
                 rows.create_view(spec.hop)
         params = {"id": canonical_eb_id(event_id)}  # an id pasted from a raw log may be upper-case
+        # the orphans the run found (gaps.csv: no table of their own), which the report asks to trace too
+        if folder.gaps.exists():
+            con.read_csv(str(folder.gaps), header=True, all_varchar=True).create_view("orphans_raw")
+        else:
+            con.register("orphans_raw", pa.table({c: pa.array([], pa.string()) for c in _GAPS_READ}))
+        execute_file(con, TRACE_QUERIES / "orphans_shown.sql", {})
         events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()
+        events += execute_file(con, TRACE_QUERIES / "orphans.sql", params).to_arrow_table().to_pylist()
         obs = execute_file(con, TRACE_QUERIES / "observations.sql", params).to_arrow_table().to_pylist()
         attempts = []
         if folder.recovery_journal.exists():  # runs from before recoveries have none

@@ -171,6 +171,32 @@ def test_trace_shows_the_full_path(verdict, hops, moto, tmp_path):
         assert [[o[f] for f in fields] for o in old_sink] == [[None] * len(fields)] * len(sink)
 
 
+def test_trace_names_an_orphan_by_its_id_and_its_ticket(moto, tmp_path):
+    """The report asks to trace an orphan (a bus record no Zendesk event explains): its trace said nothing of what
+    it is, and its ticket's said "not in any run". Both show it, from gaps.csv, with its records."""
+    import pyarrow.csv as pacsv
+    run_day(moto, tmp_path, 0, None)
+    gaps = pacsv.read_csv(tmp_path / "run0" / "gaps.csv").to_pylist()
+    judged = {r["ticket_id"] for r in gaps if r["verdict"] != "orphan"}
+    orphan = next(r for r in gaps if r["verdict"] == "orphan" and r["ticket_id"] is not None)
+    by_id = CliRunner().invoke(main, ["trace", orphan["eb_id"], "--run", str(tmp_path / "run0"), "--json"])
+    assert by_id.exit_code == 0, by_id.output
+    (found,) = orjson.loads(by_id.stdout)
+    assert [(e["verdict"], e["eb_id"], e["ticket_id"]) for e in found["events"]] == [
+        ("orphan", orphan["eb_id"], orphan["ticket_id"])]
+    assert found["observations"] and {o["eb_id"] for o in found["observations"]} == {orphan["eb_id"]}
+    text = CliRunner().invoke(main, ["trace", orphan["eb_id"], "--run", str(tmp_path / "run0")]).output
+    assert f"orphan eb_id {orphan['eb_id']} (ticket {orphan['ticket_id']}" in text
+    assert "no Zendesk event of this run's window explains it (no source event)" in text
+    by_ticket = CliRunner().invoke(main, ["trace", str(orphan["ticket_id"]), "--run", str(tmp_path / "run0"), "--json"])
+    assert by_ticket.exit_code == 0, by_ticket.output
+    (ticket,) = orjson.loads(by_ticket.stdout)
+    assert orphan["eb_id"] in {e["eb_id"] for e in ticket["events"] if e["verdict"] == "orphan"}
+    assert orphan["eb_id"] in {o["eb_id"] for o in ticket["observations"]}
+    if orphan["ticket_id"] not in judged:  # a ticket whose only records are orphans was "not in any run"
+        assert {e["verdict"] for e in ticket["events"]} == {"orphan"}
+
+
 def test_the_manifest_records_the_window_a_re_render_needs():
     """verify re-renders from the manifest's window: carry_back bounds the sink's read both ways (read back for carried
     events, on to as_of), so a run with another carry_back must be rebuilt with its own (runfolder.window_record)."""

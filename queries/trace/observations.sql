@@ -1,4 +1,5 @@
--- trace observations: every record any store holds of the named events, across hops, in time order. Ledgers keep
+-- trace observations: every record any store holds of the named events (and of the orphans a ticket id names),
+-- across hops, in time order. Ledgers keep
 -- EventBridge ids as UUIDs (older runs' as text) and verdicts.parquet as text: they are compared as text.
 -- payload_parsed is false for a sink row whose payload was not parsed because the bus log holds the same bytes under
 -- its id (sources/explained.py): its Zendesk fields are empty in the ledger, and are shown from that bus log copy
@@ -8,6 +9,10 @@ WITH named_events AS (
     SELECT source_id, eb_id, other_eb_ids FROM verdicts
     WHERE source_id = $id OR eb_id = $id OR list_contains(other_eb_ids, $id) OR zendesk_key = $id
        OR CAST(ticket_id AS VARCHAR) = $id
+    UNION ALL
+    -- the orphans a ticket id names (trace/orphans.sql): their records too
+    SELECT NULL, eb_id, NULL FROM orphans_shown
+    WHERE verdict = 'orphan' AND CAST(ticket_id AS VARCHAR) = $id
 ), named AS (
     SELECT source_id, eb_id FROM named_events
     UNION ALL
