@@ -208,6 +208,8 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
     from .check import require_usable
     require_usable(cfg)  # before anything is written: a config mistake is a config error, not an empty report
     generated_at = generated_at or datetime.now(timezone.utc)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder: give a folder for the run's outputs.")
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(out_dir)
     # The folder and the state are held before the folder is reset: a run that cannot have them (another run holds

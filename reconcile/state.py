@@ -107,6 +107,10 @@ def _lock(path: Path, *, shared: bool = False) -> Iterator[None]:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _parse_holder(os.pread(fd, 4096, 0))
+            if shared:  # a reader (history, trace): another state would answer from another history
+                raise StateError(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish, or "
+                                 f"trace from the run folders without the state (reconcile trace ID --run DIR).") \
+                    from None
             raise StateError(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish (a second "
                              f"run on the same state would corrupt it), or pass another --state.") from None
         except OSError as e:
@@ -148,7 +152,11 @@ class State:
             if not path.exists():
                 raise StateError(f"No state file at {path}. Run `reconcile run` (or `demo`) first, or pass --state.")
             with _lock(path, shared=True):
-                con = duckdb.connect(str(path), read_only=True)
+                try:
+                    con = duckdb.connect(str(path), read_only=True)
+                except duckdb.Error as e:
+                    raise StateError(f"Cannot open state file {path}: {e}. Check the path ([state] uri, --state, "
+                                     f"RECONCILE_STATE).") from e
                 try:
                     _tables_it_lacks(con)
                     yield cls(con, path)

@@ -135,3 +135,23 @@ def test_a_run_of_another_window_never_deletes_the_run_a_folder_holds(stores, tm
     assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
     again = invoke(run_args(stores, "out"))
     assert again.exit_code == first.exit_code and json_.loads((tmp_path / "out" / "manifest.json").read_bytes())
+
+
+def test_paths_that_are_files_are_named_not_crashed_on(stores, tmp_path, monkeypatch):
+    """--out at a file (it was "unexpected FileExistsError") and a state that is no database (it was "unexpected
+    IOException" for history and trace) are errors naming what to give instead; a reader of a state a run holds is
+    pointed at the run folders, not at another state (which would answer from another history)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    run = invoke(run_args(stores, "afile"))
+    assert run.exit_code == 4 and "--out afile is a file, not a folder" in run.stderr, run.output
+    history = invoke(["history", "--state", str(tmp_path / "afile")])
+    assert history.exit_code == 4 and f"Cannot open state file {tmp_path / 'afile'}" in history.stderr, history.output
+    assert "unexpected" not in run.stderr + history.stderr
+    from reconcile.state import State
+    state = tmp_path / "held.duckdb"
+    with State.open(state):  # a run holds it
+        pass
+    with State.open(state):
+        reader = invoke(["history", "--state", str(state)])
+    assert reader.exit_code == 4 and "reconcile trace ID --run DIR" in reader.stderr, reader.output

@@ -36,6 +36,7 @@ from ...errors import AccessDenied, ConfigError, SourceError
 logger = logging.getLogger(__name__)
 
 EXPORT_PATH = "/api/v2/incremental/ticket_events.json"
+URL_KEY = "[zendesk] url (or --zendesk-url, ZENDESK_URL)"  # where the account URL comes from, for errors
 # Without the comment_events sideload a comment is only `comment_present`/`comment_public` on the audit's children, with
 # no child event of its own (Zendesk's Incremental Ticket Event Export reference, "Sideloading"): its Comment child,
 # which the bus's Comment Created stands for, would be missing from the list of what Zendesk emitted.
@@ -289,7 +290,7 @@ class Client:
         # or the text "false" read as the end of the stream, would end the walk with the rest unlisted
         if not (isinstance(doc, dict) and isinstance(doc.get("ticket_events"), list)):
             raise SourceError(f"{self.base}{EXPORT_PATH} did not answer like Zendesk's incremental export (no "
-                              "ticket_events list). Check ZENDESK_URL.")
+                              f"ticket_events list). Check {URL_KEY}.")
         drift = [f"{k} {str(doc.get(k))[:40]!r}" for k, ok in (("end_time", type(doc.get("end_time")) is int),
                  ("end_of_stream", type(doc.get("end_of_stream", False)) is bool)) if not ok]
         if drift:
@@ -306,11 +307,11 @@ class Client:
         if isinstance(e, urllib.error.URLError):
             reason = e.reason
             if isinstance(reason, socket.gaierror):
-                raise SourceError(f"Cannot resolve the Zendesk host of {self.base}. Check ZENDESK_URL.") from None
+                raise SourceError(f"Cannot resolve the Zendesk host of {self.base}. Check {URL_KEY}.") from None
             if isinstance(reason, ssl.SSLError):
-                raise SourceError(f"TLS to {self.base} failed ({reason}). Check ZENDESK_URL.") from None
+                raise SourceError(f"TLS to {self.base} failed ({reason}). Check {URL_KEY}.") from None
             if isinstance(reason, ConnectionRefusedError) and not self._answered:
-                raise SourceError(f"Nothing answers at {self.base} (connection refused). Check ZENDESK_URL.") from None
+                raise SourceError(f"Nothing answers at {self.base} (connection refused). Check {URL_KEY}.") from None
             return ("timeouts" if isinstance(reason, TimeoutError) else "connection errors"), None
         if isinstance(e, TimeoutError):
             return "timeouts", None
@@ -338,7 +339,7 @@ class Client:
             return "429 (rate limited)", ra if ra is not None and math.isfinite(ra) and ra >= 0 else None
         if code >= 500:
             return str(code), None
-        raise SourceError(f"Zendesk answered HTTP {code} for {path_query.split('?')[0]}. Check ZENDESK_URL.") from None
+        raise SourceError(f"Zendesk answered HTTP {code} for {path_query.split('?')[0]}. Check {URL_KEY}.") from None
 
 
 def load_page(body: bytes):

@@ -41,7 +41,8 @@ from ...errors import SourceError
 from ...ledger import SourceResult
 from ...window import Window, parse_duration
 from .audits import NAME, AuditLedger
-from .api import EXPORT_PATH, TAIL, Client, GaveUp, Stats, auth_header, base_url, export_request, load_page
+from .api import (EXPORT_PATH, TAIL, URL_KEY, Client, GaveUp, Stats, auth_header, base_url, export_request,
+                  load_page)
 from .pages import INDEX, covers, saved_pages, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -342,6 +343,6 @@ def probe(cfg: ZendeskConfig, *, now: datetime | None = None, environ=None) -> s
     try:
         _, doc = client.get(export_request(start, cfg.support_type_scope))
     except GaveUp as e:
-        raise SourceError(f"Zendesk at {base} did not answer one export request ({e}). Check ZENDESK_URL and "
+        raise SourceError(f"Zendesk at {base} did not answer one export request ({e}). Check {URL_KEY} and "
                           f"the network, or retry later if it was rate limited.") from None
     return f"{base}{EXPORT_PATH} answered ({len(doc['ticket_events'])} events in the last 5 minutes, {scheme} auth)"
