@@ -172,6 +172,18 @@ def test_bus_log_firehose_multi_member_with_control_message(where, request, tmp_
     assert res.details["records_control"] == 1 and res.details["records_data"] == 4
 
 
+def test_a_firehose_delivery_compressed_by_firehose_too_is_read(tmp_path):
+    """A delivery stream with GZIP compression gzips the object whose records CloudWatch gzipped already: two layers.
+    One inflated left gzip bytes, every record rejected as "not JSON" and the read incomplete."""
+    t0 = int(NOW.timestamp() * 1000)
+    inner = firehose_object([data_record([("e1", t0, legacy("L1"))]), data_record([("e2", t0, webhook("W1"))])])
+    (tmp_path / "fh").mkdir()
+    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc.gz").write_bytes(gzip.compress(inner))
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose"), WINDOW, AwsConfig())
+    assert res.complete and res.rejects.num_rows == 0, res.problems
+    assert labels(res.ledger["eb_id"]) == ["L1", "W1"]
+
+
 def test_firehose_records_that_can_hold_events_but_show_none_are_rejects(tmp_path):
     """A DATA_MESSAGE without its logEvents list, or a messageType CloudWatch does not write, may have held events:
     each is a reject naming the record, never a record read as empty (a CONTROL_MESSAGE holds none: it is skipped)."""

@@ -143,6 +143,9 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, 
                    f"again).")
         return _Piece(ledger.empty(), rej, fp, problem, {"bytes": len(data), "unreadable_objects": 1})
     text, damage = rawtext.gunzip(data)
+    if fmt == "firehose" and not damage and bytes(text[:2]) == b"\x1f\x8b":
+        # Firehose's own GZIP compression over CloudWatch's gzipped records: inflated once, they are gzip still
+        text, damage = rawtext.gunzip(text)
     tail = b""
     if damage:
         if fmt == "firehose":  # its records run together: split them first, or the cut would keep none
