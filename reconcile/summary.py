@@ -37,10 +37,16 @@ def iso(dt: datetime | None) -> str | None:
     return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+# Fingerprint fields that say when or how a read went, not what it read: left out of the digest.
+NOT_CONTENT = ("fetched_at",)
+
+
 def fingerprint_summary(fingerprints: list[dict]) -> dict[str, Any]:
     """How many raw objects/pages a source read, their bytes where known, and one digest over all their fingerprints
-    (the full list is in manifest.json): two runs that read the same inputs show the same digest."""
-    canonical = orjson.dumps(sorted(fingerprints, key=lambda f: orjson.dumps(f, option=orjson.OPT_SORT_KEYS)),
+    (the full list is in manifest.json) less NOT_CONTENT: two runs that read the same objects or pages show the same
+    digest. A live read with nothing to fingerprint but its counts (a queue, metrics) gets no such proof from it."""
+    content = [{k: v for k, v in f.items() if k not in NOT_CONTENT} for f in fingerprints]
+    canonical = orjson.dumps(sorted(content, key=lambda f: orjson.dumps(f, option=orjson.OPT_SORT_KEYS)),
                              option=orjson.OPT_SORT_KEYS, default=str)
     sizes = [f.get("size") for f in fingerprints if isinstance(f.get("size"), int)]
     return {"objects": len(fingerprints), "bytes": sum(sizes) if sizes else None,

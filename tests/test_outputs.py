@@ -90,3 +90,15 @@ def test_manifest_names_every_file_with_its_digest(tmp_path):
             "evidence/dlq.rejects.parquet"} <= paths
     assert set(m["queries"]) >= {"verdicts.sql", "hop_a.sql", "emission_model.csv", "verdicts.csv"}
     assert m["versions"]["duckdb"]
+
+
+def test_the_inputs_digest_is_over_what_was_read_not_when():
+    """Two reads of the same Zendesk pages, an hour apart, show the same digest (fetched_at differed: an auditor
+    comparing runs by it concluded the inputs differed); a page whose bytes differ shows another."""
+    from reconcile.summary import fingerprint_summary
+    page = {"file": "p1.json", "request": "/api/v2/incremental/ticket_events.json?start_time=0", "start_time": 0,
+            "end_time": 60, "count": 2, "sha256": "ab" * 32}
+    first = fingerprint_summary([dict(page, fetched_at="2026-11-24T02:00:00Z")])
+    later = fingerprint_summary([dict(page, fetched_at="2026-11-24T03:00:00Z")])
+    other = fingerprint_summary([dict(page, sha256="cd" * 32, fetched_at="2026-11-24T02:00:00Z")])
+    assert first == later and first["digest"] != other["digest"]
