@@ -10,7 +10,8 @@ OUT ?= demo-out
 # venv left by a failed first try with another Python is built again, not reused.
 $(BIN)/reconcile: pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
-	  echo "$(PY) is $$($(PY) -V 2>&1 || echo missing); reconcile needs Python 3.11 or later: run make $(MAKECMDGOALS) PY=python3.11" >&2; \
+	  echo "$(PY) is $$($(PY) -V 2>&1 || echo missing); reconcile needs Python 3.11 or later:" \
+	    "run make $(MAKECMDGOALS) PY=python3.11" >&2; \
 	  exit 1; }
 	$(PY) -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip

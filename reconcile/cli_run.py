@@ -13,7 +13,7 @@ import orjson
 
 from . import config as config_mod
 from . import emission
-from .cli_options import (STATE_HELP, aws_options, aws_overrides, json_logs, merge, parse_sets, resolve_window, say,
+from .cli_options import (aws_options, aws_overrides, json_logs, merge, parse_sets, resolve_window, say,
                           window_options)
 from .errors import ConfigError
 
@@ -24,7 +24,8 @@ logger = logging.getLogger("reconcile")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @window_options
 @click.option("--out", help="Output folder (default reconcile-out/<window>), or s3://bucket/prefix to publish the run "
-              "there (files first, manifest.json last).")
+              "there (files first, manifest.json last). {window} in it is the window's key, so a fixed --out on a "
+              "schedule gives each window its own folder or prefix.")
 @click.option("--replace", is_flag=True, help="With --out s3://..., replace a run already published there.")
 @click.option("--bundle", type=click.Path(dir_okay=False), help="Also pack the run's evidence bundle into this .tar.gz.")
 @click.option("--zendesk-url", help="Zendesk account URL (or ZENDESK_URL).")
@@ -59,7 +60,7 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
                       parse_sets(sets))
     cfg = config_mod.build(config_path, overrides)
     window = resolve_window(cfg, day, start, end, as_of)
-    target = out or str(Path("reconcile-out") / window.key)
+    target = (out or str(Path("reconcile-out") / window.key)).replace("{window}", window.key)
     state_path = None if no_state else cfg.state.uri
     from .check import failure, reach_all, require_usable
     require_usable(cfg)
@@ -83,7 +84,7 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
         # After the manifest: an alert describes a finished run; its failure never changes the exit code.
         emit(outcome, as_json, alert=alert.send(cfg, outcome.summary, str(outcome.report.resolve())))
         sys.exit(outcome.exit_code)
-    publish.ensure_free(target, cfg.aws, replace)  # fail before reading anything
+    publish.ensure_free(target, cfg.aws, replace, window.key)  # fail before reading anything
     with tempfile.TemporaryDirectory(prefix="reconcile-run-") as tmp:
         outcome = execute(cfg, window, Path(tmp) / window.key, audience=audience,
                           progress=not (no_progress or json_logs()), state=state_path, location=target)
@@ -132,7 +133,7 @@ def _with_state(cfg, window, state_path):
         with State.open(state_path, cfg.aws, write=False) as st:
             wide, carried = with_state(window, st)
     except (ReconcileError, duckdb.Error, OSError) as e:  # the plan is printed whatever the state's trouble
-        if str(e).startswith("No state file"):
+        if str(e).startswith(("No state file", "No state at")):
             return f"state      {state_path} (none yet: the run creates it)", window
         return f"state      {state_path} (not readable now: {e})", window
     n = 0 if carried is None else carried.num_rows
@@ -200,8 +201,9 @@ def check(config_path, zendesk_url, profile, region, endpoint_url, sets, as_json
 @click.option("--audience", type=click.Choice(["daily", "incident", "audit"]), default="daily", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--no-progress", is_flag=True)
-@click.option("--state", help=STATE_HELP + " The demo's simulated runs are recorded there like real ones, so "
-              "`reconcile trace` and `history` find them.")
+@click.option("--state", help=f"Run-state file (default: {config_mod.DEFAULT_STATE}; never RECONCILE_STATE or [state] "
+              f"uri, which name a real state). The demo's simulated runs are recorded there like real ones, so "
+              f"`reconcile trace` and `history` find them.")
 @click.option("--recover", "with_recovery", is_flag=True,
               help="Then recover the day's lost events: plan, apply into moto's Kinesis, move the stream into the "
                    "sink (a stand-in Spark job), and judge the window again.")

@@ -56,12 +56,31 @@ def published(client, bucket: str, prefix: str) -> bool:
         raise _s3_failure(e, f"check s3://{bucket}/{prefix}{MANIFEST}") from e
 
 
-def ensure_free(uri: str, aws: AwsConfig, replace: bool) -> None:
-    """Fail before any work when `uri` already holds a run and `replace` is not given."""
+def ensure_free(uri: str, aws: AwsConfig, replace: bool, window_key: str | None = None) -> None:
+    """Fail before any work when `uri` already holds a run and `replace` is not given, or holds the run of another
+    window than `window_key` (which --replace would delete, while a state may still record it there)."""
     bucket, prefix = split(uri)
-    if not replace and published(make_client("s3", aws), bucket, prefix):
+    client = make_client("s3", aws)
+    if not published(client, bucket, prefix):
+        return
+    if not replace:
         raise ReportError(f"A run is already published at {uri} (its {MANIFEST} exists). Use --replace to replace "
                           f"it, or choose another --out prefix.")
+    if window_key is not None and (other := _window_of(client, bucket, prefix)) not in (None, window_key):
+        raise ReportError(f"{uri} holds the run of another window ({other}); --replace replaces a run of the same "
+                          f"window only. Give each window its own prefix, e.g. --out s3://{bucket}/runs/{{window}}.")
+
+
+def _window_of(client, bucket: str, prefix: str) -> str | None:
+    """The window key of the run published at the prefix (its manifest's), or None when it does not read as one."""
+    from .window import Window, parse_time
+    try:
+        w = orjson.loads(client.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read())["window"]
+        return Window(start=parse_time(w["start"]), end=parse_time(w["end"]), as_of=parse_time(w["as_of"])).key
+    except botocore.exceptions.ClientError as e:
+        raise _s3_failure(e, f"read s3://{bucket}/{prefix}{MANIFEST}") from e
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def bundle_files(run_dir: Path) -> list[str]:

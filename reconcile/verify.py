@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, outputs, recovered, resources, run, runfolder
-from .errors import QueryError, Unverifiable, VerifyError
+from .errors import ConfigError, QueryError, Unverifiable, VerifyError
 from .runfolder import RunFolder, load_manifest
 from .verify_diff import diff_csv, diff_parquet, diff_report, diff_summary
+from .window import Window, parse_time
 
 DETAILS_PER_FILE = 20  # differences named per file before "... and N more"
 
@@ -164,15 +165,22 @@ def compare(run_dir: Path, rendered: Path) -> list[Difference]:
     return out
 
 
-def unbundled_plans(run_dir: Path) -> list[str]:
-    """The recovery plans the run's journal names that its evidence does not hold (a plan made in a folder the state
-    does not know, or published with --out s3://): the recoveries judged are in the evidence, the reviewed plan they
-    were sent by is not, so what was sent cannot be checked against what was reviewed."""
+def unbundled_plans(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """The recovery plans of the run's own window its journal names that its evidence does not hold (a plan made in
+    a folder the state does not know, or published with --out s3://): the recoveries judged are in the evidence, the
+    reviewed plan they were sent by is not, so what was sent cannot be checked against what was reviewed. (The journal
+    holds every window's rows: other windows' plans are their runs' business.)"""
     evidence = RunFolder(run_dir).evidence
     journal = evidence / recovered.JOURNAL_FILE
     if not journal.exists():
         return []
-    named = set(pq.read_table(journal, columns=["plan_digest"])["plan_digest"].to_pylist()) - {None}
+    try:
+        w = manifest["window"]
+        key = Window(start=parse_time(w["start"]), end=parse_time(w["end"]), as_of=parse_time(w["as_of"])).key
+        rows = pq.read_table(journal, columns=["plan_digest", "window_key"]).to_pylist()
+    except (OSError, pa.ArrowException, KeyError, TypeError, ConfigError):  # check_files names a damaged file
+        return []
+    named = {r["plan_digest"] for r in rows if r["window_key"] == key} - {None}
     absent = sorted(d for d in named if not (evidence / recovered.PLANS_DIR / f"{d}.json").exists())
     if not absent:
         return []
@@ -197,7 +205,7 @@ def verify(run_dir: Path) -> Verification:
     v.notes += notes
     if manifest.get("tool", {}).get("version") not in (None, __version__):
         v.notes.append(f"reconcile {__version__} here, the run was made by {manifest['tool']['version']}")
-    v.notes += unbundled_plans(run_dir)
+    v.notes += unbundled_plans(run_dir, manifest)
     missing = runfolder.missing_evidence(RunFolder(run_dir))
     if missing:
         v.differences.append(Difference("evidence", f"cannot re-render without {', '.join(missing)}"))

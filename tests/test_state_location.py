@@ -135,6 +135,12 @@ def test_a_run_of_another_window_never_deletes_the_run_a_folder_holds(stores, tm
     assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
     again = invoke(run_args(stores, "out"))
     assert again.exit_code == first.exit_code and json_.loads((tmp_path / "out" / "manifest.json").read_bytes())
+    # a fixed --out with {window} gives each window its own folder
+    for day in (DAY, "2026-11-24"):
+        each = invoke([a if a != DAY else day for a in run_args(stores, "runs/{window}")])
+        assert each.exit_code in (0, 1, 2, 3), each.output
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "20261123T000000Z-20261124T000000Z", "20261124T000000Z-20261125T000000Z"]
 
 
 def test_paths_that_are_files_are_named_not_crashed_on(stores, tmp_path, monkeypatch):

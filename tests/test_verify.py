@@ -366,6 +366,12 @@ def test_a_published_run_is_replaced_only_with_replace(tmp_path, aws_cfg):
         publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
     with pytest.raises(ReportError, match="Use --replace"):
         publish.ensure_free("s3://audit/runs/day1", aws_cfg, replace=False)
+    # --replace replaces the same window's run only: a run of another window there is refused (a daily task
+    # publishing to one fixed prefix deleted each previous day's evidence, the state still recording it there)
+    with pytest.raises(ReportError, match=r"holds the run of another window \(20261123T000000Z-20261124T000000Z\); "
+                                          r"--replace replaces a run of the same window only"):
+        publish.ensure_free("s3://audit/runs/day1", aws_cfg, replace=True, window_key="20261124T000000Z-x")
+    publish.ensure_free("s3://audit/runs/day1", aws_cfg, replace=True, window_key="20261123T000000Z-20261124T000000Z")
     assert s3.get_object(Bucket="audit", Key="runs/day1/manifest.json")["Body"].read() == before
 
     shutil.rmtree(tmp_path / "run")
