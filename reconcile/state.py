@@ -108,9 +108,8 @@ def _lock(path: Path, *, shared: bool = False) -> Iterator[None]:
         except BlockingIOError:
             holder = _parse_holder(os.pread(fd, 4096, 0))
             if shared:  # a reader (history, trace): another state would answer from another history
-                raise StateError(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish, or "
-                                 f"trace from the run folders without the state (reconcile trace ID --run DIR).") \
-                    from None
+                raise StateError(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish (a trace "
+                                 f"needs no state: reconcile trace ID --run DIR reads the run folders).") from None
             raise StateError(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish (a second "
                              f"run on the same state would corrupt it), or pass another --state.") from None
         except OSError as e:
