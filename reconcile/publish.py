@@ -20,7 +20,7 @@ import orjson
 from .atomic import replacing
 from .aws import error_code, make_client
 from .config import AwsConfig
-from .errors import NotARun, ReportError, VerifyError
+from .errors import ConfigError, NotARun, ReportError, VerifyError
 from .runfolder import MANIFEST, listed_files
 
 logger = logging.getLogger(__name__)
@@ -73,13 +73,12 @@ def ensure_free(uri: str, aws: AwsConfig, replace: bool, window_key: str | None 
 
 def _window_of(client, bucket: str, prefix: str) -> str | None:
     """The window key of the run published at the prefix (its manifest's), or None when it does not read as one."""
-    from .window import Window, parse_time
+    from .window import key_of
     try:
-        w = orjson.loads(client.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read())["window"]
-        return Window(start=parse_time(w["start"]), end=parse_time(w["end"]), as_of=parse_time(w["as_of"])).key
+        return key_of(orjson.loads(client.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read())["window"])
     except botocore.exceptions.ClientError as e:
         raise _s3_failure(e, f"read s3://{bucket}/{prefix}{MANIFEST}") from e
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, ConfigError):
         return None
 
 

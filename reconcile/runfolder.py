@@ -36,7 +36,7 @@ from .errors import ConfigError, NotARun, ReconcileError, ReportError, VerifyErr
 from .ledger import SourceResult
 from .recovered import JOURNAL_FILE, PLAN_FILE, PLANS_DIR, RECOVERIES_FILE
 from .sources import REGISTRY, Source
-from .window import Window, parse_time
+from .window import Window, key_of, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +143,7 @@ class RunFolder:
         if not self.manifest.exists():
             return None
         try:
-            w = orjson.loads(self.manifest.read_bytes())["window"]
-            return Window(start=parse_time(w["start"]), end=parse_time(w["end"]), as_of=parse_time(w["as_of"])).key
+            return key_of(orjson.loads(self.manifest.read_bytes())["window"])
         except (ValueError, KeyError, TypeError, ConfigError):
             return None  # not a manifest of ours: reset() deals with it as before
 

@@ -24,7 +24,7 @@ from . import __version__, outputs, recovered, resources, run, runfolder
 from .errors import ConfigError, QueryError, Unverifiable, VerifyError
 from .runfolder import RunFolder, load_manifest
 from .verify_diff import diff_csv, diff_parquet, diff_report, diff_summary
-from .window import Window, parse_time
+from .window import key_of
 
 DETAILS_PER_FILE = 20  # differences named per file before "... and N more"
 
@@ -175,8 +175,7 @@ def unbundled_plans(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
     if not journal.exists():
         return []
     try:
-        w = manifest["window"]
-        key = Window(start=parse_time(w["start"]), end=parse_time(w["end"]), as_of=parse_time(w["as_of"])).key
+        key = key_of(manifest["window"])
         rows = pq.read_table(journal, columns=["plan_digest", "window_key"]).to_pylist()
     except (OSError, pa.ArrowException, KeyError, TypeError, ConfigError):  # check_files names a damaged file
         return []

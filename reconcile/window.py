@@ -106,3 +106,9 @@ class Window:
     def key(self) -> str:
         """A name for this window, used to key outputs so that a re-run replaces."""
         return f"{self.start:%Y%m%dT%H%M%SZ}-{self.end:%Y%m%dT%H%M%SZ}"
+
+
+def key_of(record: dict) -> str:
+    """The key of a window as a manifest or a summary records it (start, end and as_of in ISO-8601)."""
+    start, end, as_of = (parse_time(record[k]) for k in ("start", "end", "as_of"))
+    return Window(start=start, end=end, as_of=as_of).key

@@ -35,7 +35,7 @@ from ..engine import execute_file
 from ..errors import ConfigError, ReconcileError
 from ..runfolder import ZENDESK_PAGES, RunFolder
 from ..sources import events
-from ..window import parse_time
+from ..window import key_of, parse_time
 from . import payload
 
 logger = logging.getLogger(__name__)
@@ -86,9 +86,7 @@ def require_current(plan: dict[str, Any]) -> None:
 
 
 def window_key(window: dict[str, Any]) -> str:
-    from ..window import Window
-    return Window(start=parse_time(window["start"]), end=parse_time(window["end"]),
-                  as_of=parse_time(window["as_of"])).key
+    return key_of(window)
 
 
 def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, Any]:
