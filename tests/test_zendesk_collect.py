@@ -161,6 +161,23 @@ def test_a_cache_that_covers_the_window_needs_no_request(server, tmp_path):
     assert len(r.ledger) == 4 * 120 * 3
 
 
+def test_a_collector_whose_clock_runs_ahead_proves_nothing_past_zendesks_own_time(server, tmp_path):
+    """The collector stamps its end-of-stream page with its own clock: five minutes fast, the page claimed to list
+    every audit until four minutes after Zendesk's cut-off. The nightly run took that as proof, sent no request and
+    was complete without the window's last audits. A cached page proves only Zendesk's end_time: the run asks Zendesk
+    itself, and reads what a run without the cache reads."""
+    zendesk_now = Clock(T0 + 4 * 3600 - 120)  # the collector's last cycle, two minutes before the window ends
+    h = server(spread(), now=zendesk_now)
+    run_collect(h, tmp_path / "cache", Clock(zendesk_now.sec + 300))  # its host's clock five minutes ahead
+    zendesk_now.sec = T0 + 6 * 3600  # the nightly run
+    n0 = len(h.requests)
+    cached = read(h, tmp_path / "run", T0, T0 + 4 * 3600, zendesk_now.sec, cache=tmp_path / "cache")
+    assert cached.details["cache"]["used"] and len(h.requests) > n0  # it asked Zendesk past the cached pages
+    fresh = read(h, tmp_path / "fresh", T0, T0 + 4 * 3600, zendesk_now.sec)
+    assert cached.complete and len(cached.ledger) == len(fresh.ledger) == 4 * 120 * 3
+    assert comparable(sorted_ledger(cached)) == comparable(sorted_ledger(fresh))
+
+
 def test_a_gap_in_the_cache_is_fetched(server, tmp_path):
     clock = Clock(T0 + 5 * 3600)
     data = spread()

@@ -7,7 +7,8 @@ a conditional put on S3 (reconcile/state.py's lock, taken over when its holder i
 with CacheBusy (exit 75, "try again later"), writing nothing.
 
 Runs never write the cache: `seed` copies the chain of pages that covers a read range into the run's own (empty)
-pages dir, checking each page's sha256, and the walk goes on from there (export.py). A cache bound to another account
+pages dir, checking each page's sha256, and the walk goes on from there (export.py). A copied page proves the listing
+by Zendesk's `end_time` only, never by the collector's clock, so the run asks Zendesk at least once itself. A cache bound to another account
 URL, a cache that starts after the range, or a gap in it only means the run fetches what the cache cannot prove.
 """
 
@@ -30,7 +31,7 @@ from ... import aws as aws_mod
 from ...config import AwsConfig
 from ...errors import ReconcileError, SourceError, StateError
 from ...state import _S3Lock, _describe, _holder, _parse_holder  # the one lock implementation (state.py)
-from .pages import INDEX, bound_elsewhere, chain, covers, listed_until, write_atomic
+from .pages import INDEX, bound_elsewhere, chain, listed_until, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def seed(uri: str, aws: AwsConfig, pages_dir: Path, base: str, scope: str, start
     wanted = []
     for e in entries[first:]:
         wanted.append(e)
-        if covers(e, stop_at):
+        if e["end_time"] >= stop_at:  # Zendesk's own time: the collector's clock proves nothing (below)
             break
     copied: list[dict] = []
     with ThreadPoolExecutor(READERS if cache.s3 else 1) as pool:
@@ -216,7 +217,12 @@ def seed(uri: str, aws: AwsConfig, pages_dir: Path, base: str, scope: str, start
                                    "%s", uri, e.get("file"), e["start_time"])
                     break
                 n = len(copied) + 1
-                page = {**e, "page": n, "file": f"page-{n:05d}.json.gz"}
+                # An end-of-stream page proves the listing up to its read's now − 60 s, that now being the
+                # collector's clock (`as_of`): one running ahead would claim minutes Zendesk had not listed. Copied,
+                # the page proves only what Zendesk's end_time says; the walk then asks Zendesk at least once, by
+                # this run's clock. (The collector's time stays in the entry, as `collector_as_of`.)
+                page = {**{k: v for k, v in e.items() if k != "as_of"}, "collector_as_of": e.get("as_of"), "page": n,
+                        "file": f"page-{n:05d}.json.gz"}
                 write_atomic(pages_dir / page["file"], data)
                 copied.append(page)
         except ReconcileError as err:  # the cache stopped answering: what was copied stands, the rest is fetched
