@@ -223,8 +223,8 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
                               f"there would delete it. Give each window its own --out (the default is "
                               f"reconcile-out/<window>), e.g. --out {beside}.")
         st = held.enter_context(State.open(state, cfg.aws)) if state is not None else None
-        folder.reset()
         try:
+            folder.reset()  # inside: a reset that fails half-way (an unwritable folder) puts back what it set aside
             outcome = _execute(cfg, window, out_dir, folder.evidence, st, audience, progress, generated_at, location)
         except BaseException:
             folder.discard_unfinished()  # the finished run it was replacing comes back
@@ -314,10 +314,9 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
     # The run's two commit points, together or not at all: the state records the run, the manifest marks the
     # folder complete. A signal before them leaves neither (execute removes the rest); during them, waits, and then
     # no longer stops the run: it has its result.
-    with interrupt.deferred(then_stop=False):
+    with interrupt.deferred(then_stop=False), runfolder.committing(out_dir, manifest):
         if state is not None:
             state.commit()
-        runfolder.write_manifest(out_dir, manifest)
     return Outcome(out_dir, s)
 
 

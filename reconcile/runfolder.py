@@ -29,7 +29,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, outputs, resources
+from . import __version__, atomic, outputs, resources
 from .summary import iso
 from .config import Config, EngineConfig, redact, without_userinfo
 from .errors import ConfigError, NotARun, ReconcileError, ReportError, VerifyError
@@ -174,23 +174,31 @@ class RunFolder:
                     shutil.copy2(self.root / rel, kept)
         self._remove_outputs()
 
-    def _remove_outputs(self) -> None:
-        for name in (*RENDERED, MANIFEST):
-            (self.root / name).unlink(missing_ok=True)
+    def _remove_outputs(self, strict: bool = True) -> None:
+        """The manifest first: a folder missing any file of its run is no finished run (discard_unfinished then puts
+        the run set aside back). Not `strict` (a restore): a file that cannot be removed is left for restore_previous,
+        which leaves alone a file never removed."""
+        paths = [self.root / name for name in (MANIFEST, *RENDERED)]
         if self.evidence.exists():
-            for p in self.evidence.glob("*.parquet"):
-                p.unlink()
-            self.history.unlink(missing_ok=True)
+            paths += [*self.evidence.glob("*.parquet"), self.history]
+        for p in paths:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:
+                if strict:
+                    raise
 
     def restore_previous(self) -> None:
         """The finished run reset() set aside, back in place of what the unfinished one left."""
         if not self.previous.exists():
             return
-        self._remove_outputs()
+        self._remove_outputs(strict=False)
         # the manifest last: a folder with one is a finished run, which a kill mid-way must not make of half of it
         kept = sorted((p for p in self.previous.rglob("*") if p.is_file()), key=lambda p: (p.name == MANIFEST, p))
         for path in kept:
             live = self.root / path.relative_to(self.previous)
+            if live.exists() and os.path.samefile(path, live):
+                continue  # never removed (a reset that failed before it, a folder it cannot write): already back
             live.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, live)
         shutil.rmtree(self.previous, ignore_errors=True)
@@ -285,6 +293,16 @@ def sealed_files(folder: RunFolder) -> list[Path]:
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
     """The run's commit point: with its manifest, the folder is a finished run."""
     return outputs.write_json(RunFolder(run_dir).manifest, manifest)
+
+
+@contextlib.contextmanager
+def committing(run_dir: Path, manifest: dict[str, Any]) -> Iterator[None]:
+    """write_manifest in two steps around the block (the state's commit): the manifest is written in full beside its
+    name first, so a disk that fills up fails the run before the state records it, and renamed in once the block
+    has run (nothing is renamed when it fails)."""
+    with atomic.replacing(RunFolder(run_dir).manifest) as tmp:
+        tmp.write_bytes(outputs.dumps(manifest))
+        yield
 
 
 def load_manifest(run_dir: Path) -> tuple[dict[str, Any], bytes]:

@@ -107,6 +107,42 @@ def test_a_run_that_cannot_hold_the_state_or_folder_leaves_the_finished_run(tmp_
     assert verify(out).ok
 
 
+def test_a_reset_that_fails_half_way_puts_the_finished_run_back(tmp_path):
+    """A re-run whose reset of the folder fails part-way (a file of evidence/ it cannot remove: a folder it may not
+    write, here a directory where a ledger would be) deleted the finished run's manifest and reports and left the
+    folder no run at all, the state still recording it. The reset is now inside the run's clean-up: the run comes back
+    whole, and verifies."""
+    out = tmp_path / "run"
+    produce(out)
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (out / "evidence" / "zz-stuck.parquet").mkdir()  # unlink() cannot remove it
+    cfg = config.build(None, {**tinyday.CONFIG, "sink": {"uri": str(tmp_path / "sink")}})
+    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
+    with pytest.raises(OSError):
+        job.execute(cfg, window, out, progress=False)
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert verify(out).ok
+
+
+def test_the_manifest_is_written_before_the_state_commits_and_renamed_after(tmp_path):
+    """The run's two commit points: the state's commit ran first, so a manifest that could not be written (a full
+    disk) left the state recording a run whose folder was none. Now the manifest is written in full first: if that
+    fails, the commit never runs; if the commit fails, no manifest appears."""
+    manifest = tmp_path / "manifest.json"
+    committed = []
+    with pytest.raises(TypeError):  # what cannot be written, as a full disk cannot
+        with runfolder.committing(tmp_path, {"unwritable": object()}):
+            committed.append(True)
+    assert committed == [] and not manifest.exists()
+    with pytest.raises(RuntimeError):
+        with runfolder.committing(tmp_path, {"window": "w"}):
+            raise RuntimeError("the state's commit failed")
+    assert not manifest.exists() and list(tmp_path.iterdir()) == []
+    with runfolder.committing(tmp_path, {"window": "w"}):
+        assert not manifest.exists()  # renamed in only once the state has committed
+    assert orjson.loads(manifest.read_bytes()) == {"window": "w"}
+
+
 def test_secrets_are_redacted_from_the_manifest():
     assert config.redact({"zendesk": {"url": "https://acme", "api_token": "t0k", "password": None},
                        "x": {"client_secret": "s"}}) == {
