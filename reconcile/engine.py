@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import os
 import shutil
 import tempfile
 import time
@@ -113,8 +114,10 @@ class Engine:
     con: duckdb.DuckDBPyConnection
     # A signal interrupts the running query (SIGTERM must not wait for a minute-long join to end).
     unwatch: Callable[[], object] = field(default=lambda: None, repr=False)
-    # Folders of partitioned judging's files (the union views read them): removed when the engine closes.
+    # Folders of partitioned judging's files (the union views read them): removed when the engine closes. `held`:
+    # the descriptors that lock them as in use (partition.scratch_folder), let go then too.
     scratch: list[Path] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)
     partitions: int = 1  # how many partitions the day was judged in (reconcile/partition.py)
     rows_in_memory: int = 1_500_000  # rows_within([engine] memory_limit)
     # Tables partitioned judging wrote in event-time slices (Arrow IPC files per slice, in time order; the last holds
@@ -246,6 +249,9 @@ class Engine:
         self.con.close()
         for folder in self.scratch:
             shutil.rmtree(folder, ignore_errors=True)
+        for fd in self.held:
+            os.close(fd)
+        self.held.clear()
 
 
 def rows_within(memory_limit: str) -> int:

@@ -26,8 +26,11 @@ K = 1 is the single pass (engine.run_all); "auto" picks K from the ledgers' size
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -113,9 +116,9 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
     """Run engine.QUERIES in `k` partitions (k >= 2); afterwards the engine holds the same tables as run_all."""
     con = e.con
     spill = con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0]
-    work = Path(spill) / f"partitions-{uuid.uuid4().hex}"
-    work.mkdir(parents=True)
+    work, fd = scratch_folder(Path(spill))
     e.scratch.append(work)
+    e.held.append(fd)
     e.partitions = k
     run_wide = run_wide_queries()
     for name in eng.QUERIES[:_first_partitioned()]:  # what the partitioned queries build on (macros), once
@@ -185,6 +188,34 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         e.bind_ledger(hop, ledgers.get(hop))
     for name in run_wide:
         e.run_query(name, params)
+
+
+HELD = ".held"  # in a scratch folder: flocked by the process judging with it, for as long as that process lives
+
+
+def scratch_folder(spill: Path) -> tuple[Path, int]:
+    """A new scratch folder under `spill` and the descriptor that holds it (an flock the kernel lets go however the
+    process ends). Scratch a run killed outright left (SIGKILL, out of memory: no clean-up ran) is removed first:
+    at 100 M events each is tens of GB, and every retry added one."""
+    for old in spill.glob("partitions-*"):
+        try:
+            stale = os.open(old / HELD, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # being made (its lock not in place yet), or made by a version that held none
+            continue
+        try:
+            fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a live run's
+            continue
+        finally:
+            os.close(stale)
+        logger.warning("removing partition scratch a killed run left: %s", old)
+        shutil.rmtree(old, ignore_errors=True)
+    work = spill / f"partitions-{uuid.uuid4().hex}"
+    work.mkdir(parents=True)
+    fd = os.open(work / (HELD + ".tmp"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(work / (HELD + ".tmp"), work / HELD)  # locked before it has the name a sweep looks for
+    return work, fd
 
 
 def _streamed(e: eng.Engine, name: str, params: dict[str, Any], empty: dict[str, pa.Table]) -> duckdb.DuckDBPyRelation:

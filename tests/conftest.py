@@ -32,6 +32,14 @@ FAKE_ENV = {
 }
 
 
+@pytest.fixture(autouse=True)
+def own_default_state(tmp_path, monkeypatch):
+    """Each test's runs record into a state of its own unless it names one: the default (RECONCILE_STATE unset) is
+    reconcile-out/ in the current folder, shared by every test run from the checkout, where one test's whole run of a
+    window would make another's incomplete re-run of it a refusal (run.keep_recorded)."""
+    monkeypatch.setenv("RECONCILE_STATE", str(tmp_path / "own-state" / "reconcile-state.duckdb"))
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     """A moto server subprocess on 127.0.0.1 and a free port, with fake credentials in the environment."""

@@ -112,6 +112,34 @@ def test_scratch_files_are_removed_when_the_engine_closes(sim_day, tmp_path):
     assert not any(p.name.startswith("partitions-") for p in (tmp_path / "spill").iterdir())
 
 
+def test_scratch_a_killed_run_left_is_removed_by_the_next_run_and_a_live_runs_is_not(sim_day, tmp_path):
+    """A run killed outright (SIGKILL, out of memory) runs no clean-up: its scratch stayed, and every retry added one
+    (tens of GB each at 100 M events). The next run removes scratch whose holder is gone, never a live run's."""
+    import os
+    import subprocess
+    cfg, window, ledgers, _ = sim_day
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    # a run killed outright: a process that made its scratch and died without cleaning up
+    code = (f"from pathlib import Path; from reconcile.partition import scratch_folder; "
+            f"w, fd = scratch_folder(Path({str(spill)!r})); (w / 'part-0.arrow').write_bytes(b'x' * 1000); "
+            f"import os; os._exit(137)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 137
+    (dead,) = [p for p in spill.iterdir() if p.name.startswith("partitions-")]
+    live, fd = partition.scratch_folder(spill)  # a run going on meanwhile (it removes the dead one's too)
+    assert not dead.exists() and live.exists()
+    older = spill / "partitions-made-by-an-older-version"
+    older.mkdir()
+    e = run.judge(cfg, window, ledgers, engine=EngineConfig(temp_directory=str(spill), partitions=3), unsettled=None)
+    try:
+        assert live.exists() and older.exists()  # held by a live run; and one it cannot tell: left alone
+    finally:
+        e.close()
+        os.close(fd)
+    assert sorted(p.name for p in spill.iterdir() if p.name.startswith("partitions-")) == sorted([live.name,
+                                                                                                  older.name])
+
+
 WEBHOOK = "zen:event-type:ticket.comment_added"
 
 
