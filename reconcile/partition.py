@@ -30,6 +30,7 @@ import fcntl
 import logging
 import os
 import re
+import resource
 import shutil
 import uuid
 from pathlib import Path
@@ -43,6 +44,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from . import engine as eng
+from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ def _first_partitioned() -> int:
 def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, Any], k: int) -> None:
     """Run engine.QUERIES in `k` partitions (k >= 2); afterwards the engine holds the same tables as run_all."""
     con = e.con
+    open_files(k)
     spill = con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0]
     work, fd = scratch_folder(Path(spill))
     e.scratch.append(work)
@@ -188,6 +191,26 @@ def run_all(e: eng.Engine, ledgers: dict[str, Path | None], params: dict[str, An
         e.bind_ledger(hop, ledgers.get(hop))
     for name in run_wide:
         e.run_query(name, params)
+
+
+FILES_BESIDE = 256  # files a run holds open besides a split's one per partition (ledgers, DuckDB, sockets)
+
+
+def open_files(k: int) -> None:
+    """A split writes to every partition at once, one file each: k of them, besides what the run holds open. The
+    process's soft limit on open files is raised toward its hard limit for that; beyond the hard limit the setting
+    is a config error before any scratch is written (past it, writers failed part-way, left scratch that could not
+    be removed, and the run set aside could not be put back)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = k + FILES_BESIDE
+    if need <= soft:
+        return
+    if hard == resource.RLIM_INFINITY or need <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        return
+    raise ConfigError(f"[engine] partitions = {k} needs about {need:,} open files, and this process may open at most "
+                      f"{hard:,} (ulimit -n). Set [engine] partitions lower (\"auto\" picks from the day's size), or "
+                      f"raise the limit.")
 
 
 HELD = ".held"  # in a scratch folder: flocked by the process judging with it, for as long as that process lives

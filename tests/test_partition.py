@@ -140,6 +140,21 @@ def test_scratch_a_killed_run_left_is_removed_by_the_next_run_and_a_live_runs_is
                                                                                                   older.name])
 
 
+def test_partitions_beyond_the_open_file_limit_are_a_config_error_and_within_it_raise_the_soft_limit():
+    """A split keeps one file open per partition: [engine] partitions = 2048 under `ulimit -n 1024` failed part-way
+    (scratch that could not be removed, a folder's run not put back). Within the hard limit the soft one is raised;
+    beyond it, a config error naming the key, before any scratch is written."""
+    import subprocess
+    code = ("import resource; from reconcile.partition import open_files; from reconcile.errors import ConfigError\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 2000))\n"
+            "open_files(1000); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+            "try:\n    open_files(4096)\nexcept ConfigError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == str(1000 + partition.FILES_BESIDE)
+    assert out[1].startswith("[engine] partitions = 4096 needs about 4,352 open files, and this process may open at "
+                             "most 2,000 (ulimit -n). Set [engine] partitions lower")
+
+
 WEBHOOK = "zen:event-type:ticket.comment_added"
 
 
