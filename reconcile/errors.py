@@ -45,6 +45,10 @@ class StateError(ReconcileError):
     """The run-state file is locked by another run or unreadable."""
 
 
+class StateInUse(StateError):
+    """Another run (or collector) holds the lock: waiting is the answer, unlike a store that refuses it."""
+
+
 class NotARun(ReconcileError):
     """A path given as a run is not one: no manifest.json (the run did not finish), not a bundle, nothing published
     at the prefix. A usage mistake (exit 4), not a difference in evidence."""

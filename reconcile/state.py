@@ -33,7 +33,7 @@ from . import emission, resources
 from .config import AwsConfig
 from .engine import execute_file, statements
 from .recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
-from .errors import StateError
+from .errors import StateError, StateInUse
 from .window import Window
 
 logger = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ def _lock(path: Path, *, shared: bool = False) -> Iterator[None]:
         except BlockingIOError:
             holder = _parse_holder(os.pread(fd, 4096, 0))
             if shared:  # a reader (history, trace): another state would answer from another history
-                raise StateError(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish (a trace "
+                raise StateInUse(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish (a trace "
                                  f"needs no state: reconcile trace ID --run DIR reads the run folders).") from None
-            raise StateError(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish (a second "
+            raise StateInUse(f"State file {path} is in use by {_describe(holder)}. Wait for it to finish (a second "
                              f"run on the same state would corrupt it), or pass another --state.") from None
         except OSError as e:
             raise StateError(f"Cannot lock {lock}: {e.strerror} (the file system does not support flock). Keep the "
@@ -441,11 +441,12 @@ class _S3Lock:
     def _put(self, **cond) -> str:
         return self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self.body, **cond)["ETag"]
 
+    SETTING = "[state] uri (or --state, RECONCILE_STATE)"  # where the location came from, for errors
+
     def _refused(self, e: Exception, action: str) -> StateError:
         """A store refusing the lock (no bucket, no permission): the key to check, not botocore's error."""
-        return StateError(f"Cannot {action} the state's lock {self.uri}.lock: {_code(e)}. Check [state] uri (or "
-                          f"--state, RECONCILE_STATE) and that the credentials may s3:GetObject and s3:PutObject "
-                          f"it.")
+        return StateError(f"Cannot {action} the lock s3://{self.bucket}/{self.key}: {_code(e)}. Check {self.SETTING} "
+                          f"and that the credentials may s3:GetObject and s3:PutObject it.")
 
     def _take(self) -> str:
         from botocore.exceptions import ClientError
@@ -474,11 +475,11 @@ class _S3Lock:
                     if _code(e) not in _TAKEN:
                         raise
                     continue  # another run took it over first
-            raise StateError(
+            raise StateInUse(
                 f"State {self.uri} is in use by {_describe(other)} (its lock {self.uri}.lock was written {age:.0f} s "
                 f"ago). Wait for it to finish; a lock its run stops rewriting is taken over after "
                 f"{LOCK_STALE_S / 60:.0f} minutes (at once on the same host).")
-        raise StateError(f"Other runs keep taking the lock {self.uri}.lock. Wait for them to finish, then re-run.")
+        raise StateInUse(f"Other runs keep taking the lock {self.uri}.lock. Wait for them to finish, then re-run.")
 
     def _refresh(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -109,7 +109,7 @@ def test_a_state_bucket_that_is_missing_or_empty_is_named(stores, tmp_path, aws_
     monkeypatch.chdir(tmp_path)
     run = invoke(run_args(stores, str(tmp_path / "out"), "--state", "s3://no-such-bucket/reconcile-state.duckdb"))
     assert run.exit_code == 4, run.output
-    assert ("Cannot write the state's lock s3://no-such-bucket/reconcile-state.duckdb.lock: NoSuchBucket. Check "
+    assert ("Cannot write the lock s3://no-such-bucket/reconcile-state.duckdb.lock: NoSuchBucket. Check "
             "[state] uri (or --state, RECONCILE_STATE)") in run.stderr and "unexpected" not in run.stderr
     make_client("s3", aws_cfg).create_bucket(Bucket="empty-audit")
     history = invoke(["history", "--state", "s3://empty-audit/reconcile-state.duckdb"])

@@ -19,7 +19,7 @@ import pytest
 
 from reconcile.aws import make_client
 from reconcile.config import AwsConfig, ZendeskConfig
-from reconcile.errors import ConfigError
+from reconcile.errors import ConfigError, StateError
 from reconcile.simulate import zendesk_server as zs
 from reconcile.sources import zendesk
 from reconcile.sources.zendesk.cache import BUSY_EXIT, CacheBusy, PageCache
@@ -314,6 +314,12 @@ def test_the_collector_keeps_an_s3_cache_and_a_run_reads_it(server, tmp_path, aw
     with PageCache(uri, aws_cfg).lock():
         with pytest.raises(CacheBusy, match="being collected by another collector"):
             run_collect(h, uri, clock, aws=aws_cfg)
+    # a bucket that is not there is no busy cache (exit 75, "try again later", forever): the lock it cannot write
+    # is named, with the key to check
+    with pytest.raises(StateError, match=r"Cannot write the lock s3://no-such-bucket/acme/collect.lock: NoSuchBucket. "
+                                         r"Check \[zendesk\] cache") as e:
+        run_collect(h, "s3://no-such-bucket/acme", clock, aws=aws_cfg)
+    assert not isinstance(e.value, CacheBusy) and e.value.exit_code == 4
 
 
 def test_a_collector_the_api_wears_out_says_so_and_the_next_resumes(server, tmp_path):

@@ -30,7 +30,7 @@ import orjson
 
 from ... import aws as aws_mod
 from ...config import AwsConfig
-from ...errors import ReconcileError, SourceError, StateError
+from ...errors import ReconcileError, SourceError, StateInUse
 from ...state import _S3Lock, _describe, _holder, _parse_holder  # the one lock implementation (state.py)
 from .pages import INDEX, bound_elsewhere, chain, listed_until, write_atomic
 
@@ -167,10 +167,12 @@ def _busy(uri: str, holder: dict) -> CacheBusy:
 class _CacheS3Lock(_S3Lock):
     """state.py's S3 lock object, saying "another collector" when it is held."""
 
+    SETTING = "[zendesk] cache"
+
     def _take(self) -> str:
         try:
             return super()._take()
-        except StateError:
+        except StateInUse:  # a store refusing the lock (no bucket, no permission) is no busy cache: it is raised
             try:
                 holder = _parse_holder(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
             except Exception:  # noqa: BLE001 - released meanwhile, or unreadable: the message names no holder
