@@ -16,6 +16,7 @@ leaves a chain the next one continues; pages written but not yet indexed are fet
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import math
@@ -200,7 +201,9 @@ def _nothing_new(cache: PageCache, last: dict, entry: dict, doc: dict) -> bool:
     if entry["sha256"] == last["sha256"]:
         return True
     raw = cache.read(last["file"])
-    old = load_page(gzip.decompress(raw)) if raw is not None else None
+    # a page cut short (a crash before its bytes reached the disk) is no page: not its sha256, so not "held"
+    old = load_page(gzip.decompress(raw)) if raw is not None and hashlib.sha256(raw).hexdigest() == last["sha256"] \
+        else None
     if not isinstance(old, dict) or not isinstance(old.get("ticket_events"), list):
         return False
     held = {json.dumps(a, sort_keys=True) for a in old["ticket_events"]}
