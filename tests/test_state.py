@@ -488,3 +488,32 @@ def test_state_on_s3_round_trips_and_is_locked(tmp_path, aws_cfg):
         assert {r["window_key"][:8] for r in st.history()} == {"20261123"}
     keys = [o["Key"] for o in make_client("s3", aws_cfg).list_objects_v2(Bucket="reconcile-state")["Contents"]]
     assert keys == ["prod/reconcile-state.duckdb"]  # the lock went with the run
+
+
+def test_a_state_that_cannot_fold_its_log_in_keeps_what_was_committed(tmp_path):
+    """The final CHECKPOINT needs room to grow the state file; without it (a full disk, here a file-size limit) a
+    finished run became exit 4 "unexpected FatalException" and sent no alert, although its commit was durable in the
+    write-ahead log. Now a warning: what was committed stands, and the next open of the state folds it in."""
+    import subprocess
+    import sys
+    path = tmp_path / "state.duckdb"
+    code = f"""
+import resource, signal
+from pathlib import Path
+from reconcile.state import State
+p = Path({str(path)!r})
+with State.open(p):
+    pass
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (p.stat().st_size, resource.RLIM_INFINITY))  # the file cannot grow
+with State.open(p) as st:
+    st.con.execute("BEGIN TRANSACTION")
+    st.con.execute("INSERT INTO settlements SELECT 'w', i::VARCHAR, 'x', 'delivered', NULL, 0 FROM range(3000) t(i)")
+    st.commit()
+print("committed")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "committed", done.stderr
+    assert "could not fold its write-ahead log in" in done.stderr
+    with State.open(path, write=False) as st:
+        assert st.con.execute("SELECT count(*) FROM settlements").fetchall() == [(3000,)]
