@@ -22,7 +22,7 @@ import click
 from . import __version__, interrupt
 from .cli_options import say
 from .console import tolerate_closed_stdout
-from .errors import Interrupted, ReconcileError
+from .errors import Interrupted, ReconcileError, os_error
 
 logger = logging.getLogger("reconcile")
 
@@ -111,6 +111,14 @@ class Main(click.Group):
             leave(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
+        except OSError as e:  # a file the run could not write (a full disk) names its path and what to do
+            if interrupt.received():
+                stopped(interrupt.received())
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.exception("file error")
+            code, message = os_error(e)
+            say(f"Error: {message}", logging.ERROR, ctx, exit_code=code)
+            sys.exit(code)
         except Exception as e:  # noqa: BLE001 - the one place an unexpected failure becomes exit 4
             if interrupt.received():
                 stopped(interrupt.received())

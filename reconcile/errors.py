@@ -3,6 +3,7 @@
 Messages say what to try next; they never contain secrets.
 """
 
+import errno
 import signal
 
 
@@ -77,3 +78,19 @@ class Interrupted(BaseException):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+# A write the disk (or a quota, a file-size limit) had no room for: freeing space and running again answers it.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def os_error(e: OSError) -> tuple[int, str]:
+    """(exit code, message) for a file the run could not write or read: the path and what to do, not "unexpected"."""
+    where = e.filename or "a file"
+    if e.errno in NO_ROOM:
+        return 3, (f"{where}: {e.strerror}: no room to write it. Free space where the run writes (--out, [engine] "
+                   f"temp_directory, the state's folder) and run again (runs are idempotent).")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return 4, (f"{where}: {e.strerror}: the run may not write there. Check --out, [engine] temp_directory and the "
+                   f"state's folder.")
+    return 4, f"unexpected {type(e).__name__}: {e} (run with -v -v for the traceback)"

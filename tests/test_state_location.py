@@ -161,3 +161,21 @@ def test_paths_that_are_files_are_named_not_crashed_on(stores, tmp_path, monkeyp
     with State.open(state):
         reader = invoke(["history", "--state", str(state)])
     assert reader.exit_code == 4 and "reconcile trace ID --run DIR" in reader.stderr, reader.output
+
+
+def test_a_write_with_no_room_names_the_file_and_is_a_retry(stores, tmp_path):
+    """A full disk (here a file-size limit: EFBIG, as ENOSPC would be) was "unexpected OSError", exit 4, naming
+    nothing: a scheduler retrying on 3 only never ran again once space was freed. It names the file and what to do,
+    exit 3; the state records nothing."""
+    import subprocess
+    import sys
+    code = (f"import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY)); "
+            f"from reconcile.cli import main; sys.argv = ['reconcile'] + {run_args(stores, 'out')!r}; main()")
+    state = tmp_path / "state.duckdb"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**__import__("os").environ, "ZENDESK_URL": "", "RECONCILE_STATE": str(state)})
+    assert done.returncode == 3, done.stderr
+    assert "File too large: no room to write it. Free space where the run writes (--out, [engine] temp_directory" \
+        in done.stderr and "unexpected" not in done.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
