@@ -31,7 +31,7 @@ Exit codes:
   0  clean: every input complete, nothing pending, each hop's loss within its threshold
   1  only pending events (EventBridge may still deliver them)
   2  loss above a hop's threshold
-  3  an input was incomplete or unreadable
+  3  an input was incomplete or unreadable, or no room to write (retry once space is freed)
   4  configuration, usage or runtime error
   5  verify: the run does not match its evidence, or (--against-sources) an input changed or vanished
   130  stopped by SIGINT (Ctrl-C): nothing partial left, state untouched, lock released
