@@ -306,7 +306,9 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("match", "tolerance_seconds"): (lambda v: v >= 0, "seconds, 0 or more"),
     ("thresholds", "zendesk_to_bus"): (lambda v: 0 <= v <= 1, "a loss rate from 0 to 1 (0.0001 is 0.01 %)"),
     ("thresholds", "bus_to_sink"): (lambda v: 0 <= v <= 1, "a loss rate from 0 to 1 (0.0001 is 0.01 %)"),
-    ("engine", "memory_limit"): (lambda v: _SIZE.match(v), "a size DuckDB accepts, like 512MB, 3GB or 2GiB"),
+    # below it, DuckDB's own overhead leaves the queries nothing: they fail as unexpected errors, not with the key
+    ("engine", "memory_limit"): (lambda v: bool(_SIZE.match(v)) and _bytes(v) >= MIN_MEMORY,
+                                 "a size DuckDB accepts, of at least 256MB, like 512MB, 3GB or 2GiB"),
     ("engine", "threads"): (lambda v: v >= 1, "a whole number of threads, 1 or more"),
     ("engine", "partitions"): (lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool)
                                                          and 1 <= v <= 4096),
@@ -333,6 +335,17 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
 _TYPES = {"str": (str, "text (a quoted string)"), "float": ((int, float), "a number"),
           "int": (int, "a whole number"), "tuple[str, ...]": (tuple, "a list of strings"),
           "bool": (bool, "true or false")}
+
+
+MIN_MEMORY = 256 * 10**6  # [engine] memory_limit's least
+
+
+def _bytes(size: str) -> int:
+    from .engine import size_bytes
+    try:
+        return size_bytes(size)
+    except ConfigError:
+        return 0
 
 
 def _is_time(value: str) -> bool:
