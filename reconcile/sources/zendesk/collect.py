@@ -167,8 +167,13 @@ def _cycle(cache: PageCache, client: Client, base: str, scope: str, start_time: 
             result.new_pages += 1
             page_no = entry["page"]
             if entry["same_second"]:
-                logger.warning("Zendesk export repeats the page of second %d; stepping to %d (a run reading this "
-                               "second is incomplete)", cursor, entry["next_start_time"])
+                # the cache now holds only that second's first page: a run of a window holding it can never be
+                # complete from the cache (nor from Zendesk: the export repeats that page for ever), so it is said
+                second = iso(entry["start_time"])
+                result.problems.append(f"More than a page of audits shares second {second}: Zendesk's export repeats "
+                                       f"that page for ever, so the collector stepped one second past it; a run of a "
+                                       f"window holding that second is incomplete (events beyond its first page may "
+                                       f"be missing).")
             if not cache.s3 or unsaved >= S3_SAVE_EVERY:
                 cache.save_index(entries, unsaved)
                 unsaved = 0
