@@ -504,11 +504,12 @@ class _S3Lock:
                 logger.warning("could not rewrite the lock %s (%s); trying again in %.0f s", self.key, e,
                                LOCK_REFRESH_S)
 
+    LOST = "The state was not uploaded; re-run the window."  # what losing the lock left undone
+
     def ensure_held(self) -> None:
         if self.lost:
-            raise StateError(f"This run lost the lock {self.uri}.lock to another run (it was not rewritten for "
-                             f"{LOCK_STALE_S / 60:.0f} minutes: was the process paused?). The state was not "
-                             f"uploaded; re-run the window.")
+            raise StateError(f"This run lost the lock s3://{self.bucket}/{self.key} to another (it was not rewritten "
+                             f"for {LOCK_STALE_S / 60:.0f} minutes: was the process paused?). {self.LOST}")
 
     def release(self) -> None:
         from botocore.exceptions import ClientError

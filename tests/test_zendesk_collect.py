@@ -309,6 +309,29 @@ def test_a_collector_that_steps_over_a_crowded_second_says_so(server, tmp_path):
     assert json.loads((tmp_path / "cache" / "index.jsonl").read_bytes().splitlines()[-1])["end_of_stream"]
 
 
+def test_a_collector_that_loses_its_s3_lock_writes_nothing_more(aws_cfg, monkeypatch):
+    """Another collector took the lock over (this one paused past the lock's stale time): it wrote on until its
+    cycle ended, every page and the whole index over the other's. The next write stops it, naming the lock."""
+    import threading
+    from reconcile import state
+    monkeypatch.setattr(state, "LOCK_REFRESH_S", 0.3)
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="pages")
+    cache = PageCache("s3://pages/zendesk/acme", aws_cfg)
+    with pytest.raises(StateError, match=r"lost the lock s3://pages/zendesk/acme/collect.lock to another .* It wrote "
+                                         r"nothing more; the next collector resumes"):
+        with cache.lock():
+            cache.write("page-00001.json.gz", b"first")
+            s3.put_object(Bucket="pages", Key="zendesk/acme/collect.lock", Body=b'{"pid": 1, "host": "elsewhere"}')
+            deadline = time.monotonic() + 10
+            while any(t.name == "reconcile-state-lock" and t.is_alive() for t in threading.enumerate()) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            cache.write("page-00002.json.gz", b"second")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="pages")["Contents"]}
+    assert "zendesk/acme/page-00001.json.gz" in keys and "zendesk/acme/page-00002.json.gz" not in keys
+
+
 def test_a_cut_short_last_page_does_not_stop_the_next_collectors(server, tmp_path):
     """A crash can leave the last page's bytes short of what its index line says (the line is synced, the page is
     not): every later collector died on it with "unexpected EOFError". A page whose bytes are not its sha256 is no

@@ -56,6 +56,7 @@ class PageCache:
         self.aws = aws
         self.s3 = uri.startswith("s3://")
         self.fs, self.root = aws_mod.filesystem(self.uri, aws)
+        self._held: _CacheS3Lock | None = None  # the S3 lock while a collector holds it (lock())
         if not self.s3:
             Path(self.root).mkdir(parents=True, exist_ok=True)
 
@@ -80,6 +81,8 @@ class PageCache:
         if not self.s3:
             write_atomic(Path(self._path(name)), data)
             return
+        if self._held is not None:  # a collector whose S3 lock another took over writes nothing more
+            self._held.ensure_held()
         try:
             with self.fs.open_output_stream(self._path(name), compression=None) as f:
                 f.write(data)
@@ -118,10 +121,12 @@ class PageCache:
             bucket, _, prefix = self.root.partition("/")
             key = f"{prefix}/{LOCK}" if prefix else LOCK
             lock = _CacheS3Lock(aws_mod.make_client("s3", self.aws), bucket, key, self.uri)
+            self._held = lock
             try:
                 yield
                 lock.ensure_held()
             finally:
+                self._held = None
                 lock.release()
             return
         with _flock(Path(self._path(LOCK)), self.uri):
@@ -168,6 +173,7 @@ class _CacheS3Lock(_S3Lock):
     """state.py's S3 lock object, saying "another collector" when it is held."""
 
     SETTING = "[zendesk] cache"
+    LOST = "It wrote nothing more; the next collector resumes where the cache ends."
 
     def _take(self) -> str:
         try:
