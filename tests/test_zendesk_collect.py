@@ -108,8 +108,13 @@ def test_collecting_twice_is_idempotent_and_reports_how_far_behind(server, tmp_p
     assert first.complete and first.new_pages == first.pages > 10
     assert first.listed_until == clock.sec - 60 and first.behind_s == 60  # the export's cut-off, no more
     files = snapshot(cache)
+    last = json.loads((cache / "index.jsonl").read_bytes().splitlines()[-1])
     second = run_collect(h, cache, clock)
     assert second.complete and second.new_pages == 0 and second.requests == 1 and second.pages == first.pages
+    # the page's bytes are still those fetched then: its fetched_at stays (the evidence said a fetch happened that
+    # did not), and the probe that found nothing new is noted
+    now_last = json.loads((cache / "index.jsonl").read_bytes().splitlines()[-1])
+    assert now_last["fetched_at"] == last["fetched_at"] and now_last["probed_at"] >= last["fetched_at"]
     after = snapshot(cache)
     assert {k: v for k, v in after.items() if k not in ("index.jsonl", "collector.json")} == \
         {k: v for k, v in files.items() if k not in ("index.jsonl", "collector.json")}

@@ -150,8 +150,9 @@ def _cycle(cache: PageCache, client: Client, base: str, scope: str, start_time: 
             last = entries[-1] if entries else None
             if last is not None and _nothing_new(cache, last, entry, doc):
                 # The export's end again, listing only audits the last cached page holds: nothing new up to this
-                # request's now − 60 s, so that page's `as_of` moves on (it lists all older than that).
-                last.update(as_of=entry["as_of"], fetched_at=entry["fetched_at"], end_of_stream=entry["end_of_stream"])
+                # request's now − 60 s, so that page's `as_of` moves on (it lists all older than that). Its bytes
+                # stay those fetched at `fetched_at`; `probed_at` is when Zendesk last answered nothing new.
+                last.update(as_of=entry["as_of"], probed_at=entry["fetched_at"], end_of_stream=entry["end_of_stream"])
                 changed = True
                 break
             if stuck := headway.problem(entry, doc):
