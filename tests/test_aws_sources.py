@@ -172,6 +172,19 @@ def test_bus_log_firehose_multi_member_with_control_message(where, request, tmp_
     assert res.details["records_control"] == 1 and res.details["records_data"] == 4
 
 
+def test_a_firehose_object_with_a_corrupt_member_keeps_every_record_before_it(tmp_path):
+    """Records CloudWatch gzipped one by one, then a corrupt member: the damage falls between records, so the last
+    record before it is whole and kept (the cut at the last newline put it with the damage: "kept 2" of 3)."""
+    t0 = int(NOW.timestamp() * 1000)
+    good = firehose_object([data_record([(f"e{i}", t0, legacy(f"L{i}"))]) for i in range(3)])
+    (tmp_path / "fh").mkdir()
+    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc").write_bytes(good + b"\x1f\x8b\x08\x00garbage-not-deflate")
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose"), WINDOW, AwsConfig())
+    assert not res.complete
+    assert labels(res.ledger["eb_id"]) == ["L0", "L1", "L2"]
+    assert any("kept the 3 records read before it" in p for p in res.problems), res.problems
+
+
 def test_a_firehose_delivery_compressed_by_firehose_too_is_read(tmp_path):
     """A delivery stream with GZIP compression gzips the object whose records CloudWatch gzipped already: two layers.
     One inflated left gzip bytes, every record rejected as "not JSON" and the read incomplete."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import botocore.exceptions
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -151,6 +152,8 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, 
         if fmt == "firehose":  # its records run together: split them first, or the cut would keep none
             text = _split_records(text)
         cut = text.rfind(b"\n") + 1
+        if fmt == "firehose" and _whole_record(text[cut:]):
+            cut = len(text)  # the damage fell between records (a corrupt gzip member): the last one read is whole
         text, tail = text[:cut], text[cut:]
     led, rej, counts = reader(text, key)
     problem = None
@@ -211,6 +214,14 @@ SELECT json_extract_string(ev, '$.id') AS id,
        json_extract_string(ev, '$.message') AS message
 FROM (SELECT unnest(evs) AS ev FROM parsed WHERE evs IS NOT NULL)
 """
+
+
+def _whole_record(text: bytes) -> bool:
+    """Whether `text` is one whole Firehose record (a JSON object that parses), not one cut short."""
+    try:
+        return text.startswith(_RECORD_START) and isinstance(orjson.loads(text), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _split_records(text: bytes) -> bytes:
