@@ -331,6 +331,11 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Call
 
             def push() -> None:
                 lock.ensure_held()
+                wal = local.with_name(local.name + ".wal")
+                if wal.exists() and wal.stat().st_size:
+                    # a commit not folded into the file (no room for the CHECKPOINT): the upload would leave it out
+                    raise StateError(f"The state {uri} could not fold its write-ahead log in (no room in the temporary "
+                                     f"folder?): not uploaded, so it stays as it was. Free space there and re-run.")
                 seen.update(_s3_upload(s3, bucket, obj, local, uri, seen.get("etag")))
             yield local, push if write else None
             if write:

@@ -544,3 +544,33 @@ with interrupt.handlers():
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().splitlines() == ["after the commit True True", "a step with work after it stops"]
     assert "SIGTERM arrived as the run committed: finishing it" in done.stderr.decode()
+
+
+def test_an_s3_state_whose_log_could_not_be_folded_in_is_not_uploaded(s3_state, aws_cfg):
+    """A final CHECKPOINT with no room leaves the commit in the local copy's write-ahead log only: uploading the copy
+    would drop it, the run's rows gone from the state while its exit code said it was recorded. Not uploaded: the
+    state stays as it was, and the error says why."""
+    from reconcile import state
+    with state.State.open(URI, aws_cfg):
+        pass
+    before = s3_state.get_object(Bucket="reconcile-state", Key="prod/reconcile-state.duckdb")["Body"].read()
+    code = f"""
+import resource, signal, sys
+from reconcile.config import AwsConfig
+from reconcile.errors import StateError
+from reconcile.state import State
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before)}, resource.RLIM_INFINITY))  # the copy cannot grow
+try:
+    with State.open({URI!r}, AwsConfig(endpoint_url={aws_cfg.endpoint_url!r}, region="us-east-1")) as st:
+        st.con.execute("BEGIN TRANSACTION")
+        st.con.execute("INSERT INTO settlements SELECT 'w', i::VARCHAR, 'x', 'delivered', NULL, 0 "
+                       "FROM range(3000) t(i)")
+        st.commit()
+except StateError as e:
+    print(e)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "could not fold its write-ahead log in" in done.stdout and "not uploaded" in done.stdout, done.stderr
+    after = s3_state.get_object(Bucket="reconcile-state", Key="prod/reconcile-state.duckdb")["Body"].read()
+    assert after == before
