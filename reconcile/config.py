@@ -307,7 +307,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("thresholds", "zendesk_to_bus"): (lambda v: 0 <= v <= 1, "a loss rate from 0 to 1 (0.0001 is 0.01 %)"),
     ("thresholds", "bus_to_sink"): (lambda v: 0 <= v <= 1, "a loss rate from 0 to 1 (0.0001 is 0.01 %)"),
     # below it, DuckDB's own overhead leaves the queries nothing: they fail as unexpected errors, not with the key
-    ("engine", "memory_limit"): (lambda v: bool(_SIZE.match(v)) and _bytes(v) >= MIN_MEMORY,
+    ("engine", "memory_limit"): (lambda v: bool(_SIZE.match(v)) and memory_bytes(v) >= MIN_MEMORY,
                                  "a size DuckDB accepts, of at least 256MB, like 512MB, 3GB or 2GiB"),
     ("engine", "threads"): (lambda v: v >= 1, "a whole number of threads, 1 or more"),
     ("engine", "partitions"): (lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool)
@@ -340,7 +340,7 @@ _TYPES = {"str": (str, "text (a quoted string)"), "float": ((int, float), "a num
 MIN_MEMORY = 256 * 10**6  # [engine] memory_limit's least
 
 
-def _bytes(size: str) -> int:
+def memory_bytes(size: str) -> int:
     from .engine import size_bytes
     try:
         return size_bytes(size)

@@ -88,8 +88,9 @@ def os_error(e: OSError) -> tuple[int, str]:
     """(exit code, message) for a file the run could not write or read: the path and what to do, not "unexpected"."""
     where = e.filename or "a file"
     if e.errno in NO_ROOM:
-        return 3, (f"{where}: {e.strerror}: no room to write it. Free space where the run writes (--out, [engine] "
-                   f"temp_directory, the state's folder) and run again (runs are idempotent).")
+        return 3, (f"{where}: {e.strerror}: no room to write it (a full disk, a quota or a file-size limit). Free "
+                   f"space where the run writes (--out, [engine] temp_directory, the state's folder), or raise the "
+                   f"limit, and run again (runs are idempotent).")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return 4, (f"{where}: {e.strerror}: the run may not write there. Check --out, [engine] temp_directory and the "
                    f"state's folder.")

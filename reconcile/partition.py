@@ -27,6 +27,7 @@ K = 1 is the single pass (engine.run_all); "auto" picks K from the ledgers' size
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -220,6 +221,7 @@ def scratch_folder(spill: Path) -> tuple[Path, int]:
     """A new scratch folder under `spill` and the descriptor that holds it (an flock the kernel lets go however the
     process ends). Scratch a run killed outright left (SIGKILL, out of memory: no clean-up ran) is removed first:
     at 100 M events each is tens of GB, and every retry added one."""
+    from .state import _alive, _holder, _parse_holder  # the locks' one notion of a holder (state.py)
     for old in spill.glob("partitions-*"):
         try:
             stale = os.open(old / HELD, os.O_RDONLY | os.O_CLOEXEC)
@@ -227,6 +229,10 @@ def scratch_folder(spill: Path) -> tuple[Path, int]:
             continue
         try:
             fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # free to take, yet only removed when its holder is known gone: on a file system whose locks another
+            # host does not see (NFS), a live run elsewhere would lose its scratch
+            if _alive(_parse_holder(os.pread(stale, 4096, 0))) is not False:
+                continue
         except OSError:  # held: a live run's
             continue
         finally:
@@ -237,6 +243,7 @@ def scratch_folder(spill: Path) -> tuple[Path, int]:
     work.mkdir(parents=True)
     fd = os.open(work / (HELD + ".tmp"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, json.dumps(_holder()).encode(), 0)  # who: a sweep removes it only once this process is gone
     os.rename(work / (HELD + ".tmp"), work / HELD)  # locked before it has the name a sweep looks for
     return work, fd
 

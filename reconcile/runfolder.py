@@ -403,7 +403,14 @@ def missing_evidence(folder: RunFolder) -> list[str]:
 def rendering_from(folder: RunFolder, manifest: dict[str, Any]) -> Rendering:
     """A run's Rendering from its folder and manifest alone (no state, no network)."""
     from . import config
-    cfg = config.build(None, manifest["config"], environ={})
+    recorded = dict(manifest["config"])
+    engine_keys = dict(recorded.get("engine") or {})
+    if isinstance(engine_keys.get("memory_limit"), str) and config.memory_bytes(engine_keys["memory_limit"]) < \
+            config.MIN_MEMORY:
+        # a run made before the least was enforced: the re-render's memory does not change what it renders
+        engine_keys.pop("memory_limit")
+        recorded["engine"] = engine_keys
+    cfg = config.build(None, recorded, environ={})
     # The engine's temp directory was the run machine's; memory and threads stay as the run had them.
     engine = EngineConfig(memory_limit=cfg.engine.memory_limit, threads=cfg.engine.threads)
     return Rendering(

@@ -130,14 +130,18 @@ def test_scratch_a_killed_run_left_is_removed_by_the_next_run_and_a_live_runs_is
     assert not dead.exists() and live.exists()
     older = spill / "partitions-made-by-an-older-version"
     older.mkdir()
+    # a run on another host sharing the folder (NFS, whose locks that host may not see): never removed from here
+    elsewhere = spill / "partitions-of-another-host"
+    elsewhere.mkdir()
+    (elsewhere / partition.HELD).write_text('{"pid": 1, "host": "another-host"}')
     e = run.judge(cfg, window, ledgers, engine=EngineConfig(temp_directory=str(spill), partitions=3), unsettled=None)
     try:
-        assert live.exists() and older.exists()  # held by a live run; and one it cannot tell: left alone
+        assert live.exists() and older.exists() and elsewhere.exists()  # a live run's; two it cannot tell
     finally:
         e.close()
         os.close(fd)
-    assert sorted(p.name for p in spill.iterdir() if p.name.startswith("partitions-")) == sorted([live.name,
-                                                                                                  older.name])
+    assert sorted(p.name for p in spill.iterdir() if p.name.startswith("partitions-")) == sorted(
+        [live.name, older.name, elsewhere.name])
 
 
 def test_partitions_beyond_the_open_file_limit_are_a_config_error_and_within_it_raise_the_soft_limit():

@@ -176,6 +176,6 @@ def test_a_write_with_no_room_names_the_file_and_is_a_retry(stores, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env={**__import__("os").environ, "ZENDESK_URL": "", "RECONCILE_STATE": str(state)})
     assert done.returncode == 3, done.stderr
-    assert "File too large: no room to write it. Free space where the run writes (--out, [engine] temp_directory" \
-        in done.stderr and "unexpected" not in done.stderr
+    assert "File too large: no room to write it (a full disk, a quota or a file-size limit). Free space where the " \
+        "run writes (--out, [engine] temp_directory" in done.stderr and "unexpected" not in done.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()

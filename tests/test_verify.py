@@ -473,3 +473,15 @@ def test_run_publishes_to_s3_and_packs_a_bundle(tmp_path, aws_cfg):
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 4 and "already published at s3://audit/runs/2026-11-23" in again.output
     assert CliRunner().invoke(main, [*args, "--replace"]).exit_code == 3
+
+
+def test_a_run_recorded_with_a_memory_limit_now_refused_still_verifies(tmp_path):
+    """[engine] memory_limit below 256MB is refused now; a run recorded with one re-renders all the same (its
+    memory does not change what it renders): verify said "fix the config file" where there is none to fix."""
+    produce(tmp_path)
+    m, _ = load_manifest(tmp_path)
+    m["config"].setdefault("engine", {})["memory_limit"] = "64MB"
+    m["manifest_sha256"] = runfolder.manifest_digest(m)
+    runfolder.write_manifest(tmp_path, m)
+    v = verify(tmp_path)
+    assert v.ok, named(v)

@@ -351,6 +351,10 @@ def test_a_cut_short_last_page_does_not_stop_the_next_collectors(server, tmp_pat
     clock.sec += 600
     again = run_collect(h, cache, clock)
     assert again.complete, again.problems
+    # the damaged page is fetched again, not left in the chain for every run spanning it to fetch past
+    chain_now = [json.loads(x) for x in (cache / "index.jsonl").read_bytes().splitlines()]
+    assert all(hashlib.sha256((cache / e["file"]).read_bytes()).hexdigest() == e["sha256"] for e in chain_now)
+    assert chain_now[-1]["start_time"] == last["start_time"] and again.new_pages == 1
     r = read(h, tmp_path / "run", T0, T0 + 4 * 3600, clock.sec, cache=cache)
     assert r.complete and len(r.ledger) == 4 * 120 * 3
 

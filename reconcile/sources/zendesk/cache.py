@@ -8,7 +8,8 @@ with CacheBusy (exit 75, "try again later"), writing nothing.
 
 Runs never write the cache: `seed` copies the chain of pages that covers a read range into the run's own (empty)
 pages dir, checking each page's sha256, and the walk goes on from there (export.py). A copied page proves the listing
-by Zendesk's `end_time` only, never by the collector's clock, so the run asks Zendesk at least once itself. A cache
+by Zendesk's `end_time` only, never by the collector's clock: unless a copied page's end_time already passes the
+read range, the run asks Zendesk at least once itself. A cache
 bound to another account URL, a cache that starts after the range, or a gap in it only means the run fetches what
 the cache cannot prove.
 """
@@ -228,8 +229,8 @@ def seed(uri: str, aws: AwsConfig, pages_dir: Path, base: str, scope: str, start
                 n = len(copied) + 1
                 # An end-of-stream page proves the listing up to its read's now − 60 s, that now being the
                 # collector's clock (`as_of`): one running ahead would claim minutes Zendesk had not listed. Copied,
-                # the page proves only what Zendesk's end_time says; the walk then asks Zendesk at least once, by
-                # this run's clock. (The collector's time stays in the entry, as `collector_as_of`.)
+                # the page proves only what Zendesk's end_time says; past it, the walk asks Zendesk by this run's
+                # clock. (The collector's time stays in the entry, as `collector_as_of`.)
                 page = {**{k: v for k, v in e.items() if k != "as_of"}, "collector_as_of": e.get("as_of"), "page": n,
                         "file": f"page-{n:05d}.json.gz"}
                 write_atomic(pages_dir / page["file"], data)

@@ -126,6 +126,8 @@ def _cycle(cache: PageCache, client: Client, base: str, scope: str, start_time: 
                           f"{base}: it is another account's (or another query's). Point [zendesk] cache at a folder "
                           f"or prefix of this account's own.")
     good = chain(entries)
+    if good and not _intact(cache, good[-1]):
+        good = good[:-1]  # its bytes cut short by a crash (page writes are not synced): fetched again from its start
     if len(good) < lines:  # a torn last line (a collector killed mid-write) or a break: keep the good chain only
         logger.warning("Zendesk page cache %s: index cut to its first %d good entries of %d lines", cache.uri,
                        len(good), lines)
@@ -197,6 +199,12 @@ def _cycle(cache: PageCache, client: Client, base: str, scope: str, start_time: 
     result.listed_until, _ = lag(entries, result.now)
     result.now = clock().timestamp()
     return result
+
+
+def _intact(cache: PageCache, entry: dict) -> bool:
+    """Whether a cached page's bytes are the ones its index line names (its sha256)."""
+    raw = cache.read(entry["file"]) if isinstance(entry.get("file"), str) else None
+    return raw is not None and hashlib.sha256(raw).hexdigest() == entry.get("sha256")
 
 
 def _nothing_new(cache: PageCache, last: dict, entry: dict, doc: dict) -> bool:
