@@ -94,7 +94,7 @@ DEFAULT_SPILL = Path(tempfile.gettempdir()) / "reconcile-spill"
 _CONVERT = duckdb.connect(config={"threads": 1, "temp_directory": str(DEFAULT_SPILL)})
 
 _CREATE_AS = re.compile(r"^CREATE\s+OR\s+REPLACE\s+TABLE\s+\w+\s+AS\s+", re.I)
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])(i?)B")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B", re.I)  # the sizes [engine] memory_limit takes (config.py)
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMMENT = re.compile(r"--[^\n]*")
 
@@ -264,7 +264,7 @@ def size_bytes(size: str) -> int:
     if not m:
         raise ConfigError(f"engine.memory_limit {size!r} is not a size like 4GB or 512MB.")
     number, unit, binary = m.groups()
-    return int(float(number) * (1024 if binary else 1000) ** ("KMGT".index(unit) + 1))
+    return int(float(number) * (1024 if binary else 1000) ** ("KMGT".index(unit.upper()) + 1 if unit else 0))
 
 
 def uuid_ids(table: pa.Table, what: str = "a table") -> pa.Table:

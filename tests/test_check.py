@@ -63,6 +63,17 @@ def test_each_config_mistake_names_key_value_and_expectation_before_reading(tmp_
     assert not out.exists()
 
 
+def test_a_memory_limit_in_any_case_duckdb_reads_is_taken_and_sized_alike():
+    """DuckDB reads "3gb" and "512mib" as it reads "3GB": so do the config and the engine's sizing ("auto"
+    partitions); the least, 256MB, is the reason given only for a size that is below it."""
+    from reconcile import engine
+    assert [engine.size_bytes(v) for v in ("3gb", "3GB", "512mib", "300000000B")] == [
+        3 * 10**9, 3 * 10**9, 512 * 2**20, 300_000_000]
+    assert config.build(None, {"engine": {"memory_limit": "3gb"}}, environ={}).engine.memory_limit == "3gb"
+    with pytest.raises(ConfigError, match="of at least 256MB"):
+        config.build(None, {"engine": {"memory_limit": "100b"}}, environ={})
+
+
 def test_every_bad_key_is_named_at_once():
     with pytest.raises(ConfigError) as e:
         config.build(None, {"zendesk": {"requests_per_minute": "fast", "timeout": "soon"},
