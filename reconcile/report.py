@@ -78,7 +78,9 @@ def _secs(value: Any) -> str:
 
 
 def _short_secs(value: Any) -> str:
-    """An axis tick: 0, 0.1s, 5s, 2m, 1h."""
+    """An axis tick: 0, 0.1s, 5s, 2m, 1h; no lower bound (the bucket below zero): <0."""
+    if value is None:
+        return "<0"
     if not value:
         return "0"
     for unit, size in (("h", 3600), ("m", 60)):

@@ -185,12 +185,25 @@ def test_silent_losses(day):
 
 def test_latency_histogram(day):
     rows = table(day, "latency_histogram", ["hop", "ord", "events"], order=True)
-    assert len(rows) == 24  # 3 hops x 8 buckets, zeros included
+    assert len(rows) == 27  # 3 hops x 9 buckets, zeros included
     counts = {(h, o): n for h, o, n in rows if n}
     # bus: log times equal payload times, so the 0-0.1 s offsets of A, K and D (<100 ms) and the others' 0.2-0.6 s
-    assert counts == {("zendesk_to_bus", 1): 3, ("zendesk_to_bus", 2): 6, ("bus_to_sink", 3): 6,
-                      ("end_to_end", 3): 7}
+    assert counts == {("zendesk_to_bus", 2): 3, ("zendesk_to_bus", 3): 6, ("bus_to_sink", 4): 6,
+                      ("end_to_end", 4): 7}
     assert sum(n for h, _, n in rows if h == "end_to_end") == 7  # = latency.events
+
+
+def test_a_latency_below_zero_is_shown_as_such_not_as_fast(tmp_path):
+    """The sink stamping A's record before the bus log's copy of it (the log copy written after the Kinesis arrival,
+    or clocks apart): a negative latency, counted in a bucket of its own rather than in "< 100 ms"."""
+    sink = [dict(r, observed_at="09:59:59") if r["eb_id"] == SINK[0]["eb_id"] else r for r in SINK]
+    e = judge(tmp_path, ZENDESK, BUS, sink, DLQ, METRICS)
+    try:
+        rows = table(e, "latency_histogram", ["hop", "ord", "label", "events"], order=True)
+    finally:
+        e.close()
+    assert ("bus_to_sink", 1, "< 0 (clocks apart)", 1) in rows
+    assert sum(n for h, o, _, n in rows if h == "bus_to_sink" and o == 2) == 0
 
 
 def test_pending_events(day):
