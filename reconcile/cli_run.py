@@ -15,7 +15,7 @@ from . import config as config_mod
 from . import emission
 from .cli_options import (aws_options, aws_overrides, json_logs, merge, parse_sets, resolve_window, say,
                           window_options)
-from .errors import ConfigError
+from .errors import ConfigError, NoState
 
 logger = logging.getLogger("reconcile")
 
@@ -133,7 +133,7 @@ def _with_state(cfg, window, state_path):
         with State.open(state_path, cfg.aws, write=False) as st:
             wide, carried = with_state(window, st)
     except (ReconcileError, duckdb.Error, OSError) as e:  # the plan is printed whatever the state's trouble
-        if str(e).startswith(("No state file", "No state at")):
+        if isinstance(e, NoState):
             return f"state      {state_path} (none yet: the run creates it)", window
         return f"state      {state_path} (not readable now: {e})", window
     n = 0 if carried is None else carried.num_rows

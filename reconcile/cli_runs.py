@@ -29,7 +29,7 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
       reconcile history --state s3://audit/reconcile-state.duckdb --profile audit
     """
     from .state import State
-    from .summary import percent
+    from .summary import number, percent
     cfg = state_config(config_path, state, profile, region, endpoint_url)
     with State.open(cfg.state.uri, cfg.aws, write=False) as st:
         rows = st.history()
@@ -41,11 +41,7 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
     for r in rows:
         rate = percent(r["loss_rate"], 4) if r["in"] else "–"
         click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['hop']:<15} {r['in']:>10,} {r['out']:>10,} "
-                   f"{r['lost']:>8,} {_count(r['recovered']):>9} {r['pending']:>8,} {rate:>10}")
-
-
-def _count(n: int | None) -> str:
-    return "–" if n is None else f"{n:,}"  # – : a window recorded before the state kept the figure
+                   f"{r['lost']:>8,} {number(r['recovered']):>9} {r['pending']:>8,} {rate:>10}")  # –: not kept yet
 
 
 @click.command()

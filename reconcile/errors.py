@@ -46,6 +46,10 @@ class StateError(ReconcileError):
     """The run-state file is locked by another run or unreadable."""
 
 
+class NoState(StateError):
+    """No state at the location yet: a reader has nothing to read (a first run creates it)."""
+
+
 class StateInUse(StateError):
     """Another run (or collector) holds the lock: waiting is the answer, unlike a store that refuses it."""
 

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from . import emission, resources
 from .config import redact
 from .errors import ReportError
-from .summary import percent
+from .summary import number, percent
 
 TEMPLATE_DIR = resources.TEMPLATE_DIR
 GAP_ROWS = 1000
@@ -54,11 +54,7 @@ TITLES = {"status": "Status", "funnel": "Funnel", "timeline": "Timeline", "cause
 
 
 def _num(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f}"
-    return f"{int(value):,}"
+    return number(value)
 
 
 def _pct(value: Any, digits: int = 3) -> str:

@@ -33,7 +33,7 @@ from . import emission, resources
 from .config import AwsConfig
 from .engine import execute_file, statements
 from .recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
-from .errors import StateError, StateInUse
+from .errors import NoState, StateError, StateInUse
 from .window import Window
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class State:
         path = Path(location)
         if not write:
             if not path.exists():
-                raise StateError(f"No state file at {path}. Run `reconcile run` (or `demo`) first, or pass --state.")
+                raise NoState(f"No state file at {path}. Run `reconcile run` (or `demo`) first, or pass --state.")
             with _lock(path, shared=True):
                 try:
                     con = duckdb.connect(str(path), read_only=True)
@@ -326,7 +326,7 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Call
             # mix two versions (or fail: HTTP 416)
             seen = _s3_download(s3, bucket, obj, local, uri)  # its ETag as downloaded, then as last uploaded
             if not write and not seen:
-                raise StateError(f"No state at {uri}. Run `reconcile run` (or `demo`) with this state first, or check "
+                raise NoState(f"No state at {uri}. Run `reconcile run` (or `demo`) with this state first, or check "
                                  f"[state] uri (or --state, RECONCILE_STATE).")
 
             def push() -> None:
@@ -369,8 +369,7 @@ def _s3_upload(s3, bucket: str, obj: str, local: Path, uri: str, etag: str | Non
     ours = base64.b64encode(hashlib.sha256(data).digest()).decode()
     md5 = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
     try:
-        with open(local, "rb") as f:
-            return {"etag": s3.put_object(Bucket=bucket, Key=obj, Body=f, ChecksumSHA256=ours, **cond)["ETag"]}
+        return {"etag": s3.put_object(Bucket=bucket, Key=obj, Body=data, ChecksumSHA256=ours, **cond)["ETag"]}
     except ClientError as e:
         if _code(e) in _TAKEN:
             try:

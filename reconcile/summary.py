@@ -19,6 +19,15 @@ VERDICTS = emission.verdicts()
 EXIT = {"clean": 0, "pending": 1, "loss": 2, "incomplete": 3}
 
 
+def number(value: Any) -> str:
+    """A figure as text for people: `12,345`, `1.50`; `–` where there is none."""
+    if value is None:
+        return "–"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
 def percent(rate: float | None, digits: int = 3) -> str:
     """A rate as text for people: `0.012 %`. A rate that is not zero never reads as zero, nor one that is not whole as
     100 %: one loss in a million is "< 0.001 %", not "0.000 %" (a loss shown as none)."""

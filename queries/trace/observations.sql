@@ -12,7 +12,7 @@ WITH named_events AS (
     UNION ALL
     -- the orphans a ticket id names (trace/orphans.sql): their records too
     SELECT NULL, eb_id, NULL FROM orphans_shown
-    WHERE verdict = 'orphan' AND CAST(ticket_id AS VARCHAR) = $id
+    WHERE CAST(ticket_id AS VARCHAR) = $id
 ), named AS (
     SELECT source_id, eb_id FROM named_events
     UNION ALL

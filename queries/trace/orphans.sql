@@ -3,5 +3,5 @@
 SELECT NULL::VARCHAR AS source_id, eb_id, ticket_id, kind, event_time, verdict, cause, match_kind, log_copies,
        sink_rows, NULL::BIGINT AS dlq_kinesis, error_code, unlogged_at_bus, NULL::VARCHAR AS source_ref
 FROM orphans_shown
-WHERE verdict = 'orphan' AND (eb_id = $id OR CAST(ticket_id AS VARCHAR) = $id)
+WHERE eb_id = $id OR CAST(ticket_id AS VARCHAR) = $id
 ORDER BY event_time, eb_id;

@@ -206,11 +206,12 @@ def _read_archive(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = No
         lines = rawtext.lines(text)
         refs = rawtext.refs(where, len(lines))
         # an empty day's object may be one newline
-        blank = pc.equal(pc.utf8_trim_whitespace(lines.cast(pa.large_string())), "")
+        text_lines = lines.cast(pa.large_string())  # Arrow trims and filters no string views; a DLQ archive is small
+        blank = pc.equal(pc.utf8_trim_whitespace(text_lines), "")
         if (n := pc.sum(blank).as_py() or 0):
             blank_lines += n
-            keep = pc.invert(blank)  # Arrow filters no string views: a DLQ archive is small, the copy costs little
-            lines, refs = lines.cast(pa.large_string()).filter(keep), refs.filter(keep)
+            keep = pc.invert(blank)
+            lines, refs = text_lines.filter(keep), refs.filter(keep)
         led, rej = _to_ledger(lines, refs, match)
         leds.append(led)
         rejs.append(rej)

@@ -214,10 +214,8 @@ def _nothing_new(cache: PageCache, last: dict, entry: dict, doc: dict) -> bool:
         return False
     if entry["sha256"] == last["sha256"]:
         return True
-    raw = cache.read(last["file"])
-    # a page cut short (a crash before its bytes reached the disk) is no page: not its sha256, so not "held"
-    old = load_page(gzip.decompress(raw)) if raw is not None and hashlib.sha256(raw).hexdigest() == last["sha256"] \
-        else None
+    raw = cache.read(last["file"])  # intact: a cycle drops a last page whose bytes are not its sha256 (_intact)
+    old = load_page(gzip.decompress(raw)) if raw is not None else None
     if not isinstance(old, dict) or not isinstance(old.get("ticket_events"), list):
         return False
     held = {json.dumps(a, sort_keys=True) for a in old["ticket_events"]}
