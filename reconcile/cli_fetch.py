@@ -14,6 +14,7 @@ import click
 
 from . import config as config_mod
 from .cli_options import aws_overrides, merge, parse_sets
+from .config import BUS_LOG_FORMATS
 from .sources import REGISTRY, source
 from .window import parse_time
 
@@ -79,7 +80,7 @@ def fetch_zendesk(config_path, start, end, out, profile, region, endpoint_url, z
 @fetch.command("bus-log")
 @fetch_options
 @click.option("--uri", help="s3://bucket/prefix or a folder of the log archive.")
-@click.option("--format", "fmt", type=click.Choice(["cwl-export", "firehose", "api"]))
+@click.option("--format", "fmt", type=click.Choice(BUS_LOG_FORMATS))
 @click.option("--log-group", help="Log group, for --format api.")
 def fetch_bus_log(config_path, start, end, out, profile, region, endpoint_url, uri, fmt, log_group):
     """Read the bus's CloudWatch Logs copy (S3 export, Firehose objects or the live API).

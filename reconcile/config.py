@@ -54,10 +54,15 @@ class ZendeskConfig:
     support_type_scope: str = "agent"
 
 
+# How the bus log copy is kept: a CloudWatch S3 export, a Firehose delivery of a subscription filter (as CloudWatch
+# writes its records, or with Firehose's message extraction), or the log group read live.
+BUS_LOG_FORMATS = ("cwl-export", "firehose", "firehose-messages", "api")
+
+
 @dataclass(frozen=True)
 class BusLogConfig:
     uri: str | None = None  # s3://bucket/prefix or a local folder
-    format: str = "cwl-export"  # cwl-export | firehose | api
+    format: str = "cwl-export"  # one of BUS_LOG_FORMATS (sources/buslog.py says what each is)
     log_group: str | None = None  # for format = api
     # How long after the bus received an event its log copy may still lack it (sources.buslog.EXPORT_LAG by format:
     # 12 h for an S3 export, PIPELINE.md §3; 15 min for Firehose's buffer): a loss before the bus of an event that new
@@ -288,7 +293,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("zendesk", "cache"): (lambda v: v.strip() != "" and not v.startswith(("http://", "https://")),
                            "a local folder or an s3://bucket/prefix"),
     ("aws", "endpoint_url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like http://localhost:5000"),
-    ("bus_log", "format"): (lambda v: v in ("cwl-export", "firehose", "api"), "one of cwl-export, firehose, api"),
+    ("bus_log", "format"): (lambda v: v in BUS_LOG_FORMATS, "one of " + ", ".join(BUS_LOG_FORMATS)),
     ("bus_log", "export_lag"): ("duration", DURATION),
     ("sink", "format"): (lambda v: v in ("parquet", "json"), "one of parquet, json"),
     ("sink", "id_path"): (lambda v: v.startswith("$"), "a JSON path inside `data`, like $.id"),
@@ -402,7 +407,7 @@ def validate(cfg: Config) -> None:
                 problems.append(f"[{sec.name}] {f.name} = {_toml(shown)} is not valid: expected {wrong}.")
     if cfg.bus_log.format == "api" and not cfg.bus_log.log_group:
         problems.append("[bus_log] format = \"api\" reads a log group: set [bus_log] log_group (uri is for "
-                        "cwl-export or firehose objects).")
+                        "the archive's objects).")
     if cfg.bus_log.log_group and not cfg.bus_log.uri and cfg.bus_log.format != "api":
         problems.append(f"[bus_log] log_group is read only with format = \"api\" (format is "
                         f"{_toml(cfg.bus_log.format)}): set [bus_log] format = \"api\" to read the log group live, or "

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from reconcile import summary
+from reconcile import completeness, summary
 from reconcile.aws import make_client, store_error
 from reconcile.config import AwsConfig, BusLogConfig, DlqConfig, MetricsConfig, SinkConfig
 from reconcile.errors import SourceError
@@ -225,6 +225,75 @@ def test_a_firehose_object_cut_short_keeps_the_records_before_the_cut(tmp_path):
     assert not res.complete
     assert labels(res.ledger["eb_id"]) == [f"L{i}" for i in range(4)]
     assert any("kept the 4 records read before it" in p for p in res.problems), res.problems
+
+
+# ---------------------------------------------------------------- bus log: Firehose with message extraction
+
+# A comment whose text holds `}{"` and ends in `}{`: the only places the sequence can stand inside a message.
+TRICKY = json.dumps({"version": "0", "id": uid("T1"), "detail-type": "Support Ticket: Comment Created",
+                     "source": "aws.partner/zendesk.com/1/default", "time": iso(NOW), "account": "123456789012",
+                     "region": "us-east-1", "resources": [],
+                     "detail": {"ticket_event": {"type": "Comment Created", "ticket": {"id": 5},
+                                                 "comment": {"body": 'a }{"b": 1} and }{'},
+                                                 "meta": {"occurred_at": iso(NOW)}}}}, separators=(",", ":"))
+
+
+def compact(event: str) -> str:
+    return json.dumps(json.loads(event), separators=(",", ":"))  # as EventBridge writes it: no white space
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+@pytest.mark.parametrize("delimiter", ["", "\n"], ids=["back-to-back", "newline"])
+@pytest.mark.parametrize("gzipped", [True, False], ids=["gzip", "uncompressed"])
+def test_a_firehose_delivery_with_message_extraction_is_read(where, delimiter, gzipped, request, tmp_path):
+    """Firehose's CloudWatch Logs decompression with message extraction delivers each log event's message alone
+    (the event JSON), back to back or one a line (AppendDelimiterToRecord), compressed by the stream or not. Each
+    event is read, by its place `<key>:<record>`; no log timestamp is left, so none is made up."""
+    messages = [compact(legacy("L1")), TRICKY, compact(webhook("W1")), compact(legacy("L2", when=NOW))]
+    body = "".join(m + delimiter for m in messages).encode()
+    key = "2026/11/23/05/stream-1-2026-11-23-05-00-00-abc" + (".gz" if gzipped else "")
+    uri, aws = place(where, request, tmp_path, "fh-messages", {key: gzip.compress(body) if gzipped else body}, "2026")
+    res = buslog.read(BusLogConfig(uri=uri, format="firehose-messages"), WINDOW, aws)
+    assert res.complete and res.rejects.num_rows == 0, (res.problems, reasons(res))
+    assert labels(res.ledger["eb_id"]) == ["L1", "T1", "W1", "L2"]
+    assert [r.rsplit(":", 1)[1] for r in res.ledger["source_id"].to_pylist()] == ["1", "2", "3", "4"]
+    assert res.ledger["observed_at"].null_count == 4
+    assert res.details["records"] == 4
+
+
+def test_a_message_extraction_delivery_cut_short_keeps_the_records_before_the_cut(tmp_path):
+    """Records back to back and a gzip stream cut short: the cut falls between records, the whole ones are kept."""
+    body = "".join(compact(legacy(f"L{i}")) for i in range(5)).encode()
+    obj = gzip.compress(body)
+    (tmp_path / "fh").mkdir()
+    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc.gz").write_bytes(obj[: len(obj) - 12])
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose-messages"), WINDOW, AwsConfig())
+    assert not res.complete
+    assert labels(res.ledger["eb_id"]) == [f"L{i}" for i in range(4)]
+    assert any("kept the 4 records read before it" in p for p in res.problems), res.problems
+
+
+def test_a_message_extraction_delivery_read_as_firehose_records_names_the_format(tmp_path):
+    """Read with format = "firehose", such a delivery's events are rejects whose reason names the format to set."""
+    (tmp_path / "fh").mkdir()
+    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc.gz").write_bytes(gzip.compress(
+        (compact(legacy("L1")) + compact(legacy("L2")) + "\n" + compact(webhook("W1")) + "\n").encode()))
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose"), WINDOW, AwsConfig())
+    assert res.ledger.num_rows == 0
+    assert reasons(res) == 2 * ['Firehose record is an event, not a CloudWatch Logs record: a delivery with message '
+                            'extraction is [bus_log] format = "firehose-messages"']
+
+
+def test_a_message_that_is_no_event_is_a_reject_naming_its_record(tmp_path):
+    """A log target behind an input transformer, or another writer to the group: its messages are rejects, and the
+    read is incomplete, never taken as an empty bus."""
+    body = (compact(legacy("L1")) + "\n" + "ticket 35436 changed\n" + compact(legacy("L2")) + "\n").encode()
+    (tmp_path / "fh").mkdir()
+    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc").write_bytes(body)
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose-messages"), WINDOW, AwsConfig())
+    assert labels(res.ledger["eb_id"]) == ["L1", "L2"]
+    assert reasons(res) == ["not JSON"] and res.rejects["source_ref"][0].as_py().endswith("-abc:2")
+    assert not completeness.decide(res, others_have_records=True).complete
 
 
 # ---------------------------------------------------------------- bus log: live API

@@ -35,6 +35,7 @@ from reconcile.simulate.recover_demo import recovery_targets
 from reconcile.simulate.stores import STREAM_NAME, write_stores
 from reconcile.sources import events
 from reconcile.state import State
+from reconcile.window import Window
 
 TRANSFORMED = 2  # lost-after-bus events whose log copy is an input transformer's output: replay, not re-put
 SENT_CLOCK = lambda: datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)  # noqa: E731 - a fixed clock for apply
@@ -299,6 +300,46 @@ def test_the_sink_recheck_takes_a_read_with_unreadable_records_as_partial(tmp_pa
             "recheck": {"sink": {"uri": str(tmp_path / "sink")}, "match": {}}}
     with pytest.raises(SourceError, match="could not be read whole"):
         apply_mod.landed(plan, [planned], config.AwsConfig(), datetime(2026, 11, 25, tzinfo=timezone.utc))
+
+
+def _full_event(eb_id: str, ticket: int) -> str:
+    return json.dumps({"version": "0", "id": eb_id, "detail-type": "Support Ticket: Ticket Created",
+                       "source": "aws.partner/zendesk.com/1/default", "account": "123456789012",
+                       "time": "2026-11-23T10:05:00Z", "region": "us-east-1", "resources": [],
+                       "detail": {"ticket_event": {"type": "Ticket Created", "ticket": {"id": ticket},
+                                                   "meta": {"occurred_at": "2026-11-23T10:05:00Z"}}}},
+                      separators=(",", ":"))
+
+
+@pytest.mark.parametrize("fmt", ["cwl-export", "firehose", "firehose-messages"])
+def test_a_bus_log_copy_is_re_read_where_the_bus_log_source_found_it(fmt, tmp_path):
+    """The payload to re-send is read again from the place the run's bus ledger names, in each archive format: a
+    Firehose delivery compressed by the stream over CloudWatch's gzip (two layers) and one with message extraction
+    (records back to back) included. The re-read found nothing in the first (it inflated once) and could not read
+    the second at all."""
+    from reconcile.sources import buslog
+    ids = ["0b6fbf3a-2a84-4a3f-9c57-1f0d6b1b8e2a", "5f0c1b8e-7d3a-4c2e-9b1a-2e8f4d6c0a11"]
+    evs = [_full_event(i, n) for n, i in enumerate(ids, 1)]
+    if fmt == "cwl-export":
+        body = gzip.compress("".join(f"2026-11-23T10:05:01.000Z {e}\n" for e in evs).encode())
+    elif fmt == "firehose":
+        rec = {"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/events/zendesk",
+               "logStream": "s", "subscriptionFilters": ["f"],
+               "logEvents": [{"id": f"3{n}", "timestamp": 1763892301000, "message": e} for n, e in enumerate(evs)]}
+        body = gzip.compress(gzip.compress(json.dumps(rec).encode()))
+    else:
+        body = gzip.compress("".join(evs).encode())
+    folder = tmp_path / "archive" / "2026" / "11" / "23"
+    folder.mkdir(parents=True)
+    (folder / "part-000001.gz").write_bytes(body)
+    cfg = config.Config(bus_log=config.BusLogConfig(uri=str(tmp_path / "archive"), format=fmt))
+    day = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    window = Window(start=day, end=day + timedelta(days=1), as_of=day + timedelta(days=2))
+    led = buslog.read(cfg.bus_log, window, cfg.aws).ledger
+    refs = {str(i): r for i, r in zip(led["eb_id"].to_pylist(), led["source_ref"].to_pylist())}
+    assert sorted(refs) == sorted(ids)
+    found = payload.from_bus_log(cfg, refs)
+    assert {i: p.data for i, p in found.items()} == dict(zip(ids, evs)), found
 
 
 def test_whole_event_tells_an_input_transformers_output():

@@ -1,7 +1,7 @@
 """The original events, read again from where the run's evidence says they are: read-only, nothing consumed.
 
 A bus log copy is re-read from its object and line (`cwl-export`: `<key>:<line>`, `firehose`: `<key>#<log event
-id>`); a DLQ message from its archive line (`<object>:<line>`) or, for a live queue, by MessageId from a read of the
+id>`, `firehose-messages`: `<key>:<record>`), read as the bus log source reads it (sources/buslog); a DLQ message from its archive line (`<object>:<line>`) or, for a live queue, by MessageId from a read of the
 queue that releases every message and deletes none (sources/dlq.messages). Each payload is checked to be the whole
 EventBridge event: a log target behind an input transformer receives something else, which is never re-sent.
 """
@@ -17,6 +17,7 @@ from ..aws import filesystem
 from ..config import Config
 from ..errors import SourceError
 from ..ledger import canonical_eb_id
+from ..sources import buslog as buslog_source
 from ..sources import dlq as dlq_source
 from ..sources import rawtext
 
@@ -24,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 # The fields every EventBridge event carries (https://docs.aws.amazon.com/eventbridge/latest/ref/overiew-event-structure.html).
 ENVELOPE = ("version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail")
-FIREHOSE_RECORD = b'{"messageType":'
 
 
 @dataclass
@@ -55,8 +55,9 @@ def whole_event(text: str | None, eb_id: str, where: str) -> Payload:
     return Payload(text)
 
 
-def _object(cfg: Config, uri_root: str, ref_key: str) -> tuple[bytes, str]:
-    """The (gunzipped) bytes of the object a ledger's source_ref names, and its full name."""
+def _object(cfg: Config, uri_root: str, ref_key: str, fmt: str | None = None) -> tuple[bytes, str]:
+    """The (gunzipped) bytes of the object a ledger's source_ref names, and its full name; a bus log object (its
+    [bus_log] format `fmt`) inflated as the bus log source inflates it."""
     fs, root = filesystem(uri_root, cfg.aws)
     if uri_root.startswith("s3://"):
         path = root.split("/", 1)[0] + "/" + ref_key  # S3 refs are keys inside the store's bucket
@@ -69,7 +70,7 @@ def _object(cfg: Config, uri_root: str, ref_key: str) -> tuple[bytes, str]:
     except OSError as e:
         raise SourceError(f"Cannot re-read {where} (named by the run's evidence): {e}. The plan needs the original "
                           f"events: check the store is still there and readable.") from e
-    text, damage = rawtext.gunzip(data) if bytes(data[:2]) == b"\x1f\x8b" else (bytes(data), None)
+    text, damage = buslog_source.inflate(data, fmt) if fmt else rawtext.gunzip(data)
     if damage:
         logger.warning("%s: %s; reading the lines before it", where, damage)
     return text, where
@@ -84,20 +85,22 @@ def from_bus_log(cfg: Config, refs: dict[str, str]) -> dict[str, Payload]:
             out[eb_id] = Payload(None, "bus log read through the API ([bus_log] format = api): no object to "
                                        "re-read the event from")
         return out
-    sep = ":" if fmt == "cwl-export" else "#"
+    sep = "#" if fmt == "firehose" else ":"
     by_key: dict[str, dict[str, str]] = {}
     for eb_id, ref in refs.items():
         key, _, pos = ref.rpartition(sep)
         by_key.setdefault(key, {})[eb_id] = pos
     for key, wanted in by_key.items():
-        text, where = _object(cfg, cfg.bus_log.uri, key)
-        if fmt == "cwl-export":
-            lines = text.split(b"\n")
+        text, where = _object(cfg, cfg.bus_log.uri, key, fmt)
+        if fmt != "firehose":
+            lines = (text if fmt == "cwl-export" else buslog_source.split_records(text, fmt)).split(b"\n")
             for eb_id, pos in wanted.items():
                 n = int(pos) if pos.isdigit() else 0
                 line = lines[n - 1].decode("utf-8", "replace") if 0 < n <= len(lines) else None
-                message = line.partition(" ")[2] if line is not None else None  # `<ISO timestamp> <message>`
-                out[eb_id] = whole_event(message, eb_id, f"bus log {where} line {pos}")
+                if fmt == "cwl-export" and line is not None:
+                    line = line.partition(" ")[2]  # `<ISO timestamp> <message>`
+                what = "line" if fmt == "cwl-export" else "record"
+                out[eb_id] = whole_event(line, eb_id, f"bus log {where} {what} {pos}")
         else:
             found = _firehose_messages(text, set(wanted.values()))
             for eb_id, log_id in wanted.items():
@@ -108,7 +111,7 @@ def from_bus_log(cfg: Config, refs: dict[str, str]) -> dict[str, Payload]:
 def _firehose_messages(text: bytes, ids: set[str]) -> dict[str, str]:
     """log event id -> message, for the wanted ids of a Firehose object (concatenated CloudWatch Logs records)."""
     out = {}
-    for rec in text.replace(b"}" + FIREHOSE_RECORD, b"}\n" + FIREHOSE_RECORD).split(b"\n"):
+    for rec in buslog_source.split_records(text, "firehose").split(b"\n"):
         try:
             doc = orjson.loads(rec)
         except orjson.JSONDecodeError:

@@ -1,14 +1,17 @@
 """What the bus received: the CloudWatch Logs copy of every event (PIPELINE.md §3), as the `bus` ledger.
 
-Three ways in: a CloudWatch S3 export (`cwl-export`: gzip text, `<ISO ts> <event json>` a line), a Firehose
-delivery of a subscription filter (`firehose`: concatenated CloudWatch JSON records in multi-member gzip), or the
-live log group (`api`: FilterLogEvents, for short windows). Archives are listed through `reconcile.aws`, so a
+Four ways in: a CloudWatch S3 export (`cwl-export`: gzip text, `<ISO ts> <event json>` a line), a Firehose
+delivery of a subscription filter (`firehose`: concatenated CloudWatch JSON records in multi-member gzip), the same
+delivery with Firehose's CloudWatch Logs decompression and message extraction (`firehose-messages`: the log events'
+messages only, the event JSON back to back or one a line, gzip or not), or the live log group (`api`:
+FilterLogEvents, for short windows). Archives are listed through `reconcile.aws`, so a
 local folder and an S3 prefix take the same path; objects are read in threads (pyarrow, zlib and DuckDB all
 release the GIL) and parsed in bulk, never a line at a time in Python.
 """
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -23,6 +26,7 @@ import pyarrow.fs as pafs
 
 from .. import interrupt, ledger
 from ..aws import MID_READ_FAILURES, THROTTLE_CODES, error_code, list_files, make_client, store_error
+from ..config import BUS_LOG_FORMATS as FORMATS
 from ..config import AwsConfig, BusLogConfig, MatchConfig
 from ..errors import ConfigError, SourceError
 from ..ledger import SourceResult
@@ -32,7 +36,6 @@ from . import events, rawtext
 NAME, HOP = "bus_log", "bus"
 WRITE_TEST = "aws-logs-write-test"  # CloudWatch's permission probe at the export root
 WORKERS = 4  # objects in flight: S3 latency hides behind the parsing of others (2 cores)
-FORMATS = ("cwl-export", "firehose", "api")
 
 
 @dataclass
@@ -70,7 +73,7 @@ def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = N
     skipped = [f for f in files if _skip(f, cfg.format)]
     files = [f for f in files if not _skip(f, cfg.format)]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
-    read_text = _read_export if cfg.format == "cwl-export" else _read_firehose
+    read_text = {"cwl-export": _read_export, "firehose": _read_firehose, "firehose-messages": _read_messages}[cfg.format]
 
     def reader(text: bytes, key: str):
         return read_text(text, key, match)
@@ -143,16 +146,13 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, 
         problem = (f"{where}: {unreadable}; none of its events could be read. Check the object (export or copy it "
                    f"again).")
         return _Piece(ledger.empty(), rej, fp, problem, {"bytes": len(data), "unreadable_objects": 1})
-    text, damage = rawtext.gunzip(data)
-    if fmt == "firehose" and not damage and bytes(text[:2]) == b"\x1f\x8b":
-        # Firehose's own GZIP compression over CloudWatch's gzipped records: inflated once, they are gzip still
-        text, damage = rawtext.gunzip(text)
+    text, damage = inflate(data, fmt)
     tail = b""
     if damage:
-        if fmt == "firehose":  # its records run together: split them first, or the cut would keep none
-            text = _split_records(text)
+        if fmt != "cwl-export":  # Firehose's records run together: split them first, or the cut would keep none
+            text = split_records(text, fmt)
         cut = text.rfind(b"\n") + 1
-        if fmt == "firehose" and _whole_record(text[cut:]):
+        if fmt != "cwl-export" and _whole_record(text[cut:], fmt):
             cut = len(text)  # the damage fell between records (a corrupt gzip member): the last one read is whole
         text, tail = text[:cut], text[cut:]
     led, rej, counts = reader(text, key)
@@ -166,6 +166,16 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, 
                    f"export it again): events after the damage are missing.")
     counts["bytes"] = len(data)
     return _Piece(led, rej, fp, problem, counts)
+
+
+def inflate(data: bytes, fmt: str) -> tuple[bytes, str | None]:
+    """An archive object's text, and what cut it short (rawtext.gunzip). A Firehose delivery with GZIP compression
+    over CloudWatch's own gzip is inflated twice; one with message extraction may be stored uncompressed (as is)."""
+    text, damage = rawtext.gunzip(data)
+    if fmt == "firehose" and not damage and bytes(text[:2]) == b"\x1f\x8b":
+        # Firehose's own GZIP compression over CloudWatch's gzipped records: inflated once, they are gzip still
+        text, damage = rawtext.gunzip(text)
+    return text, damage
 
 
 def _not_an_archive(data: bytes, name: str, fmt: str) -> str | None:
@@ -197,7 +207,11 @@ WITH r AS (
     FROM records
 )
 SELECT rec, line, h[1] AS message_type,
-       CASE WHEN h IS NULL THEN 'Firehose record is not JSON'
+       CASE WHEN CASE WHEN h IS NULL THEN starts_with(line, '{"version":')  -- events back to back
+                      ELSE h[1] IS NULL AND json_exists(line, '$."detail-type"') END
+                 THEN 'Firehose record is an event, not a CloudWatch Logs record: a delivery with message '
+                      || 'extraction is [bus_log] format = "firehose-messages"'
+            WHEN h IS NULL THEN 'Firehose record is not JSON'
             WHEN h[1] IS NULL THEN 'Firehose record has no messageType'
             -- CONTROL_MESSAGE: CloudWatch's check that the destination is reachable, which holds no log events
             WHEN h[1] NOT IN ('DATA_MESSAGE', 'CONTROL_MESSAGE')
@@ -216,21 +230,31 @@ FROM (SELECT unnest(evs) AS ev FROM parsed WHERE evs IS NOT NULL)
 """
 
 
-def _whole_record(text: bytes) -> bool:
+# With message extraction, Firehose writes each log event's message alone: the event JSON, back to back unless the
+# stream appends a newline to each record. In JSON text `}{"` occurs only between two objects, or inside a string
+# that ends in `}{` (its closing quote is then followed by `,` `:` `}` `]` or white space, never by a key's first
+# character): a newline put there splits the messages and nothing else.
+_MESSAGE_START = re.compile(rb'\}\{"(?=[^,:}\]\s])')
+
+
+def _whole_record(text: bytes, fmt: str) -> bool:
     """Whether `text` is one whole Firehose record (a JSON object that parses), not one cut short."""
     try:
-        return text.startswith(_RECORD_START) and isinstance(orjson.loads(text), dict)
+        return (text.startswith(_RECORD_START if fmt == "firehose" else b"{")
+                and isinstance(orjson.loads(text), dict))
     except orjson.JSONDecodeError:
         return False
 
 
-def _split_records(text: bytes) -> bytes:
-    """Firehose's records one to a line (a record already on a line of its own stays as it is)."""
+def split_records(text: bytes, fmt: str) -> bytes:
+    """A Firehose delivery's records one to a line (a record already on a line of its own stays as it is)."""
+    if fmt == "firehose-messages":
+        return _MESSAGE_START.sub(b'}\n{"', text)
     return text.replace(b"}" + _RECORD_START, b"}\n" + _RECORD_START)
 
 
 def _read_firehose(text: bytes, key: str, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table, dict]:
-    text = _split_records(text)
+    text = split_records(text, "firehose")
     lines = rawtext.lines(text)
     records = pa.table({"rec": pa.array(np.arange(1, len(lines) + 1, dtype=np.int64)), "line": lines})
     con = events.connect()
@@ -255,6 +279,15 @@ def _read_firehose(text: bytes, key: str, match: MatchConfig | None = None) -> t
               "records_control": pc.sum(pc.equal(mt, "CONTROL_MESSAGE")).as_py() or 0,
               "log_events": evs.num_rows}
     return led, pa.concat_tables([rec_rejects, rej]), counts
+
+
+def _read_messages(text: bytes, key: str, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table, dict]:
+    """A delivery with message extraction: each record an event, `<key>:<record>` its place; no log event id or
+    timestamp is left in it, so the bus log gives no time the bus received the event (its latencies are unknown)."""
+    message = rawtext.lines(split_records(text, "firehose-messages"))
+    refs = rawtext.refs(key, len(message))
+    led, rej = events.parse(message, refs, hop=HOP, source=NAME, extra={"source_id": refs}, match=match)
+    return led, rej, {"records": len(message)}
 
 
 _LOG_EVENT = pa.schema([("logStreamName", pa.string()), ("timestamp", pa.int64()), ("message", pa.string()),
@@ -310,7 +343,8 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchCon
 # How long after the bus received an event its log copy may still lack it, by format (PIPELINE.md §3): an S3 export
 # holds what was exportable when it ran ("data can take up to 12 h to become exportable"); a Firehose delivery
 # buffers up to 900 s. [bus_log] export_lag overrides. FilterLogEvents (format api) reads the group as it is.
-EXPORT_LAG = {"cwl-export": timedelta(hours=12), "firehose": timedelta(minutes=15)}
+EXPORT_LAG = {"cwl-export": timedelta(hours=12), "firehose": timedelta(minutes=15),
+              "firehose-messages": timedelta(minutes=15)}
 
 
 def covered(details: dict, cfg: BusLogConfig) -> datetime | None:
