@@ -73,7 +73,8 @@ def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = N
     skipped = [f for f in files if _skip(f, cfg.format)]
     files = [f for f in files if not _skip(f, cfg.format)]
     scheme = "s3://" if cfg.uri.startswith("s3://") else ""
-    read_text = {"cwl-export": _read_export, "firehose": _read_firehose, "firehose-messages": _read_messages}[cfg.format]
+    read_text = {"cwl-export": _read_export, "firehose": _read_firehose,
+                 "firehose-messages": _read_messages}[cfg.format]
 
     def reader(text: bytes, key: str):
         return read_text(text, key, match)
