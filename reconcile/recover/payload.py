@@ -3,8 +3,8 @@
 A bus log copy is re-read from its object and line (`cwl-export`: `<key>:<line>`, `firehose`: `<key>#<log event
 id>`, `firehose-messages`: `<key>:<record>`), its object inflated and split as the bus log source does
 (sources/buslog); a DLQ message from its archive line (`<object>:<line>`) or, for a live queue, by MessageId from a
-read of the queue that releases every message and deletes none (sources/dlq.messages). Each payload is checked to be the whole
-EventBridge event: a log target behind an input transformer receives something else, which is never re-sent.
+read of the queue that releases every message and deletes none (sources/dlq.messages). Each payload is checked to
+be the whole EventBridge event: a log target behind an input transformer receives something else, never re-sent.
 """
 
 from __future__ import annotations
