@@ -50,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import reconcile  # noqa: E402 -- before pyarrow, as `reconcile run`: its allocator settings (reconcile.ALLOCATOR)
 
 DEFAULT_EVENTS = 1_000_000
 ZENDESK_TARGET_EVENTS = 1_000_000  # issue 17's Zendesk target is for a 1 M-event day (bench_zendesk.py's default)
@@ -140,7 +141,8 @@ def machine() -> dict:
     mem = _proc_kb("/proc/meminfo", "MemTotal")
     return {"cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)), "ram_gib": round(mem / 2**30, 1),
             "cpu_model": cpu, "python": platform.python_version(), "duckdb": duckdb.__version__,
-            "pyarrow": pa.__version__, "platform": platform.platform(), "loadavg_1_5_15": list(os.getloadavg())}
+            "pyarrow": pa.__version__, "allocator": {k: os.environ.get(k) for k in reconcile.ALLOCATOR},
+            "platform": platform.platform(), "loadavg_1_5_15": list(os.getloadavg())}
 
 
 # --- the simulated day ------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+__import__("reconcile")  # before pyarrow, as `reconcile run`: its allocator settings (reconcile.ALLOCATOR)
 
 # Per copy k: numeric ids move by k x a power of ten above any real value, text ids get a suffix, and EventBridge ids
 # (UUIDs in the ledgers) have k added to their first 32 bits: still UUIDs, distinct per copy, copy 0 unchanged.
