@@ -20,9 +20,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, outputs, recovered, resources, run, runfolder
+from . import __version__, completeness, outputs, recovered, resources, run, runfolder
 from .errors import ConfigError, QueryError, Unverifiable, VerifyError
-from .runfolder import RunFolder, load_manifest
+from .runfolder import MANIFEST, RunFolder, load_manifest
 from .verify_diff import diff_csv, diff_parquet, diff_report, diff_summary
 from .window import key_of
 
@@ -134,6 +134,23 @@ def check_code(manifest: dict[str, Any]) -> tuple[list[Difference], list[str]]:
 
 # ---------------------------------------------------------------------------------------------------------- re-render
 
+def check_inputs(run_dir: Path, manifest: dict[str, Any]) -> list[Difference]:
+    """Stores the manifest records as read whole that its own evidence says were not: completeness's one rule
+    (completeness.decide) applied again to the bundled rejects and ledgers. Only a bug or a hand-edited manifest (its
+    digests recomputed) makes one: a "clean" run resting on a read its evidence shows was partial."""
+    try:
+        recorded = runfolder.evidence_inputs(RunFolder(run_dir), manifest)
+    except (KeyError, VerifyError, OSError, pa.ArrowException):
+        return []  # the re-render names what is missing or unreadable
+    out = []
+    for name, again in completeness.decide_all(recorded).items():
+        if recorded[name].complete and not again.complete:
+            why = " ".join(again.problems[len(recorded[name].problems):])
+            out.append(Difference(MANIFEST, f"inputs.{name}: recorded as read whole, but its evidence says it was "
+                                            f"not: {why}"))
+    return out
+
+
 def rerender(run_dir: Path, manifest: dict[str, Any], into: Path) -> None:
     """Render the run's outputs again into `into` from run_dir's evidence and manifest alone."""
     run.render(runfolder.rendering_from(RunFolder(run_dir), manifest), into)
@@ -209,6 +226,7 @@ def verify(run_dir: Path) -> Verification:
     if missing:
         v.differences.append(Difference("evidence", f"cannot re-render without {', '.join(missing)}"))
         return v
+    v.differences += check_inputs(run_dir, manifest)
     with tempfile.TemporaryDirectory(prefix="reconcile-verify-") as tmp:
         try:
             rerender(run_dir, manifest, Path(tmp))

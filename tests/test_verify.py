@@ -55,6 +55,22 @@ def test_a_fresh_run_verifies(tmp_path):
     assert "matches its evidence" in result.output
 
 
+def test_a_store_recorded_as_read_whole_that_its_evidence_shows_read_in_part_is_a_difference(tmp_path):
+    """A run whose manifest, outputs and digests agree, but whose DLQ it records as read whole holds a reject that
+    may hide an event (a hand-edited manifest re-rendered, or a bug past completeness.decide): a "clean" resting on a
+    partial read. Verify applies completeness's rule to the bundled evidence again and names it."""
+    cfg = config.build(None, tinyday.CONFIG)
+    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
+    res = tinyday.results()
+    res["dlq"].rejects = ledger.rejects_table("dlq", ["m9"], ["not JSON"], ["{cut"])  # kind unparseable: may hide
+    job.finish(cfg, window, tmp_path, res, job.write_evidence(res, tmp_path / "evidence"), audience="audit",
+               generated_at=DAY + timedelta(hours=26))
+    v = verify(tmp_path)
+    assert [d.file for d in v.differences] == ["manifest.json"], named(v)
+    assert "inputs.dlq: recorded as read whole, but its evidence says it was not: 1 record(s) could not be read" \
+        in str(v.differences[0])
+
+
 def test_the_manifest_holds_what_verify_needs(tmp_path):
     produce(tmp_path, {"sink": [{"uri": "s3://spark/part-0.parquet", "size": 10, "etag": "abc"}]})
     m, _ = load_manifest(tmp_path)

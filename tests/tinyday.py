@@ -130,6 +130,12 @@ CONFIG = {"exclude": {"event_types": ["Notification"]}, "window": {"max_event_ag
           "sink": {"honour_commit_log": False}}
 
 
+# A dead letter another producer's rule sent to the same queue: well formed, not Zendesk's (reject kind not_zendesk)
+OTHER_EVENT = '{"version": "0", "id": "m9", "source": "aws.s3", "detail-type": "Object Created", "detail": {}}'
+NOT_ZENDESK = ('not a Zendesk event: source "aws.s3" (not matched by [match] zendesk_source_pattern), '
+               'detail-type "Object Created"')
+
+
 def results(complete=True):
     tables = {"zendesk": make("zendesk", ZENDESK), "bus_log": make("bus", BUS),
               "sink": make("sink", SINK), "dlq": make("dlq", DLQ)}
@@ -137,7 +143,8 @@ def results(complete=True):
                               problems=[] if complete or name != "sink" else ["sink.parquet is truncated"])
            for name, t in tables.items()}
     out["metrics"] = SourceResult("metrics", ledger.METRIC_SCHEMA.empty_table())
-    out["dlq"].rejects = ledger.rejects_table("dlq", ["m9"], ["event has no id"], ['{"detail": {}}'])
+    # a reject that cannot hide an event: the DLQ stays read whole, as completeness.decide would have it
+    out["dlq"].rejects = ledger.rejects_table("dlq", ["m9"], [NOT_ZENDESK], [OTHER_EVENT], kind="not_zendesk")
     return out
 
 
@@ -172,11 +179,12 @@ def produce_report(tmp_path, *, audience="daily", hostile=False, metrics=True):
            "sink": SourceResult("sink", make("sink", SINK), problems=[HOSTILE] if hostile else []),
            "dlq": SourceResult("dlq", make("dlq", dlq), details={"coverage": "drained the queue: 3 empty receives"}),
            "metrics": SourceResult("metrics", metrics_table() if metrics else ledger.METRIC_SCHEMA.empty_table())}
-    raw = "<script>alert(2)</script>" + "x" * 1_000_000 if hostile else '{"detail": {}}'
-    # built directly, not through rejects_table, so the report's own cut is what is tested
+    raw = "<script>alert(2)</script>" + "x" * 1_000_000 if hostile else OTHER_EVENT
+    # built directly, not through rejects_table, so the report's own cut is what is tested; of a kind that cannot
+    # hide an event, so the DLQ stays read whole (as completeness.decide would have it)
     res["dlq"].rejects = pa.table({"source": ["dlq"], "source_ref": [HOSTILE if hostile else "m9"],
-                                   "reason": [HOSTILE if hostile else "event has no id"], "raw": [raw],
-                                   "kind": ["unparseable"]},
+                                   "reason": [HOSTILE if hostile else NOT_ZENDESK], "raw": [raw],
+                                   "kind": ["not_zendesk"]},
                                   schema=ledger.REJECT_SCHEMA)
     cfg = config.build(None, CONFIG)
     window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
