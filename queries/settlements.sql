@@ -118,8 +118,10 @@ WITH kept AS (
 ), judged AS (
     SELECT c.window_key, c.source_id, c.kind, c.ticket_id, c.event_time,
            coalesce(f.eb_id, c.eb_id) AS eb_id,
+           -- a dead letter the run that held it read counts as this run's: the queue may have dropped it since
            verdict_of(f.source_id IS NOT NULL OR c.eb_id IS NOT NULL, coalesce(f.sink_rows, 0),
-                      coalesce(f.dlq_kinesis, 0), $as_of - c.event_time, $hop_a_grace, $horizon,
+                      greatest(coalesce(f.dlq_kinesis, 0), coalesce(c.dlq_kinesis, 0)), $as_of - c.event_time,
+                      $hop_a_grace, $horizon,
                       excluded := is_excluded(c.kind), emission := c.emission,
                       -- the position an earlier run paired it with holds another kind's event now (else
                       -- `sequenced` linked it): with every position held, it was no position of the update
@@ -127,7 +129,8 @@ WITH kept AS (
                       sequence_complete := d.source_id IS NOT NULL, since_recovery := $as_of - f.recovery_sent_at,
                       landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
-           f.eb_ids, f.replayed, f.sink_sequences, f.error_code, model_kind(c.kind) AS model_kind,
+           f.eb_ids, f.replayed, f.sink_sequences, coalesce(f.error_code, c.error_code) AS error_code,
+           model_kind(c.kind) AS model_kind,
            only_outside_log(f.sink_rows, f.uncommitted_rows, $outside_log) AS outside_log,
            f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
            c.emission, coalesce(c.sequence_id, d.sequence_id) AS sequence_id, d.total AS sequence_total

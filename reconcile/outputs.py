@@ -25,6 +25,8 @@ from . import atomic, rowgroups
 GAPS_ORDER = "event_time, verdict, source_id, eb_id"
 # Zendesk ids are numbers: sorting them as numbers reads naturally and sorts ten million rows ~20 % faster than text.
 VERDICTS_ORDER = "event_time, try_cast(source_id AS BIGINT), source_id"
+# The carried events a run settled, by their own window (a Zendesk event id belongs to one window: a total order)
+SETTLEMENTS_ORDER = "window_key, event_time, try_cast(source_id AS BIGINT), source_id"
 # Every row group holds exactly this many rows of the sorted table (the last one the rest): the file's layout follows
 # from its rows alone, not from how DuckDB's threads happened to hand them over.
 ROW_GROUP_ROWS = 100_000

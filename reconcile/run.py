@@ -358,7 +358,10 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
                           gaps=gaps, generated_at=job.generated_at)
         # the report lists the first rows of each verdict group, losses first (all are in gaps.csv)
         gap_dicts, s["gaps"]["groups"] = report.gap_sample(e.batches("gaps", outputs.GAPS_ORDER))
-        settlements = e.con.table("settlements").order("window_key, event_time, source_id").to_arrow_table()
+        settlements = e.con.table("settlements").order(outputs.SETTLEMENTS_ORDER).to_arrow_table()
+        # every carried event with what this run made of it (the summary and the report show counts and the first
+        # rows): the losses it settles for earlier windows are listed here, and `reconcile recover` plans them
+        outputs.write_parquet_sorted(settlements.to_reader(), out_dir / "settlements.parquet")
         s["carried"] = carried_summary(settlements)
         if record is not None:  # records the run and folds the losses it settled into its status
             pending = execute_file(e.con, query_path("export/pending"), {}).order(outputs.VERDICTS_ORDER)

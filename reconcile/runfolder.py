@@ -1,6 +1,7 @@
 """The run folder: the one owner of its layout, its manifest and the evidence a re-render reads.
 
-    <run>/report.html, summary.json, gaps.csv, verdicts.parquet    RENDERED: what a run renders from its evidence
+    <run>/report.html, summary.json, gaps.csv, verdicts.parquet,   RENDERED: what a run renders from its evidence
+          settlements.parquet
     <run>/evidence/<hop>.parquet, <source>.rejects.parquet         each store's ledger and rejects (sources.REGISTRY)
     <run>/evidence/carried.parquet, kind_map.parquet, history.json what a re-render needs besides the ledgers
     <run>/evidence/zendesk-pages/                                  the Zendesk API pages saved as read
@@ -44,7 +45,7 @@ MANIFEST = "manifest.json"
 EVIDENCE = "evidence"
 PREVIOUS = ".previous-run"  # a finished run's files, set aside while a re-run replaces it (RunFolder.reset)
 # What a run renders from the evidence; `reconcile verify` re-renders these and compares them byte for byte.
-RENDERED = ("verdicts.parquet", "gaps.csv", "summary.json", "report.html")
+RENDERED = ("verdicts.parquet", "settlements.parquet", "gaps.csv", "summary.json", "report.html")
 # The window as the manifest records it, besides start, end and as_of: its durations (in seconds, `<name>_s`; carry_back
 # bounds the sink's read both ways) and the sink's read bounds when a run set them (carried events, recoveries);
 # window_of reads back what window_record wrote.
@@ -72,6 +73,10 @@ class RunFolder:
     @property
     def verdicts(self) -> Path:
         return self.root / "verdicts.parquet"
+
+    @property
+    def settlements(self) -> Path:
+        return self.root / "settlements.parquet"
 
     @property
     def gaps(self) -> Path:

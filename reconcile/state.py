@@ -46,12 +46,13 @@ CARRIED_SCHEMA = pa.schema([
     ("position", pa.int64()), ("other_eb_ids", pa.list_(pa.string())),
     ("emission", pa.string()), ("sequence_id", pa.string()), ("sequence_position", pa.int64()),
     ("claimed_ids", pa.list_(pa.string())), ("audit_id", pa.int64()),
+    ("dlq_kinesis", pa.int64()), ("error_code", pa.string()),
 ])
 
 
 def as_carried(table: pa.Table) -> pa.Table:
     """`table` with CARRIED_SCHEMA's columns: a run folder written before other_eb_ids (or the emission and sequence
-    facts, the claimed ids or the audit) were kept lacks them (none)."""
+    facts, the claimed ids, the audit or the dead letters) were kept lacks them (none)."""
     return pa.Table.from_arrays([table[f.name].cast(f.type) if f.name in table.column_names
                                  else pa.nulls(table.num_rows, f.type) for f in CARRIED_SCHEMA], schema=CARRIED_SCHEMA)
 
@@ -215,8 +216,8 @@ class State:
                 con.execute("INSERT INTO run_recovered VALUES (?, ?, ?)", [window.key, h["name"], h["recovered"]])
             con.register("new_pending", pending)
             con.execute("INSERT INTO pending SELECT ?, source_id, zendesk_key, eb_id, ticket_id, kind, event_time, "
-                        "position, other_eb_ids, emission, sequence_id, sequence_position, claimed_ids, audit_id "
-                        "FROM new_pending", [window.key])
+                        "position, other_eb_ids, emission, sequence_id, sequence_position, claimed_ids, audit_id, "
+                        "dlq_kinesis, error_code FROM new_pending", [window.key])
             if kept is not None and kept.num_rows:
                 con.register("kept_pending", kept)
                 execute_file(con, _q("keep_pending"), {"window_key": window.key})

@@ -84,6 +84,47 @@ def test_a_loss_settled_for_an_earlier_window_over_its_budget_makes_the_run_exit
     assert (s2["status"], s2["carried"]["over_threshold"]) == ("clean", [])
 
 
+def test_a_loss_settled_for_an_earlier_window_is_listed_in_the_run_and_planned_by_recover(tmp_path, monkeypatch):
+    """E, pending on day 1, is settled lost after the bus by day 2, which exits 2 for it. Its gaps.csv lists day 2's
+    own events; the settled one was in no file of either run (only counted in summary.json, its first 1,000 shown) and
+    `reconcile recover` of either run planned nothing for it. settlements.parquet lists every carried event with what
+    the run made of it (verify re-renders it), and the recovery plan takes the losses after the bus among them, saying
+    where their copies may be when this run's reads hold none."""
+    import pyarrow.parquet as pq
+    state = tmp_path / "state.duckdb"
+    with State.open(state) as st:
+        day1(tmp_path, st)
+        s2 = day2(tmp_path, st, e_lands=False)
+    assert (s2["status"], s2["exit_code"]) == ("loss", 2)
+    day1_key = s2["history"][0]["window_key"]
+    settled = pq.read_table(tmp_path / "day2" / "settlements.parquet").to_pylist()
+    assert [(r["window_key"], r["source_id"], r["verdict"]) for r in settled] == [(day1_key, "5", "lost_after_bus")]
+    assert CliRunner().invoke(main, ["verify", str(tmp_path / "day2")]).exit_code == 0
+    monkeypatch.setenv("RECONCILE_STATE", str(state))
+    made = CliRunner().invoke(main, ["recover", str(tmp_path / "day2"), "--set", "recover.stream=zendesk-events"])
+    assert made.exit_code == 0, made.output
+    plan = orjson.loads((tmp_path / "day2" / "recovery" / "plan.json").read_bytes())
+    [event] = plan["events"]
+    assert (event["source_id"], event["verdict"], event["settled_from"]) == ("5", "lost_after_bus", day1_key)
+    assert event["route"] == "none" and f"an event of {day1_key}, settled by this run" in event["reason"]
+
+
+def test_a_dead_letter_held_pending_stays_one_once_the_queue_dropped_its_message(tmp_path):
+    """Day 1 reads the sink in part: C, whose DLQ message (THROTTLING) it read, is held pending ("would be
+    dead_lettered"). Five days later the sink is read whole and back to C, and the queue's 4-day retention has
+    dropped the message: C was settled lost_after_bus, "no sink row, no DLQ message", against day 1's own evidence.
+    The state keeps the dead letters a run read with the events it leaves pending."""
+    from dataclasses import replace
+    from tinyday import BUS, DAY, DLQ, SINK, ZENDESK, day_results, run_window
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results(ZENDESK, BUS, SINK, DLQ)
+        first["sink"] = replace(first["sink"], complete=False, problems=["part-00003.parquet: truncated"])
+        assert run_window(tmp_path, st, DAY, first, "day1")["status"] == "incomplete"
+        later = run_window(tmp_path, st, DAY + timedelta(days=5), day_results([], [], [], []), "day6")
+    [c] = [r for r in later["carried"]["events_shown"] if r["source_id"] == "3"]
+    assert c["verdict"] == "dead_lettered" and "THROTTLING" in c["cause"], c
+
+
 def test_a_re_run_that_reads_a_store_in_part_never_replaces_a_whole_run(tmp_path):
     """Day 1 read every store whole and proved its losses (D lost after the bus, E pending). A re-run while Zendesk
     does not answer lists no event: recorded, it replaced day 1 in the state, its losses gone from the history (0 %)

@@ -5,7 +5,7 @@
 -- (zendesk_to_bus out) and waits at bus_to_sink.
 INSERT INTO pending
 SELECT $window_key, source_id, zendesk_key, eb_id, ticket_id, kind, event_time, position, other_eb_ids, emission,
-       sequence_id, sequence_position, claimed_ids, audit_id
+       sequence_id, sequence_position, claimed_ids, audit_id, dlq_kinesis, error_code
 FROM kept_pending;
 UPDATE run_hops h
 SET "in" = h."in" + k.n_in, "out" = h."out" + k.n_out, pending = h.pending + k.n_pending

@@ -29,6 +29,11 @@ ALTER TABLE pending ADD COLUMN IF NOT EXISTS claimed_ids VARCHAR[];
 -- the audit (ticket update) the event belongs to, so a later run gives an event its run linked to no sequence the one
 -- its audit's other events are linked to now (queries/settlements.sql `audit_seq`; added later: older rows have none)
 ALTER TABLE pending ADD COLUMN IF NOT EXISTS audit_id BIGINT;
+-- the dead letters the run read for the event (verdicts' dlq_kinesis and error_code): one held pending by a store read
+-- in part is dead-lettered still when a later run settles it after the queue, or an archive's lifecycle, dropped the
+-- message (added later: older rows have none)
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS dlq_kinesis BIGINT;
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS error_code VARCHAR;
 CREATE TABLE IF NOT EXISTS settlements (
     window_key VARCHAR, source_id VARCHAR, settled_in VARCHAR, verdict VARCHAR, eb_id VARCHAR,
     lateness_s DOUBLE, PRIMARY KEY (window_key, source_id));

@@ -89,6 +89,12 @@ def window_key(window: dict[str, Any]) -> str:
     return key_of(window)
 
 
+# What candidates.sql reads of a run's settlements.parquet, for a run made before runs wrote one
+NO_SETTLEMENTS = pa.schema([("eb_id", pa.string()), ("verdict", pa.string()), ("source_id", pa.string()),
+                           ("event_time", pa.timestamp("us", tz="UTC")), ("ticket_id", pa.int64()),
+                           ("kind", pa.string()), ("window_key", pa.string())])
+
+
 def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, Any]:
     """The plan for the run in `run_dir` (a dict, as plan.json holds it)."""
     if cfg.sink.uri and USERINFO.search(cfg.sink.uri):
@@ -102,6 +108,11 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
     try:
         folder = RunFolder(run_dir)
         con.read_parquet(str(folder.verdicts)).create_view("verdicts")
+        settled = folder.settlements
+        if settled.exists():
+            con.read_parquet(str(settled)).create_view("settled")
+        else:  # a run made before runs wrote it: its settlements are listed nowhere it can read
+            con.register("settled", NO_SETTLEMENTS.empty_table())
         con.register("verdict_vocab", emission.verdict_table())
         ledgers = folder.ledgers()
         for hop in ("bus", "dlq", "sink"):
@@ -178,7 +189,9 @@ def _route(rows: list[dict], cfg: Config) -> list[dict]:
         for name, found in order:
             p = found.get(eb_id)
             if p is None:
-                problems.append(f"no {'DLQ message' if name == 'dlq' else 'bus log copy'}")
+                problems.append(f"no {'DLQ message' if name == 'dlq' else 'bus log copy'}" +
+                                (f" in this run's reads (an event of {r['settled_from']}, settled by this run: "
+                                 f"its copies may be in that window's)" if r.get("settled_from") else ""))
             elif p.data is None:
                 problems.append(p.problem)
             else:
@@ -246,6 +259,7 @@ def _iso(t) -> str | None:
 
 def _event_entry(r: dict, key: str) -> dict:
     return {"eb_id": r["eb_id"], "route": r["route"], "verdict": r["verdict"], "window_key": key,
+            "settled_from": r.get("settled_from"),
             "source_id": r["source_id"], "children": r["children"], "ticket_id": r["ticket_id"], "kind": r["kind"],
             "event_time": _iso(r["event_time"]), "logged_at": _iso(r["logged_at"]),
             "from": r["origin"], "where": r.get("where"), "partition_key": r["partition_key"], "data": r["data"],
