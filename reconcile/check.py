@@ -24,6 +24,7 @@ class Reached:
     store: str
     ok: bool
     detail: str  # what answered, or what is wrong and what to check
+    exit_code: int = 0  # a store that did not answer: 4 when a retry would fail alike (config, refused credentials)
 
     def __str__(self) -> str:
         return f"{'ok' if self.ok else 'FAILED':<7}{self.store:<10} {self.detail}"
@@ -63,17 +64,20 @@ def _reach(spec, cfg: Config) -> Reached:
     try:
         return Reached(spec.name, True, spec.probe(cfg))
     except (ReconcileError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
-        return Reached(spec.name, False, _explain(e, spec.name))
+        err = _explain(e, spec.name)
+        return Reached(spec.name, False, str(err), err.exit_code)
 
 
-def _explain(e: BaseException, store: str) -> str:
+def _explain(e: BaseException, store: str) -> ReconcileError:
+    """The error a run would meet reading the store (its exit code: 4 when no retry helps, as `run` exits)."""
     if isinstance(e, ReconcileError):
-        return str(e)
+        return e
     err = store_error(e, store.replace("_", " "), f"the [{store}] keys")
     if err is not None:
-        return str(err)
+        return err
     code = error_code(e)
-    return f"{code or type(e).__name__}: {e}. Check the [{store}] keys, the credentials (--profile) and --endpoint-url."
+    return SourceError(f"{code or type(e).__name__}: {e}. Check the [{store}] keys, the credentials (--profile) and "
+                       f"--endpoint-url.")
 
 
 def list_one(uri: str, cfg: Config) -> str:
@@ -114,7 +118,7 @@ def probe_sink(cfg: Config) -> str:
 
 
 def probe_dlq(cfg: Config) -> str:
-    if not cfg.dlq.queue_url:
+    if cfg.dlq.uri:  # the store a run reads when both are set (sources/dlq.py)
         return list_one(cfg.dlq.uri, cfg)
     attrs = make_client("sqs", cfg.aws, PROBE).get_queue_attributes(
         QueueUrl=cfg.dlq.queue_url, AttributeNames=["ApproximateNumberOfMessages", "RedrivePolicy"])["Attributes"]
@@ -127,7 +131,7 @@ def probe_dlq(cfg: Config) -> str:
 
 
 def probe_metrics(cfg: Config) -> str:
-    if not cfg.metrics.rule:
+    if cfg.metrics.uri:  # the store a run reads when both are set (sources/metrics.py)
         return list_one(cfg.metrics.uri, cfg)
     from .sources.metrics import NAMESPACE
     dims = [{"Name": "RuleName", "Value": cfg.metrics.rule}]
@@ -142,10 +146,14 @@ def probe_metrics(cfg: Config) -> str:
     return f"GetMetricData answers for rule {cfg.metrics.rule}"
 
 
-def failure(reached: list[Reached]) -> SourceError | None:
-    """The error (exit 3) naming the stores that did not answer, or None when all did."""
+def failure(reached: list[Reached]) -> ReconcileError | None:
+    """The error naming the stores that did not answer, or None when all did: exit 3 (retry later), or 4 when one of
+    them failed as no retry would mend (a config mistake, refused credentials), as the run would exit."""
     failed = [r.store for r in reached if not r.ok]
     if not failed:
         return None
-    return SourceError(f"{len(failed)} of {len(reached)} configured store(s) did not answer: {', '.join(failed)} "
-                       f"(each is listed above with what to check). Nothing was read.")
+    what = (f"{len(failed)} of {len(reached)} configured store(s) did not answer: {', '.join(failed)} (each is listed "
+            f"above with what to check). Nothing was read.")
+    if any(r.exit_code == 4 for r in reached if not r.ok):
+        return ConfigError(what + " A retry would fail alike: mend the config or the credentials first.")
+    return SourceError(what)

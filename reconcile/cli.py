@@ -29,7 +29,7 @@ logger = logging.getLogger("reconcile")
 EXIT_CODES = """\b
 Exit codes:
   0  clean: every input complete, nothing pending, each hop's loss within its threshold
-  1  only pending events (EventBridge may still deliver them)
+  1  only pending events (still within EventBridge's retries, or held until a store is read whole)
   2  loss above a hop's threshold
   3  an input was incomplete or unreadable, or no room to write (retry once space is freed)
   4  configuration, usage or runtime error

@@ -37,13 +37,18 @@ def fetch_options(f):
     f = click.option("--endpoint-url", help="AWS endpoint (or AWS_ENDPOINT_URL).")(f)
     f = click.option("--region", help="AWS region.")(f)
     f = click.option("--profile", help="AWS profile.")(f)
+    f = click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key.")(f)
     return f
 
 
-def do_fetch(name: str, config_path, start, end, out, overrides: dict) -> None:
+def do_fetch(name: str, config_path, start, end, out, overrides: dict, sets: tuple[str, ...] = ()) -> None:
     from . import completeness, ledger
+    from .errors import ConfigError
     from .run import window_from
-    cfg = config_mod.build(config_path, overrides)
+    cfg = config_mod.build(config_path, merge(overrides, parse_sets(sets)))
+    if not source(name).configured(cfg):  # as a run refuses it: an empty ledger would read as a store read in part
+        raise ConfigError(f"{name} is not configured: {source(name).hint} (in --config, with this command's own "
+                          f"options, or --set).")
     window = window_from(cfg, parse_time(start), parse_time(end))
     out = Path(out)
     evidence = out.parent / (out.stem + "-evidence")
@@ -65,7 +70,7 @@ def do_fetch(name: str, config_path, start, end, out, overrides: dict) -> None:
 @fetch_options
 @click.option("--zendesk-url", help="Account URL (or ZENDESK_URL).")
 @click.option("--requests-per-minute", type=float, help="Request budget (10; 30 with High Volume).")
-def fetch_zendesk(config_path, start, end, out, profile, region, endpoint_url, zendesk_url, requests_per_minute):
+def fetch_zendesk(config_path, start, end, out, profile, region, endpoint_url, sets, zendesk_url, requests_per_minute):
     """Pull the Incremental Ticket Event Export for a window.
 
     \b
@@ -74,7 +79,7 @@ def fetch_zendesk(config_path, start, end, out, profile, region, endpoint_url, z
         --zendesk-url https://acme.zendesk.com --start 2026-11-23 --end 2026-11-24 --out zendesk.parquet
     """
     do_fetch("zendesk", config_path, start, end, out,
-             {"zendesk": {"url": zendesk_url, "requests_per_minute": requests_per_minute}})
+             {"zendesk": {"url": zendesk_url, "requests_per_minute": requests_per_minute}}, sets)
 
 
 @fetch.command("bus-log")
@@ -82,7 +87,7 @@ def fetch_zendesk(config_path, start, end, out, profile, region, endpoint_url, z
 @click.option("--uri", help="s3://bucket/prefix or a folder of the log archive.")
 @click.option("--format", "fmt", type=click.Choice(BUS_LOG_FORMATS))
 @click.option("--log-group", help="Log group, for --format api.")
-def fetch_bus_log(config_path, start, end, out, profile, region, endpoint_url, uri, fmt, log_group):
+def fetch_bus_log(config_path, start, end, out, profile, region, endpoint_url, sets, uri, fmt, log_group):
     """Read the bus's CloudWatch Logs copy (S3 export, Firehose objects or the live API).
 
     \b
@@ -92,7 +97,7 @@ def fetch_bus_log(config_path, start, end, out, profile, region, endpoint_url, u
     """
     do_fetch("bus_log", config_path, start, end, out,
              merge(aws_overrides(profile, region, endpoint_url),
-                   {"bus_log": {"uri": uri, "format": fmt, "log_group": log_group}}))
+                   {"bus_log": {"uri": uri, "format": fmt, "log_group": log_group}}), sets)
 
 
 @fetch.command("sink")
@@ -101,7 +106,7 @@ def fetch_bus_log(config_path, start, end, out, profile, region, endpoint_url, u
 @click.option("--format", "fmt", type=click.Choice(["parquet", "json"]))
 @click.option("--id-column", help="Column holding the EventBridge id (default partitionKey).")
 @click.option("--id-path", help="JSON path of the id inside `data`, e.g. $.id.")
-def fetch_sink(config_path, start, end, out, profile, region, endpoint_url, uri, fmt, id_column, id_path):
+def fetch_sink(config_path, start, end, out, profile, region, endpoint_url, sets, uri, fmt, id_column, id_path):
     """Read Spark's Kinesis output (Parquet or JSON lines, hive-partitioned).
 
     \b
@@ -110,14 +115,14 @@ def fetch_sink(config_path, start, end, out, profile, region, endpoint_url, uri,
     """
     do_fetch("sink", config_path, start, end, out,
              merge(aws_overrides(profile, region, endpoint_url),
-                   {"sink": {"uri": uri, "format": fmt, "id_column": id_column, "id_path": id_path}}))
+                   {"sink": {"uri": uri, "format": fmt, "id_column": id_column, "id_path": id_path}}), sets)
 
 
 @fetch.command("dlq")
 @fetch_options
 @click.option("--queue-url", help="The SQS dead-letter queue (read without deleting).")
 @click.option("--uri", help="An archive of DLQ messages (JSON lines) instead of the queue.")
-def fetch_dlq(config_path, start, end, out, profile, region, endpoint_url, queue_url, uri):
+def fetch_dlq(config_path, start, end, out, profile, region, endpoint_url, sets, queue_url, uri):
     """Read the SQS dead-letter queue without consuming or deleting a message.
 
     \b
@@ -126,7 +131,7 @@ def fetch_dlq(config_path, start, end, out, profile, region, endpoint_url, queue
         --start 2026-11-23 --end 2026-11-24 --out dlq.parquet
     """
     do_fetch("dlq", config_path, start, end, out,
-             merge(aws_overrides(profile, region, endpoint_url), {"dlq": {"queue_url": queue_url, "uri": uri}}))
+             merge(aws_overrides(profile, region, endpoint_url), {"dlq": {"queue_url": queue_url, "uri": uri}}), sets)
 
 
 @fetch.command("metrics")
@@ -134,7 +139,7 @@ def fetch_dlq(config_path, start, end, out, profile, region, endpoint_url, queue
 @click.option("--rule", help="EventBridge rule name.")
 @click.option("--event-bus", help="Event bus name, for rules on a custom bus.")
 @click.option("--uri", help="A saved GetMetricData response instead of the API.")
-def fetch_metrics(config_path, start, end, out, profile, region, endpoint_url, rule, event_bus, uri):
+def fetch_metrics(config_path, start, end, out, profile, region, endpoint_url, sets, rule, event_bus, uri):
     """Read the rule's AWS/Events metrics (a sanity check, never a verdict).
 
     \b
@@ -143,7 +148,7 @@ def fetch_metrics(config_path, start, end, out, profile, region, endpoint_url, r
     """
     do_fetch("metrics", config_path, start, end, out,
              merge(aws_overrides(profile, region, endpoint_url),
-                   {"metrics": {"rule": rule, "event_bus": event_bus, "uri": uri}}))
+                   {"metrics": {"rule": rule, "event_bus": event_bus, "uri": uri}}), sets)
 
 
 
@@ -153,10 +158,8 @@ def _generic(spec) -> None:
                                       f"Example:\n  reconcile fetch {spec.command} --set {spec.name}.KEY=VALUE "
                                       f"--start 2026-11-23 --end 2026-11-24 --out {spec.hop}.parquet")
     @fetch_options
-    @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key.")
     def command(config_path, start, end, out, profile, region, endpoint_url, sets):
-        do_fetch(spec.name, config_path, start, end, out,
-                 merge(aws_overrides(profile, region, endpoint_url), parse_sets(sets)))
+        do_fetch(spec.name, config_path, start, end, out, aws_overrides(profile, region, endpoint_url), sets)
 
 
 for _spec in REGISTRY:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -59,6 +60,17 @@ def require_run_state(cfg: config_mod.Config, plan: dict) -> None:
         require_run(st, plan, str(cfg.state.uri))
 
 
+def unappliable(cfg: config_mod.Config, plan: dict) -> str | None:
+    """Why an apply of `plan` would be refused for its state now (require_run_state), or None: said when the plan is
+    made, not first when it is applied (a run made with --no-state is recorded nowhere an apply can journal to)."""
+    from .errors import ReconcileError
+    try:
+        require_run_state(cfg, plan)
+    except ReconcileError as e:
+        return str(e)
+    return None
+
+
 @click.command("recover")
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False, exists=True))
 @click.option("--apply", "plan_path", type=click.Path(exists=True),
@@ -87,8 +99,8 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
 
     \b
     Example:
-      reconcile recover reconcile-out/2026-11-23 --set recover.stream=zendesk-events
-      reconcile recover --apply reconcile-out/2026-11-23/recovery/plan.json --digest 3f2a9c41be07
+      reconcile recover out/2026-11-23 --set recover.stream=zendesk-events
+      reconcile recover --apply out/2026-11-23/recovery/plan.json --digest 3f2a9c41be07
     """
     from .recover import apply as apply_mod
     from .recover import plan as plan_mod
@@ -115,6 +127,8 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
                 f"unrecoverable · {c['lost_before_bus']:,} lost before the bus (listed, never re-published)",
                 digest=sha, **c)
             say(f"review {path.with_name('plan.csv')}, then: reconcile recover --apply {path} --digest {sha[:12]}")
+            if (why := unappliable(cfg, plan)) is not None:
+                say(f"warning: this plan cannot be applied yet: {why}", logging.WARNING)
             click.echo(str(path))
         return
     if not dry_run and not (digest and re.fullmatch(r"[0-9a-fA-F]{12,64}", digest)):

@@ -76,7 +76,9 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
         return
     if not publish.is_s3(target):
         if replace:
-            raise ConfigError("--replace is for --out s3://...; a local --out folder is always replaced.")
+            raise ConfigError("--replace is for --out s3://...: a local --out folder is replaced by a re-run of the "
+                              "same window without it, and a run of another window is refused there (give each "
+                              "window its own folder: --out 'runs/{window}').")
         outcome = execute(cfg, window, Path(target), audience=audience, progress=not (no_progress or json_logs()),
                           state=state_path)
         if bundle:
@@ -114,8 +116,8 @@ def dry_run_plan(cfg, window, target: str, state_path) -> str:
     if wide.sink_read_end > wide.read_end:
         why = "a recovery sent events of this window" if wide.sink_until else "as of then: events that landed late"
         lines.append(f"sink-read  on to {wide.sink_read_end:{iso}}: {why}")
-    lines.append(f"write      {target}/ (report.html, summary.json, gaps.csv, verdicts.parquet, evidence/, "
-                 f"manifest.json)")
+    lines.append(f"write      {target}/ (report.html, summary.json, gaps.csv, verdicts.parquet, settlements.parquet, "
+                 f"evidence/, manifest.json)")
     return "\n".join(lines)
 
 
@@ -143,6 +145,12 @@ def _with_state(cfg, window, state_path):
 
 def emit(outcome, as_json: bool, report: str | None = None, alert: dict | None = None) -> None:
     s = outcome.summary
+    v = s["verdicts"]
+    shown = [f"{r['label']} {v.get(r['verdict'], 0):,}" for r in emission.verdict_rows()
+             if r["verdict"] != "excluded" and (r["in_funnel"] or v.get(r["verdict"]))]
+    # on stderr in both modes: with --log-format json it is the status record a log shipper reads (operations.md)
+    say(f"{s['status']}: {s['events']:,} expected bus events · " + " · ".join(shown),
+        status=s["status"], exit_code=s["exit_code"], events=s["events"], verdicts=v)
     if as_json:
         # Where to look first for a scheduler: the report (local path or s3:// URI), then every figure of the summary,
         # then what became of the alert (docs/operations.md).
@@ -150,11 +158,6 @@ def emit(outcome, as_json: bool, report: str | None = None, alert: dict | None =
                                  "alert": alert or {"cloudwatch": {"status": "off"}, "sns": {"status": "off"}}},
                                 option=orjson.OPT_INDENT_2).decode())
     else:
-        v = s["verdicts"]
-        shown = [f"{r['label']} {v.get(r['verdict'], 0):,}" for r in emission.verdict_rows()
-                 if r["verdict"] != "excluded" and (r["in_funnel"] or v.get(r["verdict"]))]
-        say(f"{s['status']}: {s['events']:,} expected bus events · " + " · ".join(shown),
-            status=s["status"], exit_code=s["exit_code"], events=s["events"], verdicts=v)
         click.echo(report or str(outcome.report))
 
 

@@ -7,6 +7,7 @@ credential chain at the moment of use, so the config can be written to the manif
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import re
 import tomllib
@@ -228,6 +229,9 @@ def _section(cls, name: str, values: dict[str, Any]):
     for k, v in values.items():
         if isinstance(v, list):
             v = tuple(v)
+        elif isinstance(v, (datetime.date, datetime.time)) and "str" in str(known[k].type):
+            # a time written unquoted (in the file, or --set key=2026-11-01T00:00:00Z): TOML reads it as a datetime
+            v = v.isoformat().replace("+00:00", "Z")
         out[k] = v
     try:
         return cls(**out)
@@ -338,7 +342,8 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("recover", "max_attempts"): (lambda v: v >= 1, "a whole number of attempts, 1 or more"),
 }
 _TYPES = {"str": (str, "text (a quoted string)"), "float": ((int, float), "a number"),
-          "int": (int, "a whole number"), "tuple[str, ...]": (tuple, "a list of strings"),
+          "int": (int, "a whole number"),
+          "tuple[str, ...]": (tuple, 'a list of strings, like ["Notification"] (--set \'key=["a", "b"]\')'),
           "bool": (bool, "true or false")}
 
 
@@ -425,8 +430,8 @@ def validate(cfg: Config) -> None:
         problems.append("[zendesk] cache and pages_dir are the same folder: the cache is the collector's and runs "
                         "only read it. Leave pages_dir unset (the run's evidence/zendesk-pages) or point it elsewhere.")
     if problems:
-        raise ConfigError("\n".join(problems) + "\nFix the config file, or override a key with "
-                          "--set section.key=value.")
+        raise ConfigError("\n".join(problems) + "\nFix the config file (`run`, `check`, `recover` and `fetch` "
+                          "also take --set section.key=value).")
 
 
 # Ids that are not UUIDs in their 8-4-4-4-12 form, each a way a pattern can be too wide.

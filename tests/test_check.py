@@ -59,7 +59,8 @@ def test_each_config_mistake_names_key_value_and_expectation_before_reading(tmp_
                                 env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "ZENDESK_URL": ""})
     assert result.exit_code == 4, result.output
     assert named in result.stderr
-    assert "Fix the config file, or override a key with --set section.key=value." in result.stderr
+    assert "Fix the config file (`run`, `check`, `recover` and `fetch` also take --set section.key=value)." \
+        in result.stderr
     assert not out.exists()
 
 
@@ -149,7 +150,8 @@ def test_check_and_dry_run_name_each_store_that_does_not_answer(stores, aws_cfg,
     keys["bus_log"]["uri"] = "s3://logs-archive/nothing-here"
     env = {"ZENDESK_EMAIL": EMAIL, "ZENDESK_API_TOKEN": "wrong"}
     result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=env)
-    assert result.exit_code == 3, result.output
+    # refused credentials: a retry would be refused again, so 4, as the run exits (3 for stores that may answer later)
+    assert result.exit_code == 4, result.output
     status = {line.split()[1]: line for line in result.stdout.splitlines()}
     assert status["zendesk"].startswith("FAILED") and "refused the credentials (HTTP 401)" in status["zendesk"]
     assert status["sink"].startswith("FAILED") and "does not exist" in status["sink"]
@@ -160,10 +162,50 @@ def test_check_and_dry_run_name_each_store_that_does_not_answer(stores, aws_cfg,
 
     out = tmp_path / "out"
     dry = CliRunner().invoke(main, ["run", "--dry-run", "--date", "2026-11-23", "--out", str(out),
-                                    "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=env)
+                                    "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=ZENDESK_ENV)
     assert dry.exit_code == 3, dry.output
     assert "reach      FAILED sink" in dry.stdout and "write      " in dry.stdout
     assert not out.exists()
+
+
+def test_check_and_the_dry_run_reach_the_store_the_run_reads(stores, aws_cfg, tmp_path):
+    """With both a queue and an archive set, the run reads the archive ([dlq] uri), and metrics from a saved response
+    ([metrics] uri) over a rule (also the alert's dimension): check probed the queue and the API, and the dry run
+    named them, so a queue the run never reads failed check (or a broken archive passed it)."""
+    keys, _, queue = stores
+    (tmp_path / "dlq-archive").mkdir()
+    (tmp_path / "metrics.json").write_text("{}")
+    keys["dlq"] = {"queue_url": queue.replace("zendesk-dlq", "no-such-queue"), "uri": str(tmp_path / "dlq-archive")}
+    keys["metrics"] = {"rule": "zendesk-to-kinesis", "uri": str(tmp_path / "metrics.json")}
+    result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=ZENDESK_ENV)
+    assert result.exit_code == 0, result.output
+    status = {line.split()[1]: line for line in result.stdout.splitlines()}
+    assert f"{tmp_path / 'dlq-archive'} exists" in status["dlq"] and f"{tmp_path / 'metrics.json'} exists" in \
+        status["metrics"]
+    dry = CliRunner().invoke(main, ["run", "--dry-run", "--date", "2026-11-23", "--out", str(tmp_path / "out"),
+                                    "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=ZENDESK_ENV)
+    assert f"{tmp_path / 'dlq-archive'} (archive)" in dry.stdout and "no-such-queue" not in dry.stdout, dry.stdout
+
+
+def test_check_of_a_config_mistake_a_retry_cannot_mend_exits_4(stores, aws_cfg):
+    """No Zendesk credentials: `run` exits 4 for it (a retry fails alike); check said 3, "retry later"."""
+    keys, _, _ = stores
+    result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)],
+                                env={"ZENDESK_EMAIL": "", "ZENDESK_API_TOKEN": ""})
+    assert result.exit_code == 4, result.output
+    assert "No Zendesk credentials" in result.stdout and "A retry would fail alike" in result.stderr
+
+
+def test_a_time_key_given_unquoted_is_taken_as_the_time_it_is(tmp_path):
+    """TOML reads 2026-11-01T00:00:00Z unquoted (in the file, or through --set) as a datetime: the key that asks for
+    "an ISO-8601 time, like 2026-11-01T00:00:00Z" refused exactly that, showing a value never typed."""
+    from reconcile.cli_options import parse_sets
+    cfg = config.build(None, parse_sets(("dlq.archive_since=2026-11-01T00:00:00Z",)))
+    assert cfg.dlq.archive_since == "2026-11-01T00:00:00Z"
+    (tmp_path / "r.toml").write_text("[dlq]\narchive_since = 2026-11-01T00:00:00Z\n")
+    assert config.build(tmp_path / "r.toml").dlq.archive_since == "2026-11-01T00:00:00Z"
+    with pytest.raises(ConfigError, match=r'--set \'key=\["a", "b"\]\''):
+        config.build(None, parse_sets(("exclude.event_types=Notification",)))
 
 
 def test_check_finds_the_log_group_of_format_api(aws_cfg):

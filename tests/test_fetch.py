@@ -89,3 +89,16 @@ def test_export_logs_waits_for_the_task(moto, tmp_path):
     assert result.stdout.strip() == "s3://logs-archive/exports/d"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="logs-archive", Prefix="exports/d")["Contents"]]
     assert any(k.endswith(".gz") for k in keys)
+
+
+def test_fetch_of_a_store_not_configured_is_a_config_error_and_every_fetch_takes_set(moto, tmp_path):
+    """`fetch sink` with no uri wrote an empty ledger and exited 3 ("retry": it never would), `fetch metrics` 0; and
+    the config errors' advice, --set, was an option the named fetch commands did not have."""
+    out = tmp_path / "x.parquet"
+    for name in ("sink", "bus-log", "dlq", "metrics"):
+        result = fetch(name, *WINDOW, "--out", str(out))
+        assert result.exit_code == 4 and "is not configured" in result.stderr, (name, result.output)
+        assert not out.exists()
+    (tmp_path / "sink").mkdir()
+    result = fetch("sink", "--set", f'sink.uri="{tmp_path / "sink"}"', *WINDOW, "--out", str(out))
+    assert "is not configured" not in result.output and out.exists(), result.output

@@ -50,3 +50,18 @@ def test_a_config_error_is_one_json_line_with_its_exit_code(tmp_path):
     r = orjson.loads(line)
     assert (r["level"], r["exit_code"]) == ("ERROR", 4)
     assert r["message"].startswith("Error: [thresholds] zendesk_to_bus = \"x\" is not valid")
+
+
+def test_the_status_record_is_logged_with_the_json_summary_too(tmp_path):
+    """The scheduler recipes pass --json (the summary on stdout) with --log-format json: the run's status record on
+    stderr, which docs/operations.md promises a log shipper, was left out whenever --json was given."""
+    sink = tmp_path / "sink"
+    sink.mkdir()
+    env = {**os.environ, "ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""}
+    p = subprocess.run([sys.executable, "-m", "reconcile", "--log-format", "json", "run", "--date", "2026-11-23",
+                        "--out", str(tmp_path / "out"), "--no-state", "--json", "--set", f"sink.uri={sink}"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert p.returncode == 3, p.stderr
+    assert orjson.loads(p.stdout)["status"] == "incomplete"
+    [status] = [r for r in map(orjson.loads, p.stderr.splitlines()) if "status" in r]
+    assert (status["status"], status["exit_code"], status["message"].split(":")[0]) == ("incomplete", 3, "incomplete")

@@ -107,6 +107,18 @@ def test_a_loss_settled_for_an_earlier_window_is_listed_in_the_run_and_planned_b
     [event] = plan["events"]
     assert (event["source_id"], event["verdict"], event["settled_from"]) == ("5", "lost_after_bus", day1_key)
     assert event["route"] == "none" and f"an event of {day1_key}, settled by this run" in event["reason"]
+    assert "cannot be applied yet" not in made.stderr
+
+
+def test_a_plan_from_a_run_no_state_recorded_says_it_cannot_be_applied_yet(tmp_path):
+    """A run made with --no-state: its plan printed an --apply command that could only fail ("No state file"), and
+    said nothing when the plan was made."""
+    import tinyday
+    tinyday.produce(tmp_path / "run")
+    made = CliRunner().invoke(main, ["recover", str(tmp_path / "run"), "--state", str(tmp_path / "none.duckdb"),
+                                     "--set", "recover.stream=zendesk-events"])
+    assert made.exit_code == 0, made.output
+    assert "warning: this plan cannot be applied yet: No state file at" in made.stderr, made.stderr
 
 
 def test_a_dead_letter_held_pending_stays_one_once_the_queue_dropped_its_message(tmp_path):

@@ -200,7 +200,7 @@ def _metrics(cfg: Config, window: Window, evidence: Path, out: Path, progress: b
 # ------------------------------------------------------------------------------------------------------ describe
 
 def _describe_dlq(c: Config) -> str:
-    if not c.dlq.queue_url:
+    if c.dlq.uri:  # read instead of the queue when both are set (dlq.read)
         return f"{c.dlq.uri} (archive)"
     visibility = "sized to the queue" if c.dlq.visibility_timeout is None else f"{c.dlq.visibility_timeout}s"
     return f"{c.dlq.queue_url} (received, released after the read, never deleted; visibility {visibility})"
@@ -227,7 +227,7 @@ REGISTRY: tuple[Source, ...] = (
            describe=_describe_dlq, reader=streamed("dlq", "dlq"), probe=later("check:probe_dlq")),
     Source("metrics", "metrics", required=False, may_be_empty=True, schema=ledger.METRIC_SCHEMA,
            configured=lambda c: bool(c.metrics.rule or c.metrics.uri), hint="set [metrics] rule or uri",
-           describe=lambda c: f"AWS/Events rule {c.metrics.rule}" if c.metrics.rule else f"{c.metrics.uri}",
+           describe=lambda c: f"{c.metrics.uri}" if c.metrics.uri else f"AWS/Events rule {c.metrics.rule}",
            reader=_metrics, probe=later("check:probe_metrics")),
 )
 
