@@ -88,8 +88,8 @@ def test_a_loss_settled_for_an_earlier_window_is_listed_in_the_run_and_planned_b
     """E, pending on day 1, is settled lost after the bus by day 2, which exits 2 for it. Its gaps.csv lists day 2's
     own events; the settled one was in no file of either run (only counted in summary.json, its first 1,000 shown) and
     `reconcile recover` of either run planned nothing for it. settlements.parquet lists every carried event with what
-    the run made of it (verify re-renders it), and the recovery plan takes the losses after the bus among them, saying
-    where their copies may be when this run's reads hold none."""
+    the run made of it (verify re-renders it), and the recovery plan takes the losses after the bus among them, with
+    their bus log copies where the state's run of their own window read them (day 2 reads only its own window's)."""
     import pyarrow.parquet as pq
     state = tmp_path / "state.duckdb"
     with State.open(state) as st:
@@ -106,7 +106,10 @@ def test_a_loss_settled_for_an_earlier_window_is_listed_in_the_run_and_planned_b
     plan = orjson.loads((tmp_path / "day2" / "recovery" / "plan.json").read_bytes())
     [event] = plan["events"]
     assert (event["source_id"], event["verdict"], event["settled_from"]) == ("5", "lost_after_bus", day1_key)
-    assert event["route"] == "none" and f"an event of {day1_key}, settled by this run" in event["reason"]
+    # found in day 1's bus ledger: its time on the bus, to replay by (this day's config names no archive to replay from
+    # nor to re-read a copy from, so no route here)
+    assert event["logged_at"] == "2026-11-23T23:30:00.400Z", event
+    assert event["route"] == "none" and "no archive to replay from" in event["reason"], event["reason"]
     assert "cannot be applied yet" not in made.stderr
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .. import emission, outputs, resources
 from ..aws import region_of
@@ -115,8 +116,10 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
             con.register("settled", NO_SETTLEMENTS.empty_table())
         con.register("verdict_vocab", emission.verdict_table())
         ledgers = folder.ledgers()
+        earlier = _settled_runs(cfg, settled)
         for hop in ("bus", "dlq", "sink"):
-            con.read_parquet(str(ledgers[hop])).create_view(hop)
+            files = [str(ledgers[hop])] + [str(RunFolder(d).ledgers()[hop]) for d in earlier]
+            con.read_parquet(files, union_by_name=True).create_view(hop)
         cands = execute_file(con, _q("candidates"), {"kinesis_target": cfg.dlq.kinesis_target}).to_arrow_table()
         before = execute_file(con, _q("before_bus"), {}).to_arrow_table().to_pylist()
         rows = cands.to_pylist()
@@ -174,6 +177,27 @@ def bus_of(rule_arn: str | None) -> str | None:
     return f"{head}:event-bus/{bus}"
 
 
+def _settled_runs(cfg: Config, settled: Path) -> list[Path]:
+    """The folders of the runs (as the state records them) of the windows whose pending events this run settled as
+    lost after the bus: those events' bus log copies and dead letters were read by that window's run, not this one.
+    Only folders on this machine whose evidence is there; none without a state."""
+    if not settled.exists():
+        return []
+    table = pq.read_table(settled, columns=["window_key", "verdict"])
+    lost = {v for v, hop in emission.loss_hops().items() if hop == "bus_to_sink"}
+    keys = sorted({k for k, v in zip(table["window_key"].to_pylist(), table["verdict"].to_pylist()) if v in lost})
+    if not keys:
+        return []
+    from ..state import State
+    try:
+        with State.open(str(cfg.state.uri), cfg.aws, write=False) as st:
+            dirs = [(st.run_of(k) or {}).get("out_dir") for k in keys]
+    except ReconcileError:
+        return []
+    return [Path(d) for d in dirs if d and not str(d).startswith("s3://")
+            and all(RunFolder(Path(d)).ledgers()[hop].is_file() for hop in ("bus", "dlq", "sink"))]
+
+
 def _route(rows: list[dict], cfg: Config) -> list[dict]:
     """Each candidate with its route: reput (data and partition key), replay, or none (and why)."""
     bus = payload.from_bus_log(cfg, {r["eb_id"]: r["bus_ref"] for r in rows if r["bus_ref"]})
@@ -190,8 +214,8 @@ def _route(rows: list[dict], cfg: Config) -> list[dict]:
             p = found.get(eb_id)
             if p is None:
                 problems.append(f"no {'DLQ message' if name == 'dlq' else 'bus log copy'}" +
-                                (f" in this run's reads (an event of {r['settled_from']}, settled by this run: "
-                                 f"its copies may be in that window's)" if r.get("settled_from") else ""))
+                                (f" in this run's reads or those of {r['settled_from']}'s run, the window of the "
+                                 f"event (settled by this run)" if r.get("settled_from") else ""))
             elif p.data is None:
                 problems.append(p.problem)
             else:
