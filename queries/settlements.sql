@@ -118,7 +118,7 @@ WITH kept AS (
 ), judged AS (
     SELECT c.window_key, c.source_id, c.kind, c.ticket_id, c.event_time,
            coalesce(f.eb_id, c.eb_id) AS eb_id,
-           -- a dead letter the run that held it read counts as this run's: the queue may have dropped it since
+           -- a dead letter a run that held it read counts as this run's: the queue may have dropped it since
            verdict_of(f.source_id IS NOT NULL OR c.eb_id IS NOT NULL, coalesce(f.sink_rows, 0),
                       greatest(coalesce(f.dlq_kinesis, 0), coalesce(c.dlq_kinesis, 0)), $as_of - c.event_time,
                       $hop_a_grace, $horizon,
@@ -129,6 +129,7 @@ WITH kept AS (
                       sequence_complete := d.source_id IS NOT NULL, since_recovery := $as_of - f.recovery_sent_at,
                       landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
+           greatest(coalesce(f.dlq_kinesis, 0), coalesce(c.dlq_kinesis, 0)) AS dlq_kinesis,
            f.eb_ids, f.replayed, f.sink_sequences, coalesce(f.error_code, c.error_code) AS error_code,
            model_kind(c.kind) AS model_kind,
            only_outside_log(f.sink_rows, f.uncommitted_rows, $outside_log) AS outside_log,
@@ -169,5 +170,7 @@ SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(f
                           recovery_how := recovery_how, outside_log := outside_log,
                           landed_after_recovery := landed_after(recovery_sent_at, sink_at)) END AS cause,
        recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s,
-       recovery_landed(found, sink_at, recovery_sent_at) AS recovery_landed
+       recovery_landed(found, sink_at, recovery_sent_at) AS recovery_landed,
+       -- the dead letters read for it so far: state.record keeps them with an event held again (held_dead_letters)
+       dlq_kinesis, error_code
 FROM held;

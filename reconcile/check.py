@@ -154,6 +154,8 @@ def failure(reached: list[Reached]) -> ReconcileError | None:
         return None
     what = (f"{len(failed)} of {len(reached)} configured store(s) did not answer: {', '.join(failed)} (each is listed "
             f"above with what to check). Nothing was read.")
-    if any(r.exit_code == 4 for r in reached if not r.ok):
+    from .sources import source
+    # a store the run needs that failed as no retry mends (the run goes on without an optional one: the metrics)
+    if any(r.exit_code == 4 and source(r.store).required for r in reached if not r.ok):
         return ConfigError(what + " A retry would fail alike: mend the config or the credentials first.")
     return SourceError(what)

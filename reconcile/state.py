@@ -224,6 +224,7 @@ class State:
             con.register("new_settlements", settlements)
             con.execute("INSERT OR REPLACE INTO settlements SELECT window_key, source_id, ?, verdict, eb_id, "
                         "lateness_s FROM new_settlements WHERE verdict <> 'pending'", [window.key])
+            execute_file(con, _q("held_dead_letters"), {})
         except BaseException:
             con.execute("ROLLBACK")
             raise

@@ -140,10 +140,11 @@ def check_inputs(run_dir: Path, manifest: dict[str, Any]) -> list[Difference]:
     digests recomputed) makes one: a "clean" run resting on a read its evidence shows was partial."""
     try:
         recorded = runfolder.evidence_inputs(RunFolder(run_dir), manifest)
-    except (KeyError, VerifyError, OSError, pa.ArrowException):
-        return []  # the re-render names what is missing or unreadable
+        decided = completeness.decide_all(recorded)
+    except (KeyError, TypeError, ValueError, VerifyError, OSError, pa.ArrowException):
+        return []  # evidence of another shape than a run writes: the digests and the re-render name it
     out = []
-    for name, again in completeness.decide_all(recorded).items():
+    for name, again in decided.items():
         if recorded[name].complete and not again.complete:
             why = " ".join(again.problems[len(recorded[name].problems):])
             out.append(Difference(MANIFEST, f"inputs.{name}: recorded as read whole, but its evidence says it was "

@@ -196,6 +196,15 @@ def test_check_of_a_config_mistake_a_retry_cannot_mend_exits_4(stores, aws_cfg):
     assert "No Zendesk credentials" in result.stdout and "A retry would fail alike" in result.stderr
 
 
+def test_an_optional_store_that_refuses_is_no_config_error_for_check():
+    """The run goes on without the metrics when they refuse the credentials (a sanity check, never a verdict), so
+    check must not call that a mistake no retry mends (exit 4) while a needed store refusing is one (diff review)."""
+    from reconcile.check import Reached, failure
+    refused = Reached("metrics", False, "AccessDenied", 4)
+    assert failure([Reached("sink", True, "lists"), refused]).exit_code == 3
+    assert failure([Reached("sink", False, "AccessDenied", 4), refused]).exit_code == 4
+
+
 def test_a_time_key_given_unquoted_is_taken_as_the_time_it_is(tmp_path):
     """TOML reads 2026-11-01T00:00:00Z unquoted (in the file, or through --set) as a datetime: the key that asks for
     "an ISO-8601 time, like 2026-11-01T00:00:00Z" refused exactly that, showing a value never typed."""

@@ -169,7 +169,8 @@ def test_dry_run_shows_the_sink_read_back_the_state_asks_for(tmp_path, aws_cfg):
                         "dlq_kinesis": [0], "error_code": pa.array([None], pa.string())})
     settlements = pa.table({"window_key": pa.array([], pa.string()), "source_id": pa.array([], pa.string()),
                             "verdict": pa.array([], pa.string()), "eb_id": pa.array([], pa.string()),
-                            "lateness_s": pa.array([], pa.float64())})
+                            "lateness_s": pa.array([], pa.float64()), "dlq_kinesis": pa.array([], pa.int64()),
+                            "error_code": pa.array([], pa.string())})
     with State.open(state) as st:
         st.record(earlier, {"status": "pending", "exit_code": 1, "generated_at": earlier.as_of, "events": 1,
                             "hops": []}, tmp_path / "run-21", pending, settlements)

@@ -311,7 +311,7 @@ def _full_event(eb_id: str, ticket: int) -> str:
                       separators=(",", ":"))
 
 
-@pytest.mark.parametrize("fmt", ["cwl-export", "firehose", "firehose-messages"])
+@pytest.mark.parametrize("fmt", ["cwl-export", "firehose", "firehose-messages", "firehose-messages-crlf"])
 def test_a_bus_log_copy_is_re_read_where_the_bus_log_source_found_it(fmt, tmp_path):
     """The payload to re-send is read again from the place the run's bus ledger names, in each archive format: a
     Firehose delivery compressed by the stream over CloudWatch's gzip (two layers) and one with message extraction
@@ -327,8 +327,10 @@ def test_a_bus_log_copy_is_re_read_where_the_bus_log_source_found_it(fmt, tmp_pa
                "logStream": "s", "subscriptionFilters": ["f"],
                "logEvents": [{"id": f"3{n}", "timestamp": 1763892301000, "message": e} for n, e in enumerate(evs)]}
         body = gzip.compress(gzip.compress(json.dumps(rec).encode()))
-    else:
+    elif fmt == "firehose-messages":
         body = gzip.compress("".join(evs).encode())
+    else:  # one a line, CRLF: the event re-sent ended in "\r" (diff review)
+        body, fmt = gzip.compress("".join(e + "\r\n" for e in evs).encode()), "firehose-messages"
     folder = tmp_path / "archive" / "2026" / "11" / "23"
     folder.mkdir(parents=True)
     (folder / "part-000001.gz").write_bytes(body)

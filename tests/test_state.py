@@ -113,6 +113,43 @@ def test_a_loss_settled_for_an_earlier_window_is_listed_in_the_run_and_planned_b
     assert "cannot be applied yet" not in made.stderr
 
 
+def test_an_event_of_overlapping_windows_is_planned_once_as_the_run_s_own(tmp_path, monkeypatch):
+    """An ad-hoc window over the daily run's last hours judges E itself and settles it as a carried event too: the
+    plan counted it as two children and said an earlier window's run held its copies (diff review)."""
+    from tinyday import BUS, DAY, DLQ, E, SINK, ZENDESK, day_results, run_window, z
+    state = tmp_path / "state.duckdb"
+    with State.open(state) as st:
+        run_window(tmp_path, st, DAY, day_results(ZENDESK, BUS, SINK, DLQ), "day1")
+        own = day_results([z(5, 5, "Comment", "23:30:00", 500)], [dict(E, observed_at=E["event_time"])], [], [])
+        run_window(tmp_path, st, DAY + timedelta(hours=12), own, "adhoc", end=DAY + timedelta(hours=36))
+    monkeypatch.setenv("RECONCILE_STATE", str(state))
+    made = CliRunner().invoke(main, ["recover", str(tmp_path / "adhoc"), "--set", "recover.stream=zendesk-events"])
+    assert made.exit_code == 0, made.output
+    plan = orjson.loads((tmp_path / "adhoc" / "recovery" / "plan.json").read_bytes())
+    [event] = [e for e in plan["events"] if e["source_id"] == "5"]
+    assert (event["children"], event["settled_from"]) == (1, None), event
+
+
+def test_a_dead_letter_read_while_a_carried_event_is_held_again_is_kept(tmp_path):
+    """Day 1 leaves E pending with no dead letter yet; day 2 reads E's dead letter but the sink only in part, and
+    holds E again; by day 6 the queue dropped the message. The dead letter day 2 read was kept nowhere: E settled
+    lost_after_bus, "no sink row, no DLQ message" (diff review)."""
+    from dataclasses import replace
+    from tinyday import BUS, DAY, DAY2, DLQ, E, KIN, SINK, ZENDESK, day_results, obs, run_window
+    with State.open(tmp_path / "state.duckdb") as st:
+        run_window(tmp_path, st, DAY, day_results(ZENDESK, BUS, SINK, DLQ), "day1")
+        letter = obs(E, DAY2 + timedelta(hours=1), source_id="m5", error_code="THROTTLING",
+                     retry_condition="MaximumEventAgeInSeconds", target_arn=KIN, retry_attempts=40)
+        second = day_results([], [], [], [letter])
+        second["sink"] = replace(second["sink"], complete=False, problems=["part-00007.parquet: unreadable"])
+        [held] = [r for r in run_window(tmp_path, st, DAY2, second, "day2")["carried"]["events_shown"]
+                  if r["source_id"] == "5"]
+        assert (held["verdict"], held["would_be"]) == ("pending", "dead_lettered")
+        later = run_window(tmp_path, st, DAY + timedelta(days=5), day_results([], [], [], []), "day6")
+    [settled] = [r for r in later["carried"]["events_shown"] if r["source_id"] == "5"]
+    assert settled["verdict"] == "dead_lettered" and "THROTTLING" in settled["cause"], settled
+
+
 def test_a_plan_from_a_run_no_state_recorded_says_it_cannot_be_applied_yet(tmp_path):
     """A run made with --no-state: its plan printed an --apply command that could only fail ("No state file"), and
     said nothing when the plan was made."""

@@ -71,6 +71,19 @@ def test_a_store_recorded_as_read_whole_that_its_evidence_shows_read_in_part_is_
         in str(v.differences[0])
 
 
+def test_a_rejects_file_of_another_shape_is_a_difference_listed_not_a_crash(tmp_path):
+    """The completeness check reads the bundled rejects: one edited into another shape (a `kind` that is no text)
+    made verify exit 4, "unexpected ArrowInvalid", instead of listing the change (diff review)."""
+    import pyarrow as pa
+    produce(tmp_path)
+    p = tmp_path / "evidence" / "dlq.rejects.parquet"
+    t = pq.read_table(p)
+    pq.write_table(t.set_column(t.column_names.index("kind"), "kind", pa.array([7] * t.num_rows, pa.int64())), p)
+    result = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    assert result.exit_code == 5, result.output
+    assert "evidence/dlq.rejects.parquet" in result.output
+
+
 def test_the_manifest_holds_what_verify_needs(tmp_path):
     produce(tmp_path, {"sink": [{"uri": "s3://spark/part-0.parquet", "size": 10, "etag": "abc"}]})
     m, _ = load_manifest(tmp_path)

@@ -12,7 +12,9 @@ WITH lost AS (
     FROM (SELECT eb_id, verdict, source_id, event_time, bus_at, ticket_id, kind, NULL::VARCHAR AS settled_from
           FROM verdicts
           UNION ALL
-          SELECT eb_id, verdict, source_id, event_time, NULL::TIMESTAMPTZ, ticket_id, kind, window_key FROM settled)
+          -- an id this run also judges as its own (two overlapping windows) is planned as the run's own event
+          SELECT eb_id, verdict, source_id, event_time, NULL::TIMESTAMPTZ, ticket_id, kind, window_key FROM settled
+          WHERE eb_id NOT IN (SELECT eb_id FROM verdicts WHERE eb_id IS NOT NULL))
     WHERE verdict IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'bus_to_sink') AND eb_id IS NOT NULL
     GROUP BY eb_id
 ), logged AS (

@@ -97,7 +97,8 @@ def from_bus_log(cfg: Config, refs: dict[str, str]) -> dict[str, Payload]:
             lines = (text if fmt == "cwl-export" else buslog_source.split_records(text, fmt)).split(b"\n")
             for eb_id, pos in wanted.items():
                 n = int(pos) if pos.isdigit() else 0
-                line = lines[n - 1].decode("utf-8", "replace") if 0 < n <= len(lines) else None
+                # a line ends at \n or \r\n, as the source cut it (rawtext.lines): the event re-sent is the one logged
+                line = lines[n - 1].removesuffix(b"\r").decode("utf-8", "replace") if 0 < n <= len(lines) else None
                 if fmt == "cwl-export" and line is not None:
                     line = line.partition(" ")[2]  # `<ISO timestamp> <message>`
                 what = "line" if fmt == "cwl-export" else "record"
