@@ -212,16 +212,18 @@ def test_firehose_records_that_can_hold_events_but_show_none_are_rejects(tmp_pat
                             'Firehose record has an unknown messageType "DATA_MESSAGE_V2"']
 
 
-def test_a_firehose_object_cut_short_keeps_the_records_before_the_cut(tmp_path):
-    """Firehose records run together with no newline: the cut at the damage must fall between records, not at the
-    last newline (there is none), which kept nothing and said so wrongly."""
+@pytest.mark.parametrize("fmt", ["firehose", "firehose-messages"])
+def test_a_firehose_object_cut_short_keeps_the_records_before_the_cut(fmt, tmp_path):
+    """Firehose records run together with no newline (CloudWatch's records, or the events alone with message
+    extraction): the cut at the damage must fall between records, not at the last newline (there is none), which
+    kept nothing and said so wrongly."""
     t0 = int(NOW.timestamp() * 1000)
-    whole = b"".join(json.dumps(data_record([(f"e{i}", t0, legacy(f"L{i}"))]), separators=(",", ":")).encode()
-                     for i in range(5))
+    whole = b"".join((json.dumps(data_record([(f"e{i}", t0, legacy(f"L{i}"))]), separators=(",", ":"))
+                      if fmt == "firehose" else compact(legacy(f"L{i}"))).encode() for i in range(5))
     obj = gzip.compress(whole)
     (tmp_path / "fh").mkdir()
     (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc").write_bytes(obj[: len(obj) - 12])
-    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose"), WINDOW, AwsConfig())
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format=fmt), WINDOW, AwsConfig())
     assert not res.complete
     assert labels(res.ledger["eb_id"]) == [f"L{i}" for i in range(4)]
     assert any("kept the 4 records read before it" in p for p in res.problems), res.problems
@@ -259,18 +261,6 @@ def test_a_firehose_delivery_with_message_extraction_is_read(where, delimiter, g
     assert [r.rsplit(":", 1)[1] for r in res.ledger["source_id"].to_pylist()] == ["1", "2", "3", "4"]
     assert res.ledger["observed_at"].null_count == 4
     assert res.details["records"] == 4
-
-
-def test_a_message_extraction_delivery_cut_short_keeps_the_records_before_the_cut(tmp_path):
-    """Records back to back and a gzip stream cut short: the cut falls between records, the whole ones are kept."""
-    body = "".join(compact(legacy(f"L{i}")) for i in range(5)).encode()
-    obj = gzip.compress(body)
-    (tmp_path / "fh").mkdir()
-    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc.gz").write_bytes(obj[: len(obj) - 12])
-    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose-messages"), WINDOW, AwsConfig())
-    assert not res.complete
-    assert labels(res.ledger["eb_id"]) == [f"L{i}" for i in range(4)]
-    assert any("kept the 4 records read before it" in p for p in res.problems), res.problems
 
 
 def test_a_message_extraction_delivery_read_as_firehose_records_names_the_format(tmp_path):
