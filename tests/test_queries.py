@@ -104,6 +104,20 @@ def test_dlq_causes(day):
         [("THROTTLING", KIN, True, 1, 1), ("THROTTLING", LOGS, False, 1, 1)], key=lambda r: tuple(map(str, r)))
 
 
+def test_dlq_causes_are_the_window_s_dead_letters(tmp_path):
+    """A queue read whole holds earlier days' dead letters too (never deleted, kept up to 14 days): the causes
+    counted them all, three times the window's by its third day (outputs review)."""
+    the_day_before = legacy("C0", 3, "Comment Created", "2026-11-22T13:59:00Z", 1)
+    earlier = obs(the_day_before, "2026-11-22T14:00:00Z", source_id="m0", error_code="NO_PERMISSIONS",
+                  retry_condition="MaximumRetryAttempts", target_arn=KIN, retry_attempts=185)
+    e = judge(tmp_path, ZENDESK, BUS, SINK, [earlier, *DLQ], METRICS)
+    try:
+        assert [r[0] for r in table(e, "dlq_causes", ["error_code"])] == ["THROTTLING", "THROTTLING"]
+        assert [r[0] for r in table(e, "dlq_errors", ["error_code"])] == ["THROTTLING", "THROTTLING"]
+    finally:
+        e.close()
+
+
 def test_duplicates(day):
     assert table(day, "duplicates", ["cause", "events", "extra_copies", "uncommitted_rows"]) == [
         ("re-batched", 1, 1, 1), ("redelivery", 1, 1, 0)]
