@@ -40,6 +40,10 @@ def test_incomplete_input_beats_everything(tmp_path):
     # the sink read in part holds every loss: none is called, each is counted as held at its hop
     hops = {h["name"]: (h["lost"], h["held"]) for h in s["hops"]}
     assert hops == {"zendesk_to_bus": (0, 2), "bus_to_sink": (0, 2)}, hops
+    # the funnel chart says so too: it read "-0 lost (0.000 %)" in the grey of no loss (outputs review)
+    from bs4 import BeautifulSoup
+    chart = BeautifulSoup((tmp_path / "report.html").read_text(), "html.parser").select_one("svg.funnel-chart")
+    assert [t.get_text() for t in chart.select("text.flost")] == ["−0 lost (0.000 %), not final"] * 2
 
 
 def test_gaps_csv_lists_every_event_not_delivered_once(tmp_path):

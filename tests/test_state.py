@@ -327,6 +327,10 @@ def test_a_run_with_a_store_read_in_part_leaves_carried_losses_pending(tmp_path)
         assert s2["status"] == "incomplete" and s2["carried"]["by_verdict"] == {"pending": 1}
         assert s2["carried"]["events_shown"][0]["cause"] == ("would be lost_after_bus, but sink read only in part: "
                                                             "judged again by the next run")
+        # the report lists the held carried event by its hop (the alert counted it; the report showed it nowhere)
+        shown = BeautifulSoup((tmp_path / "day2" / "report.html").read_text(), "html.parser").select_one("#pending")
+        assert "Held pending again, by the hop whose loss each would be: bus → sink 1 ." in \
+            " ".join(shown.get_text(" ").split())
         assert [h for h in history(st) if h[0] == "20261123"] == after_day1
         s2 = day2(tmp_path, st)
         assert s2["carried"]["by_verdict"] == {"delivered": 1}
