@@ -114,7 +114,7 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
             runs = tuple(st.run_dirs())
     gone: list[str] = []
     found = [t for t in trace_runs(event_id, runs, cfg.aws, skip_gone=not given_runs, skipped=gone)
-             if t.events or t.observations]
+             if t.events or t.observations or t.settled_here]
     if pending_ids(found) and (state or not given_runs):  # the state at hand: what later runs settled them as
         with State.open(cfg.state.uri, cfg.aws, write=False) as st:
             found = with_settlements(found, st.settled(pending_ids(found)))
@@ -132,7 +132,13 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
                     continue
                 click.echo(f"  event {e['source_id']} (ticket {e['ticket_id']}, {e['kind']}, {when})"
                            f" eb_id {e['eb_id'] or '-'}: {e['verdict']} ({e['cause'] or 'ok'}), matched {e['match_kind']}")
-            if t.observations and not t.events:
+            for s in t.settled_here:  # a pending event of an earlier window, judged again by this run
+                when = f"{s['event_time']:%Y-%m-%dT%H:%M:%S}Z" if s["event_time"] else "no time"
+                late = f", {s['lateness_s']:.0f} s late" if s["lateness_s"] is not None else ""
+                click.echo(f"  settled here: event {s['source_id']} of {s['window_key']} (ticket {s['ticket_id']}, "
+                           f"{s['kind']}, {when}) eb_id {s['eb_id'] or '-'}: {s['verdict']}{late} "
+                           f"({s['cause'] or 'ok'})")
+            if t.observations and not t.events and not t.settled_here:
                 click.echo("  no event of this run's window names this id: the records below were read in its margins")
             for o in t.observations:
                 extra = " ".join(f"{k}={o[k]}" for k in ("error_code", "sequence_number", "committed", "replay_name")

@@ -34,6 +34,8 @@ class Trace:
     attempts: list[dict[str, Any]] = field(default_factory=list)  # recovery journal rows (reconcile recover)
     # what later runs settled this run's pending events as (the state's settlements: State.settled)
     settled_later: list[dict[str, Any]] = field(default_factory=list)
+    # earlier windows' pending events this run judged again (its settlements.parquet)
+    settled_here: list[dict[str, Any]] = field(default_factory=list)
 
 
 def trace(event_id: str, run_dir: Path) -> Trace:
@@ -62,13 +64,17 @@ def trace(event_id: str, run_dir: Path) -> Trace:
         events = execute_file(con, TRACE_QUERIES / "events.sql", params).to_arrow_table().to_pylist()
         events += execute_file(con, TRACE_QUERIES / "orphans.sql", params).to_arrow_table().to_pylist()
         obs = execute_file(con, TRACE_QUERIES / "observations.sql", params).to_arrow_table().to_pylist()
+        settled = []
+        if folder.settlements.exists():  # runs from before 0.5.0 have none
+            con.read_parquet(str(folder.settlements)).create_view("settled")
+            settled = execute_file(con, TRACE_QUERIES / "settled.sql", params).to_arrow_table().to_pylist()
         attempts = []
         if folder.recovery_journal.exists():  # runs from before recoveries have none
             con.read_parquet(str(folder.recovery_journal)).create_view("recovery_journal")
             attempts = execute_file(con, TRACE_QUERIES / "attempts.sql", params).to_arrow_table().to_pylist()
     finally:
         con.close()
-    return Trace(str(run_dir), events, obs, attempts)
+    return Trace(str(run_dir), events, obs, attempts, settled_here=settled)
 
 
 def pending_ids(found: list[Trace]) -> list[str]:
@@ -99,7 +105,8 @@ def trace_runs(event_id: str, runs: Iterable[str], aws: AwsConfig, *, skip_gone:
             else:
                 with tempfile.TemporaryDirectory(prefix="reconcile-trace-") as tmp:
                     found = trace(event_id, publish.download(str(where), Path(tmp), aws))
-                found = Trace(str(where), found.events, found.observations, found.attempts)
+                found = Trace(str(where), found.events, found.observations, found.attempts,
+                              settled_here=found.settled_here)
         except (ConfigError, NotARun) as e:
             if not skip_gone:
                 raise

@@ -12,6 +12,7 @@ from reconcile.cli import main
 from reconcile.errors import SourceError, StateError
 from reconcile.state import State
 
+from ledgers import uid
 from tinyday import day1, day2
 
 def history(st):
@@ -544,6 +545,13 @@ def test_trace_shows_what_a_later_run_settled_a_pending_event_as(tmp_path, caplo
     found = orjson.loads(CliRunner().invoke(main, ["trace", "5", "--state", str(state), "--json"]).output)
     day1_trace = [t for t in found if t["run_dir"].endswith("day1")]
     assert [(x["verdict"], x["settled_in"][:8]) for x in day1_trace[0]["settled_later"]] == [("delivered", "20261124")]
+    # the run that settled it says so, by either id (it said no event of its window named the EventBridge id, and
+    # showed nothing for the Zendesk one: outputs review)
+    for given in ("5", uid("E")):
+        here = CliRunner().invoke(main, ["trace", given, "--run", str(tmp_path / "day2")])
+        assert here.exit_code == 0 and "settled here: event 5 of 20261123T000000Z-20261124T000000Z (ticket 5, " \
+            "Comment, 2026-11-23T23:30:00Z)" in here.output and ": delivered, 5400 s late" in here.output, here.output
+        assert "no event of this run's window names this id" not in here.output
     # a folder traced alone (no state) shows its own day's verdict only
     alone = orjson.loads(CliRunner().invoke(main, ["trace", "5", "--run", str(tmp_path / "day1"), "--json"]).output)
     assert alone[0]["settled_later"] == [] and alone[0]["events"][0]["verdict"] == "pending"
