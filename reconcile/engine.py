@@ -6,8 +6,8 @@ Values reach SQL only as `$name` parameters; files are bound through the relatio
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 import shutil
 import tempfile
 import time

@@ -53,10 +53,6 @@ TITLES = {"status": "Status", "funnel": "Funnel", "timeline": "Timeline", "cause
           "pending": "Pending", "coverage": "Coverage", "gaps": "Gaps", "run": "Run"}
 
 
-def _num(value: Any) -> str:
-    return number(value)
-
-
 def _pct(value: Any, digits: int = 3) -> str:
     return percent(value, digits)
 
@@ -114,7 +110,7 @@ def _text(value: Any, limit: int = TEXT_LIMIT) -> str:
     return "".join(out) + (f" … ({len(str(value)):,} characters)" if cut else "")
 
 
-FORMATS = {"num": _num, "pct": _pct, "secs": _secs, "ts": _ts, "text": _text, "raw": lambda v: str(v)}
+FORMATS = {"num": number, "pct": _pct, "secs": _secs, "ts": _ts, "text": _text, "raw": lambda v: str(v)}
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -277,7 +273,7 @@ def _plain(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float)):
-        return _num(value)
+        return number(value)
     if value is None:
         return "–"
     if isinstance(value, (list, tuple)):
@@ -335,7 +331,7 @@ def verify_commands() -> list[str]:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(num=_num, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs,
+    env.filters.update(num=number, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs,
                        details=detail_rows)
     env.globals.update(nice_max=nice_max, axis=axis, BREAKDOWN_ROWS=BREAKDOWN_ROWS, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS,
                        HOPS=emission.hop_rows(), MATCH_KINDS=emission.match_kind_rows(),

@@ -214,11 +214,11 @@ class State:
                 con.execute("INSERT INTO run_hops VALUES (?, ?, ?, ?, ?, ?)",
                             [window.key, h["name"], h["in"], h["out"], h["lost"], h["pending"]])
                 con.execute("INSERT INTO run_recovered VALUES (?, ?, ?)", [window.key, h["name"], h["recovered"]])
-            con.register("new_pending", pending)
-            con.execute("INSERT INTO pending SELECT ?, source_id, zendesk_key, eb_id, ticket_id, kind, event_time, "
-                        "position, other_eb_ids, emission, sequence_id, sequence_position, claimed_ids, audit_id, "
-                        "dlq_kinesis, error_code FROM new_pending", [window.key])
+            con.register("adding", pending)
+            execute_file(con, _q("add_pending"), {"window_key": window.key})
             if kept is not None and kept.num_rows:
+                con.register("adding", kept)
+                execute_file(con, _q("add_pending"), {"window_key": window.key})
                 con.register("kept_pending", kept)
                 execute_file(con, _q("keep_pending"), {"window_key": window.key})
             con.register("new_settlements", settlements)
@@ -229,7 +229,7 @@ class State:
             con.execute("ROLLBACK")
             raise
         finally:
-            for name in ("new_pending", "kept_pending", "new_settlements"):
+            for name in ("adding", "kept_pending", "new_settlements"):
                 try:
                     con.unregister(name)
                 except duckdb.Error:

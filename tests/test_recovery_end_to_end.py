@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from reconcile import alert, recovered
 from reconcile.aws import make_client
 from reconcile.cli import main
-from reconcile.recover.plan import window_key
+from reconcile.window import key_of
 from reconcile.run import execute
 from reconcile.simulate import aws_load, zendesk_server
 from reconcile.simulate.demo import ZENDESK_BUDGET, demo_config
@@ -106,7 +106,7 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
         plan.write_bytes(orjson.dumps({"events": [r["eb_id"] for r in lost[:4]]}))
         digest = hashlib.sha256(plan.read_bytes()).hexdigest()
         sent = sim.window.as_of + timedelta(minutes=30)
-        rows = [dict(plan_digest=digest, window_key=window_key(first["window"]), source_id=r["source_id"],
+        rows = [dict(plan_digest=digest, window_key=key_of(first["window"]), source_id=r["source_id"],
                      eb_id=r["eb_id"], route=route, status=status, sent_at=sent if status == "sent" else None,
                      sequence_number="4965" if route == "reput" and status == "sent" else None,
                      replay_name=REPLAY if route == "replay" else None,

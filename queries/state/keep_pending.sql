@@ -3,10 +3,7 @@
 -- previous run counted them, so each hop still balances (in = out + lost + pending) and history.sql folds their
 -- settlements in: one with no EventBridge id waits at zendesk_to_bus; one linked to an id is on the bus
 -- (zendesk_to_bus out) and waits at bus_to_sink.
-INSERT INTO pending
-SELECT $window_key, source_id, zendesk_key, eb_id, ticket_id, kind, event_time, position, other_eb_ids, emission,
-       sequence_id, sequence_position, claimed_ids, audit_id, dlq_kinesis, error_code
-FROM kept_pending;
+-- The events themselves are added by add_pending.sql (state.record), as the run's own pending events are.
 UPDATE run_hops h
 SET "in" = h."in" + k.n_in, "out" = h."out" + k.n_out, pending = h.pending + k.n_pending
 FROM (

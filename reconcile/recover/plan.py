@@ -27,7 +27,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import emission, outputs, resources
 from ..aws import region_of
@@ -86,10 +85,6 @@ def require_current(plan: dict[str, Any]) -> None:
                         f"reconcile recover {run_dir}")
 
 
-def window_key(window: dict[str, Any]) -> str:
-    return key_of(window)
-
-
 # What candidates.sql reads of a run's settlements.parquet, for a run made before runs wrote one
 NO_SETTLEMENTS = pa.schema([("eb_id", pa.string()), ("verdict", pa.string()), ("source_id", pa.string()),
                            ("event_time", pa.timestamp("us", tz="UTC")), ("ticket_id", pa.int64()),
@@ -116,7 +111,7 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
             con.register("settled", NO_SETTLEMENTS.empty_table())
         con.register("verdict_vocab", emission.verdict_table())
         ledgers = folder.ledgers()
-        earlier = _settled_runs(cfg, settled)
+        earlier = _settled_runs(cfg, execute_file(con, _q("settled_windows"), {}).fetchall())
         for hop in ("bus", "dlq", "sink"):
             files = [str(ledgers[hop])] + [str(RunFolder(d).ledgers()[hop]) for d in earlier]
             con.read_parquet(files, union_by_name=True).create_view(hop)
@@ -132,7 +127,7 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
         for r in replay_rows:
             if r["eb_id"] in w["eb_ids"]:
                 r["replay_window"] = i
-    key = window_key(run["window"])
+    key = key_of(run["window"])
     reput = [r for r in routed if r["route"] == "reput"]
     plan = {
         "kind": PLAN_KIND, "version": PLAN_VERSION,
@@ -177,15 +172,12 @@ def bus_of(rule_arn: str | None) -> str | None:
     return f"{head}:event-bus/{bus}"
 
 
-def _settled_runs(cfg: Config, settled: Path) -> list[Path]:
-    """The folders of the runs (as the state records them) of the windows whose pending events this run settled as
-    lost after the bus: those events' bus log copies and dead letters were read by that window's run, not this one.
-    Only folders on this machine whose evidence is there; none without a state."""
-    if not settled.exists():
-        return []
-    table = pq.read_table(settled, columns=["window_key", "verdict"])
-    lost = {v for v, hop in emission.loss_hops().items() if hop == "bus_to_sink"}
-    keys = sorted({k for k, v in zip(table["window_key"].to_pylist(), table["verdict"].to_pylist()) if v in lost})
+def _settled_runs(cfg: Config, windows: list[tuple[str]]) -> list[Path]:
+    """The folders of the runs (as the state records them) of `windows` (queries/recover/settled_windows.sql: those
+    whose pending events this run settled as lost after the bus): those events' bus log copies and dead letters were
+    read by that window's run, not this one. Only folders on this machine whose evidence is there; none without a
+    state."""
+    keys = [k for (k,) in windows]
     if not keys:
         return []
     from ..state import State

@@ -9,9 +9,8 @@ with CacheBusy (exit 75, "try again later"), writing nothing.
 Runs never write the cache: `seed` copies the chain of pages that covers a read range into the run's own (empty)
 pages dir, checking each page's sha256, and the walk goes on from there (export.py). A copied page proves the listing
 by Zendesk's `end_time` only, never by the collector's clock: unless a copied page's end_time already passes the
-read range, the run asks Zendesk at least once itself. A cache
-bound to another account URL, a cache that starts after the range, or a gap in it only means the run fetches what
-the cache cannot prove.
+read range, the run asks Zendesk at least once itself. A cache bound to another account URL, a cache that starts
+after the range, or a gap in it only means the run fetches what the cache cannot prove.
 """
 
 from __future__ import annotations

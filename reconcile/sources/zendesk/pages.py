@@ -3,10 +3,9 @@
 Each index line describes one page (`page`, `file`, `url`, `request`, `start_time`, `end_time`, `count`,
 `end_of_stream`, `same_second`, `next_start_time`, `as_of`, `fetched_at`, `sha256` of the gzipped file; a collector's
 page also `probed_at`, when Zendesk last answered nothing new after it; a page a run copied from a collector's cache
-`collector_as_of` in place of `as_of`: cache.py). A chain of
-lines whose `start_time` follows the previous `next_start_time` can be replayed instead of fetched: a file missing or
-changed, a torn line or a break ends the chain. Pages fetched from another account URL (or by another query) are never
-replayed.
+`collector_as_of` in place of `as_of`: cache.py). A chain of lines whose `start_time` follows the previous
+`next_start_time` can be replayed instead of fetched: a file missing or changed, a torn line or a break ends the
+chain. Pages fetched from another account URL (or by another query) are never replayed.
 """
 
 from __future__ import annotations
