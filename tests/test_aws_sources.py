@@ -7,12 +7,14 @@ import gzip
 import json
 import time
 import urllib.request
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import botocore.exceptions
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from isal import igzip
 
 from reconcile import completeness, summary
 from reconcile.aws import make_client, store_error
@@ -284,6 +286,63 @@ def test_a_message_that_is_no_event_is_a_reject_naming_its_record(tmp_path):
     assert labels(res.ledger["eb_id"]) == ["L1", "L2"]
     assert reasons(res) == ["not JSON"] and res.rejects["source_ref"][0].as_py().endswith("-abc:2")
     assert not completeness.decide(res, others_have_records=True).complete
+
+
+# ---------------------------------------------------------------- bus log: an object bigger than a piece
+
+def _many(n: int) -> tuple[list[str], list[str]]:
+    """n distinct EventBridge events (their ids, and the events as EventBridge writes them)."""
+    template = compact(legacy("BIG"))
+    ids = [str(uuid.UUID(int=(7 << 96) + i)) for i in range(n)]
+    return ids, [template.replace(uid("BIG"), i) for i in ids]
+
+
+def _big_object(fmt: str, events_: list[str]) -> bytes:
+    """One archive object of `fmt` holding every event: an export's lines, Firehose's records of 50 log events each
+    (a gzip member each), or the events back to back (message extraction, not compressed)."""
+    if fmt == "cwl-export":
+        return igzip.compress("".join(f"{iso(NOW)} {e}\n" for e in events_).encode(), 1)
+    if fmt == "firehose":
+        t0 = int(NOW.timestamp() * 1000)
+        return b"".join(igzip.compress(json.dumps(data_record([(f"e{i + j}", t0, e) for j, e in
+                                                               enumerate(events_[i:i + 50])]),
+                                                  separators=(",", ":")).encode(), 1)
+                        for i in range(0, len(events_), 50))
+    return "".join(events_).encode()
+
+
+@pytest.mark.parametrize("fmt", ["cwl-export", "firehose", "firehose-messages"])
+def test_an_object_bigger_than_a_piece_is_read_a_piece_at_a_time_and_whole(fmt, tmp_path):
+    """An object of 1.1 pieces (buslog.PIECE of text): every event is read once, in order, at its place; the records
+    the cut between pieces falls inside are carried into the next piece, not lost or rejected."""
+    ids, evs = _many(int(1.1 * buslog.PIECE / len(evs_one := compact(legacy("BIG")))) + 1)
+    assert sum(map(len, evs)) > buslog.PIECE > len(evs_one)
+    (tmp_path / "log").mkdir()
+    name = "000000.gz" if fmt == "cwl-export" else "stream-1-2026-11-23-05-00-00-abc"
+    (tmp_path / "log" / name).write_bytes(_big_object(fmt, evs))
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "log"), format=fmt), WINDOW, AwsConfig())
+    assert res.complete and res.rejects.num_rows == 0, (res.problems, reasons(res)[:3])
+    assert [str(u) for u in res.ledger["eb_id"].to_pylist()] == ids
+    where = res.ledger["source_ref"].to_pylist() if fmt != "firehose" else res.ledger["source_id"].to_pylist()
+    at = ("#e" if fmt == "firehose" else ":")
+    assert where == [f"{tmp_path / 'log' / name}:{i}" if at == ":" else f"e{i - 1}" for i in range(1, len(ids) + 1)]
+
+
+def test_an_object_bigger_than_a_piece_cut_short_keeps_every_line_before_the_cut(tmp_path):
+    """The damage is in the last piece: the lines of the pieces before it and of the last up to the cut are kept
+    (numbered on from the pieces before), the line the cut falls in is the reject."""
+    ids, evs = _many(int(1.05 * buslog.PIECE / len(compact(legacy("BIG")))))
+    obj = _big_object("cwl-export", evs)
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "000000.gz").write_bytes(obj[:len(obj) - 1000])
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "log"), format="cwl-export"), WINDOW, AwsConfig())
+    kept = res.ledger.num_rows
+    assert not res.complete and len(ids) - 2000 < kept < len(ids)
+    assert [str(u) for u in res.ledger["eb_id"].to_pylist()] == ids[:kept]
+    assert res.ledger["source_ref"][-1].as_py().endswith(f"000000.gz:{kept}")
+    assert reasons(res) == [f"truncated gzip stream (the object ends mid-member) in {tmp_path / 'log' / '000000.gz'}: "
+                            f"kept the {kept:,} records before the damage"]
+    assert evs[kept].startswith(res.rejects["raw"][0].as_py().partition(" ")[2])
 
 
 # ---------------------------------------------------------------- bus log: live API

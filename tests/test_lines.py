@@ -51,3 +51,54 @@ def test_export_lines_with_other_timestamp_widths():
     line, stamp, event = (c.to_pylist() for c in rawtext.export_lines(text))
     assert stamp == ["2026-11-23T10:00:00Z", "2026-11-23T10:00:00.000+00:00", "2026-11-23T10:00:00.000Zc"]
     assert event == ["a", "b", "d"]
+
+
+# ---------------------------------------------------------------- rawtext.gunzip_pieces: inflating in pieces
+
+def _members(*texts: bytes) -> bytes:
+    import gzip
+    return b"".join(gzip.compress(t, compresslevel=1) for t in texts)
+
+
+TEXT = b"".join(b'2026-11-23T10:00:00.000Z {"id": "%d"}\n' % i for i in range(20_000))  # ~750 KB, ~30:1 in gzip
+
+
+@pytest.mark.parametrize("data, damage", [
+    (_members(TEXT), None),
+    (_members(TEXT[:1000], TEXT[1000:400_000], TEXT[400_000:]), None),  # Firehose: a member per record batch
+    (_members(TEXT) + b"\x00" * 64, None),  # a writer's zero padding after the last member
+    (_members(TEXT)[:-30], "truncated gzip stream"),
+    (_members(TEXT[:300_000]) + b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 20, "corrupt gzip data"),
+])
+@pytest.mark.parametrize("size", [None, 1, 4096, 100_000])
+def test_gunzip_in_pieces_gives_what_gunzip_gives_a_piece_at_a_time(data, damage, size):
+    """Pieces of `size` bytes (the last shorter), joined, are gunzip's text; only the last carries the damage. (Of a
+    member cut short, ISA-L may give a few more bytes a piece at a time: the lines before the cut are the same.)"""
+    whole, whole_damage = rawtext.gunzip(data)
+    pieces = list(rawtext.gunzip_pieces(data, size))
+    joined = b"".join(p for p, _ in pieces)
+    if whole_damage:
+        joined, whole = (t[:t.rfind(b"\n") + 1] for t in (joined, whole))
+    assert joined == whole and len(whole) > 250_000
+    assert [d for _, d in pieces[:-1]] == [None] * (len(pieces) - 1)
+    assert pieces[-1][1] == whole_damage and (damage is None) == (whole_damage is None)
+    assert damage is None or whole_damage.startswith(damage)
+    if size:
+        assert all(len(p) == size for p, _ in pieces[:-1]) and len(pieces[-1][0]) <= size
+        assert len(pieces) >= len(whole) // size
+    else:
+        assert len(pieces) == 1
+
+
+def test_a_piece_stays_within_its_size_however_well_the_text_compresses():
+    """Text that compresses a thousand to one still comes in pieces of `size`: the bound is on the text, not on the
+    compressed input handed over."""
+    data = _members(b"x" * 40_000_000)
+    assert len(data) < 200_000
+    sizes = [len(p) for p, _ in rawtext.gunzip_pieces(data, 1 << 20)]
+    assert max(sizes) == 1 << 20 and sum(sizes) == 40_000_000
+
+
+def test_plain_data_comes_in_pieces_too():
+    assert [p for p, _ in rawtext.gunzip_pieces(b"abcdefg", 3)] == [b"abc", b"def", b"g"]
+    assert list(rawtext.gunzip_pieces(b"")) == [(b"", None)]

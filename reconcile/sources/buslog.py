@@ -12,6 +12,7 @@ release the GIL) and parsed in bulk, never a line at a time in Python.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -36,6 +37,9 @@ from . import events, rawtext
 NAME, HOP = "bus_log", "bus"
 WRITE_TEST = "aws-logs-write-test"  # CloudWatch's permission probe at the export root
 WORKERS = 4  # objects in flight: S3 latency hides behind the parsing of others (2 cores)
+# Text inflated and parsed at a time per object: an export object's size is not documented (one log stream's events
+# of the whole export), and one read whole took its text, line views and parse at once (a 3 GB object, about 10 GB).
+PIECE = 64 << 20
 
 
 @dataclass
@@ -76,8 +80,8 @@ def read(cfg: BusLogConfig, window: Window, aws: AwsConfig, out: Path | None = N
     read_text = {"cwl-export": _read_export, "firehose": _read_firehose,
                  "firehose-messages": _read_messages}[cfg.format]
 
-    def reader(text: bytes, key: str):
-        return read_text(text, key, match)
+    def reader(text: bytes, key: str, first: int):
+        return read_text(text, key, first, match)
     sink = events.LedgerOut(out)
     pieces = []
     try:
@@ -147,36 +151,66 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, 
         problem = (f"{where}: {unreadable}; none of its events could be read. Check the object (export or copy it "
                    f"again).")
         return _Piece(ledger.empty(), rej, fp, problem, {"bytes": len(data), "unreadable_objects": 1})
-    text, damage = inflate(data, fmt)
-    tail = b""
-    if damage:
+    leds, rejs, counts = [], [], {"bytes": len(data)}
+    first, carry, damage = 1, b"", None
+
+    def parse(text: bytes | memoryview) -> None:
+        nonlocal first
+        led, rej, more = reader(text, key, first)
+        leds.append(led)
+        rejs.append(rej)
+        first += more.pop("records")
+        for k, v in more.items():
+            counts[k] = counts.get(k, 0) + v
+    # a piece at a time (PIECE): the record a piece ends inside is carried into the next
+    for text, damage in inflate_pieces(data, fmt, PIECE):
+        text = carry + text if carry else text
         if fmt != "cwl-export":  # Firehose's records run together: split them first, or the cut would keep none
             text = split_records(text, fmt)
         cut = text.rfind(b"\n") + 1
-        if fmt != "cwl-export" and _whole_record(text[cut:], fmt):
+        if damage and fmt != "cwl-export" and _whole_record(text[cut:], fmt):
             cut = len(text)  # the damage fell between records (a corrupt gzip member): the last one read is whole
-        text, tail = text[:cut], text[cut:]
-    led, rej, counts = reader(text, key)
+        if cut:
+            parse(memoryview(text)[:cut])  # a view: no copy of the piece
+        carry = text[cut:]
+    if carry and not damage:  # the last record, with no newline after it
+        parse(carry)
+    led = pa.concat_tables(leds) if leds else ledger.empty()
+    rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
     problem = None
     if damage:
         kept = led.num_rows + rej.num_rows
         rej = pa.concat_tables([rej, ledger.rejects_table(
             NAME, [f"{key}:end"], [f"{damage} in {where}: kept the {kept:,} records before the damage"],
-            [tail.decode("utf-8", "backslashreplace")], kind="unreadable_unit")])
+            [carry.decode("utf-8", "backslashreplace")], kind="unreadable_unit")])
         problem = (f"{where}: {damage}; kept the {kept:,} records read before it. Check the object (copy or "
                    f"export it again): events after the damage are missing.")
-    counts["bytes"] = len(data)
     return _Piece(led, rej, fp, problem, counts)
 
 
 def inflate(data: bytes, fmt: str) -> tuple[bytes, str | None]:
-    """An archive object's text, and what cut it short (rawtext.gunzip). A Firehose delivery with GZIP compression
-    over CloudWatch's own gzip is inflated twice; one with message extraction may be stored uncompressed (as is)."""
-    text, damage = rawtext.gunzip(data)
-    if fmt == "firehose" and not damage and bytes(text[:2]) == b"\x1f\x8b":
+    """An archive object's text, and what cut it short (rawtext.gunzip), in one piece (inflate_pieces)."""
+    return next(inflate_pieces(data, fmt))
+
+
+def inflate_pieces(data: bytes, fmt: str, size: int | None = None) -> Iterator[tuple[bytes, str | None]]:
+    """An archive object's text in pieces of about `size` bytes, the last with what cut it short (rawtext.gunzip_pieces).
+    A Firehose delivery with GZIP compression over CloudWatch's own gzip is inflated twice (the outer layer whole: it
+    is about as big as the object); one with message extraction may be stored uncompressed (as is)."""
+    pieces = rawtext.gunzip_pieces(data, size)
+    text, damage = next(pieces)
+    if fmt == "firehose" and bytes(text[:2]) == b"\x1f\x8b":
         # Firehose's own GZIP compression over CloudWatch's gzipped records: inflated once, they are gzip still
-        text, damage = rawtext.gunzip(text)
-    return text, damage
+        outer = [text]
+        for text, damage in pieces:
+            outer.append(text)
+        if not damage:
+            yield from rawtext.gunzip_pieces(b"".join(outer), size)
+            return
+        yield b"".join(outer), damage
+        return
+    yield text, damage
+    yield from pieces
 
 
 def _not_an_archive(data: bytes, name: str, fmt: str) -> str | None:
@@ -189,12 +223,16 @@ def _not_an_archive(data: bytes, name: str, fmt: str) -> str | None:
     return None
 
 
-def _read_export(text: bytes, key: str, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table, dict]:
+# The readers of a piece of an object's text (its records one a line: split_records), numbered from `first`: each
+# returns the ledger, the rejects and counts, `records` among them (how many the numbering took).
+
+def _read_export(text: bytes, key: str, first: int, match: MatchConfig | None = None
+                 ) -> tuple[pa.Table, pa.Table, dict]:
     line, stamp, event = rawtext.export_lines(text)
-    refs = rawtext.refs(key, len(line))
+    refs = rawtext.refs(key, len(line), first=first)
     led, rej = events.parse(event, refs, hop=HOP, source=NAME, extra={"source_id": refs}, export_line=(stamp, line),
                             match=match)
-    return led, rej, {"lines": len(line)}
+    return led, rej, {"records": len(line), "lines": len(line)}
 
 
 # Firehose records are CloudWatch Logs JSON objects written back to back. Every record starts with
@@ -254,10 +292,10 @@ def split_records(text: bytes, fmt: str) -> bytes:
     return text.replace(b"}" + _RECORD_START, b"}\n" + _RECORD_START)
 
 
-def _read_firehose(text: bytes, key: str, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table, dict]:
-    text = split_records(text, "firehose")
+def _read_firehose(text: bytes, key: str, first: int, match: MatchConfig | None = None
+                   ) -> tuple[pa.Table, pa.Table, dict]:
     lines = rawtext.lines(text)
-    records = pa.table({"rec": pa.array(np.arange(1, len(lines) + 1, dtype=np.int64)), "line": lines})
+    records = pa.table({"rec": pa.array(np.arange(first, first + len(lines), dtype=np.int64)), "line": lines})
     con = events.connect()
     try:
         con.register("records", records)
@@ -276,17 +314,18 @@ def _read_firehose(text: bytes, key: str, match: MatchConfig | None = None) -> t
     led, rej = events.parse(evs["message"], refs, hop=HOP, source=NAME,
                             extra={"source_id": ids, "observed_at": observed}, match=match)
     mt = parsed["message_type"]
-    counts = {"records_data": pc.sum(pc.equal(mt, "DATA_MESSAGE")).as_py() or 0,
+    counts = {"records": len(lines), "records_data": pc.sum(pc.equal(mt, "DATA_MESSAGE")).as_py() or 0,
               "records_control": pc.sum(pc.equal(mt, "CONTROL_MESSAGE")).as_py() or 0,
               "log_events": evs.num_rows}
     return led, pa.concat_tables([rec_rejects, rej]), counts
 
 
-def _read_messages(text: bytes, key: str, match: MatchConfig | None = None) -> tuple[pa.Table, pa.Table, dict]:
+def _read_messages(text: bytes, key: str, first: int, match: MatchConfig | None = None
+                   ) -> tuple[pa.Table, pa.Table, dict]:
     """A delivery with message extraction: each record an event, `<key>:<record>` its place; no log event id or
     timestamp is left in it, so the bus log gives no time the bus received the event (its latencies are unknown)."""
-    message = rawtext.lines(split_records(text, "firehose-messages"))
-    refs = rawtext.refs(key, len(message))
+    message = rawtext.lines(text)
+    refs = rawtext.refs(key, len(message), first=first)
     led, rej = events.parse(message, refs, hop=HOP, source=NAME, extra={"source_id": refs}, match=match)
     return led, rej, {"records": len(message)}
 

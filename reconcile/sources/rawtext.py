@@ -7,6 +7,7 @@ text: a day's archive is gigabytes, and finding newlines is one vectorised pass 
 from __future__ import annotations
 
 import codecs
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -27,26 +28,56 @@ codecs.register_error(BAD_BYTES, _bad_bytes)
 def gunzip(data: bytes | pa.Buffer) -> tuple[bytes, str | None]:
     """Decompress gzip (any number of members). Returns (text, None) or, for a truncated or corrupt stream,
     (everything decompressed before the damage, what went wrong). Plain (non-gzip) data is returned as is."""
+    return next(gunzip_pieces(data))
+
+
+def gunzip_pieces(data: bytes | pa.Buffer, size: int | None = None) -> Iterator[tuple[bytes, str | None]]:
+    """gunzip() a piece at a time: the text in pieces of `size` bytes (the last shorter; cut anywhere, even inside a
+    line), each (text, None) but the last, which comes with what cut the stream short (or None); with no `size`, one
+    piece. So an object of any size is never held inflated whole (the compressed input goes in `size / 8` bytes at a
+    time)."""
     data = memoryview(data)
-    if bytes(data[:2]) != b"\x1f\x8b":
-        return bytes(data), None
+    if bytes(data[:2]) != b"\x1f\x8b":  # plain data, as it is
+        step = size or max(1, len(data))
+        for at in range(0, max(1, len(data)), step):
+            yield bytes(data[at:at + step]), None
+        return
+    feed = max(1, size // 8) if size else len(data)
     out: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        d = isal_zlib.decompressobj(wbits=31)
+    held = pos = 0
+    given: memoryview | bytes = b""  # input handed over and not inflated yet (the rest, when a piece was full)
+    d = isal_zlib.decompressobj(wbits=31)
+    while True:
+        if not given:
+            if pos >= len(data):
+                out.append(d.flush())
+                damage = "truncated gzip stream (the object ends mid-member)"
+                break
+            given = data[pos:pos + feed]
+            pos += len(given)
         try:
             # Inflating releases the GIL, so objects decompress in parallel threads.
-            out.append(d.decompress(data[pos:]))
+            out.append(d.decompress(given, size - held if size else 0))
         except isal_zlib.error as e:
-            return b"".join(out), f"corrupt gzip data ({e})"
-        if not d.eof:
-            out.append(d.flush())
-            return b"".join(out), "truncated gzip stream (the object ends mid-member)"
-        rest = d.unused_data
-        pos = len(data) - len(rest)
-        if not rest.strip(b"\x00"):  # some writers pad the last member
+            damage = f"corrupt gzip data ({e})"
             break
-    return b"".join(out), None
+        given = d.unconsumed_tail
+        held += len(out[-1])
+        if d.eof:  # a member ends: another follows, or the data ends (some writers pad the last member with zeros)
+            pos -= len(d.unused_data)
+            given = b""
+            if bytes(data[pos:pos + 2]) != b"\x1f\x8b" and not bytes(data[pos:]).strip(b"\x00"):
+                damage = None
+                break
+            d = isal_zlib.decompressobj(wbits=31)
+        if size and held >= size:
+            yield b"".join(out), None
+            out, held = [], 0
+    rest = b"".join(out)
+    whole = max(0, len(rest) - 1) // size if size else 0  # what a stream cut short flushed may be more than a piece
+    for i in range(whole):
+        yield rest[i * size:(i + 1) * size], None
+    yield rest[whole * size:] if whole else rest, damage
 
 
 def lines(text: bytes | memoryview, *, buffer_limit: int = 2**31 - 1) -> pa.ChunkedArray:
