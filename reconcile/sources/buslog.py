@@ -194,7 +194,7 @@ def inflate(data: bytes, fmt: str) -> tuple[bytes, str | None]:
 
 
 def inflate_pieces(data: bytes, fmt: str, size: int | None = None) -> Iterator[tuple[bytes, str | None]]:
-    """An archive object's text in pieces of about `size` bytes, the last with what cut it short (rawtext.gunzip_pieces).
+    """An archive object's text in pieces of `size` bytes, the last with what cut it short (rawtext.gunzip_pieces).
     A Firehose delivery with GZIP compression over CloudWatch's own gzip is inflated twice (the outer layer whole: it
     is about as big as the object); one with message extraction may be stored uncompressed (as is)."""
     pieces = rawtext.gunzip_pieces(data, size)
