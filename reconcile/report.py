@@ -28,6 +28,7 @@ TEMPLATE_DIR = resources.TEMPLATE_DIR
 GAP_ROWS = 1000
 GAP_GROUP_ROWS = 200  # rows listed per gap group (verdict); gaps.csv has them all
 TEXT_LIMIT = 300  # characters of any free text (error messages, rejected records) shown in a cell
+PROBLEM_LIMIT = 1000  # characters of an input's first problem in the status header: our own sentence, shown whole
 TIMELINE_ROWS_ALL = 48  # up to this many buckets the table lists every one; beyond, only buckets with gaps,
 TIMELINE_TABLE_ROWS = 120  # at most this many (those with the most gaps, in time order); the chart shows all
 BREAKDOWN_ROWS = 100  # rows of a long breakdown table (silent losses, kinds); summary.json has them all
@@ -333,7 +334,8 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(num=number, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs,
                        details=detail_rows)
-    env.globals.update(nice_max=nice_max, axis=axis, BREAKDOWN_ROWS=BREAKDOWN_ROWS, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS,
+    env.globals.update(nice_max=nice_max, axis=axis, BREAKDOWN_ROWS=BREAKDOWN_ROWS,
+                       PROBLEM_LIMIT=PROBLEM_LIMIT, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS,
                        HOPS=emission.hop_rows(), MATCH_KINDS=emission.match_kind_rows(),
                        VERDICTS=emission.verdict_rows(), VERDICT_NAMES=emission.verdicts())
     return env

@@ -185,6 +185,8 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         "exit_code": EXIT[status],
         "events": sum(verdicts.values()),
         "verdicts": verdicts,
+        # rows of verdicts.parquet (Zendesk child events) per verdict, where `verdicts` counts expected bus events
+        "verdict_rows": {r["verdict"]: r["children"] for r in results["verdict_counts"]},
         "orphans": orphans,
         "unlogged_at_bus": unlogged,
         # events that reached the sink only in files outside Spark's commit log (queries/rules.sql only_outside_log),

@@ -276,3 +276,36 @@ def test_a_ten_million_event_day_renders_small(tmp_path, audience):
     assert len(soup.select("table.gaps tbody tr")) == (0 if audience in () else report.GAP_ROWS)
     bars = soup.select_one("#timeline path.s-lost_before_bus")["d"]
     assert bars.count("M") == 144  # every minute with a loss before the bus is drawn
+
+
+def test_a_pending_table_cut_short_says_so_when_its_rows_outnumber_the_pending_events(tmp_path):
+    """Pending events count expected bus events, the table lists Zendesk events (rows of verdicts.parquet): 60 new
+    tickets pending are 60 events and 250 rows. The table shows 100 of them and says so; it compared 100 with 60."""
+    tiny, _, _ = produce(tmp_path)
+    s = orjson.loads(orjson.dumps(tiny))
+    s["verdicts"]["pending"], s["verdict_rows"]["pending"] = 60, 250
+    s["pending_events"] = [dict(tiny["pending_events"][0], source_id=str(i)) for i in range(100)]
+    soup = BeautifulSoup(report.render(report.ReportContext(summary=s, gaps=[], rejects=[], config={})), "html.parser")
+    assert soup.select_one("#pending h3").get_text() == "Oldest pending events (the 100 oldest of 250 Zendesk events)"
+    assert len(soup.select("#pending table tbody tr")) == 100
+    s["verdict_rows"]["pending"] = 100
+    soup = BeautifulSoup(report.render(report.ReportContext(summary=s, gaps=[], rejects=[], config={})), "html.parser")
+    assert soup.select_one("#pending h3").get_text() == "Oldest pending events"
+
+
+def test_an_incomplete_input_shows_its_first_problem_whole_and_points_to_the_rest(tmp_path):
+    """Forty damaged objects: the status header ran every problem together, each cut mid-sentence at 300 characters.
+    It shows the first whole, says how many there are and where each is listed (Coverage, in full)."""
+    tiny, _, _ = produce(tmp_path)
+    s = orjson.loads(orjson.dumps(tiny))
+    bus = next(i for i in s["inputs"] if i["source"] == "bus_log")
+    bus["complete"] = False
+    bus["problems"] = [f"s3://archive/exports/{'x' * 200}/{n:06d}.gz: truncated gzip stream (the object ends "
+                       f"mid-member); kept the 1,234 records read before it. Check the object (copy or export it "
+                       f"again): events after the damage are missing." for n in range(40)]
+    soup = BeautifulSoup(report.render(report.ReportContext(summary=s, gaps=[], rejects=[], config={})), "html.parser")
+    alert = soup.select_one("#status ul.alerts li").get_text()
+    assert alert == f"bus_log incomplete: {bus['problems'][0]} (40 problems in all: Coverage lists each)"
+    assert len(bus["problems"][0]) > report.TEXT_LIMIT
+    assert soup.select_one("#status ul.alerts a")["href"] == "#coverage"
+    assert len(soup.select("#coverage td.msg p")) == 40
