@@ -249,6 +249,20 @@ def test_trace_hints(day):
         ("orphan", "no source event", 1, "L"), ("pending", "within retry horizon", 1, "5")]
 
 
+def test_trace_hints_count_expected_bus_events_not_every_child(tmp_path):
+    """A new ticket's three Create children are one `Ticket Created` on the bus: lost, they are one event beside the
+    figures that count it once (the hint said 3 events), and three rows of gaps.csv."""
+    more = [z(15, 6, "Create", "09:00:00", 600), z(16, 6, "Create", "09:00:00", 600)]  # ticket 6's other children
+    e = judge(tmp_path, ZENDESK + more, BUS, SINK, DLQ, METRICS)
+    try:
+        hint = [r for r in table(e, "trace_hints", ["verdict", "cause", "events", "trace_id"])
+                if r[0] == "lost_before_bus"]
+        assert hint == [("lost_before_bus", "not in any AWS store", 2, "15")]  # its earliest, the id as text
+        assert e.count("gaps", "verdict = 'lost_before_bus'") == 4
+    finally:
+        e.close()
+
+
 def test_every_query_file_is_run():
     """Engine queries are listed in engine.QUERIES; state and trace queries are named by the module that runs them."""
     assert {p.stem for p in eng.QUERY_DIR.glob("*.sql")} == set(eng.QUERIES)
