@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import click
 
 from . import __version__, interrupt
-from .cli_options import say
+from .cli_options import json_logs, say
 from .console import tolerate_closed_stdout
 from .errors import Interrupted, ReconcileError, os_error
 
@@ -109,6 +109,13 @@ class Main(click.Group):
                 stopped(interrupt.received())
             say(f"Error: {e}", logging.ERROR, ctx, exit_code=e.exit_code)
             leave(e.exit_code)
+        except click.UsageError as e:
+            if not json_logs(ctx):
+                raise  # click shows the usage and the error (exit 4: usage_exit_code)
+            # a subcommand's: logging is set up, so the shipper reading stderr gets one JSON line, not click's text
+            say(f"Error: {e.format_message()}", logging.ERROR, ctx, exit_code=USAGE_ERROR,
+                command=(e.ctx or ctx).command_path)
+            sys.exit(USAGE_ERROR)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except OSError as e:  # a file the run could not write (a full disk) names its path and what to do

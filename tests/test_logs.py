@@ -65,3 +65,18 @@ def test_the_status_record_is_logged_with_the_json_summary_too(tmp_path):
     assert orjson.loads(p.stdout)["status"] == "incomplete"
     [status] = [r for r in map(orjson.loads, p.stderr.splitlines()) if "status" in r]
     assert (status["status"], status["exit_code"], status["message"].split(":")[0]) == ("incomplete", 3, "incomplete")
+
+
+def test_a_usage_error_is_one_json_line_with_its_exit_code(tmp_path):
+    """A scheduler's typo in a subcommand's option: with --log-format json, one JSON line (it was click's usage text,
+    which a log shipper reading stderr as JSON lines cannot parse)."""
+    p = subprocess.run([sys.executable, "-m", "reconcile", "--log-format", "json", "run", "--no-state", "--dat",
+                        "2026-11-23"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert p.returncode == 4
+    (line,) = p.stderr.splitlines()
+    r = orjson.loads(line)
+    assert (r["level"], r["exit_code"], r["command"]) == ("ERROR", 4, "reconcile run")
+    assert r["message"].startswith("Error: No such option '--dat'")
+    p = subprocess.run([sys.executable, "-m", "reconcile", "run", "--no-state", "--dat", "2026-11-23"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert p.returncode == 4 and p.stderr.startswith("Usage: reconcile run [OPTIONS]")

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .. import config
 from ..run import Outcome, execute
@@ -147,10 +148,12 @@ def reconcile_days(sims: list, run_dir: Path, endpoint: str, *, audience: str, p
 
 
 def compare_settlements(outcome: Outcome, earlier: list) -> list[str]:
-    """Pending events of earlier days that this run settled: does each settlement equal that day's truth now?"""
-    settled = outcome.summary.get("carried", {}).get("events_shown", [])
+    """Pending events of earlier days that this run settled: does each settlement equal that day's truth now? All of
+    them, from settlements.parquet (the summary shows the first 1,000)."""
     if not earlier:
         return []
+    path = outcome.out_dir / "settlements.parquet"
+    settled = pq.read_table(path, columns=["source_id", "verdict"]).to_pylist() if path.exists() else []
     truth = {}
     for sim, _ in earlier:
         t = sim.truth.select(["source_id", "verdict"]).to_pylist()
