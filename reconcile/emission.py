@@ -169,6 +169,11 @@ def loss_rate(lost: int, entered: int) -> float:
     return lost / entered if entered else 0.0
 
 
+def over_threshold(lost: int, rate: float, threshold: float) -> bool:
+    """Whether a hop's losses are over its budget ([thresholds]): a run's status, a window's in `history`."""
+    return lost > 0 and rate > threshold
+
+
 def verdicts() -> tuple[str, ...]:
     """Verdict names in report order."""
     return tuple(verdict_table()["verdict"].to_pylist())

@@ -27,7 +27,7 @@ from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
 from .sources import REGISTRY, buslog, dlq, hops
-from .state import CARRIED_SCHEMA, State, as_carried
+from .state import CARRIED_SCHEMA, State, as_carried, holders
 from .window import Window, parse_duration
 
 logger = logging.getLogger(__name__)
@@ -296,14 +296,10 @@ def finish(cfg: Config, window: Window, out_dir: Path, results: dict[str, Source
                            "Zendesk read: kept pending for a later run to settle", kept.num_rows)
         state.record(window, s, location or out_dir.resolve(), pending, settlements, kept)  # found from any folder
         history = jsonable(state.history())
-        changed = summary.fold_carried(s, settlements.to_pylist(), history, cfg)
+        changed = summary.fold_carried(s, settlements.to_pylist(), history, cfg, holders(carried))
         if changed:
             state.restate(window, s)
-        earlier = {h["window_key"] for h in s["carried"]["over_threshold"]} - {window.key}
-        if earlier:
-            state.over_budget(sorted(earlier))  # the loss shows on the day it happened
-        if changed or earlier:
-            history = jsonable(state.history())  # with the statuses they now have (the figures folded are the same)
+            history = jsonable(state.history())  # with the status the run now has (the figures folded are the same)
         outputs.write_json(folder.history, history)
         return history
 
@@ -367,7 +363,8 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
             pending = execute_file(e.con, query_path("export/pending"), {}).order(outputs.VERDICTS_ORDER)
             history = record(s, pending.to_arrow_table(), settlements, lambda previous: _unjudged(e, previous))
         elif history is not None:  # a re-render (verify): the history the run recorded, folded in alike
-            summary.fold_carried(s, settlements.to_pylist(), history, cfg)
+            summary.fold_carried(s, settlements.to_pylist(), history, cfg,
+                                 holders(job.carried) if job.carried is not None else None)
         if history is not None:
             s["history"] = history
     finally:

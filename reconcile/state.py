@@ -47,6 +47,7 @@ CARRIED_SCHEMA = pa.schema([
     ("emission", pa.string()), ("sequence_id", pa.string()), ("sequence_position", pa.int64()),
     ("claimed_ids", pa.list_(pa.string())), ("audit_id", pa.int64()),
     ("dlq_kinesis", pa.int64()), ("error_code", pa.string()),
+    ("holders", pa.list_(pa.string())),  # every window that left it pending (carried.sql): history folds it into each
 ])
 
 
@@ -214,6 +215,7 @@ class State:
                 con.execute("INSERT INTO run_hops VALUES (?, ?, ?, ?, ?, ?)",
                             [window.key, h["name"], h["in"], h["out"], h["lost"], h["pending"]])
                 con.execute("INSERT INTO run_recovered VALUES (?, ?, ?)", [window.key, h["name"], h["recovered"]])
+                con.execute("INSERT INTO run_thresholds VALUES (?, ?, ?)", [window.key, h["name"], h["threshold"]])
             con.register("adding", pending)
             execute_file(con, _q("add_pending"), {"window_key": window.key})
             if kept is not None and kept.num_rows:
@@ -234,10 +236,6 @@ class State:
                     con.unregister(name)
                 except duckdb.Error:
                     pass
-
-    def over_budget(self, window_keys: list[str]) -> None:
-        """Earlier windows a later run's settled losses left over a hop's threshold: `loss` in the history."""
-        execute_file(self.con, _q("over_budget"), {"window_keys": sorted(window_keys)})
 
     def restate(self, window: Window, summary: dict[str, Any]) -> None:
         """The status `record` wrote for this window's run, as it stands after the history (summary.fold_carried)."""
@@ -289,7 +287,7 @@ class State:
             rows = execute_file(self.con, _q("history"), {}).to_arrow_table().to_pylist()
         finally:
             self.con.unregister("verdict_vocab")
-        return [dict(r, loss_rate=emission.loss_rate(r["lost"], r["in"])) for r in rows]
+        return standing([dict(r, loss_rate=emission.loss_rate(r["lost"], r["in"])) for r in rows])
 
     def settled(self, source_ids: list[str]) -> list[dict[str, Any]]:
         """What later runs settled these pending events (Zendesk event ids) as (queries/state/settled.sql)."""
@@ -299,6 +297,35 @@ class State:
 
     def run_dirs(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT out_dir FROM runs ORDER BY window_start DESC").fetchall()]
+
+
+def holders(carried: pa.Table) -> dict[str, list[str]]:
+    """source_id -> every window that left the carried event pending (carried.sql `holders`; the window it is carried
+    from where a run folder predates the column): summary.fold_carried checks each against its threshold."""
+    rows = carried.select(["source_id", "window_key", "holders"]).to_pylist() if "holders" in carried.column_names else []
+    return {r["source_id"]: r["holders"] or [r["window_key"]] for r in rows}
+
+
+def standing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """history rows (one per window and hop) with each window's `status` as its figures stand now, later settlements
+    folded in, so it does not depend on the order windows were run or re-run in: `incomplete` as its run recorded (a
+    read in part; only a re-run mends it), `loss` while a hop is over its threshold (summary.status_of's rule),
+    `pending` while a hop has pending events, else `clean`. A window recorded before the state kept its thresholds
+    keeps the status its run recorded. `recorded` (that status) and `exit_code` stay: what the run itself said."""
+    windows: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        windows.setdefault(r["window_key"], []).append(r)
+    for hops in windows.values():
+        recorded = hops[0]["recorded"]
+        if recorded == "incomplete" or any(h["threshold"] is None for h in hops):
+            status = recorded
+        elif any(emission.over_threshold(h["lost"], h["loss_rate"], h["threshold"]) for h in hops):
+            status = "loss"
+        else:
+            status = "pending" if any(h["pending"] > 0 for h in hops) else "clean"
+        for h in hops:
+            h["status"] = status
+    return rows
 
 
 def _tables_it_lacks(con: duckdb.DuckDBPyConnection) -> None:

@@ -122,17 +122,22 @@ def settled_lost(s: dict[str, Any]) -> int:
     return sum(n for v, n in s.get("carried", {}).get("by_verdict", {}).items() if v in losses)
 
 
-def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict], cfg: Config) -> bool:
+def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict], cfg: Config,
+                 holders: dict[str, list[str]] | None = None) -> bool:
     """Losses this run settled for earlier windows' pending events are those windows' losses: where they leave a
     window's hop (its figures with every settlement folded in: `history`, queries/state/history.sql) over the hop's
-    threshold, the run's status is `loss`, as an incomplete read still outranks it. Otherwise a day's losses after
-    the bus, nearly all pending when the day is first judged (the retry horizon), would never reach an exit code.
+    threshold (this run's [thresholds]), the run's status is `loss`, as an incomplete read still outranks it.
+    Otherwise a day's losses after the bus, nearly all pending when the day is first judged (the retry horizon),
+    would never reach an exit code. `holders`: every window that left each event pending (state.holders: overlapping
+    windows both fold a settlement in); by default the one it was carried from.
     A carried event whose loss is held (`would_be`: a store read in part, the sink not read back to it) makes a clean
     run `pending`: its fate is not settled, and the hold may never lift by itself. One merely within its retry horizon
     (or a recovery not landed yet) does not: the next run settles it.
     Sets `carried.over_threshold` (each such window and hop) and returns whether the status changed."""
     hop_of = emission.loss_hops()
-    touched = {(r["window_key"], hop_of[r["verdict"]]) for r in settlements if r["verdict"] in hop_of}
+    holders = holders or {}
+    touched = {(w, hop_of[r["verdict"]]) for r in settlements if r["verdict"] in hop_of
+               for w in holders.get(r["source_id"]) or [r["window_key"]]}
     folded = [{"window_key": h["window_key"], "window_end": h["window_end"], "hop": h["hop"], "in": h["in"],
                "lost": h["lost"], "pending": h["pending"], "loss_rate": round(h["loss_rate"], 8),
                "threshold": getattr(cfg.thresholds, h["hop"])}
@@ -140,7 +145,7 @@ def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict]
     # each earlier window hop this run settled losses of, as it stands now (alert.py publishes the final ones' rates)
     s["carried"]["windows"] = folded
     over = [{k: v for k, v in h.items() if k not in ("window_end", "pending")} for h in folded
-            if h["lost"] > 0 and h["loss_rate"] > h["threshold"]]
+            if emission.over_threshold(h["lost"], h["loss_rate"], h["threshold"])]
     s["carried"]["over_threshold"] = over
     status = s["status"]
     if over and status in ("clean", "pending"):
@@ -170,7 +175,7 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
                      "unsettled": unsettled.get(r["name"]) or (
                          f"{r['held']:,} loss(es) held until a later read proves them" if r["held"] else None),
                      "loss_rate": round(rate, 8), "threshold": threshold,
-                     "over_threshold": r["lost"] > 0 and rate > threshold})
+                     "over_threshold": emission.over_threshold(r["lost"], rate, threshold)})
     status = status_of(inputs, hops, verdicts["pending"])
     metrics = next((i["details"] for i in inputs if i["source"] == "metrics" and i["complete"]), {})
     return {

@@ -3,7 +3,9 @@
 -- queries/verdicts.csv names for its verdict, one the sink holds to bus_to_sink's out; a settlement leaves the
 -- pending count of the hop it waited at (zendesk_to_bus when no id was linked to it). One that waited before the bus
 -- and was found on it moves on: zendesk_to_bus out and bus_to_sink in; one found outside the funnel (unverified, not
--- emitted) leaves its hop's in. The loss rate is added by State.history (emission.loss_rate, the one definition).
+-- emitted) leaves its hop's in. The loss rate, and the window's status as its figures now stand, are added by
+-- State.history (emission.loss_rate, the one definition; `recorded`: the status its run recorded, `threshold`: the
+-- hop's, NULL for a window recorded before the state kept it).
 -- `recovered`: of the out, events the pipeline lost and `reconcile recover` made land, settled ones included (NULL for
 -- a window recorded before the state kept the figure).
 WITH settled_as AS (
@@ -29,7 +31,7 @@ WITH settled_as AS (
 )
 SELECT *
 FROM (
-SELECT r.window_key, r.window_start, r.window_end, r.status, r.events, h.hop,
+SELECT r.window_key, r.window_start, r.window_end, r.status AS recorded, r.exit_code, r.events, h.hop,
        h."in" + CASE WHEN h.hop = 'zendesk_to_bus' THEN -coalesce(st.left_a, 0)
                      ELSE coalesce(st.onto_bus, 0) - coalesce(st.left_b, 0) END AS "in",
        h."out" + CASE WHEN h.hop = 'zendesk_to_bus' THEN coalesce(st.onto_bus, 0)
@@ -38,10 +40,12 @@ SELECT r.window_key, r.window_start, r.window_end, r.status, r.events, h.hop,
            AS lost,
        h.pending - CASE WHEN h.hop = 'zendesk_to_bus' THEN coalesce(st.settled_a, 0)
                         ELSE coalesce(st.settled, 0) - coalesce(st.settled_a, 0) END AS pending,
-       rc.recovered + CASE WHEN h.hop = 'bus_to_sink' THEN coalesce(st.recovered_b, 0) ELSE 0 END AS recovered
+       rc.recovered + CASE WHEN h.hop = 'bus_to_sink' THEN coalesce(st.recovered_b, 0) ELSE 0 END AS recovered,
+       t.threshold
 FROM runs r
 JOIN run_hops h USING (window_key)
 LEFT JOIN run_recovered rc USING (window_key, hop)
+LEFT JOIN run_thresholds t USING (window_key, hop)
 LEFT JOIN settled st USING (window_key)
 )
 ORDER BY window_start, window_key, hop DESC;

@@ -11,6 +11,11 @@ CREATE TABLE IF NOT EXISTS run_hops (
 -- read-only open of an older state gets it empty (state._tables_it_lacks)
 CREATE TABLE IF NOT EXISTS run_recovered (
     window_key VARCHAR, hop VARCHAR, recovered BIGINT, PRIMARY KEY (window_key, hop));
+-- per window and hop, the loss-rate threshold its run judged by ([thresholds]), so `history` derives a window's status
+-- from its figures as they stand (later settlements folded in) whatever order windows were run or re-run in (added
+-- later: a window recorded before it keeps the status its run recorded)
+CREATE TABLE IF NOT EXISTS run_thresholds (
+    window_key VARCHAR, hop VARCHAR, threshold DOUBLE, PRIMARY KEY (window_key, hop));
 CREATE TABLE IF NOT EXISTS pending (
     window_key VARCHAR, source_id VARCHAR, zendesk_key VARCHAR, eb_id VARCHAR, ticket_id BIGINT, kind VARCHAR,
     event_time TIMESTAMPTZ, position BIGINT, PRIMARY KEY (window_key, source_id));
