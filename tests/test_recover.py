@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from reconcile import config
+from reconcile import config, emission
 from reconcile.aws import make_client
 from reconcile.errors import ConfigError, StateError
 from reconcile.recover import apply as apply_mod
@@ -342,6 +343,31 @@ def test_a_bus_log_copy_is_re_read_where_the_bus_log_source_found_it(fmt, tmp_pa
     assert sorted(refs) == sorted(ids)
     found = payload.from_bus_log(cfg, refs)
     assert {i: p.data for i, p in found.items()} == dict(zip(ids, evs)), found
+
+
+def test_the_plan_takes_a_bus_log_copy_with_no_log_time_and_the_earliest_of_several():
+    """A Firehose delivery with message extraction keeps no log time (observed_at NULL): its copy was never chosen
+    (arg_min skips a NULL order), so every loss after the bus was "no bus log copy" in that format. Of several copies
+    the earliest logged is taken, one with no time after those with one; the DLQ message alike."""
+    t = lambda s: datetime.fromisoformat(f"2026-11-23T{s}+00:00")  # noqa: E731
+    a, b, c = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
+    con = events.connect()
+    con.register("verdict_vocab", emission.verdict_table())
+    con.register("verdicts", pa.table({
+        "eb_id": [a, b, c], "verdict": ["lost_after_bus"] * 3, "source_id": ["1", "2", "3"],
+        "event_time": [t("10:00:00")] * 3, "bus_at": pa.array([None] * 3, pa.timestamp("ms", tz="UTC")),
+        "ticket_id": [1, 2, 3], "kind": ["Comment"] * 3}))
+    con.register("settled", plan_mod.NO_SETTLEMENTS.empty_table())
+    con.register("bus", pa.table({
+        "eb_id": [a, b, b, c, c], "source_ref": ["m/obj:7", "m/obj:9", "e/000000.gz:4", "e/000000.gz:2", "m/obj:1"],
+        "observed_at": pa.array([None, None, t("10:00:02"), t("10:00:03"), None], pa.timestamp("ms", tz="UTC"))}))
+    con.register("dlq", pa.table({"eb_id": [a], "source_ref": ["msg-1"], "target_arn": ["arn:aws:kinesis:x"],
+                                  "observed_at": pa.array([None], pa.timestamp("ms", tz="UTC"))}))
+    from reconcile.engine import execute_file
+    rows = execute_file(con, plan_mod.QUERIES / "candidates.sql", {"kinesis_target": "kinesis"}).to_arrow_table()
+    got = {r["eb_id"]: (r["bus_ref"], r["dlq_ref"], r["logged_at"]) for r in rows.to_pylist()}
+    assert got == {a: ("m/obj:7", "msg-1", None), b: ("e/000000.gz:4", None, t("10:00:02")),
+                   c: ("e/000000.gz:2", None, t("10:00:03"))}
 
 
 def test_whole_event_tells_an_input_transformers_output():

@@ -4,7 +4,9 @@
 -- object and line) and the message the rule's Kinesis target left in the DLQ (`dlq`), as far as this run read them
 -- (an earlier window's event may have its copy only in that window's bus log). Zendesk children folded into one bus
 -- event share its id: the event is recovered once for all of them. Ids are compared as text: the ledgers keep them
--- as UUIDs (older runs' as text), verdicts.parquet and settlements.parquet as text.
+-- as UUIDs (older runs' as text), verdicts.parquet and settlements.parquet as text. The first copy is the earliest
+-- logged, one with no time after those with one: a Firehose delivery with message extraction keeps no log time, and
+-- arg_min skips a row whose order is NULL (every such copy was "no bus log copy").
 WITH lost AS (
     SELECT eb_id, min(verdict) AS verdict, min(source_id) AS source_id, count(*) AS children,
            min(event_time) AS event_time, min(bus_at) AS bus_at, min(ticket_id) AS ticket_id, min(kind) AS kind,
@@ -18,12 +20,13 @@ WITH lost AS (
     WHERE verdict IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'bus_to_sink') AND eb_id IS NOT NULL
     GROUP BY eb_id
 ), logged AS (
-    SELECT eb_id::VARCHAR AS eb_id, arg_min(source_ref, observed_at) AS bus_ref, min(observed_at) AS logged_at
+    SELECT eb_id::VARCHAR AS eb_id, first(source_ref ORDER BY observed_at NULLS LAST, source_ref) AS bus_ref,
+           min(observed_at) AS logged_at
     FROM bus
     WHERE eb_id::VARCHAR IN (SELECT eb_id FROM lost)
     GROUP BY ALL
 ), lettered AS (
-    SELECT eb_id::VARCHAR AS eb_id, arg_min(source_ref, observed_at) AS dlq_ref
+    SELECT eb_id::VARCHAR AS eb_id, first(source_ref ORDER BY observed_at NULLS LAST, source_ref) AS dlq_ref
     FROM dlq
     WHERE eb_id::VARCHAR IN (SELECT eb_id FROM lost) AND contains(coalesce(target_arn, ''), $kinesis_target)
     GROUP BY ALL
