@@ -566,6 +566,31 @@ def test_a_replay_window_holding_an_event_another_plan_sent_is_not_started(day):
     assert done.sent == sum(e["route"] == "reput" for e in plan["events"])
 
 
+def test_a_replay_window_whose_minutes_hold_an_event_another_plan_sent_is_not_started(day):
+    """A replay re-sends every event logged in its minutes, not only the plan's: another plan (of the run that settled
+    it, say) re-put Z, logged inside the first window's minutes and no event of this plan. Replaying the window would
+    send Z a second time: it is held (it was started: only the plan's own events were checked)."""
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    w = plan["replay_windows"][0]
+    planned = {e["eb_id"] for e in plan["events"]}
+    inside = duckdb.sql(f"SELECT eb_id::VARCHAR FROM '{day.run_dir}/evidence/bus.parquet' "
+                        f"WHERE observed_at >= TIMESTAMPTZ '{w['start']}' + INTERVAL 15 second "
+                        f"AND observed_at < TIMESTAMPTZ '{w['end']}' - INTERVAL 5 second").fetchall()
+    z = next(i for (i,) in inside if i not in planned)
+    other = dict(plan, run=dict(plan["run"], manifest_sha256="0" * 64))
+    entry = dict(next(e for e in plan["events"] if e["route"] == "reput"), eb_id=z)
+    with State.open(day.state) as st:
+        st.write_journal(apply_mod._journal_table([apply_mod._row(other, "f" * 64, entry, "sent", attempts=1,
+                                                                  sent_at=datetime.now(timezone.utc))]))
+    done = apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
+    assert done.replay_windows_held >= 1
+    started = {r["ReplayName"] for r in make_client("events", day.aws).list_replays()["Replays"]}
+    assert f"reconcile-{digest[:16]}-0000" not in started and set(done.replays) == started
+    rows = {r["eb_id"]: r["status"] for r in journal(day.state, digest)}
+    assert not set(w["eb_ids"]) & set(rows)  # none of the held window's events journaled: a later plan sends them
+
+
 def test_a_replay_window_holding_an_event_that_landed_late_is_not_started(day):
     """An earlier apply of this plan found X, planned for replay in a window with Y, landed late (`landed_already`)
     and stopped before the replays (--limit). Replaying the window now would send X a second time, a duplicate the

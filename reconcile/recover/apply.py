@@ -29,8 +29,9 @@ from ..aws import THROTTLE_CODES, error_code, make_client, region_of
 from ..config import AwsConfig, Config, MatchConfig, SinkConfig
 from ..engine import execute_file
 from ..errors import SourceError, StateError
-from ..sources import events, sink as sink_source
+from ..sources import events, source, sink as sink_source
 from ..recovered import JOURNAL_SCHEMA
+from ..runfolder import RunFolder
 from ..state import State
 from ..window import Window, parse_time
 from . import plan as plan_mod
@@ -153,13 +154,15 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
                                    "they may be in the stream already. Not sent; pass --resend-in-doubt to send "
                                    "them anyway (downstream may then see them twice).", len(held))
                 todo = [e for e in todo if e["eb_id"] not in held]
-        # A replay re-sends its window's minutes whole: one holding an event another plan sent, or left in doubt, or
-        # one that landed late (found now or by an earlier apply) would send it twice (the plan that was reviewed did
-        # not know of it), so it is not started.
+        # A replay re-sends its window's minutes whole, every event logged in them and not only the planned ones: one
+        # holding an event another plan sent, or left in doubt, or one that landed late (found now or by an earlier
+        # apply) would send it twice (the plan that was reviewed did not know of it), so it is not started.
         resent = ({r["eb_id"] for r in others if r["status"] in ("sent", "sending")} | there
                   | {r["eb_id"] for r in every if r["status"] == "landed_already"})
-        held_windows = {e["replay_window"] for e in todo if e["route"] == "replay"
-                        and set(plan["replay_windows"][e["replay_window"]]["eb_ids"]) & resent}
+        replays = {e["replay_window"] for e in todo if e["route"] == "replay"}
+        logged = _logged(plan, resent) if replays and resent else []
+        held_windows = {i for i in replays if set(plan["replay_windows"][i]["eb_ids"]) & resent
+                        or any(plan_mod.replayed_by(t, [_span(plan["replay_windows"][i])]) for t in logged)}
         if held_windows:
             logger.warning("%d replay window(s) hold an event another plan sent or may have sent, or one that landed "
                            "late: not replayed (the replay would send it twice). Re-plan from a run after those sends "
@@ -185,6 +188,29 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
             out.in_doubt += 1
     out.replays = sorted({r["replay_name"] for r in final if r["replay_name"]})
     return out
+
+
+def _logged(plan: dict, eb_ids: set[str]) -> list[datetime]:
+    """When the plan's run's bus log logged these events (its evidence's bus ledger: the minutes its replay windows
+    cover are its window's). A plan applied where its run folder is not: none, and a warning (the plan's own events
+    are still checked)."""
+    bus = RunFolder(Path(plan["run"]["dir"])).ledger(source("bus_log"))
+    if not bus.is_file():
+        logger.warning("The plan's run folder %s is not here: a replay window holding an event another plan sent is "
+                       "held only when the plan itself names that event.", plan["run"]["dir"])
+        return []
+    con = events.connect()
+    try:
+        con.read_parquet(str(bus)).create_view("bus")
+        return [t for _, t in execute_file(con, plan_mod.QUERIES / "logged_at.sql",
+                                           {"eb_ids": sorted(eb_ids)}).fetchall()]
+    finally:
+        con.close()
+
+
+def _span(window: dict) -> dict:
+    """A plan's replay window as plan.replayed_by reads one."""
+    return {"start_at": parse_time(window["start"]), "end_at": parse_time(window["end"])}
 
 
 def _within(todo: list[dict], limit: int) -> list[dict]:

@@ -252,7 +252,7 @@ def replay_windows(con, routed: list[dict]) -> list[dict]:
                                                 "logged_at": pa.array([r["logged_at"] for r in replay_rows],
                                                                       pa.timestamp("us", tz="UTC"))}))
         windows = execute_file(con, _q("replay_windows"), {"slack_s": REPLAY_SLACK_S}).to_arrow_table().to_pylist()
-        caught = [r for r in routed if r["route"] == "reput" and _replayed_by(r["logged_at"], windows)]
+        caught = [r for r in routed if r["route"] == "reput" and replayed_by(r["logged_at"], windows)]
         if not caught:
             return windows
         for r in caught:
@@ -260,7 +260,7 @@ def replay_windows(con, routed: list[dict]) -> list[dict]:
                      reason="a replay window re-sends its minute for other events: replayed, not re-put as well")
 
 
-def _replayed_by(logged_at, windows: list[dict]) -> bool:
+def replayed_by(logged_at, windows: list[dict]) -> bool:
     """Whether a replay window may re-send an event logged at `logged_at`: its own `time`, which a replay selects by,
     lies up to REPLAY_SLACK_S before its log copy (replay_windows.sql)."""
     if logged_at is None:
