@@ -123,7 +123,7 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
             if c["replay"]:
                 say(f"replays: archive {t['archive_arn']} to the bus of rule {t['rule_arn']}", **t)
             say(f"plan: {c['reput']:,} exact re-put · {c['replay']:,} by replay in {c['replay_windows']:,} window(s) "
-                f"(they also resend {c['replay_duplicates']:,} delivered event(s)) · {c['unrecoverable']:,} "
+                f"(they also resend up to {c['replay_duplicates']:,} delivered event(s)) · {c['unrecoverable']:,} "
                 f"unrecoverable · {c['lost_before_bus']:,} lost before the bus (listed, never re-published)",
                 digest=sha, **c)
             say(f"review {path.with_name('plan.csv')}, then: reconcile recover --apply {path} --digest {sha[:12]}")

@@ -1,7 +1,8 @@
 -- replay_windows: the fewest 1-minute-granular StartReplay windows that cover every event to replay
 -- (`replay_events`: eb_id, logged_at), each with the events it recovers and how many other events the bus logged in
 -- it (`bus`), of which how many already reached the sink (`sink`): the copies a replay sends again. A replay
--- selects by the event's own `time`, a little before its log copy: each event's minute starts $slack_s earlier.
+-- selects by the event's own `time`, a little before its log copy: each event's minute starts $slack_s earlier, and
+-- the other events counted are those it may re-send (logged in the window or up to $slack_s after it): at most.
 -- The plan's ids are text; the ledgers' are UUIDs (older runs' text): compared as text.
 WITH minutes AS (
     SELECT DISTINCT unnest(range(date_trunc('minute', logged_at - to_seconds($slack_s)),
@@ -14,7 +15,7 @@ WITH minutes AS (
 ), inside AS (
     SELECT w.start_at, b.eb_id
     FROM windows w JOIN (SELECT DISTINCT eb_id::VARCHAR AS eb_id, observed_at FROM bus) b
-      ON b.observed_at >= w.start_at AND b.observed_at < w.end_at
+      ON b.observed_at >= w.start_at AND b.observed_at - to_seconds($slack_s) < w.end_at
 )
 SELECT w.start_at, w.end_at,
        (SELECT list(r.eb_id ORDER BY r.eb_id) FROM replay_events r
