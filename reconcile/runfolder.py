@@ -405,8 +405,8 @@ def missing_evidence(folder: RunFolder) -> list[str]:
             if not p.is_file()]
 
 
-def rendering_from(folder: RunFolder, manifest: dict[str, Any]) -> Rendering:
-    """A run's Rendering from its folder and manifest alone (no state, no network)."""
+def config_of(manifest: dict[str, Any]) -> Config:
+    """The config a manifest records, as a run had it (nothing from this machine's environment)."""
     from . import config
     recorded = dict(manifest["config"])
     engine_keys = dict(recorded.get("engine") or {})
@@ -415,7 +415,12 @@ def rendering_from(folder: RunFolder, manifest: dict[str, Any]) -> Rendering:
         # a run made before the least was enforced: the re-render's memory does not change what it renders
         engine_keys.pop("memory_limit")
         recorded["engine"] = engine_keys
-    cfg = config.build(None, recorded, environ={})
+    return config.build(None, recorded, environ={})
+
+
+def rendering_from(folder: RunFolder, manifest: dict[str, Any]) -> Rendering:
+    """A run's Rendering from its folder and manifest alone (no state, no network)."""
+    cfg = config_of(manifest)
     # The engine's temp directory was the run machine's; memory and threads stay as the run had them.
     engine = EngineConfig(memory_limit=cfg.engine.memory_limit, threads=cfg.engine.threads)
     return Rendering(

@@ -20,11 +20,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, completeness, outputs, recovered, resources, run, runfolder
+from . import __version__, completeness, ledger, outputs, recovered, resources, run, runfolder
 from .errors import ConfigError, QueryError, Unverifiable, VerifyError
+from .ledger import SourceResult
 from .runfolder import MANIFEST, RunFolder, load_manifest
+from .sources import source, zendesk
 from .verify_diff import diff_csv, diff_parquet, diff_report, diff_summary
-from .window import key_of
+from .window import key_of, zendesk_reach
 
 DETAILS_PER_FILE = 20  # differences named per file before "... and N more"
 
@@ -152,6 +154,38 @@ def check_inputs(run_dir: Path, manifest: dict[str, Any]) -> list[Difference]:
     return out
 
 
+def check_zendesk(run_dir: Path, manifest: dict[str, Any]) -> tuple[list[Difference], list[str]]:
+    """The Zendesk ledger and rejects must be what the API pages the evidence bundles make: the pages the read took,
+    in its order, each by its sha256 (zendesk.from_pages), written as a run writes them. Re-rendering cannot tell: a
+    ledger with an event edited out (its digests recomputed) renders a consistent day without it."""
+    entry = next((i for i in manifest.get("inputs", []) if i.get("source") == zendesk.NAME), None)
+    taken = (entry or {}).get("fingerprints") or []
+    pages = RunFolder(run_dir).evidence / runfolder.ZENDESK_PAGES
+    if not taken:
+        return [], []  # no page was read (a store not configured, a ledger given whole): nothing to re-derive from
+    if not pages.is_dir() or not all(isinstance(f, dict) and {"file", "sha256"} <= set(f) for f in taken):
+        return [], ["the Zendesk ledger was not re-derived: the evidence holds no API pages it was read from "
+                    "([zendesk] pages_dir outside the run folder)"]
+    spec = source(zendesk.NAME)
+    try:
+        cfg = runfolder.config_of(manifest)
+        made, rejects = zendesk.from_pages(pages, taken, runfolder.window_of(manifest, cfg),
+                                           zendesk_reach(cfg.match.tolerance_seconds))
+    except ValueError as e:
+        return [Difference(f"{runfolder.EVIDENCE}/{runfolder.ZENDESK_PAGES}", str(e))], []
+    out = []
+    with tempfile.TemporaryDirectory(prefix="reconcile-verify-") as tmp:
+        again = Path(tmp)
+        spec.keep(SourceResult(spec.name, made), again)  # written as the run writes it (run.write_evidence)
+        ledger.write_atomic(rejects, again / spec.rejects_file)
+        for name in (spec.ledger_file, spec.rejects_file):
+            found = RunFolder(run_dir).evidence / name
+            if found.is_file() and found.read_bytes() != (again / name).read_bytes():
+                out += [Difference(f"{runfolder.EVIDENCE}/{name}", f"not what the bundled Zendesk pages make: {d}")
+                        for d in diff_parquet(found, again / name)[:DETAILS_PER_FILE]]
+    return out, []
+
+
 def rerender(run_dir: Path, manifest: dict[str, Any], into: Path) -> None:
     """Render the run's outputs again into `into` from run_dir's evidence and manifest alone."""
     run.render(runfolder.rendering_from(RunFolder(run_dir), manifest), into)
@@ -228,6 +262,9 @@ def verify(run_dir: Path) -> Verification:
         v.differences.append(Difference("evidence", f"cannot re-render without {', '.join(missing)}"))
         return v
     v.differences += check_inputs(run_dir, manifest)
+    diffs, notes = check_zendesk(run_dir, manifest)
+    v.differences += diffs
+    v.notes += notes
     with tempfile.TemporaryDirectory(prefix="reconcile-verify-") as tmp:
         try:
             rerender(run_dir, manifest, Path(tmp))

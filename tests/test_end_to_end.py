@@ -4,6 +4,8 @@ moto cannot deliver EventBridge -> Kinesis -> Spark or emit AWS/Events metrics b
 those stores directly (reconcile/simulate/aws_load.py). Every event's verdict must equal the simulator's truth.
 """
 
+import gzip
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -93,3 +95,49 @@ def test_a_day_with_kinds_the_model_lacks_calibrates(moto, tmp_path):
     # the suggested lines are a valid [match] emission_model file
     from reconcile.emission import load_model
     assert "Custom Status Changed" in load_model(str(tmp_path / "m.csv"))["bus_type"].to_pylist()
+
+
+def test_verify_re_derives_the_zendesk_ledger_from_the_pages_the_run_read(moto, tmp_path):
+    """The evidence bundles the API pages the run read: verify makes the Zendesk ledger from them again. A ledger
+    with an event edited out and every digest recomputed re-rendered a consistent day without it and verified clean;
+    it is a difference now, and a page edited alike is named."""
+    import hashlib
+
+    from reconcile import ledger, runfolder
+    from reconcile.verify import verify
+    sim = simulate(SimParams(events=1500, batch_seconds=900, files_per_batch=1, seed=23))
+    write_stores(sim, tmp_path / "sim")
+    run = tmp_path / "run"
+    reconcile_simulation(sim, tmp_path / "sim", run, moto.endpoint, progress=False)
+    v = verify(run)
+    assert v.ok and v.notes == [], (v.differences, v.notes)
+
+    def reseal(*rels):
+        m, _ = runfolder.load_manifest(run)
+        for rel in rels:
+            entry = next(f for f in m["files"] if f["path"] == rel)
+            data = (run / rel).read_bytes()
+            entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        m["manifest_sha256"] = runfolder.manifest_digest(m)
+        runfolder.write_manifest(run, m)
+
+    zendesk = run / "evidence" / "zendesk.parquet"
+    t = pq.read_table(zendesk)
+    ledger.write_atomic(t.slice(1), zendesk, **ledger.PARQUET_OPTIONS)  # its first event edited out
+    reseal("evidence/zendesk.parquet")
+    # every output re-rendered from the edited ledger, and resealed: what an edit that knows the tool leaves
+    from reconcile.verify import rerender
+    m, _ = runfolder.load_manifest(run)
+    rerender(run, m, tmp_path / "again")
+    for name in runfolder.RENDERED:
+        (run / name).write_bytes((tmp_path / "again" / name).read_bytes())
+    reseal("evidence/zendesk.parquet", *runfolder.RENDERED)
+    found = [str(d) for d in verify(run).differences]
+    assert found == [f"evidence/zendesk.parquet: not what the bundled Zendesk pages make: {t.num_rows - 1:,} rows, "
+                     f"the evidence gives {t.num_rows:,}"], found
+    page = sorted((run / "evidence" / "zendesk-pages").glob("page-*.json.gz"))[0]
+    page.write_bytes(gzip.compress(gzip.decompress(page.read_bytes()).replace(b'"Comment"', b'"Commant"', 1)))
+    reseal(f"evidence/zendesk-pages/{page.name}")
+    found = [str(d) for d in verify(run).differences]
+    assert found == [f"evidence/zendesk-pages: {page.name} is not the page the read took (its sha256 differs from "
+                     f"the manifest's)"], found

@@ -10,6 +10,6 @@
 
 from .audits import NAME
 from .api import EXPORT_PATH, RETRY_FLOOR, TAIL
-from .export import probe, read
+from .export import from_pages, probe, read
 
-__all__ = ["EXPORT_PATH", "NAME", "RETRY_FLOOR", "TAIL", "probe", "read"]
+__all__ = ["EXPORT_PATH", "NAME", "RETRY_FLOOR", "TAIL", "from_pages", "probe", "read"]

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 
 from ...config import AwsConfig, ZendeskConfig
 from ...errors import SourceError
@@ -229,6 +230,23 @@ class _Walk:
                     # Not the end of the stream, yet nothing listed and no way on: what follows was never listed
                     return (f"{stalled(cursor)}. Re-run with the same pages dir ({self.pages_dir}) to resume from "
                             f"there; if it repeats, check what answers at ZENDESK_URL ({self.base}).")
+
+
+def from_pages(pages_dir: Path, taken: list[dict], window: Window, edge: timedelta) -> tuple[pa.Table, pa.Table]:
+    """The ledger and rejects the pages a read took make, as read() makes them (`taken`: its fingerprints, in the
+    order it took them; `edge` as read's): `reconcile verify` re-derives a run's Zendesk ledger from the pages its
+    evidence bundles. Raises ValueError naming a page that is missing, or is not the one the read took (sha256)."""
+    lo, hi = window.start - edge, window.end + edge
+    led = AuditLedger(int(lo.timestamp() * 1000), int(hi.timestamp() * 1000))
+    for fp in taken:
+        try:
+            data = (pages_dir / fp["file"]).read_bytes()
+        except OSError as e:
+            raise ValueError(f"{fp['file']}, a page the read took, cannot be read ({e.strerror or e})") from e
+        if hashlib.sha256(data).hexdigest() != fp["sha256"]:
+            raise ValueError(f"{fp['file']} is not the page the read took (its sha256 differs from the manifest's)")
+        led.add_page(fp["file"], load_page(gzip.decompress(data))["ticket_events"])
+    return led.tables()
 
 
 # --- the source -----------------------------------------------------------------------------------------------------
