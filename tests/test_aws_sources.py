@@ -199,6 +199,38 @@ def test_a_firehose_delivery_compressed_by_firehose_too_is_read(tmp_path):
     assert labels(res.ledger["eb_id"]) == ["L1", "W1"]
 
 
+def test_a_firehose_object_gzipped_twice_and_cut_short_keeps_the_records_before_the_cut(tmp_path):
+    """Firehose's GZIP over CloudWatch's, the outer layer cut short: the records inflated before the cut are read
+    (the still-compressed bytes were parsed as text: thousands of binary 'not JSON' rejects, no event kept, and
+    'kept N records' counting them)."""
+    t0 = int(NOW.timestamp() * 1000)
+    records = [data_record([(f"e{i}-{j}", t0, legacy(f"R{i}-{j}")) for j in range(5)]) for i in range(400)]
+    inner = firehose_object(records)
+    outer = gzip.compress(inner)
+    (tmp_path / "fh").mkdir()
+    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc").write_bytes(outer[: len(outer) * 3 // 4])
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose"), WINDOW, AwsConfig())
+    assert not res.complete
+    got = labels(res.ledger["eb_id"])
+    records_kept = len(got) // 5
+    assert 100 < records_kept < 400 and got == [f"R{i}-{j}" for i in range(records_kept) for j in range(5)]
+    assert reasons(res)[:-1] == [] and res.rejects["kind"].to_pylist() == ["unreadable_unit"]
+    assert f"kept the {records_kept:,} records read before it" in res.problems[0], res.problems
+
+
+def test_a_firehose_object_cut_short_counts_the_records_it_kept_not_their_log_events(tmp_path):
+    """Records of five log events each, the ninth member corrupt: eight records kept (it said 40)."""
+    t0 = int(NOW.timestamp() * 1000)
+    members = [gzip.compress(json.dumps(data_record([(f"e{i}-{j}", t0, legacy(f"C{i}-{j}")) for j in range(5)]),
+                                        separators=(",", ":")).encode()) for i in range(12)]
+    members[8] = members[8][:10] + b"\xff" * 40  # a valid header, then no deflate stream
+    (tmp_path / "fh").mkdir()
+    (tmp_path / "fh" / "stream-1-2026-11-23-05-00-00-abc").write_bytes(b"".join(members))
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "fh"), format="firehose"), WINDOW, AwsConfig())
+    assert not res.complete and res.ledger.num_rows == 40
+    assert "kept the 8 records read before it" in res.problems[0], res.problems
+
+
 def test_firehose_records_that_can_hold_events_but_show_none_are_rejects(tmp_path):
     """A DATA_MESSAGE without its logEvents list, or a messageType CloudWatch does not write, may have held events:
     each is a reject naming the record, never a record read as empty (a CONTROL_MESSAGE holds none: it is skipped)."""

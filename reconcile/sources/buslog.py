@@ -179,7 +179,7 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, 
     rej = pa.concat_tables(rejs) if rejs else ledger.REJECT_SCHEMA.empty_table()
     problem = None
     if damage:
-        kept = led.num_rows + rej.num_rows
+        kept = first - 1  # records numbered: export lines, Firehose records (not their log events), messages
         rej = pa.concat_tables([rej, ledger.rejects_table(
             NAME, [f"{key}:end"], [f"{damage} in {where}: kept the {kept:,} records before the damage"],
             [carry.decode("utf-8", "backslashreplace")], kind="unreadable_unit")])
@@ -204,10 +204,16 @@ def inflate_pieces(data: bytes, fmt: str, size: int | None = None) -> Iterator[t
         outer = [text]
         for text, damage in pieces:
             outer.append(text)
+        inner = rawtext.gunzip_pieces(b"".join(outer), size)
         if not damage:
-            yield from rawtext.gunzip_pieces(b"".join(outer), size)
+            yield from inner
             return
-        yield b"".join(outer), damage
+        # the outer layer cut short: the records inflated before the cut are read, the damage is the outer layer's
+        last = next(inner)
+        for piece in inner:
+            yield last[0], None
+            last = piece
+        yield last[0], damage
         return
     yield text, damage
     yield from pieces

@@ -31,18 +31,21 @@ def gunzip(data: bytes | pa.Buffer) -> tuple[bytes, str | None]:
     return next(gunzip_pieces(data))
 
 
+FEED = 256 << 10  # compressed bytes handed to the inflater at a time, when inflating in pieces
+
+
 def gunzip_pieces(data: bytes | pa.Buffer, size: int | None = None) -> Iterator[tuple[bytes, str | None]]:
     """gunzip() a piece at a time: the text in pieces of `size` bytes (the last shorter; cut anywhere, even inside a
     line), each (text, None) but the last, which comes with what cut the stream short (or None); with no `size`, one
-    piece. So an object of any size is never held inflated whole (the compressed input goes in `size / 8` bytes at a
-    time)."""
+    piece. So an object of any size is never held inflated whole. The compressed input goes in FEED bytes at a time
+    (past the first member when whole): the inflater copies what follows a member's end, and a Firehose object is
+    thousands of members."""
     data = memoryview(data)
     if bytes(data[:2]) != b"\x1f\x8b":  # plain data, as it is
         step = size or max(1, len(data))
         for at in range(0, max(1, len(data)), step):
             yield bytes(data[at:at + step]), None
         return
-    feed = max(1, size // 8) if size else len(data)
     out: list[bytes] = []
     held = pos = 0
     given: memoryview | bytes = b""  # input handed over and not inflated yet (the rest, when a piece was full)
@@ -53,7 +56,8 @@ def gunzip_pieces(data: bytes | pa.Buffer, size: int | None = None) -> Iterator[
                 out.append(d.flush())
                 damage = "truncated gzip stream (the object ends mid-member)"
                 break
-            given = data[pos:pos + feed]
+            # whole (no size), a member at a time: one call inflates a one-member object, nothing copied
+            given = data[pos:pos + (FEED if size or pos else len(data))]
             pos += len(given)
         try:
             # Inflating releases the GIL, so objects decompress in parallel threads.
