@@ -37,9 +37,9 @@ FEED = 256 << 10  # compressed bytes handed to the inflater at a time, when infl
 def gunzip_pieces(data: bytes | pa.Buffer, size: int | None = None) -> Iterator[tuple[bytes, str | None]]:
     """gunzip() a piece at a time: the text in pieces of `size` bytes (the last shorter; cut anywhere, even inside a
     line), each (text, None) but the last, which comes with what cut the stream short (or None); with no `size`, one
-    piece. So an object of any size is never held inflated whole. The compressed input goes in FEED bytes at a time
-    (past the first member when whole): the inflater copies what follows a member's end, and a Firehose object is
-    thousands of members."""
+    piece. So an object of any size is never held inflated whole. The compressed input goes in whole at first (one
+    call inflates an object of one member up to `size`, nothing copied), then FEED bytes at a time: the inflater
+    copies the input it has not taken, and a Firehose object is thousands of members."""
     data = memoryview(data)
     if bytes(data[:2]) != b"\x1f\x8b":  # plain data, as it is
         step = size or max(1, len(data))
@@ -48,28 +48,23 @@ def gunzip_pieces(data: bytes | pa.Buffer, size: int | None = None) -> Iterator[
         return
     out: list[bytes] = []
     held = pos = 0
-    given: memoryview | bytes = b""  # input handed over and not inflated yet (the rest, when a piece was full)
     d = isal_zlib.decompressobj(wbits=31)
     while True:
-        if not given:
-            if pos >= len(data):
-                out.append(d.flush())
-                damage = "truncated gzip stream (the object ends mid-member)"
-                break
-            # whole (no size), a member at a time: one call inflates a one-member object, nothing copied
-            given = data[pos:pos + (FEED if size or pos else len(data))]
-            pos += len(given)
+        if pos >= len(data):
+            out.append(d.flush())
+            damage = "truncated gzip stream (the object ends mid-member)"
+            break
+        part = data[pos:pos + (FEED if pos else len(data))]
         try:
             # Inflating releases the GIL, so objects decompress in parallel threads.
-            out.append(d.decompress(given, size - held if size else 0))
+            out.append(d.decompress(part, size - held if size else 0))
         except isal_zlib.error as e:
             damage = f"corrupt gzip data ({e})"
             break
-        given = d.unconsumed_tail
+        pos += len(part) - len(d.unconsumed_tail)  # what a full piece left untaken goes in again
         held += len(out[-1])
         if d.eof:  # a member ends: another follows, or the data ends (some writers pad the last member with zeros)
             pos -= len(d.unused_data)
-            given = b""
             if bytes(data[pos:pos + 2]) != b"\x1f\x8b" and not bytes(data[pos:]).strip(b"\x00"):
                 damage = None
                 break
