@@ -114,6 +114,33 @@ def test_a_loss_settled_for_an_earlier_window_is_listed_in_the_run_and_planned_b
     assert "cannot be applied yet" not in made.stderr
 
 
+def test_a_settled_loss_s_copy_is_found_in_its_window_s_run_published_to_s3(tmp_path, monkeypatch, aws_cfg):
+    """Day 1 ran with --out s3://... (its folder published, the state recording the prefix): the plan for day 2's
+    settled loss looked for E's copies only in local folders, found none and had no time on the bus for it. It
+    fetches day 1's ledgers from the prefix."""
+    import shutil
+
+    from reconcile import publish
+    from reconcile.aws import make_client
+    state = tmp_path / "state.duckdb"
+    with State.open(state) as st:
+        day1(tmp_path, st)
+        day2(tmp_path, st, e_lands=False)
+        make_client("s3", aws_cfg).create_bucket(Bucket="audit")
+        publish.publish(tmp_path / "day1", "s3://audit/runs/day1/", aws_cfg)
+        # what `run --out s3://audit/runs/day1/` records: the prefix, and no folder left on this machine
+        st.con.execute("UPDATE runs SET out_dir = 's3://audit/runs/day1/' WHERE window_start < TIMESTAMPTZ "
+                       "'2026-11-24 00:00:00+00'")
+    shutil.rmtree(tmp_path / "day1")
+    for k, v in {"RECONCILE_STATE": str(state), "AWS_ENDPOINT_URL": aws_cfg.endpoint_url,
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    made = CliRunner().invoke(main, ["recover", str(tmp_path / "day2"), "--set", "recover.stream=zendesk-events"])
+    assert made.exit_code == 0, made.output
+    [event] = orjson.loads((tmp_path / "day2" / "recovery" / "plan.json").read_bytes())["events"]
+    assert (event["source_id"], event["logged_at"]) == ("5", "2026-11-23T23:30:00.400Z"), event
+
+
 def test_an_event_of_overlapping_windows_is_planned_once_as_the_run_s_own(tmp_path, monkeypatch):
     """An ad-hoc window over the daily run's last hours judges E itself and settles it as a carried event too: the
     plan counted it as two children and said an earlier window's run held its copies (diff review)."""

@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import io
 import logging
+import tempfile
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,9 +28,10 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from .. import emission, outputs, resources
-from ..aws import region_of
+from ..aws import filesystem, region_of
 from ..config import USERINFO, Config, without_userinfo
 from ..engine import execute_file
 from ..errors import ConfigError, ReconcileError
@@ -101,6 +103,7 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
                           f"set [sink] uri without them.")
     run = run_window(run_dir)
     con = events.connect()
+    fetched = tempfile.TemporaryDirectory(prefix="reconcile-plan-")  # earlier runs' ledgers published to s3://
     try:
         folder = RunFolder(run_dir)
         con.read_parquet(str(folder.verdicts)).create_view("verdicts")
@@ -111,7 +114,7 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
             con.register("settled", NO_SETTLEMENTS.empty_table())
         con.register("verdict_vocab", emission.verdict_table())
         ledgers = folder.ledgers()
-        earlier = _settled_runs(cfg, execute_file(con, _q("settled_windows"), {}).fetchall())
+        earlier = _settled_runs(cfg, execute_file(con, _q("settled_windows"), {}).fetchall(), Path(fetched.name))
         for hop in ("bus", "dlq", "sink"):
             files = [str(ledgers[hop])] + [str(RunFolder(d).ledgers()[hop]) for d in earlier]
             con.read_parquet(files, union_by_name=True).create_view(hop)
@@ -123,6 +126,7 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
         replay_rows = [r for r in routed if r["route"] == "replay"]
     finally:
         con.close()
+        fetched.cleanup()
     for i, w in enumerate(windows):
         for r in replay_rows:
             if r["eb_id"] in w["eb_ids"]:
@@ -172,22 +176,48 @@ def bus_of(rule_arn: str | None) -> str | None:
     return f"{head}:event-bus/{bus}"
 
 
-def _settled_runs(cfg: Config, windows: list[tuple[str]]) -> list[Path]:
+LEDGERS_READ = ("bus", "dlq", "sink")  # the hops whose ledgers hold an event's copies (candidates.sql)
+
+
+def _settled_runs(cfg: Config, windows: list[tuple[str]], into: Path) -> list[Path]:
     """The folders of the runs (as the state records them) of `windows` (queries/recover/settled_windows.sql: those
     whose pending events this run settled as lost after the bus): those events' bus log copies and dead letters were
-    read by that window's run, not this one. Only folders on this machine whose evidence is there; none without a
-    state."""
+    read by that window's run, not this one. A folder on this machine is read where it is; a run published to s3://
+    has its ledgers fetched into `into`. None without a state; a run whose ledgers cannot be read is left out (the
+    plan then says where the copies would have been)."""
     keys = [k for (k,) in windows]
     if not keys:
         return []
     from ..state import State
     try:
         with State.open(str(cfg.state.uri), cfg.aws, write=False) as st:
-            dirs = [(st.run_of(k) or {}).get("out_dir") for k in keys]
+            dirs = [str(d) for d in ((st.run_of(k) or {}).get("out_dir") for k in keys) if d]
     except ReconcileError:
         return []
-    return [Path(d) for d in dirs if d and not str(d).startswith("s3://")
-            and all(RunFolder(Path(d)).ledgers()[hop].is_file() for hop in ("bus", "dlq", "sink"))]
+    out = []
+    for n, d in enumerate(dirs):
+        folder = _fetched(cfg, d, into / f"run-{n}") if d.startswith("s3://") else Path(d)
+        if folder is not None and all(RunFolder(folder).ledgers()[hop].is_file() for hop in LEDGERS_READ):
+            out.append(folder)
+    return out
+
+
+def _fetched(cfg: Config, uri: str, into: Path) -> Path | None:
+    """A published run's bus, DLQ and sink ledgers, downloaded into `into` (a run folder's layout); None, with a
+    warning, when they cannot be read."""
+    fs, root = filesystem(uri, cfg.aws)
+    local = RunFolder(into)
+    try:
+        for hop in LEDGERS_READ:
+            path = local.ledgers()[hop]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(f"{root}/{path.relative_to(into).as_posix()}", str(path), source_filesystem=fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+    except OSError as e:
+        logger.warning("Could not read the ledgers of the run published at %s (%s): the copies of the events it "
+                       "held are not looked for there.", uri, e)
+        return None
+    return into
 
 
 def _route(rows: list[dict], cfg: Config) -> list[dict]:
