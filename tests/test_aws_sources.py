@@ -813,3 +813,16 @@ def test_receive_message_failing_mid_read_releases_what_it_holds_and_is_incomple
     assert not res.complete
     assert any("ReceiveMessage" in p and "failed after retries" in p for p in res.problems), res.problems
     assert ep.calls["ChangeMessageVisibilityBatch"] == 1  # what it received is made visible again
+
+
+def test_a_record_with_no_end_stops_the_object_there_instead_of_growing_without_bound(tmp_path):
+    """An export object whose text after two events has no line end for 40 MiB (a gzipped file that is no log, say):
+    the record was carried piece after piece without bound and parsed whole (1.7 GB for 512 MiB). Past
+    buslog.RECORD_LIMIT the object is read no further, as a damaged one: the lines before kept, the read incomplete."""
+    body = (f"{iso(NOW)} {compact(legacy('L1'))}\n{iso(NOW)} {compact(legacy('L2'))}\n").encode() + b"x" * (40 << 20)
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "000000.gz").write_bytes(igzip.compress(body, 1))
+    res = buslog.read(BusLogConfig(uri=str(tmp_path / "log"), format="cwl-export"), WINDOW, AwsConfig())
+    assert not res.complete and labels(res.ledger["eb_id"]) == ["L1", "L2"]
+    assert "a record of more than 16 MiB with no end" in res.problems[0] and "kept the 2 records" in res.problems[0]
+    assert res.rejects["kind"].to_pylist() == ["unreadable_unit"]

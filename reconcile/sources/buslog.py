@@ -40,6 +40,10 @@ WORKERS = 4  # objects in flight: S3 latency hides behind the parsing of others 
 # Text inflated and parsed at a time per object: an export object's size is not documented (one log stream's events
 # of the whole export), and one read whole took its text, line views and parse at once (a 3 GB object, about 10 GB).
 PIECE = 64 << 20
+# A record carried longer than this is no log record (an EventBridge event is at most 256 KB, a CloudWatch Logs record
+# about 1 MB): the object is read no further, as if damaged there. Carried on, it had no bound (a gzipped file with no
+# line end: all of it one record).
+RECORD_LIMIT = 16 << 20
 
 
 @dataclass
@@ -173,6 +177,10 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, 
         if cut:
             parse(memoryview(text)[:cut])  # a view: no copy of the piece
         carry = text[cut:]
+        if len(carry) > RECORD_LIMIT and not damage:
+            damage = (f"a record of more than {RECORD_LIMIT >> 20} MiB with no end (no log record is that long: "
+                      f"not a log archive's text from there)")
+            break
     if carry and not damage:  # the last record, with no newline after it
         parse(carry)
     led = pa.concat_tables(leds) if leds else ledger.empty()
@@ -182,7 +190,7 @@ def _read_object(fs: pafs.FileSystem, info: pafs.FileInfo, scheme: str, reader, 
         kept = first - 1  # records numbered: export lines, Firehose records (not their log events), messages
         rej = pa.concat_tables([rej, ledger.rejects_table(
             NAME, [f"{key}:end"], [f"{damage} in {where}: kept the {kept:,} records before the damage"],
-            [carry.decode("utf-8", "backslashreplace")], kind="unreadable_unit")])
+            [carry[:4 * ledger.RAW_LIMIT].decode("utf-8", "backslashreplace")], kind="unreadable_unit")])
         problem = (f"{where}: {damage}; kept the {kept:,} records read before it. Check the object (copy or "
                    f"export it again): events after the damage are missing.")
     return _Piece(led, rej, fp, problem, counts)
