@@ -39,12 +39,12 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"{'window':<34} {'status':<10} {'exit':>4} {'hop':<15} {'in':>10} {'out':>10} {'lost':>8} {'recovered':>9} "
-               f"{'pending':>8} {'loss rate':>10}")
+    click.echo(f"{'window':<34} {'status':<10} {'exit':>4} {'hop':<15} {'in':>10} {'out':>10} {'lost':>8} "
+               f"{'recovered':>9} {'pending':>8} {'loss rate':>10}")
     for r in rows:
         rate = percent(r["loss_rate"], 4) if r["in"] else "–"
-        click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['exit_code']:>4} {r['hop']:<15} {r['in']:>10,} {r['out']:>10,} "
-                   f"{r['lost']:>8,} {number(r['recovered']):>9} {r['pending']:>8,} {rate:>10}")  # –: not kept yet
+        click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['exit_code']:>4} {r['hop']:<15} {r['in']:>10,} "
+                   f"{r['out']:>10,} {r['lost']:>8,} {number(r['recovered']):>9} {r['pending']:>8,} {rate:>10}")  # –: not kept yet
 
 
 @click.command()

@@ -334,8 +334,9 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(num=number, pct=_pct, secs=_secs, ts=_ts, text=_text, fmt=_fmt, short_secs=_short_secs,
                        details=detail_rows)
-    env.globals.update(nice_max=nice_max, axis=axis, BREAKDOWN_ROWS=BREAKDOWN_ROWS,
-                       PROBLEM_LIMIT=PROBLEM_LIMIT, TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES, HOP_LABELS=HOP_LABELS,
+    env.globals.update(nice_max=nice_max, axis=axis, BREAKDOWN_ROWS=BREAKDOWN_ROWS, PROBLEM_LIMIT=PROBLEM_LIMIT,
+                       TIMELINE_TABLE_ROWS=TIMELINE_TABLE_ROWS, TITLES=TITLES, LOSS_SERIES=LOSS_SERIES,
+                       HOP_LABELS=HOP_LABELS,
                        HOPS=emission.hop_rows(), MATCH_KINDS=emission.match_kind_rows(),
                        VERDICTS=emission.verdict_rows(), VERDICT_NAMES=emission.verdicts())
     return env

@@ -302,8 +302,10 @@ class State:
 def holders(carried: pa.Table) -> dict[str, list[str]]:
     """source_id -> every window that left the carried event pending (carried.sql `holders`; the window it is carried
     from where a run folder predates the column): summary.fold_carried checks each against its threshold."""
-    rows = carried.select(["source_id", "window_key", "holders"]).to_pylist() if "holders" in carried.column_names else []
-    return {r["source_id"]: r["holders"] or [r["window_key"]] for r in rows}
+    if "holders" not in carried.column_names:
+        return {}
+    return {r["source_id"]: r["holders"] or [r["window_key"]]
+            for r in carried.select(["source_id", "window_key", "holders"]).to_pylist()}
 
 
 def standing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
--- logged_at: when the bus log logged these EventBridge ids ($eb_ids, text; `bus`: the plan's run's bus ledger). A replay
--- re-sends every event whose time lies in its minutes, planned or not: apply holds a window that holds one another
--- plan sent, or left in doubt, or that landed late.
+-- logged_at: when the bus log logged these EventBridge ids ($eb_ids, text; `bus`: the plan's run's bus ledger). A
+-- replay re-sends every event whose time lies in its minutes, planned or not: apply holds a window that holds one
+-- another plan sent, or left in doubt, or that landed late.
 SELECT DISTINCT eb_id::VARCHAR AS eb_id, observed_at
 FROM bus
 WHERE eb_id::VARCHAR IN (SELECT unnest($eb_ids::VARCHAR[])) AND observed_at IS NOT NULL
