@@ -110,3 +110,11 @@ LEFT JOIN present h ON h.audit_id = u.audit_id;
 INSERT INTO hop_a
 SELECT source_id, eb_id, 'sequence' FROM seq_units
 WHERE eb_id IS NOT NULL AND eb_id NOT IN (SELECT eb_id FROM hop_a);
+-- the copies of an id linked here (the connector resent the event under another id: rules.sql bus_copies, whose
+-- first id is the one at_position took) are linked as it is, as hop_a.sql links its own links' copies: left out, a
+-- resend that alone reached the sink was an orphan beside its event judged lost
+INSERT INTO hop_a
+SELECT h.source_id, c.eb_id, 'sequence'
+FROM hop_a h
+JOIN bus_copies('bus_events') c ON c.first_eb = h.eb_id
+WHERE h.match_kind = 'sequence' AND c.eb_id NOT IN (SELECT eb_id FROM hop_a);

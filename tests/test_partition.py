@@ -269,6 +269,35 @@ def test_a_sequence_whose_events_name_several_tickets_is_judged_in_one_pass(tmp_
             e.close()
 
 
+@pytest.mark.parametrize("k", [1, 4])
+def test_a_resend_of_an_event_the_sequence_rule_links_is_linked_with_it(tmp_path, k):
+    """Two comments of one update; position 1 reached the bus 40 s late (past the tolerance: linked by its sequence
+    position) and the connector resent it under a second id, the resend alone reaching the sink. Only the first id
+    was linked: the comment was lost after the bus and the resend an orphan. Both copies landing: duplicated."""
+    cfg = build(None, {}, environ={})
+    window = Window(DAY, DAY + timedelta(days=1), DAY + timedelta(days=3))
+    z = [dict(source_id=sid, zendesk_key=sid, ticket_id=8, event_type="Comment", family="api", event_time="14:00:00",
+              audit_id=800) for sid in ("8", "9")]
+    ev = {eb: dict(eb_id=uid(eb), ticket_id=8, event_type="Comment Created", family="legacy", sequence_id="S8",
+                   sequence_total=2, event_time=t, sequence_position=pos)
+          for eb, t, pos in (("P1a", "14:00:40.1", 1), ("P1b", "14:00:40.1", 1), ("G", "14:00:00.6", 2))}
+    bus = [dict(e, observed_at=e["event_time"]) for e in ev.values()]
+    for landed, verdict in ((("G", "P1b"), "delivered"), (("G", "P1a", "P1b"), "duplicated")):
+        sink = [dict(ev[eb], observed_at="14:00:45", sequence_number=f"n-{eb}", committed=True) for eb in landed]
+        tmp = tmp_path / verdict
+        ledgers = {hop: write(tmp, hop, rows) for hop, rows in (("zendesk", z), ("bus", bus), ("sink", sink),
+                                                                 ("dlq", []))}
+        ledgers["metrics"] = ledger.write_atomic(ledger.METRIC_SCHEMA.empty_table(), tmp / "metrics.parquet")
+        e = run.judge(cfg, window, ledgers, None, unsettled=None, engine=EngineConfig(
+            memory_limit="1GB", temp_directory=str(tmp / "spill"), partitions=k))
+        try:
+            got = {r["source_id"]: r["verdict"] for r in e.arrow("verdicts").to_pylist()}
+            assert got == {"8": verdict, "9": "delivered"}, got
+            assert e.arrow("orphans").num_rows == 0
+        finally:
+            e.close()
+
+
 def test_a_replay_in_reach_judges_in_one_pass_and_an_old_one_does_not(tmp_path):
     """Copies of an archive replay are paired across EventBridge ids: a run with a replay sent after its read start
     (less a day) is judged in one pass; a replay sent long before does not hold later days to one pass."""
