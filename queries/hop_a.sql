@@ -4,7 +4,8 @@
 -- it); otherwise the composite key: ticket, model kind (emission_model) and time within $tolerance_s seconds, the
 -- sequence position deciding between candidates (pos_low..pos_high: unknown kinds of the same update may or may not
 -- take a position; a position out of the assumed order is matched last, as 'out_of_order'). A composite candidate
--- that is not one-to-one is counted as 'ambiguous' and paired one-to-one (pair_composite). The candidate tests and
+-- that is not one-to-one is counted as 'ambiguous' and paired one-to-one (pair_composite), an id whose connector
+-- sequence another update's event is linked to (`anchors`) fitting no event of another update. The candidate tests and
 -- the pairing are macros in queries/rules.sql, shared with settlements.sql. One connector event sent under two
 -- EventBridge ids (same sequence id and position), or one webhook delivered twice (same webhook event id, which is
 -- not the API's child id: such events match on the composite key), is matched once and both ids are linked to it.
@@ -28,13 +29,33 @@ WITH exact AS (
       AND b.eb_id NOT IN (SELECT eb_id FROM copies)
       AND b.event_time >= $window_start - bus_reach($tolerance_s)
       AND b.event_time < $window_end + bus_reach($tolerance_s)
-), cand AS (
+), cand_all AS (
     SELECT s.source_id, b.eb_id, s.ticket_id, s.model_kind AS kind, s.event_time AS s_time,
-           b.event_time AS b_time, b.sequence_position AS b_pos,
+           b.event_time AS b_time, b.sequence_position AS b_pos, s.audit_id, b.sequence_id,
            position_fits(s.pos_low, s.position, b.sequence_position) AS fits
     FROM rest_s s
     JOIN rest_b b ON composite_candidate(s.ticket_id, s.model_kind, s.event_time,
                                          b.ticket_id, b.api_kind, b.event_time, $tolerance_s)
+), anchors AS (
+    -- a connector sequence is one ticket update's: the sequence of an id linked exactly, or of one that is the only
+    -- candidate of an event that is its only candidate, is that event's audit's (one naming two audits is none's)
+    SELECT sequence_id, min(audit_id) AS audit_id
+    FROM (SELECT b.sequence_id, s.audit_id
+          FROM exact e JOIN bus_events b USING (eb_id) JOIN source_events s USING (source_id)
+          UNION ALL
+          SELECT sequence_id, audit_id FROM cand_all
+          WHERE source_id NOT IN (SELECT source_id FROM cand_all GROUP BY source_id HAVING count(*) > 1)
+            AND eb_id NOT IN (SELECT eb_id FROM cand_all GROUP BY eb_id HAVING count(*) > 1))
+    WHERE sequence_id IS NOT NULL AND audit_id IS NOT NULL
+    GROUP BY sequence_id
+    HAVING min(audit_id) = max(audit_id)
+), cand AS (
+    -- an id whose sequence is another update's does not fit an event (pair_composite pairs it last, if at all): on
+    -- time alone, a skewed id of one update went to the next update's event, hiding that one's loss
+    SELECT c.source_id, c.eb_id, c.ticket_id, c.kind, c.s_time, c.b_time, c.b_pos,
+           c.fits AND coalesce(a.audit_id = c.audit_id, true) AS fits
+    FROM cand_all c
+    LEFT JOIN anchors a USING (sequence_id)
 ), found AS (
     SELECT * FROM exact
     UNION ALL SELECT * FROM pair_composite('cand')
