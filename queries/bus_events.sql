@@ -22,16 +22,32 @@ WITH repeated_in_log AS (
            count(*) AS log_copies, min(observed_at) AS bus_at
     FROM bus WHERE eb_id IN (SELECT eb_id FROM repeated_in_log)
     GROUP BY eb_id
+), sunk AS (
+    -- 'expired' ([sink] retention): a file outside the log no compaction can have expired ($unexpired_files: the
+    -- sink read's details, sources/sink.py) is a failed batch's leftover, as in 'leftover' mode: its rows are no
+    -- copy, only counted as outside the log (`left_only`); counted as expired entries, they were delivered
+    SELECT * EXCLUDE (leftover) FROM (
+        SELECT *, CASE WHEN committed = false AND $outside_log = 'expired'
+                       THEN split_part(source_ref, '#', 1) IN (SELECT unnest($unexpired_files::VARCHAR[]))
+                       ELSE false END AS leftover
+        FROM sink WHERE eb_id IS NOT NULL)
+    WHERE NOT leftover
+), left_only AS (
+    SELECT eb_id, count(*) AS leftover_rows
+    FROM sink
+    WHERE eb_id IS NOT NULL AND committed = false AND $outside_log = 'expired'
+      AND split_part(source_ref, '#', 1) IN (SELECT unnest($unexpired_files::VARCHAR[]))
+    GROUP BY eb_id
 ), landed AS (
     SELECT eb_id, count(*) AS copies, count(sequence_number) AS sequences_if_one,
            outside_log_rows(committed) AS outside_log,
            bool_or(replay_name IS NOT NULL) AS replayed, landed_at(observed_at, committed, $outside_log) AS sink_at
-    FROM sink WHERE eb_id IS NOT NULL
+    FROM sunk
     GROUP BY eb_id
 ), resequenced AS (
     SELECT eb_id, count(DISTINCT sequence_number) AS sink_sequences,
            outside_only_sequences(sequence_number, committed) AS outside_only
-    FROM sink WHERE eb_id IN (SELECT eb_id FROM landed WHERE copies > 1)
+    FROM sunk WHERE eb_id IN (SELECT eb_id FROM landed WHERE copies > 1)
     GROUP BY eb_id
 ), dead AS (
     SELECT eb_id,
@@ -68,13 +84,14 @@ SELECT eb_id,
        coalesce(l.log_copies, 0) AS log_copies, l.bus_at,
        coalesce(sink_copies(s.copies, s.outside_log, r.outside_only, $outside_log), 0) AS sink_rows,
        coalesce(r.sink_sequences, s.sequences_if_one, 0) AS sink_sequences,
-       coalesce(sink_copies_outside(s.copies, s.outside_log, r.outside_only, $outside_log), 0)
+       coalesce(sink_copies_outside(s.copies, s.outside_log, r.outside_only, $outside_log), o.leftover_rows, 0)
            AS uncommitted_rows,
        coalesce(s.replayed, false) AS replayed, s.sink_at,
        coalesce(d.dlq_kinesis, 0) AS dlq_kinesis, coalesce(d.dlq_other, 0) AS dlq_other,
        d.error_code, d.retry_condition, d.dlq_target, d.dlq_at
 FROM log l
 FULL JOIN landed s USING (eb_id)
+FULL JOIN left_only o USING (eb_id)
 FULL JOIN dead d USING (eb_id)
 LEFT JOIN unlogged u USING (eb_id)
 LEFT JOIN resequenced r USING (eb_id);

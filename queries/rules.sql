@@ -386,8 +386,9 @@ CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequence
         WHEN 'duplicated' THEN duplicate_cause(eb_ids, replayed, sink_sequences)
         WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
         WHEN 'lost_after_bus' THEN CASE WHEN outside_log THEN 'only in files outside Spark''s commit log, a failed '
-                                   || 'or retried batch''s leftover ([sink] retention unset): Spark''s readers do '
-                                   || 'not see it, and no DLQ message' ELSE 'no sink row, no DLQ message' END
+                                   || 'or retried batch''s leftover (no [sink] retention, or written too recently '
+                                   || 'for it to have expired the entry): Spark''s readers do not see it, and no DLQ '
+                                   || 'message' ELSE 'no sink row, no DLQ message' END
             -- the bus event is lost whichever event it is; that it is this child's rests on an assumed order
             || CASE WHEN emission = 'unknown' AND sequence_position IS NOT NULL
                     THEN ' (the event at position ' || sequence_position || ' of sequence ' || sequence_id

@@ -152,8 +152,11 @@ def message(summary: dict[str, Any], report: str) -> tuple[str, str]:
                      f"store read in part or ending early, or the sink not read back to them: re-run their window "
                      f"once the stores are whole, or raise [window] carry_back)")
     if outside := summary["outside_commit_log"]:
+        lost = summary.get("outside_commit_log_lost", 0)
         how = ("lost after the bus: failed or retried batches' leftovers ([sink] retention unset)"
-               if summary.get("outside_commit_log_counts") == "leftover" else "delivered")
+               if summary.get("outside_commit_log_counts") == "leftover" else "delivered" if not lost else
+               f"delivered but {lost:,} lost after the bus (leftovers written too recently for [sink] retention to "
+               f"have expired their entries)")
         lines.append(f"Outside Spark's commit log: {outside:,} event(s) only in files the log does not list, "
                      f"{how} (readers that honour the log do not see them)")
     incomplete = [i["source"] for i in summary["inputs"] if not i["complete"]]

@@ -79,8 +79,9 @@ class SinkConfig:
     id_path: str | None = None  # JSON path inside `data`, e.g. $.id; wins over id_column when set
     honour_commit_log: bool = True  # readers honour _spark_metadata: a file it does not list is not landed data...
     # ...unless the job's file sink sets a `retention` option (say it here, e.g. "7d"): a file outside the log may then
-    # be an entry it expired, whose rows did land. Unset (Spark's default: no retention), such a file is a failed or
-    # retried batch's leftover, which Spark's readers never see (docs/design.md, "Reading Spark's output").
+    # be an entry it expired, whose rows did land (one whose rows arrived after the latest compaction less it cannot
+    # be). Unset (Spark's default: no retention), such a file is a failed or retried batch's leftover, which Spark's
+    # readers never see (docs/design.md, "Reading Spark's output").
     retention: str | None = None
     partition_time_zone: str = "UTC"  # the Spark job's spark.sql.session.timeZone, which dt=/hr= values are in
     # unexplained: parse a row's payload unless the bus log (read whole) parsed the same bytes under its id; all:

@@ -26,7 +26,7 @@ from .errors import AccessDenied, ConfigError, ReadDeadline, SourceError
 from .emission import from_evidence, load_model
 from .ledger import SourceResult
 from .runfolder import Rendering, RunFolder
-from .sources import REGISTRY, buslog, dlq, hops
+from .sources import REGISTRY, buslog, dlq, hops, sink
 from .state import CARRIED_SCHEMA, State, as_carried, holders
 from .window import Window, parse_duration
 
@@ -125,17 +125,19 @@ def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str
 
 
 def params(cfg: Config, window: Window, *, unsettled: dict[str, str] | None, dlq_reach: datetime | None = None,
-           dlq_in_part: str | None = None, bus_log_covered: datetime | None = None) -> dict[str, Any]:
+           dlq_in_part: str | None = None, bus_log_covered: datetime | None = None,
+           unexpired_files: list[str] | None = None) -> dict[str, Any]:
     """The queries' parameters. `unsettled`: why losses at each hop may not settle (completeness.unsettled), or
     None. `dlq_reach`: up to when the DLQ read holds messages, when it is an archive (sources.dlq.reach);
     `dlq_in_part`: completeness.dlq_in_part; `bus_log_covered`: up to when the bus log holds what was exportable
-    (sources.buslog.covered)."""
+    (sources.buslog.covered); `unexpired_files`: the sink's files outside the commit log no compaction can have
+    expired (sources.sink.unexpired)."""
     return dict(window_start=window.start, window_end=window.end, as_of=window.as_of, horizon=window.horizon,
                 hop_a_grace=window.hop_a_grace, tolerance_s=float(cfg.match.tolerance_seconds),
                 kinesis_target=cfg.dlq.kinesis_target, bucket_s=summary.bucket_seconds(window),
                 sink_read_start=window.sink_read_start, bus_read_start=window.read_start,
                 outside_log=cfg.sink.outside_log, dlq_reach=dlq_reach, dlq_in_part=dlq_in_part,
-                bus_log_covered=bus_log_covered,
+                bus_log_covered=bus_log_covered, unexpired_files=unexpired_files or [],
                 **completeness.held_params(unsettled))
 
 
@@ -161,10 +163,10 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
           kind_map: pa.Table | None = None, engine: EngineConfig | None = None,
           recovery: dict[str, pa.Table] | None = None, *, unsettled: dict[str, str] | None,
           dlq_reach: datetime | None = None, dlq_in_part: str | None = None,
-          bus_log_covered: datetime | None = None) -> Engine:
+          bus_log_covered: datetime | None = None, unexpired_files: list[str] | None = None) -> Engine:
     """Bind and run every query. `unsettled`: completeness.unsettled of the run's sources; `dlq_reach`,
     `dlq_in_part`: the DLQ read's (sources.dlq.reach, completeness.dlq_in_part); `bus_log_covered`: the bus log
-    read's (sources.buslog.covered)."""
+    read's (sources.buslog.covered); `unexpired_files`: the sink read's (sources.sink.unexpired)."""
     engine = engine or cfg.engine
     e = Engine.open(memory_limit=engine.memory_limit, temp_directory=engine.temp_directory, threads=engine.threads)
     try:
@@ -178,7 +180,7 @@ def judge(cfg: Config, window: Window, ledgers: dict[str, Path], carried: pa.Tab
                         k)
             k = 1
         values = params(cfg, window, unsettled=unsettled, dlq_reach=dlq_reach, dlq_in_part=dlq_in_part,
-                        bus_log_covered=bus_log_covered)
+                        bus_log_covered=bus_log_covered, unexpired_files=unexpired_files)
         if k == 1:
             e.run_all(values)
         else:
@@ -344,7 +346,8 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
     e = judge(cfg, window, job.ledgers, job.carried, job.kind_map, job.engine, recovered.read_evidence(job.evidence),
               unsettled=completeness.unsettled(results), dlq_reach=dlq.reach(results[dlq.NAME].details),
               dlq_in_part=completeness.dlq_in_part(results),
-              bus_log_covered=buslog.covered(results[buslog.NAME].details, cfg.bus_log))
+              bus_log_covered=buslog.covered(results[buslog.NAME].details, cfg.bus_log),
+              unexpired_files=sink.unexpired(results[sink.NAME].details))
     try:
         outputs.write_parquet_sorted(e.batches("verdicts", outputs.VERDICTS_ORDER), out_dir / "verdicts.parquet")
         gaps = outputs.write_gaps_csv(e.batches("gaps", outputs.GAPS_ORDER), out_dir / "gaps.csv")

@@ -197,6 +197,9 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         # events that reached the sink only in files outside Spark's commit log (queries/rules.sql only_outside_log),
         # and how they count ([sink] honour_commit_log and retention): landed ('counted', 'expired') or not ('leftover')
         "outside_commit_log": sum(r["outside_log"] for r in results["verdict_counts"]),
+        # of those, the losses: leftovers ([sink] retention unset, or written too recently for it to have expired them)
+        "outside_commit_log_lost": sum(r["outside_log"] for r in results["verdict_counts"]
+                                       if r["verdict"] in emission.loss_hops()),
         "outside_commit_log_counts": cfg.sink.outside_log,
         "hops": hops,
         "matching": {r["match_kind"]: r["events"] for r in results["match_stats"]},

@@ -137,7 +137,7 @@ def test_a_notification_is_not_emitted_when_not_excluded(tmp_path):
                        horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                        kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
                        dlq_reach=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
-                       dlq_in_part=None, bus_log_covered=None, outside_log="expired"))
+                       dlq_in_part=None, bus_log_covered=None, unexpired_files=[], outside_log="expired"))
         assert table(e, "verdicts", ["source_id", "verdict", "cause"]) == [
             ("1", "not_emitted", "the emission model says Notification never reaches the bus")]
     finally:

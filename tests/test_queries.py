@@ -387,32 +387,38 @@ def test_the_zendesk_source_reads_as_far_as_hop_a_reaches():
         e.close()
 
 
-@pytest.mark.parametrize("outside_log", ["expired", "counted", "leftover"])
+@pytest.mark.parametrize("outside_log", ["expired", "counted", "leftover", "expired-too-recent"])
 def test_copies_outside_the_commit_log_count_as_the_readers_see_them(tmp_path, outside_log):
     """Sink rows in files outside Spark's commit log (committed = false): a retried batch's leftover beside the
     committed copy (the same Kinesis record), or an entry the sink's `retention` expired (its file stays). With a
     retention ('expired'), for readers that honour the log a row there counts once per Kinesis record no committed
     row holds, and an event found only there landed, shown as such; for readers that ignore the log ('counted')
     every copy counts. Without a retention ('leftover', Spark's default) no entry expires: a file outside the log is
-    a leftover Spark's readers never see, so an event found only there did not land for them, and says why."""
+    a leftover Spark's readers never see, so an event found only there did not land for them, and says why. With a
+    retention, a file whose rows arrived after the latest compaction less the retention cannot be an expired entry
+    (sink.unexpired: 'expired-too-recent', all of them such): a leftover, as without one (they were delivered)."""
     zendesk = [z(51 + i, 50 + i, "Comment", f"19:{i}0:00", 5100 + 100 * i) for i in range(5)]
     ev = [legacy(label_, 50 + i, "Comment Created", f"19:{i}0:00.3", 1) for i, label_ in enumerate("PQRST")]
     bus = [obs(e, e["event_time"]) for e in ev]
-    row = lambda e, seq, committed: obs(e, e["event_time"], sequence_number=seq, committed=committed)  # noqa: E731
+    row = lambda e, seq, committed: obs(e, e["event_time"], sequence_number=seq, committed=committed,  # noqa: E731
+                                        source_ref=f"part-{seq}-{committed}.parquet#0")
     sink = [row(ev[0], "1", True), row(ev[0], "1", False),  # a committed copy and a retried batch's leftover
             row(ev[1], "2", False),  # only in a file whose entry expired (or a leftover)
             row(ev[2], "3", False), row(ev[2], "3", False),  # a leftover and its retry, both expired (or leftovers)
             row(ev[3], "4", True), row(ev[3], "5", False)]  # a redelivered record, its second file expired
     # ev[4] (T) reached no file at all
-    e = judge(tmp_path, zendesk, bus, sink, [], outside_log=outside_log)
+    recent = [r["source_ref"].split("#")[0] for r in sink if not r["committed"]]
+    e = judge(tmp_path, zendesk, bus, sink, [], outside_log=outside_log.removesuffix("-too-recent"),
+              unexpired_files=recent if outside_log.endswith("too-recent") else [])
     try:
         got = {r[0]: r[1:] for r in table(e, "verdicts", ["source_id", "verdict", "sink_rows", "uncommitted_rows",
                                                           "cause"])}
         outside = ("delivered", 1, 1, "only in files outside Spark's commit log (an entry the sink's retention "
                                       "expired, or a retried batch's leftover): Spark's readers do not see it")
         lost = ("lost_after_bus", 0, 0, "no sink row, no DLQ message")
-        leftover = "only in files outside Spark's commit log, a failed or retried batch's leftover ([sink] retention " \
-                   "unset): Spark's readers do not see it, and no DLQ message"
+        leftover = "only in files outside Spark's commit log, a failed or retried batch's leftover (no [sink] " \
+                   "retention, or written too recently for it to have expired the entry): Spark's readers do not see " \
+                   "it, and no DLQ message"
         want = {
             "counted": {"51": ("duplicated", 2, 1, "re-batched"), "52": outside,
                         "53": ("duplicated", 2, 2, "re-batched"), "54": ("duplicated", 2, 1, "redelivery"),
@@ -422,10 +428,12 @@ def test_copies_outside_the_commit_log_count_as_the_readers_see_them(tmp_path, o
             "leftover": {"51": ("delivered", 1, 0, None), "52": ("lost_after_bus", 0, 1, leftover),
                          "53": ("lost_after_bus", 0, 2, leftover), "54": ("delivered", 1, 0, None), "55": lost},
         }
+        want["expired-too-recent"] = want["leftover"]
         assert got == want[outside_log]
         outside_only = {r["verdict"]: r["outside_log"] for r in e.arrow("verdict_counts").to_pylist() if r["outside_log"]}
         assert outside_only == {"counted": {"delivered": 1, "duplicated": 1}, "expired": {"delivered": 2},
-                                "leftover": {"lost_after_bus": 2}}[outside_log]
+                                "leftover": {"lost_after_bus": 2},
+                                "expired-too-recent": {"lost_after_bus": 2}}[outside_log]
     finally:
         e.close()
 

@@ -61,7 +61,7 @@ def judge(tmp_path, rows: pa.Table, sink_extra=(), carried=None, bus_extra=(), o
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                    kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
                        dlq_reach=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
-                       dlq_in_part=None, bus_log_covered=None, outside_log=outside_log))
+                       dlq_in_part=None, bus_log_covered=None, unexpired_files=[], outside_log=outside_log))
     return e
 
 

@@ -27,7 +27,7 @@ KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 PARAMS = dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
               horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
               kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-              dlq_reach=None, dlq_in_part=None, bus_log_covered=None, sink_read_start=SINK_FROM,
+              dlq_reach=None, dlq_in_part=None, bus_log_covered=None, unexpired_files=[], sink_read_start=SINK_FROM,
               bus_read_start=DAY - timedelta(hours=1),
               outside_log="expired")
 

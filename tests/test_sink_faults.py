@@ -65,13 +65,16 @@ def test_uncommitted_copies_neither_deliver_nor_duplicate(moto, tmp_path):
     assert "not in Spark's commit log" in res.report_text
 
 
-@pytest.mark.parametrize("retention", ["1h", None], ids=["retention", "no-retention"])
+@pytest.mark.parametrize("retention", ["1h", None, "3650d"], ids=["retention", "no-retention", "too-recent"])
 def test_entries_the_retention_expired_are_no_loss_on_a_rerun(moto, tmp_path, retention):
     """Spark's `retention` option drops entries older than it from each compact while their files stay (real Spark
     doing so: tests/fixtures/spark/retention). Here the latest compact of the day loses every other entry, as it
     would lose old ones on a run or a re-run days later: with [sink] retention set, the events in those files landed,
     so none may be called lost. Without it (Spark's default: no entry ever expires) the same files are leftovers of
-    failed batches, which Spark's readers never see: their events are lost after the bus, and the alert says so."""
+    failed batches, which Spark's readers never see: their events are lost after the bus, and the alert says so. And
+    with a retention longer than the time since their rows arrived ("3650d": the compaction is today, the day's rows
+    came days ago), no compaction can have expired their entries: leftovers, lost after the bus (they were delivered,
+    a false clean: sink review)."""
     hit = {}
 
     def expire(stores, aws):  # in the bucket as loaded (the loader rebuilds the log from what the batches listed)
@@ -89,6 +92,14 @@ def test_entries_the_retention_expired_are_no_loss_on_a_rerun(moto, tmp_path, re
     sink_in = res.input("sink")
     assert hit["ids"] and sink_in["complete"] and sink_in["details"]["leftover_files"] >= 1
     landed = events_of(res, hit["ids"])
+    if retention == "3650d":
+        assert landed and set(res.changed) <= landed
+        assert ("delivered", "lost_after_bus") in {(res.truth[i], res.found[i]) for i in res.changed}
+        lost = res.outcome.summary["outside_commit_log_lost"]
+        assert lost > 0 and res.outcome.summary["outside_commit_log_counts"] == "expired"
+        assert f"delivered but {lost:,} lost after the bus (leftovers written too recently" in \
+            alert.message(res.outcome.summary, "r")[1]
+        return
     if retention is None:
         assert landed and set(res.changed) <= landed
         # found only in those files: lost after the bus; a second copy there: the one committed copy counts
@@ -280,6 +291,24 @@ def test_real_spark_retention_expires_entries_whose_files_stay_and_they_are_read
     got = dict(zip(map(str, res.ledger["eb_id"].to_pylist()), res.ledger["committed"].to_pylist()))
     assert sorted(got) == sorted(ids)
     assert [got[i] for i in ids] == [False] * 6 + [True] * 9  # batches 0 and 1 (3 rows each) expired
+    # their rows arrived long before the compaction less the retention: they may be expired entries (they are)
+    res = sink.read(SinkConfig(uri=str(SPARK / "retention"), retention="1s"), DAY, LOCAL)
+    assert res.details["unexpired_files"] == []
+
+
+def test_a_file_outside_the_log_too_recent_for_the_retention_to_have_expired_is_a_leftover(tmp_path):
+    """A batch's file written, its commit never (a crash, the retry committing nothing): with [sink] retention set its
+    rows counted as an expired entry's, delivered (sink review). Spark drops an entry only when compacting, and only
+    one written more than the retention before: a file whose rows arrived after the latest compact less the retention
+    cannot be one. Named in the details (unexpired_files), its rows are no copy (queries/bus_events.sql)."""
+    root = spark_copy(tmp_path, "parquet")
+    src = next(root.glob("dt=2026-11-23/hr=05/*.parquet"))
+    stray = src.with_name("part-00009-0c0c0c0c-0000-4000-8000-leftover0000.c000.snappy.parquet")
+    stray.write_bytes(src.read_bytes())
+    for retention, unexpired in (("3650d", [str(stray)]), ("1s", [])):  # this copy's compact is written today
+        res = sink.read(SinkConfig(uri=str(root), retention=retention), DAY, LOCAL)
+        assert res.details["uncommitted_files"] == [str(stray)] and res.details["unexpired_files"] == unexpired
+    assert "unexpired_files" not in sink.read(SinkConfig(uri=str(root)), DAY, LOCAL).details
 
 
 @pytest.mark.parametrize("honour", [True, False])

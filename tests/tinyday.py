@@ -110,7 +110,8 @@ def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", exclu
                    horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
                    kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None,
                    unsettled_bus_to_sink=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
-                   dlq_reach=None, dlq_in_part=None, bus_log_covered=None, outside_log=outside_log) | params)
+                   dlq_reach=None, dlq_in_part=None, bus_log_covered=None, unexpired_files=[],
+                   outside_log=outside_log) | params)
     return e
 
 

@@ -33,7 +33,7 @@ from ..aws import list_files, store_error
 from ..config import AwsConfig, MatchConfig, SinkConfig
 from ..errors import ConfigError
 from ..ledger import SourceResult
-from ..window import Window
+from ..window import Window, parse_duration
 from . import events, explained, rawtext, sparklog
 
 logger = logging.getLogger(__name__)
@@ -230,6 +230,8 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         "partition_time_zone": cfg.partition_time_zone,
         "commit_log": log is not None, "honour_commit_log": cfg.honour_commit_log,
         "uncommitted_files": [f.where for f in data if f.committed is False],
+        **({"unexpired_files": _unexpired(fingerprints, log, parse_duration(cfg.retention))}
+           if cfg.retention and log else {}),
         "leftover_files": len(leftovers), "leftover_names": leftovers[:LEFTOVERS_SHOWN],
         "committed_missing": len(missing), "committed_missing_names": missing[:LEFTOVERS_SHOWN],
         "committed_outside_uri": len(outside_uri),
@@ -361,7 +363,29 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
     rows = pa.table({"data": cols["data"], "eb_id": cols.get("id", pa.nulls(n, pa.string())), "source_ref": refs,
                      "sequence_number": cols["seq"], "observed_at": cols["arrival"],
                      "committed": pa.array([f.committed] * n, pa.bool_())})
+    if f.committed is False and n:  # the file was written after its newest row arrived (_unexpired)
+        newest = pc.max(rows["observed_at"]).as_py()
+        fp["newest_arrival"] = newest.isoformat() if newest is not None else None
     return rows, ledger.REJECT_SCHEMA.empty_table(), None, fp
+
+
+def _unexpired(fingerprints: list[dict], log: sparklog.CommitLog, retention: timedelta) -> list[str]:
+    """The files outside the commit log no compaction can have expired: Spark drops an entry only when it compacts
+    the log, and only if the compaction comes more than the retention after the file was written
+    (FileStreamSinkLog.shouldRetain). A file was written after its newest row arrived (Kinesis's arrival time, in the
+    data: a copy of the bucket keeps it), and the latest compaction was at its compact's time or before (a copy makes
+    that later, never earlier): a file whose newest row arrived after the latest compact less the retention, or with no
+    compact at all, is a failed batch's leftover, never an expired entry. Any other file may be either."""
+    cutoff = log.compacted_at - retention if log.compacted_at is not None else None
+    return [fp["key"] for fp in fingerprints if "newest_arrival" in fp
+            and (cutoff is None or fp["newest_arrival"] is None
+                 or datetime.fromisoformat(fp["newest_arrival"]) > cutoff)]
+
+
+def unexpired(details: dict) -> list[str]:
+    """A sink read's files outside the commit log that its retention cannot have expired (queries/bus_events.sql
+    counts their rows as no copy): none without [sink] retention, or from a run made before they were told apart."""
+    return list(details.get("unexpired_files") or [])
 
 
 def _payload_rule(cfg: SinkConfig, bus_ids) -> tuple[explained.BusIds | None, str]:

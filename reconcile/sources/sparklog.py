@@ -20,6 +20,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +43,7 @@ class CommitLog:
     read: list[str] = field(default_factory=list)  # log files read, in batch order
     latest_batch: int | None = None
     compact: str | None = None  # the compact file read, if any
+    compacted_at: datetime | None = None  # when it was written (its mtime): the latest compaction, when entries expire
     entries: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # decoded paths listed as added
     sizes: pa.Array = field(default_factory=lambda: pa.array([], pa.int64()))  # their `size` (bytes; null: none)
     problems: list[str] = field(default_factory=list)  # the log cannot be trusted: Spark's readers fail on it
@@ -202,6 +204,7 @@ def read(fs: pafs.FileSystem, out_root: str, meta: list[pafs.FileInfo], scheme: 
             chosen.append(f)
     if compacts:
         log.compact = scheme + batches[start][True].path
+        log.compacted_at = batches[start][True].mtime
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         log.problems.append(
