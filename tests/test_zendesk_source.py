@@ -439,6 +439,21 @@ def test_the_same_page_for_two_stepped_seconds_is_no_headway():
     assert "does not move on" in h.problem(entry(103, True), {"ticket_events": [{"id": 3}]})
 
 
+def test_an_audit_whose_comment_is_a_voice_comment_is_read_whole():
+    """A call's voice comment is the audit's comment (Ticket Audit events reference, "Voice comment event",
+    VoiceComment): the audit was rejected as fetched without the comment sideload, making the Zendesk read incomplete
+    on every Talk account (zendesk review)."""
+    audit = {"id": 9001, "ticket_id": 7, "created_at": "2026-11-23T10:00:00Z", "child_events": [
+        {"id": 90011, "event_type": "VoiceComment", "comment_present": True, "public": False,
+         "body": "Call from +1 555 0100"},
+        {"id": 90012, "event_type": "Change", "field_name": "status", "value": "open", "previous_value": "new",
+         "comment_present": True}]}
+    led = AuditLedger(T0 * 1000 - 10**12, T0 * 1000 + 10**12)
+    led.add_page("page-00001.json.gz", [audit])
+    ledger, rejects = led.tables()
+    assert rejects.num_rows == 0 and ledger["event_type"].to_pylist() == ["VoiceComment", "Change:status"]
+
+
 def test_comments_are_read_with_the_comment_events_sideload(server, tmp_path):
     """Without include=comment_events the export gives a comment no child event, only `comment_present` on the others
     (Zendesk's Incremental Ticket Event Export reference, "Sideloading"): every comment would be missing from what
@@ -464,8 +479,8 @@ def test_comments_are_read_with_the_comment_events_sideload(server, tmp_path):
     assert "Comment" not in ledger["event_type"].to_pylist()
     assert rejects["source_ref"].to_pylist() == [f"page-00001.json.gz#audit={a}" for a in commented]
     assert set(rejects["reason"].to_pylist()) == {
-        "the audit has a comment (comment_present) but no Comment child event: the page was fetched without "
-        "include=comment_events"}
+        "the audit has a comment (comment_present) but no Comment (or VoiceComment) child event: the page was "
+        "fetched without include=comment_events"}
 
     index = tmp_path / "pages" / "index.jsonl"
     index.write_text(index.read_text().replace("&include=comment_events", ""))

@@ -12,6 +12,9 @@ import pyarrow as pa
 from ...ledger import ID_DIGITS, TS, conform, rejects_table, time_ms
 
 NAME = "zendesk"
+# The child events that are an audit's comment (its `comment_present`): a written one, or a voice comment (Zendesk's
+# Ticket Audit events reference, "Voice comment event": a call's recording and transcript as the comment)
+COMMENT_KINDS = ("Comment", "VoiceComment")
 
 
 @dataclass
@@ -64,7 +67,7 @@ class AuditLedger:
             for ch in children:
                 if isinstance(ch, dict):
                     flagged = flagged or ch.get("comment_present") is True
-                    commented = commented or ch.get("event_type") == "Comment"
+                    commented = commented or ch.get("event_type") in COMMENT_KINDS
                 cid = ch.get("id") if isinstance(ch, dict) else None
                 if not whole(cid):
                     self._reject(ref, "child event without id" if cid is None else
@@ -87,8 +90,8 @@ class AuditLedger:
                 c["source_ref"].append(ref)
             if flagged and not commented:
                 # the export answers so when asked without the comment_events sideload (api.export_request)
-                self._reject(ref, "the audit has a comment (comment_present) but no Comment child event: the page was "
-                             "fetched without include=comment_events", a)
+                self._reject(ref, "the audit has a comment (comment_present) but no Comment (or VoiceComment) child "
+                             "event: the page was fetched without include=comment_events", a)
 
     def _reject(self, ref: str, reason: str, raw, by_content: bool = False) -> None:
         text = orjson.dumps(raw).decode() if is_utf8(raw) else json.dumps(raw)  # \udcNN shows a byte that is not
