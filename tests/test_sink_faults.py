@@ -380,7 +380,12 @@ def test_an_event_that_landed_days_late_is_read_when_judged_as_of_then(tmp_path)
     (lambda m: (m / "3").unlink(), "lacks batch file(s) 3"),
     (lambda m: (m / "4").write_text("v2\n" + (m / "4").read_text().split("\n", 1)[1]), "is version v2"),
     (lambda m: (m / "4").write_text("{}\n"), "does not start with the version line"),
-], ids=["missing-batch", "newer-version", "no-version"])
+    # a stray file named like an epoch second: the walk from the compact to it listed a billion batch ids (MemoryError)
+    (lambda m: (m / "1700000000").write_text((m / "4").read_text()), "lacks batch file(s) 5, 6, 7, 8, 9, 10, 11, "
+                                                                       "12, 13, 14 ... (1,699,999,995 in all)"),
+    # an entry whose path does not URL-decode to text stopped the run (exit 4), not the log named as damaged
+    (lambda m: (m / "4").write_text((m / "4").read_text().replace("part-", "part-%FF", 1)), "are not commit entries"),
+], ids=["missing-batch", "newer-version", "no-version", "stray-number", "undecodable-path"])
 def test_a_commit_log_spark_cannot_read_makes_the_sink_incomplete(tmp_path, damage, said):
     root = spark_copy(tmp_path, "parquet")
     damage(root / "_spark_metadata")

@@ -138,12 +138,13 @@ FROM log_lines
 """
 _BAD_SQL = """
 SELECT file_no, count(*) AS n, min(line_no) AS first_line FROM parsed
-WHERE line_no > 1 AND line <> '' AND (path IS NULL OR action NOT IN ('add', 'delete'))
+WHERE line_no > 1 AND line <> ''
+  AND (path IS NULL OR action NOT IN ('add', 'delete') OR try(url_decode(path)) IS NULL)
 GROUP BY file_no ORDER BY file_no
 """
 _ADDED_SQL = """
-SELECT url_decode(path) AS path, arg_max(size, file_no * 4294967296 + line_no) AS size
-FROM parsed WHERE path IS NOT NULL AND action IN ('add', 'delete')
+SELECT try(url_decode(path)) AS path, arg_max(size, file_no * 4294967296 + line_no) AS size
+FROM parsed WHERE try(url_decode(path)) IS NOT NULL AND action IN ('add', 'delete')
 GROUP BY path HAVING arg_max(action, file_no * 4294967296 + line_no) = 'add'
 """
 
@@ -194,19 +195,20 @@ def read(fs: pafs.FileSystem, out_root: str, meta: list[pafs.FileInfo], scheme: 
     start = max(compacts) if compacts else 0
     log.latest_batch = latest
     chosen: list[pafs.FileInfo] = []
-    missing = []
-    for b in range(start, latest + 1):
-        here = batches.get(b, {})
-        f = here.get(True) if b == start and compacts else here.get(False) or here.get(True)
-        if f is None:
-            missing.append(b)
-        else:
-            chosen.append(f)
+    present = sorted(b for b in batches if start <= b <= latest)
+    for b in present:
+        here = batches[b]
+        chosen.append(here.get(True) if b == start and compacts else here.get(False) or here.get(True))
+    # the batch ids between them that have no file, without walking the range: a stray file named like an epoch
+    # second (1700000000) made that walk a list of billions
+    gaps = [(a + 1, b) for a, b in zip([start - 1] + present, present + [latest + 1]) if b > a + 1]
+    missing = [m for lo, hi in gaps for m in range(lo, min(hi, lo + 10))][:10]
+    n_missing = sum(hi - lo for lo, hi in gaps)
     if compacts:
         log.compact = scheme + batches[start][True].path
         log.compacted_at = batches[start][True].mtime
-    if missing:
-        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+    if n_missing:
+        shown = ", ".join(map(str, missing)) + (f" ... ({n_missing:,} in all)" if n_missing > len(missing) else "")
         log.problems.append(
             f"{log.folder} lacks batch file(s) {shown} (latest batch {latest}, read from "
             f"{'compact ' + str(start) if compacts else 'batch 0'}): Spark's own readers fail on this log, and which "
@@ -252,9 +254,9 @@ def _parse(log: CommitLog, chosen: list[pafs.FileInfo], texts: list[bytes], sche
         for file_no, n, first_line in con.sql(_BAD_SQL).fetchall():
             log.problems.append(
                 f"{n:,} line(s) of {scheme + chosen[file_no].path} (first: line {first_line}) are not commit entries "
-                f"(JSON with a path and action add/delete): Spark's own readers fail on this log, and the files those "
-                f"lines listed are unknown, so some committed rows may be taken for crash leftovers. Check the file "
-                f"(a partial write or a manual edit?).")
+                f"(JSON with a path that URL-decodes to text and action add/delete): the files those lines listed "
+                f"are unknown, so some committed rows may be taken for crash leftovers. Check the file (a partial "
+                f"write or a manual edit?).")
         added = con.sql(_ADDED_SQL).to_arrow_table()
         log.entries, log.sizes = added["path"].combine_chunks(), added["size"].combine_chunks()
     finally:
