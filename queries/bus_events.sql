@@ -22,22 +22,18 @@ WITH repeated_in_log AS (
            count(*) AS log_copies, min(observed_at) AS bus_at
     FROM bus WHERE eb_id IN (SELECT eb_id FROM repeated_in_log)
     GROUP BY eb_id
-), sunk AS (
+), sink_rows AS NOT MATERIALIZED (
     -- 'expired' ([sink] retention): a file outside the log no compaction can have expired ($unexpired_files: the
     -- sink read's details, sources/sink.py) is a failed batch's leftover, as in 'leftover' mode: its rows are no
     -- copy, only counted as outside the log (`left_only`); counted as expired entries, they were delivered
-    SELECT * EXCLUDE (leftover) FROM (
-        SELECT *, CASE WHEN committed = false AND $outside_log = 'expired'
-                       THEN split_part(source_ref, '#', 1) IN (SELECT unnest($unexpired_files::VARCHAR[]))
-                       ELSE false END AS leftover
-        FROM sink WHERE eb_id IS NOT NULL)
-    WHERE NOT leftover
+    SELECT *, CASE WHEN committed = false AND $outside_log = 'expired'
+                   THEN split_part(source_ref, '#', 1) IN (SELECT unnest($unexpired_files::VARCHAR[]))
+                   ELSE false END AS leftover
+    FROM sink WHERE eb_id IS NOT NULL
+), sunk AS NOT MATERIALIZED (
+    SELECT * EXCLUDE (leftover) FROM sink_rows WHERE NOT leftover
 ), left_only AS (
-    SELECT eb_id, count(*) AS leftover_rows
-    FROM sink
-    WHERE eb_id IS NOT NULL AND committed = false AND $outside_log = 'expired'
-      AND split_part(source_ref, '#', 1) IN (SELECT unnest($unexpired_files::VARCHAR[]))
-    GROUP BY eb_id
+    SELECT eb_id, count(*) AS leftover_rows FROM sink_rows WHERE leftover GROUP BY eb_id
 ), landed AS (
     SELECT eb_id, count(*) AS copies, count(sequence_number) AS sequences_if_one,
            outside_log_rows(committed) AS outside_log,
