@@ -29,24 +29,35 @@ WITH exact AS (
       AND b.eb_id NOT IN (SELECT eb_id FROM copies)
       AND b.event_time >= $window_start - bus_reach($tolerance_s)
       AND b.event_time < $window_end + bus_reach($tolerance_s)
-), cand_all AS (
+), cand_all AS MATERIALIZED (
     SELECT s.source_id, b.eb_id, s.ticket_id, s.model_kind AS kind, s.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos, s.audit_id, b.sequence_id,
            position_fits(s.pos_low, s.position, b.sequence_position) AS fits
     FROM rest_s s
     JOIN rest_b b ON composite_candidate(s.ticket_id, s.model_kind, s.event_time,
                                          b.ticket_id, b.api_kind, b.event_time, $tolerance_s)
+), multi_s AS (
+    SELECT source_id FROM cand_all GROUP BY source_id HAVING count(*) > 1
+), multi_b AS (
+    SELECT eb_id FROM cand_all GROUP BY eb_id HAVING count(*) > 1
+), contested AS (
+    -- the sequences of candidates that are not one-to-one: the only ones an anchor can decide (few)
+    SELECT DISTINCT sequence_id FROM cand_all
+    WHERE sequence_id IS NOT NULL
+      AND (source_id IN (SELECT source_id FROM multi_s) OR eb_id IN (SELECT eb_id FROM multi_b))
 ), anchors AS (
     -- a connector sequence is one ticket update's: the sequence of an id linked exactly, or of one that is the only
     -- candidate of an event that is its only candidate, is that event's audit's (one naming two audits is none's)
     SELECT sequence_id, min(audit_id) AS audit_id
     FROM (SELECT b.sequence_id, s.audit_id
-          FROM exact e JOIN bus_events b USING (eb_id) JOIN source_events s USING (source_id)
+          FROM (SELECT eb_id, sequence_id FROM bus_events
+                WHERE sequence_id IN (SELECT sequence_id FROM contested)) b
+          JOIN exact e USING (eb_id) JOIN source_events s USING (source_id)
           UNION ALL
           SELECT sequence_id, audit_id FROM cand_all
-          WHERE source_id NOT IN (SELECT source_id FROM cand_all GROUP BY source_id HAVING count(*) > 1)
-            AND eb_id NOT IN (SELECT eb_id FROM cand_all GROUP BY eb_id HAVING count(*) > 1))
-    WHERE sequence_id IS NOT NULL AND audit_id IS NOT NULL
+          WHERE sequence_id IN (SELECT sequence_id FROM contested)
+            AND source_id NOT IN (SELECT source_id FROM multi_s) AND eb_id NOT IN (SELECT eb_id FROM multi_b))
+    WHERE audit_id IS NOT NULL
     GROUP BY sequence_id
     HAVING min(audit_id) = max(audit_id)
 ), cand AS (

@@ -113,8 +113,12 @@ WHERE eb_id IS NOT NULL AND eb_id NOT IN (SELECT eb_id FROM hop_a);
 -- the copies of an id linked here (the connector resent the event under another id: rules.sql bus_copies, whose
 -- first id is the one at_position took) are linked as it is, as hop_a.sql links its own links' copies: left out, a
 -- resend that alone reached the sink was an orphan beside its event judged lost
+CREATE OR REPLACE TEMP VIEW seq_linked AS  -- the bus events of those links' sequences: where their copies are (few)
+SELECT * FROM bus_events
+WHERE sequence_id IN (SELECT b.sequence_id FROM hop_a h JOIN bus_events b USING (eb_id)
+                      WHERE h.match_kind = 'sequence');
 INSERT INTO hop_a
 SELECT h.source_id, c.eb_id, 'sequence'
 FROM hop_a h
-JOIN bus_copies('bus_events') c ON c.first_eb = h.eb_id
+JOIN bus_copies('seq_linked') c ON c.first_eb = h.eb_id
 WHERE h.match_kind = 'sequence' AND c.eb_id NOT IN (SELECT eb_id FROM hop_a);
