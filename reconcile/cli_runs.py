@@ -43,8 +43,9 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
                f"{'recovered':>9} {'pending':>8} {'loss rate':>10}")
     for r in rows:
         rate = percent(r["loss_rate"], 4) if r["in"] else "–"
+        # recovered "–": not kept yet (a window recorded before the state kept it)
         click.echo(f"{r['window_key']:<34} {r['status']:<10} {r['exit_code']:>4} {r['hop']:<15} {r['in']:>10,} "
-                   f"{r['out']:>10,} {r['lost']:>8,} {number(r['recovered']):>9} {r['pending']:>8,} {rate:>10}")  # –: not kept yet
+                   f"{r['out']:>10,} {r['lost']:>8,} {number(r['recovered']):>9} {r['pending']:>8,} {rate:>10}")
 
 
 @click.command()
