@@ -118,9 +118,7 @@ def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str
     rejects in evidence/; returns the ledgers by hop."""
     paths = {}
     for spec in REGISTRY:
-        r = results[spec.name]
-        paths[spec.hop] = spec.keep(r, evidence).path
-        ledger.write_atomic(r.rejects, evidence / spec.rejects_file)
+        paths[spec.hop] = spec.write_evidence(results[spec.name], evidence).path
     return paths
 
 

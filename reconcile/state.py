@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import emission, resources
+from . import emission, resources, summary
 from .config import AwsConfig
 from .engine import execute_file, statements
 from .recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
@@ -310,21 +310,18 @@ def holders(carried: pa.Table) -> dict[str, list[str]]:
 
 def standing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """history rows (one per window and hop) with each window's `status` as its figures stand now, later settlements
-    folded in, so it does not depend on the order windows were run or re-run in: `incomplete` as its run recorded (a
-    read in part; only a re-run mends it), `loss` while a hop is over its threshold (summary.status_of's rule),
-    `pending` while a hop has pending events, else `clean`. A window recorded before the state kept its thresholds
-    keeps the status its run recorded. `recorded` (that status) and `exit_code` stay: what the run itself said."""
+    folded in, so it does not depend on the order windows were run or re-run in (summary.status_from): `incomplete`
+    as its run recorded (a read in part; only a re-run mends it), `loss` while a hop is over its threshold, `pending`
+    while a hop has pending events, else `clean`. A window recorded before the state kept its thresholds keeps the
+    status its run recorded. `recorded` (that status) and `exit_code` stay: what the run itself said."""
     windows: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         windows.setdefault(r["window_key"], []).append(r)
     for hops in windows.values():
         recorded = hops[0]["recorded"]
-        if recorded == "incomplete" or any(h["threshold"] is None for h in hops):
-            status = recorded
-        elif any(emission.over_threshold(h["lost"], h["loss_rate"], h["threshold"]) for h in hops):
-            status = "loss"
-        else:
-            status = "pending" if any(h["pending"] > 0 for h in hops) else "clean"
+        status = recorded if any(h["threshold"] is None for h in hops) else summary.status_from(
+            recorded == "incomplete", any(emission.over_threshold(h["lost"], h["loss_rate"], h["threshold"])
+                                          for h in hops), any(h["pending"] > 0 for h in hops))
         for h in hops:
             h["status"] = status
     return rows

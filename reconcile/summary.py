@@ -107,9 +107,15 @@ def _rows(rows: list[dict], times: tuple[str, ...] = (), floats: tuple[str, ...]
 
 
 def status_of(inputs: list[dict], hops: list[dict], pending: int) -> str:
-    if any(not i["complete"] for i in inputs if i["source"] in REQUIRED):
+    return status_from(any(not i["complete"] for i in inputs if i["source"] in REQUIRED),
+                       any(h["over_threshold"] for h in hops), bool(pending))
+
+
+def status_from(incomplete: bool, over_threshold: bool, pending: bool) -> str:
+    """A run's status, or a window's in `history` (state.standing), in the order one outranks another."""
+    if incomplete:
         return "incomplete"
-    if any(h["over_threshold"] for h in hops):
+    if over_threshold:
         return "loss"
     if pending:
         return "pending"

@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, completeness, ledger, outputs, recovered, resources, run, runfolder
+from . import __version__, completeness, outputs, recovered, resources, run, runfolder
 from .errors import ConfigError, QueryError, Unverifiable, VerifyError
 from .ledger import SourceResult
 from .runfolder import MANIFEST, RunFolder, load_manifest
@@ -176,8 +176,7 @@ def check_zendesk(run_dir: Path, manifest: dict[str, Any]) -> tuple[list[Differe
     out = []
     with tempfile.TemporaryDirectory(prefix="reconcile-verify-") as tmp:
         again = Path(tmp)
-        spec.keep(SourceResult(spec.name, made), again)  # written as the run writes it (run.write_evidence)
-        ledger.write_atomic(rejects, again / spec.rejects_file)
+        spec.write_evidence(SourceResult(spec.name, made, rejects), again)  # as the run wrote it
         for name in (spec.ledger_file, spec.rejects_file):
             found = RunFolder(run_dir).evidence / name
             if found.is_file() and found.read_bytes() != (again / name).read_bytes():

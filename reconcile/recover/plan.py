@@ -115,7 +115,7 @@ def build(run_dir: Path, cfg: Config, now: datetime | None = None) -> dict[str, 
         con.register("verdict_vocab", emission.verdict_table())
         ledgers = folder.ledgers()
         earlier = _settled_runs(cfg, execute_file(con, _q("settled_windows"), {}).fetchall(), Path(fetched.name))
-        for hop in ("bus", "dlq", "sink"):
+        for hop in LEDGERS_READ:
             files = [str(ledgers[hop])] + [str(RunFolder(d).ledgers()[hop]) for d in earlier]
             con.read_parquet(files, union_by_name=True).create_view(hop)
         cands = execute_file(con, _q("candidates"), {"kinesis_target": cfg.dlq.kinesis_target}).to_arrow_table()

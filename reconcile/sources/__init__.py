@@ -152,6 +152,13 @@ class Source:
         ledger.write_atomic(table, out, **(ledger.PARQUET_OPTIONS if self.observations else {}))
         return replace(r, ledger=None, path=out, rows=table.num_rows)
 
+    def write_evidence(self, r: SourceResult, evidence: Path) -> SourceResult:
+        """The result's ledger (keep) and its rejects in evidence/, as a run writes them (run.write_evidence;
+        `verify` writes a ledger it makes again alike, to compare byte for byte)."""
+        kept = self.keep(r, evidence)
+        ledger.write_atomic(r.rejects, evidence / self.rejects_file)
+        return kept
+
 
 # ------------------------------------------------------------------------------------------------------- readers
 

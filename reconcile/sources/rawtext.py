@@ -31,7 +31,7 @@ def gunzip(data: bytes | pa.Buffer) -> tuple[bytes, str | None]:
     return next(gunzip_pieces(data))
 
 
-FEED = 256 << 10  # compressed bytes handed to the inflater at a time, when inflating in pieces
+FEED = 256 << 10  # compressed bytes handed to the inflater at a time after its first call (gunzip_pieces)
 
 
 def gunzip_pieces(data: bytes | pa.Buffer, size: int | None = None) -> Iterator[tuple[bytes, str | None]]:

@@ -232,12 +232,16 @@ class _Walk:
                             f"there; if it repeats, check what answers at ZENDESK_URL ({self.base}).")
 
 
+def _ledger(window: Window, edge: timedelta) -> AuditLedger:
+    """The ledger of the audits created in [window.start - edge, window.end + edge) (read's range)."""
+    return AuditLedger(int((window.start - edge).timestamp() * 1000), int((window.end + edge).timestamp() * 1000))
+
+
 def from_pages(pages_dir: Path, taken: list[dict], window: Window, edge: timedelta) -> tuple[pa.Table, pa.Table]:
     """The ledger and rejects the pages a read took make, as read() makes them (`taken`: its fingerprints, in the
     order it took them; `edge` as read's): `reconcile verify` re-derives a run's Zendesk ledger from the pages its
     evidence bundles. Raises ValueError naming a page that is missing, or is not the one the read took (sha256)."""
-    lo, hi = window.start - edge, window.end + edge
-    led = AuditLedger(int(lo.timestamp() * 1000), int(hi.timestamp() * 1000))
+    led = _ledger(window, edge)
     for fp in taken:
         try:
             data = (pages_dir / fp["file"]).read_bytes()
@@ -282,7 +286,7 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
     stop_at = math.ceil(hi.timestamp())  # end_time >= this: every audit before hi was listed
     max_wait = parse_duration(cfg.max_wait).total_seconds()
     client = Client(base, auth, effective_rpm(cfg), parse_duration(cfg.timeout).total_seconds(), max_wait)
-    led = AuditLedger(int(lo.timestamp() * 1000), int(hi.timestamp() * 1000))
+    led = _ledger(window, edge)
     problems: list[str] = []
 
     scope = cfg.support_type_scope
