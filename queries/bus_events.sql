@@ -24,10 +24,11 @@ WITH repeated_in_log AS (
     GROUP BY eb_id
 ), sink_rows AS NOT MATERIALIZED (
     -- 'expired' ([sink] retention): a file outside the log no compaction can have expired ($unexpired_files: the
-    -- sink read's details, sources/sink.py) is a failed batch's leftover, as in 'leftover' mode: its rows are no
-    -- copy, only counted as outside the log (`left_only`); counted as expired entries, they were delivered
+    -- sink read's details, sources/sink.py; a row's source_ref is its file, `#` and its row: a path may hold `#`) is a
+    -- failed batch's leftover, as in 'leftover' mode: its rows are no copy, only counted as outside the log
+    -- (`left_only`); counted as expired entries, they were delivered
     SELECT *, CASE WHEN committed = false AND $outside_log = 'expired'
-                   THEN split_part(source_ref, '#', 1) IN (SELECT unnest($unexpired_files::VARCHAR[]))
+                   THEN regexp_replace(source_ref, '#[0-9]+$', '') IN (SELECT unnest($unexpired_files::VARCHAR[]))
                    ELSE false END AS leftover
     FROM sink WHERE eb_id IS NOT NULL
 ), sunk AS NOT MATERIALIZED (

@@ -401,13 +401,13 @@ def test_copies_outside_the_commit_log_count_as_the_readers_see_them(tmp_path, o
     ev = [legacy(label_, 50 + i, "Comment Created", f"19:{i}0:00.3", 1) for i, label_ in enumerate("PQRST")]
     bus = [obs(e, e["event_time"]) for e in ev]
     row = lambda e, seq, committed: obs(e, e["event_time"], sequence_number=seq, committed=committed,  # noqa: E731
-                                        source_ref=f"part-{seq}-{committed}.parquet#0")
+                                        source_ref=f"dt=a#b/part-{seq}-{committed}.parquet#0")  # '#' in a path
     sink = [row(ev[0], "1", True), row(ev[0], "1", False),  # a committed copy and a retried batch's leftover
             row(ev[1], "2", False),  # only in a file whose entry expired (or a leftover)
             row(ev[2], "3", False), row(ev[2], "3", False),  # a leftover and its retry, both expired (or leftovers)
             row(ev[3], "4", True), row(ev[3], "5", False)]  # a redelivered record, its second file expired
     # ev[4] (T) reached no file at all
-    recent = [r["source_ref"].split("#")[0] for r in sink if not r["committed"]]
+    recent = [r["source_ref"].rsplit("#", 1)[0] for r in sink if not r["committed"]]
     e = judge(tmp_path, zendesk, bus, sink, [], outside_log=outside_log.removesuffix("-too-recent"),
               unexpired_files=recent if outside_log.endswith("too-recent") else [])
     try:
