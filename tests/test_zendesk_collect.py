@@ -507,3 +507,83 @@ def test_an_answer_that_ignores_start_time_stops_the_collector(server, tmp_path)
     got = run_collect(h, tmp_path / "cache", clock)
     assert not got.complete and got.requests == 3
     assert any("does not follow start_time" in p and "(not cached)" in p for p in got.problems), got.problems
+
+
+def _rewrite_index(cache: Path, edit) -> None:
+    lines = [json.loads(x) for x in (cache / "index.jsonl").read_bytes().splitlines()]
+    (cache / "index.jsonl").write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in edit(lines)))
+
+
+@pytest.mark.parametrize("how", ["end_time later", "lines skipped"])
+def test_an_index_line_that_claims_more_than_its_page_is_not_proof(server, tmp_path, how):
+    """Only a cached page's bytes were checked (sha256), never what its index line says of them: one line's end_time
+    moved five hours on made the run complete with 345 of 1,440 events and no request; lines 7-12 cut out with line
+    6's next_start_time pointing at line 13 skipped an hour. What a page proves is read from its body: a line that
+    says more ends the replay there, and the run fetches from that page's start."""
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock)
+    cache = tmp_path / "cache"
+    run_collect(h, cache, clock)
+
+    def edit(lines):
+        if how == "end_time later":
+            lines[5]["end_time"] = T0 + 5 * 3600
+            return lines
+        lines[5]["next_start_time"] = lines[12]["start_time"]
+        return lines[:6] + lines[12:]
+    _rewrite_index(cache, edit)
+    clock.sec = T0 + 6 * 3600
+    end = T0 + (4 if how == "end_time later" else 2) * 3600
+    cached = read(h, tmp_path / "run", T0, end, clock.sec, cache=cache)
+    fresh = read(h, tmp_path / "fresh", T0, end, clock.sec)
+    assert cached.complete and len(cached.ledger) == len(fresh.ledger) == (end - T0) // 3600 * 120 * 3
+    assert comparable(sorted_ledger(cached)) == comparable(sorted_ledger(fresh))
+    assert cached.details["requests"] > 0 and cached.details["saved_pages_dropped"] >= 1
+    # the run's own pages dir holds the pages it took, each line what its page says
+    pages = tmp_path / "run"
+    lines = [json.loads(x) for x in (pages / "index.jsonl").read_bytes().splitlines()]
+    assert [e["start_time"] for e in lines[1:]] == [e["next_start_time"] for e in lines[:-1]]
+    assert sorted(p.name for p in pages.glob("page-*.json.gz")) == sorted(e["file"] for e in lines)
+
+
+@pytest.mark.parametrize("field", ["end_time", "next_start_time", "start_time", "end_of_stream"])
+def test_an_index_line_of_the_wrong_types_ends_the_chain(server, tmp_path, field):
+    """A line that parses but holds null for a field crashed the run (TypeError, no report) or sent start_time=None
+    to Zendesk (HTTP 400, "check [zendesk] url") from the run and from every collector cycle after. It ends the chain
+    as a torn line does: the run fetches from there, the collector cuts the index there and goes on."""
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock)
+    cache = tmp_path / "cache"
+    run_collect(h, cache, clock)
+
+    def edit(lines):
+        lines[-1 if field == "next_start_time" else 5][field] = None
+        return lines
+    _rewrite_index(cache, edit)
+    clock.sec = T0 + 4 * 3600
+    cached = read(h, tmp_path / "run", T0, T0 + 2 * 3600, clock.sec, cache=cache)
+    fresh = read(h, tmp_path / "fresh", T0, T0 + 2 * 3600, clock.sec)
+    assert cached.complete and comparable(sorted_ledger(cached)) == comparable(sorted_ledger(fresh))
+    again = run_collect(h, cache, clock)
+    assert again.complete and again.new_pages >= 1 and again.behind_s == 60
+    assert all(json.loads(x)[field] is not None for x in (cache / "index.jsonl").read_bytes().splitlines())
+
+
+def test_a_page_lost_from_the_middle_of_the_cache_is_fetched_again_by_the_collector(server, tmp_path):
+    """The collector checked only its last page: with page 3 of 19 gone it said "1m behind", complete, on every
+    cycle, while every nightly run could use two pages and fetched the rest of the day from Zendesk. It lists the
+    cache: a page gone is fetched again from its start, and a run then needs the cache only."""
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock)
+    cache = tmp_path / "cache"
+    first = run_collect(h, cache, clock)
+    lines = [json.loads(x) for x in (cache / "index.jsonl").read_bytes().splitlines()]
+    (cache / lines[2]["file"]).unlink()
+    again = run_collect(h, cache, clock)
+    assert again.complete and again.new_pages == first.pages - 2 and again.pages == first.pages
+    clock.sec = T0 + 6 * 3600
+    n0 = len(h.requests)
+    r = read(h, tmp_path / "run", T0, T0 + 2 * 3600, clock.sec, cache=cache)
+    assert r.complete and len(h.requests) == n0 and r.details["cache"]["pages"] >= 10
+    assert r.details["cache"]["listed_until"] >= "2025-11-24T02:00:00Z"  # a time a person reads, as is read_until
+    assert r.details["cache"]["read_until"] == "2025-11-24T02:00:00Z"  # the window end (no reach here)

@@ -23,10 +23,12 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import orjson
+import pyarrow.fs as pafs
 
 from ... import aws as aws_mod
 from ...config import AwsConfig
@@ -90,6 +92,16 @@ class PageCache:
             raise aws_mod.store_error(e, f"Zendesk page cache {self.uri}", "[zendesk] cache") or SourceError(
                 f"Could not write {name} to the Zendesk page cache {self.uri}: {e}. Check [zendesk] cache and that "
                 f"the IAM policy allows s3:PutObject there.") from e
+
+    def names(self) -> set[str]:
+        """The names of the files the cache holds (one listing: a page lost from the middle of the chain is seen)."""
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        except OSError as e:
+            raise aws_mod.store_error(e, f"Zendesk page cache {self.uri}", "[zendesk] cache") or SourceError(
+                f"Could not list the Zendesk page cache {self.uri}: {e}. Check [zendesk] cache and that the IAM "
+                f"policy allows s3:ListBucket there.") from e
+        return {i.base_name for i in infos if i.type == pafs.FileType.File}
 
     def index(self) -> tuple[list[dict], int]:
         """(index entries up to the first torn line, number of lines in the file)."""
@@ -238,8 +250,14 @@ def seed(uri: str, aws: AwsConfig, pages_dir: Path, base: str, scope: str, start
             logger.warning("Zendesk page cache %s could not be read further (%s); fetching the rest", uri, err)
     write_atomic(index, b"".join(orjson.dumps(e) + b"\n" for e in copied))
     if copied:
-        out.update(used=True, pages=len(copied), listed_until=listed_until(copied[-1]))
+        # as times a person reads (the report shows this dict as it is): how far the copied pages list, against
+        # where the read ends (the run fetched the rest)
+        out.update(used=True, pages=len(copied), listed_until=_utc(listed_until(copied[-1])), read_until=_utc(stop_at))
     return out
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def lag(entries: list[dict], now: float) -> tuple[float | None, float | None]:

@@ -126,6 +126,13 @@ def _cycle(cache: PageCache, client: Client, base: str, scope: str, start_time: 
                           f"{base}: it is another account's (or another query's). Point [zendesk] cache at a folder "
                           f"or prefix of this account's own.")
     good = chain(entries)
+    present = cache.names() if good else set()
+    lost = next((i for i, e in enumerate(good) if e["file"] not in present), None)
+    if lost is not None:  # a page gone from the middle (a lifecycle rule, a partial copy): fetched again from there,
+        # or every run would fetch from it while the cache claimed to be up to date
+        logger.warning("Zendesk page cache %s: %s (start_time %d) is missing; fetching again from there", cache.uri,
+                       good[lost]["file"], good[lost]["start_time"])
+        good = good[:lost]
     if good and not _intact(cache, good[-1]):
         good = good[:-1]  # its bytes cut short by a crash (page writes are not synced): fetched again from its start
     if len(good) < lines:  # a torn last line (a collector killed mid-write) or a break: keep the good chain only

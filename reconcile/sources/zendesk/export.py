@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -104,24 +105,38 @@ def fetch_page(client: Client, base: str, scope: str, cursor: int, page_no: int,
     request = export_request(cursor, scope)
     fetched_at = datetime.now(timezone.utc)
     body, doc = client.get(request)
+    facts = page_facts(cursor, doc)
+    if facts["end_time"] < doc["end_time"]:
+        logger.warning("Zendesk's export answered start_time=%d with end_time %d, after its last audit (%d): the next "
+                       "page starts at %d", cursor, doc["end_time"], facts["end_time"], facts["end_time"])
+    gz = gzip.compress(body, mtime=0)
+    entry = {"page": page_no, "file": f"page-{page_no:05d}.json.gz", "url": base + request,
+             "request": request, "start_time": cursor, **facts, "as_of": as_of.timestamp(),
+             "fetched_at": fetched_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+             "sha256": hashlib.sha256(gz).hexdigest()}
+    return entry, gz, doc
+
+
+FACTS = ("end_time", "count", "end_of_stream", "same_second", "next_start_time")
+
+
+def page_facts(cursor: int, doc) -> dict | None:
+    """What an export page answered for start_time=`cursor` proves, from its body alone (its index entry's FACTS):
+    how far it lists, whether the stream ends there, and where the next page starts. None for a body that is not a
+    page of the export (api.Client.get checks the same shape of every answer)."""
+    if not (isinstance(doc, dict) and isinstance(doc.get("ticket_events"), list) and type(doc.get("end_time")) is int
+            and type(doc.get("end_of_stream", False)) is bool):
+        return None
     end_time, eos, count = doc["end_time"], doc.get("end_of_stream") is True, len(doc["ticket_events"])
     # end_time is "the most recent time present in the result set" (the export reference) and the next page starts
     # there. One beyond the page's last audit (items left out after paging, a proxy rewriting it) would step over
     # what lies between: the page counts as listed to its last audit's second, and the next starts there.
     stamps = [a["timestamp"] for a in doc["ticket_events"] if isinstance(a, dict) and type(a.get("timestamp")) is int]
     if stamps and not eos and end_time > max(stamps):
-        logger.warning("Zendesk's export answered start_time=%d with end_time %d, after its last audit (%d): the next "
-                       "page starts at %d", cursor, end_time, max(stamps), max(stamps))
         end_time = max(stamps)
     same_second = end_time <= cursor and not eos and count > 0
-    gz = gzip.compress(body, mtime=0)
-    entry = {"page": page_no, "file": f"page-{page_no:05d}.json.gz", "url": base + request,
-             "request": request, "start_time": cursor, "end_time": end_time, "count": count,
-             "end_of_stream": eos, "same_second": same_second,
-             "next_start_time": end_time + 1 if same_second else end_time, "as_of": as_of.timestamp(),
-             "fetched_at": fetched_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-             "sha256": hashlib.sha256(gz).hexdigest()}
-    return entry, gz, doc
+    return {"end_time": end_time, "count": count, "end_of_stream": eos, "same_second": same_second,
+            "next_start_time": end_time + 1 if same_second else end_time}
 
 
 def repeats(entry: dict, cursor: int) -> bool:
@@ -173,6 +188,7 @@ class _Walk:
         self.page_no = 0
         self.fingerprints: list[dict] = []
         self.steps: list[int] = []
+        self.dropped = 0  # saved pages dropped as not what their index entries say (replay)
 
     def take(self, entry: dict, doc: dict) -> None:
         """Ledger rows from one page; the cursor moves to the next start_time (stepping a repeating second)."""
@@ -189,9 +205,20 @@ class _Walk:
             self.steps.append(second)
 
     def replay(self, saved: list[dict], stop_at: int) -> bool:
-        """Take the saved pages in order; True once one proves the read range listed (no request needed)."""
-        for entry in saved:
-            doc = load_page(gzip.decompress((self.pages_dir / entry["file"]).read_bytes()))
+        """Take the saved pages in order; True once one proves the read range listed (no request needed). A page
+        whose index entry claims what its body does not say (page_facts: an older or faulty writer, a hand edit) ends
+        the replay: it and the pages after it are dropped from the pages dir, and the walk fetches from its start."""
+        for i, entry in enumerate(saved):
+            try:
+                doc = load_page(gzip.decompress((self.pages_dir / entry["file"]).read_bytes()))
+            except (OSError, EOFError, zlib.error):  # its sha256 matched, yet it is no gzip: no page of ours
+                doc = None
+            facts = page_facts(entry["start_time"], doc)
+            wrong = [k for k in FACTS if facts is None or type(entry.get(k)) is not type(facts[k])
+                     or entry.get(k) != facts[k]]
+            if wrong:
+                self.drop(saved[:i], saved[i:], wrong)
+                return False
             self.take(entry, doc)
             if entry.get("same_second"):
                 self.step(entry["start_time"])
@@ -200,6 +227,18 @@ class _Walk:
             if covers(entry, stop_at):
                 return True
         return False
+
+    def drop(self, kept: list[dict], dropped: list[dict], wrong: list[str]) -> None:
+        """Keep only `kept` of the saved pages: the index rewritten to them, the others' files removed (the walk
+        fetches from the first dropped page's start and saves its pages under their numbers)."""
+        first = dropped[0]
+        logger.warning("Saved Zendesk page %s (start_time %s) is not what its index entry says (%s): it and the %d "
+                       "page(s) after it are fetched again", first["file"], first["start_time"],
+                       ", ".join(f"{k} {first.get(k)!r}" for k in wrong), len(dropped) - 1)
+        write_atomic(self.pages_dir / INDEX, b"".join(orjson.dumps(e) + b"\n" for e in kept))
+        for e in dropped:
+            (self.pages_dir / e["file"]).unlink(missing_ok=True)
+        self.dropped = len(dropped)
 
     def fetch(self, stop_at: int, max_wait: float) -> str | None:
         """Fetch, save and take pages from the cursor until the range is listed; a problem if the API wore us out."""
@@ -320,7 +359,8 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
     ledger, rejects = led.tables()
     s = client.stats
     details = {
-        "pages": walk.page_no, "replayed_pages": len(saved), "requests": s.requests, "retries": s.retries,
+        "pages": walk.page_no, "replayed_pages": len(saved) - walk.dropped,
+        "saved_pages_dropped": walk.dropped, "requests": s.requests, "retries": s.retries,
         "waited_s": round(s.waited_s, 3), "rate_limited": s.rate_limited, "same_second_steps": steps,
         "tail_pending": tail_pending, "end_time": walk.cursor, "start_time": start_time, "audits": len(led.audits),
         "overlap_duplicates": led.overlap, "outside_window": led.outside, "auth": scheme,

@@ -52,9 +52,11 @@ def saved_pages(pages_dir: Path, start_time: int, base: str, scope: str) -> tupl
     good: list[dict] = []
     expected = None
     for e in entries:
+        if not well_formed(e):
+            break
         try:
             data = (pages_dir / e["file"]).read_bytes()
-        except (KeyError, TypeError, OSError):
+        except OSError:
             break
         if hashlib.sha256(data).hexdigest() != e.get("sha256"):
             break
@@ -81,8 +83,8 @@ def _requests(start_time, scope: str) -> tuple[str, ...]:
 def bound_elsewhere(entry, base: str, scope: str) -> bool:
     """Whether a saved page was fetched from another account URL or by another query than the export's (for the
     tickets of `scope`, [zendesk] support_type_scope)."""
-    if not isinstance(entry, dict):
-        return False  # a torn index line: the chain stops there (saved_pages)
+    if not isinstance(entry, dict) or type(entry.get("start_time")) is not int:
+        return False  # a torn or malformed index line (no request to compare): the chain stops there (well_formed)
     request = entry.get("request")
     if not isinstance(request, str) or request not in _requests(entry.get("start_time"), scope):
         return True  # e.g. a page saved without the comment_events sideload (its comments have no child event), or
@@ -106,24 +108,35 @@ def set_aside(pages_dir: Path, entry: dict) -> Path:
     return aside
 
 
+# An index entry's fields and their types (bool is not taken for an int): a line of other types (an older or faulty
+# writer, a hand edit) ends the chain there, as a torn line does.
+_FIELDS = {"page": int, "file": str, "sha256": str, "start_time": int, "end_time": int, "count": int,
+           "end_of_stream": bool, "same_second": bool, "next_start_time": int}
+
+
+def well_formed(entry) -> bool:
+    """Whether an index line is an object holding every field a replay and the chain rest on, each of its type."""
+    return isinstance(entry, dict) and all(type(entry.get(k)) is t for k, t in _FIELDS.items())
+
+
 def chain(entries: list) -> list[dict]:
-    """The entries up to the first that is not an object or does not start where the previous one ended."""
+    """The entries up to the first that is not well formed or does not start where the previous one ended."""
     out: list[dict] = []
     expected = None
     for e in entries:
-        if not isinstance(e, dict) or not isinstance(e.get("start_time"), int) or \
-                (expected is not None and e["start_time"] != expected):
+        if not well_formed(e) or (expected is not None and e["start_time"] != expected):
             break
         out.append(e)
-        expected = e.get("next_start_time")
+        expected = e["next_start_time"]
     return out
 
 
 def listed_until(entry: dict) -> float:
     """Unix time before which a chain ending with `entry` lists every audit: an end-of-stream page listed all older
     than its read's now − 60 s; any other page, all before its end_time (its last second may go on)."""
-    if entry.get("end_of_stream"):
-        return max(float(entry["end_time"]), entry.get("as_of", 0) - TAIL.total_seconds())
+    as_of = entry.get("as_of")
+    if entry.get("end_of_stream") and type(as_of) in (int, float):
+        return max(float(entry["end_time"]), as_of - TAIL.total_seconds())
     return float(entry["end_time"])
 
 
