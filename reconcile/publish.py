@@ -87,11 +87,53 @@ def bundle_files(run_dir: Path) -> list[str]:
     return listed_files(run_dir, "so there is nothing to publish")
 
 
+PUBLISH_LOCK = "publish.lock"  # under the prefix while a run is being published there (state.py's S3 lock object)
+
+
 def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -> str:
-    """Upload a finished run to s3://bucket/prefix: every file, then manifest.json. Returns the report's URI."""
+    """Upload a finished run to s3://bucket/prefix: every file, then manifest.json, holding the prefix's
+    publish.lock throughout. Returns the report's URI.
+
+    Files go to keys the runs of a prefix share: two runs publishing there at once (a re-run beside the nightly run)
+    left one run's manifest over the other's files, every digest wrong. The lock lets one publish; the other stops
+    before its first upload, naming the holder."""
     bucket, prefix = split(uri)
     files = bundle_files(run_dir)
     client = make_client("s3", aws)
+    lock = _lock(client, bucket, prefix, uri)
+    try:
+        _publish(client, run_dir, files, bucket, prefix, uri, replace, lock)
+    finally:
+        lock.release()
+    logger.info("published %d files and %s to %s", len(files), MANIFEST, uri)
+    return f"s3://{bucket}/{prefix}report.html"
+
+
+def _lock(client, bucket: str, prefix: str, uri: str):
+    from .errors import StateInUse
+    from .state import _describe, _parse_holder, _S3Lock  # the one lock implementation
+
+    class PublishLock(_S3Lock):
+        SETTING = "--out"
+        LOST = f"No {MANIFEST} was written by this run; publish it again."
+
+        def _take(self) -> str:
+            try:
+                return super()._take()
+            except StateInUse:
+                try:
+                    holder = _parse_holder(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
+                except Exception:  # noqa: BLE001 - released meanwhile, or unreadable: no holder to name
+                    holder = {}
+                raise ReportError(f"{uri} is being published by {_describe(holder)}: this run uploaded nothing. "
+                                  f"Wait for it to finish, then publish again (--replace to replace its run), or "
+                                  f"choose another --out prefix.") from None
+
+    return PublishLock(client, bucket, prefix + PUBLISH_LOCK, uri)
+
+
+def _publish(client, run_dir: Path, files: list[str], bucket: str, prefix: str, uri: str, replace: bool,
+             lock) -> None:
     if published(client, bucket, prefix):
         if not replace:
             raise ReportError(f"A run is already published at {uri} (its {MANIFEST} exists). Use --replace to "
@@ -104,7 +146,8 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
         _delete(client, bucket, [prefix + f for f in old if f not in keep])
     for rel in files:
         _upload(client, run_dir / rel, bucket, prefix + rel, uri)
-    extra = {} if replace else {"IfNoneMatch": "*"}  # a concurrent publisher's manifest wins; ours fails
+    lock.ensure_held()  # a publisher paused past the lock's staleness may have been overtaken: its manifest not put
+    extra = {} if replace else {"IfNoneMatch": "*"}  # a publisher that took no lock (an older version) wins; we fail
     try:
         client.put_object(Bucket=bucket, Key=prefix + MANIFEST, Body=(run_dir / MANIFEST).read_bytes(),
                           ContentType="application/json", **extra)
@@ -113,8 +156,6 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
             raise ReportError(f"Another run was published at {uri} while this one uploaded. Use --replace to "
                               f"replace it, or choose another --out prefix.") from e
         raise _s3_failure(e, f"write s3://{bucket}/{prefix}{MANIFEST}") from e
-    logger.info("published %d files and %s to %s", len(files), MANIFEST, uri)
-    return f"s3://{bucket}/{prefix}report.html"
 
 
 def _listed_files(client, bucket: str, prefix: str, uri: str) -> list[str]:

@@ -395,7 +395,9 @@ def test_publish_uploads_every_file_then_the_manifest(tmp_path, aws_cfg, monkeyp
     spy = FailingUploads(s3, fail_on="(nothing)")
     monkeypatch.setattr(publish, "make_client", lambda *a, **k: spy)
     assert publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg) == "s3://audit/runs/day1/report.html"
-    assert spy.writes[-1] == "runs/day1/manifest.json" and len(spy.writes) == len(keys(s3))
+    # the prefix's publish lock first (taken, then let go: publish.PUBLISH_LOCK), every file, the manifest last
+    assert spy.writes[0] == "runs/day1/publish.lock" and "runs/day1/publish.lock" not in keys(s3)
+    assert spy.writes[-1] == "runs/day1/manifest.json" and len(spy.writes) == len(keys(s3)) + 1
     # a published run verifies from S3
     result = CliRunner().invoke(main, ["verify", "s3://audit/runs/day1", "--endpoint-url", aws_cfg.endpoint_url])
     assert result.exit_code == 0, result.output
@@ -514,3 +516,24 @@ def test_a_run_recorded_with_a_memory_limit_now_refused_still_verifies(tmp_path)
     runfolder.write_manifest(tmp_path, m)
     v = verify(tmp_path)
     assert v.ok, named(v)
+
+
+def test_a_prefix_being_published_is_not_published_into(tmp_path, aws_cfg):
+    """Two runs publishing to one prefix at once (a re-run beside the nightly run) uploaded to the same keys: the
+    manifest that won listed one run's files while the other's lay there ("no loss" under a manifest that recorded
+    a loss, every digest wrong). A publisher holds the prefix's publish.lock from its first upload to its manifest:
+    a second one stops before uploading anything, naming the holder; once the first is done the prefix is free."""
+    produce(tmp_path / "run")
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="audit")
+    other = publish._lock(s3, "audit", "runs/day1/", "s3://audit/runs/day1")  # another publisher at work
+    try:
+        with pytest.raises(ReportError, match=r"s3://audit/runs/day1 is being published by .*uploaded nothing"):
+            publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
+        assert keys(s3) == ["runs/day1/publish.lock"]
+    finally:
+        other.release()
+    publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
+    assert "runs/day1/manifest.json" in keys(s3) and "runs/day1/publish.lock" not in keys(s3)
+    result = CliRunner().invoke(main, ["verify", "s3://audit/runs/day1", "--endpoint-url", aws_cfg.endpoint_url])
+    assert result.exit_code == 0, result.output
