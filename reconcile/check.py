@@ -123,8 +123,8 @@ def probe_dlq(cfg: Config) -> str:
     attrs = make_client("sqs", cfg.aws, PROBE).get_queue_attributes(
         QueueUrl=cfg.dlq.queue_url, AttributeNames=["ApproximateNumberOfMessages", "RedrivePolicy"])["Attributes"]
     if attrs.get("RedrivePolicy") and not cfg.dlq.accept_redrive_risk:
-        # the run refuses such a queue (sources/dlq.py): say so now, before anything is read
-        raise ConfigError(f"{cfg.dlq.queue_url} has its own redrive policy: reading it can move messages away, so "
+        # the run refuses such a queue (sources/dlq.py, exit 3): say so now, before anything is read, as it exits
+        raise SourceError(f"{cfg.dlq.queue_url} has its own redrive policy: reading it can move messages away, so "
                           f"`run` refuses it. Read an archive ([dlq] uri), remove the policy, or set [dlq] "
                           f"accept_redrive_risk = true.")
     return f"{cfg.dlq.queue_url} answers (about {int(attrs['ApproximateNumberOfMessages']):,} messages)"

@@ -249,3 +249,18 @@ def test_check_against_an_endpoint_that_never_answers_ends_in_seconds(stores, tm
     status = {line.split()[1]: line for line in result.stdout.splitlines()}
     assert status["zendesk"].startswith("ok")
     assert all(status[s].startswith("FAILED") for s in ("bus_log", "sink", "dlq", "metrics")), status
+
+
+def test_check_of_a_dlq_with_its_own_redrive_policy_exits_as_the_run_does(stores, aws_cfg):
+    """`run` refuses a queue with its own redrive policy with exit 3 (nothing read); check said 4, "a retry would
+    fail alike", for the same queue."""
+    import json
+    keys, _, queue = stores
+    sqs = make_client("sqs", aws_cfg)
+    target = sqs.create_queue(QueueName="dlq-of-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=queue, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "2"})})
+    result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=ZENDESK_ENV)
+    assert result.exit_code == 3, result.output
+    assert "redrive policy" in result.stdout and "A retry would fail alike" not in result.stderr

@@ -365,6 +365,7 @@ class _SamplingSqs:
                         received.append(True)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("x-amzn-RequestId", "5ea0-sampled")  # as every SQS answer carries one
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
@@ -397,3 +398,87 @@ def test_the_queue_is_long_polled_so_an_empty_answer_means_empty(aws_cfg):
     finally:
         proxy.close()
     assert queue_count(sqs, url) == 4
+
+
+def test_a_message_with_a_binary_attribute_is_read(aws_cfg):
+    """SQS gives a Binary message attribute as bytes: serialising the message failed (TypeError), and every live
+    read, so every run, ended with exit 4 and no report while such a message sat in the queue."""
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:3])])
+    sqs.send_message(QueueUrl=url, MessageBody=webhook(UUIDS[3], "3"),
+                     MessageAttributes={**dlq_attrs(), "trace": {"DataType": "Binary", "BinaryValue": b"\x01\x02"}})
+    res = dlq.read(DlqConfig(queue_url=url, wait_seconds=0), WINDOW, aws_cfg)
+    assert res.complete and res.records == 4 and res.rejected == 0
+
+
+class _Answer:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+@pytest.mark.parametrize("op,body", [
+    ("ReceiveMessage", b"<html>gateway timeout</html>"),  # botocore reads it as {"message": ...}: no empty receive
+    ("ReceiveMessage", b'{"Messages": null}'),
+    ("ReceiveMessage", b'{"Messages": [{"Body": "x"}]}'),
+    ("GetQueueAttributes", b"<html>gateway timeout</html>"),
+])
+def test_an_answer_that_is_no_sqs_answer_is_named_and_releases_what_was_received(aws_cfg, op, body):
+    """A proxy answering 200 with something else: a message without MessageId and an answer without Attributes
+    ended the run with a KeyError (exit 4, no report); a page that is not JSON counted as an empty receive, and the
+    read blamed "other consumers". Now the read stops, incomplete, naming the answer (or, before any receive, the
+    source fails with it), and what it received is visible again."""
+    from botocore.awsrequest import AWSResponse
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:25])])
+    calls = []
+
+    def answer(request, **_):
+        calls.append(1)
+        if op == "GetQueueAttributes" or len(calls) > 1:  # the first receive is SQS's own
+            return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0"}, _Answer(body))
+    events = session(aws_cfg).events
+    events.register(f"before-send.sqs.{op}", answer, unique_id="not-sqs")
+    try:
+        if op == "GetQueueAttributes":
+            with pytest.raises(SourceError, match="answered with no Attributes: not an SQS answer"):
+                dlq.read(DlqConfig(queue_url=url, wait_seconds=0), WINDOW, aws_cfg)
+            return
+        res = dlq.read(DlqConfig(queue_url=url, wait_seconds=0), WINDOW, aws_cfg)
+    finally:
+        events.unregister(f"before-send.sqs.{op}", unique_id="not-sqs")
+    assert not res.complete and res.records == 10
+    assert "not an SQS answer" in res.problems[0] and not any("other consumers" in p for p in res.problems)
+    assert _visible(sqs, url) == (25, 0)  # every message received is visible again
+
+
+def test_sqs_unreachable_mid_read_is_an_incomplete_read(aws_cfg):
+    """SQS reached, then not (EndpointConnectionError from the second receive): the run ended with exit 4 and no
+    report, where a read cut short is an incomplete input (exit 3, re-run later)."""
+    import botocore.exceptions
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:25])])
+    calls = []
+
+    def gone(request, **_):
+        calls.append(1)
+        if len(calls) > 1:
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=request.url)
+    events = session(aws_cfg).events
+    events.register("before-send.sqs.ReceiveMessage", gone, unique_id="gone")
+    try:
+        res = dlq.read(DlqConfig(queue_url=url, wait_seconds=0), WINDOW, aws_cfg)
+    finally:
+        events.unregister("before-send.sqs.ReceiveMessage", unique_id="gone")
+    assert not res.complete and res.records == 10 and "failed after retries" in res.problems[0]
+    assert _visible(sqs, url) == (25, 0)  # every message received is visible again
+
+
+def _visible(sqs, url) -> tuple[int, int]:
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])

@@ -13,6 +13,7 @@ TARGET_ARN is rejected: which target failed is unknown, and calling it a log-tar
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from datetime import datetime, timedelta
@@ -281,6 +282,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
     fruitless = receives = 0
     max_receive_count = 0
     throttled = near_redrive = endless = False
+    odd = None  # what an answer held that is no SQS answer (_received)
     receive_limit = 5 * -(-approx // BATCH) + 50 * cfg.empty_receives  # five times what the count needs, and then some
     try:
         try:
@@ -291,13 +293,19 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                 interrupt.check()  # after SIGTERM/SIGINT: receive no more (the finally below releases what we hold)
                 # a signal between the receive and the record of its handles would leave messages hidden
                 with interrupt.deferred():
-                    msgs = sqs.receive_message(
+                    answer = sqs.receive_message(
                         QueueUrl=url, MaxNumberOfMessages=BATCH, VisibilityTimeout=timeout,
                         WaitTimeSeconds=cfg.wait_seconds,  # long polling: every server asked (config.DlqConfig)
                         MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
-                    ).get("Messages", [])
+                    )
                     receives += 1
+                    msgs, odd = _received(answer)
                     handles.update((m["MessageId"], m["ReceiptHandle"]) for m in msgs)
+                if odd:  # what it held that is a message is released below; the rest of the queue is unread
+                    problems.append(f"ReceiveMessage on {url} answered with {odd}, not an SQS answer; read "
+                                    f"{len(seen) + len(msgs):,} message(s). Check what answers at the queue's "
+                                    f"endpoint (AWS_ENDPOINT_URL, a proxy?), then re-run.")
+                    throttled = True
                 new = {m["MessageId"]: m for m in msgs if m["MessageId"] not in seen}
                 # A receive that brings nothing new counts as empty: with a visibility timeout of 0 the same
                 # messages come back, and we must stop rather than spin.
@@ -309,6 +317,8 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
                 near_redrive = bool(max_receives) and max_receive_count + 1 >= max_receives
                 # a bound for a queue that never runs dry (new messages faster than we receive): then incomplete
                 endless = receives >= receive_limit
+                if odd:
+                    break
         except botocore.exceptions.ClientError as e:
             code = error_code(e)
             if code.endswith(OVER_LIMIT):
@@ -325,7 +335,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
             else:
                 problems.append(f"ReceiveMessage on {url} was throttled ({code}) after retries. Re-run later.")
                 throttled = True
-        except MID_READ_FAILURES as e:
+        except (*MID_READ_FAILURES, botocore.exceptions.EndpointConnectionError) as e:  # reached before: cut short
             problems.append(f"ReceiveMessage on {url} failed after retries ({type(e).__name__}: {e}); read "
                             f"{len(seen):,} message(s). Re-run later.")
             throttled = True
@@ -354,7 +364,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
         problems.append(f"{url} held ~{after['delayed']:,} delayed message(s) after the read (the queue's "
                         f"DelaySeconds): none could be received yet. Re-run when the delay has passed.")
     incomplete = read_n < max(approx, approx_after) or throttled or near_redrive or endless or after["delayed"] > 0
-    if read_n < approx:
+    if read_n < approx and not odd:  # (an odd answer says why itself)
         problems.append(
             f"Read {read_n:,} of ~{approx:,} messages in {url}: "
             + (f"with visibility timeout {timeout}s the queue keeps handing back the same messages; remove "
@@ -370,7 +380,7 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
     if keep is not None:
         keep.update(seen)
     # The queue hands messages over as dicts ten at a time; serialising them is noise next to the API calls.
-    lines = pa.array([orjson.dumps(m).decode() for m in seen.values()], pa.string())
+    lines = pa.array([orjson.dumps(m, default=_bytes_text).decode() for m in seen.values()], pa.string())
     led, rej = _to_ledger(lines, pa.array(list(seen), pa.string()), match)
     return SourceResult(
         name=NAME, ledger=led, rejects=rej, complete=not incomplete, problems=problems,
@@ -387,9 +397,33 @@ def _read_queue(cfg: DlqConfig, aws: AwsConfig, match: MatchConfig | None = None
     )
 
 
+def _received(answer: dict) -> tuple[list[dict], str | None]:
+    """The messages of a ReceiveMessage answer, and what in it is no SQS answer (None when all of it is one): each
+    message must have its MessageId and ReceiptHandle, and an empty one SQS's request id (an answer that is not
+    JSON, a gateway's HTML page, botocore reads as an empty receive with no request id: it is none)."""
+    msgs = answer.get("Messages", [])
+    extra = sorted(set(answer) - {"Messages", "ResponseMetadata"})
+    if not isinstance(msgs, list):
+        return [], f"Messages of type {type(msgs).__name__}"
+    good = [m for m in msgs if isinstance(m, dict) and isinstance(m.get("MessageId"), str)
+            and isinstance(m.get("ReceiptHandle"), str)]
+    if len(good) < len(msgs):
+        return good, f"{len(msgs) - len(good)} message(s) without a MessageId and ReceiptHandle"
+    if not msgs and not answer.get("ResponseMetadata", {}).get("RequestId"):
+        return [], "no message and no AWS request id"
+    return good, f"the field(s) {', '.join(extra)[:200]}" if extra else None
+
+
+def _bytes_text(value):
+    """A Binary message attribute's value (boto3 gives bytes) as its base64 text, as SQS's own JSON gives it."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _counts(sqs, url: str) -> dict:
     try:
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get("Attributes")
     except botocore.exceptions.ClientError as e:
         raise (store_error(e, f"DLQ {url}", "[dlq] queue_url and the region ([aws] region, --region)")
                or SourceError(f"GetQueueAttributes on {url} failed ({error_code(e)}): {e}")) from e
@@ -398,6 +432,9 @@ def _counts(sqs, url: str) -> dict:
     except MID_READ_FAILURES as e:  # a connect timeout or a dropped connection, after botocore's retries
         raise SourceError(f"GetQueueAttributes on {url} failed after retries ({type(e).__name__}: {e}). Re-run "
                           f"later.") from e
+    if not isinstance(attrs, dict):
+        raise SourceError(f"GetQueueAttributes on {url} answered with no Attributes: not an SQS answer. Check what "
+                          f"answers at the queue's endpoint (AWS_ENDPOINT_URL, a proxy?), then re-run.")
     return {"visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
             "not_visible": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
             # a queue with DelaySeconds hides each new message that long: no receive can have it yet
