@@ -78,11 +78,12 @@ def input_entry(result: SourceResult) -> dict[str, Any]:
 METRIC_TOLERANCE = 0.001
 
 
-def metric_row(r: dict[str, Any], whole: set[str] = frozenset()) -> dict[str, Any]:
+def metric_row(r: dict[str, Any], whole: set[str] = frozenset(), partial: set[str] = frozenset()) -> dict[str, Any]:
     """A metrics_check row with the difference (metric − per-event) and whether the two agree; None when either
     side is missing (no per-event counterpart, or no datapoints from a read not known whole). `whole`: the metrics
     read whole (sources.metrics `read_whole`), where no datapoint is 0: EventBridge sends a metric only when it is
-    not 0."""
+    not 0. `partial`: those GetMetricData gave in part (a lower bound): they can be shown to disagree (above the
+    per-event figure), never to agree."""
     row = {k: v for k, v in r.items() if k != "ord"}
     if row["metric_value"] is None and row["metric"] in whole:
         row["metric_value"] = 0
@@ -92,6 +93,8 @@ def metric_row(r: dict[str, Any], whole: set[str] = frozenset()) -> dict[str, An
     diff = None if m is None or e is None else m - e
     row["difference"] = diff
     row["agrees"] = None if diff is None else abs(diff) <= METRIC_TOLERANCE * max(abs(e), 1)
+    if row["agrees"] is not False and row["metric"] in partial:
+        row["agrees"] = None if diff is None or diff <= METRIC_TOLERANCE * max(abs(e), 1) else False
     return row
 
 
@@ -214,7 +217,8 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         "dlq_causes": results["dlq_causes"],
         "latency": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
                     for r in results["latency"]],
-        "metrics_check": [metric_row(r, whole=set(metrics.get("read_whole", []))) for r in results["metrics_check"]],
+        "metrics_check": [metric_row(r, whole=set(metrics.get("read_whole", [])), partial=set(metrics.get("partial", [])))
+                          for r in results["metrics_check"]],
         "loss_by_type": results["loss_by_type"],
         "timeline": [dict(r, bucket=iso(r["bucket"])) for r in results["loss_by_hour"]],
         "timeline_bucket_s": bucket_seconds(window),

@@ -17,7 +17,7 @@ import pytest
 from isal import igzip
 
 from reconcile import completeness, summary
-from reconcile.aws import make_client, store_error
+from reconcile.aws import make_client, session, store_error
 from reconcile.config import AwsConfig, BusLogConfig, DlqConfig, MetricsConfig, SinkConfig
 from reconcile.errors import SourceError
 from reconcile.simulate.aws_load import load_stores, start_moto
@@ -704,6 +704,54 @@ def test_metrics_read_over_pages_are_whole_and_a_silent_metric_is_zero(tmp_path)
              "ord": 1} for m in ("FailedInvocations", "ThrottledRules")]
     shown = [summary.metric_row(r, set(res.details["read_whole"])) for r in rows]
     assert [(r["metric_value"], r["difference"], r["agrees"]) for r in shown] == [(0, -3, False), (None, None, None)]
+
+
+def test_metrics_that_match_no_rule_are_no_zeros(aws_cfg, tmp_path):
+    """A misspelt rule (or bus, or region) gets GetMetricData's "Complete" with no point for any metric: every metric
+    was counted read whole as 0, the failure counters "agreed" with the per-event zeros, and no problem was listed.
+    A saved response of another day did the same. No point for any metric is said, and none is taken for 0; points
+    outside the window are left out, and said."""
+    cw = make_client("cloudwatch", aws_cfg)
+    cw.put_metric_data(Namespace="AWS/Events", MetricData=[
+        {"MetricName": "Invocations", "Dimensions": [{"Name": "RuleName", "Value": "zendesk-to-kinesis"}],
+         "Timestamp": HOUR0 - timedelta(minutes=30), "Value": 10.0}])
+    res = metrics.read(MetricsConfig(rule="zendesk-to-kinesis-typo"), WINDOW, aws_cfg)
+    assert res.details["read_whole"] == [] and "No datapoint for any metric of rule" in res.problems[0]
+    row = {"metric": "InvocationsSentToDlq", "metric_value": None, "datapoints": 0, "per_event_value": 0,
+           "per_event_basis": "x", "ord": 1}
+    assert summary.metric_row(row, set(res.details["read_whole"]))["agrees"] is None
+    other_day = {"MetricDataResults": [{"Id": "m0", "Label": m, "StatusCode": "Complete",
+                                        "Timestamps": [iso(HOUR0 - timedelta(days=3))], "Values": [7.0]}
+                                       for m in ("Invocations", "FailedInvocations")]}
+    (tmp_path / "m.json").write_text(json.dumps(other_day))
+    res = metrics.read(MetricsConfig(uri=str(tmp_path / "m.json")), WINDOW, LOCAL)
+    assert res.ledger.num_rows == 0 and res.details["read_whole"] == []
+    assert "2 datapoint(s) fall outside the window" in res.problems[0] and "No datapoint" in res.problems[1]
+
+
+def test_a_metric_given_in_part_never_agrees(tmp_path):
+    """PartialData is a lower bound: a partial sum equal to the per-event figure was shown as agreeing."""
+    row = {"metric": "FailedInvocations", "metric_value": 3, "datapoints": 1, "per_event_value": 3,
+           "per_event_basis": "x", "ord": 1}
+    assert summary.metric_row(row)["agrees"] is True
+    assert summary.metric_row(row, partial={"FailedInvocations"})["agrees"] is None
+    assert summary.metric_row(dict(row, metric_value=5), partial={"FailedInvocations"})["agrees"] is False
+
+
+def test_cloudwatch_unreachable_leaves_the_metrics_partial_not_the_run_failed(aws_cfg):
+    """CloudWatch unreachable after botocore's retries ended the whole run (exit 4, no report): metrics are a
+    sanity check only, so the read is partial, with the reason."""
+    import botocore.exceptions
+
+    def gone(request, **_):
+        raise botocore.exceptions.EndpointConnectionError(endpoint_url=request.url)
+    events = session(aws_cfg).events
+    events.register("before-send.cloudwatch.GetMetricData", gone, unique_id="gone")
+    try:
+        res = metrics.read(MetricsConfig(rule="zendesk-to-kinesis"), WINDOW, aws_cfg)
+    finally:
+        events.unregister("before-send.cloudwatch.GetMetricData", unique_id="gone")
+    assert res.complete and len(res.details["partial"]) == 6 and "could not be completed" in res.problems[0]
 
 
 # ---------------------------------------------------------------- the demo loader

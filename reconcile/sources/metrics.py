@@ -55,6 +55,23 @@ def read(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> SourceResult:
     whole = sorted(name for name, code in status.items() if code == "Complete" and name not in damaged)
     table = pa.concat_tables(tables) if tables else ledger.METRIC_SCHEMA.empty_table()
     table = table.sort_by([("metric", "ascending"), ("timestamp", "ascending")])
+    inside = pc.and_(pc.greater_equal(table["timestamp"], pa.scalar(window.start, ledger.TS)),
+                     pc.less(table["timestamp"], pa.scalar(window.end, ledger.TS)))
+    if not pc.all(inside).as_py() and table.num_rows:  # a saved response of another window
+        outside = table.num_rows - pc.sum(inside).as_py()
+        problems.append(f"{outside:,} datapoint(s) fall outside the window ({window.start:%Y-%m-%dT%H:%M:%SZ} to "
+                        f"{window.end:%Y-%m-%dT%H:%M:%SZ}) and were left out: a saved response of another window? "
+                        f"Save one for this window ([metrics] uri).")
+        table = table.filter(inside)
+    if results and not table.num_rows and whole:
+        # EventBridge counts Invocations and MatchedEvents for a rule that matched anything: no point for any metric
+        # is a query that matched no rule (a misspelt [metrics] rule or event_bus, another region) or a window older
+        # than CloudWatch keeps points of this period, not a day of zeros
+        problems.append(f"No datapoint for any metric of rule {cfg.rule!r}"
+                        f"{f' on bus {cfg.event_bus!r}' if cfg.event_bus else ''} in the window: none is taken for "
+                        f"0. Check [metrics] rule, event_bus and the region, or whether CloudWatch still keeps "
+                        f"{cfg.period} s points for the window (a saved response: [metrics] uri).")
+        whole = []
     if partial:
         problems.append(f"GetMetricData returned partial data for {', '.join(sorted(set(partial)))} (StatusCode "
                         f"PartialData): metric totals are a lower bound. They are a sanity check only.")
@@ -159,5 +176,10 @@ def _fetch(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> tuple[list[dic
             raise (store_error(e, "CloudWatch metrics", "the region ([aws] region, --region) and cloudwatch:GetMetricData")
                    or SourceError(f"GetMetricData failed ({code}): {e}")) from e
         problems.append(f"GetMetricData was throttled ({code}) after retries; metrics are partial.")
+        pages.append({"MetricDataResults": [{"Label": m, "StatusCode": "PartialData"} for m in METRICS]})
+    except botocore.exceptions.BotoCoreError as e:  # unreachable, or a read that timed out, after botocore's retries
+        problems.append(f"GetMetricData could not be completed ({type(e).__name__}: {e}); metrics are partial. "
+                        f"Check the region (--region) and AWS_ENDPOINT_URL. They are a sanity check only: the "
+                        f"verdicts do not depend on them.")
         pages.append({"MetricDataResults": [{"Label": m, "StatusCode": "PartialData"} for m in METRICS]})
     return pages, problems
