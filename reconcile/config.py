@@ -460,8 +460,9 @@ def _toml(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-# A URL's user-info part (scheme://user:password@host): credentials, wherever they appear.
-USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
+# A URL's user-info part (scheme://user:password@host): credentials, wherever they appear. It ends at the authority's
+# last `@` (a password may hold `@`: urllib splits there too), the authority at the first `/`, `?` or `#`.
+USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]+@")
 
 
 def without_userinfo(value: Any) -> Any:

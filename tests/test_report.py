@@ -196,6 +196,13 @@ def test_credentials_in_a_url_are_refused_and_never_shown():
     assert "[dlq] queue_url" in said and "SeCrEt" not in said and "pw@" not in said
     assert config.redact({"sink": {"uri": "s3://bucket/a@b"}, "x": {"urls": ["https://u:p@h/x"]}}) == {
         "sink": {"uri": "s3://bucket/a@b"}, "x": {"urls": ["https://[redacted]@h/x"]}}
+    # a password holding `@` is the user-info up to the authority's last `@` (as urllib splits it): the part after
+    # the first `@` was shown ("https://[redacted]@Secret@acme.zendesk.com")
+    with pytest.raises(ConfigError) as e:
+        config.build(None, {"zendesk": {"url": "https://ops:Sup3r@Secret@acme.zendesk.com"}})
+    assert "Secret" not in str(e.value) and "https://[redacted]@acme.zendesk.com" in str(e.value)
+    assert config.without_userinfo("https://u:p@ss@h/x?mail=a@b https://h2/") == \
+        "https://[redacted]@h/x?mail=a@b https://h2/"
 
 
 def test_run_section_says_how_to_reproduce(tmp_path):
