@@ -11,8 +11,15 @@ import orjson
 
 from . import atomic
 from . import config as config_mod
+from .console import inert
 from .cli_options import STATE_HELP, aws_options, aws_overrides, state_config
 from .errors import ConfigError, SourceError, VerifyError
+
+
+def _say(line: str) -> None:
+    """A line of `trace`'s text: what it shows of the stores (error codes, kinds, causes, object keys) made inert,
+    so an escape sequence or a carriage return in them cannot rewrite the line on a terminal."""
+    click.echo(inert(line))
 
 
 @click.command()
@@ -127,38 +134,38 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
                                 default=str).decode())
     else:
         for t in found:
-            click.echo(f"run {t.run_dir}")
+            _say(f"run {t.run_dir}")
             for e in t.events:
                 when = f"{e['event_time']:%Y-%m-%dT%H:%M:%S}Z" if e["event_time"] else "no time"
                 if e["verdict"] == "orphan":  # a bus record no Zendesk event of the run explains (gaps.csv)
-                    click.echo(f"  orphan eb_id {e['eb_id']} (ticket {e['ticket_id'] or '-'}, {e['kind'] or '-'}, "
+                    _say(f"  orphan eb_id {e['eb_id']} (ticket {e['ticket_id'] or '-'}, {e['kind'] or '-'}, "
                                f"{when}): no Zendesk event of this run's window explains it ({e['cause']})")
                     continue
-                click.echo(f"  event {e['source_id']} (ticket {e['ticket_id']}, {e['kind']}, {when})"
+                _say(f"  event {e['source_id']} (ticket {e['ticket_id']}, {e['kind']}, {when})"
                            f" eb_id {e['eb_id'] or '-'}: {e['verdict']} ({e['cause'] or 'ok'}), matched {e['match_kind']}")
             for s in t.settled_here:  # a pending event of an earlier window, judged again by this run
                 when = f"{s['event_time']:%Y-%m-%dT%H:%M:%S}Z" if s["event_time"] else "no time"
                 late = f", {s['lateness_s']:.0f} s late" if s["lateness_s"] is not None else ""
-                click.echo(f"  settled here: event {s['source_id']} of {s['window_key']} (ticket {s['ticket_id']}, "
+                _say(f"  settled here: event {s['source_id']} of {s['window_key']} (ticket {s['ticket_id']}, "
                            f"{s['kind']}, {when}) eb_id {s['eb_id'] or '-'}: {s['verdict']}{late} "
                            f"({s['cause'] or 'ok'})")
             if t.observations and not t.events and not t.settled_here:
-                click.echo("  no event of this run's window names this id: the records below were read in its margins")
+                _say("  no event of this run's window names this id: the records below were read in its margins")
             for o in t.observations:
                 extra = " ".join(f"{k}={o[k]}" for k in ("error_code", "sequence_number", "committed", "replay_name")
                                  if o[k] is not None)
                 if o["payload_parsed"] is False:  # its Zendesk fields are its bus log copy's (observations.sql)
                     extra += (" (payload not parsed: the bus log holds the same bytes under this id; fields from "
                               "its copy)")
-                click.echo(f"  {o['observed_at']:%Y-%m-%dT%H:%M:%S.%f}  {o['hop']:<7} {o['event_type'] or '':<40} "
+                _say(f"  {o['observed_at']:%Y-%m-%dT%H:%M:%S.%f}  {o['hop']:<7} {o['event_type'] or '':<40} "
                            f"{o['source_ref']}  {extra}")
             for s in t.settled_later:
                 late = f", {s['lateness_s']:.0f} s late" if s["lateness_s"] is not None else ""
-                click.echo(f"  settled later: event {s['source_id']} {s['verdict']}{late}, by the run of "
+                _say(f"  settled later: event {s['source_id']} {s['verdict']}{late}, by the run of "
                            f"{s['settled_in']} ({s['settled_in_run'] or 'its folder unknown'})")
             for a in t.attempts:  # recovery attempts (reconcile recover's journal, as the run saw it)
                 sent = f"{a['sent_at']:%Y-%m-%dT%H:%M:%S}Z" if a["sent_at"] else "-"
-                click.echo(f"  recovery {a['route']} {a['status']} (sent {sent}, attempts {a['attempts']}) of "
+                _say(f"  recovery {a['route']} {a['status']} (sent {sent}, attempts {a['attempts']}) of "
                            f"{a['eb_id']} to {a['target'] or '-'}, plan {a['plan_digest'][:12]}"
                            + "".join(f" {k}={a[k]}" for k in ("sequence_number", "replay_name", "error") if a[k]))
     if not found and gone and len(gone) == len(runs):

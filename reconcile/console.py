@@ -1,4 +1,5 @@
-"""The CLI's stdout when its reader goes away (`reconcile trace ID | head -1`).
+"""The terminal: text from the stores made inert before it reaches one, and the CLI's stdout when its reader goes
+away (`reconcile trace ID | head -1`).
 
 Results nobody reads any more are dropped quietly and the command ends with its own exit code, so a closed pipe
 never turns into a BrokenPipeError traceback, nor changes what a run's exit code says about the events.
@@ -9,8 +10,30 @@ from __future__ import annotations
 import io
 import os
 import sys
+import unicodedata
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
+
+# Control and format characters: an escape sequence, a carriage return or a bidi override in a DLQ error code or an
+# event type would rewrite what a terminal (or the report) shows around it.
+_ACTING = ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+
+
+def inert(value: Any, keep_newlines: bool = False) -> str:
+    """Text from the outside world as inert, visible text: control and format characters shown as <U+XXXX> instead
+    of acting; a newline or tab as a space (kept, with `keep_newlines`, where our own text spans lines: logs)."""
+    text = "" if value is None else str(value)
+    if text.isascii() and text.isprintable():  # the usual case, at once
+        return text
+    out = []
+    for ch in text:
+        if ch in "\n\t":
+            out.append(ch if keep_newlines else " ")
+        elif unicodedata.category(ch) in _ACTING:
+            out.append(f"<U+{ord(ch):04X}>")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 class _ReaderGone(io.RawIOBase):

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 
 import orjson
 
+from .console import inert
+
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FORMATS = ("text", "json")
 # What every LogRecord has: anything else on a record came from `extra=`.
@@ -29,5 +31,16 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """TEXT, with what a record quotes from the stores (a reject reason, an error code) made inert for a terminal:
+    an escape sequence or a carriage return in it cannot rewrite the lines around it (JSON escapes them itself)."""
+
+    def __init__(self):
+        super().__init__(TEXT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return inert(super().format(record), keep_newlines=True)
+
+
 def formatter(kind: str) -> logging.Formatter:
-    return JsonFormatter() if kind == "json" else logging.Formatter(TEXT)
+    return JsonFormatter() if kind == "json" else TextFormatter()

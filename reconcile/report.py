@@ -8,7 +8,6 @@ scales, and the text safety filter that keeps hostile input inert and short.
 from __future__ import annotations
 
 import math
-import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timedelta, timezone
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 
 from . import emission, resources
 from .config import redact
+from .console import inert
 from .errors import ReportError
 from .summary import number, percent
 
@@ -97,18 +97,7 @@ def _text(value: Any, limit: int = TEXT_LIMIT) -> str:
     if value is None:
         return ""
     text = str(value)
-    cut = len(text) > limit
-    text = text[:limit]
-    out = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if ch in "\n\t":
-            out.append(" ")
-        elif cat in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
-            out.append(f"<U+{ord(ch):04X}>")
-        else:
-            out.append(ch)
-    return "".join(out) + (f" … ({len(str(value)):,} characters)" if cut else "")
+    return inert(text[:limit]) + (f" … ({len(text):,} characters)" if len(text) > limit else "")
 
 
 FORMATS = {"num": number, "pct": _pct, "secs": _secs, "ts": _ts, "text": _text, "raw": lambda v: str(v)}

@@ -316,3 +316,36 @@ def test_an_incomplete_input_shows_its_first_problem_whole_and_points_to_the_res
     assert len(bus["problems"][0]) > report.TEXT_LIMIT
     assert soup.select_one("#status ul.alerts a")["href"] == "#coverage"
     assert len(soup.select("#coverage td.msg p")) == 40
+
+
+def test_trace_and_text_logs_show_store_text_inert(tmp_path):
+    """`trace` printed the stores' text (a DLQ error code, a kind, a cause) as it is: an erase-line sequence and a
+    carriage return in an error code made a dead-lettered event's line read "delivered (ok)" on a terminal, and a
+    bidi override reordered it. It shows them as the report does (<U+XXXX>), and so do text logs. An orphan's kind,
+    read back from gaps.csv, is shown without the CSV's formula guard (`'`), as the observation below shows it."""
+    import csv
+    import logging
+
+    from click.testing import CliRunner
+
+    from reconcile import logformat, outputs
+    from reconcile.cli import main
+    produce(tmp_path, hostile=True)
+    gaps = tmp_path / "gaps.csv"
+    rows = list(csv.reader(gaps.open(newline="")))
+    kind = rows[0].index("kind")
+    for r in rows[1:]:
+        if r[1] == "orphan":
+            r[kind] = outputs.guard_cell("=HYPERLINK(1)")  # as the writer guards a kind that starts with `=`
+    with gaps.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    out = CliRunner().invoke(main, ["trace", "4", "--run", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "dead_lettered" in out.stdout and "<U+202E>" in out.stdout and "\u202e" not in out.stdout
+    orphan = CliRunner().invoke(main, ["trace", "4c000000-0000-0000-0000-000000000000", "--run", str(tmp_path)])
+    assert "orphan eb_id" in orphan.stdout and "=HYPERLINK(1), " in orphan.stdout
+    assert "'=HYPERLINK" not in orphan.stdout
+    record = logging.LogRecord("reconcile", logging.WARNING, "", 0, "reject: %s", ("THROTTLING\x1b[2K\rdelivered",),
+                               None)
+    line = logformat.formatter("text").format(record)
+    assert line.endswith("reject: THROTTLING<U+001B>[2K<U+000D>delivered") and "\x1b" not in line
