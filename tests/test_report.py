@@ -349,3 +349,13 @@ def test_trace_and_text_logs_show_store_text_inert(tmp_path):
                                None)
     line = logformat.formatter("text").format(record)
     assert line.endswith("reject: THROTTLING<U+001B>[2K<U+000D>delivered") and "\x1b" not in line
+
+
+def test_a_table_beside_another_scrolls_rather_than_running_under_it(tmp_path):
+    """The funnel's per-hop table (eight columns) sat in its half of a two-column grid without a scroll box: at a
+    1024 px window it ran under the verdicts beside it, hiding the Budget column. A table with more than two columns
+    in a side-by-side column sits in a `.scroll` box, which keeps it within its column."""
+    _, _, soup = produce(tmp_path)
+    beside = [t for cols in soup.select(".cols") for t in cols.find_all("table")]
+    wide = [t for t in beside if len(t.find("tr").find_all(["th", "td"])) > 2]
+    assert wide and all(t.find_parent(class_="scroll") is not None for t in wide)
