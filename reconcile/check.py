@@ -138,7 +138,14 @@ def probe_metrics(cfg: Config) -> str:
     if cfg.metrics.event_bus:
         dims.insert(0, {"Name": "EventBusName", "Value": cfg.metrics.event_bus})
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    make_client("cloudwatch", cfg.aws, PROBE).get_metric_data(
+    cw = make_client("cloudwatch", cfg.aws, PROBE)
+    # GetMetricData answers "Complete" with no point for a rule no metric has (a misspelt name, another bus or
+    # region): ListMetrics (metrics with a point in the last two weeks) says whether the rule has any
+    if not cw.list_metrics(Namespace=NAMESPACE, MetricName="Invocations", Dimensions=dims).get("Metrics"):
+        raise SourceError(f"CloudWatch holds no {NAMESPACE} Invocations metric of rule {cfg.metrics.rule}"
+                          f"{f' on bus {cfg.metrics.event_bus}' if cfg.metrics.event_bus else ''} in this region "
+                          f"(none in the last two weeks): check [metrics] rule, event_bus and the region.")
+    cw.get_metric_data(
         MetricDataQueries=[{"Id": "m0", "ReturnData": True, "MetricStat": {
             "Metric": {"Namespace": NAMESPACE, "MetricName": "Invocations", "Dimensions": dims},
             "Period": 3600, "Stat": "Sum"}}],

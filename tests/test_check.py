@@ -112,6 +112,9 @@ def stores(aws_cfg):
     sqs = make_client("sqs", aws_cfg)
     queue = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody="{}")
+    make_client("cloudwatch", aws_cfg).put_metric_data(Namespace="AWS/Events", MetricData=[  # the rule at work
+        {"MetricName": "Invocations", "Dimensions": [{"Name": "RuleName", "Value": "zendesk-to-kinesis"}],
+         "Value": 3.0}])
     now = time.time()
     h = zs.start(zs.synthetic_audits(5, start=int(now) - 200), now=now, auth=BASIC)
     yield {"zendesk": {"url": h.url}, "bus_log": {"uri": "s3://logs-archive/exports"},
@@ -264,3 +267,14 @@ def test_check_of_a_dlq_with_its_own_redrive_policy_exits_as_the_run_does(stores
     result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=ZENDESK_ENV)
     assert result.exit_code == 3, result.output
     assert "redrive policy" in result.stdout and "A retry would fail alike" not in result.stderr
+
+
+def test_check_of_metrics_of_a_rule_no_metric_has_fails(stores, aws_cfg):
+    """A misspelt rule: GetMetricData answers "Complete" with no point, and check said ok, while every run then
+    read no metric (sources/metrics.py says so now). ListMetrics shows the rule has none."""
+    keys, _, _ = stores
+    keys["metrics"]["rule"] = "zendesk-to-kinesis-typo"
+    result = CliRunner().invoke(main, ["check", "--endpoint-url", aws_cfg.endpoint_url, *sets(keys)], env=ZENDESK_ENV)
+    assert result.exit_code == 3, result.output
+    status = {line.split()[1]: line for line in result.stdout.splitlines()}
+    assert status["metrics"].startswith("FAILED") and "no AWS/Events Invocations metric of rule" in status["metrics"]
