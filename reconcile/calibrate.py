@@ -32,17 +32,19 @@ class Calibration:
     kinds: list[dict[str, Any]] = field(default_factory=list)
     bus_types: list[dict[str, Any]] = field(default_factory=list)
     suggest: list[dict[str, Any]] = field(default_factory=list)
+    model_file: list[dict[str, Any]] = field(default_factory=list)  # queries/calibrate/model_file.sql
 
     @property
     def custom_fields(self) -> list[dict[str, Any]]:
         return [k for k in self.kinds if k["custom_field"]]
 
     def model_csv(self) -> str:
-        """The suggested lines as an emission-model CSV (api_kind,family,bus_type,cardinality)."""
+        """An emission-model CSV (api_kind,family,bus_type,cardinality) with the suggested lines, and for each kind
+        they name its other lines (model_file): the file replaces every line of the kinds it names."""
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
         w.writerow(emission.SCHEMA.names)
-        for r in self.suggest:
+        for r in self.model_file:
             w.writerow([r["api_kind"], r["family"] or "", r["bus_type"] or "", r["cardinality"]])
         return out.getvalue()
 
@@ -75,8 +77,12 @@ def calibrate(run_dirs: list[Path]) -> Calibration:
         else:
             con.execute("CREATE VIEW orphans AS SELECT NULL::VARCHAR AS kind WHERE false")
         con.register("emission_model", model)
-        out = {name: execute_file(con, QUERY_DIR / "calibrate" / f"{name}.sql", {}).to_arrow_table().to_pylist()
-               for name in QUERIES}
+        con.register("verdict_vocab", emission.verdict_table())
+        tables = {name: execute_file(con, QUERY_DIR / "calibrate" / f"{name}.sql", {}).to_arrow_table()
+                  for name in QUERIES}
+        con.register("suggest_rows", tables["suggest"])
+        tables["model_file"] = execute_file(con, QUERY_DIR / "calibrate" / "model_file.sql", {}).to_arrow_table()
+        out = {name: t.to_pylist() for name, t in tables.items()}
     finally:
         con.close()
     return Calibration([str(d) for d in run_dirs], **out)

@@ -64,7 +64,8 @@ def history(state, config_path, profile, region, endpoint_url, as_json):
 @click.option("--last", type=click.IntRange(min=1), default=30, show_default=True,
               help="How many of the state's newest runs to read.")
 @click.option("--write", "write_to", type=click.Path(dir_okay=False),
-              help="Also write the suggested lines as a CSV for [match] emission_model.")
+              help="Also write a CSV for [match] emission_model: the suggested lines, with the model's other lines of "
+                   "the kinds they name (such a file replaces every line of each kind it names).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 def calibrate(runs, state, config_path, profile, region, endpoint_url, last, write_to, as_json):
     """How the emission model fared over the last runs, and the lines to add to it.

@@ -377,3 +377,63 @@ def test_an_update_whose_every_sequence_position_reached_the_bus_lost_nothing_be
             assert {got[s] for s in ("1", "2", "11", "13")} == {"delivered"}
         finally:
             e.close()
+
+
+def test_calibrate_writes_every_line_of_the_kinds_it_names(tmp_path):
+    """A [match] emission_model file replaces every line of each kind it names, and `calibrate --write` wrote only
+    the missing lines: following its advice for a kind the model lists dropped the kind's other lines (a webhook
+    type added for Change:status removed its legacy line: delivered events became not_emitted or lost) and wrote a
+    `Create` line as `child` (one bus event per child, where the model folds them into one). The file holds each
+    named kind's lines whole, each line the kind's cardinality; a `none` line says how many of the kind's events were
+    judged lost."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from reconcile.calibrate import calibrate
+    from tinyday import produce_report
+    produce_report(tmp_path)
+    kind_map = tmp_path / "evidence" / "kind_map.parquet"
+    model = pq.read_table(kind_map)
+    # the run was judged by a model without the legacy Status Changed and the webhook ticket.created lines
+    gone = pc.is_in(model["bus_type"], pa.array(["Status Changed", "zen:event-type:ticket.created"]))
+    pq.write_table(model.filter(pc.invert(gone)), kind_map)
+    c = calibrate([tmp_path])
+    written = tmp_path / "m.csv"
+    written.write_text(c.model_csv())
+    lines = written.read_text().splitlines()
+    assert {"Change:status,legacy,Status Changed,child", "Change:status,webhook,zen:event-type:ticket.status_changed,child",
+            "Create,webhook,zen:event-type:ticket.created,audit", "Create,legacy,Ticket Created,audit"} <= set(lines)
+    extended = load_model(str(written))
+    shipped = load_model()
+    def lines_of(model, kind):
+        return sorted(tuple(r.values()) for r in model.filter(pc.equal(model["api_kind"], kind)).to_pylist())
+    for kind in ("Change:status", "Create"):  # the file gives back the kinds' lines the run's model lacked
+        assert lines_of(extended, kind) == lines_of(shipped, kind)
+
+
+def test_a_never_emitted_suggestion_says_how_many_of_the_kinds_events_were_judged_lost(tmp_path):
+    """A `none` line turns the kind's losses into not_emitted: its reason said only how many complete sequences the
+    kind was absent from."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from reconcile.calibrate import calibrate
+    from tinyday import produce_report
+    produce_report(tmp_path)
+    path = tmp_path / "verdicts.parquet"
+    t = pq.read_table(path)
+    # two events of a kind never on the bus (6 and 8, lost before the bus): one absent from a complete sequence
+    odd = pc.is_in(t["source_id"], pa.array(["6", "8"]))
+    for name, value in (("kind", "Change:custom_x"), ("model_kind", "Change:custom_x"), ("emission", "child")):
+        t = t.set_column(t.schema.get_field_index(name), name, pc.if_else(odd, value, t[name]))
+    six = pc.equal(t["source_id"], "6")
+    t = t.set_column(t.schema.get_field_index("verdict"), "verdict", pc.if_else(six, "not_emitted", t["verdict"]))
+    t = t.set_column(t.schema.get_field_index("sequence_complete"), "sequence_complete",
+                     pc.if_else(six, True, t["sequence_complete"]))
+    pq.write_table(t, path)
+    (line,) = [s for s in calibrate([tmp_path]).suggest if s["api_kind"] == "Change:custom_x"]
+    assert line["cardinality"] == "none" and line["why"] == (
+        "absent from 1 complete sequence(s), never on the bus, and 1 of its events were judged lost, which this line "
+        "would call not_emitted")
