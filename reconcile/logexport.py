@@ -68,8 +68,16 @@ def export_window(log_group: str, bucket: str, prefix: str, window: Window, aws:
                           "logs.amazonaws.com to write to it.") from e
     deadline = time.monotonic() + wait
     destination = f"{bucket}/{prefix}".rstrip("/")
+    logger.warning("export task %s started: CloudWatch Logs writes the window to s3://%s", task_id, destination)
     while True:
-        tasks = logs.describe_export_tasks(taskId=task_id).get("exportTasks", [])
+        try:
+            tasks = logs.describe_export_tasks(taskId=task_id).get("exportTasks", [])
+        except ClientError as e:  # the task runs on: say which, so it is neither lost nor started twice
+            code = e.response.get("Error", {}).get("Code", "")
+            raise SourceError(f"Export task {task_id} was started (writing to s3://{destination}), but its status "
+                              f"could not be read ({code}: {e}). It runs on: watch it with `aws logs "
+                              f"describe-export-tasks --task-id {task_id}`, and allow logs:DescribeExportTasks on "
+                              f"\"Resource\": \"*\" (docs/operations.md).") from e
         status = tasks[0].get("status", {}).get("code", "PENDING") if tasks else "PENDING"
         logger.info("export task %s: %s", task_id, status)
         if status in DONE:

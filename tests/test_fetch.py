@@ -1,10 +1,11 @@
 """`reconcile fetch …` and `export-logs` over real servers: one store at a time, into a ledger Parquet file."""
 
 import base64
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from reconcile.cli import main
@@ -102,3 +103,37 @@ def test_fetch_of_a_store_not_configured_is_a_config_error_and_every_fetch_takes
     (tmp_path / "sink").mkdir()
     result = fetch("sink", "--set", f'sink.uri="{tmp_path / "sink"}"', *WINDOW, "--out", str(out))
     assert "is not configured" not in result.output and out.exists(), result.output
+
+
+def test_an_export_task_whose_status_cannot_be_read_is_named_not_lost(aws_cfg):
+    """DescribeExportTasks denied (the documented policy granted it on the log group, where it takes only "*"): the
+    task was started and writing, and export-logs ended with "unexpected ClientError", exit 4, no task id; a retry
+    then ran into its own task. The task and where it writes are named, and the error is the store's (exit 3)."""
+    from botocore.awsrequest import AWSResponse
+
+    from reconcile.aws import make_client, session
+    from reconcile.errors import SourceError
+    from reconcile.logexport import export_window
+    from reconcile.window import Window
+    logs, s3 = make_client("logs", aws_cfg), make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="logs-archive")
+    logs.create_log_group(logGroupName="/aws/events/zendesk")
+
+    class Denied:
+        def stream(self, **_):
+            yield b'{"__type": "AccessDeniedException", "message": "not authorized: logs:DescribeExportTasks"}'
+
+    def deny(request, **_):
+        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"}, Denied())
+    events = session(aws_cfg).events
+    events.register("before-send.cloudwatch-logs.DescribeExportTasks", deny, unique_id="deny")
+    day = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    try:
+        with pytest.raises(SourceError) as e:
+            window = Window(start=day, end=day + timedelta(days=1), as_of=day + timedelta(days=2))
+            export_window("/aws/events/zendesk", "logs-archive", "exports/d", window, aws_cfg, poll=0)
+    finally:
+        events.unregister("before-send.cloudwatch-logs.DescribeExportTasks", unique_id="deny")
+    (task,) = logs.describe_export_tasks()["exportTasks"]
+    assert f"Export task {task['taskId']} was started (writing to s3://logs-archive/exports/d)" in str(e.value)
+    assert "AccessDeniedException" in str(e.value) and '"Resource": "*"' in str(e.value)
