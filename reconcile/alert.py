@@ -11,8 +11,9 @@ was sent (and `reconcile verify` flags any file the manifest does not list).
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import botocore.exceptions
@@ -174,20 +175,36 @@ def _failure(what: str, e: Exception, needs: str, key: str) -> str:
             f"policy allows {needs}. The run's verdict and exit code are unchanged.")
 
 
+# CloudWatch takes data up to two weeks in the past (PutMetricData): an earlier window's rate stamped before that is
+# left out (a re-run of an old window), or the whole request holding it, the run's own Status with it, was refused
+OLDEST = timedelta(days=14) - timedelta(minutes=5)
+
+
 def put_metrics(cfg: Config, summary: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
     ns = cfg.alert.cloudwatch_namespace
-    data = metric_data(summary, rule_of(cfg), at or datetime.now(timezone.utc))
+    at = at or datetime.now(timezone.utc)
+    data = metric_data(summary, rule_of(cfg), at)
+    # the run's own data first, in requests of their own; earlier windows' rates after, those CloudWatch still takes
+    own = [d for d in data if d["Timestamp"] == at]
+    earlier = [d for d in data if d["Timestamp"] != at]
+    taken = [d for d in earlier if d["Timestamp"] >= at - OLDEST]
+    if len(taken) < len(earlier):
+        logger.warning("alert: %d earlier window rate(s) are stamped more than two weeks back, older than CloudWatch "
+                       "takes: left out", len(earlier) - len(taken))
+    data = own + taken
     try:
         cw = make_client("cloudwatch", cfg.aws)
-        for i in range(0, len(data), BATCH):
-            cw.put_metric_data(Namespace=ns, MetricData=data[i:i + BATCH])
+        for part in (own, taken):
+            for i in range(0, len(part), BATCH):
+                cw.put_metric_data(Namespace=ns, MetricData=part[i:i + BATCH])
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
         error = _failure(f"CloudWatch PutMetricData to namespace {ns}", e,
                          f"cloudwatch:PutMetricData with cloudwatch:namespace = {ns}", "cloudwatch_namespace")
         logger.error("alert: %s", error)
         return {"status": "failed", "namespace": ns, "error": error}
     logger.info("alert: %d metric data published to CloudWatch namespace %s", len(data), ns)
-    return {"status": "sent", "namespace": ns, "rule": rule_of(cfg), "metric_data": len(data)}
+    return {"status": "sent", "namespace": ns, "rule": rule_of(cfg), "metric_data": len(data),
+            **({"left_out_too_old": len(earlier) - len(taken)} if len(taken) < len(earlier) else {})}
 
 
 def publish_summary(cfg: Config, summary: dict[str, Any], report: str) -> dict[str, Any]:
@@ -195,9 +212,14 @@ def publish_summary(cfg: Config, summary: dict[str, Any], report: str) -> dict[s
     subject, body = message(summary, report)
     attributes = {"status": {"DataType": "String", "StringValue": summary["status"]},
                   "exit_code": {"DataType": "Number", "StringValue": str(summary["exit_code"])}}
+    # A FIFO topic takes a message only with its group, and drops one whose deduplication id it saw in the last five
+    # minutes: a run's own (its window and when it was judged), so a Publish botocore retries is delivered once
+    fifo = ({"MessageGroupId": "reconcile", "MessageDeduplicationId": hashlib.sha256(
+        f"{summary['window']['start']}/{summary['window']['end']}/{summary['generated_at']}".encode()).hexdigest()}
+        if arn.endswith(".fifo") else {})
     try:
         r = make_client("sns", cfg.aws).publish(TopicArn=arn, Subject=subject, Message=body,
-                                                MessageAttributes=attributes)
+                                                MessageAttributes=attributes, **fifo)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
         error = _failure(f"SNS Publish to {arn}", e, f"sns:Publish on {arn}", "sns_topic_arn")
         logger.error("alert: %s", error)

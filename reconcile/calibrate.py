@@ -54,15 +54,7 @@ def calibrate(run_dirs: list[Path]) -> Calibration:
     if not run_dirs:
         raise ConfigError("No runs to calibrate from. Pass --run DIR (a folder `reconcile run` wrote) or a --state "
                           "file that knows some runs.")
-    verdicts = []
-    for d in run_dirs:
-        v = RunFolder(Path(d)).verdicts
-        if not v.exists():
-            raise ConfigError(f"{d} holds no verdicts.parquet. Point --run at a folder `reconcile run` wrote.")
-        if "expected_id" not in pq.read_schema(v).names:
-            raise ConfigError(f"{v} was written before the emission model (no expected_id column). Run that window "
-                              f"again, or leave the folder out.")
-        verdicts.append(str(v))
+    verdicts = [str(RunFolder(usable(Path(d))).verdicts) for d in run_dirs]
     gaps = [str(RunFolder(Path(d)).gaps) for d in run_dirs if RunFolder(Path(d)).gaps.exists()]
     saved = RunFolder(Path(run_dirs[0])).kind_map
     model = emission.from_evidence(pq.read_table(saved)) if saved.exists() else emission.load_model()
@@ -86,6 +78,17 @@ def calibrate(run_dirs: list[Path]) -> Calibration:
     finally:
         con.close()
     return Calibration([str(d) for d in run_dirs], **out)
+
+
+def usable(run_dir: Path) -> Path:
+    """`run_dir`, when it holds verdicts calibrate can read; a ConfigError saying why not otherwise."""
+    v = RunFolder(run_dir).verdicts
+    if not v.exists():
+        raise ConfigError(f"{run_dir} holds no verdicts.parquet. Point --run at a folder `reconcile run` wrote.")
+    if "expected_id" not in pq.read_schema(v).names:
+        raise ConfigError(f"{v} was written before the emission model (no expected_id column). Run that window "
+                          f"again, or leave the folder out.")
+    return run_dir
 
 
 def render_text(c: Calibration) -> str:

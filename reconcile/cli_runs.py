@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -13,7 +14,9 @@ from . import atomic
 from . import config as config_mod
 from .console import inert
 from .cli_options import STATE_HELP, aws_options, aws_overrides, state_config
-from .errors import ConfigError, SourceError, VerifyError
+from .errors import ConfigError, NotARun, SourceError, VerifyError
+
+logger = logging.getLogger(__name__)
 
 
 def _say(line: str) -> None:
@@ -81,15 +84,25 @@ def calibrate(runs, state, config_path, profile, region, endpoint_url, last, wri
     import tempfile
     from . import publish
     from .calibrate import calibrate as do_calibrate, render_text
+    from .calibrate import usable
     cfg = state_config(config_path, state, profile, region, endpoint_url)
-    if not runs:
+    from_state = not runs
+    if from_state:
         from .state import State
         with State.open(cfg.state.uri, cfg.aws, write=False) as st:
             runs = tuple(st.run_dirs()[:last])
     with tempfile.TemporaryDirectory(prefix="reconcile-calibrate-") as tmp:
-        # published runs (s3://) are read from a local copy, as `trace` does
-        local = [publish.download(r, Path(tmp) / str(i), cfg.aws) if publish.is_s3(r) else Path(r)
-                 for i, r in enumerate(runs)]
+        # published runs (s3://) are read from a local copy, as `trace` does; a run the state records whose folder
+        # is gone or unfinished is left out, as trace leaves it out (one given with --run is an error)
+        local = []
+        for i, r in enumerate(runs):
+            try:
+                local.append(usable(publish.download(r, Path(tmp) / str(i), cfg.aws) if publish.is_s3(r) else Path(r)))
+            except (ConfigError, NotARun) as e:
+                if not from_state:
+                    raise
+                logger.warning("not calibrated from: the run the state records at %s is not there, did not finish, "
+                               "or predates the emission model (%s)", r, e)
         c = do_calibrate(local)
     if write_to:
         atomic.write_bytes(Path(write_to), c.model_csv().encode())

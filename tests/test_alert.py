@@ -361,3 +361,38 @@ def test_a_carried_loss_held_again_is_published(tmp_path):
     assert got[("HeldEvents", None)] == sum(window_held.values()) + 1
     assert got[("HeldEvents", "bus_to_sink")] == window_held["bus_to_sink"] + 1
     assert "Carried and held again: 1 pending event(s) of earlier windows" in alert.message(s2, "report.html")[1]
+
+
+def test_a_fifo_topic_gets_the_summary_once(tmp_path, aws_cfg):
+    """A FIFO topic passed the config check and the dry run, and every alert to it failed (no MessageGroupId), the
+    error blaming credentials and IAM. It is sent with a group and the run's own deduplication id."""
+    sns, sqs = make_client("sns", aws_cfg), make_client("sqs", aws_cfg)
+    arn = sns.create_topic(Name="reconcile-alerts.fifo", Attributes={"FifoTopic": "true"})["TopicArn"]
+    url = sqs.create_queue(QueueName="alerts-inbox.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
+    result = CliRunner().invoke(main, run_args(tmp_path, f'alert.sns_topic_arn="{arn}"'), env=cli_env(aws_cfg))
+    assert result.exit_code == 3, result.output
+    assert orjson.loads(result.stdout)["alert"]["sns"]["status"] == "sent"
+    msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+    assert len(msgs) == 1 and orjson.loads(msgs[0]["Body"])["TopicArn"] == arn
+
+
+def test_an_earlier_window_s_rate_too_old_for_cloudwatch_is_left_out_not_the_run_s_own_metrics(tmp_path, aws_cfg):
+    """A run settling the pending events of a window more than two weeks back sent that window's LossRate, stamped
+    with its end, in the first PutMetricData request with the run's own Status: CloudWatch refuses a datum older
+    than two weeks, and with it the whole request. The run's own data go first, in requests of their own; a rate
+    older than CloudWatch takes is left out, and said."""
+    import dataclasses
+
+    from reconcile.state import State
+    from tinyday import DAY2, day1, day2
+    with State.open(tmp_path / "state.duckdb") as st:
+        day1(tmp_path, st)
+        s2 = day2(tmp_path, st, e_lands=False)
+    cfg = dataclasses.replace(build(None, {"alert": {"cloudwatch_namespace": "Rec", "rule": "r"}}), aws=aws_cfg)
+    fresh = alert.put_metrics(cfg, s2, DAY2 + timedelta(days=1))
+    assert fresh["status"] == "sent" and "left_out_too_old" not in fresh
+    late = alert.put_metrics(cfg, s2, DAY2 + timedelta(days=20))
+    assert late["status"] == "sent" and late["left_out_too_old"] == 1
+    assert late["metric_data"] == fresh["metric_data"] - 1

@@ -437,3 +437,26 @@ def test_a_never_emitted_suggestion_says_how_many_of_the_kinds_events_were_judge
     assert line["cardinality"] == "none" and line["why"] == (
         "absent from 1 complete sequence(s), never on the bus, and 1 of its events were judged lost, which this line "
         "would call not_emitted")
+
+
+def test_calibrate_from_the_state_leaves_out_a_run_whose_folder_is_gone(tmp_path, caplog):
+    """One of the state's runs cleaned up (a demo, a temporary --out) made calibrate over all the others fail with
+    exit 4; trace leaves such a run out. So does calibrate now, naming it; a folder given with --run stays an
+    error."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from reconcile.cli import main
+    from reconcile.state import State
+    from tinyday import day1, day2
+    with State.open(tmp_path / "state.duckdb") as st:
+        day1(tmp_path, st)
+        day2(tmp_path, st)
+    shutil.rmtree(tmp_path / "day1")
+    out = CliRunner().invoke(main, ["calibrate", "--state", str(tmp_path / "state.duckdb")])
+    assert out.exit_code == 0, out.output
+    assert "calibrated over 1 run(s)" in out.stdout
+    assert any("not calibrated from" in r.getMessage() and "day1" in r.getMessage() for r in caplog.records)
+    gone = CliRunner().invoke(main, ["calibrate", "--run", str(tmp_path / "day1")])
+    assert gone.exit_code == 4 and "holds no verdicts.parquet" in gone.output
