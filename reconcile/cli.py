@@ -64,8 +64,9 @@ def stopped(signum: int):
     """After SIGINT/SIGTERM has unwound the command: say so and exit 128 + signum, without waiting past the grace
     period for a read that ignores the signal (reconcile/interrupt.py)."""
     import signal
-    click.echo(f"Stopped by {signal.Signals(signum).name}: reads cancelled, unfinished outputs removed, state lock "
-               "released. Re-run it.", err=True)
+    # with --log-format json a log record like every other stderr line (the one that says why the run ended)
+    say(f"Stopped by {signal.Signals(signum).name}: reads cancelled, unfinished outputs removed, state lock released. "
+        f"Re-run it.", logging.WARNING, exit_code=128 + signum)
     leave(128 + signum)
 
 

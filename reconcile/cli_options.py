@@ -18,7 +18,10 @@ logger = logging.getLogger("reconcile")
 
 def json_logs(ctx: click.Context | None = None) -> bool:
     ctx = ctx or click.get_current_context(silent=True)
-    return ctx is not None and ctx.find_root().params.get("log_format") == "json"
+    if ctx is None:  # the command has ended (a signal unwound it): as logging was set up for it
+        from .logformat import JsonFormatter
+        return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+    return ctx.find_root().params.get("log_format") == "json"
 
 
 def say(line: str, level: int = logging.INFO, ctx: click.Context | None = None, **fields) -> None:
@@ -35,7 +38,7 @@ def window_options(f):
     f = click.option("--as-of", help="Judge as if now were this time (ISO-8601). Default: now.")(f)
     f = click.option("--end", help="Window end (ISO-8601, exclusive).")(f)
     f = click.option("--start", help="Window start (ISO-8601).")(f)
-    f = click.option("--date", "day", help="A UTC day YYYY-MM-DD (default: yesterday).")(f)
+    f = click.option("--date", "day", help="A UTC day YYYY-MM-DD (default: the day before --as-of's, or yesterday).")(f)
     return f
 
 
@@ -57,6 +60,10 @@ def resolve_window(cfg, day, start, end, as_of):
         if not (start and end):
             raise ConfigError("--start and --end go together. Give both, or --date for a whole UTC day.")
         s, e = _time(start, "--start"), _time(end, "--end")
+        if s.microsecond or e.microsecond:
+            # a window is keyed to the second (the state, the folder guard): two windows apart by less would be one
+            raise ConfigError(f"--start {start} and --end {end} must be whole seconds: a window is named to the "
+                              f"second (its key), so windows apart by less would replace each other.")
     else:
         if day:
             # a UTC day and nothing else: "2026-11-23+05:00" or "2026-11-23T05:00" read as a time would shift the
@@ -67,8 +74,10 @@ def resolve_window(cfg, day, start, end, as_of):
                                   f"offset, like 2026-11-23T00:00:00+05:00).")
             s = _time(day, "--date")
         else:
-            today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-            s = today - timedelta(days=1)
+            # the day before as-of's (a backfill by --as-of alone, as a scheduler's catch-up run gives it), or
+            # before today's
+            at = _time(as_of, "--as-of") if as_of else datetime.now(timezone.utc)
+            s = at.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
         e = s + timedelta(days=1)
     at = _time(as_of, "--as-of") if as_of else None
     now = datetime.now(timezone.utc)

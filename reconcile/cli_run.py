@@ -27,7 +27,8 @@ logger = logging.getLogger("reconcile")
               "there (files first, manifest.json last). {window} in it is the window's key, so a fixed --out on a "
               "schedule gives each window its own folder or prefix.")
 @click.option("--replace", is_flag=True, help="With --out s3://..., replace a run already published there.")
-@click.option("--bundle", type=click.Path(dir_okay=False), help="Also pack the run's evidence bundle into this .tar.gz.")
+@click.option("--bundle", type=click.Path(dir_okay=False),
+              help="Also pack the run's evidence bundle into this .tar.gz ({window} is the window's key, as in --out).")
 @click.option("--zendesk-url", help="Zendesk account URL (or ZENDESK_URL).")
 @click.option("--profile", help="AWS profile.")
 @click.option("--region", help="AWS region.")
@@ -61,6 +62,7 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     cfg = config_mod.build(config_path, overrides)
     window = resolve_window(cfg, day, start, end, as_of)
     target = (out or str(Path("reconcile-out") / window.key)).replace("{window}", window.key)
+    bundle = bundle.replace("{window}", window.key) if bundle else bundle  # a fixed --bundle on a schedule, as --out
     state_path = None if no_state else cfg.state.uri
     from .check import failure, reach_all, require_usable
     require_usable(cfg)
@@ -81,21 +83,34 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
                               "window its own folder: --out 'runs/{window}').")
         outcome = execute(cfg, window, Path(target), audience=audience, progress=not (no_progress or json_logs()),
                           state=state_path)
-        if bundle:
-            publish.pack(outcome.out_dir, Path(bundle))
+        packed = pack(outcome, bundle)
         # After the manifest: an alert describes a finished run; its failure never changes the exit code.
-        emit(outcome, as_json, alert=alert.send(cfg, outcome.summary, str(outcome.report.resolve())))
+        emit(outcome, as_json, alert=alert.send(cfg, outcome.summary, str(outcome.report.resolve())), bundle=packed)
         sys.exit(outcome.exit_code)
     publish.ensure_free(target, cfg.aws, replace, window.key)  # fail before reading anything
     with tempfile.TemporaryDirectory(prefix="reconcile-run-") as tmp:
         outcome = execute(cfg, window, Path(tmp) / window.key, audience=audience,
                           progress=not (no_progress or json_logs()), state=state_path, location=target)
-        if bundle:
-            publish.pack(outcome.out_dir, Path(bundle))
+        packed = pack(outcome, bundle)
         report_uri = publish.publish(outcome.out_dir, target, cfg.aws, replace=replace)
     # After the manifest (and the upload): an alert describes a finished run; its failure never changes the exit code.
-    emit(outcome, as_json, report_uri, alert.send(cfg, outcome.summary, report_uri))
+    emit(outcome, as_json, report_uri, alert.send(cfg, outcome.summary, report_uri), bundle=packed)
     sys.exit(outcome.exit_code)
+
+
+def pack(outcome, bundle: str | None) -> dict | None:
+    """--bundle's archive of the committed run: what became of it. Its failure (an unwritable path, a full disk) is
+    an error line and a status in --json, never the exit code: that is the run's verdict (a loss read as exit 4, a
+    config error, with no alert sent)."""
+    from . import publish
+    from .errors import ReconcileError
+    if not bundle:
+        return None
+    try:
+        return {"status": "written", "path": str(publish.pack(outcome.out_dir, Path(bundle)))}
+    except (OSError, ReconcileError) as e:
+        logger.error("--bundle %s could not be written (%s); the run itself is finished and recorded", bundle, e)
+        return {"status": "failed", "path": bundle, "error": str(e)}
 
 
 def dry_run_plan(cfg, window, target: str, state_path) -> str:
@@ -143,7 +158,8 @@ def _with_state(cfg, window, state_path):
 
 
 
-def emit(outcome, as_json: bool, report: str | None = None, alert: dict | None = None) -> None:
+def emit(outcome, as_json: bool, report: str | None = None, alert: dict | None = None,
+         bundle: dict | None = None) -> None:
     s = outcome.summary
     v = s["verdicts"]
     shown = [f"{r['label']} {v.get(r['verdict'], 0):,}" for r in emission.verdict_rows()
@@ -155,7 +171,8 @@ def emit(outcome, as_json: bool, report: str | None = None, alert: dict | None =
         # Where to look first for a scheduler: the report (local path or s3:// URI), then every figure of the summary,
         # then what became of the alert (docs/operations.md).
         click.echo(orjson.dumps({"report": report or str(outcome.report.resolve()), **s,
-                                 "alert": alert or {"cloudwatch": {"status": "off"}, "sns": {"status": "off"}}},
+                                 "alert": alert or {"cloudwatch": {"status": "off"}, "sns": {"status": "off"}},
+                                 **({"bundle": bundle} if bundle else {})},
                                 option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(report or str(outcome.report))

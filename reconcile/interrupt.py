@@ -36,6 +36,7 @@ _signum: int | None = None
 _at = 0.0  # time.monotonic() of the first signal
 _raised = False
 _deferred = 0
+_finishing = False  # the run committed (deferred(then_stop=False) ended): a signal from here on is only noted
 _callbacks: dict[object, Callable[[], object]] = {}
 
 
@@ -50,8 +51,9 @@ def remaining() -> float:
 
 
 def check() -> None:
-    """Raise Interrupted if a signal asked the process to stop (call it between units of work)."""
-    if STOP.is_set():
+    """Raise Interrupted if a signal asked the process to stop (call it between units of work); after a run committed
+    nothing stops it (deferred)."""
+    if STOP.is_set() and not _finishing:
         raise Interrupted(_signum or signal.SIGTERM)
 
 
@@ -76,9 +78,10 @@ def deferred(*, then_stop: bool = True) -> Iterator[None]:
     """A few steps that happen together or not at all (the run's commit, a DLQ receive and the record of what it
     holds): a signal during them takes effect after. Only the main thread is ever interrupted mid-step (Python runs
     signal handlers there); a worker thread polls STOP instead, so for it this is a no-op. `then_stop=False`: steps
-    after which the work is done (a run's commit): a signal during them no longer stops it -- what is left (the
-    state's upload, the publish, the alert) finishes, and the exit code is the result's, not the signal's."""
-    global _deferred, _raised
+    after which the work is done (a run's commit): a signal during them, or after them, no longer stops it -- what is
+    left (the state's upload, the bundle, the publish, the alert) finishes, and the exit code is the result's, not
+    the signal's (a run stopped there exited 143 "re-run it" with its result recorded and no alert sent)."""
+    global _deferred, _raised, _finishing
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -87,13 +90,22 @@ def deferred(*, then_stop: bool = True) -> Iterator[None]:
         yield
     finally:
         _deferred -= 1
+    if not then_stop:
+        _finishing = True
     if STOP.is_set() and not then_stop:
         logger.warning("%s arrived as the run committed: finishing it (its exit code is the result's)",
                        signal.Signals(_signum or signal.SIGTERM).name)
         return
-    if STOP.is_set() and not _raised and not _deferred:
+    if STOP.is_set() and not _raised and not _deferred and not _finishing:
         _raised = True
         raise Interrupted(_signum or signal.SIGTERM)
+
+
+def begin() -> None:
+    """A run begins (reconcile/run.py execute; the demo runs several in one process): a signal stops it again until
+    it commits."""
+    global _finishing
+    _finishing = False
 
 
 def expire() -> None:
@@ -139,6 +151,10 @@ def _note(signum: int) -> None:
 
 def _handle(signum: int, frame) -> None:
     global _raised
+    if _finishing:
+        logger.warning("%s arrived after the run committed: finishing it (its exit code is the result's); SIGKILL "
+                       "stops at once", signal.Signals(signum).name)
+        return
     _note(signum)
     if _raised:
         logger.warning("%s again: still stopping (releasing the lock and what the reads hold); SIGKILL stops at "
@@ -154,7 +170,7 @@ def _watch(fd: int) -> None:
     try:
         while data := os.read(fd, 64):
             for signum in data:
-                if signum in SIGNALS:
+                if signum in SIGNALS and not _finishing:
                     _note(signum)
     finally:
         os.close(fd)
@@ -164,12 +180,12 @@ def _watch(fd: int) -> None:
 def handlers() -> Iterator[None]:
     """SIGINT and SIGTERM raise Interrupted in the main thread while the block runs (a signal the parent set to
     be ignored, like SIGINT for a background job, stays ignored)."""
-    global _signum, _raised
+    global _signum, _raised, _finishing
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     STOP.clear()
-    _signum, _raised = None, False
+    _signum, _raised, _finishing = None, False, False
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     r, w = os.pipe()
     os.set_blocking(w, False)

@@ -207,6 +207,7 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
     """
     from .check import require_usable
     require_usable(cfg)  # before anything is written: a config mistake is a config error, not an empty report
+    interrupt.begin()
     generated_at = generated_at or datetime.now(timezone.utc)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder: give a folder for the run's outputs.")

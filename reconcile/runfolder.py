@@ -144,11 +144,14 @@ class RunFolder:
             os.close(fd)
 
     def window_key(self) -> str | None:
-        """The window of the finished run the folder holds (its manifest's), or None."""
-        if not self.manifest.exists():
+        """The window of the finished run the folder holds (its manifest's), or None. A run a killed re-run set aside
+        (`previous`, no manifest in place: SIGKILL, out of memory) is the folder's run too: reset() puts it back, and
+        a run of another window would then delete it."""
+        manifest = self.manifest if self.manifest.exists() else self.previous / MANIFEST
+        if not manifest.exists():
             return None
         try:
-            return key_of(orjson.loads(self.manifest.read_bytes())["window"])
+            return key_of(orjson.loads(manifest.read_bytes())["window"])
         except (ValueError, KeyError, TypeError, ConfigError):
             return None  # not a manifest of ours: reset() deals with it as before
 

@@ -62,6 +62,8 @@ def test_an_as_of_in_the_future_is_refused(tmp_path):
      "The window ends at 2026-11-24T00:00:00Z, after --as-of (2026-11-20T00:00:00Z): a window is judged once it is "
      "over"),
     (["--date", "2999-01-01"], "The window ends at 2999-01-02T00:00:00Z, after now"),
+    # windows apart by less than a second share a key: they replaced each other in the state
+    (["--start", "2026-11-23T00:00:00Z", "--end", "2026-11-23T00:00:00.5Z"], "must be whole seconds"),
 ])
 def test_a_window_is_read_as_given_and_only_once_it_is_over(tmp_path, window, named):
     for command in (["run", "--dry-run"], ["run", "--out", str(tmp_path / "o"), "--no-progress"]):
@@ -194,3 +196,22 @@ def test_dry_run_shows_the_sink_read_back_the_state_asks_for(tmp_path, aws_cfg):
                                env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": aws_cfg.endpoint_url})
     assert f"state      {tmp_path / 'none.duckdb'} (none yet: the run creates it)" in fresh.stdout.splitlines()
     assert not (tmp_path / "none.duckdb").exists() and not (tmp_path / "none.duckdb.lock").exists()
+
+
+def test_as_of_alone_judges_the_day_before_it(tmp_path):
+    """A backfill by --as-of alone (a scheduler's catch-up run) judged yesterday by the wall clock, whose end is
+    after the as-of: exit 4 on every catch-up. The window is the UTC day before as-of's."""
+    (tmp_path / "sink").mkdir()
+    result = CliRunner().invoke(main, ["run", "--dry-run", "--as-of", "2026-11-24T02:00:00Z", "--set",
+                                       f'sink.uri="{tmp_path / "sink"}"'], env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
+    assert "window     2026-11-23T00:00:00Z → 2026-11-24T00:00:00Z" in result.stdout, result.output
+
+
+def test_a_bundle_path_takes_the_window_as_out_does(tmp_path):
+    """--bundle 'b-{window}.tgz' wrote a file named so: a fixed --bundle on a schedule overwrote each night's."""
+    (tmp_path / "sink").mkdir()
+    result = CliRunner().invoke(main, ["run", "--date", "2026-11-23", "--out", str(tmp_path / "out"), "--no-state",
+                                       "--no-progress", "--set", f'sink.uri="{tmp_path / "sink"}"', "--bundle",
+                                       str(tmp_path / "b-{window}.tgz")])
+    assert result.exit_code == 3, result.output
+    assert [p.name for p in tmp_path.glob("b-*.tgz")] == ["b-20261123T000000Z-20261124T000000Z.tgz"]

@@ -178,6 +178,21 @@ def test_a_signal_while_reading_stops_cleanly_with_its_own_exit_code(day, sig, c
     assert_proceeds(day, "rerun")
 
 
+def test_a_signal_under_json_logs_is_said_in_a_json_line(day):
+    """With --log-format json the line saying why the run ended ("Stopped by SIGTERM") was the run's one plain-text
+    stderr line: a log shipper got it without its exit code."""
+    args = day.args("run")
+    proc = subprocess.Popen([args[0], "--log-format", "json", *args[1:]], env=day.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    day.reading(proc)
+    proc.send_signal(signal.SIGTERM)
+    rc, err = finish(proc)
+    assert rc == 143, err
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # every line JSON
+    (said,) = [r for r in lines if r["message"].startswith("Stopped by SIGTERM")]
+    assert said["exit_code"] == 143 and said["level"] == "WARNING"
+
+
 def test_a_re_run_stopped_while_reading_puts_the_finished_run_back(day):
     """Re-running a window into its folder (a recovery's step 4, a scheduler's retry) and stopping it: the state
     still records the run already there, so the folder must still prove it -- its manifest, outputs and evidence
@@ -523,8 +538,9 @@ def test_sigterm_stops_a_duckdb_query_the_main_thread_is_blocked_in():
 def test_a_signal_during_the_commit_no_longer_stops_the_run():
     """A signal while a run commits (its state and its manifest, reconcile/run.py finish) waits until both are done,
     and then no longer stops the run: it has its result, so what is left (the state's upload, the publish, the
-    alert) finishes and the exit code is the result's. Steps after which work remains stop, as before. Real signals,
-    in a process of its own."""
+    alert) finishes and the exit code is the result's. So does a signal after the commit: one during the alert, the
+    bundle or the publish exited 143 ("re-run it") with the run recorded, and no alert was sent. The next run (the
+    demo judges several days in one process) stops again. Real signals, in a process of its own."""
     script = """
 import os, signal, sys
 from reconcile import interrupt
@@ -534,16 +550,24 @@ with interrupt.handlers():
         os.kill(os.getpid(), signal.SIGTERM)
         committed = True
     print("after the commit", committed, interrupt.received() == signal.SIGTERM, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # during the publish, say
+    with interrupt.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+    interrupt.check()
+    print("the alert is sent", flush=True)
+with interrupt.handlers():
+    interrupt.begin()
     try:
         with interrupt.deferred():
             os.kill(os.getpid(), signal.SIGTERM)
     except Interrupted:
-        print("a step with work after it stops", flush=True)
+        print("the next run stops", flush=True)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout.decode().splitlines() == ["after the commit True True", "a step with work after it stops"]
+    assert done.stdout.decode().splitlines() == ["after the commit True True", "the alert is sent", "the next run stops"]
     assert "SIGTERM arrived as the run committed: finishing it" in done.stderr.decode()
+    assert "SIGTERM arrived after the run committed: finishing it" in done.stderr.decode()
 
 
 def test_an_s3_state_whose_log_could_not_be_folded_in_is_not_uploaded(s3_state, aws_cfg):

@@ -133,6 +133,14 @@ def test_a_run_of_another_window_never_deletes_the_run_a_folder_holds(stores, tm
     assert ("out holds the finished run of another window (20261123T000000Z-20261124T000000Z); a run of "
             "20261124T000000Z-20261125T000000Z there would delete it. Give each window its own --out") in other.stderr
     assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
+    # a re-run killed outright (SIGKILL, out of memory) after it set the finished run aside: the folder holds it
+    # still (the next run puts it back), so a run of another window is refused as well (it restored it, then
+    # deleted it, and the state recorded two windows at one folder)
+    from reconcile.runfolder import RunFolder
+    RunFolder(tmp_path / "out").reset()
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    killed = invoke(args)
+    assert killed.exit_code == 4 and "out holds the finished run of another window" in killed.stderr, killed.output
     again = invoke(run_args(stores, "out"))
     assert again.exit_code == first.exit_code and json_.loads((tmp_path / "out" / "manifest.json").read_bytes())
     # a fixed --out with {window} gives each window its own folder

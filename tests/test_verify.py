@@ -537,3 +537,18 @@ def test_a_prefix_being_published_is_not_published_into(tmp_path, aws_cfg):
     assert "runs/day1/manifest.json" in keys(s3) and "runs/day1/publish.lock" not in keys(s3)
     result = CliRunner().invoke(main, ["verify", "s3://audit/runs/day1", "--endpoint-url", aws_cfg.endpoint_url])
     assert result.exit_code == 0, result.output
+
+
+def test_a_bundle_that_cannot_be_written_leaves_the_run_s_verdict_and_alert(tmp_path):
+    """--bundle at a path that cannot be written: the run was committed, yet it exited 4 (a config error, for a
+    recorded run) with nothing on stdout and no alert. The bundle's failure is an error line and its status in
+    --json; the exit code is the run's."""
+    (tmp_path / "sink").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    args = ["run", "--date", "2026-11-23", "--out", str(tmp_path / "out"), "--no-state", "--no-progress", "--json",
+            "--set", f'sink.uri="{tmp_path / "sink"}"', "--bundle", str(tmp_path / "a-file" / "run.tar.gz")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3, result.output  # an empty sink alone: incomplete, but a finished run
+    out = orjson.loads(result.stdout)
+    assert out["exit_code"] == 3 and out["bundle"]["status"] == "failed" and "a-file" in out["bundle"]["path"]
+    assert (tmp_path / "out" / "manifest.json").exists()
