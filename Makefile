@@ -23,8 +23,9 @@ setup: $(BIN)/reconcile
 # The demo day has losses by design: exit 2 (loss) or 1 (pending) is the expected answer, not a failure.
 demo: setup
 	@$(BIN)/reconcile demo --out $(OUT); rc=$$?; \
-	if [ $$rc -le 2 ]; then echo "demo finished (exit code $$rc: see the report above; the command is" \
-	  "$(BIN)/reconcile, e.g. $(BIN)/reconcile trace ID)"; else exit $$rc; fi
+	if [ $$rc -le 2 ]; then echo "demo finished (exit code $$rc: 2 is 'losses found', 1 'pending', as the simulated" \
+	  "day is built to have; see the report above; the command is $(BIN)/reconcile, e.g. $(BIN)/reconcile trace ID)"; \
+	else exit $$rc; fi
 
 test: setup
 	$(BIN)/pytest -q -n 2

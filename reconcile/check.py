@@ -1,7 +1,8 @@
 """`reconcile check` (and `run --dry-run`): before anything is read, every configured store answers one cheap call.
 
 The config's values were already checked when it was built (config.validate). Here each store is reached once:
-one S3 object listed, SQS GetQueueAttributes, one Zendesk export request, one GetMetricData, one DescribeLogGroups.
+one S3 object listed, SQS GetQueueAttributes, one Zendesk export request, ListMetrics and one GetMetricData, one
+DescribeLogGroups.
 Nothing is received, downloaded or changed.
 """
 

@@ -119,7 +119,8 @@ def dry_run_plan(cfg, window, target: str, state_path) -> str:
     iso = "%Y-%m-%dT%H:%M:%SZ"
     lines = [f"window     {window.start:{iso}} → {window.end:{iso}} (Zendesk events by event time)",
              f"read       downstream stores over {window.read_start:{iso}} → {window.read_end:{iso}}",
-             f"as of      {window.as_of:{iso}}: missing events younger than {window.horizon} are pending"]
+             f"as of      {window.as_of:{iso}}: missing events younger than "
+             f"{window.horizon.total_seconds() / 3600:g} h are pending"]
     for spec in REGISTRY:
         what = spec.describe(cfg) if spec.configured(cfg) else f"NOT CONFIGURED ({spec.hint})"
         lines.append(f"{spec.name:<10} {what}")
@@ -188,7 +189,8 @@ def emit(outcome, as_json: bool, report: str | None = None, alert: dict | None =
 def check(config_path, zendesk_url, profile, region, endpoint_url, sets, as_json):
     """Check the config's values and reach every configured store with one cheap call, reading nothing.
 
-    One S3 object listed per bucket store, SQS GetQueueAttributes, one Zendesk export request, one GetMetricData.
+    One S3 object listed per bucket store, SQS GetQueueAttributes, one Zendesk export request, ListMetrics and one
+    GetMetricData.
     Exits 0 when every store answered, 3 naming each that did not, 4 for a config mistake (each bad key, its value
     and what is expected).
 
@@ -231,7 +233,7 @@ def demo(out, events, seed, day, days, audience, as_json, no_progress, state, wi
     """Simulate a pipeline day with faults at every hop, serve it like the real stores, reconcile it.
 
     The Zendesk API is served over HTTP on loopback and the AWS stores by moto's server (the demo extra:
-    pip install 'reconcile[demo]'), so the demo runs the same code paths as a production run. Prints the report
+    the wheel installed with [demo]), so the demo runs the same code paths as a production run. Prints the report
     path and how many injected faults were found.
 
     \b

@@ -15,7 +15,12 @@ from .errors import ConfigError
 
 
 def _folder(package: str) -> Path:
-    found = files(package)
+    try:
+        found = files(package)
+    except ModuleNotFoundError:  # `python -m reconcile` in a checkout: its reconcile/ hides the installed package
+        raise ConfigError(f"{package} is not found: the reconcile package imported from {Path(__file__).parent} is a "
+                          f"source checkout without it (queries/ and reports/ sit beside it there). Run from outside "
+                          f"the checkout, or install it in place with `pip install -e .`.") from None
     # DuckDB and Jinja2 read real files; a zipped install (zipimport) would hand back a zip path.
     if not isinstance(found, Path):
         raise ConfigError(f"{package} is installed as {found!r}, not as a folder. Install reconcile with pip "
