@@ -106,7 +106,9 @@ class Main(click.Group):
             with usage_exit_code():
                 return super().invoke(ctx)
         except ReconcileError as e:
-            if interrupt.received():  # whatever a cut-short step raised on its way out
+            # whatever a cut-short step raised on its way out; after the commit a signal stopped nothing: the
+            # error is the run's own
+            if interrupt.received() and not interrupt.finishing():
                 stopped(interrupt.received())
             say(f"Error: {e}", logging.ERROR, ctx, exit_code=e.exit_code)
             leave(e.exit_code)
@@ -120,7 +122,7 @@ class Main(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except OSError as e:  # a file the run could not write (a full disk) names its path and what to do
-            if interrupt.received():
+            if interrupt.received() and not interrupt.finishing():
                 stopped(interrupt.received())
             if logger.isEnabledFor(logging.DEBUG):
                 logger.exception("file error")
@@ -128,7 +130,7 @@ class Main(click.Group):
             say(f"Error: {message}", logging.ERROR, ctx, exit_code=code)
             sys.exit(code)
         except Exception as e:  # noqa: BLE001 - the one place an unexpected failure becomes exit 4
-            if interrupt.received():
+            if interrupt.received() and not interrupt.finishing():
                 stopped(interrupt.received())
             if logger.isEnabledFor(logging.DEBUG):
                 logger.exception("unexpected failure")

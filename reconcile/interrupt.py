@@ -103,9 +103,17 @@ def deferred(*, then_stop: bool = True) -> Iterator[None]:
 
 def begin() -> None:
     """A run begins (reconcile/run.py execute; the demo runs several in one process): a signal stops it again until
-    it commits."""
-    global _finishing
+    it commits, and one that arrived while the last run finished stops it now, before it reads anything."""
+    global _finishing, _raised
     _finishing = False
+    if STOP.is_set() and not _raised:
+        _raised = True
+        raise Interrupted(_signum or signal.SIGTERM)
+
+
+def finishing() -> bool:
+    """Whether the run committed: a signal from now on is noted, not acted upon (its exit code is the result's)."""
+    return _finishing
 
 
 def expire() -> None:
@@ -151,11 +159,11 @@ def _note(signum: int) -> None:
 
 def _handle(signum: int, frame) -> None:
     global _raised
+    _note(signum)  # while finishing too: the next run of the process (the demo's next day) begins by stopping
     if _finishing:
         logger.warning("%s arrived after the run committed: finishing it (its exit code is the result's); SIGKILL "
                        "stops at once", signal.Signals(signum).name)
         return
-    _note(signum)
     if _raised:
         logger.warning("%s again: still stopping (releasing the lock and what the reads hold); SIGKILL stops at "
                        "once", signal.Signals(signum).name)
@@ -170,7 +178,7 @@ def _watch(fd: int) -> None:
     try:
         while data := os.read(fd, 64):
             for signum in data:
-                if signum in SIGNALS and not _finishing:
+                if signum in SIGNALS:
                     _note(signum)
     finally:
         os.close(fd)

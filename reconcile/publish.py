@@ -104,14 +104,18 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
     try:
         _publish(client, run_dir, files, bucket, prefix, uri, replace, lock)
     finally:
-        lock.release()
+        try:
+            lock.release()
+        except Exception as e:  # noqa: BLE001 - the run is published (or failed for its own reason): said, not raised
+            logger.warning("could not remove %s%s (%s): another publish there takes it over once it is stale", uri,
+                           "/" + PUBLISH_LOCK, e)
     logger.info("published %d files and %s to %s", len(files), MANIFEST, uri)
     return f"s3://{bucket}/{prefix}report.html"
 
 
 def _lock(client, bucket: str, prefix: str, uri: str):
     from .errors import StateInUse
-    from .state import _describe, _parse_holder, _S3Lock  # the one lock implementation
+    from .state import LOCK_STALE_S, _describe, _parse_holder, _S3Lock  # the one lock implementation
 
     class PublishLock(_S3Lock):
         SETTING = "--out"
@@ -126,8 +130,10 @@ def _lock(client, bucket: str, prefix: str, uri: str):
                 except Exception:  # noqa: BLE001 - released meanwhile, or unreadable: no holder to name
                     holder = {}
                 raise ReportError(f"{uri} is being published by {_describe(holder)}: this run uploaded nothing. "
-                                  f"Wait for it to finish, then publish again (--replace to replace its run), or "
-                                  f"choose another --out prefix.") from None
+                                  f"Wait for it to finish (a lock its publisher stops rewriting, a crashed one's, is "
+                                  f"taken over after {LOCK_STALE_S / 60:.0f} minutes, at once on the same host), then "
+                                  f"run the window again (--replace to replace its run), or choose another --out "
+                                  f"prefix.") from None
 
     return PublishLock(client, bucket, prefix + PUBLISH_LOCK, uri)
 
@@ -230,8 +236,9 @@ def pack(run_dir: Path, archive: Path) -> Path:
     with replacing(archive) as tmp, open(tmp, "wb") as raw, \
             gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        name = run_dir.resolve().name or "run"  # `--out .` has no name of its own: its absolute folder's
         for rel in sorted(files):
-            info = tarfile.TarInfo(f"{run_dir.name}/{rel}")
+            info = tarfile.TarInfo(f"{name}/{rel}")
             info.size = (run_dir / rel).stat().st_size
             info.mode = 0o644
             with open(run_dir / rel, "rb") as f:

@@ -92,9 +92,13 @@ def metric_row(r: dict[str, Any], whole: set[str] = frozenset(), partial: set[st
         e = row["per_event_value"] = int(e) if e == e.to_integral_value() else float(e)
     diff = None if m is None or e is None else m - e
     row["difference"] = diff
-    row["agrees"] = None if diff is None else abs(diff) <= METRIC_TOLERANCE * max(abs(e), 1)
-    if row["agrees"] is not False and row["metric"] in partial:
-        row["agrees"] = None if diff is None or diff <= METRIC_TOLERANCE * max(abs(e), 1) else False
+    within = None if diff is None else METRIC_TOLERANCE * max(abs(e), 1)
+    if diff is None:
+        row["agrees"] = None
+    elif row["metric"] in partial:  # a lower bound: above the figure it disagrees; at or below, it may yet agree
+        row["agrees"] = False if diff > within else None
+    else:
+        row["agrees"] = abs(diff) <= within
     return row
 
 
@@ -217,8 +221,8 @@ def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, windo
         "dlq_causes": results["dlq_causes"],
         "latency": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
                     for r in results["latency"]],
-        "metrics_check": [metric_row(r, whole=set(metrics.get("read_whole", [])), partial=set(metrics.get("partial", [])))
-                          for r in results["metrics_check"]],
+        "metrics_check": [metric_row(r, whole=set(metrics.get("read_whole", [])),
+                                     partial=set(metrics.get("partial", []))) for r in results["metrics_check"]],
         "loss_by_type": results["loss_by_type"],
         "timeline": [dict(r, bucket=iso(r["bucket"])) for r in results["loss_by_hour"]],
         "timeline_bucket_s": bucket_seconds(window),

@@ -727,6 +727,12 @@ def test_metrics_that_match_no_rule_are_no_zeros(aws_cfg, tmp_path):
     res = metrics.read(MetricsConfig(uri=str(tmp_path / "m.json")), WINDOW, LOCAL)
     assert res.ledger.num_rows == 0 and res.details["read_whole"] == []
     assert "2 datapoint(s) fall outside the window" in res.problems[0] and "No datapoint" in res.problems[1]
+    # CloudWatch stamps a point with its period's start: the window's first period may start before the window
+    early = {"MetricDataResults": [{"Id": "m0", "Label": "Invocations", "StatusCode": "Complete",
+                                    "Timestamps": [iso(WINDOW.start - timedelta(seconds=30))], "Values": [7.0]}]}
+    (tmp_path / "m.json").write_text(json.dumps(early))
+    res = metrics.read(MetricsConfig(uri=str(tmp_path / "m.json")), WINDOW, LOCAL)
+    assert res.ledger.num_rows == 1 and not res.problems and res.details["read_whole"] == ["Invocations"]
 
 
 def test_a_metric_given_in_part_never_agrees(tmp_path):
@@ -736,6 +742,8 @@ def test_a_metric_given_in_part_never_agrees(tmp_path):
     assert summary.metric_row(row)["agrees"] is True
     assert summary.metric_row(row, partial={"FailedInvocations"})["agrees"] is None
     assert summary.metric_row(dict(row, metric_value=5), partial={"FailedInvocations"})["agrees"] is False
+    # below the figure it is no disagreement either: the rest may be in the data not given
+    assert summary.metric_row(dict(row, metric_value=1), partial={"FailedInvocations"})["agrees"] is None
 
 
 def test_cloudwatch_unreachable_leaves_the_metrics_partial_not_the_run_failed(aws_cfg):

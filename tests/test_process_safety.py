@@ -555,11 +555,8 @@ with interrupt.handlers():
         os.kill(os.getpid(), signal.SIGINT)
     interrupt.check()
     print("the alert is sent", flush=True)
-with interrupt.handlers():
-    interrupt.begin()
     try:
-        with interrupt.deferred():
-            os.kill(os.getpid(), signal.SIGTERM)
+        interrupt.begin()  # the demo's next day: the signals of the last one's tail stop it before it reads
     except Interrupted:
         print("the next run stops", flush=True)
 """
@@ -568,6 +565,30 @@ with interrupt.handlers():
     assert done.stdout.decode().splitlines() == ["after the commit True True", "the alert is sent", "the next run stops"]
     assert "SIGTERM arrived as the run committed: finishing it" in done.stderr.decode()
     assert "SIGTERM arrived after the run committed: finishing it" in done.stderr.decode()
+
+
+def test_an_error_after_the_commit_is_the_run_s_own_not_a_stop():
+    """A signal during the commit, then the publish failing (its lock held): the run said "Stopped by SIGTERM ...
+    unfinished outputs removed ... Re-run it", exit 143, and the error itself was never shown."""
+    script = """
+import os, signal, click
+from reconcile import interrupt
+from reconcile.cli import Main
+from reconcile.errors import ReportError
+@click.group(cls=Main)
+def group():
+    pass
+@group.command()
+def publish():
+    with interrupt.deferred(then_stop=False):
+        os.kill(os.getpid(), signal.SIGTERM)
+    raise ReportError("s3://audit/runs/x is being published by another run")
+group()
+"""
+    done = subprocess.run([sys.executable, "-c", script, "publish"], capture_output=True, timeout=60)
+    assert done.returncode == 4, done.stderr.decode()
+    assert "Error: s3://audit/runs/x is being published by another run" in done.stderr.decode()
+    assert "Stopped by" not in done.stderr.decode()
 
 
 def test_an_s3_state_whose_log_could_not_be_folded_in_is_not_uploaded(s3_state, aws_cfg):

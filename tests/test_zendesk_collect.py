@@ -587,3 +587,25 @@ def test_a_page_lost_from_the_middle_of_the_cache_is_fetched_again_by_the_collec
     assert r.complete and len(h.requests) == n0 and r.details["cache"]["pages"] >= 10
     assert r.details["cache"]["listed_until"] >= "2025-11-24T02:00:00Z"  # a time a person reads, as is read_until
     assert r.details["cache"]["read_until"] == "2025-11-24T02:00:00Z"  # the window end (no reach here)
+
+
+def test_the_collector_resumes_only_from_what_its_last_page_says(server, tmp_path):
+    """The collector resumed from its last index line's next_start_time, trusting it: a line claiming an hour more
+    left that hour out of the cache for good (every run then dropped the page and fetched the rest of the day). The
+    line is checked against its page's body, as a run's replay checks it, and fetched again when it says more."""
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock)
+    cache = tmp_path / "cache"
+    run_collect(h, cache, clock)
+
+    def edit(lines):
+        lines[-1]["next_start_time"] += 3600
+        return lines
+    _rewrite_index(cache, edit)
+    clock.sec += 600
+    again = run_collect(h, cache, clock)
+    assert again.complete and again.behind_s == 60
+    lines = [json.loads(x) for x in (cache / "index.jsonl").read_bytes().splitlines()]
+    assert [e["start_time"] for e in lines[1:]] == [e["next_start_time"] for e in lines[:-1]]
+    expected = {a["id"] * 100 + k for a in spread().to_pylist() if a["timestamp"] <= clock.sec - 60 for k in range(3)}
+    assert cached_ids(cache) == expected

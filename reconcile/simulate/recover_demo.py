@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import config, emission
+from .. import config, emission, interrupt
 from ..runfolder import RunFolder
 from ..aws import make_client
 from ..recover import apply as apply_mod
@@ -73,7 +73,7 @@ def run_recover_demo(out: Path, *, events: int, seed: int, day: str, audience: s
             first = execute(cfg, sim.window, run_dir, audience=audience, progress=progress, state=state)
             lines = [f"{params.day}: {first.summary['status']}"]
             lines += ["  " + x for x in compare_with_truth(run_dir, sim_dir)]
-
+            interrupt.begin()  # the recovery is work of its own: a signal stops it (one during the run's tail now)
             plan = plan_mod.build(run_dir, cfg, now=sim.window.as_of + RECOVER_AFTER)
             plan_path, digest = plan_mod.write(plan, RunFolder(run_dir).recovery)
             done = apply_mod.apply(plan_path, cfg, state, digest=digest, progress=progress,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import botocore.exceptions
 import pyarrow as pa
@@ -55,9 +55,11 @@ def read(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> SourceResult:
     whole = sorted(name for name, code in status.items() if code == "Complete" and name not in damaged)
     table = pa.concat_tables(tables) if tables else ledger.METRIC_SCHEMA.empty_table()
     table = table.sort_by([("metric", "ascending"), ("timestamp", "ascending")])
-    inside = pc.and_(pc.greater_equal(table["timestamp"], pa.scalar(window.start, ledger.TS)),
-                     pc.less(table["timestamp"], pa.scalar(window.end, ledger.TS)))
-    if not pc.all(inside).as_py() and table.num_rows:  # a saved response of another window
+    # a point stands for the period it starts (CloudWatch stamps each with its period's start, StartTime rounded
+    # down): one whose period overlaps the window is the window's
+    inside = pc.and_(pc.greater(table["timestamp"], pa.scalar(window.start - timedelta(seconds=cfg.period), ledger.TS)),
+                     pc.less(table["timestamp"], pa.scalar(window.end, ledger.TS))) if window else None
+    if inside is not None and table.num_rows and not pc.all(inside).as_py():  # a saved response of another window
         outside = table.num_rows - pc.sum(inside).as_py()
         problems.append(f"{outside:,} datapoint(s) fall outside the window ({window.start:%Y-%m-%dT%H:%M:%SZ} to "
                         f"{window.end:%Y-%m-%dT%H:%M:%SZ}) and were left out: a saved response of another window? "
@@ -68,9 +70,10 @@ def read(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> SourceResult:
         # is a query that matched no rule (a misspelt [metrics] rule or event_bus, another region) or a window older
         # than CloudWatch keeps points of this period, not a day of zeros
         problems.append(f"No datapoint for any metric of rule {cfg.rule!r}"
-                        f"{f' on bus {cfg.event_bus!r}' if cfg.event_bus else ''} in the window: none is taken for "
-                        f"0. Check [metrics] rule, event_bus and the region, or whether CloudWatch still keeps "
-                        f"{cfg.period} s points for the window (a saved response: [metrics] uri).")
+                        f"{f' on bus {cfg.event_bus!r}' if cfg.event_bus else ''} in the window, so none is taken "
+                        f"for 0: the rule matched nothing in it (a quiet window), or the query matches no rule (check "
+                        f"[metrics] rule, event_bus and the region), or CloudWatch no longer keeps {cfg.period} s "
+                        f"points for the window.")
         whole = []
     if partial:
         problems.append(f"GetMetricData returned partial data for {', '.join(sorted(set(partial)))} (StatusCode "

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -32,7 +33,7 @@ from ...errors import ConfigError
 from ...window import parse_duration
 from .cache import PageCache, last_request, lag, note_request
 from .api import Client, GaveUp, auth_header, base_url, load_page
-from .export import Headway, effective_rpm, fetch_page, fmt, iso, repeats, stalled
+from .export import Headway, effective_rpm, fetch_page, fmt, iso, misstated, repeats, stalled
 from .pages import bound_elsewhere, chain
 
 logger = logging.getLogger(__name__)
@@ -209,9 +210,17 @@ def _cycle(cache: PageCache, client: Client, base: str, scope: str, start_time: 
 
 
 def _intact(cache: PageCache, entry: dict) -> bool:
-    """Whether a cached page's bytes are the ones its index line names (its sha256)."""
+    """Whether a cached page's bytes are the ones its index line names (its sha256), and the line says of it what
+    its body does (export.page_facts): the collector resumes from its next_start_time, which a line claiming more
+    would carry past audits never cached."""
     raw = cache.read(entry["file"]) if isinstance(entry.get("file"), str) else None
-    return raw is not None and hashlib.sha256(raw).hexdigest() == entry.get("sha256")
+    if raw is None or hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
+        return False
+    try:
+        doc = load_page(gzip.decompress(raw))
+    except (OSError, EOFError, zlib.error):
+        return False
+    return not misstated(entry, doc)
 
 
 def _nothing_new(cache: PageCache, last: dict, entry: dict, doc: dict) -> bool:

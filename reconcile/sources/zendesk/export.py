@@ -139,6 +139,13 @@ def page_facts(cursor: int, doc) -> dict | None:
             "next_start_time": end_time + 1 if same_second else end_time}
 
 
+def misstated(entry: dict, doc) -> list[str]:
+    """The FACTS a saved page's index entry states otherwise than its body does (all of them for a body that is no
+    export page): such an entry proves nothing (an older or faulty writer, a hand edit)."""
+    facts = page_facts(entry["start_time"], doc)
+    return [k for k in FACTS if facts is None or type(entry.get(k)) is not type(facts[k]) or entry.get(k) != facts[k]]
+
+
 def repeats(entry: dict, cursor: int) -> bool:
     """An empty page that would repeat: nothing more to list from `cursor`."""
     return entry["count"] == 0 and entry["end_time"] <= cursor
@@ -213,9 +220,7 @@ class _Walk:
                 doc = load_page(gzip.decompress((self.pages_dir / entry["file"]).read_bytes()))
             except (OSError, EOFError, zlib.error):  # its sha256 matched, yet it is no gzip: no page of ours
                 doc = None
-            facts = page_facts(entry["start_time"], doc)
-            wrong = [k for k in FACTS if facts is None or type(entry.get(k)) is not type(facts[k])
-                     or entry.get(k) != facts[k]]
+            wrong = misstated(entry, doc)
             if wrong:
                 self.drop(saved[:i], saved[i:], wrong)
                 return False
