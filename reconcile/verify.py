@@ -11,6 +11,7 @@ figure: verify_diff.py. `--against-sources` (HEAD the live objects the manifest 
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,20 @@ def check_zendesk(run_dir: Path, manifest: dict[str, Any]) -> tuple[list[Differe
     entry = next((i for i in manifest.get("inputs", []) if i.get("source") == zendesk.NAME), None)
     taken = (entry or {}).get("fingerprints") or []
     pages = RunFolder(run_dir).evidence / runfolder.ZENDESK_PAGES
+    details = (entry or {}).get("details") or {}
+    try:
+        saved_here = not runfolder.config_of(manifest).zendesk.pages_dir
+    except (ValueError, ConfigError):
+        saved_here = False  # check_files and the re-render name a manifest whose config does not read
+    if saved_here and "replayed_pages" in details:  # the API read (zendesk.read), its pages saved in the run folder
+        # the re-derivation is not to be switched off: the manifest's record of the pages emptied, or their folder
+        # removed, with the ledger edited and every digest recomputed, verified clean
+        if details.get("pages") and not taken:
+            return [Difference(MANIFEST, f"inputs.zendesk: the read took {details['pages']:,} API page(s), and the "
+                                         f"manifest names none of them")], []
+        if taken and not pages.is_dir():
+            return [Difference(f"{runfolder.EVIDENCE}/{runfolder.ZENDESK_PAGES}",
+                               f"missing: the read saved the {len(taken):,} API page(s) it took there")], []
     if not taken:
         return [], []  # no page was read (a store not configured, a ledger given whole): nothing to re-derive from
     if not pages.is_dir() or not all(isinstance(f, dict) and {"file", "sha256"} <= set(f) for f in taken):
@@ -240,6 +255,15 @@ def unbundled_plans(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
             f"run finds it"]
 
 
+def edited_plans(run_dir: Path) -> list[Difference]:
+    """The recovery plans the evidence holds are each named by their sha256, the digest the reviewer approved and
+    the journal's rows name: one whose bytes are not that (edited, the manifest resealed) is not the plan reviewed."""
+    plans = RunFolder(run_dir).evidence / recovered.PLANS_DIR
+    return [Difference(f"{runfolder.EVIDENCE}/{recovered.PLANS_DIR}/{p.name}",
+                       "not the plan reviewed: its sha256 is not its name (the digest the recovery journal names)")
+            for p in sorted(plans.glob("*.json")) if hashlib.sha256(p.read_bytes()).hexdigest() != p.stem]
+
+
 def verify(run_dir: Path) -> Verification:
     """Check every sha256 in the run's manifest and re-render its outputs from its evidence; never raises for a
     difference (they are listed), only when the folder is not a run at all."""
@@ -256,6 +280,7 @@ def verify(run_dir: Path) -> Verification:
     if manifest.get("tool", {}).get("version") not in (None, __version__):
         v.notes.append(f"reconcile {__version__} here, the run was made by {manifest['tool']['version']}")
     v.notes += unbundled_plans(run_dir, manifest)
+    v.differences += edited_plans(run_dir)
     missing = runfolder.missing_evidence(RunFolder(run_dir))
     if missing:
         v.differences.append(Difference("evidence", f"cannot re-render without {', '.join(missing)}"))

@@ -141,3 +141,22 @@ def test_verify_re_derives_the_zendesk_ledger_from_the_pages_the_run_read(moto, 
     found = [str(d) for d in verify(run).differences]
     assert found == [f"evidence/zendesk-pages: {page.name} is not the page the read took (its sha256 differs from "
                      f"the manifest's)"], found
+    # the re-derivation is not to be switched off, the ledger still edited: the manifest's list of the pages the
+    # read took emptied, or the pages removed from the folder and the manifest (each resealed), verified clean
+    import shutil
+    saved = run.parent / "saved-pages"
+    shutil.copytree(run / "evidence" / "zendesk-pages", saved)
+    m, _ = runfolder.load_manifest(run)
+    taken = next(i for i in m["inputs"] if i["source"] == "zendesk")["fingerprints"]
+    next(i for i in m["inputs"] if i["source"] == "zendesk")["fingerprints"] = []
+    m["manifest_sha256"] = runfolder.manifest_digest(m)
+    runfolder.write_manifest(run, m)
+    found = [str(d) for d in verify(run).differences]
+    assert any("the manifest names none of them" in f for f in found), found
+    next(i for i in m["inputs"] if i["source"] == "zendesk")["fingerprints"] = taken
+    shutil.rmtree(run / "evidence" / "zendesk-pages")
+    m["files"] = [f for f in m["files"] if not f["path"].startswith("evidence/zendesk-pages/")]
+    m["manifest_sha256"] = runfolder.manifest_digest(m)
+    runfolder.write_manifest(run, m)
+    found = [str(d) for d in verify(run).differences]
+    assert any(f.startswith("evidence/zendesk-pages: missing: the read saved the") for f in found), found

@@ -152,6 +152,22 @@ def test_lost_events_recovered_pending_then_lost_again_and_every_run_verifies(mo
         files = {f["path"]: f["sha256"] for f in manifest["files"]}
         assert files[f"evidence/recovery-plans/{digest}.json"] == digest  # the plan applied, found and kept
         assert "evidence/recovery_journal.parquet" in files and "evidence/recoveries.parquet" in files
+        # the plan's content edited under its name (the digest reviewed), the manifest resealed: it verified clean
+        import shutil
+
+        from reconcile import runfolder
+        edited = tmp_path / "run2-edited"
+        shutil.copytree(tmp_path / "run2", edited)
+        kept = edited / "evidence" / "recovery-plans" / f"{digest}.json"
+        kept.write_bytes(kept.read_bytes() + b"\n")  # one byte more: what was reviewed is not what is kept
+        m, _ = runfolder.load_manifest(edited)
+        entry = next(f for f in m["files"] if f["path"] == f"evidence/recovery-plans/{digest}.json")
+        entry.update(sha256=hashlib.sha256(kept.read_bytes()).hexdigest(), bytes=kept.stat().st_size)
+        m["manifest_sha256"] = runfolder.manifest_digest(m)
+        runfolder.write_manifest(edited, m)
+        assert [str(x) for x in verify(edited).differences] == [
+            f"evidence/recovery-plans/{digest}.json: not the plan reviewed: its sha256 is not its name (the digest "
+            f"the recovery journal names)"]
 
         assert not any("plan(s) the evidence does not hold" in n for n in v.notes)
         # the plan moved out of the run folder it was made from (or made in a folder the state does not know): the

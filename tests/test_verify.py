@@ -2,6 +2,7 @@
 
 import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
@@ -468,6 +469,15 @@ def test_a_bundle_archive_verifies_and_packs_reproducibly(tmp_path):
     flip(a, at=len(a.read_bytes()) // 2)
     result = CliRunner().invoke(main, ["verify", str(a)])
     assert result.exit_code == 5 and "Error:" in result.output
+    # a run written with `--out .` packs under its folder's own name (its entries were absolute: never verified)
+    import os
+    here = os.getcwd()
+    os.chdir(tmp_path / "run")
+    try:
+        dot = publish.pack(Path("."), tmp_path / "dot.tar.gz")
+    finally:
+        os.chdir(here)
+    assert CliRunner().invoke(main, ["verify", str(dot)]).exit_code == 0
 
 
 def test_a_bundle_holding_more_than_one_run_is_refused(tmp_path):
