@@ -76,7 +76,8 @@ def export_window(log_group: str, bucket: str, prefix: str, window: Window, aws:
             code = e.response.get("Error", {}).get("Code", "")
             raise SourceError(f"Export task {task_id} was started (writing to s3://{destination}), but its status "
                               f"could not be read ({code}: {e}). It runs on: watch it in the CloudWatch Logs "
-                              f"console (or the AWS CLI's describe-export-tasks), and allow logs:DescribeExportTasks on "
+                              f"console (or the AWS CLI's describe-export-tasks), and allow logs:DescribeExportTasks "
+                              f"on "
                               f"\"Resource\": \"*\" (docs/operations.md).") from e
         status = tasks[0].get("status", {}).get("code", "PENDING") if tasks else "PENDING"
         logger.info("export task %s: %s", task_id, status)

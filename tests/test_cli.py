@@ -203,7 +203,8 @@ def test_as_of_alone_judges_the_day_before_it(tmp_path):
     after the as-of: exit 4 on every catch-up. The window is the UTC day before as-of's."""
     (tmp_path / "sink").mkdir()
     result = CliRunner().invoke(main, ["run", "--dry-run", "--as-of", "2026-11-24T02:00:00Z", "--set",
-                                       f'sink.uri="{tmp_path / "sink"}"'], env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
+                                       f'sink.uri="{tmp_path / "sink"}"'],
+                                env={"ZENDESK_URL": "", "AWS_ENDPOINT_URL": ""})
     assert "window     2026-11-23T00:00:00Z → 2026-11-24T00:00:00Z" in result.stdout, result.output
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 
@@ -432,25 +433,17 @@ def test_an_answer_that_is_no_sqs_answer_is_named_and_releases_what_was_received
     read blamed "other consumers". Now the read stops, incomplete, naming the answer (or, before any receive, the
     source fails with it), and what it received is visible again."""
     from botocore.awsrequest import AWSResponse
-    sqs = make_client("sqs", aws_cfg)
-    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
-    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:25])])
-    calls = []
+    sqs, url = _queue_of_25(aws_cfg)
 
-    def answer(request, **_):
-        calls.append(1)
-        if op == "GetQueueAttributes" or len(calls) > 1:  # the first receive is SQS's own
+    def answer(request, call: int):
+        if op == "GetQueueAttributes" or call > 1:  # the first receive is SQS's own
             return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0"}, _Answer(body))
-    events = session(aws_cfg).events
-    events.register(f"before-send.sqs.{op}", answer, unique_id="not-sqs")
-    try:
+    with _before_send(aws_cfg, op, answer):
         if op == "GetQueueAttributes":
             with pytest.raises(SourceError, match="answered with no Attributes: not an SQS answer"):
                 dlq.read(DlqConfig(queue_url=url, wait_seconds=0), WINDOW, aws_cfg)
             return
         res = dlq.read(DlqConfig(queue_url=url, wait_seconds=0), WINDOW, aws_cfg)
-    finally:
-        events.unregister(f"before-send.sqs.{op}", unique_id="not-sqs")
     assert not res.complete and res.records == 10
     assert "not an SQS answer" in res.problems[0] and not any("other consumers" in p for p in res.problems)
     assert _visible(sqs, url) == (25, 0)  # every message received is visible again
@@ -460,21 +453,13 @@ def test_sqs_unreachable_mid_read_is_an_incomplete_read(aws_cfg):
     """SQS reached, then not (EndpointConnectionError from the second receive): the run ended with exit 4 and no
     report, where a read cut short is an incomplete input (exit 3, re-run later)."""
     import botocore.exceptions
-    sqs = make_client("sqs", aws_cfg)
-    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
-    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:25])])
-    calls = []
+    sqs, url = _queue_of_25(aws_cfg)
 
-    def gone(request, **_):
-        calls.append(1)
-        if len(calls) > 1:
+    def gone(request, call: int):
+        if call > 1:
             raise botocore.exceptions.EndpointConnectionError(endpoint_url=request.url)
-    events = session(aws_cfg).events
-    events.register("before-send.sqs.ReceiveMessage", gone, unique_id="gone")
-    try:
+    with _before_send(aws_cfg, "ReceiveMessage", gone):
         res = dlq.read(DlqConfig(queue_url=url, wait_seconds=0), WINDOW, aws_cfg)
-    finally:
-        events.unregister("before-send.sqs.ReceiveMessage", unique_id="gone")
     assert not res.complete and res.records == 10 and "failed after retries" in res.problems[0]
     assert _visible(sqs, url) == (25, 0)  # every message received is visible again
 
@@ -482,3 +467,27 @@ def test_sqs_unreachable_mid_read_is_an_incomplete_read(aws_cfg):
 def _visible(sqs, url) -> tuple[int, int]:
     a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _queue_of_25(aws_cfg):
+    sqs = make_client("sqs", aws_cfg)
+    url = sqs.create_queue(QueueName="zendesk-dlq")["QueueUrl"]
+    fill_queue(sqs, url, [webhook(u, str(i)) for i, u in enumerate(UUIDS[:25])])
+    return sqs, url
+
+
+@contextmanager
+def _before_send(aws_cfg, op: str, fn):
+    """`fn(request, call)` on each SQS `op` call (numbered from 1) before it is sent, as botocore's hook: what it
+    returns is the answer (None: SQS's own), what it raises the failure."""
+    calls = []
+
+    def hook(request, **_):
+        calls.append(1)
+        return fn(request, len(calls))
+    events = session(aws_cfg).events
+    events.register(f"before-send.sqs.{op}", hook, unique_id="test-hook")
+    try:
+        yield
+    finally:
+        events.unregister(f"before-send.sqs.{op}", unique_id="test-hook")

@@ -402,7 +402,8 @@ def test_calibrate_writes_every_line_of_the_kinds_it_names(tmp_path):
     written = tmp_path / "m.csv"
     written.write_text(c.model_csv())
     lines = written.read_text().splitlines()
-    assert {"Change:status,legacy,Status Changed,child", "Change:status,webhook,zen:event-type:ticket.status_changed,child",
+    assert {"Change:status,legacy,Status Changed,child",
+            "Change:status,webhook,zen:event-type:ticket.status_changed,child",
             "Create,webhook,zen:event-type:ticket.created,audit", "Create,legacy,Ticket Created,audit"} <= set(lines)
     extended = load_model(str(written))
     shipped = load_model()

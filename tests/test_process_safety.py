@@ -562,7 +562,8 @@ with interrupt.handlers():
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout.decode().splitlines() == ["after the commit True True", "the alert is sent", "the next run stops"]
+    assert done.stdout.decode().splitlines() == ["after the commit True True", "the alert is sent",
+                                                 "the next run stops"]
     assert "SIGTERM arrived as the run committed: finishing it" in done.stderr.decode()
     assert "SIGTERM arrived after the run committed: finishing it" in done.stderr.decode()
 

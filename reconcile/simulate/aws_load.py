@@ -72,8 +72,9 @@ def start_moto(port: int = 0, *, threaded: bool = False, env: dict[str, str] | N
     """
     if not all(importlib.util.find_spec(m) for m in ("moto", "flask")):  # moto[server]: the server needs flask
         raise ConfigError("The demo emulates AWS with moto's server, which is not installed here. Install the "
-                          "package with its demo extra: pip install \"dist/reconcile-<version>-py3-none-any.whl[demo]\" "
-                          "(the wheel with [demo], README's Installing).")
+                          "package with its demo extra: pip install "
+                          "\"dist/reconcile-<version>-py3-none-any.whl[demo]\" (the wheel with [demo], README's "
+                          "Installing).")
     if threaded:
         from moto.server import ThreadedMotoServer
 
