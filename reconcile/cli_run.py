@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from . import config as config_mod
 from . import emission
 from .cli_options import (aws_options, aws_overrides, json_logs, merge, parse_sets, resolve_window, say,
                           window_options)
-from .errors import ConfigError, NoState
+from .errors import ConfigError, NoState, ReconcileError
 
 logger = logging.getLogger("reconcile")
 
@@ -88,11 +89,24 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
         emit(outcome, as_json, alert=alert.send(cfg, outcome.summary, str(outcome.report.resolve())), bundle=packed)
         sys.exit(outcome.exit_code)
     publish.ensure_free(target, cfg.aws, replace, window.key)  # fail before reading anything
-    with tempfile.TemporaryDirectory(prefix="reconcile-run-") as tmp:
-        outcome = execute(cfg, window, Path(tmp) / window.key, audience=audience,
+    tmp = Path(tempfile.mkdtemp(prefix="reconcile-run-"))
+    try:
+        outcome = execute(cfg, window, tmp / window.key, audience=audience,
                           progress=not (no_progress or json_logs()), state=state_path, location=target)
-        packed = pack(outcome, bundle)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    packed = pack(outcome, bundle)
+    try:
         report_uri = publish.publish(outcome.out_dir, target, cfg.aws, replace=replace)
+    except ReconcileError as e:
+        # The run is recorded (the state names the prefix): its folder is kept, not deleted with the temporary
+        # folder, and its alert still goes out (a loss is not silenced by an upload that failed).
+        logger.error("%s was not published (%s); the run itself is finished and recorded, and its folder is kept at "
+                     "%s (`reconcile verify` proves it)", target, e, outcome.out_dir)
+        alert.send(cfg, outcome.summary, str(outcome.report.resolve()))
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
     # After the manifest (and the upload): an alert describes a finished run; its failure never changes the exit code.
     emit(outcome, as_json, report_uri, alert.send(cfg, outcome.summary, report_uri), bundle=packed)
     sys.exit(outcome.exit_code)
@@ -103,7 +117,6 @@ def pack(outcome, bundle: str | None) -> dict | None:
     an error line and a status in --json, never the exit code: that is the run's verdict (a loss read as exit 4, a
     config error, with no alert sent)."""
     from . import publish
-    from .errors import ReconcileError
     if not bundle:
         return None
     try:

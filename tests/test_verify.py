@@ -562,3 +562,23 @@ def test_a_bundle_that_cannot_be_written_leaves_the_run_s_verdict_and_alert(tmp_
     out = orjson.loads(result.stdout)
     assert out["exit_code"] == 3 and out["bundle"]["status"] == "failed" and "a-file" in out["bundle"]["path"]
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_run_whose_publish_fails_keeps_its_folder_and_alerts(tmp_path, aws_cfg, monkeypatch, caplog):
+    """An upload failing part-way (the network): the run was recorded, yet its temporary folder -- the only copy of
+    its outputs -- was deleted, and no alert went out for its losses. The folder is kept, named, and verifies."""
+    import re
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="audit")
+    (tmp_path / "sink").mkdir()
+    monkeypatch.setattr(publish, "make_client", lambda *a, **k: FailingUploads(s3, fail_on="report.html"))
+    args = ["run", "--date", "2026-11-23", "--out", "s3://audit/runs/2026-11-23", "--no-state", "--no-progress",
+            "--endpoint-url", aws_cfg.endpoint_url, "--set", f'sink.uri="{tmp_path / "sink"}"',
+            "--set", 'alert.cloudwatch_namespace="Rec"', "--set", 'alert.rule="r"']
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 4 and "stopped at runs/2026-11-23/report.html" in result.output, result.output
+    assert make_client("cloudwatch", aws_cfg).list_metrics(Namespace="Rec")["Metrics"]  # the alert went out
+    (kept,) = [m.group(1) for r in caplog.records if (m := re.search(r"its folder is kept at (\S+) ", r.getMessage()))]
+    assert (Path(kept) / "manifest.json").exists()
+    assert CliRunner().invoke(main, ["verify", kept]).exit_code == 0
+    shutil.rmtree(Path(kept).parent, ignore_errors=True)
