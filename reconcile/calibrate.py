@@ -64,8 +64,7 @@ def calibrate(run_dirs: list[Path]) -> Calibration:
         con.read_parquet(verdicts, filename=True, union_by_name=True).project(
             "*, filename AS run").create_view("verdicts")
         if gaps:
-            con.read_csv(gaps, header=True, all_varchar=True).filter("verdict = 'orphan'").project(
-                f"{outputs.unguard_sql('kind')} AS kind").create_view("orphans")
+            outputs.read_guarded(con, gaps).filter("verdict = 'orphan'").project("kind").create_view("orphans")
         else:
             con.execute("CREATE VIEW orphans AS SELECT NULL::VARCHAR AS kind WHERE false")
         con.register("emission_model", model)

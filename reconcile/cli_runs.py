@@ -83,8 +83,7 @@ def calibrate(runs, state, config_path, profile, region, endpoint_url, last, wri
     """
     import tempfile
     from . import publish
-    from .calibrate import calibrate as do_calibrate, render_text
-    from .calibrate import usable
+    from .calibrate import calibrate as do_calibrate, render_text, usable
     cfg = state_config(config_path, state, profile, region, endpoint_url)
     from_state = not runs
     if from_state:
@@ -153,16 +152,16 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
                 when = f"{e['event_time']:%Y-%m-%dT%H:%M:%S}Z" if e["event_time"] else "no time"
                 if e["verdict"] == "orphan":  # a bus record no Zendesk event of the run explains (gaps.csv)
                     _say(f"  orphan eb_id {e['eb_id']} (ticket {e['ticket_id'] or '-'}, {e['kind'] or '-'}, "
-                               f"{when}): no Zendesk event of this run's window explains it ({e['cause']})")
+                         f"{when}): no Zendesk event of this run's window explains it ({e['cause']})")
                     continue
                 _say(f"  event {e['source_id']} (ticket {e['ticket_id']}, {e['kind']}, {when})"
-                           f" eb_id {e['eb_id'] or '-'}: {e['verdict']} ({e['cause'] or 'ok'}), matched {e['match_kind']}")
+                     f" eb_id {e['eb_id'] or '-'}: {e['verdict']} ({e['cause'] or 'ok'}), matched {e['match_kind']}")
             for s in t.settled_here:  # a pending event of an earlier window, judged again by this run
                 when = f"{s['event_time']:%Y-%m-%dT%H:%M:%S}Z" if s["event_time"] else "no time"
                 late = f", {s['lateness_s']:.0f} s late" if s["lateness_s"] is not None else ""
                 _say(f"  settled here: event {s['source_id']} of {s['window_key']} (ticket {s['ticket_id']}, "
-                           f"{s['kind']}, {when}) eb_id {s['eb_id'] or '-'}: {s['verdict']}{late} "
-                           f"({s['cause'] or 'ok'})")
+                     f"{s['kind']}, {when}) eb_id {s['eb_id'] or '-'}: {s['verdict']}{late} "
+                     f"({s['cause'] or 'ok'})")
             if t.observations and not t.events and not t.settled_here:
                 _say("  no event of this run's window names this id: the records below were read in its margins")
             for o in t.observations:
@@ -172,16 +171,16 @@ def trace(event_id, runs, state, config_path, profile, region, endpoint_url, as_
                     extra += (" (payload not parsed: the bus log holds the same bytes under this id; fields from "
                               "its copy)")
                 _say(f"  {o['observed_at']:%Y-%m-%dT%H:%M:%S.%f}  {o['hop']:<7} {o['event_type'] or '':<40} "
-                           f"{o['source_ref']}  {extra}")
+                     f"{o['source_ref']}  {extra}")
             for s in t.settled_later:
                 late = f", {s['lateness_s']:.0f} s late" if s["lateness_s"] is not None else ""
                 _say(f"  settled later: event {s['source_id']} {s['verdict']}{late}, by the run of "
-                           f"{s['settled_in']} ({s['settled_in_run'] or 'its folder unknown'})")
+                     f"{s['settled_in']} ({s['settled_in_run'] or 'its folder unknown'})")
             for a in t.attempts:  # recovery attempts (reconcile recover's journal, as the run saw it)
                 sent = f"{a['sent_at']:%Y-%m-%dT%H:%M:%S}Z" if a["sent_at"] else "-"
                 _say(f"  recovery {a['route']} {a['status']} (sent {sent}, attempts {a['attempts']}) of "
-                           f"{a['eb_id']} to {a['target'] or '-'}, plan {a['plan_digest'][:12]}"
-                           + "".join(f" {k}={a[k]}" for k in ("sequence_number", "replay_name", "error") if a[k]))
+                     f"{a['eb_id']} to {a['target'] or '-'}, plan {a['plan_digest'][:12]}"
+                     + "".join(f" {k}={a[k]}" for k in ("sequence_number", "replay_name", "error") if a[k]))
     if not found and gone and len(gone) == len(runs):
         click.echo(f"Error: no run could be searched for {event_id}: the {len(runs)} run(s) the state records are not "
                    f"there or did not finish (see the warnings above). Pass a run's folder with --run.", err=True)

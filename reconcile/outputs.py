@@ -75,6 +75,13 @@ def unguard_sql(column: str) -> str:
     return f"CASE WHEN starts_with({column}, '''') THEN {column}[2:] ELSE {column} END"
 
 
+def read_guarded(con, paths: str | list[str]):
+    """Our CSVs (gaps.csv) as a DuckDB relation of text columns, each cell as it was before guard_cell (what trace
+    and calibrate read; `con` a DuckDB connection)."""
+    rows = con.read_csv(paths, header=True, all_varchar=True)
+    return rows.project(", ".join(unguard_sql(f'"{c}"') + f' AS "{c}"' for c in rows.columns))
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
     return atomic.write_bytes(path, data)
 

@@ -16,7 +16,7 @@ from .config import AwsConfig
 from .engine import execute_file
 from .errors import ConfigError, NotARun
 from .ledger import canonical_eb_id
-from .outputs import unguard_sql
+from .outputs import read_guarded
 from .runfolder import RunFolder
 from .sources import REGISTRY
 
@@ -58,10 +58,7 @@ def trace(event_id: str, run_dir: Path) -> Trace:
         params = {"id": canonical_eb_id(event_id)}  # an id pasted from a raw log may be upper-case
         # the orphans the run found (gaps.csv: no table of their own), which the report asks to trace too
         if folder.gaps.exists():
-            rows = con.read_csv(str(folder.gaps), header=True, all_varchar=True)
-            # each text cell as it was before the CSV's formula guard (outputs.guard_cell): as calibrate reads it
-            rows.project(", ".join(f'{unguard_sql(f"{chr(34)}{c}{chr(34)}")} AS "{c}"'
-                                   for c in rows.columns)).create_view("orphans_raw")
+            read_guarded(con, str(folder.gaps)).create_view("orphans_raw")  # cells as before the formula guard
         else:
             con.register("orphans_raw", pa.table({c: pa.array([], pa.string()) for c in _GAPS_READ}))
         execute_file(con, TRACE_QUERIES / "orphans_shown.sql", {})

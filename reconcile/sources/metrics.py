@@ -156,6 +156,10 @@ def _load(uri: str, aws: AwsConfig) -> list[dict]:
     return doc if isinstance(doc, list) else [doc]
 
 
+# what a read that stopped before an answer gives: every metric, no point, none read whole
+_NONE_WHOLE = {"MetricDataResults": [{"Label": m, "StatusCode": "PartialData"} for m in METRICS]}
+
+
 def _fetch(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> tuple[list[dict], list[str]]:
     if not cfg.rule:
         raise ConfigError("[metrics] rule is not set. Set it to the EventBridge rule feeding Kinesis (--set "
@@ -179,10 +183,10 @@ def _fetch(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> tuple[list[dic
             raise (store_error(e, "CloudWatch metrics", "the region ([aws] region, --region) and cloudwatch:GetMetricData")
                    or SourceError(f"GetMetricData failed ({code}): {e}")) from e
         problems.append(f"GetMetricData was throttled ({code}) after retries; metrics are partial.")
-        pages.append({"MetricDataResults": [{"Label": m, "StatusCode": "PartialData"} for m in METRICS]})
+        pages.append(_NONE_WHOLE)
     except botocore.exceptions.BotoCoreError as e:  # unreachable, or a read that timed out, after botocore's retries
         problems.append(f"GetMetricData could not be completed ({type(e).__name__}: {e}); metrics are partial. "
                         f"Check the region (--region) and AWS_ENDPOINT_URL. They are a sanity check only: the "
                         f"verdicts do not depend on them.")
-        pages.append({"MetricDataResults": [{"Label": m, "StatusCode": "PartialData"} for m in METRICS]})
+        pages.append(_NONE_WHOLE)
     return pages, problems

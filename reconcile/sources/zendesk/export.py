@@ -45,7 +45,7 @@ from ...window import Window, parse_duration
 from .audits import NAME, AuditLedger
 from .api import (EXPORT_PATH, TAIL, URL_KEY, Client, GaveUp, Stats, auth_header, base_url, export_request,
                   load_page)
-from .pages import INDEX, covers, saved_pages, write_atomic
+from .pages import FACTS, INDEX, covers, saved_pages, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +115,6 @@ def fetch_page(client: Client, base: str, scope: str, cursor: int, page_no: int,
              "fetched_at": fetched_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
              "sha256": hashlib.sha256(gz).hexdigest()}
     return entry, gz, doc
-
-
-FACTS = ("end_time", "count", "end_of_stream", "same_second", "next_start_time")
 
 
 def page_facts(cursor: int, doc) -> dict | None:

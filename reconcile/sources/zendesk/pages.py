@@ -50,22 +50,14 @@ def saved_pages(pages_dir: Path, start_time: int, base: str, scope: str) -> tupl
     if foreign is not None:
         return [], set_aside(pages_dir, foreign)
     good: list[dict] = []
-    expected = None
-    for e in entries:
-        if not well_formed(e):
-            break
+    for e in chain(entries):
         try:
             data = (pages_dir / e["file"]).read_bytes()
         except OSError:
             break
-        if hashlib.sha256(data).hexdigest() != e.get("sha256"):
-            break
-        if expected is None and e["start_time"] > start_time:
-            break
-        if expected is not None and e["start_time"] != expected:
+        if hashlib.sha256(data).hexdigest() != e["sha256"] or (not good and e["start_time"] > start_time):
             break
         good.append(e)
-        expected = e["next_start_time"]
     if not good and index.exists():
         for p in pages_dir.glob("page-*.json.gz"):
             p.unlink()
@@ -108,10 +100,11 @@ def set_aside(pages_dir: Path, entry: dict) -> Path:
     return aside
 
 
-# An index entry's fields and their types (bool is not taken for an int): a line of other types (an older or faulty
-# writer, a hand edit) ends the chain there, as a torn line does.
-_FIELDS = {"page": int, "file": str, "sha256": str, "start_time": int, "end_time": int, "count": int,
-           "end_of_stream": bool, "same_second": bool, "next_start_time": int}
+# What an index entry says of its page that the page's body shows too (export.page_facts, which a replay checks it
+# against), and every field of an entry with its type (bool is not taken for an int): a line of other types (an older
+# or faulty writer, a hand edit) ends the chain there, as a torn line does.
+FACTS = {"end_time": int, "count": int, "end_of_stream": bool, "same_second": bool, "next_start_time": int}
+_FIELDS = {"page": int, "file": str, "sha256": str, "start_time": int, **FACTS}
 
 
 def well_formed(entry) -> bool:
