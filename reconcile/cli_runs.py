@@ -1,4 +1,4 @@
-"""The commands that read finished runs: history, calibrate, trace, verify."""
+"""The commands that read finished runs: history, calibrate, trace, verify, publish."""
 
 from __future__ import annotations
 
@@ -264,3 +264,36 @@ def verify(run_dir, against_sources, profile, region, endpoint_url, as_json):
         raise VerifyError(f"{len(moved):,} input(s) of {run_dir} {' or '.join(kinds)} since the run (listed above): "
                           f"its figures no longer describe the live stores.")
 
+
+
+@click.command(name="publish")
+@click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", required=True, help="s3://bucket/prefix to publish the run to.")
+@click.option("--replace", is_flag=True, help="Replace a run of the same window already published there.")
+@aws_options
+def publish_run(run_dir, out, replace, profile, region, endpoint_url):
+    """Publish a finished run's folder to S3, as `run --out s3://...` does: a run whose upload failed keeps its
+    folder (the error names it), and this puts it where the state records it, without judging the window again.
+
+    The folder is verified first (every sha256, every figure): a run that does not match its evidence is not
+    published. Every file goes up, then manifest.json.
+
+    \b
+    Example:
+      reconcile publish /tmp/reconcile-run-x1y2/2026-11-23 --out s3://audit/runs/2026-11-23 --replace
+    """
+    from . import publish
+    from .runfolder import RunFolder
+    from .verify import verify as do_verify
+    if not publish.is_s3(out):
+        raise ConfigError(f"--out {out!r} is not an s3:// prefix: a local copy of a run folder needs no publishing "
+                          f"(copy the folder; `reconcile verify` proves the copy).")
+    aws = config_mod.build(None, aws_overrides(profile, region, endpoint_url)).aws
+    result = do_verify(Path(run_dir))
+    for d in result.differences:
+        click.echo(f"DIFFERS {d}", err=True)
+    if not result.ok:
+        raise result.error(run_dir)
+    publish.ensure_free(out, aws, replace, RunFolder(Path(run_dir)).window_key())
+    report_uri = publish.publish(Path(run_dir), out, aws, replace=replace)
+    click.echo(report_uri)

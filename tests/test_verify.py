@@ -578,7 +578,27 @@ def test_a_run_whose_publish_fails_keeps_its_folder_and_alerts(tmp_path, aws_cfg
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 4 and "stopped at runs/2026-11-23/report.html" in result.output, result.output
     assert make_client("cloudwatch", aws_cfg).list_metrics(Namespace="Rec")["Metrics"]  # the alert went out
-    (kept,) = [m.group(1) for r in caplog.records if (m := re.search(r"its folder is kept at (\S+) ", r.getMessage()))]
+    (kept, command) = [m.groups() for r in caplog.records
+                       if (m := re.search(r"its folder is kept at (\S+): `(reconcile publish [^`]+)`", r.getMessage()))][0]
     assert (Path(kept) / "manifest.json").exists()
     assert CliRunner().invoke(main, ["verify", kept]).exit_code == 0
+    # the command the error gives publishes the kept folder where the state records the run, without a re-run
+    monkeypatch.setattr(publish, "make_client", make_client)
+    endpoint = ["--endpoint-url", aws_cfg.endpoint_url]
+    result = CliRunner().invoke(main, command.split()[1:] + endpoint)
+    assert result.exit_code == 0 and result.stdout.strip() == "s3://audit/runs/2026-11-23/report.html", result.output
+    assert CliRunner().invoke(main, ["verify", "s3://audit/runs/2026-11-23", *endpoint]).exit_code == 0
     shutil.rmtree(Path(kept).parent, ignore_errors=True)
+
+
+def test_publish_refuses_a_folder_that_does_not_match_its_evidence(tmp_path, aws_cfg):
+    produce(tmp_path / "run")
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="audit")
+    (tmp_path / "run" / "gaps.csv").write_text("edited")
+    args = ["publish", str(tmp_path / "run"), "--out", "s3://audit/runs/day1", "--endpoint-url", aws_cfg.endpoint_url]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 5 and "gaps.csv" in result.output, result.output
+    assert not keys(s3)  # nothing went up
+    result = CliRunner().invoke(main, ["publish", str(tmp_path / "run"), "--out", str(tmp_path / "elsewhere")])
+    assert result.exit_code == 4 and "not an s3:// prefix" in result.output
