@@ -1,6 +1,7 @@
 """A store behind a misbehaving gateway: an HTTP proxy in front of moto's server that passes everything through as it
 is, except the requests it is told to slow down (a body sent a byte every half second: no idle or per-request timeout
-ends the read) or to fail (HTTP 500, as S3 answers an internal error)."""
+ends the read), to fail (HTTP 500, as S3 answers an internal error), or to answer with a 500 after the store did
+them (a JSON API's call, by its X-Amz-Target: the service failed after writing, or the answer was lost)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from urllib.parse import urlsplit
 Rule = Callable[[str, str], bool]  # (method, path with query) -> whether the rule applies
 S3_ERROR = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>We encountered an '
             b'internal error. Please try again.</Message></Error>')
+JSON_ERROR = b'{"__type":"InternalFailure","message":"Internal service failure."}'
 
 
 class Proxy:
-    def __init__(self, upstream: str, *, trickle: Rule = lambda m, p: False, fail: Rule = lambda m, p: False):
+    def __init__(self, upstream: str, *, trickle: Rule = lambda m, p: False, fail: Rule = lambda m, p: False,
+                 answer_lost: Callable[[str], bool] = lambda target: False):
         up = urlsplit(upstream)
         self.failed = 0
+        self.calls: dict[str, int] = {}  # JSON API calls passed on, by X-Amz-Target
 
         class H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -42,6 +46,16 @@ class Proxy:
                 c.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
                 r = c.getresponse()
                 data = r.read()
+                target = self.headers.get("X-Amz-Target")
+                if target:
+                    outer.calls[target] = outer.calls.get(target, 0) + 1
+                if target and answer_lost(target):
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/x-amz-json-1.1")
+                    self.send_header("Content-Length", str(len(JSON_ERROR)))
+                    self.end_headers()
+                    self.wfile.write(JSON_ERROR)
+                    return
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):

@@ -24,7 +24,7 @@ import pytest
 
 from reconcile import config, emission
 from reconcile.aws import make_client
-from reconcile.errors import ConfigError, StateError
+from reconcile.errors import ConfigError, SourceError, StateError
 from reconcile.recover import apply as apply_mod
 from reconcile.recover import payload
 from reconcile.recover import plan as plan_mod
@@ -705,6 +705,27 @@ def test_an_event_in_doubt_that_landed_is_the_recovery_s(day, tmp_path):
             progress=False, state=day.state)
     after = dict(duckdb.sql(f"SELECT eb_id, min(verdict) FROM '{rerun}/verdicts.parquet' GROUP BY eb_id").fetchall())
     assert {after[e] for e in doubted} == {"recovered"}
+
+
+def test_a_put_records_whose_answer_is_lost_is_not_sent_again_by_the_sdk(day, tmp_path):
+    """Kinesis writes the first PutRecords and its answer is a 500 (the service failed after writing, or a gateway
+    lost the answer): botocore's own retry sent the call again, every record of it landing twice while the journal
+    said `sent` once. Only the journal decides: the call is made once, its records stay `sending` (in doubt)."""
+    from proxy import Proxy
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    put = "Kinesis_20131202.PutRecords"
+    proxy = Proxy(day.aws.endpoint_url, answer_lost=lambda target: target == put and proxy.calls[put] == 1)
+    try:
+        cfg = dataclasses.replace(day.cfg, aws=dataclasses.replace(day.aws, endpoint_url=proxy.endpoint),
+                                  recover=dataclasses.replace(day.cfg.recover, records_per_second=3))
+        with pytest.raises(SourceError, match="stay `sending`"):
+            apply_mod.apply(path, cfg, day.state, digest=digest, progress=False)
+    finally:
+        proxy.close()
+    ids = stream_ids(day.aws)
+    assert proxy.calls[put] == 1 and len(ids) == 3 and len(set(ids)) == 3, (proxy.calls, ids)
+    assert {r["eb_id"]: r["status"] for r in journal(day.state, digest)} == {e: "sending" for e in ids}
 
 
 def test_sends_the_s3_state_cannot_journal_are_kept_beside_the_plan_and_never_sent_twice(day, tmp_path):

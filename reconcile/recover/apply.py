@@ -303,7 +303,9 @@ def _put(plan: dict, digest: str, entries: list[dict], journal: dict, cfg: Confi
          clock: Callable[[], datetime], spill: Path) -> None:
     # No retries inside boto3: a PutRecords whose answer timed out may have been written, and only the journal
     # ('sending', then in doubt) may decide whether to send it again. Throttled records are retried by _call.
-    kinesis = make_client("kinesis", cfg.aws, botocore.config.Config(retries={"mode": "standard", "max_attempts": 1},
+    # (`total_max_attempts` counts the first call; the client setting `max_attempts` counts retries: 1 was 2 calls.)
+    kinesis = make_client("kinesis", cfg.aws, botocore.config.Config(retries={"mode": "standard",
+                                                                              "total_max_attempts": 1},
                                                                      connect_timeout=10, read_timeout=60))
     rate = cfg.recover.records_per_second
     size = max(1, min(MAX_RECORDS, int(rate)))
