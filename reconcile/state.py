@@ -299,13 +299,15 @@ class State:
         return [r[0] for r in self.con.execute("SELECT out_dir FROM runs ORDER BY window_start DESC").fetchall()]
 
 
-def holders(carried: pa.Table) -> dict[str, list[str]]:
-    """source_id -> every window that left the carried event pending (carried.sql `holders`; the window it is carried
-    from where a run folder predates the column): summary.fold_carried checks each against its threshold."""
+def holders(carried: pa.Table) -> dict[str, tuple[list[str], bool]]:
+    """source_id -> (every window that left the carried event pending (carried.sql `holders`), whether it waited on
+    the bus: an EventBridge id was linked to it, so it waited at the second hop, else at the first, as history.sql
+    folds it). summary.fold_carried checks each window against its threshold. A run folder that predates the holders
+    column gives none (each settlement's own window is taken)."""
     if "holders" not in carried.column_names:
         return {}
-    return {r["source_id"]: r["holders"] or [r["window_key"]]
-            for r in carried.select(["source_id", "window_key", "holders"]).to_pylist()}
+    return {r["source_id"]: (r["holders"] or [r["window_key"]], r["eb_id"] is not None)
+            for r in carried.select(["source_id", "window_key", "holders", "eb_id"]).to_pylist()}
 
 
 def standing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

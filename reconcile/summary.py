@@ -136,29 +136,39 @@ def settled_lost(s: dict[str, Any]) -> int:
 
 
 def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict], cfg: Config,
-                 holders: dict[str, list[str]] | None = None) -> bool:
+                 holders: dict[str, tuple[list[str], bool]] | None = None) -> bool:
     """Losses this run settled for earlier windows' pending events are those windows' losses: where they leave a
     window's hop (its figures with every settlement folded in: `history`, queries/state/history.sql) over the hop's
-    threshold (this run's [thresholds]), the run's status is `loss`, as an incomplete read still outranks it.
+    threshold (the one that window's run recorded, as `history` judges it; this run's [thresholds] for a window
+    recorded before the state kept them), the run's status is `loss`, as an incomplete read still outranks it.
     Otherwise a day's losses after the bus, nearly all pending when the day is first judged (the retry horizon),
-    would never reach an exit code. `holders`: every window that left each event pending (state.holders: overlapping
-    windows both fold a settlement in); by default the one it was carried from.
+    would never reach an exit code. `holders` (state.holders): every window that left each event pending
+    (overlapping windows both fold a settlement in), by default the one it was carried from, and whether it waited
+    on the bus.
     A carried event whose loss is held (`would_be`: a store read in part, the sink not read back to it) makes a clean
     run `pending`: its fate is not settled, and the hold may never lift by itself. One merely within its retry horizon
     (or a recovery not landed yet) does not: the next run settles it.
-    Sets `carried.over_threshold` (each such window and hop) and returns whether the status changed."""
+    Sets `carried.windows` (each earlier window hop whose figures this run's settlements changed, losses or not:
+    alert.py publishes the rate of those left with nothing pending) and `carried.over_threshold` (those of them this
+    run settled losses of, over the threshold); returns whether the status changed."""
     hop_of = emission.loss_hops()
     holders = holders or {}
-    touched = {(w, hop_of[r["verdict"]]) for r in settlements if r["verdict"] in hop_of
-               for w in holders.get(r["source_id"]) or [r["window_key"]]}
+
+    def windows(r: dict) -> list[str]:
+        return holders[r["source_id"]][0] if r["source_id"] in holders else [r["window_key"]]
+    lost = {(w, hop_of[r["verdict"]]) for r in settlements if r["verdict"] in hop_of for w in windows(r)}
+    touched = lost | {(w, h) for r in settlements if r["verdict"] != "pending" for h in _hops_settled(r, holders)
+                      for w in windows(r)}
     folded = [{"window_key": h["window_key"], "window_end": h["window_end"], "hop": h["hop"], "in": h["in"],
                "lost": h["lost"], "pending": h["pending"], "loss_rate": round(h["loss_rate"], 8),
-               "threshold": getattr(cfg.thresholds, h["hop"])}
+               "threshold": getattr(cfg.thresholds, h["hop"]) if h.get("threshold") is None else h["threshold"]}
               for h in history if (h["window_key"], h["hop"]) in touched]
-    # each earlier window hop this run settled losses of, as it stands now (alert.py publishes the final ones' rates)
+    # each earlier window hop this run's settlements changed, as it stands now (alert.py publishes the final ones'
+    # rates: a window whose last pending events all landed has a final rate too)
     s["carried"]["windows"] = folded
     over = [{k: v for k, v in h.items() if k not in ("window_end", "pending")} for h in folded
-            if emission.over_threshold(h["lost"], h["loss_rate"], h["threshold"])]
+            if (h["window_key"], h["hop"]) in lost and emission.over_threshold(h["lost"], h["loss_rate"],
+                                                                              h["threshold"])]
     s["carried"]["over_threshold"] = over
     status = s["status"]
     if over and status in ("clean", "pending"):
@@ -169,6 +179,19 @@ def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict]
         return False
     s["status"], s["exit_code"] = status, EXIT[status]
     return True
+
+
+def _hops_settled(r: dict, holders: dict[str, tuple[list[str], bool]]) -> set[str]:
+    """The funnel hops whose figures a settlement changes (history.sql's rule): the hop the event waited at (the
+    second when it waited on the bus), and the second too when one that waited before the bus was found on it. Its
+    loss hop besides (fold_carried). None known for a run folder that predates state.holders."""
+    if r["source_id"] not in holders:
+        return set()
+    first, second = (h["hop"] for h in emission.hop_rows() if h["in_funnel"])
+    if holders[r["source_id"]][1]:
+        return {second}
+    verdict = next(v for v in emission.verdict_rows() if v["verdict"] == r["verdict"])
+    return {first, second} if verdict["in_funnel"] and verdict["loss_hop"] != first else {first}
 
 
 def build(results: dict[str, list[dict]], inputs: list[dict], cfg: Config, window: Window, *,

@@ -341,6 +341,14 @@ def test_a_loss_rate_is_published_once_final_at_its_window_s_end(tmp_path):
                   and h["hop"] == "bus_to_sink")
     assert folded["pending"] == 0 and folded["lost"] >= 1
     assert rates(s2, at2)[("bus_to_sink", DAY2)] == pytest.approx(folded["loss_rate"])
+    # E lands instead: day 1's last pending event settles delivered, and its final rate (its own losses, 2 of 10) is
+    # sent all the same -- no run sent it before, and the one that could was the run settling only a loss
+    with State.open(tmp_path / "landed.duckdb") as st:
+        day1(tmp_path, st)
+        s2 = day2(tmp_path, st, e_lands=True)
+    assert s2["carried"]["by_verdict"] == {"delivered": 1} and s2["carried"]["over_threshold"] == []
+    assert rates(s2, at2)[("bus_to_sink", DAY2)] == pytest.approx(0.2)
+    assert ("zendesk_to_bus", DAY2) not in rates(s2, at2)  # E waited on the bus: day 1's first hop is as it was
 
 
 def test_a_carried_loss_held_again_is_published(tmp_path):

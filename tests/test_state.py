@@ -80,9 +80,23 @@ def test_a_loss_settled_for_an_earlier_window_over_its_budget_makes_the_run_exit
     older_run = CliRunner().invoke(main, ["verify", str(tmp_path / "day2")])
     assert older_run.exit_code in (0, 5) and "UndefinedError" not in older_run.output, older_run.output
     with State.open(tmp_path / "within.duckdb") as st:  # a budget the day's losses stay within
-        day1(tmp_path, st)
+        day1(tmp_path, st, bus_to_sink=0.5)
         s2 = day2(tmp_path, st, e_lands=False, bus_to_sink=0.5)
     assert (s2["status"], s2["carried"]["over_threshold"]) == ("clean", [])
+    # day 1 is judged by the budget its run recorded, as `history` judges it, whatever this run's [thresholds]: a
+    # budget raised since left a loss the history shows no exit code, and one lowered since made day 2 exit 2 for a
+    # window the history calls clean
+    with State.open(tmp_path / "raised.duckdb") as st:
+        day1(tmp_path, st)
+        s2 = day2(tmp_path, st, e_lands=False, bus_to_sink=0.5)
+        assert (s2["status"], [o["threshold"] for o in s2["carried"]["over_threshold"]]) == ("loss", [0.0])
+    with State.open(tmp_path / "lowered.duckdb") as st:
+        day1(tmp_path, st, bus_to_sink=0.5)
+        s2 = day2(tmp_path, st, e_lands=False)
+        assert (s2["status"], s2["carried"]["over_threshold"]) == ("clean", [])
+        [(lost, threshold)] = [(h["lost"], h["threshold"]) for h in st.history()
+                               if h["hop"] == "bus_to_sink" and h["window_key"] == s2["carried"]["windows"][0]["window_key"]]
+        assert (lost, threshold) == (3, 0.5)  # 30 %: within the budget day 1 was judged by
 
 
 def test_a_loss_settled_for_an_earlier_window_is_listed_in_the_run_and_planned_by_recover(tmp_path, monkeypatch):

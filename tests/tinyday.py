@@ -220,8 +220,8 @@ def run_window(tmp_path, st, start, results, name, end=None, **thresholds):
                       carried=carried, state=st).summary
 
 
-def day1(tmp_path, st):
-    return run_window(tmp_path, st, DAY, day_results(ZENDESK, BUS, SINK, DLQ), "day1")
+def day1(tmp_path, st, **thresholds):
+    return run_window(tmp_path, st, DAY, day_results(ZENDESK, BUS, SINK, DLQ), "day1", **thresholds)
 
 
 def day2(tmp_path, st, sink_read_whole=True, e_lands=True, **thresholds):
