@@ -33,7 +33,7 @@ from . import emission, resources, summary
 from .config import AwsConfig
 from .engine import execute_file, statements
 from .recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
-from .errors import NoState, StateError, StateInUse
+from .errors import ConfigError, NoState, StateError, StateInUse
 from .window import Window
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,9 @@ class State:
     def open(cls, location: str | Path, aws: AwsConfig | None = None, *, write: bool = True) -> Iterator["State"]:
         """Open (creating if needed) the state at a local path or s3:// URI, locked for writers."""
         location = str(location)
+        if not location.strip():
+            raise ConfigError("The state location is empty. Give --state a file path or an s3:// URI, or set "
+                              "[state] uri (or RECONCILE_STATE).")
         if location.startswith("s3://"):
             with _s3_copy(location, aws or AwsConfig(), write) as (local, push):
                 with cls.open(local, write=write) as st:
@@ -159,6 +162,7 @@ class State:
                     raise StateError(f"Cannot open state file {path}: {e}. Check the path ([state] uri, --state, "
                                      f"RECONCILE_STATE).") from e
                 try:
+                    con.execute("SET TimeZone = 'UTC'")  # times read back in UTC whatever the machine's TZ, as written
                     _tables_it_lacks(con)
                     yield cls(con, path)
                 finally:

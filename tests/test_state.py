@@ -711,3 +711,21 @@ print("committed")
     assert "could not fold its write-ahead log in" in done.stderr
     with State.open(path, write=False) as st:
         assert st.con.execute("SELECT count(*) FROM settlements").fetchall() == [(3000,)]
+
+
+def test_history_reads_times_in_utc_whatever_the_machine_s_time_zone(tmp_path):
+    """The read-only open never set the session's time zone: `history --json` on a machine in New York gave the
+    window of 2026-11-23 as 2026-11-22T19:00:00-05:00 (a consumer taking the date part got the day before)."""
+    import os
+    import subprocess
+    import sys
+    with State.open(tmp_path / "state.duckdb") as st:
+        day1(tmp_path, st)
+    env = dict(os.environ, TZ="America/New_York")
+    out = subprocess.run([sys.executable, "-m", "reconcile", "history", "--state", str(tmp_path / "state.duckdb"),
+                          "--json"], env=env, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    rows = orjson.loads(out)
+    rows = rows["windows"] if isinstance(rows, dict) else rows
+    assert {r["window_start"] for r in rows} == {"2026-11-23T00:00:00+00:00"}, out[:400]
+    empty = CliRunner().invoke(main, ["history", "--state", ""])
+    assert empty.exit_code == 4 and "The state location is empty" in empty.output
