@@ -223,6 +223,12 @@ def execute(cfg: Config, window: Window, out_dir: Path, *, audience: str = "dail
             raise ConfigError(f"{out_dir} holds the finished run of another window ({other}); a run of {window.key} "
                               f"there would delete it. Give each window its own --out (the default is "
                               f"reconcile-out/<window>), e.g. --out {beside}.")
+        if state is None and folder.recorded_in_a_state():
+            # the state still names this folder for the window: its trace, recover and history would read a run
+            # the state never recorded, and the recorded one would be gone
+            raise ConfigError(f"{out_dir} holds a run a state recorded; a run without the state (--no-state) there "
+                              f"would replace it while the state still names this folder. Run with the state, or "
+                              f"give --out another folder.")
         st = held.enter_context(State.open(state, cfg.aws)) if state is not None else None
         try:
             folder.reset()  # inside: a reset that fails half-way (an unwritable folder) puts back what it set aside

@@ -155,6 +155,13 @@ class RunFolder:
         except (ValueError, KeyError, TypeError, ConfigError):
             return None  # not a manifest of ours: reset() deals with it as before
 
+    def recorded_in_a_state(self) -> bool:
+        """Whether the finished run the folder holds (or a killed re-run set aside) was recorded in a state: its
+        evidence holds the history the state gave it."""
+        if self.manifest.exists():
+            return self.history.exists()
+        return (self.previous / EVIDENCE / HISTORY_FILE).exists()
+
     @property
     def previous(self) -> Path:
         """Where reset() sets a finished run's files aside until the run replacing it has its manifest."""

@@ -117,6 +117,22 @@ def test_a_state_bucket_that_is_missing_or_empty_is_named(stores, tmp_path, aws_
     assert "No state at s3://empty-audit/reconcile-state.duckdb." in history.stderr, history.stderr
 
 
+def test_a_run_without_the_state_never_replaces_a_run_a_state_recorded(stores, tmp_path, monkeypatch):
+    """`run --no-state` for a look at a recorded window: both default to reconcile-out/<window>, so it replaced the
+    run the state records there (history showed one run, trace and recover read another, the recorded evidence
+    gone). Refused; a run with the state replaces it as before, and a --no-state run's own folder is its to redo."""
+    monkeypatch.chdir(tmp_path)
+    first = invoke(run_args(stores, "out"))
+    assert first.exit_code in (0, 1, 2, 3), first.output
+    manifest = (tmp_path / "out" / "manifest.json").read_bytes()
+    look = invoke(run_args(stores, "out", "--no-state"))
+    assert look.exit_code == 4 and "out holds a run a state recorded" in look.stderr, look.output
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
+    assert invoke(run_args(stores, "out")).exit_code == first.exit_code
+    for _ in range(2):
+        assert invoke(run_args(stores, "look", "--no-state")).exit_code == first.exit_code
+
+
 def test_a_run_of_another_window_never_deletes_the_run_a_folder_holds(stores, tmp_path, monkeypatch):
     """The help's `--out out/` on a daily cron: the next day's run set aside and then deleted the previous day's
     finished run, which the state still records there (its trace, verify and recovery gone). Refused, naming the
