@@ -150,15 +150,22 @@ def recover(run_dir, plan_path, digest, out, config_path, profile, region, endpo
     outcome = apply_mod.apply(plan_file, cfg, cfg.state.uri, digest=digest, limit=limit,
                               resend_in_doubt=resend_in_doubt, progress=not (no_progress or json_logs()))
     o = outcome
-    left = o.planned - o.sent - o.landed_already - o.sent_by_other_plan
     if as_json:
-        click.echo(orjson.dumps({**o.as_dict(), "left": left}, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(o.as_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
         say(f"plan {sha[:12]}: {o.planned:,} planned · {o.sent:,} sent · {o.landed_already:,} had landed already · "
             f"{o.sent_by_other_plan:,} sent by an earlier plan · {o.failed:,} failed · {o.in_doubt:,} in doubt"
             + (f" · stopped at --limit, {o.remaining:,} left" if o.stopped_at_limit else "")
             + (f" · replays {', '.join(o.replays)}" if o.replays else ""), **o.as_dict())
-        if left:
-            say(f"{left:,} event(s) not sent yet: apply again to resume (no event is sent twice).")
+        if o.left:
+            say(f"{o.left:,} event(s) not sent yet: apply again to resume (no event is sent twice).")
+        if o.held_in_doubt:
+            say(f"{o.held_in_doubt:,} event(s) in doubt (an apply died mid-call; not in the sink): an apply again "
+                f"sends them only with --resend-in-doubt (downstream may then see them twice), and finds them once "
+                f"they land.")
+        if o.held_by_replays:
+            say(f"{o.held_by_replays:,} event(s) in {o.replay_windows_held:,} replay window(s) held (they hold an "
+                f"event sent, or maybe sent, already): not sent by an apply again; plan from a run after those sends "
+                f"land.")
         click.echo(str(plan_file))
-    sys.exit(1 if left else 0)
+    sys.exit(1 if o.left or o.held_in_doubt or o.held_by_replays else 0)

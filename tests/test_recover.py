@@ -162,6 +162,7 @@ def test_a_day_is_planned_applied_interrupted_resumed_and_lands_once(day, tmp_pa
     # --- a first apply stopped by --limit
     first = apply_mod.apply(path, cfg, day.state, digest=digest[:12], limit=3, progress=False)
     assert first.stopped_at_limit and first.sent == 3 and first.landed_already == 1
+    assert first.left == first.planned - 4 and first.held_in_doubt == first.held_by_replays == 0
 
     # --- a rate-capped apply in another process, stopped by SIGINT mid-way
     env = {**os.environ, "RECONCILE_STATE": str(day.state)}
@@ -183,6 +184,7 @@ def test_a_day_is_planned_applied_interrupted_resumed_and_lands_once(day, tmp_pa
     done = apply_mod.apply(path, cfg, day.state, digest=digest, progress=False)
     assert done.sent == len(reput) - 1 + len(day.transformed) and done.landed_already == 1 and done.failed == 0
     assert done.in_doubt == 0 and len(done.replays) == len(plan["replay_windows"])
+    assert done.left == done.held_in_doubt == done.held_by_replays == 0
     ids = stream_ids(aws)
     assert sorted(ids) == sorted(reput)  # each re-put event exactly once (the late one: its own single copy)
     rows = {r["eb_id"]: r for r in journal(day.state, digest)}
@@ -419,6 +421,17 @@ def test_an_event_to_re_put_inside_a_replay_window_is_replayed_not_sent_twice():
     windows = plan_mod.replay_windows(con, routed)
     assert [r["route"] for r in routed] == ["replay"] * 4
     assert [(w["start_at"].strftime("%H:%M"), w["end_at"].strftime("%H:%M")) for w in windows] == [("10:00", "10:03")]
+    # v's payload says it was sent at 10:00:45, in x's window, its log copy written at 10:05 (the log target
+    # throttled and retried): a replay selects by that `time`, so v is replayed too, not re-put as well. u, sent at
+    # 10:04:50 and logged at 10:05 (within the slack of the window's end by its log copy alone), is outside it.
+    envelope = {"version": "0", "detail-type": "d", "source": "s", "account": "1", "region": "us-east-1",
+                "resources": [], "detail": {}}
+    late = [{"eb_id": e, "route": "reput", "logged_at": t("10:05:00"),
+             "data": orjson.dumps({**envelope, "id": e, "time": f"2026-11-23T{at}Z"}).decode()}
+            for e, at in (("v", "10:00:45"), ("u", "10:04:50"))]
+    routed = [{"eb_id": "x", "route": "replay", "logged_at": t("10:00:30")}, *late]
+    plan_mod.replay_windows(con, routed)
+    assert [(r["eb_id"], r["route"]) for r in routed] == [("x", "replay"), ("v", "replay"), ("u", "reput")]
 
 
 def test_a_record_over_the_limits_is_split_into_calls():
@@ -565,6 +578,14 @@ def test_a_replay_window_holding_an_event_another_plan_sent_is_not_started(day):
     rows = {r["eb_id"]: r["status"] for r in journal(day.state, digest)}
     assert x not in rows and y not in rows
     assert done.sent == sum(e["route"] == "reput" for e in plan["events"])
+    # Y is held by its window, which no apply of this plan starts: said so, never "apply again to resume" (each
+    # apply said it, and exited 1, sending nothing)
+    assert (done.left, done.held_by_replays, done.held_in_doubt) == (0, 1, 0)
+    again = subprocess.run([sys.executable, "-m", "reconcile", "recover", "--apply", str(path), "--digest", digest,
+                            "--no-progress"], env={**os.environ, "RECONCILE_STATE": str(day.state)},
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "1 event(s) in 1 replay window(s) held" in again.stderr, again.stderr
+    assert "apply again to resume" not in again.stderr
 
 
 def test_a_replay_window_whose_minutes_hold_an_event_another_plan_sent_is_not_started(day):
@@ -675,6 +696,30 @@ def test_the_rows_reviewed_are_the_plan_applied(day):
     with pytest.raises(plan_mod.PlanError, match="is not the rows of plan.json"):
         apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
     assert stream_ids(day.aws) == [] and journal(day.state, digest) == []
+
+
+def test_a_plan_whose_sends_in_doubt_another_plan_found_landed_has_nothing_left(day):
+    """Plan A's apply died mid-call (its rows `sending`); those events landed, and plan B (made again from the same
+    run) found them in the sink: A's rows became `sent`, B's `landed_already`. A applied again counted them as its
+    own sends and as sent by the other plan, so its CLI said "-2 event(s) not sent yet" and exited 1."""
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    assert apply_mod.apply(path, day.cfg, day.state, digest=digest, limit=3, progress=False).sent == 3
+    with duckdb.connect(str(day.state)) as con:  # the journal as a SIGKILL mid-call leaves it
+        con.execute("UPDATE recovery_journal SET status = 'sending', shard_id = NULL, sequence_number = NULL "
+                    "WHERE plan_digest = ? AND status = 'sent' AND route = 'reput'", [digest])
+    doubted = [r["eb_id"] for r in journal(day.state, digest) if r["status"] == "sending"]
+    assert len(doubted) >= 2 and spark_standin.run_batch(STREAM_NAME, "spark-output", "events", day.aws, None)
+    time.sleep(0.01)
+    other_path, other = plan_mod.write(plan_mod.build(day.run_dir, day.cfg), day.run_dir / "recovery-b")
+    assert other != digest
+    b = apply_mod.apply(other_path, day.cfg, day.state, digest=other, progress=False)
+    assert b.landed_already == len(doubted) and b.left == 0
+    a = apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
+    assert a.sent == 3 and a.sent_by_other_plan == a.planned - 3, a
+    assert a.left == a.held_in_doubt == a.held_by_replays == 0
+    ids = stream_ids(day.aws)
+    assert len(ids) == len(set(ids))
 
 
 def test_an_event_in_doubt_that_landed_is_the_recovery_s(day, tmp_path):

@@ -60,6 +60,12 @@ class Outcome:
     unrecoverable: int = 0
     stopped_at_limit: bool = False
     remaining: int = 0
+    # the planned events not sent (nor landed, nor sent by another plan), by what sends them: `left` an apply again
+    # (failed, never tried, past --limit); `held_in_doubt` only --resend-in-doubt (or the sink, once they land there);
+    # `held_by_replays` only a plan from a later run (their windows hold an event sent, or maybe sent, already)
+    left: int = 0
+    held_in_doubt: int = 0
+    held_by_replays: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -129,10 +135,13 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
         others = [r for r in every if r["plan_digest"] != actual]
         elsewhere = {r["eb_id"] for r in others if r["status"] in DONE}
         doubtful = {r["eb_id"] for r in others if r["status"] == "sending"} - elsewhere
-        out.sent_by_other_plan = sum(e["eb_id"] in elsewhere for e in todo)
+        # (one this plan's journal has done too -- another plan's apply found this plan's send landed -- is this plan's)
+        out.sent_by_other_plan = sum(e["eb_id"] in elsewhere and journal.get(e["eb_id"], {}).get("status") not in DONE
+                                     for e in todo)
         todo = [e for e in todo if e["eb_id"] not in elsewhere and journal.get(e["eb_id"], {}).get("status") not in DONE]
         doubt = [e for e in todo if journal.get(e["eb_id"], {}).get("status") == "sending" or e["eb_id"] in doubtful]
         there: set[str] = set()
+        held: set[str] = set()
         if todo:
             there = landed(plan, [e["eb_id"] for e in todo], cfg.aws, clock())
             if there:
@@ -161,7 +170,7 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
                   | {r["eb_id"] for r in every if r["status"] == "landed_already"})
         replays = {e["replay_window"] for e in todo if e["route"] == "replay"}
         logged = _logged(plan, resent) if replays and resent else []
-        held_windows = {i for i in replays if set(plan["replay_windows"][i]["eb_ids"]) & resent
+        held_windows: set[int] = {i for i in replays if set(plan["replay_windows"][i]["eb_ids"]) & resent
                         or any(plan_mod.replayed_by(t, [_span(plan["replay_windows"][i])]) for t in logged)}
         if held_windows:
             logger.warning("%d replay window(s) hold an event another plan sent or may have sent, or one that landed "
@@ -187,6 +196,12 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
         else:
             out.in_doubt += 1
     out.replays = sorted({r["replay_name"] for r in final if r["replay_name"]})
+    done = {r["eb_id"] for r in final if r["status"] in DONE} | elsewhere
+    for e in plan["events"]:
+        if e["route"] in ("reput", "replay") and e["eb_id"] not in done:
+            kind = ("held_in_doubt" if e["eb_id"] in held else
+                    "held_by_replays" if e["route"] == "replay" and e["replay_window"] in held_windows else "left")
+            setattr(out, kind, getattr(out, kind) + 1)
     return out
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import orjson
 
 from ..aws import filesystem
 from ..config import Config
 from ..errors import SourceError
-from ..ledger import canonical_eb_id
+from ..ledger import canonical_eb_id, time_ms
 from ..sources import buslog as buslog_source
 from ..sources import dlq as dlq_source
 from ..sources import rawtext
@@ -54,6 +55,19 @@ def whole_event(text: str | None, eb_id: str, where: str) -> Payload:
     if not isinstance(doc.get("id"), str) or canonical_eb_id(doc["id"]) != canonical_eb_id(eb_id):
         return Payload(None, f"{where}: holds event {doc.get('id')!r}, not {eb_id}")
     return Payload(text)
+
+
+def sent_time(text: str | None) -> datetime | None:
+    """The event's own `time` (the envelope's, which StartReplay selects events by), from its exact text; None when
+    there is no text or the time does not read as one (ledger.TIME_TEXT)."""
+    if text is None:
+        return None
+    try:
+        at = orjson.loads(text).get("time")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    ms = time_ms(at) if isinstance(at, str) else None
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
 
 
 def _object(cfg: Config, uri_root: str, ref_key: str, fmt: str | None = None) -> tuple[bytes, str]:

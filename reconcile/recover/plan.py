@@ -278,21 +278,29 @@ def replay_windows(con, routed: list[dict]) -> list[dict]:
         replay_rows = [r for r in routed if r["route"] == "replay"]
         if not replay_rows:
             return windows
+        # a replayed event's minute is found from its log copy's time, or from its own `time` where a payload gave it
+        # (one caught below): its log copy may have come much later
         con.register("replay_events", pa.table({"eb_id": [r["eb_id"] for r in replay_rows],
-                                                "logged_at": pa.array([r["logged_at"] for r in replay_rows],
+                                                "logged_at": pa.array([r.get("sent_at") or r["logged_at"]
+                                                                       for r in replay_rows],
                                                                       pa.timestamp("us", tz="UTC"))}))
         windows = execute_file(con, _q("replay_windows"), {"slack_s": REPLAY_SLACK_S}).to_arrow_table().to_pylist()
-        caught = [r for r in routed if r["route"] == "reput" and replayed_by(r["logged_at"], windows)]
+        caught = [r for r in routed if r["route"] == "reput"
+                  and replayed_by(r["logged_at"], windows, payload.sent_time(r["data"]))]
         if not caught:
             return windows
         for r in caught:
-            r.update(route="replay", origin=None, data=None, partition_key=None, where=None,
+            r.update(route="replay", sent_at=payload.sent_time(r["data"]), origin=None, data=None, partition_key=None, where=None,
                      reason="a replay window re-sends its minute for other events: replayed, not re-put as well")
 
 
-def replayed_by(logged_at, windows: list[dict]) -> bool:
-    """Whether a replay window may re-send an event logged at `logged_at`: its own `time`, which a replay selects by,
-    lies up to REPLAY_SLACK_S before its log copy (replay_windows.sql)."""
+def replayed_by(logged_at, windows: list[dict], sent_at: datetime | None = None) -> bool:
+    """Whether a replay window may re-send an event: by its own `time` (`sent_at`, from its exact payload), which a
+    replay selects by; without one, by its log copy's time `logged_at`, the event's lying up to REPLAY_SLACK_S
+    before it (replay_windows.sql). A log copy can come much later (the log target throttled and retried): an
+    event re-put by its payload was then also replayed, reaching the stream twice."""
+    if sent_at is not None:
+        return any(w["start_at"] <= sent_at < w["end_at"] for w in windows)
     if logged_at is None:
         return False
     earliest = logged_at - timedelta(seconds=REPLAY_SLACK_S)
