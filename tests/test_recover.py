@@ -773,11 +773,13 @@ def test_a_put_records_whose_answer_is_lost_is_not_sent_again_by_the_sdk(day, tm
     assert {r["eb_id"]: r["status"] for r in journal(day.state, digest)} == {e: "sending" for e in ids}
 
 
-def test_sends_the_s3_state_cannot_journal_are_kept_beside_the_plan_and_never_sent_twice(day, tmp_path):
+@pytest.mark.parametrize("replanned", [False, True])
+def test_sends_the_s3_state_cannot_journal_are_kept_beside_the_plan_and_never_sent_twice(day, tmp_path, replanned):
     """The s3:// state's upload of a batch's `sent` rows fails after PutRecords (a gateway answering S3's 500 to
     every upload of the state after the first): the rows are saved beside the plan and the apply stops. The next
     apply records them first: those events are `sent` with their shard and sequence number, not in doubt, and
-    nothing reaches the stream twice, with --resend-in-doubt too."""
+    nothing reaches the stream twice, with --resend-in-doubt too -- also when it applies a plan made again from the
+    run (only the failed plan's own apply recorded them: the new plan sent them a second time)."""
     from proxy import Proxy
     s3 = make_client("s3", day.aws)
     s3.create_bucket(Bucket="audit")
@@ -804,7 +806,13 @@ def test_sends_the_s3_state_cannot_journal_are_kept_beside_the_plan_and_never_se
     first = stream_ids(day.aws)
     assert spill.is_file() and len(first) == 3 and proxy.failed >= 1
 
-    resumed = apply_mod.apply(path, day.cfg, uri, digest=digest, resend_in_doubt=True, progress=False)
+    if replanned:
+        time.sleep(0.01)
+        path, again = plan_mod.write(plan_mod.build(day.run_dir, day.cfg), day.run_dir / "recovery")
+        assert again != digest
+        resumed = apply_mod.apply(path, day.cfg, uri, digest=again, resend_in_doubt=True, progress=False)
+    else:
+        resumed = apply_mod.apply(path, day.cfg, uri, digest=digest, resend_in_doubt=True, progress=False)
     assert not spill.exists() and resumed.in_doubt == 0
     ids = stream_ids(day.aws)
     assert len(ids) == len(set(ids)) and set(first) <= set(ids)

@@ -126,7 +126,7 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
     todo = [e for e in plan["events"] if e["route"] in ("reput", "replay")]
     spill = _spill_path(plan_path, actual)
     with State.open(state, cfg.aws) as st:
-        _recover_spill(st, spill)  # sends an earlier apply could not journal in the state: recorded first
+        _recover_spills(st, spill, plan)  # sends earlier applies could not journal in the state: recorded first
         plan_mod.require_run(st, plan, str(state))  # again under the lock: a run of the window may have come since
         every = st.journal_rows().to_pylist()  # every plan's rows: this plan's, and what others sent or left in doubt
         journal = {r["eb_id"]: r for r in every if r["plan_digest"] == actual}
@@ -288,15 +288,19 @@ def _spill_path(plan_path: Path, digest: str) -> Path:
     return folder / f"journal-{digest[:16]}.jsonl"
 
 
-def _recover_spill(st: State, spill: Path) -> None:
-    if not spill.is_file():
-        return
-    rows = [orjson.loads(line) for line in spill.read_bytes().splitlines() if line.strip()]
-    for r in rows:
-        r["sent_at"] = datetime.fromisoformat(r["sent_at"]) if r.get("sent_at") else None
-    logger.warning("recording %d journal row(s) an earlier apply could not save in the state (%s)", len(rows), spill)
-    st.write_journal(_journal_table(rows))
-    spill.unlink()
+def _recover_spills(st: State, spill: Path, plan: dict) -> None:
+    """Record the rows every earlier apply could not save in the state: this plan's, and those of the other plans
+    beside it or in its run's recovery folder (a plan made again after a failed apply is written there, and its
+    apply with --resend-in-doubt sent the other plan's unrecorded sends -- `sending` to it -- a second time)."""
+    folders = {spill.parent, Path(plan["run"]["dir"]) / "recovery"}
+    for found in sorted({p for folder in folders if folder.is_dir() for p in folder.glob("journal-*.jsonl")}):
+        rows = [orjson.loads(line) for line in found.read_bytes().splitlines() if line.strip()]
+        for r in rows:
+            r["sent_at"] = datetime.fromisoformat(r["sent_at"]) if r.get("sent_at") else None
+        logger.warning("recording %d journal row(s) an earlier apply could not save in the state (%s)", len(rows),
+                       found)
+        st.write_journal(_journal_table(rows))
+        found.unlink()
 
 
 def _journal_after_call(st: State, rows: list[dict], spill: Path) -> None:
