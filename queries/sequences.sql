@@ -1,6 +1,7 @@
 -- sequences: connector sequences as evidence (docs/design.md, "The sequence rule"). The events one ticket update
 -- made share meta.sequence.id, numbered 1..total. For each audit with an expected (or unknown-kind) bus event that
--- hop_a left unlinked, the audit is aligned with the sequence most of its linked events carry; the linked events cut
+-- hop_a left unlinked, the audit is aligned with the sequence most of its linked events carry (none on a tie); the
+-- linked events cut
 -- the audit's children and the sequence's positions into segments (positions follow the children's order), and in
 -- a segment with as many unlinked children as unlinked positions they pair in order. seq_units has one row per such
 -- child: the paired position and the EventBridge id seen there (none: that position never reached any store), or
@@ -22,9 +23,15 @@ WITH open_units AS (
     JOIN bus_events b ON b.eb_id = h.eb_id
     WHERE s.audit_id IN (SELECT audit_id FROM open_units) AND b.sequence_id IS NOT NULL
 ), align AS (
-    SELECT audit_id, arg_max(sequence_id, n) AS sequence_id
-    FROM (SELECT audit_id, sequence_id, count(*) AS n FROM linked GROUP BY audit_id, sequence_id)
-    GROUP BY audit_id
+    -- the sequence most linked events carry; none when two carry as many (a child composite-paired with another
+    -- update's event carries that update's sequence): which one is the audit's is unknown, and the one read first
+    -- (arg_max on a tie) made the verdict depend on [engine] partitions and threads, another update's complete
+    -- sequence turning a loss into not_emitted
+    SELECT audit_id, sequence_id
+    FROM (SELECT audit_id, sequence_id, n, max(n) OVER (PARTITION BY audit_id) AS top,
+                 count(*) OVER (PARTITION BY audit_id, n) AS alike
+          FROM (SELECT audit_id, sequence_id, count(*) AS n FROM linked GROUP BY audit_id, sequence_id))
+    WHERE n = top AND alike = 1
 ), disordered AS (
     -- audits with an 'out_of_order' link: their connector did not number their events in child order, the order
     -- positions are paired in below, so none of their children is paired with a position (whether the sequence is

@@ -327,6 +327,32 @@ def test_an_id_of_one_update_s_sequence_is_not_paired_with_the_next_update_s_eve
         e.close()
 
 
+def test_an_audit_whose_links_carry_two_sequences_once_each_is_aligned_with_neither(tmp_path):
+    """Update 1 of ticket 5 (children 101 and 102 Change:priority, 103 Comment at 10:00:00): X (its sequence SA, 1 of
+    3) and Y (update 2's sequence SB, 1 of 1, 4 s later) were each paired with one of its priority changes. The
+    audit's sequence was the one DuckDB read first: at one partition SA (103 lost before the bus), at 2, 4 or 8 (or
+    with two threads) SB, complete, and 103 `not_emitted`: a loss gone by the partition count. Neither is the
+    audit's on a tie: 103 is judged without a sequence, alike at every K."""
+    cfg = build(None, {}, environ={})
+    window = Window(DAY, DAY + timedelta(days=1), DAY + timedelta(days=3))
+    z = [dict(source_id=s, zendesk_key=s, ticket_id=5, event_type=k, family="api", event_time="10:00:00", audit_id=1)
+         for s, k in (("101", "Change:priority"), ("102", "Change:priority"), ("103", "Comment"))]
+    ev = [dict(eb_id=uid(eb), ticket_id=5, event_type="Priority Changed", family="legacy", event_time=t,
+               sequence_id=s, sequence_position=1, sequence_total=n)
+          for eb, s, n, t in (("X", "SA", 3, "10:00:00.3"), ("Y", "SB", 1, "10:00:04.3"))]
+    ledgers = {"zendesk": write(tmp_path, "zendesk", z),
+               "bus": write(tmp_path, "bus", [dict(e, observed_at=e["event_time"]) for e in ev]),
+               "sink": write(tmp_path, "sink", [dict(e, observed_at="10:00:30", sequence_number=label(e["eb_id"]),
+                                                     committed=True) for e in ev]),
+               "dlq": write(tmp_path, "dlq", []),
+               "metrics": ledger.write_atomic(ledger.METRIC_SCHEMA.empty_table(), tmp_path / "metrics.parquet")}
+    single = judged(cfg, window, ledgers, None, 1, tmp_path)
+    got = {r["source_id"]: r["verdict"] for r in single["verdicts"].to_pylist()}
+    assert got["103"] == "lost_before_bus", got
+    for k in (2, 4, 8):
+        assert differences(single, judged(cfg, window, ledgers, None, k, tmp_path)) == {}, k
+
+
 def test_a_replay_in_reach_judges_in_one_pass_and_an_old_one_does_not(tmp_path):
     """Copies of an archive replay are paired across EventBridge ids: a run with a replay sent after its read start
     (less a day) is judged in one pass; a replay sent long before does not hold later days to one pass."""
