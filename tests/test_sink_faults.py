@@ -279,6 +279,33 @@ def test_real_spark_output_reads_latest_compact_plus_later_batches(fmt):
     assert min(res.ledger["observed_at"].to_pylist()) == datetime(2026, 11, 23, 0, 30, tzinfo=timezone.utc)
 
 
+@pytest.mark.parametrize("fmt, folder", [("parquet", "parsed"), ("json", "parsed-json")])
+def test_real_spark_output_of_a_job_that_parsed_the_record_into_columns_is_read(fmt, folder, tmp_path):
+    """tests/fixtures/spark/parsed*: the job parsed `data` with from_json into the event's own columns (PIPELINE.md
+    §6: "Jobs usually parse data to JSON columns"; `time` a timestamp, `detail` a struct) and wrote no `data`. Every
+    file was rejected ("column 'data' not found ... the schema changed") and the sink never complete: the row is the
+    event, read by the same paths. Parquet's timestamp comes out as UTC, the JSON writer's in the session's zone
+    (-05:00): the same instants."""
+    ids = json.loads((SPARK / "parsed-ids.json").read_text())
+    for id_column in ("partitionKey", "id"):
+        res = sink.read(SinkConfig(uri=str(SPARK / folder), format=fmt, id_column=id_column), DAY, LOCAL)
+        assert res.complete and res.rejects.num_rows == 0, (res.problems, res.rejects.to_pylist()[:1])
+        got = res.ledger.to_pylist()
+        assert sorted(str(r["eb_id"]) for r in got) == sorted(ids)
+        assert res.details["rows_as_columns"] == len(ids) and res.details["leftover_files"] == 0
+        first = min(got, key=lambda r: r["observed_at"])
+        assert (first["ticket_id"], first["event_type"], first["sequence_position"]) == (1000, "Comment Created", 1)
+        assert first["event_time"] == datetime(2026, 11, 23, 0, 30, 0, 123000, tzinfo=timezone.utc)
+        assert first["observed_at"] == datetime(2026, 11, 23, 0, 30, tzinfo=timezone.utc)
+    # a file with neither `data` nor the event's fields is still a drift, named
+    broken = pa.table({"partitionKey": [ids[0]], "other": ["x"]})
+    root = tmp_path / "drift"
+    (root / "dt=2026-11-23" / "hr=10").mkdir(parents=True)
+    pq.write_table(broken, root / "dt=2026-11-23" / "hr=10" / "part-00000-x.c000.snappy.parquet")
+    res = sink.read(SinkConfig(uri=str(root), honour_commit_log=False), DAY, LOCAL)
+    assert not res.complete and "nor the event's own fields (a 'detail' column)" in res.problems[0]
+
+
 def test_real_spark_retention_expires_entries_whose_files_stay_and_they_are_read():
     """tests/fixtures/spark/retention: real Spark with the sink's `retention` option (1 s) compacted batches 0 and 1's
     entries away at batch 2; their files stay. Spark's readers no longer see them; we read them as evidence

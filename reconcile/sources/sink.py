@@ -240,6 +240,7 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
         "id": f"path {cfg.id_path}" if cfg.id_path else f"column {cfg.id_column}",
         "bad_files": len(problems),
         "payloads_parsed": payloads, "payloads_not_parsed": skipped,
+        "rows_as_columns": sum(fp.get("rows_as_columns", 0) for fp in fingerprints),
     }
     if log:
         details |= {"commit_log_folder": log.folder, "latest_batch": log.latest_batch, "compact": log.compact,
@@ -356,6 +357,8 @@ def _read_file(fs, f: _File, cfg: SinkConfig, reader):
                 f"{f.where} is not readable {cfg.format} ({e}). Check the file (a failed write?) and whether "
                 f"[sink] format is right; its rows are missing from the sink.{outside}", fp)
     n = cols["n"]
+    if cols.get("as_columns"):
+        fp["rows_as_columns"] = cols["as_columns"]  # how the file was read: its rows are the event (_row_json)
     refs = rawtext.refs(f.where, n, "#", first=0)
     if drift:
         rej = ledger.rejects_table(NAME, refs, pa.array([drift] * n, pa.string()), _as_text(cols.get("data"), n))
@@ -456,19 +459,23 @@ def _read_parquet(fh, f: _File, cfg: SinkConfig):
     groups = sum(pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups))
     if n != groups or n < 0:  # a damaged footer: which count is true is unknown (the read's error makes it a reject)
         raise pa.ArrowInvalid(f"its footer says {n:,} rows and its row groups {groups:,}: the footer is damaged")
-    if "data" not in names:
-        return {"n": n, "data": None}, (f"column 'data' not found in {f.where} (columns: {', '.join(names)}); the "
-                                        f"schema changed. Check the Spark job's output schema")
+    # a job that parsed the Kinesis record into columns (PIPELINE.md §6) wrote the event's fields as the row's own:
+    # no `data`, and `detail` (every EventBridge event has one) beside the Kinesis columns. The row is the event.
+    as_columns = "data" not in names and "detail" in names
+    if "data" not in names and not as_columns:
+        return {"n": n, "data": None}, (f"column 'data' not found in {f.where} (columns: {', '.join(names)}), nor "
+                                        f"the event's own fields (a 'detail' column); the schema changed. Check the "
+                                        f"Spark job's output schema")
     types = {c: schema.field(c).type for c in names}
     want = [c for c in ("data", cfg.id_column, "sequenceNumber", "approximateArrivalTimestamp") if c in names]
-    t = pf.read(columns=list(dict.fromkeys(want)), use_threads=False)
+    t = pf.read(columns=None if as_columns else list(dict.fromkeys(want)), use_threads=False)
     if t.num_rows != n:
         raise pa.ArrowInvalid(f"its footer says {n:,} rows and {t.num_rows:,} were read: the file is damaged")
-    cols = {"n": n, "data": t["data"]}
-    if not _is(types["data"], *_TEXT):
+    cols = {"n": n, "data": _row_json(t) if as_columns else t["data"], "as_columns": n if as_columns else 0}
+    if not as_columns and not _is(types["data"], *_TEXT):
         return cols, _drifted(f.where, "data", types["data"], "binary or string (the Kinesis record)",
                               "Check the Spark job's output schema")
-    cols["data"] = t["data"].cast(pa.binary())
+    cols["data"] = cols["data"].cast(pa.binary())
     if not cfg.id_path:
         if cfg.id_column not in names:
             return cols, _drift(cfg, f.where, names)
@@ -496,18 +503,33 @@ def _read_parquet(fh, f: _File, cfg: SinkConfig):
     return cols, None
 
 
-# Spark's JSON writer may keep `data` as an object, as JSON text, or base64 (a binary column): accept all three.
+def _row_json(t: pa.Table) -> pa.Array:
+    """Each row as one JSON object, for rows that are the event (a job that parsed `data` into columns): events.parse
+    reads the event's paths in it and nothing else. Spark's timestamps come out as DuckDB writes them
+    (`2026-11-23 05:30:00`, UTC where the column has no zone: Parquet's instants), a time ledger.TIME_TEXT takes."""
+    con = events.connect()
+    try:
+        con.register("event_row", t)
+        return con.sql("SELECT to_json(event_row) FROM event_row").to_arrow_table().column(0)
+    finally:
+        con.close()
+
+
+# Spark's JSON writer may keep `data` as an object, as JSON text, or base64 (a binary column): accept all three. A
+# line without `data` but with `detail` is the event itself (the job parsed the record into columns).
 # try(): a line that is not JSON yields nulls here and a reject in events.parse, not an error for the whole file.
 _JSON_SQL = """
 WITH v AS (
-    SELECT try(json_extract_string(line, $id)) AS id, try(json_type(line, '$.data')) AS data_type,
+    SELECT line, try(json_extract_string(line, $id)) AS id, try(json_type(line, '$.data')) AS data_type,
            try(json_extract_string(line, '$.data')) AS data_text, try(json_extract(line, '$.data')) AS data_json,
            try(json_extract_string(line, '$.sequenceNumber')) AS seq,
-           try(json_extract_string(line, '$.approximateArrivalTimestamp')) AS arrival
+           try(json_extract_string(line, '$.approximateArrivalTimestamp')) AS arrival,
+           data_type IS NULL AND coalesce(try(json_exists(line, '$.detail')), false) AS as_columns
     FROM rows
 )
-SELECT id, seq, arrival,
-       CASE WHEN data_type <> 'VARCHAR' THEN data_json::VARCHAR
+SELECT id, seq, arrival, as_columns,
+       CASE WHEN as_columns THEN line
+            WHEN data_type <> 'VARCHAR' THEN data_json::VARCHAR
             WHEN starts_with(ltrim(data_text), '{') THEN data_text
             ELSE coalesce(try(decode(from_base64(data_text))), data_text) END AS data
 FROM v
@@ -528,7 +550,8 @@ def _read_json(fh, f: _File, cfg: SinkConfig):
     finally:
         con.close()
     n = t.num_rows
-    cols = {"n": n, "data": t["data"], "seq": t["seq"], "arrival": t["arrival"]}
+    cols = {"n": n, "data": t["data"], "seq": t["seq"], "arrival": t["arrival"],
+            "as_columns": pc.sum(t["as_columns"]).as_py() or 0}
     if not cfg.id_path:
         if n and t["id"].null_count == n:
             return cols, _drift(cfg, f.where, keys)
