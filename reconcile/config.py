@@ -278,6 +278,7 @@ def build(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] |
 # --- typed validation: every value checked when the config is built, before anything is read ----------------------
 
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.I)
+MOST_PARTITIONS = 4096  # [engine] partitions' most (and "auto"'s): a split holds a file open per partition
 DURATION = "a duration with a unit, like 90s, 15m, 1h or 1d"
 # (section, key) -> (check of a value already of the right type, what is expected). Types come from the dataclasses.
 RULES: dict[tuple[str, str], tuple[Any, str]] = {
@@ -321,8 +322,8 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
                                  "a size DuckDB accepts, of at least 256MB, like 512MB, 3GB or 2GiB"),
     ("engine", "threads"): (lambda v: v >= 1, "a whole number of threads, 1 or more"),
     ("engine", "partitions"): (lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool)
-                                                         and 1 <= v <= 4096),
-                               "\"auto\" or a whole number of partitions from 1 to 4096"),
+                                                         and 1 <= v <= MOST_PARTITIONS),
+                               f"\"auto\" or a whole number of partitions from 1 to {MOST_PARTITIONS}"),
     ("alert", "cloudwatch_namespace"): (lambda v: re.fullmatch(r"[A-Za-z0-9.\-_/#:]{1,255}", v)
                                         and not v.startswith("AWS/"),
                                         "a custom CloudWatch namespace like \"Reconcile\" (not AWS/...)"),

@@ -45,6 +45,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from . import engine as eng
+from .config import MOST_PARTITIONS
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ SLICED = ("verdicts",)
 _MADE = re.compile(r"CREATE\s+OR\s+REPLACE\s+TABLE\s+(\w+)", re.I)
 
 
+MOST = MOST_PARTITIONS  # [engine] partitions' upper bound, and "auto"'s
+
+
 def count(setting: int | str, ledgers: dict[str, Path | None], memory_limit: str) -> int:
     """How many partitions to judge in: `setting` when it is a number, else enough that each partition's rows fit
     in `memory_limit` (a power of two; 1 for a day that fits whole)."""
@@ -66,7 +70,12 @@ def count(setting: int | str, ledgers: dict[str, Path | None], memory_limit: str
                 if hop in ("zendesk",) + AWS_HOPS and p is not None and Path(p).exists()] or [0])
     budget = eng.rows_within(memory_limit)
     need = -(-rows // budget)
-    return 1 if need <= 1 else 1 << (need - 1).bit_length()
+    k = 1 if need <= 1 else 1 << (need - 1).bit_length()
+    if k > MOST:  # the most a setting may give: more files open at once than a process may have, as a rule
+        logger.warning("%s rows would need %s partitions within [engine] memory_limit = %s; judging in %s, which may "
+                       "spill to [engine] temp_directory: raise memory_limit to judge without", f"{rows:,}", f"{k:,}",
+                       memory_limit, f"{MOST:,}")
+    return min(k, MOST)
 
 
 def replay_in_reach(e: eng.Engine, since) -> bool:
