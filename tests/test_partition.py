@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -377,6 +378,13 @@ def test_a_replay_in_reach_judges_in_one_pass_and_an_old_one_does_not(tmp_path):
 
     assert judged_in(window.read_start + timedelta(hours=2)) == 1
     assert judged_in(window.read_start - timedelta(days=3)) == 4
+    # a replay that ran long (an archive's range replays minute by minute) still landing copies in this run's sink:
+    # by its send time alone the run was partitioned, the copy an orphan beside its original, as no single pass has it
+    sink = pq.read_table(ledgers["sink"])
+    copy = dict(sink.to_pylist()[0], eb_id=uuid.UUID(uid("X-copy")).bytes, replay_name="r")
+    ledgers["sink"] = ledger.write_atomic(pa.concat_tables([sink, pa.Table.from_pylist([copy], schema=sink.schema)]),
+                                          tmp_path / "sink-with-copy.parquet")
+    assert judged_in(window.read_start - timedelta(days=3)) == 1
 
 
 def test_a_split_streams_each_partition_in_bounded_row_groups_and_keeps_every_row_and_type(tmp_path):
