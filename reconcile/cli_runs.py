@@ -265,7 +265,6 @@ def verify(run_dir, against_sources, profile, region, endpoint_url, as_json):
                           f"its figures no longer describe the live stores.")
 
 
-
 @click.command(name="publish")
 @click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True))
 @click.option("--out", required=True, help="s3://bucket/prefix to publish the run to.")

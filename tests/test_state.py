@@ -94,8 +94,9 @@ def test_a_loss_settled_for_an_earlier_window_over_its_budget_makes_the_run_exit
         day1(tmp_path, st, bus_to_sink=0.5)
         s2 = day2(tmp_path, st, e_lands=False)
         assert (s2["status"], s2["carried"]["over_threshold"]) == ("clean", [])
+        day_1 = s2["carried"]["windows"][0]["window_key"]
         [(lost, threshold)] = [(h["lost"], h["threshold"]) for h in st.history()
-                               if h["hop"] == "bus_to_sink" and h["window_key"] == s2["carried"]["windows"][0]["window_key"]]
+                               if h["hop"] == "bus_to_sink" and h["window_key"] == day_1]
         assert (lost, threshold) == (3, 0.5)  # 30 %: within the budget day 1 was judged by
 
 

@@ -578,8 +578,8 @@ def test_a_run_whose_publish_fails_keeps_its_folder_and_alerts(tmp_path, aws_cfg
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 4 and "stopped at runs/2026-11-23/report.html" in result.output, result.output
     assert make_client("cloudwatch", aws_cfg).list_metrics(Namespace="Rec")["Metrics"]  # the alert went out
-    (kept, command) = [m.groups() for r in caplog.records
-                       if (m := re.search(r"its folder is kept at (\S+): `(reconcile publish [^`]+)`", r.getMessage()))][0]
+    kept_at = re.compile(r"its folder is kept at (\S+): `(reconcile publish [^`]+)`")
+    (kept, command) = [m.groups() for r in caplog.records if (m := kept_at.search(r.getMessage()))][0]
     assert (Path(kept) / "manifest.json").exists()
     assert CliRunner().invoke(main, ["verify", kept]).exit_code == 0
     # the command the error gives publishes the kept folder where the state records the run, without a re-run

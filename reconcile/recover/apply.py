@@ -170,8 +170,9 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
                   | {r["eb_id"] for r in every if r["status"] == "landed_already"})
         replays = {e["replay_window"] for e in todo if e["route"] == "replay"}
         logged = _logged(plan, resent) if replays and resent else []
-        held_windows: set[int] = {i for i in replays if set(plan["replay_windows"][i]["eb_ids"]) & resent
-                        or any(plan_mod.replayed_by(t, [_span(plan["replay_windows"][i])]) for t in logged)}
+        held_windows: set[int] = {
+            i for i in replays if set(plan["replay_windows"][i]["eb_ids"]) & resent
+            or any(plan_mod.replayed_by(t, [_span(plan["replay_windows"][i])]) for t in logged)}
         if held_windows:
             logger.warning("%d replay window(s) hold an event another plan sent or may have sent, or one that landed "
                            "late: not replayed (the replay would send it twice). Re-plan from a run after those sends "

@@ -274,6 +274,9 @@ def replay_windows(con, routed: list[dict]) -> list[dict]:
     replayed instead (route changed in `routed`), its minutes joined to the windows -- which may then reach further:
     again, until no re-put event lies in one."""
     windows: list[dict] = []
+    for r in routed:  # a re-put event's own `time`, which a replay selects by (its log copy may come much later)
+        if r["route"] == "reput" and "sent_at" not in r:
+            r["sent_at"] = payload.sent_time(r["data"])
     while True:
         replay_rows = [r for r in routed if r["route"] == "replay"]
         if not replay_rows:
@@ -285,12 +288,11 @@ def replay_windows(con, routed: list[dict]) -> list[dict]:
                                                                        for r in replay_rows],
                                                                       pa.timestamp("us", tz="UTC"))}))
         windows = execute_file(con, _q("replay_windows"), {"slack_s": REPLAY_SLACK_S}).to_arrow_table().to_pylist()
-        caught = [r for r in routed if r["route"] == "reput"
-                  and replayed_by(r["logged_at"], windows, payload.sent_time(r["data"]))]
+        caught = [r for r in routed if r["route"] == "reput" and replayed_by(r["logged_at"], windows, r["sent_at"])]
         if not caught:
             return windows
         for r in caught:
-            r.update(route="replay", sent_at=payload.sent_time(r["data"]), origin=None, data=None, partition_key=None, where=None,
+            r.update(route="replay", origin=None, data=None, partition_key=None, where=None,
                      reason="a replay window re-sends its minute for other events: replayed, not re-put as well")
 
 
