@@ -484,10 +484,10 @@ def test_an_empty_page_that_is_not_the_end_stops_the_collector_with_a_problem(se
     h.set_faults(stall=1)
     stalled = run_collect(h, cache, clock)
     assert not stalled.complete and stalled.requests == 1
-    assert "neither the end of the stream nor moves on" in stalled.problems[0]
+    assert "empty page that is not the end of the stream" in stalled.problems[0]
     h.set_faults(stall=1)
     r = read(h, tmp_path / "run", T0, T0 + 2 * 3600, clock.sec, cache=cache)
-    assert not r.complete and any("neither the end of the stream" in p for p in r.problems)
+    assert not r.complete and any("not the end of the stream: it lists nothing" in p for p in r.problems)
     resumed = run_collect(h, cache, clock)
     assert resumed.complete and resumed.listed_until == clock.sec - 60
     expected = {a["id"] * 100 + k for a in data.to_pylist() if a["timestamp"] <= clock.sec - 60 for k in range(3)}
