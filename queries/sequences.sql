@@ -1,7 +1,8 @@
 -- sequences: connector sequences as evidence (docs/design.md, "The sequence rule"). The events one ticket update
 -- made share meta.sequence.id, numbered 1..total. For each audit with an expected (or unknown-kind) bus event that
--- hop_a left unlinked, the audit is aligned with the sequence most of its linked events carry (none on a tie); the
--- linked events cut
+-- hop_a left unlinked, the audit is aligned with the sequence most of its linked events carry (none on a tie), or, when
+-- none of its events is linked, with the one unclaimed sequence of its ticket and second (`lone`); the linked events
+-- cut
 -- the audit's children and the sequence's positions into segments (positions follow the children's order), and in
 -- a segment with as many unlinked children as unlinked positions they pair in order. seq_units has one row per such
 -- child: the paired position and the EventBridge id seen there (none: that position never reached any store), or
@@ -22,6 +23,33 @@ WITH open_units AS (
     JOIN source_events s ON s.source_id = h.source_id
     JOIN bus_events b ON b.eb_id = h.eb_id
     WHERE s.audit_id IN (SELECT audit_id FROM open_units) AND b.sequence_id IS NOT NULL
+), lone_audits AS (
+    -- audits with open units of which no event is linked at all (every event the connector made for the update of a
+    -- merge, a deletion, spam: Ticket Merged, no Status Changed), with their ticket and second
+    SELECT audit_id, any_value(ticket_id) AS ticket_id, min(event_time) AS at
+    FROM source_events
+    WHERE audit_id IN (SELECT audit_id FROM open_units)
+      AND audit_id NOT IN (SELECT s.audit_id FROM hop_a h JOIN source_events s USING (source_id)
+                           WHERE s.audit_id IS NOT NULL)
+    GROUP BY audit_id
+), unclaimed AS (
+    -- the connector sequences on those audits' tickets none of whose events is linked to any Zendesk event
+    SELECT sequence_id, min(ticket_id) AS ticket_id, min(event_time) AS at
+    FROM bus_events
+    WHERE ticket_id IN (SELECT ticket_id FROM lone_audits) AND sequence_id IS NOT NULL
+    GROUP BY sequence_id
+    HAVING count(DISTINCT ticket_id) = 1 AND NOT bool_or(coalesce(eb_id IN (SELECT eb_id FROM hop_a), false))
+), lone AS (
+    -- such an audit is aligned with the one unclaimed sequence of its ticket within the composite tolerance of its
+    -- second, when no other such audit is as near that sequence: never a guess between two updates (a lost update
+    -- beside a merge), which could lend a lost update another's complete sequence. Only whether it is complete
+    -- counts: with nothing linked to say which event is which, none of its positions is paired with a child (a kind
+    -- the model does not know stays unverified, as without it)
+    SELECT a.audit_id, u.sequence_id
+    FROM lone_audits a
+    JOIN unclaimed u ON u.ticket_id = a.ticket_id
+                    AND abs(epoch(date_trunc('second', u.at)) - epoch(a.at)) <= $tolerance_s
+    QUALIFY count(*) OVER (PARTITION BY a.audit_id) = 1 AND count(*) OVER (PARTITION BY u.sequence_id) = 1
 ), align AS (
     -- the sequence most linked events carry; none when two carry as many (a child composite-paired with another
     -- update's event carries that update's sequence): which one is the audit's is unknown, and the one read first
@@ -32,6 +60,8 @@ WITH open_units AS (
                  count(*) OVER (PARTITION BY audit_id, n) AS alike
           FROM (SELECT audit_id, sequence_id, count(*) AS n FROM linked GROUP BY audit_id, sequence_id))
     WHERE n = top AND alike = 1
+    UNION ALL
+    SELECT audit_id, sequence_id FROM lone
 ), disordered AS (
     -- audits with an 'out_of_order' link: their connector did not number their events in child order, the order
     -- positions are paired in below, so none of their children is paired with a position (whether the sequence is
@@ -102,6 +132,7 @@ WITH open_units AS (
     JOIN p ON p.audit_id = u.audit_id AND p.seg = u.seg AND p.r = u.r AND p.n = u.n
     LEFT JOIN at_position ap ON ap.sequence_id = s.sequence_id AND ap.sequence_position = p.position
     WHERE u.audit_id NOT IN (SELECT audit_id FROM disordered)
+      AND u.audit_id NOT IN (SELECT audit_id FROM lone)  -- its sequence counts for `complete` only: see `lone`
 )
 SELECT u.source_id, s.sequence_id, s.total,
        q.position, CASE WHEN q.position IS NOT NULL THEN ap.eb_id END AS eb_id,

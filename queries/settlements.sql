@@ -101,6 +101,30 @@ WITH kept AS (
     WHERE c.sequence_id IS NULL AND b.sequence_id IS NOT NULL
     GROUP BY c.source_id
     HAVING count(DISTINCT b.sequence_id) = 1
+), lone_audits AS (
+    -- carried updates with no sequence none of whose carried events links now (a merge, a deletion: the connector's
+    -- events are of kinds no child has), by ticket and second (sequences.sql `lone`, for the window's events)
+    SELECT window_key, audit_id, any_value(ticket_id) AS ticket_id, min(event_time) AS at
+    FROM kept
+    WHERE audit_id IS NOT NULL
+    GROUP BY window_key, audit_id
+    HAVING bool_and(sequence_id IS NULL) AND bool_and(source_id IN (SELECT source_id FROM open))
+       AND NOT bool_or(source_id IN (SELECT source_id FROM facts))
+), lone_seq AS (
+    -- such an update's one sequence on its ticket within the composite tolerance of its second none of whose events
+    -- is linked (by an earlier run, this run's hop A or a carried event), when no other such update is as near it
+    SELECT a.window_key, a.audit_id, u.sequence_id
+    FROM lone_audits a
+    JOIN (SELECT sequence_id, min(ticket_id) AS ticket_id, min(event_time) AS at
+          FROM settle_near
+          WHERE sequence_id IS NOT NULL
+          GROUP BY sequence_id
+          HAVING count(DISTINCT ticket_id) = 1
+             AND NOT bool_or(coalesce(eb_id IN (SELECT eb_id FROM taken), false)
+                             OR coalesce(eb_id IN (SELECT eb_id FROM links), false))) u
+      ON u.ticket_id = a.ticket_id AND abs(epoch(date_trunc('second', u.at)) - epoch(a.at)) <= $tolerance_s
+    QUALIFY count(*) OVER (PARTITION BY a.window_key, a.audit_id) = 1
+        AND count(*) OVER (PARTITION BY u.sequence_id) = 1
 ), seq_done AS (
     -- a carried event its connector sequence left unpaired (a sequence id, no position: sequences.sql), or paired
     -- with a position then missing that `sequenced` did not link it by (another kind's event holds it now): the
@@ -110,7 +134,8 @@ WITH kept AS (
     SELECT c.source_id, any_value(b.sequence_id) AS sequence_id, max(b.sequence_total) AS total
     FROM open c
     LEFT JOIN audit_seq a USING (source_id)
-    JOIN settle_near b ON b.sequence_id = coalesce(c.sequence_id, a.sequence_id)
+    LEFT JOIN lone_seq l ON l.window_key = c.window_key AND l.audit_id = c.audit_id
+    JOIN settle_near b ON b.sequence_id = coalesce(c.sequence_id, a.sequence_id, l.sequence_id)
                AND b.sequence_position BETWEEN 1 AND b.sequence_total
     GROUP BY c.source_id
     HAVING min(b.sequence_total) = max(b.sequence_total) AND max(b.sequence_total) <= 10000

@@ -539,6 +539,30 @@ def test_a_carried_event_whose_update_no_store_held_is_not_emitted_once_its_sequ
     assert one_pass["verdicts"]["not_emitted"] == 1 and one_pass["verdicts"]["lost_before_bus"] == 0
 
 
+def test_a_carried_update_none_of_whose_events_links_settles_by_its_own_complete_sequence(tmp_path):
+    """A merge at 23:00 on day 1 (a private Comment and status closed), no store holding the connector's one event
+    then (the bus log read in part): both children held pending, no sequence kept. Day 2 finds Ticket Merged (1 of
+    1) in the log and the sink: no child links to it, so no sequence was found for them and both settled lost before
+    the bus. The update's one unclaimed sequence on its ticket and second is its own: complete, both not emitted, as
+    one pass over the same stores says."""
+    from dataclasses import replace
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, z
+    zd = [z(1, 502, "Comment", "23:00:00", 52), z(2, 502, "Change:status", "23:00:00", 52)]
+    made = [legacy("MG", 502, "Ticket Merged", "23:00:00.4", 1, sequence_id="SM", sequence_total=1)]
+    bus = [dict(e, observed_at=e["event_time"]) for e in made]
+    sink = [dict(e, observed_at="2026-11-24T03:00:00Z", sequence_number="1", committed=True) for e in made]
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results(zd, [], [], [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        run_window(tmp_path, st, DAY, first, "day1")
+        s2 = run_window(tmp_path, st, DAY2, day_results([], bus, sink, []), "day2")
+    settled = {r["source_id"]: (r["verdict"], r["cause"]) for r in s2["carried"]["events_shown"]}
+    assert settled == {s: ("not_emitted", "sequence SM (1 events) is complete without it") for s in ("1", "2")}
+    one_pass = run_window(tmp_path, None, DAY, day_results(zd, bus, sink, []), "one-pass")
+    assert one_pass["verdicts"]["not_emitted"] == 2 and one_pass["verdicts"]["lost_before_bus"] == 0
+
+
 def test_an_id_a_carried_event_took_by_its_kind_is_not_also_taken_by_position(tmp_path):
     """Held on day 1: 42 (a priority change, paired with position 2 of S) and 43 (a Comment, position 3). Day 2 finds
     only position 2, a Comment Created (the connector numbered them otherwise): 43 takes it by kind and time, so 42
