@@ -13,7 +13,7 @@
 -- stands for (Attachment Linked to Comment): a segment where a position holds a bus event of another kind than its
 -- child's is not paired at all (`fits`).
 CREATE OR REPLACE TABLE seq_units AS
-WITH open_units AS (
+WITH open_units AS MATERIALIZED (
     SELECT source_id, audit_id FROM source_events
     WHERE source_id = expected_id AND emission IN ('child', 'audit', 'unknown') AND audit_id IS NOT NULL
       AND source_id NOT IN (SELECT source_id FROM hop_a)
@@ -26,19 +26,25 @@ WITH open_units AS (
 ), lone_audits AS (
     -- audits with open units of which no event is linked at all (every event the connector made for the update of a
     -- merge, a deletion, spam: Ticket Merged, no Status Changed), with their ticket and second
+    -- (every event of it that could link is open: none is in hop_a)
     SELECT audit_id, any_value(ticket_id) AS ticket_id, min(event_time) AS at
     FROM source_events
     WHERE audit_id IN (SELECT audit_id FROM open_units)
-      AND audit_id NOT IN (SELECT s.audit_id FROM hop_a h JOIN source_events s USING (source_id)
-                           WHERE s.audit_id IS NOT NULL)
+      AND source_id = expected_id AND emission IN ('child', 'audit', 'unknown')
     GROUP BY audit_id
-), unclaimed AS (
-    -- the connector sequences on those audits' tickets none of whose events is linked to any Zendesk event
-    SELECT sequence_id, min(ticket_id) AS ticket_id, min(event_time) AS at
-    FROM bus_events
+    HAVING count(*) = count(*) FILTER (WHERE source_id IN (SELECT source_id FROM open_units))
+), near_lone AS MATERIALIZED (
+    -- the bus events of connector sequences on those audits' tickets (few), and which of them are linked
+    SELECT eb_id, sequence_id, ticket_id, event_time FROM bus_events
     WHERE ticket_id IN (SELECT ticket_id FROM lone_audits) AND sequence_id IS NOT NULL
+), unclaimed AS (
+    -- those sequences none of whose events is linked to any Zendesk event (hop_a probed for these few ids only)
+    SELECT sequence_id, min(ticket_id) AS ticket_id, min(event_time) AS at
+    FROM near_lone
     GROUP BY sequence_id
-    HAVING count(DISTINCT ticket_id) = 1 AND NOT bool_or(coalesce(eb_id IN (SELECT eb_id FROM hop_a), false))
+    HAVING count(DISTINCT ticket_id) = 1
+       AND NOT bool_or(coalesce(eb_id IN (SELECT eb_id FROM hop_a WHERE eb_id IN (SELECT eb_id FROM near_lone)),
+                                false))
 ), lone AS (
     -- such an audit is aligned with the one unclaimed sequence of its ticket within the composite tolerance of its
     -- second, when no other such audit is as near that sequence: never a guess between two updates (a lost update
