@@ -503,3 +503,31 @@ def test_comments_are_read_with_the_comment_events_sideload(server, tmp_path):
     r2 = read(again, tmp_path)
     assert r2.complete and r2.details["replayed_pages"] == 0 and r2.details["pages_set_aside"]
     assert sorted(ids(r2)) == sorted(child_ids(data)) and again.requests
+
+
+def test_the_end_of_the_stream_proves_what_its_now_does_not_its_end_time(server, tmp_path):
+    """An early run (two hours into a four-hour window) whose last page, the end of the stream, gives an end_time
+    six hours on (a proxy, a bug in between): the run said "re-run later", and the re-run, over the same pages dir,
+    took that page as listing the whole window (0 requests, 714 of 1,440 children). The end of the stream lists up
+    to its last audit and its read's now - 60 s: the re-run fetches from there, and lists the whole window."""
+    class Clock:
+        def __init__(self, sec):
+            self.sec = sec
+
+        def __call__(self):
+            return ts(self.sec)
+    audits = [{"id": i + 1, "ticket_id": 1000 + i % 97, "timestamp": T0 + 7 + i * 30, "updater_id": 7,
+               "child_events": [{"id": (i + 1) * 100 + k, "event_type": "Comment"} for k in range(2)]}
+              for i in range(720)]
+    clock = Clock(T0 + 2 * 3600)
+    h = server(zs.audits_table(audits), now=clock, per_page=20)
+    win = Window(start=ts(T0), end=ts(T0 + 4 * 3600), as_of=ts(T0 + 7 * 3600))
+    h.set_faults(tail={"end_time": T0 + 6 * 3600})
+    early = read(h, tmp_path, win, now=ts(clock.sec))
+    assert not early.complete
+    h.set_faults(tail={})
+    clock.sec = T0 + 7 * 3600
+    again = read(h, tmp_path, win, now=ts(clock.sec))
+    assert again.complete and again.details["requests"] > 0
+    assert sorted(ids(again)) == sorted(str((i + 1) * 100 + k) for i in range(720) for k in range(2)
+                                        if T0 + 7 + i * 30 < T0 + 4 * 3600)

@@ -128,13 +128,15 @@ def page_facts(cursor: int, doc) -> dict | None:
     # end_time is "the most recent time present in the result set" (the export reference) and the next page starts
     # there. One beyond the page's last audit (items left out after paging, a proxy rewriting it) would step over
     # what lies between: the page counts as listed to its last audit's second, and the next starts there.
+    # The end of the stream too: what it lists past its last audit is what its read's now - 60 s proves
+    # (pages.listed_until), never its end_time, which the collector would resume from and the run take as covering.
     stamps = [a["timestamp"] for a in doc["ticket_events"] if isinstance(a, dict) and type(a.get("timestamp")) is int]
-    if stamps and not eos and end_time > max(stamps):
+    if stamps and end_time > max(stamps):
         end_time = max(stamps)
-    # An empty page that is not the end of the stream lists nothing: whatever end_time it gives (two days on, say),
-    # it proves no audit absent before it (not documented; followed, it called a day complete from 70 of 600 events).
-    # It counts as listed to its start: the read stops there, incomplete (repeats, stalled).
-    if not count and not eos:
+    # An empty page lists nothing: whatever end_time it gives (two days on, say), it proves no audit absent before it
+    # (not documented; followed, it called a day complete from 70 of 600 events). It counts as listed to its start:
+    # not the end of the stream, the read stops there, incomplete (repeats, stalled).
+    if not count:
         end_time = min(end_time, cursor)
     same_second = end_time <= cursor and not eos and count > 0
     return {"end_time": end_time, "count": count, "end_of_stream": eos, "same_second": same_second,
