@@ -102,9 +102,9 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
     except ReconcileError as e:
         # The run is recorded (the state names the prefix): its folder is kept, not deleted with the temporary
         # folder, and its alert still goes out (a loss is not silenced by an upload that failed).
-        logger.error("%s was not published (%s); the run itself is finished and recorded, and its folder is kept at "
-                     "%s: `reconcile publish %s --out %s` puts it there", target, e, outcome.out_dir, outcome.out_dir,
-                     target)
+        logger.error("%s was not published (%s); the run itself is finished%s, and its folder is kept at %s: "
+                     "`reconcile publish %s --out %s` puts it there", target, e,
+                     " and recorded in the state" if state_path else "", outcome.out_dir, outcome.out_dir, target)
         alert.send(cfg, outcome.summary, str(outcome.report.resolve()))
         raise
     shutil.rmtree(tmp, ignore_errors=True)

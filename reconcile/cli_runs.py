@@ -267,12 +267,14 @@ def verify(run_dir, against_sources, profile, region, endpoint_url, as_json):
 
 @click.command(name="publish")
 @click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True))
-@click.option("--out", required=True, help="s3://bucket/prefix to publish the run to.")
+@click.option("--out", required=True, help="s3://bucket/prefix to publish the run to ({window}: the run's window key, "
+                                           "as `run --out` takes it).")
 @click.option("--replace", is_flag=True, help="Replace a run of the same window already published there.")
 @aws_options
 def publish_run(run_dir, out, replace, profile, region, endpoint_url):
     """Publish a finished run's folder to S3, as `run --out s3://...` does: a run whose upload failed keeps its
-    folder (the error names it), and this puts it where the state records it, without judging the window again.
+    folder (the error names it), and this puts it where it was to go (where a state records it), without judging
+    the window again.
 
     The folder is verified first (every sha256, every figure): a run that does not match its evidence is not
     published. Every file goes up, then manifest.json.
@@ -293,6 +295,8 @@ def publish_run(run_dir, out, replace, profile, region, endpoint_url):
         click.echo(f"DIFFERS {d}", err=True)
     if not result.ok:
         raise result.error(run_dir)
-    publish.ensure_free(out, aws, replace, RunFolder(Path(run_dir)).window_key())
+    window_key = RunFolder(Path(run_dir)).window_key()
+    out = out.replace("{window}", window_key or "{window}")  # as `run --out` expands it (a verified run has one)
+    publish.ensure_free(out, aws, replace, window_key)
     report_uri = publish.publish(Path(run_dir), out, aws, replace=replace)
     click.echo(report_uri)

@@ -588,6 +588,11 @@ def test_a_run_whose_publish_fails_keeps_its_folder_and_alerts(tmp_path, aws_cfg
     result = CliRunner().invoke(main, command.split()[1:] + endpoint)
     assert result.exit_code == 0 and result.stdout.strip() == "s3://audit/runs/2026-11-23/report.html", result.output
     assert CliRunner().invoke(main, ["verify", "s3://audit/runs/2026-11-23", *endpoint]).exit_code == 0
+    # `--out` with {window}, as a schedule gives `run` it: the run's window key, not a prefix named {window}
+    args = ["publish", kept, "--out", "s3://audit/by-window/{window}", *endpoint]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and result.stdout.strip() == (
+        "s3://audit/by-window/20261123T000000Z-20261124T000000Z/report.html"), result.output
     shutil.rmtree(Path(kept).parent, ignore_errors=True)
 
 
