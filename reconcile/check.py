@@ -54,7 +54,8 @@ def require_usable(cfg: Config) -> None:
 
 def reach_all(cfg: Config) -> list[Reached]:
     """One line per configured store, in REGISTRY's order: whether it answered its one cheap call. The stores are
-    asked at once, each with short timeouts and two retries (aws.PROBE: max_attempts counts retries): a store that does not answer costs seconds."""
+    asked at once, each with short timeouts and two retries (aws.PROBE: max_attempts counts retries): a store that
+    does not answer costs seconds."""
     from .sources import REGISTRY
     specs = [spec for spec in REGISTRY if spec.configured(cfg)]
     with ThreadPoolExecutor(max(1, len(specs))) as pool:
