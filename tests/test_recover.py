@@ -613,6 +613,35 @@ def test_a_replay_window_whose_minutes_hold_an_event_another_plan_sent_is_not_st
     assert not set(w["eb_ids"]) & set(rows)  # none of the held window's events journaled: a later plan sends them
 
 
+def test_a_replay_window_holding_by_its_own_time_an_event_another_plan_sent_is_not_started(day):
+    """As above, but Z's log copy came ten minutes after it (the log target throttled and retried): by its log copy's
+    time Z lies outside the window and the replay was started, though a replay selects by the event's own time and
+    re-sent Z, which another plan had re-put. Held by either time."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    plan = plan_mod.build(day.run_dir, day.cfg)
+    path, digest = plan_mod.write(plan, day.run_dir / "recovery")
+    w = plan["replay_windows"][0]
+    planned = {e["eb_id"] for e in plan["events"]}
+    bus_path = day.run_dir / "evidence" / "bus.parquet"
+    inside = duckdb.sql(f"SELECT eb_id::VARCHAR FROM '{bus_path}' "
+                        f"WHERE event_time >= TIMESTAMPTZ '{w['start']}' + INTERVAL 15 second "
+                        f"AND event_time < TIMESTAMPTZ '{w['end']}' - INTERVAL 15 second").fetchall()
+    z = next(i for (i,) in inside if i not in planned)
+    bus = pq.read_table(bus_path)
+    late = pc.equal(pa.array([str(v) for v in bus["eb_id"].to_pylist()]), z)
+    moved = pc.if_else(late, pc.add(bus["observed_at"], pa.scalar(timedelta(minutes=10))), bus["observed_at"])
+    pq.write_table(bus.set_column(bus.schema.get_field_index("observed_at"), "observed_at", moved), bus_path)
+    other = dict(plan, run=dict(plan["run"], manifest_sha256="0" * 64))
+    entry = dict(next(e for e in plan["events"] if e["route"] == "reput"), eb_id=z)
+    with State.open(day.state) as st:
+        st.write_journal(apply_mod._journal_table([apply_mod._row(other, "f" * 64, entry, "sent", attempts=1,
+                                                                  sent_at=datetime.now(timezone.utc))]))
+    done = apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
+    started = {r["ReplayName"] for r in make_client("events", day.aws).list_replays()["Replays"]}
+    assert done.replay_windows_held >= 1 and f"reconcile-{digest[:16]}-0000" not in started
+
+
 def test_a_replay_window_holding_an_event_that_landed_late_is_not_started(day):
     """An earlier apply of this plan found X, planned for replay in a window with Y, landed late (`landed_already`)
     and stopped before the replays (--limit). Replaying the window now would send X a second time, a duplicate the

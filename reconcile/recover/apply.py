@@ -172,7 +172,7 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
         logged = _logged(plan, resent) if replays and resent else []
         held_windows: set[int] = {
             i for i in replays if set(plan["replay_windows"][i]["eb_ids"]) & resent
-            or any(plan_mod.replayed_by(t, [_span(plan["replay_windows"][i])]) for t in logged)}
+            or any(_may_replay(_span(plan["replay_windows"][i]), t, e) for t, e in logged)}
         if held_windows:
             logger.warning("%d replay window(s) hold an event another plan sent or may have sent, or one that landed "
                            "late: not replayed (the replay would send it twice). Re-plan from a run after those sends "
@@ -206,10 +206,10 @@ def apply(plan_path: Path, cfg: Config, state: str | Path, *, digest: str | None
     return out
 
 
-def _logged(plan: dict, eb_ids: set[str]) -> list[datetime]:
-    """When the plan's run's bus log logged these events (its evidence's bus ledger: the minutes its replay windows
-    cover are its window's). A plan applied where its run folder is not: none, and a warning (the plan's own events
-    are still checked)."""
+def _logged(plan: dict, eb_ids: set[str]) -> list[tuple[datetime, datetime | None]]:
+    """When the plan's run's bus log logged these events, and their own time (its evidence's bus ledger: the minutes
+    its replay windows cover are its window's). A plan applied where its run folder is not: none, and a warning (the
+    plan's own events are still checked)."""
     bus = RunFolder(Path(plan["run"]["dir"])).ledger(source("bus_log"))
     if not bus.is_file():
         logger.warning("The plan's run folder %s is not here: a replay window holding an event another plan sent is "
@@ -218,10 +218,19 @@ def _logged(plan: dict, eb_ids: set[str]) -> list[datetime]:
     con = events.connect()
     try:
         con.read_parquet(str(bus)).create_view("bus")
-        return [t for _, t in execute_file(con, plan_mod.QUERIES / "logged_at.sql",
-                                           {"eb_ids": sorted(eb_ids)}).fetchall()]
+        return [(t, e) for _, t, e in execute_file(con, plan_mod.QUERIES / "logged_at.sql",
+                                                   {"eb_ids": sorted(eb_ids)}).fetchall()]
     finally:
         con.close()
+
+
+def _may_replay(span: dict, logged_at: datetime, event_time: datetime | None) -> bool:
+    """Whether a replay of `span` may re-send an event logged at `logged_at`: by that time (plan.replayed_by), or by
+    the event's own time, REPLAY_SLACK_S either side (a replay selects by the envelope's `time`, near the connector's
+    occurred_at; the log copy may come long after): holding a window too many only delays its events."""
+    slack = timedelta(seconds=plan_mod.REPLAY_SLACK_S)
+    return plan_mod.replayed_by(logged_at, [span]) or (
+        event_time is not None and span["start_at"] - slack <= event_time < span["end_at"] + slack)
 
 
 def _span(window: dict) -> dict:
