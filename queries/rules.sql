@@ -296,11 +296,14 @@ CREATE OR REPLACE MACRO landed_at(observed_at, committed, outside_log) AS
 -- as_of - the send; `landed_after_recovery`) is 'recovered', or 'duplicated' when the sink holds more than one copy
 -- (the recovery's and another: a late original, a send in doubt made again); one that landed before any recovery
 -- keeps the verdict it has on its own; one sent but not landed is 'pending' until the horizon counted from the send,
--- then lost again.
+-- then lost again. `retry_age`: as_of - when EventBridge's retries began, the later of the event time and the bus log's
+-- first copy (`retry_start`): an event the bus received late is retried until the horizon past then, not past its
+-- Zendesk time (one put on the bus two hours late was lost while EventBridge still retried it, never judged again).
+CREATE OR REPLACE MACRO retry_start(event_time, bus_at) AS greatest(event_time, bus_at);
 CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_grace, horizon,
                                    excluded := false, emission := NULL, sequence_position := NULL,
                                    sequence_complete := NULL, since_recovery := NULL,
-                                   landed_after_recovery := false) AS
+                                   landed_after_recovery := false, retry_age := NULL) AS
     CASE
         WHEN excluded THEN 'excluded'
         WHEN NOT linked AND emission = 'none' THEN 'not_emitted'
@@ -313,7 +316,7 @@ CREATE OR REPLACE MACRO verdict_of(linked, sink_rows, dlq_kinesis, age, hop_a_gr
         WHEN sink_rows = 1 THEN 'delivered'
         WHEN since_recovery < horizon THEN 'pending'  -- a recovery sent, not landed yet
         WHEN dlq_kinesis > 0 THEN 'dead_lettered'
-        WHEN age < horizon THEN 'pending'
+        WHEN coalesce(retry_age, age) < horizon THEN 'pending'
         ELSE 'lost_after_bus'
     END;
 

@@ -152,13 +152,14 @@ WITH kept AS (
                       -- `sequenced` linked it): with every position held, it was no position of the update
                       sequence_position := CASE WHEN d.source_id IS NULL THEN c.sequence_position END,
                       sequence_complete := d.source_id IS NOT NULL, since_recovery := $as_of - f.recovery_sent_at,
-                      landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at)) AS found,
+                      landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at),
+                      retry_age := $as_of - retry_start(c.event_time, f.bus_at)) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
            greatest(coalesce(f.dlq_kinesis, 0), coalesce(c.dlq_kinesis, 0)) AS dlq_kinesis,
            f.eb_ids, f.replayed, f.sink_sequences, coalesce(f.error_code, c.error_code) AS error_code,
            model_kind(c.kind) AS model_kind,
            only_outside_log(f.sink_rows, f.uncommitted_rows, $outside_log) AS outside_log,
-           f.sink_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
+           f.sink_at, f.bus_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
            c.emission, coalesce(c.sequence_id, d.sequence_id) AS sequence_id, d.total AS sequence_total
     FROM kept c
     LEFT JOIN facts f USING (source_id)
@@ -168,7 +169,8 @@ WITH kept AS (
                                              beyond_bus_log(event_time, r.reach, r.why, $hop_a_grace),
                                              before_bus_read),
                              coalesce($unsettled_bus_to_sink, unread,
-                                      beyond_dlq(found, event_time, $dlq_reach, $horizon, $dlq_in_part))) AS held_by
+                                      beyond_dlq(found, retry_start(event_time, bus_at), $dlq_reach, $horizon,
+                                                 $dlq_in_part))) AS held_by
     FROM (SELECT *, CASE WHEN event_time < $sink_read_start
                          THEN 'the sink was not read back to it ([window] carry_back)' END AS unread,
                     -- not on the bus as far as this run reads it back, and still within EventBridge's retries: it

@@ -31,7 +31,8 @@ WITH linked AS (
            verdict_of(l.source_id IS NOT NULL, l.sink_rows, l.dlq_kinesis, $as_of - s.event_time, $hop_a_grace,
                       $horizon, excluded := s.excluded, emission := s.emission, sequence_position := q.position,
                       sequence_complete := q.complete, since_recovery := $as_of - l.recovery_sent_at,
-                      landed_after_recovery := landed_after(l.recovery_sent_at, l.sink_at)) AS verdict,
+                      landed_after_recovery := landed_after(l.recovery_sent_at, l.sink_at),
+                      retry_age := $as_of - retry_start(s.event_time, l.bus_at)) AS verdict,
            l.replayed, recovery_how(l.recovery_route, l.recovery_replay) AS recovery_how
     FROM source_events s
     LEFT JOIN linked l ON l.source_id = s.expected_id
@@ -41,7 +42,9 @@ WITH linked AS (
     SELECT * REPLACE (held_verdict(verdict, held_by) AS verdict), verdict AS found
     FROM (SELECT j.*, loss_held_by(j.verdict, coalesce($unsettled_zendesk_to_bus,
                                                         beyond_bus_log(j.event_time, r.reach, r.why, $hop_a_grace)),
-                                   coalesce($unsettled_bus_to_sink, beyond_dlq(j.verdict, j.event_time, $dlq_reach,
+                                   coalesce($unsettled_bus_to_sink, beyond_dlq(j.verdict,
+                                                                               retry_start(j.event_time, j.bus_at),
+                                                                               $dlq_reach,
                                                                                $horizon, $dlq_in_part))) AS held_by
           FROM judged j CROSS JOIN bus_log_reach r)
 )

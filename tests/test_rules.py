@@ -270,6 +270,24 @@ def test_a_loss_after_the_bus_past_the_dlq_archive_is_held(tmp_path, this_window
                 assert (r["verdict"], r["cause"]) == (this_window[i]["verdict"], this_window[i]["cause"]), i
 
 
+def test_an_event_the_bus_received_late_is_retried_until_the_horizon_past_then(tmp_path, this_window):
+    """D (13:00) reached the bus -- its log copy -- only at midnight (a connector backlog, a webhook's retries):
+    EventBridge retries it until the horizon past then, 03:00 the next day, after as_of (02:00). Judged by its Zendesk
+    time it was lost after the bus while still retried, and a loss is not looked at again. It is pending, in the
+    window and carried alike; its cause as before once the retries are over."""
+    assert this_window["4"]["verdict"] == "lost_after_bus"
+    late = [dict(b, observed_at="2026-11-24T00:00:00Z") if b["eb_id"] == "D" else b for b in BUS]
+    stores = {"zendesk": ZENDESK, "bus": late, "sink": SINK, "dlq": DLQ}
+    for as_of, want in ((PARAMS["as_of"], "pending"), (PARAMS["as_of"] + timedelta(hours=2), "lost_after_bus")):
+        e = run(tmp_path / want, carried_from(this_window, True), stores, as_of=as_of)
+        try:
+            got = {r["source_id"]: r["verdict"] for r in e.arrow("verdicts").to_pylist()}
+            settled = {r["source_id"]: r["verdict"] for r in e.arrow("settlements").to_pylist()}
+        finally:
+            e.close()
+        assert (got["4"], settled["4"]) == (want, want), as_of
+
+
 def test_a_loss_after_the_bus_with_the_dlq_read_in_part_is_held(tmp_path, this_window):
     """With the DLQ read in part, "no DLQ message" is no proof: a loss after the bus is held (it would be
     dead_lettered if its message was in the unread part); a dead-lettered one is not (its message was read)."""
