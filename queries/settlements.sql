@@ -81,8 +81,23 @@ WITH kept AS (
       AND b.eb_id NOT IN (SELECT eb_id FROM copies)
       AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
     GROUP BY c.source_id
+), members AS (
+    -- every id of a copy group (rules.sql bus_copies: a connector resend, a webhook redelivery, a replay under a new
+    -- id), with its group's first
+    SELECT eb_id, first_eb FROM copies
+    UNION SELECT first_eb, first_eb FROM copies
+), carried_copies AS (
+    -- the other ids of a carried link's copy group, either way round (the new copy may be its group's first): a
+    -- copy that landed under a new id delivers the event an earlier run linked (it was settled lost after the bus,
+    -- or dead-lettered, its landed copy counted nowhere, where one pass over the same stores says delivered)
+    SELECT DISTINCT l.source_id, g.eb_id, 'carried' AS match_kind
+    FROM carried_links l
+    JOIN members m ON m.eb_id = l.eb_id
+    JOIN members g ON g.first_eb = m.first_eb
+    WHERE NOT EXISTS (SELECT 1 FROM carried_links k WHERE k.source_id = l.source_id AND k.eb_id = g.eb_id)
 ), links AS (
     SELECT source_id, eb_id, 'carried' AS match_kind FROM carried_links
+    UNION ALL SELECT * FROM carried_copies
     UNION ALL SELECT * FROM exact
     UNION ALL SELECT * FROM composite
     UNION ALL SELECT * FROM copy_links('composite', 'copies')

@@ -563,6 +563,30 @@ def test_a_carried_update_none_of_whose_events_links_settles_by_its_own_complete
     assert one_pass["verdicts"]["not_emitted"] == 2 and one_pass["verdicts"]["lost_before_bus"] == 0
 
 
+@pytest.mark.parametrize("family", ["legacy", "webhook"])
+def test_a_carried_event_is_delivered_by_a_copy_of_its_bus_event_under_a_new_id(tmp_path, family):
+    """Comment 51 (23:30) was on the bus as X, not in the sink: pending, carried with X. Then the connector resent it
+    (an archive replay alike: the same sequence position) or Zendesk redelivered the webhook, under a new id Y, and Y
+    landed; X never did. Day 2's bus log read (from 23:00) holds both: 51 was settled lost after the bus (Y's row
+    counted nowhere), where one pass over the same stores says delivered. X's copy group links Y to it."""
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, webhook, z
+    zd = [z(51, 50, "Comment", "23:30:00", 5000)]
+    if family == "legacy":
+        x = legacy("X", 50, "Comment Created", "23:30:00.4", 1, sequence_id="S50", sequence_total=1)
+    else:
+        x = webhook("X", "9f1c0e7a-0000-4000-8000-000000000051", 50, "comment_added", "23:30:00")
+    y = dict(x, eb_id="Y")
+    logged = [dict(x, observed_at=x["event_time"]), dict(y, observed_at="2026-11-24T01:00:00Z")]
+    with State.open(tmp_path / "state.duckdb") as st:
+        s1 = run_window(tmp_path, st, DAY, day_results(zd, logged[:1], [], []), "day1")
+        assert s1["verdicts"]["pending"] == 1
+        landed = [dict(y, observed_at="2026-11-24T01:00:02Z", sequence_number="7", committed=True)]
+        s2 = run_window(tmp_path, st, DAY2, day_results([], logged, landed, []), "day2")
+    assert s2["carried"]["by_verdict"] == {"delivered": 1}, s2["carried"]
+    one_pass = run_window(tmp_path, None, DAY, day_results(zd, logged, landed, []), "one-pass")
+    assert s2["carried"]["by_verdict"] == {v: n for v, n in one_pass["verdicts"].items() if n}
+
+
 def test_an_id_a_carried_event_took_by_its_kind_is_not_also_taken_by_position(tmp_path):
     """Held on day 1: 42 (a priority change, paired with position 2 of S) and 43 (a Comment, position 3). Day 2 finds
     only position 2, a Comment Created (the connector numbered them otherwise): 43 takes it by kind and time, so 42
