@@ -88,7 +88,7 @@ def run(config_path, day, start, end, as_of, out, replace, bundle, zendesk_url, 
         # After the manifest: an alert describes a finished run; its failure never changes the exit code.
         emit(outcome, as_json, alert=alert.send(cfg, outcome.summary, str(outcome.report.resolve())), bundle=packed)
         sys.exit(outcome.exit_code)
-    publish.ensure_free(target, cfg.aws, replace, window.key)  # fail before reading anything
+    publish.ensure_free(target, cfg.aws, replace, window.key, stateless=state_path is None)  # before reading anything
     tmp = Path(tempfile.mkdtemp(prefix="reconcile-run-"))
     try:
         outcome = execute(cfg, window, tmp / window.key, audience=audience,

@@ -21,7 +21,7 @@ from .atomic import replacing
 from .aws import error_code, make_client
 from .config import AwsConfig
 from .errors import ConfigError, NotARun, ReportError, VerifyError
-from .runfolder import MANIFEST, listed_files
+from .runfolder import EVIDENCE, HISTORY_FILE, MANIFEST, listed_files
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,11 @@ def published(client, bucket: str, prefix: str) -> bool:
         raise _s3_failure(e, f"check s3://{bucket}/{prefix}{MANIFEST}") from e
 
 
-def ensure_free(uri: str, aws: AwsConfig, replace: bool, window_key: str | None = None) -> None:
+def ensure_free(uri: str, aws: AwsConfig, replace: bool, window_key: str | None = None,
+                stateless: bool = False) -> None:
     """Fail before any work when `uri` already holds a run and `replace` is not given, or holds the run of another
-    window than `window_key` (which --replace would delete, while a state may still record it there)."""
+    window than `window_key` (which --replace would delete, while a state may still record it there), or (a run
+    without a state: `stateless`) a run a state recorded, which the state would go on naming there."""
     bucket, prefix = split(uri)
     client = make_client("s3", aws)
     if not published(client, bucket, prefix):
@@ -69,6 +71,10 @@ def ensure_free(uri: str, aws: AwsConfig, replace: bool, window_key: str | None 
     if window_key is not None and (other := _window_of(client, bucket, prefix)) not in (None, window_key):
         raise ReportError(f"{uri} holds the run of another window ({other}); --replace replaces a run of the same "
                           f"window only. Give each window its own prefix, e.g. --out s3://{bucket}/runs/{{window}}.")
+    if stateless and f"{EVIDENCE}/{HISTORY_FILE}" in _listed_files(client, bucket, prefix, uri):
+        raise ReportError(f"{uri} holds a run a state recorded; a run without the state (--no-state) there would "
+                          f"replace it while the state still names this prefix. Run with the state, or give --out "
+                          f"another prefix.")
 
 
 def _window_of(client, bucket: str, prefix: str) -> str | None:

@@ -441,6 +441,15 @@ def test_a_published_run_is_replaced_only_with_replace(tmp_path, aws_cfg):
         publish.ensure_free("s3://audit/runs/day1", aws_cfg, replace=True, window_key="20261124T000000Z-x")
     publish.ensure_free("s3://audit/runs/day1", aws_cfg, replace=True, window_key="20261123T000000Z-20261124T000000Z")
     assert s3.get_object(Bucket="audit", Key="runs/day1/manifest.json")["Body"].read() == before
+    # a run a state recorded (its evidence holds the history the state gave it) is not replaced by one without the
+    # state (run --no-state --replace): the state would go on naming the prefix for a run that is not there
+    recorded = dict(listed, files=listed["files"] + [{"path": "evidence/history.json", "bytes": 2, "sha256": "0" * 64}])
+    s3.put_object(Bucket="audit", Key="runs/day1/manifest.json", Body=orjson.dumps(recorded))
+    with pytest.raises(ReportError, match="holds a run a state recorded; a run without the state"):
+        publish.ensure_free("s3://audit/runs/day1", aws_cfg, replace=True,
+                            window_key="20261123T000000Z-20261124T000000Z", stateless=True)
+    publish.ensure_free("s3://audit/runs/day1", aws_cfg, replace=True, window_key="20261123T000000Z-20261124T000000Z")
+    s3.put_object(Bucket="audit", Key="runs/day1/manifest.json", Body=before)
 
     shutil.rmtree(tmp_path / "run")
     produce(tmp_path / "run")  # the same window again
