@@ -33,6 +33,11 @@ WITH open_units AS MATERIALIZED (
       AND source_id = expected_id AND emission IN ('child', 'audit', 'unknown')
     GROUP BY audit_id
     HAVING count(*) = count(*) FILTER (WHERE source_id IN (SELECT source_id FROM open_units))
+), ticket_audits AS MATERIALIZED (
+    -- every audit of those tickets, whatever its events (few)
+    SELECT ticket_id, audit_id, min(event_time) AS at FROM source_events
+    WHERE ticket_id IN (SELECT ticket_id FROM lone_audits) AND audit_id IS NOT NULL
+    GROUP BY ticket_id, audit_id
 ), near_lone AS MATERIALIZED (
     -- the bus events of connector sequences on those audits' tickets (few), and which of them are linked
     SELECT eb_id, sequence_id, ticket_id, event_time FROM bus_events
@@ -51,10 +56,14 @@ WITH open_units AS MATERIALIZED (
     -- beside a merge), which could lend a lost update another's complete sequence. Only whether it is complete
     -- counts: with nothing linked to say which event is which, none of its positions is paired with a child (a kind
     -- the model does not know stays unverified, as without it)
+    -- (every audit of the ticket counts as another update, whatever its events: one of Notification children only,
+    -- or one linked, may be the sequence's)
     SELECT a.audit_id, u.sequence_id
     FROM lone_audits a
     JOIN unclaimed u ON u.ticket_id = a.ticket_id
                     AND abs(epoch(date_trunc('second', u.at)) - epoch(a.at)) <= $tolerance_s
+    WHERE (SELECT count(DISTINCT s.audit_id) FROM ticket_audits s
+           WHERE s.ticket_id = u.ticket_id AND abs(epoch(date_trunc('second', u.at)) - epoch(s.at)) <= $tolerance_s) = 1
     QUALIFY count(*) OVER (PARTITION BY a.audit_id) = 1 AND count(*) OVER (PARTITION BY u.sequence_id) = 1
 ), align AS (
     -- the sequence most linked events carry; none when two carry as many (a child composite-paired with another

@@ -42,10 +42,28 @@ WITH kept AS (
     SELECT * REPLACE (coalesce(emission, emission_of(kind)) AS emission) FROM carried
 ), open AS (
     SELECT * FROM kept WHERE eb_id IS NULL
+), copies AS (
+    SELECT * FROM bus_copies('settle_near')
+), members AS (
+    -- every id of a copy group (rules.sql bus_copies: a connector resend, a webhook redelivery, a replay under a new
+    -- id), with its group's first
+    SELECT eb_id, first_eb FROM copies
+    UNION SELECT first_eb, first_eb FROM copies
+), carried_copies AS (
+    -- the other ids of a carried link's copy group, either way round (the new copy may be its group's first): a
+    -- copy that landed under a new id delivers the event an earlier run linked (it was settled lost after the bus,
+    -- or dead-lettered, its landed copy counted nowhere, where one pass over the same stores says delivered)
+    SELECT DISTINCT l.source_id, g.eb_id, 'carried' AS match_kind
+    FROM carried_links l
+    JOIN members m ON m.eb_id = l.eb_id
+    JOIN members g ON g.first_eb = m.first_eb
+    WHERE NOT EXISTS (SELECT 1 FROM carried_links k WHERE k.source_id = l.source_id AND k.eb_id = g.eb_id)
 ), taken AS (
-    -- ids already linked to an event: by an earlier run to a carried event, or to another event of its ticket (the
-    -- carried event's claimed_ids: settled then, so no carried event names them), or by this run's hop A
+    -- ids already linked to an event: by an earlier run to a carried event (and its copies'), or to another event of
+    -- its ticket (the carried event's claimed_ids: settled then, so no carried event names them), or by this run's
+    -- hop A
     SELECT source_id, eb_id FROM carried_links
+    UNION ALL SELECT source_id, eb_id FROM carried_copies
     UNION ALL SELECT '' AS source_id, try_cast(id AS UUID) AS eb_id
               FROM (SELECT unnest(claimed_ids) AS id FROM carried WHERE claimed_ids IS NOT NULL)
     UNION ALL SELECT source_id, eb_id FROM hop_a
@@ -53,8 +71,6 @@ WITH kept AS (
     SELECT DISTINCT c.source_id, b.eb_id, 'exact' AS match_kind
     FROM open c
     JOIN settle_near b ON exact_candidate(b.family, b.zendesk_key, c.zendesk_key)
-), copies AS (
-    SELECT * FROM bus_copies('settle_near')
 ), cand AS (
     SELECT DISTINCT c.source_id, b.eb_id, c.ticket_id, model_kind(c.kind) AS kind, c.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos,
@@ -81,20 +97,6 @@ WITH kept AS (
       AND b.eb_id NOT IN (SELECT eb_id FROM copies)
       AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
     GROUP BY c.source_id
-), members AS (
-    -- every id of a copy group (rules.sql bus_copies: a connector resend, a webhook redelivery, a replay under a new
-    -- id), with its group's first
-    SELECT eb_id, first_eb FROM copies
-    UNION SELECT first_eb, first_eb FROM copies
-), carried_copies AS (
-    -- the other ids of a carried link's copy group, either way round (the new copy may be its group's first): a
-    -- copy that landed under a new id delivers the event an earlier run linked (it was settled lost after the bus,
-    -- or dead-lettered, its landed copy counted nowhere, where one pass over the same stores says delivered)
-    SELECT DISTINCT l.source_id, g.eb_id, 'carried' AS match_kind
-    FROM carried_links l
-    JOIN members m ON m.eb_id = l.eb_id
-    JOIN members g ON g.first_eb = m.first_eb
-    WHERE NOT EXISTS (SELECT 1 FROM carried_links k WHERE k.source_id = l.source_id AND k.eb_id = g.eb_id)
 ), links AS (
     SELECT source_id, eb_id, 'carried' AS match_kind FROM carried_links
     UNION ALL SELECT * FROM carried_copies
@@ -138,6 +140,13 @@ WITH kept AS (
              AND NOT bool_or(coalesce(eb_id IN (SELECT eb_id FROM taken), false)
                              OR coalesce(eb_id IN (SELECT eb_id FROM links), false))) u
       ON u.ticket_id = a.ticket_id AND abs(epoch(date_trunc('second', u.at)) - epoch(a.at)) <= $tolerance_s
+    -- every audit of the ticket this run or the state knows counts as another update, whatever its events
+    WHERE (SELECT count(DISTINCT s.audit_id)
+           FROM (SELECT ticket_id, audit_id, event_time FROM zendesk
+                 WHERE coalesce(ticket_id IN (SELECT ticket_id FROM lone_audits), false)
+                 UNION ALL SELECT ticket_id, audit_id, event_time FROM kept) s
+           WHERE s.ticket_id = u.ticket_id AND s.audit_id IS NOT NULL
+             AND abs(epoch(date_trunc('second', u.at)) - epoch(s.event_time)) <= $tolerance_s) = 1
     QUALIFY count(*) OVER (PARTITION BY a.window_key, a.audit_id) = 1
         AND count(*) OVER (PARTITION BY u.sequence_id) = 1
 ), seq_done AS (
@@ -168,13 +177,15 @@ WITH kept AS (
                       sequence_position := CASE WHEN d.source_id IS NULL THEN c.sequence_position END,
                       sequence_complete := d.source_id IS NOT NULL, since_recovery := $as_of - f.recovery_sent_at,
                       landed_after_recovery := landed_after(f.recovery_sent_at, f.sink_at),
-                      retry_age := $as_of - retry_start(c.event_time, f.bus_at)) AS found,
+                      retry_age := $as_of - retry_start(c.event_time, least(f.bus_at, c.bus_at))) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
            greatest(coalesce(f.dlq_kinesis, 0), coalesce(c.dlq_kinesis, 0)) AS dlq_kinesis,
            f.eb_ids, f.replayed, f.sink_sequences, coalesce(f.error_code, c.error_code) AS error_code,
            model_kind(c.kind) AS model_kind,
            only_outside_log(f.sink_rows, f.uncommitted_rows, $outside_log) AS outside_log,
-           f.sink_at, f.bus_at, f.recovery_sent_at, recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
+           -- the first log copy this run reads or an earlier run kept (this run's read may start after it)
+           f.sink_at, least(f.bus_at, c.bus_at) AS bus_at, f.recovery_sent_at,
+           recovery_how(f.recovery_route, f.recovery_replay) AS recovery_how,
            c.emission, coalesce(c.sequence_id, d.sequence_id) AS sequence_id, d.total AS sequence_total
     FROM kept c
     LEFT JOIN facts f USING (source_id)

@@ -48,6 +48,7 @@ CARRIED_SCHEMA = pa.schema([
     ("claimed_ids", pa.list_(pa.string())), ("audit_id", pa.int64()),
     ("dlq_kinesis", pa.int64()), ("error_code", pa.string()),
     ("holders", pa.list_(pa.string())),  # every window that left it pending (carried.sql): history folds it into each
+    ("bus_at", pa.timestamp("ms", tz="UTC")),  # the bus log's first copy: its retries' start (rules.sql retry_start)
 ])
 
 

@@ -394,11 +394,16 @@ def test_an_update_none_of_whose_events_links_is_judged_by_its_own_complete_sequ
               seq("SD", 503, "Ticket Soft Deleted", "11:00:00.4", 1, 1, "SD"),
               seq("SP", 504, "Ticket Marked as Spam", "12:00:00.4", 1, 1, "SP")]
     lost_too = [z(23, 502, "Comment", "10:00:01", 55)]  # another update of the merged ticket, a second later, lost
+    # a lost comment beside an update of Notification children only, whose connector sequence (a type no child
+    # stands for) is the one unclaimed: every audit of the ticket counts as a claimant, whatever its events
+    beside = [z(61, 506, "Comment", "10:00:00", 66), z(62, 506, "Notification", "10:00:04", 67)]
+    other = [seq("OB", 506, "Ticket Merged", "10:00:04.2", 1, 1, "SO")]
     two_missing = [seq("SD", 503, "Ticket Soft Deleted", "11:00:00.4", 1, 2, "SD")]  # position 2 in no store
     for name, zen, evs, want in (
             ("one each", merge + delete + spam, events, {s: "not_emitted" for s in ("21", "22", "31", "41")}),
             ("two updates near", merge + lost_too, events[:1], {s: "lost_before_bus" for s in ("21", "22", "23")}),
-            ("a position missing", delete, two_missing, {"31": "lost_before_bus"})):
+            ("a position missing", delete, two_missing, {"31": "lost_before_bus"}),
+            ("another update's", beside, other, {"61": "lost_before_bus", "62": "excluded"})):
         bus, sink = landed(evs)
         e = judge(tmp_path / name, zen, bus, sink, [])
         try:

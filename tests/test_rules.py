@@ -288,6 +288,62 @@ def test_an_event_the_bus_received_late_is_retried_until_the_horizon_past_then(t
         assert (got["4"], settled["4"]) == (want, want), as_of
 
 
+def test_a_carried_event_the_bus_received_late_is_retried_until_the_horizon_past_then(tmp_path):
+    """Six-hour windows: comment 4 at 01:00, its log copy at 05:00 (four hours late); as of 02:00 the next day with a
+    25 h horizon EventBridge retries it until 06:00. Its own window's judging says pending; a later window's run, whose
+    bus log read starts at 17:00 (no copy), judged the carried event by its Zendesk time: lost after the bus, final.
+    The state keeps the first log copy's time (bus_at), and the carried judging retries from it alike."""
+    as_of, horizon = DAY + timedelta(hours=26), timedelta(hours=25)
+    d = dict(legacy("D", 4, "Comment Created", "01:00:00.1"), sequence_id="S4", sequence_total=1)
+    e = run(tmp_path / "own", CARRIED_SCHEMA.empty_table(),
+            {"zendesk": [dict(z(4, 4, "Comment", "01:00:00"), audit_id=400)],
+             "bus": [dict(d, observed_at="05:00:00", source_id="log:D")], "sink": [], "dlq": []},
+            window_end=DAY + timedelta(hours=6), as_of=as_of, horizon=horizon)
+    try:
+        [own] = e.arrow("verdicts").to_pylist()
+    finally:
+        e.close()
+    assert own["verdict"] == "pending" and own["bus_at"] == at("05:00:00")
+    carried = pa.Table.from_pylist([dict(window_key="w1", source_id="4", zendesk_key="4", eb_id=uid("D"), ticket_id=4,
+                                         kind="Comment", event_time=at("01:00:00"), position=1, audit_id=400,
+                                         bus_at=own["bus_at"])], schema=CARRIED_SCHEMA)
+    later = dict(window_start=DAY + timedelta(hours=18), window_end=DAY + timedelta(hours=24), as_of=as_of,
+                 horizon=horizon, bus_read_start=DAY + timedelta(hours=17))
+    for kept, want in ((own["bus_at"], "pending"), (None, "lost_after_bus")):  # a state without it: as before
+        e = run(tmp_path / want, carried.set_column(carried.schema.get_field_index("bus_at"), "bus_at",
+                                                    pa.array([kept], CARRIED_SCHEMA.field("bus_at").type)),
+                {"zendesk": [], "bus": [], "sink": [], "dlq": []}, **later)
+        try:
+            [settled] = e.arrow("settlements").to_pylist()
+        finally:
+            e.close()
+        assert settled["verdict"] == want, (kept, settled)
+
+
+def test_an_id_of_a_carried_event_s_copy_group_is_taken_by_it(tmp_path):
+    """Carried 901 is linked to Db; the connector resent its event as Da (the lower id: its copy group's first), and
+    only Da landed. Carried 902 (same ticket, kind and second, unlinked) took Da by kind and time while 901 took it as
+    Db's copy: both delivered on one sink row, where one pass says 901 delivered and 902 lost before the bus."""
+    t = DAY - timedelta(hours=1)
+
+    def ev(eb):
+        return dict(eb_id=eb, ticket_id=500, event_type="Comment Created", family="legacy",
+                    event_time="2026-11-22T23:00:00.3Z", sequence_id="S1", sequence_position=1, sequence_total=2)
+    db, da = ev("Db"), ev("Da")
+    carried = pa.Table.from_pylist([
+        dict(window_key="earlier", source_id="901", zendesk_key="901", eb_id=uid("Db"), ticket_id=500,
+             kind="Comment", event_time=t, position=1),
+        dict(window_key="earlier", source_id="902", zendesk_key="902", eb_id=None, ticket_id=500,
+             kind="Comment", event_time=t, position=2)], schema=CARRIED_SCHEMA)
+    bus = [dict(b, observed_at=b["event_time"], source_id=f"log:{b['eb_id']}") for b in (db, da)]
+    e = run(tmp_path, carried, {"zendesk": [], "bus": bus, "sink": [sunk(da, "2026-11-22T23:00:02Z", "1")], "dlq": []})
+    try:
+        got = {r["source_id"]: r["verdict"] for r in e.arrow("settlements").to_pylist()}
+    finally:
+        e.close()
+    assert got == {"901": "delivered", "902": "lost_before_bus"}, got
+
+
 def test_a_loss_after_the_bus_with_the_dlq_read_in_part_is_held(tmp_path, this_window):
     """With the DLQ read in part, "no DLQ message" is no proof: a loss after the bus is held (it would be
     dead_lettered if its message was in the unread part); a dead-lettered one is not (its message was read)."""

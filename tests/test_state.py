@@ -30,6 +30,9 @@ def test_day2_settles_day1_pending_and_rerun_changes_nothing(tmp_path):
     with State.open(tmp_path / "state.duckdb") as st:
         s1 = day1(tmp_path, st)
         assert s1["verdicts"]["pending"] == 1
+        # with the bus log's first copy of it, which a later run's read may not reach (rules.sql retry_start)
+        [kept] = st.pending_of(s1["history"][0]["window_key"]).to_pylist()
+        assert (kept["source_id"], kept["bus_at"].isoformat()) == ("5", "2026-11-23T23:30:00.400000+00:00")
         s2 = day2(tmp_path, st)
         assert s2["carried"]["events"] == 1
         settled = s2["carried"]["events_shown"][0]

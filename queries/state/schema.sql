@@ -39,6 +39,10 @@ ALTER TABLE pending ADD COLUMN IF NOT EXISTS audit_id BIGINT;
 -- message (added later: older rows have none)
 ALTER TABLE pending ADD COLUMN IF NOT EXISTS dlq_kinesis BIGINT;
 ALTER TABLE pending ADD COLUMN IF NOT EXISTS error_code VARCHAR;
+-- when the bus log first held the event (verdicts' bus_at): its retries run until the horizon past the later of that
+-- and its event time (rules.sql retry_start), which a later run whose bus log read starts after it cannot see (added
+-- later: older rows have none, and fall back to the event time)
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS bus_at TIMESTAMPTZ;
 CREATE TABLE IF NOT EXISTS settlements (
     window_key VARCHAR, source_id VARCHAR, settled_in VARCHAR, verdict VARCHAR, eb_id VARCHAR,
     lateness_s DOUBLE, PRIMARY KEY (window_key, source_id));
