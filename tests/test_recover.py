@@ -561,17 +561,21 @@ def one_replay_window(day):
     return plan, path, digest, x, y
 
 
+def sent_by_another_plan(day, plan: dict, entry: dict) -> None:
+    """`entry` journaled `sent` by another plan (one made from another run of the window)."""
+    other = dict(plan, run=dict(plan["run"], manifest_sha256="0" * 64))
+    with State.open(day.state) as st:
+        st.write_journal(apply_mod._journal_table([apply_mod._row(other, "f" * 64, entry, "sent", attempts=1,
+                                                                  sent_at=datetime.now(timezone.utc))]))
+
+
 def test_a_replay_window_holding_an_event_another_plan_sent_is_not_started(day):
     """Another plan (made from another run of the window) re-put X; this plan replays a window holding X and Y.
     Replaying it would send X a second time: the window is held, no replay started, Y not journaled (a later plan
     re-puts or replays it); the re-puts go out. (The day's two replayed events are a window each: the plan here puts
     them in one, as a busier minute would.)"""
     plan, path, digest, x, y = one_replay_window(day)
-    other = dict(plan, run=dict(plan["run"], manifest_sha256="0" * 64))
-    entry = next(e for e in plan["events"] if e["eb_id"] == x)
-    with State.open(day.state) as st:
-        st.write_journal(apply_mod._journal_table([apply_mod._row(other, "f" * 64, entry, "sent", attempts=1,
-                                                                  sent_at=datetime.now(timezone.utc))]))
+    sent_by_another_plan(day, plan, next(e for e in plan["events"] if e["eb_id"] == x))
     done = apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
     assert done.replay_windows_held == 1 and done.sent_by_other_plan == 1 and done.replays == []
     assert make_client("events", day.aws).list_replays()["Replays"] == []
@@ -600,11 +604,7 @@ def test_a_replay_window_whose_minutes_hold_an_event_another_plan_sent_is_not_st
                         f"WHERE observed_at >= TIMESTAMPTZ '{w['start']}' + INTERVAL 15 second "
                         f"AND observed_at < TIMESTAMPTZ '{w['end']}' - INTERVAL 5 second").fetchall()
     z = next(i for (i,) in inside if i not in planned)
-    other = dict(plan, run=dict(plan["run"], manifest_sha256="0" * 64))
-    entry = dict(next(e for e in plan["events"] if e["route"] == "reput"), eb_id=z)
-    with State.open(day.state) as st:
-        st.write_journal(apply_mod._journal_table([apply_mod._row(other, "f" * 64, entry, "sent", attempts=1,
-                                                                  sent_at=datetime.now(timezone.utc))]))
+    sent_by_another_plan(day, plan, dict(next(e for e in plan["events"] if e["route"] == "reput"), eb_id=z))
     done = apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
     assert done.replay_windows_held >= 1
     started = {r["ReplayName"] for r in make_client("events", day.aws).list_replays()["Replays"]}
@@ -632,11 +632,7 @@ def test_a_replay_window_holding_by_its_own_time_an_event_another_plan_sent_is_n
     late = pc.equal(pa.array([str(v) for v in bus["eb_id"].to_pylist()]), z)
     moved = pc.if_else(late, pc.add(bus["observed_at"], pa.scalar(timedelta(minutes=10))), bus["observed_at"])
     pq.write_table(bus.set_column(bus.schema.get_field_index("observed_at"), "observed_at", moved), bus_path)
-    other = dict(plan, run=dict(plan["run"], manifest_sha256="0" * 64))
-    entry = dict(next(e for e in plan["events"] if e["route"] == "reput"), eb_id=z)
-    with State.open(day.state) as st:
-        st.write_journal(apply_mod._journal_table([apply_mod._row(other, "f" * 64, entry, "sent", attempts=1,
-                                                                  sent_at=datetime.now(timezone.utc))]))
+    sent_by_another_plan(day, plan, dict(next(e for e in plan["events"] if e["route"] == "reput"), eb_id=z))
     done = apply_mod.apply(path, day.cfg, day.state, digest=digest, progress=False)
     started = {r["ReplayName"] for r in make_client("events", day.aws).list_replays()["Replays"]}
     assert done.replay_windows_held >= 1 and f"reconcile-{digest[:16]}-0000" not in started
