@@ -295,8 +295,9 @@ def publish_run(run_dir, out, replace, profile, region, endpoint_url):
         click.echo(f"DIFFERS {d}", err=True)
     if not result.ok:
         raise result.error(run_dir)
-    window_key = RunFolder(Path(run_dir)).window_key()
+    folder = RunFolder(Path(run_dir))
+    window_key = folder.window_key()
     out = out.replace("{window}", window_key or "{window}")  # as `run --out` expands it (a verified run has one)
-    publish.ensure_free(out, aws, replace, window_key)
+    publish.ensure_free(out, aws, replace, window_key, stateless=not folder.recorded_in_a_state())
     report_uri = publish.publish(Path(run_dir), out, aws, replace=replace)
     click.echo(report_uri)
