@@ -127,6 +127,8 @@ WITH kept AS (
     GROUP BY window_key, audit_id
     HAVING bool_and(sequence_id IS NULL) AND bool_and(source_id IN (SELECT source_id FROM open))
        AND NOT bool_or(source_id IN (SELECT source_id FROM facts))
+       -- no other audit of its ticket lay near it when it was judged (none kept: a state from before, not aligned)
+       AND coalesce(bool_and(near_audits = 0), false)
 ), lone_seq AS (
     -- such an update's one sequence on its ticket within the composite tolerance of its second none of whose events
     -- is linked (by an earlier run, this run's hop A or a carried event), when no other such update is as near it

@@ -368,7 +368,8 @@ def render(job: Rendering, out_dir: Path, record: Callable | None = None) -> dic
         outputs.write_parquet_sorted(settlements.to_reader(), out_dir / "settlements.parquet")
         s["carried"] = carried_summary(settlements)
         if record is not None:  # records the run and folds the losses it settled into its status
-            pending = execute_file(e.con, query_path("export/pending"), {}).order(outputs.VERDICTS_ORDER)
+            pending = execute_file(e.con, query_path("export/pending"),
+                                   {"tolerance_s": float(cfg.match.tolerance_seconds)}).order(outputs.VERDICTS_ORDER)
             history = record(s, pending.to_arrow_table(), settlements, lambda previous: _unjudged(e, previous))
         elif history is not None:  # a re-render (verify): the history the run recorded, folded in alike
             summary.fold_carried(s, settlements.to_pylist(), history, cfg,

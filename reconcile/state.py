@@ -49,6 +49,7 @@ CARRIED_SCHEMA = pa.schema([
     ("dlq_kinesis", pa.int64()), ("error_code", pa.string()),
     ("holders", pa.list_(pa.string())),  # every window that left it pending (carried.sql): history folds it into each
     ("bus_at", pa.timestamp("ms", tz="UTC")),  # the bus log's first copy: its retries' start (rules.sql retry_start)
+    ("near_audits", pa.int64()),  # other audits of its ticket near it (export/pending.sql): settlements lone_seq
 ])
 
 

@@ -43,6 +43,9 @@ ALTER TABLE pending ADD COLUMN IF NOT EXISTS error_code VARCHAR;
 -- and its event time (rules.sql retry_start), which a later run whose bus log read starts after it cannot see (added
 -- later: older rows have none, and fall back to the event time)
 ALTER TABLE pending ADD COLUMN IF NOT EXISTS bus_at TIMESTAMPTZ;
+-- how many other audits of an unlinked event's ticket lay near it (queries/export/pending.sql): a later run aligns its
+-- update with a connector sequence alone only when none did (added later: older rows have none, and are not aligned)
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS near_audits BIGINT;
 CREATE TABLE IF NOT EXISTS settlements (
     window_key VARCHAR, source_id VARCHAR, settled_in VARCHAR, verdict VARCHAR, eb_id VARCHAR,
     lateness_s DOUBLE, PRIMARY KEY (window_key, source_id));
