@@ -13,10 +13,12 @@ CREATE OR REPLACE MACRO exact_candidate(b_family, b_key, s_key) AS
 -- hop A, composite: same ticket and model kind, time within tolerance_s seconds at the API's resolution. An audit's
 -- time is a whole second (its true time lies anywhere in that second), a bus time carries the fraction after it: the
 -- bus time is cut to its second, so a pair is a candidate when some instant of the audit's second is within the
--- tolerance (a bus event 10.4 s after the audit's second began may be 9.4 s after the audit).
+-- tolerance (a bus event 10.4 s after the audit's second began may be 9.4 s after the audit). `near_second` is that
+-- time test alone (the sequence rule's lone updates: sequences.sql, settlements.sql).
+CREATE OR REPLACE MACRO near_second(s_time, b_time, tolerance_s) AS
+    abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) <= tolerance_s;
 CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, b_kind, b_time, tolerance_s) AS
-    b_ticket = s_ticket AND b_kind = s_kind
-    AND abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) <= tolerance_s;
+    b_ticket = s_ticket AND b_kind = s_kind AND near_second(s_time, b_time, tolerance_s);
 
 -- hop A's reach beyond the window (docs/design.md, "In window"): every bus event hop A may pair must meet every Zendesk
 -- event that could claim it, or one whose claimant is missing goes to another event (a false delivery). A candidate is

@@ -60,10 +60,9 @@ WITH open_units AS MATERIALIZED (
     -- or one linked, may be the sequence's)
     SELECT a.audit_id, u.sequence_id
     FROM lone_audits a
-    JOIN unclaimed u ON u.ticket_id = a.ticket_id
-                    AND abs(epoch(date_trunc('second', u.at)) - epoch(a.at)) <= $tolerance_s
+    JOIN unclaimed u ON u.ticket_id = a.ticket_id AND near_second(a.at, u.at, $tolerance_s)
     WHERE (SELECT count(DISTINCT s.audit_id) FROM ticket_audits s
-           WHERE s.ticket_id = u.ticket_id AND abs(epoch(date_trunc('second', u.at)) - epoch(s.at)) <= $tolerance_s) = 1
+           WHERE s.ticket_id = u.ticket_id AND near_second(s.at, u.at, $tolerance_s)) = 1
     QUALIFY count(*) OVER (PARTITION BY a.audit_id) = 1 AND count(*) OVER (PARTITION BY u.sequence_id) = 1
 ), align AS (
     -- the sequence most linked events carry; none when two carry as many (a child composite-paired with another

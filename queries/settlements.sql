@@ -141,14 +141,14 @@ WITH kept AS (
           HAVING count(DISTINCT ticket_id) = 1
              AND NOT bool_or(coalesce(eb_id IN (SELECT eb_id FROM taken), false)
                              OR coalesce(eb_id IN (SELECT eb_id FROM links), false))) u
-      ON u.ticket_id = a.ticket_id AND abs(epoch(date_trunc('second', u.at)) - epoch(a.at)) <= $tolerance_s
+      ON u.ticket_id = a.ticket_id AND near_second(a.at, u.at, $tolerance_s)
     -- every audit of the ticket this run or the state knows counts as another update, whatever its events
     WHERE (SELECT count(DISTINCT s.audit_id)
            FROM (SELECT ticket_id, audit_id, event_time FROM zendesk
                  WHERE coalesce(ticket_id IN (SELECT ticket_id FROM lone_audits), false)
                  UNION ALL SELECT ticket_id, audit_id, event_time FROM kept) s
-           WHERE s.ticket_id = u.ticket_id AND s.audit_id IS NOT NULL
-             AND abs(epoch(date_trunc('second', u.at)) - epoch(s.event_time)) <= $tolerance_s) = 1
+           WHERE s.ticket_id = u.ticket_id AND s.audit_id IS NOT NULL AND near_second(s.event_time, u.at, $tolerance_s)
+          ) = 1
     QUALIFY count(*) OVER (PARTITION BY a.window_key, a.audit_id) = 1
         AND count(*) OVER (PARTITION BY u.sequence_id) = 1
 ), seq_done AS (

@@ -158,9 +158,7 @@ class RunFolder:
     def recorded_in_a_state(self) -> bool:
         """Whether the finished run the folder holds (or a killed re-run set aside) was recorded in a state: its
         evidence holds the history the state gave it."""
-        if self.manifest.exists():
-            return self.history.exists()
-        return (self.previous / EVIDENCE / HISTORY_FILE).exists()
+        return (self if self.manifest.exists() else RunFolder(self.previous)).history.exists()
 
     @property
     def previous(self) -> Path:

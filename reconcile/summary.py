@@ -157,8 +157,10 @@ def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict]
     def windows(r: dict) -> list[str]:
         return holders[r["source_id"]][0] if r["source_id"] in holders else [r["window_key"]]
     lost = {(w, hop_of[r["verdict"]]) for r in settlements if r["verdict"] in hop_of for w in windows(r)}
-    touched = lost | {(w, h) for r in settlements if r["verdict"] != "pending" for h in _hops_settled(r, holders)
-                      for w in windows(r)}
+    funnel = [h["hop"] for h in emission.hop_rows() if h["in_funnel"]]
+    vocab = {v["verdict"]: v for v in emission.verdict_rows()}
+    touched = lost | {(w, h) for r in settlements if r["verdict"] != "pending"
+                      for h in _hops_settled(r, holders, funnel, vocab) for w in windows(r)}
     folded = [{"window_key": h["window_key"], "window_end": h["window_end"], "hop": h["hop"], "in": h["in"],
                "lost": h["lost"], "pending": h["pending"], "loss_rate": round(h["loss_rate"], 8),
                "threshold": getattr(cfg.thresholds, h["hop"]) if h.get("threshold") is None else h["threshold"]}
@@ -181,16 +183,17 @@ def fold_carried(s: dict[str, Any], settlements: list[dict], history: list[dict]
     return True
 
 
-def _hops_settled(r: dict, holders: dict[str, tuple[list[str], bool]]) -> set[str]:
-    """The funnel hops whose figures a settlement changes (history.sql's rule): the hop the event waited at (the
-    second when it waited on the bus), and the second too when one that waited before the bus was found on it. Its
-    loss hop besides (fold_carried). None known for a run folder that predates state.holders."""
+def _hops_settled(r: dict, holders: dict[str, tuple[list[str], bool]], funnel: list[str],
+                  vocab: dict[str, dict]) -> set[str]:
+    """The funnel hops (`funnel`, in order) whose figures a settlement changes (history.sql's rule): the hop the event
+    waited at (the second when it waited on the bus), and the second too when one that waited before the bus was
+    found on it. Its loss hop besides (fold_carried). None known for a run folder that predates state.holders."""
     if r["source_id"] not in holders:
         return set()
-    first, second = (h["hop"] for h in emission.hop_rows() if h["in_funnel"])
+    first, second = funnel
     if holders[r["source_id"]][1]:
         return {second}
-    verdict = next(v for v in emission.verdict_rows() if v["verdict"] == r["verdict"])
+    verdict = vocab[r["verdict"]]
     return {first, second} if verdict["in_funnel"] and verdict["loss_hop"] != first else {first}
 
 

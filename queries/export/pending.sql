@@ -20,13 +20,15 @@ WITH held AS MATERIALIZED (
     FROM ids i JOIN linked l USING (eb_id)
     GROUP BY i.ticket_id
 ), near AS (
-    -- for an unlinked one, how many other audits of its ticket lie within twice the composite tolerance of it (and a
-    -- second): a later run, whose Zendesk read no longer holds them, aligns its update with a connector sequence
-    -- alone (settlements.sql lone_seq) only when there are none, as sequences.sql `lone` does with them in view
+    -- for an unlinked one, how many other audits of its ticket could claim the bus events it could (rules.sql
+    -- zendesk_reach): a later run, whose Zendesk read no longer holds them, aligns its update with a connector
+    -- sequence alone (settlements.sql lone_seq) only when there are none, as sequences.sql `lone` does with them in
+    -- view
     SELECT h.source_id, count(DISTINCT z.audit_id) FILTER (WHERE z.audit_id <> h.audit_id) AS near_audits
     FROM held h
     JOIN zendesk z ON z.ticket_id = h.ticket_id
-                  AND abs(epoch(z.event_time) - epoch(h.event_time)) <= 2 * $tolerance_s + 1
+                  AND z.event_time BETWEEN h.event_time - zendesk_reach($tolerance_s)
+                                       AND h.event_time + zendesk_reach($tolerance_s)
     WHERE h.eb_id IS NULL AND h.audit_id IS NOT NULL
     GROUP BY h.source_id
 )
