@@ -31,16 +31,20 @@ class Proxy:
             def log_message(self, *a):
                 pass
 
+            def _error(self, kind: str, body: bytes):
+                """A 500 with `body`, as the service answers an internal error."""
+                self.send_response(500)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def _pass(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else None
                 if fail(self.command, self.path):
                     outer.failed += 1
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(S3_ERROR)))
-                    self.end_headers()
-                    self.wfile.write(S3_ERROR)
+                    self._error("application/xml", S3_ERROR)
                     return
                 c = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
                 c.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
@@ -50,11 +54,7 @@ class Proxy:
                 if target:
                     outer.calls[target] = outer.calls.get(target, 0) + 1
                 if target and answer_lost(target):
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/x-amz-json-1.1")
-                    self.send_header("Content-Length", str(len(JSON_ERROR)))
-                    self.end_headers()
-                    self.wfile.write(JSON_ERROR)
+                    self._error("application/x-amz-json-1.1", JSON_ERROR)
                     return
                 self.send_response(r.status)
                 for k, v in r.getheaders():
