@@ -333,8 +333,8 @@ CREATE OR REPLACE MACRO loss_held_by(found, before_bus, after_bus) AS
     CASE WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'zendesk_to_bus') THEN before_bus
          WHEN found IN (SELECT verdict FROM verdict_vocab WHERE loss_hop = 'bus_to_sink') THEN after_bus END;
 -- A loss before the bus of an event newer than where the bus log is proven to hold what the bus received, less hop
--- A's grace (`reach`, `why`: the one row of queries/bus_log_reach.sql, cross-joined by the caller; a scalar subquery
--- here would be correlated with every row): the log may yet hold it.
+-- A's grace (`reach`, `why`: queries/reach.sql's bus_log_reach and bus_log_why, cross-joined by the caller; a scalar
+-- subquery here would be correlated with every row): the log may yet hold it.
 CREATE OR REPLACE MACRO beyond_bus_log(event_time, reach, why, grace) AS
     CASE WHEN event_time > reach - grace THEN why END;
 -- A loss after the bus with no DLQ message is not final when the DLQ read cannot show there is none: it was read in
@@ -347,6 +347,20 @@ CREATE OR REPLACE MACRO beyond_dlq(found, event_time, reach, horizon, in_part) A
          THEN 'the DLQ archive holds messages written until ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ')
               || ', and its retries may have gone on until ' || strftime(event_time + horizon, '%Y-%m-%dT%H:%M:%SZ')
          END) END;
+-- A loss after the bus is not final while Spark may not yet have read it from the stream: EventBridge may have put
+-- it there until its retries ended (`retry_start` + `horizon`), later than the sink's newest arrival (`reach`,
+-- queries/reach.sql sink_reach: a Spark job stopped or behind), and the stream keeps a record for `retention` ([sink]
+-- stream_retention). Past that, unread, the stream dropped it: a loss either way.
+CREATE OR REPLACE MACRO beyond_sink(found, retry_start, reach, horizon, retention, as_of) AS
+    CASE WHEN found = 'lost_after_bus' AND (reach IS NULL OR retry_start + horizon > reach)
+              AND as_of < retry_start + horizon + retention
+         THEN coalesce('the sink holds what the stream received until ' || strftime(reach, '%Y-%m-%dT%H:%M:%SZ')
+                       || ' (its newest row''s arrival)', 'no row in the sink has an arrival time')
+              || ', and EventBridge may have put it on the stream until '
+              || strftime(retry_start + horizon, '%Y-%m-%dT%H:%M:%SZ') || ': Spark may not have read it yet (the '
+              || 'stream keeps it until ' || strftime(retry_start + horizon + retention, '%Y-%m-%dT%H:%M:%SZ')
+              || ': [sink] stream_retention)'
+    END;
 CREATE OR REPLACE MACRO held_verdict(found, held_by) AS
     CASE WHEN held_by IS NOT NULL THEN 'pending' ELSE found END;
 -- `settled_by`: what would settle it, when the next run will not (a carried event older than every later run's read)

@@ -194,11 +194,13 @@ WITH kept AS (
     LEFT JOIN seq_done d USING (source_id)
 ), held AS (
     SELECT j.*, loss_held_by(found, coalesce($unsettled_zendesk_to_bus, unread,
-                                             beyond_bus_log(event_time, r.reach, r.why, $hop_a_grace),
+                                             beyond_bus_log(event_time, r.bus_log_reach, r.bus_log_why, $hop_a_grace),
                                              before_bus_read),
                              coalesce($unsettled_bus_to_sink, unread,
                                       beyond_dlq(found, retry_start(event_time, bus_at), $dlq_reach, $horizon,
-                                                 $dlq_in_part))) AS held_by
+                                                 $dlq_in_part),
+                                      beyond_sink(found, retry_start(event_time, bus_at), r.sink_reach, $horizon,
+                                                  $stream_retention, $as_of))) AS held_by
     FROM (SELECT *, CASE WHEN event_time < $sink_read_start
                          THEN 'the sink was not read back to it ([window] carry_back)' END AS unread,
                     -- not on the bus as far as this run reads it back, and still within EventBridge's retries: it
@@ -207,7 +209,7 @@ WITH kept AS (
                          THEN 'this run reads the bus log from ' || strftime($bus_read_start, '%Y-%m-%dT%H:%M:%SZ')
                               || ', after it, and it is within the retry horizon' END AS before_bus_read
           FROM judged) j
-    CROSS JOIN bus_log_reach r
+    CROSS JOIN reach r
 )
 SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(found, held_by) AS verdict,
        CASE WHEN held_by IS NOT NULL THEN found END AS would_be, lateness_s,

@@ -8,7 +8,7 @@
 -- (queries/rules.sql: the rules settlements.sql judges carried events by), recoveries included: `recovered` with
 -- recovery_lag_s (sink arrival - the send); a recovered event's latencies are its recovery's, so none are given. A loss
 -- found while a store it rests on was read only in part ($unsettled_<hop>: completeness.unsettled), or one before the
--- bus of an event newer than where the bus log read ends (beyond_bus_log, bus_log_reach.sql), is held 'pending'
+-- bus of an event newer than where the bus log read ends (beyond_bus_log, reach.sql), is held 'pending'
 -- (loss_held_by), with the loss it would be (`would_be`): the state carries it, and a later run judges it again.
 CREATE OR REPLACE TABLE verdicts AS
 WITH linked AS (
@@ -41,12 +41,14 @@ WITH linked AS (
 ), held AS (
     SELECT * REPLACE (held_verdict(verdict, held_by) AS verdict), verdict AS found
     FROM (SELECT j.*, loss_held_by(j.verdict, coalesce($unsettled_zendesk_to_bus,
-                                                        beyond_bus_log(j.event_time, r.reach, r.why, $hop_a_grace)),
-                                   coalesce($unsettled_bus_to_sink, beyond_dlq(j.verdict,
-                                                                               retry_start(j.event_time, j.bus_at),
-                                                                               $dlq_reach,
-                                                                               $horizon, $dlq_in_part))) AS held_by
-          FROM judged j CROSS JOIN bus_log_reach r)
+                                                        beyond_bus_log(j.event_time, r.bus_log_reach, r.bus_log_why,
+                                                                       $hop_a_grace)),
+                                   coalesce($unsettled_bus_to_sink,
+                                            beyond_dlq(j.verdict, retry_start(j.event_time, j.bus_at), $dlq_reach,
+                                                       $horizon, $dlq_in_part),
+                                            beyond_sink(j.verdict, retry_start(j.event_time, j.bus_at), r.sink_reach,
+                                                        $horizon, $stream_retention, $as_of))) AS held_by
+          FROM judged j CROSS JOIN reach r)
 )
 SELECT * EXCLUDE (replayed, recovery_how, found, held_by),
        CASE WHEN held_by IS NOT NULL THEN found END AS would_be,

@@ -83,6 +83,10 @@ class SinkConfig:
     # be). Unset (Spark's default: no retention), such a file is a failed or retried batch's leftover, which Spark's
     # readers never see (docs/design.md, "Reading Spark's output").
     retention: str | None = None
+    # How long the Kinesis stream keeps a record (its RetentionPeriodHours; Kinesis's default is 24 h): a loss after
+    # the bus newer than the sink's newest row may still be in the stream, unread by a stopped or lagging Spark job,
+    # and is held until the stream would have dropped it (queries/reach.sql)
+    stream_retention: str = "24h"
     partition_time_zone: str = "UTC"  # the Spark job's spark.sql.session.timeZone, which dt=/hr= values are in
     # unexplained: parse a row's payload unless the bus log (read whole) parsed the same bytes under its id; all:
     # parse every payload (sources/explained.py)
@@ -305,6 +309,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("sink", "id_path"): (lambda v: v.startswith("$"), "a JSON path inside `data`, like $.id"),
     ("sink", "parse_payloads"): (lambda v: v in ("unexplained", "all"), "one of unexplained, all"),
     ("sink", "retention"): ("duration", DURATION),
+    ("sink", "stream_retention"): ("duration", DURATION),
     ("dlq", "visibility_timeout"): (lambda v: 0 <= v <= 43200, "seconds from 0 to 43200 (SQS's limit)"),
     ("dlq", "kinesis_target"): (lambda v: v.strip() != "", "text that only the Kinesis target's TARGET_ARN contains "
                                                          "(\":kinesis:\"); empty would call every DLQ message a "

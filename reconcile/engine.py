@@ -29,7 +29,7 @@ QUERY_DIR = resources.QUERY_DIR
 # The order queries run in; each reads tables made by the ones before it. `rules` makes no table: it defines the
 # macros (verdict cascade, hop-A candidate tests, ...) the others call, so it runs first.
 QUERIES = (
-    "bus_log_reach",  # once, on the whole ledgers (before partitioned judging splits them)
+    "reach",  # the bus log's and the sink's; once, on the whole ledgers (before partitioned judging splits them)
     "rules",
     "source_events",
     "bus_events",

@@ -136,6 +136,7 @@ def params(cfg: Config, window: Window, *, unsettled: dict[str, str] | None, dlq
                 sink_read_start=window.sink_read_start, bus_read_start=window.read_start,
                 outside_log=cfg.sink.outside_log, dlq_reach=dlq_reach, dlq_in_part=dlq_in_part,
                 bus_log_covered=bus_log_covered, unexpired_files=unexpired_files or [],
+                stream_retention=parse_duration(cfg.sink.stream_retention),
                 **completeness.held_params(unsettled))
 
 

@@ -120,8 +120,7 @@ def test_counts_are_of_expected_bus_events(day):
 def test_a_notification_is_not_emitted_when_not_excluded(tmp_path):
     import pyarrow as pa
     from reconcile import engine as eng
-    from ledgers import DAY, SINK_FROM, write
-    from datetime import timedelta
+    from ledgers import PARAMS, write
     e = eng.Engine.open()
     try:
         e.bind_ledger("zendesk", write(tmp_path, "zendesk", [z(1, 1, "Notification", "10:00:00", 1)]))
@@ -133,11 +132,7 @@ def test_a_notification_is_not_emitted_when_not_excluded(tmp_path):
         e.bind_table("excluded_kinds", pa.table({"kind": pa.array([], pa.string())}))
         from reconcile.state import CARRIED_SCHEMA
         e.bind_table("carried", CARRIED_SCHEMA.empty_table())
-        e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
-                       horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-                       kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-                       dlq_reach=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
-                       dlq_in_part=None, bus_log_covered=None, unexpired_files=[], outside_log="expired"))
+        e.run_all(PARAMS)
         assert table(e, "verdicts", ["source_id", "verdict", "cause"]) == [
             ("1", "not_emitted", "the emission model says Notification never reaches the bus")]
     finally:

@@ -19,7 +19,7 @@ from reconcile.emission import load_model
 from reconcile.state import CARRIED_SCHEMA, JOURNAL_COLUMNS, State
 
 import tinyday as day
-from ledgers import DAY, SINK_FROM, at, uid, write
+from ledgers import DAY, PARAMS, at, uid, write
 
 AS_OF = DAY + timedelta(hours=26)
 
@@ -57,11 +57,7 @@ def judge(tmp_path, rows: pa.Table, sink_extra=(), carried=None, bus_extra=(), o
     e.bind_table("carried", carried if carried is not None else CARRIED_SCHEMA.empty_table())
     for name, table in recoveries_of(rows, tmp_path).items():
         e.bind_table(name, table)
-    e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=AS_OF,
-                   horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-                   kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-                       dlq_reach=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
-                       dlq_in_part=None, bus_log_covered=None, unexpired_files=[], outside_log=outside_log))
+    e.run_all(PARAMS | dict(as_of=AS_OF, outside_log=outside_log))
     return e
 
 

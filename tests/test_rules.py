@@ -21,15 +21,9 @@ from reconcile import ledger
 from reconcile.emission import load_model
 from reconcile.state import CARRIED_SCHEMA
 
-from ledgers import DAY, SINK_FROM, at, uid, write
+from ledgers import DAY, PARAMS, at, uid, write
 
 KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
-PARAMS = dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
-              horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-              kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
-              dlq_reach=None, dlq_in_part=None, bus_log_covered=None, unexpired_files=[], sink_read_start=SINK_FROM,
-              bus_read_start=DAY - timedelta(hours=1),
-              outside_log="expired")
 
 
 def z(i, ticket, kind, t):
@@ -268,6 +262,46 @@ def test_a_loss_after_the_bus_past_the_dlq_archive_is_held(tmp_path, this_window
                                              "until 2026-11-23T13:00:00Z"), r["cause"]
             else:
                 assert (r["verdict"], r["cause"]) == (this_window[i]["verdict"], this_window[i]["cause"]), i
+
+
+def test_a_loss_after_the_bus_the_spark_job_may_not_have_read_yet_is_held(tmp_path, this_window):
+    """The Spark job stopped at noon (or fell that far behind): the sink holds what the stream received until 11:00:09,
+    its newest row's arrival. An event on the bus whose retries went on past then, in neither the sink nor the DLQ,
+    may be in the stream unread: held, with why, until the stream would have dropped it ([sink] stream_retention past
+    its retries), then lost -- in the window and carried alike (a stopped job judged a day's losses final, and the
+    recovery re-sent what then landed twice). A dead letter stays dead_lettered; a loss before the bus is not held."""
+    stopped = {"zendesk": ZENDESK, "bus": BUS, "sink": [r for r in SINK if r["observed_at"] < "12:00:00"], "dlq": DLQ}
+    after = {i for i, r in this_window.items() if r["verdict"] in ("delivered", "duplicated", "lost_after_bus")
+             and i not in ("1", "2")}  # the two whose rows arrived before noon
+    assert after == {"4", "7", "8", "10", "11", "12", "13"}
+    # retries end 3 h after each event; as of 02:00 the next day, 9 h of retention keep those after 17:00
+    for retention, held in ((timedelta(hours=24), after), (timedelta(hours=9), after - {"4"})):
+        e = run(tmp_path / str(retention.seconds), carried_from(this_window, True), stopped,
+                stream_retention=retention)
+        try:
+            tables = {t: {r["source_id"]: r for r in e.arrow(t).to_pylist()} for t in ("verdicts", "settlements")}
+        finally:
+            e.close()
+        for table, got in tables.items():
+            assert {i for i, r in got.items() if r["verdict"] == "pending" and r["would_be"] == "lost_after_bus"} == held
+            assert got["4"]["verdict"] == ("pending" if "4" in held else "lost_after_bus"), table
+            assert {i: got[i]["verdict"] for i in ("3", "6", "9")} == {
+                "3": "dead_lettered", "6": "lost_before_bus", "9": "lost_before_bus"}, table
+        assert tables["verdicts"]["7"]["cause"] == (
+            "would be lost_after_bus, but the sink holds what the stream received until 2026-11-23T11:00:09Z (its "
+            "newest row's arrival), and EventBridge may have put it on the stream until 2026-11-23T18:00:00Z: Spark "
+            "may not have read it yet (the stream keeps it until " + ("2026-11-24T18:00:00Z" if retention.days else
+                                                                      "2026-11-24T03:00:00Z")
+            + ": [sink] stream_retention): judged again by the next run")
+    # no row with an arrival time (an empty sink, a job writing none): nothing is proven read
+    blind = dict(stopped, sink=[dict(r, observed_at=None) for r in SINK])
+    e = run(tmp_path / "blind", CARRIED_SCHEMA.empty_table(), blind, stream_retention=timedelta(hours=24))
+    try:
+        got = {r["source_id"]: r for r in e.arrow("verdicts").to_pylist()}
+    finally:
+        e.close()
+    assert got["4"]["verdict"] == "pending" and "no row in the sink has an arrival time" in got["4"]["cause"]
+    assert got["7"]["verdict"] == "delivered"
 
 
 def test_an_event_the_bus_received_late_is_retried_until_the_horizon_past_then(tmp_path, this_window):

@@ -162,11 +162,15 @@ def test_a_settled_loss_s_copy_is_found_in_its_window_s_run_published_to_s3(tmp_
 def test_an_event_of_overlapping_windows_is_planned_once_as_the_run_s_own(tmp_path, monkeypatch):
     """An ad-hoc window over the daily run's last hours judges E itself and settles it as a carried event too: the
     plan counted it as two children and said an earlier window's run held its copies (diff review)."""
-    from tinyday import BUS, DAY, DLQ, E, SINK, ZENDESK, day_results, run_window, z
+    from tinyday import BUS, DAY, DLQ, E, SINK, ZENDESK, day_results, legacy, run_window, z
     state = tmp_path / "state.duckdb"
     with State.open(state) as st:
         run_window(tmp_path, st, DAY, day_results(ZENDESK, BUS, SINK, DLQ), "day1")
-        own = day_results([z(5, 5, "Comment", "23:30:00", 500)], [dict(E, observed_at=E["event_time"])], [], [])
+        # N lands the next morning: the sink has read the stream past E's retries (rules.sql beyond_sink)
+        n = legacy("N", 20, "Ticket Created", "2026-11-24T08:00:00.2Z", 1)
+        own = day_results([z(5, 5, "Comment", "23:30:00", 500), z(20, 20, "Create", "2026-11-24T08:00:00Z", 2000)],
+                          [dict(E, observed_at=E["event_time"]), dict(n, observed_at=n["event_time"])],
+                          [dict(n, observed_at="2026-11-24T08:00:02Z", sequence_number="99", committed=True)], [])
         run_window(tmp_path, st, DAY + timedelta(hours=12), own, "adhoc", end=DAY + timedelta(hours=36))
     monkeypatch.setenv("RECONCILE_STATE", str(state))
     made = CliRunner().invoke(main, ["recover", str(tmp_path / "adhoc"), "--set", "recover.stream=zendesk-events"])

@@ -117,7 +117,7 @@ def judge(tmp, audits: list[dict], docs: list[dict], edge: timedelta = timedelta
                    bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None, dlq_reach=None,
                    dlq_in_part=None, bus_log_covered=None, unexpired_files=[], sink_read_start=DAY,
                    bus_read_start=DAY - timedelta(hours=1),
-                   outside_log="expired"))
+                   outside_log="expired", stream_retention=timedelta(0)))
     return e
 
 

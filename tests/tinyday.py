@@ -23,7 +23,7 @@ from reconcile.emission import load_model
 from reconcile.ledger import SourceResult
 from reconcile.state import CARRIED_SCHEMA
 
-from ledgers import DAY, SINK_FROM, at, label, make, write
+from ledgers import DAY, PARAMS, at, label, make, write
 
 KIN = "arn:aws:kinesis:us-east-1:1:stream/zendesk-events"
 LOGS = "arn:aws:logs:us-east-1:1:log-group:/aws/events/zendesk"
@@ -106,12 +106,7 @@ def judge(tmp, zendesk, bus, sink, dlq, metrics=(), outside_log="counted", exclu
     e.bind_table("emission_model", load_model())
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array(list(excluded), pa.string())}))
     e.bind_table("carried", CARRIED_SCHEMA.empty_table())
-    e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
-                   horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
-                   kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None,
-                   unsettled_bus_to_sink=None, sink_read_start=SINK_FROM, bus_read_start=DAY - timedelta(hours=1),
-                   dlq_reach=None, dlq_in_part=None, bus_log_covered=None, unexpired_files=[],
-                   outside_log=outside_log) | params)
+    e.run_all(PARAMS | dict(outside_log=outside_log) | params)
     return e
 
 

@@ -49,7 +49,8 @@ def demo_config(stores: dict, zendesk_url: str, endpoint: str, params: SimParams
         "aws": {"endpoint_url": endpoint, "region": "us-east-1"},
         "zendesk": {"url": zendesk_url, "requests_per_minute": ZENDESK_BUDGET, "max_wait": "2m"},
         "bus_log": {"uri": stores["bus_log_uri"], "format": "cwl-export"},
-        "sink": {"uri": stores["sink_uri"], "format": "parquet"},
+        "sink": {"uri": stores["sink_uri"], "format": "parquet",
+                 "stream_retention": f"{params.stream_retention.total_seconds():.0f}s"},
         "dlq": {"queue_url": stores["queue_url"]},  # read whole and released: visibility sized to the queue
         "metrics": {"rule": stores["rule"]},
         "window": {"max_event_age": f"{params.max_event_age.total_seconds():.0f}s",

@@ -91,6 +91,7 @@ class SimParams:
     max_event_age: timedelta = timedelta(hours=2)  # the rule's MaximumEventAgeInSeconds
     margin_before: timedelta = timedelta(hours=1)
     hop_a_grace: timedelta = timedelta(minutes=5)
+    stream_retention: timedelta = timedelta(hours=24)  # the Kinesis stream's retention ([sink] stream_retention)
     margin_events: bool = True  # also events in the hour before start and after end (in the stores, not judged)
     excluded_kinds: tuple[str, ...] = ("Notification",)
     # faults
@@ -637,8 +638,14 @@ def simulate(params: SimParams | None = None) -> Simulation:
     carrier_of = np.where(kind == CREATE, first[ca], np.arange(n_child))
     for name in FAULTS:
         f[name] = f[name][carrier_of]
+    # where the sink is proven to have read the stream to (its newest committed row's arrival), and when each bus
+    # event's retries began (its first visible log copy; docs/design.md, "the sink alike ends ...")
+    arrivals = sink["arrival_ms"].to_numpy()[committed]
+    sink_reach_ms = int(arrivals.max()) if len(arrivals) else None
+    bus_at_ms = np.full(nb, np.iinfo(np.int64).max)
+    np.minimum.at(bus_at_ms, l_bus[l_vis], l_ts[l_vis])
     truth, summary, unlinked = _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms,
-                                      carrier_of)
+                                      carrier_of, sink_reach_ms, bus_at_ms)
     orphan_seen = ((child < 0) | unlinked) & (bus["created_s"].to_numpy() >= start_s) \
         & (bus["created_s"].to_numpy() < end_s) & ((seen_now["sink"] > 0) | (seen_now["log"] > 0))
     summary["orphans"] = int(orphan_seen.sum())
@@ -756,7 +763,8 @@ def _unverified(a, bus_of, seen, family) -> np.ndarray:
     return (kind == SILENT) | ((kind == UNKNOWN) & ~(tied & seen_any))
 
 
-def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, carrier_of):
+def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, carrier_of, sink_reach_ms,
+           bus_at_ms):
     idx = np.flatnonzero(in_win)
     bus_of = np.full(len(in_win), -1, dtype=np.int64)
     first = np.flatnonzero(child >= 0)[::-1]  # reversed: a resent event's first id wins the assignment
@@ -769,6 +777,14 @@ def _truth(p, window, a, f, in_win, child, bus, seen_now, seen_ever, as_of_ms, c
     verdict, cause, logs = _judge(excluded, bidx, seen_now, age, horizon, grace)
     fate, _, _ = _judge(excluded, bidx, seen_ever, np.full(len(idx), 2**62), horizon, grace)
     V = {v: i for i, v in enumerate(VERDICTS)}
+    # a loss after the bus whose retries ended after the sink's reach may be in the stream, unread, until the stream
+    # drops it: pending (rules.sql beyond_sink)
+    t_ms = a["t"][a["c_audit"][idx]] * 1000
+    bus_at = np.where(bidx >= 0, bus_at_ms[np.maximum(bidx, 0)], t_ms)
+    retry_end = np.maximum(t_ms, np.where(bus_at < np.iinfo(np.int64).max, bus_at, t_ms)) + horizon
+    unread = (retry_end > (sink_reach_ms if sink_reach_ms is not None else -2**62)) \
+        & (as_of_ms < retry_end + _ms(p.stream_retention))
+    verdict = np.where((verdict == V["lost_after_bus"]) & unread, V["pending"], verdict).astype(np.int8)
     unverified_now = _unverified(a, bus_of, seen_now, a["family"])
     verdict = np.where(unverified_now[idx] & ~excluded, V["unverified"], verdict).astype(np.int8)
     cause = np.where(unverified_now[idx] & ~excluded, -1, cause)

@@ -402,7 +402,7 @@ EXPORT_LAG = {"cwl-export": timedelta(hours=12), "firehose": timedelta(minutes=1
 
 
 def covered(details: dict, cfg: BusLogConfig) -> datetime | None:
-    """Up to when the bus log read is proven to hold what the bus received (queries/bus_log_reach.sql): its newest
+    """Up to when the bus log read is proven to hold what the bus received (queries/reach.sql): its newest
     object's time less the export lag. None for a live read (format api) or no object."""
     newest = details.get("newest_object_at")
     lag = parse_duration(cfg.export_lag) if cfg.export_lag else EXPORT_LAG.get(details.get("format") or cfg.format)
