@@ -13,6 +13,7 @@ import orjson
 import pyarrow.compute as pc
 import pytest
 
+from reconcile import completeness
 from reconcile.config import ZendeskConfig
 from reconcile.errors import ConfigError, SourceError
 from reconcile.ledger import SCHEMA
@@ -264,12 +265,14 @@ def test_ids_that_are_no_whole_number_are_rejects():
     """An id or ticket id given as a boolean (which Python counts as an int), a fraction or text is a reject: read as
     a number it would pin the event on ticket 1, or the next ticket. (The simulated API's typed table cannot serve
     such a page, so the audits go to the page reader as JSON decodes them.)"""
-    page = orjson.loads(b"""[
-        {"id": 1, "ticket_id": true, "created_at": "2025-11-24T00:00:01Z", "child_events": [{"id": 11}]},
-        {"id": 2, "ticket_id": 5.5, "created_at": "2025-11-24T00:00:02Z", "child_events": [{"id": 21}]},
-        {"id": 3, "ticket_id": 5, "created_at": "2025-11-24T00:00:03Z", "child_events": [{"id": true}, {"id": 32}]},
-        {"id": "4", "ticket_id": 5, "created_at": "2025-11-24T00:00:04Z", "child_events": [{"id": 41}]},
-        {"id": 5, "ticket_id": 5, "created_at": "2025-11-24T00:00:05Z", "child_events": [{"id": 51}]}]""")
+    c = '"event_type": "Comment"'
+    page = orjson.loads(f"""[
+        {{"id": 1, "ticket_id": true, "created_at": "2025-11-24T00:00:01Z", "child_events": [{{"id": 11, {c}}}]}},
+        {{"id": 2, "ticket_id": 5.5, "created_at": "2025-11-24T00:00:02Z", "child_events": [{{"id": 21, {c}}}]}},
+        {{"id": 3, "ticket_id": 5, "created_at": "2025-11-24T00:00:03Z",
+          "child_events": [{{"id": true}}, {{"id": 32, {c}}}]}},
+        {{"id": "4", "ticket_id": 5, "created_at": "2025-11-24T00:00:04Z", "child_events": [{{"id": 41, {c}}}]}},
+        {{"id": 5, "ticket_id": 5, "created_at": "2025-11-24T00:00:05Z", "child_events": [{{"id": 51, {c}}}]}}]""")
     led = AuditLedger(T0 * 1000, (T0 + 60) * 1000)
     led.add_page("page-00001.json.gz", page)
     led.add_page("page-00002.json.gz", page[3:])  # pages overlap: an audit without a usable id is rejected once
@@ -330,6 +333,44 @@ def test_an_end_time_beyond_the_page_is_no_proof_of_the_audits_after_it(server, 
     assert r.complete, r.problems
     assert sorted(ids(r)) == sorted(child_ids(data))
     assert len(h.requests) > 6  # each page re-asked from its last audit's second
+
+
+@pytest.mark.parametrize("stamp", ["float", "absent"])
+def test_a_page_lists_to_its_last_audit_whatever_its_timestamps(server, tmp_path, stamp):
+    """The same lying end_time, every audit's `timestamp` a JSON float (a round trip through a float-typed language)
+    or left out: the page was held to its integer timestamps only, found none, and proved its end_time -- the read
+    stopped at the first page and called 10 of 60 audits complete (a run said "clean", exit 0). An audit's time is
+    its created_at, as the ledger judges it by: every audit is read."""
+    data = zs.synthetic_audits(60, start=T0, per_second=1)
+    served = {}
+    for row in data.to_pylist():
+        a = zs._api_audit(row)
+        if stamp == "float":
+            a["timestamp"] = float(a["timestamp"])
+        else:
+            del a["timestamp"]
+        served[row["id"]] = orjson.dumps(a)
+    h = server(data)
+    h.set_faults(corrupt=served, tail={"end_time": T0 + 7200})
+    r = read(h, tmp_path, window(T0, T0 + 3600))
+    assert r.complete, r.problems
+    assert sorted(ids(r)) == sorted(child_ids(data))
+
+
+def test_a_child_event_without_a_type_is_a_reject(server, tmp_path):
+    """A child with no event_type may be any kind, one the model knows among them: kept as an unknown kind it was
+    `unverified` at worst, its loss unseen, and the read complete. It is an unparseable reject: the read is not
+    whole."""
+    data = zs.synthetic_audits(10, start=T0, per_second=1)
+    row = data.to_pylist()[3]
+    a = zs._api_audit(row)
+    del a["child_events"][0]["event_type"]
+    h = server(data)
+    h.set_faults(corrupt={row["id"]: orjson.dumps(a)})
+    r = read(h, tmp_path, window(T0, T0 + 3600))
+    assert r.rejects["reason"].to_pylist() == ["child event without event_type"]
+    assert not completeness.decide(r, True).complete  # a reject that may hide an in-window event (the one rule)
+    assert len(ids(r)) == len(child_ids(data)) - 1
 
 
 def test_the_support_type_scope_is_asked_for_and_binds_saved_pages(server, tmp_path):

@@ -74,8 +74,9 @@ class AuditLedger:
                                  f"child event id {str(cid)[:40]!r} is not a number", ch)
                     continue
                 et = ch.get("event_type")
-                if et is not None and not isinstance(et, str):
-                    self._reject(ref, f"child event_type {str(et)[:40]!r} is not text", ch)
+                if not isinstance(et, str):  # no type: it may be any kind, one the model knows among them
+                    self._reject(ref, "child event without event_type" if et is None else
+                                 f"child event_type {str(et)[:40]!r} is not text", ch)
                     continue
                 if cid in self.children:
                     continue

@@ -42,7 +42,7 @@ from ...config import AwsConfig, ZendeskConfig
 from ...errors import SourceError
 from ...ledger import SourceResult
 from ...window import Window, parse_duration
-from .audits import NAME, AuditLedger
+from .audits import NAME, AuditLedger, created_ms
 from .api import (EXPORT_PATH, TAIL, URL_KEY, Client, GaveUp, Stats, auth_header, base_url, export_request,
                   load_page)
 from .pages import FACTS, INDEX, covers, saved_pages, write_atomic
@@ -130,14 +130,13 @@ def page_facts(cursor: int, doc) -> dict | None:
     # what lies between: the page counts as listed to its last audit's second, and the next starts there.
     # The end of the stream too: what it lists past its last audit is what its read's now - 60 s proves
     # (pages.listed_until), never its end_time, which the collector would resume from and the run take as covering.
-    stamps = [a["timestamp"] for a in doc["ticket_events"] if isinstance(a, dict) and type(a.get("timestamp")) is int]
-    if stamps and end_time > max(stamps):
-        end_time = max(stamps)
-    # An empty page lists nothing: whatever end_time it gives (two days on, say), it proves no audit absent before it
-    # (not documented; followed, it called a day complete from 70 of 600 events). It counts as listed to its start:
-    # not the end of the stream, the read stops there, incomplete (repeats, stalled).
-    if not count:
-        end_time = min(end_time, cursor)
+    # An audit's time is its created_at, as the ledger judges it by (its `timestamp` given as a float, or not at all,
+    # made the page prove its end_time: a day called complete from its first page).
+    stamps = [ms // 1000 for ms, _ in map(created_ms, doc["ticket_events"]) if ms is not None]
+    # A page with no audit time lists nothing: whatever end_time it gives (two days on, say), it proves no audit absent
+    # before it (not documented; followed, an empty page called a day complete from 70 of 600 events). It counts as
+    # listed to its start: not the end of the stream, the read stops there, incomplete (repeats, stalled).
+    end_time = min(end_time, max(stamps)) if stamps else min(end_time, cursor)
     same_second = end_time <= cursor and not eos and count > 0
     return {"end_time": end_time, "count": count, "end_of_stream": eos, "same_second": same_second,
             "next_start_time": end_time + 1 if same_second else end_time}
