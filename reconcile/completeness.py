@@ -8,7 +8,9 @@ A required store is complete only when
   3. it is not empty while another required store holds records for the window (an empty export prefix, an empty
      sink listing: "nothing there" is not proof of "nothing happened"). The DLQ is exempt (may_be_empty): an empty
      dead-letter queue is the healthy state, and its read proves coverage by itself (the queue's attributes, or
-     the archive objects it listed and read).
+     the archive objects it listed and read), and
+  4. (the Zendesk read, once judged: listing_short) the bus holds no event its listing should have linked past the
+     newest audit it lists.
 Anything else makes the input incomplete: the run exits 3 and the report names the source, the count and what to do.
 Sources report facts; only this module decides completeness, and `run` and `fetch` both call it.
 """
@@ -74,6 +76,22 @@ def decide(result: SourceResult, others_have_records: bool) -> SourceResult:
                         f"not proof that nothing happened. Check the source's location in the config and its "
                         f"permissions.")
     return replace(result, complete=complete, problems=problems)
+
+
+def listing_short(result: SourceResult, shortfall: dict) -> SourceResult:
+    """The Zendesk read as the other stores bear it out (`shortfall`: the row of queries/zendesk_shortfall.sql, made
+    by the judging): complete by its own account, it is not when the bus holds events of tickets it lists, past the
+    newest audit it lists, that none of its events links to -- the listing ended early (an end-of-stream page too
+    soon), and every event after it went unjudged."""
+    n = shortfall["events"]
+    if not result.complete or not n:
+        return result
+    when = f"{shortfall['newest_audit']:%Y-%m-%dT%H:%M:%S}Z"
+    problem = (f"the bus holds {n:,} event(s) of tickets this read lists, of kinds an audit stands for, after the "
+               f"newest audit it lists ({when}), which none of its events links to (the first: "
+               f"{shortfall['first_eb_id']}): the export ended before the window did, and what follows it went "
+               f"unjudged. Re-run the window; `reconcile trace {shortfall['first_eb_id']}` shows the event.")
+    return replace(result, complete=False, problems=[*result.problems, problem])
 
 
 def unsettled(results: dict[str, SourceResult]) -> dict[str, str] | None:
