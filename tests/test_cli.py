@@ -36,7 +36,7 @@ def test_config_error_is_one_line_and_exit_4(tmp_path):
     assert result.exit_code == 4
     assert result.output.strip().splitlines() == [
         "Error: Unknown key(s) in [sink]: id_colum. Known keys: uri, format, id_column, id_path, "
-        "honour_commit_log, retention, partition_time_zone, parse_payloads."]
+        "honour_commit_log, retention, stream_retention, partition_time_zone, parse_payloads."]
 
 
 def test_an_as_of_in_the_future_is_refused(tmp_path):
