@@ -23,13 +23,9 @@ WITH repeated_in_log AS (
     FROM bus WHERE eb_id IN (SELECT eb_id FROM repeated_in_log)
     GROUP BY eb_id
 ), sink_rows AS NOT MATERIALIZED (
-    -- 'expired' ([sink] retention): a file outside the log no compaction can have expired ($unexpired_files: the
-    -- sink read's details, sources/sink.py; a row's source_ref is its file, `#` and its row: a path may hold `#`) is a
-    -- failed batch's leftover, as in 'leftover' mode: its rows are no copy, only counted as outside the log
-    -- (`left_only`); counted as expired entries, they were delivered
-    SELECT *, CASE WHEN committed = false AND $outside_log = 'expired'
-                   THEN regexp_replace(source_ref, '#[0-9]+$', '') IN (SELECT unnest($unexpired_files::VARCHAR[]))
-                   ELSE false END AS leftover
+    -- a failed batch's leftover though [sink] retention is set (rules.sql unexpired_leftover): its rows are no copy,
+    -- only counted as outside the log (`left_only`); counted as expired entries, they were delivered
+    SELECT *, unexpired_leftover(committed, source_ref, $outside_log, $unexpired_files) AS leftover
     FROM sink WHERE eb_id IS NOT NULL
 ), sunk AS NOT MATERIALIZED (
     SELECT * EXCLUDE (leftover) FROM sink_rows WHERE NOT leftover

@@ -18,8 +18,8 @@
 --
 -- sink_reach: up to when the sink is proven to hold what the Kinesis stream received (Kinesis's arrival time,
 -- approximateArrivalTimestamp), read by rules.sql beyond_sink. Spark reads the stream in order, so the newest arrival
--- among the rows that landed (a committed file's, or any file's when rows outside the commit log count: $outside_log)
--- is as far as it has read: a loss after the bus whose retries may have put it on the stream later (the job stopped,
+-- among the rows that landed (a committed file's, or any file's when rows outside the commit log count: $outside_log,
+-- but for a failed batch's leftover: rules.sql unexpired_leftover) is as far as it has read: a loss after the bus whose retries may have put it on the stream later (the job stopped,
 -- or behind) may still be there, unread. NULL when no row that landed has an arrival time (an empty sink; a job that
 -- writes none): nothing is proven read. The rows do not name their shard, so the newest arrival of any shard stands
 -- for all (a shard lagging the others by minutes is not seen).
@@ -44,7 +44,9 @@ WITH logged AS (
            END AS bus_log_why
     FROM ends
 ), spark AS (
-    SELECT max(observed_at) FILTER (WHERE committed IS DISTINCT FROM false OR $outside_log <> 'leftover') AS sink_reach
+    SELECT max(observed_at) FILTER (WHERE (committed IS DISTINCT FROM false OR $outside_log <> 'leftover')
+                                      AND NOT unexpired_leftover(committed, source_ref, $outside_log,
+                                                                 $unexpired_files)) AS sink_reach
     FROM sink
 )
 SELECT * FROM bus_log, spark;

@@ -280,6 +280,14 @@ CREATE OR REPLACE MACRO sink_copies(n, n_outside, outside_only, outside_log) AS
     CASE WHEN outside_log = 'counted' THEN n
          WHEN outside_log = 'leftover' THEN n - n_outside
          ELSE n - n_outside + sink_copies_outside(n, n_outside, outside_only, outside_log) END;
+-- is a sink row a failed batch's leftover although files outside the commit log count ('expired': [sink] retention
+-- set)? Its file is one no compaction can have expired (`unexpired_files`, $unexpired_files: the sink read's details,
+-- sources/sink.py; a row's source_ref is its file, `#` and its row: a path may hold `#`), as in 'leftover' mode: its
+-- rows are no copy (bus_events.sql) and prove no read of the stream (reach.sql)
+CREATE OR REPLACE MACRO unexpired_leftover(committed, source_ref, outside_log, unexpired_files) AS
+    CASE WHEN committed = false AND outside_log = 'expired'
+         THEN regexp_replace(source_ref, '#[0-9]+$', '') IN (SELECT unnest(unexpired_files::VARCHAR[]))
+         ELSE false END;
 -- did an event reach the sink only in files outside the commit log (Spark's readers do not see it)? ('leftover': its
 -- sink_rows are 0 and its uncommitted_rows those rows; an event of several ids may have both, and is then not)
 CREATE OR REPLACE MACRO only_outside_log(sink_rows, uncommitted_rows, outside_log) AS

@@ -84,7 +84,7 @@ def listing_short(result: SourceResult, shortfall: dict) -> SourceResult:
     newest audit it lists, that none of its events links to -- the listing ended early (an end-of-stream page too
     soon), and every event after it went unjudged."""
     n = shortfall["events"]
-    if not result.complete or not n:
+    if not result.complete or not shortfall["short"]:
         return result
     when = f"{shortfall['newest_audit']:%Y-%m-%dT%H:%M:%S}Z"
     problem = (f"the bus holds {n:,} event(s) of tickets this read lists, of kinds an audit stands for, after the "

@@ -29,8 +29,8 @@ QUERY_DIR = resources.QUERY_DIR
 # The order queries run in; each reads tables made by the ones before it. `rules` makes no table: it defines the
 # macros (verdict cascade, hop-A candidate tests, ...) the others call, so it runs first.
 QUERIES = (
-    "reach",  # the bus log's and the sink's; once, on the whole ledgers (before partitioned judging splits them)
     "rules",
+    "reach",  # the bus log's and the sink's; once, on the whole ledgers (before partitioned judging splits them)
     "source_events",
     "bus_events",
     "replay_copies",  # recovery (issue 16): a replay's copies under new ids folded into the events they re-sent

@@ -352,6 +352,31 @@ def test_an_export_that_ends_too_soon_is_no_clean(clean_day, tmp_path):
     assert (whole.summary["status"], whole.exit_code) == ("clean", 0)
 
 
+def test_a_second_zendesk_account_on_the_bus_is_no_sign_of_a_short_export(tmp_path):
+    """A second account (a sandbox) puts its webhook events on the same bus: Zendesk numbers its tickets from 1 too,
+    so they fall on ticket ids this read lists, and past its newest audit they looked like a listing cut short: every
+    healthy day was incomplete (exit 3, "re-run", which never helps; diff review). Such orphans before the newest audit
+    show they are a thing of this pipeline: the rule holds off, and the day is clean."""
+    from datetime import timedelta
+
+    from tinyday import CONFIG, day_results, legacy, obs, webhook, z
+    from ledgers import DAY
+    from reconcile import run as job
+    ours = [z(1, 1, "Create", "09:00:00", 100), z(2, 2, "Comment", "10:00:00", 200)]
+    a, b = legacy("A", 1, "Ticket Created", "09:00:00.1", 1), legacy("B", 2, "Comment Created", "10:00:00.2", 1)
+    other = [webhook(f"X{i}", f"other-{i}", ticket, "comment_added", t)
+             for i, (ticket, t) in enumerate(((2, "08:00:00"), (2, "20:00:00"), (1, "21:00:00")))]
+    bus = [obs(e, e["event_time"], source_id=f"log:{e['eb_id']}") for e in (a, b, *other)]
+    sink = [obs(e, e["event_time"], sequence_number=str(i), committed=True) for i, e in enumerate((a, b, *other))]
+    cfg = config.build(None, CONFIG)
+    window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
+    results = day_results(ours, bus, sink, [])
+    out = job.finish(cfg, window, tmp_path, results, job.write_evidence(results, tmp_path / "evidence"),
+                     audience="daily", generated_at=window.as_of)
+    assert (out.summary["status"], out.exit_code, out.summary["orphans"]) == ("clean", 0, 3)
+    assert all(i["complete"] for i in out.summary["inputs"])
+
+
 # --- what the parsers report ------------------------------------------------------------------------------------------
 
 UUID = "5e0f1c2a-3b4c-4d5e-8f60-7182930a4b5c"

@@ -304,6 +304,26 @@ def test_a_loss_after_the_bus_the_spark_job_may_not_have_read_yet_is_held(tmp_pa
     assert got["7"]["verdict"] == "delivered"
 
 
+def test_a_failed_batchs_leftover_is_no_proof_the_spark_job_read_the_stream(tmp_path):
+    """[sink] retention set: a file outside the commit log may be an entry it expired (landed), unless no compaction
+    can have expired it ($unexpired_files: a failed batch's leftover, no copy). The job committed up to 11:00:09; its
+    catch-up batch read up to 20:00 and failed (a crash loop): its leftover's rows moved the sink's reach, and comment 4
+    (13:00, retries to 16:00), still in the stream, was lost for good. A leftover proves no read; an expired entry's
+    file does."""
+    left = "s3://b/events/dt=2026-11-23/part-left.parquet"
+    sink = [r for r in SINK if r["observed_at"] < "12:00:00"] + [
+        dict(R, observed_at="20:00:02", sequence_number="7", committed=False, source_ref=left + "#0")]
+    stores = {"zendesk": ZENDESK, "bus": BUS, "sink": sink, "dlq": DLQ}
+    for unexpired, reach, four in (([left], "11:00:09", "pending"), ([], "20:00:02", "lost_after_bus")):
+        e = run(tmp_path / str(len(unexpired)), CARRIED_SCHEMA.empty_table(), stores,
+                stream_retention=timedelta(hours=24), unexpired_files=unexpired)
+        try:
+            assert e.arrow("reach")["sink_reach"][0].as_py() == at(reach)
+            assert {r["source_id"]: r["verdict"] for r in e.arrow("verdicts").to_pylist()}["4"] == four
+        finally:
+            e.close()
+
+
 def test_an_event_the_bus_received_late_is_retried_until_the_horizon_past_then(tmp_path, this_window):
     """D (13:00) reached the bus -- its log copy -- only at midnight (a connector backlog, a webhook's retries):
     EventBridge retries it until the horizon past then, 03:00 the next day, after as_of (02:00). Judged by its Zendesk
