@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,8 +21,9 @@ import botocore.exceptions
 
 from .aws import error_code, make_client
 from .config import Config
+from .interrupt import Abandonable
 from .summary import percent, settled_lost
-from .window import parse_time
+from .window import parse_duration, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -229,11 +231,31 @@ def publish_summary(cfg: Config, summary: dict[str, Any], report: str) -> dict[s
 
 
 def send(cfg: Config, summary: dict[str, Any], report: str) -> dict[str, Any]:
-    """Publish a finished run's alert to each configured target. Never raises for a target that fails: returns
-    {"cloudwatch": {...}, "sns": {...}}, each with status "off", "sent" or "failed" (and the error)."""
+    """Publish a finished run's alert to each configured target, at once, within [alert] deadline: botocore's
+    timeouts are per request and per read, which a body trickled a byte at a time beats, and a run that committed no
+    longer stops on a signal (interrupt.deferred): an alert with no bound held it, its exit code and its result line,
+    until a SIGKILL. Never raises for a target that fails: returns {"cloudwatch": {...}, "sns": {...}}, each with
+    status "off", "sent" or "failed" (and the error)."""
     a = cfg.alert
-    return {"cloudwatch": put_metrics(cfg, summary) if a.cloudwatch_namespace else {"status": "off"},
-            "sns": publish_summary(cfg, summary, report) if a.sns_topic_arn else {"status": "off"}}
+    within = parse_duration(a.deadline).total_seconds()
+    calls = {"cloudwatch": (a.cloudwatch_namespace, "namespace", lambda: put_metrics(cfg, summary)),
+             "sns": (a.sns_topic_arn, "topic_arn", lambda: publish_summary(cfg, summary, report))}
+    started = {name: Abandonable(fn, f"reconcile-alert-{name}") for name, (on, _, fn) in calls.items() if on}
+    end = time.monotonic() + within
+    out = {}
+    for name, (on, key, _) in calls.items():
+        if not on:
+            out[name] = {"status": "off"}
+        elif started[name].ended_by(end):
+            out[name] = started[name].result()
+        else:
+            error = (f"{name} did not answer within [alert] deadline = {a.deadline} (a proxy or gateway trickling its "
+                     f"answer?): left, whether it was sent is not known. Check [alert] "
+                     f"{'cloudwatch_' if name != 'sns' else 'sns_'}{key} and the endpoint ([aws] endpoint_url, "
+                     f"AWS_ENDPOINT_URL). The run's verdict and exit code are unchanged.")
+            logger.error("alert: %s", error)
+            out[name] = {"status": "failed", key: on, "error": error}
+    return out
 
 
 def failed(outcome: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ Nothing is received, downloaded or changed.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +18,11 @@ import botocore.exceptions
 from .aws import PROBE, error_code, make_client, store_error
 from .config import Config
 from .errors import ConfigError, ReconcileError, SourceError
+from .interrupt import Abandonable
+
+# How long `check` waits for the stores' answers at most ([aws] read_deadline when shorter): each probe's requests time
+# out after seconds (aws.PROBE), but a body trickled a byte at a time beats every per-read timeout
+ANSWER_WITHIN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -55,11 +60,20 @@ def require_usable(cfg: Config) -> None:
 def reach_all(cfg: Config) -> list[Reached]:
     """One line per configured store, in REGISTRY's order: whether it answered its one cheap call. The stores are
     asked at once, each with short timeouts and two retries (aws.PROBE: max_attempts counts retries): a store that
-    does not answer costs seconds."""
+    does not answer costs seconds, and one still answering after ANSWER_WITHIN_S (or [aws] read_deadline) is left (a
+    gateway trickling its answer held `check` for good, and a signal with it)."""
     from .sources import REGISTRY
+    from .window import parse_duration
     specs = [spec for spec in REGISTRY if spec.configured(cfg)]
-    with ThreadPoolExecutor(max(1, len(specs))) as pool:
-        return list(pool.map(lambda spec: _reach(spec, cfg), specs))
+    within = min(ANSWER_WITHIN_S, parse_duration(cfg.aws.read_deadline).total_seconds())
+    calls = [Abandonable(lambda spec=spec: _reach(spec, cfg), f"reconcile-check-{spec.name}") for spec in specs]
+    end = time.monotonic() + within
+    return [call.result() if call.ended_by(end) else
+            Reached(spec.name, False, f"still answering after {within:.0f} s (a proxy or gateway "
+                                      f"trickling its answer?): left. Check the [{spec.name}] keys and the endpoint ("
+                                      + ("[aws] endpoint_url, AWS_ENDPOINT_URL)" if spec.on_aws else
+                                         "ZENDESK_URL)"), 3)
+            for spec, call in zip(specs, calls)]
 
 
 def _reach(spec, cfg: Config) -> Reached:

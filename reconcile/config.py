@@ -186,6 +186,9 @@ class AlertConfig:
     cloudwatch_namespace: str | None = None  # PutMetricData into this custom namespace (never AWS/...)
     sns_topic_arn: str | None = None  # Publish a summary to this topic
     rule: str | None = None  # the Rule dimension's value; default [metrics] rule
+    # How long a finished run waits for its alert (both targets at once): a target still answering then is left, the
+    # run ends with its own exit code (a trickled answer held a committed run, which no signal stops, for good)
+    deadline: str = "60s"
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("dlq", "archive_since"): (lambda v: _is_time(v), "an ISO-8601 time, like 2026-11-01T00:00:00Z"),
     ("zendesk", "timeout"): ("duration", DURATION),
     ("aws", "read_deadline"): ("duration", DURATION),
+    ("alert", "deadline"): ("duration", DURATION),
     ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),
     ("zendesk", "requests_per_minute"): (lambda v: v > 0, "a positive number of requests per minute "
                                                           "(10; 30 with the High Volume add-on)"),

@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import Interrupted
 
@@ -141,6 +141,34 @@ def shutdown(pool: ThreadPoolExecutor, futures: Iterable[Future]) -> None:
     if running:
         logger.warning("%d read(s) did not stop within %.0f s of the %s; exiting without them", len(running),
                        GRACE_S, "signal" if _signum else "deadline")
+
+
+class Abandonable:
+    """`fn()` in a daemon thread, waited for up to a deadline and then left to itself: a call botocore's timeouts do
+    not bound (a body trickled a byte at a time beats every per-read timeout) cannot hold the process, which never
+    joins a daemon thread at exit. A signal cuts the main thread's wait short as it cuts any wait (Interrupted)."""
+
+    def __init__(self, fn: Callable[[], Any], name: str):
+        self._box: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._work, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _work(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - raised where the result is asked for
+            self._box["error"] = e
+
+    def ended_by(self, deadline: float) -> bool:
+        """Wait until `deadline` (time.monotonic()) at most: whether fn has ended."""
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def result(self) -> Any:
+        """fn's value, or its exception raised (once it has ended)."""
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box.get("value")
 
 
 def _note(signum: int) -> None:

@@ -49,6 +49,30 @@ def subscribed_queue(aws_cfg, topic_name: str = "reconcile-alerts") -> tuple[str
     return arn, url
 
 
+def test_an_alert_target_that_trickles_its_answer_is_left_at_the_deadline(tmp_path, aws_cfg):
+    """A gateway sends SNS's answer a byte every half second: each read comes within botocore's timeouts, and a run
+    that committed no longer stops on a signal, so the alert held the finished run -- its exit code and its result
+    line -- until a SIGKILL (hang review). At [alert] deadline the target is left as failed, whether it was sent not
+    known, and the run ends with its own exit code."""
+    import time
+
+    from proxy import Proxy
+    arn, _ = subscribed_queue(aws_cfg)
+    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda method, path: method == "POST")
+    started = time.monotonic()
+    try:
+        result = CliRunner().invoke(main, run_args(tmp_path, f'alert.sns_topic_arn="{arn}"', 'alert.deadline="2s"'),
+                                    env={**cli_env(aws_cfg), "AWS_ENDPOINT_URL": proxy.endpoint})
+    finally:
+        proxy.close()
+    assert time.monotonic() - started < 2 + 20
+    assert result.exit_code == 3, result.output  # the run's own: Zendesk is not configured
+    sns = orjson.loads(result.stdout)["alert"]["sns"]
+    assert sns["status"] == "failed" and sns["topic_arn"] == arn
+    assert sns["error"].startswith("sns did not answer within [alert] deadline = 2s (a proxy or gateway trickling its "
+                                   "answer?): left, whether it was sent is not known. Check [alert] sns_topic_arn")
+
+
 def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_cfg):
     before = datetime.now(timezone.utc) - timedelta(minutes=1)
     result = CliRunner().invoke(main, run_args(tmp_path, 'alert.cloudwatch_namespace="Reconcile"',

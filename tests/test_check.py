@@ -254,6 +254,29 @@ def test_check_against_an_endpoint_that_never_answers_ends_in_seconds(stores, tm
     assert all(status[s].startswith("FAILED") for s in ("bus_log", "sink", "dlq", "metrics")), status
 
 
+def test_check_of_a_store_that_trickles_its_answer_ends_at_its_deadline(stores, aws_cfg):
+    """A gateway sends the S3 listing's answer a byte every half second: each read comes within the probe's timeouts,
+    so `check` waited for as long as the answer took (a trickle that never ends held it for good, and a SIGTERM with
+    it). It waits [aws] read_deadline at most (60 s when longer), names the stores still answering (exit 3) and
+    leaves them."""
+    from proxy import Proxy
+    keys, _, _ = stores
+    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda method, path: method == "GET" and "list-type=2" in path)
+    started = time.monotonic()
+    try:
+        result = CliRunner().invoke(main, ["check", "--endpoint-url", proxy.endpoint, "--set", "aws.read_deadline=5s",
+                                           *sets(keys)], env=ZENDESK_ENV)
+    finally:
+        proxy.close()
+    assert result.exit_code == 3, result.output
+    assert time.monotonic() - started < 5 + 10
+    status = {line.split()[1]: line for line in result.stdout.splitlines()}
+    for store in ("bus_log", "sink"):
+        assert status[store].startswith("FAILED") and "still answering after 5 s (a proxy or gateway trickling its " \
+            "answer?): left. Check the [" + store + "] keys" in status[store], status[store]
+    assert all(status[s].startswith("ok") for s in ("zendesk", "dlq", "metrics")), status
+
+
 def test_check_of_a_dlq_with_its_own_redrive_policy_exits_as_the_run_does(stores, aws_cfg):
     """`run` refuses a queue with its own redrive policy with exit 3 (nothing read); check said 4, "a retry would
     fail alike", for the same queue."""
