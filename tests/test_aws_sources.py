@@ -853,6 +853,27 @@ def test_filter_log_events_failing_mid_read_keeps_what_it_read_and_is_incomplete
     assert any("failed after retries" in p and "read 1 events" in p for p in res.problems), res.problems
 
 
+@pytest.mark.parametrize("tokens", [["A", "A"], ["A", "B", "A"]])
+def test_filter_log_events_whose_next_token_comes_again_ends_incomplete(monkeypatch, tokens):
+    """A log group API that gives a nextToken it gave before does not move on: a repeat ended the run as an
+    "unexpected" error with exit 4 (botocore's paginator raised), and two tokens in turn piled pages up in memory
+    until the read deadline (hang review). The read keeps what it read and is incomplete, naming why."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    t0 = int(NOW.timestamp() * 1000)
+    pages = [{"events": [{"logStreamName": "s", "timestamp": t0, "message": legacy(f"L{i}"), "eventId": str(i)}],
+              "nextToken": token} for i, token in enumerate(tokens)]
+    ep = _Flaky({"FilterLogEvents": pages}, drop=set())
+    try:
+        res = buslog.read(BusLogConfig(format="api", log_group="g"), WINDOW, ep.aws)
+    finally:
+        ep.close()
+    assert not res.complete and sorted(labels(res.ledger["eb_id"])) == sorted({f"L{i}" for i in range(len(tokens))})
+    assert res.problems == [f"FilterLogEvents on g answered a nextToken it had given before ('A'): it does not move "
+                            f"on; read {len(tokens)} events. Re-run later or read an S3 export ([bus_log] format = "
+                            f"\"cwl-export\")."]
+
+
 def test_receive_message_failing_mid_read_releases_what_it_holds_and_is_incomplete(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")

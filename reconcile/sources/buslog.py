@@ -360,11 +360,23 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchCon
     def cut_short(how: str) -> str:  # a read stopped after botocore's retries: what was read so far is kept
         return (f"FilterLogEvents on {cfg.log_group} {how}; read {sum(p.num_rows for p in pages):,} events. Re-run "
                 f"later or read an S3 export ([bus_log] format = \"cwl-export\").")
+    ask = {"logGroupName": cfg.log_group, "startTime": start_ms, "endTime": end_ms}
+    given: set[str] = set()  # nextTokens: one given again means the API does not move on (it repeated, or cycled
+    # between two while the pages piled up in memory until the read deadline; botocore's paginator raised on a repeat)
     try:
-        for page in client.get_paginator("filter_log_events").paginate(
-                logGroupName=cfg.log_group, startTime=start_ms, endTime=end_ms):
+        while True:
             interrupt.check()
+            page = client.filter_log_events(**ask)
             pages.append(pa.Table.from_pylist(page.get("events", []), schema=_LOG_EVENT))
+            token = page.get("nextToken")
+            if not token:
+                break
+            if token in given:
+                problems.append(cut_short(f"answered a nextToken it had given before ({token[:40]!r}): it does not "
+                                          f"move on"))
+                break
+            given.add(token)
+            ask["nextToken"] = token
     except botocore.exceptions.ClientError as e:
         code = error_code(e)
         if code in THROTTLE_CODES:
