@@ -18,6 +18,7 @@ import re
 import socket
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,8 +34,9 @@ from . import emission, resources, summary
 from .config import AwsConfig
 from .engine import execute_file, statements
 from .recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
-from .errors import ConfigError, NoState, StateError, StateInUse
-from .window import Window
+from .errors import ConfigError, NoState, ReadDeadline, StateError, StateInUse
+from .interrupt import Abandonable
+from .window import Window, parse_duration
 
 logger = logging.getLogger(__name__)
 
@@ -359,8 +361,14 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Call
         with tempfile.TemporaryDirectory(prefix="reconcile-state-") as tmp:
             local = Path(tmp) / "state.duckdb"
             # one GET of the whole object, for readers too: ranged reads of an object a writer replaces meanwhile
-            # mix two versions (or fail: HTTP 416)
-            seen = _s3_download(s3, bucket, obj, local, uri)  # its ETag as downloaded, then as last uploaded
+            # mix two versions (or fail: HTTP 416); within [aws] read_deadline (botocore's timeouts are per read,
+            # and a body trickled a byte at a time held the run, before any store was read, for good)
+            download = Abandonable(lambda: _s3_download(s3, bucket, obj, local, uri), "reconcile-state-download")
+            if not download.ended_by(time.monotonic() + parse_duration(aws.read_deadline).total_seconds()):
+                raise ReadDeadline(f"The state {uri} did not download within [aws] read_deadline = {aws.read_deadline} "
+                                 f"(a proxy or gateway trickling its body?): left, nothing was read or written. "
+                                 f"Check [state] uri and the endpoint ([aws] endpoint_url, AWS_ENDPOINT_URL).")
+            seen = download.result()  # its ETag as downloaded, then as last uploaded
             if not write and not seen:
                 raise NoState(f"No state at {uri}. Run `reconcile run` (or `demo`) with this state first, or check "
                                  f"[state] uri (or --state, RECONCILE_STATE).")

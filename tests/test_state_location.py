@@ -117,6 +117,32 @@ def test_a_state_bucket_that_is_missing_or_empty_is_named(stores, tmp_path, aws_
     assert "No state at s3://empty-audit/reconcile-state.duckdb." in history.stderr, history.stderr
 
 
+def test_a_state_download_that_trickles_ends_at_the_read_deadline(tmp_path, aws_cfg):
+    """A gateway sends the s3:// state's body a byte every half second: botocore's timeouts are per read, and the
+    download held the run -- before any store was read, with nothing logged -- until the scheduler's SIGTERM (hang
+    review). It is given [aws] read_deadline, then left: exit 3, naming the state."""
+    import time
+    from dataclasses import replace
+
+    from proxy import Proxy
+    from reconcile.errors import ReadDeadline
+    from reconcile.state import State
+    make_client("s3", aws_cfg).create_bucket(Bucket="slow-audit")
+    make_client("s3", aws_cfg).put_object(Bucket="slow-audit", Key="reconcile-state.duckdb", Body=b"x" * 4096)
+    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda method, path: method == "GET"
+                  and path.split("?")[0].endswith("/reconcile-state.duckdb"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(ReadDeadline, match=r"The state s3://slow-audit/reconcile-state.duckdb did not download "
+                                               r"within \[aws\] read_deadline = 2s \(a proxy or gateway"):
+            with State.open("s3://slow-audit/reconcile-state.duckdb",
+                            replace(aws_cfg, endpoint_url=proxy.endpoint, read_deadline="2s"), write=False):
+                pass
+    finally:
+        proxy.close()
+    assert time.monotonic() - started < 2 + 10
+
+
 def test_a_run_without_the_state_never_replaces_a_run_a_state_recorded(stores, tmp_path, monkeypatch):
     """`run --no-state` for a look at a recorded window: both default to reconcile-out/<window>, so it replaced the
     run the state records there (history showed one run, trace and recover read another, the recorded evidence
