@@ -446,6 +446,16 @@ def test_429_with_retry_after_zero_or_absent_never_spins(server, tmp_path, retry
     assert all(b - a >= zendesk.RETRY_FLOOR - 0.05 for a, b in zip(times, times[1:]))
 
 
+def test_a_retry_after_past_max_wait_gives_up_at_once_and_says_what_it_asked(server, tmp_path):
+    """Retry-After of eleven days: waiting is no use, and the read gives up after one request -- saying the wait
+    asked for and naming the key (it said "kept answering 429" and hid the eleven days: hang review)."""
+    h = server(zs.synthetic_audits(5, start=T0), faults=zs.Faults(throttle=10**9, retry_after=999999))
+    r = read(h, tmp_path, max_wait="20s")
+    assert len(h.requests) == 1 and not r.complete
+    assert r.problems[0].startswith("Zendesk API kept answering 429 (rate limited), asking for a wait of 999,999 s "
+                                    "(waited 0s; [zendesk] max_wait 20s would be passed)"), r.problems
+
+
 def test_a_trickled_body_times_out_as_a_whole_and_counts_toward_max_wait(server, tmp_path):
     """One byte every 0.5 s: every socket read returns in time, but the request as a whole may take `timeout`."""
     h = server(zs.synthetic_audits(5, start=T0), faults=zs.Faults(trickle=10**9, trickle_interval=0.5))

@@ -224,7 +224,8 @@ class Client:
         """Sleep `seconds` before a retry; `spent` (the failed request's own time, up to `timeout`) counts too."""
         self.stats.waited_s += spent
         if self.stats.waited_s + seconds > self.max_wait:
-            raise GaveUp(what)
+            # the wait it asked for, when that alone passes max_wait (a Retry-After of days hid behind "kept answering")
+            raise GaveUp(what if seconds <= self.max_wait else f"{what}, asking for a wait of {seconds:,.0f} s")
         self.stats.waited_s += seconds
         self.on_wait()
         interrupt.sleep(seconds)

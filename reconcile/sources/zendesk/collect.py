@@ -154,8 +154,8 @@ def _cycle(cache: PageCache, client: Client, base: str, scope: str, start_time: 
                 entry, gz, doc = fetch_page(client, base, scope, cursor, page_no + 1, clock())
             except GaveUp as e:
                 result.problems.append(
-                    f"Zendesk API kept answering {e} (waited {client.stats.waited_s:.0f}s; max_wait {fmt(max_wait)} "
-                    f"would be passed); the next collector resumes from start_time={cursor} ({iso(cursor)}).")
+                    f"Zendesk API kept answering {e} (waited {client.stats.waited_s:.0f}s; [zendesk] max_wait "
+                    f"{fmt(max_wait)} would be passed); the next collector resumes from start_time={cursor} ({iso(cursor)}).")
                 break
             last = entries[-1] if entries else None
             if last is not None and _nothing_new(cache, last, entry, doc):
