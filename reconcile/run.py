@@ -107,10 +107,14 @@ def _watch(cfg: Config, reads: dict[str, Future], on_aws: set[str]) -> None:
     late = [name for name, f in reads.items() if f in bounded and not f.done()]
     if late:
         interrupt.expire()
+        # a receive left waiting never releases what the read holds: a redrive or consumer started now misses those
+        hidden = (" The DLQ messages the read had received stay hidden from other consumers until their visibility "
+                  "timeout ends ([dlq] visibility_timeout; by default a minute and a second per ten messages): a "
+                  "redrive started before then misses them." if dlq.NAME in late and cfg.dlq.queue_url else "")
         raise ReadDeadline(f"Still reading {', '.join(late)} after [aws] read_deadline = {cfg.aws.read_deadline}: the "
                            f"reads were stopped and the run has no result. A store answering this slowly (a proxy "
                            f"or gateway trickling its bodies?) will not get faster: check the endpoint ([aws] "
-                           f"endpoint_url, AWS_ENDPOINT_URL); raise read_deadline if the day is that big.")
+                           f"endpoint_url, AWS_ENDPOINT_URL); raise read_deadline if the day is that big.{hidden}")
 
 
 def write_evidence(results: dict[str, SourceResult], evidence: Path) -> dict[str, Path]:
