@@ -238,23 +238,24 @@ def send(cfg: Config, summary: dict[str, Any], report: str) -> dict[str, Any]:
     status "off", "sent" or "failed" (and the error)."""
     a = cfg.alert
     within = parse_duration(a.deadline).total_seconds()
-    calls = {"cloudwatch": (a.cloudwatch_namespace, "namespace", lambda: put_metrics(cfg, summary)),
-             "sns": (a.sns_topic_arn, "topic_arn", lambda: publish_summary(cfg, summary, report))}
-    started = {name: Abandonable(fn, f"reconcile-alert-{name}") for name, (on, _, fn) in calls.items() if on}
+    # target -> (its [alert] key, that key's name in the target's outcome, the call)
+    calls = {"cloudwatch": ("cloudwatch_namespace", "namespace", lambda: put_metrics(cfg, summary)),
+             "sns": ("sns_topic_arn", "topic_arn", lambda: publish_summary(cfg, summary, report))}
+    started = {name: Abandonable(fn, f"reconcile-alert-{name}") for name, (key, _, fn) in calls.items()
+               if getattr(a, key)}
     end = time.monotonic() + within
     out = {}
-    for name, (on, key, _) in calls.items():
-        if not on:
+    for name, (key, field, _) in calls.items():
+        if name not in started:
             out[name] = {"status": "off"}
         elif started[name].ended_by(end):
             out[name] = started[name].result()
         else:
             error = (f"{name} did not answer within [alert] deadline = {a.deadline} (a proxy or gateway trickling its "
-                     f"answer?): left, whether it was sent is not known. Check [alert] "
-                     f"{'cloudwatch_' if name != 'sns' else 'sns_'}{key} and the endpoint ([aws] endpoint_url, "
-                     f"AWS_ENDPOINT_URL). The run's verdict and exit code are unchanged.")
+                     f"answer?): left, whether it was sent is not known. Check [alert] {key} and the endpoint ([aws] "
+                     f"endpoint_url, AWS_ENDPOINT_URL). The run's verdict and exit code are unchanged.")
             logger.error("alert: %s", error)
-            out[name] = {"status": "failed", key: on, "error": error}
+            out[name] = {"status": "failed", field: getattr(a, key), "error": error}
     return out
 
 
