@@ -19,10 +19,11 @@
 -- sink_reach: up to when the sink is proven to hold what the Kinesis stream received (Kinesis's arrival time,
 -- approximateArrivalTimestamp), read by rules.sql beyond_sink. Spark reads the stream in order, so the newest arrival
 -- among the rows that landed (a committed file's, or any file's when rows outside the commit log count: $outside_log,
--- but for a failed batch's leftover: rules.sql unexpired_leftover) is as far as it has read: a loss after the bus whose retries may have put it on the stream later (the job stopped,
--- or behind) may still be there, unread. NULL when no row that landed has an arrival time (an empty sink; a job that
--- writes none): nothing is proven read. The rows do not name their shard, so the newest arrival of any shard stands
--- for all (a shard lagging the others by minutes is not seen).
+-- but for a failed batch's leftover: rules.sql unexpired_leftover) is as far as it has read: a loss after the bus
+-- whose retries may have put it on the stream later (the job stopped, or behind) may still be there, unread. NULL
+-- when no row that landed has an arrival time (an empty sink; a job that writes none): nothing is proven read. The
+-- rows do not name their shard, so the newest arrival of any shard stands for all (a shard lagging the others by
+-- minutes is not seen).
 CREATE OR REPLACE TABLE reach AS
 WITH logged AS (
     SELECT max(event_time) AS reach FROM bus
