@@ -283,7 +283,8 @@ def test_a_loss_after_the_bus_the_spark_job_may_not_have_read_yet_is_held(tmp_pa
         finally:
             e.close()
         for table, got in tables.items():
-            assert {i for i, r in got.items() if r["verdict"] == "pending" and r["would_be"] == "lost_after_bus"} == held
+            assert {i for i, r in got.items()
+                    if r["verdict"] == "pending" and r["would_be"] == "lost_after_bus"} == held
             assert got["4"]["verdict"] == ("pending" if "4" in held else "lost_after_bus"), table
             assert {i: got[i]["verdict"] for i in ("3", "6", "9")} == {
                 "3": "dead_lettered", "6": "lost_before_bus", "9": "lost_before_bus"}, table

@@ -155,7 +155,8 @@ def _cycle(cache: PageCache, client: Client, base: str, scope: str, start_time: 
             except GaveUp as e:
                 result.problems.append(
                     f"Zendesk API kept answering {e} (waited {client.stats.waited_s:.0f}s; [zendesk] max_wait "
-                    f"{fmt(max_wait)} would be passed); the next collector resumes from start_time={cursor} ({iso(cursor)}).")
+                    f"{fmt(max_wait)} would be passed); the next collector resumes from start_time={cursor} "
+                    f"({iso(cursor)}).")
                 break
             last = entries[-1] if entries else None
             if last is not None and _nothing_new(cache, last, entry, doc):

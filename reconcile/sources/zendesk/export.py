@@ -260,8 +260,8 @@ class _Walk:
                                                 self.now)
                 except GaveUp as e:
                     return (f"Zendesk API kept answering {e} (waited {self.client.stats.waited_s:.0f}s; [zendesk] "
-                            f"max_wait {fmt(max_wait)} would be passed); re-run with the same pages dir ({self.pages_dir}) to "
-                            f"resume from start_time={cursor} ({iso(cursor)}).")
+                            f"max_wait {fmt(max_wait)} would be passed); re-run with the same pages dir "
+                            f"({self.pages_dir}) to resume from start_time={cursor} ({iso(cursor)}).")
                 if stuck := headway.problem(entry, doc):  # not saved: a re-run asks again from here
                     return f"{stuck}. Check what answers at ZENDESK_URL ({self.base}), then re-run."
                 write_atomic(self.pages_dir / entry["file"], gz)
