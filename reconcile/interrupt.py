@@ -146,7 +146,9 @@ def shutdown(pool: ThreadPoolExecutor, futures: Iterable[Future]) -> None:
 class Abandonable:
     """`fn()` in a daemon thread, waited for up to a deadline and then left to itself: a call botocore's timeouts do
     not bound (a body trickled a byte at a time beats every per-read timeout) cannot hold the process, which never
-    joins a daemon thread at exit. A signal cuts the main thread's wait short as it cuts any wait (Interrupted)."""
+    joins a daemon thread at exit. A signal cuts the main thread's wait short with Interrupted, as it cuts any wait --
+    but after a run committed, when a signal is only noted (deferred): then `ended_by(..., on_stop=True)` ends the wait
+    once a signal came (a scheduler's SIGKILL follows SIGTERM within seconds)."""
 
     def __init__(self, fn: Callable[[], Any], name: str):
         self._box: dict[str, Any] = {}
@@ -159,9 +161,13 @@ class Abandonable:
         except BaseException as e:  # noqa: BLE001 - raised where the result is asked for
             self._box["error"] = e
 
-    def ended_by(self, deadline: float) -> bool:
-        """Wait until `deadline` (time.monotonic()) at most: whether fn has ended."""
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+    def ended_by(self, deadline: float, *, on_stop: bool = False) -> bool:
+        """Wait until `deadline` (time.monotonic()) at most, or (`on_stop`) until a signal came: whether fn has
+        ended."""
+        while self._thread.is_alive() and (left := deadline - time.monotonic()) > 0:
+            if on_stop and STOP.is_set():
+                break
+            self._thread.join(min(left, 0.25) if on_stop else left)
         return not self._thread.is_alive()
 
     def result(self) -> Any:

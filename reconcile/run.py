@@ -108,9 +108,10 @@ def _watch(cfg: Config, reads: dict[str, Future], on_aws: set[str]) -> None:
     if late:
         interrupt.expire()
         # a receive left waiting never releases what the read holds: a redrive or consumer started now misses those
-        hidden = (" The DLQ messages the read had received stay hidden from other consumers until their visibility "
-                  "timeout ends ([dlq] visibility_timeout; by default a minute and a second per ten messages): a "
-                  "redrive started before then misses them." if dlq.NAME in late and cfg.dlq.queue_url else "")
+        hidden = (" If the DLQ read does not stop in time to release the messages it received (said below), they stay "
+                  "hidden from other consumers until their visibility timeout ends ([dlq] visibility_timeout; by "
+                  "default a minute and a second per ten messages): a redrive started before then misses them."
+                  if dlq.NAME in late and cfg.dlq.queue_url else "")
         raise ReadDeadline(f"Still reading {', '.join(late)} after [aws] read_deadline = {cfg.aws.read_deadline}: the "
                            f"reads were stopped and the run has no result. A store answering this slowly (a proxy "
                            f"or gateway trickling its bodies?) will not get faster: check the endpoint ([aws] "

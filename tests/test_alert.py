@@ -73,6 +73,39 @@ def test_an_alert_target_that_trickles_its_answer_is_left_at_the_deadline(tmp_pa
                                    "answer?): left, whether it was sent is not known. Check [alert] sns_topic_arn")
 
 
+def test_a_signal_after_the_commit_ends_the_wait_for_the_alert(tmp_path, aws_cfg):
+    """The same trickled SNS answer, and the scheduler's SIGTERM once the run committed: a signal then is only noted,
+    so the run waited out the whole [alert] deadline -- past the seconds a scheduler gives before its SIGKILL (exit
+    137, no result line; diff review). The wait ends when the signal comes: the run exits at once with its own
+    code, the alert said failed."""
+    import signal
+    import time
+    from pathlib import Path
+
+    from proxy import Proxy
+    arn, _ = subscribed_queue(aws_cfg)
+    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda method, path: method == "POST")
+    reconcile = str(Path(sys.executable).with_name("reconcile"))
+    env = {**os.environ, **cli_env(aws_cfg), "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        args = run_args(tmp_path, f'alert.sns_topic_arn="{arn}"', 'alert.deadline="10m"')
+        proc = subprocess.Popen([reconcile, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        started = time.monotonic()
+        while not (tmp_path / "out" / "manifest.json").exists() and time.monotonic() - started < 120:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the alert under way
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proxy.close()
+    assert time.monotonic() - signalled < 10, err.decode()
+    assert proc.returncode == 3, err.decode()  # the run's own code (Zendesk is not configured), not 143
+    sns = orjson.loads(out)["alert"]["sns"]
+    assert sns["status"] == "failed" and sns["error"].startswith("sns had not answered when a signal came: left")
+
+
 def test_metrics_land_in_the_namespace_with_the_rule_as_dimension(tmp_path, aws_cfg):
     before = datetime.now(timezone.utc) - timedelta(minutes=1)
     result = CliRunner().invoke(main, run_args(tmp_path, 'alert.cloudwatch_namespace="Reconcile"',

@@ -853,25 +853,47 @@ def test_filter_log_events_failing_mid_read_keeps_what_it_read_and_is_incomplete
     assert any("failed after retries" in p and "read 1 events" in p for p in res.problems), res.problems
 
 
-@pytest.mark.parametrize("tokens", [["A", "A"], ["A", "B", "A"]])
-def test_filter_log_events_whose_next_token_comes_again_ends_incomplete(monkeypatch, tokens):
-    """A log group API that gives a nextToken it gave before does not move on: a repeat ended the run as an
-    "unexpected" error with exit 4 (botocore's paginator raised), and two tokens in turn piled pages up in memory
-    until the read deadline (hang review). The read keeps what it read and is incomplete, naming why."""
+@pytest.mark.parametrize("pages,why", [
+    ([(0, "A"), (1, "A")], "nextToken 'A', first event '1'"),  # the same token again: the same page
+    ([(0, "A"), (1, "B"), (2, "A")], "nextToken 'A', first event '2'"),  # two tokens in turn
+    ([(0, "A"), (0, "B")], "nextToken 'A', first event '0'"),  # the same page under a fresh token
+])
+def test_filter_log_events_that_gives_a_page_again_ends_incomplete(monkeypatch, pages, why):
+    """A log group API that gives a page it gave before does not move on: a repeated nextToken ended the run as an
+    "unexpected" error with exit 4 (botocore's paginator raised), and tokens in turn -- or the same page under fresh
+    tokens -- piled pages up in memory until the read deadline (hang review, diff review). The read keeps what it read
+    and is incomplete, naming why."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     t0 = int(NOW.timestamp() * 1000)
-    pages = [{"events": [{"logStreamName": "s", "timestamp": t0, "message": legacy(f"L{i}"), "eventId": str(i)}],
-              "nextToken": token} for i, token in enumerate(tokens)]
-    ep = _Flaky({"FilterLogEvents": pages}, drop=set())
+    answers = [{"events": [{"logStreamName": "s", "timestamp": t0, "message": legacy(f"L{i}"), "eventId": str(i)}],
+                "nextToken": token} for i, token in pages]
+    ep = _Flaky({"FilterLogEvents": answers}, drop=set())
     try:
         res = buslog.read(BusLogConfig(format="api", log_group="g"), WINDOW, ep.aws)
     finally:
         ep.close()
-    assert not res.complete and sorted(labels(res.ledger["eb_id"])) == sorted({f"L{i}" for i in range(len(tokens))})
-    assert res.problems == [f"FilterLogEvents on g answered a nextToken it had given before ('A'): it does not move "
-                            f"on; read {len(tokens)} events. Re-run later or read an S3 export ([bus_log] format = "
+    read = {f"L{i}" for i, _ in pages}
+    assert not res.complete and sorted(labels(res.ledger["eb_id"])) == sorted(read)
+    assert res.problems == [f"FilterLogEvents on g gave a page it had given before ({why}): it does not move on; read "
+                            f"{len(read)} events. Re-run later or read an S3 export ([bus_log] format = "
                             f"\"cwl-export\")."]
+
+
+def test_filter_log_events_may_repeat_its_token_on_empty_pages(monkeypatch):
+    """CloudWatch Logs answers empty pages, the same nextToken each time, while it is still searching a sparse group:
+    not a page given again (the read deadline bounds it). The read goes on and is whole."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    t0 = int(NOW.timestamp() * 1000)
+    answers = [{"events": [], "nextToken": "A"}, {"events": [], "nextToken": "A"},
+               {"events": [{"logStreamName": "s", "timestamp": t0, "message": legacy("L1"), "eventId": "1"}]}]
+    ep = _Flaky({"FilterLogEvents": answers}, drop=set())
+    try:
+        res = buslog.read(BusLogConfig(format="api", log_group="g"), WINDOW, ep.aws)
+    finally:
+        ep.close()
+    assert res.complete and labels(res.ledger["eb_id"]) == ["L1"] and res.details["pages"] == 3
 
 
 def test_receive_message_failing_mid_read_releases_what_it_holds_and_is_incomplete(monkeypatch):

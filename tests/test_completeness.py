@@ -352,29 +352,55 @@ def test_an_export_that_ends_too_soon_is_no_clean(clean_day, tmp_path):
     assert (whole.summary["status"], whole.exit_code) == ("clean", 0)
 
 
-def test_a_second_zendesk_account_on_the_bus_is_no_sign_of_a_short_export(tmp_path):
-    """A second account (a sandbox) puts its webhook events on the same bus: Zendesk numbers its tickets from 1 too,
-    so they fall on ticket ids this read lists, and past its newest audit they looked like a listing cut short: every
-    healthy day was incomplete (exit 3, "re-run", which never helps; diff review). Such orphans before the newest audit
-    show they are a thing of this pipeline: the rule holds off, and the day is clean."""
+def tiny_day(tmp_path, listed: list[dict], others: list[tuple[int, str]]):
+    """The tiny day's job over two updates this account made (tickets 1 and 2, at 09:00 and 10:00: delivered), of
+    which the Zendesk read lists `listed`, and comments on those tickets no listed event stands for (`others`: ticket,
+    time), all on the bus and landed."""
     from datetime import timedelta
 
-    from tinyday import CONFIG, day_results, legacy, obs, webhook, z
+    from tinyday import CONFIG, day_results, legacy, obs, webhook
     from ledgers import DAY
     from reconcile import run as job
-    ours = [z(1, 1, "Create", "09:00:00", 100), z(2, 2, "Comment", "10:00:00", 200)]
     a, b = legacy("A", 1, "Ticket Created", "09:00:00.1", 1), legacy("B", 2, "Comment Created", "10:00:00.2", 1)
-    other = [webhook(f"X{i}", f"other-{i}", ticket, "comment_added", t)
-             for i, (ticket, t) in enumerate(((2, "08:00:00"), (2, "20:00:00"), (1, "21:00:00")))]
+    other = [webhook(f"X{i}", f"other-{i}", ticket, "comment_added", t) for i, (ticket, t) in enumerate(others)]
     bus = [obs(e, e["event_time"], source_id=f"log:{e['eb_id']}") for e in (a, b, *other)]
     sink = [obs(e, e["event_time"], sequence_number=str(i), committed=True) for i, e in enumerate((a, b, *other))]
     cfg = config.build(None, CONFIG)
     window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
-    results = day_results(ours, bus, sink, [])
+    results = day_results(listed, bus, sink, [])
     out = job.finish(cfg, window, tmp_path, results, job.write_evidence(results, tmp_path / "evidence"),
                      audience="daily", generated_at=window.as_of)
+    return out, next(i for i in out.summary["inputs"] if i["source"] == "zendesk")
+
+
+def test_a_second_zendesk_account_on_the_bus_is_no_sign_of_a_short_export(tmp_path):
+    """A second account (a sandbox) puts its webhook events on the same bus: Zendesk numbers its tickets from 1 too,
+    so they fall on ticket ids this read lists, and past its newest audit they looked like a listing cut short: every
+    healthy day was incomplete (exit 3, "re-run", which never helps; diff review). Such orphans before the newest audit
+    show they are a thing of this pipeline: the rule holds off, says so, and the day is clean."""
+    from ledgers import uid
+    from tinyday import z
+    ours = [z(1, 1, "Create", "09:00:00", 100), z(2, 2, "Comment", "10:00:00", 200)]
+    out, zendesk = tiny_day(tmp_path, ours, [(2, "08:00:00"), (2, "20:00:00"), (1, "21:00:00")])
     assert (out.summary["status"], out.exit_code, out.summary["orphans"]) == ("clean", 0, 3)
     assert all(i["complete"] for i in out.summary["inputs"])
+    assert zendesk["problems"] == [
+        "the bus holds 2 event(s) of tickets this read lists, of kinds an audit stands for, after the newest audit it "
+        "lists (2026-11-23T10:00:00Z), which none of its events links to (the first: " + uid("X1") + "); 1 such "
+        "event(s) lie before it too (another Zendesk account on the same bus? see the report's orphans), so they do "
+        "not show the export ended early, and the read counts as whole. If it did end early, re-run the window."]
+
+
+def test_an_export_cut_seconds_before_the_next_update_is_no_clean(tmp_path):
+    """The listing ends at 09:00 (ticket 1's first update), ticket 1's next three updates not listed: the next on
+    the bus comes 10 s after the cut, within the composite tolerance of the newest audit, and counted as an orphan
+    "before" it, it turned the rule off (a clean day from a cut listing; diff review). Within the tolerance it counts
+    neither way."""
+    from tinyday import z
+    out, zendesk = tiny_day(tmp_path, [z(1, 1, "Create", "09:00:00", 100)],
+                            [(1, "09:00:10"), (1, "11:00:00"), (1, "12:00:00")])
+    assert (out.summary["status"], out.exit_code) == ("incomplete", 3)
+    assert not zendesk["complete"] and "the export ended before the window did" in zendesk["problems"][-1]
 
 
 # --- what the parsers report ------------------------------------------------------------------------------------------

@@ -361,21 +361,30 @@ def _read_api(cfg: BusLogConfig, window: Window, aws: AwsConfig, match: MatchCon
         return (f"FilterLogEvents on {cfg.log_group} {how}; read {sum(p.num_rows for p in pages):,} events. Re-run "
                 f"later or read an S3 export ([bus_log] format = \"cwl-export\").")
     ask = {"logGroupName": cfg.log_group, "startTime": start_ms, "endTime": end_ms}
-    given: set[str] = set()  # nextTokens: one given again means the API does not move on (it repeated, or cycled
-    # between two while the pages piled up in memory until the read deadline; botocore's paginator raised on a repeat)
+    # A page of events under a nextToken given before, or starting with an event a page began with before, means the
+    # API does not move on: a repeat ended the run as botocore's "unexpected" PaginationError, and pages cycling (or
+    # repeating under fresh tokens) piled up in memory until the read deadline. An empty page may repeat its token:
+    # CloudWatch Logs is still searching (the read deadline bounds that).
+    given: set[str] = set()
+    began: set[str] = set()
     try:
         while True:
             interrupt.check()
             page = client.filter_log_events(**ask)
-            pages.append(pa.Table.from_pylist(page.get("events", []), schema=_LOG_EVENT))
+            found = page.get("events", [])
             token = page.get("nextToken")
+            first = found[0].get("eventId") if found else None
+            if found and (ask.get("nextToken") in given or first in began):
+                again = ask.get("nextToken", "")[:40]
+                problems.append(cut_short(f"gave a page it had given before (nextToken {again!r}, first event "
+                                          f"{str(first)[:40]!r}): it does not move on"))
+                break
+            if found:
+                given.add(ask.get("nextToken"))
+                began.add(first)
+            pages.append(pa.Table.from_pylist(found, schema=_LOG_EVENT))
             if not token:
                 break
-            if token in given:
-                problems.append(cut_short(f"answered a nextToken it had given before ({token[:40]!r}): it does not "
-                                          f"move on"))
-                break
-            given.add(token)
             ask["nextToken"] = token
     except botocore.exceptions.ClientError as e:
         code = error_code(e)
