@@ -388,6 +388,33 @@ def test_the_collector_keeps_an_s3_cache_and_a_run_reads_it(server, tmp_path, aw
     assert not isinstance(e.value, CacheBusy) and e.value.exit_code == 4
 
 
+def test_an_s3_cache_that_trickles_is_left_at_the_read_deadline(server, tmp_path, aws_cfg):
+    """A gateway sends the S3 cache's pages a byte every half second (faster than pyarrow's low-speed limit, slower
+    than any day): the run waited on it past [aws] read_deadline, which every other AWS read keeps (hang review). The
+    copy is left at the deadline, the window fetched from the API, the same events read."""
+    from dataclasses import replace
+
+    from proxy import Proxy
+    make_client("s3", aws_cfg).create_bucket(Bucket="pages")
+    clock = Clock(T0 + 3 * 3600)
+    h = server(spread(), now=clock)
+    uri = "s3://pages/zendesk/acme"
+    assert run_collect(h, uri, clock, aws=aws_cfg).complete
+    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda method, path: method == "GET" and ".json.gz" in path)
+    started = time.monotonic()
+    try:
+        r = read(h, tmp_path / "run", T0, T0 + 2 * 3600, clock.sec, cache=uri,
+                 aws=replace(aws_cfg, endpoint_url=proxy.endpoint, read_deadline="3s"))
+    finally:
+        proxy.close()
+    assert time.monotonic() - started < 3 + 30
+    assert r.complete and r.details["cache"] == {"uri": uri, "used": False, "pages": 0,
+                                                 "why": "it did not answer within [aws] read_deadline = 3s"}
+    fresh = read(h, tmp_path / "fresh", T0, T0 + 2 * 3600, clock.sec)
+    assert comparable(sorted_ledger(r)) == comparable(sorted_ledger(fresh))
+    assert not list((tmp_path / "run").glob("*seed*"))  # nothing of the copy left running in the pages dir
+
+
 def test_a_collector_the_api_wears_out_says_so_and_the_next_resumes(server, tmp_path):
     clock = Clock(T0 + 3 * 3600)
     h = server(spread(), now=clock)

@@ -29,7 +29,9 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import zlib
 from datetime import datetime, timedelta, timezone
@@ -40,6 +42,7 @@ import pyarrow as pa
 
 from ...config import AwsConfig, ZendeskConfig
 from ...errors import SourceError
+from ...interrupt import Abandonable
 from ...ledger import SourceResult
 from ...window import Window, parse_duration
 from .audits import NAME, AuditLedger, created_ms
@@ -115,6 +118,32 @@ def fetch_page(client: Client, base: str, scope: str, cursor: int, page_no: int,
              "fetched_at": fetched_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
              "sha256": hashlib.sha256(gz).hexdigest()}
     return entry, gz, doc
+
+
+def _seed(uri: str, aws: AwsConfig, pages_dir: Path, base: str, scope: str, start_time: int, stop_at: int) -> dict:
+    """cache.seed within [aws] read_deadline: an S3 cache trickling its bodies held the run past the deadline every
+    other AWS read keeps (the Zendesk read is not bounded by it: a day may take hours of API requests). The pages are
+    copied into a folder of their own, moved into `pages_dir` only once the copy ended in time: a copy left running
+    writes where the run no longer looks."""
+    from .cache import seed
+    index = pages_dir / INDEX
+    if index.exists() and index.stat().st_size > 0:
+        return seed(uri, aws, pages_dir, base, scope, start_time, stop_at)  # says it holds pages already
+    staging = Path(tempfile.mkdtemp(prefix="reconcile-cache-seed-"))
+    copy = Abandonable(lambda: seed(uri, aws, staging, base, scope, start_time, stop_at), "reconcile-cache-seed")
+    if not copy.ended_by(time.monotonic() + parse_duration(aws.read_deadline).total_seconds()):
+        logger.warning("Zendesk page cache %s did not answer within [aws] read_deadline = %s; the whole window is "
+                       "fetched", uri, aws.read_deadline)
+        return {"uri": uri, "used": False, "pages": 0,
+                "why": f"it did not answer within [aws] read_deadline = {aws.read_deadline}"}
+    try:
+        out = copy.result()
+        pages_dir.mkdir(parents=True, exist_ok=True)
+        for f in sorted(staging.iterdir(), key=lambda f: f.name == INDEX):  # the index last: it names the pages
+            shutil.move(str(f), pages_dir / f.name)
+        return out
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def page_facts(cursor: int, doc) -> dict | None:
@@ -319,7 +348,6 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
 
     `aws` reaches an `s3://` `[zendesk] cache` (the collector's pages, never written here).
     """
-    from .cache import seed
     environ = os.environ if environ is None else environ
     base = base_url(cfg)
     auth, scheme = auth_header(environ)
@@ -338,7 +366,7 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
     problems: list[str] = []
 
     scope = cfg.support_type_scope
-    cached = seed(cfg.cache, aws or AwsConfig(), pages_dir, base, scope, start_time, stop_at) if cfg.cache else None
+    cached = _seed(cfg.cache, aws or AwsConfig(), pages_dir, base, scope, start_time, stop_at) if cfg.cache else None
     saved, set_aside = saved_pages(pages_dir, start_time, base, scope)
     bar = Progress(progress, client.stats)
     client.on_wait = bar.update
