@@ -6,6 +6,7 @@ them (a JSON API's call, by its X-Amz-Target: the service failed after writing, 
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +69,11 @@ class Proxy:
                         self.wfile.write(data)
                         return
                     for i in range(len(data)):
+                        if outer.closed.is_set():  # a reader the code under test left: cut, so it ends (a pyarrow
+                            # read left trickling held one of pyarrow's I/O threads, and a later test waited on it)
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
                         self.wfile.write(data[i:i + 1])
                         self.wfile.flush()
                         time.sleep(0.5)
@@ -77,10 +83,12 @@ class Proxy:
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _pass
 
         outer = self
+        self.closed = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
+        self.closed.set()
         self.server.shutdown()
         self.server.server_close()
