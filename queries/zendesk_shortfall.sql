@@ -7,7 +7,7 @@
 -- audit, by more than the tolerance (a second Zendesk account on the same bus numbers its tickets from 1 too, so its
 -- events fall on ticket ids the read lists, all day long; those within it of the newest audit count neither way: the
 -- next update after a cut may come seconds later), and more than one lies past it (one may be anything). One row:
--- `short`, how many lie past and before, the first past one's time and id, the newest audit's time;
+-- `short` (and `held_off`), how many lie past and before, the first past one's time and id, the newest audit's time;
 -- reconcile.completeness.listing_short makes the read incomplete on `short` and says when the orphans before hold it
 -- off. A second account busy only after this one's last audit still makes a day `short`.
 CREATE OR REPLACE TABLE zendesk_shortfall AS
@@ -25,6 +25,8 @@ WITH listed AS (
            arg_min(eb_id, event_time) FILTER (WHERE past)::VARCHAR AS first_eb_id
     FROM candidates
 )
-SELECT events > 1 AND before = 0 AS short, events, before, first_event_time, first_eb_id,
+-- `held_off`: enough past it, but such orphans lie before it too (said on the read, not held against it)
+SELECT events > 1 AND before = 0 AS short, events > 1 AND before > 0 AS held_off, events, before, first_event_time,
+       first_eb_id,
        (SELECT newest FROM listed) AS newest_audit
 FROM counted;

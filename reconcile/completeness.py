@@ -84,13 +84,13 @@ def listing_short(result: SourceResult, shortfall: dict) -> SourceResult:
     newest audit it lists, that none of its events links to -- the listing ended early (an end-of-stream page too
     soon), and every event after it went unjudged."""
     n = shortfall["events"]
-    if not result.complete or n < 2:
+    if not result.complete or not (shortfall["short"] or shortfall["held_off"]):
         return result
     when = f"{shortfall['newest_audit']:%Y-%m-%dT%H:%M:%S}Z"
     found = (f"the bus holds {n:,} event(s) of tickets this read lists, of kinds an audit stands for, after the "
              f"newest audit it lists ({when}), which none of its events links to (the first: "
              f"{shortfall['first_eb_id']})")
-    if not shortfall["short"]:  # said, not held against the read: such orphans lie before that audit too
+    if shortfall["held_off"]:  # said, not held against the read: such orphans lie before that audit too
         return replace(result, problems=[*result.problems, (
             f"{found}; {shortfall['before']:,} such event(s) lie before it too (another Zendesk account on the same "
             f"bus? see the report's orphans), so they do not show the export ended early, and the read counts as "
