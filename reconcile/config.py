@@ -53,6 +53,7 @@ class ZendeskConfig:
     # the tickets the export lists by support type ("agent", Zendesk's default; "all" adds AI-agent tickets; or
     # "ai_agent"): those whose events the rule is expected to carry (the connector's behaviour is not documented)
     support_type_scope: str = "agent"
+    max_page_size: str = "256MB"  # an answer's body may hold this much (Zendesk documents no size; a page lists <= 1000)
 
 
 # How the bus log copy is kept: a CloudWatch S3 export, a Firehose delivery of a subscription filter (as CloudWatch
@@ -295,6 +296,8 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("dlq", "archive_every"): ("duration", DURATION),
     ("dlq", "archive_since"): (lambda v: _is_time(v), "an ISO-8601 time, like 2026-11-01T00:00:00Z"),
     ("zendesk", "timeout"): ("duration", DURATION),
+    ("zendesk", "max_page_size"): (lambda v: bool(_SIZE.match(v)) and memory_bytes(v) >= 10**6,
+                                   "a size of at least 1MB, like 256MB or 1GiB"),
     ("aws", "read_deadline"): ("duration", DURATION),
     ("alert", "deadline"): ("duration", DURATION),
     ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),

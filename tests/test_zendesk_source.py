@@ -467,6 +467,19 @@ def test_a_trickled_body_times_out_as_a_whole_and_counts_toward_max_wait(server,
     assert len(h.requests) == 2 and r.details["waited_s"] >= 1.5
 
 
+def test_a_body_without_end_is_refused_at_max_page_size_not_held_until_the_deadline(server, tmp_path):
+    """A body streamed fast and for ever (a proxy gone wrong) was held whole in memory until `timeout` (about 3x its
+    size: hang review). It is read up to [zendesk] max_page_size, then the read stops (a SourceError: the Zendesk
+    input is read in part, exit 3), naming the key."""
+    h = server(zs.synthetic_audits(5, start=T0), faults=zs.Faults(endless=1))
+    t = time.monotonic()
+    with pytest.raises(SourceError, match=r"more than 2,000,000 bytes \(\[zendesk\] max_page_size\)"):
+        read(h, tmp_path, timeout="60s", max_page_size="2MB")
+    assert time.monotonic() - t < 20 and len(h.requests) == 1
+    # the same page with an end is read whole within the bound
+    assert read(server(zs.synthetic_audits(5, start=T0)), tmp_path / "again", max_page_size="2MB").complete
+
+
 def test_a_redirect_is_not_followed_and_the_credentials_stay_home(server, tmp_path):
     """urllib follows a 3xx with every header, Authorization included, to any host and scheme. A Zendesk URL that
     answers with a redirect (a proxy, a domain moved elsewhere) is an error naming ZENDESK_URL; the other host never

@@ -54,6 +54,9 @@ class Faults:
     delay: float = 0.0  # seconds to wait before every answer
     trickle: int = 0  # send the next N bodies one byte every `trickle_interval` seconds (headers at once)
     trickle_interval: float = 2.0
+    # answer the next N export requests with a page whose body never ends, sent as fast as the client takes it (no
+    # Content-Length: the connection is closed when the client stops reading)
+    endless: int = 0
     # audit id -> the bytes served in its place on every page (a malformed audit: no created_at, a child without
     # id, ticket_id "abc", bytes that are not UTF-8, ...)
     corrupt: dict = field(default_factory=dict)
@@ -195,6 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers, body = self._answer(u.path, entry)
             delay = st.faults.delay
             trickle = st.faults.trickle_interval if status == 200 and st.take("trickle") else 0
+            endless = status == 200 and st.take("endless")
         entry["status"] = status
         if delay:
             time.sleep(delay)
@@ -206,6 +210,16 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("Content-Type", "application/json; charset=utf-8")
+        if endless:
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            self.wfile.write(body[:-1])  # the page without its closing brace, then spaces for ever
+            try:
+                while True:
+                    self.wfile.write(b" " * (1 << 16))
+            except OSError:  # the client stopped reading
+                return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if trickle:

@@ -4,7 +4,9 @@
 Retry-After says) and retries 5xx, timeouts, resets and cut-short bodies with jittered backoff, until `max_wait` of
 waiting (plus the failed requests' own time) is spent; then it raises GaveUp. `timeout` is a deadline for the whole
 request (connect, headers and body): a watchdog shuts the socket down when it passes, so a body trickled a byte at a
-time still ends. Refused credentials and answers no retry can fix are a SourceError.
+time still ends, and its body may hold `max_bytes` (`[zendesk] max_page_size`): one streamed fast and without end
+is refused when it passes that, not held in memory until the deadline. Refused credentials and answers no retry can
+fix are a SourceError.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from urllib.parse import urlsplit
 import orjson
 
 from ... import interrupt
-from ...config import ZendeskConfig
+from ...config import ZendeskConfig, memory_bytes
 from ...errors import AccessDenied, ConfigError, SourceError
+from ...window import parse_duration
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,12 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
+
+def client_for(cfg: ZendeskConfig, base: str, auth: str, rpm: float, max_wait: float) -> Client:
+    """A Client paced at `rpm` with the config's per-request timeout and page size bound."""
+    return Client(base, auth, rpm, parse_duration(cfg.timeout).total_seconds(), max_wait,
+                  max_bytes=memory_bytes(cfg.max_page_size))
+
 
 class GaveUp(Exception):
     """Waiting on limits/errors would pass max_wait. Carries what the API kept answering."""
@@ -193,6 +202,7 @@ class Client:
     max_wait: float
     on_wait: Callable[[], None] = lambda: None
     stats: Stats = field(default_factory=Stats)
+    max_bytes: int = 256 * 10**6  # [zendesk] max_page_size
     _next_slot: float = 0.0
     _answered: bool = False
 
@@ -273,7 +283,7 @@ class Client:
         watchdog.start()
         try:
             with opener.open(req, timeout=self.timeout) as resp:
-                body = resp.read()
+                body = self._body(resp, path_query)
         except urllib.error.HTTPError as e:
             self._answered = True
             if deadline.expired:
@@ -300,6 +310,21 @@ class Client:
                               "export ends, so it stops here. Check that ZENDESK_URL reaches Zendesk itself, not a "
                               "proxy that rewrites its answers.")
         return (body, doc), None
+
+    def _body(self, resp, path_query: str) -> bytes:
+        """The answer's body, read a megabyte at a time up to `max_bytes` (no retry makes a page smaller)."""
+        declared = resp.headers.get("Content-Length", "")
+        parts, held = [], 0
+        while held <= self.max_bytes and not (declared.isdigit() and int(declared) > self.max_bytes):
+            part = resp.read(min(1 << 20, self.max_bytes + 1 - held))
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+            held += len(part)
+        raise SourceError(f"{self.base}{path_query} answered with a body of more than {self.max_bytes:,} bytes "
+                          f"([zendesk] max_page_size): no export page of Zendesk's is that big, so the read stops "
+                          f"here rather than hold it. Check that {URL_KEY} reaches Zendesk itself, or raise "
+                          f"max_page_size if its pages (up to 1,000 events) carry comments that long.")
 
     def _failure(self, e: Exception, deadline: _Deadline) -> tuple[str, None]:
         """What a request that got no answer counts as; raises for what no retry can fix."""

@@ -32,7 +32,7 @@ from ...config import AwsConfig, ZendeskConfig
 from ...errors import ConfigError
 from ...window import parse_duration
 from .cache import PageCache, last_request, lag, note_request
-from .api import Client, GaveUp, auth_header, base_url, load_page
+from .api import Client, GaveUp, auth_header, base_url, client_for, load_page
 from .export import Headway, effective_rpm, fetch_page, fmt, iso, misstated, repeats, stalled
 from .pages import bound_elsewhere, chain
 
@@ -103,7 +103,7 @@ def collect(cfg: ZendeskConfig, aws: AwsConfig, *, start: datetime | None = None
         start = clock().replace(hour=0, minute=0, second=0, microsecond=0) - parse_duration("1h")
     cache = PageCache(cfg.cache, aws)
     max_wait = parse_duration(cfg.max_wait).total_seconds()
-    client = Client(base, auth, effective_rpm(cfg), parse_duration(cfg.timeout).total_seconds(), max_wait)
+    client = client_for(cfg, base, auth, effective_rpm(cfg), max_wait)
     with cache.lock():
         previous = last_request(cache)
         if previous is not None:

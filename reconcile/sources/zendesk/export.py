@@ -46,8 +46,8 @@ from ...interrupt import Abandonable
 from ...ledger import SourceResult
 from ...window import Window, parse_duration
 from .audits import NAME, AuditLedger, created_ms
-from .api import (EXPORT_PATH, TAIL, URL_KEY, Client, GaveUp, Stats, auth_header, base_url, export_request,
-                  load_page)
+from .api import (EXPORT_PATH, TAIL, URL_KEY, Client, GaveUp, Stats, auth_header, base_url, client_for,
+                  export_request, load_page)
 from .pages import FACTS, INDEX, covers, saved_pages, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -361,7 +361,7 @@ def read(cfg: ZendeskConfig, window: Window, pages_dir: Path, *, now: datetime |
     start_time = math.floor(lo.timestamp())
     stop_at = math.ceil(hi.timestamp())  # end_time >= this: every audit before hi was listed
     max_wait = parse_duration(cfg.max_wait).total_seconds()
-    client = Client(base, auth, effective_rpm(cfg), parse_duration(cfg.timeout).total_seconds(), max_wait)
+    client = client_for(cfg, base, auth, effective_rpm(cfg), max_wait)
     led = _ledger(window, edge)
     problems: list[str] = []
 
@@ -438,7 +438,7 @@ def probe(cfg: ZendeskConfig, *, now: datetime | None = None, environ=None) -> s
     auth, scheme = auth_header(environ)
     now = now or datetime.now(timezone.utc)
     start = math.floor((now - 5 * TAIL).timestamp())  # the API wants start_time older than one minute
-    client = Client(base, auth, cfg.requests_per_minute, parse_duration(cfg.timeout).total_seconds(), max_wait=0)
+    client = client_for(cfg, base, auth, cfg.requests_per_minute, max_wait=0)
     try:
         _, doc = client.get(export_request(start, cfg.support_type_scope))
     except GaveUp as e:
