@@ -880,6 +880,28 @@ def test_filter_log_events_that_gives_a_page_again_ends_incomplete(monkeypatch, 
                             f"\"cwl-export\")."]
 
 
+@pytest.mark.parametrize("tokens", [["A", "A"], ["A", "B", "A"]])
+def test_get_metric_data_that_gives_a_token_again_is_partial_not_held(monkeypatch, tokens):
+    """GetMetricData answering NextTokens in turn (A, B, A, ...) was paged until [aws] read_deadline, which failed
+    the whole run (exit 3) over a sanity check, holding every page meanwhile (hang review). The read stops at the
+    token given again: metrics partial, the pages before kept."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    t = HOUR0 - timedelta(minutes=30)
+    answers = [{"MetricDataResults": [{"Id": "m0", "Label": "Invocations", "Timestamps": [t.timestamp() + 60 * i],
+                                       "Values": [1.0], "StatusCode": "PartialData"}], "NextToken": token}
+               for i, token in enumerate(tokens)]
+    ep = _Flaky({"GetMetricData": answers}, drop=set())
+    try:
+        res = metrics.read(MetricsConfig(rule="zendesk-to-kinesis"), WINDOW, ep.aws)
+    finally:
+        ep.close()
+    assert ep.calls["GetMetricData"] == len(tokens)
+    assert res.details["read_whole"] == [] and res.details["totals"] == {"Invocations": float(len(tokens))}
+    assert any(f"gave a NextToken it had given before after {len(tokens)} pages" in p for p in res.problems), \
+        res.problems
+
+
 def test_filter_log_events_may_repeat_its_token_on_empty_pages(monkeypatch):
     """CloudWatch Logs answers empty pages, the same nextToken each time, while it is still searching a sparse group:
     not a page given again (the read deadline bounds it). The read goes on and is whole."""

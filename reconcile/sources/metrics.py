@@ -173,10 +173,20 @@ def _fetch(cfg: MetricsConfig, window: Window, aws: AwsConfig) -> tuple[list[dic
     cw = make_client("cloudwatch", aws)
     pages: list[dict] = []
     problems: list[str] = []
+    tokens: set[str] = set()
     try:
         for page in cw.get_paginator("get_metric_data").paginate(
                 MetricDataQueries=queries, StartTime=window.start, EndTime=window.end, ScanBy="TimestampAscending"):
             pages.append(page)
+            # a NextToken given before asks for pages already read: tokens in turn (which botocore's paginator
+            # does not catch) piled pages up until [aws] read_deadline failed the whole run over a sanity check
+            if (token := page.get("NextToken")) in tokens:
+                problems.append(f"GetMetricData gave a NextToken it had given before after {len(pages)} pages: it "
+                                f"does not move on; metrics are partial. Check AWS_ENDPOINT_URL ([aws] "
+                                f"endpoint_url). They are a sanity check only: the verdicts do not depend on them.")
+                pages.append(_NONE_WHOLE)
+                break
+            tokens.add(token)
     except botocore.exceptions.ClientError as e:
         code = error_code(e)
         if code not in THROTTLE_CODES:
