@@ -26,6 +26,8 @@ class AwsConfig:
     endpoint_url: str | None = None  # also AWS_ENDPOINT_URL; pyarrow's S3FileSystem gets it passed explicitly
     # how long the AWS reads of a run may take in all: a server that trickles a body beats every timeout per request
     read_deadline: str = "2h"
+    # how long an upload the run waits on may take: the s3:// state after each write, an --out s3:// publish in all
+    upload_deadline: str = "1h"
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,7 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("zendesk", "max_page_size"): (lambda v: bool(_SIZE.match(v)) and memory_bytes(v) >= 10**6,
                                    "a size of at least 1MB, like 256MB or 1GiB"),
     ("aws", "read_deadline"): ("duration", DURATION),
+    ("aws", "upload_deadline"): ("duration", DURATION),
     ("alert", "deadline"): ("duration", DURATION),
     ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),
     ("zendesk", "requests_per_minute"): (lambda v: v > 0, "a positive number of requests per minute "

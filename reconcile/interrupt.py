@@ -177,6 +177,15 @@ class Abandonable:
         return self._box.get("value")
 
 
+def bounded(fn: Callable[[], Any], name: str, seconds: float, late: Callable[[], BaseException]) -> Any:
+    """fn()'s value, waited for `seconds` at most (Abandonable): past them, or once a signal came after the run
+    committed (when nothing else stops it), `late()` is raised and fn is left to itself."""
+    call = Abandonable(fn, name)
+    if not call.ended_by(time.monotonic() + seconds, on_stop=finishing()):
+        raise late()
+    return call.result()
+
+
 def _note(signum: int) -> None:
     global _signum, _at
     with _lock:

@@ -21,7 +21,9 @@ from .atomic import replacing
 from .aws import error_code, make_client
 from .config import AwsConfig
 from .errors import ConfigError, NotARun, ReportError, VerifyError
+from .interrupt import bounded, received
 from .runfolder import EVIDENCE, HISTORY_FILE, MANIFEST, listed_files
+from .window import parse_duration
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +110,14 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
     client = make_client("s3", aws)
     lock = _lock(client, bucket, prefix, uri)
     try:
-        _publish(client, run_dir, files, bucket, prefix, uri, replace, lock)
+        # within [aws] upload_deadline: an answer trickled held the finished run for good (botocore's timeouts are
+        # per read); a publish left there puts no manifest (released, the lock is no longer held: ensure_held)
+        bounded(lambda: _publish(client, run_dir, files, bucket, prefix, uri, replace, lock), "reconcile-publish",
+                parse_duration(aws.upload_deadline).total_seconds(), lambda: ReportError(
+                    f"{uri} was not published within [aws] upload_deadline = {aws.upload_deadline}"
+                    f"{' (a signal came)' if received() else ''}: left before its {MANIFEST}, so no run is there. "
+                    f"Check the endpoint ([aws] endpoint_url, AWS_ENDPOINT_URL), or raise upload_deadline for a run "
+                    f"this big."))
     finally:
         try:
             lock.release()

@@ -18,7 +18,6 @@ import re
 import socket
 import tempfile
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,12 +29,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import emission, resources, summary
+from . import emission, interrupt, resources, summary
 from .config import AwsConfig
 from .engine import execute_file, statements
 from .recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
 from .errors import ConfigError, NoState, ReadDeadline, StateError, StateInUse
-from .interrupt import Abandonable
+from .interrupt import bounded
 from .window import Window, parse_duration
 
 logger = logging.getLogger(__name__)
@@ -363,12 +362,12 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Call
             # one GET of the whole object, for readers too: ranged reads of an object a writer replaces meanwhile
             # mix two versions (or fail: HTTP 416); within [aws] read_deadline (botocore's timeouts are per read,
             # and a body trickled a byte at a time held the run, before any store was read, for good)
-            download = Abandonable(lambda: _s3_download(s3, bucket, obj, local, uri), "reconcile-state-download")
-            if not download.ended_by(time.monotonic() + parse_duration(aws.read_deadline).total_seconds()):
-                raise ReadDeadline(f"The state {uri} did not download within [aws] read_deadline = {aws.read_deadline} "
-                                 f"(a proxy or gateway trickling its body?): left, nothing was read or written. "
-                                 f"Check [state] uri and the endpoint ([aws] endpoint_url, AWS_ENDPOINT_URL).")
-            seen = download.result()  # its ETag as downloaded, then as last uploaded
+            seen = bounded(  # its ETag as downloaded, then as last uploaded
+                lambda: _s3_download(s3, bucket, obj, local, uri), "reconcile-state-download",
+                parse_duration(aws.read_deadline).total_seconds(), lambda: ReadDeadline(
+                    f"The state {uri} did not download within [aws] read_deadline = {aws.read_deadline} (a proxy or "
+                    f"gateway trickling its body?): left, nothing was read or written. Check [state] uri and the "
+                    f"endpoint ([aws] endpoint_url, AWS_ENDPOINT_URL)."))
             if not write and not seen:
                 raise NoState(f"No state at {uri}. Run `reconcile run` (or `demo`) with this state first, or check "
                                  f"[state] uri (or --state, RECONCILE_STATE).")
@@ -380,7 +379,15 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Call
                     # a commit not folded into the file (no room for the CHECKPOINT): the upload would leave it out
                     raise StateError(f"The state {uri} could not fold its write-ahead log in (no room in the temporary "
                                      f"folder?): not uploaded, so it stays as it was. Free space there and re-run.")
-                seen.update(_s3_upload(s3, bucket, obj, local, uri, seen.get("etag")))
+                # within [aws] upload_deadline: an answer trickled after the commit held the finished run for good
+                seen.update(bounded(lambda: _s3_upload(s3, bucket, obj, local, uri, seen.get("etag")),
+                                    "reconcile-state-upload", parse_duration(aws.upload_deadline).total_seconds(),
+                                    lambda: StateError(
+                                        f"The state {uri} did not upload within [aws] upload_deadline = "
+                                        f"{aws.upload_deadline}{' (a signal came)' if interrupt.received() else ''}: "
+                                        f"left, so the state there may lack what this command last recorded. "
+                                        f"Check the endpoint ([aws] endpoint_url, AWS_ENDPOINT_URL), then re-run "
+                                        f"the window.")))
             yield local, push if write else None
             if write:
                 push()
@@ -555,6 +562,8 @@ class _S3Lock:
     LOST = "The state was not uploaded; re-run the window."  # what losing the lock left undone
 
     def ensure_held(self) -> None:
+        if self._done.is_set():  # released: an upload left at its deadline (interrupt.bounded) finishes nothing
+            raise StateError(f"The lock s3://{self.bucket}/{self.key} was released: nothing more is written.")
         if self.lost:
             raise StateError(f"This run lost the lock s3://{self.bucket}/{self.key} to another (it was not rewritten "
                              f"for {LOCK_STALE_S / 60:.0f} minutes: was the process paused?). {self.LOST}")

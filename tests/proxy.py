@@ -1,6 +1,6 @@
 """A store behind a misbehaving gateway: an HTTP proxy in front of moto's server that passes everything through as it
 is, except the requests it is told to slow down (a body sent a byte every half second: no idle or per-request timeout
-ends the read), to fail (HTTP 500, as S3 answers an internal error), or to answer with a 500 after the store did
+ends the read; an upload's empty answer is given a body to trickle), to fail (HTTP 500, as S3 answers an internal error), or to answer with a 500 after the store did
 them (a JSON API's call, by its X-Amz-Target: the service failed after writing, or the answer was lost)."""
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ class Proxy:
                 c.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
                 r = c.getresponse()
                 data = r.read()
+                if not data and self.command == "PUT" and trickle(self.command, self.path):
+                    data = b'<?xml version="1.0" encoding="UTF-8"?>\n<PutObjectResult/>'  # an answer to trickle
                 target = self.headers.get("X-Amz-Target")
                 if target:
                     outer.calls[target] = outer.calls.get(target, 0) + 1

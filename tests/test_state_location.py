@@ -143,6 +143,35 @@ def test_a_state_download_that_trickles_ends_at_the_read_deadline(tmp_path, aws_
     assert time.monotonic() - started < 2 + 10
 
 
+def test_a_state_upload_whose_answer_trickles_ends_at_the_upload_deadline(tmp_path, aws_cfg):
+    """The s3:// state is uploaded after the run commits, when no signal stops the run: an answer trickled a byte at
+    a time held the finished run for good (hang review). The upload is given [aws] upload_deadline, then left: a
+    StateError naming the state and the key; the state there stays as it was."""
+    import time
+    from dataclasses import replace
+
+    from proxy import Proxy
+    from reconcile.errors import StateError
+    from reconcile.state import State
+    make_client("s3", aws_cfg).create_bucket(Bucket="slow-upload")
+    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda method, path: method == "PUT"
+                  and path.split("?")[0].endswith("/reconcile-state.duckdb"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(StateError, match=r"The state s3://slow-upload/reconcile-state.duckdb did not upload "
+                                             r"within \[aws\] upload_deadline = 2s: left"):
+            with State.open("s3://slow-upload/reconcile-state.duckdb",
+                            replace(aws_cfg, endpoint_url=proxy.endpoint, upload_deadline="2s")):
+                pass
+        assert time.monotonic() - started < 2 + 10
+    finally:
+        proxy.close()
+    # the lock was let go: a run with a working endpoint records the state
+    with State.open("s3://slow-upload/reconcile-state.duckdb", aws_cfg):
+        pass
+    assert make_client("s3", aws_cfg).head_object(Bucket="slow-upload", Key="reconcile-state.duckdb")
+
+
 def test_a_run_without_the_state_never_replaces_a_run_a_state_recorded(stores, tmp_path, monkeypatch):
     """`run --no-state` for a look at a recorded window: both default to reconcile-out/<window>, so it replaced the
     run the state records there (history showed one run, trace and recover read another, the recorded evidence

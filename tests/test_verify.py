@@ -418,6 +418,33 @@ def test_an_interrupted_publish_leaves_no_manifest(tmp_path, aws_cfg, monkeypatc
     assert "runs/day1/manifest.json" in keys(s3)
 
 
+def test_a_publish_whose_answers_trickle_ends_at_the_upload_deadline_with_no_manifest(tmp_path, aws_cfg):
+    """A gateway trickling the answer to one upload held the finished run for good, after the commit, where no
+    signal stops it (botocore's timeouts are per read: hang review). The publish is given [aws] upload_deadline, then
+    left: no manifest (no run) at the prefix, the lock let go, and publishing again goes through."""
+    import time
+    from dataclasses import replace
+
+    from proxy import Proxy
+    produce(tmp_path / "run")
+    s3 = make_client("s3", aws_cfg)
+    s3.create_bucket(Bucket="audit")
+    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda method, path: method == "PUT" and "report.html" in path)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ReportError, match=r"s3://audit/runs/day1 was not published within \[aws\] "
+                                              r"upload_deadline = 2s: left before its manifest.json"):
+            publish.publish(tmp_path / "run", "s3://audit/runs/day1",
+                            replace(aws_cfg, endpoint_url=proxy.endpoint, upload_deadline="2s"))
+        assert time.monotonic() - started < 2 + 10
+    finally:
+        proxy.close()
+    time.sleep(1)  # the upload left behind, cut by the proxy's close, puts nothing more
+    assert "runs/day1/manifest.json" not in keys(s3) and "runs/day1/publish.lock" not in keys(s3)
+    publish.publish(tmp_path / "run", "s3://audit/runs/day1", aws_cfg)
+    assert "runs/day1/manifest.json" in keys(s3)
+
+
 def test_a_published_run_is_replaced_only_with_replace(tmp_path, aws_cfg):
     produce(tmp_path / "run")
     s3 = make_client("s3", aws_cfg)
