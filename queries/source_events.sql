@@ -62,17 +62,14 @@ WITH in_range AS NOT MATERIALIZED (
     LEFT JOIN folded f ON m.emission = 'audit' AND f.audit_id = m.audit_id AND f.model_kind = m.model_kind
 ), ranked AS (
     -- positions are ranked over the bus events an audit is expected (or may be) to make, in child id order: only
-    -- those children take part, and only their keys are sorted (the other columns join back by source_id)
-    SELECT source_id,
-           count(*) FILTER (WHERE emission IN ('child', 'audit')) OVER by_id AS pos_low,
-           count(*) OVER by_id AS pos_high
+    -- those children take part (a running count of them; the other rows of the audit count for none)
+    SELECT *, source_id = expected_id AND emission IN ('child', 'audit', 'unknown') AND audit_id IS NOT NULL AS ranks
     FROM units
-    WHERE source_id = expected_id AND emission IN ('child', 'audit', 'unknown') AND audit_id IS NOT NULL
-    WINDOW by_id AS (PARTITION BY audit_id ORDER BY id_num, source_id ROWS UNBOUNDED PRECEDING)
 )
 SELECT source_id, zendesk_key, ticket_id, kind, model_kind, emission, expected_id, event_time, audit_id, source_ref,
-       r.pos_low, r.pos_high AS position,
+       CASE WHEN ranks THEN count(*) FILTER (WHERE ranks AND emission IN ('child', 'audit')) OVER by_id END AS pos_low,
+       CASE WHEN ranks THEN count(*) FILTER (WHERE ranks) OVER by_id END AS position,
        event_time >= $window_start AND event_time < $window_end AS in_window,
        excluded
-FROM units
-LEFT JOIN ranked r USING (source_id);
+FROM ranked
+WINDOW by_id AS (PARTITION BY audit_id ORDER BY id_num, source_id ROWS UNBOUNDED PRECEDING);
