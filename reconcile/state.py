@@ -357,7 +357,9 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Call
     s3 = make_client("s3", aws)
     with contextlib.ExitStack() as stack:
         lock = stack.enter_context(_s3_lock(s3, bucket, obj + ".lock", uri)) if write else None
-        with tempfile.TemporaryDirectory(prefix="reconcile-state-") as tmp:
+        # a download left at its deadline may still be writing into it: its removal must not turn the deadline's
+        # error into a clean-up one
+        with tempfile.TemporaryDirectory(prefix="reconcile-state-", ignore_cleanup_errors=True) as tmp:
             local = Path(tmp) / "state.duckdb"
             # one GET of the whole object, for readers too: ranged reads of an object a writer replaces meanwhile
             # mix two versions (or fail: HTTP 416); within [aws] read_deadline (botocore's timeouts are per read,
