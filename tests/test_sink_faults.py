@@ -628,6 +628,11 @@ def test_a_delta_table_is_no_read_without_its_log(tmp_path):
     counted = sink.read(SinkConfig(uri=str(root), honour_commit_log=False), DAY, LOCAL)
     assert counted.complete and any("is a Delta table" in p for p in counted.problems)
     assert len(counted.ledger) == len(res.ledger) > 0
+    # [sink] uri at a partition of the table: its log lies above the uri, and is no less there (it was read as
+    # complete, every file committed: trust review round 4)
+    below = sink.read(SinkConfig(uri=str(root / "dt=2026-11-23")), DAY, LOCAL)
+    assert not below.complete and below.details["commit_log"] is False
+    assert any(f"{root} is a Delta table" in p for p in below.problems), below.problems
 
 
 def test_zero_byte_leftover_is_skipped_even_when_the_log_is_ignored(tmp_path):

@@ -95,6 +95,13 @@ def read(cfg: SinkConfig, window: Window, aws: AwsConfig, out: Path | None = Non
                          f"{scheme + nested[0]}), which this read cannot apply: every file would count as committed. "
                          f"Set [sink] uri = {scheme + nested[0]}, or [sink] honour_commit_log = false.")
     delta = _log_folders(files, root, DELTA_LOG) if not found else []
+    if not found and not delta:  # a uri below the table's root (a partition of it) is no way around its log
+        try:
+            delta = [up] if (up := sparklog.above(fs, root, DELTA_LOG, "a Delta table's log")) else []
+        except sparklog.LogUnknown as e:
+            looked = looked or (f"{e}: whether Spark's output is a Delta table, whose log this read does not apply, "
+                                f"is unknown. Allow listing there, set [sink] uri to Spark's output folder, or set "
+                                f"[sink] honour_commit_log = false.")
     if delta:
         # A Delta table's files are committed by its own log: a failed write's files, and those a compaction or an
         # overwrite removed, stay in the folder and would each count as a copy (a false delivery or duplicate).

@@ -160,6 +160,19 @@ def find(fs: pafs.FileSystem, root: str, files: list[pafs.FileInfo]) -> tuple[st
     meta = [f for f in files if posixpath.relpath(f.path, root).split("/")[0] == FOLDER]
     if meta:
         return root, meta
+    up = above(fs, root, FOLDER, "Spark's commit log")
+    if up is None:
+        return None
+    try:
+        listed = fs.get_file_info(pafs.FileSelector(posixpath.join(up, FOLDER)))
+    except OSError as e:
+        raise LogUnknown(f"Could not look for Spark's commit log in {posixpath.join(up, FOLDER)} ({e})") from e
+    return up, [f for f in listed if f.type == pafs.FileType.File]
+
+
+def above(fs: pafs.FileSystem, root: str, folder: str, what: str) -> str | None:
+    """The nearest folder above `root` (up to _PARENTS levels) holding a folder named `folder` (a log: `what`), else
+    None. Raises LogUnknown when a folder could not be looked into."""
     up = root
     for _ in range(_PARENTS):
         parent = posixpath.dirname(up)
@@ -167,13 +180,11 @@ def find(fs: pafs.FileSystem, root: str, files: list[pafs.FileInfo]) -> tuple[st
             break
         up = parent
         try:
-            info = fs.get_file_info(posixpath.join(up, FOLDER))
-            if info.type != pafs.FileType.Directory:
-                continue
-            listed = fs.get_file_info(pafs.FileSelector(posixpath.join(up, FOLDER)))
+            info = fs.get_file_info(posixpath.join(up, folder))
         except OSError as e:
-            raise LogUnknown(f"Could not look for Spark's commit log in {posixpath.join(up, FOLDER)} ({e})") from e
-        return up, [f for f in listed if f.type == pafs.FileType.File]
+            raise LogUnknown(f"Could not look for {what} in {posixpath.join(up, folder)} ({e})") from e
+        if info.type == pafs.FileType.Directory:
+            return up
     return None
 
 
