@@ -8,7 +8,8 @@
 -- child: the paired position and the EventBridge id seen there (none: that position never reached any store), or
 -- no position, with `complete` true when every position of the sequence is linked or held by a store (the update's
 -- events are all accounted for, or all reached the bus, without it; never when the sequence's total is missing or out
--- of range). Pairs with an id are added
+-- of range), and `lone` when the audit was aligned by `lone` (its sequence's events are that update's: no orphans,
+-- orphan_candidates.sql). Pairs with an id are added
 -- to hop_a as 'sequence' links. Zendesk does not guarantee the order, and the connector sends events no API child
 -- stands for (Attachment Linked to Comment): a segment where a position holds a bus event of another kind than its
 -- child's is not paired at all (`fits`).
@@ -151,7 +152,8 @@ WITH open_units AS MATERIALIZED (
 SELECT u.source_id, s.sequence_id, s.total,
        q.position, CASE WHEN q.position IS NOT NULL THEN ap.eb_id END AS eb_id,
        -- complete only when the sequence's size is known: without a readable total, no position is known missing
-       s.total BETWEEN 1 AND 10000 AND (coalesce(f.free_positions, 0) = 0 OR h.held = s.total) AS complete
+       s.total BETWEEN 1 AND 10000 AND (coalesce(f.free_positions, 0) = 0 OR h.held = s.total) AS complete,
+       u.audit_id IN (SELECT audit_id FROM lone) AS lone
 FROM u
 JOIN seqs s USING (audit_id)
 LEFT JOIN paired q ON q.source_id = u.source_id AND q.fits

@@ -352,10 +352,10 @@ def test_an_export_that_ends_too_soon_is_no_clean(clean_day, tmp_path):
     assert (whole.summary["status"], whole.exit_code) == ("clean", 0)
 
 
-def tiny_day(tmp_path, listed: list[dict], others: list[tuple[int, str]]):
+def tiny_day(tmp_path, listed: list[dict], others: list[tuple[int, str]], made: list[dict] = ()):
     """The tiny day's job over two updates this account made (tickets 1 and 2, at 09:00 and 10:00: delivered), of
     which the Zendesk read lists `listed`, and comments on those tickets no listed event stands for (`others`: ticket,
-    time), all on the bus and landed."""
+    time), all on the bus and landed, and the bus events `made` besides (on the bus and landed too)."""
     from datetime import timedelta
 
     from tinyday import CONFIG, day_results, legacy, obs, webhook
@@ -363,8 +363,9 @@ def tiny_day(tmp_path, listed: list[dict], others: list[tuple[int, str]]):
     from reconcile import run as job
     a, b = legacy("A", 1, "Ticket Created", "09:00:00.1", 1), legacy("B", 2, "Comment Created", "10:00:00.2", 1)
     other = [webhook(f"X{i}", f"other-{i}", ticket, "comment_added", t) for i, (ticket, t) in enumerate(others)]
-    bus = [obs(e, e["event_time"], source_id=f"log:{e['eb_id']}") for e in (a, b, *other)]
-    sink = [obs(e, e["event_time"], sequence_number=str(i), committed=True) for i, e in enumerate((a, b, *other))]
+    bus = [obs(e, e["event_time"], source_id=f"log:{e['eb_id']}") for e in (a, b, *other, *made)]
+    sink = [obs(e, e["event_time"], sequence_number=str(i), committed=True)
+            for i, e in enumerate((a, b, *other, *made))]
     cfg = config.build(None, CONFIG)
     window = job.window_from(cfg, DAY, DAY + timedelta(days=1), DAY + timedelta(hours=26))
     results = day_results(listed, bus, sink, [])
@@ -389,6 +390,25 @@ def test_a_second_zendesk_account_on_the_bus_is_no_sign_of_a_short_export(tmp_pa
         "lists (2026-11-23T10:00:00Z), which none of its events links to (the first: " + uid("X1") + "); 1 such "
         "event(s) lie before it too (another Zendesk account on the same bus? see the report's orphans), so they do "
         "not show the export ended early, and the read counts as whole. If it did end early, re-run the window."]
+
+
+def test_a_merge_earlier_in_the_day_does_not_hold_the_short_export_rule_off(tmp_path):
+    """The listing ends at 10:00, ticket 2's updates at 11:00 and 12:00 on the bus but not listed: incomplete. A merge
+    at 09:00 (its children judged by the connector's Ticket Merged, the one sequence near them: not emitted) left that
+    Ticket Merged an orphan before the newest audit, and the rule held off as for a second account: clean, exit 0,
+    the 12:00 update's loss unseen (trust review round 4). The merge's event is its update's, and no orphan."""
+    from tinyday import legacy, z
+    seq = {"sequence_total": 1}
+    for merged in (False, True):
+        ours = [z(2, 2, "Comment", "10:00:00", 200)]
+        made = [legacy("C", 2, "Comment Created", "11:00:00.2", 1, sequence_id="SC", **seq),
+                legacy("D", 2, "Status Changed", "12:00:00.2", 1, sequence_id="SD", **seq)]
+        if merged:
+            ours = [z(31, 3, "Comment", "09:00:00", 300), z(32, 3, "Change:status", "09:00:00", 300)] + ours
+            made.append(legacy("MG", 3, "Ticket Merged", "09:00:00.4", 1, sequence_id="SM", **seq))
+        out, zendesk = tiny_day(tmp_path / str(merged), ours, [], made)
+        assert (out.summary["status"], out.exit_code) == ("incomplete", 3), merged
+        assert not zendesk["complete"] and "the export ended before the window did" in zendesk["problems"][-1]
 
 
 def test_an_export_cut_seconds_before_the_next_update_is_no_clean(tmp_path):
