@@ -290,6 +290,7 @@ def build(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] |
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.I)
 MOST_PARTITIONS = 4096  # [engine] partitions' most (and "auto"'s): a split holds a file open per partition
 DURATION = "a duration with a unit, like 90s, 15m, 1h or 1d"
+DEADLINE = "a duration above 0 with a unit, like 90s, 15m or 2h"  # a wait bounded by it (0 would end it at once)
 # (section, key) -> (check of a value already of the right type, what is expected). Types come from the dataclasses.
 RULES: dict[tuple[str, str], tuple[Any, str]] = {
     **{("window", k): ("duration", DURATION)
@@ -297,12 +298,12 @@ RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("zendesk", "max_wait"): ("duration", DURATION),
     ("dlq", "archive_every"): ("duration", DURATION),
     ("dlq", "archive_since"): (lambda v: _is_time(v), "an ISO-8601 time, like 2026-11-01T00:00:00Z"),
-    ("zendesk", "timeout"): ("duration", DURATION),
+    ("zendesk", "timeout"): ("deadline", DEADLINE),
     ("zendesk", "max_page_size"): (lambda v: bool(_SIZE.match(v)) and memory_bytes(v) >= 10**6,
                                    "a size of at least 1MB, like 256MB or 1GiB"),
-    ("aws", "read_deadline"): ("duration", DURATION),
-    ("aws", "upload_deadline"): ("duration", DURATION),
-    ("alert", "deadline"): ("duration", DURATION),
+    ("aws", "read_deadline"): ("deadline", DEADLINE),
+    ("aws", "upload_deadline"): ("deadline", DEADLINE),
+    ("alert", "deadline"): ("deadline", DEADLINE),
     ("zendesk", "url"): (lambda v: re.match(r"^https?://[^/\s]+", v), "an http(s) URL like https://acme.zendesk.com"),
     ("zendesk", "requests_per_minute"): (lambda v: v > 0, "a positive number of requests per minute "
                                                           "(10; 30 with the High Volume add-on)"),
@@ -394,15 +395,15 @@ def _problem(section: str, key: str, annotation: str, value: Any) -> str | None:
     if base == "tuple[str, ...]":
         ok = ok and all(isinstance(v, str) for v in value)
     rule, what = RULES.get((section, key), (None, None))
-    if rule == "duration":
+    if rule in ("duration", "deadline"):
         from .window import parse_duration
         if isinstance(value, bool):
-            return DURATION
+            return what
         try:
-            negative = parse_duration(value).total_seconds() < 0
+            seconds = parse_duration(value).total_seconds()
         except ConfigError:
-            return DURATION
-        return DURATION if negative else None
+            return what
+        return what if seconds < 0 or (rule == "deadline" and seconds == 0) else None
     if not ok:
         return what or expected
     if rule is not None and not rule(value):

@@ -178,10 +178,12 @@ class Abandonable:
 
 
 def bounded(fn: Callable[[], Any], name: str, seconds: float, late: Callable[[], BaseException]) -> Any:
-    """fn()'s value, waited for `seconds` at most (Abandonable): past them, or once a signal came after the run
-    committed (when nothing else stops it), `late()` is raised and fn is left to itself."""
+    """fn()'s value, waited for `seconds` at most (Abandonable): past them, `late()` is raised and fn is left to
+    itself. A signal before the run commits cuts the wait short (Interrupted); after it, the wait goes on, as the
+    commit's other steps do (an upload the run records itself by is not dropped because a scheduler asked it to
+    stop: its SIGKILL ends the process if it will not wait)."""
     call = Abandonable(fn, name)
-    if not call.ended_by(time.monotonic() + seconds, on_stop=finishing()):
+    if not call.ended_by(time.monotonic() + seconds):
         raise late()
     return call.result()
 

@@ -21,7 +21,7 @@ from .atomic import replacing
 from .aws import error_code, make_client
 from .config import AwsConfig
 from .errors import ConfigError, NotARun, ReportError, VerifyError
-from .interrupt import bounded, received
+from .interrupt import bounded
 from .runfolder import EVIDENCE, HISTORY_FILE, MANIFEST, listed_files
 from .window import parse_duration
 
@@ -114,10 +114,10 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
         # per read); a publish left there puts no manifest (released, the lock is no longer held: ensure_held)
         bounded(lambda: _publish(client, run_dir, files, bucket, prefix, uri, replace, lock), "reconcile-publish",
                 parse_duration(aws.upload_deadline).total_seconds(), lambda: ReportError(
-                    f"{uri} was not published within [aws] upload_deadline = {aws.upload_deadline}"
-                    f"{' (a signal came)' if received() else ''}: left before its {MANIFEST}, so no run is there. "
-                    f"Check the endpoint ([aws] endpoint_url, AWS_ENDPOINT_URL), or raise upload_deadline for a run "
-                    f"this big."))
+                    f"{uri} was not published within [aws] upload_deadline = {aws.upload_deadline}: left, so no "
+                    f"run is there unless its {MANIFEST} was put as the deadline passed (`reconcile verify {uri}` "
+                    f"tells). Check the endpoint ([aws] endpoint_url, AWS_ENDPOINT_URL), or raise upload_deadline "
+                    f"for a run this big."))
     finally:
         try:
             lock.release()
@@ -166,6 +166,7 @@ def _publish(client, run_dir: Path, files: list[str], bucket: str, prefix: str, 
         keep = set(files)
         _delete(client, bucket, [prefix + f for f in old if f not in keep])
     for rel in files:
+        lock.ensure_held()  # a publish left at its deadline (the lock let go) uploads no more over another's files
         _upload(client, run_dir / rel, bucket, prefix + rel, uri)
     lock.ensure_held()  # a publisher paused past the lock's staleness may have been overtaken: its manifest not put
     extra = {} if replace else {"IfNoneMatch": "*"}  # a publisher that took no lock (an older version) wins; we fail

@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import emission, interrupt, resources, summary
+from . import emission, resources, summary
 from .config import AwsConfig
 from .engine import execute_file, statements
 from .recovered import JOURNAL_SCHEMA, RECOVERIES_SCHEMA
@@ -386,7 +386,7 @@ def _s3_copy(uri: str, aws: AwsConfig, write: bool) -> Iterator[tuple[Path, Call
                                     "reconcile-state-upload", parse_duration(aws.upload_deadline).total_seconds(),
                                     lambda: StateError(
                                         f"The state {uri} did not upload within [aws] upload_deadline = "
-                                        f"{aws.upload_deadline}{' (a signal came)' if interrupt.received() else ''}: "
+                                        f"{aws.upload_deadline}: "
                                         f"left, so the state there may lack what this command last recorded. "
                                         f"Check the endpoint ([aws] endpoint_url, AWS_ENDPOINT_URL), then re-run "
                                         f"the window.")))

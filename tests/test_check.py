@@ -40,6 +40,11 @@ BASIC = "Basic " + base64.b64encode(f"{EMAIL}/token:{TOKEN}".encode()).decode()
     ('[dlq]\nkinesis_target = ""\n', '[dlq] kinesis_target = "" is not valid: expected text that only the Kinesis'),
     ('[dlq]\narchive_every = "daily"\n',
      '[dlq] archive_every = "daily" is not valid: expected a duration with a unit, like 90s'),
+    # a deadline of 0 leaves every wait at once (every upload, every read: diff review)
+    ('[aws]\nupload_deadline = "0s"\n',
+     '[aws] upload_deadline = "0s" is not valid: expected a duration above 0 with a unit, like 90s'),
+    ('[zendesk]\nmax_page_size = "12"\n',
+     '[zendesk] max_page_size = "12" is not valid: expected a size of at least 1MB'),
     ('[dlq]\narchive_since = "last month"\n',
      '[dlq] archive_since = "last month" is not valid: expected an ISO-8601 time'),
     # a log group alone is no export (it crashed check with an AttributeError); format api without one reads nothing

@@ -539,8 +539,10 @@ def test_a_signal_during_the_commit_no_longer_stops_the_run():
     """A signal while a run commits (its state and its manifest, reconcile/run.py finish) waits until both are done,
     and then no longer stops the run: it has its result, so what is left (the state's upload, the publish, the
     alert) finishes and the exit code is the result's. So does a signal after the commit: one during the alert, the
-    bundle or the publish exited 143 ("re-run it") with the run recorded, and no alert was sent. The next run (the
-    demo judges several days in one process) stops again. Real signals, in a process of its own."""
+    bundle or the publish exited 143 ("re-run it") with the run recorded, and no alert was sent; one during an upload
+    bounded by [aws] upload_deadline cut it at once, the state's record left out and the run folder deleted (diff
+    review). The next run (the demo judges several days in one process) stops again. Real signals, in a process of
+    its own."""
     script = """
 import os, signal, sys
 from reconcile import interrupt
@@ -550,6 +552,10 @@ with interrupt.handlers():
         os.kill(os.getpid(), signal.SIGTERM)
         committed = True
     print("after the commit", committed, interrupt.received() == signal.SIGTERM, flush=True)
+    import threading, time
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()  # during the state's upload
+    print("the upload", interrupt.bounded(lambda: (time.sleep(1), "ends")[1], "upload", 30,
+                                          lambda: RuntimeError("left")), flush=True)
     os.kill(os.getpid(), signal.SIGTERM)  # during the publish, say
     with interrupt.deferred():
         os.kill(os.getpid(), signal.SIGINT)
@@ -562,7 +568,7 @@ with interrupt.handlers():
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout.decode().splitlines() == ["after the commit True True", "the alert is sent",
+    assert done.stdout.decode().splitlines() == ["after the commit True True", "the upload ends", "the alert is sent",
                                                  "the next run stops"]
     assert "SIGTERM arrived as the run committed: finishing it" in done.stderr.decode()
     assert "SIGTERM arrived after the run committed: finishing it" in done.stderr.decode()

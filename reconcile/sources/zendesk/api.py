@@ -313,9 +313,8 @@ class Client:
 
     def _body(self, resp, path_query: str) -> bytes:
         """The answer's body, read a megabyte at a time up to `max_bytes` (no retry makes a page smaller)."""
-        declared = resp.headers.get("Content-Length", "")
         parts, held = [], 0
-        while held <= self.max_bytes and not (declared.isdigit() and int(declared) > self.max_bytes):
+        while held <= self.max_bytes and (resp.length or 0) <= self.max_bytes:  # http.client's Content-Length
             part = resp.read(min(1 << 20, self.max_bytes + 1 - held))
             if not part:
                 return b"".join(parts)
