@@ -8,8 +8,8 @@
 -- child: the paired position and the EventBridge id seen there (none: that position never reached any store), or
 -- no position, with `complete` true when every position of the sequence is linked or held by a store (the update's
 -- events are all accounted for, or all reached the bus, without it; never when the sequence's total is missing or out
--- of range), and `lone` when the audit was aligned by `lone` (its sequence's events are that update's: no orphans,
--- orphan_candidates.sql). Pairs with an id are added
+-- of range), and `lone` when the audit was aligned by `lone` (its sequence's events are that update's:
+-- orphan_candidates.sql `lone_update`). Pairs with an id are added
 -- to hop_a as 'sequence' links. Zendesk does not guarantee the order, and the connector sends events no API child
 -- stands for (Attachment Linked to Comment): a segment where a position holds a bus event of another kind than its
 -- child's is not paired at all (`fits`).

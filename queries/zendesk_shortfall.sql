@@ -17,7 +17,7 @@ WITH listed AS (
     SELECT o.eb_id, o.event_time, o.event_time > l.newest + zendesk_reach($tolerance_s) AS past,
            o.event_time < l.newest - zendesk_reach($tolerance_s) AS before
     FROM orphans o, listed l
-    WHERE o.ticket_id IN (SELECT ticket_id FROM zendesk)
+    WHERE o.ticket_id IN (SELECT ticket_id FROM zendesk) AND NOT o.lone_update  -- a listed update's (a merge's)
       AND o.event_type IN (SELECT bus_type FROM emission_model WHERE cardinality <> 'none')
 ), counted AS (
     SELECT count(*) FILTER (WHERE past) AS events, count(*) FILTER (WHERE before) AS before,

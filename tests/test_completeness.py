@@ -396,7 +396,7 @@ def test_a_merge_earlier_in_the_day_does_not_hold_the_short_export_rule_off(tmp_
     """The listing ends at 10:00, ticket 2's updates at 11:00 and 12:00 on the bus but not listed: incomplete. A merge
     at 09:00 (its children judged by the connector's Ticket Merged, the one sequence near them: not emitted) left that
     Ticket Merged an orphan before the newest audit, and the rule held off as for a second account: clean, exit 0,
-    the 12:00 update's loss unseen (trust review round 4). The merge's event is its update's, and no orphan."""
+    the 12:00 update's loss unseen (trust review round 4). The merge's event is a listed update's: no such sign."""
     from tinyday import legacy, z
     seq = {"sequence_total": 1}
     for merged in (False, True):

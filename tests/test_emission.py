@@ -381,9 +381,9 @@ def test_an_update_none_of_whose_events_links_is_judged_by_its_own_complete_sequ
     ("not in any AWS store"), though every event the connector made for the update reached the bus (the rule a
     single linked child already brings into play). The update's one unclaimed sequence on its ticket and second is
     its own: complete, its children not emitted. Not when two unlinked updates are as near it (which one's is unknown:
-    a lost update beside a merge keeps its loss), nor when a position is missing from every store. A sequence so
-    aligned is the update's: its events are no orphans (they were, and made the Zendesk listing's shortfall rule hold
-    off: trust review round 4); one no update is aligned with still is."""
+    a lost update beside a merge keeps its loss), nor when a position is missing from every store. The events of a
+    sequence so aligned stay orphans, marked a listed update's (`lone_update`: unmarked, a merge made the Zendesk
+    listing's shortfall rule hold off, trust review round 4)."""
     merge = [z(21, 502, "Comment", "10:00:00", 52), z(22, 502, "Change:status", "10:00:00", 52)]
     delete = [z(31, 503, "Change:status", "11:00:00", 53)]
     spam = [z(41, 504, "Change:status", "12:00:00", 54)]
@@ -397,16 +397,17 @@ def test_an_update_none_of_whose_events_links_is_judged_by_its_own_complete_sequ
     other = [seq("OB", 506, "Ticket Merged", "10:00:04.2", 1, 1, "SO")]
     two_missing = [seq("SD", 503, "Ticket Soft Deleted", "11:00:00.4", 1, 2, "SD")]  # position 2 in no store
     for name, zen, evs, want, orphans in (
-            ("one each", merge + delete + spam, events, {s: "not_emitted" for s in ("21", "22", "31", "41")}, []),
+            ("one each", merge + delete + spam, events, {s: "not_emitted" for s in ("21", "22", "31", "41")},
+             [("MG", True), ("SD", True), ("SP", True)]),
             ("two updates near", merge + lost_too, events[:1], {s: "lost_before_bus" for s in ("21", "22", "23")},
-             ["MG"]),
-            ("a position missing", delete, two_missing, {"31": "lost_before_bus"}, []),
-            ("another update's", beside, other, {"61": "lost_before_bus", "62": "excluded"}, ["OB"])):
+             [("MG", False)]),
+            ("a position missing", delete, two_missing, {"31": "lost_before_bus"}, [("SD", True)]),
+            ("another update's", beside, other, {"61": "lost_before_bus", "62": "excluded"}, [("OB", False)])):
         bus, sink = landed(evs)
         e = judge(tmp_path / name, zen, bus, sink, [])
         try:
             assert dict(table(e, "verdicts", ["source_id", "verdict"])) == want, name
-            assert [eb for eb, in table(e, "orphans", ["eb_id"])] == orphans, name
+            assert table(e, "orphans", ["eb_id", "lone_update"]) == orphans, name
         finally:
             e.close()
 
