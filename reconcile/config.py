@@ -55,7 +55,8 @@ class ZendeskConfig:
     # the tickets the export lists by support type ("agent", Zendesk's default; "all" adds AI-agent tickets; or
     # "ai_agent"): those whose events the rule is expected to carry (the connector's behaviour is not documented)
     support_type_scope: str = "agent"
-    max_page_size: str = "256MB"  # an answer's body may hold this much (Zendesk documents no size; a page lists <= 1000)
+    # how much an answer's body may hold (Zendesk documents no size; a page lists up to 1000 events)
+    max_page_size: str = "256MB"
 
 
 # How the bus log copy is kept: a CloudWatch S3 export, a Firehose delivery of a subscription filter (as CloudWatch

@@ -1,7 +1,8 @@
 """A store behind a misbehaving gateway: an HTTP proxy in front of moto's server that passes everything through as it
 is, except the requests it is told to slow down (a body sent a byte every half second: no idle or per-request timeout
-ends the read; an upload's empty answer is given a body to trickle), to fail (HTTP 500, as S3 answers an internal error), or to answer with a 500 after the store did
-them (a JSON API's call, by its X-Amz-Target: the service failed after writing, or the answer was lost)."""
+ends the read; an upload's empty answer is given a body to trickle), to fail (HTTP 500, as S3 answers an internal
+error), or to answer with a 500 after the store did them (a JSON API's call, by its X-Amz-Target: the service failed
+after writing, or the answer was lost)."""
 
 from __future__ import annotations
 

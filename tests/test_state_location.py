@@ -121,51 +121,43 @@ def test_a_state_download_that_trickles_ends_at_the_read_deadline(tmp_path, aws_
     """A gateway sends the s3:// state's body a byte every half second: botocore's timeouts are per read, and the
     download held the run -- before any store was read, with nothing logged -- until the scheduler's SIGTERM (hang
     review). It is given [aws] read_deadline, then left: exit 3, naming the state."""
+    from reconcile.errors import ReadDeadline
+    make_client("s3", aws_cfg).create_bucket(Bucket="slow-audit")
+    make_client("s3", aws_cfg).put_object(Bucket="slow-audit", Key="reconcile-state.duckdb", Body=b"x" * 4096)
+    slow_state(aws_cfg, "slow-audit", "GET", ReadDeadline, r"The state s3://slow-audit/reconcile-state.duckdb did not "
+               r"download within \[aws\] read_deadline = 2s \(a proxy or gateway", write=False, read_deadline="2s")
+
+
+def slow_state(aws_cfg, bucket: str, method: str, error, match: str, write: bool, **deadline):
+    """The s3:// state in `bucket` opened (and closed: uploaded, for a writer) through a gateway trickling the answers
+    to its `method` requests, with `deadline` ([aws] read_deadline or upload_deadline) of 2 s: `error` within 12."""
     import time
     from dataclasses import replace
 
     from proxy import Proxy
-    from reconcile.errors import ReadDeadline
     from reconcile.state import State
-    make_client("s3", aws_cfg).create_bucket(Bucket="slow-audit")
-    make_client("s3", aws_cfg).put_object(Bucket="slow-audit", Key="reconcile-state.duckdb", Body=b"x" * 4096)
-    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda method, path: method == "GET"
+    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda m, path: m == method
                   and path.split("?")[0].endswith("/reconcile-state.duckdb"))
     started = time.monotonic()
     try:
-        with pytest.raises(ReadDeadline, match=r"The state s3://slow-audit/reconcile-state.duckdb did not download "
-                                               r"within \[aws\] read_deadline = 2s \(a proxy or gateway"):
-            with State.open("s3://slow-audit/reconcile-state.duckdb",
-                            replace(aws_cfg, endpoint_url=proxy.endpoint, read_deadline="2s"), write=False):
+        with pytest.raises(error, match=match):
+            with State.open(f"s3://{bucket}/reconcile-state.duckdb",
+                            replace(aws_cfg, endpoint_url=proxy.endpoint, **deadline), write=write):
                 pass
+        assert time.monotonic() - started < 2 + 10
     finally:
         proxy.close()
-    assert time.monotonic() - started < 2 + 10
 
 
 def test_a_state_upload_whose_answer_trickles_ends_at_the_upload_deadline(tmp_path, aws_cfg):
     """The s3:// state is uploaded after the run commits, when no signal stops the run: an answer trickled a byte at
     a time held the finished run for good (hang review). The upload is given [aws] upload_deadline, then left: a
     StateError naming the state and the key; the state there stays as it was."""
-    import time
-    from dataclasses import replace
-
-    from proxy import Proxy
     from reconcile.errors import StateError
     from reconcile.state import State
     make_client("s3", aws_cfg).create_bucket(Bucket="slow-upload")
-    proxy = Proxy(aws_cfg.endpoint_url, trickle=lambda method, path: method == "PUT"
-                  and path.split("?")[0].endswith("/reconcile-state.duckdb"))
-    started = time.monotonic()
-    try:
-        with pytest.raises(StateError, match=r"The state s3://slow-upload/reconcile-state.duckdb did not upload "
-                                             r"within \[aws\] upload_deadline = 2s: left"):
-            with State.open("s3://slow-upload/reconcile-state.duckdb",
-                            replace(aws_cfg, endpoint_url=proxy.endpoint, upload_deadline="2s")):
-                pass
-        assert time.monotonic() - started < 2 + 10
-    finally:
-        proxy.close()
+    slow_state(aws_cfg, "slow-upload", "PUT", StateError, r"The state s3://slow-upload/reconcile-state.duckdb did not "
+               r"upload within \[aws\] upload_deadline = 2s: left", write=True, upload_deadline="2s")
     # the lock was let go: a run with a working endpoint records the state
     with State.open("s3://slow-upload/reconcile-state.duckdb", aws_cfg):
         pass
