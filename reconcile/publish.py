@@ -111,7 +111,7 @@ def publish(run_dir: Path, uri: str, aws: AwsConfig, *, replace: bool = False) -
     lock = _lock(client, bucket, prefix, uri)
     try:
         # within [aws] upload_deadline: an answer trickled held the finished run for good (botocore's timeouts are
-        # per read); a publish left there puts no manifest (released, the lock is no longer held: ensure_held)
+        # per read); a publish left there uploads no further file (the lock let go: ensure_held before each)
         bounded(lambda: _publish(client, run_dir, files, bucket, prefix, uri, replace, lock), "reconcile-publish",
                 parse_duration(aws.upload_deadline).total_seconds(), lambda: ReportError(
                     f"{uri} was not published within [aws] upload_deadline = {aws.upload_deadline}: left, so no "

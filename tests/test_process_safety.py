@@ -539,10 +539,10 @@ def test_a_signal_during_the_commit_no_longer_stops_the_run():
     """A signal while a run commits (its state and its manifest, reconcile/run.py finish) waits until both are done,
     and then no longer stops the run: it has its result, so what is left (the state's upload, the publish, the
     alert) finishes and the exit code is the result's. So does a signal after the commit: one during the alert, the
-    bundle or the publish exited 143 ("re-run it") with the run recorded, and no alert was sent; one during an upload
-    bounded by [aws] upload_deadline cut it at once, the state's record left out and the run folder deleted (diff
-    review). The next run (the demo judges several days in one process) stops again. Real signals, in a process of
-    its own."""
+    bundle or the publish exited 143 ("re-run it") with the run recorded, and no alert was sent. An upload bounded by
+    [aws] upload_deadline waits on through such a signal (a first form ended the wait at once: the state's record
+    left out, the run folder deleted; diff review). The next run (the demo judges several days in one process) stops
+    again. Real signals, in a process of its own."""
     script = """
 import os, signal, sys
 from reconcile import interrupt

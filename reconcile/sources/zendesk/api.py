@@ -69,6 +69,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
 
+
 def client_for(cfg: ZendeskConfig, base: str, auth: str, rpm: float, max_wait: float) -> Client:
     """A Client paced at `rpm` with the config's per-request timeout and page size bound."""
     return Client(base, auth, rpm, parse_duration(cfg.timeout).total_seconds(), max_wait,
