@@ -21,8 +21,7 @@ import botocore.exceptions
 
 from .aws import error_code, make_client
 from .config import Config
-from . import interrupt
-from .interrupt import Abandonable
+from .interrupt import STOP, Abandonable
 from .summary import percent, settled_lost
 from .window import parse_duration, parse_time
 
@@ -252,7 +251,7 @@ def send(cfg: Config, summary: dict[str, Any], report: str) -> dict[str, Any]:
         elif started[name].ended_by(end, on_stop=True):  # a signal after the commit: the run ends now, its code its own
             out[name] = started[name].result()
         else:
-            how = ("had not answered when a signal came" if interrupt.STOP.is_set() else
+            how = ("had not answered when a signal came" if STOP.is_set() else
                    f"did not answer within [alert] deadline = {a.deadline} (a proxy or gateway trickling its answer?)")
             error = (f"{name} {how}: left, whether it was sent is not known. Check [alert] {key} and the endpoint "
                      f"([aws] endpoint_url, AWS_ENDPOINT_URL). The run's verdict and exit code are unchanged.")

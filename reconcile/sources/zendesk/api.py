@@ -72,8 +72,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def client_for(cfg: ZendeskConfig, base: str, auth: str, rpm: float, max_wait: float) -> Client:
     """A Client paced at `rpm` with the config's per-request timeout and page size bound."""
-    return Client(base, auth, rpm, parse_duration(cfg.timeout).total_seconds(), max_wait,
-                  max_bytes=memory_bytes(cfg.max_page_size))
+    timeout = parse_duration(cfg.timeout).total_seconds()
+    return Client(base, auth, rpm, timeout, max_wait, memory_bytes(cfg.max_page_size))
 
 
 class GaveUp(Exception):
@@ -201,9 +201,9 @@ class Client:
     rpm: float
     timeout: float
     max_wait: float
+    max_bytes: int  # [zendesk] max_page_size (client_for)
     on_wait: Callable[[], None] = lambda: None
     stats: Stats = field(default_factory=Stats)
-    max_bytes: int = 256 * 10**6  # [zendesk] max_page_size
     _next_slot: float = 0.0
     _answered: bool = False
 
