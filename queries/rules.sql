@@ -20,6 +20,15 @@ CREATE OR REPLACE MACRO near_second(s_time, b_time, tolerance_s) AS
 CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, b_kind, b_time, tolerance_s) AS
     b_ticket = s_ticket AND b_kind = s_kind AND near_second(s_time, b_time, tolerance_s);
 
+-- one ticket update, one connector sequence (meta.sequence.id): an audit whose linked bus events (table `links`:
+-- audit_id, sequence_id, a row per link) all carry one sequence is that sequence's update, so it is no claimant of
+-- another sequence near it (the sequence rule's lone updates: sequences.sql `lone`, settlements.sql `lone_seq`, and
+-- export/pending.sql's near_audits for them). An audit linked to no event, or to events of several sequences or of
+-- none, may be any sequence's.
+CREATE OR REPLACE MACRO sequence_owners(links) AS TABLE
+SELECT audit_id FROM query_table(links)
+GROUP BY audit_id HAVING count(sequence_id) = count(*) AND count(DISTINCT sequence_id) = 1;
+
 -- hop A's reach beyond the window (docs/design.md, "In window"): every bus event hop A may pair must meet every Zendesk
 -- event that could claim it, or one whose claimant is missing goes to another event (a false delivery). A candidate is
 -- within tolerance_s of the audit's second, so the window's events claim bus events up to tolerance_s + 1 s beyond it;

@@ -34,10 +34,19 @@ WITH open_units AS MATERIALIZED (
       AND source_id = expected_id AND emission IN ('child', 'audit', 'unknown')
     GROUP BY audit_id
     HAVING count(*) = count(*) FILTER (WHERE source_id IN (SELECT source_id FROM open_units))
+), owner_links AS (
+    -- the links of those tickets' events, with the sequence each linked bus event carries (few)
+    SELECT s.audit_id, b.sequence_id
+    FROM hop_a h
+    JOIN source_events s ON s.source_id = h.source_id
+    JOIN bus_events b ON b.eb_id = h.eb_id
+    WHERE s.ticket_id IN (SELECT ticket_id FROM lone_audits) AND s.audit_id IS NOT NULL
 ), ticket_audits AS MATERIALIZED (
-    -- every audit of those tickets, whatever its events (few)
+    -- every audit of those tickets, whatever its events (few), but one its links show another sequence's
+    -- (rules.sql sequence_owners)
     SELECT ticket_id, audit_id, min(event_time) AS at FROM source_events
     WHERE ticket_id IN (SELECT ticket_id FROM lone_audits) AND audit_id IS NOT NULL
+      AND audit_id NOT IN (SELECT audit_id FROM sequence_owners('owner_links'))
     GROUP BY ticket_id, audit_id
 ), near_lone AS MATERIALIZED (
     -- the bus events of connector sequences on those audits' tickets (few), and which of them are linked
@@ -57,8 +66,8 @@ WITH open_units AS MATERIALIZED (
     -- beside a merge), which could lend a lost update another's complete sequence. Only whether it is complete
     -- counts: with nothing linked to say which event is which, none of its positions is paired with a child (a kind
     -- the model does not know stays unverified, as without it)
-    -- (every audit of the ticket counts as another update, whatever its events: one of Notification children only,
-    -- or one linked, may be the sequence's)
+    -- (every audit of the ticket counts as another update, whatever its events: one of Notification children only
+    -- may be the sequence's; but not one whose links all carry another sequence, its own)
     SELECT a.audit_id, u.sequence_id
     FROM lone_audits a
     JOIN unclaimed u ON u.ticket_id = a.ticket_id AND near_second(a.at, u.at, $tolerance_s)

@@ -129,6 +129,21 @@ WITH kept AS (
        AND NOT bool_or(source_id IN (SELECT source_id FROM facts))
        -- no other audit of its ticket lay near it when it was judged (none kept: a state from before, not aligned)
        AND coalesce(bool_and(near_audits = 0), false)
+), near_zendesk AS (
+    -- this run's Zendesk events on those tickets (few)
+    SELECT source_id, ticket_id, audit_id, event_time FROM zendesk
+    WHERE coalesce(ticket_id IN (SELECT ticket_id FROM lone_audits), false) AND audit_id IS NOT NULL
+), owner_links AS (
+    -- the links of those and of the carried events on those tickets, with the sequence each linked bus event carries
+    -- (rules.sql sequence_owners)
+    SELECT z.audit_id, b.sequence_id
+    FROM (SELECT source_id, eb_id FROM hop_a WHERE coalesce(source_id IN (SELECT source_id FROM near_zendesk), false)) h
+    JOIN near_zendesk z USING (source_id)
+    JOIN settle_near b USING (eb_id)
+    UNION ALL
+    SELECT c.audit_id, b.sequence_id
+    FROM kept c JOIN links l USING (source_id) JOIN settle_near b ON b.eb_id = l.eb_id
+    WHERE c.ticket_id IN (SELECT ticket_id FROM lone_audits) AND c.audit_id IS NOT NULL
 ), lone_seq AS (
     -- such an update's one sequence on its ticket within the composite tolerance of its second none of whose events
     -- is linked (by an earlier run, this run's hop A or a carried event), when no other such update is as near it
@@ -142,12 +157,13 @@ WITH kept AS (
              AND NOT bool_or(coalesce(eb_id IN (SELECT eb_id FROM taken), false)
                              OR coalesce(eb_id IN (SELECT eb_id FROM links), false))) u
       ON u.ticket_id = a.ticket_id AND near_second(a.at, u.at, $tolerance_s)
-    -- every audit of the ticket this run or the state knows counts as another update, whatever its events
+    -- every audit of the ticket this run or the state knows counts as another update, whatever its events, but one
+    -- whose links show another sequence its own
     WHERE (SELECT count(DISTINCT s.audit_id)
-           FROM (SELECT ticket_id, audit_id, event_time FROM zendesk
-                 WHERE coalesce(ticket_id IN (SELECT ticket_id FROM lone_audits), false)
+           FROM (SELECT ticket_id, audit_id, event_time FROM near_zendesk
                  UNION ALL SELECT ticket_id, audit_id, event_time FROM kept) s
            WHERE s.ticket_id = u.ticket_id AND s.audit_id IS NOT NULL AND near_second(s.event_time, u.at, $tolerance_s)
+             AND s.audit_id NOT IN (SELECT audit_id FROM sequence_owners('owner_links'))
           ) = 1
     QUALIFY count(*) OVER (PARTITION BY a.window_key, a.audit_id) = 1
         AND count(*) OVER (PARTITION BY u.sequence_id) = 1

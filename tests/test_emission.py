@@ -383,7 +383,9 @@ def test_an_update_none_of_whose_events_links_is_judged_by_its_own_complete_sequ
     its own: complete, its children not emitted. Not when two unlinked updates are as near it (which one's is unknown:
     a lost update beside a merge keeps its loss), nor when a position is missing from every store. The events of a
     sequence so aligned stay orphans, marked a listed update's (`lone_update`: unmarked, a merge made the Zendesk
-    listing's shortfall rule hold off, trust review round 4)."""
+    listing's shortfall rule hold off, trust review round 4). An update in the same second whose events link to a
+    sequence of their own is no claimant (one update, one sequence): a priority change or a comment beside a soft
+    delete or a merge left the deletion's or merge's children lost before the bus (trust review round 5)."""
     merge = [z(21, 502, "Comment", "10:00:00", 52), z(22, 502, "Change:status", "10:00:00", 52)]
     delete = [z(31, 503, "Change:status", "11:00:00", 53)]
     spam = [z(41, 504, "Change:status", "12:00:00", 54)]
@@ -396,13 +398,28 @@ def test_an_update_none_of_whose_events_links_is_judged_by_its_own_complete_sequ
     beside = [z(61, 506, "Comment", "10:00:00", 66), z(62, 506, "Notification", "10:00:04", 67)]
     other = [seq("OB", 506, "Ticket Merged", "10:00:04.2", 1, 1, "SO")]
     two_missing = [seq("SD", 503, "Ticket Soft Deleted", "11:00:00.4", 1, 2, "SD")]  # position 2 in no store
+    # a priority change linked on its own (composite), and a comment linked beside the merge's private comment
+    # (ambiguous: both are Comment candidates of its Comment Created), each in the deletion's or merge's second
+    linked_beside = [z(71, 503, "Change:priority", "11:00:00", 72), z(19, 502, "Comment", "10:00:00", 74)]
+    own = [seq("PC", 503, "Priority Changed", "11:00:00.2", 1, 1, "SPC"),
+           seq("CC", 502, "Comment Created", "10:00:00.2", 1, 1, "SCC")]
+    # ...but not one whose links carry two sequences (which is its own is unknown): the merge keeps its loss
+    split = [z(17, 502, "Comment", "10:00:00", 85), z(18, 502, "Change:priority", "10:00:00", 85)]
+    two_seqs = [seq("CC", 502, "Comment Created", "10:00:00.2", 1, 1, "SCC"),
+                seq("PP", 502, "Priority Changed", "10:00:00.3", 1, 1, "SPP")]
     for name, zen, evs, want, orphans in (
             ("one each", merge + delete + spam, events, {s: "not_emitted" for s in ("21", "22", "31", "41")},
              [("MG", True), ("SD", True), ("SP", True)]),
             ("two updates near", merge + lost_too, events[:1], {s: "lost_before_bus" for s in ("21", "22", "23")},
              [("MG", False)]),
             ("a position missing", delete, two_missing, {"31": "lost_before_bus"}, [("SD", True)]),
-            ("another update's", beside, other, {"61": "lost_before_bus", "62": "excluded"}, [("OB", False)])):
+            ("another update's", beside, other, {"61": "lost_before_bus", "62": "excluded"}, [("OB", False)]),
+            ("linked beside", merge + delete + linked_beside, events[:2] + own,
+             {"21": "not_emitted", "22": "not_emitted", "31": "not_emitted", "71": "delivered", "19": "delivered"},
+             [("MG", True), ("SD", True)]),
+            ("linked to two", merge + split, events[:1] + two_seqs,
+             {"21": "lost_before_bus", "22": "lost_before_bus", "17": "delivered", "18": "delivered"},
+             [("MG", False)])):
         bus, sink = landed(evs)
         e = judge(tmp_path / name, zen, bus, sink, [])
         try:

@@ -551,7 +551,7 @@ def test_a_carried_update_none_of_whose_events_links_settles_by_its_own_complete
     then (the bus log read in part): both children held pending, no sequence kept. Day 2 finds Ticket Merged (1 of
     1) in the log and the sink: no child links to it, so no sequence was found for them and both settled lost before
     the bus. The update's one unclaimed sequence on its ticket and second is its own: complete, both not emitted, as
-    one pass over the same stores says."""
+    one pass over the same stores says; and so beside another update whose events link to a sequence of its own."""
     from dataclasses import replace
 
     from tinyday import DAY, DAY2, day_results, legacy, run_window, z
@@ -580,6 +580,30 @@ def test_a_carried_update_none_of_whose_events_links_settles_by_its_own_complete
         "1": "lost_before_bus", "2": "lost_before_bus"}
     one_pass = run_window(tmp_path, None, DAY, day_results(beside, bus, sink, []), "beside-one-pass")
     assert one_pass["verdicts"]["lost_before_bus"] == 2 and one_pass["verdicts"]["not_emitted"] == 0
+    # beside a priority change in the same second linked to a sequence of its own (one update, one sequence): no
+    # claimant, as one pass says (the state kept it as one: both settled lost before the bus, trust review round 5)
+    own = [legacy("PC", 502, "Priority Changed", "23:00:00.2", 1, sequence_id="SP", sequence_total=1)]
+    linked = zd + [z(8, 502, "Change:priority", "23:00:00", 58)]
+    day1 = ([dict(e, observed_at=e["event_time"]) for e in own],
+            [dict(e, observed_at="2026-11-24T01:00:00Z", sequence_number="2", committed=True) for e in own])
+    with State.open(tmp_path / "linked.duckdb") as st:
+        first = day_results(linked, *day1, [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        run_window(tmp_path, st, DAY, first, "linked-1")
+        s2 = run_window(tmp_path, st, DAY2, day_results([], bus, sink, []), "linked-2")
+    assert {r["source_id"]: r["verdict"] for r in s2["carried"]["events_shown"]} == {
+        "1": "not_emitted", "2": "not_emitted"}
+    one_pass = run_window(tmp_path, None, DAY, day_results(linked, day1[0] + bus, day1[1] + sink, []), "linked-one")
+    assert one_pass["verdicts"]["not_emitted"] == 2 and one_pass["verdicts"]["lost_before_bus"] == 0
+    # ...and carried with them, its event not yet in the sink on day 1: linked, so still no claimant on day 2
+    with State.open(tmp_path / "carried.duckdb") as st:
+        first = day_results(linked, day1[0], [], [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        s1 = run_window(tmp_path, st, DAY, first, "carried-1")
+        s2 = run_window(tmp_path, st, DAY2, day_results([], bus, day1[1] + sink, []), "carried-2")
+    assert s1["verdicts"]["pending"] == 3
+    assert {r["source_id"]: r["verdict"] for r in s2["carried"]["events_shown"]} == {
+        "1": "not_emitted", "2": "not_emitted", "8": "delivered"}
 
 
 @pytest.mark.parametrize("family", ["legacy", "webhook"])

@@ -11,7 +11,8 @@ WITH held AS MATERIALIZED (
 ), tickets AS MATERIALIZED (
     SELECT DISTINCT ticket_id FROM held WHERE eb_id IS NULL AND ticket_id IS NOT NULL
 ), ids AS MATERIALIZED (
-    SELECT eb_id, ticket_id FROM bus_events WHERE coalesce(ticket_id IN (SELECT ticket_id FROM tickets), false)
+    SELECT eb_id, ticket_id, sequence_id FROM bus_events
+    WHERE coalesce(ticket_id IN (SELECT ticket_id FROM tickets), false)
 ), linked AS MATERIALIZED (
     SELECT eb_id FROM hop_a WHERE coalesce(eb_id IN (SELECT eb_id FROM ids), false)
     UNION SELECT eb_id FROM settlements WHERE coalesce(eb_id IN (SELECT eb_id FROM ids), false)
@@ -19,17 +20,26 @@ WITH held AS MATERIALIZED (
     SELECT i.ticket_id, list_sort(list(DISTINCT i.eb_id::VARCHAR)) AS claimed_ids
     FROM ids i JOIN linked l USING (eb_id)
     GROUP BY i.ticket_id
+), owner_links AS (
+    -- this run's links to those tickets' bus events, with the audit and the sequence each (rules.sql sequence_owners)
+    SELECT z.audit_id, i.sequence_id
+    FROM (SELECT source_id, eb_id FROM hop_a WHERE coalesce(eb_id IN (SELECT eb_id FROM ids), false)) h
+    JOIN ids i USING (eb_id)
+    JOIN (SELECT source_id, audit_id FROM zendesk
+          WHERE coalesce(ticket_id IN (SELECT ticket_id FROM tickets), false) AND audit_id IS NOT NULL) z
+      USING (source_id)
 ), near AS (
     -- for an unlinked one, how many other audits of its ticket could claim the bus events it could (rules.sql
-    -- zendesk_reach): a later run, whose Zendesk read no longer holds them, aligns its update with a connector
-    -- sequence alone (settlements.sql lone_seq) only when there are none, as sequences.sql `lone` does with them in
-    -- view
+    -- zendesk_reach; one whose links show another sequence its own claims none): a later run, whose Zendesk read no
+    -- longer holds them, aligns its update with a connector sequence alone (settlements.sql lone_seq) only when there
+    -- are none, as sequences.sql `lone` does with them in view
     SELECT h.source_id, count(DISTINCT z.audit_id) FILTER (WHERE z.audit_id <> h.audit_id) AS near_audits
     FROM held h
     JOIN zendesk z ON z.ticket_id = h.ticket_id
                   AND z.event_time BETWEEN h.event_time - zendesk_reach($tolerance_s)
                                        AND h.event_time + zendesk_reach($tolerance_s)
     WHERE h.eb_id IS NULL AND h.audit_id IS NOT NULL
+      AND z.audit_id NOT IN (SELECT audit_id FROM sequence_owners('owner_links'))
     GROUP BY h.source_id
 )
 SELECT h.*, CASE WHEN h.eb_id IS NULL THEN c.claimed_ids END AS claimed_ids,
