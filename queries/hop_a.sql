@@ -9,6 +9,7 @@
 -- the pairing are macros in queries/rules.sql, shared with settlements.sql. One connector event sent under two
 -- EventBridge ids (same sequence id and position), or one webhook delivered twice (same webhook event id, which is
 -- not the API's child id: such events match on the composite key), is matched once and both ids are linked to it.
+-- With [match] both_families, the second statement pairs each family's copies left over (below).
 -- queries/sequences.sql then adds the links found by sequence position.
 CREATE OR REPLACE TABLE hop_a AS
 WITH exact AS (
@@ -74,3 +75,46 @@ WITH exact AS (
 SELECT * FROM found
 UNION ALL
 SELECT * FROM copy_links('found', 'copies');
+
+-- [match] both_families ($both_families): the connector and the webhook route both put the same events on the bus (a
+-- migration), so one Zendesk event is there once in each family. Paired together above, one copy is left unpaired
+-- (an orphan) and the event judged by whichever copy was paired: lost after the bus while its other copy landed. A
+-- bus event left unpaired is then paired, as composite candidates are (pair_composite), with the events linked only
+-- in the other family (a webhook's exact link included), so the event is judged by both copies (rules.sql bus_facts
+-- `families`). Off, such a copy stays an orphan: on a day when each event took one route it may be an unrelated one,
+-- and taking it for a copy could hide a loss. Off, every table below is empty at its scan.
+INSERT INTO hop_a
+WITH left_all AS MATERIALIZED (
+    -- the bus events no event is linked to (few, unless both families carried the events)
+    SELECT b.*, k.api_kind
+    FROM bus_events b
+    JOIN emission_model k ON k.bus_type = b.event_type
+    WHERE $both_families AND b.eb_id NOT IN (SELECT eb_id FROM hop_a WHERE $both_families)
+      AND b.event_time >= $window_start - bus_reach($tolerance_s)
+      AND b.event_time < $window_end + bus_reach($tolerance_s)
+), left_copies AS (
+    SELECT * FROM bus_copies('left_all')
+), cand_all AS MATERIALIZED (
+    SELECT s.source_id, b.eb_id, s.ticket_id, s.model_kind AS kind, s.event_time AS s_time,
+           b.event_time AS b_time, b.sequence_position AS b_pos, coalesce(b.family, '') AS family,
+           position_fits(s.pos_low, s.position, b.sequence_position) AS fits
+    FROM source_events s
+    JOIN (SELECT * FROM left_all WHERE eb_id NOT IN (SELECT eb_id FROM left_copies)) b
+      ON composite_candidate(s.ticket_id, s.model_kind, s.event_time, b.ticket_id, b.api_kind, b.event_time,
+                             $tolerance_s)
+    WHERE s.source_id = s.expected_id AND s.emission IN ('child', 'audit')
+), linked_in AS (
+    -- the one family those candidates' events are linked in
+    SELECT h.source_id, min(coalesce(b.family, '')) AS family
+    FROM (SELECT * FROM hop_a WHERE source_id IN (SELECT source_id FROM cand_all)) h
+    JOIN bus_events b USING (eb_id)
+    GROUP BY h.source_id
+    HAVING count(DISTINCT coalesce(b.family, '')) = 1
+), cand AS (
+    SELECT c.* EXCLUDE (family) FROM cand_all c JOIN linked_in l USING (source_id) WHERE c.family <> l.family
+), found AS MATERIALIZED (
+    SELECT * FROM pair_composite('cand')
+)
+SELECT * FROM found
+UNION ALL
+SELECT * FROM copy_links('found', 'left_copies');

@@ -220,14 +220,16 @@ WHERE l.match_kind <> 'exact';
 -- the bus events (table `bus`: bus_events, or the part of it the links can reach), and what `reconcile recover` sent
 -- for it (table `recoveries`, from the recovery journal): one row per linked source_id. An event linked to one id
 -- (nearly all) takes that id's row as it is; only events linked to several ids are summed over them (counts stay
--- BIGINT).
+-- BIGINT), with the strongest of their links' kinds (queries/match_kinds.csv order) and how many payload families
+-- carried them (`families`: 2 when both the connector and the webhook route put the event on the bus, hop_a.sql).
 CREATE OR REPLACE MACRO bus_facts(links, bus) AS TABLE
 WITH l AS (
     SELECT * FROM query_table(links)
 ), multi AS (
     SELECT source_id FROM l GROUP BY source_id HAVING count(*) > 1
 )
-SELECT l.source_id, 1 AS eb_ids, l.eb_id, NULL::VARCHAR[] AS other_eb_ids, l.match_kind, b.event_type AS bus_type,
+SELECT l.source_id, 1 AS eb_ids, 1 AS families, l.eb_id, NULL::VARCHAR[] AS other_eb_ids, l.match_kind,
+       b.event_type AS bus_type,
        b.log_copies, b.sink_rows, b.sink_sequences,
        b.uncommitted_rows, b.replayed, b.dlq_kinesis, b.dlq_other, b.error_code, b.retry_condition,
        b.dlq_target, b.bus_at, b.sink_at, b.dlq_at,
@@ -239,9 +241,10 @@ WHERE l.source_id NOT IN (SELECT source_id FROM multi)
 UNION ALL
 SELECT l.source_id,
        count(*) AS eb_ids,
+       count(DISTINCT b.family) AS families,
        min(l.eb_id) AS eb_id,
        list(l.eb_id::VARCHAR ORDER BY l.eb_id)[2:] AS other_eb_ids,  -- the ids besides eb_id: `trace` follows them all
-       any_value(l.match_kind) AS match_kind,
+       arg_min(l.match_kind, v.ord) AS match_kind,
        min(b.event_type) AS bus_type,
        sum(b.log_copies)::BIGINT AS log_copies,
        sum(b.sink_rows)::BIGINT AS sink_rows,
@@ -262,6 +265,7 @@ SELECT l.source_id,
 FROM l
 JOIN query_table(bus) b USING (eb_id)
 LEFT JOIN recoveries r USING (eb_id)
+LEFT JOIN match_vocab v ON v.match_kind = l.match_kind
 WHERE l.source_id IN (SELECT source_id FROM multi)
 GROUP BY l.source_id;
 
@@ -393,11 +397,13 @@ CREATE OR REPLACE MACRO landed_after(recovery_sent_at, sink_at) AS
     coalesce(recovery_sent_at IS NOT NULL AND (sink_at IS NULL OR sink_at >= recovery_sent_at - INTERVAL 5 SECOND),
              false);
 
--- why an event is duplicated: several EventBridge ids carried it (a redelivered webhook or connector event), else a
--- copy was replayed from an archive, else the sink holds distinct Kinesis sequence numbers (redelivery), else one
--- record was written more than once (a re-batched Spark file).
-CREATE OR REPLACE MACRO duplicate_cause(eb_ids, replayed, sink_sequences) AS
+-- why an event is duplicated: both payload families carried it (the connector and the webhook route both ran: each
+-- landed), else several EventBridge ids did (a redelivered webhook or connector event), else a copy was replayed from
+-- an archive, else the sink holds distinct Kinesis sequence numbers (redelivery), else one record was written more
+-- than once (a re-batched Spark file).
+CREATE OR REPLACE MACRO duplicate_cause(eb_ids, replayed, sink_sequences, families := 1) AS
     CASE
+        WHEN families > 1 THEN 'both families'
         WHEN eb_ids > 1 THEN 'redelivery'
         WHEN replayed THEN 'replay'
         WHEN sink_sequences > 1 THEN 'redelivery'
@@ -409,17 +415,17 @@ CREATE OR REPLACE MACRO duplicate_cause(eb_ids, replayed, sink_sequences) AS
 CREATE OR REPLACE MACRO cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
                                  emission := NULL, sequence_id := NULL, sequence_total := NULL,
                                  sequence_position := NULL, recovery_how := NULL, outside_log := false,
-                                 landed_after_recovery := false) AS
+                                 landed_after_recovery := false, families := 1) AS
     CASE WHEN recovery_how IS NOT NULL AND verdict = 'recovered' THEN recovery_how || ' landed'
          WHEN recovery_how IS NOT NULL AND verdict = 'duplicated' AND landed_after_recovery
               THEN recovery_how || ' landed, and so did another copy ('
-                   || duplicate_cause(eb_ids, replayed, sink_sequences) || ')'
+                   || duplicate_cause(eb_ids, replayed, sink_sequences, families := families) || ')'
          WHEN recovery_how IS NOT NULL AND verdict = 'pending' THEN recovery_how || ' sent, not landed yet'
     ELSE CASE verdict
         WHEN 'delivered' THEN CASE WHEN outside_log THEN 'only in files outside Spark''s commit log (an entry the '
                                    || 'sink''s retention expired, or a retried batch''s leftover): Spark''s readers do '
                                    || 'not see it' END
-        WHEN 'duplicated' THEN duplicate_cause(eb_ids, replayed, sink_sequences)
+        WHEN 'duplicated' THEN duplicate_cause(eb_ids, replayed, sink_sequences, families := families)
         WHEN 'dead_lettered' THEN coalesce(error_code, 'unknown error')
         WHEN 'lost_after_bus' THEN CASE WHEN outside_log THEN 'only in files outside Spark''s commit log, a failed '
                                    || 'or retried batch''s leftover (no [sink] retention, or written too recently '

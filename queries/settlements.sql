@@ -133,17 +133,28 @@ WITH kept AS (
     -- this run's Zendesk events on those tickets (few)
     SELECT source_id, ticket_id, audit_id, event_time FROM zendesk
     WHERE coalesce(ticket_id IN (SELECT ticket_id FROM lone_audits), false) AND audit_id IS NOT NULL
-), owner_links AS (
-    -- the links of those and of the carried events on those tickets, with the sequence each linked bus event carries
-    -- (rules.sql sequence_owners)
-    SELECT z.audit_id, b.sequence_id
+), owner_ids AS MATERIALIZED (
+    -- the links of those and of the carried events on those tickets (few)
+    SELECT z.audit_id, h.eb_id
     FROM (SELECT source_id, eb_id FROM hop_a WHERE coalesce(source_id IN (SELECT source_id FROM near_zendesk), false)) h
     JOIN near_zendesk z USING (source_id)
-    JOIN settle_near b USING (eb_id)
     UNION ALL
-    SELECT c.audit_id, b.sequence_id
-    FROM kept c JOIN links l USING (source_id) JOIN settle_near b ON b.eb_id = l.eb_id
-    WHERE c.ticket_id IN (SELECT ticket_id FROM lone_audits) AND c.audit_id IS NOT NULL
+    SELECT c.audit_id, l.eb_id
+    FROM kept c JOIN links l USING (source_id)
+    WHERE coalesce(c.ticket_id IN (SELECT ticket_id FROM lone_audits), false) AND c.audit_id IS NOT NULL
+), owner_links AS (
+    -- with the sequence each linked bus event carries (rules.sql sequence_owners)
+    SELECT o.audit_id, b.sequence_id
+    FROM owner_ids o
+    JOIN (SELECT eb_id, sequence_id FROM settle_near
+          WHERE coalesce(eb_id IN (SELECT eb_id FROM owner_ids), false)) b USING (eb_id)
+), claimants AS MATERIALIZED (
+    -- every audit of those tickets this run or the state knows, whatever its events, but one whose links show another
+    -- sequence its own
+    SELECT ticket_id, audit_id, event_time
+    FROM (SELECT ticket_id, audit_id, event_time FROM near_zendesk
+          UNION ALL SELECT ticket_id, audit_id, event_time FROM kept WHERE audit_id IS NOT NULL)
+    WHERE audit_id NOT IN (SELECT audit_id FROM sequence_owners('owner_links'))
 ), lone_seq AS (
     -- such an update's one sequence on its ticket within the composite tolerance of its second none of whose events
     -- is linked (by an earlier run, this run's hop A or a carried event), when no other such update is as near it
@@ -157,14 +168,9 @@ WITH kept AS (
              AND NOT bool_or(coalesce(eb_id IN (SELECT eb_id FROM taken), false)
                              OR coalesce(eb_id IN (SELECT eb_id FROM links), false))) u
       ON u.ticket_id = a.ticket_id AND near_second(a.at, u.at, $tolerance_s)
-    -- every audit of the ticket this run or the state knows counts as another update, whatever its events, but one
-    -- whose links show another sequence its own
-    WHERE (SELECT count(DISTINCT s.audit_id)
-           FROM (SELECT ticket_id, audit_id, event_time FROM near_zendesk
-                 UNION ALL SELECT ticket_id, audit_id, event_time FROM kept) s
-           WHERE s.ticket_id = u.ticket_id AND s.audit_id IS NOT NULL AND near_second(s.event_time, u.at, $tolerance_s)
-             AND s.audit_id NOT IN (SELECT audit_id FROM sequence_owners('owner_links'))
-          ) = 1
+    -- every claimant of the ticket counts as another update
+    WHERE (SELECT count(DISTINCT s.audit_id) FROM claimants s
+           WHERE s.ticket_id = u.ticket_id AND near_second(s.event_time, u.at, $tolerance_s)) = 1
     QUALIFY count(*) OVER (PARTITION BY a.window_key, a.audit_id) = 1
         AND count(*) OVER (PARTITION BY u.sequence_id) = 1
 ), seq_done AS (
@@ -198,7 +204,7 @@ WITH kept AS (
                       retry_age := $as_of - retry_start(c.event_time, least(f.bus_at, c.bus_at))) AS found,
            epoch(f.sink_at) - epoch(c.event_time) AS lateness_s,
            greatest(coalesce(f.dlq_kinesis, 0), coalesce(c.dlq_kinesis, 0)) AS dlq_kinesis,
-           f.eb_ids, f.replayed, f.sink_sequences, coalesce(f.error_code, c.error_code) AS error_code,
+           f.eb_ids, f.families, f.replayed, f.sink_sequences, coalesce(f.error_code, c.error_code) AS error_code,
            model_kind(c.kind) AS model_kind,
            only_outside_log(f.sink_rows, f.uncommitted_rows, $outside_log) AS outside_log,
            -- the first log copy this run reads or an earlier run kept (this run's read may start after it)
@@ -241,7 +247,8 @@ SELECT window_key, source_id, kind, ticket_id, event_time, eb_id, held_verdict(f
             ELSE cause_of(found, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind, emission := emission,
                           sequence_id := sequence_id, sequence_total := sequence_total,
                           recovery_how := recovery_how, outside_log := outside_log,
-                          landed_after_recovery := landed_after(recovery_sent_at, sink_at)) END AS cause,
+                          landed_after_recovery := landed_after(recovery_sent_at, sink_at),
+                          families := families) END AS cause,
        recovery_lag(found, sink_at, recovery_sent_at) AS recovery_lag_s,
        recovery_landed(found, sink_at, recovery_sent_at) AS recovery_landed,
        -- the dead letters read for it so far: state.record keeps them with an event held again (held_dead_letters)

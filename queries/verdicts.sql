@@ -33,7 +33,7 @@ WITH linked AS (
                       sequence_complete := q.complete, since_recovery := $as_of - l.recovery_sent_at,
                       landed_after_recovery := landed_after(l.recovery_sent_at, l.sink_at),
                       retry_age := $as_of - retry_start(s.event_time, l.bus_at)) AS verdict,
-           l.replayed, recovery_how(l.recovery_route, l.recovery_replay) AS recovery_how
+           l.replayed, l.families, recovery_how(l.recovery_route, l.recovery_replay) AS recovery_how
     FROM source_events s
     LEFT JOIN linked l ON l.source_id = s.expected_id
     LEFT JOIN seq_units q ON q.source_id = s.expected_id
@@ -50,14 +50,15 @@ WITH linked AS (
                                                         $horizon, $stream_retention, $as_of))) AS held_by
           FROM judged j CROSS JOIN reach r)
 )
-SELECT * EXCLUDE (replayed, recovery_how, found, held_by),
+SELECT * EXCLUDE (replayed, families, recovery_how, found, held_by),
        CASE WHEN held_by IS NOT NULL THEN found END AS would_be,
        CASE WHEN held_by IS NOT NULL THEN held_cause(found, held_by)
             ELSE cause_of(verdict, eb_id, eb_ids, replayed, sink_sequences, error_code, model_kind,
                           emission := emission, sequence_id := sequence_id, sequence_total := sequence_total,
                           sequence_position := sequence_position, recovery_how := recovery_how,
                           outside_log := only_outside_log(sink_rows, uncommitted_rows, $outside_log),
-                          landed_after_recovery := landed_after(recovery_sent_at, sink_at)) END AS cause,
+                          landed_after_recovery := landed_after(recovery_sent_at, sink_at),
+                          families := families) END AS cause,
        found IN (SELECT verdict FROM verdict_vocab WHERE past_bus) AND log_copies = 0 AS unlogged_at_bus,
        epoch(bus_at) - epoch(event_time) AS bus_latency_s,
        CASE WHEN verdict <> 'recovered' THEN epoch(sink_at) - epoch(bus_at) END AS sink_latency_s,

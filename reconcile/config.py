@@ -149,6 +149,11 @@ class MatchConfig:
     # aws.partner/zendesk.com/..., and the webhook Lambda's own (PIPELINE.md §1: unverified, so set it when yours
     # does not say "zendesk"). A well-formed event whose source does not match is another producer's: a harmless reject.
     zendesk_source_pattern: str = "(?i)zendesk"
+    # The connector and the webhook route both put the same Zendesk events on the bus (a migration: Zendesk documents
+    # no cut-over). Then a bus event of one family no event was paired with is paired with an event linked only in
+    # the other, and the event is judged by both copies (queries/hop_a.sql). Off, such a copy stays an orphan: on a day
+    # when each event took one route, it may be an unrelated orphan, and taking it for a copy could hide a loss.
+    both_families: bool = False
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,7 @@ def params(cfg: Config, window: Window, *, unsettled: dict[str, str] | None, dlq
     expired (sources.sink.unexpired)."""
     return dict(window_start=window.start, window_end=window.end, as_of=window.as_of, horizon=window.horizon,
                 hop_a_grace=window.hop_a_grace, tolerance_s=float(cfg.match.tolerance_seconds),
+                both_families=bool(cfg.match.both_families),
                 kinesis_target=cfg.dlq.kinesis_target, bucket_s=summary.bucket_seconds(window),
                 sink_read_start=window.sink_read_start, bus_read_start=window.read_start,
                 outside_log=cfg.sink.outside_log, dlq_reach=dlq_reach, dlq_in_part=dlq_in_part,

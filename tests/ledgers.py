@@ -20,7 +20,7 @@ SINK_FROM = DAY - timedelta(days=7)
 # hop-A grace 5 min, tolerance 10 s, every store read whole. stream_retention 0: the stream keeps nothing past
 # EventBridge's retries, so the sink's reach holds no loss (rules.sql beyond_sink; its own tests give a retention).
 PARAMS = dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=DAY + timedelta(hours=26),
-              horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0,
+              horizon=timedelta(hours=3), hop_a_grace=timedelta(minutes=5), tolerance_s=10.0, both_families=False,
               kinesis_target=":kinesis:", bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None,
               dlq_reach=None, dlq_in_part=None, bus_log_covered=None, unexpired_files=[], sink_read_start=SINK_FROM,
               bus_read_start=DAY - timedelta(hours=1), outside_log="expired", stream_retention=timedelta(0))

@@ -307,6 +307,56 @@ def test_a_webhook_delivered_twice_is_one_event_under_two_ids(tmp_path):
         e.close()
 
 
+def test_an_event_both_families_carried_is_judged_by_both_copies(tmp_path):
+    """While the connector and the webhook route both ran (a migration; both families in one run, PIPELINE.md §1),
+    one Zendesk event is on the bus once in each. Paired together, one copy was an orphan and the event was judged by
+    whichever copy was paired: lost after the bus though its other copy landed (trust review round 5). With [match]
+    both_families, a copy left unpaired is paired with an event linked only in the other family: the event is
+    linked in each, delivered when one copy landed, duplicated ("both families") when both did, lost only when
+    neither did. Two comments a second apart, each carried by one family only, are still two deliveries (no copy of
+    one is taken for the other's). Off (the default: on a day when each event took one route, an unpaired event of
+    the other family may be an unrelated orphan), the copy stays an orphan, as before."""
+    zen = [z(21, 50, "Comment", "12:00:00", 500), z(22, 51, "Comment", "12:10:00", 510),
+           z(23, 52, "Comment", "12:20:00", 520), z(24, 53, "Comment", "12:30:00", 530),
+           z(25, 54, "Comment", "12:40:00", 540), z(26, 54, "Comment", "12:40:01", 541)]
+    legacy_copies = [seq("L1", 50, "Comment Created", "12:00:00.2", 1, 1, "S1"),
+                     seq("L2", 51, "Comment Created", "12:10:00.2", 1, 1, "S2"),
+                     seq("L3", 52, "Comment Created", "12:20:00.2", 1, 1, "S3"),
+                     seq("L4", 53, "Comment Created", "12:30:00.2", 1, 1, "S4"),
+                     seq("L5", 54, "Comment Created", "12:40:00.2", 1, 1, "S5")]
+    webhook_copies = [webhook("W1", "3c35f021-2ae5-4851-a4d0-9fa9fd588701", 50, "comment_added", "12:00:00"),
+                      webhook("W2", "22", 51, "comment_added", "12:10:00"),  # the API's child id: exact
+                      webhook("W3", "3c35f021-2ae5-4851-a4d0-9fa9fd588703", 52, "comment_added", "12:20:00"),
+                      webhook("W4", "3c35f021-2ae5-4851-a4d0-9fa9fd588704", 53, "comment_added", "12:30:00"),
+                      webhook("W6", "3c35f021-2ae5-4851-a4d0-9fa9fd588706", 54, "comment_added", "12:40:01")]
+    logged, sunk = landed(legacy_copies + webhook_copies)
+    labels = [e["eb_id"] for e in legacy_copies + webhook_copies]
+    # 21: the webhook copy lost after the bus; 22: the exact webhook copy lost; 23: the legacy copy lost; 24: both lost
+    kept = [row for label, row in zip(labels, sunk) if label not in ("W1", "W2", "L3", "L4", "W4")]
+    e = judge(tmp_path, zen, logged, kept, [], both_families=True)
+    try:
+        got = {r[0]: r[1:] for r in table(e, "verdicts", ["source_id", "verdict", "eb_ids", "match_kind", "cause"])}
+        assert got == {"21": ("delivered", 2, "composite", None), "22": ("delivered", 2, "exact", None),
+                       "23": ("delivered", 2, "composite", None),
+                       "24": ("lost_after_bus", 2, "composite", "no sink row, no DLQ message"),
+                       "25": ("delivered", 1, "ambiguous", None), "26": ("delivered", 1, "ambiguous", None)}
+        assert table(e, "orphans", ["eb_id"]) == []
+    finally:
+        e.close()
+    e = judge(tmp_path / "both", zen[:1], *landed(legacy_copies[:1] + webhook_copies[:1]), [], both_families=True)
+    try:
+        assert table(e, "verdicts", ["source_id", "verdict", "cause"]) == [("21", "duplicated", "both families")]
+        assert table(e, "duplicates", ["cause", "events", "extra_copies"]) == [("both families", 1, 1)]
+    finally:
+        e.close()
+    e = judge(tmp_path / "off", zen, logged, kept, [])
+    try:
+        assert len(table(e, "orphans", ["eb_id"])) == 4  # one copy of each of 21..24
+        assert table(e, "verdicts", ["source_id", "eb_ids"]) == [(s, 1) for s in ("21", "22", "23", "24", "25", "26")]
+    finally:
+        e.close()
+
+
 def test_unlogged_and_lost_after_the_bus_count_a_folded_event_once(tmp_path):
     """Two new tickets of three Create children each (one Ticket Created apiece). Ticket 90's bus event reached the sink
     but not the bus log (unlogged at the bus); ticket 91's reached the bus log and never the sink (lost after the bus,

@@ -113,7 +113,8 @@ def judge(tmp, audits: list[dict], docs: list[dict], edge: timedelta = timedelta
     e.bind_table("excluded_kinds", pa.table({"kind": pa.array([], pa.string())}))
     e.bind_table("carried", CARRIED_SCHEMA.empty_table())
     e.run_all(dict(window_start=DAY, window_end=DAY + timedelta(days=1), as_of=AS_OF, horizon=timedelta(hours=3),
-                   hop_a_grace=timedelta(minutes=5), tolerance_s=edge.total_seconds(), kinesis_target=":kinesis:",
+                   hop_a_grace=timedelta(minutes=5), tolerance_s=edge.total_seconds(), both_families=False,
+                   kinesis_target=":kinesis:",
                    bucket_s=3600, unsettled_zendesk_to_bus=None, unsettled_bus_to_sink=None, dlq_reach=None,
                    dlq_in_part=None, bus_log_covered=None, unexpired_files=[], sink_read_start=DAY,
                    bus_read_start=DAY - timedelta(hours=1),
