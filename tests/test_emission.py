@@ -475,6 +475,8 @@ def test_an_update_none_of_whose_events_links_is_judged_by_its_own_complete_sequ
         try:
             assert dict(table(e, "verdicts", ["source_id", "verdict"])) == want, name
             assert table(e, "orphans", ["eb_id", "lone_update"]) == orphans, name
+            # the report's orphan table shows them apart ("A listed update's")
+            assert sum(n for (n,) in table(e, "orphan_causes", ["listed_update"])) == sum(o[1] for o in orphans), name
         finally:
             e.close()
 
