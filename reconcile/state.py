@@ -442,6 +442,8 @@ def _s3_upload(s3, bucket: str, obj: str, local: Path, uri: str, etag: str | Non
 
 LOCK_REFRESH_S = 60.0  # a run rewrites its lock object this often ...
 LOCK_STALE_S = 600.0  # ... so one not rewritten for this long belongs to a run that is gone
+# How long letting a lock go waits for a rewrite in flight: an answer a gateway trickles held it for good.
+LOCK_RELEASE_WAIT_S = 30.0
 _TAKEN = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
 
 
@@ -573,7 +575,8 @@ class _S3Lock:
     def release(self) -> None:
         from botocore.exceptions import ClientError
         self._done.set()
-        self._thread.join()
+        self._thread.join(LOCK_RELEASE_WAIT_S)
+        rewriting = self._thread.is_alive()  # a rewrite that has not answered: deleted regardless
         if self.lost:
             return
         try:
@@ -581,6 +584,10 @@ class _S3Lock:
         except ClientError as e:
             if _code(e) not in _TAKEN:
                 raise
+            if rewriting:  # the rewrite landed first: the lock stays, ours, for the next run to take over
+                logger.warning("the lock %s was being rewritten when this run let it go (no answer in %.0f s) and "
+                               "stays: the next run takes it over at once on this host, after %.0f minutes elsewhere",
+                               self.key, LOCK_RELEASE_WAIT_S, LOCK_STALE_S / 60)
 
 
 @contextmanager

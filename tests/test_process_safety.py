@@ -463,6 +463,34 @@ def test_s3_state_lock_is_rewritten_while_the_run_lives_and_a_lost_lock_uploads_
         assert not st.con.execute("SELECT * FROM duckdb_tables() WHERE table_name = 'marker'").fetchall()
 
 
+def test_s3_state_lock_whose_rewrite_trickles_is_let_go_at_once(s3_state, aws_cfg, monkeypatch):
+    """Letting the lock go joined its rewriting thread with no bound: a rewrite whose answer a gateway trickles held
+    the finished run for good (diff review 6). The release waits LOCK_RELEASE_WAIT_S, then deletes the lock
+    regardless (a rewrite puts the same body: the same ETag, so the delete's condition holds), and the next run finds
+    the state uploaded and no lock."""
+    from dataclasses import replace
+
+    from proxy import Proxy
+    from reconcile import state
+    monkeypatch.setattr(state, "LOCK_REFRESH_S", 0.3)
+    monkeypatch.setattr(state, "LOCK_RELEASE_WAIT_S", 1.0)
+    taken = threading.Event()  # the lock's rewrites, once it is taken, are answered a byte every 0.5 s
+    proxy = Proxy(aws_cfg.endpoint_url,
+                  trickle=lambda m, path: taken.is_set() and m == "PUT" and path.split("?")[0].endswith(".lock"))
+    try:
+        with state.State.open(URI, replace(aws_cfg, endpoint_url=proxy.endpoint)) as st:
+            taken.set()
+            st.con.execute("CREATE TABLE marker AS SELECT 1 AS x")
+            time.sleep(1.0)  # a rewrite (every 0.3 s) is in flight, its answer trickling
+            started = time.monotonic()
+        assert time.monotonic() - started < 1 + 10
+    finally:
+        proxy.close()
+    assert "Contents" not in s3_state.list_objects_v2(Bucket="reconcile-state", Prefix=URI.split("/", 3)[3] + ".lock")
+    with state.State.open(URI, aws_cfg, write=False) as st:  # the state was uploaded
+        assert st.con.execute("SELECT * FROM duckdb_tables() WHERE table_name = 'marker'").fetchall()
+
+
 def test_s3_state_another_run_wrote_meanwhile_is_not_overwritten(s3_state, aws_cfg, tmp_path):
     """A run whose lock was taken over before its lock thread noticed (paused past LOCK_STALE_S, between two
     rewrites) must not upload over the state the other run wrote: each upload is conditional on the object being the
