@@ -315,7 +315,8 @@ def test_an_event_both_families_carried_is_judged_by_both_copies(tmp_path):
     linked in each, delivered when one copy landed, duplicated ("both families") when both did, lost only when
     neither did. Two comments a second apart, each carried by one family only, are still two deliveries (no copy of
     one is taken for the other's). Off (the default: on a day when each event took one route, an unpaired event of
-    the other family may be an unrelated orphan), the copy stays an orphan, as before."""
+    the other family may be an unrelated orphan), the copy stays an orphan, as before, counted in the
+    report's orphan table as beside the other family."""
     zen = [z(21, 50, "Comment", "12:00:00", 500), z(22, 51, "Comment", "12:10:00", 510),
            z(23, 52, "Comment", "12:20:00", 520), z(24, 53, "Comment", "12:30:00", 530),
            z(25, 54, "Comment", "12:40:00", 540), z(26, 54, "Comment", "12:40:01", 541)]
@@ -352,6 +353,8 @@ def test_an_event_both_families_carried_is_judged_by_both_copies(tmp_path):
     e = judge(tmp_path / "off", zen, logged, kept, [])
     try:
         assert len(table(e, "orphans", ["eb_id"])) == 4  # one copy of each of 21..24
+        # ...which the report's orphan table shows beside the other family's links, naming the setting
+        assert sum(n for (n,) in table(e, "orphan_causes", ["beside_other_family"])) == 4
         assert table(e, "verdicts", ["source_id", "eb_ids"]) == [(s, 1) for s in ("21", "22", "23", "24", "25", "26")]
     finally:
         e.close()
