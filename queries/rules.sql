@@ -244,7 +244,7 @@ SELECT l.source_id,
        count(DISTINCT b.family) AS families,
        min(l.eb_id) AS eb_id,
        list(l.eb_id::VARCHAR ORDER BY l.eb_id)[2:] AS other_eb_ids,  -- the ids besides eb_id: `trace` follows them all
-       arg_min(l.match_kind, v.ord) AS match_kind,
+       arg_min(l.match_kind, coalesce(v.ord, 1000)) AS match_kind,  -- a kind of its own (`carried`) last
        min(b.event_type) AS bus_type,
        sum(b.log_copies)::BIGINT AS log_copies,
        sum(b.sink_rows)::BIGINT AS sink_rows,
