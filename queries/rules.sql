@@ -21,13 +21,17 @@ CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, 
     b_ticket = s_ticket AND b_kind = s_kind AND near_second(s_time, b_time, tolerance_s);
 
 -- one ticket update, one connector sequence (meta.sequence.id): an audit whose linked bus events (table `links`:
--- audit_id, sequence_id, a row per link) all carry one sequence is that sequence's update, so it is no claimant of
+-- audit_id, sequence_id, `owning`, a row per link, or per sequence an earlier run found the audit owns:
+-- pending.owner_sequence) all carry one sequence, at least one of them by a link that is no guess (`owning_link`, as
+-- hop_a.sql's anchors: exact, or the one candidate each way), is that sequence's update, so it is no claimant of
 -- another sequence near it (the sequence rule's lone updates: sequences.sql `lone`, settlements.sql `lone_seq`, and
--- export/pending.sql's near_audits for them). An audit linked to no event, or to events of several sequences or of
--- none, may be any sequence's.
+-- export/pending.sql's near_audits for them). Any other audit may be any sequence's: an ambiguous pairing alone lent a
+-- merge another update's sequence, and that update's loss the merge's complete one.
+CREATE OR REPLACE MACRO owning_link(match_kind) AS coalesce(match_kind IN ('exact', 'composite'), false);
 CREATE OR REPLACE MACRO sequence_owners(links) AS TABLE
-SELECT audit_id FROM query_table(links)
-GROUP BY audit_id HAVING count(sequence_id) = count(*) AND count(DISTINCT sequence_id) = 1;
+SELECT audit_id, min(sequence_id) AS sequence_id FROM query_table(links)
+GROUP BY audit_id
+HAVING count(sequence_id) = count(*) AND count(DISTINCT sequence_id) = 1 AND bool_or(owning);
 
 -- hop A's reach beyond the window (docs/design.md, "In window"): every bus event hop A may pair must meet every Zendesk
 -- event that could claim it, or one whose claimant is missing goes to another event (a false delivery). A candidate is
@@ -57,23 +61,25 @@ CREATE OR REPLACE MACRO position_kind_fits(present, b_type, s_kind, s_emission) 
     OR coalesce(s_emission = 'unknown' AND b_type NOT IN (SELECT bus_type FROM emission_model
                                                           WHERE bus_type IS NOT NULL), false);
 
--- hop A, pairing: composite candidates (table `cand`: source_id, eb_id, ticket_id, kind, s_time, b_time, b_pos) made
--- one-to-one. A candidate that is the only one on both sides is 'composite'. The others are 'ambiguous', in groups:
+-- hop A, pairing: composite candidates (table `cand`: source_id, eb_id, ticket_id, kind, family, s_time, b_time,
+-- b_pos) made one-to-one within each `family`: one value for every candidate, or, with [match] both_families, the
+-- bus event's payload family (hop_a.sql), so that an event both the connector and the webhook route carried is paired
+-- once in each. A candidate that is the only one on both sides is 'composite'. The others are 'ambiguous', in groups:
 -- a (ticket, kind)'s candidates whose time spans (event to id, at whole seconds) overlap, one after another (`grp`:
 -- no candidate joins two groups, so an ambiguity on the ticket at another time leaves a group alone). A group with as
 -- many events as ids, each the candidate of the one at its rank in time order, is paired in that order: it pairs
 -- everything (and, in one dimension, with the least total distance). Any other group is paired with their mutually
 -- nearest candidate in time (at whole seconds), the rest in time order; nearest first could take the id an earlier
 -- event needs and leave two unpaired where time order pairs both. Pairing is one-to-one, so an ambiguous group can
--- never hide a loss.
--- time order within a group (`r`, from 1): of Zendesk events (table `t`: source_id, ticket_id, kind, grp, s_time) and
--- of bus events (table `t`: eb_id, ticket_id, kind, grp, b_time, b_pos) at the API's whole seconds
+-- never hide a loss. Returns source_id, eb_id, match_kind and family.
+-- time order within a group (`r`, from 1): of Zendesk events (table `t`: source_id, ticket_id, kind, family, grp,
+-- s_time) and of bus events (table `t`: eb_id, ticket_id, kind, family, grp, b_time, b_pos) at the API's whole seconds
 CREATE OR REPLACE MACRO events_in_time_order(t) AS TABLE
-SELECT *, row_number() OVER (PARTITION BY ticket_id, kind, grp
+SELECT *, row_number() OVER (PARTITION BY ticket_id, kind, family, grp
                              ORDER BY s_time, try_cast(source_id AS BIGINT), source_id) AS r
 FROM query_table(t);
 CREATE OR REPLACE MACRO ids_in_time_order(t) AS TABLE
-SELECT *, row_number() OVER (PARTITION BY ticket_id, kind, grp
+SELECT *, row_number() OVER (PARTITION BY ticket_id, kind, family, grp
                              ORDER BY date_trunc('second', b_time), b_pos, b_time, eb_id) AS r
 FROM query_table(t);
 
@@ -82,32 +88,35 @@ WITH c AS (
     SELECT * FROM query_table(cand)
 ), multi_s AS (
     -- candidates that are not one-to-one are few: find them with two narrow counts instead of windows over all
-    SELECT source_id FROM c GROUP BY source_id HAVING count(*) > 1
+    SELECT source_id, family FROM c GROUP BY source_id, family HAVING count(*) > 1
 ), multi_b AS (
     SELECT eb_id FROM c GROUP BY eb_id HAVING count(*) > 1
 ), unique_pairs AS (
-    SELECT source_id, eb_id, 'composite' AS match_kind FROM c
-    WHERE source_id NOT IN (SELECT source_id FROM multi_s) AND eb_id NOT IN (SELECT eb_id FROM multi_b)
+    SELECT source_id, eb_id, 'composite' AS match_kind, family FROM c
+    WHERE NOT EXISTS (SELECT 1 FROM multi_s m WHERE m.source_id = c.source_id AND m.family = c.family)
+      AND eb_id NOT IN (SELECT eb_id FROM multi_b)
 ), spans AS (
     -- Distance at the API's resolution: audit times are whole seconds, bus times carry the fraction after it.
     SELECT *, abs(epoch(date_trunc('second', b_time)) - epoch(s_time)) AS d,
            least(s_time, date_trunc('second', b_time)) AS lo, greatest(s_time, date_trunc('second', b_time)) AS hi
     FROM c
-    WHERE source_id IN (SELECT source_id FROM multi_s) OR eb_id IN (SELECT eb_id FROM multi_b)
+    WHERE EXISTS (SELECT 1 FROM multi_s m WHERE m.source_id = c.source_id AND m.family = c.family)
+       OR eb_id IN (SELECT eb_id FROM multi_b)
 ), all_amb AS (
     -- a group starts where a candidate's span begins after every earlier one's has ended (an event's or an id's
     -- candidates all span its time, so they are in one group)
     SELECT * EXCLUDE (lo, hi, starts),
-           sum(starts) OVER (PARTITION BY ticket_id, kind ORDER BY lo, hi, source_id, eb_id
+           sum(starts) OVER (PARTITION BY ticket_id, kind, family ORDER BY lo, hi, source_id, eb_id
                              ROWS UNBOUNDED PRECEDING) AS grp
-    FROM (SELECT *, coalesce(lo > max(hi) OVER (PARTITION BY ticket_id, kind ORDER BY lo, hi, source_id, eb_id
+    FROM (SELECT *, coalesce(lo > max(hi) OVER (PARTITION BY ticket_id, kind, family
+                                                ORDER BY lo, hi, source_id, eb_id
                                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false)::INTEGER
                         AS starts
           FROM spans)
 ), all_s AS (
-    SELECT DISTINCT source_id, ticket_id, kind, grp, s_time FROM all_amb
+    SELECT DISTINCT source_id, ticket_id, kind, family, grp, s_time FROM all_amb
 ), all_b AS (
-    SELECT DISTINCT eb_id, ticket_id, kind, grp, b_time, b_pos FROM all_amb
+    SELECT DISTINCT eb_id, ticket_id, kind, family, grp, b_time, b_pos FROM all_amb
 ), order_s AS (
     SELECT * FROM events_in_time_order('all_s')
 ), order_b AS (
@@ -115,29 +124,31 @@ WITH c AS (
 ), in_order AS (
     -- the groups whose events and ids pair whole in time order: as many of each (a rank without its other side joins
     -- no candidate), every rank pair a candidate
-    SELECT ticket_id, kind, grp
+    SELECT ticket_id, kind, family, grp
     FROM order_s s
-    FULL JOIN order_b b USING (ticket_id, kind, grp, r)
+    FULL JOIN order_b b USING (ticket_id, kind, family, grp, r)
     LEFT JOIN all_amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id
-    GROUP BY ticket_id, kind, grp
+    GROUP BY ticket_id, kind, family, grp
     HAVING bool_and(a.source_id IS NOT NULL)
 ), amb AS (
-    SELECT * FROM all_amb WHERE (ticket_id, kind, grp) NOT IN (SELECT (ticket_id, kind, grp) FROM in_order)
+    SELECT * FROM all_amb
+    WHERE (ticket_id, kind, family, grp) NOT IN (SELECT (ticket_id, kind, family, grp) FROM in_order)
 ), nearest AS (
     SELECT *,
-           row_number() OVER (PARTITION BY source_id ORDER BY d, b_pos, eb_id) AS rank_for_s,
+           row_number() OVER (PARTITION BY source_id, family ORDER BY d, b_pos, eb_id) AS rank_for_s,
            row_number() OVER (PARTITION BY eb_id ORDER BY d, try_cast(source_id AS BIGINT), source_id) AS rank_for_b,
-           count(*) OVER (PARTITION BY source_id, d) AS ties_s,
+           count(*) OVER (PARTITION BY source_id, family, d) AS ties_s,
            count(*) OVER (PARTITION BY eb_id, d) AS ties_b
     FROM amb
 ), mutual AS (
     -- each is the other's one nearest candidate: paired on time, whatever else in the group was lost
-    SELECT source_id, eb_id FROM nearest WHERE rank_for_s = 1 AND rank_for_b = 1 AND ties_s = 1 AND ties_b = 1
+    SELECT source_id, eb_id, family FROM nearest
+    WHERE rank_for_s = 1 AND rank_for_b = 1 AND ties_s = 1 AND ties_b = 1
 ), amb_s AS (
-    SELECT DISTINCT source_id, ticket_id, kind, grp, s_time FROM amb
-    WHERE source_id NOT IN (SELECT source_id FROM mutual)
+    SELECT DISTINCT source_id, ticket_id, kind, family, grp, s_time FROM amb a
+    WHERE NOT EXISTS (SELECT 1 FROM mutual m WHERE m.source_id = a.source_id AND m.family = a.family)
 ), amb_b AS (
-    SELECT DISTINCT eb_id, ticket_id, kind, grp, b_time, b_pos FROM amb
+    SELECT DISTINCT eb_id, ticket_id, kind, family, grp, b_time, b_pos FROM amb
     WHERE eb_id NOT IN (SELECT eb_id FROM mutual)
 ), ranked_s AS (
     SELECT * FROM events_in_time_order('amb_s')
@@ -146,22 +157,22 @@ WITH c AS (
 )
 SELECT * FROM unique_pairs
 UNION ALL
-SELECT s.source_id, b.eb_id, 'ambiguous'
-FROM order_s s JOIN order_b b USING (ticket_id, kind, grp, r)
-WHERE (s.ticket_id, s.kind, s.grp) IN (SELECT (ticket_id, kind, grp) FROM in_order)
+SELECT s.source_id, b.eb_id, 'ambiguous', s.family
+FROM order_s s JOIN order_b b USING (ticket_id, kind, family, grp, r)
+WHERE (s.ticket_id, s.kind, s.family, s.grp) IN (SELECT (ticket_id, kind, family, grp) FROM in_order)
 UNION ALL
-SELECT source_id, eb_id, 'ambiguous' AS match_kind FROM mutual
+SELECT source_id, eb_id, 'ambiguous' AS match_kind, family FROM mutual
 UNION ALL
-SELECT s.source_id, b.eb_id, 'ambiguous'
+SELECT s.source_id, b.eb_id, 'ambiguous', s.family
 FROM ranked_s s
-JOIN ranked_b b USING (ticket_id, kind, grp, r)
+JOIN ranked_b b USING (ticket_id, kind, family, grp, r)
 JOIN amb a ON a.source_id = s.source_id AND a.eb_id = b.eb_id;
 
 -- hop A, composite pairing (table `cand`: pair_candidates' columns and `fits`, position_fits of the candidate) in two
 -- rounds: the candidates whose position fits, paired as pair_candidates pairs; then, among the events and ids that
--- round left unpaired, every candidate on ticket, kind and time alone. A pairing of the second round that the
--- position contradicts is 'out_of_order' (queries/match_kinds.csv): the event reached the bus, only not at the
--- position the assumed order gives it -- calling it lost (and its bus event an orphan) would be a false loss.
+-- round left unpaired (in their family), every candidate on ticket, kind and time alone. A pairing of the second round
+-- that the position contradicts is 'out_of_order' (queries/match_kinds.csv): the event reached the bus, only not at
+-- the position the assumed order gives it -- calling it lost (and its bus event an orphan) would be a false loss.
 CREATE OR REPLACE MACRO pair_composite(cand) AS TABLE
 WITH c AS (
     SELECT * FROM query_table(cand)
@@ -171,9 +182,10 @@ WITH c AS (
     SELECT * FROM pair_candidates('fitting')
 ), rest AS (
     SELECT * EXCLUDE (fits) FROM c
-    WHERE source_id NOT IN (SELECT source_id FROM first_round) AND eb_id NOT IN (SELECT eb_id FROM first_round)
+    WHERE NOT EXISTS (SELECT 1 FROM first_round f WHERE f.source_id = c.source_id AND f.family = c.family)
+      AND eb_id NOT IN (SELECT eb_id FROM first_round)
 )
-SELECT * FROM first_round
+SELECT source_id, eb_id, match_kind FROM first_round
 UNION ALL
 SELECT p.source_id, p.eb_id, CASE WHEN c.fits THEN p.match_kind ELSE 'out_of_order' END
 FROM pair_candidates('rest') p
@@ -220,7 +232,8 @@ WHERE l.match_kind <> 'exact';
 -- the bus events (table `bus`: bus_events, or the part of it the links can reach), and what `reconcile recover` sent
 -- for it (table `recoveries`, from the recovery journal): one row per linked source_id. An event linked to one id
 -- (nearly all) takes that id's row as it is; only events linked to several ids are summed over them (counts stay
--- BIGINT), with the strongest of their links' kinds (queries/match_kinds.csv order) and how many payload families
+-- BIGINT), with the weakest of their links' kinds (queries/match_kinds.csv order: a guess among them shows; one of its
+-- own, settlements' `carried`, only when every link is) and how many payload families
 -- carried them (`families`: 2 when both the connector and the webhook route put the event on the bus, hop_a.sql).
 CREATE OR REPLACE MACRO bus_facts(links, bus) AS TABLE
 WITH l AS (
@@ -244,7 +257,7 @@ SELECT l.source_id,
        count(DISTINCT b.family) AS families,
        min(l.eb_id) AS eb_id,
        list(l.eb_id::VARCHAR ORDER BY l.eb_id)[2:] AS other_eb_ids,  -- the ids besides eb_id: `trace` follows them all
-       arg_min(l.match_kind, coalesce(v.ord, 1000)) AS match_kind,  -- a kind of its own (`carried`) last
+       arg_max(l.match_kind, coalesce(v.ord, 0)) AS match_kind,  -- the weakest: a guess among them shows
        min(b.event_type) AS bus_type,
        sum(b.log_copies)::BIGINT AS log_copies,
        sum(b.sink_rows)::BIGINT AS sink_rows,

@@ -36,7 +36,7 @@ WITH open_units AS MATERIALIZED (
     HAVING count(*) = count(*) FILTER (WHERE source_id IN (SELECT source_id FROM open_units))
 ), owner_links AS (
     -- the links of those tickets' events, with the sequence each linked bus event carries (few)
-    SELECT s.audit_id, b.sequence_id
+    SELECT s.audit_id, b.sequence_id, owning_link(h.match_kind) AS owning
     FROM hop_a h
     JOIN source_events s ON s.source_id = h.source_id
     JOIN bus_events b ON b.eb_id = h.eb_id

@@ -42,6 +42,10 @@ WITH kept AS (
     SELECT * REPLACE (coalesce(emission, emission_of(kind)) AS emission) FROM carried
 ), open AS (
     SELECT * FROM kept WHERE eb_id IS NULL
+), matchable AS MATERIALIZED (
+    -- the carried events hop A's candidate tests are run for: those not linked yet, and with [match] both_families
+    -- those linked in one payload family only so far (`linked_in`)
+    SELECT * FROM kept WHERE eb_id IS NULL OR $both_families
 ), copies AS (
     SELECT * FROM bus_copies('settle_near')
 ), members AS (
@@ -71,17 +75,31 @@ WITH kept AS (
     SELECT DISTINCT c.source_id, b.eb_id, 'exact' AS match_kind
     FROM open c
     JOIN settle_near b ON exact_candidate(b.family, b.zendesk_key, c.zendesk_key)
+), linked_in AS (
+    -- with [match] both_families, the payload families a carried event is linked in already (by an earlier run, or
+    -- exactly now): it is paired in each other family, as hop_a.sql pairs the window's events (none without it)
+    SELECT l.source_id, list(DISTINCT coalesce(b.family, '')) AS families
+    FROM (SELECT source_id, eb_id FROM carried_links WHERE $both_families
+          UNION ALL SELECT source_id, eb_id FROM exact WHERE $both_families) l
+    JOIN (SELECT eb_id, family FROM settle_near
+          WHERE $both_families AND (coalesce(eb_id IN (SELECT eb_id FROM carried_links), false)
+                                    OR coalesce(eb_id IN (SELECT eb_id FROM exact), false))) b USING (eb_id)
+    GROUP BY l.source_id
 ), cand AS (
     SELECT DISTINCT c.source_id, b.eb_id, c.ticket_id, model_kind(c.kind) AS kind, c.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos,
+           CASE WHEN $both_families THEN coalesce(b.family, '') ELSE '' END AS family,
            position_fits(NULL, c.position, b.sequence_position) AS fits
-    FROM open c
+    FROM matchable c
     JOIN emission_model k ON k.api_kind = model_kind(c.kind)
     JOIN settle_near b
       ON b.event_type = k.bus_type
      AND composite_candidate(c.ticket_id, model_kind(c.kind), c.event_time,
                              b.ticket_id, k.api_kind, b.event_time, $tolerance_s)
-    WHERE c.source_id NOT IN (SELECT source_id FROM exact) AND b.eb_id NOT IN (SELECT eb_id FROM exact)
+    LEFT JOIN linked_in f ON f.source_id = c.source_id
+    WHERE coalesce(NOT list_contains(f.families, coalesce(b.family, '')),
+                   c.eb_id IS NULL AND c.source_id NOT IN (SELECT source_id FROM exact))
+      AND b.eb_id NOT IN (SELECT eb_id FROM exact)
       AND b.eb_id NOT IN (SELECT eb_id FROM copies)
       AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.eb_id = b.eb_id AND t.source_id <> c.source_id)
 ), composite AS (
@@ -134,20 +152,25 @@ WITH kept AS (
     SELECT source_id, ticket_id, audit_id, event_time FROM zendesk
     WHERE coalesce(ticket_id IN (SELECT ticket_id FROM lone_audits), false) AND audit_id IS NOT NULL
 ), owner_ids AS MATERIALIZED (
-    -- the links of those and of the carried events on those tickets (few)
-    SELECT z.audit_id, h.eb_id
-    FROM (SELECT source_id, eb_id FROM hop_a WHERE coalesce(source_id IN (SELECT source_id FROM near_zendesk), false)) h
+    -- the links of those and of the carried events on those tickets (few: an earlier run's are `carried`, no owning
+    -- link, but the sequence it found their update owns comes below)
+    SELECT z.audit_id, h.eb_id, owning_link(h.match_kind) AS owning
+    FROM (SELECT source_id, eb_id, match_kind FROM hop_a
+          WHERE coalesce(source_id IN (SELECT source_id FROM near_zendesk), false)) h
     JOIN near_zendesk z USING (source_id)
     UNION ALL
-    SELECT c.audit_id, l.eb_id
+    SELECT c.audit_id, l.eb_id, owning_link(l.match_kind)
     FROM kept c JOIN links l USING (source_id)
     WHERE coalesce(c.ticket_id IN (SELECT ticket_id FROM lone_audits), false) AND c.audit_id IS NOT NULL
 ), owner_links AS (
-    -- with the sequence each linked bus event carries (rules.sql sequence_owners)
-    SELECT o.audit_id, b.sequence_id
+    -- with the sequence each linked bus event carries, and the sequences an earlier run found the carried events'
+    -- updates own (rules.sql sequence_owners)
+    SELECT o.audit_id, b.sequence_id, o.owning
     FROM owner_ids o
     JOIN (SELECT eb_id, sequence_id FROM settle_near
           WHERE coalesce(eb_id IN (SELECT eb_id FROM owner_ids), false)) b USING (eb_id)
+    UNION ALL
+    SELECT audit_id, owner_sequence, true FROM kept WHERE owner_sequence IS NOT NULL
 ), claimants AS MATERIALIZED (
     -- every audit of those tickets this run or the state knows, whatever its events, but one whose links show another
     -- sequence its own

@@ -150,9 +150,9 @@ class MatchConfig:
     # does not say "zendesk"). A well-formed event whose source does not match is another producer's: a harmless reject.
     zendesk_source_pattern: str = "(?i)zendesk"
     # The connector and the webhook route both put the same Zendesk events on the bus (a migration: Zendesk documents
-    # no cut-over). Then a bus event of one family no event was paired with is paired with an event linked only in
-    # the other, and the event is judged by both copies (queries/hop_a.sql). Off, such a copy stays an orphan: on a day
-    # when each event took one route, it may be an unrelated orphan, and taking it for a copy could hide a loss.
+    # no cut-over). Then each payload family is paired on its own, and an event is judged by both its copies
+    # (queries/hop_a.sql, settlements.sql). Off, the families are pooled and one copy is left an orphan; on, a day when
+    # each event took one route would give an event another's copy of the other family, which could hide a loss.
     both_families: bool = False
 
 

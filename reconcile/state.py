@@ -51,6 +51,7 @@ CARRIED_SCHEMA = pa.schema([
     ("holders", pa.list_(pa.string())),  # every window that left it pending (carried.sql): history folds it into each
     ("bus_at", pa.timestamp("ms", tz="UTC")),  # the bus log's first copy: its retries' start (rules.sql retry_start)
     ("near_audits", pa.int64()),  # other audits of its ticket near it (export/pending.sql): settlements lone_seq
+    ("owner_sequence", pa.string()),  # the sequence its update owns by its run's links (rules.sql sequence_owners)
 ])
 
 

@@ -169,7 +169,8 @@ def test_dry_run_shows_the_sink_read_back_the_state_asks_for(tmp_path, aws_cfg):
                         "sequence_position": pa.array([None], pa.int64()),
                         "claimed_ids": pa.array([None], pa.list_(pa.string())), "audit_id": [7700],
                         "dlq_kinesis": [0], "error_code": pa.array([None], pa.string()),
-                        "bus_at": pa.array([None], pa.timestamp("ms", tz="UTC")), "near_audits": [0]})
+                        "bus_at": pa.array([None], pa.timestamp("ms", tz="UTC")), "near_audits": [0],
+                        "owner_sequence": pa.array([None], pa.string())})
     settlements = pa.table({"window_key": pa.array([], pa.string()), "source_id": pa.array([], pa.string()),
                             "verdict": pa.array([], pa.string()), "eb_id": pa.array([], pa.string()),
                             "lateness_s": pa.array([], pa.float64()), "dlq_kinesis": pa.array([], pa.int64()),

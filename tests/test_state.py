@@ -606,6 +606,67 @@ def test_a_carried_update_none_of_whose_events_links_settles_by_its_own_complete
         "1": "not_emitted", "2": "not_emitted", "8": "delivered"}
 
 
+def test_a_carried_merge_beside_an_update_owning_its_sequence_settles_as_one_pass_says(tmp_path):
+    """A merge (1, 2) and an update (8 priority, 9 comment) in one second at 23:00. The update's sequence SP (2
+    events): Priority Changed landed on day 1 and links 8 (the one candidate each way: the update owns SP), the
+    Comment Created never reached any store (9 lost before the bus). The merge's Ticket Merged is only in day 2's read
+    (day 1's bus log read in part). Day 2 no longer sees 8's link (settled on day 1), so the update counted as a
+    claimant of SM again and the merge's children settled lost before the bus, where one pass says not emitted
+    (diff review 7): the pending rows keep the sequence their update owns (owner_sequence)."""
+    from dataclasses import replace
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, z
+    zd = [z(1, 502, "Comment", "23:00:00", 52), z(2, 502, "Change:status", "23:00:00", 52),
+          z(8, 502, "Change:priority", "23:00:00", 58), z(9, 502, "Comment", "23:00:00", 58)]
+    mg = [legacy("MG", 502, "Ticket Merged", "23:00:00.4", 1, sequence_id="SM", sequence_total=1)]
+    pc = [legacy("PC", 502, "Priority Changed", "23:00:00.2", 1, sequence_id="SP", sequence_total=2)]
+
+    def logged(evs):
+        return [dict(e, observed_at=e["event_time"]) for e in evs]
+
+    def sunk(evs, n):
+        return [dict(e, observed_at="2026-11-24T01:00:00Z", sequence_number=str(n + i), committed=True)
+                for i, e in enumerate(evs)]
+    with State.open(tmp_path / "state.duckdb") as st:
+        first = day_results(zd, logged(pc), sunk(pc, 1), [])
+        first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        run_window(tmp_path, st, DAY, first, "day1")
+        assert st.con.sql("SELECT source_id, owner_sequence FROM pending ORDER BY source_id").fetchall() == [
+            ("1", None), ("2", None), ("9", "SP")]
+        s2 = run_window(tmp_path, st, DAY2, day_results([], logged(mg), sunk(mg, 5), []), "day2")
+    assert {r["source_id"]: r["verdict"] for r in s2["carried"]["events_shown"]} == {
+        "1": "not_emitted", "2": "not_emitted", "9": "lost_before_bus"}
+    one = run_window(tmp_path, None, DAY, day_results(zd, logged(pc + mg), sunk(pc, 1) + sunk(mg, 5), []), "one")
+    assert (one["verdicts"]["not_emitted"], one["verdicts"]["lost_before_bus"]) == (2, 1)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_with_both_families_a_carried_event_settles_by_both_copies(tmp_path, exact):
+    """[match] both_families: a comment at 23:30 whose webhook copy is on the bus on day 1, not in the sink (pending,
+    linked in the webhook family: exactly, when its id is the API child id, or by time), and whose connector copy is
+    logged only at 02:30 and lands at 03:00. Day 2 settled it lost after the bus by its webhook copy alone (an event
+    carried with a link was never matched again), where one pass says delivered (trust review round 6); and so when
+    neither copy was read on day 1 (its bus log read in part: diff review 7)."""
+    from dataclasses import replace
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, webhook, z
+    zd = [z(1, 80, "Comment", "23:30:00", 800)]
+    wx = webhook("WX", "1" if exact else "3c35f021-2ae5-4851-a4d0-9fa9fd588701", 80, "comment_added", "23:30:00")
+    lx = legacy("LX", 80, "Comment Created", "23:30:00.2", 1, sequence_id="SX", sequence_total=1)
+    bus = [dict(wx, observed_at=wx["event_time"]), dict(lx, observed_at="2026-11-24T02:30:00Z")]
+    sink = [dict(lx, observed_at="2026-11-24T03:00:00Z", sequence_number="7", committed=True)]
+    both = {"both_families": True}
+    for name, first in (("webhook read", day_results(zd, bus[:1], [], [])), ("none read", day_results(zd, [], [], []))):
+        if name == "none read":
+            first["bus_log"] = replace(first["bus_log"], complete=False, problems=["an object was cut short"])
+        with State.open(tmp_path / f"{name}.duckdb") as st:
+            assert run_window(tmp_path, st, DAY, first, f"{name}-1", match=both)["verdicts"]["pending"] == 1
+            s2 = run_window(tmp_path, st, DAY2, day_results([], bus, sink, []), f"{name}-2", match=both)
+        assert [(r["source_id"], r["verdict"]) for r in s2["carried"]["events_shown"]] == [("1", "delivered")], name
+    one = run_window(tmp_path, None, DAY, day_results(zd, bus, sink, []), "one", match=both)
+    assert one["verdicts"]["delivered"] == 1
+
+
 @pytest.mark.parametrize("family", ["legacy", "webhook"])
 def test_a_carried_event_is_delivered_by_a_copy_of_its_bus_event_under_a_new_id(tmp_path, family):
     """Comment 51 (23:30) was on the bus as X, not in the sink: pending, carried with X. Then the connector resent it

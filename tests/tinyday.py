@@ -203,10 +203,12 @@ def day_results(zendesk, bus, sink, dlq):
     return out
 
 
-def run_window(tmp_path, st, start, results, name, end=None, **thresholds):
+def run_window(tmp_path, st, start, results, name, end=None, match=None, **thresholds):
     """The window [start, `end` or a day later) judged as of two hours after its end, with the state's carried
-    events (the sink read back to them, as a run reads it: `results` hold what that read finds)."""
-    cfg = config.build(None, CONFIG | ({"thresholds": thresholds} if thresholds else {}))
+    events (the sink read back to them, as a run reads it: `results` hold what that read finds). `match`: [match]
+    settings."""
+    cfg = config.build(None, CONFIG | ({"thresholds": thresholds} if thresholds else {}) | ({"match": match} if match
+                                                                                             else {}))
     end = end or start + timedelta(days=1)
     window, carried = job.with_state(job.window_from(cfg, start, end, end + timedelta(hours=2)), st)
     out = tmp_path / name

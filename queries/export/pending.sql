@@ -3,7 +3,9 @@
 -- settlements to per-event figures). An unlinked one comes with the EventBridge ids this run linked to the other
 -- events of its ticket (claimed_ids): by hop A (the window's events and those just outside it, zendesk_reach, which
 -- no later run judges) or by settling a carried event. A later run re-matches it and must not take one of those, of
--- which the state keeps no other record once their events are settled (queries/settlements.sql `taken`).
+-- which the state keeps no other record once their events are settled (queries/settlements.sql `taken`). Each comes
+-- with the connector sequence its update owns by this run's links (owner_sequence: rules.sql sequence_owners), which a
+-- later run no longer sees once the linked events are settled.
 -- `coalesce(x IN (...), false)` is a MARK join built on the few held tickets and ids: verdicts, hop_a and bus_events
 -- may be the partitions' files, which give DuckDB no row count (docs/design.md, partitioned judging).
 WITH held AS MATERIALIZED (
@@ -11,8 +13,7 @@ WITH held AS MATERIALIZED (
 ), tickets AS MATERIALIZED (
     SELECT DISTINCT ticket_id FROM held WHERE eb_id IS NULL AND ticket_id IS NOT NULL
 ), ids AS MATERIALIZED (
-    SELECT eb_id, ticket_id, sequence_id FROM bus_events
-    WHERE coalesce(ticket_id IN (SELECT ticket_id FROM tickets), false)
+    SELECT eb_id, ticket_id FROM bus_events WHERE coalesce(ticket_id IN (SELECT ticket_id FROM tickets), false)
 ), linked AS MATERIALIZED (
     SELECT eb_id FROM hop_a WHERE coalesce(eb_id IN (SELECT eb_id FROM ids), false)
     UNION SELECT eb_id FROM settlements WHERE coalesce(eb_id IN (SELECT eb_id FROM ids), false)
@@ -20,30 +21,44 @@ WITH held AS MATERIALIZED (
     SELECT i.ticket_id, list_sort(list(DISTINCT i.eb_id::VARCHAR)) AS claimed_ids
     FROM ids i JOIN linked l USING (eb_id)
     GROUP BY i.ticket_id
+), held_tickets AS MATERIALIZED (
+    SELECT DISTINCT ticket_id FROM held WHERE audit_id IS NOT NULL AND ticket_id IS NOT NULL
+), near_zendesk AS MATERIALIZED (
+    SELECT source_id, ticket_id, audit_id, event_time FROM zendesk
+    WHERE coalesce(ticket_id IN (SELECT ticket_id FROM held_tickets), false) AND audit_id IS NOT NULL
+), owner_ids AS MATERIALIZED (
+    -- this run's links of those tickets' events
+    SELECT z.audit_id, h.eb_id, owning_link(h.match_kind) AS owning
+    FROM (SELECT source_id, eb_id, match_kind FROM hop_a
+          WHERE coalesce(source_id IN (SELECT source_id FROM near_zendesk), false)) h
+    JOIN near_zendesk z USING (source_id)
 ), owner_links AS (
-    -- this run's links to those tickets' bus events, with the audit and the sequence each (rules.sql sequence_owners)
-    SELECT z.audit_id, i.sequence_id
-    FROM (SELECT source_id, eb_id FROM hop_a WHERE coalesce(eb_id IN (SELECT eb_id FROM ids), false)) h
-    JOIN ids i USING (eb_id)
-    JOIN (SELECT source_id, audit_id FROM zendesk
-          WHERE coalesce(ticket_id IN (SELECT ticket_id FROM tickets), false) AND audit_id IS NOT NULL) z
-      USING (source_id)
+    SELECT o.audit_id, b.sequence_id, o.owning
+    FROM owner_ids o
+    JOIN (SELECT eb_id, sequence_id FROM bus_events
+          WHERE coalesce(eb_id IN (SELECT eb_id FROM owner_ids), false)) b USING (eb_id)
+), owners AS MATERIALIZED (
+    SELECT * FROM sequence_owners('owner_links')
 ), near AS (
     -- for an unlinked one, how many other audits of its ticket could claim the bus events it could (rules.sql
-    -- zendesk_reach; one whose links show another sequence its own claims none): a later run, whose Zendesk read no
-    -- longer holds them, aligns its update with a connector sequence alone (settlements.sql lone_seq) only when there
-    -- are none, as sequences.sql `lone` does with them in view
+    -- zendesk_reach): a later run, whose Zendesk read no longer holds them, aligns its update with a connector
+    -- sequence alone (settlements.sql lone_seq) only when there are none, as sequences.sql `lone` does with them in
+    -- view. Not an audit that owns a sequence, nor one with an event held too (the later run sees it among the carried
+    -- events, with its owner_sequence, and counts it then)
     SELECT h.source_id, count(DISTINCT z.audit_id) FILTER (WHERE z.audit_id <> h.audit_id) AS near_audits
     FROM held h
-    JOIN zendesk z ON z.ticket_id = h.ticket_id
-                  AND z.event_time BETWEEN h.event_time - zendesk_reach($tolerance_s)
-                                       AND h.event_time + zendesk_reach($tolerance_s)
+    JOIN near_zendesk z ON z.ticket_id = h.ticket_id
+                       AND z.event_time BETWEEN h.event_time - zendesk_reach($tolerance_s)
+                                            AND h.event_time + zendesk_reach($tolerance_s)
     WHERE h.eb_id IS NULL AND h.audit_id IS NOT NULL
-      AND z.audit_id NOT IN (SELECT audit_id FROM sequence_owners('owner_links'))
+      AND z.audit_id NOT IN (SELECT audit_id FROM owners)
+      AND z.audit_id NOT IN (SELECT audit_id FROM held WHERE audit_id IS NOT NULL)
     GROUP BY h.source_id
 )
 SELECT h.*, CASE WHEN h.eb_id IS NULL THEN c.claimed_ids END AS claimed_ids,
-       CASE WHEN h.eb_id IS NULL AND h.audit_id IS NOT NULL THEN coalesce(n.near_audits, 0) END AS near_audits
+       CASE WHEN h.eb_id IS NULL AND h.audit_id IS NOT NULL THEN coalesce(n.near_audits, 0) END AS near_audits,
+       o.sequence_id AS owner_sequence
 FROM held h
 LEFT JOIN claims c USING (ticket_id)
 LEFT JOIN near n USING (source_id)
+LEFT JOIN owners o USING (audit_id)

@@ -46,6 +46,10 @@ ALTER TABLE pending ADD COLUMN IF NOT EXISTS bus_at TIMESTAMPTZ;
 -- how many other audits of an unlinked event's ticket lay near it (queries/export/pending.sql): a later run aligns its
 -- update with a connector sequence alone only when none did (added later: older rows have none, and are not aligned)
 ALTER TABLE pending ADD COLUMN IF NOT EXISTS near_audits BIGINT;
+-- the connector sequence the event's update owns by its run's links (export/pending.sql, rules.sql sequence_owners): a
+-- later run, which no longer sees the settled links, takes that update for no other sequence's (added later: older
+-- rows have none, and their update may be any sequence's)
+ALTER TABLE pending ADD COLUMN IF NOT EXISTS owner_sequence VARCHAR;
 CREATE TABLE IF NOT EXISTS settlements (
     window_key VARCHAR, source_id VARCHAR, settled_in VARCHAR, verdict VARCHAR, eb_id VARCHAR,
     lateness_s DOUBLE, PRIMARY KEY (window_key, source_id));
