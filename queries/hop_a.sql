@@ -95,4 +95,3 @@ WITH exact AS (
 SELECT * FROM found
 UNION ALL
 SELECT * FROM copy_links('found', 'copies');
-

@@ -28,6 +28,24 @@ CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, 
 -- export/pending.sql's near_audits for them). Any other audit may be any sequence's: an ambiguous pairing alone lent a
 -- merge another update's sequence, and that update's loss the merge's complete one.
 CREATE OR REPLACE MACRO owning_link(match_kind) AS coalesce(match_kind IN ('exact', 'composite'), false);
+-- this run's links (table `links`: hop_a) of the Zendesk events on the tickets of table `tickets` (ticket_id), as
+-- sequence_owners takes them: the audit, the sequence the linked bus event (table `bus`) carries, whether the link is
+-- an owning one. MARK joins built on those few tickets and ids: hop_a and bus_events may be the partitions' files,
+-- which give DuckDB no row count (export/pending.sql, settlements.sql).
+CREATE OR REPLACE MACRO links_on_tickets(tickets, links, bus) AS TABLE
+WITH z AS MATERIALIZED (
+    SELECT source_id, audit_id FROM zendesk
+    WHERE coalesce(ticket_id IN (SELECT ticket_id FROM query_table(tickets)), false) AND audit_id IS NOT NULL
+), l AS MATERIALIZED (
+    SELECT z.audit_id, h.eb_id, owning_link(h.match_kind) AS owning
+    FROM (SELECT source_id, eb_id, match_kind FROM query_table(links)
+          WHERE coalesce(source_id IN (SELECT source_id FROM z), false)) h
+    JOIN z USING (source_id)
+)
+SELECT l.audit_id, b.sequence_id, l.owning
+FROM l
+JOIN (SELECT eb_id, sequence_id FROM query_table(bus) WHERE coalesce(eb_id IN (SELECT eb_id FROM l), false)) b
+  USING (eb_id);
 CREATE OR REPLACE MACRO sequence_owners(links) AS TABLE
 SELECT audit_id, min(sequence_id) AS sequence_id FROM query_table(links)
 GROUP BY audit_id

@@ -151,24 +151,21 @@ WITH kept AS (
     -- this run's Zendesk events on those tickets (few)
     SELECT source_id, ticket_id, audit_id, event_time FROM zendesk
     WHERE coalesce(ticket_id IN (SELECT ticket_id FROM lone_audits), false) AND audit_id IS NOT NULL
-), owner_ids AS MATERIALIZED (
-    -- the links of those and of the carried events on those tickets (few: an earlier run's are `carried`, no owning
-    -- link, but the sequence it found their update owns comes below)
-    SELECT z.audit_id, h.eb_id, owning_link(h.match_kind) AS owning
-    FROM (SELECT source_id, eb_id, match_kind FROM hop_a
-          WHERE coalesce(source_id IN (SELECT source_id FROM near_zendesk), false)) h
-    JOIN near_zendesk z USING (source_id)
-    UNION ALL
-    SELECT c.audit_id, l.eb_id, owning_link(l.match_kind)
+), kept_links AS MATERIALIZED (
+    -- the links this run made for the carried events on those tickets (an earlier run's are `carried`, no owning
+    -- link: the sequence it found their update owns comes below)
+    SELECT c.audit_id, l.eb_id, owning_link(l.match_kind) AS owning
     FROM kept c JOIN links l USING (source_id)
     WHERE coalesce(c.ticket_id IN (SELECT ticket_id FROM lone_audits), false) AND c.audit_id IS NOT NULL
 ), owner_links AS (
-    -- with the sequence each linked bus event carries, and the sequences an earlier run found the carried events'
-    -- updates own (rules.sql sequence_owners)
-    SELECT o.audit_id, b.sequence_id, o.owning
-    FROM owner_ids o
+    -- this run's links of those tickets' events and of the carried ones, with the sequence each linked bus event
+    -- carries, and the sequences an earlier run found the carried events' updates own (rules.sql sequence_owners)
+    SELECT * FROM links_on_tickets('lone_audits', 'hop_a', 'settle_near')
+    UNION ALL
+    SELECT k.audit_id, b.sequence_id, k.owning
+    FROM kept_links k
     JOIN (SELECT eb_id, sequence_id FROM settle_near
-          WHERE coalesce(eb_id IN (SELECT eb_id FROM owner_ids), false)) b USING (eb_id)
+          WHERE coalesce(eb_id IN (SELECT eb_id FROM kept_links), false)) b USING (eb_id)
     UNION ALL
     SELECT audit_id, owner_sequence, true FROM kept WHERE owner_sequence IS NOT NULL
 ), claimants AS MATERIALIZED (

@@ -311,12 +311,12 @@ def test_an_event_both_families_carried_is_judged_by_both_copies(tmp_path):
     """While the connector and the webhook route both ran (a migration; both families in one run, PIPELINE.md §1),
     one Zendesk event is on the bus once in each. Paired together, one copy was an orphan and the event was judged by
     whichever copy was paired: lost after the bus though its other copy landed (trust review round 5). With [match]
-    both_families, a copy left unpaired is paired with an event linked only in the other family: the event is
-    linked in each, delivered when one copy landed, duplicated ("both families") when both did, lost only when
-    neither did. Two comments a second apart, each carried by one family only, are still two deliveries (no copy of
-    one is taken for the other's). Off (the default: on a day when each event took one route, an unpaired event of
-    the other family may be an unrelated orphan), the copy stays an orphan, as before, counted in the
-    report's orphan table as beside the other family."""
+    both_families each family is paired on its own: the event is linked in each, delivered when one copy landed,
+    duplicated ("both families") when both did, lost only when neither did (its match kind the weaker link's). Two
+    comments a second apart, each carried by one family only, are still two deliveries (each family's copy nearest
+    its own). Off (the default: on a day when each event took one route, pairing each family on its own could give
+    one event another's copy), the copy stays an orphan, as before, counted in the report's orphan table as beside
+    the other family."""
     zen = [z(21, 50, "Comment", "12:00:00", 500), z(22, 51, "Comment", "12:10:00", 510),
            z(23, 52, "Comment", "12:20:00", 520), z(24, 53, "Comment", "12:30:00", 530),
            z(25, 54, "Comment", "12:40:00", 540), z(26, 54, "Comment", "12:40:01", 541)]

@@ -529,8 +529,8 @@ def test_the_run_wide_queries_never_hold_a_day_s_rows_in_memory_nor_spill(sim_da
     with 160 MB more than the engine holds already and no room to spill (each query this guards failed here before
     its fix; a hash table of the inflated day's rows takes several hundred MB. settlements alone, its ~40 operators'
     buffers whatever the day's size, took 112-128 MB here at d207424, and failed 1 run in 3 at 128 once the sequence
-    owners joined it). The counts come out as many times the day's; the settlements and the recovery funnel as the day's,
-    carried events linked to bus events among them."""
+    owners joined it). The counts come out as many times the day's; the settlements and the recovery funnel as the
+    day's, carried events linked to bus events among them."""
     cfg, window, ledgers, _ = sim_day
     params = run.params(cfg, window, unsettled=None)
     engine = EngineConfig(memory_limit="1GB", temp_directory=str(tmp_path / "spill"), partitions=1)

@@ -26,17 +26,8 @@ WITH held AS MATERIALIZED (
 ), near_zendesk AS MATERIALIZED (
     SELECT source_id, ticket_id, audit_id, event_time FROM zendesk
     WHERE coalesce(ticket_id IN (SELECT ticket_id FROM held_tickets), false) AND audit_id IS NOT NULL
-), owner_ids AS MATERIALIZED (
-    -- this run's links of those tickets' events
-    SELECT z.audit_id, h.eb_id, owning_link(h.match_kind) AS owning
-    FROM (SELECT source_id, eb_id, match_kind FROM hop_a
-          WHERE coalesce(source_id IN (SELECT source_id FROM near_zendesk), false)) h
-    JOIN near_zendesk z USING (source_id)
 ), owner_links AS (
-    SELECT o.audit_id, b.sequence_id, o.owning
-    FROM owner_ids o
-    JOIN (SELECT eb_id, sequence_id FROM bus_events
-          WHERE coalesce(eb_id IN (SELECT eb_id FROM owner_ids), false)) b USING (eb_id)
+    SELECT * FROM links_on_tickets('held_tickets', 'hop_a', 'bus_events')
 ), owners AS MATERIALIZED (
     SELECT * FROM sequence_owners('owner_links')
 ), near AS (
