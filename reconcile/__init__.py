@@ -2,7 +2,7 @@
 
 # Raised whenever what a run decides or writes changes (a rule, a vocabulary, an output's columns): a run's manifest
 # records it, and `verify` of a run made by another version says to verify with that one.
-__version__ = "0.10.0"
+__version__ = "0.11.0"
 
 import os
 
