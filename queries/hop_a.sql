@@ -89,8 +89,12 @@ WITH exact AS (
     FROM cand_all c
     LEFT JOIN anchors a USING (sequence_id)
 ), found AS (
+    -- an event linked exactly takes its connector copy only when it is the one candidate each way: by time order
+    -- among several, a lost event took another update's copy, and its loss was delivered
     SELECT * FROM exact
-    UNION ALL SELECT * FROM pair_composite('cand')
+    UNION ALL
+    SELECT * FROM pair_composite('cand') p
+    WHERE NOT ($both_families AND p.match_kind <> 'composite' AND p.source_id IN (SELECT source_id FROM exact_s))
 )
 SELECT * FROM found
 UNION ALL

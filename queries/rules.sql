@@ -26,11 +26,13 @@ CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, 
 -- hop_a.sql's anchors: exact, or the one candidate each way), is that sequence's update, so it is no claimant of
 -- another sequence near it (the sequence rule's lone updates: sequences.sql `lone`, settlements.sql `lone_seq`, and
 -- export/pending.sql's near_audits for them). Any other audit may be any sequence's: an ambiguous pairing alone lent a
--- merge another update's sequence, and that update's loss the merge's complete one.
+-- merge another update's sequence, and that update's loss the merge's complete one. Only connector (legacy) events
+-- count: a webhook carries a sequence of its own, and an update linked by its webhook alone made its connector
+-- sequence an unclaimed one beside it.
 CREATE OR REPLACE MACRO owning_link(match_kind) AS coalesce(match_kind IN ('exact', 'composite'), false);
--- this run's links (table `links`: hop_a) of the Zendesk events on the tickets of table `tickets` (ticket_id), as
--- sequence_owners takes them: the audit, the sequence the linked bus event (table `bus`) carries, whether the link is
--- an owning one. MARK joins built on those few tickets and ids: hop_a and bus_events may be the partitions' files,
+-- this run's links (table `links`: hop_a) of the Zendesk events on the tickets of table `tickets` (ticket_id) to
+-- connector events (table `bus`), as sequence_owners takes them: the audit, the sequence the linked bus event carries,
+-- whether the link is an owning one. MARK joins built on those few tickets and ids: hop_a and bus_events may be the partitions' files,
 -- which give DuckDB no row count (export/pending.sql, settlements.sql).
 CREATE OR REPLACE MACRO links_on_tickets(tickets, links, bus) AS TABLE
 WITH z AS MATERIALIZED (
@@ -44,7 +46,8 @@ WITH z AS MATERIALIZED (
 )
 SELECT l.audit_id, b.sequence_id, l.owning
 FROM l
-JOIN (SELECT eb_id, sequence_id FROM query_table(bus) WHERE coalesce(eb_id IN (SELECT eb_id FROM l), false)) b
+JOIN (SELECT eb_id, sequence_id FROM query_table(bus)
+      WHERE coalesce(eb_id IN (SELECT eb_id FROM l), false) AND family = 'legacy') b
   USING (eb_id);
 CREATE OR REPLACE MACRO sequence_owners(links) AS TABLE
 SELECT audit_id, min(sequence_id) AS sequence_id FROM query_table(links)

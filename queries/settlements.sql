@@ -165,7 +165,7 @@ WITH kept AS (
     SELECT k.audit_id, b.sequence_id, k.owning
     FROM kept_links k
     JOIN (SELECT eb_id, sequence_id FROM settle_near
-          WHERE coalesce(eb_id IN (SELECT eb_id FROM kept_links), false)) b USING (eb_id)
+          WHERE coalesce(eb_id IN (SELECT eb_id FROM kept_links), false) AND family = 'legacy') b USING (eb_id)
     UNION ALL
     SELECT audit_id, owner_sequence, true FROM kept WHERE owner_sequence IS NOT NULL
 ), claimants AS MATERIALIZED (

@@ -350,8 +350,11 @@ def test_an_event_both_families_carried_is_judged_by_both_copies(tmp_path):
     # called delivered: SY is 63's update's (its one candidate each way), so its comment is 62's. And two comments 5 s
     # apart (webhook ids not the API's), both copies of 71 lost, both of 72 landed: pooled, each family's copies were
     # crossed and 71's loss delivered by 72's copies.
+    # (and, 62's update one comment only, nothing anchors SY: a connector copy is taken by an event its webhook links
+    # only when it is the one candidate each way, diff review 8)
     zen_s = [z(61, 60, "Comment", "12:00:00", 600), z(62, 60, "Comment", "12:00:00", 601),
              z(63, 60, "Change:status", "12:00:00", 601),
+             z(65, 61, "Comment", "12:00:00", 610), z(66, 61, "Comment", "12:00:00", 611),
              z(71, 70, "Comment", "12:00:00", 700), z(72, 70, "Comment", "12:00:05", 701)]
     made = [webhook("WX", "61", 60, "comment_added", "12:00:00"), webhook("WY", "62", 60, "comment_added", "12:00:00"),
             webhook("WYS", "63", 60, "status_changed", "12:00:00"),
@@ -360,14 +363,17 @@ def test_an_event_both_families_carried_is_judged_by_both_copies(tmp_path):
             webhook("VX", "3c35f021-2ae5-4851-a4d0-9fa9fd588771", 70, "comment_added", "12:00:00"),
             seq("KX", 70, "Comment Created", "12:00:00.2", 1, 1, "SX"),
             webhook("VY", "3c35f021-2ae5-4851-a4d0-9fa9fd588772", 70, "comment_added", "12:00:05"),
-            seq("KY", 70, "Comment Created", "12:00:05.2", 1, 1, "SZ")]
+            seq("KY", 70, "Comment Created", "12:00:05.2", 1, 1, "SZ"),
+            webhook("UX", "65", 61, "comment_added", "12:00:00"), webhook("UY", "66", 61, "comment_added", "12:00:00"),
+            seq("JY", 61, "Comment Created", "12:00:00.2", 1, 1, "SJ")]
     made_logged, made_sunk = landed(made)
     e = judge(tmp_path / "same second", zen_s, made_logged,
-              [row for ev, row in zip(made, made_sunk) if ev["eb_id"] not in ("WX", "VX", "KX")], [],
+              [row for ev, row in zip(made, made_sunk) if ev["eb_id"] not in ("WX", "VX", "KX", "UX")], [],
               both_families=True)
     try:
         assert table(e, "verdicts", ["source_id", "verdict", "eb_ids"]) == [
             ("61", "lost_after_bus", 1), ("62", "duplicated", 2), ("63", "duplicated", 2),
+            ("65", "lost_after_bus", 1), ("66", "delivered", 1),
             ("71", "lost_after_bus", 2), ("72", "duplicated", 2)]
     finally:
         e.close()
@@ -486,6 +492,12 @@ def test_an_update_none_of_whose_events_links_is_judged_by_its_own_complete_sequ
     linked_beside = [z(71, 503, "Change:priority", "11:00:00", 72), z(19, 502, "Comment", "10:00:00", 74)]
     own = [seq("PC", 503, "Priority Changed", "11:00:00.2", 1, 1, "SPC"),
            seq("CC", 502, "Comment Created", "10:00:00.2", 1, 1, "SCC")]
+    # ...nor one linked by its webhook alone (a webhook carries a sequence of its own): its connector copy, an orphan
+    # with the option off, is no unclaimed sequence a lost comment beside it can take (diff review 8)
+    lost_comment = [z(1, 507, "Comment", "10:00:00", 75), z(8, 507, "Change:priority", "10:00:00", 76)]
+    routes = [webhook("WP", "8", 507, "priority_changed", "10:00:00", sequence_id="WS", sequence_position=1,
+                      sequence_total=1),
+              seq("PC", 507, "Priority Changed", "10:00:00.2", 1, 1, "SP")]
     # ...but not one whose links carry two sequences (which is its own is unknown): the merge keeps its loss
     split = [z(17, 502, "Comment", "10:00:00", 85), z(18, 502, "Change:priority", "10:00:00", 85)]
     two_seqs = [seq("CC", 502, "Comment Created", "10:00:00.2", 1, 1, "SCC"),
@@ -501,6 +513,7 @@ def test_an_update_none_of_whose_events_links_is_judged_by_its_own_complete_sequ
              {"21": "lost_before_bus", "22": "lost_before_bus", "31": "not_emitted", "71": "delivered",
               "19": "delivered"},
              [("MG", False), ("SD", True)]),
+            ("webhook beside", lost_comment, routes, {"1": "lost_before_bus", "8": "delivered"}, [("PC", False)]),
             ("linked to two", merge + split, events[:1] + two_seqs,
              {"21": "lost_before_bus", "22": "lost_before_bus", "17": "delivered", "18": "delivered"},
              [("MG", False)])):

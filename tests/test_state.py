@@ -640,6 +640,34 @@ def test_a_carried_merge_beside_an_update_owning_its_sequence_settles_as_one_pas
     assert (one["verdicts"]["not_emitted"], one["verdicts"]["lost_before_bus"]) == (2, 1)
 
 
+def test_a_near_update_held_with_a_lost_one_still_counts_once_it_settles(tmp_path):
+    """Comment 1 (lost before the bus) and a priority change 8 in one second at 23:00, 8 linked by its webhook WP
+    only (its connector copy PC an orphan: the families pooled). Day 1's bus log read in part: both held. A first form
+    left 8's audit out of 1's near_audits (held, so a later run would count it among its carried events); but 8
+    settled on day 2 and day 3 no longer saw it, aligning 1 with PC's sequence: not_emitted, a real loss hidden (diff
+    review 8). It counts, and 1 settles lost before the bus, as one pass says."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from tinyday import DAY, DAY2, day_results, legacy, run_window, webhook, z
+    zd = [z(1, 502, "Comment", "23:00:00", 52), z(8, 502, "Change:priority", "23:00:00", 58)]
+    wp = webhook("WP", "8", 502, "priority_changed", "23:00:00")
+    pc = legacy("PC", 502, "Priority Changed", "23:00:00.2", 1, sequence_id="SP", sequence_total=1)
+    bus = [dict(e, observed_at=e["event_time"]) for e in (wp, pc)]
+    sink = [dict(wp, observed_at="2026-11-24T03:00:00Z", sequence_number="1", committed=True)]
+
+    def partial(r):
+        r["bus_log"] = replace(r["bus_log"], complete=False, problems=["an object was cut short"])
+        return r
+    with State.open(tmp_path / "state.duckdb") as st:
+        run_window(tmp_path, st, DAY, partial(day_results(zd, [], [], [])), "day1")
+        run_window(tmp_path, st, DAY2, partial(day_results([], bus, sink, [])), "day2")
+        s3 = run_window(tmp_path, st, DAY2 + timedelta(days=1), day_results([], bus, sink, []), "day3")
+    assert [(r["source_id"], r["verdict"]) for r in s3["carried"]["events_shown"]] == [("1", "lost_before_bus")]
+    one = run_window(tmp_path, None, DAY, day_results(zd, bus, sink, []), "one")
+    assert (one["verdicts"]["lost_before_bus"], one["verdicts"]["not_emitted"]) == (1, 0)
+
+
 @pytest.mark.parametrize("exact", [True, False])
 def test_with_both_families_a_carried_event_settles_by_both_copies(tmp_path, exact):
     """[match] both_families: a comment at 23:30 whose webhook copy is on the bus on day 1, not in the sink (pending,

@@ -34,8 +34,8 @@ WITH held AS MATERIALIZED (
     -- for an unlinked one, how many other audits of its ticket could claim the bus events it could (rules.sql
     -- zendesk_reach): a later run, whose Zendesk read no longer holds them, aligns its update with a connector
     -- sequence alone (settlements.sql lone_seq) only when there are none, as sequences.sql `lone` does with them in
-    -- view. Not an audit that owns a sequence, nor one with an event held too (the later run sees it among the carried
-    -- events, with its owner_sequence, and counts it then)
+    -- view. Not an audit that owns a sequence (an audit held too still counts: it may settle before this one does,
+    -- and a later run would then not see it)
     SELECT h.source_id, count(DISTINCT z.audit_id) FILTER (WHERE z.audit_id <> h.audit_id) AS near_audits
     FROM held h
     JOIN near_zendesk z ON z.ticket_id = h.ticket_id
@@ -43,7 +43,6 @@ WITH held AS MATERIALIZED (
                                             AND h.event_time + zendesk_reach($tolerance_s)
     WHERE h.eb_id IS NULL AND h.audit_id IS NOT NULL
       AND z.audit_id NOT IN (SELECT audit_id FROM owners)
-      AND z.audit_id NOT IN (SELECT audit_id FROM held WHERE audit_id IS NOT NULL)
     GROUP BY h.source_id
 )
 SELECT h.*, CASE WHEN h.eb_id IS NULL THEN c.claimed_ids END AS claimed_ids,
