@@ -32,8 +32,8 @@ CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, 
 CREATE OR REPLACE MACRO owning_link(match_kind) AS coalesce(match_kind IN ('exact', 'composite'), false);
 -- this run's links (table `links`: hop_a) of the Zendesk events on the tickets of table `tickets` (ticket_id) to
 -- connector events (table `bus`), as sequence_owners takes them: the audit, the sequence the linked bus event carries,
--- whether the link is an owning one. MARK joins built on those few tickets and ids: hop_a and bus_events may be the partitions' files,
--- which give DuckDB no row count (export/pending.sql, settlements.sql).
+-- whether the link is an owning one. MARK joins built on those few tickets and ids: hop_a and bus_events may be the
+-- partitions' files, which give DuckDB no row count (export/pending.sql, settlements.sql).
 CREATE OR REPLACE MACRO links_on_tickets(tickets, links, bus) AS TABLE
 WITH z AS MATERIALIZED (
     SELECT source_id, audit_id FROM zendesk
