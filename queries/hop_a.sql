@@ -43,7 +43,7 @@ WITH exact AS (
 ), cand_all AS MATERIALIZED (
     SELECT s.source_id, b.eb_id, s.ticket_id, s.model_kind AS kind, s.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos, s.audit_id, b.sequence_id,
-           CASE WHEN $both_families THEN coalesce(b.family, '') ELSE '' END AS family,
+           pairing_family(b.family, $both_families) AS family,
            position_fits(s.pos_low, s.position, b.sequence_position) AS fits
     FROM rest_s s
     JOIN rest_b b ON composite_candidate(s.ticket_id, s.model_kind, s.event_time,

@@ -20,8 +20,8 @@ CREATE OR REPLACE MACRO near_second(s_time, b_time, tolerance_s) AS
 CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, b_kind, b_time, tolerance_s) AS
     b_ticket = s_ticket AND b_kind = s_kind AND near_second(s_time, b_time, tolerance_s);
 
--- one ticket update, one connector sequence (meta.sequence.id): an audit whose linked bus events (table `links`:
--- audit_id, sequence_id, `owning`, a row per link, or per sequence an earlier run found the audit owns:
+-- one ticket update, one connector sequence (meta.sequence.id): an audit whose linked connector events (table `links`:
+-- audit_id, sequence_id, `owning`, `family`, a row per link, or per sequence an earlier run found the audit owns:
 -- pending.owner_sequence) all carry one sequence, at least one of them by a link that is no guess (`owning_link`, as
 -- hop_a.sql's anchors: exact, or the one candidate each way), is that sequence's update, so it is no claimant of
 -- another sequence near it (the sequence rule's lone updates: sequences.sql `lone`, settlements.sql `lone_seq`, and
@@ -30,8 +30,8 @@ CREATE OR REPLACE MACRO composite_candidate(s_ticket, s_kind, s_time, b_ticket, 
 -- count: a webhook carries a sequence of its own, and an update linked by its webhook alone made its connector
 -- sequence an unclaimed one beside it.
 CREATE OR REPLACE MACRO owning_link(match_kind) AS coalesce(match_kind IN ('exact', 'composite'), false);
--- this run's links (table `links`: hop_a) of the Zendesk events on the tickets of table `tickets` (ticket_id) to
--- connector events (table `bus`), as sequence_owners takes them: the audit, the sequence the linked bus event carries,
+-- this run's links (table `links`: hop_a) of the Zendesk events on the tickets of table `tickets` (ticket_id) to the
+-- bus events (table `bus`), as sequence_owners takes them: the audit, the sequence and family of the linked bus event,
 -- whether the link is an owning one. MARK joins built on those few tickets and ids: hop_a and bus_events may be the
 -- partitions' files, which give DuckDB no row count (export/pending.sql, settlements.sql).
 CREATE OR REPLACE MACRO links_on_tickets(tickets, links, bus) AS TABLE
@@ -44,13 +44,13 @@ WITH z AS MATERIALIZED (
           WHERE coalesce(source_id IN (SELECT source_id FROM z), false)) h
     JOIN z USING (source_id)
 )
-SELECT l.audit_id, b.sequence_id, l.owning
+SELECT l.audit_id, b.sequence_id, l.owning, b.family
 FROM l
-JOIN (SELECT eb_id, sequence_id FROM query_table(bus)
-      WHERE coalesce(eb_id IN (SELECT eb_id FROM l), false) AND family = 'legacy') b
+JOIN (SELECT eb_id, sequence_id, family FROM query_table(bus) WHERE coalesce(eb_id IN (SELECT eb_id FROM l), false)) b
   USING (eb_id);
 CREATE OR REPLACE MACRO sequence_owners(links) AS TABLE
 SELECT audit_id, min(sequence_id) AS sequence_id FROM query_table(links)
+WHERE family = 'legacy'
 GROUP BY audit_id
 HAVING count(sequence_id) = count(*) AND count(DISTINCT sequence_id) = 1 AND bool_or(owning);
 
@@ -81,6 +81,11 @@ CREATE OR REPLACE MACRO position_kind_fits(present, b_type, s_kind, s_emission) 
     OR (b_type, s_kind) IN (SELECT (bus_type, api_kind) FROM emission_model WHERE bus_type IS NOT NULL)
     OR coalesce(s_emission = 'unknown' AND b_type NOT IN (SELECT bus_type FROM emission_model
                                                           WHERE bus_type IS NOT NULL), false);
+
+-- the family composite candidates are paired within (pair_candidates): the bus event's payload family with [match]
+-- both_families, else one for every candidate (hop_a.sql, settlements.sql)
+CREATE OR REPLACE MACRO pairing_family(b_family, both_families) AS
+    CASE WHEN both_families THEN coalesce(b_family, '') ELSE '' END;
 
 -- hop A, pairing: composite candidates (table `cand`: source_id, eb_id, ticket_id, kind, family, s_time, b_time,
 -- b_pos) made one-to-one within each `family`: one value for every candidate, or, with [match] both_families, the

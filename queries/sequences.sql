@@ -35,12 +35,12 @@ WITH open_units AS MATERIALIZED (
     GROUP BY audit_id
     HAVING count(*) = count(*) FILTER (WHERE source_id IN (SELECT source_id FROM open_units))
 ), owner_links AS (
-    -- the links of those tickets' events to connector events, with the sequence each carries (few)
-    SELECT s.audit_id, b.sequence_id, owning_link(h.match_kind) AS owning
+    -- the links of those tickets' events, with the sequence and family of each linked bus event (few)
+    SELECT s.audit_id, b.sequence_id, owning_link(h.match_kind) AS owning, b.family
     FROM hop_a h
     JOIN source_events s ON s.source_id = h.source_id
     JOIN bus_events b ON b.eb_id = h.eb_id
-    WHERE s.ticket_id IN (SELECT ticket_id FROM lone_audits) AND s.audit_id IS NOT NULL AND b.family = 'legacy'
+    WHERE s.ticket_id IN (SELECT ticket_id FROM lone_audits) AND s.audit_id IS NOT NULL
 ), ticket_audits AS MATERIALIZED (
     -- every audit of those tickets, whatever its events (few), but one its links show another sequence's
     -- (rules.sql sequence_owners)

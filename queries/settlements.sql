@@ -88,7 +88,7 @@ WITH kept AS (
 ), cand AS (
     SELECT DISTINCT c.source_id, b.eb_id, c.ticket_id, model_kind(c.kind) AS kind, c.event_time AS s_time,
            b.event_time AS b_time, b.sequence_position AS b_pos,
-           CASE WHEN $both_families THEN coalesce(b.family, '') ELSE '' END AS family,
+           pairing_family(b.family, $both_families) AS family,
            position_fits(NULL, c.position, b.sequence_position) AS fits
     FROM matchable c
     JOIN emission_model k ON k.api_kind = model_kind(c.kind)
@@ -162,12 +162,12 @@ WITH kept AS (
     -- carries, and the sequences an earlier run found the carried events' updates own (rules.sql sequence_owners)
     SELECT * FROM links_on_tickets('lone_audits', 'hop_a', 'settle_near')
     UNION ALL
-    SELECT k.audit_id, b.sequence_id, k.owning
+    SELECT k.audit_id, b.sequence_id, k.owning, b.family
     FROM kept_links k
-    JOIN (SELECT eb_id, sequence_id FROM settle_near
-          WHERE coalesce(eb_id IN (SELECT eb_id FROM kept_links), false) AND family = 'legacy') b USING (eb_id)
+    JOIN (SELECT eb_id, sequence_id, family FROM settle_near
+          WHERE coalesce(eb_id IN (SELECT eb_id FROM kept_links), false)) b USING (eb_id)
     UNION ALL
-    SELECT audit_id, owner_sequence, true FROM kept WHERE owner_sequence IS NOT NULL
+    SELECT audit_id, owner_sequence, true, 'legacy' FROM kept WHERE owner_sequence IS NOT NULL
 ), claimants AS MATERIALIZED (
     -- every audit of those tickets this run or the state knows, whatever its events, but one whose links show another
     -- sequence its own
